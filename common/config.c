@@ -1,0 +1,263 @@
+#include "common/config.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* "WS_MAX_CONNECTIONS" -> "ws-max-connections" */
+static void flag_name(const char *env, char *out, size_t n)
+{
+    size_t i = 0;
+    for (; env[i] && i + 1 < n; i++)
+        out[i] = env[i] == '_' ? '-' : (char)tolower((unsigned char)env[i]);
+    out[i] = '\0';
+}
+
+static int parse_bool(const char *v, int *out)
+{
+    static const char *const yes[] = { "1", "true", "yes", "on" };
+    static const char *const no[] = { "0", "false", "no", "off" };
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(v, yes[i]) == 0) { *out = 1; return 0; }
+        if (strcasecmp(v, no[i]) == 0) { *out = 0; return 0; }
+    }
+    return -1;
+}
+
+static int set_value(const config_opt *o, const char *v, const char *src)
+{
+    char *end;
+    switch (o->type) {
+    case CFG_STR: {
+        char **dst = o->dst;
+        char *copy = v ? strdup(v) : NULL;
+        if (v && !copy)
+            return -1;
+        free(*dst);
+        *dst = copy;
+        return 0;
+    }
+    case CFG_INT: {
+        errno = 0;
+        long x = strtol(v, &end, 0);
+        if (errno || end == v || *end) {
+            fprintf(stderr, "error: %s (%s): '%s' is not an integer\n", o->env, src, v);
+            return -1;
+        }
+        if ((o->min != 0 || o->max != 0) && ((double)x < o->min || (double)x > o->max)) {
+            fprintf(stderr, "error: %s (%s): %ld is out of range [%.0f, %.0f]\n",
+                    o->env, src, x, o->min, o->max);
+            return -1;
+        }
+        *(long *)o->dst = x;
+        return 0;
+    }
+    case CFG_DOUBLE: {
+        errno = 0;
+        double x = strtod(v, &end);
+        if (errno || end == v || *end || !isfinite(x)) {
+            fprintf(stderr, "error: %s (%s): '%s' is not a number\n", o->env, src, v);
+            return -1;
+        }
+        if ((o->min != 0 || o->max != 0) && (x < o->min || x > o->max)) {
+            fprintf(stderr, "error: %s (%s): %g is out of range [%g, %g]\n",
+                    o->env, src, x, o->min, o->max);
+            return -1;
+        }
+        *(double *)o->dst = x;
+        return 0;
+    }
+    case CFG_BOOL:
+        if (parse_bool(v, o->dst) != 0) {
+            fprintf(stderr, "error: %s (%s): '%s' is not a boolean (true/false)\n",
+                    o->env, src, v);
+            return -1;
+        }
+        return 0;
+    }
+    return -1;
+}
+
+void config_usage(const config_opt *opts, size_t n, const char *prog,
+                  const char *summary)
+{
+    printf("Usage: %s [--setting=value ...]\n\n%s\n\n", prog, summary);
+    printf("Every setting is an environment variable and the same long flag;\n"
+           "a flag overrides the environment.\n\n");
+    for (size_t i = 0; i < n; i++) {
+        char flag[96];
+        flag_name(opts[i].env, flag, sizeof flag);
+        const char *t = opts[i].type == CFG_INT ? "int" : opts[i].type == CFG_BOOL ? "bool"
+                      : opts[i].type == CFG_DOUBLE ? "number" : "string";
+        printf("  --%s, %s (%s)\n      %s\n", flag, opts[i].env, t, opts[i].help);
+        if (opts[i].def)
+            printf("      default: %s\n", opts[i].def[0] ? opts[i].def : "(empty)");
+        else
+            printf("      default: (unset)\n");
+        if (opts[i].type != CFG_STR && opts[i].type != CFG_BOOL &&
+            (opts[i].min != 0 || opts[i].max != 0))
+            printf("      range: %g .. %g\n", opts[i].min, opts[i].max);
+    }
+    printf("  --help\n      Print this text and exit.\n");
+}
+
+int config_load(const config_opt *opts, size_t n, int argc, char **argv,
+                const char *prog, const char *summary)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
+            config_usage(opts, n, prog, summary);
+            return 1;
+        }
+    }
+    /* defaults, then environment */
+    for (size_t i = 0; i < n; i++) {
+        const config_opt *o = &opts[i];
+        if (o->type == CFG_STR) {   /* a second load replaces the first */
+            free(*(char **)o->dst);
+            *(char **)o->dst = NULL;
+        }
+        if (o->def && set_value(o, o->def, "default") != 0)
+            return -1;
+        const char *e = getenv(o->env);
+        if (e && set_value(o, e, "environment") != 0)
+            return -1;
+    }
+    /* flags */
+    for (int i = 1; i < argc; i++) {
+        const char *a = argv[i];
+        if (strncmp(a, "--", 2) != 0) {
+            fprintf(stderr, "error: unexpected argument '%s' (see %s --help)\n", a, prog);
+            return -1;
+        }
+        const char *name = a + 2;
+        const char *eq = strchr(name, '=');
+        size_t nl = eq ? (size_t)(eq - name) : strlen(name);
+        const config_opt *o = NULL;
+        for (size_t k = 0; k < n && !o; k++) {
+            char flag[96];
+            flag_name(opts[k].env, flag, sizeof flag);
+            if (strlen(flag) == nl && strncmp(flag, name, nl) == 0)
+                o = &opts[k];
+        }
+        if (!o) {
+            fprintf(stderr, "error: unknown option '--%.*s' (see %s --help)\n", (int)nl,
+                    name, prog);
+            return -1;
+        }
+        const char *v;
+        if (eq) {
+            v = eq + 1;
+        } else if (o->type == CFG_BOOL &&
+                   (i + 1 >= argc || strncmp(argv[i + 1], "--", 2) == 0)) {
+            v = "true";
+        } else if (i + 1 < argc) {
+            v = argv[++i];
+        } else {
+            fprintf(stderr, "error: option '--%.*s' needs a value\n", (int)nl, name);
+            return -1;
+        }
+        if (set_value(o, v, "flag") != 0)
+            return -1;
+    }
+    return 0;
+}
+
+void config_free(const config_opt *opts, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (opts[i].type == CFG_STR) {
+            free(*(char **)opts[i].dst);
+            *(char **)opts[i].dst = NULL;
+        }
+    }
+}
+
+int config_split_hostport(const char *s, char *hostbuf, size_t hostlen, int *port)
+{
+    if (!s || !*s)
+        return -1;
+    const char *colon;
+    const char *h = s;
+    size_t hl;
+    if (s[0] == '[') {
+        const char *rb = strchr(s, ']');
+        if (!rb || rb[1] != ':')
+            return -1;
+        h = s + 1;
+        hl = (size_t)(rb - h);
+        colon = rb + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon)
+            return -1;
+        hl = (size_t)(colon - s);
+    }
+    if (hl + 1 > hostlen)
+        return -1;
+    char *end;
+    errno = 0;
+    long p = strtol(colon + 1, &end, 10);
+    if (errno || end == colon + 1 || *end || p < 0 || p > 65535)
+        return -1;
+    memcpy(hostbuf, h, hl);
+    hostbuf[hl] = '\0';
+    if (hl == 0)
+        snprintf(hostbuf, hostlen, "0.0.0.0");
+    *port = (int)p;
+    return 0;
+}
+
+int config_parse_redis_url(const char *url, redis_endpoint *out)
+{
+    memset(out, 0, sizeof *out);
+    if (!url)
+        return -1;
+    if (strncmp(url, "unix:", 5) == 0) {
+        const char *p = url + 5;
+        if (strncmp(p, "//", 2) == 0)
+            p += 2;
+        if (*p != '/' || strlen(p) >= sizeof out->path)
+            return -1;
+        snprintf(out->path, sizeof out->path, "%s", p);
+        return 0;
+    }
+    if (strncmp(url, "redis://", 8) != 0)
+        return -1;
+    const char *hp = url + 8;
+    const char *at = strrchr(hp, '@');  /* credentials are not supported */
+    if (at)
+        return -1;
+    const char *slash = strchr(hp, '/');
+    char tmp[300];
+    size_t l = slash ? (size_t)(slash - hp) : strlen(hp);
+    if (l == 0 || l >= sizeof tmp)
+        return -1;
+    memcpy(tmp, hp, l);
+    tmp[l] = '\0';
+    if (strchr(tmp, ':') && !(tmp[0] == '[' && !strstr(tmp, "]:"))) {
+        if (config_split_hostport(tmp, out->host, sizeof out->host, &out->port) != 0)
+            return -1;
+    } else {
+        const char *h = tmp;
+        size_t hl = strlen(tmp);
+        if (tmp[0] == '[') { h++; hl -= 2; }
+        if (hl >= sizeof out->host)
+            return -1;
+        memcpy(out->host, h, hl);
+        out->host[hl] = '\0';
+        out->port = 6379;
+    }
+    if (slash && slash[1]) {
+        char *end;
+        long db = strtol(slash + 1, &end, 10);
+        if (*end || db < 0 || db > 255)
+            return -1;
+        out->db = (int)db;
+    }
+    return 0;
+}

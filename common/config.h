@@ -1,0 +1,76 @@
+/*
+ * Settings: every option is an environment variable and the same long flag
+ * (WS_MAX_CONNECTIONS <=> --ws-max-connections).  Precedence: flag > env >
+ * default.  Each binary declares a table of config_opt and calls
+ * config_load(); `--help` prints every setting with its env name, default
+ * and description, then exits 0.
+ *
+ *   static char *redis_url; static long max_conns;
+ *   static const config_opt opts[] = {
+ *     { "REDIS_URL", CFG_STR, &redis_url, "redis://127.0.0.1:6379",
+ *       "Redis endpoint: redis://host:port or unix:/path", 0, 0 },
+ *     { "WS_MAX_CONNECTIONS", CFG_INT, &max_conns, "0",
+ *       "Max WebSocket clients (0 = derived from the fd limit)", 0, 1000000 },
+ *   };
+ *   if (config_load(opts, 2, argc, argv, "odin-shard", "WebSocket shard") != 0)
+ *       exit(2);
+ *
+ * Strings are heap copies owned by the config module, released by
+ * config_free(opts, n).  Booleans accept 1/0/true/false/yes/no/on/off.
+ * A flag may be given as --name=value or --name value; a boolean flag alone
+ * (--foo) means true.
+ */
+#ifndef ODIN_COMMON_CONFIG_H
+#define ODIN_COMMON_CONFIG_H
+
+#include <stddef.h>
+
+enum config_type {
+    CFG_STR,   /* dst: char **           */
+    CFG_INT,   /* dst: long *, range [min,max] checked */
+    CFG_BOOL,  /* dst: int *             */
+    CFG_DOUBLE /* dst: double *, range [min,max] checked */
+};
+
+typedef struct config_opt {
+    const char *env;        /* e.g. "WS_MAX_CONNECTIONS"; flag derived */
+    enum config_type type;
+    void *dst;
+    const char *def;        /* default as text; NULL = unset (strings: NULL) */
+    const char *help;
+    double min, max;        /* numeric range; ignored if min == max == 0 */
+} config_opt;
+
+/*
+ * Load settings.  Returns 0 on success, 1 if --help/--version was printed
+ * (caller exits 0), -1 on a bad value or unknown flag (message already
+ * printed to stderr naming the setting; caller exits 2).
+ */
+int config_load(const config_opt *opts, size_t n, int argc, char **argv,
+                const char *prog, const char *summary);
+
+/* Print the --help text to stdout. */
+void config_usage(const config_opt *opts, size_t n, const char *prog,
+                  const char *summary);
+
+/* Free the strings config_load allocated. */
+void config_free(const config_opt *opts, size_t n);
+
+/* "host:port" -> host (copy into hostbuf) and port.  IPv6 as [::1]:port.
+ * Returns 0 or -1. */
+int config_split_hostport(const char *s, char *hostbuf, size_t hostlen,
+                          int *port);
+
+/*
+ * Redis endpoint: "redis://host:port[/db]" (port default 6379), or
+ * "unix:/path" / "unix:///path".  Returns 0 or -1.  path non-empty for unix.
+ */
+typedef struct redis_endpoint {
+    char host[256];
+    int port;
+    char path[256];
+    int db;
+} redis_endpoint;
+int config_parse_redis_url(const char *url, redis_endpoint *out);
+
+#endif

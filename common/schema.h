@@ -1,0 +1,67 @@
+/*
+ * Redis schema shared by shard and router (DESIGN.md "Redis schema").
+ * With prefix P (default "odin:"):
+ *   P route:<token>       SET of shard ids holding a subscriber of <token>
+ *   P shard:<id>          HASH endpoint,pid,host,started_at,connections,
+ *                         tokens,ws_addr; TTL lease refreshed by heartbeat
+ *   P shard:<id>:tokens   SET reverse index of the shard's tokens
+ *   P shards              SET of shard ids that registered and have not been
+ *                         cleaned up (lets routers find dead shards' leftovers
+ *                         without SCAN; an addition to the DESIGN schema)
+ *   P routes              pub/sub channel: a route change publishes the token
+ *                         itself; shard events publish "shard:up:<id>" or
+ *                         "shard:down:<id>" (':' cannot occur in a token).
+ * All changes are atomic (the Lua scripts below, run with EVAL).
+ */
+#ifndef ODIN_COMMON_SCHEMA_H
+#define ODIN_COMMON_SCHEMA_H
+
+#define SCHEMA_DEFAULT_PREFIX "odin:"
+#define SCHEMA_EVENT_SHARD_UP "shard:up:"
+#define SCHEMA_EVENT_SHARD_DOWN "shard:down:"
+
+/*
+ * Add (or remove) shard ARGV[2] for token ARGV[3]:
+ *   KEYS[1] = P route:<token>, KEYS[2] = P shard:<id>:tokens,
+ *   KEYS[3] = P routes (channel), ARGV[1] = "add" | "del", ARGV[2] = id,
+ *   ARGV[3] = token.  Publishes the token only if the set changed.
+ *   Returns 1 if changed, else 0.
+ */
+#define SCHEMA_LUA_ROUTE \
+    "local n\n" \
+    "if ARGV[1] == 'add' then\n" \
+    "  n = redis.call('SADD', KEYS[1], ARGV[2])\n" \
+    "  redis.call('SADD', KEYS[2], ARGV[3])\n" \
+    "else\n" \
+    "  n = redis.call('SREM', KEYS[1], ARGV[2])\n" \
+    "  redis.call('SREM', KEYS[2], ARGV[3])\n" \
+    "end\n" \
+    "if n == 1 then redis.call('PUBLISH', KEYS[3], ARGV[3]) end\n" \
+    "return n\n"
+
+/*
+ * Remove every route of shard ARGV[1] through its reverse index, delete its
+ * lease and reverse index, drop it from the registry, publish each token and
+ * "shard:down:<id>".  ARGV[2] = prefix.  ARGV[3] = "force" to clean even if
+ * the lease exists (own deregistration / restart with the same id), "dead"
+ * to clean only when the lease has expired (routers' dead-shard sweep).
+ * Returns the number of routes removed, or -1 if the lease is alive in
+ * "dead" mode.
+ */
+#define SCHEMA_LUA_CLEAN_SHARD \
+    "local p, id = ARGV[2], ARGV[1]\n" \
+    "local lease = p .. 'shard:' .. id\n" \
+    "if ARGV[3] == 'dead' and redis.call('EXISTS', lease) == 1 then return -1 end\n" \
+    "local rev = lease .. ':tokens'\n" \
+    "local toks = redis.call('SMEMBERS', rev)\n" \
+    "local n = 0\n" \
+    "for _, t in ipairs(toks) do\n" \
+    "  n = n + redis.call('SREM', p .. 'route:' .. t, id)\n" \
+    "  redis.call('PUBLISH', p .. 'routes', t)\n" \
+    "end\n" \
+    "redis.call('DEL', rev, lease)\n" \
+    "redis.call('SREM', p .. 'shards', id)\n" \
+    "redis.call('PUBLISH', p .. 'routes', 'shard:down:' .. id)\n" \
+    "return n\n"
+
+#endif

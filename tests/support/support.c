@@ -1,0 +1,318 @@
+#include "tests/support/support.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+
+extern char **environ;
+
+static void die(const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "test support: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+    abort();
+}
+
+const char *tsup_env(const char *name)
+{
+    const char *v = getenv(name);
+    if (!v || !*v)
+        die("%s is not set: run integration tests through tools/run-tests.sh it", name);
+    return v;
+}
+
+const char *tsup_bin(const char *name)
+{
+    static char paths[8][512];
+    static int slot;
+    char *p = paths[slot++ & 7];
+    snprintf(p, 512, "%s/%s", tsup_env("ODIN_BUILD"), name);
+    return p;
+}
+
+char *tsup_tmp(const char *name)
+{
+    static int seq;
+    char *p = malloc(512);
+    if (!p)
+        die("out of memory");
+    snprintf(p, 512, "%s/%d-%d-%s", tsup_env("ODIN_TMP"), (int)getpid(), seq++, name);
+    return p;
+}
+
+int tsup_free_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t l = sizeof a;
+    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
+        getsockname(fd, (struct sockaddr *)&a, &l) != 0)
+        die("cannot find a free port: %s", strerror(errno));
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+pid_t tsup_spawn(char *const argv[], char *const extra_env[])
+{
+    char log[512];
+    const char *b = strrchr(argv[0], '/');
+    b = b ? b + 1 : argv[0];
+    pid_t pid = fork();
+    if (pid < 0)
+        return -1;
+    if (pid == 0) {
+        if (extra_env)
+            for (char *const *e = extra_env; *e; e++)
+                putenv(*e);
+        if (!getenv("ODIN_TEST_VERBOSE")) {
+            snprintf(log, sizeof log, "%s/%s.%d.log", getenv("ODIN_TMP") ? getenv("ODIN_TMP") : "/tmp",
+                     b, (int)getpid());
+            int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+            if (fd >= 0) {
+                dup2(fd, 1);
+                dup2(fd, 2);
+                close(fd);
+            }
+        }
+        execv(argv[0], argv);
+        fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    return pid;
+}
+
+int tsup_stop(pid_t pid, int sig, int timeout_ms)
+{
+    if (pid <= 0)
+        return -1;
+    kill(pid, sig);
+    uint64_t end = clock_mono_ms() + (uint64_t)timeout_ms;
+    int st;
+    for (;;) {
+        pid_t r = waitpid(pid, &st, WNOHANG);
+        if (r == pid)
+            return st;
+        if (r < 0)
+            return -1;
+        if (clock_mono_ms() >= end)
+            break;
+        poll(NULL, 0, 5);
+    }
+    kill(pid, SIGKILL);
+    waitpid(pid, &st, 0);
+    return -1;
+}
+
+int tsup_wait_until(int (*pred)(void *), void *arg, int timeout_ms)
+{
+    uint64_t end = clock_mono_ms() + (uint64_t)timeout_ms;
+    for (;;) {
+        if (pred(arg))
+            return 1;
+        if (clock_mono_ms() >= end)
+            return 0;
+        poll(NULL, 0, 10);
+    }
+}
+
+static int tcp_ready(void *arg)
+{
+    int port = *(int *)arg;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    int ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
+int tsup_wait_tcp(int port, int timeout_ms)
+{
+    return tsup_wait_until(tcp_ready, &port, timeout_ms);
+}
+
+static int unix_ready(void *arg)
+{
+    const char *path = arg;
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un a = { .sun_family = AF_UNIX };
+    snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
+    int ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
+    close(fd);
+    return ok;
+}
+
+int tsup_wait_unix(const char *path, int timeout_ms)
+{
+    return tsup_wait_until(unix_ready, (void *)path, timeout_ms);
+}
+
+static int file_ready(void *arg)
+{
+    struct stat st;
+    return stat((const char *)arg, &st) == 0 && st.st_size > 0;
+}
+
+int tsup_wait_file(const char *path, int timeout_ms)
+{
+    return tsup_wait_until(file_ready, (void *)path, timeout_ms);
+}
+
+static int redis_pinged(void *arg)
+{
+    tsup_redis *r = arg;
+    struct timeval tv = { 0, 200000 };
+    redisContext *c = redisConnectWithTimeout("127.0.0.1", r->port, tv);
+    int ok = 0;
+    if (c && !c->err) {
+        redisReply *rep = redisCommand(c, "PING");
+        ok = rep && rep->type == REDIS_REPLY_STATUS;
+        freeReplyObject(rep);
+    }
+    redisFree(c);
+    return ok;
+}
+
+int tsup_redis_start_on(tsup_redis *r, int port)
+{
+    r->port = port;
+    snprintf(r->url, sizeof r->url, "redis://127.0.0.1:%d", port);
+    if (!r->dir[0]) {
+        char *d = tsup_tmp("redis");
+        snprintf(r->dir, sizeof r->dir, "%s", d);
+        free(d);
+        mkdir(r->dir, 0755);
+    }
+    char portbuf[16];
+    snprintf(portbuf, sizeof portbuf, "%d", port);
+    char *argv[] = { "/usr/bin/redis-server", "--port", portbuf, "--bind", "127.0.0.1",
+                     "--dir", r->dir, "--save", "", "--appendonly", "no",
+                     "--loglevel", "warning", NULL };
+    r->pid = tsup_spawn(argv, NULL);
+    if (r->pid < 0)
+        return -1;
+    if (!tsup_wait_until(redis_pinged, r, 10000)) {
+        tsup_redis_stop(r);
+        return -1;
+    }
+    return 0;
+}
+
+int tsup_redis_start(tsup_redis *r)
+{
+    memset(r, 0, sizeof *r);
+    return tsup_redis_start_on(r, tsup_free_port());
+}
+
+void tsup_redis_stop(tsup_redis *r)
+{
+    if (r->pid > 0)
+        tsup_stop(r->pid, SIGKILL, 5000);
+    r->pid = 0;
+}
+
+redisContext *tsup_redis_connect(const char *url)
+{
+    int port = 6379;
+    const char *colon = strrchr(url, ':');
+    if (colon)
+        port = atoi(colon + 1);
+    redisContext *c = redisConnect("127.0.0.1", port);
+    if (!c || c->err)
+        die("cannot connect to %s: %s", url, c ? c->errstr : "alloc");
+    return c;
+}
+
+long long tsup_redis_int(redisContext *c, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    redisReply *r = redisvCommand(c, fmt, ap);
+    va_end(ap);
+    if (!r)
+        die("redis command failed: %s", c->errstr);
+    if (r->type != REDIS_REPLY_INTEGER)
+        die("redis reply to '%s' is not an integer (type %d)", fmt, r->type);
+    long long v = r->integer;
+    freeReplyObject(r);
+    return v;
+}
+
+int tsup_http_get(int port, const char *path, char **body)
+{
+    if (body)
+        *body = NULL;
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    if (connect(fd, (struct sockaddr *)&a, sizeof a) != 0) {
+        close(fd);
+        return -1;
+    }
+    char req[512];
+    int n = snprintf(req, sizeof req,
+                     "GET %s HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nConnection: close\r\n\r\n",
+                     path, port);
+    if (write(fd, req, (size_t)n) != n) {
+        close(fd);
+        return -1;
+    }
+    size_t cap = 65536, len = 0;
+    char *resp = malloc(cap);
+    struct pollfd pfd = { .fd = fd, .events = POLLIN };
+    for (;;) {
+        if (poll(&pfd, 1, 5000) <= 0)
+            break;
+        if (len + 4096 > cap) {
+            cap *= 2;
+            resp = realloc(resp, cap);
+        }
+        ssize_t r = read(fd, resp + len, cap - len - 1);
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+    }
+    close(fd);
+    resp[len] = '\0';
+    int status = -1;
+    if (sscanf(resp, "HTTP/1.%*d %d", &status) != 1)
+        status = -1;
+    char *sep = strstr(resp, "\r\n\r\n");
+    if (body && sep)
+        *body = strdup(sep + 4);
+    free(resp);
+    return status;
+}
+
+double tsup_prom_value(const char *text, const char *series)
+{
+    size_t sl = strlen(series);
+    const char *p = text;
+    while (p && *p) {
+        if (strncmp(p, series, sl) == 0 && p[sl] == ' ')
+            return strtod(p + sl + 1, NULL);
+        p = strchr(p, '\n');
+        if (p)
+            p++;
+    }
+    return -1;
+}

@@ -1,0 +1,238 @@
+/* common/: config (env + flags + --help), buf, topics, log rate limiter. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "common/buf.h"
+#include "common/config.h"
+#include "common/log.h"
+#include "common/topics.h"
+
+static char *s_url;
+static long s_max;
+static int s_flag;
+static double s_ratio;
+static const config_opt opts[] = {
+    { "TEST_REDIS_URL", CFG_STR, &s_url, "redis://127.0.0.1:6379", "Redis", 0, 0 },
+    { "TEST_MAX_CONNECTIONS", CFG_INT, &s_max, "100", "max", 1, 1000 },
+    { "TEST_REUSEPORT", CFG_BOOL, &s_flag, "false", "reuse", 0, 0 },
+    { "TEST_RATIO", CFG_DOUBLE, &s_ratio, "0.5", "ratio", 0, 1 },
+};
+#define NOPTS (sizeof opts / sizeof opts[0])
+
+static int load(int argc, char **argv)
+{
+    return config_load(opts, NOPTS, argc, argv, "test", "test program");
+}
+
+static void test_config_defaults_env_flags(void **st)
+{
+    (void)st;
+    char *argv0[] = { "test", NULL };
+    unsetenv("TEST_MAX_CONNECTIONS");
+    assert_int_equal(load(1, argv0), 0);
+    assert_string_equal(s_url, "redis://127.0.0.1:6379");
+    assert_int_equal(s_max, 100);
+    assert_int_equal(s_flag, 0);
+
+    setenv("TEST_MAX_CONNECTIONS", "250", 1);
+    setenv("TEST_REUSEPORT", "yes", 1);
+    assert_int_equal(load(1, argv0), 0);
+    assert_int_equal(s_max, 250);
+    assert_int_equal(s_flag, 1);
+
+    /* flag beats env; both --k=v and --k v; bare boolean flag means true */
+    setenv("TEST_REUSEPORT", "0", 1);
+    char *argv1[] = { "test", "--test-max-connections=7", "--test-redis-url", "unix:/x.sock",
+                      "--test-reuseport", NULL };
+    assert_int_equal(load(5, argv1), 0);
+    assert_int_equal(s_max, 7);
+    assert_string_equal(s_url, "unix:/x.sock");
+    assert_int_equal(s_flag, 1);
+    unsetenv("TEST_MAX_CONNECTIONS");
+    unsetenv("TEST_REUSEPORT");
+    config_free(opts, NOPTS);
+    assert_null(s_url);
+}
+
+static void test_config_errors(void **st)
+{
+    (void)st;
+    char *bad_int[] = { "test", "--test-max-connections=12x", NULL };
+    assert_int_equal(load(2, bad_int), -1);
+    char *range[] = { "test", "--test-max-connections=5000", NULL };
+    assert_int_equal(load(2, range), -1);
+    char *unknown[] = { "test", "--nope=1", NULL };
+    assert_int_equal(load(2, unknown), -1);
+    char *novalue[] = { "test", "--test-redis-url", NULL };
+    assert_int_equal(load(2, novalue), -1);
+    char *positional[] = { "test", "foo", NULL };
+    assert_int_equal(load(2, positional), -1);
+    char *badbool[] = { "test", "--test-reuseport=maybe", NULL };
+    assert_int_equal(load(2, badbool), -1);
+    char *baddouble[] = { "test", "--test-ratio=2", NULL };
+    assert_int_equal(load(2, baddouble), -1);
+    setenv("TEST_MAX_CONNECTIONS", "abc", 1);
+    char *argv0[] = { "test", NULL };
+    assert_int_equal(load(1, argv0), -1);
+    unsetenv("TEST_MAX_CONNECTIONS");
+    config_free(opts, NOPTS);
+}
+
+static void test_config_help(void **st)
+{
+    (void)st;
+    fflush(stdout);
+    char path[] = "/tmp/odin-help-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    FILE *saved = stdout;
+    stdout = fdopen(fd, "w");
+    char *argv[] = { "test", "--help", NULL };
+    int rc = load(2, argv);
+    fclose(stdout);
+    stdout = saved;
+    assert_int_equal(rc, 1);
+    FILE *f = fopen(path, "r");
+    char text[4096] = { 0 };
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    unlink(path);
+    assert_true(n > 0);
+    /* every setting with its env name, flag and default */
+    assert_non_null(strstr(text, "--test-max-connections, TEST_MAX_CONNECTIONS"));
+    assert_non_null(strstr(text, "default: 100"));
+    assert_non_null(strstr(text, "--test-redis-url, TEST_REDIS_URL"));
+    assert_non_null(strstr(text, "--test-reuseport, TEST_REUSEPORT"));
+    assert_non_null(strstr(text, "range: 1 .. 1000"));
+}
+
+static void test_hostport_and_redis_url(void **st)
+{
+    (void)st;
+    char host[64];
+    int port;
+    assert_int_equal(config_split_hostport("0.0.0.0:3002", host, sizeof host, &port), 0);
+    assert_string_equal(host, "0.0.0.0");
+    assert_int_equal(port, 3002);
+    assert_int_equal(config_split_hostport(":80", host, sizeof host, &port), 0);
+    assert_string_equal(host, "0.0.0.0");
+    assert_int_equal(config_split_hostport("[::1]:9", host, sizeof host, &port), 0);
+    assert_string_equal(host, "::1");
+    assert_int_equal(config_split_hostport("nohost", host, sizeof host, &port), -1);
+    assert_int_equal(config_split_hostport("h:99999", host, sizeof host, &port), -1);
+    assert_int_equal(config_split_hostport("h:12a", host, sizeof host, &port), -1);
+
+    redis_endpoint e;
+    assert_int_equal(config_parse_redis_url("redis://10.0.0.5:6380", &e), 0);
+    assert_string_equal(e.host, "10.0.0.5");
+    assert_int_equal(e.port, 6380);
+    assert_int_equal(config_parse_redis_url("redis://redis", &e), 0);
+    assert_string_equal(e.host, "redis");
+    assert_int_equal(e.port, 6379);
+    assert_int_equal(config_parse_redis_url("redis://h:1/3", &e), 0);
+    assert_int_equal(e.db, 3);
+    assert_int_equal(config_parse_redis_url("unix:/run/redis.sock", &e), 0);
+    assert_string_equal(e.path, "/run/redis.sock");
+    assert_int_equal(config_parse_redis_url("unix:///run/r.sock", &e), 0);
+    assert_string_equal(e.path, "/run/r.sock");
+    assert_int_equal(config_parse_redis_url("http://x", &e), -1);
+    assert_int_equal(config_parse_redis_url("unix:relative", &e), -1);
+    assert_int_equal(config_parse_redis_url("redis://", &e), -1);
+    assert_int_equal(config_parse_redis_url("redis://h:1/x", &e), -1);
+}
+
+static void test_buf(void **st)
+{
+    (void)st;
+    buf b = { 0 };
+    for (int i = 0; i < 1000; i++)
+        assert_int_equal(buf_appendf(&b, "%d,", i), 0);
+    assert_memory_equal(b.data, "0,1,2,", 6);
+    buf_consume(&b, 2);
+    assert_memory_equal(b.data, "1,2,", 4);
+    buf_reset(&b);
+    assert_int_equal(b.len, 0);
+    char big[1000];
+    memset(big, 'x', sizeof big);
+    assert_int_equal(buf_appendf(&b, "%.*s!", 1000, big), 0);
+    assert_int_equal(b.len, 1001);
+    buf_reset(&b);
+    assert_int_equal(buf_append_json_str(&b, "a\"b\\c\n\x01\xc3\xa9", 9), 0);
+    assert_int_equal(b.len, strlen("\"a\\\"b\\\\c\\n\\u0001\xc3\xa9\""));
+    assert_memory_equal(b.data, "\"a\\\"b\\\\c\\n\\u0001\xc3\xa9\"", b.len);
+    buf_free(&b);
+    buf_free(&b);   /* idempotent */
+}
+
+static void test_topics(void **st)
+{
+    (void)st;
+    assert_int_equal(topics_default_count, 8);
+    const topic_info *t = topics_by_topic("odin.trades", 11);
+    assert_non_null(t);
+    assert_string_equal(t->category, "trade");
+    assert_null(topics_by_topic("odin.trade", 10));
+    int prio;
+    assert_string_equal(topics_msg_type("trade", 5, &prio), "price:update");
+    assert_int_equal(prio, 1);
+    assert_null(topics_msg_type("weird", 5, &prio));
+    assert_int_equal(prio, 3);
+    assert_true(topics_token_valid("BTC", 3));
+    assert_true(topics_token_valid("a_b-9", 5));
+    assert_false(topics_token_valid("", 0));
+    assert_false(topics_token_valid("B.C", 3));
+    assert_false(topics_token_valid("*", 1));
+    char long_tok[66];
+    memset(long_tok, 'A', 65);
+    assert_true(topics_token_valid(long_tok, 64));
+    assert_false(topics_token_valid(long_tok, 65));
+    size_t tl, cl;
+    const char *cat;
+    assert_true(topics_channel_split("BTC.trade", 9, &tl, &cat, &cl));
+    assert_int_equal(tl, 3);
+    assert_int_equal(cl, 5);
+    assert_memory_equal(cat, "trade", 5);
+    assert_false(topics_channel_split("BTC", 3, &tl, &cat, &cl));
+    assert_false(topics_channel_split(".trade", 6, &tl, &cat, &cl));
+    assert_false(topics_channel_split("BTC.", 4, &tl, &cat, &cl));
+    assert_false(topics_channel_split("BTC.Trade", 9, &tl, &cat, &cl));
+    assert_false(topics_channel_split("B$C.trade", 9, &tl, &cat, &cl));
+}
+
+static void test_log_ratelimit(void **st)
+{
+    (void)st;
+    log_ratelimit rl = { .per_sec = 5 };
+    uint64_t sup = 99;
+    int allowed = 0;
+    for (int i = 0; i < 100; i++)
+        allowed += log_rl_allow(&rl, &sup);
+    /* a burst of 100 in well under a second passes the bucket size only */
+    assert_true(allowed >= 5 && allowed <= 6);
+    assert_true(rl.suppressed >= 94);
+    enum log_level l;
+    assert_int_equal(log_level_parse("WARN", &l), 0);
+    assert_int_equal(l, LOG_WARN);
+    assert_int_equal(log_level_parse("verbose", &l), -1);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_config_defaults_env_flags),
+        cmocka_unit_test(test_config_errors),
+        cmocka_unit_test(test_config_help),
+        cmocka_unit_test(test_hostport_and_redis_url),
+        cmocka_unit_test(test_buf),
+        cmocka_unit_test(test_topics),
+        cmocka_unit_test(test_log_ratelimit),
+    };
+    return cmocka_run_group_tests_name("common", tests, NULL, NULL);
+}

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Install the Debian packages odin-dispatch needs to build, test and run,
+# if any is missing.  Safe to run repeatedly; needs root (or sudo) only when
+# something must be installed.
+set -eu
+pkgs=(build-essential pkg-config clang
+      libhiredis-dev libevent-dev librdkafka-dev libwslay-dev libmsgpack-dev
+      libcmocka-dev libjansson-dev libssl-dev libhttp-parser-dev
+      libclang-rt-14-dev redis-server redis-tools kcat python3 procps iproute2 gnuplot-nox docker-compose)
+missing=()
+for p in "${pkgs[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+echo "deps: installing ${missing[*]}" >&2
+sudo=""; [ "$(id -u)" -eq 0 ] || sudo=sudo
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
