@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# `make run`: the whole odin-dispatch stack on this machine, on embedded
+# defaults.  Starts redis-server (private port + data dir), odin-devbroker,
+# one odin-router, SHARDS odin-shard processes (each on its own port and all
+# sharing PUBLIC_PORT through SO_REUSEPORT), a demo publisher and a demo
+# client that prints what it receives.  Ctrl-C stops everything.
+#
+# Settings (environment):
+#   SHARDS=3  PUBLIC_PORT=3002  SHARD_PORT_BASE=3101  ROUTER_HTTP_PORT=8080
+#   REDIS_PORT=16379  PUBLISH_RATE=20 (records/s)  PUBLISH_TOKENS=BTC,ETH,SOL,ODIN,DOGE
+#   WATCH_CHANNELS=BTC.trade,ETH.trade  RUN_DIR=./run  BUILD=build
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+SHARDS=${SHARDS:-3}
+PUBLIC_PORT=${PUBLIC_PORT:-3002}
+SHARD_PORT_BASE=${SHARD_PORT_BASE:-3101}
+ROUTER_HTTP_PORT=${ROUTER_HTTP_PORT:-8080}
+REDIS_PORT=${REDIS_PORT:-16379}
+PUBLISH_RATE=${PUBLISH_RATE:-20}
+PUBLISH_TOKENS=${PUBLISH_TOKENS:-BTC,ETH,SOL,ODIN,DOGE}
+WATCH_CHANNELS=${WATCH_CHANNELS:-BTC.trade,ETH.trade}
+RUN_DIR=${RUN_DIR:-$top/run}
+BUILD=${BUILD:-$top/build}
+WATCH_SECONDS=${WATCH_SECONDS:-0}   # >0: stop after this many seconds (smoke tests)
+
+mkdir -p "$RUN_DIR/redis" "$RUN_DIR/logs"
+pids=()
+cleanup() {
+    trap - EXIT INT TERM
+    echo; echo "stopping..."
+    # reverse order: clients and publisher, shards (deregister), router, broker, redis
+    for ((i=${#pids[@]}-1; i>=0; i--)); do kill -TERM "${pids[$i]}" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do
+        for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$p" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+    echo "stopped; logs in $RUN_DIR/logs"
+}
+trap cleanup EXIT
+trap 'exit 0' INT TERM
+
+port_busy() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+for p in "$REDIS_PORT" "$PUBLIC_PORT" "$ROUTER_HTTP_PORT" \
+         $(seq "$SHARD_PORT_BASE" $((SHARD_PORT_BASE + SHARDS - 1))); do
+    if port_busy "$p"; then echo "port $p is in use; set the matching *_PORT setting" >&2; exit 1; fi
+done
+
+echo "starting redis-server on 127.0.0.1:$REDIS_PORT"
+redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$RUN_DIR/redis" --save '' \
+    --appendonly no --loglevel warning >"$RUN_DIR/logs/redis.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
+export REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
+
+rm -f "$RUN_DIR/kafka.bootstrap"
+"$BUILD/odin-devbroker" --bootstrap-file "$RUN_DIR/kafka.bootstrap" \
+    >"$RUN_DIR/logs/devbroker.out" 2>"$RUN_DIR/logs/devbroker.log" &
+pids+=($!)
+for _ in $(seq 200); do [ -s "$RUN_DIR/kafka.bootstrap" ] && break; sleep 0.05; done
+export KAFKA_BROKERS; KAFKA_BROKERS=$(cat "$RUN_DIR/kafka.bootstrap")
+echo "odin-devbroker (Kafka protocol) at $KAFKA_BROKERS"
+
+"$BUILD/odin-router" --http-addr "127.0.0.1:$ROUTER_HTTP_PORT" \
+    >"$RUN_DIR/logs/router.out" 2>"$RUN_DIR/logs/router.log" &
+pids+=($!)
+
+for i in $(seq 1 "$SHARDS"); do
+    port=$((SHARD_PORT_BASE + i - 1))
+    "$BUILD/odin-shard" --shard-id "shard-$i" --ws-addr "127.0.0.1:$port" \
+        --ws-public-addr "0.0.0.0:$PUBLIC_PORT" \
+        --shard-socket "$RUN_DIR/shard-$i.sock" \
+        >"$RUN_DIR/logs/shard-$i.out" 2>"$RUN_DIR/logs/shard-$i.log" &
+    pids+=($!)
+done
+for i in $(seq 1 "$SHARDS"); do
+    port=$((SHARD_PORT_BASE + i - 1))
+    for _ in $(seq 100); do port_busy "$port" && break; sleep 0.05; done
+done
+
+"$BUILD/odin-publish" --publish-rate "$PUBLISH_RATE" --publish-tokens "$PUBLISH_TOKENS" \
+    >"$RUN_DIR/logs/publish.out" 2>"$RUN_DIR/logs/publish.log" &
+pids+=($!)
+
+cat <<INFO
+
+odin-dispatch is running ($SHARDS shards, publishing $PUBLISH_RATE events/s for $PUBLISH_TOKENS)
+  WebSocket (any shard):  ws://127.0.0.1:$PUBLIC_PORT/ws
+  WebSocket per shard:    ws://127.0.0.1:$SHARD_PORT_BASE/ws ... ws://127.0.0.1:$((SHARD_PORT_BASE + SHARDS - 1))/ws
+  subscribe with:         {"type":"subscribe","data":{"channels":["BTC.trade"]}}
+  router health/metrics:  http://127.0.0.1:$ROUTER_HTTP_PORT/health  /metrics
+  routes in Redis:        redis-cli -p $REDIS_PORT --scan --pattern 'odin:route:*' | xargs -rn1 sh -c 'echo "\$0 -> \$(redis-cli -p $REDIS_PORT smembers \$0 | xargs)"'
+  logs:                   $RUN_DIR/logs/
+
+demo client subscribed to $WATCH_CHANNELS on ws://127.0.0.1:$PUBLIC_PORT/ws (Ctrl-C stops everything):
+INFO
+
+watch_args=(--watch-url "ws://127.0.0.1:$PUBLIC_PORT/ws" --watch-channels "$WATCH_CHANNELS")
+[ "$WATCH_SECONDS" -gt 0 ] && watch_args+=(--watch-seconds "$WATCH_SECONDS")
+"$BUILD/odin-watch" "${watch_args[@]}" &
+watch_pid=$!
+pids+=($watch_pid)
+wait "$watch_pid"
