@@ -48,9 +48,13 @@ ITS   := $(patsubst tests/it/%.c,$(B)/it/%,$(IT_SRC))
 .PHONY: all deps test unit it check asan fuzz run clean
 all: $(BINS) $(UNITS) $(ITS)
 
+# V=1 shows full command lines
+Q := $(if $(V),,@)
+
 $(B)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	@$(if $(V),,echo "  CC    $<")
+	$(Q)$(CC) $(CFLAGS) -c -o $@ $<
 
 $(LIBCOMMON): $(call obj,$(COMMON_SRC))
 	@rm -f $@; ar rcs $@ $^
@@ -63,22 +67,27 @@ $(LIBTSUP): $(call obj,$(SUPPORT_SRC)) | $(LIBCOMMON)
 	@rm -f $@; ar rcs $@ $^
 
 $(B)/odin-router: $(call obj,router/main.c) $(LIBROUTER) $(LIBCOMMON)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	@$(if $(V),,echo "  LD    $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 $(B)/odin-shard: $(call obj,shard/main.c) $(LIBSHARD) $(LIBCOMMON)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+	@$(if $(V),,echo "  LD    $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 define TOOL_RULE
 $(B)/odin-$(1): $(call obj,$(wildcard tools/$(1)/*.c)) $(LIBCOMMON)
-	$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(LDLIBS)
+	@$$(if $$(V),,echo "  LD    $$@")
+	$$(Q)$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(LDLIBS)
 endef
 $(foreach t,$(TOOLS),$(eval $(call TOOL_RULE,$(t))))
 
 $(B)/tests/%: $(B)/obj/tests/unit/%.o $(ALLLIBS)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $< $(ALLLIBS) $(LDLIBS) $(TESTLIBS)
+	@$(if $(V),,echo "  LD    $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(ALLLIBS) $(LDLIBS) $(TESTLIBS)
 $(B)/it/%: $(B)/obj/tests/it/%.o $(ALLLIBS)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $< $(ALLLIBS) $(LDLIBS) $(TESTLIBS)
+	@$(if $(V),,echo "  LD    $@")
+	$(Q)$(CC) $(LDFLAGS) -o $@ $< $(ALLLIBS) $(LDLIBS) $(TESTLIBS)
 
 # --- entry points ----------------------------------------------------------
 deps:

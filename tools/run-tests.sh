@@ -43,6 +43,7 @@ PY
 run_one() { # name cmd...
     local name=$1; shift
     local log="$tmp/$name.log" start end rc
+    mkdir -p "$(dirname "$log")"
     start=${EPOCHREALTIME/./}
     ( cd "$tmp" && "$@" ) >"$log" 2>&1; rc=$?
     end=${EPOCHREALTIME/./}

@@ -143,7 +143,7 @@ static void test_chunked_one_byte(void **st)
     memset(val, 'v', sizeof val - 1);
     val[sizeof val - 1] = '\0';
     frame_record rs[50];
-    char toks[50][8];
+    char toks[50][16];
     for (int i = 0; i < 50; i++) {
         snprintf(toks[i], sizeof toks[i], "T%d", i);
         rs[i] = rec("trade", toks[i], i % 8, 1000 + i, val);

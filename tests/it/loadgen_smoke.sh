@@ -1,0 +1,152 @@
+#!/usr/bin/env bash
+# odin-loadgen against real odin-shard processes (and, for live messages,
+# odin-router + the shared odin-devbroker).  Run by tools/run-tests.sh it,
+# which exports ODIN_BUILD, ODIN_TMP, ODIN_REDIS_URL, ODIN_KAFKA_BROKERS.
+#
+# 1. 400 connections over 2 workers, 2 source addresses and 2 shards: every
+#    connection upgrades and gets its subscription_ack (LG_EXPECT_ALL).
+# 2. A target nobody listens on: exit 3, every connection counted "refused".
+# 3. Live: 100 records (10 tokens x token_seq 1..10, publish_us) through
+#    devbroker -> router -> shards -> 400 clients (40 per token): exactly
+#    4000 deliveries, no gaps, no duplicates, 4000 latency samples.
+# Waits poll real state (HTTP health, Prometheus counters), never fixed sleeps.
+set -euo pipefail
+
+B=${ODIN_BUILD:?}
+T="$ODIN_TMP/loadgen_smoke.$$"
+mkdir -p "$T"
+pids=()
+
+cleanup() {
+    local p
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do
+        for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
+        kill -KILL "$p" 2>/dev/null || true
+        wait "$p" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+
+fail() {
+    echo "FAIL: $*" >&2
+    for f in "$T"/*.log "$T"/*.json; do
+        [ -f "$f" ] || continue
+        echo "== $f" >&2
+        tail -n 15 "$f" >&2
+    done
+    exit 1
+}
+
+free_port() {
+    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# metric PORT NAME -> value (0 if absent)
+metric() {
+    curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1==m {print $2; f=1} END {if (!f) print 0}'
+}
+
+# wait_for SECONDS DESCRIPTION COMMAND... : poll COMMAND every 100 ms
+wait_for() {
+    local secs=$1 what=$2; shift 2
+    local deadline=$((SECONDS + secs))
+    until "$@"; do
+        [ $SECONDS -lt $deadline ] || fail "timed out waiting for $what"
+        sleep 0.1
+    done
+}
+
+# jq_check FILE EXPR : EXPR must be true on the summary
+jq_check() {
+    jq -e "$2" "$1" >/dev/null || fail "summary check '$2' failed: $(jq -c 'del(.definitions)' "$1")"
+}
+
+http_up() { [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/health")" != 000 ]; }
+
+# ---- two shards ----------------------------------------------------------
+P1=$(free_port); P2=$(free_port)
+for i in 1 2; do
+    port=$([ $i = 1 ] && echo "$P1" || echo "$P2")
+    SHARD_ID="lgsmoke$$-$i" WS_ADDR="127.0.0.1:$port" SHARD_SOCKET="$T/shard$i.sock" \
+    REDIS_URL="$ODIN_REDIS_URL" WS_IP_RATE=100000 WS_IP_BURST=100000 \
+        "$B/odin-shard" >"$T/shard$i.out" 2>"$T/shard$i.log" &
+    pids+=($!)
+done
+wait_for 20 "shard 1 HTTP" http_up "$P1"
+wait_for 20 "shard 2 HTTP" http_up "$P2"
+
+TOKENS=$(seq -s, -f "lgs$$t%g" 0 9)
+common_env=(LG_TARGETS="127.0.0.1:$P1,127.0.0.1:$P2" LG_PROCESSES=2
+            LG_SOURCE_ADDRS=127.0.0.1-127.0.0.2 LG_TOKENS="$TOKENS" LG_CATEGORIES=trade
+            LG_MODE=single LG_PROGRESS=0 LG_RATE=2000)
+
+# ---- 1: ramp + acks ---------------------------------------------------------
+rc=0
+env "${common_env[@]}" LG_CONNECTIONS=400 LG_DURATION_S=0 LG_EXPECT_ALL=1 \
+    LG_SUMMARY_FILE="$T/ramp.json" "$B/odin-loadgen" >"$T/ramp.out" 2>"$T/ramp.log" || rc=$?
+[ "$rc" -eq 0 ] || fail "loadgen (ramp) exited $rc"
+cmp -s "$T/ramp.out" "$T/ramp.json" || fail "stdout summary differs from LG_SUMMARY_FILE"
+jq_check "$T/ramp.json" '.connections_target == 400 and .connected == 400 and .subscribed == 400'
+jq_check "$T/ramp.json" '.acks == 400 and .ack_partial == 0 and .ack_timeouts == 0'
+jq_check "$T/ramp.json" '[.connect_errors[]] | add == 0'
+jq_check "$T/ramp.json" '.workers == 2 and .workers_failed == 0 and .disconnects_unexpected == 0'
+jq_check "$T/ramp.json" '.errors_received == 0 and .source_addrs == 2'
+echo "ramp ok: $(jq -c '{connected, subscribed, ramp_s, connect_rate_per_s}' "$T/ramp.json")"
+
+# ---- 2: nobody listening -> counted, exit 3 --------------------------------------
+DEAD=$(free_port)
+rc=0
+env "${common_env[@]}" LG_TARGETS="127.0.0.1:$DEAD" LG_CONNECTIONS=20 LG_DURATION_S=0 \
+    LG_EXPECT_ALL=1 LOG_LEVEL=error "$B/odin-loadgen" >"$T/dead.json" 2>"$T/dead.log" || rc=$?
+[ "$rc" -eq 3 ] || fail "loadgen against a closed port exited $rc, want 3"
+jq_check "$T/dead.json" '.connect_errors.refused == 20 and .connected == 0'
+echo "refused ok"
+
+# ---- 3: live messages through devbroker + router ---------------------------------
+HP=$(free_port)
+KAFKA_BROKERS="$ODIN_KAFKA_BROKERS" KAFKA_GROUP="lgsmoke-$$" KAFKA_TOPICS=odin.trades \
+KAFKA_OFFSET_RESET=earliest KAFKA_OPTIONS="fetch.wait.max.ms=10" REDIS_URL="$ODIN_REDIS_URL" \
+HTTP_ADDR="127.0.0.1:$HP" "$B/odin-router" >"$T/router.out" 2>"$T/router.log" &
+pids+=($!)
+wait_for 20 "router HTTP" http_up "$HP"
+assigned() { [ "$(metric "$HP" router_assigned_partitions)" -gt 0 ]; }
+wait_for 60 "router partition assignment" assigned
+
+replies_base=$(( $(metric "$P1" ws_replies_sent_total) + $(metric "$P2" ws_replies_sent_total) ))
+env "${common_env[@]}" LG_CONNECTIONS=400 LG_DURATION_S=600 LG_HEARTBEAT_S=1 \
+    LG_SUMMARY_FILE="$T/live.json" "$B/odin-loadgen" >"$T/live.out" 2>"$T/live.log" &
+LG=$!
+pids+=($LG)
+subs_ready() { [ $(( $(metric "$P1" ws_subscriptions_active) + $(metric "$P2" ws_subscriptions_active) )) -eq 400 ]; }
+wait_for 30 "400 subscriptions on the shards" subs_ready
+
+base=$(( $(metric "$P1" ws_messages_sent_total) + $(metric "$P2" ws_messages_sent_total) ))
+python3 - "$$" >"$T/records.tsv" <<'PY'
+import json, sys, time
+pid = sys.argv[1]
+for n in range(1, 11):
+    for t in range(10):
+        v = {"type": "TRADE_EXECUTED", "timestamp": int(time.time() * 1000),
+             "data": {"price": 1.5, "note": "x \"channel\":\"EVIL.trade\" y",
+                      "token_seq": n, "publish_us": int(time.time() * 1e6)}}
+        print("lgs%st%d\t%s" % (pid, t, json.dumps(v)))
+PY
+kcat -P -b "$ODIN_KAFKA_BROKERS" -t odin.trades -K $'\t' -l "$T/records.tsv" 2>"$T/kcat.log" \
+    || fail "kcat could not produce"
+delivered() { [ $(( $(metric "$P1" ws_messages_sent_total) + $(metric "$P2" ws_messages_sent_total) - base )) -ge 4000 ]; }
+wait_for 60 "4000 deliveries by the shards" delivered
+# 400 acks + at least one pong per connection (heartbeat every second)
+replied() { [ $(( $(metric "$P1" ws_replies_sent_total) + $(metric "$P2" ws_replies_sent_total) - replies_base )) -ge 800 ]; }
+wait_for 30 "heartbeat replies" replied
+
+kill -TERM "$LG"
+rc=0
+wait "$LG" || rc=$?
+[ "$rc" -eq 0 ] || fail "loadgen (live) exited $rc after SIGTERM"
+jq_check "$T/live.json" '.subscribed == 400 and .disconnects_unexpected == 0'
+jq_check "$T/live.json" '.messages == 4000 and .token_seq_messages == 4000'
+jq_check "$T/live.json" '.gaps == 0 and .duplicates == 0 and .unknown_channel == 0 and .parse_errors == 0'
+jq_check "$T/live.json" '.latency_ms.samples == 4000 and .no_publish_us == 0 and .latency_ms.max > 0'
+jq_check "$T/live.json" '.heartbeats_sent > 0 and .pongs > 0'
+echo "live ok: $(jq -c '{messages, gaps, duplicates, latency_ms}' "$T/live.json")"
