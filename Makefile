@@ -46,6 +46,7 @@ UNITS := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
 ITS   := $(patsubst tests/it/%.c,$(B)/it/%,$(IT_SRC))
 
 .PHONY: all deps test unit it check asan fuzz run clean
+.SECONDARY:
 all: $(BINS) $(UNITS) $(ITS)
 
 # V=1 shows full command lines

@@ -135,6 +135,9 @@ static void rk_log_cb(const rd_kafka_t *rk, int level, const char *fac,
     enum log_level lvl = level <= 3 ? LOG_ERROR
                        : level == 4 ? LOG_WARN
                        : level <= 6 ? LOG_INFO : LOG_DEBUG;
+    /* The hosting handle has no bootstrap.servers on purpose. */
+    if (strcmp(fac, "CONFWARN") == 0 && strstr(buf, "bootstrap.servers"))
+        lvl = LOG_DEBUG;
     log_kv(lvl, "librdkafka", "s:fac", fac, "s:text", buf, NULL);
 }
 
