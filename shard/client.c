@@ -1,0 +1,695 @@
+/*
+ * One client connection: HTTP phase input, WebSocket input through
+ * ws_parser, the client protocol (clientmsg), the send queue and its
+ * writev flushing, and the close handshake.
+ */
+#include "shard/server.h"
+#include "shard/clientmsg.h"
+#include "shard/httpreq.h"
+#include "common/clock.h"
+#include "common/log.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+
+#define READ_BUF 65536
+#define READS_PER_WAKEUP 4
+#define IOV_BATCH 64
+
+static uint8_t g_rbuf[READ_BUF];     /* shared by every client */
+/* per-client log lines are rate limited (a mass disconnect must not flood
+ * the log); warnings have their own budget */
+static log_ratelimit g_log_rl = { .per_sec = 20 };
+static log_ratelimit g_warn_rl = { .per_sec = 5 };
+
+static void client_on_event(evutil_socket_t fd, short what, void *arg);
+
+static void client_ip_str(const shard_client *c, char *out, size_t n)
+{
+    if (!inet_ntop(c->ip_len == 16 ? AF_INET6 : AF_INET, c->ip, out,
+                   (socklen_t)n))
+        snprintf(out, n, "?");
+}
+
+static void log_client(enum log_level lvl, const shard_client *c,
+                       const char *msg, const char *reason, int code)
+{
+    uint64_t supp = 0;
+    if (!log_enabled(lvl) ||
+        !log_rl_allow(lvl >= LOG_WARN ? &g_warn_rl : &g_log_rl, &supp))
+        return;
+    char ip[64];
+    client_ip_str(c, ip, sizeof(ip));
+    log_kv(lvl, msg, "s:ip", ip, "i:port", (int)c->port, "i:fd", c->fd,
+           "s:reason", reason, "i:code", code, "u:suppressed", supp,
+           NULL);
+}
+
+shard_client *client_new(shard_server *srv, int fd, const struct sockaddr *sa)
+{
+    shard_client *c = calloc(1, sizeof(*c));
+    if (!c)
+        return NULL;
+    c->srv = srv;
+    c->fd = fd;
+    c->state = CL_HTTP;
+    c->q = c->q_inline;
+    c->q_cap = CL_INLINE_Q;
+    uint64_t now = clock_mono_ms();
+    c->t_state_ms = now;
+    c->last_rx_ms = now;
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const void *)sa;
+        memcpy(c->ip, &s6->sin6_addr, 16);
+        c->ip_len = 16;
+        c->port = ntohs(s6->sin6_port);
+    } else {
+        const struct sockaddr_in *s4 = (const void *)sa;
+        memcpy(c->ip, &s4->sin_addr, 4);
+        c->ip_len = 4;
+        c->port = ntohs(s4->sin_port);
+    }
+    event_assign(&c->ev, srv->ctx->base, fd, EV_READ | EV_PERSIST,
+                 client_on_event, c);
+    if (event_add(&c->ev, NULL) != 0) {
+        free(c);
+        return NULL;
+    }
+    return c;
+}
+
+/* ---- send queue ------------------------------------------------------ */
+
+static void q_release_all(shard_client *c, int keep_partial_head)
+{
+    shard_server *srv = c->srv;
+    uint32_t keep = (keep_partial_head && c->q_len && c->q_off) ? 1 : 0;
+    while (c->q_len > keep) {
+        uint32_t i = (c->q_head + c->q_len - 1) & (c->q_cap - 1);
+        ws_chunk *ch = c->q[i];
+        uint64_t b = ch->len - (c->q_len == 1 ? c->q_off : 0);
+        c->q_bytes -= b;
+        srv->queue_bytes -= b;
+        ws_chunk_unref(ch);
+        c->q_len--;
+    }
+    if (c->q_len == 0)
+        c->q_off = 0;
+}
+
+static void q_shrink(shard_client *c)
+{
+    if (c->q_len == 0 && c->q != c->q_inline) {
+        free(c->q);
+        c->q = c->q_inline;
+        c->q_cap = CL_INLINE_Q;
+        c->q_head = 0;
+    }
+}
+
+static int q_grow(shard_client *c)
+{
+    uint32_t nc = c->q_cap * 2;
+    ws_chunk **nq = malloc((size_t)nc * sizeof(*nq));
+    if (!nq)
+        return -1;
+    for (uint32_t i = 0; i < c->q_len; i++)
+        nq[i] = c->q[(c->q_head + i) & (c->q_cap - 1)];
+    if (c->q != c->q_inline)
+        free(c->q);
+    c->q = nq;
+    c->q_cap = nc;
+    c->q_head = 0;
+    return 0;
+}
+
+/* Append without limit checks (control frames, HTTP responses). */
+static int q_append(shard_client *c, ws_chunk *ch)
+{
+    if (c->q_len == c->q_cap && q_grow(c) != 0)
+        return -1;
+    c->q[(c->q_head + c->q_len) & (c->q_cap - 1)] = ch;
+    c->q_len++;
+    ws_chunk_ref(ch);
+    c->q_bytes += ch->len;
+    c->srv->queue_bytes += ch->len;
+    shard_server_schedule_flush(c->srv, c);
+    return 0;
+}
+
+static void client_slow(shard_client *c)
+{
+    shard_ctx *ctx = c->srv->ctx;
+    ctx->m.ws_slow_clients_disconnected_total++;
+    log_client(LOG_WARN, c, "slow client: send queue full, closing",
+               "queue_full", 1008);
+    /* Free what it has not read yet; a frame already half written must be
+     * finished so the close frame that follows is well framed. */
+    q_release_all(c, 1);
+    c->flags |= CLF_SLOW;
+    client_close(c, 1008, "send queue full");
+}
+
+int client_push(shard_client *c, ws_chunk *ch)
+{
+    if (c->state != CL_OPEN)
+        return 0;
+    const shard_settings *s = c->srv->ctx->set;
+    if (c->q_len >= (uint64_t)s->queue_msgs ||
+        c->q_bytes + ch->len > (uint64_t)s->queue_bytes) {
+        client_slow(c);
+        return 0;
+    }
+    if (q_append(c, ch) != 0) {
+        client_slow(c);
+        return 0;
+    }
+    /* A router batch can hold more records for one channel than a queue
+     * takes: past half the limits, write now instead of at the end of the
+     * batch, so only clients that really do not read hit the limit. */
+    if (c->q_len >= (uint64_t)s->queue_msgs / 2 ||
+        c->q_bytes >= (uint64_t)s->queue_bytes / 2)
+        client_flush(c);
+    return 1;
+}
+
+static void set_write_interest(shard_client *c, int on)
+{
+    if ((c->ev_write != 0) == (on != 0))
+        return;
+    event_del(&c->ev);
+    event_assign(&c->ev, c->srv->ctx->base, c->fd,
+                 EV_READ | EV_PERSIST | (on ? EV_WRITE : 0), client_on_event,
+                 c);
+    event_add(&c->ev, NULL);
+    c->ev_write = on ? 1 : 0;
+}
+
+void client_flush(shard_client *c)
+{
+    shard_ctx *ctx = c->srv->ctx;
+    while (c->state != CL_DEAD && c->q_len > 0) {
+        struct iovec iov[IOV_BATCH];
+        int n = 0;
+        for (uint32_t i = 0; i < c->q_len && n < IOV_BATCH; i++, n++) {
+            ws_chunk *ch = c->q[(c->q_head + i) & (c->q_cap - 1)];
+            uint32_t off = i == 0 ? c->q_off : 0;
+            iov[n].iov_base = ch->data + off;
+            iov[n].iov_len = ch->len - off;
+        }
+        ssize_t w = writev(c->fd, iov, n);
+        if (w < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK) {
+                set_write_interest(c, 1);
+                return;
+            }
+            client_kill(c, "write failed");
+            return;
+        }
+        ctx->m.ws_bytes_sent_total += (uint64_t)w;
+        c->q_bytes -= (uint64_t)w;
+        c->srv->queue_bytes -= (uint64_t)w;
+        size_t left = (size_t)w;
+        while (left > 0) {
+            ws_chunk *ch = c->q[c->q_head];
+            size_t rem = ch->len - c->q_off;
+            if (left < rem) {
+                c->q_off += (uint32_t)left;
+                break;
+            }
+            left -= rem;
+            ws_chunk_unref(ch);
+            c->q_head = (c->q_head + 1) & (c->q_cap - 1);
+            c->q_len--;
+            c->q_off = 0;
+        }
+    }
+    if (c->state == CL_DEAD)
+        return;
+    set_write_interest(c, 0);
+    if (c->state == CL_CLOSING && !(c->flags & CLF_WR_SHUT)) {
+        /* everything (close frame / HTTP response) is out: send FIN and
+         * wait for the peer's EOF, bounded by WS_CLOSE_TIMEOUT */
+        shutdown(c->fd, SHUT_WR);
+        c->flags |= CLF_WR_SHUT;
+    }
+}
+
+/* ---- closing ----------------------------------------------------------- */
+
+static void enter_closing(shard_client *c)
+{
+    shard_server *srv = c->srv;
+    /* n_http counts never-upgraded connections until they are killed;
+     * n_closing counts upgraded ones (they still hold a client slot) */
+    if (c->state == CL_OPEN) {
+        srv->n_open--;
+        srv->n_closing++;
+    }
+    c->state = CL_CLOSING;
+    c->t_state_ms = clock_mono_ms();
+    /* Stop receiving data for it now, unless a fan-out is walking the
+     * member arrays (the reaper removes it then). */
+    if (!srv->in_fanout)
+        subs_remove_all(srv->ctx->subs, &c->subs);
+    shard_server_schedule_flush(srv, c);
+}
+
+void client_close(shard_client *c, uint16_t code, const char *reason)
+{
+    if (c->state != CL_OPEN)
+        return;
+    shard_ctx *ctx = c->srv->ctx;
+    ws_chunk *ch = ws_chunk_close(code, reason);
+    if (!ch || q_append(c, ch) != 0) {
+        ws_chunk_unref(ch);
+        client_kill(c, "out of memory");
+        return;
+    }
+    ws_chunk_unref(ch);
+    shard_metrics_count_close(&ctx->m, code);
+    ws_parser_stop(&c->parser);
+    if (!(c->flags & CLF_IN_FEED))
+        ws_parser_free(&c->parser);
+    if (code != 1001 && code != 1000 && !(c->flags & CLF_SLOW))
+        log_client(LOG_INFO, c, "closing client", reason, code);
+    enter_closing(c);
+}
+
+void client_http_reply(shard_client *c, const char *data, size_t len,
+                       int close_after)
+{
+    ws_chunk *ch = ws_chunk_new(len);
+    if (!ch || q_append(c, ch) != 0) {
+        ws_chunk_unref(ch);
+        client_kill(c, "out of memory");
+        return;
+    }
+    memcpy(ch->data, data, len);
+    ws_chunk_unref(ch);
+    if (close_after)
+        enter_closing(c);
+}
+
+void client_kill(shard_client *c, const char *why)
+{
+    if (c->state == CL_DEAD)
+        return;
+    shard_server *srv = c->srv;
+    if (!(c->flags & CLF_UPGRADED))
+        srv->n_http--;
+    else if (c->state == CL_OPEN)
+        srv->n_open--;
+    else
+        srv->n_closing--;
+    if (log_enabled(LOG_DEBUG))
+        log_client(LOG_DEBUG, c, "connection closed", why, 0);
+    c->state = CL_DEAD;
+    event_del(&c->ev);
+    close(c->fd);
+    c->fd = -1;
+    q_release_all(c, 0);
+    if (!(c->flags & CLF_IN_FEED))
+        ws_parser_free(&c->parser);
+    else
+        ws_parser_stop(&c->parser);
+    if (c->http_in) {
+        buf_free(c->http_in);
+        free(c->http_in);
+        c->http_in = NULL;
+    }
+    /* live list -> graveyard */
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        srv->live = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    c->prev = NULL;
+    c->next = srv->grave;
+    srv->grave = c;
+    event_active(srv->reap_ev, EV_TIMEOUT, 1);
+}
+
+void client_free(shard_client *c)
+{
+    if (!c)
+        return;
+    subs_remove_all(c->srv->ctx->subs, &c->subs);
+    ws_parser_free(&c->parser);
+    q_release_all(c, 0);
+    q_shrink(c);
+    free(c);
+}
+
+/* ---- client protocol ------------------------------------------------ */
+
+static void send_reply(shard_client *c)
+{
+    shard_server *srv = c->srv;
+    ws_chunk *ch = ws_chunk_frame(WS_OP_TEXT, srv->scratch.data,
+                                  srv->scratch.len);
+    if (!ch) {
+        client_close(c, 1011, "out of memory");
+        return;
+    }
+    if (client_push(c, ch))
+        srv->ctx->m.ws_replies_sent_total++;
+    ws_chunk_unref(ch);
+}
+
+static void send_error(shard_client *c, enum clientmsg_err e, const char *msg)
+{
+    shard_server *srv = c->srv;
+    shard_ctx *ctx = srv->ctx;
+    ctx->m.ws_client_errors_total[e]++;
+    buf_reset(&srv->scratch);
+    if (clientmsg_build_error(&srv->scratch, e, msg) != 0) {
+        client_close(c, 1011, "out of memory");
+        return;
+    }
+    send_reply(c);
+    if (c->state != CL_OPEN)
+        return;
+    uint64_t now = clock_mono_ms();
+    if (now - c->err_window_ms > (uint64_t)(ctx->set->error_window * 1000)) {
+        c->err_window_ms = now;
+        c->errors = 0;
+    }
+    if (c->errors < UINT16_MAX)
+        c->errors++;
+    if (c->errors > ctx->set->max_errors)
+        client_close(c, 1008, "too many errors");
+}
+
+static int rate_allow(shard_client *c, uint64_t now)
+{
+    const shard_settings *s = c->srv->ctx->set;
+    if (c->rl_ms == 0) {
+        c->rl_tokens = (double)s->msg_burst;
+    } else {
+        c->rl_tokens += (double)(now - c->rl_ms) * s->msg_rate / 1000.0;
+        if (c->rl_tokens > (double)s->msg_burst)
+            c->rl_tokens = (double)s->msg_burst;
+    }
+    c->rl_ms = now;
+    if (c->rl_tokens < 1.0)
+        return 0;
+    c->rl_tokens -= 1.0;
+    return 1;
+}
+
+static void handle_subscribe(shard_client *c, clientmsg *m)
+{
+    shard_ctx *ctx = c->srv->ctx;
+    size_t fresh = 0;
+    for (size_t i = 0; i < m->nchannels; i++)
+        if (!subs_has(ctx->subs, &c->subs, m->channels[i].s,
+                      m->channels[i].len))
+            fresh++;
+    if (subs_conn_count(&c->subs) + fresh > (size_t)ctx->set->max_channels) {
+        char msg[128];
+        snprintf(msg, sizeof(msg),
+                 "subscription limit is %ld channels per connection "
+                 "(have %u, asked for %zu more)",
+                 ctx->set->max_channels, subs_conn_count(&c->subs), fresh);
+        send_error(c, CLIENTMSG_E_TOO_MANY, msg);
+        return;
+    }
+    for (size_t i = 0; i < m->nchannels; i++) {
+        int r = subs_add(ctx->subs, &c->subs, c, m->channels[i].s,
+                         m->channels[i].len);
+        if (r == SUBS_E_NOMEM) {
+            client_close(c, 1011, "out of memory");
+            return;
+        }
+    }
+    buf_reset(&c->srv->scratch);
+    if (clientmsg_build_ack(&c->srv->scratch, CLIENTMSG_SUBSCRIBE,
+                            m->channels, m->nchannels,
+                            subs_conn_count(&c->subs)) != 0) {
+        client_close(c, 1011, "out of memory");
+        return;
+    }
+    send_reply(c);
+}
+
+static void handle_unsubscribe(shard_client *c, clientmsg *m)
+{
+    shard_ctx *ctx = c->srv->ctx;
+    for (size_t i = 0; i < m->nchannels; i++)
+        subs_remove(ctx->subs, &c->subs, m->channels[i].s,
+                    m->channels[i].len);
+    buf_reset(&c->srv->scratch);
+    if (clientmsg_build_ack(&c->srv->scratch, CLIENTMSG_UNSUBSCRIBE,
+                            m->channels, m->nchannels,
+                            subs_conn_count(&c->subs)) != 0) {
+        client_close(c, 1011, "out of memory");
+        return;
+    }
+    send_reply(c);
+}
+
+static void on_ws_message(void *ud, ws_parser *p, unsigned opcode,
+                          const uint8_t *msg, size_t len)
+{
+    shard_client *c = ud;
+    shard_ctx *ctx = c->srv->ctx;
+    if (c->state != CL_OPEN)
+        return;
+    ctx->m.ws_messages_received_total++;
+    if (opcode == WS_OP_BINARY) {
+        client_close(c, 1003, "binary messages are not supported");
+        return;
+    }
+    uint64_t now = clock_mono_ms();
+    if (!rate_allow(c, now)) {
+        ctx->m.ws_message_ratelimit_total++;
+        char m[96];
+        snprintf(m, sizeof(m), "more than %g messages/s (burst %ld)",
+                 ctx->set->msg_rate, ctx->set->msg_burst);
+        send_error(c, CLIENTMSG_E_RATE_LIMIT, m);
+        return;
+    }
+    if (len > (size_t)ctx->set->max_message) {
+        char m[96];
+        snprintf(m, sizeof(m), "message is %zu bytes; the limit is %ld",
+                 len, ctx->set->max_message);
+        send_error(c, CLIENTMSG_E_TOO_LARGE, m);
+        return;
+    }
+    clientmsg cm;
+    enum clientmsg_err e = clientmsg_parse((const char *)msg, len,
+                                           (size_t)ctx->set->max_channels,
+                                           &cm);
+    if (e != CLIENTMSG_OK) {
+        send_error(c, e, cm.errmsg);
+    } else if (cm.type == CLIENTMSG_SUBSCRIBE) {
+        handle_subscribe(c, &cm);
+    } else if (cm.type == CLIENTMSG_UNSUBSCRIBE) {
+        handle_unsubscribe(c, &cm);
+    } else {
+        buf_reset(&c->srv->scratch);
+        if (clientmsg_build_pong(&c->srv->scratch, clock_wall_ms()) == 0)
+            send_reply(c);
+    }
+    clientmsg_free(&cm);
+}
+
+static void on_ws_control(void *ud, ws_parser *p, unsigned opcode,
+                          uint16_t code)
+{
+    /* pings are answered by wslay; pongs only prove liveness (last_rx) */
+    (void)ud;
+    (void)p;
+    (void)opcode;
+    (void)code;
+}
+
+static int on_ws_send(void *ud, const uint8_t *data, size_t len)
+{
+    shard_client *c = ud;
+    if (c->state != CL_OPEN)
+        return -1;
+    /* pongs count against the queue too: a client that pings without
+     * reading is a slow client */
+    const shard_settings *s = c->srv->ctx->set;
+    if (c->q_len >= (uint64_t)s->queue_msgs ||
+        c->q_bytes + len > (uint64_t)s->queue_bytes) {
+        client_slow(c);
+        return -1;
+    }
+    ws_chunk *ch = ws_chunk_new(len);
+    if (!ch)
+        return -1;
+    memcpy(ch->data, data, len);
+    int r = q_append(c, ch);
+    ws_chunk_unref(ch);
+    return r;
+}
+
+static const ws_parser_cb g_parser_cb = {
+    .on_message = on_ws_message,
+    .on_control = on_ws_control,
+    .send = on_ws_send,
+};
+
+static void ws_input(shard_client *c, const uint8_t *data, size_t len)
+{
+    shard_ctx *ctx = c->srv->ctx;
+    c->flags |= CLF_IN_FEED;
+    int r = ws_parser_feed(&c->parser, &g_parser_cb, c, data, len,
+                           (uint64_t)ctx->set->max_frame);
+    c->flags &= (uint8_t)~CLF_IN_FEED;
+    if (c->state == CL_DEAD)
+        return;
+    switch (r) {
+    case WS_FEED_OK:
+    case WS_FEED_STOPPED:
+        break;
+    case WS_FEED_CLOSED:
+        /* wslay answered the peer's close or closed for a violation */
+        if (c->state == CL_OPEN) {
+            uint16_t code = c->parser.close_code;
+            if (code != 1000 && code != 1001 && code != 1005)
+                shard_metrics_count_close(&ctx->m, code);
+            if (code == 1002 || code == 1007 || code == 1009)
+                log_client(LOG_INFO, c, "closing client", "protocol violation",
+                           code);
+            enter_closing(c);
+        }
+        break;
+    case WS_FEED_ERROR:
+        client_close(c, 1002, "protocol error");
+        break;
+    default:
+        client_close(c, 1011, "out of memory");
+        break;
+    }
+}
+
+void client_upgrade(shard_client *c, const char *rest, size_t len)
+{
+    shard_server *srv = c->srv;
+    uint64_t now = clock_mono_ms();
+    srv->n_http--;
+    srv->n_open++;
+    c->state = CL_OPEN;
+    c->flags |= CLF_UPGRADED;
+    c->last_rx_ms = now;
+    c->next_ping_ms = now + (uint64_t)(srv->ctx->set->ping_interval * 1000);
+    srv->ctx->m.ws_connections_total++;
+    /* `rest` may point into http_in: detach it, feed, then free */
+    buf *hb = c->http_in;
+    c->http_in = NULL;
+    if (len > 0)
+        ws_input(c, (const uint8_t *)rest, len);
+    if (hb) {
+        buf_free(hb);
+        free(hb);
+    }
+}
+
+/* ---- reading ------------------------------------------------------------ */
+
+static void http_input(shard_client *c, const uint8_t *data, size_t n)
+{
+    if (!c->http_in) {
+        c->http_in = calloc(1, sizeof(buf));
+        if (!c->http_in) {
+            client_kill(c, "out of memory");
+            return;
+        }
+    }
+    if (buf_append(c->http_in, data, n) != 0) {
+        client_kill(c, "out of memory");
+        return;
+    }
+    /* the head ends with "\r\n\r\n": parse only when a line ended (or
+     * when the head is already too long), not on every byte of a slow one */
+    if (memchr(data, '\n', n) || c->http_in->len > SHARD_HTTP_MAX_HEAD)
+        shard_server_http(c->srv, c, c->http_in->data, c->http_in->len);
+}
+
+static void client_read(shard_client *c)
+{
+    for (int i = 0; i < READS_PER_WAKEUP && c->state != CL_DEAD; i++) {
+        ssize_t n = read(c->fd, g_rbuf, sizeof(g_rbuf));
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno != EAGAIN && errno != EWOULDBLOCK)
+                client_kill(c, "read failed");
+            return;
+        }
+        if (n == 0) {
+            client_kill(c, "peer closed");
+            return;
+        }
+        c->last_rx_ms = clock_mono_ms();
+        switch (c->state) {
+        case CL_HTTP:
+            http_input(c, g_rbuf, (size_t)n);
+            break;
+        case CL_OPEN:
+            ws_input(c, g_rbuf, (size_t)n);
+            break;
+        default:
+            break;   /* closing: discard until EOF */
+        }
+        if ((size_t)n < sizeof(g_rbuf))
+            return;
+    }
+}
+
+static void client_on_event(evutil_socket_t fd, short what, void *arg)
+{
+    shard_client *c = arg;
+    if ((what & EV_WRITE) && c->state != CL_DEAD)
+        client_flush(c);
+    if ((what & EV_READ) && c->state != CL_DEAD)
+        client_read(c);
+}
+
+/* ---- timers -------------------------------------------------------------- */
+
+void client_tick(shard_client *c, uint64_t now)
+{
+    shard_ctx *ctx = c->srv->ctx;
+    const shard_settings *s = ctx->set;
+    switch (c->state) {
+    case CL_HTTP:
+        if (now - c->t_state_ms >= (uint64_t)(s->handshake_timeout * 1000)) {
+            ctx->m.ws_handshake_timeouts_total++;
+            client_kill(c, "handshake timeout");
+        }
+        break;
+    case CL_OPEN:
+        if (now - c->last_rx_ms >= (uint64_t)(s->idle_timeout * 1000)) {
+            ctx->m.ws_idle_timeouts_total++;
+            client_close(c, 1001, "idle timeout");
+            break;
+        }
+        if (now >= c->next_ping_ms) {
+            c->next_ping_ms = now + (uint64_t)(s->ping_interval * 1000);
+            client_push(c, c->srv->ping);
+        }
+        if (c->q_len == 0)
+            q_shrink(c);
+        break;
+    case CL_CLOSING:
+        if (now - c->t_state_ms >= (uint64_t)(s->close_timeout * 1000))
+            client_kill(c, "close timeout");
+        break;
+    default:
+        break;
+    }
+}

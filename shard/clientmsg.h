@@ -1,0 +1,70 @@
+/*
+ * Client protocol messages (docs/client-protocol.md): parse one text
+ * message from a WebSocket client, and build the JSON replies.  Pure: no
+ * I/O, no shard state.
+ *
+ *   {"type":"subscribe","data":{"channels":["BTC.trade", ...]}}
+ *   {"type":"unsubscribe","data":{"channels":[...]}}
+ *   {"type":"heartbeat"}
+ */
+#ifndef ODIN_SHARD_CLIENTMSG_H
+#define ODIN_SHARD_CLIENTMSG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+#include "common/buf.h"
+
+enum clientmsg_type {
+    CLIENTMSG_NONE = 0,
+    CLIENTMSG_SUBSCRIBE,
+    CLIENTMSG_UNSUBSCRIBE,
+    CLIENTMSG_HEARTBEAT,
+};
+
+/* Error codes sent to clients (0 = no error). */
+enum clientmsg_err {
+    CLIENTMSG_OK = 0,
+    CLIENTMSG_E_INVALID_JSON,       /* "INVALID_JSON" */
+    CLIENTMSG_E_UNKNOWN_TYPE,       /* "UNKNOWN_TYPE" */
+    CLIENTMSG_E_INVALID_CHANNEL,    /* "INVALID_CHANNEL" */
+    CLIENTMSG_E_TOO_MANY,           /* "TOO_MANY_SUBSCRIPTIONS" */
+    CLIENTMSG_E_TOO_LARGE,          /* "MESSAGE_TOO_LARGE" */
+    CLIENTMSG_E_RATE_LIMIT,         /* "RATE_LIMIT_EXCEEDED" */
+};
+
+/* Wire name of an error code ("INVALID_JSON", ...). */
+const char *clientmsg_code(enum clientmsg_err e);
+
+typedef struct clientmsg_chan {
+    const char *s;      /* points into the parsed JSON (owned by the msg) */
+    size_t len;
+} clientmsg_chan;
+
+typedef struct clientmsg {
+    enum clientmsg_type type;
+    size_t nchannels;        /* subscribe/unsubscribe: deduplicated, valid */
+    clientmsg_chan *channels;
+    json_t *root;
+    char errmsg[160];        /* human-readable reason when parse fails */
+} clientmsg;
+
+/*
+ * Parse one message.  `max_channels` caps the channels one message may list
+ * (more is CLIENTMSG_E_TOO_MANY).  Every channel must be a valid
+ * "<token>.<category>" string (else CLIENTMSG_E_INVALID_CHANNEL; nothing is
+ * returned for a partially valid list).  Returns CLIENTMSG_OK with *m
+ * filled, or an error code with m->errmsg set.  Always call
+ * clientmsg_free(m) afterwards (also after an error).
+ */
+enum clientmsg_err clientmsg_parse(const char *data, size_t len,
+                                   size_t max_channels, clientmsg *m);
+void clientmsg_free(clientmsg *m);
+
+/* Replies (append JSON text to out; 0 or -1 on ENOMEM). */
+int clientmsg_build_ack(buf *out, enum clientmsg_type type,
+                        const clientmsg_chan *ch, size_t n, size_t count);
+int clientmsg_build_error(buf *out, enum clientmsg_err e, const char *msg);
+int clientmsg_build_pong(buf *out, uint64_t ts_ms);
+
+#endif

@@ -1,0 +1,26 @@
+/* odin-shard: settings and logging, then shard_run() (shard/shard.c). */
+#include "shard/settings.h"
+#include "shard/shard.h"
+#include "common/log.h"
+
+#include <stdio.h>
+
+int main(int argc, char **argv)
+{
+    shard_settings set;
+    int rc = shard_settings_load(&set, argc, argv);
+    if (rc != 0) {
+        shard_settings_free(&set);
+        return rc > 0 ? 0 : 2;
+    }
+    enum log_level lvl;
+    if (log_level_parse(set.log_level, &lvl) != 0) {
+        fprintf(stderr, "odin-shard: bad LOG_LEVEL \"%s\"\n", set.log_level);
+        shard_settings_free(&set);
+        return 2;
+    }
+    log_init("shard", lvl);
+    rc = shard_run(&set);
+    shard_settings_free(&set);
+    return rc;
+}

@@ -1,0 +1,88 @@
+/*
+ * Shard counters and their Prometheus text rendering, plus the /health
+ * document.  Counters are plain integers bumped on the event loop thread;
+ * gauges are sampled into shard_gauges when a page is rendered.  Pure.
+ */
+#ifndef ODIN_SHARD_METRICS_H
+#define ODIN_SHARD_METRICS_H
+
+#include <stdint.h>
+#include "common/buf.h"
+
+/* Close codes counted per code in ws_disconnects_total{code}. */
+enum shard_close_idx {
+    SM_CLOSE_1000, SM_CLOSE_1001, SM_CLOSE_1002, SM_CLOSE_1003,
+    SM_CLOSE_1007, SM_CLOSE_1008, SM_CLOSE_1009, SM_CLOSE_1011,
+    SM_CLOSE_OTHER, SM_CLOSE_N
+};
+
+/* Reasons a record is dropped. */
+enum shard_drop_idx {
+    SM_DROP_NO_SUBSCRIBERS,  /* no local subscriber of the token */
+    SM_DROP_NO_CHANNEL,      /* token subscribed, but not this category */
+    SM_DROP_NOMEM,           /* envelope could not be built */
+    SM_DROP_N
+};
+
+#define SM_CLIENT_ERR_N 7    /* indexed by enum clientmsg_err */
+
+typedef struct shard_metrics {
+    uint64_t ws_connections_total;
+    uint64_t ws_messages_sent_total;      /* record messages queued to clients */
+    uint64_t ws_replies_sent_total;       /* acks, pongs, errors */
+    uint64_t ws_bytes_sent_total;
+    uint64_t ws_messages_received_total;
+    uint64_t ws_capacity_rejections_total;   /* HTTP 503 */
+    uint64_t ws_ratelimit_rejections_total;  /* HTTP 429 (per-IP rate) */
+    uint64_t ws_message_ratelimit_total;     /* RATE_LIMIT_EXCEEDED */
+    uint64_t ws_slow_clients_disconnected_total;
+    uint64_t ws_handshake_failures_total;
+    uint64_t ws_handshake_timeouts_total;
+    uint64_t ws_idle_timeouts_total;
+    uint64_t ws_pending_rejections_total;
+    uint64_t ws_accept_errors_total;
+    uint64_t ws_http_requests_total;
+    uint64_t ws_client_errors_total[SM_CLIENT_ERR_N];
+    uint64_t ws_disconnects_total[SM_CLOSE_N];
+    uint64_t shard_records_received_total;
+    uint64_t shard_records_broadcast_total;
+    uint64_t shard_records_dropped_total[SM_DROP_N];
+    uint64_t shard_frames_received_total;
+    uint64_t shard_frames_errors_total;
+    uint64_t shard_router_connections_total;
+    uint64_t shard_redis_connects_total;
+    uint64_t shard_redis_errors_total;
+    uint64_t shard_redis_commands_total;
+} shard_metrics;
+
+typedef struct shard_gauges {
+    long connections;         /* open WebSocket clients */
+    long max_connections;
+    long pending;             /* connections still in the HTTP phase */
+    long closing;             /* clients in the close handshake */
+    long subscriptions, tokens, channels;
+    long queue_bytes;         /* bytes queued to clients */
+    long parser_contexts;
+    long routers;
+    long fd_limit;
+    int redis_connected;
+    long redis_pending;       /* registrations not yet confirmed */
+    double uptime_s;
+    int stopping;
+    const char *shard_id;
+} shard_gauges;
+
+void shard_metrics_count_close(shard_metrics *m, unsigned code);
+
+/* Append the Prometheus text page. 0 or -1. */
+int shard_metrics_render(buf *out, const shard_metrics *m,
+                         const shard_gauges *g);
+
+/*
+ * Append the /health JSON and return the HTTP status (200, or 503 when
+ * unhealthy).  unhealthy: shutting down or at capacity; degraded: Redis
+ * down, no router connected, or >= 90% of capacity; else healthy.
+ */
+int shard_health_render(buf *out, const shard_gauges *g);
+
+#endif

@@ -1,0 +1,738 @@
+#include "shard/registry.h"
+#include "shard/map.h"
+#include "shard/server.h"
+#include "common/clock.h"
+#include "common/config.h"
+#include "common/log.h"
+#include "common/schema.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <event2/event.h>
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+#include <hiredis/adapters/libevent.h>
+
+#define HAVE_UNKNOWN 2
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 2000
+
+enum reg_state { R_IDLE, R_CONNECTING, R_CONNECTED, R_READY };
+
+typedef struct reg_entry {
+    shard_map_node node;
+    struct reg_entry *qnext;
+    uint8_t want;       /* 1 = shard should be in route:<token> */
+    uint8_t have;       /* 0, 1 or HAVE_UNKNOWN */
+    uint8_t sent;       /* op of the command in flight */
+    uint8_t inflight;
+    uint8_t queued;
+    uint8_t failed;     /* last attempt got an error reply: retry later */
+    char tok[];
+} reg_entry;
+
+struct shard_registry {
+    shard_ctx *ctx;
+    redis_endpoint ep;
+    redisAsyncContext *ac;
+    enum reg_state state;
+    int ever_ready;          /* leftovers of a previous life cleaned */
+    int freeing;
+    shard_map map;
+    reg_entry *qhead, *qtail;
+    long inflight;           /* route commands */
+    long outstanding;        /* every command with a callback */
+    int lease_inflight;
+    uint64_t progress_ms;    /* last reply, or when outstanding became > 0 */
+    uint64_t connect_ms;
+    int backoff_ms;
+    int stopping;
+    void (*done)(void *);
+    void *done_ud;
+    struct event *retry_ev, *ready_ev, *pump_ev, *hb_ev, *watch_ev, *done_ev;
+    char host[256];
+    char *k_lease, *k_tokens, *k_routes, *k_shards, *endpoint;
+    log_ratelimit rl;
+};
+
+/* ---- helpers ---------------------------------------------------------- */
+
+static char *cat3(const char *a, const char *b, const char *c)
+{
+    size_t n = strlen(a) + strlen(b) + strlen(c) + 1;
+    char *s = malloc(n);
+    if (s)
+        snprintf(s, n, "%s%s%s", a, b, c);
+    return s;
+}
+
+static void cmd_sent(shard_registry *r)
+{
+    if (r->outstanding++ == 0)
+        r->progress_ms = clock_mono_ms();
+    r->ctx->m.shard_redis_commands_total++;
+}
+
+static void cmd_done(shard_registry *r)
+{
+    if (r->outstanding > 0)
+        r->outstanding--;
+    r->progress_ms = clock_mono_ms();
+}
+
+static int send_argv(shard_registry *r, redisCallbackFn *fn, void *priv,
+                     int argc, const char **argv, const size_t *lens)
+{
+    if (!r->ac)
+        return -1;
+    if (redisAsyncCommandArgv(r->ac, fn, priv, argc, argv, lens) != REDIS_OK)
+        return -1;
+    if (fn)
+        cmd_sent(r);
+    else
+        r->ctx->m.shard_redis_commands_total++;
+    return 0;
+}
+
+static void entry_free_if_idle(shard_registry *r, reg_entry *e)
+{
+    if (e->want == 0 && e->have == 0 && !e->inflight && !e->queued) {
+        shard_map_remove(&r->map, &e->node);
+        free(e);
+    }
+}
+
+static void enqueue(shard_registry *r, reg_entry *e)
+{
+    if (e->queued || e->inflight)
+        return;
+    e->queued = 1;
+    e->qnext = NULL;
+    if (r->qtail)
+        r->qtail->qnext = e;
+    else
+        r->qhead = e;
+    r->qtail = e;
+    event_active(r->pump_ev, EV_TIMEOUT, 1);
+}
+
+static void reg_error(shard_registry *r, const char *msg, const char *detail)
+{
+    uint64_t supp = 0;
+    r->ctx->m.shard_redis_errors_total++;
+    if (log_rl_allow(&r->rl, &supp))
+        log_kv(LOG_WARN, msg, "s:error", detail, "u:suppressed", supp, NULL);
+}
+
+/* ---- route updates -------------------------------------------------- */
+
+static void on_route_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+    shard_registry *r = ac->data;
+    reg_entry *e = priv;
+    redisReply *rep = reply;
+    e->inflight = 0;
+    if (r->freeing)
+        return;
+    cmd_done(r);
+    if (r->inflight > 0)
+        r->inflight--;
+    if (!rep) {
+        e->have = HAVE_UNKNOWN;          /* connection lost: resync later */
+    } else if (rep->type == REDIS_REPLY_ERROR) {
+        reg_error(r, "redis route update failed", rep->str);
+        e->have = HAVE_UNKNOWN;
+        e->failed = 1;                   /* retried by the heartbeat */
+    } else {
+        e->have = e->sent;
+        if (e->want != e->have)
+            enqueue(r, e);
+    }
+    if (rep)
+        event_active(r->pump_ev, EV_TIMEOUT, 1);
+    entry_free_if_idle(r, e);
+}
+
+static int send_route(shard_registry *r, reg_entry *e)
+{
+    const shard_settings *s = r->ctx->set;
+    buf rk = { 0 };
+    if (buf_appendf(&rk, "%sroute:", s->redis_prefix) != 0 ||
+        buf_append(&rk, e->tok, e->node.klen) != 0) {
+        buf_free(&rk);
+        return -1;
+    }
+    const char *op = e->want ? "add" : "del";
+    const char *argv[9] = { "EVAL", SCHEMA_LUA_ROUTE, "3", rk.data,
+                            r->k_tokens, r->k_routes, op,
+                            s->shard_id, e->tok };
+    size_t lens[9] = { 4, strlen(SCHEMA_LUA_ROUTE), 1, rk.len,
+                       strlen(r->k_tokens), strlen(r->k_routes), 3,
+                       strlen(s->shard_id), e->node.klen };
+    int rc = send_argv(r, on_route_reply, e, 9, argv, lens);
+    buf_free(&rk);
+    if (rc == 0) {
+        e->inflight = 1;
+        e->sent = e->want;
+        r->inflight++;
+    }
+    return rc;
+}
+
+static void pump(shard_registry *r)
+{
+    /* after shutdown started, the cleanup script covers what is queued */
+    if (r->state != R_READY || r->stopping)
+        return;
+    while (r->qhead && r->inflight < r->ctx->set->redis_inflight) {
+        reg_entry *e = r->qhead;
+        r->qhead = e->qnext;
+        if (!r->qhead)
+            r->qtail = NULL;
+        e->queued = 0;
+        if (e->want == e->have) {
+            entry_free_if_idle(r, e);
+            continue;
+        }
+        if (send_route(r, e) != 0) {
+            /* hiredis refused (out of memory): try again later */
+            e->failed = 1;
+            break;
+        }
+    }
+}
+
+static void on_pump(evutil_socket_t fd, short what, void *arg)
+{
+    pump(arg);
+}
+
+void shard_registry_token(shard_registry *r, const char *tok, size_t len,
+                          int add)
+{
+    if (!r || r->stopping)
+        return;
+    shard_map_node *n = shard_map_find(&r->map, tok, len);
+    reg_entry *e;
+    if (n) {
+        e = SHARD_MAP_ENTRY(n, reg_entry, node);
+    } else {
+        if (!add)
+            return;
+        e = calloc(1, sizeof(*e) + len + 1);
+        if (!e) {
+            reg_error(r, "out of memory registering token", NULL);
+            return;
+        }
+        memcpy(e->tok, tok, len);
+        e->node.key = e->tok;
+        e->node.klen = (uint32_t)len;
+        e->have = 0;     /* cleaned at first connect; resynced on reconnect */
+        if (shard_map_insert(&r->map, &e->node) != 0) {
+            free(e);
+            reg_error(r, "out of memory registering token", NULL);
+            return;
+        }
+    }
+    e->want = add ? 1 : 0;
+    if (e->want != e->have)
+        enqueue(r, e);
+    else
+        entry_free_if_idle(r, e);
+}
+
+/* ---- lease ------------------------------------------------------------ */
+
+static void requeue_all(shard_registry *r)
+{
+    size_t it = 0;
+    shard_map_node *cur = NULL, *n;
+    while ((n = shard_map_next(&r->map, &it, &cur))) {
+        reg_entry *e = SHARD_MAP_ENTRY(n, reg_entry, node);
+        e->have = HAVE_UNKNOWN;
+        e->failed = 0;
+        enqueue(r, e);
+    }
+}
+
+static void on_members(redisAsyncContext *ac, void *reply, void *priv)
+{
+    shard_registry *r = ac->data;
+    redisReply *rep = reply;
+    if (r->freeing)
+        return;
+    cmd_done(r);
+    if (!rep || rep->type != REDIS_REPLY_ARRAY) {
+        if (rep)
+            reg_error(r, "redis SMEMBERS failed",
+                      rep->type == REDIS_REPLY_ERROR ? rep->str : "type");
+        return;
+    }
+    /* tokens Redis holds for us that nobody here wants any more */
+    for (size_t i = 0; i < rep->elements; i++) {
+        redisReply *m = rep->element[i];
+        if (m->type != REDIS_REPLY_STRING)
+            continue;
+        shard_map_node *n = shard_map_find(&r->map, m->str, m->len);
+        if (n)
+            continue;      /* known: its entry is already queued */
+        reg_entry *e = calloc(1, sizeof(*e) + m->len + 1);
+        if (!e)
+            continue;
+        memcpy(e->tok, m->str, m->len);
+        e->node.key = e->tok;
+        e->node.klen = (uint32_t)m->len;
+        e->have = 1;
+        if (shard_map_insert(&r->map, &e->node) != 0) {
+            free(e);
+            continue;
+        }
+        enqueue(r, e);
+    }
+}
+
+static void publish_up(shard_registry *r)
+{
+    char ev[300];
+    snprintf(ev, sizeof(ev), "%s%s", SCHEMA_EVENT_SHARD_UP,
+             r->ctx->set->shard_id);
+    const char *argv[3] = { "PUBLISH", r->k_routes, ev };
+    size_t lens[3] = { 7, strlen(r->k_routes), strlen(ev) };
+    send_argv(r, NULL, NULL, 3, argv, lens);
+}
+
+static void resync(shard_registry *r)
+{
+    const char *argv[2] = { "SMEMBERS", r->k_tokens };
+    size_t lens[2] = { 8, strlen(r->k_tokens) };
+    send_argv(r, on_members, NULL, 2, argv, lens);
+    requeue_all(r);
+}
+
+static void write_lease(shard_registry *r, int initial);
+
+static void on_lease(redisAsyncContext *ac, void *reply, void *priv)
+{
+    shard_registry *r = ac->data;
+    redisReply *rep = reply;
+    if (r->freeing)
+        return;
+    cmd_done(r);
+    r->lease_inflight = 0;
+    if (!rep)
+        return;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1) {
+        reg_error(r, "redis lease update failed",
+                  rep->type == REDIS_REPLY_ERROR ? rep->str : "no EXEC reply");
+        return;
+    }
+    int initial = priv != NULL;
+    redisReply *ex = rep->element[0];
+    if (!initial && ex->type == REDIS_REPLY_INTEGER && ex->integer == 0 &&
+        !r->stopping) {
+        /* The lease had expired (a stall longer than the TTL): routers may
+         * have cleaned our routes, so register everything again. */
+        log_kv(LOG_WARN, "shard lease had expired; re-registering", NULL);
+        publish_up(r);
+        resync(r);
+    }
+}
+
+static void write_lease(shard_registry *r, int initial)
+{
+    shard_ctx *ctx = r->ctx;
+    const shard_settings *s = ctx->set;
+    char pid[24], started[24], conns[24], toks[24], ttl[24];
+    snprintf(pid, sizeof(pid), "%ld", (long)getpid());
+    snprintf(started, sizeof(started), "%llu",
+             (unsigned long long)ctx->start_wall_ms);
+    snprintf(conns, sizeof(conns), "%ld", ctx->srv ? ctx->srv->n_open : 0L);
+    snprintf(toks, sizeof(toks), "%zu", subs_tokens_count(ctx->subs));
+    snprintf(ttl, sizeof(ttl), "%lld", (long long)(s->lease_ttl * 1000));
+    const char *wsa = ctx->srv ? ctx->srv->ws_addr : s->ws_addr;
+
+    const char *multi[1] = { "MULTI" };
+    const char *exists[2] = { "EXISTS", r->k_lease };
+    const char *hset[16] = { "HSET", r->k_lease,
+                             "endpoint", r->endpoint, "pid", pid,
+                             "host", r->host, "started_at", started,
+                             "connections", conns, "tokens", toks,
+                             "ws_addr", wsa };
+    const char *pexp[3] = { "PEXPIRE", r->k_lease, ttl };
+    const char *sadd[3] = { "SADD", r->k_shards, s->shard_id };
+    const char *exec[1] = { "EXEC" };
+    size_t l[16];
+    l[0] = 5;
+    send_argv(r, NULL, NULL, 1, multi, l);
+    l[0] = 6; l[1] = strlen(r->k_lease);
+    send_argv(r, NULL, NULL, 2, exists, l);
+    for (int i = 0; i < 16; i++)
+        l[i] = strlen(hset[i]);
+    send_argv(r, NULL, NULL, 16, hset, l);
+    for (int i = 0; i < 3; i++)
+        l[i] = strlen(pexp[i]);
+    send_argv(r, NULL, NULL, 3, pexp, l);
+    for (int i = 0; i < 3; i++)
+        l[i] = strlen(sadd[i]);
+    send_argv(r, NULL, NULL, 3, sadd, l);
+    l[0] = 4;
+    if (send_argv(r, on_lease, initial ? (void *)1 : NULL, 1, exec, l) == 0)
+        r->lease_inflight = 1;
+}
+
+static void on_select(redisAsyncContext *ac, void *reply, void *priv)
+{
+    shard_registry *r = ac->data;
+    redisReply *rep = reply;
+    if (r->freeing)
+        return;
+    cmd_done(r);
+    if (rep && rep->type == REDIS_REPLY_ERROR)
+        reg_error(r, "redis SELECT failed", rep->str);
+}
+
+static void on_clean(redisAsyncContext *ac, void *reply, void *priv)
+{
+    shard_registry *r = ac->data;
+    redisReply *rep = reply;
+    if (r->freeing)
+        return;
+    cmd_done(r);
+    if (rep && rep->type == REDIS_REPLY_ERROR)
+        reg_error(r, "redis shard cleanup failed", rep->str);
+    else if (rep && rep->type == REDIS_REPLY_INTEGER && rep->integer > 0)
+        log_kv(LOG_INFO, "removed routes left by a previous run", "I:routes",
+               (int64_t)rep->integer, NULL);
+}
+
+static void send_clean(shard_registry *r, redisCallbackFn *fn)
+{
+    const shard_settings *s = r->ctx->set;
+    const char *argv[6] = { "EVAL", SCHEMA_LUA_CLEAN_SHARD, "0",
+                            s->shard_id, s->redis_prefix, "force" };
+    size_t lens[6] = { 4, strlen(SCHEMA_LUA_CLEAN_SHARD), 1,
+                       strlen(s->shard_id), strlen(s->redis_prefix), 5 };
+    send_argv(r, fn, NULL, 6, argv, lens);
+}
+
+/* ---- connection ------------------------------------------------------- */
+
+static void schedule_retry(shard_registry *r)
+{
+    if (r->freeing || r->stopping)
+        return;
+    struct timeval tv = { r->backoff_ms / 1000, (r->backoff_ms % 1000) * 1000 };
+    event_add(r->retry_ev, &tv);
+    r->backoff_ms *= 2;
+    if (r->backoff_ms > BACKOFF_MAX_MS)
+        r->backoff_ms = BACKOFF_MAX_MS;
+}
+
+/* The connection is gone (or abandoned): reset and retry later. */
+static void reg_lost(shard_registry *r, const char *why)
+{
+    if (r->state == R_IDLE)
+        return;
+    int was_ready = r->state == R_READY;
+    r->state = R_IDLE;
+    r->ac = NULL;
+    r->inflight = 0;
+    r->outstanding = 0;
+    r->lease_inflight = 0;
+    size_t it = 0;
+    shard_map_node *cur = NULL, *n;
+    while ((n = shard_map_next(&r->map, &it, &cur))) {
+        reg_entry *e = SHARD_MAP_ENTRY(n, reg_entry, node);
+        e->inflight = 0;
+    }
+    if (was_ready)
+        log_kv(LOG_WARN, "redis connection lost; serving clients, will "
+               "re-register", "s:reason", why, NULL);
+    schedule_retry(r);
+    if (r->stopping && r->done)
+        event_active(r->done_ev, EV_TIMEOUT, 1);
+}
+
+static void on_disconnect(const redisAsyncContext *ac, int status)
+{
+    shard_registry *r = ac->data;
+    if (r->freeing || r->ac != ac)
+        return;
+    reg_lost(r, status == REDIS_OK ? "closed" : (ac->errstr ? ac->errstr
+                                                            : "error"));
+}
+
+static void on_connect(const redisAsyncContext *ac, int status)
+{
+    shard_registry *r = ac->data;
+    if (r->freeing || r->ac != ac)
+        return;
+    if (status != REDIS_OK) {
+        /* hiredis frees the context after this callback */
+        reg_error(r, "redis connect failed", ac->errstr);
+        r->state = R_CONNECTING;   /* so reg_lost does its work */
+        reg_lost(r, ac->errstr);
+        return;
+    }
+    /* no commands from inside a connect callback (hiredis < 1.0) */
+    r->state = R_CONNECTED;
+    event_active(r->ready_ev, EV_TIMEOUT, 1);
+}
+
+static void on_ready(evutil_socket_t fd, short what, void *arg)
+{
+    shard_registry *r = arg;
+    if (r->state != R_CONNECTED || !r->ac)
+        return;
+    r->state = R_READY;
+    r->backoff_ms = BACKOFF_MIN_MS;
+    r->ctx->m.shard_redis_connects_total++;
+    if (r->ep.db) {
+        char db[16];
+        snprintf(db, sizeof(db), "%d", r->ep.db);
+        const char *argv[2] = { "SELECT", db };
+        size_t lens[2] = { 6, strlen(db) };
+        send_argv(r, on_select, NULL, 2, argv, lens);
+    }
+    if (!r->ever_ready) {
+        send_clean(r, on_clean);     /* leftovers of a previous life */
+        requeue_all(r);
+    } else {
+        resync(r);
+    }
+    write_lease(r, 1);
+    publish_up(r);
+    log_kv(LOG_INFO, r->ever_ready ? "redis reconnected; re-registering"
+                                   : "registered in redis",
+           "s:id", r->ctx->set->shard_id, "s:endpoint", r->endpoint,
+           "I:tokens", (int64_t)r->map.n, NULL);
+    r->ever_ready = 1;
+    pump(r);
+}
+
+static void reg_connect(shard_registry *r)
+{
+    if (r->freeing || r->stopping || r->state != R_IDLE)
+        return;
+    redisAsyncContext *ac = r->ep.path[0]
+                                ? redisAsyncConnectUnix(r->ep.path)
+                                : redisAsyncConnect(r->ep.host, r->ep.port);
+    if (!ac || ac->err) {
+        reg_error(r, "redis connect failed", ac ? ac->errstr : "no memory");
+        if (ac)
+            redisAsyncFree(ac);
+        schedule_retry(r);
+        return;
+    }
+    ac->data = r;
+    if (redisLibeventAttach(ac, r->ctx->base) != REDIS_OK) {
+        redisAsyncFree(ac);
+        schedule_retry(r);
+        return;
+    }
+    r->ac = ac;
+    r->state = R_CONNECTING;
+    r->connect_ms = clock_mono_ms();
+    redisAsyncSetConnectCallback(ac, on_connect);
+    redisAsyncSetDisconnectCallback(ac, on_disconnect);
+}
+
+static void on_retry(evutil_socket_t fd, short what, void *arg)
+{
+    reg_connect(arg);
+}
+
+/* Drop a connection that stopped answering (called from a timer, never from
+ * a hiredis callback). */
+static void drop(shard_registry *r, const char *why)
+{
+    reg_error(r, "redis timeout; reconnecting", why);
+    redisAsyncContext *ac = r->ac;
+    if (ac)
+        redisAsyncFree(ac);   /* may call on_disconnect -> reg_lost */
+    reg_lost(r, why);
+}
+
+static void on_watch(evutil_socket_t fd, short what, void *arg)
+{
+    shard_registry *r = arg;
+    uint64_t now = clock_mono_ms();
+    uint64_t to = (uint64_t)(r->ctx->set->redis_timeout * 1000);
+    if ((r->state == R_CONNECTING || r->state == R_CONNECTED) &&
+        now - r->connect_ms > to)
+        drop(r, "connect timeout");
+    else if (r->state == R_READY && r->outstanding > 0 &&
+             now - r->progress_ms > to)
+        drop(r, "reply timeout");
+}
+
+static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
+{
+    shard_registry *r = arg;
+    if (r->state != R_READY || r->stopping)
+        return;
+    if (!r->lease_inflight)
+        write_lease(r, 0);
+    size_t it = 0;
+    shard_map_node *cur = NULL, *n;
+    while ((n = shard_map_next(&r->map, &it, &cur))) {
+        reg_entry *e = SHARD_MAP_ENTRY(n, reg_entry, node);
+        if (e->failed) {
+            e->failed = 0;
+            if (e->want != e->have)
+                enqueue(r, e);
+        }
+    }
+}
+
+/* ---- shutdown ------------------------------------------------------------ */
+
+static void finish(shard_registry *r)
+{
+    if (!r->done)
+        return;
+    void (*cb)(void *) = r->done;
+    r->done = NULL;
+    cb(r->done_ud);
+}
+
+static void on_done_ev(evutil_socket_t fd, short what, void *arg)
+{
+    finish(arg);
+}
+
+static void on_deregistered(redisAsyncContext *ac, void *reply, void *priv)
+{
+    shard_registry *r = ac->data;
+    redisReply *rep = reply;
+    if (r->freeing)
+        return;
+    cmd_done(r);
+    if (rep && rep->type == REDIS_REPLY_INTEGER)
+        log_kv(LOG_INFO, "deregistered from redis", "I:routes",
+               (int64_t)rep->integer, NULL);
+    else
+        reg_error(r, "redis deregistration failed",
+                  rep && rep->type == REDIS_REPLY_ERROR ? rep->str
+                                                        : "no reply");
+    event_active(r->done_ev, EV_TIMEOUT, 1);
+}
+
+void shard_registry_shutdown(shard_registry *r, void (*done)(void *),
+                             void *ud)
+{
+    r->stopping = 1;
+    r->done = done;
+    r->done_ud = ud;
+    event_del(r->hb_ev);
+    event_del(r->retry_ev);
+    if (r->state == R_READY) {
+        send_clean(r, on_deregistered);
+        struct timeval tv = { (time_t)r->ctx->set->redis_timeout,
+                              (suseconds_t)((r->ctx->set->redis_timeout -
+                                             (time_t)r->ctx->set->redis_timeout)
+                                            * 1e6) };
+        event_add(r->done_ev, &tv);   /* give up after REDIS_TIMEOUT */
+    } else {
+        log_kv(LOG_WARN, "redis unavailable at shutdown; the lease will "
+               "expire and routers clean up", NULL);
+        event_active(r->done_ev, EV_TIMEOUT, 1);
+    }
+}
+
+/* ---- lifecycle ------------------------------------------------------------ */
+
+shard_registry *shard_registry_new(shard_ctx *ctx)
+{
+    const shard_settings *s = ctx->set;
+    shard_registry *r = calloc(1, sizeof(*r));
+    if (!r)
+        return NULL;
+    r->ctx = ctx;
+    r->rl.per_sec = 2;
+    r->backoff_ms = BACKOFF_MIN_MS;
+    if (config_parse_redis_url(s->redis_url, &r->ep) != 0) {
+        log_kv(LOG_ERROR, "bad REDIS_URL", "s:url", s->redis_url, NULL);
+        goto err;
+    }
+    gethostname(r->host, sizeof(r->host) - 1);
+    r->k_lease = cat3(s->redis_prefix, "shard:", s->shard_id);
+    r->k_tokens = r->k_lease ? cat3(r->k_lease, ":tokens", "") : NULL;
+    r->k_routes = cat3(s->redis_prefix, "routes", "");
+    r->k_shards = cat3(s->redis_prefix, "shards", "");
+    r->endpoint = cat3("unix:", s->socket_path, "");
+    struct event_base *b = ctx->base;
+    r->retry_ev = event_new(b, -1, 0, on_retry, r);
+    r->ready_ev = event_new(b, -1, 0, on_ready, r);
+    r->pump_ev = event_new(b, -1, 0, on_pump, r);
+    r->done_ev = event_new(b, -1, 0, on_done_ev, r);
+    r->hb_ev = event_new(b, -1, EV_PERSIST, on_heartbeat, r);
+    r->watch_ev = event_new(b, -1, EV_PERSIST, on_watch, r);
+    if (!r->k_lease || !r->k_tokens || !r->k_routes || !r->k_shards ||
+        !r->endpoint || !r->retry_ev || !r->ready_ev || !r->pump_ev ||
+        !r->done_ev || !r->hb_ev || !r->watch_ev)
+        goto err;
+    double hb = s->lease_ttl / 3;
+    struct timeval tv = { (time_t)hb, (suseconds_t)((hb - (time_t)hb) * 1e6) };
+    event_add(r->hb_ev, &tv);
+    double w = s->redis_timeout / 4;
+    if (w > 0.25)
+        w = 0.25;
+    struct timeval wt = { (time_t)w, (suseconds_t)((w - (time_t)w) * 1e6) };
+    event_add(r->watch_ev, &wt);
+    reg_connect(r);
+    return r;
+err:
+    shard_registry_free(r);
+    return NULL;
+}
+
+void shard_registry_free(shard_registry *r)
+{
+    if (!r)
+        return;
+    r->freeing = 1;
+    if (r->ac) {
+        redisAsyncContext *ac = r->ac;
+        r->ac = NULL;
+        redisAsyncFree(ac);
+    }
+    size_t it = 0;
+    shard_map_node *cur = NULL, *n;
+    while ((n = shard_map_next(&r->map, &it, &cur)))
+        free(SHARD_MAP_ENTRY(n, reg_entry, node));
+    shard_map_clear(&r->map);
+    struct event *evs[] = { r->retry_ev, r->ready_ev, r->pump_ev, r->done_ev,
+                            r->hb_ev, r->watch_ev };
+    for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
+        if (evs[i])
+            event_free(evs[i]);
+    free(r->k_lease);
+    free(r->k_tokens);
+    free(r->k_routes);
+    free(r->k_shards);
+    free(r->endpoint);
+    free(r);
+}
+
+int shard_registry_connected(const shard_registry *r)
+{
+    return r && r->state == R_READY;
+}
+
+long shard_registry_pending(const shard_registry *r)
+{
+    if (!r)
+        return 0;
+    long n = 0;
+    size_t it = 0;
+    shard_map_node *cur = NULL, *x;
+    while ((x = shard_map_next(&r->map, &it, &cur))) {
+        reg_entry *e = SHARD_MAP_ENTRY(x, reg_entry, node);
+        if (e->want != e->have || e->inflight)
+            n++;
+    }
+    return n;
+}

@@ -1,0 +1,59 @@
+/*
+ * Redis registration of a shard (DESIGN.md "Redis schema", common/schema.h).
+ *
+ * - Lease: HASH P shard:<id> (endpoint, pid, host, started_at, connections,
+ *   tokens, ws_addr) with a TTL of SHARD_LEASE_TTL, rewritten every TTL/3;
+ *   SADD P shards <id>; PUBLISH P routes "shard:up:<id>" when registering.
+ * - Routes: the first local subscriber of a token adds the shard to
+ *   P route:<token> and the reverse index (EVAL SCHEMA_LUA_ROUTE, which also
+ *   publishes the token); the last one leaving removes it.
+ * - On the first connection the leftovers of a previous life with the same
+ *   id are removed (SCHEMA_LUA_CLEAN_SHARD "force"); on shutdown the same
+ *   script deregisters.
+ *
+ * The registry keeps the desired state per token (want) and what Redis is
+ * known to hold (have).  Changes are coalesced (a token that comes and goes
+ * before it is sent costs nothing) and at most REDIS_MAX_INFLIGHT route
+ * commands are outstanding, whatever the subscribe rate.  While Redis is
+ * unreachable clients are still served; on reconnect (backoff 100 ms .. 2 s)
+ * the lease and every wanted token are written again, and tokens Redis holds
+ * for this shard that are no longer wanted are removed.
+ *
+ * hiredis 0.14 has no timeouts: connects and replies are timed with libevent
+ * timers (REDIS_TIMEOUT); a stuck connection is dropped and re-established.
+ */
+#ifndef ODIN_SHARD_REGISTRY_H
+#define ODIN_SHARD_REGISTRY_H
+
+#include <stddef.h>
+#include "shard/shard.h"
+
+typedef struct shard_registry shard_registry;
+
+/* Parse REDIS_URL and start connecting.  NULL on a bad URL (logged) or
+ * ENOMEM.  The lease's ws_addr is read from ctx->srv when written. */
+shard_registry *shard_registry_new(shard_ctx *ctx);
+
+/* Free; pending commands are abandoned (no deregistration: call
+ * shard_registry_shutdown first for that).  NULL is a no-op. */
+void shard_registry_free(shard_registry *r);
+
+/* A token got its first (add = 1) or lost its last (add = 0) local
+ * subscriber.  Never blocks; ignored after shutdown started. */
+void shard_registry_token(shard_registry *r, const char *tok, size_t len,
+                          int add);
+
+int shard_registry_connected(const shard_registry *r);
+
+/* Tokens whose Redis state is not yet what the shard wants. */
+long shard_registry_pending(const shard_registry *r);
+
+/*
+ * Deregister (SCHEMA_LUA_CLEAN_SHARD "force") and call done(ud) once the
+ * reply arrives, after REDIS_TIMEOUT, or at once (on the next loop pass) if
+ * Redis is not connected.  Later token changes are ignored.
+ */
+void shard_registry_shutdown(shard_registry *r, void (*done)(void *),
+                             void *ud);
+
+#endif

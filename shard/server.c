@@ -1,0 +1,584 @@
+#include "shard/server.h"
+#include "shard/envelope.h"
+#include "shard/httpreq.h"
+#include "common/clock.h"
+#include "common/config.h"
+#include "common/log.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+#include <http_parser.h>
+
+#define IP_TABLE_MAX 100000
+#define IP_SWEEP_MS 10000
+#define ACCEPT_BACKOFF_MS 100
+
+typedef struct ip_rate {
+    shard_map_node node;
+    double tokens;
+    uint64_t ms;
+    uint8_t key[16];
+} ip_rate;
+
+static log_ratelimit g_accept_rl = { .per_sec = 1 };
+
+/* ---- listeners ------------------------------------------------------------ */
+
+static int listen_on(const char *addr, int reuseport, char *bound,
+                     size_t boundlen, int *port_out)
+{
+    char host[256];
+    int port;
+    if (config_split_hostport(addr, host, sizeof(host), &port) != 0) {
+        log_kv(LOG_ERROR, "bad listen address (want host:port)", "s:addr",
+               addr, NULL);
+        return -1;
+    }
+    struct addrinfo hints, *res = NULL;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    char ps[16];
+    snprintf(ps, sizeof(ps), "%d", port);
+    int gr = getaddrinfo(*host ? host : NULL, ps, &hints, &res);
+    if (gr != 0 || !res) {
+        log_kv(LOG_ERROR, "cannot resolve listen address", "s:addr", addr,
+               "s:error", gai_strerror(gr), NULL);
+        return -1;
+    }
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
+                    0);
+    if (fd < 0)
+        goto fail;
+    int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (reuseport &&
+        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
+        goto fail;
+    if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 ||
+        listen(fd, 4096) != 0)
+        goto fail;
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof(ss);
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        char ip[64];
+        int p = 0;
+        if (ss.ss_family == AF_INET6) {
+            struct sockaddr_in6 *s6 = (void *)&ss;
+            inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
+            p = ntohs(s6->sin6_port);
+            snprintf(bound, boundlen, "[%s]:%d", ip, p);
+        } else {
+            struct sockaddr_in *s4 = (void *)&ss;
+            inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
+            p = ntohs(s4->sin_port);
+            snprintf(bound, boundlen, "%s:%d", ip, p);
+        }
+        if (port_out)
+            *port_out = p;
+    }
+    freeaddrinfo(res);
+    return fd;
+fail:
+    log_kv(LOG_ERROR, "cannot listen", "s:addr", addr, "s:error",
+           strerror(errno), "b:reuseport", reuseport, NULL);
+    if (fd >= 0)
+        close(fd);
+    freeaddrinfo(res);
+    return -1;
+}
+
+static void listeners_enable(shard_server *srv, int on)
+{
+    for (int i = 0; i < srv->nlis; i++) {
+        shard_listener *l = &srv->lis[i];
+        if (l->fd < 0 || l->added == on)
+            continue;
+        if (on)
+            event_add(&l->ev, NULL);
+        else
+            event_del(&l->ev);
+        l->added = on;
+    }
+}
+
+static void on_resume(evutil_socket_t fd, short what, void *arg)
+{
+    shard_server *srv = arg;
+    if (!srv->ctx->stopping)
+        listeners_enable(srv, 1);
+}
+
+static void on_accept(evutil_socket_t lfd, short what, void *arg)
+{
+    shard_server *srv = arg;
+    shard_ctx *ctx = srv->ctx;
+    for (long i = 0; i < ctx->set->accept_batch; i++) {
+        struct sockaddr_storage ss;
+        socklen_t sl = sizeof(ss);
+        int fd = accept4(lfd, (struct sockaddr *)&ss, &sl,
+                         SOCK_NONBLOCK | SOCK_CLOEXEC);
+        if (fd < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                return;
+            if (errno == EINTR || errno == ECONNABORTED)
+                continue;
+            ctx->m.ws_accept_errors_total++;
+            uint64_t supp = 0;
+            if (log_rl_allow(&g_accept_rl, &supp))
+                log_kv(LOG_WARN, "accept failed; pausing accepts", "s:error",
+                       strerror(errno), "u:suppressed", supp, NULL);
+            /* EMFILE and friends: the pending connection stays in the
+             * backlog; retry shortly instead of spinning */
+            listeners_enable(srv, 0);
+            struct timeval tv = { 0, ACCEPT_BACKOFF_MS * 1000 };
+            event_add(srv->resume_ev, &tv);
+            return;
+        }
+        if (ctx->stopping || srv->n_http >= ctx->set->max_pending) {
+            ctx->m.ws_pending_rejections_total++;
+            close(fd);
+            continue;
+        }
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        shard_client *c = client_new(srv, fd, (struct sockaddr *)&ss);
+        if (!c) {
+            close(fd);
+            continue;
+        }
+        c->next = srv->live;
+        if (srv->live)
+            srv->live->prev = c;
+        srv->live = c;
+        srv->n_http++;
+    }
+}
+
+/* ---- per-IP connection rate ------------------------------------------ */
+
+static int ip_allow(shard_server *srv, const shard_client *c, uint64_t now)
+{
+    const shard_settings *s = srv->ctx->set;
+    if (s->ip_rate <= 0)
+        return 1;
+    shard_map_node *n = shard_map_find(&srv->ip_rates, c->ip, c->ip_len);
+    ip_rate *e;
+    if (n) {
+        e = SHARD_MAP_ENTRY(n, ip_rate, node);
+        e->tokens += (double)(now - e->ms) * s->ip_rate / 1000.0;
+        if (e->tokens > (double)s->ip_burst)
+            e->tokens = (double)s->ip_burst;
+        e->ms = now;
+    } else {
+        if (srv->ip_rates.n >= IP_TABLE_MAX)
+            return 1;        /* table full: fail open rather than refuse */
+        e = calloc(1, sizeof(*e));
+        if (!e)
+            return 1;
+        memcpy(e->key, c->ip, c->ip_len);
+        e->node.key = e->key;
+        e->node.klen = c->ip_len;
+        e->tokens = (double)s->ip_burst;
+        e->ms = now;
+        if (shard_map_insert(&srv->ip_rates, &e->node) != 0) {
+            free(e);
+            return 1;
+        }
+    }
+    if (e->tokens < 1.0)
+        return 0;
+    e->tokens -= 1.0;
+    return 1;
+}
+
+static void ip_sweep(shard_server *srv, uint64_t now, int all)
+{
+    const shard_settings *s = srv->ctx->set;
+    size_t it = 0;
+    shard_map_node *cur = NULL, *n;
+    while ((n = shard_map_next(&srv->ip_rates, &it, &cur))) {
+        ip_rate *e = SHARD_MAP_ENTRY(n, ip_rate, node);
+        double t = e->tokens + (double)(now - e->ms) * s->ip_rate / 1000.0;
+        if (all || t >= (double)s->ip_burst) {
+            shard_map_remove(&srv->ip_rates, n);
+            free(e);
+        }
+    }
+}
+
+/* ---- HTTP phase -------------------------------------------------------- */
+
+static void http_reply(shard_server *srv, shard_client *c, int status,
+                       const char *ctype, const char *body, size_t len,
+                       const char *extra)
+{
+    buf out = { 0 };
+    if (ws_http_response(&out, status, ctype, body, len, extra) != 0) {
+        buf_free(&out);
+        client_kill(c, "out of memory");
+        return;
+    }
+    client_http_reply(c, out.data, out.len, 1);
+    buf_free(&out);
+}
+
+static void http_error(shard_server *srv, shard_client *c, int status,
+                       const char *msg, const char *extra)
+{
+    char body[256];
+    int n = snprintf(body, sizeof(body), "{\"error\":\"%s\"}\n", msg);
+    http_reply(srv, c, status, "application/json", body, (size_t)n, extra);
+}
+
+static int path_is(const httpreq *r, const char *p)
+{
+    size_t n = strlen(p);
+    return r->path.len == n && memcmp(r->path.p, p, n) == 0;
+}
+
+static void serve_page(shard_server *srv, shard_client *c, int health)
+{
+    shard_ctx *ctx = srv->ctx;
+    shard_gauges g;
+    shard_gauges_fill(ctx, &g);
+    buf_reset(&srv->scratch);
+    int status = 200;
+    int rc;
+    if (health) {
+        rc = shard_health_render(&srv->scratch, &g);
+        if (rc > 0) {
+            status = rc;
+            rc = 0;
+        }
+    } else {
+        rc = shard_metrics_render(&srv->scratch, &ctx->m, &g);
+    }
+    if (rc != 0) {
+        http_error(srv, c, 500, "out of memory", NULL);
+        return;
+    }
+    ctx->m.ws_http_requests_total++;
+    http_reply(srv, c, status,
+               health ? "application/json"
+                      : "text/plain; version=0.0.4; charset=utf-8",
+               srv->scratch.data, srv->scratch.len, NULL);
+}
+
+static void upgrade(shard_server *srv, shard_client *c, const httpreq *req,
+                    const char *data, size_t len)
+{
+    shard_ctx *ctx = srv->ctx;
+    const char *reason = NULL;
+    int st = ws_handshake_check(req, &reason);
+    if (st != 0) {
+        ctx->m.ws_handshake_failures_total++;
+        http_error(srv, c, st, reason,
+                   st == 426 ? "Sec-WebSocket-Version: 13\r\n" : NULL);
+        return;
+    }
+    if (ctx->stopping) {
+        http_error(srv, c, 503, "shutting down", NULL);
+        return;
+    }
+    if (!ip_allow(srv, c, clock_mono_ms())) {
+        ctx->m.ws_ratelimit_rejections_total++;
+        http_error(srv, c, 429, "connection rate limit exceeded",
+                   "Retry-After: 1\r\n");
+        return;
+    }
+    if (srv->n_open + srv->n_closing >= ctx->max_connections) {
+        ctx->m.ws_capacity_rejections_total++;
+        http_error(srv, c, 503, "at capacity", "Retry-After: 1\r\n");
+        return;
+    }
+    buf out = { 0 };
+    if (ws_handshake_response(&out, req->ws_key.p, req->ws_key.len) != 0) {
+        buf_free(&out);
+        http_error(srv, c, 500, "internal error", NULL);
+        return;
+    }
+    client_http_reply(c, out.data, out.len, 0);
+    buf_free(&out);
+    if (c->state != CL_HTTP)
+        return;
+    client_upgrade(c, data + req->head_len, len - req->head_len);
+}
+
+void shard_server_http(shard_server *srv, shard_client *c, const char *data,
+                       size_t len)
+{
+    httpreq req;
+    int r = httpreq_parse(data, len, SHARD_HTTP_MAX_HEAD, &req);
+    if (r == HTTPREQ_INCOMPLETE)
+        return;
+    if (r == HTTPREQ_E_TOOBIG) {
+        srv->ctx->m.ws_handshake_failures_total++;
+        http_error(srv, c, 431, "request head too large", NULL);
+        return;
+    }
+    if (r < 0) {
+        srv->ctx->m.ws_handshake_failures_total++;
+        http_error(srv, c, 400, "bad request", NULL);
+        return;
+    }
+    if (path_is(&req, "/ws")) {
+        upgrade(srv, c, &req, data, len);
+    } else if (path_is(&req, "/health") || path_is(&req, "/metrics")) {
+        if (req.method != HTTP_GET) {
+            srv->ctx->m.ws_handshake_failures_total++;
+            http_error(srv, c, 405, "method not allowed", "Allow: GET\r\n");
+        } else {
+            serve_page(srv, c, path_is(&req, "/health"));
+        }
+    } else {
+        srv->ctx->m.ws_handshake_failures_total++;
+        http_error(srv, c, 404, "not found", NULL);
+    }
+}
+
+/* ---- flush, reap, sweep ------------------------------------------------- */
+
+void shard_server_schedule_flush(shard_server *srv, shard_client *c)
+{
+    if (c->flags & CLF_IN_FLUSH)
+        return;
+    c->flags |= CLF_IN_FLUSH;
+    c->flush_next = NULL;
+    if (srv->flush_tail)
+        srv->flush_tail->flush_next = c;
+    else
+        srv->flush_head = c;
+    srv->flush_tail = c;
+    if (srv->flush_head == c)
+        event_active(srv->flush_ev, EV_TIMEOUT, 1);
+}
+
+static void on_flush(evutil_socket_t fd, short what, void *arg)
+{
+    shard_server *srv = arg;
+    shard_client *c = srv->flush_head;
+    srv->flush_head = srv->flush_tail = NULL;
+    int dead = 0;
+    while (c) {
+        shard_client *next = c->flush_next;
+        c->flush_next = NULL;
+        c->flags &= (uint8_t)~CLF_IN_FLUSH;
+        if (c->state == CL_DEAD) {
+            dead = 1;
+        } else {
+            if (c->state == CL_CLOSING)   /* deferred by a fan-out */
+                subs_remove_all(srv->ctx->subs, &c->subs);
+            client_flush(c);
+        }
+        c = next;
+    }
+    if (dead)
+        event_active(srv->reap_ev, EV_TIMEOUT, 1);
+}
+
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+    shard_server *srv = arg;
+    shard_client **pp = &srv->grave;
+    while (*pp) {
+        shard_client *c = *pp;
+        if (c->flags & CLF_IN_FLUSH) {   /* on_flush still references it */
+            pp = &c->next;
+            continue;
+        }
+        *pp = c->next;
+        client_free(c);
+    }
+    if (srv->on_drained && !srv->live) {
+        void (*cb)(void *) = srv->on_drained;
+        srv->on_drained = NULL;
+        cb(srv->drained_ud);
+    }
+}
+
+static void on_sweep(evutil_socket_t fd, short what, void *arg)
+{
+    shard_server *srv = arg;
+    uint64_t now = clock_mono_ms();
+    shard_client *c = srv->live;
+    while (c) {
+        shard_client *next = c->next;
+        client_tick(c, now);
+        c = next;
+    }
+    if (now - srv->last_ipsweep_ms >= IP_SWEEP_MS) {
+        srv->last_ipsweep_ms = now;
+        ip_sweep(srv, now, 0);
+    }
+}
+
+/* ---- fan-out ---------------------------------------------------------- */
+
+void shard_server_deliver(shard_server *srv, const frame_record *r)
+{
+    shard_ctx *ctx = srv->ctx;
+    ctx->m.shard_records_received_total++;
+    if (r->flags & FRAME_REC_ALL_CLIENTS) {
+        ctx->m.shard_records_broadcast_total++;
+        if (srv->n_open == 0) {
+            ctx->m.shard_records_dropped_total[SM_DROP_NO_SUBSCRIBERS]++;
+            return;
+        }
+        ws_chunk *ch = envelope_frame(&srv->scratch, r);
+        if (!ch) {
+            ctx->m.shard_records_dropped_total[SM_DROP_NOMEM]++;
+            return;
+        }
+        srv->in_fanout = 1;
+        for (shard_client *c = srv->live, *next; c; c = next) {
+            next = c->next;   /* a push may kill c (write error) */
+            if (c->state == CL_OPEN && client_push(c, ch))
+                ctx->m.ws_messages_sent_total++;
+        }
+        srv->in_fanout = 0;
+        ws_chunk_unref(ch);
+        return;
+    }
+    subs_channel *sc = subs_find_parts(ctx->subs, r->token, r->token_len,
+                                       r->category, r->category_len);
+    if (!sc) {
+        int known = subs_token_refs(ctx->subs, r->token, r->token_len) > 0;
+        ctx->m.shard_records_dropped_total[known ? SM_DROP_NO_CHANNEL
+                                                 : SM_DROP_NO_SUBSCRIBERS]++;
+        return;
+    }
+    ws_chunk *ch = envelope_frame(&srv->scratch, r);
+    if (!ch) {
+        ctx->m.shard_records_dropped_total[SM_DROP_NOMEM]++;
+        return;
+    }
+    size_t n;
+    const subs_member *mem = subs_channel_members(sc, &n);
+    srv->in_fanout = 1;
+    for (size_t i = 0; i < n; i++)
+        if (client_push(mem[i].owner, ch))
+            ctx->m.ws_messages_sent_total++;
+    srv->in_fanout = 0;
+    ws_chunk_unref(ch);
+}
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
+shard_server *shard_server_new(shard_ctx *ctx)
+{
+    const shard_settings *s = ctx->set;
+    shard_server *srv = calloc(1, sizeof(*srv));
+    if (!srv)
+        return NULL;
+    srv->ctx = ctx;
+    srv->lis[0].fd = srv->lis[1].fd = -1;
+    srv->ping = ws_chunk_frame(WS_OP_PING, NULL, 0);
+    srv->flush_ev = event_new(ctx->base, -1, 0, on_flush, srv);
+    srv->reap_ev = event_new(ctx->base, -1, 0, on_reap, srv);
+    srv->resume_ev = event_new(ctx->base, -1, 0, on_resume, srv);
+    srv->sweep_ev = event_new(ctx->base, -1, EV_PERSIST, on_sweep, srv);
+    if (!srv->ping || !srv->flush_ev || !srv->reap_ev || !srv->resume_ev ||
+        !srv->sweep_ev)
+        goto err;
+
+    int fd = listen_on(s->ws_addr, s->ws_reuseport, srv->ws_addr,
+                       sizeof(srv->ws_addr), &srv->ws_port);
+    if (fd < 0)
+        goto err;
+    srv->lis[srv->nlis++].fd = fd;
+    if (s->ws_shared_addr && *s->ws_shared_addr) {
+        char b[96];
+        fd = listen_on(s->ws_shared_addr, 1, b, sizeof(b), NULL);
+        if (fd < 0)
+            goto err;
+        srv->lis[srv->nlis++].fd = fd;
+        log_kv(LOG_INFO, "listening (shared, SO_REUSEPORT)", "s:addr", b,
+               NULL);
+    }
+    for (int i = 0; i < srv->nlis; i++)
+        event_assign(&srv->lis[i].ev, ctx->base, srv->lis[i].fd,
+                     EV_READ | EV_PERSIST, on_accept, srv);
+    listeners_enable(srv, 1);
+
+    double m = s->ping_interval;
+    if (s->idle_timeout < m) m = s->idle_timeout;
+    if (s->handshake_timeout < m) m = s->handshake_timeout;
+    if (s->close_timeout < m) m = s->close_timeout;
+    srv->sweep_ms = (uint64_t)(m * 1000 / 4);
+    if (srv->sweep_ms < 10) srv->sweep_ms = 10;
+    if (srv->sweep_ms > 1000) srv->sweep_ms = 1000;
+    struct timeval tv = { (time_t)(srv->sweep_ms / 1000),
+                          (suseconds_t)(srv->sweep_ms % 1000) * 1000 };
+    event_add(srv->sweep_ev, &tv);
+    srv->last_ipsweep_ms = clock_mono_ms();
+    log_kv(LOG_INFO, "listening", "s:addr", srv->ws_addr, "b:reuseport",
+           s->ws_reuseport, NULL);
+    return srv;
+err:
+    shard_server_free(srv);
+    return NULL;
+}
+
+static void close_listeners(shard_server *srv)
+{
+    listeners_enable(srv, 0);
+    for (int i = 0; i < srv->nlis; i++) {
+        if (srv->lis[i].fd >= 0)
+            close(srv->lis[i].fd);
+        srv->lis[i].fd = -1;
+    }
+    if (srv->resume_ev)
+        event_del(srv->resume_ev);
+}
+
+void shard_server_shutdown(shard_server *srv, void (*cb)(void *), void *ud)
+{
+    close_listeners(srv);
+    srv->on_drained = cb;
+    srv->drained_ud = ud;
+    shard_client *c = srv->live;
+    while (c) {
+        shard_client *next = c->next;
+        if (c->state == CL_OPEN)
+            client_close(c, 1001, "server shutting down");
+        else if (c->state == CL_HTTP)
+            client_kill(c, "shutting down");
+        c = next;
+    }
+    event_active(srv->reap_ev, EV_TIMEOUT, 1);
+}
+
+void shard_server_free(shard_server *srv)
+{
+    if (!srv)
+        return;
+    close_listeners(srv);
+    while (srv->live)
+        client_kill(srv->live, "shutdown");
+    srv->flush_head = srv->flush_tail = NULL;
+    while (srv->grave) {
+        shard_client *c = srv->grave;
+        srv->grave = c->next;
+        c->flags &= (uint8_t)~CLF_IN_FLUSH;
+        client_free(c);
+    }
+    if (srv->flush_ev) event_free(srv->flush_ev);
+    if (srv->reap_ev) event_free(srv->reap_ev);
+    if (srv->resume_ev) event_free(srv->resume_ev);
+    if (srv->sweep_ev) event_free(srv->sweep_ev);
+    ws_chunk_unref(srv->ping);
+    ip_sweep(srv, 0, 1);
+    shard_map_clear(&srv->ip_rates);
+    buf_free(&srv->scratch);
+    free(srv);
+}

@@ -1,0 +1,173 @@
+#include "shard/settings.h"
+#include "common/config.h"
+#include "common/schema.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define NOPTS 40
+
+static size_t table(shard_settings *s, config_opt *o)
+{
+    size_t n = 0;
+#define OPT(env, type, dst, def, help, lo, hi) \
+    o[n++] = (config_opt){ env, type, dst, def, help, lo, hi }
+    OPT("SHARD_ID", CFG_STR, &s->cfg_shard_id, NULL,
+        "Shard id in Redis and router hellos, [A-Za-z0-9_.-]{1,128} "
+        "(default: <hostname>-<pid>)", 0, 0);
+    OPT("WS_ADDR", CFG_STR, &s->ws_addr, "0.0.0.0:3002",
+        "host:port for WebSocket clients (/ws), /health and /metrics", 0, 0);
+    OPT("WS_REUSEPORT", CFG_BOOL, &s->ws_reuseport, "false",
+        "Set SO_REUSEPORT on WS_ADDR so several shards can bind the same "
+        "port", 0, 0);
+    OPT("WS_SHARED_ADDR", CFG_STR, &s->ws_shared_addr, NULL,
+        "Optional second listener (always SO_REUSEPORT) shared by the shards "
+        "of a host, besides each shard's own WS_ADDR", 0, 0);
+    OPT("WS_MAX_CONNECTIONS", CFG_INT, &s->max_connections, "0",
+        "Max WebSocket clients; 0 = RLIMIT_NOFILE - WS_FD_RESERVE - "
+        "WS_MAX_PENDING (never above that); over it upgrades get 503",
+        0, 10000000);
+    OPT("WS_FD_RESERVE", CFG_INT, &s->fd_reserve, "64",
+        "File descriptors kept for listeners, Redis, routers and logs",
+        16, 100000);
+    OPT("WS_MAX_PENDING", CFG_INT, &s->max_pending, "256",
+        "Max connections in the HTTP phase (handshake, /health, /metrics); "
+        "more are closed at accept", 1, 100000);
+    OPT("WS_ACCEPT_BATCH", CFG_INT, &s->accept_batch, "64",
+        "Max connections accepted per event-loop wake-up", 1, 100000);
+    OPT("WS_HANDSHAKE_TIMEOUT", CFG_DOUBLE, &s->handshake_timeout, "5",
+        "Seconds a connection may take to send its HTTP request", 0.01, 3600);
+    OPT("WS_PING_INTERVAL", CFG_DOUBLE, &s->ping_interval, "27",
+        "Seconds between server pings to each client", 0.01, 86400);
+    OPT("WS_IDLE_TIMEOUT", CFG_DOUBLE, &s->idle_timeout, "30",
+        "Close a client (1001) that sent nothing (not even a pong) for this "
+        "many seconds", 0.01, 86400);
+    OPT("WS_CLOSE_TIMEOUT", CFG_DOUBLE, &s->close_timeout, "5",
+        "Seconds to wait for the peer after sending a close frame", 0.01,
+        3600);
+    OPT("SHARD_SHUTDOWN_TIMEOUT", CFG_DOUBLE, &s->shutdown_timeout, "5",
+        "Seconds SIGTERM waits for deregistration and client closes", 0.01,
+        3600);
+    OPT("WS_MAX_MESSAGE", CFG_INT, &s->max_message, "16384",
+        "Largest client message in bytes; longer ones get MESSAGE_TOO_LARGE",
+        64, 1 << 30);
+    OPT("WS_MAX_FRAME", CFG_INT, &s->max_frame, "65536",
+        "Largest client message buffered at all; longer ones are closed with "
+        "1009 (raised to WS_MAX_MESSAGE if lower)", 64, 1 << 30);
+    OPT("WS_MAX_CHANNELS", CFG_INT, &s->max_channels, "128",
+        "Max channel subscriptions per connection", 1, 1000000);
+    OPT("WS_MSG_RATE", CFG_DOUBLE, &s->msg_rate, "10",
+        "Client messages per second allowed after the burst", 0.001, 1e9);
+    OPT("WS_MSG_BURST", CFG_INT, &s->msg_burst, "100",
+        "Client message burst (token bucket size)", 1, 1000000000);
+    OPT("WS_MAX_ERRORS", CFG_INT, &s->max_errors, "10",
+        "Error replies allowed per WS_ERROR_WINDOW before closing with 1008",
+        1, 1000000);
+    OPT("WS_ERROR_WINDOW", CFG_DOUBLE, &s->error_window, "60",
+        "Seconds over which WS_MAX_ERRORS is counted", 0.01, 86400);
+    OPT("WS_SEND_QUEUE_MSGS", CFG_INT, &s->queue_msgs, "1024",
+        "Max frames queued to one client; over it the client is closed with "
+        "1008", 1, 10000000);
+    OPT("WS_SEND_QUEUE_BYTES", CFG_INT, &s->queue_bytes, "4194304",
+        "Max bytes queued to one client; over it the client is closed with "
+        "1008", 1024, (double)(1L << 40));
+    OPT("WS_IP_RATE", CFG_DOUBLE, &s->ip_rate, "50",
+        "New WebSocket connections per second per client IP (0 = no limit); "
+        "over it upgrades get 429", 0, 1e9);
+    OPT("WS_IP_BURST", CFG_INT, &s->ip_burst, "200",
+        "Per-IP connection burst", 1, 1000000000);
+    OPT("SHARD_SOCKET", CFG_STR, &s->cfg_socket_path, NULL,
+        "Unix socket routers connect to (default: /tmp/odin-shard-<id>.sock)",
+        0, 0);
+    OPT("SHARD_MAX_FRAME", CFG_INT, &s->router_max_frame, "16777216",
+        "Largest router frame payload accepted, bytes", 64, 1 << 30);
+    OPT("SHARD_MAX_ROUTERS", CFG_INT, &s->max_routers, "64",
+        "Max simultaneous router connections", 1, 100000);
+    OPT("REDIS_URL", CFG_STR, &s->redis_url, "redis://127.0.0.1:6379",
+        "Redis endpoint: redis://host:port[/db] or unix:/path", 0, 0);
+    OPT("REDIS_PREFIX", CFG_STR, &s->redis_prefix, SCHEMA_DEFAULT_PREFIX,
+        "Prefix of every Redis key and channel", 0, 0);
+    OPT("REDIS_TIMEOUT", CFG_DOUBLE, &s->redis_timeout, "3",
+        "Seconds before a Redis connect or reply is considered lost", 0.05,
+        3600);
+    OPT("SHARD_LEASE_TTL", CFG_DOUBLE, &s->lease_ttl, "6",
+        "Lease TTL of odin:shard:<id> in seconds; refreshed every TTL/3",
+        0.3, 86400);
+    OPT("REDIS_MAX_INFLIGHT", CFG_INT, &s->redis_inflight, "256",
+        "Max route updates sent to Redis and not yet answered", 1, 1000000);
+    OPT("LOG_LEVEL", CFG_STR, &s->log_level, "info",
+        "debug | info | warn | error", 0, 0);
+#undef OPT
+    if (n > NOPTS)
+        abort();
+    return n;
+}
+
+static int id_valid(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > 128)
+        return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = id[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c >= '0' && c <= '9') || c == '_' || c == '-' || c == '.'))
+            return 0;
+    }
+    return 1;
+}
+
+int shard_settings_load(shard_settings *s, int argc, char **argv)
+{
+    config_opt o[NOPTS];
+    memset(s, 0, sizeof(*s));
+    size_t n = table(s, o);
+    int rc = config_load(o, n, argc, argv, "odin-shard",
+                         "WebSocket shard of odin-dispatch: clients on /ws, "
+                         "records from routers on a Unix socket");
+    if (rc != 0)
+        return rc;
+    if (s->cfg_shard_id && *s->cfg_shard_id) {
+        s->shard_id = strdup(s->cfg_shard_id);
+    } else {
+        char host[256] = "shard";
+        gethostname(host, sizeof(host) - 1);
+        host[sizeof(host) - 1] = 0;
+        for (char *p = host; *p; p++)   /* keep the id a valid id */
+            if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                  (*p >= '0' && *p <= '9') || *p == '-' || *p == '_'))
+                *p = '_';
+        char id[300];
+        snprintf(id, sizeof(id), "%.100s-%ld", host, (long)getpid());
+        s->shard_id = strdup(id);
+    }
+    if (!s->shard_id || !id_valid(s->shard_id)) {
+        fprintf(stderr, "odin-shard: SHARD_ID must be 1-128 of "
+                        "[A-Za-z0-9_.-]\n");
+        return -1;
+    }
+    if (s->cfg_socket_path && *s->cfg_socket_path) {
+        s->socket_path = strdup(s->cfg_socket_path);
+    } else {
+        char p[400];
+        snprintf(p, sizeof(p), "/tmp/odin-shard-%s.sock", s->shard_id);
+        s->socket_path = strdup(p);
+    }
+    if (!s->socket_path)
+        return -1;
+    if (s->max_frame < s->max_message)
+        s->max_frame = s->max_message;
+    return 0;
+}
+
+void shard_settings_free(shard_settings *s)
+{
+    free(s->shard_id);
+    free(s->socket_path);
+    config_opt o[NOPTS];
+    size_t n = table(s, o);
+    config_free(o, n);
+    memset(s, 0, sizeof(*s));
+}

@@ -1,0 +1,54 @@
+/*
+ * odin-shard settings: every field is an environment variable and the same
+ * long flag (common/config.h).  `odin-shard --help` prints them all.
+ */
+#ifndef ODIN_SHARD_SETTINGS_H
+#define ODIN_SHARD_SETTINGS_H
+
+typedef struct shard_settings {
+    char *shard_id;           /* SHARD_ID (default <hostname>-<pid>), own copy */
+    char *ws_addr;            /* WS_ADDR */
+    char *ws_shared_addr;     /* WS_SHARED_ADDR (extra SO_REUSEPORT listener) */
+    int ws_reuseport;         /* WS_REUSEPORT */
+    long max_connections;     /* WS_MAX_CONNECTIONS (0 = derived) */
+    long fd_reserve;          /* WS_FD_RESERVE */
+    long max_pending;         /* WS_MAX_PENDING */
+    long accept_batch;        /* WS_ACCEPT_BATCH */
+    double handshake_timeout; /* WS_HANDSHAKE_TIMEOUT, seconds */
+    double ping_interval;     /* WS_PING_INTERVAL */
+    double idle_timeout;      /* WS_IDLE_TIMEOUT */
+    double close_timeout;     /* WS_CLOSE_TIMEOUT */
+    double shutdown_timeout;  /* SHARD_SHUTDOWN_TIMEOUT */
+    long max_message;         /* WS_MAX_MESSAGE */
+    long max_frame;           /* WS_MAX_FRAME (wslay limit, 1009 above) */
+    long max_channels;        /* WS_MAX_CHANNELS */
+    double msg_rate;          /* WS_MSG_RATE */
+    long msg_burst;           /* WS_MSG_BURST */
+    long max_errors;          /* WS_MAX_ERRORS */
+    double error_window;      /* WS_ERROR_WINDOW */
+    long queue_msgs;          /* WS_SEND_QUEUE_MSGS */
+    long queue_bytes;         /* WS_SEND_QUEUE_BYTES */
+    double ip_rate;           /* WS_IP_RATE (0 = off) */
+    long ip_burst;            /* WS_IP_BURST */
+    char *socket_path;        /* SHARD_SOCKET, own copy */
+    long router_max_frame;    /* SHARD_MAX_FRAME */
+    long max_routers;         /* SHARD_MAX_ROUTERS */
+    char *redis_url;          /* REDIS_URL */
+    char *redis_prefix;       /* REDIS_PREFIX */
+    double redis_timeout;     /* REDIS_TIMEOUT */
+    double lease_ttl;         /* SHARD_LEASE_TTL, seconds */
+    long redis_inflight;      /* REDIS_MAX_INFLIGHT */
+    char *log_level;          /* LOG_LEVEL */
+    /* raw strings as given (owned by common/config) */
+    char *cfg_shard_id, *cfg_socket_path;
+} shard_settings;
+
+/*
+ * Load from argv + environment and fill derived defaults (SHARD_ID,
+ * SHARD_SOCKET).  Returns 0, 1 if --help was printed (exit 0), or -1 after
+ * printing why a value is bad (exit 2).  Always call shard_settings_free.
+ */
+int shard_settings_load(shard_settings *s, int argc, char **argv);
+void shard_settings_free(shard_settings *s);
+
+#endif

@@ -1,0 +1,192 @@
+/* Process lifecycle: wiring of the shard's modules, signals, shutdown. */
+#include "shard/shard.h"
+#include "shard/ingress.h"
+#include "shard/registry.h"
+#include "shard/server.h"
+#include "common/clock.h"
+#include "common/log.h"
+
+#include <signal.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <event2/event.h>
+
+long shard_derive_max_connections(long requested, long nofile, long reserve,
+                                  long pending)
+{
+    long cap = nofile - reserve - pending;
+    if (cap < 1)
+        cap = 1;
+    if (requested > 0 && requested < cap)
+        return requested;
+    return cap;
+}
+
+void shard_gauges_fill(const shard_ctx *ctx, shard_gauges *g)
+{
+    memset(g, 0, sizeof(*g));
+    const shard_server *srv = ctx->srv;
+    if (srv) {
+        g->connections = srv->n_open;
+        g->pending = srv->n_http;
+        g->closing = srv->n_closing;
+        g->queue_bytes = (long)srv->queue_bytes;
+    }
+    g->max_connections = ctx->max_connections;
+    g->subscriptions = (long)subs_total(ctx->subs);
+    g->tokens = (long)subs_tokens_count(ctx->subs);
+    g->channels = (long)subs_channels_count(ctx->subs);
+    g->parser_contexts = ws_parser_contexts();
+    g->routers = shard_ingress_routers(ctx->ing);
+    g->fd_limit = ctx->fd_limit;
+    g->redis_connected = shard_registry_connected(ctx->reg);
+    g->redis_pending = shard_registry_pending(ctx->reg);
+    g->uptime_s = (double)(clock_mono_ms() - ctx->start_mono_ms) / 1000.0;
+    g->stopping = ctx->stopping;
+    g->shard_id = ctx->set->shard_id;
+}
+
+typedef struct run_state {
+    shard_ctx *ctx;
+    int reg_done, clients_done;
+    struct event *deadline;
+} run_state;
+
+static void on_token(void *ud, const char *tok, size_t len, int added)
+{
+    shard_ctx *ctx = ud;
+    shard_registry_token(ctx->reg, tok, len, added);
+}
+
+static void maybe_exit(run_state *rs)
+{
+    if (rs->reg_done && rs->clients_done)
+        event_base_loopexit(rs->ctx->base, NULL);
+}
+
+static void on_reg_done(void *ud)
+{
+    run_state *rs = ud;
+    rs->reg_done = 1;
+    maybe_exit(rs);
+}
+
+static void on_clients_done(void *ud)
+{
+    run_state *rs = ud;
+    rs->clients_done = 1;
+    maybe_exit(rs);
+}
+
+static void on_deadline(evutil_socket_t fd, short what, void *arg)
+{
+    run_state *rs = arg;
+    log_kv(LOG_WARN, "shutdown timeout; exiting", "b:deregistered",
+           rs->reg_done, "b:clients_closed", rs->clients_done, NULL);
+    event_base_loopexit(rs->ctx->base, NULL);
+}
+
+static void on_signal(evutil_socket_t sig, short what, void *arg)
+{
+    run_state *rs = arg;
+    shard_ctx *ctx = rs->ctx;
+    if (ctx->stopping) {
+        log_kv(LOG_WARN, "second signal; exiting now", "i:signal", (int)sig,
+               NULL);
+        event_base_loopexit(ctx->base, NULL);
+        return;
+    }
+    ctx->stopping = 1;
+    log_kv(LOG_INFO, "shutting down", "i:signal", (int)sig, "i:clients",
+           (int)ctx->srv->n_open, NULL);
+    double t = ctx->set->shutdown_timeout;
+    struct timeval tv = { (time_t)t, (suseconds_t)((t - (time_t)t) * 1e6) };
+    event_add(rs->deadline, &tv);
+    shard_ingress_stop(ctx->ing);
+    shard_registry_shutdown(ctx->reg, on_reg_done, rs);
+    shard_server_shutdown(ctx->srv, on_clients_done, rs);
+}
+
+int shard_run(const shard_settings *set)
+{
+    int rc = 1;
+    shard_ctx ctx;
+    memset(&ctx, 0, sizeof(ctx));
+    ctx.set = set;
+    ctx.start_mono_ms = clock_mono_ms();
+    ctx.start_wall_ms = clock_wall_ms();
+    signal(SIGPIPE, SIG_IGN);
+
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0) {
+        if (rl.rlim_cur < rl.rlim_max) {
+            struct rlimit up = { rl.rlim_max, rl.rlim_max };
+            if (setrlimit(RLIMIT_NOFILE, &up) == 0)
+                rl = up;
+        }
+        ctx.fd_limit = rl.rlim_cur == RLIM_INFINITY ? 1048576
+                                                    : (long)rl.rlim_cur;
+    } else {
+        ctx.fd_limit = 1024;
+    }
+    ctx.max_connections = shard_derive_max_connections(
+        set->max_connections, ctx.fd_limit, set->fd_reserve, set->max_pending);
+    if (set->max_connections > ctx.max_connections)
+        log_kv(LOG_WARN, "WS_MAX_CONNECTIONS is above what the fd limit "
+               "allows; lowered", "I:requested",
+               (int64_t)set->max_connections, "I:max_connections",
+               (int64_t)ctx.max_connections, NULL);
+    log_kv(LOG_INFO, "capacity", "I:fd_limit", (int64_t)ctx.fd_limit,
+           "I:max_connections", (int64_t)ctx.max_connections,
+           "b:derived", set->max_connections == 0, "I:fd_reserve",
+           (int64_t)set->fd_reserve, "I:max_pending",
+           (int64_t)set->max_pending, NULL);
+
+    run_state rs = { &ctx, 0, 0, NULL };
+    struct event *sigterm = NULL, *sigint = NULL;
+    ctx.base = event_base_new();
+    if (!ctx.base)
+        goto out;
+    ctx.subs = subs_new(on_token, &ctx);
+    if (!ctx.subs)
+        goto out;
+    ctx.srv = shard_server_new(&ctx);
+    if (!ctx.srv)
+        goto out;
+    ctx.ing = shard_ingress_new(&ctx);
+    if (!ctx.ing)
+        goto out;
+    ctx.reg = shard_registry_new(&ctx);
+    if (!ctx.reg)
+        goto out;
+    rs.deadline = evtimer_new(ctx.base, on_deadline, &rs);
+    sigterm = evsignal_new(ctx.base, SIGTERM, on_signal, &rs);
+    sigint = evsignal_new(ctx.base, SIGINT, on_signal, &rs);
+    if (!rs.deadline || !sigterm || !sigint || event_add(sigterm, NULL) ||
+        event_add(sigint, NULL))
+        goto out;
+
+    log_kv(LOG_INFO, "shard started", "s:id", set->shard_id, "s:ws_addr",
+           ctx.srv->ws_addr, "s:socket", set->socket_path, "s:redis",
+           set->redis_url, NULL);
+    event_base_dispatch(ctx.base);
+    rc = 0;
+    log_kv(LOG_INFO, "shard stopped", "s:id", set->shard_id, NULL);
+out:
+    if (rc != 0)
+        log_kv(LOG_ERROR, "shard failed to start", "s:id", set->shard_id,
+               NULL);
+    ctx.stopping = 1;
+    shard_ingress_free(ctx.ing);
+    ctx.ing = NULL;
+    shard_server_free(ctx.srv);   /* unsubscribes everyone */
+    ctx.srv = NULL;
+    shard_registry_free(ctx.reg);
+    ctx.reg = NULL;
+    subs_free(ctx.subs);
+    if (sigterm) event_free(sigterm);
+    if (sigint) event_free(sigint);
+    if (rs.deadline) event_free(rs.deadline);
+    if (ctx.base) event_base_free(ctx.base);
+    return rc;
+}

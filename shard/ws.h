@@ -1,0 +1,134 @@
+/*
+ * WebSocket (RFC 6455) pieces of the shard, all without I/O:
+ *  - the upgrade handshake check and Sec-WebSocket-Accept computation;
+ *  - ws_chunk, a refcounted buffer holding complete server frames (header +
+ *    payload).  Server frames are unmasked, so one chunk can be queued to any
+ *    number of clients: fan-out shares bytes, it never copies them;
+ *  - ws_parser, the input side, which drives wslay's event API with bytes
+ *    the caller read.  The wslay context (about 8.8 KB) exists only while a
+ *    frame or fragmented message is incomplete, so an idle connection holds
+ *    no parser memory.  wslay's own output (pongs, close replies) is handed
+ *    to the owner's send callback at the point it is generated, so it keeps
+ *    its order with the owner's frames.
+ */
+#ifndef ODIN_SHARD_WS_H
+#define ODIN_SHARD_WS_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include "common/buf.h"
+#include "shard/httpreq.h"
+
+enum ws_opcode {
+    WS_OP_CONT = 0x0, WS_OP_TEXT = 0x1, WS_OP_BINARY = 0x2,
+    WS_OP_CLOSE = 0x8, WS_OP_PING = 0x9, WS_OP_PONG = 0xA,
+};
+
+#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+#define WS_ACCEPT_LEN 28
+
+/* ---- handshake ------------------------------------------------------- */
+
+/* 1 if key is base64 of 16 bytes (24 chars ending in "=="). */
+int ws_key_valid(const char *key, size_t len);
+
+/* out = base64(SHA-1(key + GUID)), NUL-terminated.  Returns 0 or -1. */
+int ws_accept_key(const char *key, size_t len, char out[WS_ACCEPT_LEN + 1]);
+
+/*
+ * Check an upgrade request for /ws (RFC 6455 4.2.1).  Returns 0 if it may be
+ * upgraded, else the HTTP status to answer with (400, 405, 426) and *reason
+ * (static text).
+ */
+int ws_handshake_check(const httpreq *req, const char **reason);
+
+/* Append "101 Switching Protocols" with the accept value for key. */
+int ws_handshake_response(buf *out, const char *key, size_t key_len);
+
+/* Append a complete "Connection: close" HTTP/1.1 response.  extra: more
+ * header lines, each ending in \r\n (may be NULL). */
+int ws_http_response(buf *out, int status, const char *ctype,
+                     const char *body, size_t len, const char *extra);
+
+/* ---- outgoing frames ----------------------------------------------- */
+
+typedef struct ws_chunk {
+    uint32_t refs;
+    uint32_t len;
+    uint8_t data[];
+} ws_chunk;
+
+/* New chunk with refs = 1 and `len` uninitialised bytes; NULL on ENOMEM or
+ * len > UINT32_MAX. */
+ws_chunk *ws_chunk_new(size_t len);
+
+/* Write a FIN frame header for a payload of `len` (server: unmasked) into
+ * out; returns its length (2, 4 or 10). */
+size_t ws_frame_header(uint8_t out[10], unsigned opcode, uint64_t len);
+
+/* Complete frame from payload bytes (copied).  NULL on ENOMEM. */
+ws_chunk *ws_chunk_frame(unsigned opcode, const void *payload, size_t len);
+
+/* Close frame with status code and reason (truncated to 123 bytes). */
+ws_chunk *ws_chunk_close(uint16_t code, const char *reason);
+
+static inline void ws_chunk_ref(ws_chunk *c) { c->refs++; }
+static inline void ws_chunk_unref(ws_chunk *c)
+{
+    if (c && --c->refs == 0)
+        free(c);
+}
+
+/* ---- incoming frames (wslay glue) --------------------------------- */
+
+typedef struct ws_parser {
+    void *ctx;            /* wslay_event_context_ptr while a frame is open */
+    uint64_t fed;         /* bytes given to the current context */
+    uint64_t done;        /* bytes of frames it completed */
+    uint64_t cur;         /* header + payload length of the frame in progress */
+    uint16_t close_code;  /* close status sent (after WS_FEED_CLOSED) */
+    uint8_t frag;         /* inside a fragmented data message */
+    uint8_t stopped;      /* owner called ws_parser_stop() */
+} ws_parser;
+
+typedef struct ws_parser_cb {
+    /* A complete text or binary message (opcode WS_OP_TEXT/BINARY). */
+    void (*on_message)(void *ud, ws_parser *p, unsigned opcode,
+                       const uint8_t *msg, size_t len);
+    /* A ping, pong or close arrived (wslay already queued the pong or the
+     * close reply; close_code is the received status or 1005). */
+    void (*on_control)(void *ud, ws_parser *p, unsigned opcode,
+                       uint16_t close_code);
+    /* One complete frame wslay sends (pong, close reply).  Must take all
+     * of it; return 0, or -1 to fail the parse. */
+    int (*send)(void *ud, const uint8_t *data, size_t len);
+} ws_parser_cb;
+
+#define WS_FEED_OK       0
+#define WS_FEED_CLOSED   1   /* a close frame went out (reply to the peer's
+                                close, or 1002/1007/1009 for a violation) */
+#define WS_FEED_STOPPED  2   /* owner called ws_parser_stop() */
+#define WS_FEED_ERROR  (-1)  /* broken framing: caller closes with 1002 */
+#define WS_FEED_NOMEM  (-2)
+
+/*
+ * Feed bytes read from the peer.  Messages longer than max_msg bytes make
+ * wslay close with 1009.  Callbacks run synchronously inside this call; the
+ * parser must not be fed recursively.  After any result other than
+ * WS_FEED_OK, further feeds return WS_FEED_STOPPED without parsing.
+ */
+int ws_parser_feed(ws_parser *p, const ws_parser_cb *cb, void *ud,
+                   const uint8_t *data, size_t len, uint64_t max_msg);
+
+/* From a callback: stop parsing; wslay's queued output is discarded (the
+ * owner sends its own close frame). */
+void ws_parser_stop(ws_parser *p);
+
+/* Free the wslay context if any (call when the connection goes away). */
+void ws_parser_free(ws_parser *p);
+
+/* Number of wslay contexts alive in the process (for tests and metrics). */
+long ws_parser_contexts(void);
+
+#endif

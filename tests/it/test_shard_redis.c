@@ -1,0 +1,435 @@
+/* odin-shard Redis registration against real redis-server: routes and the
+ * reverse index follow local subscriptions exactly, the lease, published
+ * events, cleanup of a previous life, SIGTERM deregistration, surviving a
+ * Redis restart, bounded batching of many registrations. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/wait.h>
+
+#include "tests/support/support.h"
+#include "tests/support/shardsup.h"
+#include "tests/support/wsclient.h"
+
+#define T 5000
+
+static redisContext *R;   /* the shared test redis */
+
+static int setup(void **state)
+{
+    R = tsup_redis_connect(tsup_env("ODIN_REDIS_URL"));
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    redisFree(R);
+    return 0;
+}
+
+static void make_id(char *out, size_t n, const char *name)
+{
+    snprintf(out, n, "redis-%s-%d", name, (int)getpid());
+}
+
+static void stop_ok(ssup_shard *s)
+{
+    int st = ssup_shard_stop(s, SIGTERM, 10000);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+typedef struct member_q {
+    redisContext *c;
+    const char *key;
+    const char *member;
+    int want;
+} member_q;
+
+static int is_member(void *arg)
+{
+    member_q *q = arg;
+    return tsup_redis_int(q->c, "SISMEMBER %s %s", q->key, q->member) == q->want;
+}
+
+static int wait_member(redisContext *c, const char *key, const char *member,
+                       int want)
+{
+    member_q q = { c, key, member, want };
+    return tsup_wait_until(is_member, &q, 10000);
+}
+
+typedef struct card_q { redisContext *c; const char *key; long long want; } card_q;
+static int card_is(void *arg)
+{
+    card_q *q = arg;
+    return tsup_redis_int(q->c, "SCARD %s", q->key) == q->want;
+}
+
+static int wait_card(redisContext *c, const char *key, long long want)
+{
+    card_q q = { c, key, want };
+    return tsup_wait_until(card_is, &q, 20000);
+}
+
+static wsc *sub(int port, const char *type, const char *chans)
+{
+    int st;
+    wsc *c = wsc_connect("127.0.0.1", port, NULL, &st);
+    assert_non_null(c);
+    if (chans) {
+        char m[512];
+        snprintf(m, sizeof(m), "{\"type\":\"%s\",\"data\":{\"channels\":%s}}",
+                 type, chans);
+        assert_int_equal(wsc_send_text(c, m), 0);
+        char *ack = NULL;
+        assert_int_equal(wsc_recv_text(c, T, &ack, NULL), 1);
+        assert_non_null(strstr(ack, "_ack"));
+        free(ack);
+    }
+    return c;
+}
+
+static void send_ack(wsc *c, const char *type, const char *chans)
+{
+    char m[512];
+    snprintf(m, sizeof(m), "{\"type\":\"%s\",\"data\":{\"channels\":%s}}", type,
+             chans);
+    assert_int_equal(wsc_send_text(c, m), 0);
+    char *ack = NULL;
+    assert_int_equal(wsc_recv_text(c, T, &ack, NULL), 1);
+    assert_non_null(strstr(ack, "_ack"));
+    free(ack);
+}
+
+/* Read pub/sub messages on odin:routes until `want` is seen (1) or timeout. */
+static int saw_message(redisContext *ps, const char *want)
+{
+    for (int i = 0; i < 100; i++) {
+        redisReply *r = NULL;
+        if (redisGetReply(ps, (void **)&r) != REDIS_OK || !r)
+            return 0;
+        int hit = r->type == REDIS_REPLY_ARRAY && r->elements == 3 &&
+                  r->element[2]->type == REDIS_REPLY_STRING &&
+                  strcmp(r->element[2]->str, want) == 0;
+        freeReplyObject(r);
+        if (hit)
+            return 1;
+    }
+    return 0;
+}
+
+static void test_routes_follow_subscriptions(void **state)
+{
+    char id[96], k_route_btc[64], k_route_eth[64], k_rev[160], k_lease[160];
+    make_id(id, sizeof(id), "routes");
+    snprintf(k_route_btc, sizeof(k_route_btc), "odin:route:BTC");
+    snprintf(k_route_eth, sizeof(k_route_eth), "odin:route:ETH");
+    snprintf(k_rev, sizeof(k_rev), "odin:shard:%s:tokens", id);
+    snprintf(k_lease, sizeof(k_lease), "odin:shard:%s", id);
+
+    /* watch the change channel from before the shard starts */
+    redisContext *ps = tsup_redis_connect(tsup_env("ODIN_REDIS_URL"));
+    struct timeval tv = { 5, 0 };
+    redisSetTimeout(ps, tv);
+    redisReply *r = redisCommand(ps, "SUBSCRIBE odin:routes");
+    freeReplyObject(r);
+
+    ssup_shard s;
+    const char *env[] = { "SHARD_LEASE_TTL=3", NULL };
+    assert_int_equal(ssup_shard_start(&s, id, NULL, env), 0);
+    char up[160];
+    snprintf(up, sizeof(up), "shard:up:%s", id);
+    assert_true(saw_message(ps, up));
+
+    /* lease */
+    assert_true(wait_member(R, "odin:shards", id, 1));
+    r = redisCommand(R, "HGETALL %s", k_lease);
+    assert_int_equal(r->type, REDIS_REPLY_ARRAY);
+    int have = 0;
+    for (size_t i = 0; i + 1 < r->elements; i += 2) {
+        const char *f = r->element[i]->str, *v = r->element[i + 1]->str;
+        if (!strcmp(f, "endpoint")) {
+            char want[600];
+            snprintf(want, sizeof(want), "unix:%s", s.sock);
+            assert_string_equal(v, want);
+            have |= 1;
+        } else if (!strcmp(f, "pid")) {
+            assert_int_equal(atoi(v), s.pid);
+            have |= 2;
+        } else if (!strcmp(f, "host")) {
+            have |= 4;
+        } else if (!strcmp(f, "started_at")) {
+            assert_true(atoll(v) > 1600000000000LL);
+            have |= 8;
+        } else if (!strcmp(f, "connections")) {
+            have |= 16;
+        } else if (!strcmp(f, "tokens")) {
+            have |= 32;
+        } else if (!strcmp(f, "ws_addr")) {
+            char want[64];
+            snprintf(want, sizeof(want), "127.0.0.1:%d", s.port);
+            assert_string_equal(v, want);
+            have |= 64;
+        }
+    }
+    freeReplyObject(r);
+    assert_int_equal(have, 127);
+    long long ttl = tsup_redis_int(R, "PTTL %s", k_lease);
+    assert_true(ttl > 0 && ttl <= 3000);
+
+    /* first subscriber of BTC (any category) registers it */
+    assert_int_equal(tsup_redis_int(R, "EXISTS %s", k_route_btc), 0);
+    wsc *a = sub(s.port, "subscribe", "[\"BTC.trade\"]");
+    assert_true(wait_member(R, k_route_btc, id, 1));
+    assert_true(wait_member(R, k_rev, "BTC", 1));
+    assert_true(saw_message(ps, "BTC"));
+    wsc *b = sub(s.port, "subscribe", "[\"BTC.analytics\",\"ETH.trade\"]");
+    assert_true(wait_member(R, k_route_eth, id, 1));
+    assert_true(saw_message(ps, "ETH"));
+    assert_int_equal(tsup_redis_int(R, "SCARD %s", k_rev), 2);
+
+    /* BTC stays while any local channel of it has a subscriber */
+    send_ack(a, "unsubscribe", "[\"BTC.trade\"]");
+    send_ack(b, "unsubscribe", "[\"ETH.trade\"]");
+    assert_true(wait_member(R, k_route_eth, id, 0));
+    assert_true(saw_message(ps, "ETH"));
+    assert_int_equal(tsup_redis_int(R, "SISMEMBER %s %s", k_route_btc, id), 1);
+    /* the last one leaving (by disconnecting) removes it */
+    wsc_free(b);
+    assert_true(wait_member(R, k_route_btc, id, 0));
+    assert_true(wait_member(R, k_rev, "BTC", 0));
+    assert_true(saw_message(ps, "BTC"));
+    assert_int_equal(tsup_redis_int(R, "EXISTS %s", k_rev), 0);
+
+    /* the lease is refreshed (TTL 3 s, heartbeat every 1 s) */
+    for (int i = 0; i < 8; i++) {
+        poll(NULL, 0, 500);
+        assert_true(tsup_redis_int(R, "PTTL %s", k_lease) > 0);
+    }
+    wsc_free(a);
+    stop_ok(&s);
+    redisFree(ps);
+}
+
+static void test_cleans_previous_life(void **state)
+{
+    char id[96], k_rev[160], k_lease[160];
+    make_id(id, sizeof(id), "prev");
+    snprintf(k_rev, sizeof(k_rev), "odin:shard:%s:tokens", id);
+    snprintf(k_lease, sizeof(k_lease), "odin:shard:%s", id);
+    /* leftovers of a crashed shard with the same id */
+    freeReplyObject(redisCommand(R, "SADD odin:route:OLD1 %s other-shard", id));
+    freeReplyObject(redisCommand(R, "SADD odin:route:OLD2 %s", id));
+    freeReplyObject(redisCommand(R, "SADD %s OLD1 OLD2", k_rev));
+    freeReplyObject(redisCommand(R, "HSET %s endpoint unix:/nowhere pid 1", k_lease));
+    freeReplyObject(redisCommand(R, "SADD odin:shards %s", id));
+
+    ssup_shard s;
+    assert_int_equal(ssup_shard_start(&s, id, NULL, NULL), 0);
+    assert_true(wait_member(R, "odin:route:OLD1", id, 0));
+    assert_true(wait_member(R, "odin:route:OLD2", id, 0));
+    /* other shards' routes are untouched */
+    assert_int_equal(tsup_redis_int(R, "SISMEMBER odin:route:OLD1 other-shard"), 1);
+    assert_true(wait_card(R, k_rev, 0));
+    assert_true(wait_member(R, "odin:shards", id, 1));
+    char *ep = NULL;
+    for (int i = 0; i < 500; i++) {
+        redisReply *r = redisCommand(R, "HGET %s endpoint", k_lease);
+        if (r->type == REDIS_REPLY_STRING && strncmp(r->str, "unix:/nowhere", 13) != 0)
+            ep = strdup(r->str);
+        freeReplyObject(r);
+        if (ep)
+            break;
+        poll(NULL, 0, 10);
+    }
+    assert_non_null(ep);
+    free(ep);
+    stop_ok(&s);
+}
+
+static void test_sigterm_deregisters(void **state)
+{
+    char id[96], k_rev[160], k_lease[160];
+    make_id(id, sizeof(id), "term");
+    snprintf(k_rev, sizeof(k_rev), "odin:shard:%s:tokens", id);
+    snprintf(k_lease, sizeof(k_lease), "odin:shard:%s", id);
+    ssup_shard s;
+    assert_int_equal(ssup_shard_start(&s, id, NULL, NULL), 0);
+    wsc *a = sub(s.port, "subscribe", "[\"TERM1.trade\",\"TERM2.social\"]");
+    wsc *b = sub(s.port, "subscribe", "[\"TERM1.trade\"]");
+    assert_true(wait_member(R, "odin:route:TERM1", id, 1));
+    assert_true(wait_member(R, "odin:route:TERM2", id, 1));
+
+    redisContext *ps = tsup_redis_connect(tsup_env("ODIN_REDIS_URL"));
+    struct timeval tv = { 5, 0 };
+    redisSetTimeout(ps, tv);
+    freeReplyObject(redisCommand(ps, "SUBSCRIBE odin:routes"));
+
+    kill(s.pid, SIGTERM);
+    assert_int_equal(wsc_wait_close(a, T), 1001);
+    assert_int_equal(wsc_wait_close(b, T), 1001);
+    int st = ssup_shard_stop(&s, 0, 10000);   /* just wait: one SIGTERM only */
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+    assert_int_equal(tsup_redis_int(R, "SISMEMBER odin:route:TERM1 %s", id), 0);
+    assert_int_equal(tsup_redis_int(R, "SISMEMBER odin:route:TERM2 %s", id), 0);
+    assert_int_equal(tsup_redis_int(R, "EXISTS %s", k_rev), 0);
+    assert_int_equal(tsup_redis_int(R, "EXISTS %s", k_lease), 0);
+    assert_int_equal(tsup_redis_int(R, "SISMEMBER odin:shards %s", id), 0);
+    char down[160];
+    snprintf(down, sizeof(down), "shard:down:%s", id);
+    assert_true(saw_message(ps, down));
+    assert_int_equal(access(s.sock, F_OK), -1);   /* socket file removed */
+    redisFree(ps);
+    wsc_free(a);
+    wsc_free(b);
+}
+
+static void test_redis_restart(void **state)
+{
+    tsup_redis red;
+    assert_int_equal(tsup_redis_start(&red), 0);
+    char id[96], k_lease[160];
+    make_id(id, sizeof(id), "restart");
+    snprintf(k_lease, sizeof(k_lease), "odin:shard:%s", id);
+    ssup_shard s;
+    const char *env[] = { "REDIS_TIMEOUT=1", NULL };
+    assert_int_equal(ssup_shard_start(&s, id, red.url, env), 0);
+    wsc *a = sub(s.port, "subscribe", "[\"RR1.trade\",\"RR2.trade\"]");
+    redisContext *c = tsup_redis_connect(red.url);
+    assert_true(wait_member(c, "odin:route:RR1", id, 1));
+    assert_true(wait_member(c, "odin:route:RR2", id, 1));
+    redisFree(c);
+
+    tsup_redis_stop(&red);
+    assert_true(ssup_wait_metric(s.port, "shard_redis_connected", 0, T));
+    assert_true(ssup_metric(s.port, "shard_redis_connected") == 0);
+    /* still serving: subscriptions change while Redis is down */
+    send_ack(a, "unsubscribe", "[\"RR2.trade\"]");
+    send_ack(a, "subscribe", "[\"RR3.analytics\"]");
+    char *body = NULL;
+    assert_int_equal(tsup_http_get(s.port, "/health", &body), 200);
+    assert_non_null(strstr(body, "\"status\":\"degraded\""));
+    assert_non_null(strstr(body, "\"redis\":{\"status\":\"down\""));
+    free(body);
+
+    /* Redis comes back empty on the same port: everything is re-registered */
+    assert_int_equal(tsup_redis_start_on(&red, red.port), 0);
+    c = tsup_redis_connect(red.url);
+    assert_true(wait_member(c, "odin:route:RR1", id, 1));
+    assert_true(wait_member(c, "odin:route:RR3", id, 1));
+    assert_true(wait_member(c, "odin:shards", id, 1));
+    assert_int_equal(tsup_redis_int(c, "EXISTS %s", k_lease), 1);
+    assert_int_equal(tsup_redis_int(c, "EXISTS odin:route:RR2"), 0);
+    char rev[160];
+    snprintf(rev, sizeof(rev), "odin:shard:%s:tokens", id);
+    assert_true(wait_card(c, rev, 2));
+    assert_true(ssup_wait_metric(s.port, "shard_redis_connected", 1, T));
+    assert_true(ssup_metric(s.port, "shard_redis_connects_total") >= 2);
+    wsc_free(a);
+    stop_ok(&s);
+    assert_int_equal(tsup_redis_int(c, "EXISTS %s", k_lease), 0);
+    redisFree(c);
+    tsup_redis_stop(&red);
+}
+
+/* Redis down at startup: clients are served, registration happens later. */
+static void test_redis_down_at_start(void **state)
+{
+    tsup_redis red;
+    memset(&red, 0, sizeof(red));
+    int port = tsup_free_port();
+    char url[64];
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d", port);
+    char id[96];
+    make_id(id, sizeof(id), "late");
+    ssup_shard s;
+    assert_int_equal(ssup_shard_start(&s, id, url, NULL), 0);
+    wsc *a = sub(s.port, "subscribe", "[\"LATE.trade\"]");
+    assert_int_equal(tsup_redis_start_on(&red, port), 0);
+    redisContext *c = tsup_redis_connect(red.url);
+    assert_true(wait_member(c, "odin:route:LATE", id, 1));
+    redisFree(c);
+    wsc_free(a);
+    stop_ok(&s);
+    tsup_redis_stop(&red);
+}
+
+/* Many tokens at once with a tiny in-flight cap: all get registered, then
+ * all removed. */
+static void test_many_tokens_bounded(void **state)
+{
+    char id[96], rev[160];
+    make_id(id, sizeof(id), "many");
+    snprintf(rev, sizeof(rev), "odin:shard:%s:tokens", id);
+    ssup_shard s;
+    const char *env[] = { "REDIS_MAX_INFLIGHT=4", "WS_MAX_CHANNELS=2000",
+                          "WS_MAX_MESSAGE=65536", "WS_MSG_BURST=1000", NULL };
+    assert_int_equal(ssup_shard_start(&s, id, NULL, env), 0);
+    int st;
+    wsc *a = wsc_connect("127.0.0.1", s.port, NULL, &st);
+    assert_non_null(a);
+    for (int chunk = 0; chunk < 10; chunk++) {
+        buf m = { 0 };
+        buf_appendf(&m, "{\"type\":\"subscribe\",\"data\":{\"channels\":[");
+        for (int i = 0; i < 150; i++)
+            buf_appendf(&m, "%s\"MANY%d.trade\"", i ? "," : "", chunk * 150 + i);
+        buf_appendf(&m, "]}}");
+        buf_append(&m, "", 1);
+        assert_int_equal(wsc_send_text(a, m.data), 0);
+        buf_free(&m);
+        char *ack = NULL;
+        assert_int_equal(wsc_recv_text(a, T, &ack, NULL), 1);
+        assert_non_null(strstr(ack, "subscription_ack"));
+        free(ack);
+    }
+    assert_true(wait_card(R, rev, 1500));
+    assert_int_equal(tsup_redis_int(R, "SISMEMBER odin:route:MANY0 %s", id), 1);
+    assert_int_equal(tsup_redis_int(R, "SISMEMBER odin:route:MANY1499 %s", id), 1);
+    assert_true(ssup_wait_metric(s.port, "ws_tokens_active", 1500, T));
+    /* a subscription that comes and goes before it is sent costs nothing;
+     * whatever happened, the end state is exact */
+    wsc_free(a);
+    assert_true(wait_card(R, rev, 0));
+    assert_int_equal(tsup_redis_int(R, "EXISTS odin:route:MANY7"), 0);
+    stop_ok(&s);
+}
+
+static void test_prefix(void **state)
+{
+    char id[96];
+    make_id(id, sizeof(id), "prefix");
+    ssup_shard s;
+    const char *env[] = { "REDIS_PREFIX=t1:", NULL };
+    assert_int_equal(ssup_shard_start(&s, id, NULL, env), 0);
+    wsc *a = sub(s.port, "subscribe", "[\"PFX.trade\"]");
+    assert_true(wait_member(R, "t1:route:PFX", id, 1));
+    assert_true(wait_member(R, "t1:shards", id, 1));
+    assert_int_equal(tsup_redis_int(R, "EXISTS odin:route:PFX"), 0);
+    wsc_free(a);
+    stop_ok(&s);
+    assert_int_equal(tsup_redis_int(R, "EXISTS t1:route:PFX"), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_routes_follow_subscriptions),
+        cmocka_unit_test(test_cleans_previous_life),
+        cmocka_unit_test(test_sigterm_deregisters),
+        cmocka_unit_test(test_redis_restart),
+        cmocka_unit_test(test_redis_down_at_start),
+        cmocka_unit_test(test_many_tokens_bounded),
+        cmocka_unit_test(test_prefix),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}

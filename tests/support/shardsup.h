@@ -1,0 +1,75 @@
+/*
+ * Shard integration-test support (tests/it/test_shard*.c, end-to-end tests):
+ *  - spawn odin-shard on a free port with its own socket and wait until both
+ *    accept connections;
+ *  - a fake router: connect to a shard's Unix socket, exchange HELLO, send
+ *    DELIVERY frames built with proto/frame.h;
+ *  - read one series from a shard's /metrics, wait for a series to reach a
+ *    value.
+ */
+#ifndef ODIN_TESTS_SHARDSUP_H
+#define ODIN_TESTS_SHARDSUP_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+#include "common/buf.h"
+#include "proto/frame.h"
+
+typedef struct ssup_shard {
+    pid_t pid;
+    int port;
+    char id[96];
+    char sock[512];
+    char redis_url[128];
+} ssup_shard;
+
+/*
+ * Start odin-shard with SHARD_ID=id, WS_ADDR=127.0.0.1:<free port>,
+ * SHARD_SOCKET in ODIN_TMP, REDIS_URL=redis_url (NULL: ODIN_REDIS_URL),
+ * LOG_LEVEL=debug, plus extra "K=V" entries (NULL-terminated, may be NULL;
+ * they override the defaults; an extra WS_ADDR sets s->port).  Waits up to 10 s for the port and socket.
+ * Returns 0, or -1 (the process is stopped).
+ */
+int ssup_shard_start(ssup_shard *s, const char *id, const char *redis_url,
+                     const char *const extra_env[]);
+
+/* Send sig and wait up to timeout_ms; returns the waitpid status or -1. */
+int ssup_shard_stop(ssup_shard *s, int sig, int timeout_ms);
+
+/* Value of one series on the shard's /metrics, or -1. */
+double ssup_metric(int port, const char *series);
+
+/* Wait until the series is >= want; 1 or 0 on timeout. */
+int ssup_wait_metric(int port, const char *series, double want,
+                     int timeout_ms);
+
+typedef struct ssup_router {
+    int fd;
+    frame_decoder *dec;
+    frame_hello hello;        /* the shard's HELLO (strings copied below) */
+    char shard_role[32];
+    char shard_id[128];
+} ssup_router;
+
+/* Connect to a shard socket, send HELLO (role "router") with `version`
+ * (FRAME_PROTO_VERSION normally) and read the shard's HELLO.  0 or -1. */
+int ssup_router_connect(ssup_router *r, const char *sock, const char *id,
+                        uint32_t version);
+
+/* Send one DELIVERY frame with n records (targeted mode). 0 or -1. */
+int ssup_router_send(ssup_router *r, const frame_record *recs, size_t n);
+
+/* Send raw bytes. 0 or -1. */
+int ssup_router_send_raw(ssup_router *r, const void *p, size_t n);
+
+/* Wait until the shard closes the connection: 1, or 0 on timeout. */
+int ssup_router_wait_closed(ssup_router *r, int timeout_ms);
+
+void ssup_router_close(ssup_router *r);
+
+/* A record for tests: category, token, offset, value (strings). */
+frame_record ssup_rec(const char *cat, const char *tok, int64_t off,
+                      int64_t ts, const char *value);
+
+#endif

@@ -1,0 +1,283 @@
+/* shard/ws.c input side: wslay driven with scripted bytes, lazy context,
+ * ordering of wslay's control replies, protocol-violation close codes. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "shard/ws.h"
+
+typedef struct rec {
+    char log[4096];          /* "T:<msg>|B:<n>|P|C:<code>|" events */
+    uint8_t out[4096];       /* bytes wslay sent */
+    size_t out_len;
+    int stop_on;             /* call ws_parser_stop on this message number */
+    int nmsg;
+} rec;
+
+static void on_message(void *ud, ws_parser *p, unsigned op, const uint8_t *m,
+                       size_t n)
+{
+    rec *r = ud;
+    size_t l = strlen(r->log);
+    if (op == WS_OP_TEXT)
+        snprintf(r->log + l, sizeof(r->log) - l, "T:%.*s|", (int)n, m);
+    else
+        snprintf(r->log + l, sizeof(r->log) - l, "B:%zu|", n);
+    if (++r->nmsg == r->stop_on)
+        ws_parser_stop(p);
+}
+
+static void on_control(void *ud, ws_parser *p, unsigned op, uint16_t code)
+{
+    rec *r = ud;
+    size_t l = strlen(r->log);
+    if (op == WS_OP_CLOSE)
+        snprintf(r->log + l, sizeof(r->log) - l, "C:%u|", code);
+    else
+        snprintf(r->log + l, sizeof(r->log) - l, "%s|",
+                 op == WS_OP_PING ? "PING" : "PONG");
+}
+
+static int on_send(void *ud, const uint8_t *d, size_t n)
+{
+    rec *r = ud;
+    /* every call carries exactly one whole frame */
+    assert_true(n >= 2);
+    assert_int_equal(d[1] & 0x80, 0);        /* server frames are unmasked */
+    assert_true((d[1] & 0x7f) < 126);
+    assert_int_equal(n, 2u + (d[1] & 0x7f));
+    assert_true(r->out_len + n <= sizeof(r->out));
+    memcpy(r->out + r->out_len, d, n);
+    r->out_len += n;
+    return 0;
+}
+
+static const ws_parser_cb CB = { on_message, on_control, on_send };
+
+/* Append a masked client frame. */
+static size_t frame(uint8_t *out, int fin, int op, const void *p, size_t n)
+{
+    static const uint8_t mask[4] = { 0x12, 0x34, 0x56, 0x78 };
+    size_t h = 0;
+    out[h++] = (uint8_t)((fin ? 0x80 : 0) | op);
+    if (n < 126) {
+        out[h++] = (uint8_t)(0x80 | n);
+    } else if (n <= 0xffff) {
+        out[h++] = 0x80 | 126;
+        out[h++] = (uint8_t)(n >> 8);
+        out[h++] = (uint8_t)n;
+    } else {
+        out[h++] = 0x80 | 127;
+        for (int i = 7; i >= 0; i--)
+            out[h++] = (uint8_t)((uint64_t)n >> (8 * i));
+    }
+    memcpy(out + h, mask, 4);
+    h += 4;
+    const uint8_t *s = p;
+    for (size_t i = 0; i < n; i++)
+        out[h + i] = s[i] ^ mask[i & 3];
+    return h + n;
+}
+
+static void test_text_any_split(void **state)
+{
+    uint8_t in[1024];
+    size_t n = frame(in, 1, WS_OP_TEXT, "hello", 5);
+    n += frame(in + n, 1, WS_OP_TEXT, "{\"type\":\"heartbeat\"}", 20);
+    char big[300];
+    memset(big, 'z', sizeof(big));
+    n += frame(in + n, 1, WS_OP_TEXT, big, sizeof(big));
+    for (size_t split = 0; split <= n; split++) {
+        rec r = { .log = "" };
+        ws_parser p = { 0 };
+        assert_int_equal(ws_parser_feed(&p, &CB, &r, in, split, 1 << 20),
+                         WS_FEED_OK);
+        /* the context only lives while a frame is incomplete */
+        assert_int_equal(p.ctx != NULL, split != 0 && split != 11 &&
+                                        split != 37 && split != n);
+        assert_int_equal(ws_parser_feed(&p, &CB, &r, in + split, n - split,
+                                        1 << 20), WS_FEED_OK);
+        assert_null(p.ctx);
+        assert_int_equal(strncmp(r.log, "T:hello|T:{\"type\":\"heartbeat\"}|T:zzz", 36),
+                         0);
+        assert_int_equal(r.nmsg, 3);
+        ws_parser_free(&p);
+    }
+    assert_int_equal(ws_parser_contexts(), 0);
+}
+
+static void test_fragmented(void **state)
+{
+    uint8_t in[256];
+    size_t n1 = frame(in, 0, WS_OP_TEXT, "hel", 3);
+    size_t n2 = frame(in + n1, 0, WS_OP_CONT, "lo ", 3);
+    size_t n3 = frame(in + n1 + n2, 1, WS_OP_PING, "p", 1);  /* interleaved */
+    size_t n4 = frame(in + n1 + n2 + n3, 1, WS_OP_CONT, "you", 3);
+    rec r = { .log = "" };
+    ws_parser p = { 0 };
+    assert_int_equal(ws_parser_feed(&p, &CB, &r, in, n1, 1 << 20), WS_FEED_OK);
+    assert_non_null(p.ctx);   /* message open: context kept */
+    assert_int_equal(ws_parser_feed(&p, &CB, &r, in + n1, n2 + n3, 1 << 20),
+                     WS_FEED_OK);
+    assert_string_equal(r.log, "PING|");
+    /* pong: unmasked, same payload */
+    assert_int_equal(r.out_len, 3);
+    assert_memory_equal(r.out, "\x8a\x01p", 3);
+    assert_int_equal(ws_parser_feed(&p, &CB, &r, in + n1 + n2 + n3, n4, 1 << 20),
+                     WS_FEED_OK);
+    assert_string_equal(r.log, "PING|T:hello you|");
+    assert_null(p.ctx);
+    ws_parser_free(&p);
+}
+
+/* The pong for a ping is handed out before the message that followed the
+ * ping is processed, so replies keep the order of the input. */
+static int g_order_ok;
+static int order_send(void *ud, const uint8_t *d, size_t n)
+{
+    rec *r = ud;
+    if (r->nmsg == 0 && d[0] == 0x8a)
+        g_order_ok = 1;
+    return on_send(ud, d, n);
+}
+
+static void test_pong_order(void **state)
+{
+    ws_parser_cb cb = { on_message, on_control, order_send };
+    uint8_t in[256];
+    size_t n = frame(in, 1, WS_OP_PING, "ab", 2);
+    n += frame(in + n, 1, WS_OP_TEXT, "x", 1);
+    rec r = { .log = "" };
+    ws_parser p = { 0 };
+    g_order_ok = 0;
+    assert_int_equal(ws_parser_feed(&p, &cb, &r, in, n, 1 << 20), WS_FEED_OK);
+    assert_true(g_order_ok);
+    assert_string_equal(r.log, "PING|T:x|");
+}
+
+static void test_close_echo(void **state)
+{
+    uint8_t in[64];
+    uint8_t code[2] = { 1000 >> 8, 1000 & 0xff };
+    size_t n = frame(in, 1, WS_OP_CLOSE, code, 2);
+    n += frame(in + n, 1, WS_OP_TEXT, "after", 5);   /* ignored */
+    rec r = { .log = "" };
+    ws_parser p = { 0 };
+    assert_int_equal(ws_parser_feed(&p, &CB, &r, in, n, 1 << 20), WS_FEED_CLOSED);
+    assert_string_equal(r.log, "C:1000|");
+    assert_int_equal(p.close_code, 1000);
+    assert_int_equal(r.out_len, 4);
+    assert_memory_equal(r.out, "\x88\x02\x03\xe8", 4);
+    assert_null(p.ctx);
+    assert_int_equal(ws_parser_feed(&p, &CB, &r, in, n, 1 << 20),
+                     WS_FEED_STOPPED);
+}
+
+static uint16_t close_sent(const rec *r)
+{
+    assert_true(r->out_len >= 4);
+    assert_int_equal(r->out[0], 0x88);
+    return (uint16_t)((r->out[2] << 8) | r->out[3]);
+}
+
+static void test_violations(void **state)
+{
+    uint8_t in[70000];
+    rec r;
+    ws_parser p;
+
+    /* too big for max_msg: 1009 */
+    memset(&r, 0, sizeof(r));
+    memset(&p, 0, sizeof(p));
+    char big[2000];
+    memset(big, 'a', sizeof(big));
+    size_t n = frame(in, 1, WS_OP_TEXT, big, sizeof(big));
+    assert_int_equal(ws_parser_feed(&p, &CB, &r, in, n, 1024), WS_FEED_CLOSED);
+    assert_int_equal(close_sent(&r), 1009);
+    assert_int_equal(p.close_code, 1009);
+
+    /* too big across fragments */
+    memset(&r, 0, sizeof(r));
+    memset(&p, 0, sizeof(p));
+    n = frame(in, 0, WS_OP_TEXT, big, 600);
+    n += frame(in + n, 1, WS_OP_CONT, big, 600);
+    assert_int_equal(ws_parser_feed(&p, &CB, &r, in, n, 1024), WS_FEED_CLOSED);
+    assert_int_equal(close_sent(&r), 1009);
+
+    /* invalid UTF-8 in a text frame: 1007 */
+    memset(&r, 0, sizeof(r));
+    memset(&p, 0, sizeof(p));
+    n = frame(in, 1, WS_OP_TEXT, "\xff\xfe", 2);
+    assert_int_equal(ws_parser_feed(&p, &CB, &r, in, n, 1024), WS_FEED_CLOSED);
+    assert_int_equal(close_sent(&r), 1007);
+
+    /* unmasked client frame: 1002 */
+    memset(&r, 0, sizeof(r));
+    memset(&p, 0, sizeof(p));
+    assert_int_equal(ws_parser_feed(&p, &CB, &r, (const uint8_t *)"\x81\x02hi", 4,
+                                    1024), WS_FEED_CLOSED);
+    assert_int_equal(close_sent(&r), 1002);
+
+    /* RSV bit set: 1002 */
+    memset(&r, 0, sizeof(r));
+    memset(&p, 0, sizeof(p));
+    n = frame(in, 1, WS_OP_TEXT, "x", 1);
+    in[0] |= 0x40;
+    assert_int_equal(ws_parser_feed(&p, &CB, &r, in, n, 1024), WS_FEED_CLOSED);
+    assert_int_equal(close_sent(&r), 1002);
+
+    /* continuation without a start: 1002 */
+    memset(&r, 0, sizeof(r));
+    memset(&p, 0, sizeof(p));
+    n = frame(in, 1, WS_OP_CONT, "x", 1);
+    assert_int_equal(ws_parser_feed(&p, &CB, &r, in, n, 1024), WS_FEED_CLOSED);
+    assert_int_equal(close_sent(&r), 1002);
+
+    /* control frame with 126-byte payload: broken framing -> caller 1002 */
+    memset(&r, 0, sizeof(r));
+    memset(&p, 0, sizeof(p));
+    n = frame(in, 1, WS_OP_PING, big, 126);
+    assert_int_equal(ws_parser_feed(&p, &CB, &r, in, n, 1024), WS_FEED_ERROR);
+    assert_null(p.ctx);
+
+    /* binary is delivered; the owner decides (the shard closes 1003) */
+    memset(&r, 0, sizeof(r));
+    memset(&p, 0, sizeof(p));
+    n = frame(in, 1, WS_OP_BINARY, "\x00\x01", 2);
+    assert_int_equal(ws_parser_feed(&p, &CB, &r, in, n, 1024), WS_FEED_OK);
+    assert_string_equal(r.log, "B:2|");
+    assert_int_equal(ws_parser_contexts(), 0);
+}
+
+static void test_stop_from_callback(void **state)
+{
+    uint8_t in[256];
+    size_t n = frame(in, 1, WS_OP_TEXT, "one", 3);
+    n += frame(in + n, 1, WS_OP_PING, "", 0);
+    n += frame(in + n, 1, WS_OP_TEXT, "two", 3);
+    rec r = { .log = "", .stop_on = 1 };
+    ws_parser p = { 0 };
+    assert_int_equal(ws_parser_feed(&p, &CB, &r, in, n, 1024), WS_FEED_STOPPED);
+    assert_string_equal(r.log, "T:one|");
+    assert_int_equal(r.out_len, 0);   /* nothing of wslay's after a stop */
+    assert_null(p.ctx);
+    assert_int_equal(ws_parser_feed(&p, &CB, &r, in, n, 1024), WS_FEED_STOPPED);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_text_any_split),
+        cmocka_unit_test(test_fragmented),
+        cmocka_unit_test(test_pong_order),
+        cmocka_unit_test(test_close_echo),
+        cmocka_unit_test(test_violations),
+        cmocka_unit_test(test_stop_from_callback),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
