@@ -79,8 +79,11 @@ static size_t table(shard_settings *s, config_opt *o)
     OPT("WS_IP_BURST", CFG_INT, &s->ip_burst, "200",
         "Per-IP connection burst", 1, 1000000000);
     OPT("SHARD_SOCKET", CFG_STR, &s->cfg_socket_path, NULL,
-        "Unix socket routers connect to (default: /tmp/odin-shard-<id>.sock)",
-        0, 0);
+        "Unix socket routers connect to (default: "
+        "<SHARD_SOCKET_DIR>/odin-shard-<id>.sock)", 0, 0);
+    OPT("SHARD_SOCKET_DIR", CFG_STR, &s->cfg_socket_dir, "/tmp",
+        "Directory for the default SHARD_SOCKET path (a volume shared with "
+        "the routers when shards run in containers)", 0, 0);
     OPT("SHARD_MAX_FRAME", CFG_INT, &s->router_max_frame, "16777216",
         "Largest router frame payload accepted, bytes", 64, 1 << 30);
     OPT("SHARD_MAX_ROUTERS", CFG_INT, &s->max_routers, "64",
@@ -152,7 +155,13 @@ int shard_settings_load(shard_settings *s, int argc, char **argv)
         s->socket_path = strdup(s->cfg_socket_path);
     } else {
         char p[400];
-        snprintf(p, sizeof(p), "/tmp/odin-shard-%s.sock", s->shard_id);
+        int pl = snprintf(p, sizeof(p), "%s/odin-shard-%s.sock",
+                         s->cfg_socket_dir ? s->cfg_socket_dir : "/tmp", s->shard_id);
+        if (pl < 0 || (size_t)pl >= 108) {   /* sun_path limit */
+            fprintf(stderr, "odin-shard: socket path %s is longer than 107 bytes; "
+                            "set SHARD_SOCKET or a shorter SHARD_SOCKET_DIR\n", p);
+            return -1;
+        }
         s->socket_path = strdup(p);
     }
     if (!s->socket_path)

@@ -40,7 +40,7 @@ typedef struct shard_settings {
     long redis_inflight;      /* REDIS_MAX_INFLIGHT */
     char *log_level;          /* LOG_LEVEL */
     /* raw strings as given (owned by common/config) */
-    char *cfg_shard_id, *cfg_socket_path;
+    char *cfg_shard_id, *cfg_socket_path, *cfg_socket_dir;
 } shard_settings;
 
 /*

@@ -69,7 +69,7 @@ pids+=($!)
 for i in $(seq 1 "$SHARDS"); do
     port=$((SHARD_PORT_BASE + i - 1))
     "$BUILD/odin-shard" --shard-id "shard-$i" --ws-addr "127.0.0.1:$port" \
-        --ws-public-addr "0.0.0.0:$PUBLIC_PORT" \
+        --ws-shared-addr "0.0.0.0:$PUBLIC_PORT" \
         --shard-socket "$RUN_DIR/shard-$i.sock" \
         >"$RUN_DIR/logs/shard-$i.out" 2>"$RUN_DIR/logs/shard-$i.log" &
     pids+=($!)
