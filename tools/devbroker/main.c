@@ -20,7 +20,11 @@
  *    tests/it/test_devbroker.c checks both.  Neither limit is configurable.
  *  - Consumer groups work (the mock implements the group coordinator:
  *    JoinGroup/SyncGroup/Heartbeat/OffsetCommit/OffsetFetch); committed
- *    offsets live in memory as well.
+ *    offsets live in memory as well.  Rebalance timing (measured here): the
+ *    first member of an empty group is admitted after ~3 s; after a member
+ *    leaves, the group sits in "joining" for session.timeout.ms - 1 s (44 s
+ *    with the 45 s default) before a new member gets an assignment.  Tests
+ *    that restart consumers should set session.timeout.ms low (e.g. 6000).
  *  - Topics not in DEVBROKER_TOPICS are auto-created on first use by a
  *    client that allows it (producers do by default), with the mock's
  *    default partition count (4), not DEVBROKER_PARTITIONS.
