@@ -257,6 +257,8 @@ int eventgen_build(buf *out, const eventgen_event *ev, eventgen_rng *r)
                     "\"publish_us\":%llu,\"data\":{\"token\":\"%s\"",
                     ev->type, (unsigned long long)(ev->publish_us / 1000),
                     (unsigned long long)ev->publish_us, ev->token) != 0 ||
+        (ev->token_seq && buf_appendf(out, ",\"token_seq\":%llu",
+                                      (unsigned long long)ev->token_seq) != 0) ||
         put_fields(out, ev->type, ev->token, ev->seq, r) != 0)
         goto err;
 

@@ -63,6 +63,9 @@ typedef struct eventgen_event {
     const char *token;    /* 1-64 of [A-Za-z0-9_-] */
     uint64_t publish_us;  /* unix microseconds; "timestamp" = publish_us/1000 */
     uint64_t seq;         /* used in ids (trade_id, post_id, ...) */
+    uint64_t token_seq;   /* per (token, topic) counter from 1, for gap
+                             detection by clients ("data.token_seq");
+                             0 = not emitted */
     size_t pad_to;        /* 0, or total value size to pad up to */
 } eventgen_event;
 

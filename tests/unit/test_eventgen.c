@@ -294,6 +294,28 @@ static void test_build_deterministic(void **state)
     buf_free(&b);
 }
 
+/* token_seq lands in data for clients' gap detection, only when set. */
+static void test_build_token_seq(void **state)
+{
+    (void)state;
+    eventgen_rng r;
+    eventgen_rng_seed(&r, 5);
+    buf b = { 0 };
+    eventgen_event ev = { .type = "TRADE_EXECUTED", .token = "BTC",
+                          .publish_us = 1, .seq = 2, .token_seq = 41 };
+    assert_int_equal(eventgen_build(&b, &ev, &r), 0);
+    json_t *j = json_loadb(b.data, b.len, 0, NULL);
+    assert_non_null(j);
+    assert_int_equal(json_integer_value(json_object_get(json_object_get(j, "data"),
+                                                        "token_seq")), 41);
+    json_decref(j);
+    buf_reset(&b);
+    ev.token_seq = 0;
+    assert_int_equal(eventgen_build(&b, &ev, &r), 0);
+    assert_null(memmem(b.data, b.len, "token_seq", 9));
+    buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -307,6 +329,7 @@ int main(void)
         cmocka_unit_test(test_build_padding),
         cmocka_unit_test(test_build_appends_and_errors),
         cmocka_unit_test(test_build_deterministic),
+        cmocka_unit_test(test_build_token_seq),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

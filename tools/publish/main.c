@@ -188,6 +188,7 @@ int main(int argc, char **argv)
     size_t ntokens = 0, ntopics = 0;
     topic_slot *topics = NULL;
     eventgen_zipf zipf = { 0, NULL };
+    uint64_t *token_seq = NULL;   /* per (token, topic): last token_seq sent */
     int use_zipf = 0;
     rd_kafka_t *rk = NULL;
     buf val = { 0 };
@@ -302,7 +303,8 @@ int main(int argc, char **argv)
     rd_kafka_set_log_queue(rk, NULL); /* log lines served by rd_kafka_poll */
 
     topics = calloc(ntopics, sizeof(*topics));
-    if (!topics)
+    token_seq = calloc(ntokens * ntopics, sizeof(*token_seq));
+    if (!topics || !token_seq)
         goto oom;
     for (size_t i = 0; i < ntopics; i++) {
         topics[i].type = eventgen_type_for_topic(topic_names[i]);
@@ -383,6 +385,7 @@ int main(int argc, char **argv)
         for (;;) { /* until queued, refused, or stopped */
             eventgen_event ev = { .type = topics[pi].type, .token = tok,
                                   .publish_us = clock_wall_us(), .seq = seq,
+                                  .token_seq = token_seq[ti * ntopics + pi] + 1,
                                   .pad_to = (size_t)opt_payload };
             buf_reset(&val);
             if (eventgen_build(&val, &ev, &rng) != 0)
@@ -392,6 +395,7 @@ int main(int argc, char **argv)
                                      tok, strlen(tok), NULL);
             if (r == 0) {
                 st.queued++;
+                token_seq[ti * ntopics + pi]++;
                 break;
             }
             rd_kafka_resp_err_t e = rd_kafka_last_error();
@@ -459,6 +463,7 @@ out:
         rd_kafka_destroy(rk);
     }
     buf_free(&val);
+    free(token_seq);
     eventgen_zipf_free(&zipf);
     free_list(tokens, ntokens);
     free_list(topic_names, ntopics);
