@@ -165,7 +165,9 @@ int shard_health_render(buf *o, const shard_gauges *g)
                      ? 100.0 * (double)g->connections / (double)g->max_connections
                      : 100.0;
     const char *status = "healthy";
-    if (g->stopping || g->connections >= g->max_connections)
+    if (g->draining && !g->stopping)
+        status = "draining";
+    else if (g->stopping || g->connections >= g->max_connections)
         status = "unhealthy";
     else if (!g->redis_connected || g->routers == 0 || pct >= 90.0)
         status = "degraded";
@@ -187,5 +189,5 @@ int shard_health_render(buf *o, const shard_gauges *g)
         g->uptime_s, g->connections, g->fd_limit, g->max_connections);
     if (e)
         return -1;
-    return strcmp(status, "unhealthy") == 0 ? 503 : 200;
+    return strcmp(status, "healthy") == 0 || strcmp(status, "degraded") == 0 ? 200 : 503;
 }

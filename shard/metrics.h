@@ -69,6 +69,7 @@ typedef struct shard_gauges {
     long redis_pending;       /* registrations not yet confirmed */
     double uptime_s;
     int stopping;
+    int draining;
     const char *shard_id;
 } shard_gauges;
 

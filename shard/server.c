@@ -290,6 +290,11 @@ static void upgrade(shard_server *srv, shard_client *c, const httpreq *req,
         http_error(srv, c, 503, "shutting down", NULL);
         return;
     }
+    if (ctx->draining) {
+        ctx->m.ws_capacity_rejections_total++;
+        http_error(srv, c, 503, "draining", "Retry-After: 1\r\n");
+        return;
+    }
     if (!ip_allow(srv, c, clock_mono_ms())) {
         ctx->m.ws_ratelimit_rejections_total++;
         http_error(srv, c, 429, "connection rate limit exceeded",

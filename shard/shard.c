@@ -43,6 +43,7 @@ void shard_gauges_fill(const shard_ctx *ctx, shard_gauges *g)
     g->redis_pending = shard_registry_pending(ctx->reg);
     g->uptime_s = (double)(clock_mono_ms() - ctx->start_mono_ms) / 1000.0;
     g->stopping = ctx->stopping;
+    g->draining = ctx->draining;
     g->shard_id = ctx->set->shard_id;
 }
 
@@ -107,6 +108,20 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     shard_server_shutdown(ctx->srv, on_clients_done, rs);
 }
 
+/* SIGUSR1 toggles drain mode: /health turns 503 ("draining") so load
+ * balancers stop sending new clients, and new upgrades get 503, while the
+ * connected clients keep being served.  SIGTERM then closes the rest with
+ * 1001.  A second SIGUSR1 ends the drain. */
+static void on_drain(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig; (void)what;
+    shard_ctx *ctx = ((run_state *)arg)->ctx;
+    ctx->draining = !ctx->draining;
+    log_kv(LOG_INFO, ctx->draining ? "draining: refusing new clients"
+                                   : "drain ended: accepting new clients",
+           "i:clients", (int)ctx->srv->n_open, NULL);
+}
+
 int shard_run(const shard_settings *set)
 {
     int rc = 1;
@@ -143,7 +158,7 @@ int shard_run(const shard_settings *set)
            (int64_t)set->max_pending, NULL);
 
     run_state rs = { &ctx, 0, 0, NULL };
-    struct event *sigterm = NULL, *sigint = NULL;
+    struct event *sigterm = NULL, *sigint = NULL, *sigusr1 = NULL;
     ctx.base = event_base_new();
     if (!ctx.base)
         goto out;
@@ -162,8 +177,10 @@ int shard_run(const shard_settings *set)
     rs.deadline = evtimer_new(ctx.base, on_deadline, &rs);
     sigterm = evsignal_new(ctx.base, SIGTERM, on_signal, &rs);
     sigint = evsignal_new(ctx.base, SIGINT, on_signal, &rs);
-    if (!rs.deadline || !sigterm || !sigint || event_add(sigterm, NULL) ||
-        event_add(sigint, NULL))
+    sigusr1 = evsignal_new(ctx.base, SIGUSR1, on_drain, &rs);
+    if (!rs.deadline || !sigterm || !sigint || !sigusr1 ||
+        event_add(sigterm, NULL) || event_add(sigint, NULL) ||
+        event_add(sigusr1, NULL))
         goto out;
 
     log_kv(LOG_INFO, "shard started", "s:id", set->shard_id, "s:ws_addr",
@@ -186,6 +203,7 @@ out:
     subs_free(ctx.subs);
     if (sigterm) event_free(sigterm);
     if (sigint) event_free(sigint);
+    if (sigusr1) event_free(sigusr1);
     if (rs.deadline) event_free(rs.deadline);
     if (ctx.base) event_base_free(ctx.base);
     return rc;

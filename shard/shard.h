@@ -30,6 +30,7 @@ typedef struct shard_ctx {
     long fd_limit;            /* RLIMIT_NOFILE (soft, raised to hard) */
     long max_connections;     /* effective WS_MAX_CONNECTIONS */
     int stopping;             /* SIGTERM received */
+    int draining;             /* SIGUSR1: refuse new clients, keep the open ones */
 } shard_ctx;
 
 /* Fill the gauges for /metrics and /health. */

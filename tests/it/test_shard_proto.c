@@ -365,6 +365,41 @@ static void test_capacity(void **state)
     stop(s);
 }
 
+static int health_is(void *arg)
+{
+    const int *a = arg;   /* {port, want status} */
+    return tsup_http_get(a[0], "/health", NULL) == a[1];
+}
+
+/* SIGUSR1 drains: /health 503 "draining", new upgrades 503, open clients
+ * keep being served; a second SIGUSR1 ends the drain. */
+static void test_drain(void **state)
+{
+    (void)state;
+    ssup_shard *s = start("drain", NULL);
+    wsc *a = connect_ok(s->port);
+    assert_int_equal(kill(s->pid, SIGUSR1), 0);
+    int want503[2] = { s->port, 503 };
+    assert_true(tsup_wait_until(health_is, want503, T));
+    char *body = NULL;
+    assert_int_equal(tsup_http_get(s->port, "/health", &body), 503);
+    assert_non_null(strstr(body, "\"status\":\"draining\""));
+    free(body);
+    int status = 0;
+    wsc *b = wsc_connect("127.0.0.1", s->port, NULL, &status);
+    assert_null(b);
+    assert_int_equal(status, 503);
+    expect_pong(a);   /* the open client is still served */
+    assert_int_equal(kill(s->pid, SIGUSR1), 0);
+    int want200[2] = { s->port, 200 };
+    assert_true(tsup_wait_until(health_is, want200, T));
+    b = connect_ok(s->port);
+    expect_pong(b);
+    wsc_free(b);
+    wsc_free(a);
+    stop(s);
+}
+
 static void test_ip_rate(void **state)
 {
     const char *env[] = { "WS_IP_RATE=0.001", "WS_IP_BURST=2", NULL };
@@ -544,6 +579,7 @@ int main(void)
         cmocka_unit_test(test_ping_and_idle),
         cmocka_unit_test(test_http),
         cmocka_unit_test(test_capacity),
+        cmocka_unit_test(test_drain),
         cmocka_unit_test(test_ip_rate),
         cmocka_unit_test(test_handshake_timeout),
         cmocka_unit_test(test_head_too_large),
