@@ -1,0 +1,184 @@
+#include "router/config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "common/log.h"
+#include "common/topics.h"
+#include "proto/frame.h"
+#include "router/dispatch.h"
+
+static const char summary[] =
+    "Kafka consumer with targeted dispatch: consumes the odin.* topics in one "
+    "consumer group, looks each record's token up in Redis (cached), and sends it "
+    "only to the shards holding subscribers for that token, over Unix (or TCP) "
+    "streams.  Offsets are stored only after a record reached every target "
+    "shard's socket or was deliberately dropped (at-least-once).";
+
+#define OPT(env, type, field, def, help, lo, hi) \
+    c->opts[n++] = (config_opt){ env, type, &c->field, def, help, lo, hi }
+
+static size_t fill_opts(router_config *c)
+{
+    size_t n = 0;
+    OPT("KAFKA_BROKERS", CFG_STR, kafka_brokers, NULL,
+        "Kafka bootstrap servers host:port[,host:port] (required; odin-devbroker "
+        "prints one)", 0, 0);
+    OPT("KAFKA_GROUP", CFG_STR, kafka_group, "ws-router",
+        "Consumer group; routers in one group split the partitions", 0, 0);
+    OPT("KAFKA_TOPICS", CFG_STR, kafka_topics, TOPICS_DEFAULT_LIST,
+        "Comma-separated topics: a default odin.* topic, 'topic=category' for a custom "
+        "topic, or '^regex'", 0, 0);
+    OPT("KAFKA_BATCH_SIZE", CFG_INT, kafka_batch_size, "500",
+        "Records per batch: a batch is dispatched when this many are consumed ...",
+        1, 100000);
+    OPT("KAFKA_BATCH_TIMEOUT_MS", CFG_INT, kafka_batch_timeout_ms, "10",
+        "... or this long after its first record arrived (0 = dispatch what is there)",
+        0, 60000);
+    OPT("KAFKA_OFFSET_RESET", CFG_STR, kafka_offset_reset, "latest",
+        "Where a group without a stored offset starts: latest | earliest", 0, 0);
+    OPT("KAFKA_COMMIT_INTERVAL_MS", CFG_INT, kafka_commit_interval_ms, "1000",
+        "How often stored offsets are committed (auto.commit.interval.ms)", 10, 600000);
+    OPT("KAFKA_OPTIONS", CFG_STR, kafka_options, "",
+        "Extra librdkafka properties 'key=value,key=value' (e.g. "
+        "security.protocol=ssl)", 0, 0);
+    OPT("REDIS_URL", CFG_STR, redis_url, "redis://127.0.0.1:6379",
+        "Redis endpoint: redis://host:port[/db] or unix:/path", 0, 0);
+    OPT("REDIS_PREFIX", CFG_STR, redis_prefix, "odin:",
+        "Prefix of every Redis key and of the routes channel", 0, 0);
+    OPT("REDIS_TIMEOUT_MS", CFG_INT, redis_timeout_ms, "1000",
+        "Redis connect and lookup timeout; past it the batch goes out in fallback "
+        "(broadcast) and the connection is re-established", 10, 60000);
+    OPT("REDIS_RECONNECT_MAX_MS", CFG_INT, redis_reconnect_max_ms, "2000",
+        "Longest Redis reconnect backoff (starts at 50 ms, doubles)", 50, 600000);
+    OPT("DISPATCH_MODE", CFG_STR, dispatch_mode, "targeted",
+        "targeted (send each record only to the shards holding its token) | broadcast "
+        "(every record to every shard, the Phase 1 behaviour)", 0, 0);
+    OPT("BROADCAST_KEY", CFG_STR, broadcast_key, "*",
+        "Record key that goes to every shard and every client (system announcements)",
+        0, 0);
+    OPT("BROADCAST_TOPICS", CFG_STR, broadcast_topics, "",
+        "Comma-separated topics whose records always go to every shard and client", 0, 0);
+    OPT("HTTP_ADDR", CFG_STR, http_addr, "0.0.0.0:8080",
+        "host:port of /health and /metrics", 0, 0);
+    OPT("ROUTER_ID", CFG_STR, router_id, "",
+        "Id sent in HELLO to shards (default hostname-pid)", 0, 0);
+    OPT("LOG_LEVEL", CFG_STR, log_level, "info", "debug | info | warn | error", 0, 0);
+    OPT("ROUTE_CACHE_SIZE", CFG_INT, cache_size, "100000",
+        "Route cache entries (token -> shards, negative entries included); LRU "
+        "eviction past it", 1, 50000000);
+    OPT("ROUTE_CACHE_TTL_MS", CFG_INT, cache_ttl_ms, "60000",
+        "Route cache entry lifetime, a safety net behind invalidation (0 = no expiry)",
+        0, 86400000);
+    OPT("SHARD_QUEUE_BYTES", CFG_INT, shard_queue_bytes, "8388608",
+        "Per-shard output queue; records past it are dropped for that shard "
+        "(reason queue_full)", 65536, 1073741824);
+    OPT("SHARD_STALL_TIMEOUT_MS", CFG_INT, shard_stall_timeout_ms, "5000",
+        "A shard that accepts no bytes for this long while data is queued is "
+        "disconnected (its queued records dropped, reason stalled)", 100, 3600000);
+    OPT("SHARD_HELLO_TIMEOUT_MS", CFG_INT, shard_hello_timeout_ms, "5000",
+        "Connect + HELLO exchange timeout", 100, 600000);
+    OPT("SHARD_RECONNECT_MAX_MS", CFG_INT, shard_reconnect_max_ms, "5000",
+        "Longest shard reconnect backoff (starts at 50 ms, doubles)", 50, 600000);
+    OPT("DISCOVERY_INTERVAL_MS", CFG_INT, discovery_interval_ms, "1000",
+        "Shard discovery period (SMEMBERS shards + HGETALL leases)", 50, 600000);
+    OPT("MAX_RECORD_BYTES", CFG_INT, max_record_bytes, "1048576",
+        "Larger record values are skipped as invalid (reason oversized)", 64,
+        (double)(FRAME_DEFAULT_MAX - 4096));
+    OPT("VALIDATE_JSON", CFG_STR, validate_json_s, "fast",
+        "Skip records whose value is not JSON (reason invalid_json): fast (allocation-free "
+        "validator with jansson's verdicts) | jansson (json_loadb per record, ~2x the "
+        "router's CPU) | off", 0, 0);
+    OPT("SHUTDOWN_TIMEOUT_MS", CFG_INT, shutdown_timeout_ms, "5000",
+        "On SIGTERM, how long to wait for shard queues to drain before committing",
+        0, 600000);
+    OPT("INVALID_LOG_PER_SEC", CFG_INT, invalid_log_per_sec, "5",
+        "Rate limit of 'invalid record' log lines", 1, 100000);
+    return n;
+}
+
+static int bad(const char *env, const char *fmt, const char *v)
+{
+    fprintf(stderr, "error: %s: ", env);
+    fprintf(stderr, fmt, v ? v : "(unset)");
+    fprintf(stderr, "\n");
+    return -1;
+}
+
+static int finalize(router_config *c)
+{
+    if (!c->kafka_brokers || !*c->kafka_brokers)
+        return bad("KAFKA_BROKERS", "is required (%s); e.g. KAFKA_BROKERS=127.0.0.1:9092",
+                   c->kafka_brokers);
+    if (!c->kafka_group || !*c->kafka_group)
+        return bad("KAFKA_GROUP", "must not be empty (%s)", c->kafka_group);
+    if (strcasecmp(c->kafka_offset_reset, "latest") == 0)
+        c->offset_earliest = 0;
+    else if (strcasecmp(c->kafka_offset_reset, "earliest") == 0)
+        c->offset_earliest = 1;
+    else
+        return bad("KAFKA_OFFSET_RESET", "'%s' is not latest|earliest", c->kafka_offset_reset);
+    if (strcasecmp(c->dispatch_mode, "targeted") == 0)
+        c->mode = ROUTER_MODE_TARGETED;
+    else if (strcasecmp(c->dispatch_mode, "broadcast") == 0)
+        c->mode = ROUTER_MODE_BROADCAST;
+    else
+        return bad("DISPATCH_MODE", "'%s' is not targeted|broadcast", c->dispatch_mode);
+    if (config_parse_redis_url(c->redis_url, &c->redis) != 0)
+        return bad("REDIS_URL", "'%s' is not redis://host:port[/db] or unix:/path",
+                   c->redis_url);
+    if (!c->redis_prefix)
+        return bad("REDIS_PREFIX", "must be set (%s)", c->redis_prefix);
+    if (!c->broadcast_key || !*c->broadcast_key || strlen(c->broadcast_key) > 255)
+        return bad("BROADCAST_KEY", "must be 1-255 bytes (%s)", c->broadcast_key);
+    if (config_split_hostport(c->http_addr, c->http_host, sizeof c->http_host,
+                              &c->http_port) != 0)
+        return bad("HTTP_ADDR", "'%s' is not host:port", c->http_addr);
+    enum log_level lvl;
+    if (log_level_parse(c->log_level, &lvl) != 0)
+        return bad("LOG_LEVEL", "'%s' is not debug|info|warn|error", c->log_level);
+    c->log_min = (int)lvl;
+    c->validate_json = dispatch_json_mode_parse(c->validate_json_s);
+    if (c->validate_json < 0)
+        return bad("VALIDATE_JSON", "'%s' is not fast|jansson|off", c->validate_json_s);
+    if (c->router_id && *c->router_id) {
+        if (strlen(c->router_id) >= sizeof c->id)
+            return bad("ROUTER_ID", "'%s' is too long", c->router_id);
+        snprintf(c->id, sizeof c->id, "%s", c->router_id);
+    } else {
+        char host[200] = "router";
+        if (gethostname(host, sizeof host) != 0)
+            snprintf(host, sizeof host, "router");
+        host[sizeof host - 1] = '\0';
+        snprintf(c->id, sizeof c->id, "%s-%ld", host, (long)getpid());
+    }
+    char err[512];
+    if (router_topics_parse(&c->topics, c->kafka_topics, c->broadcast_topics, err,
+                            sizeof err) != 0) {
+        fprintf(stderr, "error: %s\n", err);
+        return -1;
+    }
+    return 0;
+}
+
+int router_config_load(router_config *c, int argc, char **argv)
+{
+    memset(c, 0, sizeof *c);
+    c->nopts = fill_opts(c);
+    int rc = config_load(c->opts, c->nopts, argc, argv, "odin-router", summary);
+    if (rc != 0)
+        return rc;
+    return finalize(c);
+}
+
+void router_config_free(router_config *c)
+{
+    if (!c || !c->nopts)
+        return;
+    config_free(c->opts, c->nopts);
+    router_topics_free(&c->topics);
+    c->nopts = 0;
+}

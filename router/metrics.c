@@ -1,0 +1,163 @@
+#include "router/metrics.h"
+
+#include <string.h>
+
+static const double fanout_bounds[] = { 0, 1, 2, 4, 8, 16, 32, 64, 128 };
+static const double lookup_bounds[] = { 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
+                                        0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1 };
+static const double batch_bounds[] = { 1, 10, 50, 100, 250, 500, 1000, 5000 };
+
+void router_hist_init(router_hist *h, const double *bounds, size_t nbounds)
+{
+    memset(h, 0, sizeof *h);
+    if (nbounds > ROUTER_HIST_MAX_BUCKETS)
+        nbounds = ROUTER_HIST_MAX_BUCKETS;
+    h->bounds = bounds;
+    h->nbounds = nbounds;
+}
+
+void router_hist_observe(router_hist *h, double v)
+{
+    size_t i = 0;
+    while (i < h->nbounds && v > h->bounds[i])
+        i++;
+    h->counts[i]++;
+    h->count++;
+    h->sum += v;
+}
+
+int router_hist_render(const router_hist *h, buf *out, const char *name, const char *help)
+{
+    int rc = buf_appendf(out, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    uint64_t cum = 0;
+    for (size_t i = 0; i < h->nbounds; i++) {
+        cum += h->counts[i];
+        rc |= buf_appendf(out, "%s_bucket{le=\"%g\"} %llu\n", name, h->bounds[i],
+                          (unsigned long long)cum);
+    }
+    cum += h->counts[h->nbounds];
+    rc |= buf_appendf(out, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.9g\n%s_count %llu\n",
+                      name, (unsigned long long)cum, name, h->sum, name,
+                      (unsigned long long)h->count);
+    return rc ? -1 : 0;
+}
+
+const char *router_invalid_name(enum router_invalid r)
+{
+    static const char *const n[] = { "empty_key", "bad_key", "unknown_topic",
+                                     "invalid_json", "oversized" };
+    return (unsigned)r < ROUTER_INV_COUNT ? n[r] : "unknown";
+}
+
+const char *router_drop_name(enum router_drop r)
+{
+    static const char *const n[] = { "queue_full", "shard_down", "stalled", "too_big" };
+    return (unsigned)r < ROUTER_DROP_COUNT ? n[r] : "unknown";
+}
+
+const char *router_mode_name(enum router_mode m)
+{
+    static const char *const n[] = { "targeted", "broadcast", "fallback" };
+    return (unsigned)m < ROUTER_MODE_COUNT ? n[m] : "unknown";
+}
+
+void router_metrics_init(router_metrics *m)
+{
+    memset(m, 0, sizeof *m);
+    router_hist_init(&m->fanout, fanout_bounds, sizeof fanout_bounds / sizeof(double));
+    router_hist_init(&m->lookup_seconds, lookup_bounds, sizeof lookup_bounds / sizeof(double));
+    router_hist_init(&m->batch_size, batch_bounds, sizeof batch_bounds / sizeof(double));
+}
+
+static int counter(buf *o, const char *name, const char *help, uint64_t v)
+{
+    return buf_appendf(o, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", name, help, name,
+                       name, (unsigned long long)v);
+}
+
+static int gauge(buf *o, const char *name, const char *help, double v)
+{
+    return buf_appendf(o, "# HELP %s %s\n# TYPE %s gauge\n%s %.17g\n", name, help, name,
+                       name, v);
+}
+
+int router_metrics_render(const router_metrics *m, const router_gauges *g, buf *o)
+{
+    int rc = 0;
+    rc |= counter(o, "router_records_total", "Kafka records consumed", m->records);
+
+    rc |= buf_appendf(o, "# HELP router_records_invalid_total Records skipped as invalid, "
+                      "by reason\n# TYPE router_records_invalid_total counter\n");
+    for (int i = 0; i < ROUTER_INV_COUNT; i++)
+        rc |= buf_appendf(o, "router_records_invalid_total{reason=\"%s\"} %llu\n",
+                          router_invalid_name((enum router_invalid)i),
+                          (unsigned long long)m->invalid[i]);
+
+    rc |= buf_appendf(o, "# HELP router_dispatch_total Records dispatched, by mode\n"
+                      "# TYPE router_dispatch_total counter\n");
+    for (int i = 0; i < ROUTER_MODE_COUNT; i++)
+        rc |= buf_appendf(o, "router_dispatch_total{mode=\"%s\"} %llu\n",
+                          router_mode_name((enum router_mode)i),
+                          (unsigned long long)m->dispatch[i]);
+
+    rc |= buf_appendf(o, "# HELP router_drops_total Record deliveries to a shard dropped, "
+                      "by reason\n# TYPE router_drops_total counter\n");
+    for (int i = 0; i < ROUTER_DROP_COUNT; i++)
+        rc |= buf_appendf(o, "router_drops_total{reason=\"%s\"} %llu\n",
+                          router_drop_name((enum router_drop)i),
+                          (unsigned long long)m->drops[i]);
+
+    rc |= router_hist_render(&m->fanout, o, "router_dispatch_fanout",
+                             "Shards each record was sent to");
+    rc |= router_hist_render(&m->lookup_seconds, o, "router_redis_lookup_seconds",
+                             "Pipelined Redis route lookup round trip per batch");
+    rc |= router_hist_render(&m->batch_size, o, "router_batch_size",
+                             "Records per consumed batch");
+
+    rc |= counter(o, "router_cache_hits_total", "Route cache hits", g->cache_hits);
+    rc |= counter(o, "router_cache_misses_total", "Route cache misses", g->cache_misses);
+    rc |= counter(o, "router_cache_evictions_total", "Route cache LRU evictions",
+                  g->cache_evictions);
+    rc |= gauge(o, "router_cache_entries", "Route cache entries", (double)g->cache_entries);
+    rc |= gauge(o, "router_shards_connected", "Shards with a ready connection",
+                (double)g->shards_connected);
+    rc |= gauge(o, "router_shards_known", "Shards with a live lease at last discovery",
+                (double)g->shards_known);
+    rc |= counter(o, "router_batches_total", "Batches processed", m->batches);
+    rc |= gauge(o, "router_redis_connected",
+                "1 if the lookup and subscription connections are up", g->redis_connected);
+    rc |= gauge(o, "router_fallback_active", "1 while broadcasting because Redis is down",
+                g->fallback);
+    rc |= counter(o, "router_offsets_stored_total",
+                  "Partition positions stored with rd_kafka_offsets_store", m->offsets_stored);
+    rc |= counter(o, "router_offsets_store_errors_total", "Failed offset stores",
+                  m->offsets_store_errors);
+    rc |= counter(o, "router_redis_lookups_total", "Pipelined Redis lookup round trips",
+                  m->redis_lookups);
+    rc |= counter(o, "router_redis_lookup_failures_total",
+                  "Lookups that failed (batch sent in fallback mode)",
+                  m->redis_lookup_failures);
+    rc |= counter(o, "router_redis_reconnects_total", "Redis connections (re)established",
+                  m->redis_reconnects);
+    rc |= counter(o, "router_route_invalidations_total", "Messages received on the routes "
+                  "channel", m->invalidations);
+    rc |= counter(o, "router_discoveries_total", "Shard discovery rounds completed",
+                  m->discoveries);
+    rc |= counter(o, "router_shards_cleaned_total", "Dead shards whose routes were cleaned",
+                  m->shards_cleaned);
+    rc |= counter(o, "router_frames_sent_total", "Delivery frames fully written",
+                  m->frames_sent);
+    rc |= counter(o, "router_bytes_sent_total", "Bytes written to shard sockets",
+                  m->bytes_sent);
+    rc |= counter(o, "router_kafka_errors_total", "Consumer errors reported by librdkafka",
+                  m->kafka_errors);
+    rc |= gauge(o, "router_consumer_lag", "Sum over assigned partitions of high watermark "
+                "minus position (-1 unknown)", (double)g->consumer_lag);
+    rc |= gauge(o, "router_assigned_partitions", "Partitions assigned to this router",
+                (double)g->assigned_partitions);
+    rc |= gauge(o, "router_shard_queue_bytes", "Bytes queued for shards, all shards",
+                (double)g->queue_bytes);
+    rc |= gauge(o, "router_pending_segments", "Consumed batch segments not yet stored",
+                (double)g->pending_segments);
+    return rc ? -1 : 0;
+}

@@ -1,0 +1,100 @@
+/*
+ * Router metrics: plain counters owned by the loop thread, fixed-bucket
+ * histograms, and Prometheus text rendering (tests/unit/test_router_metrics.c).
+ * Everything runs on the one loop thread, so no atomics.
+ */
+#ifndef ODIN_ROUTER_METRICS_H
+#define ODIN_ROUTER_METRICS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/buf.h"
+
+#define ROUTER_HIST_MAX_BUCKETS 16
+
+typedef struct router_hist {
+    const double *bounds;    /* ascending upper bounds, +Inf implied */
+    size_t nbounds;          /* <= ROUTER_HIST_MAX_BUCKETS */
+    uint64_t counts[ROUTER_HIST_MAX_BUCKETS + 1];  /* non-cumulative */
+    uint64_t count;
+    double sum;
+} router_hist;
+
+void router_hist_init(router_hist *h, const double *bounds, size_t nbounds);
+void router_hist_observe(router_hist *h, double v);
+/* Append "# HELP/# TYPE" and the _bucket/_sum/_count series. */
+int router_hist_render(const router_hist *h, buf *out, const char *name,
+                       const char *help);
+
+/* Invalid record reasons (router_records_invalid_total{reason}). */
+enum router_invalid {
+    ROUTER_INV_EMPTY_KEY = 0,
+    ROUTER_INV_BAD_KEY,
+    ROUTER_INV_UNKNOWN_TOPIC,
+    ROUTER_INV_INVALID_JSON,
+    ROUTER_INV_OVERSIZED,
+    ROUTER_INV_COUNT
+};
+const char *router_invalid_name(enum router_invalid r);
+
+/* Per-shard drop reasons (router_drops_total{reason}); one count per record
+ * per shard it did not reach. */
+enum router_drop {
+    ROUTER_DROP_QUEUE_FULL = 0,  /* shard's bounded queue was full */
+    ROUTER_DROP_SHARD_DOWN,      /* not connected / lease expired / conn lost */
+    ROUTER_DROP_STALLED,         /* shard stopped reading; connection closed */
+    ROUTER_DROP_TOO_BIG,         /* record larger than the shard's max_frame */
+    ROUTER_DROP_COUNT
+};
+const char *router_drop_name(enum router_drop r);
+
+/* Dispatch modes (router_dispatch_total{mode}). */
+enum router_mode {
+    ROUTER_MODE_TARGETED = 0,
+    ROUTER_MODE_BROADCAST,       /* configured DISPATCH_MODE=broadcast */
+    ROUTER_MODE_FALLBACK,        /* Redis unavailable: broadcast to live shards */
+    ROUTER_MODE_COUNT
+};
+const char *router_mode_name(enum router_mode m);
+
+typedef struct router_metrics {
+    uint64_t records;                         /* consumed records */
+    uint64_t invalid[ROUTER_INV_COUNT];
+    uint64_t dispatch[ROUTER_MODE_COUNT];     /* records dispatched per mode */
+    uint64_t drops[ROUTER_DROP_COUNT];
+    uint64_t batches;
+    uint64_t offsets_stored;                  /* partition positions stored */
+    uint64_t offsets_store_errors;
+    uint64_t redis_lookups;                   /* pipelined round trips */
+    uint64_t redis_lookup_failures;
+    uint64_t redis_reconnects;
+    uint64_t discoveries;
+    uint64_t shards_cleaned;                  /* dead shards swept */
+    uint64_t invalidations;                   /* odin:routes messages */
+    uint64_t frames_sent;
+    uint64_t bytes_sent;
+    uint64_t kafka_errors;
+    router_hist fanout;                       /* shards per record */
+    router_hist lookup_seconds;               /* Redis round trip */
+    router_hist batch_size;                   /* records per batch */
+} router_metrics;
+
+void router_metrics_init(router_metrics *m);
+
+/* Gauges and cache counters sampled when rendering. */
+typedef struct router_gauges {
+    uint64_t cache_hits, cache_misses, cache_entries, cache_evictions;
+    uint64_t shards_connected, shards_known;
+    int redis_connected;
+    int64_t consumer_lag;                     /* -1 unknown */
+    uint64_t assigned_partitions;
+    uint64_t queue_bytes;                     /* sum over shards */
+    uint64_t pending_segments;
+    int fallback;
+} router_gauges;
+
+/* Full /metrics body. */
+int router_metrics_render(const router_metrics *m, const router_gauges *g, buf *out);
+
+#endif

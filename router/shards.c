@@ -1,0 +1,753 @@
+#include "router/shards.h"
+
+#include <errno.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "common/clock.h"
+#include "common/log.h"
+
+/* Largest frame we accept from a shard (it only ever sends HELLO). */
+#define OUR_MAX_FRAME (1u << 20)
+#define BACKOFF_MIN_MS 50
+#define READ_CHUNK 16384
+#define READS_PER_WAKEUP 8
+
+struct router_shards {
+    struct event_base *base;
+    router_shards_opts opts;
+    char *router_id;
+    router_shards_hooks hooks;
+    router_metrics *m;
+    router_shard **slots;
+    size_t nslots;
+    /* current batch */
+    uint64_t batch_no;
+    enum frame_mode mode;
+    void *ticket;
+    uint16_t *touched;
+    size_t ntouched;
+};
+
+static void shard_connect(router_shards *s, router_shard *sh);
+static void shard_close(router_shards *s, router_shard *sh, const char *why,
+                        enum router_drop reason, int retry_ms);
+
+router_shards *router_shards_new(struct event_base *base, const router_shards_opts *opts,
+                                 const router_shards_hooks *hooks, router_metrics *m)
+{
+    router_shards *s = calloc(1, sizeof *s);
+    if (!s)
+        goto err;
+    s->base = base;
+    s->opts = *opts;
+    s->hooks = *hooks;
+    s->m = m;
+    s->router_id = strdup(opts->router_id ? opts->router_id : "router");
+    s->slots = calloc(ROUTER_SHARDS_MAX, sizeof *s->slots);
+    s->touched = calloc(ROUTER_SHARDS_MAX, sizeof *s->touched);
+    if (!s->router_id || !s->slots || !s->touched)
+        goto err;
+    s->opts.router_id = s->router_id;
+    return s;
+err:
+    router_shards_free(s);
+    return NULL;
+}
+
+static void shard_free(router_shards *s, router_shard *sh)
+{
+    if (sh->state != RSH_IDLE)
+        shard_close(s, sh, "shutdown", ROUTER_DROP_SHARD_DOWN, -1);
+    if (sh->timer)
+        event_free(sh->timer);
+    router_outq_free(&sh->q);
+    frame_decoder_free(sh->dec);
+    free(sh->id);
+    free(sh->endpoint);
+    free(sh);
+}
+
+void router_shards_free(router_shards *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; s->slots && i < s->nslots; i++)
+        if (s->slots[i])
+            shard_free(s, s->slots[i]);
+    free(s->slots);
+    free(s->touched);
+    free(s->router_id);
+    free(s);
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg);
+
+router_shard *router_shards_find(router_shards *s, const char *id, size_t len)
+{
+    for (size_t i = 0; i < s->nslots; i++) {
+        router_shard *sh = s->slots[i];
+        if (sh->id_len == len && memcmp(sh->id, id, len) == 0)
+            return sh;
+    }
+    return NULL;
+}
+
+router_shard *router_shards_intern(router_shards *s, const char *id, size_t len)
+{
+    if (len == 0 || len > 255)
+        return NULL;
+    router_shard *found = router_shards_find(s, id, len);
+    if (found)
+        return found;
+    if (s->nslots >= ROUTER_SHARDS_MAX) {
+        static log_ratelimit rl = { .per_sec = 1 };
+        uint64_t sup;
+        if (log_rl_allow(&rl, &sup))
+            log_kv(LOG_ERROR, "shard table full; ignoring shard id", "S:shard", id, len,
+                   "u:suppressed", sup, NULL);
+        return NULL;
+    }
+    router_shard *sh = calloc(1, sizeof *sh);
+    if (!sh)
+        return NULL;
+    sh->id = malloc(len + 1);
+    if (!sh->id) {
+        free(sh);
+        return NULL;
+    }
+    memcpy(sh->id, id, len);
+    sh->id[len] = '\0';
+    sh->id_len = len;
+    sh->fd = -1;
+    sh->owner = s;
+    sh->slot = (uint16_t)s->nslots;
+    sh->max_frame = FRAME_DEFAULT_MAX;
+    sh->backoff_ms = BACKOFF_MIN_MS;
+    sh->timer = evtimer_new(s->base, timer_cb, sh);
+    if (!sh->timer) {
+        free(sh->id);
+        free(sh);
+        return NULL;
+    }
+    router_outq_init(&sh->q);
+    s->slots[s->nslots++] = sh;
+    return sh;
+}
+
+router_shard *router_shards_get(router_shards *s, uint16_t slot)
+{
+    return slot < s->nslots ? s->slots[slot] : NULL;
+}
+
+size_t router_shards_nslots(const router_shards *s) { return s->nslots; }
+
+size_t router_shards_live(const router_shards *s)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->nslots; i++)
+        n += s->slots[i]->live != 0;
+    return n;
+}
+
+size_t router_shards_ready(const router_shards *s)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < s->nslots; i++)
+        n += s->slots[i]->state == RSH_READY;
+    return n;
+}
+
+uint64_t router_shards_queued_bytes(const router_shards *s)
+{
+    uint64_t n = 0;
+    for (size_t i = 0; i < s->nslots; i++)
+        n += router_outq_pending(&s->slots[i]->q);
+    return n;
+}
+
+/* ---- marks ---------------------------------------------------------------- */
+
+struct mark_ctx {
+    router_shards *s;
+    enum router_drop reason;
+};
+
+static void mark_cb(void *ticket, uint32_t nrec, int done, void *arg)
+{
+    struct mark_ctx *c = arg;
+    if (done)
+        c->s->m->frames_sent++;
+    c->s->hooks.frame(ticket, nrec, done, c->reason, c->s->hooks.arg);
+}
+
+/* ---- connection ------------------------------------------------------------ */
+
+static void notify_state(router_shards *s)
+{
+    if (s->hooks.state)
+        s->hooks.state(s->hooks.arg);
+}
+
+static void arm_timer(router_shard *sh, long ms)
+{
+    struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+    evtimer_add(sh->timer, &tv);
+}
+
+/* Close the connection (if any), drop the queue with `reason`, and retry in
+ * retry_ms if the shard is live (-1: use and grow the backoff; -2: never). */
+static void shard_close(router_shards *s, router_shard *sh, const char *why,
+                        enum router_drop reason, int retry_ms)
+{
+    int was_ready = sh->state == RSH_READY;
+    if (sh->state != RSH_IDLE) {
+        /* A shard that keeps refusing is logged once, then at debug level
+         * until it has been ready again. */
+        enum log_level lvl = was_ready ? LOG_WARN : sh->quiet ? LOG_DEBUG : LOG_INFO;
+        log_kv(lvl, "shard connection closed", "s:shard", sh->id, "s:reason", why,
+               "u:queued_bytes", (uint64_t)router_outq_pending(&sh->q), NULL);
+        if (!was_ready)
+            sh->quiet = 1;
+    }
+    if (sh->rev) {
+        event_free(sh->rev);
+        sh->rev = NULL;
+    }
+    if (sh->wev) {
+        event_free(sh->wev);
+        sh->wev = NULL;
+    }
+    sh->write_armed = 0;
+    if (sh->fd >= 0) {
+        close(sh->fd);
+        sh->fd = -1;
+    }
+    /* An open frame of the batch being built is abandoned with the queue. */
+    if (sh->fb_open) {
+        frame_batch_abort(&sh->fb);
+        if (sh->fb_nrec) {
+            s->m->drops[reason] += sh->fb_nrec;
+        }
+        sh->fb_open = 0;
+        sh->fb_nrec = 0;
+    }
+    struct mark_ctx mc = { s, reason };
+    router_outq_clear(&sh->q, mark_cb, &mc);
+    frame_decoder_free(sh->dec);
+    sh->dec = NULL;
+    sh->state = RSH_IDLE;
+    evtimer_del(sh->timer);
+    if (sh->live && retry_ms != -2) {
+        long ms = retry_ms >= 0 ? retry_ms : sh->backoff_ms;
+        if (retry_ms < 0) {
+            sh->backoff_ms *= 2;
+            if (sh->backoff_ms > s->opts.reconnect_max_ms)
+                sh->backoff_ms = s->opts.reconnect_max_ms;
+        }
+        arm_timer(sh, ms);
+    }
+    if (was_ready)
+        notify_state(s);
+}
+
+static void shard_flush(router_shards *s, router_shard *sh);
+
+static void write_cb(evutil_socket_t fd, short what, void *arg);
+static void read_cb(evutil_socket_t fd, short what, void *arg);
+
+static void on_connected(router_shards *s, router_shard *sh)
+{
+    sh->state = RSH_HELLO;
+    sh->dec = frame_decoder_new(OUR_MAX_FRAME);
+    if (!sh->dec || frame_encode_hello(router_outq_buf(&sh->q), "router", s->router_id,
+                                       OUR_MAX_FRAME) != FRAME_OK) {
+        shard_close(s, sh, "out of memory", ROUTER_DROP_SHARD_DOWN, -1);
+        return;
+    }
+    event_add(sh->rev, NULL);
+    sh->last_progress_ms = clock_mono_ms();
+    shard_flush(s, sh);
+}
+
+static int parse_endpoint(const char *ep, struct sockaddr_storage *ss, socklen_t *len,
+                          char *err, size_t errlen)
+{
+    memset(ss, 0, sizeof *ss);
+    if (strncmp(ep, "unix:", 5) == 0) {
+        const char *p = ep + 5;
+        if (strncmp(p, "//", 2) == 0)
+            p += 2;
+        struct sockaddr_un *un = (struct sockaddr_un *)ss;
+        if (*p != '/' || strlen(p) >= sizeof un->sun_path) {
+            snprintf(err, errlen, "bad unix endpoint");
+            return -1;
+        }
+        un->sun_family = AF_UNIX;
+        memcpy(un->sun_path, p, strlen(p) + 1);
+        *len = (socklen_t)sizeof *un;
+        return 0;
+    }
+    if (strncmp(ep, "tcp://", 6) == 0) {
+        const char *hp = ep + 6;
+        char host[256], port[16];
+        const char *colon;
+        const char *h = hp;
+        size_t hl;
+        if (*hp == '[') {
+            const char *rb = strchr(hp, ']');
+            if (!rb || rb[1] != ':')
+                goto bad;
+            h = hp + 1;
+            hl = (size_t)(rb - h);
+            colon = rb + 1;
+        } else {
+            colon = strrchr(hp, ':');
+            if (!colon)
+                goto bad;
+            hl = (size_t)(colon - hp);
+        }
+        if (hl == 0 || hl >= sizeof host || strlen(colon + 1) == 0 ||
+            strlen(colon + 1) >= sizeof port)
+            goto bad;
+        memcpy(host, h, hl);
+        host[hl] = '\0';
+        snprintf(port, sizeof port, "%s", colon + 1);
+        struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV };
+        struct addrinfo *res = NULL;
+        /* Host names resolve synchronously; endpoints are normally literal
+         * addresses written by the shard itself. */
+        int rc = getaddrinfo(host, port, &hints, &res);
+        if (rc != 0 || !res) {
+            snprintf(err, errlen, "resolve %.100s: %s", host, gai_strerror(rc));
+            return -1;
+        }
+        memcpy(ss, res->ai_addr, res->ai_addrlen);
+        *len = res->ai_addrlen;
+        freeaddrinfo(res);
+        return 0;
+    }
+bad:
+    snprintf(err, errlen, "endpoint is neither unix:/path nor tcp://host:port");
+    return -1;
+}
+
+static void shard_connect(router_shards *s, router_shard *sh)
+{
+    if (sh->state != RSH_IDLE || !sh->live || !sh->endpoint)
+        return;
+    struct sockaddr_storage ss;
+    socklen_t sl = 0;
+    char err[256];
+    if (parse_endpoint(sh->endpoint, &ss, &sl, err, sizeof err) != 0) {
+        log_kv(LOG_ERROR, "cannot connect to shard", "s:shard", sh->id, "s:endpoint",
+               sh->endpoint, "s:error", err, NULL);
+        sh->backoff_ms = s->opts.reconnect_max_ms;
+        arm_timer(sh, sh->backoff_ms);
+        return;
+    }
+    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        log_kv(LOG_ERROR, "socket() failed", "s:shard", sh->id, "s:error", strerror(errno),
+               NULL);
+        arm_timer(sh, sh->backoff_ms);
+        return;
+    }
+    if (ss.ss_family != AF_UNIX) {
+        int one = 1;
+        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    }
+    sh->fd = fd;
+    sh->connects++;
+    sh->rev = event_new(s->base, fd, EV_READ | EV_PERSIST, read_cb, sh);
+    sh->wev = event_new(s->base, fd, EV_WRITE | EV_PERSIST, write_cb, sh);
+    if (!sh->rev || !sh->wev) {
+        sh->state = RSH_CONNECTING;
+        shard_close(s, sh, "out of memory", ROUTER_DROP_SHARD_DOWN, -1);
+        return;
+    }
+    sh->state = RSH_CONNECTING;
+    arm_timer(sh, s->opts.hello_timeout_ms);
+    if (connect(fd, (struct sockaddr *)&ss, sl) == 0) {
+        on_connected(s, sh);
+        return;
+    }
+    if (errno == EINPROGRESS) {
+        event_add(sh->wev, NULL);
+        sh->write_armed = 1;
+        return;
+    }
+    snprintf(err, sizeof err, "connect %s: %s", sh->endpoint, strerror(errno));
+    shard_close(s, sh, err, ROUTER_DROP_SHARD_DOWN, -1);
+}
+
+static void timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    router_shard *sh = arg;
+    router_shards *s = sh->owner;
+    switch (sh->state) {
+    case RSH_IDLE:
+        shard_connect(s, sh);
+        break;
+    case RSH_CONNECTING:
+    case RSH_HELLO:
+        shard_close(s, sh, sh->state == RSH_CONNECTING ? "connect timeout" : "hello timeout",
+                    ROUTER_DROP_SHARD_DOWN, -1);
+        break;
+    case RSH_READY:
+        break;
+    }
+}
+
+static void shard_flush(router_shards *s, router_shard *sh)
+{
+    if (sh->fd < 0 || sh->state == RSH_CONNECTING)
+        return;
+    while (router_outq_pending(&sh->q) > 0) {
+        ssize_t n = send(sh->fd, router_outq_data(&sh->q), router_outq_pending(&sh->q),
+                         MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (n > 0) {
+            s->m->bytes_sent += (uint64_t)n;
+            sh->last_progress_ms = clock_mono_ms();
+            struct mark_ctx mc = { s, ROUTER_DROP_SHARD_DOWN };
+            router_outq_written(&sh->q, (size_t)n, mark_cb, &mc);
+            continue;
+        }
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
+            break;
+        char err[128];
+        snprintf(err, sizeof err, "write: %s", n == 0 ? "closed" : strerror(errno));
+        shard_close(s, sh, err, ROUTER_DROP_SHARD_DOWN, -1);
+        return;
+    }
+    int want = router_outq_pending(&sh->q) > 0;
+    if (want && !sh->write_armed) {
+        event_add(sh->wev, NULL);
+        sh->write_armed = 1;
+    } else if (!want && sh->write_armed) {
+        event_del(sh->wev);
+        sh->write_armed = 0;
+    }
+}
+
+static void write_cb(evutil_socket_t fd, short what, void *arg)
+{
+    router_shard *sh = arg;
+    router_shards *s = sh->owner;
+    if (sh->state == RSH_CONNECTING) {
+        int err = 0;
+        socklen_t l = sizeof err;
+        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &l) != 0)
+            err = errno;
+        event_del(sh->wev);
+        sh->write_armed = 0;
+        if (err) {
+            char msg[300];
+            snprintf(msg, sizeof msg, "connect %s: %s", sh->endpoint, strerror(err));
+            shard_close(s, sh, msg, ROUTER_DROP_SHARD_DOWN, -1);
+            return;
+        }
+        on_connected(s, sh);
+        return;
+    }
+    shard_flush(s, sh);
+}
+
+static void handle_hello(router_shards *s, router_shard *sh, const frame_hello *h)
+{
+    char why[384];
+    if (sh->state != RSH_HELLO) {
+        log_kv(LOG_WARN, "shard sent a second HELLO; ignored", "s:shard", sh->id, NULL);
+        return;
+    }
+    if (h->version != FRAME_PROTO_VERSION) {
+        snprintf(why, sizeof why, "protocol version mismatch: shard speaks %u, router %u",
+                 h->version, FRAME_PROTO_VERSION);
+        log_kv(sh->quiet ? LOG_DEBUG : LOG_ERROR, "shard rejected", "s:shard", sh->id,
+               "s:reason", why, NULL);
+        shard_close(s, sh, why, ROUTER_DROP_SHARD_DOWN, (int)s->opts.reconnect_max_ms);
+        return;
+    }
+    if (h->role_len != 5 || memcmp(h->role, "shard", 5) != 0) {
+        snprintf(why, sizeof why, "peer role is '%.*s', want 'shard'",
+                 (int)(h->role_len > 64 ? 64 : h->role_len), h->role);
+        log_kv(sh->quiet ? LOG_DEBUG : LOG_ERROR, "shard rejected", "s:shard", sh->id,
+               "s:reason", why, NULL);
+        shard_close(s, sh, why, ROUTER_DROP_SHARD_DOWN, (int)s->opts.reconnect_max_ms);
+        return;
+    }
+    if (h->id_len != sh->id_len || memcmp(h->id, sh->id, sh->id_len) != 0) {
+        snprintf(why, sizeof why, "endpoint answers as shard '%.*s'",
+                 (int)(h->id_len > 128 ? 128 : h->id_len), h->id);
+        log_kv(sh->quiet ? LOG_DEBUG : LOG_ERROR, "shard rejected", "s:shard", sh->id,
+               "s:reason", why, NULL);
+        shard_close(s, sh, why, ROUTER_DROP_SHARD_DOWN, (int)s->opts.reconnect_max_ms);
+        return;
+    }
+    uint32_t mf = h->max_frame;
+    if (mf == 0 || mf > FRAME_DEFAULT_MAX)
+        mf = FRAME_DEFAULT_MAX;
+    if (mf < FRAME_MIN_MAX)
+        mf = FRAME_MIN_MAX;
+    sh->max_frame = mf;
+    sh->state = RSH_READY;
+    sh->backoff_ms = BACKOFF_MIN_MS;
+    sh->quiet = 0;
+    evtimer_del(sh->timer);
+    log_kv(LOG_INFO, "shard connected", "s:shard", sh->id, "s:endpoint", sh->endpoint,
+           "u:max_frame", (uint64_t)mf, NULL);
+    notify_state(s);
+}
+
+static void read_cb(evutil_socket_t fd, short what, void *arg)
+{
+    router_shard *sh = arg;
+    router_shards *s = sh->owner;
+    char chunk[READ_CHUNK];
+    for (int i = 0; i < READS_PER_WAKEUP; i++) {
+        ssize_t n = recv(fd, chunk, sizeof chunk, MSG_DONTWAIT);
+        if (n == 0) {
+            shard_close(s, sh, "closed by shard", ROUTER_DROP_SHARD_DOWN, -1);
+            return;
+        }
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            if (errno == EAGAIN || errno == EWOULDBLOCK)
+                break;
+            char err[128];
+            snprintf(err, sizeof err, "read: %s", strerror(errno));
+            shard_close(s, sh, err, ROUTER_DROP_SHARD_DOWN, -1);
+            return;
+        }
+        if (frame_decoder_feed(sh->dec, chunk, (size_t)n) != FRAME_OK) {
+            shard_close(s, sh, "out of memory", ROUTER_DROP_SHARD_DOWN, -1);
+            return;
+        }
+        frame_msg msg;
+        int rc;
+        while ((rc = frame_decoder_next(sh->dec, &msg)) == 1) {
+            if (msg.type == FRAME_HELLO) {
+                handle_hello(s, sh, &msg.hello);
+                if (sh->state == RSH_IDLE)
+                    return;
+            } else {
+                log_kv(LOG_DEBUG, "unexpected frame from shard ignored", "s:shard", sh->id,
+                       "i:type", (int)msg.type, NULL);
+            }
+        }
+        if (rc < 0) {
+            char err[128];
+            snprintf(err, sizeof err, "bad frame from shard: %s", frame_strerror(rc));
+            shard_close(s, sh, err, ROUTER_DROP_SHARD_DOWN, -1);
+            return;
+        }
+        if ((size_t)n < sizeof chunk)
+            break;
+    }
+}
+
+void router_shards_set_live(router_shards *s, router_shard *sh, const char *endpoint)
+{
+    int changed = !sh->endpoint || !endpoint || strcmp(sh->endpoint, endpoint) != 0;
+    if (changed) {
+        char *e = endpoint ? strdup(endpoint) : NULL;
+        if (endpoint && !e)
+            return;
+        if (sh->endpoint)
+            log_kv(LOG_INFO, "shard endpoint changed", "s:shard", sh->id, "s:old",
+                   sh->endpoint, "s:new", endpoint, NULL);
+        free(sh->endpoint);
+        sh->endpoint = e;
+    }
+    if (!sh->live) {
+        log_kv(LOG_INFO, "shard live", "s:shard", sh->id, "s:endpoint", endpoint, NULL);
+        sh->quiet = 0;
+    }
+    sh->live = 1;
+    if (changed && sh->state != RSH_IDLE) {
+        shard_close(s, sh, "endpoint changed", ROUTER_DROP_SHARD_DOWN, 0);
+    } else if (sh->state == RSH_IDLE && (changed || !evtimer_pending(sh->timer, NULL))) {
+        evtimer_del(sh->timer);   /* a new endpoint is worth trying at once */
+        shard_connect(s, sh);
+    }
+}
+
+void router_shards_set_dead(router_shards *s, router_shard *sh, const char *why)
+{
+    if (sh->live)
+        log_kv(LOG_INFO, "shard not live", "s:shard", sh->id, "s:reason", why, NULL);
+    sh->live = 0;
+    sh->backoff_ms = BACKOFF_MIN_MS;
+    if (sh->state != RSH_IDLE)
+        shard_close(s, sh, why, ROUTER_DROP_SHARD_DOWN, -2);
+    evtimer_del(sh->timer);
+}
+
+/* ---- batches --------------------------------------------------------------- */
+
+void router_shards_batch_begin(router_shards *s, uint64_t batch_no, enum frame_mode mode,
+                               void *ticket)
+{
+    s->batch_no = batch_no;
+    s->mode = mode;
+    s->ticket = ticket;
+    s->ntouched = 0;
+}
+
+static void close_frame(router_shards *s, router_shard *sh)
+{
+    if (!sh->fb_open)
+        return;
+    sh->fb_open = 0;
+    if (sh->fb_nrec == 0) {
+        frame_batch_abort(&sh->fb);
+        return;
+    }
+    uint32_t nrec = sh->fb_nrec;
+    sh->fb_nrec = 0;
+    if (frame_batch_end(&sh->fb) != FRAME_OK) {
+        s->m->drops[ROUTER_DROP_TOO_BIG] += nrec;
+        return;
+    }
+    if (router_outq_mark(&sh->q, s->ticket, nrec) != 0) {
+        /* Bytes go out unmarked: they are delivered, but nothing waits for
+         * them; the batch's offsets depend only on its other frames. */
+        log_kv(LOG_ERROR, "out of memory marking a frame", "s:shard", sh->id, NULL);
+        return;
+    }
+    s->hooks.ticket_ref(s->ticket, s->hooks.arg);
+}
+
+int router_shards_add(router_shards *s, router_shard *sh, const frame_record *r)
+{
+    if (!sh->live || sh->state != RSH_READY)
+        return ROUTER_DROP_SHARD_DOWN;
+    size_t est = r->category_len + r->token_len + r->value_len + 64;
+    if (est + 16 > sh->max_frame)
+        return ROUTER_DROP_TOO_BIG;
+    if (sh->fb_batch != s->batch_no) {
+        sh->fb_batch = s->batch_no;
+        sh->fb_open = 0;
+        sh->fb_nrec = 0;
+        s->touched[s->ntouched++] = sh->slot;
+    }
+    if (sh->fb_open && frame_batch_size(&sh->fb) + est > sh->max_frame)
+        close_frame(s, sh);
+    size_t pending = router_outq_pending(&sh->q);
+    if (pending + est + (sh->fb_open ? 0 : 16) > (size_t)s->opts.queue_bytes &&
+        sh->flushed_batch != s->batch_no) {
+        /* The batch alone may outgrow a small queue: write what is complete
+         * now.  Once the socket refuses bytes we stop trying for the rest
+         * of the batch, so a stuck shard costs one syscall, not one per
+         * record. */
+        close_frame(s, sh);
+        shard_flush(s, sh);
+        if (sh->state != RSH_READY)
+            return ROUTER_DROP_SHARD_DOWN;
+        pending = router_outq_pending(&sh->q);
+        if (pending > 0)
+            sh->flushed_batch = s->batch_no;
+    }
+    if (pending + est + (sh->fb_open ? 0 : 16) > (size_t)s->opts.queue_bytes)
+        return ROUTER_DROP_QUEUE_FULL;
+    if (pending == 0)
+        sh->last_progress_ms = clock_mono_ms();
+    if (!sh->fb_open) {
+        if (frame_batch_begin(&sh->fb, router_outq_buf(&sh->q), s->mode) != FRAME_OK)
+            return ROUTER_DROP_QUEUE_FULL;
+        sh->fb_open = 1;
+        sh->fb_nrec = 0;
+    }
+    if (frame_batch_add(&sh->fb, r) != FRAME_OK)
+        return ROUTER_DROP_QUEUE_FULL;
+    sh->fb_nrec++;
+    return -1;
+}
+
+void router_shards_batch_end(router_shards *s)
+{
+    for (size_t i = 0; i < s->ntouched; i++) {
+        router_shard *sh = s->slots[s->touched[i]];
+        close_frame(s, sh);
+    }
+    /* Frames are complete everywhere before the first write, so a write
+     * error that closes one shard cannot disturb another's open frame. */
+    for (size_t i = 0; i < s->ntouched; i++) {
+        router_shard *sh = s->slots[s->touched[i]];
+        if (sh->state == RSH_READY)
+            shard_flush(s, sh);
+    }
+    s->ntouched = 0;
+    s->ticket = NULL;
+}
+
+size_t router_shards_compact(router_shards *s)
+{
+    size_t k = 0, freed = 0;
+    for (size_t i = 0; i < s->nslots; i++) {
+        router_shard *sh = s->slots[i];
+        if (!sh->live && sh->state == RSH_IDLE && router_outq_pending(&sh->q) == 0 &&
+            sh->q.mcount == 0 && !sh->fb_open) {
+            shard_free(s, sh);
+            freed++;
+            continue;
+        }
+        sh->slot = (uint16_t)k;
+        s->slots[k++] = sh;
+    }
+    for (size_t i = k; i < s->nslots; i++)
+        s->slots[i] = NULL;
+    s->nslots = k;
+    return freed;
+}
+
+void router_shards_tick(router_shards *s, uint64_t now_ms)
+{
+    for (size_t i = 0; i < s->nslots; i++) {
+        router_shard *sh = s->slots[i];
+        if (sh->state != RSH_READY || router_outq_pending(&sh->q) == 0)
+            continue;
+        if (now_ms - sh->last_progress_ms >= (uint64_t)s->opts.stall_timeout_ms) {
+            char why[128];
+            snprintf(why, sizeof why, "stalled: no bytes accepted for %ld ms",
+                     s->opts.stall_timeout_ms);
+            shard_close(s, sh, why, ROUTER_DROP_STALLED, -1);
+        }
+    }
+}
+
+void router_shards_close_all(router_shards *s, const char *why)
+{
+    for (size_t i = 0; i < s->nslots; i++) {
+        router_shard *sh = s->slots[i];
+        if (sh->state != RSH_IDLE)
+            shard_close(s, sh, why, ROUTER_DROP_SHARD_DOWN, -2);
+        evtimer_del(sh->timer);
+    }
+}
+
+int router_shards_json(const router_shards *s, buf *out)
+{
+    static const char *const st[] = { "idle", "connecting", "hello", "ready" };
+    int rc = buf_append(out, "[", 1);
+    for (size_t i = 0; i < s->nslots; i++) {
+        const router_shard *sh = s->slots[i];
+        rc |= buf_appendf(out, "%s{\"id\":", i ? "," : "");
+        rc |= buf_append_json_str(out, sh->id, sh->id_len);
+        rc |= buf_appendf(out, ",\"live\":%s,\"state\":\"%s\",\"queued_bytes\":%zu,"
+                          "\"connects\":%llu}", sh->live ? "true" : "false", st[sh->state],
+                          router_outq_pending(&sh->q), (unsigned long long)sh->connects);
+    }
+    rc |= buf_append(out, "]", 1);
+    return rc ? -1 : 0;
+}

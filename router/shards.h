@@ -1,0 +1,147 @@
+/*
+ * The router's shard table and shard connections.
+ *
+ * Every shard id the router has heard of (from discovery or from a route
+ * set) gets a small integer "slot"; the route cache stores slots.  A shard
+ * is "live" while its lease hash existed at the last discovery; only live
+ * shards are connected to and sent to.
+ *
+ * One non-blocking stream per live shard (endpoint "unix:/path" or
+ * "tcp://host:port"): connect, HELLO both ways (role "router" out, role
+ * "shard" with the same id and FRAME_PROTO_VERSION expected back), then
+ * DELIVERY frames.  Per Kafka batch, records for a shard are appended to
+ * one frame in that shard's bounded output queue (split at the peer's
+ * max_frame) and each touched shard gets one write() at the end of the
+ * batch; what the socket does not take waits for EV_WRITE.  A full queue
+ * drops the record for that shard only; a shard that accepts nothing for
+ * SHARD_STALL_TIMEOUT_MS is disconnected; a lost connection drops what was
+ * queued.  Drops and completions are reported through the hooks, frame by
+ * frame, with the ticket the router attached to the batch.  Reconnects use
+ * exponential backoff while the lease says the shard is alive.
+ *
+ * Shard structs live until router_shards_free (or a slot sweep when the
+ * table is full); closing a connection never frees the struct, so it is
+ * safe from the shard's own callbacks.
+ */
+#ifndef ODIN_ROUTER_SHARDS_H
+#define ODIN_ROUTER_SHARDS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include <event2/event.h>
+
+#include "proto/frame.h"
+#include "router/metrics.h"
+#include "router/outq.h"
+
+#define ROUTER_SHARDS_MAX 4096u   /* slots; ids beyond are ignored (logged) */
+#define ROUTER_SHARDS_GC_DEAD 64u /* compact when this many slots are dead */
+
+enum router_shard_state {
+    RSH_IDLE = 0,       /* no connection (waiting for backoff or lease) */
+    RSH_CONNECTING,     /* non-blocking connect in progress */
+    RSH_HELLO,          /* connected, our HELLO sent, waiting for theirs */
+    RSH_READY           /* deliveries flow */
+};
+
+typedef struct router_shard {
+    uint16_t slot;
+    char *id;
+    size_t id_len;
+    char *endpoint;              /* from the lease; NULL if none */
+    int live;                    /* lease present at last discovery */
+    enum router_shard_state state;
+    int fd;
+    struct event *rev, *wev, *timer;
+    int write_armed;
+    router_outq q;
+    frame_decoder *dec;
+    uint32_t max_frame;          /* peer's max payload */
+    uint64_t last_progress_ms;   /* last successful write (or queue empty) */
+    long backoff_ms;
+    uint64_t connects;
+    int quiet;                   /* repeated failures are logged at debug */
+    /* per-batch frame building */
+    frame_batch fb;
+    int fb_open;
+    uint32_t fb_nrec;
+    uint64_t fb_batch;           /* batch number fb belongs to */
+    uint64_t flushed_batch;      /* batch in which the socket filled up */
+    struct router_shards *owner;
+} router_shard;
+
+typedef struct router_shards_hooks {
+    /* A frame holding nrec records for `ticket` was fully written (done 1)
+     * or dropped (done 0, reason says why).  Called once per frame. */
+    void (*frame)(void *ticket, uint32_t nrec, int done, enum router_drop reason,
+                  void *arg);
+    /* A frame for `ticket` was queued (one more frame() call will follow). */
+    void (*ticket_ref)(void *ticket, void *arg);
+    /* Connected-shard count changed (may be NULL). */
+    void (*state)(void *arg);
+    void *arg;
+} router_shards_hooks;
+
+typedef struct router_shards_opts {
+    const char *router_id;
+    size_t queue_bytes;
+    long stall_timeout_ms;
+    long hello_timeout_ms;
+    long reconnect_max_ms;
+} router_shards_opts;
+
+typedef struct router_shards router_shards;
+
+/* NULL on ENOMEM.  opts and hooks are copied (router_id too). */
+router_shards *router_shards_new(struct event_base *base, const router_shards_opts *opts,
+                                 const router_shards_hooks *hooks, router_metrics *m);
+/* Closes every connection (drops reported through hooks) and frees. */
+void router_shards_free(router_shards *s);
+
+/* Slot for a shard id, created (not live) on first sight.  NULL if the id is
+ * empty/too long or the table is full. */
+router_shard *router_shards_intern(router_shards *s, const char *id, size_t len);
+router_shard *router_shards_get(router_shards *s, uint16_t slot);
+/* Existing slot for an id, or NULL (never creates). */
+router_shard *router_shards_find(router_shards *s, const char *id, size_t len);
+size_t router_shards_nslots(const router_shards *s);
+
+/* Discovery results: the lease exists with this endpoint (connect or
+ * reconnect if it changed) / does not exist (close, stop sending). */
+void router_shards_set_live(router_shards *s, router_shard *sh, const char *endpoint);
+void router_shards_set_dead(router_shards *s, router_shard *sh, const char *why);
+
+size_t router_shards_live(const router_shards *s);
+size_t router_shards_ready(const router_shards *s);
+uint64_t router_shards_queued_bytes(const router_shards *s);
+
+/*
+ * Batch building.  begin() starts batch `batch_no` with `ticket`;
+ * add() appends a record for one shard and returns -1 if queued or the
+ * router_drop reason if dropped; end() closes the open frames, attaches the
+ * marks and writes once to every touched shard.
+ */
+void router_shards_batch_begin(router_shards *s, uint64_t batch_no, enum frame_mode mode,
+                               void *ticket);
+int router_shards_add(router_shards *s, router_shard *sh, const frame_record *r);
+void router_shards_batch_end(router_shards *s);
+
+/*
+ * Free the slots of shards that are not live and not connected (shard ids
+ * default to hostname-pid, so every restart brings a new id).  Renumbers the
+ * remaining slots: the caller must flush the route cache and hold no slot
+ * numbers (no batch in flight).  Returns the number freed.
+ */
+size_t router_shards_compact(router_shards *s);
+
+/* Periodic (1 s): disconnect stalled shards. */
+void router_shards_tick(router_shards *s, uint64_t now_ms);
+
+/* Close every connection now, dropping their queues (shutdown timeout). */
+void router_shards_close_all(router_shards *s, const char *why);
+
+/* Append a JSON array describing every slot (for /health). */
+int router_shards_json(const router_shards *s, buf *out);
+
+#endif

@@ -1,0 +1,307 @@
+/*
+ * odin-router under faults: Redis killed mid-run (fallback broadcast, then
+ * targeted again after a restart on the same port), a shard that stops
+ * reading (only its own records are dropped), and a dead shard whose lease
+ * expired (routes cleaned through the reverse index, never sent to).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "proto/frame.h"
+#include "tests/support/rtsup.h"
+#include "tests/support/support.h"
+
+#define T_WAIT 30000
+
+static const char *brokers(void) { return tsup_env("ODIN_KAFKA_BROKERS"); }
+
+/* partition -2: spread over partitions 0-3 (the devbroker keeps only 5 MiB
+ * per partition; bulk traffic must not push unread records out) */
+static void produce_np(rtsup_producer *p, const char *topic, const char *key, int n,
+                       size_t value_bytes, int partition)
+{
+    char *v = malloc(value_bytes + 64);
+    for (int i = 0; i < n; i++) {
+        int l = snprintf(v, 64, "{\"i\":%d,\"pad\":\"", i);
+        size_t len = (size_t)l;
+        while (len + 2 < value_bytes)
+            v[len++] = 'x';
+        v[len++] = '"';
+        v[len++] = '}';
+        rtsup_produce(p, topic, partition == -2 ? i % 4 : partition, key, strlen(key), v,
+                      len);
+    }
+    free(v);
+    assert_int_equal(rtsup_producer_flush(p), 0);
+}
+
+static void produce_n(rtsup_producer *p, const char *topic, const char *key, int n,
+                      size_t value_bytes)
+{
+    produce_np(p, topic, key, n, value_bytes, 0);
+}
+
+static void flush_redis(void)
+{
+    redisContext *c = tsup_redis_connect(tsup_env("ODIN_REDIS_URL"));
+    redisReply *r = redisCommand(c, "FLUSHALL");
+    assert_non_null(r);
+    freeReplyObject(r);
+    redisFree(c);
+}
+
+static void create_topic(rtsup_producer *p, const char *topic)
+{
+    rtsup_produce(p, topic, 0, "WARMUP", 6, "{}", 2);
+    assert_int_equal(rtsup_producer_flush(p), 0);
+}
+
+static double metric(int port, const char *s) { return rtsup_metric(port, s); }
+
+static void test_redis_down_fallback_and_back(void **state)
+{
+    tsup_redis red;
+    assert_int_equal(tsup_redis_start(&red), 0);
+    redisContext *rc = tsup_redis_connect(red.url);
+    rtsup_shard *a = rtsup_shard_start(rtsup_unique("fbA"));
+    rtsup_shard *b = rtsup_shard_start(rtsup_unique("fbB"));
+    rtsup_shard_register(a, rc, 0);
+    rtsup_shard_register(b, rc, 0);
+    rtsup_route(rc, "add", a->id, "TOKA");
+
+    rtsup_producer *p = rtsup_producer_new(brokers());
+    char topic[128], topics[160], group[128];
+    snprintf(topic, sizeof topic, "%s", rtsup_unique("rt-fallback"));
+    snprintf(topics, sizeof topics, "KAFKA_TOPICS=%s=trade", topic);
+    snprintf(group, sizeof group, "KAFKA_GROUP=%s", rtsup_unique("g"));
+    create_topic(p, topic);
+    rtsup_router r;
+    const char *env[] = { topics, group, "KAFKA_OFFSET_RESET=earliest",
+                          "REDIS_RECONNECT_MAX_MS=200", "REDIS_TIMEOUT_MS=500", NULL };
+    assert_int_equal(rtsup_router_start(&r, red.url, env), 0);
+    assert_true(rtsup_wait_metric_eq(r.http_port, "router_shards_connected", 2, T_WAIT));
+    assert_true(rtsup_wait_metric_eq(r.http_port, "router_redis_connected", 1, T_WAIT));
+    rtsup_shard *const ab[] = { a, b, NULL };
+
+    /* targeted */
+    produce_n(p, topic, "TOKA", 5, 50);
+    assert_true(rtsup_marker(p, topic, 0, ab, 1, T_WAIT));
+    assert_int_equal(rtsup_shard_count_token(a, "TOKA"), 5);
+    assert_int_equal(rtsup_shard_count_token(b, "TOKA"), 0);
+
+    /* Redis dies: every record goes to every shard known live */
+    tsup_redis_stop(&red);
+    redisFree(rc);
+    assert_true(rtsup_wait_metric_eq(r.http_port, "router_redis_connected", 0, T_WAIT));
+    produce_n(p, topic, "TOKA", 6, 50);
+    assert_true(rtsup_marker(p, topic, 0, ab, 2, T_WAIT));
+    assert_int_equal(rtsup_shard_count_token(a, "TOKA"), 11);
+    assert_int_equal(rtsup_shard_count_token(b, "TOKA"), 6);
+    assert_true(metric(r.http_port, "router_dispatch_total{mode=\"fallback\"}") >= 6);
+    assert_int_equal(metric(r.http_port, "router_fallback_active"), 1);
+    char *body = NULL;
+    assert_int_equal(tsup_http_get(r.http_port, "/health", &body), 200);
+    assert_non_null(strstr(body, "\"status\":\"degraded\""));
+    assert_non_null(strstr(body, "\"mode\":\"fallback\""));
+    free(body);
+    rtsup_rec rec;
+    int seen_fallback = 0;
+    for (size_t i = 0; rtsup_shard_get(b, i, &rec); i++) {
+        if (strcmp(rec.token, "TOKA") == 0) {
+            assert_int_equal(rec.mode, FRAME_MODE_BROADCAST);
+            seen_fallback = 1;
+        }
+        rtsup_rec_free(&rec);
+    }
+    assert_true(seen_fallback);
+
+    /* Redis is back (empty): shards re-register, the router returns to
+     * targeted dispatch with a flushed cache */
+    assert_int_equal(tsup_redis_start_on(&red, red.port), 0);
+    rc = tsup_redis_connect(red.url);
+    rtsup_shard_register(a, rc, 0);
+    rtsup_shard_register(b, rc, 0);
+    rtsup_route(rc, "add", a->id, "TOKA");
+    assert_true(rtsup_wait_metric_eq(r.http_port, "router_redis_connected", 1, T_WAIT));
+    assert_true(rtsup_wait_metric_eq(r.http_port, "router_shards_connected", 2, T_WAIT));
+    assert_true(metric(r.http_port, "router_redis_reconnects_total") >= 2);
+    double targeted = metric(r.http_port, "router_dispatch_total{mode=\"targeted\"}");
+    produce_n(p, topic, "TOKA", 7, 50);
+    assert_true(rtsup_marker(p, topic, 0, ab, 3, T_WAIT));
+    assert_int_equal(rtsup_shard_count_token(a, "TOKA"), 18);
+    assert_int_equal(rtsup_shard_count_token(b, "TOKA"), 6);
+    assert_true(metric(r.http_port, "router_dispatch_total{mode=\"targeted\"}") >= targeted + 7);
+    assert_int_equal(metric(r.http_port, "router_fallback_active"), 0);
+
+    int st = rtsup_router_stop(&r);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    rtsup_producer_free(p);
+    rtsup_shard_free(a);
+    rtsup_shard_free(b);
+    redisFree(rc);
+    tsup_redis_stop(&red);
+}
+
+static void test_slow_shard_does_not_delay_others(void **state)
+{
+    flush_redis();
+    redisContext *rc = tsup_redis_connect(tsup_env("ODIN_REDIS_URL"));
+    rtsup_shard *slow = rtsup_shard_start(rtsup_unique("slow"));
+    rtsup_shard *fast = rtsup_shard_start(rtsup_unique("fast"));
+    rtsup_shard_register(slow, rc, 0);
+    rtsup_shard_register(fast, rc, 0);
+    rtsup_route(rc, "add", slow->id, "SLOWTOK");
+    rtsup_route(rc, "add", fast->id, "FASTTOK");
+
+    rtsup_producer *p = rtsup_producer_new(brokers());
+    char topic[128], topics[160], group[128];
+    snprintf(topic, sizeof topic, "%s", rtsup_unique("rt-slow"));
+    snprintf(topics, sizeof topics, "KAFKA_TOPICS=%s=trade", topic);
+    snprintf(group, sizeof group, "KAFKA_GROUP=%s", rtsup_unique("g"));
+    create_topic(p, topic);
+    rtsup_router r;
+    const char *env[] = { topics, group, "KAFKA_OFFSET_RESET=earliest",
+                          "SHARD_QUEUE_BYTES=262144", "SHARD_STALL_TIMEOUT_MS=3000",
+                          "SHARD_RECONNECT_MAX_MS=200", NULL };
+    assert_int_equal(rtsup_router_start(&r, tsup_env("ODIN_REDIS_URL"), env), 0);
+    assert_true(rtsup_wait_metric_eq(r.http_port, "router_shards_connected", 2, T_WAIT));
+
+    slow->paused = 1;   /* stops reading: its socket buffer, then its queue fill */
+    /* ~3 MB for the slow shard (far beyond its socket buffer and 256 KiB
+     * queue), interleaved with as much for the fast shard.  Each round waits
+     * for the fast shard to have everything so far: it keeps getting its
+     * records while the slow one is stuck (and the test's own reader thread
+     * is never the bottleneck). */
+    for (int round = 0; round < 30; round++) {
+        produce_np(p, topic, "SLOWTOK", 100, 1000, -2);
+        produce_np(p, topic, "FASTTOK", 100, 1000, -2);
+        assert_true(rtsup_wait_count(fast, "FASTTOK", (size_t)(round + 1) * 100, T_WAIT));
+    }
+    /* (normally its queue filled up first: queue_full drops) */
+    /* the stalled shard is disconnected; what it had queued is dropped and
+     * counted, so every batch completes and its offsets are stored */
+    assert_true(rtsup_wait_metric(r.http_port, "router_drops_total{reason=\"stalled\"}", 1,
+                                  T_WAIT));
+    assert_true(rtsup_wait_metric_eq(r.http_port, "router_pending_segments", 0, T_WAIT));
+    assert_true(metric(r.http_port, "router_offsets_stored_total") >= 1);
+    assert_int_equal(rtsup_shard_count_token(fast, "SLOWTOK"), 0);
+    double drops = metric(r.http_port, "router_drops_total{reason=\"queue_full\"}") +
+                   metric(r.http_port, "router_drops_total{reason=\"stalled\"}");
+    /* every record for the slow shard was delivered or counted as dropped */
+    assert_true(drops + (double)rtsup_shard_count_token(slow, "SLOWTOK") >= 3000);
+    assert_int_equal(rtsup_shard_count_token(fast, "FASTTOK"), 3000);
+
+    /* it recovers: reading again, it is reconnected and gets new records */
+    slow->paused = 0;
+    assert_true(rtsup_wait_metric_eq(r.http_port, "router_shards_connected", 2, T_WAIT));
+    size_t before = rtsup_shard_count_token(slow, "SLOWTOK");
+    produce_n(p, topic, "SLOWTOK", 3, 100);
+    rtsup_shard *const both[] = { slow, fast, NULL };
+    assert_true(rtsup_marker(p, topic, 0, both, 1, T_WAIT));
+    assert_true(rtsup_shard_count_token(slow, "SLOWTOK") >= before + 3);
+
+    int st = rtsup_router_stop(&r);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    rtsup_producer_free(p);
+    rtsup_shard_deregister(slow, rc);
+    rtsup_shard_deregister(fast, rc);
+    rtsup_shard_free(slow);
+    rtsup_shard_free(fast);
+    redisFree(rc);
+}
+
+typedef struct dead_arg {
+    redisContext *c;
+    const char *id, *tok1, *tok2;
+} dead_arg;
+
+static int cleaned(void *arg)
+{
+    dead_arg *d = arg;
+    return tsup_redis_int(d->c, "SISMEMBER odin:route:%s %s", d->tok1, d->id) == 0 &&
+           tsup_redis_int(d->c, "SISMEMBER odin:route:%s %s", d->tok2, d->id) == 0 &&
+           tsup_redis_int(d->c, "SISMEMBER odin:shards %s", d->id) == 0 &&
+           tsup_redis_int(d->c, "EXISTS odin:shard:%s:tokens", d->id) == 0;
+}
+
+static void test_dead_shard_routes_cleaned(void **state)
+{
+    flush_redis();
+    redisContext *rc = tsup_redis_connect(tsup_env("ODIN_REDIS_URL"));
+    rtsup_shard *dead = rtsup_shard_start(rtsup_unique("dead"));
+    rtsup_shard *live = rtsup_shard_start(rtsup_unique("live"));
+    rtsup_shard_register(live, rc, 0);
+    rtsup_shard_register(dead, rc, 60000);
+    char t1[64], t2[64];
+    snprintf(t1, sizeof t1, "DT1_%d", (int)getpid());
+    snprintf(t2, sizeof t2, "DT2_%d", (int)getpid());
+    rtsup_route(rc, "add", dead->id, t1);
+    rtsup_route(rc, "add", dead->id, t2);
+    rtsup_route(rc, "add", live->id, t2);
+
+    rtsup_producer *p = rtsup_producer_new(brokers());
+    char topic[128], topics[160], group[128];
+    snprintf(topic, sizeof topic, "%s", rtsup_unique("rt-dead"));
+    snprintf(topics, sizeof topics, "KAFKA_TOPICS=%s=trade", topic);
+    snprintf(group, sizeof group, "KAFKA_GROUP=%s", rtsup_unique("g"));
+    create_topic(p, topic);
+    rtsup_router r;
+    const char *env[] = { topics, group, "KAFKA_OFFSET_RESET=earliest", NULL };
+    assert_int_equal(rtsup_router_start(&r, tsup_env("ODIN_REDIS_URL"), env), 0);
+    assert_true(rtsup_wait_metric_eq(r.http_port, "router_shards_connected", 2, T_WAIT));
+    produce_n(p, topic, t1, 2, 40);
+    rtsup_shard *const both[] = { dead, live, NULL };
+    assert_true(rtsup_marker(p, topic, 0, both, 1, T_WAIT));
+    assert_int_equal(rtsup_shard_count_token(dead, t1), 2);
+
+    /* the shard "dies": its lease runs out (no heartbeat) */
+    char key[128];
+    snprintf(key, sizeof key, "odin:shard:%s", dead->id);
+    assert_int_equal(tsup_redis_int(rc, "PEXPIRE %s 300", key), 1);
+    dead_arg d = { rc, dead->id, t1, t2 };
+    assert_true(tsup_wait_until(cleaned, &d, T_WAIT));
+    assert_true(rtsup_wait_metric(r.http_port, "router_shards_cleaned_total", 1, T_WAIT));
+    assert_true(rtsup_wait_metric_eq(r.http_port, "router_shards_connected", 1, T_WAIT));
+    assert_int_equal(tsup_redis_int(rc, "SISMEMBER odin:route:%s %s", t2, live->id), 1);
+
+    /* never sent to again, even through a stale route naming it */
+    rtsup_route(rc, "add", dead->id, t1);
+    double down = metric(r.http_port, "router_drops_total{reason=\"shard_down\"}");
+    size_t before = rtsup_shard_count(dead);
+    produce_n(p, topic, t1, 3, 40);
+    produce_n(p, topic, t2, 2, 40);
+    rtsup_shard *const l[] = { live, NULL };
+    assert_true(rtsup_marker(p, topic, 0, l, 2, T_WAIT));
+    assert_int_equal(rtsup_shard_count_token(live, t2), 2);
+    assert_true(rtsup_wait_metric(r.http_port, "router_drops_total{reason=\"shard_down\"}",
+                                  down + 3, T_WAIT));
+    assert_int_equal(rtsup_shard_count(dead), before);
+
+    int st = rtsup_router_stop(&r);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    rtsup_producer_free(p);
+    rtsup_shard_deregister(live, rc);
+    rtsup_shard_free(dead);
+    rtsup_shard_free(live);
+    redisFree(rc);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_redis_down_fallback_and_back),
+        cmocka_unit_test(test_slow_shard_does_not_delay_others),
+        cmocka_unit_test(test_dead_shard_routes_cleaned),
+    };
+    if (getenv("ODIN_TEST_FILTER"))
+        cmocka_set_test_filter(getenv("ODIN_TEST_FILTER"));
+    return cmocka_run_group_tests_name("router_faults", tests, NULL, NULL);
+}

@@ -1,0 +1,105 @@
+/* router/shards.c without a peer: slot interning, liveness, drops for
+ * shards that are not ready, and slot compaction. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <event2/event.h>
+
+#include "router/shards.h"
+
+static int frames, refs;
+static void hook_frame(void *t, uint32_t n, int done, enum router_drop r, void *a) { frames++; }
+static void hook_ref(void *t, void *a) { refs++; }
+
+static router_shards *mk(struct event_base *base, router_metrics *m)
+{
+    router_shards_opts o = { "r1", 65536, 1000, 1000, 1000 };
+    router_shards_hooks h = { hook_frame, hook_ref, NULL, NULL };
+    router_metrics_init(m);
+    return router_shards_new(base, &o, &h, m);
+}
+
+static void test_intern_and_compact(void **state)
+{
+    struct event_base *base = event_base_new();
+    router_metrics m;
+    router_shards *s = mk(base, &m);
+    assert_non_null(s);
+    assert_null(router_shards_intern(s, "", 0));
+    router_shard *a = router_shards_intern(s, "A", 1);
+    router_shard *b = router_shards_intern(s, "B", 1);
+    assert_non_null(a);
+    assert_ptr_equal(router_shards_intern(s, "A", 1), a);
+    assert_ptr_equal(router_shards_find(s, "B", 1), b);
+    assert_null(router_shards_find(s, "C", 1));
+    assert_int_equal(a->slot, 0);
+    assert_int_equal(b->slot, 1);
+    char id[16];
+    for (int i = 0; i < 100; i++) {
+        snprintf(id, sizeof id, "dead%d", i);
+        assert_non_null(router_shards_intern(s, id, strlen(id)));
+    }
+    /* live, but its socket does not exist: connect fails, retry is planned */
+    router_shards_set_live(s, b, "unix:/nonexistent/odin-test.sock");
+    assert_true(b->live);
+    assert_int_equal(router_shards_live(s), 1);
+    assert_int_equal(router_shards_ready(s), 0);
+    assert_int_equal(router_shards_nslots(s), 102);
+
+    /* records for shards that are not ready are dropped as shard_down */
+    frame_record r = { "trade", 5, "BTC", 3, 0, 1, 1, "{}", 2, 0 };
+    router_shards_batch_begin(s, 1, FRAME_MODE_TARGETED, NULL);
+    assert_int_equal(router_shards_add(s, a, &r), ROUTER_DROP_SHARD_DOWN);
+    assert_int_equal(router_shards_add(s, b, &r), ROUTER_DROP_SHARD_DOWN);
+    router_shards_batch_end(s);
+    assert_int_equal(refs, 0);
+
+    assert_int_equal(router_shards_compact(s), 101);   /* all but B */
+    assert_int_equal(router_shards_nslots(s), 1);
+    assert_ptr_equal(router_shards_get(s, 0), b);
+    assert_int_equal(b->slot, 0);
+    assert_null(router_shards_get(s, 1));
+    assert_null(router_shards_find(s, "A", 1));
+    router_shards_set_dead(s, b, "test");
+    assert_int_equal(router_shards_live(s), 0);
+
+    buf j = { 0 };
+    assert_int_equal(router_shards_json(s, &j), 0);
+    buf_append(&j, "", 1);
+    assert_non_null(strstr(j.data, "\"id\":\"B\",\"live\":false"));
+    buf_free(&j);
+    router_shards_free(s);
+    router_shards_free(NULL);
+    event_base_free(base);
+}
+
+static void test_bad_endpoints(void **state)
+{
+    struct event_base *base = event_base_new();
+    router_metrics m;
+    router_shards *s = mk(base, &m);
+    router_shard *x = router_shards_intern(s, "X", 1);
+    router_shards_set_live(s, x, "http://nope");
+    assert_int_equal(x->state, RSH_IDLE);
+    router_shards_set_live(s, x, "tcp://127.0.0.1:1");   /* refused (or pending) */
+    router_shards_set_live(s, x, NULL);                  /* lease without endpoint */
+    assert_true(x->live);
+    assert_int_equal(x->state, RSH_IDLE);
+    router_shards_close_all(s, "test");
+    router_shards_free(s);
+    event_base_free(base);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_intern_and_compact),
+        cmocka_unit_test(test_bad_endpoints),
+    };
+    return cmocka_run_group_tests_name("router_shards", tests, NULL, NULL);
+}
