@@ -149,6 +149,12 @@ int router_metrics_render(const router_metrics *m, const router_gauges *g, buf *
                   m->frames_sent);
     rc |= counter(o, "router_bytes_sent_total", "Bytes written to shard sockets",
                   m->bytes_sent);
+    rc |= counter(o, "router_records_sent_total", "Record copies queued to shard "
+                  "sockets (one per record per target shard; later losses are in "
+                  "router_drops_total)", m->records_sent);
+    rc |= counter(o, "router_records_unrouted_total", "Records in targeted mode "
+                  "whose token no shard holds (skipped at no cost to shards)",
+                  m->unrouted);
     rc |= counter(o, "router_kafka_errors_total", "Consumer errors reported by librdkafka",
                   m->kafka_errors);
     rc |= gauge(o, "router_consumer_lag", "Sum over assigned partitions of high watermark "

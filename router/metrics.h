@@ -62,6 +62,8 @@ typedef struct router_metrics {
     uint64_t records;                         /* consumed records */
     uint64_t invalid[ROUTER_INV_COUNT];
     uint64_t dispatch[ROUTER_MODE_COUNT];     /* records dispatched per mode */
+    uint64_t records_sent;                    /* record copies queued to shards */
+    uint64_t unrouted;                        /* targeted records with no shard */
     uint64_t drops[ROUTER_DROP_COUNT];
     uint64_t batches;
     uint64_t offsets_stored;                  /* partition positions stored */

@@ -282,6 +282,9 @@ static void dispatch_batch(router *r, enum router_mode mode)
         }
         router_hist_observe(&r->m.fanout, sent);
         r->m.dispatch[mode]++;
+        r->m.records_sent += sent;
+        if (nt == 0 && !rec->all && mode == ROUTER_MODE_TARGETED)
+            r->m.unrouted++;
     }
     (void)cfg;
     router_shards_batch_end(r->shards);

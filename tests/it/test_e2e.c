@@ -1,0 +1,481 @@
+/*
+ * End-to-end tests against the real processes: odin-devbroker (Kafka
+ * protocol), redis-server, odin-router, several odin-shard processes and
+ * WebSocket clients.  Records are produced with librdkafka.
+ *
+ * Synchronisation without sleeps: a "marker" is a record on the broadcast
+ * key "*" (delivered to every client of every shard) produced to the same
+ * partition as the test records, after them.  Kafka keeps a partition's
+ * order, the router keeps it per shard and each shard per client, so a
+ * client that has seen marker N has seen everything produced before it,
+ * including anything misrouted to it.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include "common/clock.h"
+#include "tests/support/rtsup.h"
+#include "tests/support/shardsup.h"
+#include "tests/support/support.h"
+#include "tests/support/wsclient.h"
+
+/* Every test record goes to partition 0 of these topics. */
+#define TOPIC_TRADE "odin.trades"
+#define TOPIC_ANALYTICS "odin.analytics"
+
+#define MAXCH 8
+
+typedef struct client {
+    wsc *ws;
+    const char *name;
+    char channels[MAXCH][96];
+    long counts[MAXCH];
+    int64_t last_seq[MAXCH];
+    long out_of_order;          /* seq not increasing on a channel */
+    long unexpected;            /* a channel this client did not subscribe to */
+    char last_marker[64];
+} client;
+
+static int ch_index(client *c, const char *ch)
+{
+    for (int i = 0; i < MAXCH && c->channels[i][0]; i++)
+        if (strcmp(c->channels[i], ch) == 0)
+            return i;
+    return -1;
+}
+
+/* Handle one text message; returns 1 if it was a live record. */
+static int on_text(client *c, const char *text)
+{
+    json_error_t err;
+    json_t *j = json_loads(text, 0, &err);
+    assert_non_null(j);
+    int live = 0;
+    json_t *chj = json_object_get(j, "channel");
+    if (chj && json_is_string(chj)) {
+        live = 1;
+        const char *ch = json_string_value(chj);
+        if (strncmp(ch, "*.", 2) == 0) {
+            /* envelope data = the Kafka value verbatim: {"type":..,"data":{..}} */
+            json_t *m = json_object_get(
+                json_object_get(json_object_get(j, "data"), "data"), "marker");
+            if (m && json_is_string(m))
+                snprintf(c->last_marker, sizeof c->last_marker, "%s", json_string_value(m));
+        } else {
+            int i = ch_index(c, ch);
+            if (i < 0) {
+                c->unexpected++;
+                fprintf(stderr, "%s: unexpected message on %s\n", c->name, ch);
+            } else {
+                int64_t seq = (int64_t)json_integer_value(json_object_get(j, "seq"));
+                if (c->counts[i] > 0 && seq <= c->last_seq[i])
+                    c->out_of_order++;
+                c->last_seq[i] = seq;
+                c->counts[i]++;
+                /* the envelope carries the Kafka value verbatim */
+                assert_non_null(json_object_get(
+                    json_object_get(json_object_get(j, "data"), "data"), "n"));
+            }
+        }
+    }
+    json_decref(j);
+    return live;
+}
+
+/* Read whatever is available within timeout_ms (0 = only what is buffered). */
+static void pump(client *c, int timeout_ms)
+{
+    for (;;) {
+        char *msg = NULL;
+        int rc = wsc_recv_text(c->ws, timeout_ms, &msg, NULL);
+        if (rc != 1) {
+            assert_true(rc == 0);   /* never closed or errored */
+            return;
+        }
+        on_text(c, msg);
+        free(msg);
+        timeout_ms = 0;
+    }
+}
+
+static void client_open(client *c, const char *name, int port, const char *const chans[])
+{
+    memset(c, 0, sizeof *c);
+    c->name = name;
+    int status = 0;
+    c->ws = wsc_connect("127.0.0.1", port, NULL, &status);
+    assert_non_null(c->ws);
+    assert_int_equal(status, 101);
+    char req[1024] = "{\"type\":\"subscribe\",\"data\":{\"channels\":[";
+    for (int i = 0; chans[i]; i++) {
+        snprintf(c->channels[i], sizeof c->channels[i], "%s", chans[i]);
+        strcat(req, i ? ",\"" : "\"");
+        strcat(req, chans[i]);
+        strcat(req, "\"");
+    }
+    strcat(req, "]}}");
+    assert_int_equal(wsc_send_text(c->ws, req), 0);
+    char *ack = NULL;
+    assert_int_equal(wsc_recv_text(c->ws, 5000, &ack, NULL), 1);
+    assert_non_null(strstr(ack, "\"subscription_ack\""));
+    free(ack);
+}
+
+static void client_close(client *c)
+{
+    wsc_free(c->ws);
+    c->ws = NULL;
+}
+
+static long count_of(client *c, const char *ch)
+{
+    int i = ch_index(c, ch);
+    return i < 0 ? -1 : c->counts[i];
+}
+
+/* ---- records ---------------------------------------------------------- */
+
+static void produce(rtsup_producer *p, const char *topic, const char *token, int n)
+{
+    char val[128];
+    snprintf(val, sizeof val, "{\"type\":\"TRADE_EXECUTED\",\"data\":{\"n\":%d}}", n);
+    rtsup_produce(p, topic, 0, token, strlen(token), val, strlen(val));
+}
+
+static void produce_marker(rtsup_producer *p, const char *id)
+{
+    char val[128];
+    snprintf(val, sizeof val, "{\"type\":\"SYSTEM\",\"data\":{\"marker\":\"%s\"}}", id);
+    rtsup_produce(p, TOPIC_TRADE, 0, "*", 1, val, strlen(val));
+    rtsup_produce(p, TOPIC_ANALYTICS, 0, "*", 1, val, strlen(val));
+    assert_int_equal(rtsup_producer_flush(p), 0);
+}
+
+/* Wait until every client saw marker `id` (from both topics: the trade one
+ * may come first, so wait until the later analytics one too by waiting for
+ * a second marker id). */
+static void await_marker(client *const cs[], rtsup_producer *p, const char *tag)
+{
+    char id[64];
+    /* Two markers: the first may overtake records of the other topic,
+     * the second arrives after both topics' records on every client. */
+    for (int round = 0; round < 2; round++) {
+        snprintf(id, sizeof id, "%s-%d", tag, round);
+        produce_marker(p, id);
+        for (int i = 0; cs[i]; i++) {
+            uint64_t end = clock_mono_ms() + 20000;
+            while (strcmp(cs[i]->last_marker, id) != 0) {
+                assert_true(clock_mono_ms() < end);
+                pump(cs[i], 100);
+            }
+        }
+    }
+}
+
+/* Produce markers until every client receives one: the router is then
+ * consuming live (it starts at the latest offsets). */
+static void await_live(client *const cs[], rtsup_producer *p)
+{
+    uint64_t end = clock_mono_ms() + 30000;
+    for (int k = 0;; k++) {
+        char id[32];
+        snprintf(id, sizeof id, "warm-%d", k);
+        produce_marker(p, id);
+        int all = 1;
+        for (int i = 0; cs[i]; i++) {
+            pump(cs[i], 300);
+            if (strncmp(cs[i]->last_marker, "warm-", 5) != 0)
+                all = 0;
+        }
+        if (all)
+            return;
+        assert_true(clock_mono_ms() < end);
+    }
+}
+
+static int route_has(const char *token, const char *shard_id)
+{
+    redisContext *rc = tsup_redis_connect(tsup_env("ODIN_REDIS_URL"));
+    long long v = tsup_redis_int(rc, "SISMEMBER odin:route:%s %s", token, shard_id);
+    redisFree(rc);
+    return (int)v;
+}
+
+typedef struct route_q { const char *token, *shard; int want; } route_q;
+static int route_is(void *arg)
+{
+    route_q *q = arg;
+    return route_has(q->token, q->shard) == q->want;
+}
+
+static void start_shard(ssup_shard *s, const char *id)
+{
+    const char *extra[] = { "SHARD_LEASE_TTL=2", "LOG_LEVEL=info", NULL };
+    assert_int_equal(ssup_shard_start(s, id, NULL, extra), 0);
+}
+
+static void start_router(rtsup_router *r)
+{
+    char group[128];
+    snprintf(group, sizeof group, "KAFKA_GROUP=%s", rtsup_unique("e2e"));
+    const char *extra[] = { group, "KAFKA_OFFSET_RESET=latest", "LOG_LEVEL=info",
+                            "KAFKA_OPTIONS=fetch.wait.max.ms=20,topic.metadata.refresh.interval.ms=1000",
+                            NULL };
+    assert_int_equal(rtsup_router_start(r, tsup_env("ODIN_REDIS_URL"), extra), 0);
+}
+
+/* ---- tests -------------------------------------------------------------- */
+
+/* Clients on different shards subscribed to different tokens receive
+ * exactly their messages and nothing else; records reach only the shards
+ * in odin:route:<token>, and router and shard metrics agree. */
+static void test_targeted_exact(void **st)
+{
+    (void)st;
+    char ta[32], tb[32], tc[32], ida[3][48];
+    snprintf(ta, sizeof ta, "EA%d", (int)getpid());
+    snprintf(tb, sizeof tb, "EB%d", (int)getpid());
+    snprintf(tc, sizeof tc, "EC%d", (int)getpid());
+    ssup_shard s[3];
+    for (int i = 0; i < 3; i++) {
+        snprintf(ida[i], sizeof ida[i], "e2e-t-%d-%d", (int)getpid(), i);
+        start_shard(&s[i], ida[i]);
+    }
+    rtsup_router r;
+    start_router(&r);
+    assert_true(rtsup_wait_metric_eq(r.http_port, "router_shards_connected", 3, 15000));
+
+    char a_trade[64], b_trade[64], c_an[64];
+    snprintf(a_trade, sizeof a_trade, "%s.trade", ta);
+    snprintf(b_trade, sizeof b_trade, "%s.trade", tb);
+    snprintf(c_an, sizeof c_an, "%s.analytics", tc);
+    client c1, c2, c3;
+    client_open(&c1, "c1", s[0].port, (const char *const[]){ a_trade, NULL });
+    client_open(&c2, "c2", s[1].port, (const char *const[]){ b_trade, NULL });
+    client_open(&c3, "c3", s[2].port, (const char *const[]){ a_trade, c_an, NULL });
+    client *all[] = { &c1, &c2, &c3, NULL };
+
+    rtsup_producer *p = rtsup_producer_new(tsup_env("ODIN_KAFKA_BROKERS"));
+    await_live(all, p);
+    double recv0[3];
+    for (int i = 0; i < 3; i++)
+        recv0[i] = ssup_metric(s[i].port, "shard_records_received_total");
+
+    const int NA = 120, NB = 70, NC = 40, NNONE = 30;
+    for (int i = 0; i < NA; i++) produce(p, TOPIC_TRADE, ta, i);
+    for (int i = 0; i < NB; i++) produce(p, TOPIC_TRADE, tb, i);
+    for (int i = 0; i < NC; i++) produce(p, TOPIC_ANALYTICS, tc, i);
+    /* a token nobody holds, and a channel of A nobody subscribed to */
+    char tnone[32];
+    snprintf(tnone, sizeof tnone, "EN%d", (int)getpid());
+    for (int i = 0; i < NNONE; i++) produce(p, TOPIC_TRADE, tnone, i);
+    for (int i = 0; i < NNONE; i++) produce(p, TOPIC_ANALYTICS, ta, i);
+    assert_int_equal(rtsup_producer_flush(p), 0);
+    await_marker(all, p, "t1");
+
+    assert_int_equal(count_of(&c1, a_trade), NA);
+    assert_int_equal(count_of(&c2, b_trade), NB);
+    assert_int_equal(count_of(&c3, a_trade), NA);
+    assert_int_equal(count_of(&c3, c_an), NC);
+    for (int i = 0; all[i]; i++) {
+        assert_int_equal(all[i]->unexpected, 0);
+        assert_int_equal(all[i]->out_of_order, 0);
+    }
+
+    /* Shard side: each shard got exactly the records of its tokens (A's
+     * analytics records go to the shards holding A and are dropped there for
+     * want of a subscriber to that channel) plus the 4 markers. */
+    const double markers = 4;
+    double want[3] = { NA + NNONE + markers, NB + markers, NA + NNONE + NC + markers };
+    for (int i = 0; i < 3; i++) {
+        double got = ssup_metric(s[i].port, "shard_records_received_total") - recv0[i];
+        fprintf(stderr, "shard %d received %.0f, want %.0f\n", i, got, want[i]);
+        assert_true(got == want[i]);
+    }
+    /* nothing for the unheld token reached any shard; the router saw it */
+    double unrouted = rtsup_metric(r.http_port, "router_records_unrouted_total");
+    assert_true(unrouted >= NNONE);
+    /* Router side: deliveries the router wrote equal what shards received. */
+    double router_sent = rtsup_metric(r.http_port, "router_records_sent_total");
+    double shards_got = 0;
+    for (int i = 0; i < 3; i++)
+        shards_got += ssup_metric(s[i].port, "shard_records_received_total");
+    fprintf(stderr, "router sent %.0f record copies, shards received %.0f\n", router_sent,
+            shards_got);
+    assert_true(router_sent == shards_got);
+
+    rtsup_producer_free(p);
+    for (int i = 0; i < 3; i++)
+        client_close(all[i]);
+    assert_true(WIFEXITED(rtsup_router_stop(&r)));
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(WEXITSTATUS(ssup_shard_stop(&s[i], SIGTERM, 10000)), 0);
+}
+
+/* A shard SIGKILLed mid-stream loses its routes within the lease TTL (the
+ * router's dead-shard sweep cleans them through the reverse index) and the
+ * clients of the other shards keep receiving every record. */
+static void test_sigkill_shard(void **st)
+{
+    (void)st;
+    char tk[32], ids[2][48], chan[64];
+    snprintf(tk, sizeof tk, "EK%d", (int)getpid());
+    snprintf(chan, sizeof chan, "%s.trade", tk);
+    ssup_shard s[2];
+    for (int i = 0; i < 2; i++) {
+        snprintf(ids[i], sizeof ids[i], "e2e-k-%d-%d", (int)getpid(), i);
+        start_shard(&s[i], ids[i]);
+    }
+    rtsup_router r;
+    start_router(&r);
+    assert_true(rtsup_wait_metric_eq(r.http_port, "router_shards_connected", 2, 15000));
+    client k1, k2;
+    client_open(&k1, "k1", s[0].port, (const char *const[]){ chan, NULL });
+    client_open(&k2, "k2", s[1].port, (const char *const[]){ chan, NULL });
+    client *both[] = { &k1, &k2, NULL };
+    client *survivor[] = { &k2, NULL };
+    rtsup_producer *p = rtsup_producer_new(tsup_env("ODIN_KAFKA_BROKERS"));
+    await_live(both, p);
+    assert_true(route_has(tk, ids[0]) && route_has(tk, ids[1]));
+
+    /* stream, kill shard 0 in the middle, keep streaming until its route is gone */
+    int sent = 0;
+    for (; sent < 100; sent++) {
+        produce(p, TOPIC_TRADE, tk, sent);
+        if (sent % 10 == 0) { rtsup_producer_flush(p); pump(&k2, 0); }
+    }
+    rtsup_producer_flush(p);
+    uint64_t killed_at = clock_mono_ms();
+    int stk = ssup_shard_stop(&s[0], SIGKILL, 5000);
+    assert_true(WIFSIGNALED(stk));
+    client_close(&k1);
+    route_q q = { tk, ids[0], 0 };
+    while (!route_is(&q)) {
+        produce(p, TOPIC_TRADE, tk, sent++);
+        rtsup_producer_flush(p);
+        pump(&k2, 20);
+        /* lease TTL 2 s + discovery 0.2 s, with slack for a loaded machine */
+        assert_true(clock_mono_ms() - killed_at < 10000);
+    }
+    uint64_t cleaned_ms = clock_mono_ms() - killed_at;
+    fprintf(stderr, "dead shard's route removed %llu ms after SIGKILL\n",
+            (unsigned long long)cleaned_ms);
+    redisContext *rc = tsup_redis_connect(tsup_env("ODIN_REDIS_URL"));
+    char key[128];
+    snprintf(key, sizeof key, "odin:shard:%s:tokens", ids[0]);
+    assert_int_equal(tsup_redis_int(rc, "EXISTS %s", key), 0);
+    snprintf(key, sizeof key, "odin:shard:%s", ids[0]);
+    assert_int_equal(tsup_redis_int(rc, "EXISTS %s", key), 0);
+    assert_int_equal(tsup_redis_int(rc, "SISMEMBER odin:shards %s", ids[0]), 0);
+    redisFree(rc);
+    for (int i = 0; i < 50; i++)
+        produce(p, TOPIC_TRADE, tk, sent++);
+    rtsup_producer_flush(p);
+    await_marker(survivor, p, "k");
+    fprintf(stderr, "survivor received %ld of %d\n", count_of(&k2, chan), sent);
+    assert_int_equal(count_of(&k2, chan), sent);
+    assert_int_equal(k2.out_of_order, 0);
+    assert_int_equal(k2.unexpected, 0);
+    assert_true(rtsup_wait_metric_eq(r.http_port, "router_shards_connected", 1, 10000));
+
+    rtsup_producer_free(p);
+    client_close(&k2);
+    assert_true(WIFEXITED(rtsup_router_stop(&r)));
+    assert_int_equal(WEXITSTATUS(ssup_shard_stop(&s[1], SIGTERM, 10000)), 0);
+}
+
+/* Scaling from 3 to 5 shards while publishing loses nothing for clients
+ * already connected; clients of the new shards receive their tokens' records
+ * from their subscription on. */
+static void test_scale_out(void **st)
+{
+    (void)st;
+    ssup_shard s[5];
+    char ids[5][48], toks[5][32], chans[5][64];
+    for (int i = 0; i < 5; i++) {
+        snprintf(ids[i], sizeof ids[i], "e2e-s-%d-%d", (int)getpid(), i);
+        snprintf(toks[i], sizeof toks[i], "ES%d_%d", (int)getpid(), i);
+        snprintf(chans[i], sizeof chans[i], "%s.trade", toks[i]);
+    }
+    for (int i = 0; i < 3; i++)
+        start_shard(&s[i], ids[i]);
+    rtsup_router r;
+    start_router(&r);
+    assert_true(rtsup_wait_metric_eq(r.http_port, "router_shards_connected", 3, 15000));
+    client c[5];
+    /* old clients: each of the three shards holds every token */
+    for (int i = 0; i < 3; i++)
+        client_open(&c[i], "old", s[i].port,
+                    (const char *const[]){ chans[0], chans[1], chans[2], chans[3], chans[4], NULL });
+    client *old[] = { &c[0], &c[1], &c[2], NULL };
+    rtsup_producer *p = rtsup_producer_new(tsup_env("ODIN_KAFKA_BROKERS"));
+    await_live(old, p);
+
+    int sent[5] = { 0 };
+    for (int round = 0; round < 60; round++) {
+        for (int t = 0; t < 5; t++)
+            produce(p, TOPIC_TRADE, toks[t], sent[t]++);
+        if (round == 20) {
+            /* scale out mid-stream */
+            start_shard(&s[3], ids[3]);
+            start_shard(&s[4], ids[4]);
+        }
+        if (round == 30) {
+            assert_true(rtsup_wait_metric_eq(r.http_port, "router_shards_connected", 5, 15000));
+            client_open(&c[3], "new3", s[3].port, (const char *const[]){ chans[3], NULL });
+            client_open(&c[4], "new4", s[4].port, (const char *const[]){ chans[4], NULL });
+        }
+        rtsup_producer_flush(p);
+        for (int i = 0; i < (round >= 30 ? 5 : 3); i++)
+            pump(&c[i], 0);
+    }
+    /* the new shards' routes are live before the last records */
+    route_q q3 = { toks[3], ids[3], 1 }, q4 = { toks[4], ids[4], 1 };
+    assert_true(tsup_wait_until(route_is, &q3, 5000));
+    assert_true(tsup_wait_until(route_is, &q4, 5000));
+    for (int t = 0; t < 5; t++)
+        for (int k = 0; k < 20; k++)
+            produce(p, TOPIC_TRADE, toks[t], sent[t]++);
+    rtsup_producer_flush(p);
+    client *every[] = { &c[0], &c[1], &c[2], &c[3], &c[4], NULL };
+    await_marker(every, p, "s");
+    for (int i = 0; i < 3; i++) {
+        for (int t = 0; t < 5; t++)
+            assert_int_equal(count_of(&c[i], chans[t]), sent[t]);
+        assert_int_equal(c[i].out_of_order, 0);
+        assert_int_equal(c[i].unexpected, 0);
+    }
+    for (int i = 3; i < 5; i++) {
+        long got = count_of(&c[i], chans[i]);
+        fprintf(stderr, "new client %d received %ld of %d\n", i, got, sent[i]);
+        assert_true(got >= 20 && got <= sent[i]);
+        assert_int_equal(c[i].out_of_order, 0);
+        assert_int_equal(c[i].unexpected, 0);
+    }
+    rtsup_producer_free(p);
+    for (int i = 0; i < 5; i++)
+        client_close(&c[i]);
+    assert_true(WIFEXITED(rtsup_router_stop(&r)));
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(WEXITSTATUS(ssup_shard_stop(&s[i], SIGTERM, 10000)), 0);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_targeted_exact),
+        cmocka_unit_test(test_sigkill_shard),
+        cmocka_unit_test(test_scale_out),
+    };
+    return cmocka_run_group_tests_name("e2e", tests, NULL, NULL);
+}
