@@ -44,7 +44,8 @@ static size_t fill_opts(router_config *c)
         "How often stored offsets are committed (auto.commit.interval.ms)", 10, 600000);
     OPT("KAFKA_OPTIONS", CFG_STR, kafka_options, "",
         "Extra librdkafka properties 'key=value,key=value' (e.g. "
-        "security.protocol=ssl)", 0, 0);
+        "security.protocol=ssl); they override the router's own defaults "
+        "fetch.wait.max.ms=10 and session.timeout.ms=10000", 0, 0);
     OPT("REDIS_URL", CFG_STR, redis_url, "redis://127.0.0.1:6379",
         "Redis endpoint: redis://host:port[/db] or unix:/path", 0, 0);
     OPT("REDIS_PREFIX", CFG_STR, redis_prefix, "odin:",

@@ -7,8 +7,9 @@
 #
 # Settings (environment):
 #   SHARDS=3  PUBLIC_PORT=3002  SHARD_PORT_BASE=3101  ROUTER_HTTP_PORT=8080
-#   REDIS_PORT=16379  PUBLISH_RATE=20 (records/s)  PUBLISH_TOKENS=BTC,ETH,SOL,ODIN,DOGE
-#   WATCH_CHANNELS=BTC.trade,ETH.trade  RUN_DIR=./run  BUILD=build
+#   REDIS_PORT=16379  PUBLISH_RATE=50 (records/s)  PUBLISH_TOKENS=BTC,ETH,SOL,ODIN,DOGE
+#   WATCH_CHANNELS=BTC.trade,ETH.trade,SOL.trade  RUN_DIR=./run  BUILD=build
+#   WATCH_SECONDS=0 (>0: stop after that long)
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -17,24 +18,33 @@ PUBLIC_PORT=${PUBLIC_PORT:-3002}
 SHARD_PORT_BASE=${SHARD_PORT_BASE:-3101}
 ROUTER_HTTP_PORT=${ROUTER_HTTP_PORT:-8080}
 REDIS_PORT=${REDIS_PORT:-16379}
-PUBLISH_RATE=${PUBLISH_RATE:-20}
+PUBLISH_RATE=${PUBLISH_RATE:-50}
 PUBLISH_TOKENS=${PUBLISH_TOKENS:-BTC,ETH,SOL,ODIN,DOGE}
-WATCH_CHANNELS=${WATCH_CHANNELS:-BTC.trade,ETH.trade}
+WATCH_CHANNELS=${WATCH_CHANNELS:-BTC.trade,ETH.trade,SOL.trade}
 RUN_DIR=${RUN_DIR:-$top/run}
 BUILD=${BUILD:-$top/build}
-WATCH_SECONDS=${WATCH_SECONDS:-0}   # >0: stop after this many seconds (smoke tests)
+WATCH_SECONDS=${WATCH_SECONDS:-0}
 
 mkdir -p "$RUN_DIR/redis" "$RUN_DIR/logs"
-pids=()
+pids=()           # infrastructure: redis-server, odin-devbroker
+dispatch_pids=()  # odin-router, odin-shard
+client_pids=()    # odin-publish, odin-watch
 cleanup() {
     trap - EXIT INT TERM
     echo; echo "stopping..."
-    # reverse order: clients and publisher, shards (deregister), router, broker, redis
-    for ((i=${#pids[@]}-1; i>=0; i--)); do kill -TERM "${pids[$i]}" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do
-        for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$p" 2>/dev/null || true
-    done
+    # In stages, so each process can finish cleanly against the ones it
+    # talks to: clients and publisher; shards (deregister from Redis) and the
+    # router (commits offsets to the broker); then the broker and Redis.
+    stop_group() {
+        for p in "$@"; do kill -TERM "$p" 2>/dev/null || true; done
+        for p in "$@"; do
+            for _ in $(seq 150); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
+            kill -KILL "$p" 2>/dev/null || true
+        done
+    }
+    stop_group ${client_pids[@]+"${client_pids[@]}"}
+    stop_group ${dispatch_pids[@]+"${dispatch_pids[@]}"}
+    stop_group ${pids[@]+"${pids[@]}"}
     wait 2>/dev/null || true
     echo "stopped; logs in $RUN_DIR/logs"
 }
@@ -64,7 +74,7 @@ echo "odin-devbroker (Kafka protocol) at $KAFKA_BROKERS"
 
 "$BUILD/odin-router" --http-addr "127.0.0.1:$ROUTER_HTTP_PORT" \
     >"$RUN_DIR/logs/router.out" 2>"$RUN_DIR/logs/router.log" &
-pids+=($!)
+dispatch_pids+=($!)
 
 for i in $(seq 1 "$SHARDS"); do
     port=$((SHARD_PORT_BASE + i - 1))
@@ -72,7 +82,7 @@ for i in $(seq 1 "$SHARDS"); do
         --ws-shared-addr "0.0.0.0:$PUBLIC_PORT" \
         --shard-socket "$RUN_DIR/shard-$i.sock" \
         >"$RUN_DIR/logs/shard-$i.out" 2>"$RUN_DIR/logs/shard-$i.log" &
-    pids+=($!)
+    dispatch_pids+=($!)
 done
 for i in $(seq 1 "$SHARDS"); do
     port=$((SHARD_PORT_BASE + i - 1))
@@ -81,7 +91,7 @@ done
 
 "$BUILD/odin-publish" --publish-rate "$PUBLISH_RATE" --publish-tokens "$PUBLISH_TOKENS" \
     >"$RUN_DIR/logs/publish.out" 2>"$RUN_DIR/logs/publish.log" &
-pids+=($!)
+client_pids+=($!)
 
 cat <<INFO
 
@@ -100,5 +110,5 @@ watch_args=(--watch-url "ws://127.0.0.1:$PUBLIC_PORT/ws" --watch-channels "$WATC
 [ "$WATCH_SECONDS" -gt 0 ] && watch_args+=(--watch-seconds "$WATCH_SECONDS")
 "$BUILD/odin-watch" "${watch_args[@]}" &
 watch_pid=$!
-pids+=($watch_pid)
+client_pids+=($watch_pid)
 wait "$watch_pid"

@@ -5,6 +5,7 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <netdb.h>
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -200,6 +201,8 @@ int main(int argc, char **argv)
     freeaddrinfo(ai);
     if (handshake(host, port, path) != 0)
         return 1;
+    /* wslay_event_recv() reads until EAGAIN: the socket must not block */
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
 
     struct wslay_event_callbacks cb = { recv_cb, send_cb, genmask_cb, NULL, NULL, NULL, on_msg };
     wslay_event_context_ptr ctx;
