@@ -87,6 +87,11 @@ done
 for i in $(seq 1 "$SHARDS"); do
     port=$((SHARD_PORT_BASE + i - 1))
     for _ in $(seq 100); do port_busy "$port" && break; sleep 0.05; done
+    if ! port_busy "$port"; then
+        echo "shard-$i did not start; its log:" >&2
+        tail -n 5 "$RUN_DIR/logs/shard-$i.log" >&2
+        exit 1
+    fi
 done
 
 "$BUILD/odin-publish" --publish-rate "$PUBLISH_RATE" --publish-tokens "$PUBLISH_TOKENS" \

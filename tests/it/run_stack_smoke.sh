@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# `make run` smoke test: tools/run-stack.sh starts redis, devbroker, router,
+# three shards, the publisher and the demo client; the demo client must
+# receive live events through the shared (SO_REUSEPORT) port, and everything
+# must stop cleanly.
+set -euo pipefail
+top=${ODIN_TOP:?run through tools/run-tests.sh}
+# Ports below the ephemeral range (32768+), so no outgoing connection of the
+# stack itself can take one between our pick and the bind.  free_port N
+# prints the first of N consecutive free ports.
+free_port() {
+    python3 - "${1:-1}" <<'PY'
+import random, socket, sys
+n = int(sys.argv[1])
+def free(p):
+    s = socket.socket()
+    try:
+        s.bind(("0.0.0.0", p))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+while True:
+    p = random.randint(20000, 32000 - n)
+    if all(free(p + k) for k in range(n)):
+        print(p)
+        break
+PY
+}
+run_dir="$ODIN_TMP/run-stack"
+out="$ODIN_TMP/run-stack.out"
+base=$(free_port 3)
+BUILD="$ODIN_BUILD" RUN_DIR="$run_dir" WATCH_SECONDS=12 PUBLISH_RATE=200 \
+    PUBLIC_PORT=$(free_port) SHARD_PORT_BASE=$base ROUTER_HTTP_PORT=$(free_port) \
+    REDIS_PORT=$(free_port) timeout 120 "$top/tools/run-stack.sh" >"$out" 2>&1
+rc=$?
+cat "$out" | grep -v '^{"seq"' | tail -20
+[ $rc -eq 0 ] || { echo "run-stack exited $rc"; exit 1; }
+n=$(sed -n 's/^received \([0-9]*\)$/\1/p' "$out")
+live=$(grep -c '^{"seq":' "$out" || true)
+echo "demo client received $n live messages ($live printed)"
+[ "${n:-0}" -gt 0 ] || { echo "no live message reached the demo client"; exit 1; }
+[ "$n" -eq "$live" ] || { echo "count line disagrees with printed messages"; exit 1; }
+grep -q '"channel":"BTC.trade"' "$out" || { echo "no BTC.trade message"; exit 1; }
+grep -q '^stopped;' "$out" || { echo "stack did not stop cleanly"; exit 1; }
+# every shard deregistered and the router exited 0 (no "Killed" from cleanup)
+! grep -q 'Killed' "$out" || { echo "a process had to be killed"; exit 1; }
+for i in 1 2 3; do
+    grep -q '"msg":"shard stopped"' "$run_dir/logs/shard-$i.log" || { echo "shard-$i did not stop cleanly"; exit 1; }
+done
+echo "run-stack smoke: ok"
