@@ -105,7 +105,13 @@ echo "refused ok"
 
 # ---- 3: live messages through devbroker + router ---------------------------------
 HP=$(free_port)
-KAFKA_BROKERS="$ODIN_KAFKA_BROKERS" KAFKA_GROUP="lgsmoke-$$" KAFKA_TOPICS=odin.trades \
+# A topic of our own (category trade), so records other tests left on the
+# shared broker (e.g. broadcast-key markers) cannot reach these clients.
+# One record creates it before the router subscribes.
+TOPIC="lgsmoke-$$.trades"
+printf 'lgsmoke-setup\t{}\n' | kcat -P -b "$ODIN_KAFKA_BROKERS" -t "$TOPIC" -K $'\t' 2>"$T/kcat-setup.log" \
+    || fail "kcat could not create $TOPIC"
+KAFKA_BROKERS="$ODIN_KAFKA_BROKERS" KAFKA_GROUP="lgsmoke-$$" KAFKA_TOPICS="$TOPIC=trade" \
 KAFKA_OFFSET_RESET=earliest KAFKA_OPTIONS="fetch.wait.max.ms=10" REDIS_URL="$ODIN_REDIS_URL" \
 HTTP_ADDR="127.0.0.1:$HP" "$B/odin-router" >"$T/router.out" 2>"$T/router.log" &
 pids+=($!)
@@ -132,7 +138,7 @@ for n in range(1, 11):
                       "token_seq": n, "publish_us": int(time.time() * 1e6)}}
         print("lgs%st%d\t%s" % (pid, t, json.dumps(v)))
 PY
-kcat -P -b "$ODIN_KAFKA_BROKERS" -t odin.trades -K $'\t' -l "$T/records.tsv" 2>"$T/kcat.log" \
+kcat -P -b "$ODIN_KAFKA_BROKERS" -t "$TOPIC" -K $'\t' -l "$T/records.tsv" 2>"$T/kcat.log" \
     || fail "kcat could not produce"
 delivered() { [ $(( $(metric "$P1" ws_messages_sent_total) + $(metric "$P2" ws_messages_sent_total) - base )) -ge 4000 ]; }
 wait_for 60 "4000 deliveries by the shards" delivered
