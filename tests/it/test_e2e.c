@@ -317,7 +317,9 @@ static void test_targeted_exact(void **st)
     rtsup_producer_free(p);
     for (int i = 0; i < 3; i++)
         client_close(all[i]);
-    assert_true(WIFEXITED(rtsup_router_stop(&r)));
+    int rst = rtsup_router_stop(&r);
+    assert_true(WIFEXITED(rst));
+    assert_int_equal(WEXITSTATUS(rst), 0);   /* also: no sanitizer report at exit */
     for (int i = 0; i < 3; i++)
         assert_int_equal(WEXITSTATUS(ssup_shard_stop(&s[i], SIGTERM, 10000)), 0);
 }
@@ -390,7 +392,9 @@ static void test_sigkill_shard(void **st)
 
     rtsup_producer_free(p);
     client_close(&k2);
-    assert_true(WIFEXITED(rtsup_router_stop(&r)));
+    int rst = rtsup_router_stop(&r);
+    assert_true(WIFEXITED(rst));
+    assert_int_equal(WEXITSTATUS(rst), 0);   /* also: no sanitizer report at exit */
     assert_int_equal(WEXITSTATUS(ssup_shard_stop(&s[1], SIGTERM, 10000)), 0);
 }
 
@@ -465,7 +469,9 @@ static void test_scale_out(void **st)
     rtsup_producer_free(p);
     for (int i = 0; i < 5; i++)
         client_close(&c[i]);
-    assert_true(WIFEXITED(rtsup_router_stop(&r)));
+    int rst = rtsup_router_stop(&r);
+    assert_true(WIFEXITED(rst));
+    assert_int_equal(WEXITSTATUS(rst), 0);   /* also: no sanitizer report at exit */
     for (int i = 0; i < 5; i++)
         assert_int_equal(WEXITSTATUS(ssup_shard_stop(&s[i], SIGTERM, 10000)), 0);
 }
