@@ -1,5 +1,6 @@
 #include "common/lg_ws.h"
 #include "common/lg_plan.h"
+#include "common/wskey.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -7,33 +8,13 @@
 
 #include <openssl/evp.h>
 
-static const char ws_guid[] = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-
 void lg_ws_key(uint64_t *rng, char out[LG_WS_KEY_LEN + 1])
 {
     unsigned char raw[16];
     uint64_t a = lg_rand_next(rng), b = lg_rand_next(rng);
     memcpy(raw, &a, 8);
     memcpy(raw + 8, &b, 8);
-    EVP_EncodeBlock((unsigned char *)out, raw, 16);
-    out[LG_WS_KEY_LEN] = '\0';
-}
-
-int lg_ws_accept(const char *key, size_t keylen, char out[LG_WS_ACCEPT_LEN + 1])
-{
-    char in[128];
-    if (keylen + sizeof ws_guid > sizeof in)
-        return -1;
-    memcpy(in, key, keylen);
-    memcpy(in + keylen, ws_guid, sizeof ws_guid - 1);
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    if (EVP_Digest(in, keylen + sizeof ws_guid - 1, md, &mdlen, EVP_sha1(), NULL) != 1 ||
-        mdlen != 20)
-        return -1;
-    EVP_EncodeBlock((unsigned char *)out, md, 20);
-    out[LG_WS_ACCEPT_LEN] = '\0';
-    return 0;
+    wskey_from_nonce(raw, out);
 }
 
 int lg_ws_request(char *out, size_t cap, const char *host, int port, const char *path,
@@ -122,9 +103,9 @@ int lg_ws_check(const lg_http_resp *r, const char *key, size_t keylen)
         return LG_WS_STATUS;
     if (!r->upgrade_websocket || !r->connection_upgrade)
         return LG_WS_NOUPGRADE;
-    char want[LG_WS_ACCEPT_LEN + 1];
-    if (lg_ws_accept(key, keylen, want) != 0 || r->accept_len != LG_WS_ACCEPT_LEN ||
-        memcmp(r->accept, want, LG_WS_ACCEPT_LEN) != 0)
+    char want[WSKEY_ACCEPT_LEN + 1];
+    if (wskey_accept(key, keylen, want) != 0 || r->accept_len != WSKEY_ACCEPT_LEN ||
+        memcmp(r->accept, want, WSKEY_ACCEPT_LEN) != 0)
         return LG_WS_BADACCEPT;
     return LG_WS_OK;
 }

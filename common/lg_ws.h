@@ -8,15 +8,12 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define LG_WS_KEY_LEN 24      /* base64 of 16 bytes */
-#define LG_WS_ACCEPT_LEN 28   /* base64 of a SHA-1 */
+#include "common/wskey.h"
+
+#define LG_WS_KEY_LEN WSKEY_KEY_LEN
 
 /* Random Sec-WebSocket-Key from the PRNG state; out holds 25 bytes. */
 void lg_ws_key(uint64_t *rng, char out[LG_WS_KEY_LEN + 1]);
-
-/* Expected Sec-WebSocket-Accept for key (base64(SHA-1(key + GUID))); out
- * holds 29 bytes.  Returns 0 or -1 (OpenSSL failure). */
-int lg_ws_accept(const char *key, size_t keylen, char out[LG_WS_ACCEPT_LEN + 1]);
 
 /* Format the GET upgrade request into out; returns its length, or -1 if it
  * does not fit. */

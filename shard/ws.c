@@ -1,4 +1,5 @@
 #include "shard/ws.h"
+#include "common/wskey.h"
 
 #include <string.h>
 #include <stdio.h>
@@ -23,25 +24,6 @@ int ws_key_valid(const char *key, size_t len)
             return 0;
     unsigned char out[24];
     return EVP_DecodeBlock(out, (const unsigned char *)key, 24) == 18;
-}
-
-int ws_accept_key(const char *key, size_t len, char out[WS_ACCEPT_LEN + 1])
-{
-    unsigned char md[EVP_MAX_MD_SIZE];
-    unsigned int mdlen = 0;
-    EVP_MD_CTX *c = EVP_MD_CTX_new();
-    if (!c)
-        return -1;
-    int ok = EVP_DigestInit_ex(c, EVP_sha1(), NULL) == 1 &&
-             EVP_DigestUpdate(c, key, len) == 1 &&
-             EVP_DigestUpdate(c, WS_GUID, sizeof(WS_GUID) - 1) == 1 &&
-             EVP_DigestFinal_ex(c, md, &mdlen) == 1 && mdlen == 20;
-    EVP_MD_CTX_free(c);
-    if (!ok)
-        return -1;
-    /* 20 bytes -> 28 base64 chars + NUL */
-    return EVP_EncodeBlock((unsigned char *)out, md, 20) == WS_ACCEPT_LEN
-               ? 0 : -1;
 }
 
 int ws_handshake_check(const httpreq *req, const char **reason)
@@ -84,8 +66,8 @@ int ws_handshake_check(const httpreq *req, const char **reason)
 
 int ws_handshake_response(buf *out, const char *key, size_t key_len)
 {
-    char acc[WS_ACCEPT_LEN + 1];
-    if (ws_accept_key(key, key_len, acc) != 0)
+    char acc[WSKEY_ACCEPT_LEN + 1];
+    if (wskey_accept(key, key_len, acc) != 0)
         return -1;
     return buf_appendf(out,
                        "HTTP/1.1 101 Switching Protocols\r\n"

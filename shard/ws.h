@@ -25,16 +25,11 @@ enum ws_opcode {
     WS_OP_CLOSE = 0x8, WS_OP_PING = 0x9, WS_OP_PONG = 0xA,
 };
 
-#define WS_GUID "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-#define WS_ACCEPT_LEN 28
 
 /* ---- handshake ------------------------------------------------------- */
 
 /* 1 if key is base64 of 16 bytes (24 chars ending in "=="). */
 int ws_key_valid(const char *key, size_t len);
-
-/* out = base64(SHA-1(key + GUID)), NUL-terminated.  Returns 0 or -1. */
-int ws_accept_key(const char *key, size_t len, char out[WS_ACCEPT_LEN + 1]);
 
 /*
  * Check an upgrade request for /ws (RFC 6455 4.2.1).  Returns 0 if it may be

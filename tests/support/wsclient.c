@@ -168,7 +168,7 @@ wsc *wsc_connect_raw(const char *host, int port, const wsc_opts *opts)
     unsigned char raw[16];
     char key[LG_WS_KEY_LEN + 1];
     RAND_bytes(raw, sizeof(raw));
-    EVP_EncodeBlock((unsigned char *)key, raw, 16);
+    wskey_from_nonce(raw, key);
     char req[4096];
     int n = lg_ws_request(req, sizeof(req), host, port, o.path, key);
     if (n < 0)

@@ -12,13 +12,14 @@
 
 #include "shard/httpreq.h"
 #include "shard/ws.h"
+#include "common/wskey.h"
 
 #define KEY "dGhlIHNhbXBsZSBub25jZQ=="
 
 static void test_accept_key(void **state)
 {
-    char out[WS_ACCEPT_LEN + 1];
-    assert_int_equal(ws_accept_key(KEY, strlen(KEY), out), 0);
+    char out[WSKEY_ACCEPT_LEN + 1];
+    assert_int_equal(wskey_accept(KEY, strlen(KEY), out), 0);
     assert_string_equal(out, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");   /* RFC 6455 1.3 */
     assert_true(ws_key_valid(KEY, 24));
     assert_false(ws_key_valid("dGhlIHNhbXBsZSBub25jZQ=", 23));

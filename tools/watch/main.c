@@ -7,9 +7,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <netdb.h>
-#include <openssl/evp.h>
 #include <openssl/rand.h>
-#include <openssl/sha.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -23,6 +21,7 @@
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/log.h"
+#include "common/wskey.h"
 
 static char *o_url, *o_channels, *o_log;
 static long o_seconds, o_count;
@@ -130,14 +129,12 @@ static int parse_url(const char *url, char *host, size_t hl, char *port, size_t 
 static int handshake(const char *host, const char *port, const char *path)
 {
     unsigned char nonce[16];
-    char key[32], expect[64];
-    RAND_bytes(nonce, sizeof nonce);
-    EVP_EncodeBlock((unsigned char *)key, nonce, sizeof nonce);
-    char cat[128];
-    snprintf(cat, sizeof cat, "%s258EAFA5-E914-47DA-95CA-C5AB0DC85B11", key);
-    unsigned char sha[SHA_DIGEST_LENGTH];
-    SHA1((unsigned char *)cat, strlen(cat), sha);
-    EVP_EncodeBlock((unsigned char *)expect, sha, sizeof sha);
+    char key[WSKEY_KEY_LEN + 1], expect[WSKEY_ACCEPT_LEN + 1];
+    if (RAND_bytes(nonce, sizeof nonce) != 1)
+        return -1;
+    wskey_from_nonce(nonce, key);
+    if (wskey_accept(key, WSKEY_KEY_LEN, expect) != 0)
+        return -1;
     char req[1024];
     int n = snprintf(req, sizeof req,
                      "GET %s HTTP/1.1\r\nHost: %s:%s\r\nUpgrade: websocket\r\n"
