@@ -1,5 +1,5 @@
 /*
- * Client protocol messages (docs/client-protocol.md): parse one text
+ * Client protocol messages (docs/protocol.md): parse one text
  * message from a WebSocket client, and build the JSON replies.  Pure: no
  * I/O, no shard state.
  *
