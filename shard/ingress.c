@@ -2,6 +2,11 @@
 #include "shard/server.h"
 #include "proto/frame.h"
 #include "common/log.h"
+#include "common/config.h"
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
 
 #include <errno.h>
 #include <stdlib.h>
@@ -32,7 +37,8 @@ typedef struct router_conn {
 struct shard_ingress {
     shard_ctx *ctx;
     int lfd;
-    struct event *lev, *reap_ev;
+    int tcp_fd;               /* SHARD_TCP_ADDR listener, or -1 */
+    struct event *lev, *tcp_lev, *reap_ev;
     router_conn *conns, *grave;
     int n;
     int stopped;
@@ -216,6 +222,10 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
             close(fd);
             continue;
         }
+        if (lfd == in->tcp_fd) {
+            int one = 1;   /* frames are batched already; don't delay them */
+            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+        }
         router_conn *c = calloc(1, sizeof(*c));
         if (!c || !(c->dec = frame_decoder_new(
                         (uint32_t)ctx->set->router_max_frame)) ||
@@ -270,6 +280,38 @@ static int clear_stale(const char *path)
     return 0;
 }
 
+/* TCP listener for routers on other hosts (SHARD_TCP_ADDR). */
+static int listen_tcp(const char *addr)
+{
+    char host[256];
+    int port;
+    if (config_split_hostport(addr, host, sizeof(host), &port) != 0) {
+        log_kv(LOG_ERROR, "bad SHARD_TCP_ADDR (want host:port)", "s:addr", addr,
+               NULL);
+        return -1;
+    }
+    char ps[16];
+    snprintf(ps, sizeof(ps), "%d", port);
+    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_PASSIVE }, *ai = NULL;
+    if (getaddrinfo(host, ps, &hints, &ai) != 0 || !ai) {
+        log_kv(LOG_ERROR, "cannot resolve SHARD_TCP_ADDR", "s:addr", addr, NULL);
+        return -1;
+    }
+    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int one = 1;
+    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
+        bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 64) != 0) {
+        log_kv(LOG_ERROR, "cannot listen on SHARD_TCP_ADDR", "s:addr", addr,
+               "s:error", strerror(errno), NULL);
+        if (fd >= 0)
+            close(fd);
+        fd = -1;
+    }
+    freeaddrinfo(ai);
+    return fd;
+}
+
 shard_ingress *shard_ingress_new(shard_ctx *ctx)
 {
     const char *path = ctx->set->socket_path;
@@ -284,6 +326,7 @@ shard_ingress *shard_ingress_new(shard_ctx *ctx)
         return NULL;
     in->ctx = ctx;
     in->lfd = -1;
+    in->tcp_fd = -1;
     if (clear_stale(path) != 0)
         goto err;
     memset(&sa, 0, sizeof(sa));
@@ -303,6 +346,17 @@ shard_ingress *shard_ingress_new(shard_ctx *ctx)
     if (!in->lev || !in->reap_ev || event_add(in->lev, NULL) != 0)
         goto err;
     log_kv(LOG_INFO, "router socket listening", "s:path", path, NULL);
+    if (ctx->set->tcp_addr && *ctx->set->tcp_addr) {
+        in->tcp_fd = listen_tcp(ctx->set->tcp_addr);
+        if (in->tcp_fd < 0)
+            goto err;
+        in->tcp_lev = event_new(ctx->base, in->tcp_fd, EV_READ | EV_PERSIST,
+                                on_accept, in);
+        if (!in->tcp_lev || event_add(in->tcp_lev, NULL) != 0)
+            goto err;
+        log_kv(LOG_INFO, "router TCP listener", "s:addr", ctx->set->tcp_addr,
+               "s:endpoint", ctx->set->endpoint, NULL);
+    }
     return in;
 err:
     shard_ingress_free(in);
@@ -316,6 +370,8 @@ void shard_ingress_stop(shard_ingress *in)
     in->stopped = 1;
     if (in->lev)
         event_del(in->lev);
+    if (in->tcp_lev)
+        event_del(in->tcp_lev);
     for (router_conn *c = in->conns; c; c = c->next)
         if (!c->want_write)
             event_del(&c->ev);
@@ -330,6 +386,10 @@ void shard_ingress_free(shard_ingress *in)
     on_reap(-1, 0, in);
     if (in->lev)
         event_free(in->lev);
+    if (in->tcp_lev)
+        event_free(in->tcp_lev);
+    if (in->tcp_fd >= 0)
+        close(in->tcp_fd);
     if (in->reap_ev)
         event_free(in->reap_ev);
     if (in->lfd >= 0) {

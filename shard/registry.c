@@ -662,7 +662,7 @@ shard_registry *shard_registry_new(shard_ctx *ctx)
     r->k_tokens = r->k_lease ? cat3(r->k_lease, ":tokens", "") : NULL;
     r->k_routes = cat3(s->redis_prefix, "routes", "");
     r->k_shards = cat3(s->redis_prefix, "shards", "");
-    r->endpoint = cat3("unix:", s->socket_path, "");
+    r->endpoint = cat3(s->endpoint, "", "");
     struct event_base *b = ctx->base;
     r->retry_ev = event_new(b, -1, 0, on_retry, r);
     r->ready_ev = event_new(b, -1, 0, on_ready, r);

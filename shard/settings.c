@@ -7,7 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define NOPTS 40
+#define NOPTS 48
 
 static size_t table(shard_settings *s, config_opt *o)
 {
@@ -81,6 +81,13 @@ static size_t table(shard_settings *s, config_opt *o)
     OPT("SHARD_SOCKET", CFG_STR, &s->cfg_socket_path, NULL,
         "Unix socket routers connect to (default: "
         "<SHARD_SOCKET_DIR>/odin-shard-<id>.sock)", 0, 0);
+    OPT("SHARD_TCP_ADDR", CFG_STR, &s->tcp_addr, NULL,
+        "Optional host:port where routers on other hosts connect over TCP "
+        "(same frames as the Unix socket)", 0, 0);
+    OPT("SHARD_ENDPOINT", CFG_STR, &s->cfg_endpoint, NULL,
+        "Endpoint registered in the lease for routers: unix:/path or "
+        "tcp://host:port (default: unix:<SHARD_SOCKET>; set "
+        "tcp://<this host>:<port> with SHARD_TCP_ADDR for remote routers)", 0, 0);
     OPT("SHARD_SOCKET_DIR", CFG_STR, &s->cfg_socket_dir, "/tmp",
         "Directory for the default SHARD_SOCKET path (a volume shared with "
         "the routers when shards run in containers)", 0, 0);
@@ -166,6 +173,28 @@ int shard_settings_load(shard_settings *s, int argc, char **argv)
     }
     if (!s->socket_path)
         return -1;
+    if (s->cfg_endpoint && *s->cfg_endpoint) {
+        if (strncmp(s->cfg_endpoint, "unix:", 5) != 0 &&
+            strncmp(s->cfg_endpoint, "tcp://", 6) != 0) {
+            fprintf(stderr, "odin-shard: SHARD_ENDPOINT must be unix:/path or "
+                            "tcp://host:port, not '%s'\n", s->cfg_endpoint);
+            return -1;
+        }
+        if (strncmp(s->cfg_endpoint, "tcp://", 6) == 0 &&
+            !(s->tcp_addr && *s->tcp_addr)) {
+            fprintf(stderr, "odin-shard: SHARD_ENDPOINT is tcp:// but "
+                            "SHARD_TCP_ADDR is not set\n");
+            return -1;
+        }
+        s->endpoint = strdup(s->cfg_endpoint);
+    } else {
+        size_t el = strlen(s->socket_path) + 6;
+        s->endpoint = malloc(el);
+        if (s->endpoint)
+            snprintf(s->endpoint, el, "unix:%s", s->socket_path);
+    }
+    if (!s->endpoint)
+        return -1;
     if (s->max_frame < s->max_message)
         s->max_frame = s->max_message;
     return 0;
@@ -175,6 +204,7 @@ void shard_settings_free(shard_settings *s)
 {
     free(s->shard_id);
     free(s->socket_path);
+    free(s->endpoint);
     config_opt o[NOPTS];
     size_t n = table(s, o);
     config_free(o, n);

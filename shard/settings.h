@@ -31,6 +31,8 @@ typedef struct shard_settings {
     double ip_rate;           /* WS_IP_RATE (0 = off) */
     long ip_burst;            /* WS_IP_BURST */
     char *socket_path;        /* SHARD_SOCKET, own copy */
+    char *tcp_addr;           /* SHARD_TCP_ADDR: routers over TCP (optional) */
+    char *endpoint;           /* SHARD_ENDPOINT as registered (derived copy) */
     long router_max_frame;    /* SHARD_MAX_FRAME */
     long max_routers;         /* SHARD_MAX_ROUTERS */
     char *redis_url;          /* REDIS_URL */
@@ -40,7 +42,7 @@ typedef struct shard_settings {
     long redis_inflight;      /* REDIS_MAX_INFLIGHT */
     char *log_level;          /* LOG_LEVEL */
     /* raw strings as given (owned by common/config) */
-    char *cfg_shard_id, *cfg_socket_path, *cfg_socket_dir;
+    char *cfg_shard_id, *cfg_socket_path, *cfg_socket_dir, *cfg_endpoint;
 } shard_settings;
 
 /*

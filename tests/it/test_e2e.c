@@ -218,10 +218,46 @@ static int route_is(void *arg)
     return route_has(q->token, q->shard) == q->want;
 }
 
+/* Processes a test started: a failed assertion jumps out of the test, so
+ * the teardown kills what is left, and wipes Redis, so the next test starts
+ * clean (no live leases of this test's shards). */
+static pid_t spawned[32];
+static int nspawned;
+
+static void remember(pid_t pid)
+{
+    if (nspawned < (int)(sizeof spawned / sizeof spawned[0]))
+        spawned[nspawned++] = pid;
+}
+
+static int teardown(void **st)
+{
+    (void)st;
+    for (int i = 0; i < nspawned; i++) {
+        int status;
+        /* still our unreaped child?  (a reaped pid may belong to someone else) */
+        if (spawned[i] > 0 && waitpid(spawned[i], &status, WNOHANG) == 0)
+            tsup_stop(spawned[i], SIGKILL, 5000);
+    }
+    nspawned = 0;
+    redisContext *rc = tsup_redis_connect(tsup_env("ODIN_REDIS_URL"));
+    freeReplyObject(redisCommand(rc, "FLUSHALL"));
+    redisFree(rc);
+    return 0;
+}
+
+static void start_shard_env(ssup_shard *s, const char *id, const char *const more[])
+{
+    const char *extra[8] = { "SHARD_LEASE_TTL=2", "LOG_LEVEL=info" };
+    for (int i = 0; more && more[i] && i < 5; i++)
+        extra[2 + i] = more[i];
+    assert_int_equal(ssup_shard_start(s, id, NULL, extra), 0);
+    remember(s->pid);
+}
+
 static void start_shard(ssup_shard *s, const char *id)
 {
-    const char *extra[] = { "SHARD_LEASE_TTL=2", "LOG_LEVEL=info", NULL };
-    assert_int_equal(ssup_shard_start(s, id, NULL, extra), 0);
+    start_shard_env(s, id, NULL);
 }
 
 static void start_router(rtsup_router *r)
@@ -229,9 +265,14 @@ static void start_router(rtsup_router *r)
     char group[128];
     snprintf(group, sizeof group, "KAFKA_GROUP=%s", rtsup_unique("e2e"));
     const char *extra[] = { group, "KAFKA_OFFSET_RESET=latest", "LOG_LEVEL=info",
-                            "KAFKA_OPTIONS=fetch.wait.max.ms=20,topic.metadata.refresh.interval.ms=1000",
+                            "KAFKA_OPTIONS=fetch.wait.max.ms=20,topic.metadata.refresh.interval.ms=1000,"
+                            "session.timeout.ms=6000",
                             NULL };
     assert_int_equal(rtsup_router_start(r, tsup_env("ODIN_REDIS_URL"), extra), 0);
+    remember(r->pid);
+    /* Joining a new consumer group takes the mock broker a few seconds, more
+     * on a loaded machine: wait for the assignment itself. */
+    assert_true(rtsup_wait_metric(r->http_port, "router_assigned_partitions", 1, 120000));
 }
 
 /* ---- tests -------------------------------------------------------------- */
@@ -476,12 +517,57 @@ static void test_scale_out(void **st)
         assert_int_equal(WEXITSTATUS(ssup_shard_stop(&s[i], SIGTERM, 10000)), 0);
 }
 
+/* A shard registered with a tcp:// endpoint is fed over TCP with the same
+ * frames (DESIGN.md "More hosts"). */
+static void test_tcp_endpoint(void **st)
+{
+    (void)st;
+    char id[48], tok[32], chan[64], tcp[64], ep[80];
+    snprintf(id, sizeof id, "e2e-tcp-%d", (int)getpid());
+    snprintf(tok, sizeof tok, "ET%d", (int)getpid());
+    snprintf(chan, sizeof chan, "%s.trade", tok);
+    int port = tsup_free_port();
+    snprintf(tcp, sizeof tcp, "SHARD_TCP_ADDR=127.0.0.1:%d", port);
+    snprintf(ep, sizeof ep, "SHARD_ENDPOINT=tcp://127.0.0.1:%d", port);
+    ssup_shard s;
+    start_shard_env(&s, id, (const char *const[]){ tcp, ep, NULL });
+    redisContext *rc = tsup_redis_connect(tsup_env("ODIN_REDIS_URL"));
+    redisReply *rep = redisCommand(rc, "HGET odin:shard:%s endpoint", id);
+    assert_non_null(rep);
+    assert_int_equal(rep->type, REDIS_REPLY_STRING);
+    assert_string_equal(rep->str, ep + strlen("SHARD_ENDPOINT="));
+    freeReplyObject(rep);
+    redisFree(rc);
+
+    rtsup_router r;
+    start_router(&r);
+    assert_true(rtsup_wait_metric_eq(r.http_port, "router_shards_connected", 1, 15000));
+    client c;
+    client_open(&c, "tcp", s.port, (const char *const[]){ chan, NULL });
+    client *cs[] = { &c, NULL };
+    rtsup_producer *p = rtsup_producer_new(tsup_env("ODIN_KAFKA_BROKERS"));
+    await_live(cs, p);
+    for (int i = 0; i < 50; i++)
+        produce(p, TOPIC_TRADE, tok, i);
+    assert_int_equal(rtsup_producer_flush(p), 0);
+    await_marker(cs, p, "tcp");
+    assert_int_equal(count_of(&c, chan), 50);
+    assert_int_equal(c.unexpected, 0);
+    rtsup_producer_free(p);
+    client_close(&c);
+    int rst = rtsup_router_stop(&r);
+    assert_true(WIFEXITED(rst));
+    assert_int_equal(WEXITSTATUS(rst), 0);
+    assert_int_equal(WEXITSTATUS(ssup_shard_stop(&s, SIGTERM, 10000)), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_targeted_exact),
-        cmocka_unit_test(test_sigkill_shard),
-        cmocka_unit_test(test_scale_out),
+        cmocka_unit_test_teardown(test_targeted_exact, teardown),
+        cmocka_unit_test_teardown(test_sigkill_shard, teardown),
+        cmocka_unit_test_teardown(test_scale_out, teardown),
+        cmocka_unit_test_teardown(test_tcp_endpoint, teardown),
     };
     return cmocka_run_group_tests_name("e2e", tests, NULL, NULL);
 }
