@@ -104,7 +104,14 @@ int router_targeted_ready(const router *r)
 
 void router_pump_schedule(router *r)
 {
-    event_active(r->ev_pump, EV_TIMEOUT, 0);
+    /* A zero-timeout timer, not event_active(): libevent runs events made
+     * active inside a callback in the same loop pass, so a backlog would keep
+     * the loop from ever polling sockets (measured: /health took up to 1 s
+     * during a catch-up).  A timer fires after the next epoll_wait, so shard
+     * sockets, Redis and HTTP are served between batches. */
+    static const struct timeval now = { 0, 0 };
+    if (!evtimer_pending(r->ev_pump, NULL))
+        evtimer_add(r->ev_pump, &now);
 }
 
 /* ---- batch helpers ------------------------------------------------------------ */
