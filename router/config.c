@@ -77,6 +77,12 @@ static size_t fill_opts(router_config *c)
     OPT("SHARD_QUEUE_BYTES", CFG_INT, shard_queue_bytes, "8388608",
         "Per-shard output queue; records past it are dropped for that shard "
         "(reason queue_full)", 65536, 1073741824);
+    OPT("SHARD_BACKPRESSURE_MS", CFG_INT, shard_backpressure_ms, "1000",
+        "When a shard's queue passes half of SHARD_QUEUE_BYTES, consumption "
+        "pauses up to this long for it to drain (a catch-up then loses "
+        "nothing); a shard that does not drain in time is treated as slow and "
+        "its records are dropped (queue_full) while the others go on "
+        "(0 = never pause)", 0, 600000);
     OPT("SHARD_STALL_TIMEOUT_MS", CFG_INT, shard_stall_timeout_ms, "5000",
         "A shard that accepts no bytes for this long while data is queued is "
         "disconnected (its queued records dropped, reason stalled)", 100, 3600000);

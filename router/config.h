@@ -25,6 +25,7 @@ typedef struct router_config {
     char *http_addr, *router_id, *log_level;
     long cache_size, cache_ttl_ms;
     long shard_queue_bytes, shard_stall_timeout_ms, shard_hello_timeout_ms;
+    long shard_backpressure_ms;
     long shard_reconnect_max_ms, discovery_interval_ms;
     long max_record_bytes, shutdown_timeout_ms, invalid_log_per_sec;
     char *validate_json_s;

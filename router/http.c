@@ -32,6 +32,7 @@ void router_fill_gauges(router *r, router_gauges *g)
     g->queue_bytes = router_shards_queued_bytes(r->shards);
     g->pending_segments = router_offsets_pending(r->off);
     g->fallback = r->cfg->mode == ROUTER_MODE_TARGETED && !router_targeted_ready(r);
+    g->backpressured = r->backpressured;
 }
 
 static void reply(struct evhttp_request *req, int code, const char *reason,

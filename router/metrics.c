@@ -128,6 +128,10 @@ int router_metrics_render(const router_metrics *m, const router_gauges *g, buf *
                 "1 if the lookup and subscription connections are up", g->redis_connected);
     rc |= gauge(o, "router_fallback_active", "1 while broadcasting because Redis is down",
                 g->fallback);
+    rc |= gauge(o, "router_backpressure_active", "1 while consumption waits for a shard "
+                "queue to drain (SHARD_BACKPRESSURE_MS)", g->backpressured);
+    rc |= counter(o, "router_backpressure_waits_total", "Times consumption paused for a "
+                  "shard queue to drain", m->backpressure_waits);
     rc |= counter(o, "router_offsets_stored_total",
                   "Partition positions stored with rd_kafka_offsets_store", m->offsets_stored);
     rc |= counter(o, "router_offsets_store_errors_total", "Failed offset stores",

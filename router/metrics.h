@@ -64,6 +64,7 @@ typedef struct router_metrics {
     uint64_t dispatch[ROUTER_MODE_COUNT];     /* records dispatched per mode */
     uint64_t records_sent;                    /* record copies queued to shards */
     uint64_t unrouted;                        /* targeted records with no shard */
+    uint64_t backpressure_waits;              /* pauses for a shard to drain */
     uint64_t drops[ROUTER_DROP_COUNT];
     uint64_t batches;
     uint64_t offsets_stored;                  /* partition positions stored */
@@ -94,6 +95,7 @@ typedef struct router_gauges {
     uint64_t queue_bytes;                     /* sum over shards */
     uint64_t pending_segments;
     int fallback;
+    int backpressured;
 } router_gauges;
 
 /* Full /metrics body. */

@@ -395,9 +395,25 @@ static void process_batch(router *r)
 
 /* ---- consuming ------------------------------------------------------------------ */
 
+/* 1 if consumption waits for a shard queue to drain; re-checks in 5 ms. */
+static int backpressure(router *r)
+{
+    int bp = !r->stopping &&
+             router_shards_backpressure(r->shards, clock_mono_ms(),
+                                        r->cfg->shard_backpressure_ms);
+    if (bp && !r->backpressured)
+        r->m.backpressure_waits++;
+    r->backpressured = bp;
+    if (bp) {
+        static const struct timeval again = { 0, 5000 };
+        evtimer_add(r->ev_pump, &again);
+    }
+    return bp;
+}
+
 static void pump(router *r)
 {
-    if (r->inflight)
+    if (r->inflight || backpressure(r))
         return;
     if (!r->stopping)
         router_kafka_drain(r);
@@ -425,7 +441,7 @@ static void batch_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
     router *r = arg;
     r->batch_timer_armed = 0;
-    if (!r->inflight) {
+    if (!r->inflight && !backpressure(r)) {
         if (!r->stopping)
             router_kafka_drain(r);
         process_batch(r);

@@ -66,6 +66,7 @@ struct router {
     rd_kafka_message_t **acc;       /* accumulating batch */
     size_t nacc;
     int batch_timer_armed;
+    int backpressured;              /* consumption paused for a shard to drain */
     int kafka_down;                 /* all brokers down reported */
     uint64_t assigned;              /* partitions assigned */
     struct { void *rkt; const router_topic *t; char name[256]; } tcache[16];

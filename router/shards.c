@@ -165,6 +165,39 @@ size_t router_shards_ready(const router_shards *s)
     return n;
 }
 
+int router_shards_backpressure(router_shards *s, uint64_t now_ms, long budget_ms)
+{
+    if (budget_ms <= 0)
+        return 0;
+    int wait = 0;
+    size_t high = s->opts.queue_bytes / 2, low = s->opts.queue_bytes / 4;
+    for (size_t i = 0; i < s->nslots; i++) {
+        router_shard *sh = s->slots[i];
+        size_t pending = router_outq_pending(&sh->q);
+        if (sh->state != RSH_READY || pending < low) {
+            sh->bp_since_ms = 0;
+            sh->bp_slow = 0;
+            continue;
+        }
+        if (pending < high || sh->bp_slow) {
+            sh->bp_since_ms = 0;
+            continue;
+        }
+        if (sh->bp_since_ms == 0)
+            sh->bp_since_ms = now_ms;
+        if (now_ms - sh->bp_since_ms < (uint64_t)budget_ms) {
+            wait = 1;
+        } else {
+            sh->bp_slow = 1;
+            sh->bp_since_ms = 0;
+            log_kv(LOG_WARN, "shard slower than the stream; not waiting for it "
+                   "(its records are dropped while its queue is full)", "s:shard", sh->id,
+                   "u:queued_bytes", (uint64_t)pending, "i:waited_ms", (int)budget_ms, NULL);
+        }
+    }
+    return wait;
+}
+
 uint64_t router_shards_queued_bytes(const router_shards *s)
 {
     uint64_t n = 0;

@@ -68,6 +68,8 @@ typedef struct router_shard {
     uint32_t fb_nrec;
     uint64_t fb_batch;           /* batch number fb belongs to */
     uint64_t flushed_batch;      /* batch in which the socket filled up */
+    uint64_t bp_since_ms;        /* queue above half since then (0 = below) */
+    int bp_slow;                 /* did not drain within the budget: not waited for */
     struct router_shards *owner;
 } router_shard;
 
@@ -113,6 +115,14 @@ void router_shards_set_live(router_shards *s, router_shard *sh, const char *endp
 void router_shards_set_dead(router_shards *s, router_shard *sh, const char *why);
 
 size_t router_shards_live(const router_shards *s);
+
+/*
+ * Backpressure: 1 if consumption should pause because a ready shard's queue
+ * is above half of its limit and has been for less than budget_ms.  A shard
+ * over the budget is marked slow (logged) and not waited for again until its
+ * queue falls below a quarter.  budget_ms 0: never pause.
+ */
+int router_shards_backpressure(router_shards *s, uint64_t now_ms, long budget_ms);
 size_t router_shards_ready(const router_shards *s);
 uint64_t router_shards_queued_bytes(const router_shards *s);
 
