@@ -78,6 +78,51 @@ static void test_intern_and_compact(void **state)
     event_base_free(base);
 }
 
+/* Bounded backpressure: wait while a ready shard's queue is above half, for
+ * at most the budget; then the shard is "slow" and not waited for until its
+ * queue falls below a quarter.  (White-box: the test sets states and fills
+ * queues without sockets.) */
+static void fill(router_shard *sh, size_t n)
+{
+    buf *b = router_outq_buf(&sh->q);
+    assert_int_equal(buf_reserve(b, n), 0);
+    memset(b->data + b->len, 'x', n);
+    b->len += n;
+}
+
+static void test_backpressure(void **state)
+{
+    struct event_base *base = event_base_new();
+    router_metrics m;
+    router_shards *s = mk(base, &m);   /* queue_bytes 65536 */
+    router_shard *a = router_shards_intern(s, "A", 1);
+    router_shard *b = router_shards_intern(s, "B", 1);
+    a->state = RSH_READY;
+    assert_int_equal(router_shards_backpressure(s, 1000, 100), 0);   /* empty */
+    fill(a, 30000);                                                   /* < half */
+    assert_int_equal(router_shards_backpressure(s, 1000, 100), 0);
+    fill(a, 5000);                                                    /* > half */
+    assert_int_equal(router_shards_backpressure(s, 1000, 0), 0);      /* disabled */
+    assert_int_equal(router_shards_backpressure(s, 1000, 100), 1);
+    assert_int_equal(router_shards_backpressure(s, 1099, 100), 1);
+    /* budget spent: A is slow, consumption goes on */
+    assert_int_equal(router_shards_backpressure(s, 1100, 100), 0);
+    assert_true(a->bp_slow);
+    assert_int_equal(router_shards_backpressure(s, 5000, 100), 0);
+    /* a shard that is not ready is never waited for, however full */
+    fill(b, 60000);
+    assert_int_equal(router_shards_backpressure(s, 5000, 100), 0);
+    /* A drains below a quarter: waited for again next time it fills */
+    a->q.off = a->q.b.len - 1000;
+    assert_int_equal(router_shards_backpressure(s, 6000, 100), 0);
+    assert_false(a->bp_slow);
+    fill(a, 40000);
+    assert_int_equal(router_shards_backpressure(s, 7000, 100), 1);
+    a->state = RSH_IDLE;
+    router_shards_free(s);
+    event_base_free(base);
+}
+
 static void test_bad_endpoints(void **state)
 {
     struct event_base *base = event_base_new();
@@ -100,6 +145,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_intern_and_compact),
         cmocka_unit_test(test_bad_endpoints),
+        cmocka_unit_test(test_backpressure),
     };
     return cmocka_run_group_tests_name("router_shards", tests, NULL, NULL);
 }
