@@ -1,4 +1,5 @@
 #include "router/metrics.h"
+#include "common/prom.h"
 
 #include <string.h>
 
@@ -69,22 +70,10 @@ void router_metrics_init(router_metrics *m)
     router_hist_init(&m->batch_size, batch_bounds, sizeof batch_bounds / sizeof(double));
 }
 
-static int counter(buf *o, const char *name, const char *help, uint64_t v)
-{
-    return buf_appendf(o, "# HELP %s %s\n# TYPE %s counter\n%s %llu\n", name, help, name,
-                       name, (unsigned long long)v);
-}
-
-static int gauge(buf *o, const char *name, const char *help, double v)
-{
-    return buf_appendf(o, "# HELP %s %s\n# TYPE %s gauge\n%s %.17g\n", name, help, name,
-                       name, v);
-}
-
 int router_metrics_render(const router_metrics *m, const router_gauges *g, buf *o)
 {
     int rc = 0;
-    rc |= counter(o, "router_records_total", "Kafka records consumed", m->records);
+    rc |= prom_counter(o, "router_records_total", "Kafka records consumed", m->records);
 
     rc |= buf_appendf(o, "# HELP router_records_invalid_total Records skipped as invalid, "
                       "by reason\n# TYPE router_records_invalid_total counter\n");
@@ -114,60 +103,60 @@ int router_metrics_render(const router_metrics *m, const router_gauges *g, buf *
     rc |= router_hist_render(&m->batch_size, o, "router_batch_size",
                              "Records per consumed batch");
 
-    rc |= counter(o, "router_cache_hits_total", "Route cache hits", g->cache_hits);
-    rc |= counter(o, "router_cache_misses_total", "Route cache misses", g->cache_misses);
-    rc |= counter(o, "router_cache_evictions_total", "Route cache LRU evictions",
+    rc |= prom_counter(o, "router_cache_hits_total", "Route cache hits", g->cache_hits);
+    rc |= prom_counter(o, "router_cache_misses_total", "Route cache misses", g->cache_misses);
+    rc |= prom_counter(o, "router_cache_evictions_total", "Route cache LRU evictions",
                   g->cache_evictions);
-    rc |= gauge(o, "router_cache_entries", "Route cache entries", (double)g->cache_entries);
-    rc |= gauge(o, "router_shards_connected", "Shards with a ready connection",
+    rc |= prom_gauge(o, "router_cache_entries", "Route cache entries", (double)g->cache_entries);
+    rc |= prom_gauge(o, "router_shards_connected", "Shards with a ready connection",
                 (double)g->shards_connected);
-    rc |= gauge(o, "router_shards_known", "Shards with a live lease at last discovery",
+    rc |= prom_gauge(o, "router_shards_known", "Shards with a live lease at last discovery",
                 (double)g->shards_known);
-    rc |= counter(o, "router_batches_total", "Batches processed", m->batches);
-    rc |= gauge(o, "router_redis_connected",
+    rc |= prom_counter(o, "router_batches_total", "Batches processed", m->batches);
+    rc |= prom_gauge(o, "router_redis_connected",
                 "1 if the lookup and subscription connections are up", g->redis_connected);
-    rc |= gauge(o, "router_fallback_active", "1 while broadcasting because Redis is down",
+    rc |= prom_gauge(o, "router_fallback_active", "1 while broadcasting because Redis is down",
                 g->fallback);
-    rc |= gauge(o, "router_backpressure_active", "1 while consumption waits for a shard "
+    rc |= prom_gauge(o, "router_backpressure_active", "1 while consumption waits for a shard "
                 "queue to drain (SHARD_BACKPRESSURE_MS)", g->backpressured);
-    rc |= counter(o, "router_backpressure_waits_total", "Times consumption paused for a "
+    rc |= prom_counter(o, "router_backpressure_waits_total", "Times consumption paused for a "
                   "shard queue to drain", m->backpressure_waits);
-    rc |= counter(o, "router_offsets_stored_total",
+    rc |= prom_counter(o, "router_offsets_stored_total",
                   "Partition positions stored with rd_kafka_offsets_store", m->offsets_stored);
-    rc |= counter(o, "router_offsets_store_errors_total", "Failed offset stores",
+    rc |= prom_counter(o, "router_offsets_store_errors_total", "Failed offset stores",
                   m->offsets_store_errors);
-    rc |= counter(o, "router_redis_lookups_total", "Pipelined Redis lookup round trips",
+    rc |= prom_counter(o, "router_redis_lookups_total", "Pipelined Redis lookup round trips",
                   m->redis_lookups);
-    rc |= counter(o, "router_redis_lookup_failures_total",
+    rc |= prom_counter(o, "router_redis_lookup_failures_total",
                   "Lookups that failed (batch sent in fallback mode)",
                   m->redis_lookup_failures);
-    rc |= counter(o, "router_redis_reconnects_total", "Redis connections (re)established",
+    rc |= prom_counter(o, "router_redis_reconnects_total", "Redis connections (re)established",
                   m->redis_reconnects);
-    rc |= counter(o, "router_route_invalidations_total", "Messages received on the routes "
+    rc |= prom_counter(o, "router_route_invalidations_total", "Messages received on the routes "
                   "channel", m->invalidations);
-    rc |= counter(o, "router_discoveries_total", "Shard discovery rounds completed",
+    rc |= prom_counter(o, "router_discoveries_total", "Shard discovery rounds completed",
                   m->discoveries);
-    rc |= counter(o, "router_shards_cleaned_total", "Dead shards whose routes were cleaned",
+    rc |= prom_counter(o, "router_shards_cleaned_total", "Dead shards whose routes were cleaned",
                   m->shards_cleaned);
-    rc |= counter(o, "router_frames_sent_total", "Delivery frames fully written",
+    rc |= prom_counter(o, "router_frames_sent_total", "Delivery frames fully written",
                   m->frames_sent);
-    rc |= counter(o, "router_bytes_sent_total", "Bytes written to shard sockets",
+    rc |= prom_counter(o, "router_bytes_sent_total", "Bytes written to shard sockets",
                   m->bytes_sent);
-    rc |= counter(o, "router_records_sent_total", "Record copies queued to shard "
+    rc |= prom_counter(o, "router_records_sent_total", "Record copies queued to shard "
                   "sockets (one per record per target shard; later losses are in "
                   "router_drops_total)", m->records_sent);
-    rc |= counter(o, "router_records_unrouted_total", "Records in targeted mode "
+    rc |= prom_counter(o, "router_records_unrouted_total", "Records in targeted mode "
                   "whose token no shard holds (skipped at no cost to shards)",
                   m->unrouted);
-    rc |= counter(o, "router_kafka_errors_total", "Consumer errors reported by librdkafka",
+    rc |= prom_counter(o, "router_kafka_errors_total", "Consumer errors reported by librdkafka",
                   m->kafka_errors);
-    rc |= gauge(o, "router_consumer_lag", "Sum over assigned partitions of high watermark "
+    rc |= prom_gauge(o, "router_consumer_lag", "Sum over assigned partitions of high watermark "
                 "minus position (-1 unknown)", (double)g->consumer_lag);
-    rc |= gauge(o, "router_assigned_partitions", "Partitions assigned to this router",
+    rc |= prom_gauge(o, "router_assigned_partitions", "Partitions assigned to this router",
                 (double)g->assigned_partitions);
-    rc |= gauge(o, "router_shard_queue_bytes", "Bytes queued for shards, all shards",
+    rc |= prom_gauge(o, "router_shard_queue_bytes", "Bytes queued for shards, all shards",
                 (double)g->queue_bytes);
-    rc |= gauge(o, "router_pending_segments", "Consumed batch segments not yet stored",
+    rc |= prom_gauge(o, "router_pending_segments", "Consumed batch segments not yet stored",
                 (double)g->pending_segments);
     return rc ? -1 : 0;
 }

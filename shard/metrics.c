@@ -1,4 +1,5 @@
 #include "shard/metrics.h"
+#include "common/prom.h"
 #include "shard/clientmsg.h"
 
 #include <inttypes.h>
@@ -21,75 +22,58 @@ void shard_metrics_count_close(shard_metrics *m, unsigned code)
     m->ws_disconnects_total[i]++;
 }
 
-static int head(buf *o, const char *name, const char *type, const char *help)
-{
-    return buf_appendf(o, "# HELP %s %s\n# TYPE %s %s\n", name, help, name,
-                       type);
-}
-
-static int counter(buf *o, const char *name, const char *help, uint64_t v)
-{
-    return head(o, name, "counter", help) |
-           buf_appendf(o, "%s %" PRIu64 "\n", name, v);
-}
-
-static int gauge(buf *o, const char *name, const char *help, double v)
-{
-    return head(o, name, "gauge", help) | buf_appendf(o, "%s %.17g\n", name, v);
-}
-
 int shard_metrics_render(buf *o, const shard_metrics *m, const shard_gauges *g)
 {
     int e = 0;
-    e |= gauge(o, "ws_connections_active", "Open WebSocket connections",
+    e |= prom_gauge(o, "ws_connections_active", "Open WebSocket connections",
                (double)g->connections);
-    e |= counter(o, "ws_connections_total", "WebSocket connections upgraded",
+    e |= prom_counter(o, "ws_connections_total", "WebSocket connections upgraded",
                  m->ws_connections_total);
-    e |= gauge(o, "ws_connections_pending",
+    e |= prom_gauge(o, "ws_connections_pending",
                "Connections still in the HTTP phase", (double)g->pending);
-    e |= gauge(o, "ws_connections_closing",
+    e |= prom_gauge(o, "ws_connections_closing",
                "Connections in the close handshake", (double)g->closing);
-    e |= counter(o, "ws_messages_sent_total",
+    e |= prom_counter(o, "ws_messages_sent_total",
                  "Record messages queued to clients (one per subscriber)",
                  m->ws_messages_sent_total);
-    e |= counter(o, "ws_replies_sent_total",
+    e |= prom_counter(o, "ws_replies_sent_total",
                  "Acks, pongs and errors queued to clients",
                  m->ws_replies_sent_total);
-    e |= counter(o, "ws_bytes_sent_total", "Bytes written to clients",
+    e |= prom_counter(o, "ws_bytes_sent_total", "Bytes written to clients",
                  m->ws_bytes_sent_total);
-    e |= counter(o, "ws_messages_received_total",
+    e |= prom_counter(o, "ws_messages_received_total",
                  "Text/binary messages received from clients",
                  m->ws_messages_received_total);
-    e |= counter(o, "ws_capacity_rejections_total",
+    e |= prom_counter(o, "ws_capacity_rejections_total",
                  "Upgrades refused with 503 at WS_MAX_CONNECTIONS",
                  m->ws_capacity_rejections_total);
-    e |= counter(o, "ws_ratelimit_rejections_total",
+    e |= prom_counter(o, "ws_ratelimit_rejections_total",
                  "Upgrades refused with 429 (per-IP connection rate)",
                  m->ws_ratelimit_rejections_total);
-    e |= counter(o, "ws_message_ratelimit_total",
+    e |= prom_counter(o, "ws_message_ratelimit_total",
                  "Client messages refused with RATE_LIMIT_EXCEEDED",
                  m->ws_message_ratelimit_total);
-    e |= counter(o, "ws_slow_clients_disconnected_total",
+    e |= prom_counter(o, "ws_slow_clients_disconnected_total",
                  "Clients closed with 1008 because their send queue was full",
                  m->ws_slow_clients_disconnected_total);
-    e |= counter(o, "ws_handshake_failures_total",
+    e |= prom_counter(o, "ws_handshake_failures_total",
                  "Bad HTTP requests and refused upgrades (400/404/405/426/431)",
                  m->ws_handshake_failures_total);
-    e |= counter(o, "ws_handshake_timeouts_total",
+    e |= prom_counter(o, "ws_handshake_timeouts_total",
                  "Connections closed for not finishing the HTTP phase in time",
                  m->ws_handshake_timeouts_total);
-    e |= counter(o, "ws_idle_timeouts_total",
+    e |= prom_counter(o, "ws_idle_timeouts_total",
                  "Clients closed after WS_IDLE_TIMEOUT of silence",
                  m->ws_idle_timeouts_total);
-    e |= counter(o, "ws_pending_rejections_total",
+    e |= prom_counter(o, "ws_pending_rejections_total",
                  "Connections closed at accept: WS_MAX_PENDING reached",
                  m->ws_pending_rejections_total);
-    e |= counter(o, "ws_accept_errors_total", "accept() failures",
+    e |= prom_counter(o, "ws_accept_errors_total", "accept() failures",
                  m->ws_accept_errors_total);
-    e |= counter(o, "ws_http_requests_total",
+    e |= prom_counter(o, "ws_http_requests_total",
                  "Plain HTTP requests served (/health, /metrics)",
                  m->ws_http_requests_total);
-    e |= head(o, "ws_client_errors_total", "counter",
+    e |= prom_head(o, "ws_client_errors_total", "counter",
               "Error replies sent to clients, by code");
     for (int i = 1; i < SM_CLIENT_ERR_N; i++)
         e |= buf_appendf(o, "ws_client_errors_total{code=\"%s\"} %" PRIu64 "\n",
@@ -98,64 +82,64 @@ int shard_metrics_render(buf *o, const shard_metrics *m, const shard_gauges *g)
     static const char *codes[SM_CLOSE_N] = {
         "1000", "1001", "1002", "1003", "1007", "1008", "1009", "1011", "other"
     };
-    e |= head(o, "ws_disconnects_total", "counter",
+    e |= prom_head(o, "ws_disconnects_total", "counter",
               "Close frames sent to clients, by status code");
     for (int i = 0; i < SM_CLOSE_N; i++)
         e |= buf_appendf(o, "ws_disconnects_total{code=\"%s\"} %" PRIu64 "\n",
                          codes[i], m->ws_disconnects_total[i]);
-    e |= gauge(o, "ws_subscriptions_active",
+    e |= prom_gauge(o, "ws_subscriptions_active",
                "Channel subscriptions over all clients",
                (double)g->subscriptions);
-    e |= gauge(o, "ws_tokens_active", "Tokens with a local subscriber",
+    e |= prom_gauge(o, "ws_tokens_active", "Tokens with a local subscriber",
                (double)g->tokens);
-    e |= gauge(o, "ws_channels_active", "Channels with a local subscriber",
+    e |= prom_gauge(o, "ws_channels_active", "Channels with a local subscriber",
                (double)g->channels);
-    e |= gauge(o, "ws_send_queue_bytes", "Bytes queued to clients",
+    e |= prom_gauge(o, "ws_send_queue_bytes", "Bytes queued to clients",
                (double)g->queue_bytes);
-    e |= gauge(o, "ws_parser_contexts",
+    e |= prom_gauge(o, "ws_parser_contexts",
                "Clients with a partially received frame", 
                (double)g->parser_contexts);
-    e |= counter(o, "shard_records_received_total",
+    e |= prom_counter(o, "shard_records_received_total",
                  "Records received from routers",
                  m->shard_records_received_total);
-    e |= counter(o, "shard_records_broadcast_total",
+    e |= prom_counter(o, "shard_records_broadcast_total",
                  "Records sent to every client (FRAME_REC_ALL_CLIENTS)",
                  m->shard_records_broadcast_total);
     static const char *drops[SM_DROP_N] = {
         "no_subscribers", "no_channel", "nomem"
     };
-    e |= head(o, "shard_records_dropped_total", "counter",
+    e |= prom_head(o, "shard_records_dropped_total", "counter",
               "Records not delivered to any client, by reason");
     for (int i = 0; i < SM_DROP_N; i++)
         e |= buf_appendf(o,
                          "shard_records_dropped_total{reason=\"%s\"} %" PRIu64
                          "\n", drops[i], m->shard_records_dropped_total[i]);
-    e |= counter(o, "shard_frames_received_total", "Router frames decoded",
+    e |= prom_counter(o, "shard_frames_received_total", "Router frames decoded",
                  m->shard_frames_received_total);
-    e |= counter(o, "shard_frames_errors_total",
+    e |= prom_counter(o, "shard_frames_errors_total",
                  "Router connections closed for a bad frame or hello",
                  m->shard_frames_errors_total);
-    e |= gauge(o, "shard_router_connections", "Routers connected",
+    e |= prom_gauge(o, "shard_router_connections", "Routers connected",
                (double)g->routers);
-    e |= counter(o, "shard_router_connections_total", "Router connections",
+    e |= prom_counter(o, "shard_router_connections_total", "Router connections",
                  m->shard_router_connections_total);
-    e |= gauge(o, "shard_fd_limit", "RLIMIT_NOFILE of the process",
+    e |= prom_gauge(o, "shard_fd_limit", "RLIMIT_NOFILE of the process",
                (double)g->fd_limit);
-    e |= gauge(o, "shard_max_connections", "Effective WS_MAX_CONNECTIONS",
+    e |= prom_gauge(o, "shard_max_connections", "Effective WS_MAX_CONNECTIONS",
                (double)g->max_connections);
-    e |= gauge(o, "shard_redis_connected", "1 if Redis is connected",
+    e |= prom_gauge(o, "shard_redis_connected", "1 if Redis is connected",
                (double)g->redis_connected);
-    e |= gauge(o, "shard_redis_pending",
+    e |= prom_gauge(o, "shard_redis_pending",
                "Token registrations not yet confirmed by Redis",
                (double)g->redis_pending);
-    e |= counter(o, "shard_redis_connects_total", "Redis connections made",
+    e |= prom_counter(o, "shard_redis_connects_total", "Redis connections made",
                  m->shard_redis_connects_total);
-    e |= counter(o, "shard_redis_errors_total",
+    e |= prom_counter(o, "shard_redis_errors_total",
                  "Redis errors (failed connects, error replies, timeouts)",
                  m->shard_redis_errors_total);
-    e |= counter(o, "shard_redis_commands_total", "Redis commands sent",
+    e |= prom_counter(o, "shard_redis_commands_total", "Redis commands sent",
                  m->shard_redis_commands_total);
-    e |= gauge(o, "shard_uptime_seconds", "Seconds since start", g->uptime_s);
+    e |= prom_gauge(o, "shard_uptime_seconds", "Seconds since start", g->uptime_s);
     return e ? -1 : 0;
 }
 
