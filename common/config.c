@@ -261,3 +261,43 @@ int config_parse_redis_url(const char *url, redis_endpoint *out)
     }
     return 0;
 }
+
+int config_split_list(const char *s, char ***out, size_t *n)
+{
+    char *copy = strdup(s ? s : ""), *save = NULL, *t;
+    char **v = NULL;
+    size_t cnt = 0;
+    if (!copy)
+        return -1;
+    for (t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        while (*t == ' ' || *t == '\t')
+            t++;
+        size_t l = strlen(t);
+        while (l > 0 && (t[l - 1] == ' ' || t[l - 1] == '\t'))
+            t[--l] = '\0';
+        if (l == 0)
+            continue;
+        char **nv = realloc(v, (cnt + 1) * sizeof(*v));
+        if (!nv)
+            goto err;
+        v = nv;
+        if (!(v[cnt] = strdup(t)))
+            goto err;
+        cnt++;
+    }
+    free(copy);
+    *out = v;
+    *n = cnt;
+    return 0;
+err:
+    config_list_free(v, cnt);
+    free(copy);
+    return -1;
+}
+
+void config_list_free(char **v, size_t n)
+{
+    for (size_t i = 0; v && i < n; i++)
+        free(v[i]);
+    free(v);
+}

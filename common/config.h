@@ -53,6 +53,12 @@ int config_load(const config_opt *opts, size_t n, int argc, char **argv,
 void config_usage(const config_opt *opts, size_t n, const char *prog,
                   const char *summary);
 
+/* Split a comma-separated setting into trimmed, non-empty items (each
+ * malloc'd; the caller frees with config_list_free).  *out is NULL when
+ * there are none.  Returns 0, or -1 on ENOMEM (nothing to free then). */
+int config_split_list(const char *s, char ***out, size_t *n);
+void config_list_free(char **v, size_t n);   /* NULL is a no-op */
+
 /* Free the strings config_load allocated. */
 void config_free(const config_opt *opts, size_t n);
 

@@ -1,4 +1,5 @@
 #include "router/cache.h"
+#include "common/hash.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -37,12 +38,7 @@ struct route_cache {
 
 static uint32_t hash_tok(const char *p, size_t n)
 {
-    uint32_t h = 2166136261u;   /* FNV-1a */
-    for (size_t i = 0; i < n; i++) {
-        h ^= (unsigned char)p[i];
-        h *= 16777619u;
-    }
-    return h;
+    return hash_fnv1a(p, n);
 }
 
 route_cache *route_cache_new(size_t capacity, uint64_t ttl_ms)

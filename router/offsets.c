@@ -1,4 +1,5 @@
 #include "router/offsets.h"
+#include "common/hash.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -31,11 +32,7 @@ struct router_offsets {
 
 static uint32_t tp_hash(const char *topic, int32_t partition)
 {
-    uint32_t h = 2166136261u;
-    for (const char *p = topic; *p; p++) {
-        h ^= (unsigned char)*p;
-        h *= 16777619u;
-    }
+    uint32_t h = hash_fnv1a(topic, strlen(topic));
     h ^= (uint32_t)partition;
     h *= 16777619u;
     return h & (NBUCKETS - 1);

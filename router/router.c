@@ -14,6 +14,7 @@
  * offset order.
  */
 #include "router/router_int.h"
+#include "common/hash.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -116,17 +117,6 @@ void router_pump_schedule(router *r)
 
 /* ---- batch helpers ------------------------------------------------------------ */
 
-static uint32_t hash_bytes(const void *p, size_t n)
-{
-    const unsigned char *s = p;
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < n; i++) {
-        h ^= s[i];
-        h *= 16777619u;
-    }
-    return h;
-}
-
 static int arena_push(router *r, const uint16_t *v, size_t n, uint32_t *off)
 {
     if (r->alen + n > r->acap) {
@@ -149,7 +139,7 @@ static int arena_push(router *r, const uint16_t *v, size_t n, uint32_t *off)
 /* Index of the (deduplicated) miss for a token. */
 static uint32_t miss_add(router *r, const char *tok, size_t len)
 {
-    uint32_t h = hash_bytes(tok, len);
+    uint32_t h = hash_fnv1a(tok, len);
     uint32_t mask = r->mtab_size - 1;
     for (uint32_t i = h & mask;; i = (i + 1) & mask) {
         if (r->mtab_gen[i] != r->mgen) {

@@ -1,17 +1,12 @@
 #include "shard/map.h"
+#include "common/hash.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 uint32_t shard_map_hash(const void *key, size_t len)
 {
-    const unsigned char *p = key;
-    uint32_t h = 2166136261u;
-    for (size_t i = 0; i < len; i++) {
-        h ^= p[i];
-        h *= 16777619u;
-    }
-    return h;
+    return hash_fnv1a(key, len);
 }
 
 shard_map_node *shard_map_find(const shard_map *m, const void *key, size_t len)

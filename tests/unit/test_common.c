@@ -148,6 +148,24 @@ static void test_hostport_and_redis_url(void **st)
     assert_int_equal(config_parse_redis_url("redis://h:1/x", &e), -1);
 }
 
+static void test_split_list(void **st)
+{
+    (void)st;
+    char **v;
+    size_t n;
+    assert_int_equal(config_split_list(" BTC, ETH ,,\tSOL\t,", &v, &n), 0);
+    assert_int_equal(n, 3);
+    assert_string_equal(v[0], "BTC");
+    assert_string_equal(v[1], "ETH");
+    assert_string_equal(v[2], "SOL");
+    config_list_free(v, n);
+    assert_int_equal(config_split_list(" , ", &v, &n), 0);
+    assert_int_equal(n, 0);
+    assert_null(v);
+    config_list_free(v, n);
+    config_list_free(NULL, 0);
+}
+
 static void test_buf(void **st)
 {
     (void)st;
@@ -230,6 +248,7 @@ int main(void)
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_config_help),
         cmocka_unit_test(test_hostport_and_redis_url),
+        cmocka_unit_test(test_split_list),
         cmocka_unit_test(test_buf),
         cmocka_unit_test(test_topics),
         cmocka_unit_test(test_log_ratelimit),

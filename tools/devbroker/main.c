@@ -193,29 +193,23 @@ err:
 static int create_topics(rd_kafka_mock_cluster_t *mc, const char *list,
                          int partitions, int rf)
 {
-    char *copy = strdup(list), *save = NULL, *t;
-    int n = 0;
-    if (!copy)
+    char **names;
+    size_t count;
+    if (config_split_list(list, &names, &count) != 0)
         return -1;
-    for (t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        while (*t == ' ' || *t == '\t')
-            t++;
-        size_t l = strlen(t);
-        while (l > 0 && (t[l - 1] == ' ' || t[l - 1] == '\t'))
-            t[--l] = '\0';
-        if (l == 0)
-            continue;
-        rd_kafka_resp_err_t err = rd_kafka_mock_topic_create(mc, t, partitions,
+    int n = 0;
+    for (size_t i = 0; i < count; i++) {
+        rd_kafka_resp_err_t err = rd_kafka_mock_topic_create(mc, names[i], partitions,
                                                              rf);
         if (err) {
-            log_kv(LOG_ERROR, "cannot create topic", "s:topic", t,
+            log_kv(LOG_ERROR, "cannot create topic", "s:topic", names[i],
                    "s:error", rd_kafka_err2str(err), NULL);
-            free(copy);
+            config_list_free(names, count);
             return -1;
         }
         n++;
     }
-    free(copy);
+    config_list_free(names, count);
     return n;
 }
 

@@ -125,49 +125,6 @@ static void rk_log_cb(const rd_kafka_t *rk, int level, const char *fac,
     log_kv(lvl, "librdkafka", "s:fac", fac, "s:text", b, NULL);
 }
 
-/* Split a comma list into trimmed, non-empty strdup'd items. */
-static int split_list(const char *s, char ***out, size_t *n)
-{
-    char *copy = strdup(s), *save = NULL, *t;
-    char **v = NULL;
-    size_t cnt = 0;
-    if (!copy)
-        return -1;
-    for (t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        while (*t == ' ' || *t == '\t')
-            t++;
-        size_t l = strlen(t);
-        while (l > 0 && (t[l - 1] == ' ' || t[l - 1] == '\t'))
-            t[--l] = '\0';
-        if (l == 0)
-            continue;
-        char **nv = realloc(v, (cnt + 1) * sizeof(*v));
-        if (!nv || !(nv[cnt] = strdup(t))) {
-            v = nv ? nv : v;
-            goto err;
-        }
-        v = nv;
-        cnt++;
-    }
-    free(copy);
-    *out = v;
-    *n = cnt;
-    return 0;
-err:
-    for (size_t i = 0; i < cnt; i++)
-        free(v[i]);
-    free(v);
-    free(copy);
-    return -1;
-}
-
-static void free_list(char **v, size_t n)
-{
-    for (size_t i = 0; v && i < n; i++)
-        free(v[i]);
-    free(v);
-}
-
 static void sleep_ns(uint64_t ns)
 {
     struct timespec ts = { (time_t)(ns / 1000000000ULL),
@@ -240,7 +197,7 @@ int main(int argc, char **argv)
                 goto oom;
         }
     } else {
-        if (split_list(opt_tokens, &tokens, &ntokens) != 0)
+        if (config_split_list(opt_tokens, &tokens, &ntokens) != 0)
             goto oom;
         for (size_t i = 0; i < ntokens; i++)
             if (!topics_token_valid(tokens[i], strlen(tokens[i]))) {
@@ -253,7 +210,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "error: PUBLISH_TOKENS: no tokens\n");
         goto out;
     }
-    if (split_list(opt_topics, &topic_names, &ntopics) != 0)
+    if (config_split_list(opt_topics, &topic_names, &ntopics) != 0)
         goto oom;
     if (ntopics == 0) {
         fprintf(stderr, "error: PUBLISH_TOPICS: no topics\n");
@@ -465,8 +422,8 @@ out:
     buf_free(&val);
     free(token_seq);
     eventgen_zipf_free(&zipf);
-    free_list(tokens, ntokens);
-    free_list(topic_names, ntopics);
+    config_list_free(tokens, ntokens);
+    config_list_free(topic_names, ntopics);
     config_free(opts, NOPTS);
     return rc;
 }
