@@ -6,6 +6,8 @@
 #   common/*.c proto/*.c          -> $(B)/libodin_common.a
 #   router/*.c minus main.c       -> $(B)/libodin_router.a, main -> odin-router
 #   shard/*.c  minus main.c       -> $(B)/libodin_shard.a,  main -> odin-shard
+#   tools/lib/*.c                 -> $(B)/libodin_tools.a (load/event generator code
+#                                    shared by tools and their tests, not by daemons)
 #   tools/<name>/*.c              -> $(B)/odin-<name>
 #   tests/unit/test_*.c           -> $(B)/tests/test_*   (cmocka, no I/O)
 #   tests/it/test_*.c             -> $(B)/it/test_*      (cmocka, real servers)
@@ -28,7 +30,8 @@ TESTLIBS := $(shell pkg-config --libs cmocka 2>/dev/null)
 COMMON_SRC := $(wildcard common/*.c proto/*.c)
 ROUTER_SRC := $(filter-out router/main.c,$(wildcard router/*.c))
 SHARD_SRC  := $(filter-out shard/main.c,$(wildcard shard/*.c))
-TOOLS      := $(notdir $(patsubst %/,%,$(dir $(wildcard tools/*/main.c))))
+TOOLLIB_SRC:= $(wildcard tools/lib/*.c)
+TOOLS      := $(filter-out lib,$(notdir $(patsubst %/,%,$(dir $(wildcard tools/*/main.c)))))
 SUPPORT_SRC:= $(wildcard tests/support/*.c)
 UNIT_SRC   := $(wildcard tests/unit/test_*.c)
 IT_SRC     := $(wildcard tests/it/test_*.c)
@@ -39,7 +42,8 @@ LIBCOMMON := $(B)/libodin_common.a
 LIBROUTER := $(B)/libodin_router.a
 LIBSHARD  := $(B)/libodin_shard.a
 LIBTSUP   := $(B)/libodin_testsupport.a
-ALLLIBS   := $(LIBTSUP) $(LIBROUTER) $(LIBSHARD) $(LIBCOMMON)
+LIBTOOLS  := $(B)/libodin_tools.a
+ALLLIBS   := $(LIBTSUP) $(LIBROUTER) $(LIBSHARD) $(LIBTOOLS) $(LIBCOMMON)
 
 BINS  := $(B)/odin-router $(B)/odin-shard $(patsubst %,$(B)/odin-%,$(TOOLS))
 UNITS := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
@@ -66,6 +70,8 @@ $(LIBSHARD): $(call obj,$(SHARD_SRC)) | $(LIBCOMMON)
 
 $(LIBTSUP): $(call obj,$(SUPPORT_SRC)) | $(LIBCOMMON)
 	@rm -f $@; ar rcs $@ $^
+$(LIBTOOLS): $(call obj,$(TOOLLIB_SRC)) | $(LIBCOMMON)
+	@rm -f $@; ar rcs $@ $^
 
 $(B)/odin-router: $(call obj,router/main.c) $(LIBROUTER) $(LIBCOMMON)
 	@$(if $(V),,echo "  LD    $@")
@@ -75,7 +81,7 @@ $(B)/odin-shard: $(call obj,shard/main.c) $(LIBSHARD) $(LIBCOMMON)
 	$(Q)$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 define TOOL_RULE
-$(B)/odin-$(1): $(call obj,$(wildcard tools/$(1)/*.c)) $(LIBCOMMON)
+$(B)/odin-$(1): $(call obj,$(wildcard tools/$(1)/*.c)) $(LIBTOOLS) $(LIBCOMMON)
 	@$$(if $$(V),,echo "  LD    $$@")
 	$$(Q)$$(CC) $$(LDFLAGS) -o $$@ $$^ $$(LDLIBS)
 endef

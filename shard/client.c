@@ -3,6 +3,7 @@
  * ws_parser, the client protocol (clientmsg), the send queue and its
  * writev flushing, and the close handshake.
  */
+#include "shard/client.h"
 #include "shard/server.h"
 #include "shard/clientmsg.h"
 #include "shard/httpreq.h"

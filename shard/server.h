@@ -1,17 +1,8 @@
 /*
- * Client-facing server: TCP listeners on WS_ADDR (and WS_SHARED_ADDR),
- * HTTP phase (/ws upgrade, /health, /metrics), WebSocket clients with their
- * send queues, fan-out of record frames, timers (ping, idle, handshake,
- * close), and the per-IP connection rate limit.
- *
- * Memory per idle client is the shard_client struct below (a few hundred
- * bytes) plus its subscriptions: the read buffer is shared by all clients,
- * the wslay context exists only while a frame is partially received, and
- * the send queue is a ring of pointers to shared refcounted chunks.
- *
- * Lifetime: a client is never freed inside its own callbacks.  Closing it
- * (client_kill) closes the fd at once and moves the struct to a graveyard
- * that a separate event frees on the next loop pass.
+ * Client-facing server (shard/server.c): TCP listeners on WS_ADDR (and
+ * WS_SHARED_ADDR), the HTTP phase (/ws upgrade, /health, /metrics), fan-out
+ * of record frames to clients (shard/client.h), timers (ping, idle,
+ * handshake, close) and the per-IP connection rate limit.
  */
 #ifndef ODIN_SHARD_SERVER_H
 #define ODIN_SHARD_SERVER_H
@@ -21,52 +12,11 @@
 #include <event2/event_struct.h>
 #include "common/buf.h"
 #include "proto/frame.h"
+#include "shard/client.h"
 #include "shard/map.h"
 #include "shard/shard.h"
 #include "shard/subs.h"
 #include "shard/ws.h"
-
-enum client_state { CL_HTTP = 0, CL_OPEN, CL_CLOSING, CL_DEAD };
-
-/* flags */
-#define CLF_IN_FLUSH    0x01u  /* on the server's flush list */
-#define CLF_WR_SHUT     0x04u  /* shutdown(SHUT_WR) done */
-#define CLF_IN_FEED     0x08u  /* inside ws_parser_feed */
-#define CLF_SLOW        0x10u  /* closed for a full send queue */
-#define CLF_UPGRADED    0x20u  /* went through the WebSocket upgrade */
-
-#define CL_INLINE_Q 4
-#define SHARD_HTTP_MAX_HEAD 8192   /* request head limit (431 above) */
-
-typedef struct shard_client {
-    struct shard_client *prev, *next;   /* live list or graveyard */
-    struct shard_client *flush_next;
-    struct shard_server *srv;
-    struct event ev;
-    int fd;
-    uint8_t state;
-    uint8_t flags;
-    uint8_t ip_len;              /* 4 or 16 */
-    uint8_t ev_write;            /* ev currently includes EV_WRITE */
-    uint16_t port;
-    uint16_t errors;             /* error replies in the current window */
-    uint8_t ip[16];
-    uint64_t t_state_ms;         /* accept time (HTTP) / close start */
-    uint64_t last_rx_ms;
-    uint64_t next_ping_ms;
-    uint64_t err_window_ms;
-    uint64_t rl_ms;              /* message token bucket */
-    double rl_tokens;
-    /* send queue: ring of chunk pointers, inline until it needs more */
-    ws_chunk **q;
-    uint32_t q_head, q_len, q_cap;
-    uint32_t q_off;              /* bytes of q[head] already written */
-    uint64_t q_bytes;
-    ws_chunk *q_inline[CL_INLINE_Q];
-    ws_parser parser;
-    subs_conn subs;
-    buf *http_in;                /* HTTP phase only */
-} shard_client;
 
 typedef struct shard_listener {
     int fd;
@@ -96,7 +46,6 @@ typedef struct shard_server {
     void *drained_ud;
 } shard_server;
 
-/* ---- server.c ---- */
 
 /* Bind listeners and start timers.  NULL on failure (logged). */
 shard_server *shard_server_new(shard_ctx *ctx);
@@ -115,36 +64,5 @@ void shard_server_http(shard_server *srv, shard_client *c, const char *data,
                        size_t len);
 
 void shard_server_schedule_flush(shard_server *srv, shard_client *c);
-
-/* ---- client.c ---- */
-
-shard_client *client_new(shard_server *srv, int fd,
-                         const struct sockaddr *sa);
-void client_free(shard_client *c);  /* only from the reaper */
-
-/* Close the fd now and hand the struct to the reaper.  Idempotent. */
-void client_kill(shard_client *c, const char *why);
-
-/* Send a close frame (if open) and wait for the peer, bounded by
- * WS_CLOSE_TIMEOUT.  Counted in ws_disconnects_total{code}. */
-void client_close(shard_client *c, uint16_t code, const char *reason);
-
-/* Queue a chunk (takes a reference).  Over the queue limits the client is
- * closed with 1008 and 0 is returned; 1 if queued. */
-int client_push(shard_client *c, ws_chunk *ch);
-
-/* Queue bytes that end the HTTP phase (a response) and close after. */
-void client_http_reply(shard_client *c, const char *data, size_t len,
-                       int close_after);
-
-/* Switch from the HTTP phase to an open WebSocket; `rest` are bytes that
- * followed the request head (already a frame). */
-void client_upgrade(shard_client *c, const char *rest, size_t len);
-
-/* Write as much of the queue as the socket takes. */
-void client_flush(shard_client *c);
-
-/* Timer checks (ping, idle, timeouts). */
-void client_tick(shard_client *c, uint64_t now);
 
 #endif

@@ -1,5 +1,5 @@
 #include "tests/support/wsclient.h"
-#include "common/lg_ws.h"
+#include "tools/lib/lg_ws.h"
 
 #include <errno.h>
 #include <poll.h>

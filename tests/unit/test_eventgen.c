@@ -12,7 +12,7 @@
 #include <jansson.h>
 
 #include "common/buf.h"
-#include "common/eventgen.h"
+#include "tools/lib/eventgen.h"
 #include "common/topics.h"
 
 static void test_rng_deterministic(void **state)

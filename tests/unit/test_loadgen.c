@@ -11,11 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "common/lg_hist.h"
-#include "common/lg_plan.h"
-#include "common/lg_report.h"
-#include "common/lg_scan.h"
-#include "common/lg_ws.h"
+#include "tools/lib/lg_hist.h"
+#include "tools/lib/lg_plan.h"
+#include "tools/lib/lg_report.h"
+#include "tools/lib/lg_scan.h"
+#include "tools/lib/lg_ws.h"
 #include "common/wskey.h"
 
 /* |got - want| <= 1 % of want (+1 for tiny values) */

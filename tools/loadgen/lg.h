@@ -11,7 +11,7 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
-#include "common/lg_plan.h"
+#include "tools/lib/lg_plan.h"
 
 typedef struct lg_target {
     char host[256];

@@ -28,8 +28,8 @@
 #include "common/buf.h"
 #include "common/clock.h"
 #include "common/config.h"
-#include "common/lg_hist.h"
-#include "common/lg_report.h"
+#include "tools/lib/lg_hist.h"
+#include "tools/lib/lg_report.h"
 #include "common/log.h"
 #include "tools/loadgen/lg.h"
 

@@ -34,10 +34,10 @@
 
 #include "common/buf.h"
 #include "common/clock.h"
-#include "common/lg_hist.h"
-#include "common/lg_report.h"
-#include "common/lg_scan.h"
-#include "common/lg_ws.h"
+#include "tools/lib/lg_hist.h"
+#include "tools/lib/lg_report.h"
+#include "tools/lib/lg_scan.h"
+#include "tools/lib/lg_ws.h"
 #include "common/log.h"
 
 #ifndef IP_BIND_ADDRESS_NO_PORT

@@ -30,7 +30,7 @@
 #include "common/buf.h"
 #include "common/clock.h"
 #include "common/config.h"
-#include "common/eventgen.h"
+#include "tools/lib/eventgen.h"
 #include "common/log.h"
 #include "common/topics.h"
 

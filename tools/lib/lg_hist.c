@@ -1,4 +1,4 @@
-#include "common/lg_hist.h"
+#include "tools/lib/lg_hist.h"
 
 #include <string.h>
 

@@ -1,4 +1,4 @@
-#include "common/eventgen.h"
+#include "tools/lib/eventgen.h"
 
 #include <math.h>
 #include <stdlib.h>

@@ -1,4 +1,4 @@
-#include "common/lg_plan.h"
+#include "tools/lib/lg_plan.h"
 
 #include <arpa/inet.h>
 #include <stdio.h>

@@ -16,7 +16,7 @@
 #include <stdint.h>
 
 #include "common/buf.h"
-#include "common/lg_hist.h"
+#include "tools/lib/lg_hist.h"
 
 /* Connection failure kinds (each connection that never got to "open"
  * counts exactly once). */

@@ -1,4 +1,4 @@
-#include "common/lg_report.h"
+#include "tools/lib/lg_report.h"
 
 #include <string.h>
 

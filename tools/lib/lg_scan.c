@@ -1,4 +1,4 @@
-#include "common/lg_scan.h"
+#include "tools/lib/lg_scan.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,5 +1,5 @@
-#include "common/lg_ws.h"
-#include "common/lg_plan.h"
+#include "tools/lib/lg_ws.h"
+#include "tools/lib/lg_plan.h"
 #include "common/wskey.h"
 
 #include <stdio.h>
