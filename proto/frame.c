@@ -4,8 +4,14 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* Deepest nesting a valid frame has: frame array > records array > record. */
-#define FRAME_MAX_DEPTH 4
+/* Deepest nesting a valid frame has: frame array (0) > records array (1) >
+ * record (2) > field (3, a scalar). */
+#define FRAME_MAX_DEPTH 3
+
+/* Most elements a container may declare at each depth (see frame.h). */
+static const uint32_t max_count[FRAME_MAX_DEPTH + 1] = {
+    FRAME_MAX_FIELDS, FRAME_MAX_RECORDS, FRAME_MAX_FIELDS, 0,
+};
 
 struct frame_decoder {
     buf in;                 /* buffered bytes; in.data[pos..len) unread */
@@ -22,7 +28,8 @@ struct frame_decoder {
  * before it reads the elements, so a 10-byte payload declaring 2^32 elements
  * would make it attempt a huge allocation.  Walk the value first: every
  * declared count must fit in the remaining bytes (each element takes at
- * least one) and nesting stays shallow.  Returns the value's length, or -1. */
+ * least one), stays under the cap of its depth, and nesting stays shallow.
+ * Returns the value's length, -1 (malformed) or -2 (over a cap). */
 static uint64_t be(const unsigned char *p, int n)
 {
     uint64_t v = 0;
@@ -33,8 +40,10 @@ static uint64_t be(const unsigned char *p, int n)
 
 static int64_t walk(const unsigned char *p, size_t n, int depth)
 {
-    if (n == 0 || depth > FRAME_MAX_DEPTH)
+    if (n == 0)
         return -1;
+    if (depth > FRAME_MAX_DEPTH)
+        return -2;
     unsigned char c = p[0];
     uint64_t len = 0, count = 0;
     size_t hdr = 1;
@@ -82,13 +91,15 @@ static int64_t walk(const unsigned char *p, size_t n, int depth)
     }
     if (kind == 2)
         count *= 2;
+    if (count > max_count[depth])
+        return -2;
     if (count > n - hdr)
         return -1;
     size_t off = hdr;
     for (uint64_t i = 0; i < count; i++) {
         int64_t l = walk(p + off, n - off, depth + 1);
         if (l < 0)
-            return -1;
+            return l;
         off += (size_t)l;
     }
     return (int64_t)off;
@@ -188,6 +199,8 @@ int frame_decode_payload(frame_decoder *d, const void *p, size_t n, frame_msg *o
     if (n == 0)
         return FRAME_E_EMPTY;
     int64_t l = walk(p, n, 0);
+    if (l == -2)
+        return FRAME_E_LIMIT;
     if (l < 0 || (size_t)l != n)
         return FRAME_E_MALFORMED;   /* truncated, bad byte or trailing bytes */
 
@@ -378,6 +391,7 @@ const char *frame_strerror(int code)
     case FRAME_E_MALFORMED: return "malformed frame";
     case FRAME_E_TYPE: return "unknown frame type";
     case FRAME_E_EMPTY: return "empty frame";
+    case FRAME_E_LIMIT: return "over a frame limit";
     default: return "unknown error";
     }
 }

@@ -39,6 +39,17 @@
 #define FRAME_E_MALFORMED (-3)  /* not msgpack, wrong shape or types, trailing bytes */
 #define FRAME_E_TYPE      (-4)  /* well-formed but unknown frame type */
 #define FRAME_E_EMPTY     (-5)  /* zero-length frame */
+#define FRAME_E_LIMIT     (-6)  /* over a structural cap (records, elements, nesting) */
+
+/* Structural caps, checked on the raw bytes BEFORE msgpack-c allocates
+ * anything (like hiredis's maxelements): the frame array and each record
+ * hold at most FRAME_MAX_FIELDS elements, a DELIVERY at most
+ * FRAME_MAX_RECORDS records, and nothing nests deeper than a record's
+ * fields.  So decoding a frame of n bytes allocates O(records) objects,
+ * never O(declared counts) and never more than about
+ * FRAME_MAX_RECORDS * FRAME_MAX_FIELDS msgpack objects (~25 MB). */
+#define FRAME_MAX_RECORDS 65536u
+#define FRAME_MAX_FIELDS  16u
 
 enum frame_type { FRAME_HELLO = 1, FRAME_DELIVERY = 2 };
 

@@ -34,7 +34,7 @@ static size_t fill_opts(router_config *c)
         "topic, or '^regex'", 0, 0);
     OPT("KAFKA_BATCH_SIZE", CFG_INT, kafka_batch_size, "500",
         "Records per batch: a batch is dispatched when this many are consumed ...",
-        1, 100000);
+        1, 65536);
     OPT("KAFKA_BATCH_TIMEOUT_MS", CFG_INT, kafka_batch_timeout_ms, "10",
         "... or this long after its first record arrived (0 = dispatch what is there)",
         0, 60000);

@@ -357,7 +357,72 @@ static void test_shape_errors(void **st)
     assert_int_equal(decode_packed(p_record_bin_value), 1);
     assert_int_equal(decode_packed(p_record_float_offset), FRAME_E_MALFORMED);
     assert_int_equal(decode_packed(p_record_negative_flags), FRAME_E_MALFORMED);
-    assert_int_equal(decode_packed(p_too_deep), FRAME_E_MALFORMED);
+    assert_int_equal(decode_packed(p_too_deep), FRAME_E_LIMIT);
+}
+
+/* A DELIVERY whose records array holds `n` elements, each `elem` packed. */
+static void pack_delivery_n(buf *out, uint32_t n, int small_ints)
+{
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 3); msgpack_pack_int(&pk, 2); msgpack_pack_int(&pk, 0);
+    msgpack_pack_array(&pk, n);
+    for (uint32_t i = 0; i < n; i++) {
+        if (small_ints) {
+            msgpack_pack_int(&pk, 1);
+        } else {
+            msgpack_pack_array(&pk, 7);
+            pk_str(&pk, "trade"); pk_str(&pk, "BTC"); msgpack_pack_int(&pk, 0);
+            msgpack_pack_int(&pk, (int64_t)i); msgpack_pack_int(&pk, 0); pk_str(&pk, "{}");
+            msgpack_pack_int(&pk, 0);
+        }
+    }
+    buf_reset(out);
+    assert_int_equal(buf_append(out, sb.data, sb.size), 0);
+    msgpack_sbuffer_destroy(&sb);
+}
+
+/* The frame of small integers that used to cost hundreds of MB: refused on
+ * its declared count, before msgpack-c allocates; the largest legal frame
+ * still decodes. */
+static void test_record_caps(void **st)
+{
+    (void)st;
+    frame_decoder *d = frame_decoder_new(FRAME_DEFAULT_MAX);
+    frame_msg m;
+    buf p = { 0 };
+    pack_delivery_n(&p, 16u * 1024u * 1024u - 16u, 1);   /* ~16 MiB */
+    assert_int_equal(frame_decode_payload(d, p.data, p.len, &m), FRAME_E_LIMIT);
+    pack_delivery_n(&p, FRAME_MAX_RECORDS + 1, 0);
+    assert_int_equal(frame_decode_payload(d, p.data, p.len, &m), FRAME_E_LIMIT);
+    pack_delivery_n(&p, FRAME_MAX_RECORDS, 0);
+    assert_int_equal(frame_decode_payload(d, p.data, p.len, &m), 1);
+    assert_int_equal(m.nrecords, FRAME_MAX_RECORDS);
+    assert_true(m.records[FRAME_MAX_RECORDS - 1].offset == FRAME_MAX_RECORDS - 1);
+    /* a record with more fields than FRAME_MAX_FIELDS */
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 3); msgpack_pack_int(&pk, 2); msgpack_pack_int(&pk, 0);
+    msgpack_pack_array(&pk, 1); msgpack_pack_array(&pk, FRAME_MAX_FIELDS + 1);
+    for (unsigned i = 0; i < FRAME_MAX_FIELDS + 1; i++)
+        msgpack_pack_int(&pk, 0);
+    assert_int_equal(frame_decode_payload(d, sb.data, sb.size, &m), FRAME_E_LIMIT);
+    msgpack_sbuffer_destroy(&sb);
+    /* the stream decoder poisons itself the same way */
+    pack_delivery_n(&p, FRAME_MAX_RECORDS + 1, 1);
+    unsigned char h[4] = { (unsigned char)(p.len >> 24), (unsigned char)(p.len >> 16),
+                           (unsigned char)(p.len >> 8), (unsigned char)p.len };
+    assert_int_equal(frame_decoder_feed(d, h, 4), FRAME_OK);
+    assert_int_equal(frame_decoder_feed(d, p.data, p.len), FRAME_OK);
+    assert_int_equal(frame_decoder_next(d, &m), FRAME_E_LIMIT);
+    assert_int_equal(frame_decoder_next(d, &m), FRAME_E_LIMIT);
+    assert_string_equal(frame_strerror(FRAME_E_LIMIT), "over a frame limit");
+    buf_free(&p);
+    frame_decoder_free(d);
 }
 
 static void test_byte_level_errors(void **st)
@@ -368,9 +433,11 @@ static void test_byte_level_errors(void **st)
     /* 0xc1 is never valid msgpack */
     assert_int_equal(frame_decode_payload(d, "\xc1", 1, &m), FRAME_E_MALFORMED);
     /* array32 claiming 4 billion elements in 5 bytes: refused before any allocation */
-    assert_int_equal(frame_decode_payload(d, "\xdd\xff\xff\xff\xff", 5, &m), FRAME_E_MALFORMED);
+    assert_int_equal(frame_decode_payload(d, "\xdd\xff\xff\xff\xff", 5, &m), FRAME_E_LIMIT);
     /* map32 likewise */
-    assert_int_equal(frame_decode_payload(d, "\xdf\x7f\xff\xff\xff", 5, &m), FRAME_E_MALFORMED);
+    assert_int_equal(frame_decode_payload(d, "\xdf\x7f\xff\xff\xff", 5, &m), FRAME_E_LIMIT);
+    /* within the cap but longer than the payload: malformed */
+    assert_int_equal(frame_decode_payload(d, "\x9f\x01", 2, &m), FRAME_E_MALFORMED);
     /* str32 longer than the payload */
     assert_int_equal(frame_decode_payload(d, "\x92\x02\xdb\x00\x01\x00\x00", 7, &m),
                      FRAME_E_MALFORMED);
@@ -441,6 +508,7 @@ int main(void)
         cmocka_unit_test(test_empty_frame),
         cmocka_unit_test(test_shape_errors),
         cmocka_unit_test(test_byte_level_errors),
+        cmocka_unit_test(test_record_caps),
         cmocka_unit_test(test_every_truncation),
         cmocka_unit_test(test_free_null_and_strerror),
     };
