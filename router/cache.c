@@ -38,7 +38,7 @@ struct route_cache {
 
 static uint32_t hash_tok(const char *p, size_t n)
 {
-    return hash_fnv1a(p, n);
+    return hash_bytes(p, n);
 }
 
 route_cache *route_cache_new(size_t capacity, uint64_t ttl_ms)

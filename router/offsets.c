@@ -32,7 +32,7 @@ struct router_offsets {
 
 static uint32_t tp_hash(const char *topic, int32_t partition)
 {
-    uint32_t h = hash_fnv1a(topic, strlen(topic));
+    uint32_t h = hash_bytes(topic, strlen(topic));
     h ^= (uint32_t)partition;
     h *= 16777619u;
     return h & (NBUCKETS - 1);

@@ -139,7 +139,7 @@ static int arena_push(router *r, const uint16_t *v, size_t n, uint32_t *off)
 /* Index of the (deduplicated) miss for a token. */
 static uint32_t miss_add(router *r, const char *tok, size_t len)
 {
-    uint32_t h = hash_fnv1a(tok, len);
+    uint32_t h = hash_bytes(tok, len);
     uint32_t mask = r->mtab_size - 1;
     for (uint32_t i = h & mask;; i = (i + 1) & mask) {
         if (r->mtab_gen[i] != r->mgen) {

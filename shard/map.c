@@ -6,7 +6,7 @@
 
 uint32_t shard_map_hash(const void *key, size_t len)
 {
-    return hash_fnv1a(key, len);
+    return hash_bytes(key, len);
 }
 
 shard_map_node *shard_map_find(const shard_map *m, const void *key, size_t len)
