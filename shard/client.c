@@ -552,6 +552,10 @@ static void ws_input(shard_client *c, const uint8_t *data, size_t len)
     c->flags &= (uint8_t)~CLF_IN_FEED;
     if (c->state == CL_DEAD)
         return;
+    if (!c->parser.ctx)
+        c->partial_ms = 0;
+    else if (!c->partial_ms)
+        c->partial_ms = clock_mono_ms();
     switch (r) {
     case WS_FEED_OK:
     case WS_FEED_STOPPED:
@@ -570,6 +574,11 @@ static void ws_input(shard_client *c, const uint8_t *data, size_t len)
         break;
     case WS_FEED_ERROR:
         client_close(c, 1002, "protocol error");
+        break;
+    case WS_FEED_BUDGET:
+        ctx->m.ws_partial_budget_closes_total++;
+        log_client(LOG_INFO, c, "closing client", "partial-frame budget full", 1013);
+        client_close(c, 1013, "try again later");
         break;
     default:
         client_close(c, 1011, "out of memory");
@@ -677,6 +686,13 @@ void client_tick(shard_client *c, uint64_t now)
         if (now - c->last_rx_ms >= (uint64_t)(s->idle_timeout * 1000)) {
             ctx->m.ws_idle_timeouts_total++;
             client_close(c, 1001, "idle timeout");
+            break;
+        }
+        if (c->partial_ms && c->parser.ctx &&
+            now - c->partial_ms >= (uint64_t)(s->partial_timeout * 1000)) {
+            ctx->m.ws_partial_timeouts_total++;
+            log_client(LOG_INFO, c, "closing client", "incomplete frame timeout", 1008);
+            client_close(c, 1008, "incomplete frame timeout");
             break;
         }
         if (now >= c->next_ping_ms) {

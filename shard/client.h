@@ -54,6 +54,7 @@ typedef struct shard_client {
     uint64_t next_ping_ms;
     uint64_t err_window_ms;
     uint64_t rl_ms;              /* message token bucket */
+    uint64_t partial_ms;         /* since when a frame is half received (0: none) */
     double rl_tokens;
     /* send queue: ring of chunk pointers, inline until it needs more */
     ws_chunk **q;

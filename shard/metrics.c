@@ -97,8 +97,17 @@ int shard_metrics_render(buf *o, const shard_metrics *m, const shard_gauges *g)
     e |= prom_gauge(o, "ws_send_queue_bytes", "Bytes queued to clients",
                (double)g->queue_bytes);
     e |= prom_gauge(o, "ws_parser_contexts",
-               "Clients with a partially received frame", 
+               "Clients with a partially received frame",
                (double)g->parser_contexts);
+    e |= prom_gauge(o, "ws_partial_bytes",
+               "Bytes charged for half-received client frames (WS_PARTIAL_BUDGET)",
+               (double)g->partial_bytes);
+    e |= prom_counter(o, "ws_partial_budget_closes_total",
+                 "Clients closed with 1013: half-received frames over WS_PARTIAL_BUDGET",
+                 m->ws_partial_budget_closes_total);
+    e |= prom_counter(o, "ws_partial_timeouts_total",
+                 "Clients closed with 1008: a frame not completed within WS_PARTIAL_TIMEOUT",
+                 m->ws_partial_timeouts_total);
     e |= prom_counter(o, "shard_records_received_total",
                  "Records received from routers",
                  m->shard_records_received_total);

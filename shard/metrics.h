@@ -39,6 +39,8 @@ typedef struct shard_metrics {
     uint64_t ws_handshake_failures_total;
     uint64_t ws_handshake_timeouts_total;
     uint64_t ws_idle_timeouts_total;
+    uint64_t ws_partial_budget_closes_total;  /* 1013: over WS_PARTIAL_BUDGET */
+    uint64_t ws_partial_timeouts_total;       /* 1008: frame not completed in time */
     uint64_t ws_pending_rejections_total;
     uint64_t ws_accept_errors_total;
     uint64_t ws_http_requests_total;
@@ -63,6 +65,7 @@ typedef struct shard_gauges {
     long subscriptions, tokens, channels;
     long queue_bytes;         /* bytes queued to clients */
     long parser_contexts;
+    long partial_bytes;
     long routers;
     long fd_limit;
     int redis_connected;

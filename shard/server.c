@@ -235,9 +235,17 @@ static void http_reply(shard_server *srv, shard_client *c, int status,
 static void http_error(shard_server *srv, shard_client *c, int status,
                        const char *msg, const char *extra)
 {
-    char body[256];
-    int n = snprintf(body, sizeof(body), "{\"error\":\"%s\"}\n", msg);
-    http_reply(srv, c, status, "application/json", body, (size_t)n, extra);
+    /* msg may hold quotes (reasons name headers): always escape it */
+    buf body = { 0 };
+    if (buf_append(&body, "{\"error\":", 9) != 0 ||
+        buf_append_json_str(&body, msg, strlen(msg)) != 0 ||
+        buf_append(&body, "}\n", 2) != 0) {
+        buf_free(&body);
+        client_kill(c, "out of memory");
+        return;
+    }
+    http_reply(srv, c, status, "application/json", body.data, body.len, extra);
+    buf_free(&body);
 }
 
 static int path_is(const httpreq *r, const char *p)

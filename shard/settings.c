@@ -56,6 +56,14 @@ static size_t table(shard_settings *s, config_opt *o)
     OPT("WS_MAX_FRAME", CFG_INT, &s->max_frame, "65536",
         "Largest client message buffered at all; longer ones are closed with "
         "1009 (raised to WS_MAX_MESSAGE if lower)", 64, 1 << 30);
+    OPT("WS_PARTIAL_BUDGET", CFG_INT, &s->partial_budget, "67108864",
+        "Bytes of half-received client frames the whole shard may hold "
+        "(wslay context + bytes arrived); over it a client that sends more of "
+        "an incomplete frame is closed with 1013; 0 = no limit", 0,
+        (double)(1L << 40));
+    OPT("WS_PARTIAL_TIMEOUT", CFG_DOUBLE, &s->partial_timeout, "10",
+        "Seconds a client may take to complete a frame it started; then "
+        "closed with 1008", 0.01, 3600);
     OPT("WS_MAX_CHANNELS", CFG_INT, &s->max_channels, "128",
         "Max channel subscriptions per connection", 1, 1000000);
     OPT("WS_MSG_RATE", CFG_DOUBLE, &s->msg_rate, "10",

@@ -20,6 +20,8 @@ typedef struct shard_settings {
     double close_timeout;     /* WS_CLOSE_TIMEOUT */
     double shutdown_timeout;  /* SHARD_SHUTDOWN_TIMEOUT */
     long max_message;         /* WS_MAX_MESSAGE */
+    long partial_budget;      /* WS_PARTIAL_BUDGET, bytes */
+    double partial_timeout;   /* WS_PARTIAL_TIMEOUT, seconds */
     long max_frame;           /* WS_MAX_FRAME (wslay limit, 1009 above) */
     long max_channels;        /* WS_MAX_CHANNELS */
     double msg_rate;          /* WS_MSG_RATE */

@@ -37,6 +37,7 @@ void shard_gauges_fill(const shard_ctx *ctx, shard_gauges *g)
     g->tokens = (long)subs_tokens_count(ctx->subs);
     g->channels = (long)subs_channels_count(ctx->subs);
     g->parser_contexts = ws_parser_contexts();
+    g->partial_bytes = (long)ws_parser_partial_bytes();
     g->routers = shard_ingress_routers(ctx->ing);
     g->fd_limit = ctx->fd_limit;
     g->redis_connected = shard_registry_connected(ctx->reg);
@@ -151,6 +152,7 @@ int shard_run(const shard_settings *set)
                "allows; lowered", "I:requested",
                (int64_t)set->max_connections, "I:max_connections",
                (int64_t)ctx.max_connections, NULL);
+    ws_parser_set_budget((uint64_t)set->partial_budget);
     log_kv(LOG_INFO, "capacity", "I:fd_limit", (int64_t)ctx.fd_limit,
            "I:max_connections", (int64_t)ctx.max_connections,
            "b:derived", set->max_connections == 0, "I:fd_reserve",

@@ -184,6 +184,17 @@ typedef struct feed_state {
 
 static feed_state *g_feed;
 static long g_contexts;
+static uint64_t g_partial, g_budget;
+
+void ws_parser_set_budget(uint64_t bytes) { g_budget = bytes; }
+uint64_t ws_parser_partial_bytes(void) { return g_partial; }
+
+/* Move this parser's charge to `now` bytes. */
+static void charge(ws_parser *p, uint64_t now)
+{
+    g_partial = g_partial - p->charged + now;
+    p->charged = now;
+}
 
 long ws_parser_contexts(void) { return g_contexts; }
 
@@ -265,6 +276,21 @@ static void cb_msg(wslay_event_context_ptr ctx,
     feed_state *f = g_feed;
     if (f->p->stopped)
         return;
+    /* RFC 6455 5.5.1: a close payload is empty or starts with a 2-byte
+     * status.  wslay answers a 1-byte one with an empty close (it already
+     * answers invalid status codes with 1002 itself); stop before its reply
+     * goes out so the owner closes with 1002. */
+    if (a->opcode == WS_OP_CLOSE && a->msg_length == 1) {
+        f->p->bad_close = 1;
+        f->p->stopped = 1;
+        wslay_event_shutdown_read(ctx);
+        return;
+    }
+    /* A data message is complete: everything fed up to its end is consumed
+     * (wslay hands the message over and drops it after this callback).  A
+     * control frame between fragments does not end the message. */
+    if (a->opcode == WS_OP_TEXT || a->opcode == WS_OP_BINARY || !f->p->frag)
+        f->p->msg_done = f->p->done + f->p->cur;
     /* Flush what wslay queued so far (a pong for this ping, a close reply)
      * before the owner reacts, so output order follows input order. */
     if (wslay_event_want_write(ctx) && wslay_event_send(ctx) != 0) {
@@ -295,7 +321,8 @@ void ws_parser_free(ws_parser *p)
         p->ctx = NULL;
         g_contexts--;
     }
-    p->fed = p->done = p->cur = 0;
+    charge(p, 0);
+    p->fed = p->done = p->cur = p->msg_done = 0;
     p->frag = 0;
 }
 
@@ -320,9 +347,10 @@ int ws_parser_feed(ws_parser *p, const ws_parser_cb *cb, void *ud,
         wslay_event_config_set_max_recv_msg_length(ctx, max_msg);
         p->ctx = ctx;
         g_contexts++;
-        p->fed = p->done = p->cur = 0;
+        p->fed = p->done = p->cur = p->msg_done = 0;
         p->frag = 0;
     }
+    uint64_t before = p->charged;
     feed_state f = { .p = p, .cb = cb, .ud = ud, .in = data, .len = len };
     feed_state *saved = g_feed;
     g_feed = &f;
@@ -331,6 +359,8 @@ int ws_parser_feed(ws_parser *p, const ws_parser_cb *cb, void *ud,
     int r = wslay_event_recv(ctx);
     if (r != 0) {
         rc = r == WSLAY_ERR_NOMEM ? WS_FEED_NOMEM : WS_FEED_ERROR;
+    } else if (p->bad_close) {
+        rc = WS_FEED_ERROR;
     } else if (p->stopped) {
         rc = WS_FEED_STOPPED;
     } else {
@@ -342,11 +372,18 @@ int ws_parser_feed(ws_parser *p, const ws_parser_cb *cb, void *ud,
         }
     }
     g_feed = saved;
+    if (rc == WS_FEED_OK && p->fed == p->done && !p->frag) {
+        ws_parser_free(p);   /* at a message boundary: keep nothing */
+        return rc;
+    }
+    if (rc == WS_FEED_OK) {
+        charge(p, WS_PARSER_CTX_COST + (p->fed - p->msg_done));
+        if (g_budget && p->charged > before && g_partial > g_budget)
+            rc = WS_FEED_BUDGET;
+    }
     if (rc != WS_FEED_OK) {
         p->stopped = 1;
         ws_parser_free(p);
-    } else if (p->fed == p->done && !p->frag) {
-        ws_parser_free(p);   /* at a message boundary: keep nothing */
     }
     return rc;
 }

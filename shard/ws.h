@@ -83,8 +83,11 @@ typedef struct ws_parser {
     uint64_t done;        /* bytes of frames it completed */
     uint64_t cur;         /* header + payload length of the frame in progress */
     uint16_t close_code;  /* close status sent (after WS_FEED_CLOSED) */
+    uint64_t msg_done;    /* bytes fed up to the end of the last complete message */
+    uint64_t charged;     /* what this parser counts against the partial budget */
     uint8_t frag;         /* inside a fragmented data message */
     uint8_t stopped;      /* owner called ws_parser_stop() */
+    uint8_t bad_close;    /* peer's close payload broke RFC 6455 5.5.1 */
 } ws_parser;
 
 typedef struct ws_parser_cb {
@@ -104,8 +107,28 @@ typedef struct ws_parser_cb {
 #define WS_FEED_CLOSED   1   /* a close frame went out (reply to the peer's
                                 close, or 1002/1007/1009 for a violation) */
 #define WS_FEED_STOPPED  2   /* owner called ws_parser_stop() */
-#define WS_FEED_ERROR  (-1)  /* broken framing: caller closes with 1002 */
+#define WS_FEED_ERROR  (-1)  /* broken framing, or a close frame with a 1-byte
+                                payload: caller closes with 1002 */
 #define WS_FEED_NOMEM  (-2)
+#define WS_FEED_BUDGET (-3)  /* this feed grew half-received data while the
+                                process is over its partial budget: caller
+                                closes with 1013 (try again later) */
+
+/*
+ * Half-received data (a frame or fragmented message not yet complete) is the
+ * one input a client can make the shard hold.  wslay buffers only what has
+ * arrived (never the declared length) but needs a context of
+ * WS_PARSER_CTX_COST bytes while a message is open, so each parser with an
+ * open message is charged that plus the bytes fed since its last complete
+ * message.  The process-wide total is kept under a budget: a feed that makes
+ * its parser's charge grow while the total is over the budget fails with
+ * WS_FEED_BUDGET, and its memory is released at once.  Complete messages
+ * that arrive whole in one read charge nothing, so well-behaved clients keep
+ * flowing while slow-loris senders are refused.
+ */
+#define WS_PARSER_CTX_COST 8790u   /* wslay 1.1.1 context, measured (mallinfo2) */
+void ws_parser_set_budget(uint64_t bytes);   /* 0: no limit */
+uint64_t ws_parser_partial_bytes(void);      /* current process total */
 
 /*
  * Feed bytes read from the peer.  Messages longer than max_msg bytes make

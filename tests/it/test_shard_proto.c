@@ -17,6 +17,8 @@
 #include <sys/socket.h>
 #include <sys/wait.h>
 
+#include <jansson.h>
+
 #include "tests/support/support.h"
 #include "tests/support/shardsup.h"
 #include "tests/support/wsclient.h"
@@ -321,12 +323,103 @@ static void test_http(void **state)
     assert_true(tsup_prom_value(body, "ws_connections_active") == 0);
     free(body);
     assert_int_equal(tsup_http_get(s->port, "/nope", NULL), 404);
-    assert_int_equal(tsup_http_get(s->port, "/ws", NULL), 400);   /* no upgrade */
+    /* no upgrade: the reason holds quotes, the body is still valid JSON */
+    assert_int_equal(tsup_http_get(s->port, "/ws", &body), 400);
+    json_error_t jerr;
+    json_t *j = json_loads(body, 0, &jerr);
+    if (!j)
+        fail_msg("error body is not JSON: %s (%s)", body, jerr.text);
+    assert_string_equal(json_string_value(json_object_get(j, "error")),
+                        "missing \"Upgrade: websocket\"");
+    json_decref(j);
+    free(body);
     wsc_opts o = { .extra_headers = "X-Test: 1\r\n" };
     wsc *c = wsc_connect_raw("127.0.0.1", s->port, &o);
     assert_non_null(c);
     assert_int_equal(c->status, 101);
     wsc_free(c);
+    stop(s);
+}
+
+/* Send the header of a masked text frame declaring `declared` bytes and
+ * the first `sent` bytes of its payload. */
+static void send_partial(wsc *c, size_t declared, size_t sent)
+{
+    uint8_t *b = calloc(1, 14 + sent);
+    size_t h = 0;
+    b[h++] = 0x81;
+    b[h++] = 0x80 | 126;
+    b[h++] = (uint8_t)(declared >> 8);
+    b[h++] = (uint8_t)declared;
+    memset(b + h, 0, 4);   /* zero mask: payload as is */
+    h += 4;
+    memset(b + h, ' ', sent);
+    assert_int_equal(wsc_send_raw(c, b, h + sent), 0);
+    free(b);
+}
+
+static int partial_settled(void *arg)
+{
+    int port = *(int *)arg;
+    return ssup_metric(port, "ws_partial_budget_closes_total") +
+           ssup_metric(port, "ws_parser_contexts") >= 24;
+}
+
+/* Hostile input: half-sent frames are held up to WS_PARTIAL_BUDGET for the
+ * whole shard (over it 1013), for at most WS_PARTIAL_TIMEOUT (then 1008),
+ * and a well-behaved client is served throughout. */
+static void test_partial_frames(void **state)
+{
+    enum { N = 24, SENT = 20000 };
+    /* room for about 8 connections of (8790 + 20000) bytes */
+    const char *env[] = { "WS_PARTIAL_BUDGET=240000", "WS_PARTIAL_TIMEOUT=4", NULL };
+    ssup_shard *s = start("partial", env);
+    wsc *cs[N];
+    for (int i = 0; i < N; i++) {
+        cs[i] = connect_ok(s->port);
+        send_partial(cs[i], 60000, SENT);
+    }
+    /* every connection is either held or refused with 1013 */
+    assert_int_equal(tsup_wait_until(partial_settled, &s->port, T), 1);
+    int refused = 0, held = 0;
+    for (int i = 0; i < N; i++) {
+        int code = wsc_wait_close(cs[i], 50);
+        if (code == 1013)
+            refused++;
+        else if (code == -2)
+            held++;
+        else
+            fail_msg("connection %d: close %d", i, code);
+    }
+    printf("partial frames: %d held, %d refused with 1013\n", held, refused);
+    assert_int_equal(held + refused, N);
+    assert_true(held >= 6 && held <= 9);
+    assert_true(ssup_metric(s->port, "ws_partial_budget_closes_total") == refused);
+    double pb = ssup_metric(s->port, "ws_partial_bytes");
+    assert_true(pb <= 240000 && pb >= held * (8790.0 + SENT));
+    /* a well-behaved client still subscribes while the budget is full */
+    wsc *good = connect_ok(s->port);
+    assert_int_equal(wsc_send_text(good, "{\"type\":\"subscribe\",\"data\":{\"channels\":[\"BTC.trade\"]}}"), 0);
+    char *m = recv_text(good);
+    assert_non_null(strstr(m, "subscription_ack"));
+    free(m);
+    /* the held ones never finish: closed with 1008 by the partial timeout */
+    for (int i = 0; i < N; i++) {
+        if (cs[i]->close_code == 1013)
+            continue;
+        assert_int_equal(wsc_wait_close(cs[i], 5000), 1008);
+    }
+    assert_int_equal(ssup_wait_metric(s->port, "ws_partial_timeouts_total", held, 5000), 1);
+    assert_true(ssup_metric(s->port, "ws_partial_bytes") == 0);
+    assert_true(ssup_metric(s->port, "ws_parser_contexts") == 0);
+    for (int i = 0; i < N; i++)
+        wsc_free(cs[i]);
+    /* a close frame with a 1-byte payload: 1002, not an empty close */
+    wsc *c = connect_ok(s->port);
+    assert_int_equal(wsc_send_frame(c, 8, 1, "\x03", 1), 0);
+    assert_int_equal(wsc_wait_close(c, T), 1002);
+    wsc_free(c);
+    wsc_free(good);
     stop(s);
 }
 
@@ -586,6 +679,7 @@ int main(void)
         cmocka_unit_test(test_reuseport),
         cmocka_unit_test(test_bind_conflict_fails),
         cmocka_unit_test(test_help),
+        cmocka_unit_test(test_partial_frames),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -254,6 +254,106 @@ static void test_violations(void **state)
     assert_int_equal(ws_parser_contexts(), 0);
 }
 
+/* RFC 6455 5.5.1: a close payload of 1 byte is a protocol error (1002 by
+ * the owner), never answered with an empty close; invalid status codes get
+ * 1002 from wslay itself. */
+static void test_bad_close_payload(void **state)
+{
+    uint8_t in[64];
+    static const uint8_t bad_codes[][2] = {
+        { 0x03, 0xe7 },   /* 999 */
+        { 0x03, 0xed },   /* 1005: reserved, never on the wire */
+        { 0x03, 0xee },   /* 1006 */
+        { 0x03, 0xf7 },   /* 1015 */
+        { 0x07, 0xd0 },   /* 2000: unassigned */
+        { 0x13, 0x88 },   /* 5000 */
+    };
+    rec r = { .log = "" };
+    ws_parser p = { 0 };
+    size_t n = frame(in, 1, WS_OP_CLOSE, "\x03", 1);
+    assert_int_equal(ws_parser_feed(&p, &CB, &r, in, n, 1024), WS_FEED_ERROR);
+    assert_int_equal(r.out_len, 0);            /* no empty close went out */
+    assert_null(p.ctx);
+    for (size_t i = 0; i < sizeof bad_codes / sizeof bad_codes[0]; i++) {
+        memset(&r, 0, sizeof r);
+        memset(&p, 0, sizeof p);
+        n = frame(in, 1, WS_OP_CLOSE, bad_codes[i], 2);
+        assert_int_equal(ws_parser_feed(&p, &CB, &r, in, n, 1024), WS_FEED_CLOSED);
+        assert_int_equal(close_sent(&r), 1002);
+        assert_int_equal(p.close_code, 1002);
+    }
+    /* valid ones are echoed: 1000, 4000 (private use) */
+    static const uint8_t good[][2] = { { 0x03, 0xe8 }, { 0x0f, 0xa0 } };
+    for (size_t i = 0; i < 2; i++) {
+        memset(&r, 0, sizeof r);
+        memset(&p, 0, sizeof p);
+        n = frame(in, 1, WS_OP_CLOSE, good[i], 2);
+        assert_int_equal(ws_parser_feed(&p, &CB, &r, in, n, 1024), WS_FEED_CLOSED);
+        assert_int_equal(close_sent(&r), (good[i][0] << 8) | good[i][1]);
+    }
+    assert_int_equal(ws_parser_contexts(), 0);
+}
+
+/* The process-wide budget for half-received frames: only what arrived is
+ * charged (plus the context), a sender that grows its partial frame while
+ * the total is over budget is refused and released, complete messages
+ * still flow, and every release gives the budget back. */
+static void test_partial_budget(void **state)
+{
+    enum { NP = 8 };
+    static uint8_t in[70000];
+    char big[60000];
+    memset(big, 'q', sizeof big);
+    size_t n = frame(in, 1, WS_OP_TEXT, big, sizeof big);   /* a 60 KB frame */
+    ws_parser ps[NP];
+    rec r = { .log = "" };
+    memset(ps, 0, sizeof ps);
+    assert_int_equal(ws_parser_partial_bytes(), 0);
+    /* budget: room for 3 parsers holding 10 KB each */
+    uint64_t each = WS_PARSER_CTX_COST + 10000;
+    ws_parser_set_budget(3 * each + 100);
+    for (int i = 0; i < 3; i++) {
+        assert_int_equal(ws_parser_feed(&ps[i], &CB, &r, in, 10000, 1 << 20), WS_FEED_OK);
+        assert_non_null(ps[i].ctx);
+        /* charged by what arrived, not by the 60 KB the header declares */
+        assert_int_equal(ps[i].charged, each);
+    }
+    assert_int_equal(ws_parser_partial_bytes(), 3 * each);
+    /* a fourth sender takes the total over: refused, and its memory freed */
+    assert_int_equal(ws_parser_feed(&ps[3], &CB, &r, in, 10000, 1 << 20), WS_FEED_BUDGET);
+    assert_null(ps[3].ctx);
+    assert_int_equal(ws_parser_partial_bytes(), 3 * each);
+    /* a complete small message on a fresh connection charges nothing */
+    uint8_t small[64];
+    size_t sn = frame(small, 1, WS_OP_TEXT, "{\"type\":\"heartbeat\"}", 20);
+    assert_int_equal(ws_parser_feed(&ps[4], &CB, &r, small, sn, 1 << 20), WS_FEED_OK);
+    assert_null(ps[4].ctx);
+    assert_int_equal(r.nmsg, 1);
+    /* finishing a held frame delivers it and gives its share back */
+    assert_int_equal(ws_parser_feed(&ps[0], &CB, &r, in + 10000, n - 10000, 1 << 20),
+                     WS_FEED_OK);
+    assert_null(ps[0].ctx);
+    assert_int_equal(r.nmsg, 2);
+    assert_int_equal(ws_parser_partial_bytes(), 2 * each);
+    /* and now there is room again */
+    assert_int_equal(ws_parser_feed(&ps[5], &CB, &r, in, 10000, 1 << 20), WS_FEED_OK);
+    assert_int_equal(ws_parser_partial_bytes(), 3 * each);
+    for (int i = 0; i < NP; i++)
+        ws_parser_free(&ps[i]);
+    assert_int_equal(ws_parser_partial_bytes(), 0);
+    assert_int_equal(ws_parser_contexts(), 0);
+    /* fragments separated by pings stay charged until the message ends */
+    ws_parser_set_budget(0);
+    ws_parser fp = { 0 };
+    size_t fn = frame(in, 0, WS_OP_TEXT, big, 5000);
+    fn += frame(in + fn, 1, WS_OP_PING, "", 0);
+    assert_int_equal(ws_parser_feed(&fp, &CB, &r, in, fn, 1 << 20), WS_FEED_OK);
+    assert_non_null(fp.ctx);
+    assert_true(fp.charged >= WS_PARSER_CTX_COST + 5000);
+    ws_parser_free(&fp);
+    assert_int_equal(ws_parser_partial_bytes(), 0);
+}
+
 static void test_stop_from_callback(void **state)
 {
     uint8_t in[256];
@@ -278,6 +378,8 @@ int main(void)
         cmocka_unit_test(test_close_echo),
         cmocka_unit_test(test_violations),
         cmocka_unit_test(test_stop_from_callback),
+        cmocka_unit_test(test_bad_close_payload),
+        cmocka_unit_test(test_partial_budget),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
