@@ -23,6 +23,7 @@ typedef struct httpreq {
     httpreq_str connection;
     httpreq_str ws_key;        /* Sec-WebSocket-Key */
     httpreq_str ws_version;    /* Sec-WebSocket-Version */
+    httpreq_str origin;        /* Origin (browsers send it) */
     int dup_ws_key;            /* Sec-WebSocket-Key given more than once */
     int has_body;              /* Content-Length > 0 or chunked */
     size_t head_len;           /* bytes of the request head incl. CRLFCRLF */

@@ -102,6 +102,9 @@ int shard_metrics_render(buf *o, const shard_metrics *m, const shard_gauges *g)
     e |= prom_gauge(o, "ws_partial_bytes",
                "Bytes charged for half-received client frames (WS_PARTIAL_BUDGET)",
                (double)g->partial_bytes);
+    e |= prom_counter(o, "ws_origin_rejections_total",
+                 "Upgrades refused with 403: Origin not in WS_ALLOWED_ORIGINS",
+                 m->ws_origin_rejections_total);
     e |= prom_counter(o, "ws_partial_budget_closes_total",
                  "Clients closed with 1013: half-received frames over WS_PARTIAL_BUDGET",
                  m->ws_partial_budget_closes_total);

@@ -39,6 +39,7 @@ typedef struct shard_metrics {
     uint64_t ws_handshake_failures_total;
     uint64_t ws_handshake_timeouts_total;
     uint64_t ws_idle_timeouts_total;
+    uint64_t ws_origin_rejections_total;      /* 403: WS_ALLOWED_ORIGINS */
     uint64_t ws_partial_budget_closes_total;  /* 1013: over WS_PARTIAL_BUDGET */
     uint64_t ws_partial_timeouts_total;       /* 1008: frame not completed in time */
     uint64_t ws_pending_rejections_total;

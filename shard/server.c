@@ -294,6 +294,11 @@ static void upgrade(shard_server *srv, shard_client *c, const httpreq *req,
                    st == 426 ? "Sec-WebSocket-Version: 13\r\n" : NULL);
         return;
     }
+    if (!ws_origin_allowed(ctx->set->allowed_origins, req)) {
+        ctx->m.ws_origin_rejections_total++;
+        http_error(srv, c, 403, "origin not allowed", NULL);
+        return;
+    }
     if (ctx->stopping) {
         http_error(srv, c, 503, "shutting down", NULL);
         return;

@@ -56,6 +56,11 @@ static size_t table(shard_settings *s, config_opt *o)
     OPT("WS_MAX_FRAME", CFG_INT, &s->max_frame, "65536",
         "Largest client message buffered at all; longer ones are closed with "
         "1009 (raised to WS_MAX_MESSAGE if lower)", 64, 1 << 30);
+    OPT("WS_ALLOWED_ORIGINS", CFG_STR, &s->allowed_origins, NULL,
+        "Comma-separated browser origins allowed to open /ws (e.g. "
+        "https://app.example.com,https://*.example.com); others get 403. "
+        "Unset: every origin (requests without Origin are always allowed)",
+        0, 0);
     OPT("WS_PARTIAL_BUDGET", CFG_INT, &s->partial_budget, "67108864",
         "Bytes of half-received client frames the whole shard may hold "
         "(wslay context + bytes arrived); over it a client that sends more of "

@@ -21,6 +21,7 @@ typedef struct shard_settings {
     double shutdown_timeout;  /* SHARD_SHUTDOWN_TIMEOUT */
     long max_message;         /* WS_MAX_MESSAGE */
     long partial_budget;      /* WS_PARTIAL_BUDGET, bytes */
+    char *allowed_origins;    /* WS_ALLOWED_ORIGINS, NULL: any */
     double partial_timeout;   /* WS_PARTIAL_TIMEOUT, seconds */
     long max_frame;           /* WS_MAX_FRAME (wslay limit, 1009 above) */
     long max_channels;        /* WS_MAX_CHANNELS */

@@ -2,6 +2,7 @@
 #include "common/wskey.h"
 
 #include <string.h>
+#include <strings.h>
 #include <stdio.h>
 #include <openssl/evp.h>
 #include <http_parser.h>
@@ -61,6 +62,47 @@ int ws_handshake_check(const httpreq *req, const char **reason)
         return 400;
     }
     *reason = NULL;
+    return 0;
+}
+
+static int origin_match(const char *pat, size_t pl, const char *o, size_t ol)
+{
+    const char *star = memchr(pat, '*', pl);
+    if (!star)
+        return pl == ol && strncasecmp(pat, o, ol) == 0;
+    /* wildcard host: same scheme and suffix, non-empty host labels between */
+    size_t pre = (size_t)(star - pat), suf = pl - pre - 1;   /* suf starts at '.' */
+    if (suf == 0 || star[1] != '.' || ol <= pre + suf)
+        return 0;
+    if (strncasecmp(pat, o, pre) != 0 || strncasecmp(star + 1, o + ol - suf, suf) != 0)
+        return 0;
+    for (size_t i = pre; i < ol - suf; i++)
+        if (o[i] == '/' || o[i] == ':' || o[i] == '@')
+            return 0;   /* the wildcard covers host labels only */
+    return 1;
+}
+
+int ws_origin_allowed(const char *allowed, const httpreq *req)
+{
+    if (!allowed || !*allowed || !req->origin.p)
+        return 1;
+    const char *o = req->origin.p;
+    size_t ol = req->origin.len;
+    while (ol && (o[ol - 1] == ' ' || o[ol - 1] == '\t'))
+        ol--;
+    for (const char *p = allowed; *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        const char *e = p;
+        while (*e && *e != ',')
+            e++;
+        size_t l = (size_t)(e - p);
+        while (l && p[l - 1] == ' ')
+            l--;
+        if (l && origin_match(p, l, o, ol))
+            return 1;
+        p = e;
+    }
     return 0;
 }
 

@@ -38,6 +38,18 @@ int ws_key_valid(const char *key, size_t len);
  */
 int ws_handshake_check(const httpreq *req, const char **reason);
 
+/*
+ * Cross-site WebSocket hijacking guard.  `allowed` is WS_ALLOWED_ORIGINS: a
+ * comma-separated list of origins ("https://app.example.com"), each matched
+ * whole and case-insensitively, or with a wildcard host: the scheme, then
+ * "*.example.com", matches any subdomain of example.com (not the bare
+ * domain, and only host labels: no port, path or user part).
+ * NULL or empty allows every origin (the default).  A request without an
+ * Origin header is not from a browser page and is allowed.  Returns 1 if
+ * allowed, 0 if not (answer 403).
+ */
+int ws_origin_allowed(const char *allowed, const httpreq *req);
+
 /* Append "101 Switching Protocols" with the accept value for key. */
 int ws_handshake_response(buf *out, const char *key, size_t key_len);
 

@@ -341,6 +341,28 @@ static void test_http(void **state)
     stop(s);
 }
 
+/* WS_ALLOWED_ORIGINS: a browser page from another origin gets 403. */
+static void test_origin(void **state)
+{
+    const char *env[] = { "WS_ALLOWED_ORIGINS=https://app.odin.test", NULL };
+    ssup_shard *s = start("origin", env);
+    wsc_opts bad = { .extra_headers = "Origin: https://evil.test\r\n" };
+    wsc *c = wsc_connect_raw("127.0.0.1", s->port, &bad);
+    assert_non_null(c);
+    assert_int_equal(c->status, 403);
+    assert_non_null(strstr(c->body, "origin not allowed"));
+    wsc_free(c);
+    wsc_opts good = { .extra_headers = "Origin: https://app.odin.test\r\n" };
+    c = wsc_connect_raw("127.0.0.1", s->port, &good);
+    assert_non_null(c);
+    assert_int_equal(c->status, 101);
+    wsc_free(c);
+    c = connect_ok(s->port);   /* no Origin: a server-side client */
+    wsc_free(c);
+    assert_true(ssup_metric(s->port, "ws_origin_rejections_total") == 1);
+    stop(s);
+}
+
 /* Send the header of a masked text frame declaring `declared` bytes and
  * the first `sent` bytes of its payload. */
 static void send_partial(wsc *c, size_t declared, size_t sent)
@@ -680,6 +702,7 @@ int main(void)
         cmocka_unit_test(test_bind_conflict_fails),
         cmocka_unit_test(test_help),
         cmocka_unit_test(test_partial_frames),
+        cmocka_unit_test(test_origin),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

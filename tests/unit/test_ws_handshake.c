@@ -141,6 +141,40 @@ static __attribute__((noinline)) void unref(ws_chunk *c)
     ws_chunk_unref(c);
 }
 
+static int origin_ok(const char *allowed, const char *origin)
+{
+    char req[512];
+    httpreq r;
+    snprintf(req, sizeof req,
+             "GET /ws HTTP/1.1\r\nHost: x\r\n%s%s%s\r\n", origin ? "Origin: " : "",
+             origin ? origin : "", origin ? "\r\n" : "");
+    assert_true(httpreq_parse(req, strlen(req), 8192, &r) > 0);
+    return ws_origin_allowed(allowed, &r);
+}
+
+static void test_origin_allow_list(void **state)
+{
+    const char *list = "https://app.example.com, https://*.odin.fun,http://localhost:8080";
+    /* unset or empty: every origin */
+    assert_true(origin_ok(NULL, "https://evil.test"));
+    assert_true(origin_ok("", "https://evil.test"));
+    /* no Origin header: not a browser page */
+    assert_true(origin_ok(list, NULL));
+    assert_true(origin_ok(list, "https://app.example.com"));
+    assert_true(origin_ok(list, "HTTPS://APP.EXAMPLE.COM"));
+    assert_true(origin_ok(list, "http://localhost:8080"));
+    assert_true(origin_ok(list, "https://a.odin.fun"));
+    assert_true(origin_ok(list, "https://a.b.odin.fun"));
+    assert_false(origin_ok(list, "https://odin.fun"));            /* bare domain */
+    assert_false(origin_ok(list, "http://a.odin.fun"));           /* other scheme */
+    assert_false(origin_ok(list, "https://evil.test/.odin.fun")); /* not a host label */
+    assert_false(origin_ok(list, "https://x.odin.fun.evil.test"));
+    assert_false(origin_ok(list, "https://app.example.com.evil.test"));
+    assert_false(origin_ok(list, "https://app.example.co"));
+    assert_false(origin_ok(list, "http://localhost:8081"));
+    assert_false(origin_ok(list, "null"));                        /* sandboxed page */
+}
+
 static void test_frames(void **state)
 {
     uint8_t h[10];
@@ -206,6 +240,7 @@ int main(void)
         cmocka_unit_test(test_check_errors),
         cmocka_unit_test(test_parse_errors),
         cmocka_unit_test(test_frames),
+        cmocka_unit_test(test_origin_allow_list),
         cmocka_unit_test(test_http_response),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
