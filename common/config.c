@@ -212,6 +212,68 @@ int config_split_hostport(const char *s, char *hostbuf, size_t hostlen, int *por
     return 0;
 }
 
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+}
+
+/* Percent-decode s[0..n) into out[cap] (NUL-terminated).  0 or -1. */
+static int pct_decode(const char *s, size_t n, char *out, size_t cap)
+{
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (c == '%') {
+            int hi, lo;
+            if (i + 2 >= n || (hi = hexval(s[i + 1])) < 0 || (lo = hexval(s[i + 2])) < 0)
+                return -1;
+            c = (char)(hi * 16 + lo);
+            i += 2;
+        }
+        if (c == '\0' || o + 1 >= cap)
+            return -1;
+        out[o++] = c;
+    }
+    out[o] = '\0';
+    return 0;
+}
+
+int config_redis_set_password(redis_endpoint *ep, const char *password)
+{
+    if (!password || !*password)
+        return 0;
+    size_t l = strlen(password);
+    if (l >= sizeof ep->password)
+        return -1;
+    memcpy(ep->password, password, l + 1);
+    return 0;
+}
+
+void config_redact_url(const char *url, char *out, size_t n)
+{
+    if (!n)
+        return;
+    if (!url) {
+        snprintf(out, n, "(none)");
+        return;
+    }
+    const char *scheme = strstr(url, "://");
+    const char *hp = scheme ? scheme + 3 : url;
+    const char *at = strrchr(hp, '@');
+    if (!at) {
+        snprintf(out, n, "%s", url);
+        return;
+    }
+    const char *colon = memchr(hp, ':', (size_t)(at - hp));
+    if (colon)   /* keep scheme and user, hide the password */
+        snprintf(out, n, "%.*s:***%s", (int)(colon - url), url, at);
+    else         /* a lone userinfo is a password */
+        snprintf(out, n, "%.*s***%s", (int)(hp - url), url, at);
+}
+
 int config_parse_redis_url(const char *url, redis_endpoint *out)
 {
     memset(out, 0, sizeof *out);
@@ -229,9 +291,23 @@ int config_parse_redis_url(const char *url, redis_endpoint *out)
     if (strncmp(url, "redis://", 8) != 0)
         return -1;
     const char *hp = url + 8;
-    const char *at = strrchr(hp, '@');  /* credentials are not supported */
-    if (at)
-        return -1;
+    const char *at = strrchr(hp, '@');
+    if (at) {
+        /* userinfo: [user][:password], percent-encoded */
+        const char *colon = memchr(hp, ':', (size_t)(at - hp));
+        const char *uend = colon ? colon : at;
+        if (pct_decode(hp, (size_t)(uend - hp), out->user, sizeof out->user) != 0 ||
+            (colon && pct_decode(colon + 1, (size_t)(at - colon - 1), out->password,
+                                 sizeof out->password) != 0))
+            return -1;
+        if (!colon && out->user[0]) {
+            /* "redis://secret@host": redis-cli reads a lone userinfo as the
+             * password */
+            memcpy(out->password, out->user, sizeof out->user);
+            out->user[0] = '\0';
+        }
+        hp = at + 1;
+    }
     const char *slash = strchr(hp, '/');
     char tmp[300];
     size_t l = slash ? (size_t)(slash - hp) : strlen(hp);

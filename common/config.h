@@ -68,15 +68,28 @@ int config_split_hostport(const char *s, char *hostbuf, size_t hostlen,
                           int *port);
 
 /*
- * Redis endpoint: "redis://host:port[/db]" (port default 6379), or
+ * Redis endpoint: "redis://[[user]:password@]host:port[/db]" (port default
+ * 6379; user and password percent-decoded, as in redis-cli -u), or
  * "unix:/path" / "unix:///path".  Returns 0 or -1.  path non-empty for unix.
+ * With a password the link sends AUTH [user] password before anything else.
+ * Never log a URL as given: use config_redact_url().
  */
 typedef struct redis_endpoint {
     char host[256];
     int port;
     char path[256];
     int db;
+    char user[128];         /* empty: AUTH with the password only */
+    char password[256];     /* empty: no AUTH */
 } redis_endpoint;
 int config_parse_redis_url(const char *url, redis_endpoint *out);
+
+/* REDIS_PASSWORD: set (or replace) the endpoint's password.  0 or -1 (too
+ * long).  NULL or empty leaves it as the URL gave it. */
+int config_redis_set_password(redis_endpoint *ep, const char *password);
+
+/* Copy `url` into out[n] with any userinfo password replaced by "***", for
+ * logs and errors ("redis://app:***@redis:6379").  Always NUL-terminates. */
+void config_redact_url(const char *url, char *out, size_t n);
 
 #endif

@@ -146,6 +146,46 @@ static void test_hostport_and_redis_url(void **st)
     assert_int_equal(config_parse_redis_url("unix:relative", &e), -1);
     assert_int_equal(config_parse_redis_url("redis://", &e), -1);
     assert_int_equal(config_parse_redis_url("redis://h:1/x", &e), -1);
+    assert_string_equal(e.password, "");
+}
+
+static void test_redis_credentials(void **st)
+{
+    (void)st;
+    redis_endpoint e;
+    assert_int_equal(config_parse_redis_url("redis://app:s3cr%40t%3A@db.internal:6380/2", &e), 0);
+    assert_string_equal(e.user, "app");
+    assert_string_equal(e.password, "s3cr@t:");
+    assert_string_equal(e.host, "db.internal");
+    assert_int_equal(e.port, 6380);
+    assert_int_equal(e.db, 2);
+    assert_int_equal(config_parse_redis_url("redis://:pw@h", &e), 0);   /* password only */
+    assert_string_equal(e.user, "");
+    assert_string_equal(e.password, "pw");
+    assert_int_equal(config_parse_redis_url("redis://lonepw@h:1", &e), 0);   /* redis-cli: a password */
+    assert_string_equal(e.user, "");
+    assert_string_equal(e.password, "lonepw");
+    assert_int_equal(config_parse_redis_url("redis://u:bad%zz@h", &e), -1);
+    assert_int_equal(config_parse_redis_url("redis://u:cut%4@h", &e), -1);
+    assert_int_equal(config_parse_redis_url("redis://u:nul%00@h", &e), -1);
+    /* REDIS_PASSWORD fills or replaces it */
+    assert_int_equal(config_parse_redis_url("redis://h", &e), 0);
+    assert_int_equal(config_redis_set_password(&e, "fromenv"), 0);
+    assert_string_equal(e.password, "fromenv");
+    assert_int_equal(config_redis_set_password(&e, NULL), 0);
+    assert_string_equal(e.password, "fromenv");
+    /* redaction: the password never reaches a log line */
+    char out[128];
+    config_redact_url("redis://app:s3cr%40t@db:6380/2", out, sizeof out);
+    assert_string_equal(out, "redis://app:***@db:6380/2");
+    config_redact_url("redis://lonepw@h:1", out, sizeof out);
+    assert_string_equal(out, "redis://***@h:1");
+    config_redact_url("redis://h:1", out, sizeof out);
+    assert_string_equal(out, "redis://h:1");
+    config_redact_url("unix:/run/r.sock", out, sizeof out);
+    assert_string_equal(out, "unix:/run/r.sock");
+    config_redact_url(NULL, out, sizeof out);
+    assert_string_equal(out, "(none)");
 }
 
 static void test_split_list(void **st)
@@ -248,6 +288,7 @@ int main(void)
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_config_help),
         cmocka_unit_test(test_hostport_and_redis_url),
+        cmocka_unit_test(test_redis_credentials),
         cmocka_unit_test(test_split_list),
         cmocka_unit_test(test_buf),
         cmocka_unit_test(test_topics),
