@@ -1,8 +1,14 @@
 #include "proto/frame.h"
 
+#include <errno.h>
 #include <msgpack.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
 
 /* Deepest nesting a valid frame has: frame array (0) > records array (1) >
  * record (2) > field (3, a scalar). */
@@ -227,9 +233,22 @@ int frame_decode_payload(frame_decoder *d, const void *p, size_t n, frame_msg *o
             get_str(&e[3], &out->hello.id, &out->hello.id_len) ||
             get_int(&e[4], 0, UINT32_MAX, &maxf))
             return FRAME_E_MALFORMED;
+        if (ne >= 6 && e[5].type != MSGPACK_OBJECT_NIL) {
+            /* optional nonce (5 elements or nil: no secret configured) */
+            if (e[5].type != MSGPACK_OBJECT_BIN || e[5].via.bin.size != FRAME_NONCE_LEN)
+                return FRAME_E_MALFORMED;
+            out->hello.nonce = (const uint8_t *)e[5].via.bin.ptr;
+        }
         out->type = FRAME_HELLO;
         out->hello.version = (uint32_t)ver;
         out->hello.max_frame = (uint32_t)maxf;
+        return 1;
+    }
+    if (type == FRAME_AUTH) {
+        if (ne < 2 || e[1].type != MSGPACK_OBJECT_BIN || e[1].via.bin.size != FRAME_MAC_LEN)
+            return FRAME_E_MALFORMED;
+        out->type = FRAME_AUTH;
+        out->mac = (const uint8_t *)e[1].via.bin.ptr;
         return 1;
     }
     if (type == FRAME_DELIVERY) {
@@ -301,22 +320,97 @@ static void put_be32(char *p, uint32_t v)
 
 int frame_encode_hello(buf *out, const char *role, const char *id, uint32_t max_frame)
 {
+    return frame_encode_hello_nonce(out, role, id, max_frame, NULL);
+}
+
+int frame_encode_hello_nonce(buf *out, const char *role, const char *id,
+                             uint32_t max_frame, const uint8_t *nonce)
+{
     size_t start = out->len;
     char hdr[4] = { 0 };
     msgpack_packer pk;
     msgpack_packer_init(&pk, out, buf_msgpack_write);
     size_t rl = strlen(role), il = strlen(id);
     if (buf_append(out, hdr, 4) != 0 ||
-        msgpack_pack_array(&pk, 5) || msgpack_pack_uint32(&pk, FRAME_HELLO) ||
+        msgpack_pack_array(&pk, nonce ? 6 : 5) || msgpack_pack_uint32(&pk, FRAME_HELLO) ||
         msgpack_pack_uint32(&pk, FRAME_PROTO_VERSION) ||
         msgpack_pack_str(&pk, rl) || msgpack_pack_str_body(&pk, role, rl) ||
         msgpack_pack_str(&pk, il) || msgpack_pack_str_body(&pk, id, il) ||
-        msgpack_pack_uint32(&pk, max_frame)) {
+        msgpack_pack_uint32(&pk, max_frame) ||
+        (nonce && (msgpack_pack_bin(&pk, FRAME_NONCE_LEN) ||
+                   msgpack_pack_bin_body(&pk, nonce, FRAME_NONCE_LEN)))) {
         out->len = start;
         return FRAME_E_NOMEM;
     }
     put_be32(out->data + start, (uint32_t)(out->len - start - 4));
     return FRAME_OK;
+}
+
+int frame_encode_auth(buf *out, const uint8_t mac[FRAME_MAC_LEN])
+{
+    size_t start = out->len;
+    char hdr[4] = { 0 };
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, out, buf_msgpack_write);
+    if (buf_append(out, hdr, 4) != 0 || msgpack_pack_array(&pk, 2) ||
+        msgpack_pack_uint32(&pk, FRAME_AUTH) || msgpack_pack_bin(&pk, FRAME_MAC_LEN) ||
+        msgpack_pack_bin_body(&pk, mac, FRAME_MAC_LEN)) {
+        out->len = start;
+        return FRAME_E_NOMEM;
+    }
+    put_be32(out->data + start, (uint32_t)(out->len - start - 4));
+    return FRAME_OK;
+}
+
+int frame_nonce(uint8_t nonce[FRAME_NONCE_LEN])
+{
+    size_t got = 0;
+    while (got < FRAME_NONCE_LEN) {
+        ssize_t r = getrandom(nonce + got, FRAME_NONCE_LEN - got, 0);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0)
+            return -1;
+        got += (size_t)r;
+    }
+    return 0;
+}
+
+int frame_auth_mac(const char *secret, size_t secret_len, const char *role,
+                   const uint8_t peer_nonce[FRAME_NONCE_LEN],
+                   const uint8_t own_nonce[FRAME_NONCE_LEN], uint8_t out[FRAME_MAC_LEN])
+{
+    static const char label[] = "odin-ingress-v1";   /* sizeof includes the 0 */
+    unsigned char msg[sizeof label + 16 + 2 * FRAME_NONCE_LEN];
+    size_t rl = strlen(role);
+    if (rl > 15)
+        return -1;
+    size_t n = 0;
+    memcpy(msg, label, sizeof label);
+    n += sizeof label;
+    memcpy(msg + n, role, rl + 1);
+    n += rl + 1;
+    memcpy(msg + n, peer_nonce, FRAME_NONCE_LEN);
+    n += FRAME_NONCE_LEN;
+    memcpy(msg + n, own_nonce, FRAME_NONCE_LEN);
+    n += FRAME_NONCE_LEN;
+    unsigned int ol = 0;
+    if (!HMAC(EVP_sha256(), secret, (int)secret_len, msg, n, out, &ol) ||
+        ol != FRAME_MAC_LEN)
+        return -1;
+    return 0;
+}
+
+int frame_auth_verify(const char *secret, size_t secret_len, const char *peer_role,
+                      const uint8_t own_nonce[FRAME_NONCE_LEN],
+                      const uint8_t peer_nonce[FRAME_NONCE_LEN],
+                      const uint8_t mac[FRAME_MAC_LEN])
+{
+    uint8_t want[FRAME_MAC_LEN];
+    /* the peer computed it with its own nonce last and ours as its peer's */
+    if (frame_auth_mac(secret, secret_len, peer_role, own_nonce, peer_nonce, want) != 0)
+        return 0;
+    return CRYPTO_memcmp(want, mac, FRAME_MAC_LEN) == 0;
 }
 
 int frame_batch_begin(frame_batch *b, buf *out, enum frame_mode mode)

@@ -5,13 +5,19 @@
  * bytes holding one msgpack value, an array whose first element is the frame
  * type:
  *
- *   HELLO    [1, version:uint, role:str, id:str, max_frame:uint]
+ *   HELLO    [1, version:uint, role:str, id:str, max_frame:uint, nonce:bin16]
  *   DELIVERY [2, mode:uint, records:array]
+ *   AUTH     [3, mac:bin32]
  *            record = [category:str, token:str|bin, partition:int, offset:int,
  *                      timestamp_ms:int, value:str|bin, flags:uint]
  *
  * Both sides send HELLO first; a peer whose version differs from
- * FRAME_PROTO_VERSION is closed with a logged reason.  Unknown trailing
+ * FRAME_PROTO_VERSION is closed with a logged reason.  With a shared secret
+ * (SHARD_INGRESS_SECRET) each HELLO carries a fresh random nonce, and each
+ * side answers the peer's HELLO with AUTH = HMAC-SHA256(secret, label,
+ * own role, peer nonce, own nonce) (frame_auth_mac); nothing else is sent
+ * or accepted before the peer's AUTH verifies.  Both nonces are new per
+ * connection, so a recorded AUTH is useless on another one.  Unknown trailing
  * elements in HELLO / DELIVERY / record arrays are ignored (forward
  * compatible); missing or mistyped ones are FRAME_E_MALFORMED.
  *
@@ -51,7 +57,10 @@
 #define FRAME_MAX_RECORDS 65536u
 #define FRAME_MAX_FIELDS  16u
 
-enum frame_type { FRAME_HELLO = 1, FRAME_DELIVERY = 2 };
+enum frame_type { FRAME_HELLO = 1, FRAME_DELIVERY = 2, FRAME_AUTH = 3 };
+
+#define FRAME_NONCE_LEN 16u
+#define FRAME_MAC_LEN 32u
 
 /* Delivery mode, carried so shards can count what the router decided. */
 enum frame_mode { FRAME_MODE_TARGETED = 0, FRAME_MODE_BROADCAST = 1 };
@@ -64,6 +73,7 @@ typedef struct frame_hello {
     const char *role;  size_t role_len;   /* "router" | "shard" */
     const char *id;    size_t id_len;     /* router or shard id */
     uint32_t max_frame;                   /* largest payload the sender accepts */
+    const uint8_t *nonce;                 /* FRAME_NONCE_LEN bytes, or NULL */
 } frame_hello;
 
 typedef struct frame_record {
@@ -79,6 +89,7 @@ typedef struct frame_record {
 typedef struct frame_msg {
     enum frame_type type;
     frame_hello hello;           /* type == FRAME_HELLO */
+    const uint8_t *mac;          /* type == FRAME_AUTH: FRAME_MAC_LEN bytes */
     uint32_t mode;               /* type == FRAME_DELIVERY */
     size_t nrecords;
     const frame_record *records; /* owned by the decoder */
@@ -114,9 +125,36 @@ int frame_decode_payload(frame_decoder *d, const void *p, size_t n,
 
 /* ---- encoding ----------------------------------------------------------- */
 
-/* Append a complete HELLO frame (header included) to `out`. */
+/* Append a complete HELLO frame (header included) to `out`; `nonce`
+ * (FRAME_NONCE_LEN bytes) may be NULL when no secret is configured. */
 int frame_encode_hello(buf *out, const char *role, const char *id,
                        uint32_t max_frame);
+int frame_encode_hello_nonce(buf *out, const char *role, const char *id,
+                             uint32_t max_frame, const uint8_t *nonce);
+
+/* Append an AUTH frame carrying `mac` (FRAME_MAC_LEN bytes). */
+int frame_encode_auth(buf *out, const uint8_t mac[FRAME_MAC_LEN]);
+
+/* ---- link authentication ------------------------------------------ */
+
+/* Fill nonce with FRAME_NONCE_LEN random bytes (getrandom).  0 or -1. */
+int frame_nonce(uint8_t nonce[FRAME_NONCE_LEN]);
+
+/* The MAC a peer of role `role` ("router" | "shard") sends on a link where
+ * it sent `own_nonce` and received `peer_nonce`:
+ * HMAC-SHA256(secret, "odin-ingress-v1" 0 role 0 peer_nonce own_nonce).
+ * 0 or -1. */
+int frame_auth_mac(const char *secret, size_t secret_len, const char *role,
+                   const uint8_t peer_nonce[FRAME_NONCE_LEN],
+                   const uint8_t own_nonce[FRAME_NONCE_LEN],
+                   uint8_t out[FRAME_MAC_LEN]);
+
+/* Check a received AUTH in constant time: the peer of role `peer_role`
+ * sent `own_nonce` back as its peer nonce.  1 if it verifies, else 0. */
+int frame_auth_verify(const char *secret, size_t secret_len, const char *peer_role,
+                      const uint8_t own_nonce[FRAME_NONCE_LEN],
+                      const uint8_t peer_nonce[FRAME_NONCE_LEN],
+                      const uint8_t mac[FRAME_MAC_LEN]);
 
 /*
  * Delivery batch builder: appends one DELIVERY frame to `out`.

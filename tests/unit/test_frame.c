@@ -425,6 +425,71 @@ static void test_record_caps(void **st)
     frame_decoder_free(d);
 }
 
+/* HELLO with a nonce, AUTH, and the challenge-response MAC: it verifies
+ * only with the same secret, the right nonces in the right order, and the
+ * sender's own role (a MAC reflected back to its sender fails). */
+static void test_auth(void **st)
+{
+    (void)st;
+    uint8_t rn[FRAME_NONCE_LEN], sn[FRAME_NONCE_LEN];
+    assert_int_equal(frame_nonce(rn), 0);
+    assert_int_equal(frame_nonce(sn), 0);
+    assert_memory_not_equal(rn, sn, FRAME_NONCE_LEN);
+    buf out = { 0 };
+    assert_int_equal(frame_encode_hello_nonce(&out, "router", "r-1", 4096, rn), FRAME_OK);
+    uint8_t mac[FRAME_MAC_LEN];
+    const char *secret = "correct horse battery staple";
+    size_t sl = strlen(secret);
+    /* the router answers the shard's HELLO */
+    assert_int_equal(frame_auth_mac(secret, sl, "router", sn, rn, mac), 0);
+    assert_int_equal(frame_encode_auth(&out, mac), FRAME_OK);
+    frame_decoder *d = frame_decoder_new(FRAME_DEFAULT_MAX);
+    assert_int_equal(frame_decoder_feed(d, out.data, out.len), FRAME_OK);
+    frame_msg m;
+    assert_int_equal(frame_decoder_next(d, &m), 1);
+    assert_int_equal(m.type, FRAME_HELLO);
+    assert_non_null(m.hello.nonce);
+    assert_memory_equal(m.hello.nonce, rn, FRAME_NONCE_LEN);
+    uint8_t got_rn[FRAME_NONCE_LEN];
+    memcpy(got_rn, m.hello.nonce, FRAME_NONCE_LEN);
+    assert_int_equal(frame_decoder_next(d, &m), 1);
+    assert_int_equal(m.type, FRAME_AUTH);
+    /* the shard checks it against its own nonce and the router's */
+    assert_int_equal(frame_auth_verify(secret, sl, "router", sn, got_rn, m.mac), 1);
+    assert_int_equal(frame_auth_verify("wrong", 5, "router", sn, got_rn, m.mac), 0);
+    assert_int_equal(frame_auth_verify(secret, sl, "router", got_rn, sn, m.mac), 0);
+    assert_int_equal(frame_auth_verify(secret, sl, "shard", sn, got_rn, m.mac), 0);
+    uint8_t other[FRAME_NONCE_LEN];
+    assert_int_equal(frame_nonce(other), 0);
+    assert_int_equal(frame_auth_verify(secret, sl, "router", other, got_rn, m.mac), 0);
+    frame_decoder_free(d);
+    /* a HELLO without a nonce (no secret configured) still decodes */
+    buf_reset(&out);
+    assert_int_equal(frame_encode_hello(&out, "shard", "s", 4096), FRAME_OK);
+    d = frame_decoder_new(FRAME_DEFAULT_MAX);
+    assert_int_equal(frame_decoder_feed(d, out.data, out.len), FRAME_OK);
+    assert_int_equal(frame_decoder_next(d, &m), 1);
+    assert_null(m.hello.nonce);
+    frame_decoder_free(d);
+    /* a nonce of the wrong size, an AUTH with a short MAC: malformed */
+    msgpack_sbuffer sb;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer pk;
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_array(&pk, 6); msgpack_pack_int(&pk, 1); msgpack_pack_int(&pk, 1);
+    pk_str(&pk, "router"); pk_str(&pk, "r"); msgpack_pack_int(&pk, 4096);
+    msgpack_pack_bin(&pk, 3); msgpack_pack_bin_body(&pk, "abc", 3);
+    d = frame_decoder_new(FRAME_DEFAULT_MAX);
+    assert_int_equal(frame_decode_payload(d, sb.data, sb.size, &m), FRAME_E_MALFORMED);
+    msgpack_sbuffer_clear(&sb);
+    msgpack_pack_array(&pk, 2); msgpack_pack_int(&pk, 3);
+    msgpack_pack_bin(&pk, 31); msgpack_pack_bin_body(&pk, mac, 31);
+    assert_int_equal(frame_decode_payload(d, sb.data, sb.size, &m), FRAME_E_MALFORMED);
+    msgpack_sbuffer_destroy(&sb);
+    frame_decoder_free(d);
+    buf_free(&out);
+}
+
 static void test_byte_level_errors(void **st)
 {
     (void)st;
@@ -509,6 +574,7 @@ int main(void)
         cmocka_unit_test(test_shape_errors),
         cmocka_unit_test(test_byte_level_errors),
         cmocka_unit_test(test_record_caps),
+        cmocka_unit_test(test_auth),
         cmocka_unit_test(test_every_truncation),
         cmocka_unit_test(test_free_null_and_strerror),
     };
