@@ -1,5 +1,6 @@
 /*
  * Client-facing server: TCP listeners on WS_ADDR (and WS_SHARED_ADDR),
+ * accepted through net_acceptor (EMFILE back-off, common/net.h),
  * HTTP phase (/ws upgrade, /health, /metrics), WebSocket clients with their
  * send queues, fan-out of record frames, timers (ping, idle, handshake,
  * close), and the per-IP connection rate limit.
@@ -68,19 +69,13 @@ typedef struct shard_client {
     buf *http_in;                /* HTTP phase only */
 } shard_client;
 
-typedef struct shard_listener {
-    int fd;
-    struct event ev;
-    int added;
-} shard_listener;
-
 typedef struct shard_server {
     shard_ctx *ctx;
-    shard_listener lis[2];
+    struct net_acceptor *lis[2];  /* WS_ADDR, WS_SHARED_ADDR (common/net.h) */
     int nlis;
     char ws_addr[96];            /* bound WS_ADDR (actual port) */
     int ws_port;
-    struct event *flush_ev, *reap_ev, *sweep_ev, *resume_ev;
+    struct event *flush_ev, *reap_ev, *sweep_ev;
     shard_client *live;          /* all clients not yet killed */
     shard_client *grave;         /* killed, to be freed by reap_ev */
     shard_client *flush_head, *flush_tail;
