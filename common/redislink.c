@@ -23,8 +23,6 @@ struct redislink {
     long ping_interval_ms, ping_timeout_ms;
     redislink_cb cb;
     void *arg;
-    redisCallbackFn *push_fn;
-    void *push_priv;
     redisAsyncContext *ac;
     net_resolve *res;
     enum rl_state state;
@@ -32,6 +30,7 @@ struct redislink {
     int pending_up;           /* deferred notification */
     int pending_down;
     int ping_outstanding;
+    int pong_registered;      /* PONG_TOKEN pattern registered on this ac */
     struct event *retry;      /* reconnect timer / connect timeout */
     struct event *notify;     /* deferred user notification */
     struct event *ping;       /* PING interval (persistent) */
@@ -120,36 +119,59 @@ static void disconnect_cb(const redisAsyncContext *ac, int status)
 
 /* ---- PING keepalive ----------------------------------------------------- */
 
-static int is_pong(const redisReply *r)
-{
-    if (r->type == REDIS_REPLY_STATUS)
-        return 1;     /* +PONG */
-    return r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
-           r->element[0]->type == REDIS_REPLY_STRING &&
-           strcasecmp(r->element[0]->str, "pong") == 0;   /* ["pong",""] */
-}
+/* Pattern we PSUBSCRIBE to so that a subscribed-mode ["pong", PONG_TOKEN]
+ * reaches ping_cb; it matches only a channel of exactly this name. */
+#define PONG_TOKEN "__odin_redislink_pong__"
 
 static void ping_cb(redisAsyncContext *ac, void *reply, void *priv)
 {
     redislink *l = priv;
-    redisReply *r = reply;
-    if (!r || l->ac != ac)
+    if (!reply || l->ac != ac)
         return;       /* connection going away, or an old context */
+    /* Any reply proves the server alive: +PONG, ["pong", token], or the
+     * ["psubscribe", token, n] confirmation. */
     l->ping_outstanding = 0;
     evtimer_del(l->dead);
-    /* Any reply proves the server alive.  In subscribed mode hiredis 0.14
-     * gives us the next reply whatever it is: a push that belongs to the
-     * subscription goes to its handler (our "pong" is then ignored by
-     * hiredis, which finds no subscription named ""). */
-    if (!is_pong(r) && r->type == REDIS_REPLY_ARRAY && l->push_fn)
-        l->push_fn(ac, reply, l->push_priv);
+}
+
+/*
+ * hiredis 0.14 in subscribed mode queues a regular command's callback on
+ * ac->sub.invalid, which only non-array replies shift: the ["pong", x]
+ * array would never reach it (and one callback per PING would pile up until
+ * the disconnect).  hiredis routes arrays by their second element through
+ * the pattern table when the first starts with 'p', so: register ping_cb
+ * for PONG_TOKEN once with PSUBSCRIBE, then write "PING PONG_TOKEN" without
+ * a callback entry (the bytes hiredis itself would append).
+ */
+static int send_subscribed_ping(redislink *l)
+{
+    redisAsyncContext *ac = l->ac;
+    if (!l->pong_registered) {
+        if (redisAsyncCommand(ac, ping_cb, l, "PSUBSCRIBE %s", PONG_TOKEN) != REDIS_OK)
+            return -1;
+        l->pong_registered = 1;
+    }
+    char *cmd = NULL;
+    int len = redisFormatCommand(&cmd, "PING %s", PONG_TOKEN);
+    if (len < 0)
+        return -1;
+    int rc = redisAppendFormattedCommand(&ac->c, cmd, (size_t)len);
+    free(cmd);
+    if (rc != REDIS_OK)
+        return -1;
+    if (ac->ev.addWrite)
+        ac->ev.addWrite(ac->ev.data);
+    return 0;
 }
 
 static void send_ping(redislink *l)
 {
     if (l->state != RL_UP || !l->ac || l->ping_outstanding || l->ping_interval_ms <= 0)
         return;
-    if (redisAsyncCommand(l->ac, ping_cb, l, "PING") != REDIS_OK)
+    int rc = (l->ac->c.flags & REDIS_SUBSCRIBED)
+                 ? send_subscribed_ping(l)
+                 : (redisAsyncCommand(l->ac, ping_cb, l, "PING") == REDIS_OK ? 0 : -1);
+    if (rc != 0)
         return;       /* going away: the disconnect callback follows */
     l->ping_outstanding = 1;
     arm(l->dead, l->ping_timeout_ms);
@@ -240,6 +262,7 @@ static void connect_ctx(redislink *l, const char *host)
     redisAsyncSetConnectCallback(ac, connect_cb);
     redisAsyncSetDisconnectCallback(ac, disconnect_cb);
     l->ac = ac;
+    l->pong_registered = 0;
     l->state = RL_CONNECTING;
 }
 
@@ -339,12 +362,6 @@ void redislink_set_backoff(redislink *l, long min_ms, long max_ms)
     l->backoff_min_ms = min_ms > 0 ? min_ms : REDISLINK_BACKOFF_MIN_MS;
     l->backoff_max_ms = max_ms < l->backoff_min_ms ? l->backoff_min_ms : max_ms;
     l->backoff_ms = l->backoff_min_ms;
-}
-
-void redislink_set_push_handler(redislink *l, redisCallbackFn *fn, void *privdata)
-{
-    l->push_fn = fn;
-    l->push_priv = privdata;
 }
 
 void redislink_start(redislink *l)

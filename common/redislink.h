@@ -11,10 +11,14 @@
  *     than timeout_ms;
  *   - every (re)connect creates a fresh redisAsyncContext;
  *   - after connecting, SELECT <db> is sent first if the endpoint has a db;
- *   - while up, a PING goes out every ping interval (also in SUBSCRIBE
- *     mode, where Redis answers ["pong",""]); no reply within the ping
- *     timeout declares the link dead: it is dropped and reconnected, so a
- *     half-open TCP connection is noticed in seconds;
+ *   - while up, a PING goes out every ping interval; no reply within the
+ *     ping timeout declares the link dead: it is dropped and reconnected, so
+ *     a half-open TCP connection is noticed in seconds.  In SUBSCRIBE mode
+ *     (Redis answers ["pong", x], which hiredis 0.14 would never hand to a
+ *     command callback) the link PSUBSCRIBEs once to a private pattern,
+ *     __odin_redislink_pong__, and sends PING with that name, so hiredis
+ *     routes the pong to the link; the extra pattern matches no real
+ *     channel and adds 1 to the subscription counts Redis reports;
  *   - user notifications (up/down) are delivered from a zero-delay event,
  *     never from inside hiredis' connect/disconnect callbacks, so the user
  *     may issue commands or drop the connection from them.
@@ -63,15 +67,6 @@ void redislink_set_dns(redislink *l, struct evdns_base *dns);
 void redislink_set_ping(redislink *l, long interval_ms, long timeout_ms);
 /* First retry delay (default REDISLINK_BACKOFF_MIN_MS) and the maximum. */
 void redislink_set_backoff(redislink *l, long min_ms, long max_ms);
-/*
- * Subscription links: hiredis 0.14 hands the next reply to the oldest
- * pending regular callback even in subscribed mode, so a PING's callback
- * can receive a pub/sub push ("subscribe", "message", ...) that arrived
- * before its "pong".  Such replies are forwarded to fn(ac, reply, privdata)
- * (normally the callback given to SUBSCRIBE), so none is lost.
- */
-void redislink_set_push_handler(redislink *l, redisCallbackFn *fn, void *privdata);
-
 /* Start connecting (no-op if already started). */
 void redislink_start(redislink *l);
 

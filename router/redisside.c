@@ -429,7 +429,6 @@ int router_redis_start(router *r)
     }
     redislink_set_dns(r->cmd, r->dns);
     redislink_set_dns(r->sub, r->dns);
-    redislink_set_push_handler(r->sub, sub_cb, r);
     long ms = cfg->discovery_interval_ms;
     struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
     event_add(r->ev_discovery, &tv);
