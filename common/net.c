@@ -335,6 +335,8 @@ struct net_acceptor {
     net_accept_err_cb err_cb;
     void *arg;
     uint64_t errors;
+    log_ratelimit rl;
+    char name[32];
     char errstr[128];
 };
 
@@ -379,6 +381,11 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
             acceptor_sync(a);
             struct timeval tv = { a->backoff_ms / 1000, (a->backoff_ms % 1000) * 1000 };
             evtimer_add(a->resume, &tv);
+            uint64_t supp = 0;
+            if (log_rl_allow(&a->rl, &supp))
+                log_kv(LOG_WARN, "accept failed; pausing accepts", "s:listener", a->name,
+                       "s:error", strerror(e), "i:retry_ms", (int)a->backoff_ms,
+                       "u:suppressed", supp, NULL);
             if (a->err_cb)
                 a->err_cb(a, e, a->arg);
             return;
@@ -389,13 +396,15 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
     }
 }
 
-net_acceptor *net_acceptor_new(struct event_base *base, int lfd, int max_per_wakeup,
-                               long backoff_ms, net_accept_cb cb,
+net_acceptor *net_acceptor_new(struct event_base *base, int lfd, const char *name,
+                               int max_per_wakeup, long backoff_ms, net_accept_cb cb,
                                net_accept_err_cb err_cb, void *arg)
 {
     net_acceptor *a = calloc(1, sizeof *a);
     if (!a)
         return NULL;
+    snprintf(a->name, sizeof a->name, "%s", name ? name : "");
+    a->rl.per_sec = 1;
     a->fd = lfd;
     a->max_per_wakeup = max_per_wakeup > 0 ? max_per_wakeup : 1;
     a->backoff_ms = backoff_ms > 0 ? backoff_ms : NET_ACCEPT_BACKOFF_MS;

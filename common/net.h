@@ -124,12 +124,13 @@ typedef struct net_acceptor net_acceptor;
 typedef void (*net_accept_cb)(net_acceptor *a, int fd, const struct sockaddr *sa,
                               socklen_t salen, void *arg);
 /* accept() failed with errno err and the acceptor paused for its backoff
- * (for metrics / rate-limited logs).  May be NULL. */
+ * (for metrics; the acceptor logs it, at most once a second).  May be NULL. */
 typedef void (*net_accept_err_cb)(net_acceptor *a, int err, void *arg);
 
 /*
  * Wrap a listening fd (the acceptor owns it from now on and closes it in
- * net_acceptor_free).  Each wake-up accepts at most max_per_wakeup
+ * net_acceptor_free).  name is for logs (copied).  Each wake-up accepts at
+ * most max_per_wakeup
  * connections.  When accept fails with anything but EAGAIN / EINTR /
  * ECONNABORTED / EPROTO (in practice EMFILE, ENFILE, ENOBUFS, ENOMEM) the
  * listener event is removed and re-added after backoff_ms, so a process out
@@ -137,7 +138,8 @@ typedef void (*net_accept_err_cb)(net_acceptor *a, int err, void *arg);
  * Created disabled: call net_acceptor_enable(a, 1).  NULL on ENOMEM (the
  * fd is then not closed).
  */
-net_acceptor *net_acceptor_new(struct event_base *base, int lfd, int max_per_wakeup,
+net_acceptor *net_acceptor_new(struct event_base *base, int lfd, const char *name,
+                               int max_per_wakeup,
                                long backoff_ms, net_accept_cb cb,
                                net_accept_err_cb err_cb, void *arg);
 /* Start (1) or stop (0) accepting; stopping also cancels a pending backoff.

@@ -199,16 +199,6 @@ static void conn_on_event(evutil_socket_t fd, short what, void *arg)
         conn_read(c);
 }
 
-static log_ratelimit g_accept_rl = { .per_sec = 1 };
-
-static void on_accept_error(net_acceptor *a, int err, void *arg)
-{
-    uint64_t supp = 0;
-    if (log_rl_allow(&g_accept_rl, &supp))
-        log_kv(LOG_WARN, "router accept failed; pausing accepts", "s:error",
-               strerror(err), "u:suppressed", supp, NULL);
-}
-
 static void on_accept(net_acceptor *a, int fd, const struct sockaddr *sa,
                       socklen_t salen, void *arg)
 {
@@ -253,13 +243,13 @@ static void on_accept(net_acceptor *a, int fd, const struct sockaddr *sa,
 }
 
 /* Wrap a listening fd (closed on failure). */
-static net_acceptor *acceptor(shard_ingress *in, int fd)
+static net_acceptor *acceptor(shard_ingress *in, int fd, const char *name)
 {
     if (fd < 0)
         return NULL;
-    net_acceptor *a = net_acceptor_new(in->ctx->base, fd, INGRESS_ACCEPTS_PER_WAKEUP,
-                                       NET_ACCEPT_BACKOFF_MS, on_accept,
-                                       on_accept_error, in);
+    net_acceptor *a = net_acceptor_new(in->ctx->base, fd, name,
+                                       INGRESS_ACCEPTS_PER_WAKEUP,
+                                       NET_ACCEPT_BACKOFF_MS, on_accept, NULL, in);
     if (!a) {
         close(fd);
         return NULL;
@@ -286,7 +276,7 @@ shard_ingress *shard_ingress_new(shard_ctx *ctx)
         goto err;
     }
     snprintf(in->path, sizeof(in->path), "%s", path);
-    if (!(in->lis = acceptor(in, fd)))
+    if (!(in->lis = acceptor(in, fd, "router-unix")))
         goto err;
     log_kv(LOG_INFO, "router socket listening", "s:path", path, NULL);
     if (ctx->set->tcp_addr && *ctx->set->tcp_addr) {
@@ -295,7 +285,7 @@ shard_ingress *shard_ingress_new(shard_ctx *ctx)
         if (fd < 0)
             log_kv(LOG_ERROR, "cannot listen on SHARD_TCP_ADDR", "s:addr",
                    ctx->set->tcp_addr, "s:error", err, NULL);
-        if (!(in->tcp_lis = acceptor(in, fd)))
+        if (!(in->tcp_lis = acceptor(in, fd, "router-tcp")))
             goto err;
         log_kv(LOG_INFO, "router TCP listener", "s:addr", ctx->set->tcp_addr,
                "s:endpoint", ctx->set->endpoint, NULL);

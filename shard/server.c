@@ -28,8 +28,6 @@ typedef struct ip_rate {
     uint8_t key[16];
 } ip_rate;
 
-static log_ratelimit g_accept_rl = { .per_sec = 1 };
-
 /* ---- listeners ------------------------------------------------------------ */
 
 static int listen_on(const char *addr, int reuseport, char *bound,
@@ -54,11 +52,7 @@ static void listeners_enable(shard_server *srv, int on)
 static void on_accept_error(net_acceptor *a, int err, void *arg)
 {
     shard_server *srv = arg;
-    srv->ctx->m.ws_accept_errors_total++;
-    uint64_t supp = 0;
-    if (log_rl_allow(&g_accept_rl, &supp))
-        log_kv(LOG_WARN, "accept failed; pausing accepts", "s:error",
-               strerror(err), "u:suppressed", supp, NULL);
+    srv->ctx->m.ws_accept_errors_total++;    /* the acceptor logs it */
 }
 
 static void on_accept(net_acceptor *a, int fd, const struct sockaddr *sa,
@@ -420,7 +414,7 @@ shard_server *shard_server_new(shard_ctx *ctx)
     int fd = listen_on(s->ws_addr, s->ws_reuseport, srv->ws_addr,
                        sizeof(srv->ws_addr), &srv->ws_port);
     if (fd < 0 || !(srv->lis[srv->nlis] = net_acceptor_new(
-                        ctx->base, fd, (int)s->accept_batch, ACCEPT_BACKOFF_MS,
+                        ctx->base, fd, "ws", (int)s->accept_batch, ACCEPT_BACKOFF_MS,
                         on_accept, on_accept_error, srv))) {
         if (fd >= 0)
             close(fd);
@@ -431,7 +425,8 @@ shard_server *shard_server_new(shard_ctx *ctx)
         char b[96];
         fd = listen_on(s->ws_shared_addr, 1, b, sizeof(b), NULL);
         if (fd < 0 || !(srv->lis[srv->nlis] = net_acceptor_new(
-                            ctx->base, fd, (int)s->accept_batch, ACCEPT_BACKOFF_MS,
+                            ctx->base, fd, "ws-shared", (int)s->accept_batch,
+                            ACCEPT_BACKOFF_MS,
                             on_accept, on_accept_error, srv))) {
             if (fd >= 0)
                 close(fd);

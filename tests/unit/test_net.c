@@ -88,7 +88,7 @@ static void test_accept_emfile_backoff(void **st_)
     char err[128];
     int lfd = net_listen_tcp("127.0.0.1:0", 16, 0, NULL, 0, &port, err, sizeof err);
     assert_true(lfd >= 0);
-    net_acceptor *a = net_acceptor_new(base, lfd, 16, 50, count_accept, count_error, &st);
+    net_acceptor *a = net_acceptor_new(base, lfd, "test", 16, 50, count_accept, count_error, &st);
     assert_non_null(a);
     net_acceptor_enable(a, 1);
 
@@ -243,7 +243,7 @@ static int fake_start(fake_redis *f, struct event_base *base, enum fake_mode mod
     int port = 0;
     int lfd = net_listen_tcp("127.0.0.1:0", 16, 0, NULL, 0, &port, NULL, 0);
     assert_true(lfd >= 0);
-    f->acc = net_acceptor_new(base, lfd, 4, 50, fake_accept, NULL, f);
+    f->acc = net_acceptor_new(base, lfd, "fake-redis", 4, 50, fake_accept, NULL, f);
     assert_non_null(f->acc);
     net_acceptor_enable(f->acc, 1);
     return port;
@@ -298,35 +298,9 @@ static void on_link(redislink *l, int up, void *arg)
 
 /* ---- (b) PING keepalive -------------------------------------------------------- */
 
-static void test_redislink_silent_peer_declared_dead(void **st_)
-{
-    struct event_base *base = event_base_new();
-    fake_redis f;
-    int port = fake_start(&f, base, FAKE_SILENT);
-    redis_endpoint ep = { .port = port };
-    snprintf(ep.host, sizeof ep.host, "127.0.0.1");
-    link_state ls = { .base = base, .stop_on_down = 1 };
-    redislink *l = redislink_new(base, &ep, "test", 1000, 200, on_link, &ls);
-    redislink_set_ping(l, 100, 300);
-    redislink_start(l);
-    struct event *fs = deadline(base, 3000);
-    event_base_dispatch(base);
-    event_free(fs);
-    print_message("silent peer: up -> down after %llu ms\n",
-                  (unsigned long long)(ls.down_ms - ls.up_ms));
-    assert_int_equal(ls.ups, 1);
-    assert_int_equal(ls.downs, 1);
-    /* first PING at "up", dead 300 ms later (timer slack allowed) */
-    assert_true(ls.down_ms - ls.up_ms >= 280);
-    assert_true(ls.down_ms - ls.up_ms <= 600);
-    assert_non_null(strstr(redislink_errstr(l), "PING"));
-    assert_null(redislink_ctx(l));
-    redislink_free(l);
-    fake_stop(&f);
-    event_base_free(base);
-}
-
-static void run_answering(enum fake_mode mode)
+/* Link with PING every 100 ms, dead after 300 ms, against a fake Redis.
+ * Silent: stops at "down" (3 s fail-safe); answering: watches 1.2 s. */
+static void run_link(enum fake_mode mode)
 {
     struct event_base *base = event_base_new();
     fake_redis f;
@@ -338,16 +312,27 @@ static void run_answering(enum fake_mode mode)
     redislink *l = redislink_new(base, &ep, "test", 1000, 200, on_link, &ls);
     redislink_set_ping(l, 100, 300);
     redislink_start(l);
-    struct event *win = deadline(base, 1200);
+    struct event *win = deadline(base, mode == FAKE_SILENT ? 3000 : 1200);
     event_base_dispatch(base);
     event_free(win);
-    print_message("answering peer (%s): %d PINGs, %d downs, %d messages\n",
-                  mode == FAKE_PUBSUB ? "subscribed" : "plain", f.pings, ls.downs,
-                  ls.sub_messages);
     assert_int_equal(ls.ups, 1);
-    assert_int_equal(ls.downs, 0);
-    assert_true(f.pings >= 8);
-    assert_non_null(redislink_ctx(l));
+    if (mode == FAKE_SILENT) {
+        print_message("silent peer: up -> down after %llu ms\n",
+                      (unsigned long long)(ls.down_ms - ls.up_ms));
+        assert_int_equal(ls.downs, 1);
+        /* first PING at "up", dead 300 ms later (timer slack allowed) */
+        assert_true(ls.down_ms - ls.up_ms >= 280);
+        assert_true(ls.down_ms - ls.up_ms <= 600);
+        assert_non_null(strstr(redislink_errstr(l), "PING"));
+        assert_null(redislink_ctx(l));
+    } else {
+        print_message("answering peer (%s): %d PINGs, %d downs, %d messages\n",
+                      mode == FAKE_PUBSUB ? "subscribed" : "plain", f.pings, ls.downs,
+                      ls.sub_messages);
+        assert_int_equal(ls.downs, 0);
+        assert_true(f.pings >= 8);
+        assert_non_null(redislink_ctx(l));
+    }
     if (mode == FAKE_PUBSUB) {
         /* pongs reach the link, and every publication still reaches the
          * subscriber (the first PING went out before SUBSCRIBE) */
@@ -359,14 +344,19 @@ static void run_answering(enum fake_mode mode)
     event_base_free(base);
 }
 
+static void test_redislink_silent_peer_declared_dead(void **st_)
+{
+    run_link(FAKE_SILENT);
+}
+
 static void test_redislink_answering_peer_stays_up(void **st_)
 {
-    run_answering(FAKE_PONG);
+    run_link(FAKE_PONG);
 }
 
 static void test_redislink_subscribed_ping(void **st_)
 {
-    run_answering(FAKE_PUBSUB);
+    run_link(FAKE_PUBSUB);
 }
 
 /* ---- (c) DNS off the loop ------------------------------------------------------- */
@@ -475,7 +465,7 @@ static void test_connect_resolves_off_loop(void **st_)
     int port = 0;
     int lfd = net_listen_tcp("127.0.0.1:0", 16, 0, NULL, 0, &port, NULL, 0);
     assert_true(lfd >= 0);
-    net_acceptor *a = net_acceptor_new(base, lfd, 4, 50, dns_accept, NULL, &s);
+    net_acceptor *a = net_acceptor_new(base, lfd, "target", 4, 50, dns_accept, NULL, &s);
     net_acceptor_enable(a, 1);
 
     struct event *t = event_new(base, -1, EV_PERSIST, tick, &s);
