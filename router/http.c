@@ -82,7 +82,7 @@ static void health(router *r, struct evhttp_request *req)
     buf_appendf(&b, "},\"redis\":{\"status\":\"%s\",\"lookup_connected\":%s,"
                 "\"subscribed\":%s,\"cache_entries\":%llu},",
                 redis_ok ? "ok" : "down",
-                router_rconn_ctx(r->cmd) ? "true" : "false",
+                redislink_ctx(r->cmd) ? "true" : "false",
                 r->subscribed ? "true" : "false", (unsigned long long)g.cache_entries);
     buf_appendf(&b, "\"shards\":{\"status\":\"%s\",\"connected\":%llu,\"known\":%llu,"
                 "\"queued_bytes\":%llu,\"list\":",

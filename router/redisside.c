@@ -113,13 +113,13 @@ static void lookup_timeout_cb(evutil_socket_t fd, short what, void *arg)
     log_kv(LOG_WARN, "route lookup timed out; batch sent in fallback mode",
            "i:timeout_ms", (int)r->cfg->redis_timeout_ms, NULL);
     r->lk.active = 0;    /* the NULL replies the drop produces are ignored */
-    router_rconn_drop(r->cmd, "lookup timeout");
+    redislink_drop(r->cmd, "lookup timeout");
     lookup_end(r, 1);
 }
 
 int router_redis_lookup(router *r)
 {
-    redisAsyncContext *ac = router_rconn_ctx(r->cmd);
+    redisAsyncContext *ac = redislink_ctx(r->cmd);
     if (!ac)
         return -1;
     r->lk.active = 1;
@@ -188,16 +188,16 @@ static void sub_cb(redisAsyncContext *ac, void *reply, void *privdata)
     }
 }
 
-static void sub_state_cb(router_rconn *c, int up, void *arg)
+static void sub_state_cb(redislink *c, int up, void *arg)
 {
     router *r = arg;
     if (up) {
-        redisAsyncContext *ac = router_rconn_ctx(c);
+        redisAsyncContext *ac = redislink_ctx(c);
         const char *key = key_of(r, "routes", NULL, 0);
         const char *argv[2] = { "SUBSCRIBE", key };
         size_t lens[2] = { 9, r->key.len };
         if (!ac || !key || redisAsyncCommandArgv(ac, sub_cb, r, 2, argv, lens) != REDIS_OK)
-            router_rconn_drop(c, "subscribe failed");
+            redislink_drop(c, "subscribe failed");
         return;
     }
     if (r->subscribed)
@@ -374,7 +374,7 @@ static void disc_members_cb(redisAsyncContext *ac, void *reply, void *privdata)
 
 void router_redis_discover(router *r)
 {
-    redisAsyncContext *ac = router_rconn_ctx(r->cmd);
+    redisAsyncContext *ac = redislink_ctx(r->cmd);
     if (!ac)
         return;
     if (r->disc.active) {
@@ -395,7 +395,7 @@ static void discover_cb(evutil_socket_t fd, short what, void *arg)
     router_redis_discover(arg);
 }
 
-static void cmd_state_cb(router_rconn *c, int up, void *arg)
+static void cmd_state_cb(redislink *c, int up, void *arg)
 {
     router *r = arg;
     route_cache_flush(r->cache);
@@ -414,9 +414,9 @@ static void cmd_state_cb(router_rconn *c, int up, void *arg)
 int router_redis_start(router *r)
 {
     const router_config *cfg = r->cfg;
-    r->cmd = router_rconn_new(r->base, &cfg->redis, "cmd", cfg->redis_timeout_ms,
+    r->cmd = redislink_new(r->base, &cfg->redis, "cmd", cfg->redis_timeout_ms,
                               cfg->redis_reconnect_max_ms, cmd_state_cb, r);
-    r->sub = router_rconn_new(r->base, &cfg->redis, "sub", cfg->redis_timeout_ms,
+    r->sub = redislink_new(r->base, &cfg->redis, "sub", cfg->redis_timeout_ms,
                               cfg->redis_reconnect_max_ms, sub_state_cb, r);
     r->ev_lookup_done = event_new(r->base, -1, 0, lookup_done_cb, r);
     r->ev_lookup_timeout = evtimer_new(r->base, lookup_timeout_cb, r);
@@ -427,19 +427,21 @@ int router_redis_start(router *r)
         log_kv(LOG_ERROR, "out of memory", NULL);
         return -1;
     }
+    redislink_set_dns(r->cmd, r->dns);
+    redislink_set_dns(r->sub, r->dns);
     long ms = cfg->discovery_interval_ms;
     struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
     event_add(r->ev_discovery, &tv);
-    router_rconn_start(r->cmd);
-    router_rconn_start(r->sub);
+    redislink_start(r->cmd);
+    redislink_start(r->sub);
     return 0;
 }
 
 void router_redis_free(router *r)
 {
     r->lk.active = 0;
-    router_rconn_free(r->cmd);
-    router_rconn_free(r->sub);
+    redislink_free(r->cmd);
+    redislink_free(r->sub);
     r->cmd = r->sub = NULL;
     disc_reset(r);
     if (r->ev_lookup_done) event_free(r->ev_lookup_done);

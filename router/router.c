@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "common/net.h"
 #include "router/dispatch.h"
 
 static void process_batch(router *r);
@@ -100,7 +101,7 @@ static void hook_ref(void *ticket, void *arg)
 
 int router_targeted_ready(const router *r)
 {
-    return router_rconn_ctx(r->cmd) != NULL && r->subscribed;
+    return redislink_ctx(r->cmd) != NULL && r->subscribed;
 }
 
 void router_pump_schedule(router *r)
@@ -511,6 +512,9 @@ router *router_new(const router_config *cfg)
     r->base = event_base_new();
     if (!r->base)
         goto err;
+    r->dns = net_dns_new(r->base);
+    if (!r->dns)
+        goto err;
     size_t bs = (size_t)cfg->kafka_batch_size;
     r->acc = calloc(bs, sizeof *r->acc);
     r->batch = calloc(bs, sizeof *r->batch);
@@ -535,6 +539,7 @@ router *router_new(const router_config *cfg)
         .stall_timeout_ms = cfg->shard_stall_timeout_ms,
         .hello_timeout_ms = cfg->shard_hello_timeout_ms,
         .reconnect_max_ms = cfg->shard_reconnect_max_ms,
+        .dns = r->dns,
     };
     router_shards_hooks hooks = { hook_frame, hook_ref, NULL, r };
     r->shards = router_shards_new(r->base, &so, &hooks, &r->m);
@@ -620,6 +625,7 @@ void router_free(router *r)
     free(r->arena);
     free(r->live_slots);
     buf_free(&r->key);
+    net_dns_free(r->dns);
     if (r->base)
         event_base_free(r->base);
     free(r);

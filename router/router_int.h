@@ -17,7 +17,7 @@
 #include "router/config.h"
 #include "router/metrics.h"
 #include "router/offsets.h"
-#include "router/rconn.h"
+#include "common/redislink.h"
 #include "router/router.h"
 #include "router/shards.h"
 
@@ -91,9 +91,11 @@ struct router {
     uint64_t outstanding;           /* tickets not yet complete */
     rd_kafka_topic_partition_list_t *store_list;
 
+    struct evdns_base *dns;         /* resolver for Redis and shard hosts */
+
     /* Redis */
     route_cache *cache;
-    router_rconn *cmd, *sub;
+    redislink *cmd, *sub;
     int subscribed;
     buf key;                        /* scratch for key names */
     struct {

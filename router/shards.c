@@ -1,18 +1,15 @@
 #include "router/shards.h"
 
 #include <errno.h>
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <sys/un.h>
 #include <unistd.h>
 
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/net.h"
 
 /* Largest frame we accept from a shard (it only ever sends HELLO). */
 #define OUR_MAX_FRAME (1u << 20)
@@ -250,6 +247,10 @@ static void shard_close(router_shards *s, router_shard *sh, const char *why,
         if (!was_ready)
             sh->quiet = 1;
     }
+    if (sh->nc) {
+        net_connect_cancel(sh->nc);
+        sh->nc = NULL;
+    }
     if (sh->rev) {
         event_free(sh->rev);
         sh->rev = NULL;
@@ -310,115 +311,52 @@ static void on_connected(router_shards *s, router_shard *sh)
     shard_flush(s, sh);
 }
 
-static int parse_endpoint(const char *ep, struct sockaddr_storage *ss, socklen_t *len,
-                          char *err, size_t errlen)
+static void on_net_connect(int fd, int err, const char *errstr, void *arg)
 {
-    memset(ss, 0, sizeof *ss);
-    if (strncmp(ep, "unix:", 5) == 0) {
-        const char *p = ep + 5;
-        if (strncmp(p, "//", 2) == 0)
-            p += 2;
-        struct sockaddr_un *un = (struct sockaddr_un *)ss;
-        if (*p != '/' || strlen(p) >= sizeof un->sun_path) {
-            snprintf(err, errlen, "bad unix endpoint");
-            return -1;
-        }
-        un->sun_family = AF_UNIX;
-        memcpy(un->sun_path, p, strlen(p) + 1);
-        *len = (socklen_t)sizeof *un;
-        return 0;
+    router_shard *sh = arg;
+    router_shards *s = sh->owner;
+    sh->nc = NULL;
+    if (fd < 0) {
+        char msg[300];
+        snprintf(msg, sizeof msg, "connect %s: %s", sh->endpoint, errstr);
+        shard_close(s, sh, msg, ROUTER_DROP_SHARD_DOWN, -1);
+        return;
     }
-    if (strncmp(ep, "tcp://", 6) == 0) {
-        const char *hp = ep + 6;
-        char host[256], port[16];
-        const char *colon;
-        const char *h = hp;
-        size_t hl;
-        if (*hp == '[') {
-            const char *rb = strchr(hp, ']');
-            if (!rb || rb[1] != ':')
-                goto bad;
-            h = hp + 1;
-            hl = (size_t)(rb - h);
-            colon = rb + 1;
-        } else {
-            colon = strrchr(hp, ':');
-            if (!colon)
-                goto bad;
-            hl = (size_t)(colon - hp);
-        }
-        if (hl == 0 || hl >= sizeof host || strlen(colon + 1) == 0 ||
-            strlen(colon + 1) >= sizeof port)
-            goto bad;
-        memcpy(host, h, hl);
-        host[hl] = '\0';
-        snprintf(port, sizeof port, "%s", colon + 1);
-        struct addrinfo hints = { .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV };
-        struct addrinfo *res = NULL;
-        /* Host names resolve synchronously; endpoints are normally literal
-         * addresses written by the shard itself. */
-        int rc = getaddrinfo(host, port, &hints, &res);
-        if (rc != 0 || !res) {
-            snprintf(err, errlen, "resolve %.100s: %s", host, gai_strerror(rc));
-            return -1;
-        }
-        memcpy(ss, res->ai_addr, res->ai_addrlen);
-        *len = res->ai_addrlen;
-        freeaddrinfo(res);
-        return 0;
+    sh->fd = fd;
+    if (strncmp(sh->endpoint, "tcp://", 6) == 0) {
+        /* frames are batched already: don't delay them; and notice a shard
+         * host that vanished without a FIN */
+        net_nodelay(fd);
+        net_keepalive(fd, NET_KEEPALIVE_IDLE_S, NET_KEEPALIVE_INTVL_S, NET_KEEPALIVE_CNT);
     }
-bad:
-    snprintf(err, errlen, "endpoint is neither unix:/path nor tcp://host:port");
-    return -1;
+    sh->rev = event_new(s->base, fd, EV_READ | EV_PERSIST, read_cb, sh);
+    sh->wev = event_new(s->base, fd, EV_WRITE | EV_PERSIST, write_cb, sh);
+    if (!sh->rev || !sh->wev) {
+        shard_close(s, sh, "out of memory", ROUTER_DROP_SHARD_DOWN, -1);
+        return;
+    }
+    on_connected(s, sh);
 }
 
 static void shard_connect(router_shards *s, router_shard *sh)
 {
     if (sh->state != RSH_IDLE || !sh->live || !sh->endpoint)
         return;
-    struct sockaddr_storage ss;
-    socklen_t sl = 0;
-    char err[256];
-    if (parse_endpoint(sh->endpoint, &ss, &sl, err, sizeof err) != 0) {
+    net_endpoint ep;
+    if (net_endpoint_parse(sh->endpoint, &ep) != NET_OK) {
         log_kv(LOG_ERROR, "cannot connect to shard", "s:shard", sh->id, "s:endpoint",
-               sh->endpoint, "s:error", err, NULL);
+               sh->endpoint, "s:error",
+               "endpoint is neither unix:/path nor tcp://host:port", NULL);
         sh->backoff_ms = s->opts.reconnect_max_ms;
         arm_timer(sh, sh->backoff_ms);
         return;
     }
-    int fd = socket(ss.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) {
-        log_kv(LOG_ERROR, "socket() failed", "s:shard", sh->id, "s:error", strerror(errno),
-               NULL);
-        arm_timer(sh, sh->backoff_ms);
-        return;
-    }
-    if (ss.ss_family != AF_UNIX) {
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
-    }
-    sh->fd = fd;
     sh->connects++;
-    sh->rev = event_new(s->base, fd, EV_READ | EV_PERSIST, read_cb, sh);
-    sh->wev = event_new(s->base, fd, EV_WRITE | EV_PERSIST, write_cb, sh);
-    if (!sh->rev || !sh->wev) {
-        sh->state = RSH_CONNECTING;
-        shard_close(s, sh, "out of memory", ROUTER_DROP_SHARD_DOWN, -1);
-        return;
-    }
     sh->state = RSH_CONNECTING;
-    arm_timer(sh, s->opts.hello_timeout_ms);
-    if (connect(fd, (struct sockaddr *)&ss, sl) == 0) {
-        on_connected(s, sh);
-        return;
-    }
-    if (errno == EINPROGRESS) {
-        event_add(sh->wev, NULL);
-        sh->write_armed = 1;
-        return;
-    }
-    snprintf(err, sizeof err, "connect %s: %s", sh->endpoint, strerror(errno));
-    shard_close(s, sh, err, ROUTER_DROP_SHARD_DOWN, -1);
+    arm_timer(sh, s->opts.hello_timeout_ms);   /* covers resolve + connect */
+    sh->nc = net_connect_start(s->base, s->opts.dns, &ep, on_net_connect, sh);
+    if (!sh->nc)
+        shard_close(s, sh, "out of memory", ROUTER_DROP_SHARD_DOWN, -1);
 }
 
 static void timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -444,23 +382,20 @@ static void shard_flush(router_shards *s, router_shard *sh)
     if (sh->fd < 0 || sh->state == RSH_CONNECTING)
         return;
     while (router_outq_pending(&sh->q) > 0) {
-        ssize_t n = send(sh->fd, router_outq_data(&sh->q), router_outq_pending(&sh->q),
-                         MSG_NOSIGNAL | MSG_DONTWAIT);
-        if (n > 0) {
-            s->m->bytes_sent += (uint64_t)n;
-            sh->last_progress_ms = clock_mono_ms();
-            struct mark_ctx mc = { s, ROUTER_DROP_SHARD_DOWN };
-            router_outq_written(&sh->q, (size_t)n, mark_cb, &mc);
-            continue;
+        ssize_t n = net_write_all(sh->fd, router_outq_data(&sh->q),
+                                  router_outq_pending(&sh->q));
+        if (n == 0)
+            break;    /* socket full: wait for EV_WRITE */
+        if (n < 0) {
+            char err[128];
+            snprintf(err, sizeof err, "write: %s", strerror(errno));
+            shard_close(s, sh, err, ROUTER_DROP_SHARD_DOWN, -1);
+            return;
         }
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
-            break;
-        char err[128];
-        snprintf(err, sizeof err, "write: %s", n == 0 ? "closed" : strerror(errno));
-        shard_close(s, sh, err, ROUTER_DROP_SHARD_DOWN, -1);
-        return;
+        s->m->bytes_sent += (uint64_t)n;
+        sh->last_progress_ms = clock_mono_ms();
+        struct mark_ctx mc = { s, ROUTER_DROP_SHARD_DOWN };
+        router_outq_written(&sh->q, (size_t)n, mark_cb, &mc);
     }
     int want = router_outq_pending(&sh->q) > 0;
     if (want && !sh->write_armed) {
@@ -475,24 +410,7 @@ static void shard_flush(router_shards *s, router_shard *sh)
 static void write_cb(evutil_socket_t fd, short what, void *arg)
 {
     router_shard *sh = arg;
-    router_shards *s = sh->owner;
-    if (sh->state == RSH_CONNECTING) {
-        int err = 0;
-        socklen_t l = sizeof err;
-        if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &l) != 0)
-            err = errno;
-        event_del(sh->wev);
-        sh->write_armed = 0;
-        if (err) {
-            char msg[300];
-            snprintf(msg, sizeof msg, "connect %s: %s", sh->endpoint, strerror(err));
-            shard_close(s, sh, msg, ROUTER_DROP_SHARD_DOWN, -1);
-            return;
-        }
-        on_connected(s, sh);
-        return;
-    }
-    shard_flush(s, sh);
+    shard_flush(sh->owner, sh);
 }
 
 static void handle_hello(router_shards *s, router_shard *sh, const frame_hello *h)

@@ -7,7 +7,8 @@
  * shards are connected to and sent to.
  *
  * One non-blocking stream per live shard (endpoint "unix:/path" or
- * "tcp://host:port"): connect, HELLO both ways (role "router" out, role
+ * "tcp://host:port", connected through common/net.h: host names resolved
+ * off the loop, TCP keepalive on): connect, HELLO both ways (role "router" out, role
  * "shard" with the same id and FRAME_PROTO_VERSION expected back), then
  * DELIVERY frames.  Per Kafka batch, records for a shard are appended to
  * one frame in that shard's bounded output queue (split at the peer's
@@ -54,6 +55,7 @@ typedef struct router_shard {
     enum router_shard_state state;
     int fd;
     struct event *rev, *wev, *timer;
+    struct net_connect *nc;      /* resolve + connect in progress */
     int write_armed;
     router_outq q;
     frame_decoder *dec;
@@ -91,6 +93,7 @@ typedef struct router_shards_opts {
     long stall_timeout_ms;
     long hello_timeout_ms;
     long reconnect_max_ms;
+    struct evdns_base *dns;      /* resolver for tcp:// host names (not owned) */
 } router_shards_opts;
 
 typedef struct router_shards router_shards;

@@ -3,9 +3,7 @@
 #include "proto/frame.h"
 #include "common/log.h"
 #include "common/config.h"
-#include <netdb.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
+#include "common/net.h"
 #include <stdio.h>
 
 #include <errno.h>
@@ -20,6 +18,7 @@
 
 #define INGRESS_READ 65536
 #define INGRESS_READS_PER_WAKEUP 8
+#define INGRESS_ACCEPTS_PER_WAKEUP 16
 
 typedef struct router_conn {
     struct router_conn *prev, *next;
@@ -36,9 +35,9 @@ typedef struct router_conn {
 
 struct shard_ingress {
     shard_ctx *ctx;
-    int lfd;
-    int tcp_fd;               /* SHARD_TCP_ADDR listener, or -1 */
-    struct event *lev, *tcp_lev, *reap_ev;
+    net_acceptor *lis;        /* SHARD_SOCKET */
+    net_acceptor *tcp_lis;    /* SHARD_TCP_ADDR listener, or NULL */
+    struct event *reap_ev;
     router_conn *conns, *grave;
     int n;
     int stopped;
@@ -107,14 +106,12 @@ static void set_write(router_conn *c, int on)
 static void conn_write(router_conn *c)
 {
     while (c->out.len > 0) {
-        ssize_t w = send(c->fd, c->out.data, c->out.len, MSG_NOSIGNAL);
+        ssize_t w = net_write_all(c->fd, c->out.data, c->out.len);
+        if (w == 0) {
+            set_write(c, 1);
+            return;
+        }
         if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            if (errno == EAGAIN || errno == EWOULDBLOCK) {
-                set_write(c, 1);
-                return;
-            }
             conn_close(c, "write failed", 0);
             return;
         }
@@ -202,157 +199,93 @@ static void conn_on_event(evutil_socket_t fd, short what, void *arg)
         conn_read(c);
 }
 
-static void on_accept(evutil_socket_t lfd, short what, void *arg)
+static void on_accept(net_acceptor *a, int fd, const struct sockaddr *sa,
+                      socklen_t salen, void *arg)
 {
     shard_ingress *in = arg;
     shard_ctx *ctx = in->ctx;
-    for (int i = 0; i < 16; i++) {
-        int fd = accept4(lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
-                errno != ECONNABORTED)
-                log_kv(LOG_WARN, "router accept failed", "s:error",
-                       strerror(errno), NULL);
-            return;
-        }
-        if (in->stopped || in->n >= ctx->set->max_routers) {
-            log_kv(LOG_WARN, "router connection refused", "s:reason",
-                   in->stopped ? "shutting down" : "SHARD_MAX_ROUTERS reached",
-                   NULL);
-            close(fd);
-            continue;
-        }
-        if (lfd == in->tcp_fd) {
-            int one = 1;   /* frames are batched already; don't delay them */
-            setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        }
-        router_conn *c = calloc(1, sizeof(*c));
-        if (!c || !(c->dec = frame_decoder_new(
-                        (uint32_t)ctx->set->router_max_frame)) ||
-            frame_encode_hello(&c->out, "shard", ctx->set->shard_id,
-                               (uint32_t)ctx->set->router_max_frame) != 0) {
-            if (c)
-                conn_free(c);
-            close(fd);
-            continue;
-        }
-        c->in = in;
-        c->fd = fd;
-        event_assign(&c->ev, ctx->base, fd, EV_READ | EV_PERSIST,
-                     conn_on_event, c);
-        event_add(&c->ev, NULL);
-        c->next = in->conns;
-        if (in->conns)
-            in->conns->prev = c;
-        in->conns = c;
-        in->n++;
-        ctx->m.shard_router_connections_total++;
-        conn_write(c);
-    }
-}
-
-/* A socket file at path: in use by a live process (-1), stale (removed, 0)
- * or absent (0). */
-static int clear_stale(const char *path)
-{
-    struct stat st;
-    if (lstat(path, &st) != 0)
-        return 0;
-    if (!S_ISSOCK(st.st_mode)) {
-        log_kv(LOG_ERROR, "SHARD_SOCKET exists and is not a socket",
-               "s:path", path, NULL);
-        return -1;
-    }
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    struct sockaddr_un sa;
-    memset(&sa, 0, sizeof(sa));
-    sa.sun_family = AF_UNIX;
-    memcpy(sa.sun_path, path, strlen(path));
-    int live = fd >= 0 && connect(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0;
-    if (fd >= 0)
-        close(fd);
-    if (live) {
-        log_kv(LOG_ERROR, "SHARD_SOCKET is in use by another process",
-               "s:path", path, NULL);
-        return -1;
-    }
-    unlink(path);
-    return 0;
-}
-
-/* TCP listener for routers on other hosts (SHARD_TCP_ADDR). */
-static int listen_tcp(const char *addr)
-{
-    char host[256];
-    int port;
-    if (config_split_hostport(addr, host, sizeof(host), &port) != 0) {
-        log_kv(LOG_ERROR, "bad SHARD_TCP_ADDR (want host:port)", "s:addr", addr,
+    if (in->stopped || in->n >= ctx->set->max_routers) {
+        log_kv(LOG_WARN, "router connection refused", "s:reason",
+               in->stopped ? "shutting down" : "SHARD_MAX_ROUTERS reached",
                NULL);
-        return -1;
+        close(fd);
+        return;
     }
-    char ps[16];
-    snprintf(ps, sizeof(ps), "%d", port);
-    struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                              .ai_flags = AI_PASSIVE }, *ai = NULL;
-    if (getaddrinfo(host, ps, &hints, &ai) != 0 || !ai) {
-        log_kv(LOG_ERROR, "cannot resolve SHARD_TCP_ADDR", "s:addr", addr, NULL);
-        return -1;
+    if (a == in->tcp_lis) {
+        /* frames are batched already: don't delay them; and a router host
+         * that vanished without a FIN must not hold a slot forever */
+        net_nodelay(fd);
+        net_keepalive(fd, NET_KEEPALIVE_IDLE_S, NET_KEEPALIVE_INTVL_S,
+                      NET_KEEPALIVE_CNT);
     }
-    int fd = socket(ai->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    int one = 1;
-    if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one)) != 0 ||
-        bind(fd, ai->ai_addr, ai->ai_addrlen) != 0 || listen(fd, 64) != 0) {
-        log_kv(LOG_ERROR, "cannot listen on SHARD_TCP_ADDR", "s:addr", addr,
-               "s:error", strerror(errno), NULL);
-        if (fd >= 0)
-            close(fd);
-        fd = -1;
+    router_conn *c = calloc(1, sizeof(*c));
+    if (!c || !(c->dec = frame_decoder_new(
+                    (uint32_t)ctx->set->router_max_frame)) ||
+        frame_encode_hello(&c->out, "shard", ctx->set->shard_id,
+                           (uint32_t)ctx->set->router_max_frame) != 0) {
+        if (c)
+            conn_free(c);
+        close(fd);
+        return;
     }
-    freeaddrinfo(ai);
-    return fd;
+    c->in = in;
+    c->fd = fd;
+    event_assign(&c->ev, ctx->base, fd, EV_READ | EV_PERSIST,
+                 conn_on_event, c);
+    event_add(&c->ev, NULL);
+    c->next = in->conns;
+    if (in->conns)
+        in->conns->prev = c;
+    in->conns = c;
+    in->n++;
+    ctx->m.shard_router_connections_total++;
+    conn_write(c);
+}
+
+/* Wrap a listening fd (closed on failure). */
+static net_acceptor *acceptor(shard_ingress *in, int fd, const char *name)
+{
+    if (fd < 0)
+        return NULL;
+    net_acceptor *a = net_acceptor_new(in->ctx->base, fd, name,
+                                       INGRESS_ACCEPTS_PER_WAKEUP,
+                                       NET_ACCEPT_BACKOFF_MS, on_accept, NULL, in);
+    if (!a) {
+        close(fd);
+        return NULL;
+    }
+    net_acceptor_enable(a, 1);
+    return a;
 }
 
 shard_ingress *shard_ingress_new(shard_ctx *ctx)
 {
     const char *path = ctx->set->socket_path;
-    struct sockaddr_un sa;
-    if (strlen(path) >= sizeof(sa.sun_path)) {
-        log_kv(LOG_ERROR, "SHARD_SOCKET path too long", "s:path", path,
-               "i:max", (int)sizeof(sa.sun_path) - 1, NULL);
-        return NULL;
-    }
     shard_ingress *in = calloc(1, sizeof(*in));
     if (!in)
         return NULL;
     in->ctx = ctx;
-    in->lfd = -1;
-    in->tcp_fd = -1;
-    if (clear_stale(path) != 0)
+    in->reap_ev = event_new(ctx->base, -1, 0, on_reap, in);
+    if (!in->reap_ev)
         goto err;
-    memset(&sa, 0, sizeof(sa));
-    sa.sun_family = AF_UNIX;
-    memcpy(sa.sun_path, path, strlen(path));
-    in->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (in->lfd < 0 || bind(in->lfd, (struct sockaddr *)&sa, sizeof(sa)) != 0 ||
-        listen(in->lfd, 64) != 0) {
+    char err[256];
+    int fd = net_listen_unix(path, 64, err, sizeof(err));
+    if (fd < 0) {
         log_kv(LOG_ERROR, "cannot listen on SHARD_SOCKET", "s:path", path,
-               "s:error", strerror(errno), NULL);
+               "s:error", err, NULL);
         goto err;
     }
     snprintf(in->path, sizeof(in->path), "%s", path);
-    in->lev = event_new(ctx->base, in->lfd, EV_READ | EV_PERSIST, on_accept,
-                        in);
-    in->reap_ev = event_new(ctx->base, -1, 0, on_reap, in);
-    if (!in->lev || !in->reap_ev || event_add(in->lev, NULL) != 0)
+    if (!(in->lis = acceptor(in, fd, "router-unix")))
         goto err;
     log_kv(LOG_INFO, "router socket listening", "s:path", path, NULL);
     if (ctx->set->tcp_addr && *ctx->set->tcp_addr) {
-        in->tcp_fd = listen_tcp(ctx->set->tcp_addr);
-        if (in->tcp_fd < 0)
-            goto err;
-        in->tcp_lev = event_new(ctx->base, in->tcp_fd, EV_READ | EV_PERSIST,
-                                on_accept, in);
-        if (!in->tcp_lev || event_add(in->tcp_lev, NULL) != 0)
+        fd = net_listen_tcp(ctx->set->tcp_addr, 64, 0, NULL, 0, NULL, err,
+                            sizeof(err));
+        if (fd < 0)
+            log_kv(LOG_ERROR, "cannot listen on SHARD_TCP_ADDR", "s:addr",
+                   ctx->set->tcp_addr, "s:error", err, NULL);
+        if (!(in->tcp_lis = acceptor(in, fd, "router-tcp")))
             goto err;
         log_kv(LOG_INFO, "router TCP listener", "s:addr", ctx->set->tcp_addr,
                "s:endpoint", ctx->set->endpoint, NULL);
@@ -368,10 +301,10 @@ void shard_ingress_stop(shard_ingress *in)
     if (!in || in->stopped)
         return;
     in->stopped = 1;
-    if (in->lev)
-        event_del(in->lev);
-    if (in->tcp_lev)
-        event_del(in->tcp_lev);
+    if (in->lis)
+        net_acceptor_enable(in->lis, 0);
+    if (in->tcp_lis)
+        net_acceptor_enable(in->tcp_lis, 0);
     for (router_conn *c = in->conns; c; c = c->next)
         if (!c->want_write)
             event_del(&c->ev);
@@ -384,19 +317,13 @@ void shard_ingress_free(shard_ingress *in)
     while (in->conns)
         conn_close(in->conns, "shutting down", 0);
     on_reap(-1, 0, in);
-    if (in->lev)
-        event_free(in->lev);
-    if (in->tcp_lev)
-        event_free(in->tcp_lev);
-    if (in->tcp_fd >= 0)
-        close(in->tcp_fd);
+    net_acceptor_free(in->tcp_lis);
+    if (in->lis) {
+        net_acceptor_free(in->lis);
+        unlink(in->path);     /* ours: bound by this process */
+    }
     if (in->reap_ev)
         event_free(in->reap_ev);
-    if (in->lfd >= 0) {
-        close(in->lfd);
-        if (in->path[0])
-            unlink(in->path);
-    }
     free(in);
 }
 

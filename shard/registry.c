@@ -4,6 +4,7 @@
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/log.h"
+#include "common/redislink.h"
 #include "common/schema.h"
 
 #include <stdio.h>
@@ -13,13 +14,13 @@
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
-#include <hiredis/adapters/libevent.h>
 
 #define HAVE_UNKNOWN 2
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 2000
 
-enum reg_state { R_IDLE, R_CONNECTING, R_CONNECTED, R_READY };
+/* R_IDLE: no usable connection (redislink reconnects); R_READY: registered. */
+enum reg_state { R_IDLE, R_READY };
 
 typedef struct reg_entry {
     shard_map_node node;
@@ -36,7 +37,7 @@ typedef struct reg_entry {
 struct shard_registry {
     shard_ctx *ctx;
     redis_endpoint ep;
-    redisAsyncContext *ac;
+    redislink *link;
     enum reg_state state;
     int ever_ready;          /* leftovers of a previous life cleaned */
     int freeing;
@@ -46,12 +47,10 @@ struct shard_registry {
     long outstanding;        /* every command with a callback */
     int lease_inflight;
     uint64_t progress_ms;    /* last reply, or when outstanding became > 0 */
-    uint64_t connect_ms;
-    int backoff_ms;
     int stopping;
     void (*done)(void *);
     void *done_ud;
-    struct event *retry_ev, *ready_ev, *pump_ev, *hb_ev, *watch_ev, *done_ev;
+    struct event *pump_ev, *hb_ev, *watch_ev, *done_ev;
     char host[256];
     char *k_lease, *k_tokens, *k_routes, *k_shards, *endpoint;
     log_ratelimit rl;
@@ -85,9 +84,10 @@ static void cmd_done(shard_registry *r)
 static int send_argv(shard_registry *r, redisCallbackFn *fn, void *priv,
                      int argc, const char **argv, const size_t *lens)
 {
-    if (!r->ac)
+    redisAsyncContext *ac = redislink_ctx(r->link);
+    if (!ac)
         return -1;
-    if (redisAsyncCommandArgv(r->ac, fn, priv, argc, argv, lens) != REDIS_OK)
+    if (redisAsyncCommandArgv(ac, fn, priv, argc, argv, lens) != REDIS_OK)
         return -1;
     if (fn)
         cmd_sent(r);
@@ -130,7 +130,7 @@ static void reg_error(shard_registry *r, const char *msg, const char *detail)
 
 static void on_route_reply(redisAsyncContext *ac, void *reply, void *priv)
 {
-    shard_registry *r = ac->data;
+    shard_registry *r = redislink_ctx_arg(ac);
     reg_entry *e = priv;
     redisReply *rep = reply;
     e->inflight = 0;
@@ -259,7 +259,7 @@ static void requeue_all(shard_registry *r)
 
 static void on_members(redisAsyncContext *ac, void *reply, void *priv)
 {
-    shard_registry *r = ac->data;
+    shard_registry *r = redislink_ctx_arg(ac);
     redisReply *rep = reply;
     if (r->freeing)
         return;
@@ -315,7 +315,7 @@ static void write_lease(shard_registry *r, int initial);
 
 static void on_lease(redisAsyncContext *ac, void *reply, void *priv)
 {
-    shard_registry *r = ac->data;
+    shard_registry *r = redislink_ctx_arg(ac);
     redisReply *rep = reply;
     if (r->freeing)
         return;
@@ -382,20 +382,9 @@ static void write_lease(shard_registry *r, int initial)
         r->lease_inflight = 1;
 }
 
-static void on_select(redisAsyncContext *ac, void *reply, void *priv)
-{
-    shard_registry *r = ac->data;
-    redisReply *rep = reply;
-    if (r->freeing)
-        return;
-    cmd_done(r);
-    if (rep && rep->type == REDIS_REPLY_ERROR)
-        reg_error(r, "redis SELECT failed", rep->str);
-}
-
 static void on_clean(redisAsyncContext *ac, void *reply, void *priv)
 {
-    shard_registry *r = ac->data;
+    shard_registry *r = redislink_ctx_arg(ac);
     redisReply *rep = reply;
     if (r->freeing)
         return;
@@ -419,25 +408,13 @@ static void send_clean(shard_registry *r, redisCallbackFn *fn)
 
 /* ---- connection ------------------------------------------------------- */
 
-static void schedule_retry(shard_registry *r)
-{
-    if (r->freeing || r->stopping)
-        return;
-    struct timeval tv = { r->backoff_ms / 1000, (r->backoff_ms % 1000) * 1000 };
-    event_add(r->retry_ev, &tv);
-    r->backoff_ms *= 2;
-    if (r->backoff_ms > BACKOFF_MAX_MS)
-        r->backoff_ms = BACKOFF_MAX_MS;
-}
-
-/* The connection is gone (or abandoned): reset and retry later. */
+/* The connection is gone (or abandoned): forget what was in flight; the
+ * link reconnects by itself and link_state_cb re-registers. */
 static void reg_lost(shard_registry *r, const char *why)
 {
     if (r->state == R_IDLE)
         return;
-    int was_ready = r->state == R_READY;
     r->state = R_IDLE;
-    r->ac = NULL;
     r->inflight = 0;
     r->outstanding = 0;
     r->lease_inflight = 0;
@@ -447,55 +424,19 @@ static void reg_lost(shard_registry *r, const char *why)
         reg_entry *e = SHARD_MAP_ENTRY(n, reg_entry, node);
         e->inflight = 0;
     }
-    if (was_ready)
-        log_kv(LOG_WARN, "redis connection lost; serving clients, will "
-               "re-register", "s:reason", why, NULL);
-    schedule_retry(r);
+    log_kv(LOG_WARN, "redis connection lost; serving clients, will "
+           "re-register", "s:reason", why, NULL);
     if (r->stopping && r->done)
         event_active(r->done_ev, EV_TIMEOUT, 1);
 }
 
-static void on_disconnect(const redisAsyncContext *ac, int status)
+/* Connected (SELECT already sent by the link): register. */
+static void reg_ready(shard_registry *r)
 {
-    shard_registry *r = ac->data;
-    if (r->freeing || r->ac != ac)
-        return;
-    reg_lost(r, status == REDIS_OK ? "closed" : (ac->errstr ? ac->errstr
-                                                            : "error"));
-}
-
-static void on_connect(const redisAsyncContext *ac, int status)
-{
-    shard_registry *r = ac->data;
-    if (r->freeing || r->ac != ac)
-        return;
-    if (status != REDIS_OK) {
-        /* hiredis frees the context after this callback */
-        reg_error(r, "redis connect failed", ac->errstr);
-        r->state = R_CONNECTING;   /* so reg_lost does its work */
-        reg_lost(r, ac->errstr);
-        return;
-    }
-    /* no commands from inside a connect callback (hiredis < 1.0) */
-    r->state = R_CONNECTED;
-    event_active(r->ready_ev, EV_TIMEOUT, 1);
-}
-
-static void on_ready(evutil_socket_t fd, short what, void *arg)
-{
-    shard_registry *r = arg;
-    if (r->state != R_CONNECTED || !r->ac)
+    if (r->stopping || r->state == R_READY)
         return;
     r->state = R_READY;
-    r->backoff_ms = BACKOFF_MIN_MS;
     r->ctx->m.shard_redis_connects_total++;
-    if (r->ep.db) {
-        char db[16];
-        snprintf(db, sizeof(db), "%d", r->ep.db);
-        const char *argv[2] = { "SELECT", db };
-        size_t lens[2] = { 6, strlen(db) };
-        send_argv(r, on_select, NULL, 2, argv, lens);
-    }
     if (!r->ever_ready) {
         send_clean(r, on_clean);     /* leftovers of a previous life */
         requeue_all(r);
@@ -512,36 +453,16 @@ static void on_ready(evutil_socket_t fd, short what, void *arg)
     pump(r);
 }
 
-static void reg_connect(shard_registry *r)
+/* From redislink's deferred notification, never inside hiredis. */
+static void link_state_cb(redislink *l, int up, void *arg)
 {
-    if (r->freeing || r->stopping || r->state != R_IDLE)
+    shard_registry *r = arg;
+    if (r->freeing)
         return;
-    redisAsyncContext *ac = r->ep.path[0]
-                                ? redisAsyncConnectUnix(r->ep.path)
-                                : redisAsyncConnect(r->ep.host, r->ep.port);
-    if (!ac || ac->err) {
-        reg_error(r, "redis connect failed", ac ? ac->errstr : "no memory");
-        if (ac)
-            redisAsyncFree(ac);
-        schedule_retry(r);
-        return;
-    }
-    ac->data = r;
-    if (redisLibeventAttach(ac, r->ctx->base) != REDIS_OK) {
-        redisAsyncFree(ac);
-        schedule_retry(r);
-        return;
-    }
-    r->ac = ac;
-    r->state = R_CONNECTING;
-    r->connect_ms = clock_mono_ms();
-    redisAsyncSetConnectCallback(ac, on_connect);
-    redisAsyncSetDisconnectCallback(ac, on_disconnect);
-}
-
-static void on_retry(evutil_socket_t fd, short what, void *arg)
-{
-    reg_connect(arg);
+    if (up)
+        reg_ready(r);
+    else
+        reg_lost(r, redislink_errstr(l));
 }
 
 /* Drop a connection that stopped answering (called from a timer, never from
@@ -549,9 +470,7 @@ static void on_retry(evutil_socket_t fd, short what, void *arg)
 static void drop(shard_registry *r, const char *why)
 {
     reg_error(r, "redis timeout; reconnecting", why);
-    redisAsyncContext *ac = r->ac;
-    if (ac)
-        redisAsyncFree(ac);   /* may call on_disconnect -> reg_lost */
+    redislink_drop(r->link, why);   /* pending callbacks get NULL replies */
     reg_lost(r, why);
 }
 
@@ -560,11 +479,8 @@ static void on_watch(evutil_socket_t fd, short what, void *arg)
     shard_registry *r = arg;
     uint64_t now = clock_mono_ms();
     uint64_t to = (uint64_t)(r->ctx->set->redis_timeout * 1000);
-    if ((r->state == R_CONNECTING || r->state == R_CONNECTED) &&
-        now - r->connect_ms > to)
-        drop(r, "connect timeout");
-    else if (r->state == R_READY && r->outstanding > 0 &&
-             now - r->progress_ms > to)
+    if (r->state == R_READY && r->outstanding > 0 &&
+        now - r->progress_ms > to)
         drop(r, "reply timeout");
 }
 
@@ -605,7 +521,7 @@ static void on_done_ev(evutil_socket_t fd, short what, void *arg)
 
 static void on_deregistered(redisAsyncContext *ac, void *reply, void *priv)
 {
-    shard_registry *r = ac->data;
+    shard_registry *r = redislink_ctx_arg(ac);
     redisReply *rep = reply;
     if (r->freeing)
         return;
@@ -627,7 +543,6 @@ void shard_registry_shutdown(shard_registry *r, void (*done)(void *),
     r->done = done;
     r->done_ud = ud;
     event_del(r->hb_ev);
-    event_del(r->retry_ev);
     if (r->state == R_READY) {
         send_clean(r, on_deregistered);
         struct timeval tv = { (time_t)r->ctx->set->redis_timeout,
@@ -652,7 +567,6 @@ shard_registry *shard_registry_new(shard_ctx *ctx)
         return NULL;
     r->ctx = ctx;
     r->rl.per_sec = 2;
-    r->backoff_ms = BACKOFF_MIN_MS;
     if (config_parse_redis_url(s->redis_url, &r->ep) != 0) {
         log_kv(LOG_ERROR, "bad REDIS_URL", "s:url", s->redis_url, NULL);
         goto err;
@@ -664,14 +578,15 @@ shard_registry *shard_registry_new(shard_ctx *ctx)
     r->k_shards = cat3(s->redis_prefix, "shards", "");
     r->endpoint = cat3(s->endpoint, "", "");
     struct event_base *b = ctx->base;
-    r->retry_ev = event_new(b, -1, 0, on_retry, r);
-    r->ready_ev = event_new(b, -1, 0, on_ready, r);
+    r->link = redislink_new(b, &r->ep, "registry",
+                            (long)(s->redis_timeout * 1000), BACKOFF_MAX_MS,
+                            link_state_cb, r);
     r->pump_ev = event_new(b, -1, 0, on_pump, r);
     r->done_ev = event_new(b, -1, 0, on_done_ev, r);
     r->hb_ev = event_new(b, -1, EV_PERSIST, on_heartbeat, r);
     r->watch_ev = event_new(b, -1, EV_PERSIST, on_watch, r);
     if (!r->k_lease || !r->k_tokens || !r->k_routes || !r->k_shards ||
-        !r->endpoint || !r->retry_ev || !r->ready_ev || !r->pump_ev ||
+        !r->endpoint || !r->link || !r->pump_ev ||
         !r->done_ev || !r->hb_ev || !r->watch_ev)
         goto err;
     double hb = s->lease_ttl / 3;
@@ -682,7 +597,9 @@ shard_registry *shard_registry_new(shard_ctx *ctx)
         w = 0.25;
     struct timeval wt = { (time_t)w, (suseconds_t)((w - (time_t)w) * 1e6) };
     event_add(r->watch_ev, &wt);
-    reg_connect(r);
+    redislink_set_dns(r->link, ctx->dns);
+    redislink_set_backoff(r->link, BACKOFF_MIN_MS, BACKOFF_MAX_MS);
+    redislink_start(r->link);
     return r;
 err:
     shard_registry_free(r);
@@ -694,18 +611,14 @@ void shard_registry_free(shard_registry *r)
     if (!r)
         return;
     r->freeing = 1;
-    if (r->ac) {
-        redisAsyncContext *ac = r->ac;
-        r->ac = NULL;
-        redisAsyncFree(ac);
-    }
+    redislink_free(r->link);     /* pending callbacks see r->freeing */
+    r->link = NULL;
     size_t it = 0;
     shard_map_node *cur = NULL, *n;
     while ((n = shard_map_next(&r->map, &it, &cur)))
         free(SHARD_MAP_ENTRY(n, reg_entry, node));
     shard_map_clear(&r->map);
-    struct event *evs[] = { r->retry_ev, r->ready_ev, r->pump_ev, r->done_ev,
-                            r->hb_ev, r->watch_ev };
+    struct event *evs[] = { r->pump_ev, r->done_ev, r->hb_ev, r->watch_ev };
     for (size_t i = 0; i < sizeof(evs) / sizeof(evs[0]); i++)
         if (evs[i])
             event_free(evs[i]);

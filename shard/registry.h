@@ -15,12 +15,14 @@
  * known to hold (have).  Changes are coalesced (a token that comes and goes
  * before it is sent costs nothing) and at most REDIS_MAX_INFLIGHT route
  * commands are outstanding, whatever the subscribe rate.  While Redis is
- * unreachable clients are still served; on reconnect (backoff 100 ms .. 2 s)
- * the lease and every wanted token are written again, and tokens Redis holds
+ * unreachable clients are still served; on reconnect the lease and every wanted token are written again, and tokens Redis holds
  * for this shard that are no longer wanted are removed.
  *
- * hiredis 0.14 has no timeouts: connects and replies are timed with libevent
- * timers (REDIS_TIMEOUT); a stuck connection is dropped and re-established.
+ * The connection is a common/redislink (reconnect with backoff 100 ms .. 2 s,
+ * connect timeout REDIS_TIMEOUT, host names resolved off the loop, PING
+ * keepalive).  hiredis 0.14 has no reply timeouts: replies are timed here
+ * with a libevent timer (REDIS_TIMEOUT); a stuck connection is dropped and
+ * re-established.
  */
 #ifndef ODIN_SHARD_REGISTRY_H
 #define ODIN_SHARD_REGISTRY_H

@@ -4,9 +4,9 @@
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/log.h"
+#include "common/net.h"
 
 #include <errno.h>
-#include <netdb.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,140 +28,58 @@ typedef struct ip_rate {
     uint8_t key[16];
 } ip_rate;
 
-static log_ratelimit g_accept_rl = { .per_sec = 1 };
-
 /* ---- listeners ------------------------------------------------------------ */
 
 static int listen_on(const char *addr, int reuseport, char *bound,
                      size_t boundlen, int *port_out)
 {
-    char host[256];
-    int port;
-    if (config_split_hostport(addr, host, sizeof(host), &port) != 0) {
-        log_kv(LOG_ERROR, "bad listen address (want host:port)", "s:addr",
-               addr, NULL);
-        return -1;
-    }
-    struct addrinfo hints, *res = NULL;
-    memset(&hints, 0, sizeof(hints));
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE;
-    char ps[16];
-    snprintf(ps, sizeof(ps), "%d", port);
-    int gr = getaddrinfo(*host ? host : NULL, ps, &hints, &res);
-    if (gr != 0 || !res) {
-        log_kv(LOG_ERROR, "cannot resolve listen address", "s:addr", addr,
-               "s:error", gai_strerror(gr), NULL);
-        return -1;
-    }
-    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC,
-                    0);
+    char err[256];
+    int fd = net_listen_tcp(addr, 4096, reuseport ? NET_LISTEN_REUSEPORT : 0, bound,
+                            boundlen, port_out, err, sizeof(err));
     if (fd < 0)
-        goto fail;
-    int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (reuseport &&
-        setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof(one)) != 0)
-        goto fail;
-    if (bind(fd, res->ai_addr, res->ai_addrlen) != 0 ||
-        listen(fd, 4096) != 0)
-        goto fail;
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof(ss);
-    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
-        char ip[64];
-        int p = 0;
-        if (ss.ss_family == AF_INET6) {
-            struct sockaddr_in6 *s6 = (void *)&ss;
-            inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof(ip));
-            p = ntohs(s6->sin6_port);
-            snprintf(bound, boundlen, "[%s]:%d", ip, p);
-        } else {
-            struct sockaddr_in *s4 = (void *)&ss;
-            inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof(ip));
-            p = ntohs(s4->sin_port);
-            snprintf(bound, boundlen, "%s:%d", ip, p);
-        }
-        if (port_out)
-            *port_out = p;
-    }
-    freeaddrinfo(res);
+        log_kv(LOG_ERROR, "cannot listen", "s:addr", addr, "s:error", err,
+               "b:reuseport", reuseport, NULL);
     return fd;
-fail:
-    log_kv(LOG_ERROR, "cannot listen", "s:addr", addr, "s:error",
-           strerror(errno), "b:reuseport", reuseport, NULL);
-    if (fd >= 0)
-        close(fd);
-    freeaddrinfo(res);
-    return -1;
 }
 
 static void listeners_enable(shard_server *srv, int on)
 {
-    for (int i = 0; i < srv->nlis; i++) {
-        shard_listener *l = &srv->lis[i];
-        if (l->fd < 0 || l->added == on)
-            continue;
-        if (on)
-            event_add(&l->ev, NULL);
-        else
-            event_del(&l->ev);
-        l->added = on;
-    }
+    for (int i = 0; i < srv->nlis; i++)
+        if (srv->lis[i])
+            net_acceptor_enable(srv->lis[i], on);
 }
 
-static void on_resume(evutil_socket_t fd, short what, void *arg)
+static void on_accept_error(net_acceptor *a, int err, void *arg)
 {
     shard_server *srv = arg;
-    if (!srv->ctx->stopping)
-        listeners_enable(srv, 1);
+    srv->ctx->m.ws_accept_errors_total++;    /* the acceptor logs it */
 }
 
-static void on_accept(evutil_socket_t lfd, short what, void *arg)
+static void on_accept(net_acceptor *a, int fd, const struct sockaddr *sa,
+                      socklen_t salen, void *arg)
 {
     shard_server *srv = arg;
     shard_ctx *ctx = srv->ctx;
-    for (long i = 0; i < ctx->set->accept_batch; i++) {
-        struct sockaddr_storage ss;
-        socklen_t sl = sizeof(ss);
-        int fd = accept4(lfd, (struct sockaddr *)&ss, &sl,
-                         SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0) {
-            if (errno == EAGAIN || errno == EWOULDBLOCK)
-                return;
-            if (errno == EINTR || errno == ECONNABORTED)
-                continue;
-            ctx->m.ws_accept_errors_total++;
-            uint64_t supp = 0;
-            if (log_rl_allow(&g_accept_rl, &supp))
-                log_kv(LOG_WARN, "accept failed; pausing accepts", "s:error",
-                       strerror(errno), "u:suppressed", supp, NULL);
-            /* EMFILE and friends: the pending connection stays in the
-             * backlog; retry shortly instead of spinning */
-            listeners_enable(srv, 0);
-            struct timeval tv = { 0, ACCEPT_BACKOFF_MS * 1000 };
-            event_add(srv->resume_ev, &tv);
-            return;
-        }
-        if (ctx->stopping || srv->n_http >= ctx->set->max_pending) {
-            ctx->m.ws_pending_rejections_total++;
-            close(fd);
-            continue;
-        }
-        int one = 1;
-        setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-        shard_client *c = client_new(srv, fd, (struct sockaddr *)&ss);
-        if (!c) {
-            close(fd);
-            continue;
-        }
-        c->next = srv->live;
-        if (srv->live)
-            srv->live->prev = c;
-        srv->live = c;
-        srv->n_http++;
+    if (ctx->stopping || srv->n_http >= ctx->set->max_pending) {
+        ctx->m.ws_pending_rejections_total++;
+        close(fd);
+        return;
     }
+    net_nodelay(fd);
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    if (sa && salen <= sizeof(ss))
+        memcpy(&ss, sa, salen);
+    shard_client *c = client_new(srv, fd, (struct sockaddr *)&ss);
+    if (!c) {
+        close(fd);
+        return;
+    }
+    c->next = srv->live;
+    if (srv->live)
+        srv->live->prev = c;
+    srv->live = c;
+    srv->n_http++;
 }
 
 /* ---- per-IP connection rate ------------------------------------------ */
@@ -499,33 +417,38 @@ shard_server *shard_server_new(shard_ctx *ctx)
     if (!srv)
         return NULL;
     srv->ctx = ctx;
-    srv->lis[0].fd = srv->lis[1].fd = -1;
     srv->ping = ws_chunk_frame(WS_OP_PING, NULL, 0);
     srv->flush_ev = event_new(ctx->base, -1, 0, on_flush, srv);
     srv->reap_ev = event_new(ctx->base, -1, 0, on_reap, srv);
-    srv->resume_ev = event_new(ctx->base, -1, 0, on_resume, srv);
     srv->sweep_ev = event_new(ctx->base, -1, EV_PERSIST, on_sweep, srv);
-    if (!srv->ping || !srv->flush_ev || !srv->reap_ev || !srv->resume_ev ||
-        !srv->sweep_ev)
+    if (!srv->ping || !srv->flush_ev || !srv->reap_ev || !srv->sweep_ev)
         goto err;
 
     int fd = listen_on(s->ws_addr, s->ws_reuseport, srv->ws_addr,
                        sizeof(srv->ws_addr), &srv->ws_port);
-    if (fd < 0)
+    if (fd < 0 || !(srv->lis[srv->nlis] = net_acceptor_new(
+                        ctx->base, fd, "ws", (int)s->accept_batch, ACCEPT_BACKOFF_MS,
+                        on_accept, on_accept_error, srv))) {
+        if (fd >= 0)
+            close(fd);
         goto err;
-    srv->lis[srv->nlis++].fd = fd;
+    }
+    srv->nlis++;
     if (s->ws_shared_addr && *s->ws_shared_addr) {
         char b[96];
         fd = listen_on(s->ws_shared_addr, 1, b, sizeof(b), NULL);
-        if (fd < 0)
+        if (fd < 0 || !(srv->lis[srv->nlis] = net_acceptor_new(
+                            ctx->base, fd, "ws-shared", (int)s->accept_batch,
+                            ACCEPT_BACKOFF_MS,
+                            on_accept, on_accept_error, srv))) {
+            if (fd >= 0)
+                close(fd);
             goto err;
-        srv->lis[srv->nlis++].fd = fd;
+        }
+        srv->nlis++;
         log_kv(LOG_INFO, "listening (shared, SO_REUSEPORT)", "s:addr", b,
                NULL);
     }
-    for (int i = 0; i < srv->nlis; i++)
-        event_assign(&srv->lis[i].ev, ctx->base, srv->lis[i].fd,
-                     EV_READ | EV_PERSIST, on_accept, srv);
     listeners_enable(srv, 1);
 
     double m = s->ping_interval;
@@ -549,14 +472,10 @@ err:
 
 static void close_listeners(shard_server *srv)
 {
-    listeners_enable(srv, 0);
     for (int i = 0; i < srv->nlis; i++) {
-        if (srv->lis[i].fd >= 0)
-            close(srv->lis[i].fd);
-        srv->lis[i].fd = -1;
+        net_acceptor_free(srv->lis[i]);
+        srv->lis[i] = NULL;
     }
-    if (srv->resume_ev)
-        event_del(srv->resume_ev);
 }
 
 void shard_server_shutdown(shard_server *srv, void (*cb)(void *), void *ud)
@@ -592,7 +511,6 @@ void shard_server_free(shard_server *srv)
     }
     if (srv->flush_ev) event_free(srv->flush_ev);
     if (srv->reap_ev) event_free(srv->reap_ev);
-    if (srv->resume_ev) event_free(srv->resume_ev);
     if (srv->sweep_ev) event_free(srv->sweep_ev);
     ws_chunk_unref(srv->ping);
     ip_sweep(srv, 0, 1);

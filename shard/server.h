@@ -1,6 +1,7 @@
 /*
  * Client-facing server (shard/server.c): TCP listeners on WS_ADDR (and
- * WS_SHARED_ADDR), the HTTP phase (/ws upgrade, /health, /metrics), fan-out
+ * WS_SHARED_ADDR), accepted through net_acceptor (EMFILE back-off,
+ * common/net.h), the HTTP phase (/ws upgrade, /health, /metrics), fan-out
  * of record frames to clients (shard/client.h), timers (ping, idle,
  * handshake, close) and the per-IP connection rate limit.
  */
@@ -18,19 +19,13 @@
 #include "shard/subs.h"
 #include "shard/ws.h"
 
-typedef struct shard_listener {
-    int fd;
-    struct event ev;
-    int added;
-} shard_listener;
-
 typedef struct shard_server {
     shard_ctx *ctx;
-    shard_listener lis[2];
+    struct net_acceptor *lis[2];  /* WS_ADDR, WS_SHARED_ADDR (common/net.h) */
     int nlis;
     char ws_addr[96];            /* bound WS_ADDR (actual port) */
     int ws_port;
-    struct event *flush_ev, *reap_ev, *sweep_ev, *resume_ev;
+    struct event *flush_ev, *reap_ev, *sweep_ev;
     shard_client *live;          /* all clients not yet killed */
     shard_client *grave;         /* killed, to be freed by reap_ev */
     shard_client *flush_head, *flush_tail;

@@ -1,5 +1,6 @@
 /* Process lifecycle: wiring of the shard's modules, signals, shutdown. */
 #include "shard/shard.h"
+#include "common/net.h"
 #include "shard/ingress.h"
 #include "shard/registry.h"
 #include "shard/server.h"
@@ -164,6 +165,9 @@ int shard_run(const shard_settings *set)
     ctx.base = event_base_new();
     if (!ctx.base)
         goto out;
+    ctx.dns = net_dns_new(ctx.base);
+    if (!ctx.dns)
+        goto out;
     ctx.subs = subs_new(on_token, &ctx);
     if (!ctx.subs)
         goto out;
@@ -203,6 +207,7 @@ out:
     shard_registry_free(ctx.reg);
     ctx.reg = NULL;
     subs_free(ctx.subs);
+    net_dns_free(ctx.dns);
     if (sigterm) event_free(sigterm);
     if (sigint) event_free(sigint);
     if (sigusr1) event_free(sigusr1);

@@ -13,12 +13,14 @@
 #include "shard/subs.h"
 
 struct event_base;
+struct evdns_base;
 struct shard_server;
 struct shard_registry;
 struct shard_ingress;
 
 typedef struct shard_ctx {
     struct event_base *base;
+    struct evdns_base *dns;   /* resolver (common/net.h net_dns_new) */
     const shard_settings *set;
     shard_metrics m;
     subs_index *subs;

@@ -1,0 +1,429 @@
+#include "common/redislink.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <hiredis/adapters/libevent.h>
+
+#include "common/log.h"
+#include "common/net.h"
+
+enum rl_state { RL_DOWN, RL_RESOLVING, RL_CONNECTING, RL_UP };
+
+struct redislink {
+    struct event_base *base;
+    struct evdns_base *dns, *own_dns;
+    redis_endpoint ep;
+    char name[32];
+    long timeout_ms, backoff_min_ms, backoff_max_ms, backoff_ms;
+    long ping_interval_ms, ping_timeout_ms;
+    redislink_cb cb;
+    void *arg;
+    redisAsyncContext *ac;
+    net_resolve *res;
+    enum rl_state state;
+    int notified_up;          /* user was told "up" and not yet "down" */
+    int pending_up;           /* deferred notification */
+    int pending_down;
+    int ping_outstanding;
+    int pong_registered;      /* PONG_TOKEN pattern registered on this ac */
+    struct event *retry;      /* reconnect timer / connect timeout */
+    struct event *notify;     /* deferred user notification */
+    struct event *ping;       /* PING interval (persistent) */
+    struct event *dead;       /* PING reply timeout */
+    int logged_failure;       /* log the first failed attempt only */
+    char errstr[160];
+};
+
+static void start_connect(redislink *l);
+
+static void arm(struct event *ev, long ms)
+{
+    struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+    evtimer_add(ev, &tv);
+}
+
+static void set_err(redislink *l, const char *what, const char *detail)
+{
+    snprintf(l->errstr, sizeof l->errstr, "%s%s%s", what, detail && *detail ? ": " : "",
+             detail ? detail : "");
+}
+
+static void connect_failed(redislink *l, const char *detail)
+{
+    set_err(l, "connect failed", detail);
+    if (!l->logged_failure)
+        log_kv(LOG_WARN, "redis connect failed", "s:conn", l->name, "s:error", detail,
+               NULL);
+    l->logged_failure = 1;
+}
+
+static void schedule_retry(redislink *l)
+{
+    arm(l->retry, l->backoff_ms);
+    l->backoff_ms *= 2;
+    if (l->backoff_ms > l->backoff_max_ms)
+        l->backoff_ms = l->backoff_max_ms;
+}
+
+/* Connection gone (for whatever reason): forget the context, plan a retry,
+ * and tell the user if they had been told it was up. */
+static void went_down(redislink *l)
+{
+    l->ac = NULL;
+    l->state = RL_DOWN;
+    l->ping_outstanding = 0;
+    evtimer_del(l->ping);
+    evtimer_del(l->dead);
+    evtimer_del(l->retry);
+    schedule_retry(l);
+    l->pending_up = 0;
+    if (l->notified_up) {
+        l->pending_down = 1;
+        event_active(l->notify, EV_TIMEOUT, 0);
+    }
+}
+
+static void connect_cb(const redisAsyncContext *ac, int status)
+{
+    redislink *l = ac->data;
+    if (!l || l->ac != ac)
+        return;
+    if (status != REDIS_OK) {
+        connect_failed(l, ac->errstr);
+        went_down(l);    /* hiredis frees ac after this returns */
+        return;
+    }
+    l->state = RL_UP;
+    evtimer_del(l->retry);
+    l->backoff_ms = l->backoff_min_ms;
+    l->logged_failure = 0;
+    l->pending_up = 1;
+    event_active(l->notify, EV_TIMEOUT, 0);
+}
+
+static void disconnect_cb(const redisAsyncContext *ac, int status)
+{
+    redislink *l = ac->data;
+    if (!l || l->ac != ac)
+        return;
+    set_err(l, "connection lost", ac->errstr[0] ? ac->errstr : "closed");
+    log_kv(LOG_WARN, "redis connection lost", "s:conn", l->name, "s:error",
+           ac->errstr[0] ? ac->errstr : "closed", NULL);
+    went_down(l);
+}
+
+/* ---- PING keepalive ----------------------------------------------------- */
+
+/* Pattern we PSUBSCRIBE to so that a subscribed-mode ["pong", PONG_TOKEN]
+ * reaches ping_cb; it matches only a channel of exactly this name. */
+#define PONG_TOKEN "__odin_redislink_pong__"
+
+static void ping_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+    redislink *l = priv;
+    if (!reply || l->ac != ac)
+        return;       /* connection going away, or an old context */
+    /* Any reply proves the server alive: +PONG, ["pong", token], or the
+     * ["psubscribe", token, n] confirmation. */
+    l->ping_outstanding = 0;
+    evtimer_del(l->dead);
+}
+
+/*
+ * hiredis 0.14 in subscribed mode queues a regular command's callback on
+ * ac->sub.invalid, which only non-array replies shift: the ["pong", x]
+ * array would never reach it (and one callback per PING would pile up until
+ * the disconnect).  hiredis routes arrays by their second element through
+ * the pattern table when the first starts with 'p', so: register ping_cb
+ * for PONG_TOKEN once with PSUBSCRIBE, then write "PING PONG_TOKEN" without
+ * a callback entry (the bytes hiredis itself would append).
+ */
+static int send_subscribed_ping(redislink *l)
+{
+    redisAsyncContext *ac = l->ac;
+    if (!l->pong_registered) {
+        if (redisAsyncCommand(ac, ping_cb, l, "PSUBSCRIBE %s", PONG_TOKEN) != REDIS_OK)
+            return -1;
+        l->pong_registered = 1;
+    }
+    char *cmd = NULL;
+    int len = redisFormatCommand(&cmd, "PING %s", PONG_TOKEN);
+    if (len < 0)
+        return -1;
+    int rc = redisAppendFormattedCommand(&ac->c, cmd, (size_t)len);
+    free(cmd);
+    if (rc != REDIS_OK)
+        return -1;
+    if (ac->ev.addWrite)
+        ac->ev.addWrite(ac->ev.data);
+    return 0;
+}
+
+static void send_ping(redislink *l)
+{
+    if (l->state != RL_UP || !l->ac || l->ping_outstanding || l->ping_interval_ms <= 0)
+        return;
+    int rc = (l->ac->c.flags & REDIS_SUBSCRIBED)
+                 ? send_subscribed_ping(l)
+                 : (redisAsyncCommand(l->ac, ping_cb, l, "PING") == REDIS_OK ? 0 : -1);
+    if (rc != 0)
+        return;       /* going away: the disconnect callback follows */
+    l->ping_outstanding = 1;
+    arm(l->dead, l->ping_timeout_ms);
+}
+
+static void ping_tick(evutil_socket_t fd, short what, void *arg)
+{
+    send_ping(arg);
+}
+
+static void dead_cb(evutil_socket_t fd, short what, void *arg)
+{
+    redislink *l = arg;
+    char why[64];
+    snprintf(why, sizeof why, "no PING reply in %ld ms", l->ping_timeout_ms);
+    redislink_drop(l, why);
+}
+
+/* ---- notifications ------------------------------------------------------- */
+
+static void select_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+    redislink *l = priv;
+    redisReply *r = reply;
+    if (r && r->type == REDIS_REPLY_ERROR && l->ac == ac) {
+        set_err(l, "SELECT failed", r->str);
+        log_kv(LOG_WARN, "redis SELECT failed", "s:conn", l->name, "s:error", r->str,
+               NULL);
+    }
+}
+
+static void notify_cb(evutil_socket_t fd, short what, void *arg)
+{
+    redislink *l = arg;
+    if (l->pending_down) {
+        l->pending_down = 0;
+        l->notified_up = 0;
+        l->cb(l, 0, l->arg);
+    }
+    if (l->pending_up && l->state == RL_UP && l->ac) {
+        l->pending_up = 0;
+        if (l->ep.db)
+            redisAsyncCommand(l->ac, select_cb, l, "SELECT %d", l->ep.db);
+        if (l->ping_interval_ms > 0) {
+            struct timeval tv = { l->ping_interval_ms / 1000,
+                                  (l->ping_interval_ms % 1000) * 1000 };
+            event_add(l->ping, &tv);
+            send_ping(l);
+        }
+        l->notified_up = 1;
+        log_kv(LOG_INFO, "redis connected", "s:conn", l->name, NULL);
+        l->cb(l, 1, l->arg);
+    }
+}
+
+/* ---- connecting ------------------------------------------------------------ */
+
+static void retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+    redislink *l = arg;
+    if (l->state == RL_CONNECTING || l->state == RL_RESOLVING) {
+        set_err(l, "connect timeout", NULL);
+        redislink_drop(l, "connect timeout");
+        return;
+    }
+    if (l->state == RL_DOWN)
+        start_connect(l);
+}
+
+static void connect_ctx(redislink *l, const char *host)
+{
+    redisAsyncContext *ac = l->ep.path[0] ? redisAsyncConnectUnix(l->ep.path)
+                                          : redisAsyncConnect(host, l->ep.port);
+    if (!ac || ac->err) {
+        connect_failed(l, ac ? ac->errstr : "out of memory");
+        if (ac)
+            redisAsyncFree(ac);
+        went_down(l);
+        return;
+    }
+    ac->data = l;
+    if (redisLibeventAttach(ac, l->base) != REDIS_OK) {
+        redisAsyncFree(ac);
+        connect_failed(l, "cannot attach to the event loop");
+        went_down(l);
+        return;
+    }
+    redisAsyncSetConnectCallback(ac, connect_cb);
+    redisAsyncSetDisconnectCallback(ac, disconnect_cb);
+    l->ac = ac;
+    l->pong_registered = 0;
+    l->state = RL_CONNECTING;
+}
+
+static void on_resolved(int err, const struct evutil_addrinfo *ai, const char *errstr,
+                        void *arg)
+{
+    redislink *l = arg;
+    l->res = NULL;
+    if (err != NET_OK) {
+        connect_failed(l, errstr);
+        went_down(l);
+        return;
+    }
+    const struct evutil_addrinfo *pick = ai;
+    for (const struct evutil_addrinfo *p = ai; p; p = p->ai_next)
+        if (p->ai_family == AF_INET) {
+            pick = p;
+            break;
+        }
+    char ip[INET6_ADDRSTRLEN] = "";
+    const void *a = pick->ai_family == AF_INET6
+                        ? (const void *)&((const struct sockaddr_in6 *)pick->ai_addr)->sin6_addr
+                        : (const void *)&((const struct sockaddr_in *)pick->ai_addr)->sin_addr;
+    if (!evutil_inet_ntop(pick->ai_family, a, ip, sizeof ip)) {
+        connect_failed(l, "unusable address");
+        went_down(l);
+        return;
+    }
+    connect_ctx(l, ip);   /* numeric: hiredis does no DNS */
+}
+
+static void start_connect(redislink *l)
+{
+    arm(l->retry, l->timeout_ms);   /* covers resolve + connect */
+    if (l->ep.path[0] || net_is_numeric_host(l->ep.host)) {
+        connect_ctx(l, l->ep.host);
+        return;
+    }
+    if (!l->dns) {
+        l->own_dns = net_dns_new(l->base);
+        l->dns = l->own_dns;
+    }
+    l->state = RL_RESOLVING;
+    l->res = net_resolve_start(l->base, l->dns, l->ep.host, l->ep.port, on_resolved, l);
+    if (!l->res) {
+        connect_failed(l, "out of memory");
+        went_down(l);
+    }
+}
+
+/* ---- public ------------------------------------------------------------------ */
+
+redislink *redislink_new(struct event_base *base, const redis_endpoint *ep,
+                         const char *name, long timeout_ms, long backoff_max_ms,
+                         redislink_cb cb, void *arg)
+{
+    redislink *l = calloc(1, sizeof *l);
+    if (!l)
+        return NULL;
+    l->base = base;
+    l->ep = *ep;
+    snprintf(l->name, sizeof l->name, "%s", name);
+    l->timeout_ms = timeout_ms;
+    l->backoff_min_ms = REDISLINK_BACKOFF_MIN_MS;
+    l->backoff_max_ms = backoff_max_ms < l->backoff_min_ms ? l->backoff_min_ms
+                                                           : backoff_max_ms;
+    l->backoff_ms = l->backoff_min_ms;
+    l->ping_interval_ms = REDISLINK_PING_INTERVAL_MS;
+    l->ping_timeout_ms = REDISLINK_PING_TIMEOUT_MS;
+    l->cb = cb;
+    l->arg = arg;
+    l->retry = evtimer_new(base, retry_cb, l);
+    l->notify = event_new(base, -1, 0, notify_cb, l);
+    l->ping = event_new(base, -1, EV_PERSIST, ping_tick, l);
+    l->dead = evtimer_new(base, dead_cb, l);
+    if (!l->retry || !l->notify || !l->ping || !l->dead) {
+        redislink_free(l);
+        return NULL;
+    }
+    return l;
+}
+
+void redislink_set_dns(redislink *l, struct evdns_base *dns)
+{
+    if (dns)
+        l->dns = dns;
+}
+
+void redislink_set_ping(redislink *l, long interval_ms, long timeout_ms)
+{
+    l->ping_interval_ms = interval_ms > 0 ? interval_ms : 0;
+    l->ping_timeout_ms = timeout_ms > 0 ? timeout_ms : REDISLINK_PING_TIMEOUT_MS;
+}
+
+void redislink_set_backoff(redislink *l, long min_ms, long max_ms)
+{
+    l->backoff_min_ms = min_ms > 0 ? min_ms : REDISLINK_BACKOFF_MIN_MS;
+    l->backoff_max_ms = max_ms < l->backoff_min_ms ? l->backoff_min_ms : max_ms;
+    l->backoff_ms = l->backoff_min_ms;
+}
+
+void redislink_start(redislink *l)
+{
+    if (l->state == RL_DOWN && !evtimer_pending(l->retry, NULL))
+        start_connect(l);
+}
+
+redisAsyncContext *redislink_ctx(redislink *l)
+{
+    return l->state == RL_UP ? l->ac : NULL;
+}
+
+void *redislink_ctx_arg(const redisAsyncContext *ac)
+{
+    const redislink *l = ac ? ac->data : NULL;
+    return l ? l->arg : NULL;
+}
+
+int redislink_is_up(const redislink *l)
+{
+    return l->notified_up;
+}
+
+const char *redislink_errstr(const redislink *l)
+{
+    return l->errstr;
+}
+
+void redislink_drop(redislink *l, const char *why)
+{
+    if (l->res) {
+        net_resolve_cancel(l->res);
+        l->res = NULL;
+        went_down(l);
+        return;
+    }
+    redisAsyncContext *ac = l->ac;
+    if (!ac)
+        return;
+    set_err(l, "dropped", why);
+    log_kv(LOG_WARN, "redis connection dropped", "s:conn", l->name, "s:reason", why, NULL);
+    l->ac = NULL;     /* our connect/disconnect callbacks ignore it now */
+    redisAsyncFree(ac);
+    went_down(l);
+}
+
+void redislink_free(redislink *l)
+{
+    if (!l)
+        return;
+    if (l->res)
+        net_resolve_cancel(l->res);
+    if (l->ac) {
+        redisAsyncContext *ac = l->ac;
+        l->ac = NULL;
+        redisAsyncFree(ac);
+    }
+    struct event *evs[] = { l->retry, l->notify, l->ping, l->dead };
+    for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
+        if (evs[i])
+            event_free(evs[i]);
+    net_dns_free(l->own_dns);
+    free(l);
+}
