@@ -36,6 +36,8 @@ struct redislink {
     struct event *ping;       /* PING interval (persistent) */
     struct event *dead;       /* PING reply timeout */
     int logged_failure;       /* log the first failed attempt only */
+    int auth_sent, authed;    /* AUTH on this connection (ep.password set) */
+    int auth_failed;          /* drop from the dead event: AUTH refused */
     char errstr[160];
 };
 
@@ -103,6 +105,7 @@ static void connect_cb(const redisAsyncContext *ac, int status)
     l->backoff_ms = l->backoff_min_ms;
     l->logged_failure = 0;
     l->pending_up = 1;
+    l->auth_sent = l->authed = l->auth_failed = 0;
     event_active(l->notify, EV_TIMEOUT, 0);
 }
 
@@ -185,6 +188,11 @@ static void ping_tick(evutil_socket_t fd, short what, void *arg)
 static void dead_cb(evutil_socket_t fd, short what, void *arg)
 {
     redislink *l = arg;
+    if (l->auth_failed) {
+        l->auth_failed = 0;
+        redislink_drop(l, "AUTH refused");
+        return;
+    }
     char why[64];
     snprintf(why, sizeof why, "no PING reply in %ld ms", l->ping_timeout_ms);
     redislink_drop(l, why);
@@ -203,6 +211,46 @@ static void select_cb(redisAsyncContext *ac, void *reply, void *priv)
     }
 }
 
+/* AUTH answered.  Inside a hiredis callback: only record, and let the
+ * notify / dead events act (hiredis 0.14 rules, LIBRARIES.md). */
+static void auth_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+    redislink *l = priv;
+    redisReply *r = reply;
+    if (!r || l->ac != ac)
+        return;
+    if (r->type == REDIS_REPLY_ERROR) {
+        /* the reply names no credential; the password is never logged */
+        set_err(l, "AUTH failed", r->str);
+        log_kv(LOG_ERROR, "redis AUTH failed", "s:conn", l->name, "s:error", r->str,
+               "b:user", l->ep.user[0] != 0, NULL);
+        l->auth_failed = 1;
+        event_active(l->dead, EV_TIMEOUT, 0);
+        return;
+    }
+    l->authed = 1;
+    event_active(l->notify, EV_TIMEOUT, 0);
+}
+
+static void send_auth(redislink *l)
+{
+    const char *argv[3] = { "AUTH" };
+    size_t lens[3] = { 4 };
+    int argc = 1;
+    if (l->ep.user[0]) {
+        argv[argc] = l->ep.user;
+        lens[argc++] = strlen(l->ep.user);
+    }
+    argv[argc] = l->ep.password;
+    lens[argc++] = strlen(l->ep.password);
+    l->auth_sent = 1;
+    if (redisAsyncCommandArgv(l->ac, auth_cb, l, argc, argv, lens) != REDIS_OK) {
+        set_err(l, "AUTH not sent", NULL);
+        l->auth_failed = 1;
+        event_active(l->dead, EV_TIMEOUT, 0);
+    }
+}
+
 static void notify_cb(evutil_socket_t fd, short what, void *arg)
 {
     redislink *l = arg;
@@ -212,6 +260,11 @@ static void notify_cb(evutil_socket_t fd, short what, void *arg)
         l->cb(l, 0, l->arg);
     }
     if (l->pending_up && l->state == RL_UP && l->ac) {
+        if (l->ep.password[0] && !l->authed) {
+            if (!l->auth_sent)
+                send_auth(l);   /* auth_cb comes back here */
+            return;
+        }
         l->pending_up = 0;
         if (l->ep.db)
             redisAsyncCommand(l->ac, select_cb, l, "SELECT %d", l->ep.db);

@@ -47,7 +47,10 @@ static size_t fill_opts(router_config *c)
         "security.protocol=ssl); they override the router's own defaults "
         "fetch.wait.max.ms=10 and session.timeout.ms=10000", 0, 0);
     OPT("REDIS_URL", CFG_STR, redis_url, "redis://127.0.0.1:6379",
-        "Redis endpoint: redis://host:port[/db] or unix:/path", 0, 0);
+        "Redis endpoint: redis://[[user]:password@]host:port[/db] or unix:/path "
+        "(the password is never logged)", 0, 0);
+    OPT("REDIS_PASSWORD", CFG_STR, redis_password, NULL,
+        "Redis password (AUTH); overrides one in REDIS_URL; never logged", 0, 0);
     OPT("REDIS_PREFIX", CFG_STR, redis_prefix, "odin:",
         "Prefix of every Redis key and of the routes channel", 0, 0);
     OPT("REDIS_TIMEOUT_MS", CFG_INT, redis_timeout_ms, "1000",
@@ -134,9 +137,13 @@ static int finalize(router_config *c)
         c->mode = ROUTER_MODE_BROADCAST;
     else
         return bad("DISPATCH_MODE", "'%s' is not targeted|broadcast", c->dispatch_mode);
+    char url[600];
+    config_redact_url(c->redis_url, url, sizeof url);
     if (config_parse_redis_url(c->redis_url, &c->redis) != 0)
-        return bad("REDIS_URL", "'%s' is not redis://host:port[/db] or unix:/path",
-                   c->redis_url);
+        return bad("REDIS_URL", "'%s' is not redis://[[user]:password@]host:port[/db] "
+                   "or unix:/path", url);
+    if (config_redis_set_password(&c->redis, c->redis_password) != 0)
+        return bad("REDIS_PASSWORD", "longer than 255 bytes%s", "");
     if (!c->redis_prefix)
         return bad("REDIS_PREFIX", "must be set (%s)", c->redis_prefix);
     if (!c->broadcast_key || !*c->broadcast_key || strlen(c->broadcast_key) > 255)

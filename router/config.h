@@ -20,6 +20,7 @@ typedef struct router_config {
     char *kafka_options;
     long kafka_batch_size, kafka_batch_timeout_ms, kafka_commit_interval_ms;
     char *redis_url, *redis_prefix;
+    char *redis_password;     /* REDIS_PASSWORD, never logged */
     long redis_timeout_ms, redis_reconnect_max_ms;
     char *dispatch_mode, *broadcast_key, *broadcast_topics;
     char *http_addr, *router_id, *log_level;

@@ -562,9 +562,11 @@ router *router_new(const router_config *cfg)
     if (router_http_start(r) != 0 || router_redis_start(r) != 0 ||
         router_kafka_start(r) != 0)
         goto err;
+    char redis_url[600];
+    config_redact_url(cfg->redis_url, redis_url, sizeof redis_url);
     log_kv(LOG_INFO, "router started", "s:id", cfg->id, "s:mode",
            router_mode_name(cfg->mode), "s:group", cfg->kafka_group, "s:topics",
-           cfg->kafka_topics, "s:redis", cfg->redis_url, "s:http", cfg->http_addr, NULL);
+           cfg->kafka_topics, "s:redis", redis_url, "s:http", cfg->http_addr, NULL);
     return r;
 err:
     router_free(r);

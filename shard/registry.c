@@ -567,8 +567,12 @@ shard_registry *shard_registry_new(shard_ctx *ctx)
         return NULL;
     r->ctx = ctx;
     r->rl.per_sec = 2;
-    if (config_parse_redis_url(s->redis_url, &r->ep) != 0) {
-        log_kv(LOG_ERROR, "bad REDIS_URL", "s:url", s->redis_url, NULL);
+    if (config_parse_redis_url(s->redis_url, &r->ep) != 0 ||
+        config_redis_set_password(&r->ep, s->redis_password) != 0) {
+        char url[600];
+        config_redact_url(s->redis_url, url, sizeof url);
+        log_kv(LOG_ERROR, "bad REDIS_URL", "s:url", url, "s:want",
+               "redis://[[user]:password@]host:port[/db] or unix:/path", NULL);
         goto err;
     }
     gethostname(r->host, sizeof(r->host) - 1);

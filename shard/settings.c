@@ -109,7 +109,10 @@ static size_t table(shard_settings *s, config_opt *o)
     OPT("SHARD_MAX_ROUTERS", CFG_INT, &s->max_routers, "64",
         "Max simultaneous router connections", 1, 100000);
     OPT("REDIS_URL", CFG_STR, &s->redis_url, "redis://127.0.0.1:6379",
-        "Redis endpoint: redis://host:port[/db] or unix:/path", 0, 0);
+        "Redis endpoint: redis://[[user]:password@]host:port[/db] or unix:/path "
+        "(the password is never logged)", 0, 0);
+    OPT("REDIS_PASSWORD", CFG_STR, &s->redis_password, NULL,
+        "Redis password (AUTH); overrides one in REDIS_URL; never logged", 0, 0);
     OPT("REDIS_PREFIX", CFG_STR, &s->redis_prefix, SCHEMA_DEFAULT_PREFIX,
         "Prefix of every Redis key and channel", 0, 0);
     OPT("REDIS_TIMEOUT", CFG_DOUBLE, &s->redis_timeout, "3",

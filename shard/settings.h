@@ -38,7 +38,8 @@ typedef struct shard_settings {
     char *endpoint;           /* SHARD_ENDPOINT as registered (derived copy) */
     long router_max_frame;    /* SHARD_MAX_FRAME */
     long max_routers;         /* SHARD_MAX_ROUTERS */
-    char *redis_url;          /* REDIS_URL */
+    char *redis_url;          /* REDIS_URL (may hold a password: log it redacted) */
+    char *redis_password;     /* REDIS_PASSWORD, never logged */
     char *redis_prefix;       /* REDIS_PREFIX */
     double redis_timeout;     /* REDIS_TIMEOUT */
     double lease_ttl;         /* SHARD_LEASE_TTL, seconds */

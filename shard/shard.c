@@ -5,6 +5,7 @@
 #include "shard/registry.h"
 #include "shard/server.h"
 #include "common/clock.h"
+#include "common/config.h"
 #include "common/log.h"
 
 #include <signal.h>
@@ -189,9 +190,11 @@ int shard_run(const shard_settings *set)
         event_add(sigusr1, NULL))
         goto out;
 
+    char redis_url[600];
+    config_redact_url(set->redis_url, redis_url, sizeof redis_url);
     log_kv(LOG_INFO, "shard started", "s:id", set->shard_id, "s:ws_addr",
            ctx.srv->ws_addr, "s:socket", set->socket_path, "s:redis",
-           set->redis_url, NULL);
+           redis_url, NULL);
     event_base_dispatch(ctx.base);
     rc = 0;
     log_kv(LOG_INFO, "shard stopped", "s:id", set->shard_id, NULL);
