@@ -217,7 +217,7 @@ int frame_decode_payload(frame_decoder *d, const void *p, size_t n, frame_msg *o
         out->type = FRAME_HELLO;
         out->hello.version = (uint32_t)ver;
         out->hello.max_frame = (uint32_t)maxf;
-        return 1;
+        return FRAME_OK;
     }
     if (type == FRAME_DELIVERY) {
         int64_t mode;
@@ -244,7 +244,7 @@ int frame_decode_payload(frame_decoder *d, const void *p, size_t n, frame_msg *o
         out->mode = (uint32_t)mode;
         out->nrecords = nr;
         out->records = d->recs;
-        return 1;
+        return FRAME_OK;
     }
     return FRAME_E_TYPE;
 }
@@ -267,7 +267,7 @@ int frame_decoder_next(frame_decoder *d, frame_msg *out)
         if (avail - FRAME_HEADER_LEN < len)
             return 0;
         rc = frame_decode_payload(d, h + FRAME_HEADER_LEN, len, out);
-        if (rc == 1) {
+        if (rc == FRAME_OK) {
             d->pos += FRAME_HEADER_LEN + len;
             return 1;
         }

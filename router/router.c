@@ -271,11 +271,11 @@ static void dispatch_batch(router *r, enum router_mode mode)
             router_shard *sh = router_shards_get(r->shards, tg[j]);
             if (!sh)
                 continue;
-            int rc = router_shards_add(r->shards, sh, &fr);
-            if (rc < 0)
+            enum router_drop why;
+            if (router_shards_add(r->shards, sh, &fr, &why) == 0)
                 sent++;
             else
-                r->m.drops[rc]++;
+                r->m.drops[why]++;
         }
         router_hist_observe(&r->m.fanout, sent);
         r->m.dispatch[mode]++;
@@ -350,8 +350,9 @@ static void process_batch(router *r)
         rec->m = m;
         rec->topic = topic_of(r, m);
         int all = 0;
-        rec->invalid = (int16_t)dispatch_classify(&rules, rec->topic, m->key, m->key_len,
-                                                  m->payload, m->len, &all);
+        enum router_invalid why;
+        rec->invalid = dispatch_classify(&rules, rec->topic, m->key, m->key_len, m->payload,
+                                         m->len, &all, &why) == 0 ? -1 : (int16_t)why;
         rec->all = (uint8_t)all;
         r->m.records++;
         if (rec->invalid >= 0) {
