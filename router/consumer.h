@@ -97,8 +97,8 @@ typedef struct consumer_callbacks {
  */
 consumer *consumer_new(struct event_base *base, const router_config *cfg,
                        router_metrics *m, const consumer_callbacks *cb);
-/* Closes (consumer_close with close_timeout_ms given to _new's default of
- * 10 s) if not closed yet, then frees.  NULL is a no-op. */
+/* Releases the accumulated messages, closes (consumer_close, 10 s) if not
+ * closed yet, then frees.  NULL is a no-op. */
 void consumer_free(consumer *c);
 
 /*
