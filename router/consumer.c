@@ -14,8 +14,6 @@
 #include "common/clock.h"
 #include "common/log.h"
 
-#define CONSUMER_CLOSE_DEFAULT_MS 10000   /* = session.timeout.ms default here */
-
 struct consumer {
     const router_config *cfg;
     struct event_base *base;
@@ -104,7 +102,8 @@ int consumer_msg_in(const rd_kafka_message_t *m, const rd_kafka_topic_partition_
 {
     const char *tn = rd_kafka_topic_name(m->rkt);
     for (int j = 0; j < parts->cnt; j++)
-        if (parts->elems[j].partition == m->partition && strcmp(parts->elems[j].topic, tn) == 0)
+        if (parts->elems[j].partition == m->partition &&
+            strcmp(parts->elems[j].topic, tn) == 0)
             return 1;
     return 0;
 }
@@ -499,7 +498,8 @@ consumer *consumer_new(struct event_base *base, const router_config *cfg,
     }
     c->q = rd_kafka_queue_get_consumer(c->rk);
     if (!c->q || pipe2(c->pipe, O_NONBLOCK | O_CLOEXEC) != 0) {
-        log_kv(LOG_ERROR, "cannot set up the consumer queue", "s:error", strerror(errno), NULL);
+        log_kv(LOG_ERROR, "cannot set up the consumer queue", "s:error", strerror(errno),
+               NULL);
         goto err;
     }
     rd_kafka_queue_io_event_enable(c->q, c->pipe[1], "1", 1);
@@ -520,7 +520,7 @@ void consumer_free(consumer *c)
     if (!c)
         return;
     consumer_acc_clear(&c->acc);
-    consumer_close(c, CONSUMER_CLOSE_DEFAULT_MS);
+    consumer_close(c, CONSUMER_CLOSE_MS_DEFAULT);
     consumer_acc_free(&c->acc);
     free(c);
 }

@@ -66,6 +66,10 @@ int consumer_msg_in(const rd_kafka_message_t *m,
 
 typedef struct consumer consumer;
 
+/* Default bound on leaving the group (consumer_free): the coordinator evicts
+ * a silent member after session.timeout.ms (10 s here) anyway. */
+#define CONSUMER_CLOSE_MS_DEFAULT 10000
+
 typedef struct consumer_callbacks {
     /* The consumer queue went non-empty: schedule a drain.  From the pipe's
      * libevent callback; never from inside librdkafka. */
@@ -97,8 +101,9 @@ typedef struct consumer_callbacks {
  */
 consumer *consumer_new(struct event_base *base, const router_config *cfg,
                        router_metrics *m, const consumer_callbacks *cb);
-/* Releases the accumulated messages, closes (consumer_close, 10 s) if not
- * closed yet, then frees.  NULL is a no-op. */
+/* Releases the accumulated messages, closes (consumer_close with
+ * CONSUMER_CLOSE_MS_DEFAULT) if not closed yet, then frees.  NULL is a
+ * no-op. */
 void consumer_free(consumer *c);
 
 /*

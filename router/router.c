@@ -39,10 +39,6 @@
 #include "router/offsets.h"
 #include "router/shards.h"
 
-/* Bound on leaving the group at exit; the coordinator would evict us after
- * session.timeout.ms (10 s) anyway. */
-#define ROUTER_CONSUMER_CLOSE_MS 10000
-
 /* Completion ticket of one consumed batch: one reference per queued frame,
  * plus one held while the batch is being dispatched.  When it drops to zero
  * every record of the batch reached its shards (or was dropped on purpose)
@@ -782,7 +778,7 @@ static void close_consumer(router *r)
     if (!r->consumer)
         return;
     store_offsets(r);
-    consumer_close(r->consumer, ROUTER_CONSUMER_CLOSE_MS);
+    consumer_close(r->consumer, CONSUMER_CLOSE_MS_DEFAULT);
 }
 
 int router_run(router *r)

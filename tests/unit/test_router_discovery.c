@@ -33,7 +33,10 @@ static void on_down(const char *id, size_t n, void *arg)
     memcpy(s->last, id, n);
     s->last[n] = '\0';
 }
-static void on_shards(const discovery_shard *l, size_t n, void *arg) { ((seen *)arg)->shards++; }
+static void on_shards(const discovery_shard *l, size_t n, void *arg)
+{
+    ((seen *)arg)->shards++;
+}
 static void on_cmd_down(void *arg) { ((seen *)arg)->cmd_down++; }
 
 static void test_free_null(void **state)

@@ -68,6 +68,12 @@ static void assert_targets(lookup *lk, lookup_ref ref, const uint16_t *want, siz
         assert_memory_equal(t, want, n * sizeof *want);
 }
 
+/* Store a route as a fill that started now. */
+static void put(route_cache *c, const char *tok, const uint16_t *sl, size_t n)
+{
+    assert_int_equal(route_cache_put(c, tok, strlen(tok), sl, n, route_cache_ticket(c), 0), 0);
+}
+
 static void test_free_null(void **state)
 {
     lookup_free(NULL);
@@ -77,9 +83,9 @@ static void test_hits_are_copied(void **state)
 {
     fx *f = *state;
     const uint16_t ab[] = { 3, 7 }, c[] = { 1 };
-    assert_int_equal(route_cache_put(f->cache, "AB", 2, ab, 2, route_cache_ticket(f->cache), 0), 0);
-    assert_int_equal(route_cache_put(f->cache, "C", 1, c, 1, route_cache_ticket(f->cache), 0), 0);
-    assert_int_equal(route_cache_put(f->cache, "NONE", 4, NULL, 0, route_cache_ticket(f->cache), 0), 0);
+    put(f->cache, "AB", ab, 2);
+    put(f->cache, "C", c, 1);
+    put(f->cache, "NONE", NULL, 0);
     lookup_begin(f->lk);
     lookup_ref r1, r2, r3, r4;
     assert_int_equal(lookup_add(f->lk, "AB", 2, 0, &r1), 0);
@@ -102,7 +108,7 @@ static void test_negative_first(void **state)
     /* regression: an empty route as the very first arena use is a hit with
      * no targets, not an allocation failure */
     fx *f = *state;
-    assert_int_equal(route_cache_put(f->cache, "Z", 1, NULL, 0, route_cache_ticket(f->cache), 0), 0);
+    put(f->cache, "Z", NULL, 0);
     lookup_begin(f->lk);
     lookup_ref r;
     assert_int_equal(lookup_add(f->lk, "Z", 1, 0, &r), 0);
