@@ -180,7 +180,7 @@ static void test_miss_table_bound_and_arena_growth(void **state)
     /* at most max_tokens (8) distinct misses per batch */
     lookup_begin(f->lk);
     /* tokens are borrowed until the batch ends: one buffer each */
-    static char tok[8][4];
+    static char tok[8][16];
     lookup_ref r;
     for (int i = 0; i < 8; i++) {
         snprintf(tok[i], sizeof tok[i], "T%d", i);
