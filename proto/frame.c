@@ -242,7 +242,7 @@ int frame_decode_payload(frame_decoder *d, const void *p, size_t n, frame_msg *o
         out->type = FRAME_HELLO;
         out->hello.version = (uint32_t)ver;
         out->hello.max_frame = (uint32_t)maxf;
-        return 1;
+        return FRAME_OK;
     }
     if (type == FRAME_AUTH) {
         if (ne < 2 || e[1].type != MSGPACK_OBJECT_BIN || e[1].via.bin.size != FRAME_MAC_LEN)
@@ -276,7 +276,7 @@ int frame_decode_payload(frame_decoder *d, const void *p, size_t n, frame_msg *o
         out->mode = (uint32_t)mode;
         out->nrecords = nr;
         out->records = d->recs;
-        return 1;
+        return FRAME_OK;
     }
     return FRAME_E_TYPE;
 }
@@ -299,7 +299,7 @@ int frame_decoder_next(frame_decoder *d, frame_msg *out)
         if (avail - FRAME_HEADER_LEN < len)
             return 0;
         rc = frame_decode_payload(d, h + FRAME_HEADER_LEN, len, out);
-        if (rc == 1) {
+        if (rc == FRAME_OK) {
             d->pos += FRAME_HEADER_LEN + len;
             return 1;
         }

@@ -119,7 +119,8 @@ int frame_decoder_next(frame_decoder *d, frame_msg *out);
 size_t frame_decoder_pending(const frame_decoder *d);
 
 /* Decode one complete payload (no length prefix) into *out, using `d`'s
- * scratch space.  For tests and fuzzing; returns 1 or a FRAME_E_* code. */
+ * scratch space.  For tests and fuzzing; returns FRAME_OK (0) with *out
+ * filled, or a negative FRAME_E_* code. */
 int frame_decode_payload(frame_decoder *d, const void *p, size_t n,
                          frame_msg *out);
 

@@ -36,24 +36,31 @@ int dispatch_json_mode_parse(const char *s)
     return -1;
 }
 
+static int invalid(enum router_invalid *why, enum router_invalid reason)
+{
+    *why = reason;
+    return -1;
+}
+
 int dispatch_classify(const dispatch_rules *rules, const router_topic *topic,
                       const void *key, size_t klen, const void *val, size_t vlen,
-                      int *all)
+                      int *all, enum router_invalid *why)
 {
     *all = 0;
+    *why = ROUTER_INV_COUNT;
     if (!topic)
-        return ROUTER_INV_UNKNOWN_TOPIC;
+        return invalid(why, ROUTER_INV_UNKNOWN_TOPIC);
     if (!key || klen == 0)
-        return ROUTER_INV_EMPTY_KEY;
+        return invalid(why, ROUTER_INV_EMPTY_KEY);
     if (vlen > rules->max_record)
-        return ROUTER_INV_OVERSIZED;
+        return invalid(why, ROUTER_INV_OVERSIZED);
     int bkey = klen == rules->bcast_key_len && memcmp(key, rules->bcast_key, klen) == 0;
     if (!bkey && !topics_token_valid(key, klen))
-        return ROUTER_INV_BAD_KEY;
+        return invalid(why, ROUTER_INV_BAD_KEY);
     if (rules->validate_json == DISPATCH_JSON_FAST && !router_json_valid(val, vlen))
-        return ROUTER_INV_INVALID_JSON;
+        return invalid(why, ROUTER_INV_INVALID_JSON);
     if (rules->validate_json == DISPATCH_JSON_JANSSON && !dispatch_json_valid(val, vlen))
-        return ROUTER_INV_INVALID_JSON;
+        return invalid(why, ROUTER_INV_INVALID_JSON);
     *all = bkey || topic->broadcast;
-    return -1;
+    return 0;
 }

@@ -13,6 +13,7 @@
 
 #include <stddef.h>
 
+#include "router/metrics.h"
 #include "router/topicmap.h"
 
 /* VALIDATE_JSON */
@@ -30,13 +31,14 @@ typedef struct dispatch_rules {
 } dispatch_rules;
 
 /*
- * Returns -1 if the record is valid (then *all = 1 if it goes to every shard
- * and client: broadcast topic or broadcast key), else an enum router_invalid
- * reason.  topic NULL = not a known topic.
+ * Returns 0 if the record is valid (then *all = 1 if it goes to every shard
+ * and client: broadcast topic or broadcast key), or -1 if it is not, with
+ * *why set to the enum router_invalid reason.  topic NULL = not a known
+ * topic.  Both out-parameters are always written.
  */
 int dispatch_classify(const dispatch_rules *rules, const router_topic *topic,
                       const void *key, size_t klen, const void *val, size_t vlen,
-                      int *all);
+                      int *all, enum router_invalid *why);
 
 /* 1 if p[0..n) is one JSON value: jansson json_loadb(JSON_DECODE_ANY). */
 int dispatch_json_valid(const void *p, size_t n);

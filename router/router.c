@@ -1,20 +1,23 @@
 /*
- * The batch pipeline (docs/architecture.md, "Router pipeline"):
+ * The batch pipeline (docs/architecture.md, "The pipeline"):
  *
- *   drain  -> accumulate up to KAFKA_BATCH_SIZE or KAFKA_BATCH_TIMEOUT_MS
+ *   drain  -> the consumer accumulates up to KAFKA_BATCH_SIZE, or what came
+ *          within KAFKA_BATCH_TIMEOUT_MS of the first record
  *   classify every record (topic, key, size, JSON) and register the batch's
  *          per-partition offset ranges with the tracker
- *   route  -> cache hits copied into the batch arena; misses deduplicated
- *          and resolved with ONE pipelined Redis round trip
+ *   route  -> the lookup copies cache hits into its arena and resolves the
+ *          misses with ONE pipelined Redis round trip
  *   dispatch -> one frame per touched shard, one write per shard
  *   complete -> when every frame of the batch is written or dropped, the
  *          batch's segments are done and contiguous positions are stored
  *
  * One batch is in flight at a time, so records of a token reach a shard in
- * offset order.
+ * offset order.  Also here: backpressure (pausing for busy shards), the
+ * shutdown stages, and the owner's side of every object's callbacks
+ * (consumer, lookup, discovery, shards).  This file owns `struct router`;
+ * no other file sees it.
  */
-#include "router/router_int.h"
-#include "common/hash.h"
+#include "router/router.h"
 
 #include <errno.h>
 #include <signal.h>
@@ -22,33 +25,90 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <event2/event.h>
+#include <librdkafka/rdkafka.h>
+
 #include "common/clock.h"
+#include "common/config.h"
 #include "common/net.h"
+#include "common/log.h"
+#include "router/cache.h"
+#include "router/consumer.h"
+#include "router/discovery.h"
 #include "router/dispatch.h"
+#include "router/http.h"
+#include "router/lookup.h"
+#include "router/offsets.h"
+#include "router/shards.h"
+
+/* Completion ticket of one consumed batch: one reference per queued frame,
+ * plus one held while the batch is being dispatched.  When it drops to zero
+ * every record of the batch reached its shards (or was dropped on purpose)
+ * and the batch's segments are marked done in the offset tracker. */
+typedef struct ticket {
+    int refs;
+    uint64_t batch_no;
+    size_t nsegs;
+    router_offsets_seg segs[];
+} ticket;
+
+/* Per-record classification of the batch being processed. */
+typedef struct rec {
+    const rd_kafka_message_t *m;
+    const router_topic *topic;
+    int16_t invalid;        /* -1 valid, else enum router_invalid */
+    uint8_t all;            /* broadcast key / topic: every shard, every client */
+    lookup_ref route;       /* targeted, not "all" */
+} rec;
+
+struct router {
+    const router_config *cfg;
+    struct event_base *base;
+    struct evdns_base *dns;         /* names resolved off the loop (common/net.h) */
+    router_metrics m;
+    uint64_t started_ms;
+
+    /* the objects */
+    consumer *consumer;
+    lookup *lookup;
+    discovery *disc;
+    router_shards *shards;
+    route_cache *cache;
+    router_offsets *off;
+    router_http *http;
+
+    /* consuming */
+    struct event *ev_pump, *ev_batch_timer;
+    int batch_timer_armed;
+    int backpressured;              /* consumption paused for a shard to drain */
+    int kafka_down;                 /* all brokers down reported */
+    struct { void *rkt; const router_topic *t; char name[256]; } tcache[16];
+    size_t ntcache;
+    log_ratelimit rl_invalid;
+
+    /* batch being processed */
+    int inflight;                   /* classified, waiting or dispatching */
+    uint64_t batch_no;
+    rd_kafka_message_t **batch;     /* owned messages */
+    size_t nbatch;
+    rec *recs;
+    ticket *ticket;
+    uint16_t *live_slots;           /* fallback / broadcast target list */
+    size_t nlive;
+    uint64_t outstanding;           /* tickets not yet complete */
+
+    /* signals, periodic, shutdown */
+    struct event *ev_sigterm, *ev_sigint, *ev_tick, *ev_shutdown_timeout;
+    int stopping;                   /* SIGTERM received */
+    int final;                      /* shutdown timed out: do not mark drops done */
+    int finishing;                  /* loop exit requested */
+    int exit_code;
+};
 
 static void process_batch(router *r);
+static void check_shutdown(router *r);
 
-/* ---- tickets ------------------------------------------------------------- */
-
-void router_ticket_ref(router *r, router_ticket *t)
-{
-    (void)r;
-    t->refs++;
-}
-
-void router_ticket_release(router *r, router_ticket *t)
-{
-    if (--t->refs > 0)
-        return;
-    if (!r->final)
-        for (size_t i = 0; i < t->nsegs; i++)
-            router_offsets_done(r->off, t->segs[i]);
-    r->outstanding--;
-    free(t);
-    router_store_offsets(r);
-    if (r->stopping)
-        router_check_shutdown(r);
-}
+/* ---- offsets and tickets ------------------------------------------------ */
 
 static void store_one(const char *topic, int32_t partition, int64_t next, void *arg)
 {
@@ -56,15 +116,16 @@ static void store_one(const char *topic, int32_t partition, int64_t next, void *
     rd_kafka_topic_partition_list_add(l, topic, partition)->offset = next;
 }
 
-void router_store_offsets(router *r)
+/* Hand every advanced contiguous position to the consumer for commit. */
+static void store_offsets(router *r)
 {
-    if (!r->rk)
+    if (!r->consumer)
         return;
     rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(16);
     if (!l)
         return;
-    if (router_offsets_collect(r->off, store_one, l) > 0) {
-        rd_kafka_offsets_store(r->rk, l);
+    if (router_offsets_collect(r->off, store_one, l) > 0 &&
+        consumer_store_offsets(r->consumer, l) == 0) {
         for (int i = 0; i < l->cnt; i++) {
             if (l->elems[i].err) {
                 r->m.offsets_store_errors++;
@@ -81,30 +142,46 @@ void router_store_offsets(router *r)
     rd_kafka_topic_partition_list_destroy(l);
 }
 
-/* ---- shard hooks ------------------------------------------------------------ */
-
-static void hook_frame(void *ticket, uint32_t nrec, int done, enum router_drop reason,
-                       void *arg)
+static void ticket_release(router *r, ticket *t)
 {
-    router *r = arg;
-    if (!done)
-        r->m.drops[reason] += nrec;
-    router_ticket_release(r, ticket);
+    if (--t->refs > 0)
+        return;
+    if (!r->final)
+        for (size_t i = 0; i < t->nsegs; i++)
+            router_offsets_done(r->off, t->segs[i]);
+    r->outstanding--;
+    free(t);
+    store_offsets(r);
+    if (r->stopping)
+        check_shutdown(r);
 }
 
-static void hook_ref(void *ticket, void *arg)
+/* Register the offset ranges of the batch (one segment per run of one
+ * partition) in the ticket.  Returns 0 or -1 (ENOMEM). */
+static int register_segments(router *r, ticket *t)
 {
-    router_ticket_ref(arg, ticket);
+    size_t i = 0;
+    while (i < r->nbatch) {
+        const rd_kafka_message_t *m = r->batch[i];
+        size_t j = i + 1;
+        while (j < r->nbatch && r->batch[j]->rkt == m->rkt &&
+               r->batch[j]->partition == m->partition &&
+               r->batch[j]->offset > r->batch[j - 1]->offset)
+            j++;
+        int tp = router_offsets_tp(r->off, rd_kafka_topic_name(m->rkt), m->partition);
+        if (tp < 0 ||
+            router_offsets_add(r->off, tp, m->offset, r->batch[j - 1]->offset,
+                               &t->segs[t->nsegs]) != 0)
+            return -1;
+        t->nsegs++;
+        i = j;
+    }
+    return 0;
 }
 
-/* ---- state ------------------------------------------------------------------ */
+/* ---- scheduling --------------------------------------------------------- */
 
-int router_targeted_ready(const router *r)
-{
-    return redislink_ctx(r->cmd) != NULL && r->subscribed;
-}
-
-void router_pump_schedule(router *r)
+static void pump_schedule(router *r)
 {
     /* A zero-timeout timer, not event_active(): libevent runs events made
      * active inside a callback in the same loop pass, so a backlog would keep
@@ -116,50 +193,24 @@ void router_pump_schedule(router *r)
         evtimer_add(r->ev_pump, &now);
 }
 
-/* ---- batch helpers ------------------------------------------------------------ */
-
-static int arena_push(router *r, const uint16_t *v, size_t n, uint32_t *off)
+/* Records accumulated in the consumer (0 once it is gone). */
+static size_t accumulated(const router *r)
 {
-    if (r->alen + n > r->acap) {
-        size_t cap = r->acap ? r->acap : 1024;
-        while (cap < r->alen + n)
-            cap *= 2;
-        uint16_t *a = realloc(r->arena, cap * sizeof *a);
-        if (!a)
-            return -1;
-        r->arena = a;
-        r->acap = cap;
-    }
-    *off = (uint32_t)r->alen;
-    if (n)
-        memcpy(r->arena + r->alen, v, n * sizeof *v);
-    r->alen += n;
-    return 0;
+    return r->consumer ? consumer_pending(r->consumer) : 0;
 }
 
-/* Index of the (deduplicated) miss for a token. */
-static uint32_t miss_add(router *r, const char *tok, size_t len)
+static int targeted_ready(const router *r)
 {
-    uint32_t h = hash_bytes(tok, len);
-    uint32_t mask = r->mtab_size - 1;
-    for (uint32_t i = h & mask;; i = (i + 1) & mask) {
-        if (r->mtab_gen[i] != r->mgen) {
-            r->mtab_gen[i] = r->mgen;
-            r->mtab[i] = (uint32_t)r->nmiss;
-            router_miss *m = &r->miss[r->nmiss++];
-            m->tok = tok;
-            m->len = (uint32_t)len;
-            m->hash = h;
-            m->route = 0;
-            m->nroute = 0;
-            m->resolved = 0;
-            return r->mtab[i];
-        }
-        router_miss *m = &r->miss[r->mtab[i]];
-        if (m->hash == h && m->len == len && memcmp(m->tok, tok, len) == 0)
-            return r->mtab[i];
-    }
+    return r->disc && discovery_ready(r->disc);
 }
+
+static enum router_mode current_mode(const router *r)
+{
+    return r->cfg->mode == ROUTER_MODE_BROADCAST ? ROUTER_MODE_BROADCAST
+         : targeted_ready(r) ? ROUTER_MODE_TARGETED : ROUTER_MODE_FALLBACK;
+}
+
+/* ---- classify ----------------------------------------------------------- */
 
 /* Topic entry of a record, memoised by topic handle (the name is compared
  * too: a freed handle's address may come back for another topic). */
@@ -194,32 +245,10 @@ static void log_invalid(router *r, const rd_kafka_message_t *m, int reason)
            "u:value_bytes", (uint64_t)m->len, "u:suppressed", sup, NULL);
 }
 
-/* Register the offset ranges of the batch (one segment per run of one
- * partition) in the ticket.  Returns 0 or -1 (ENOMEM). */
-static int register_segments(router *r, router_ticket *t)
-{
-    size_t i = 0;
-    while (i < r->nbatch) {
-        const rd_kafka_message_t *m = r->batch[i];
-        size_t j = i + 1;
-        while (j < r->nbatch && r->batch[j]->rkt == m->rkt &&
-               r->batch[j]->partition == m->partition &&
-               r->batch[j]->offset > r->batch[j - 1]->offset)
-            j++;
-        int tp = router_offsets_tp(r->off, rd_kafka_topic_name(m->rkt), m->partition);
-        if (tp < 0 ||
-            router_offsets_add(r->off, tp, m->offset, r->batch[j - 1]->offset,
-                               &t->segs[t->nsegs]) != 0)
-            return -1;
-        t->nsegs++;
-        i = j;
-    }
-    return 0;
-}
+/* ---- dispatch ----------------------------------------------------------- */
 
 static void dispatch_batch(router *r, enum router_mode mode)
 {
-    const router_config *cfg = r->cfg;
     int need_all = mode != ROUTER_MODE_TARGETED;
     for (size_t i = 0; i < r->nbatch && !need_all; i++)
         need_all = r->recs[i].invalid < 0 && r->recs[i].all;
@@ -237,14 +266,14 @@ static void dispatch_batch(router *r, enum router_mode mode)
                                                            : FRAME_MODE_BROADCAST,
                               r->ticket);
     for (size_t i = 0; i < r->nbatch; i++) {
-        const router_rec *rec = &r->recs[i];
-        if (rec->invalid >= 0)
+        const rec *rc = &r->recs[i];
+        if (rc->invalid >= 0)
             continue;
-        const rd_kafka_message_t *m = rec->m;
+        const rd_kafka_message_t *m = rc->m;
         rd_kafka_timestamp_type_t tst;
         frame_record fr = {
-            .category = rec->topic->category,
-            .category_len = strlen(rec->topic->category),
+            .category = rc->topic->category,
+            .category_len = strlen(rc->topic->category),
             .token = m->key,
             .token_len = m->key_len,
             .partition = m->partition,
@@ -252,78 +281,61 @@ static void dispatch_batch(router *r, enum router_mode mode)
             .timestamp_ms = rd_kafka_message_timestamp(m, &tst),
             .value = m->payload ? (const char *)m->payload : "",
             .value_len = m->len,
-            .flags = rec->all ? FRAME_REC_ALL_CLIENTS : 0,
+            .flags = rc->all ? FRAME_REC_ALL_CLIENTS : 0,
         };
         const uint16_t *tg;
         size_t nt;
-        if (rec->all || mode != ROUTER_MODE_TARGETED) {
+        if (rc->all || mode != ROUTER_MODE_TARGETED) {
             tg = r->live_slots;
             nt = r->nlive;
-        } else if (rec->is_miss) {
-            const router_miss *ms = &r->miss[rec->route];
-            tg = r->arena + ms->route;
-            nt = ms->resolved ? ms->nroute : 0;
         } else {
-            tg = r->arena + rec->route;
-            nt = rec->nroute;
+            tg = lookup_targets(r->lookup, rc->route, &nt);
         }
         unsigned sent = 0;
         for (size_t j = 0; j < nt; j++) {
             router_shard *sh = router_shards_get(r->shards, tg[j]);
             if (!sh)
                 continue;
-            int rc = router_shards_add(r->shards, sh, &fr);
-            if (rc < 0)
+            enum router_drop why;
+            if (router_shards_add(r->shards, sh, &fr, &why) == 0)
                 sent++;
             else
-                r->m.drops[rc]++;
+                r->m.drops[why]++;
         }
         router_hist_observe(&r->m.fanout, sent);
         r->m.dispatch[mode]++;
         r->m.records_sent += sent;
-        if (nt == 0 && !rec->all && mode == ROUTER_MODE_TARGETED)
+        if (nt == 0 && !rc->all && mode == ROUTER_MODE_TARGETED)
             r->m.unrouted++;
     }
-    (void)cfg;
     router_shards_batch_end(r->shards);
 
     for (size_t i = 0; i < r->nbatch; i++)
         rd_kafka_message_destroy(r->batch[i]);
     r->nbatch = 0;
     r->inflight = 0;
-    router_ticket *t = r->ticket;
+    ticket *t = r->ticket;
     r->ticket = NULL;
-    router_ticket_release(r, t);
-    router_pump_schedule(r);
-}
-
-void router_lookup_finished(router *r, int failed)
-{
-    if (!r->inflight)
-        return;
-    dispatch_batch(r, failed ? ROUTER_MODE_FALLBACK : ROUTER_MODE_TARGETED);
+    ticket_release(r, t);
+    pump_schedule(r);
 }
 
 static void process_batch(router *r)
 {
-    if (r->inflight || r->nacc == 0)
+    if (r->inflight || accumulated(r) == 0)
         return;
     const router_config *cfg = r->cfg;
     if (r->batch_timer_armed) {
         evtimer_del(r->ev_batch_timer);
         r->batch_timer_armed = 0;
     }
-    rd_kafka_message_t **tmp = r->batch;
-    r->batch = r->acc;
-    r->acc = tmp;
-    r->nbatch = r->nacc;
-    r->nacc = 0;
+    r->nbatch = consumer_take(r->consumer, r->batch, (size_t)cfg->kafka_batch_size);
     r->inflight = 1;
     r->batch_no++;
     r->m.batches++;
     router_hist_observe(&r->m.batch_size, (double)r->nbatch);
 
-    router_ticket *t = malloc(sizeof *t + r->nbatch * sizeof t->segs[0]);
+    ticket *t = malloc(sizeof *t + r->nbatch * sizeof t->segs[0]);
     if (!t || (t->nsegs = 0, t->refs = 1, t->batch_no = r->batch_no,
                register_segments(r, t) != 0)) {
         log_kv(LOG_ERROR, "out of memory registering a batch; exiting", NULL);
@@ -335,56 +347,39 @@ static void process_batch(router *r)
     uint64_t now = clock_mono_ms();
     dispatch_rules rules = { cfg->broadcast_key, strlen(cfg->broadcast_key),
                              (size_t)cfg->max_record_bytes, cfg->validate_json };
-    enum router_mode mode = cfg->mode == ROUTER_MODE_BROADCAST ? ROUTER_MODE_BROADCAST
-                          : router_targeted_ready(r) ? ROUTER_MODE_TARGETED
-                                                     : ROUTER_MODE_FALLBACK;
-    r->alen = 0;
-    r->nmiss = 0;
-    if (++r->mgen == 0) {
-        memset(r->mtab_gen, 0, r->mtab_size * sizeof *r->mtab_gen);
-        r->mgen = 1;
-    }
+    enum router_mode mode = current_mode(r);
+    lookup_begin(r->lookup);
     for (size_t i = 0; i < r->nbatch; i++) {
         const rd_kafka_message_t *m = r->batch[i];
-        router_rec *rec = &r->recs[i];
-        memset(rec, 0, sizeof *rec);
-        rec->m = m;
-        rec->topic = topic_of(r, m);
+        rec *rc = &r->recs[i];
+        memset(rc, 0, sizeof *rc);
+        rc->m = m;
+        rc->topic = topic_of(r, m);
         int all = 0;
-        rec->invalid = (int16_t)dispatch_classify(&rules, rec->topic, m->key, m->key_len,
-                                                  m->payload, m->len, &all);
-        rec->all = (uint8_t)all;
+        enum router_invalid why;
+        rc->invalid = dispatch_classify(&rules, rc->topic, m->key, m->key_len, m->payload,
+                                        m->len, &all, &why) == 0 ? -1 : (int16_t)why;
+        rc->all = (uint8_t)all;
         r->m.records++;
-        if (rec->invalid >= 0) {
-            r->m.invalid[rec->invalid]++;
-            log_invalid(r, m, rec->invalid);
+        if (rc->invalid >= 0) {
+            r->m.invalid[rc->invalid]++;
+            log_invalid(r, m, rc->invalid);
             continue;
         }
-        if (mode != ROUTER_MODE_TARGETED || rec->all)
+        if (mode != ROUTER_MODE_TARGETED || rc->all)
             continue;
-        const uint16_t *sl;
-        size_t n;
-        if (route_cache_get(r->cache, m->key, m->key_len, now, &sl, &n)) {
-            if (arena_push(r, sl, n, &rec->route) != 0) {
-                mode = ROUTER_MODE_FALLBACK;   /* ENOMEM: correctness first */
-                continue;
-            }
-            rec->nroute = (uint32_t)n;
-        } else {
-            rec->is_miss = 1;
-            rec->route = miss_add(r, m->key, m->key_len);
-        }
+        if (lookup_add(r->lookup, m->key, m->key_len, now, &rc->route) != 0)
+            mode = ROUTER_MODE_FALLBACK;   /* ENOMEM: correctness first */
     }
-    r->batch_mode = mode;
-    if (mode == ROUTER_MODE_TARGETED && r->nmiss > 0) {
-        if (router_redis_lookup(r) == 0)
-            return;   /* router_lookup_finished() continues */
+    if (mode == ROUTER_MODE_TARGETED && lookup_nmiss(r->lookup) > 0) {
+        if (lookup_send(r->lookup) == 0)
+            return;   /* on_lookup_done() continues */
         mode = ROUTER_MODE_FALLBACK;
     }
     dispatch_batch(r, mode);
 }
 
-/* ---- consuming ------------------------------------------------------------------ */
+/* ---- consuming ---------------------------------------------------------- */
 
 /* 1 if consumption waits for a shard queue to drain; re-checks in 5 ms. */
 static int backpressure(router *r)
@@ -406,12 +401,11 @@ static void pump(router *r)
 {
     if (r->inflight || backpressure(r))
         return;
-    if (!r->stopping)
-        router_kafka_drain(r);
-    if (r->nacc == 0)
+    size_t bs = (size_t)r->cfg->kafka_batch_size;
+    size_t n = r->stopping ? accumulated(r) : consumer_drain(r->consumer, bs);
+    if (n == 0)
         return;
-    if (r->nacc >= (size_t)r->cfg->kafka_batch_size || r->cfg->kafka_batch_timeout_ms == 0 ||
-        r->stopping) {
+    if (n >= bs || r->cfg->kafka_batch_timeout_ms == 0 || r->stopping) {
         process_batch(r);
         return;
     }
@@ -434,12 +428,164 @@ static void batch_timer_cb(evutil_socket_t fd, short what, void *arg)
     r->batch_timer_armed = 0;
     if (!r->inflight && !backpressure(r)) {
         if (!r->stopping)
-            router_kafka_drain(r);
+            consumer_drain(r->consumer, (size_t)r->cfg->kafka_batch_size);
         process_batch(r);
     }
 }
 
-/* ---- lifecycle ---------------------------------------------------------------- */
+/* ---- consumer callbacks ------------------------------------------------- */
+
+static void on_available(void *arg)
+{
+    pump_schedule(arg);
+}
+
+static void on_assigned(const rd_kafka_topic_partition_list_t *parts, void *arg)
+{
+    router *r = arg;
+    for (int i = 0; i < parts->cnt; i++)
+        router_offsets_reset(r->off, parts->elems[i].topic, parts->elems[i].partition);
+}
+
+/* Store what is complete now so the commit on revoke includes it, then
+ * forget the partitions' pending segments (tickets still in flight become
+ * harmless through the tracker's generations).  No batch is in flight here:
+ * rebalances are served from consumer_drain, which runs only between
+ * batches, or from consumer_close after the loop ended. */
+static void on_revoked(const rd_kafka_topic_partition_list_t *parts, void *arg)
+{
+    router *r = arg;
+    if (!parts) {
+        router_offsets_reset_all(r->off);
+        return;
+    }
+    store_offsets(r);
+    for (int i = 0; i < parts->cnt; i++)
+        router_offsets_reset(r->off, parts->elems[i].topic, parts->elems[i].partition);
+}
+
+static void on_brokers_down(int down, void *arg)
+{
+    router *r = arg;
+    r->kafka_down = down;
+}
+
+static void on_fatal(void *arg)
+{
+    router *r = arg;
+    r->exit_code = 1;
+    raise(SIGTERM);
+}
+
+/* ---- lookup callbacks --------------------------------------------------- */
+
+static void on_lookup_done(int failed, void *arg)
+{
+    router *r = arg;
+    if (!r->inflight)
+        return;
+    dispatch_batch(r, failed ? ROUTER_MODE_FALLBACK : ROUTER_MODE_TARGETED);
+}
+
+static int on_intern(const char *id, size_t len, uint16_t *slot, void *arg)
+{
+    router *r = arg;
+    router_shard *sh = router_shards_intern(r->shards, id, len);
+    if (!sh)
+        return -1;
+    *slot = sh->slot;
+    return 0;
+}
+
+/* ---- discovery callbacks: shard membership ------------------------------ */
+
+static void on_flush(void *arg)
+{
+    router *r = arg;
+    route_cache_flush(r->cache);
+}
+
+static void on_invalidate(const char *tok, size_t len, void *arg)
+{
+    router *r = arg;
+    route_cache_invalidate(r->cache, tok, len);
+}
+
+static void on_shard_down(const char *id, size_t len, void *arg)
+{
+    router *r = arg;
+    router_shard *sh = router_shards_find(r->shards, id, len);
+    if (sh && sh->live)
+        router_shards_set_dead(r->shards, sh, "shard:down event");
+}
+
+static void on_cmd_down(void *arg)
+{
+    router *r = arg;
+    log_kv(LOG_WARN, "redis lookups unavailable; broadcasting to known live shards "
+           "until it is back", "u:live_shards",
+           (uint64_t)router_shards_live(r->shards), NULL);
+}
+
+/* A discovery round: live leases connect, expired ones and shards no longer
+ * registered stop being sent to; long-gone slots are compacted. */
+static void on_shards(const discovery_shard *list, size_t n, void *arg)
+{
+    router *r = arg;
+    size_t ns = router_shards_nslots(r->shards);
+    uint8_t *seen = calloc(ns + n + 1, 1);
+    if (!seen)
+        return;
+    for (size_t i = 0; i < n; i++) {
+        router_shard *sh = router_shards_intern(r->shards, list[i].id, strlen(list[i].id));
+        if (!sh)
+            continue;
+        seen[sh->slot] = 1;
+        if (list[i].lease == DISCOVERY_LEASE_LIVE) {
+            if (!list[i].endpoint && !sh->live)
+                log_kv(LOG_WARN, "shard lease has no endpoint", "s:shard", list[i].id, NULL);
+            router_shards_set_live(r->shards, sh, list[i].endpoint);
+        } else if (list[i].lease == DISCOVERY_LEASE_EXPIRED) {
+            router_shards_set_dead(r->shards, sh, "lease expired");
+        }
+    }
+    ns = router_shards_nslots(r->shards);
+    for (size_t s = 0; s < ns; s++) {
+        router_shard *sh = router_shards_get(r->shards, (uint16_t)s);
+        if (!seen[s] && sh->live)
+            router_shards_set_dead(r->shards, sh, "not registered");
+    }
+    free(seen);
+    /* Forget shards long gone once enough have piled up (ids are usually
+     * hostname-pid, new on every restart).  Slot numbers change, so only
+     * between batches, and the cache goes with them. */
+    size_t live = router_shards_live(r->shards);
+    ns = router_shards_nslots(r->shards);
+    if (!r->inflight && ns - live > ROUTER_SHARDS_GC_DEAD) {
+        size_t freed = router_shards_compact(r->shards);
+        if (freed) {
+            route_cache_flush(r->cache);
+            log_kv(LOG_INFO, "forgot dead shards", "u:count", (uint64_t)freed, NULL);
+        }
+    }
+}
+
+/* ---- shard hooks -------------------------------------------------------- */
+
+static void hook_frame(void *t, uint32_t nrec, int done, enum router_drop reason, void *arg)
+{
+    router *r = arg;
+    if (!done)
+        r->m.drops[reason] += nrec;
+    ticket_release(r, t);
+}
+
+static void hook_ref(void *t, void *arg)
+{
+    ((ticket *)t)->refs++;
+}
+
+/* ---- shutdown stages ---------------------------------------------------- */
 
 static void finish(router *r)
 {
@@ -447,14 +593,17 @@ static void finish(router *r)
     event_base_loopexit(r->base, NULL);
 }
 
-void router_check_shutdown(router *r)
+/* Stage 2: everything dispatched and written (or dropped): leave the loop. */
+static void check_shutdown(router *r)
 {
-    if (!r->stopping || r->finishing || r->inflight || r->nacc > 0 || r->outstanding > 0)
+    if (!r->stopping || r->finishing || r->inflight || accumulated(r) > 0 ||
+        r->outstanding > 0)
         return;
     log_kv(LOG_INFO, "all queued records written; stopping", NULL);
     finish(r);
 }
 
+/* Stage 3 (timeout): drop what is unwritten without marking it done. */
 static void shutdown_timeout_cb(evutil_socket_t fd, short what, void *arg)
 {
     router *r = arg;
@@ -466,6 +615,7 @@ static void shutdown_timeout_cb(evutil_socket_t fd, short what, void *arg)
     finish(r);
 }
 
+/* Stage 1: stop reading Kafka, dispatch what is accumulated. */
 static void signal_cb(evutil_socket_t sig, short what, void *arg)
 {
     router *r = arg;
@@ -478,14 +628,13 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     }
     log_kv(LOG_INFO, "signal received: draining", "i:signal", (int)sig, NULL);
     r->stopping = 1;
-    if (r->ev_kafka)
-        event_del(r->ev_kafka);
+    consumer_pause(r->consumer);
     long ms = r->cfg->shutdown_timeout_ms;
     struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
     evtimer_add(r->ev_shutdown_timeout, &tv);
-    if (!r->inflight && r->nacc > 0)
+    if (!r->inflight && accumulated(r) > 0)
         process_batch(r);
-    router_check_shutdown(r);
+    check_shutdown(r);
 }
 
 static void tick_cb(evutil_socket_t fd, short what, void *arg)
@@ -494,8 +643,45 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
     router_shards_tick(r->shards, clock_mono_ms());
     /* Safety net: the queue's IO event only fires on empty -> non-empty. */
     if (!r->stopping)
-        router_pump_schedule(r);
+        pump_schedule(r);
 }
+
+/* ---- stats (router.h) --------------------------------------------------- */
+
+void router_stats_get(router *r, router_stats *s)
+{
+    memset(s, 0, sizeof *s);
+    s->m = r->m;
+    router_gauges *g = &s->g;
+    const route_cache_stats *cs = route_cache_get_stats(r->cache);
+    g->cache_hits = cs->hits;
+    g->cache_misses = cs->misses;
+    g->cache_evictions = cs->evictions;
+    g->cache_entries = route_cache_count(r->cache);
+    g->shards_connected = router_shards_ready(r->shards);
+    g->shards_known = router_shards_live(r->shards);
+    g->redis_connected = targeted_ready(r);
+    g->consumer_lag = r->consumer ? consumer_lag(r->consumer) : -1;
+    g->assigned_partitions = r->consumer ? consumer_assigned(r->consumer) : 0;
+    g->queue_bytes = router_shards_queued_bytes(r->shards);
+    g->pending_segments = router_offsets_pending(r->off);
+    g->fallback = r->cfg->mode == ROUTER_MODE_TARGETED && !targeted_ready(r);
+    g->backpressured = r->backpressured;
+    s->mode = current_mode(r);
+    s->stopping = r->stopping;
+    s->kafka_down = r->kafka_down;
+    s->redis_ok = targeted_ready(r);
+    s->lookup_connected = r->disc && discovery_cmd_connected(r->disc);
+    s->subscribed = r->disc && discovery_subscribed(r->disc);
+    s->uptime_s = (clock_mono_ms() - r->started_ms) / 1000;
+}
+
+int router_stats_shards_json(const router *r, buf *out)
+{
+    return router_shards_json(r->shards, out);
+}
+
+/* ---- lifecycle ---------------------------------------------------------- */
 
 router *router_new(const router_config *cfg)
 {
@@ -503,11 +689,9 @@ router *router_new(const router_config *cfg)
     if (!r)
         return NULL;
     r->cfg = cfg;
-    r->kpipe[0] = r->kpipe[1] = -1;
     r->started_ms = clock_mono_ms();
     router_metrics_init(&r->m);
     r->rl_invalid.per_sec = (double)cfg->invalid_log_per_sec;
-    r->rl_kafka.per_sec = 1;
 
     r->base = event_base_new();
     if (!r->base)
@@ -516,20 +700,12 @@ router *router_new(const router_config *cfg)
     if (!r->dns)
         goto err;
     size_t bs = (size_t)cfg->kafka_batch_size;
-    r->acc = calloc(bs, sizeof *r->acc);
     r->batch = calloc(bs, sizeof *r->batch);
     r->recs = calloc(bs, sizeof *r->recs);
-    r->miss = calloc(bs, sizeof *r->miss);
-    r->mtab_size = 16;
-    while (r->mtab_size < bs * 2)
-        r->mtab_size *= 2;
-    r->mtab = calloc(r->mtab_size, sizeof *r->mtab);
-    r->mtab_gen = calloc(r->mtab_size, sizeof *r->mtab_gen);
     r->live_slots = calloc(ROUTER_SHARDS_MAX, sizeof *r->live_slots);
     r->cache = route_cache_new((size_t)cfg->cache_size, (uint64_t)cfg->cache_ttl_ms);
     r->off = router_offsets_new();
-    if (!r->acc || !r->batch || !r->recs || !r->miss || !r->mtab || !r->mtab_gen ||
-        !r->live_slots || !r->cache || !r->off) {
+    if (!r->batch || !r->recs || !r->live_slots || !r->cache || !r->off) {
         log_kv(LOG_ERROR, "out of memory", NULL);
         goto err;
     }
@@ -559,9 +735,31 @@ router *router_new(const router_config *cfg)
     event_add(r->ev_sigterm, NULL);
     event_add(r->ev_sigint, NULL);
 
-    if (router_http_start(r) != 0 || router_redis_start(r) != 0 ||
-        router_kafka_start(r) != 0)
+    r->http = router_http_new(r->base, cfg, r);
+    if (!r->http)
         goto err;
+    discovery_callbacks dcb = { on_flush, on_invalidate, on_shard_down, on_shards,
+                                on_cmd_down, r };
+    r->disc = discovery_new(r->base, cfg, &r->m, &dcb);
+    if (!r->disc) {
+        log_kv(LOG_ERROR, "out of memory", NULL);
+        goto err;
+    }
+    discovery_set_dns(r->disc, r->dns);
+    lookup_opts lo = { cfg->redis_prefix, cfg->redis_timeout_ms, bs };
+    lookup_callbacks lcb = { on_lookup_done, on_intern, r };
+    r->lookup = lookup_new(r->base, discovery_cmd(r->disc), r->cache, &r->m, &lo, &lcb);
+    if (!r->lookup) {
+        log_kv(LOG_ERROR, "out of memory", NULL);
+        goto err;
+    }
+    discovery_start(r->disc);
+    consumer_callbacks ccb = { on_available, on_assigned, on_revoked, on_brokers_down,
+                               on_fatal, r };
+    r->consumer = consumer_new(r->base, cfg, &r->m, &ccb);
+    if (!r->consumer)
+        goto err;
+    pump_schedule(r);   /* records may already be queued */
     char redis_url[600];
     config_redact_url(cfg->redis_url, redis_url, sizeof redis_url);
     log_kv(LOG_INFO, "router started", "s:id", cfg->id, "s:mode",
@@ -573,18 +771,31 @@ err:
     return NULL;
 }
 
-int router_run(router *r)
+/* Records not dispatched yet are released unstored: they are redelivered
+ * to whoever consumes next. */
+static void release_undispatched(router *r)
 {
-    event_base_dispatch(r->base);
-    /* Records still accumulated were never dispatched: not stored, so they
-     * are redelivered to whoever consumes next. */
-    for (size_t i = 0; i < r->nacc; i++)
-        rd_kafka_message_destroy(r->acc[i]);
-    r->nacc = 0;
+    if (r->consumer)
+        consumer_discard(r->consumer);
     for (size_t i = 0; i < r->nbatch; i++)
         rd_kafka_message_destroy(r->batch[i]);
     r->nbatch = 0;
-    router_kafka_close(r);
+}
+
+/* Final store, commit, leave the group. */
+static void close_consumer(router *r)
+{
+    if (!r->consumer)
+        return;
+    store_offsets(r);
+    consumer_close(r->consumer, CONSUMER_CLOSE_MS_DEFAULT);
+}
+
+int router_run(router *r)
+{
+    event_base_dispatch(r->base);
+    release_undispatched(r);
+    close_consumer(r);
     log_kv(LOG_INFO, "router stopped", "u:records", r->m.records, "u:offsets_stored",
            r->m.offsets_stored, NULL);
     return r->exit_code;
@@ -594,22 +805,23 @@ void router_free(router *r)
 {
     if (!r)
         return;
-    for (size_t i = 0; i < r->nacc; i++)
-        rd_kafka_message_destroy(r->acc[i]);
-    for (size_t i = 0; i < r->nbatch; i++)
-        rd_kafka_message_destroy(r->batch[i]);
-    r->nacc = r->nbatch = 0;
-    router_kafka_close(r);
+    release_undispatched(r);
+    close_consumer(r);
+    consumer_free(r->consumer);
+    r->consumer = NULL;
     /* Dropping shard queues releases the tickets still referenced. */
     r->final = 1;
     router_shards_free(r->shards);
     r->shards = NULL;
-    if (r->ticket) {
-        free(r->ticket);
-        r->ticket = NULL;
-    }
-    router_redis_free(r);
-    router_http_free(r);
+    free(r->ticket);
+    r->ticket = NULL;
+    /* Connections first: their pending replies still reach the lookup. */
+    discovery_free(r->disc);
+    r->disc = NULL;
+    lookup_free(r->lookup);
+    r->lookup = NULL;
+    router_http_free(r->http);
+    r->http = NULL;
     if (r->ev_pump) event_free(r->ev_pump);
     if (r->ev_batch_timer) event_free(r->ev_batch_timer);
     if (r->ev_tick) event_free(r->ev_tick);
@@ -618,16 +830,11 @@ void router_free(router *r)
     if (r->ev_sigint) event_free(r->ev_sigint);
     route_cache_free(r->cache);
     router_offsets_free(r->off);
-    free(r->acc);
     free(r->batch);
     free(r->recs);
-    free(r->miss);
-    free(r->mtab);
-    free(r->mtab_gen);
-    free(r->arena);
     free(r->live_slots);
-    buf_free(&r->key);
-    net_dns_free(r->dns);
+    if (r->dns)
+        net_dns_free(r->dns);
     if (r->base)
         event_base_free(r->base);
     free(r);

@@ -1,14 +1,26 @@
 /*
- * odin-router: the process.  One libevent loop thread owns everything:
- * the Kafka consumer (polled through rd_kafka_queue_io_event_enable's pipe,
- * drained with rd_kafka_consume_batch_queue(timeout 0)), the two Redis
- * connections, the shard connections and the HTTP server.  See
- * docs/architecture.md for the pipeline.
+ * odin-router: the process.  One libevent loop thread owns everything.  The
+ * router (router.c) is the batch pipeline and the owner of the objects it
+ * is built from:
+ *
+ *   consumer   (consumer.c)   Kafka consumer, accumulator, offsets store
+ *   lookup     (lookup.c)     batch arena, miss table, pipelined SMEMBERS
+ *   discovery  (discovery.c)  odin:routes subscription, lease discovery,
+ *                             dead-shard sweep; owns the Redis connections
+ *   shards     (shards.c)     shard table, connections, frames
+ *   route_cache, router_offsets, router_http (http.c)
+ *
+ * Objects report back through callbacks; none of them sees this struct.
+ * See docs/architecture.md for the pipeline and the module map.
  */
 #ifndef ODIN_ROUTER_ROUTER_H
 #define ODIN_ROUTER_ROUTER_H
 
+#include <stdint.h>
+
+#include "common/buf.h"
 #include "router/config.h"
+#include "router/metrics.h"
 
 typedef struct router router;
 
@@ -21,5 +33,24 @@ router *router_new(const router_config *cfg);
 int router_run(router *r);
 
 void router_free(router *r);   /* NULL is a no-op */
+
+/* A snapshot of the router's state for /health and /metrics. */
+typedef struct router_stats {
+    router_metrics m;              /* counters and histograms (a copy) */
+    router_gauges g;               /* sampled now */
+    enum router_mode mode;         /* what the next batch would use */
+    int stopping;                  /* SIGTERM received, draining */
+    int kafka_down;                /* all brokers down reported */
+    int redis_ok;                  /* lookups and subscription usable */
+    int lookup_connected;          /* command connection up */
+    int subscribed;                /* odin:routes subscription confirmed */
+    uint64_t uptime_s;
+} router_stats;
+
+/* Fill *s (loop thread only; asks librdkafka for cached watermarks). */
+void router_stats_get(router *r, router_stats *s);
+
+/* Append the JSON array describing every known shard.  0 or -1 (ENOMEM). */
+int router_stats_shards_json(const router *r, buf *out);
 
 #endif

@@ -579,13 +579,20 @@ static void close_frame(router_shards *s, router_shard *sh)
     s->hooks.ticket_ref(s->ticket, s->hooks.arg);
 }
 
-int router_shards_add(router_shards *s, router_shard *sh, const frame_record *r)
+static int dropped(enum router_drop *why, enum router_drop reason)
+{
+    *why = reason;
+    return -1;
+}
+
+int router_shards_add(router_shards *s, router_shard *sh, const frame_record *r,
+                      enum router_drop *why)
 {
     if (!sh->live || sh->state != RSH_READY)
-        return ROUTER_DROP_SHARD_DOWN;
+        return dropped(why, ROUTER_DROP_SHARD_DOWN);
     size_t est = r->category_len + r->token_len + r->value_len + 64;
     if (est + 16 > sh->max_frame)
-        return ROUTER_DROP_TOO_BIG;
+        return dropped(why, ROUTER_DROP_TOO_BIG);
     if (sh->fb_batch != s->batch_no) {
         sh->fb_batch = s->batch_no;
         sh->fb_open = 0;
@@ -604,25 +611,25 @@ int router_shards_add(router_shards *s, router_shard *sh, const frame_record *r)
         close_frame(s, sh);
         shard_flush(s, sh);
         if (sh->state != RSH_READY)
-            return ROUTER_DROP_SHARD_DOWN;
+            return dropped(why, ROUTER_DROP_SHARD_DOWN);
         pending = router_outq_pending(&sh->q);
         if (pending > 0)
             sh->flushed_batch = s->batch_no;
     }
     if (pending + est + (sh->fb_open ? 0 : 16) > (size_t)s->opts.queue_bytes)
-        return ROUTER_DROP_QUEUE_FULL;
+        return dropped(why, ROUTER_DROP_QUEUE_FULL);
     if (pending == 0)
         sh->last_progress_ms = clock_mono_ms();
     if (!sh->fb_open) {
         if (frame_batch_begin(&sh->fb, router_outq_buf(&sh->q), s->mode) != FRAME_OK)
-            return ROUTER_DROP_QUEUE_FULL;
+            return dropped(why, ROUTER_DROP_QUEUE_FULL);
         sh->fb_open = 1;
         sh->fb_nrec = 0;
     }
     if (frame_batch_add(&sh->fb, r) != FRAME_OK)
-        return ROUTER_DROP_QUEUE_FULL;
+        return dropped(why, ROUTER_DROP_QUEUE_FULL);
     sh->fb_nrec++;
-    return -1;
+    return 0;
 }
 
 void router_shards_batch_end(router_shards *s)

@@ -131,13 +131,15 @@ uint64_t router_shards_queued_bytes(const router_shards *s);
 
 /*
  * Batch building.  begin() starts batch `batch_no` with `ticket`;
- * add() appends a record for one shard and returns -1 if queued or the
- * router_drop reason if dropped; end() closes the open frames, attaches the
- * marks and writes once to every touched shard.
+ * add() appends a record for one shard and returns 0 if queued, or -1 if it
+ * was dropped for that shard with *why set to the router_drop reason (the
+ * caller counts it); end() closes the open frames, attaches the marks and
+ * writes once to every touched shard.
  */
 void router_shards_batch_begin(router_shards *s, uint64_t batch_no, enum frame_mode mode,
                                void *ticket);
-int router_shards_add(router_shards *s, router_shard *sh, const frame_record *r);
+int router_shards_add(router_shards *s, router_shard *sh, const frame_record *r,
+                      enum router_drop *why);
 void router_shards_batch_end(router_shards *s);
 
 /*

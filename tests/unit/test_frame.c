@@ -104,7 +104,7 @@ static void test_zero_copy(void **st)
     encode_batch(&out, &r, 1, FRAME_MODE_TARGETED);
     frame_decoder *d = frame_decoder_new(FRAME_DEFAULT_MAX);
     frame_msg m;
-    assert_int_equal(frame_decode_payload(d, out.data + 4, out.len - 4, &m), 1);
+    assert_int_equal(frame_decode_payload(d, out.data + 4, out.len - 4, &m), FRAME_OK);
     assert_true(m.records[0].value >= out.data && m.records[0].value < out.data + out.len);
     frame_decoder_free(d);
     buf_free(&out);
@@ -349,12 +349,12 @@ static void test_shape_errors(void **st)
     assert_int_equal(decode_packed(p_unknown_type), FRAME_E_TYPE);
     assert_int_equal(decode_packed(p_hello_short), FRAME_E_MALFORMED);
     assert_int_equal(decode_packed(p_hello_bad_version), FRAME_E_MALFORMED);
-    assert_int_equal(decode_packed(p_hello_extra), 1);
+    assert_int_equal(decode_packed(p_hello_extra), FRAME_OK);
     assert_int_equal(decode_packed(p_delivery_records_not_array), FRAME_E_MALFORMED);
     assert_int_equal(decode_packed(p_record_short), FRAME_E_MALFORMED);
     assert_int_equal(decode_packed(p_record_partition_overflow), FRAME_E_MALFORMED);
     assert_int_equal(decode_packed(p_record_token_int), FRAME_E_MALFORMED);
-    assert_int_equal(decode_packed(p_record_bin_value), 1);
+    assert_int_equal(decode_packed(p_record_bin_value), FRAME_OK);
     assert_int_equal(decode_packed(p_record_float_offset), FRAME_E_MALFORMED);
     assert_int_equal(decode_packed(p_record_negative_flags), FRAME_E_MALFORMED);
     assert_int_equal(decode_packed(p_too_deep), FRAME_E_LIMIT);
@@ -398,7 +398,7 @@ static void test_record_caps(void **st)
     pack_delivery_n(&p, FRAME_MAX_RECORDS + 1, 0);
     assert_int_equal(frame_decode_payload(d, p.data, p.len, &m), FRAME_E_LIMIT);
     pack_delivery_n(&p, FRAME_MAX_RECORDS, 0);
-    assert_int_equal(frame_decode_payload(d, p.data, p.len, &m), 1);
+    assert_int_equal(frame_decode_payload(d, p.data, p.len, &m), FRAME_OK);
     assert_int_equal(m.nrecords, FRAME_MAX_RECORDS);
     assert_true(m.records[FRAME_MAX_RECORDS - 1].offset == FRAME_MAX_RECORDS - 1);
     /* a record with more fields than FRAME_MAX_FIELDS */

@@ -155,34 +155,35 @@ static void test_classify(void **state)
     const router_topic *tr = router_topics_find(&t, "odin.trades", 11);
     const router_topic *sys = router_topics_find(&t, "sys", 3);
     int all;
+    enum router_invalid why;
     const char *v = "{\"type\":\"TRADE_EXECUTED\",\"data\":{\"p\":1}}";
-    assert_int_equal(dispatch_classify(&rules, tr, "BTC", 3, v, strlen(v), &all), -1);
+    assert_int_equal(dispatch_classify(&rules, tr, "BTC", 3, v, strlen(v), &all, &why), 0);
     assert_false(all);
-    assert_int_equal(dispatch_classify(&rules, tr, "*", 1, v, strlen(v), &all), -1);
+    assert_int_equal(dispatch_classify(&rules, tr, "*", 1, v, strlen(v), &all, &why), 0);
     assert_true(all);                                   /* broadcast key */
-    assert_int_equal(dispatch_classify(&rules, sys, "BTC", 3, v, strlen(v), &all), -1);
+    assert_int_equal(dispatch_classify(&rules, sys, "BTC", 3, v, strlen(v), &all, &why), 0);
     assert_true(all);                                   /* broadcast topic */
-    assert_int_equal(dispatch_classify(&rules, NULL, "BTC", 3, v, strlen(v), &all),
-                     ROUTER_INV_UNKNOWN_TOPIC);
-    assert_int_equal(dispatch_classify(&rules, tr, NULL, 0, v, strlen(v), &all),
-                     ROUTER_INV_EMPTY_KEY);
-    assert_int_equal(dispatch_classify(&rules, tr, "B C", 3, v, strlen(v), &all),
-                     ROUTER_INV_BAD_KEY);
-    assert_int_equal(dispatch_classify(&rules, tr, "BTC", 3, "{nope", 5, &all),
-                     ROUTER_INV_INVALID_JSON);
-    assert_int_equal(dispatch_classify(&rules, tr, "BTC", 3, NULL, 0, &all),
-                     ROUTER_INV_INVALID_JSON);
+    assert_int_equal(dispatch_classify(&rules, NULL, "BTC", 3, v, strlen(v), &all, &why), -1);
+    assert_int_equal(why, ROUTER_INV_UNKNOWN_TOPIC);
+    assert_int_equal(dispatch_classify(&rules, tr, NULL, 0, v, strlen(v), &all, &why), -1);
+    assert_int_equal(why, ROUTER_INV_EMPTY_KEY);
+    assert_int_equal(dispatch_classify(&rules, tr, "B C", 3, v, strlen(v), &all, &why), -1);
+    assert_int_equal(why, ROUTER_INV_BAD_KEY);
+    assert_int_equal(dispatch_classify(&rules, tr, "BTC", 3, "{nope", 5, &all, &why), -1);
+    assert_int_equal(why, ROUTER_INV_INVALID_JSON);
+    assert_int_equal(dispatch_classify(&rules, tr, "BTC", 3, NULL, 0, &all, &why), -1);
+    assert_int_equal(why, ROUTER_INV_INVALID_JSON);
     char big[200];
     memset(big, ' ', sizeof big);
     big[0] = '1';
-    assert_int_equal(dispatch_classify(&rules, tr, "BTC", 3, big, sizeof big, &all),
-                     ROUTER_INV_OVERSIZED);
+    assert_int_equal(dispatch_classify(&rules, tr, "BTC", 3, big, sizeof big, &all, &why), -1);
+    assert_int_equal(why, ROUTER_INV_OVERSIZED);
     rules.validate_json = DISPATCH_JSON_JANSSON;
-    assert_int_equal(dispatch_classify(&rules, tr, "BTC", 3, "{nope", 5, &all),
-                     ROUTER_INV_INVALID_JSON);
-    assert_int_equal(dispatch_classify(&rules, tr, "BTC", 3, v, strlen(v), &all), -1);
+    assert_int_equal(dispatch_classify(&rules, tr, "BTC", 3, "{nope", 5, &all, &why), -1);
+    assert_int_equal(why, ROUTER_INV_INVALID_JSON);
+    assert_int_equal(dispatch_classify(&rules, tr, "BTC", 3, v, strlen(v), &all, &why), 0);
     rules.validate_json = DISPATCH_JSON_OFF;
-    assert_int_equal(dispatch_classify(&rules, tr, "BTC", 3, "{nope", 5, &all), -1);
+    assert_int_equal(dispatch_classify(&rules, tr, "BTC", 3, "{nope", 5, &all, &why), 0);
     assert_int_equal(dispatch_json_mode_parse("jansson"), DISPATCH_JSON_JANSSON);
     assert_int_equal(dispatch_json_mode_parse("true"), DISPATCH_JSON_FAST);
     assert_int_equal(dispatch_json_mode_parse("off"), DISPATCH_JSON_OFF);

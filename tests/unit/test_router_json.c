@@ -122,11 +122,11 @@ static void test_random_mutations(void **state)
         "-12345678901234567.0e-12",
     };
     static const char alphabet[] = "{}[]\",:\\/ 0123456789.eE+-tfnulasrb\x00\x1f\x7f\x80\xc3\xa9\xed\xff";
-    char buf[512];
+    char text[512];
     for (int iter = 0; iter < 200000; iter++) {
         const char *seed = seeds[next() % (sizeof seeds / sizeof *seeds)];
         size_t n = strlen(seed);
-        memcpy(buf, seed, n);
+        memcpy(text, seed, n);
         int edits = 1 + (int)(next() % 4);
         for (int e = 0; e < edits; e++) {
             size_t pos = n ? next() % n : 0;
@@ -134,23 +134,23 @@ static void test_random_mutations(void **state)
             switch (next() % 3) {
             case 0:   /* replace */
                 if (n)
-                    buf[pos] = c;
+                    text[pos] = c;
                 break;
             case 1:   /* insert */
-                if (n + 1 < sizeof buf) {
-                    memmove(buf + pos + 1, buf + pos, n - pos);
-                    buf[pos] = c;
+                if (n + 1 < sizeof text) {
+                    memmove(text + pos + 1, text + pos, n - pos);
+                    text[pos] = c;
                     n++;
                 }
                 break;
             default:  /* delete */
                 if (n) {
-                    memmove(buf + pos, buf + pos + 1, n - pos - 1);
+                    memmove(text + pos, text + pos + 1, n - pos - 1);
                     n--;
                 }
             }
         }
-        same(buf, n);
+        same(text, n);
     }
 }
 

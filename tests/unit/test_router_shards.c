@@ -54,8 +54,12 @@ static void test_intern_and_compact(void **state)
     /* records for shards that are not ready are dropped as shard_down */
     frame_record r = { "trade", 5, "BTC", 3, 0, 1, 1, "{}", 2, 0 };
     router_shards_batch_begin(s, 1, FRAME_MODE_TARGETED, NULL);
-    assert_int_equal(router_shards_add(s, a, &r), ROUTER_DROP_SHARD_DOWN);
-    assert_int_equal(router_shards_add(s, b, &r), ROUTER_DROP_SHARD_DOWN);
+    enum router_drop why = ROUTER_DROP_COUNT;
+    assert_int_equal(router_shards_add(s, a, &r, &why), -1);
+    assert_int_equal(why, ROUTER_DROP_SHARD_DOWN);
+    why = ROUTER_DROP_COUNT;
+    assert_int_equal(router_shards_add(s, b, &r, &why), -1);
+    assert_int_equal(why, ROUTER_DROP_SHARD_DOWN);
     router_shards_batch_end(s);
     assert_int_equal(refs, 0);
 

@@ -1,0 +1,364 @@
+/*
+ * Shard registry: odin:routes subscription and lease discovery with the
+ * dead-shard sweep (contract in discovery.h).  Reply callbacks only record
+ * results or report to the owner; anything that would issue commands from a
+ * connect/disconnect notification runs from libevent events (common/redislink.h) and
+ * discovery rounds start from a zero-delay event (hiredis 0.14 rules,
+ * LIBRARIES.md).
+ */
+#include "router/discovery.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <hiredis/hiredis.h>
+
+#include "common/buf.h"
+#include "common/log.h"
+#include "common/schema.h"
+#include "router/rkey.h"
+
+struct discovery {
+    struct event_base *base;
+    const router_config *cfg;
+    router_metrics *m;
+    discovery_callbacks cb;
+    redislink *cmd, *sub;
+    int subscribed;
+    buf key;                        /* scratch for key names */
+    struct {
+        int active, again;
+        size_t n, nrecv;
+        char **ids;
+        char **endpoints;           /* NULL: no endpoint in the lease */
+        uint8_t *has_hash;          /* 1 lease, 0 none, 2 unknown */
+    } disc;
+    struct event *ev_interval, *ev_now;
+};
+
+static const char *key_of(discovery *d, const char *suffix, const char *a, size_t alen)
+{
+    return rkey_build(&d->key, d->cfg->redis_prefix, suffix, a, alen);
+}
+
+/* ---- subscription ------------------------------------------------------ */
+
+void discovery_handle_message(discovery *d, const char *p, size_t n)
+{
+    static const size_t up_len = sizeof SCHEMA_EVENT_SHARD_UP - 1;
+    static const size_t down_len = sizeof SCHEMA_EVENT_SHARD_DOWN - 1;
+    d->m->invalidations++;
+    if (n >= up_len && memcmp(p, SCHEMA_EVENT_SHARD_UP, up_len) == 0) {
+        discovery_kick(d);
+        return;
+    }
+    if (n >= down_len && memcmp(p, SCHEMA_EVENT_SHARD_DOWN, down_len) == 0) {
+        d->cb.shard_down(p + down_len, n - down_len, d->cb.arg);
+        discovery_kick(d);
+        return;
+    }
+    d->cb.invalidate(p, n, d->cb.arg);
+}
+
+static void sub_cb(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    discovery *d = privdata;
+    redisReply *rep = reply;
+    if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements < 3 ||
+        rep->element[0]->type != REDIS_REPLY_STRING)
+        return;
+    const char *kind = rep->element[0]->str;
+    if (strcmp(kind, "subscribe") == 0) {
+        d->subscribed = 1;
+        d->cb.flush(d->cb.arg);
+        log_kv(LOG_INFO, "subscribed to route changes; targeted dispatch enabled",
+               "s:channel", rep->element[1]->str, NULL);
+        discovery_kick(d);
+    } else if (strcmp(kind, "message") == 0 && rep->element[2]->type == REDIS_REPLY_STRING) {
+        discovery_handle_message(d, rep->element[2]->str, (size_t)rep->element[2]->len);
+    }
+}
+
+static void sub_state_cb(redislink *c, int up, void *arg)
+{
+    discovery *d = arg;
+    if (up) {
+        redisAsyncContext *ac = redislink_ctx(c);
+        const char *key = key_of(d, "routes", NULL, 0);
+        const char *argv[2] = { "SUBSCRIBE", key };
+        size_t lens[2] = { 9, d->key.len };
+        if (!ac || !key || redisAsyncCommandArgv(ac, sub_cb, d, 2, argv, lens) != REDIS_OK)
+            redislink_drop(c, "subscribe failed");
+        return;
+    }
+    if (d->subscribed)
+        log_kv(LOG_WARN, "route subscription lost; cache flushed, fallback until it is back",
+               NULL);
+    d->subscribed = 0;
+    d->cb.flush(d->cb.arg);
+}
+
+/* ---- discovery ---------------------------------------------------------- */
+
+static void disc_reset(discovery *d)
+{
+    for (size_t i = 0; i < d->disc.n; i++) {
+        free(d->disc.ids[i]);
+        free(d->disc.endpoints[i]);
+    }
+    free(d->disc.ids);
+    free(d->disc.endpoints);
+    free(d->disc.has_hash);
+    d->disc.ids = d->disc.endpoints = NULL;
+    d->disc.has_hash = NULL;
+    d->disc.n = d->disc.nrecv = 0;
+    d->disc.active = 0;
+}
+
+static void clean_cb(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    discovery *d = privdata;
+    redisReply *rep = reply;
+    if (!rep)
+        return;
+    if (rep->type == REDIS_REPLY_INTEGER && rep->integer >= 0) {
+        d->m->shards_cleaned++;
+        log_kv(LOG_INFO, "dead shard cleaned", "I:routes_removed", (int64_t)rep->integer,
+               NULL);
+    } else if (rep->type == REDIS_REPLY_ERROR) {
+        log_kv(LOG_WARN, "dead shard cleanup failed", "s:error", rep->str, NULL);
+    }
+}
+
+/* The round is complete: report it, sweep the expired leases. */
+static void disc_apply(discovery *d, redisAsyncContext *ac)
+{
+    size_t n = d->disc.n;
+    discovery_shard *list = calloc(n + 1, sizeof *list);
+    if (!list) {
+        disc_reset(d);
+        return;
+    }
+    for (size_t i = 0; i < n; i++) {
+        list[i].id = d->disc.ids[i];
+        list[i].endpoint = d->disc.endpoints[i];
+        list[i].lease = d->disc.has_hash[i] == 1 ? DISCOVERY_LEASE_LIVE
+                      : d->disc.has_hash[i] == 0 ? DISCOVERY_LEASE_EXPIRED
+                                                 : DISCOVERY_LEASE_UNKNOWN;
+    }
+    d->cb.shards(list, n, d->cb.arg);
+    for (size_t i = 0; i < n; i++) {
+        if (list[i].lease != DISCOVERY_LEASE_EXPIRED)
+            continue;
+        const char *id = list[i].id;
+        const char *argv[6] = { "EVAL", SCHEMA_LUA_CLEAN_SHARD, "0", id,
+                                d->cfg->redis_prefix, "dead" };
+        size_t lens[6] = { 4, strlen(SCHEMA_LUA_CLEAN_SHARD), 1, strlen(id),
+                           strlen(d->cfg->redis_prefix), 4 };
+        log_kv(LOG_INFO, "shard lease expired; cleaning its routes", "s:shard", id, NULL);
+        redisAsyncCommandArgv(ac, clean_cb, d, 6, argv, lens);
+    }
+    free(list);
+    int again = d->disc.again;
+    disc_reset(d);
+    d->m->discoveries++;
+    if (again) {
+        d->disc.again = 0;
+        discovery_kick(d);
+    }
+}
+
+static void disc_hash_cb(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    discovery *d = privdata;
+    redisReply *rep = reply;
+    if (!d->disc.active || d->disc.nrecv >= d->disc.n)
+        return;
+    if (!rep) {
+        disc_reset(d);
+        return;
+    }
+    size_t i = d->disc.nrecv++;
+    if (rep->type == REDIS_REPLY_ARRAY) {
+        d->disc.has_hash[i] = rep->elements > 0;
+        for (size_t k = 0; k + 1 < rep->elements; k += 2) {
+            redisReply *f = rep->element[k], *v = rep->element[k + 1];
+            if (f->type == REDIS_REPLY_STRING && strcmp(f->str, "endpoint") == 0 &&
+                v->type == REDIS_REPLY_STRING && v->len > 0) {
+                free(d->disc.endpoints[i]);
+                d->disc.endpoints[i] = strdup(v->str);
+            }
+        }
+    } else {
+        d->disc.has_hash[i] = 2;   /* unknown: leave the shard as it is */
+    }
+    if (d->disc.nrecv == d->disc.n)
+        disc_apply(d, ac);
+}
+
+static void disc_members_cb(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    discovery *d = privdata;
+    redisReply *rep = reply;
+    if (!d->disc.active || d->disc.ids)
+        return;
+    if (!rep || rep->type != REDIS_REPLY_ARRAY) {
+        if (rep && rep->type == REDIS_REPLY_ERROR)
+            log_kv(LOG_WARN, "shard discovery failed", "s:error", rep->str, NULL);
+        disc_reset(d);
+        return;
+    }
+    size_t n = rep->elements;
+    d->disc.ids = calloc(n + 1, sizeof *d->disc.ids);
+    d->disc.endpoints = calloc(n + 1, sizeof *d->disc.endpoints);
+    d->disc.has_hash = calloc(n + 1, 1);
+    if (!d->disc.ids || !d->disc.endpoints || !d->disc.has_hash) {
+        disc_reset(d);
+        return;
+    }
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        redisReply *e = rep->element[i];
+        if (e->type != REDIS_REPLY_STRING || e->len == 0 || memchr(e->str, 0, e->len))
+            continue;
+        if (!(d->disc.ids[k] = strdup(e->str)))
+            continue;
+        k++;
+    }
+    d->disc.n = k;
+    d->disc.nrecv = 0;
+    if (k == 0) {
+        disc_apply(d, ac);
+        return;
+    }
+    for (size_t i = 0; i < k; i++) {
+        const char *key = key_of(d, "shard:", d->disc.ids[i], strlen(d->disc.ids[i]));
+        const char *argv[2] = { "HGETALL", key };
+        size_t lens[2] = { 7, d->key.len };
+        if (!key || redisAsyncCommandArgv(ac, disc_hash_cb, d, 2, argv, lens) != REDIS_OK) {
+            /* connection going away: NULL replies follow for those sent */
+            d->disc.n = i;
+            if (i == 0)
+                disc_reset(d);
+            return;
+        }
+    }
+}
+
+static void discover(discovery *d)
+{
+    redisAsyncContext *ac = redislink_ctx(d->cmd);
+    if (!ac)
+        return;
+    if (d->disc.active) {
+        d->disc.again = 1;
+        return;
+    }
+    const char *key = key_of(d, "shards", NULL, 0);
+    const char *argv[2] = { "SMEMBERS", key };
+    size_t lens[2] = { 8, d->key.len };
+    d->disc.active = 1;
+    d->disc.again = 0;
+    if (!key || redisAsyncCommandArgv(ac, disc_members_cb, d, 2, argv, lens) != REDIS_OK)
+        d->disc.active = 0;
+}
+
+static void discover_cb(evutil_socket_t fd, short what, void *arg)
+{
+    discover(arg);
+}
+
+void discovery_kick(discovery *d)
+{
+    event_active(d->ev_now, EV_TIMEOUT, 0);
+}
+
+static void cmd_state_cb(redislink *c, int up, void *arg)
+{
+    discovery *d = arg;
+    d->cb.flush(d->cb.arg);
+    if (up) {
+        d->m->redis_reconnects++;
+        discover(d);
+    } else {
+        disc_reset(d);
+        d->disc.again = 0;
+        d->cb.cmd_down(d->cb.arg);
+    }
+}
+
+/* ---- state and lifecycle ------------------------------------------------ */
+
+redislink *discovery_cmd(discovery *d)
+{
+    return d->cmd;
+}
+
+int discovery_cmd_connected(const discovery *d)
+{
+    return redislink_ctx(d->cmd) != NULL;
+}
+
+int discovery_subscribed(const discovery *d)
+{
+    return d->subscribed;
+}
+
+int discovery_ready(const discovery *d)
+{
+    return discovery_cmd_connected(d) && d->subscribed;
+}
+
+discovery *discovery_new(struct event_base *base, const router_config *cfg,
+                         router_metrics *m, const discovery_callbacks *cb)
+{
+    discovery *d = calloc(1, sizeof *d);
+    if (!d)
+        return NULL;
+    d->base = base;
+    d->cfg = cfg;
+    d->m = m;
+    d->cb = *cb;
+    d->cmd = redislink_new(base, &cfg->redis, "cmd", cfg->redis_timeout_ms,
+                              cfg->redis_reconnect_max_ms, cmd_state_cb, d);
+    d->sub = redislink_new(base, &cfg->redis, "sub", cfg->redis_timeout_ms,
+                              cfg->redis_reconnect_max_ms, sub_state_cb, d);
+    d->ev_interval = event_new(base, -1, EV_PERSIST, discover_cb, d);
+    d->ev_now = event_new(base, -1, 0, discover_cb, d);
+    if (!d->cmd || !d->sub || !d->ev_interval || !d->ev_now) {
+        discovery_free(d);
+        return NULL;
+    }
+    return d;
+}
+
+void discovery_set_dns(discovery *d, struct evdns_base *dns)
+{
+    redislink_set_dns(d->cmd, dns);
+    redislink_set_dns(d->sub, dns);
+}
+
+void discovery_start(discovery *d)
+{
+    long ms = d->cfg->discovery_interval_ms;
+    struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+    event_add(d->ev_interval, &tv);
+    redislink_start(d->cmd);
+    redislink_start(d->sub);
+}
+
+void discovery_free(discovery *d)
+{
+    if (!d)
+        return;
+    redislink_free(d->cmd);
+    redislink_free(d->sub);
+    d->cmd = d->sub = NULL;
+    disc_reset(d);
+    if (d->ev_interval)
+        event_free(d->ev_interval);
+    if (d->ev_now)
+        event_free(d->ev_now);
+    buf_free(&d->key);
+    free(d);
+}

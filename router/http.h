@@ -1,0 +1,27 @@
+/*
+ * GET /health and GET /metrics on HTTP_ADDR (libevent evhttp, loop thread).
+ * Reads the router only through router_stats_get / router_stats_shards_json
+ * (router.h).
+ *
+ * /health status:
+ *   unhealthy (503): shutting down, or Kafka reports all brokers down
+ *   degraded  (200): Redis unavailable (fallback broadcast), DISPATCH_MODE
+ *                    targeted but no shard known, or a live shard not connected
+ *   healthy   (200): otherwise
+ */
+#ifndef ODIN_ROUTER_HTTP_H
+#define ODIN_ROUTER_HTTP_H
+
+#include <event2/event.h>
+
+#include "router/config.h"
+#include "router/router.h"
+
+typedef struct router_http router_http;
+
+/* Bind cfg->http_addr on base.  base, cfg and r are borrowed and must
+ * outlive the server.  NULL on failure (reason logged). */
+router_http *router_http_new(struct event_base *base, const router_config *cfg, router *r);
+void router_http_free(router_http *h);   /* NULL is a no-op */
+
+#endif
