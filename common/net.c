@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -66,6 +67,23 @@ int net_is_numeric_host(const char *host)
 }
 
 /* ---- DNS ------------------------------------------------------------------ */
+
+int net_addr_is_loopback(const char *hostport)
+{
+    char host[256];
+    int port;
+    if (!hostport || config_split_hostport(hostport, host, sizeof host, &port) != 0)
+        return 0;
+    if (strcasecmp(host, "localhost") == 0)
+        return 1;
+    struct in_addr a4;
+    struct in6_addr a6;
+    if (inet_pton(AF_INET, host, &a4) == 1)
+        return (ntohl(a4.s_addr) >> 24) == 127;
+    if (inet_pton(AF_INET6, host, &a6) == 1)
+        return IN6_IS_ADDR_LOOPBACK(&a6);
+    return 0;
+}
 
 struct evdns_base *net_dns_new(struct event_base *base)
 {

@@ -66,6 +66,10 @@ int net_is_numeric_host(const char *host);
  * caller frees it with net_dns_free after every resolve is done/cancelled.
  */
 struct evdns_base *net_dns_new(struct event_base *base);
+
+/* 1 if "host:port" names only this machine: "localhost", 127.0.0.0/8 or
+ * [::1].  A wildcard (0.0.0.0, [::]) or any other name is not.  Pure. */
+int net_addr_is_loopback(const char *hostport);
 /* Free (pending requests are failed).  NULL is a no-op. */
 void net_dns_free(struct evdns_base *dns);
 

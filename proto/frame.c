@@ -249,7 +249,7 @@ int frame_decode_payload(frame_decoder *d, const void *p, size_t n, frame_msg *o
             return FRAME_E_MALFORMED;
         out->type = FRAME_AUTH;
         out->mac = (const uint8_t *)e[1].via.bin.ptr;
-        return 1;
+        return FRAME_OK;
     }
     if (type == FRAME_DELIVERY) {
         int64_t mode;

@@ -49,6 +49,10 @@ static size_t fill_opts(router_config *c)
     OPT("REDIS_URL", CFG_STR, redis_url, "redis://127.0.0.1:6379",
         "Redis endpoint: redis://[[user]:password@]host:port[/db] or unix:/path "
         "(the password is never logged)", 0, 0);
+    OPT("SHARD_INGRESS_SECRET", CFG_STR, ingress_secret, NULL,
+        "Shared secret of router <-> shard links: both sides prove it with an "
+        "HMAC challenge-response in HELLO, and a shard that fails is not fed. "
+        "Must match the shards' setting; never logged", 0, 0);
     OPT("REDIS_PASSWORD", CFG_STR, redis_password, NULL,
         "Redis password (AUTH); overrides one in REDIS_URL; never logged", 0, 0);
     OPT("REDIS_PREFIX", CFG_STR, redis_prefix, "odin:",

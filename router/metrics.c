@@ -140,6 +140,9 @@ int router_metrics_render(const router_metrics *m, const router_gauges *g, buf *
                   m->shards_cleaned);
     rc |= prom_counter(o, "router_frames_sent_total", "Delivery frames fully written",
                   m->frames_sent);
+    rc |= prom_counter(o, "router_shard_auth_failures_total",
+                  "Shard links refused: no or wrong AUTH (SHARD_INGRESS_SECRET)",
+                  m->shard_auth_failures);
     rc |= prom_counter(o, "router_bytes_sent_total", "Bytes written to shard sockets",
                   m->bytes_sent);
     rc |= prom_counter(o, "router_records_sent_total", "Record copies queued to shard "

@@ -78,6 +78,7 @@ typedef struct router_metrics {
     uint64_t frames_sent;
     uint64_t bytes_sent;
     uint64_t kafka_errors;
+    uint64_t shard_auth_failures;             /* links refused: no or wrong AUTH */
     router_hist fanout;                       /* shards per record */
     router_hist lookup_seconds;               /* Redis round trip */
     router_hist batch_size;                   /* records per batch */

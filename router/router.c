@@ -716,6 +716,7 @@ router *router_new(const router_config *cfg)
         .hello_timeout_ms = cfg->shard_hello_timeout_ms,
         .reconnect_max_ms = cfg->shard_reconnect_max_ms,
         .dns = r->dns,
+        .secret = cfg->ingress_secret,
     };
     router_shards_hooks hooks = { hook_frame, hook_ref, NULL, r };
     r->shards = router_shards_new(r->base, &so, &hooks, &r->m);

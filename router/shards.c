@@ -7,6 +7,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <openssl/crypto.h>
+
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/net.h"
@@ -21,6 +23,8 @@ struct router_shards {
     struct event_base *base;
     router_shards_opts opts;
     char *router_id;
+    char *secret;                /* NULL: links are not authenticated */
+    size_t secret_len;
     router_shards_hooks hooks;
     router_metrics *m;
     router_shard **slots;
@@ -53,6 +57,13 @@ router_shards *router_shards_new(struct event_base *base, const router_shards_op
     if (!s->router_id || !s->slots || !s->touched)
         goto err;
     s->opts.router_id = s->router_id;
+    if (opts->secret && *opts->secret) {
+        s->secret = strdup(opts->secret);
+        if (!s->secret)
+            goto err;
+        s->secret_len = strlen(s->secret);
+    }
+    s->opts.secret = s->secret;
     return s;
 err:
     router_shards_free(s);
@@ -82,6 +93,10 @@ void router_shards_free(router_shards *s)
     free(s->slots);
     free(s->touched);
     free(s->router_id);
+    if (s->secret) {
+        OPENSSL_cleanse(s->secret, s->secret_len);
+        free(s->secret);
+    }
     free(s);
 }
 
@@ -300,9 +315,11 @@ static void read_cb(evutil_socket_t fd, short what, void *arg);
 static void on_connected(router_shards *s, router_shard *sh)
 {
     sh->state = RSH_HELLO;
+    sh->hello_seen = 0;
     sh->dec = frame_decoder_new(OUR_MAX_FRAME);
-    if (!sh->dec || frame_encode_hello(router_outq_buf(&sh->q), "router", s->router_id,
-                                       OUR_MAX_FRAME) != FRAME_OK) {
+    if (!sh->dec || (s->secret && frame_nonce(sh->nonce) != 0) ||
+        frame_encode_hello_nonce(router_outq_buf(&sh->q), "router", s->router_id,
+                                 OUR_MAX_FRAME, s->secret ? sh->nonce : NULL) != FRAME_OK) {
         shard_close(s, sh, "out of memory", ROUTER_DROP_SHARD_DOWN, -1);
         return;
     }
@@ -413,10 +430,50 @@ static void write_cb(evutil_socket_t fd, short what, void *arg)
     shard_flush(sh->owner, sh);
 }
 
+/* The link is up both ways (and authenticated when there is a secret). */
+static void shard_ready(router_shards *s, router_shard *sh)
+{
+    sh->state = RSH_READY;
+    sh->backoff_ms = BACKOFF_MIN_MS;
+    sh->quiet = 0;
+    evtimer_del(sh->timer);
+    log_kv(LOG_INFO, "shard connected", "s:shard", sh->id, "s:endpoint", sh->endpoint,
+           "u:max_frame", (uint64_t)sh->max_frame, "b:authenticated", s->secret != NULL,
+           NULL);
+    notify_state(s);
+}
+
+static void auth_reject(router_shards *s, router_shard *sh, const char *why)
+{
+    s->m->shard_auth_failures++;
+    log_kv(sh->quiet ? LOG_DEBUG : LOG_ERROR, "shard rejected", "s:shard", sh->id,
+           "s:reason", why, NULL);
+    shard_close(s, sh, why, ROUTER_DROP_SHARD_DOWN, (int)s->opts.reconnect_max_ms);
+}
+
+/* The shard's AUTH: HMAC over both nonces with the shared secret. */
+static void handle_auth(router_shards *s, router_shard *sh, const uint8_t *mac)
+{
+    if (!s->secret) {
+        log_kv(LOG_DEBUG, "AUTH from shard ignored (no SHARD_INGRESS_SECRET here)",
+               "s:shard", sh->id, NULL);
+        return;
+    }
+    if (sh->state != RSH_HELLO || !sh->hello_seen) {
+        auth_reject(s, sh, "AUTH before HELLO");
+        return;
+    }
+    if (!frame_auth_verify(s->secret, s->secret_len, "shard", sh->nonce, sh->peer_nonce, mac)) {
+        auth_reject(s, sh, "shard failed authentication (SHARD_INGRESS_SECRET differs)");
+        return;
+    }
+    shard_ready(s, sh);
+}
+
 static void handle_hello(router_shards *s, router_shard *sh, const frame_hello *h)
 {
     char why[384];
-    if (sh->state != RSH_HELLO) {
+    if (sh->state != RSH_HELLO || sh->hello_seen) {
         log_kv(LOG_WARN, "shard sent a second HELLO; ignored", "s:shard", sh->id, NULL);
         return;
     }
@@ -450,13 +507,25 @@ static void handle_hello(router_shards *s, router_shard *sh, const frame_hello *
     if (mf < FRAME_MIN_MAX)
         mf = FRAME_MIN_MAX;
     sh->max_frame = mf;
-    sh->state = RSH_READY;
-    sh->backoff_ms = BACKOFF_MIN_MS;
-    sh->quiet = 0;
-    evtimer_del(sh->timer);
-    log_kv(LOG_INFO, "shard connected", "s:shard", sh->id, "s:endpoint", sh->endpoint,
-           "u:max_frame", (uint64_t)mf, NULL);
-    notify_state(s);
+    if (!s->secret) {
+        shard_ready(s, sh);
+        return;
+    }
+    /* answer the shard's challenge, then wait for its answer to ours */
+    if (!h->nonce) {
+        auth_reject(s, sh, "shard sent no challenge: SHARD_INGRESS_SECRET is not set on "
+                           "the shard");
+        return;
+    }
+    memcpy(sh->peer_nonce, h->nonce, FRAME_NONCE_LEN);
+    uint8_t mac[FRAME_MAC_LEN];
+    if (frame_auth_mac(s->secret, s->secret_len, "router", sh->peer_nonce, sh->nonce, mac) != 0 ||
+        frame_encode_auth(router_outq_buf(&sh->q), mac) != FRAME_OK) {
+        shard_close(s, sh, "out of memory", ROUTER_DROP_SHARD_DOWN, -1);
+        return;
+    }
+    sh->hello_seen = 1;
+    shard_flush(s, sh);
 }
 
 static void read_cb(evutil_socket_t fd, short what, void *arg)
@@ -487,8 +556,11 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
         frame_msg msg;
         int rc;
         while ((rc = frame_decoder_next(sh->dec, &msg)) == 1) {
-            if (msg.type == FRAME_HELLO) {
-                handle_hello(s, sh, &msg.hello);
+            if (msg.type == FRAME_HELLO || msg.type == FRAME_AUTH) {
+                if (msg.type == FRAME_HELLO)
+                    handle_hello(s, sh, &msg.hello);
+                else
+                    handle_auth(s, sh, msg.mac);
                 if (sh->state == RSH_IDLE)
                     return;
             } else {

@@ -56,6 +56,9 @@ typedef struct router_shard {
     int fd;
     struct event *rev, *wev, *timer;
     struct net_connect *nc;      /* resolve + connect in progress */
+    uint8_t nonce[FRAME_NONCE_LEN];       /* ours, in our HELLO (with a secret) */
+    uint8_t peer_nonce[FRAME_NONCE_LEN];  /* the shard's */
+    int hello_seen;              /* shard's HELLO accepted, its AUTH awaited */
     int write_armed;
     router_outq q;
     frame_decoder *dec;
@@ -94,6 +97,8 @@ typedef struct router_shards_opts {
     long hello_timeout_ms;
     long reconnect_max_ms;
     struct evdns_base *dns;      /* resolver for tcp:// host names (not owned) */
+    const char *secret;          /* SHARD_INGRESS_SECRET or NULL (copied): links
+                                    authenticate both ways (proto/frame.h) */
 } router_shards_opts;
 
 typedef struct router_shards router_shards;

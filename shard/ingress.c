@@ -19,6 +19,10 @@
 #define INGRESS_READ 65536
 #define INGRESS_READS_PER_WAKEUP 8
 #define INGRESS_ACCEPTS_PER_WAKEUP 16
+/* A router that connects and does not complete HELLO (+ AUTH) in this time
+ * is closed, so silent or unauthenticated peers cannot hold the
+ * SHARD_MAX_ROUTERS slots. */
+#define HS_TIMEOUT_MS 5000
 
 typedef struct router_conn {
     struct router_conn *prev, *next;
@@ -26,8 +30,12 @@ typedef struct router_conn {
     int fd;
     int dead;
     int hello_ok;
+    int auth_ok;             /* AUTH verified (or no secret configured) */
     int want_write;
     struct event ev;
+    struct event hs;         /* HELLO (+ AUTH) must arrive within HS_TIMEOUT_MS */
+    uint8_t nonce[FRAME_NONCE_LEN];        /* ours, with a secret */
+    uint8_t peer_nonce[FRAME_NONCE_LEN];
     frame_decoder *dec;
     buf out;                 /* our HELLO until written */
     char id[80];
@@ -59,6 +67,7 @@ static void conn_close(router_conn *c, const char *why, int error)
            "s:router", c->id[0] ? c->id : NULL, "s:reason", why, NULL);
     c->dead = 1;
     event_del(&c->ev);
+    event_del(&c->hs);
     close(c->fd);
     c->fd = -1;
     if (c->prev)
@@ -120,6 +129,44 @@ static void conn_write(router_conn *c)
     set_write(c, 0);
 }
 
+static const char *secret_of(const shard_ingress *in, size_t *len)
+{
+    const char *s = in->ctx->set->ingress_secret;
+    if (!s || !*s)
+        return NULL;
+    *len = strlen(s);
+    return s;
+}
+
+static void auth_failed(router_conn *c, const char *why)
+{
+    c->in->ctx->m.shard_ingress_auth_failures_total++;
+    log_kv(LOG_WARN, "router refused", "s:router", c->id[0] ? c->id : NULL,
+           "s:reason", why, NULL);
+    conn_close(c, why, 1);
+}
+
+/* The router's AUTH: its HMAC over both nonces with the shared secret. */
+static int handle_auth(router_conn *c, const uint8_t *mac)
+{
+    size_t sl = 0;
+    const char *secret = secret_of(c->in, &sl);
+    if (!secret)
+        return 0;   /* no secret here: nothing to check */
+    if (!c->hello_ok) {
+        auth_failed(c, "AUTH before HELLO");
+        return -1;
+    }
+    if (!frame_auth_verify(secret, sl, "router", c->nonce, c->peer_nonce, mac)) {
+        auth_failed(c, "router failed authentication (SHARD_INGRESS_SECRET differs)");
+        return -1;
+    }
+    c->auth_ok = 1;
+    event_del(&c->hs);
+    log_kv(LOG_INFO, "router authenticated", "s:router", c->id, NULL);
+    return 0;
+}
+
 static int handle_hello(router_conn *c, const frame_hello *h)
 {
     size_t n = h->id_len < sizeof(c->id) - 1 ? h->id_len : sizeof(c->id) - 1;
@@ -137,9 +184,42 @@ static int handle_hello(router_conn *c, const frame_hello *h)
         return -1;
     }
     c->hello_ok = 1;
+    size_t sl = 0;
+    const char *secret = secret_of(c->in, &sl);
+    if (secret) {
+        if (!h->nonce) {
+            auth_failed(c, "router sent no challenge: SHARD_INGRESS_SECRET is not set on "
+                           "the router");
+            return -1;
+        }
+        memcpy(c->peer_nonce, h->nonce, FRAME_NONCE_LEN);
+        uint8_t mac[FRAME_MAC_LEN];
+        if (frame_auth_mac(secret, sl, "shard", c->peer_nonce, c->nonce, mac) != 0 ||
+            frame_encode_auth(&c->out, mac) != FRAME_OK) {
+            conn_close(c, "out of memory", 1);
+            return -1;
+        }
+        conn_write(c);
+        if (c->dead)
+            return -1;
+    } else {
+        c->auth_ok = 1;
+        event_del(&c->hs);
+    }
     log_kv(LOG_INFO, "router connected", "s:router", c->id, "i:max_frame",
-           (int)h->max_frame, NULL);
+           (int)h->max_frame, "b:authenticating", secret != NULL, NULL);
     return 0;
+}
+
+static void on_hs_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    router_conn *c = arg;
+    if (c->dead || (c->hello_ok && c->auth_ok))
+        return;
+    if (c->hello_ok)
+        auth_failed(c, "no AUTH from the router in time");
+    else
+        conn_close(c, "no HELLO from the router in time", 1);
 }
 
 static void conn_read(router_conn *c)
@@ -178,8 +258,17 @@ static void conn_read(router_conn *c)
                     return;
                 continue;
             }
+            if (m.type == FRAME_AUTH) {
+                if (handle_auth(c, m.mac) != 0)
+                    return;
+                continue;
+            }
             if (!c->hello_ok) {
                 conn_close(c, "delivery before hello", 1);
+                return;
+            }
+            if (!c->auth_ok) {
+                auth_failed(c, "delivery before authentication");
                 return;
             }
             for (size_t k = 0; k < m.nrecords; k++)
@@ -219,10 +308,14 @@ static void on_accept(net_acceptor *a, int fd, const struct sockaddr *sa,
                       NET_KEEPALIVE_CNT);
     }
     router_conn *c = calloc(1, sizeof(*c));
+    size_t sl;
+    int with_secret = secret_of(in, &sl) != NULL;
     if (!c || !(c->dec = frame_decoder_new(
                     (uint32_t)ctx->set->router_max_frame)) ||
-        frame_encode_hello(&c->out, "shard", ctx->set->shard_id,
-                           (uint32_t)ctx->set->router_max_frame) != 0) {
+        (with_secret && frame_nonce(c->nonce) != 0) ||
+        frame_encode_hello_nonce(&c->out, "shard", ctx->set->shard_id,
+                                 (uint32_t)ctx->set->router_max_frame,
+                                 with_secret ? c->nonce : NULL) != 0) {
         if (c)
             conn_free(c);
         close(fd);
@@ -233,6 +326,9 @@ static void on_accept(net_acceptor *a, int fd, const struct sockaddr *sa,
     event_assign(&c->ev, ctx->base, fd, EV_READ | EV_PERSIST,
                  conn_on_event, c);
     event_add(&c->ev, NULL);
+    evtimer_assign(&c->hs, ctx->base, on_hs_timeout, c);
+    struct timeval hs = { HS_TIMEOUT_MS / 1000, (HS_TIMEOUT_MS % 1000) * 1000 };
+    evtimer_add(&c->hs, &hs);
     c->next = in->conns;
     if (in->conns)
         in->conns->prev = c;

@@ -128,6 +128,9 @@ int shard_metrics_render(buf *o, const shard_metrics *m, const shard_gauges *g)
                          "\n", drops[i], m->shard_records_dropped_total[i]);
     e |= prom_counter(o, "shard_frames_received_total", "Router frames decoded",
                  m->shard_frames_received_total);
+    e |= prom_counter(o, "shard_ingress_auth_failures_total",
+                 "Router connections refused: no or wrong AUTH (SHARD_INGRESS_SECRET)",
+                 m->shard_ingress_auth_failures_total);
     e |= prom_counter(o, "shard_frames_errors_total",
                  "Router connections closed for a bad frame or hello",
                  m->shard_frames_errors_total);

@@ -52,6 +52,7 @@ typedef struct shard_metrics {
     uint64_t shard_records_dropped_total[SM_DROP_N];
     uint64_t shard_frames_received_total;
     uint64_t shard_frames_errors_total;
+    uint64_t shard_ingress_auth_failures_total;  /* routers refused: no or wrong AUTH */
     uint64_t shard_router_connections_total;
     uint64_t shard_redis_connects_total;
     uint64_t shard_redis_errors_total;

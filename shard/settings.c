@@ -1,5 +1,6 @@
 #include "shard/settings.h"
 #include "common/config.h"
+#include "common/net.h"
 #include "common/schema.h"
 
 #include <stdio.h>
@@ -108,6 +109,14 @@ static size_t table(shard_settings *s, config_opt *o)
         "Largest router frame payload accepted, bytes", 64, 1 << 30);
     OPT("SHARD_MAX_ROUTERS", CFG_INT, &s->max_routers, "64",
         "Max simultaneous router connections", 1, 100000);
+    OPT("SHARD_INGRESS_SECRET", CFG_STR, &s->ingress_secret, NULL,
+        "Shared secret of router <-> shard links: a router must prove it (HMAC "
+        "challenge-response in HELLO) before its records are accepted, and the "
+        "shard proves it back.  Required for a SHARD_TCP_ADDR that is not "
+        "loopback; never logged", 0, 0);
+    OPT("SHARD_INGRESS_INSECURE", CFG_BOOL, &s->ingress_insecure, "false",
+        "Allow SHARD_TCP_ADDR on a non-loopback address without "
+        "SHARD_INGRESS_SECRET (anyone who reaches it can push records)", 0, 0);
     OPT("REDIS_URL", CFG_STR, &s->redis_url, "redis://127.0.0.1:6379",
         "Redis endpoint: redis://[[user]:password@]host:port[/db] or unix:/path "
         "(the password is never logged)", 0, 0);
@@ -213,6 +222,13 @@ int shard_settings_load(shard_settings *s, int argc, char **argv)
         return -1;
     if (s->max_frame < s->max_message)
         s->max_frame = s->max_message;
+    if (s->tcp_addr && *s->tcp_addr && !(s->ingress_secret && *s->ingress_secret) &&
+        !s->ingress_insecure && !net_addr_is_loopback(s->tcp_addr)) {
+        fprintf(stderr, "odin-shard: SHARD_TCP_ADDR %s is not a loopback address: "
+                        "set SHARD_INGRESS_SECRET (on shards and routers), or "
+                        "SHARD_INGRESS_INSECURE=true on a network you trust\n", s->tcp_addr);
+        return -1;
+    }
     return 0;
 }
 

@@ -38,6 +38,8 @@ typedef struct shard_settings {
     char *endpoint;           /* SHARD_ENDPOINT as registered (derived copy) */
     long router_max_frame;    /* SHARD_MAX_FRAME */
     long max_routers;         /* SHARD_MAX_ROUTERS */
+    char *ingress_secret;     /* SHARD_INGRESS_SECRET, never logged */
+    int ingress_insecure;     /* SHARD_INGRESS_INSECURE */
     char *redis_url;          /* REDIS_URL (may hold a password: log it redacted) */
     char *redis_password;     /* REDIS_PASSWORD, never logged */
     char *redis_prefix;       /* REDIS_PREFIX */

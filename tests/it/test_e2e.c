@@ -260,19 +260,24 @@ static void start_shard(ssup_shard *s, const char *id)
     start_shard_env(s, id, NULL);
 }
 
-static void start_router(rtsup_router *r)
+static void start_router_env(rtsup_router *r, const char *more)
 {
     char group[128];
     snprintf(group, sizeof group, "KAFKA_GROUP=%s", rtsup_unique("e2e"));
     const char *extra[] = { group, "KAFKA_OFFSET_RESET=latest", "LOG_LEVEL=info",
                             "KAFKA_OPTIONS=fetch.wait.max.ms=20,topic.metadata.refresh.interval.ms=1000,"
                             "session.timeout.ms=6000",
-                            NULL };
+                            more, NULL };
     assert_int_equal(rtsup_router_start(r, tsup_env("ODIN_REDIS_URL"), extra), 0);
     remember(r->pid);
     /* Joining a new consumer group takes the mock broker a few seconds, more
      * on a loaded machine: wait for the assignment itself. */
     assert_true(rtsup_wait_metric(r->http_port, "router_assigned_partitions", 1, 120000));
+}
+
+static void start_router(rtsup_router *r)
+{
+    start_router_env(r, NULL);
 }
 
 /* ---- tests -------------------------------------------------------------- */
@@ -561,6 +566,77 @@ static void test_tcp_endpoint(void **st)
     assert_int_equal(WEXITSTATUS(ssup_shard_stop(&s, SIGTERM, 10000)), 0);
 }
 
+static void stop_router_ok(rtsup_router *r)
+{
+    int st = rtsup_router_stop(r);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+/* SHARD_INGRESS_SECRET: a router without the secret, or with another one,
+ * is refused by the shard (and refuses the shard); a forged router that
+ * sends HELLO and records is closed before any record reaches a client;
+ * with the same secret on both sides every record arrives exactly once. */
+static void test_ingress_secret(void **st)
+{
+    (void)st;
+    char id[48], tok[32], chan[64], tcp[64], ep[80];
+    snprintf(id, sizeof id, "e2e-auth-%d", (int)getpid());
+    snprintf(tok, sizeof tok, "EA%d", (int)getpid());
+    snprintf(chan, sizeof chan, "%s.trade", tok);
+    int port = tsup_free_port();
+    snprintf(tcp, sizeof tcp, "SHARD_TCP_ADDR=127.0.0.1:%d", port);
+    snprintf(ep, sizeof ep, "SHARD_ENDPOINT=tcp://127.0.0.1:%d", port);
+    ssup_shard s;
+    start_shard_env(&s, id, (const char *const[]){ tcp, ep, "SHARD_INGRESS_SECRET=right-secret",
+                                                   NULL });
+    client c;
+    client_open(&c, "auth", s.port, (const char *const[]){ chan, NULL });
+
+    /* no secret on the router: the shard refuses it */
+    rtsup_router r;
+    start_router(&r);
+    assert_true(ssup_wait_metric(s.port, "shard_ingress_auth_failures_total", 1, 15000));
+    stop_router_ok(&r);
+
+    /* another secret: refused both ways */
+    double before = ssup_metric(s.port, "shard_ingress_auth_failures_total");
+    start_router_env(&r, "SHARD_INGRESS_SECRET=wrong-secret");
+    assert_true(rtsup_wait_metric(r.http_port, "router_shard_auth_failures_total", 1, 15000));
+    assert_true(ssup_wait_metric(s.port, "shard_ingress_auth_failures_total", before + 1, 15000));
+    assert_true(rtsup_metric(r.http_port, "router_shards_connected") == 0);
+    stop_router_ok(&r);
+
+    /* a forged router on the shard's socket: HELLO then records, closed */
+    before = ssup_metric(s.port, "shard_ingress_auth_failures_total");
+    ssup_router fake;
+    assert_int_equal(ssup_router_connect(&fake, s.sock, "forger", FRAME_PROTO_VERSION), 0);
+    assert_non_null(fake.hello.nonce);   /* the shard challenges (pointer only) */
+    frame_record forged = ssup_rec("trade", tok, 999999, 1700000000000, "{\"forged\":true}");
+    ssup_router_send(&fake, &forged, 1);
+    assert_int_equal(ssup_router_wait_closed(&fake, 5000), 1);
+    ssup_router_close(&fake);
+    assert_true(ssup_metric(s.port, "shard_ingress_auth_failures_total") >= before + 1);
+    assert_true(ssup_metric(s.port, "shard_records_received_total") == 0);
+
+    /* the same secret: authenticated, every record exactly once */
+    start_router_env(&r, "SHARD_INGRESS_SECRET=right-secret");
+    assert_true(rtsup_wait_metric_eq(r.http_port, "router_shards_connected", 1, 15000));
+    client *cs[] = { &c, NULL };
+    rtsup_producer *p = rtsup_producer_new(tsup_env("ODIN_KAFKA_BROKERS"));
+    await_live(cs, p);
+    for (int i = 0; i < 50; i++)
+        produce(p, TOPIC_TRADE, tok, i);
+    assert_int_equal(rtsup_producer_flush(p), 0);
+    await_marker(cs, p, "auth");
+    assert_int_equal(count_of(&c, chan), 50);
+    assert_int_equal(c.unexpected, 0);
+    rtsup_producer_free(p);
+    client_close(&c);
+    stop_router_ok(&r);
+    assert_int_equal(WEXITSTATUS(ssup_shard_stop(&s, SIGTERM, 10000)), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -568,6 +644,7 @@ int main(void)
         cmocka_unit_test_teardown(test_sigkill_shard, teardown),
         cmocka_unit_test_teardown(test_scale_out, teardown),
         cmocka_unit_test_teardown(test_tcp_endpoint, teardown),
+        cmocka_unit_test_teardown(test_ingress_secret, teardown),
     };
     return cmocka_run_group_tests_name("e2e", tests, NULL, NULL);
 }

@@ -341,6 +341,39 @@ static void test_http(void **state)
     stop(s);
 }
 
+/* SHARD_TCP_ADDR on a non-loopback address needs SHARD_INGRESS_SECRET (or
+ * an explicit SHARD_INGRESS_INSECURE=true): otherwise the shard refuses to
+ * start, before it listens anywhere. */
+static void test_tcp_ingress_needs_secret(void **state)
+{
+    char id[96], env_id[128], env_tcp[64], env_ws[64], env_sock[600], env_redis[160];
+    snprintf(id, sizeof id, "proto-tcpsec-%d", (int)getpid());
+    snprintf(env_id, sizeof env_id, "SHARD_ID=%s", id);
+    snprintf(env_tcp, sizeof env_tcp, "SHARD_TCP_ADDR=0.0.0.0:%d", tsup_free_port());
+    snprintf(env_ws, sizeof env_ws, "WS_ADDR=127.0.0.1:%d", tsup_free_port());
+    char *sock = tsup_tmp("tcpsec.sock");
+    snprintf(env_sock, sizeof env_sock, "SHARD_SOCKET=%s", sock);
+    free(sock);
+    snprintf(env_redis, sizeof env_redis, "REDIS_URL=%s", tsup_env("ODIN_REDIS_URL"));
+    char *argv[] = { (char *)tsup_bin("odin-shard"), NULL };
+    char *env[] = { env_id, env_tcp, env_ws, env_sock, env_redis, NULL };
+    pid_t p = tsup_spawn(argv, env);
+    int st = tsup_stop(p, 0, 10000);
+    assert_true(WIFEXITED(st));
+    assert_int_not_equal(WEXITSTATUS(st), 0);
+    assert_int_equal(tsup_wait_tcp(atoi(strchr(env_ws, ':') + 1), 200), 0);
+    /* explicitly allowed: it starts */
+    ssup_shard s;
+    const char *ok[] = { env_tcp, "SHARD_INGRESS_INSECURE=true", NULL };
+    assert_int_equal(ssup_shard_start(&s, id, NULL, ok), 0);
+    stop(&s);
+    /* with a secret: it starts */
+    snprintf(env_tcp, sizeof env_tcp, "SHARD_TCP_ADDR=0.0.0.0:%d", tsup_free_port());
+    const char *sec[] = { env_tcp, "SHARD_INGRESS_SECRET=x", NULL };
+    assert_int_equal(ssup_shard_start(&s, id, NULL, sec), 0);
+    stop(&s);
+}
+
 /* WS_ALLOWED_ORIGINS: a browser page from another origin gets 403. */
 static void test_origin(void **state)
 {
@@ -703,6 +736,7 @@ int main(void)
         cmocka_unit_test(test_help),
         cmocka_unit_test(test_partial_frames),
         cmocka_unit_test(test_origin),
+        cmocka_unit_test(test_tcp_ingress_needs_secret),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

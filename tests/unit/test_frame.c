@@ -454,6 +454,11 @@ static void test_auth(void **st)
     memcpy(got_rn, m.hello.nonce, FRAME_NONCE_LEN);
     assert_int_equal(frame_decoder_next(d, &m), 1);
     assert_int_equal(m.type, FRAME_AUTH);
+    const uint8_t *got_mac = m.mac;
+    /* nothing after it: the AUTH was consumed exactly once */
+    assert_int_equal(frame_decoder_pending(d), 0);
+    assert_int_equal(frame_decoder_next(d, &m), 0);
+    m.mac = got_mac;
     /* the shard checks it against its own nonce and the router's */
     assert_int_equal(frame_auth_verify(secret, sl, "router", sn, got_rn, m.mac), 1);
     assert_int_equal(frame_auth_verify("wrong", 5, "router", sn, got_rn, m.mac), 0);

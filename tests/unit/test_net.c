@@ -546,6 +546,22 @@ static void test_listen_unix_stale_and_in_use(void **st_)
     unlink(path);
 }
 
+static void test_addr_is_loopback(void **st)
+{
+    (void)st;
+    assert_true(net_addr_is_loopback("127.0.0.1:7000"));
+    assert_true(net_addr_is_loopback("127.8.9.10:1"));
+    assert_true(net_addr_is_loopback("localhost:1"));
+    assert_true(net_addr_is_loopback("[::1]:1"));
+    assert_false(net_addr_is_loopback("0.0.0.0:7000"));
+    assert_false(net_addr_is_loopback(":7000"));
+    assert_false(net_addr_is_loopback("[::]:7000"));
+    assert_false(net_addr_is_loopback("10.0.0.1:7000"));
+    assert_false(net_addr_is_loopback("shard-1.internal:7000"));
+    assert_false(net_addr_is_loopback("garbage"));
+    assert_false(net_addr_is_loopback(NULL));
+}
+
 int main(void)
 {
     log_init("test", LOG_ERROR);
@@ -557,6 +573,7 @@ int main(void)
         cmocka_unit_test(test_redislink_answering_peer_stays_up),
         cmocka_unit_test(test_redislink_subscribed_ping),
         cmocka_unit_test(test_connect_resolves_off_loop),
+        cmocka_unit_test(test_addr_is_loopback),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

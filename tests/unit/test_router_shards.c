@@ -18,7 +18,8 @@ static void hook_ref(void *t, void *a) { refs++; }
 
 static router_shards *mk(struct event_base *base, router_metrics *m)
 {
-    router_shards_opts o = { "r1", 65536, 1000, 1000, 1000, NULL };
+    router_shards_opts o = { .router_id = "r1", .queue_bytes = 65536, .stall_timeout_ms = 1000,
+                             .hello_timeout_ms = 1000, .reconnect_max_ms = 1000 };
     router_shards_hooks h = { hook_frame, hook_ref, NULL, NULL };
     router_metrics_init(m);
     return router_shards_new(base, &o, &h, m);
