@@ -377,7 +377,9 @@ static void send_error(shard_client *c, enum clientmsg_err e, const char *msg)
         return;
     }
     send_reply(c);
-    if (c->state != CL_OPEN)
+    /* as odin-ws: an unknown type is answered but is not misbehaviour (a
+     * newer client may send types this server does not know yet) */
+    if (c->state != CL_OPEN || e == CLIENTMSG_E_UNKNOWN_TYPE)
         return;
     uint64_t now = clock_mono_ms();
     if (now - c->err_window_ms > (uint64_t)(ctx->set->error_window * 1000)) {
@@ -467,7 +469,9 @@ static void on_ws_message(void *ud, ws_parser *p, unsigned opcode,
         return;
     ctx->m.ws_messages_received_total++;
     if (opcode == WS_OP_BINARY) {
-        client_close(c, 1003, "binary messages are not supported");
+        /* as odin-ws: ignored, not closed (and not rate limited: nothing is
+         * answered, so there is nothing to amplify) */
+        ctx->m.ws_binary_frames_ignored_total++;
         return;
     }
     uint64_t now = clock_mono_ms();

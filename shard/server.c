@@ -439,7 +439,8 @@ void shard_server_deliver(shard_server *srv, const frame_record *r)
             ctx->m.shard_records_dropped_total[SM_DROP_NO_SUBSCRIBERS]++;
             return;
         }
-        ws_chunk *ch = envelope_frame(&srv->scratch, r);
+        ws_chunk *ch = envelope_frame(&srv->scratch, r,
+                                    (enum envelope_types)ctx->set->envelope_types, 0);
         if (!ch) {
             ctx->m.shard_records_dropped_total[SM_DROP_NOMEM]++;
             return;
@@ -462,7 +463,8 @@ void shard_server_deliver(shard_server *srv, const frame_record *r)
                                                  : SM_DROP_NO_SUBSCRIBERS]++;
         return;
     }
-    ws_chunk *ch = envelope_frame(&srv->scratch, r);
+    ws_chunk *ch = envelope_frame(&srv->scratch, r,
+                                    (enum envelope_types)ctx->set->envelope_types, 0);
     if (!ch) {
         ctx->m.shard_records_dropped_total[SM_DROP_NOMEM]++;
         return;

@@ -3,6 +3,7 @@
 #include "shard/ingress.h"
 #include "shard/registry.h"
 #include "shard/server.h"
+#include "shard/sysstat.h"
 #include "common/clock.h"
 #include "common/log.h"
 
@@ -45,6 +46,12 @@ void shard_gauges_fill(const shard_ctx *ctx, shard_gauges *g)
     g->stopping = ctx->stopping;
     g->draining = ctx->draining;
     g->shard_id = ctx->set->shard_id;
+    sysstat st;
+    sysstat_sample(&st, g->uptime_s);
+    g->cpu_percent = st.cpu_percent;
+    g->rss_bytes = st.rss_bytes;
+    g->mem_limit_bytes = st.limit_bytes;
+    g->mem_percent = st.mem_percent;
 }
 
 typedef struct run_state {
