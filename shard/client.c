@@ -6,6 +6,8 @@
 #include "shard/server.h"
 #include "shard/clientmsg.h"
 #include "shard/httpreq.h"
+#include "shard/resume.h"
+#include "common/topics.h"
 #include "common/clock.h"
 #include "common/log.h"
 
@@ -343,6 +345,7 @@ void client_free(shard_client *c)
 {
     if (!c)
         return;
+    shard_resume_client_gone(c);
     subs_remove_all(c->srv->ctx->subs, &c->subs);
     ws_parser_free(&c->parser);
     q_release_all(c, 0);
@@ -364,6 +367,18 @@ static void send_reply(shard_client *c)
     if (client_push(c, ch))
         srv->ctx->m.ws_replies_sent_total++;
     ws_chunk_unref(ch);
+}
+
+int client_send_text(shard_client *c, const char *data, size_t len)
+{
+    ws_chunk *ch = ws_chunk_frame(WS_OP_TEXT, data, len);
+    if (!ch)
+        return 0;
+    int r = client_push(c, ch);
+    if (r)
+        c->srv->ctx->m.ws_replies_sent_total++;
+    ws_chunk_unref(ch);
+    return r;
 }
 
 static void send_error(shard_client *c, enum clientmsg_err e, const char *msg)
@@ -434,6 +449,8 @@ static void handle_subscribe(shard_client *c, clientmsg *m)
             return;
         }
     }
+    if (m->type == CLIENTMSG_RECONNECT)
+        return;               /* the reconnect answers for itself */
     buf_reset(&c->srv->scratch);
     if (clientmsg_build_ack(&c->srv->scratch, CLIENTMSG_SUBSCRIBE,
                             m->channels, m->nchannels,
@@ -442,6 +459,65 @@ static void handle_subscribe(shard_client *c, clientmsg *m)
         return;
     }
     send_reply(c);
+}
+
+/* reconnect: subscribe (same rules as subscribe), then replay from Kafka
+ * (shard/resume.c answers with reconnect_ack or reconnect_error). */
+static void handle_reconnect(shard_client *c, clientmsg *m)
+{
+    shard_ctx *ctx = c->srv->ctx;
+    if (m->odinws) {
+        /* odin-ws: last_offset per topic applies to the client's current
+         * subscriptions of that topic's category */
+        size_t n = 0, cap = subs_conn_count(&c->subs);
+        resume_req_chan *rq = calloc(cap ? cap : 1, sizeof(*rq));
+        if (!rq) {
+            client_close(c, 1011, "out of memory");
+            return;
+        }
+        for (uint32_t i = 0; i < c->subs.n; i++) {
+            size_t len, tl, cl;
+            const char *name = subs_channel_name(c->subs.links[i].ch, &len);
+            const char *cat;
+            if (!topics_channel_split(name, len, &tl, &cat, &cl))
+                continue;
+            const topic_info *ti = topics_by_category(cat, cl);
+            for (size_t k = 0; ti && k < m->ntopics; k++) {
+                if (strlen(ti->topic) == m->topics[k].len &&
+                    memcmp(ti->topic, m->topics[k].topic, m->topics[k].len) == 0) {
+                    rq[n].name = name;
+                    rq[n].len = len;
+                    rq[n].partition = -1;
+                    rq[n].seq = m->topics[k].offset;
+                    n++;
+                    break;
+                }
+            }
+        }
+        shard_resume_start(ctx->resume, c, rq, n, 1);
+        free(rq);
+        return;
+    }
+    handle_subscribe(c, m);   /* validates, subscribes, acks nothing yet */
+    if (c->state != CL_OPEN)
+        return;
+    for (size_t i = 0; i < m->nchannels; i++)
+        if (!subs_has(ctx->subs, &c->subs, m->channels[i].s,
+                      m->channels[i].len))
+            return;           /* refused (error already sent) */
+    resume_req_chan *rq = calloc(m->nchannels ? m->nchannels : 1, sizeof(*rq));
+    if (!rq) {
+        client_close(c, 1011, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < m->nchannels; i++) {
+        rq[i].name = m->channels[i].s;
+        rq[i].len = m->channels[i].len;
+        rq[i].partition = m->positions[i].p;
+        rq[i].seq = m->positions[i].seq;
+    }
+    shard_resume_start(ctx->resume, c, rq, m->nchannels, 0);
+    free(rq);
 }
 
 static void handle_unsubscribe(shard_client *c, clientmsg *m)
@@ -500,6 +576,8 @@ static void on_ws_message(void *ud, ws_parser *p, unsigned opcode,
         handle_subscribe(c, &cm);
     } else if (cm.type == CLIENTMSG_UNSUBSCRIBE) {
         handle_unsubscribe(c, &cm);
+    } else if (cm.type == CLIENTMSG_RECONNECT) {
+        handle_reconnect(c, &cm);
     } else {
         buf_reset(&c->srv->scratch);
         if (clientmsg_build_pong(&c->srv->scratch, clock_wall_ms()) == 0)

@@ -76,6 +76,27 @@ int shard_metrics_render(buf *o, const shard_metrics *m, const shard_gauges *g)
     e |= prom_counter(o, "ws_binary_frames_ignored_total",
                  "Binary messages from clients, ignored (as odin-ws)",
                  m->ws_binary_frames_ignored_total);
+    static const char *rcodes[SM_RESUME_N] = {
+        "ok", "too_far_behind", "position_expired", "invalid_position",
+        "unavailable", "busy"
+    };
+    e |= prom_head(o, "ws_reconnects_total", "counter",
+              "Reconnect requests (resume from a position), by result");
+    for (int i = 0; i < SM_RESUME_N; i++)
+        e |= buf_appendf(o, "ws_reconnects_total{result=\"%s\"} %" PRIu64 "\n",
+                         rcodes[i], m->ws_reconnects_total[i]);
+    e |= prom_counter(o, "ws_replayed_messages_total",
+                 "Records replayed from Kafka to reconnecting clients",
+                 m->ws_replayed_messages_total);
+    e |= prom_counter(o, "ws_replay_duplicates_dropped_total",
+                 "Live records not sent because a replay already sent them",
+                 m->ws_replay_duplicates_dropped_total);
+    e |= prom_head(o, "ws_reconnect_seconds_total", "counter",
+              "Time spent in reconnect replays (sum over replays)");
+    e |= buf_appendf(o, "ws_reconnect_seconds_total %.3f\n",
+                     m->ws_reconnect_seconds_total);
+    e |= prom_gauge(o, "ws_reconnects_active", "Reconnect replays running",
+               (double)g->resumes);
     e |= prom_head(o, "ws_client_errors_total", "counter",
               "Error replies sent to clients, by code");
     for (int i = 1; i < SM_CLIENT_ERR_N; i++)

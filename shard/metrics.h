@@ -25,6 +25,7 @@ enum shard_drop_idx {
 };
 
 #define SM_CLIENT_ERR_N 7    /* indexed by enum clientmsg_err */
+#define SM_RESUME_N 6        /* indexed by enum resume_code */
 
 typedef struct shard_metrics {
     uint64_t ws_connections_total;
@@ -43,6 +44,10 @@ typedef struct shard_metrics {
     uint64_t ws_accept_errors_total;
     uint64_t ws_http_requests_total;
     uint64_t ws_binary_frames_ignored_total;  /* binary messages dropped */
+    uint64_t ws_reconnects_total[SM_RESUME_N];  /* by result */
+    uint64_t ws_replayed_messages_total;
+    uint64_t ws_replay_duplicates_dropped_total;
+    double ws_reconnect_seconds_total;
     uint64_t ws_client_errors_total[SM_CLIENT_ERR_N];
     uint64_t ws_disconnects_total[SM_CLOSE_N];
     uint64_t shard_records_received_total;

@@ -1,6 +1,7 @@
 #include "shard/server.h"
 #include "shard/envelope.h"
 #include "shard/httpreq.h"
+#include "shard/resume.h"
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/log.h"
@@ -472,9 +473,13 @@ void shard_server_deliver(shard_server *srv, const frame_record *r)
     size_t n;
     const subs_member *mem = subs_channel_members(sc, &n);
     srv->in_fanout = 1;
-    for (size_t i = 0; i < n; i++)
-        if (client_push(mem[i].owner, ch))
+    for (size_t i = 0; i < n; i++) {
+        shard_client *mc = mem[i].owner;
+        if (mc->rs && shard_resume_filter(mc, r, ch))
+            continue;   /* held for a reconnect replay, or already replayed */
+        if (client_push(mc, ch))
             ctx->m.ws_messages_sent_total++;
+    }
     srv->in_fanout = 0;
     ws_chunk_unref(ch);
 }
