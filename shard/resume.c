@@ -21,6 +21,9 @@
 
 #define CHECK_MS 20
 
+_Static_assert(RESUME_CODE_N == SM_RESUME_N,
+               "metrics.h SM_RESUME_N must match enum resume_code");
+
 const char *resume_code_name(enum resume_code c)
 {
     switch (c) {

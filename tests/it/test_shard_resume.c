@@ -304,16 +304,28 @@ static void seam(int pre_routed)
     produce_n(TOPIC, 0, tok, 10, 60);
     assert_int_equal(rtsup_producer_flush(g_prod), 0);
 
-    wsc *other = NULL;
+    /* `other` on B: holds the token in the pre_routed variant, and sees
+     * markers.  Once it has the marker produced after 10..59, the router
+     * has dispatched them (one partition, in order): none of them can
+     * reach B live once the client reconnects, so exactly 10..59 must come
+     * from the replay. */
+    wsc *other = ws_open(b.port);
     if (pre_routed) {
-        other = ws_open(b.port);
         subscribe(other, chan);
         route_q there = { tok, b.id, 1 };
         assert_true(tsup_wait_until(route_is, &there, TW));
     }
+    produce_marker(0, pre_routed ? "m50-p" : "m50-n");
+    for (int seen = 0; !seen;) {
+        json_t *j = recv_json(other, TW);
+        assert_non_null(j);
+        seen = is_marker(j) && marker_is(j, pre_routed ? "m50-p" : "m50-n");
+        json_decref(j);
+    }
 
     double dup0 = ssup_metric(b.port, "ws_replay_duplicates_dropped_total");
     wsc *c = ws_open(b.port);
+    uint64_t t_sent = clock_mono_ms();
     send_reconnect(c, chan, p, seq);
     if (pre_routed) {
         /* during the replay: they reach B live (held) and Kafka (replayed) */
@@ -332,6 +344,8 @@ static void seam(int pre_routed)
         if (strcmp(t, "reconnect_ack") == 0) {
             assert_true(ack_at < 0);
             ack_at = next - 10;
+            fprintf(stderr, "seam(pre_routed=%d): ack %llu ms after the request\n",
+                    pre_routed, (unsigned long long)(clock_mono_ms() - t_sent));
             replayed = (long)json_integer_value(json_object_get(j, "replayed"));
             json_t *sub = json_object_get(j, "subscribed");
             assert_int_equal(json_array_size(sub), 1);
@@ -371,11 +385,9 @@ static void seam(int pre_routed)
     double dups = ssup_metric(b.port, "ws_replay_duplicates_dropped_total") - dup0;
     fprintf(stderr, "  live copies dropped as already replayed: %.0f\n", dups);
     /* Every live copy of 60..79 reached B after the reconnect began (the
-     * marker came after them): each was either dropped as already replayed
-     * or sent after the ack.  A router that lags behind the replay also
-     * delivers some of 10..59 live; those are dropped too. */
-    assert_true(dups + (double)(70 - replayed) >= 20);
-    assert_true(dups + (double)(70 - replayed) <= 70);
+     * end marker came after them): each was either dropped as already
+     * replayed or sent after the ack. */
+    assert_true(dups + (double)(70 - replayed) == 20);
     if (!pre_routed)
         assert_int_equal(replayed, 50);   /* 60..79 were produced after the ack */
     assert_true(ssup_metric(b.port, "ws_replayed_messages_total") == (double)replayed);
@@ -396,6 +408,65 @@ static void test_seam_new_route(void **st)
 static void test_seam_route_exists(void **st)
 {
     seam(1);
+}
+
+/* RESUME_MAX_RECORDS (default 1000) records missed: all replayed, in
+ * order, exactly once, then the ack (and the time it takes). */
+static void test_replay_default_limit(void **st)
+{
+    char tok[32], chan[64];
+    snprintf(tok, sizeof tok, "RM%d", (int)getpid());
+    snprintf(chan, sizeof chan, "%s.trade", tok);
+    ssup_shard a, b;
+    start_shard(&a, "maxa", NULL);
+    start_shard(&b, "maxb", NULL);
+    int32_t p;
+    int64_t seq;
+    first_life(a.port, tok, chan, 1, &p, &seq);
+    route_q gone = { tok, a.id, 0 };
+    assert_true(tsup_wait_until(route_is, &gone, TW));
+    produce_n(TOPIC, 0, tok, 1, 1001);
+    assert_int_equal(rtsup_producer_flush(g_prod), 0);
+    /* the router has dispatched them (to nobody) once a marker after them
+     * reached a client: none of them can come live */
+    wsc *watch = ws_open(b.port);
+    produce_marker(0, "m1000");
+    for (int seen = 0; !seen;) {
+        json_t *j = recv_json(watch, TW);
+        assert_non_null(j);
+        seen = is_marker(j) && marker_is(j, "m1000");
+        json_decref(j);
+    }
+    wsc_free(watch);
+    wsc *c = ws_open(b.port);
+    uint64_t t0 = clock_mono_ms();
+    send_reconnect(c, chan, p, seq);
+    long next = 1;
+    for (;;) {
+        json_t *j = recv_json(c, TW);
+        assert_non_null(j);
+        if (strcmp(jtype(j), "reconnect_ack") == 0) {
+            assert_int_equal(json_integer_value(json_object_get(j, "replayed")), 1000);
+            json_decref(j);
+            break;
+        }
+        if (strcmp(jtype(j), "reconnect_error") == 0)
+            fail_msg("reconnect_error %s", json_string_value(json_object_get(j, "message")));
+        if (!is_marker(j)) {
+            assert_true(json_is_true(json_object_get(j, "replay")));
+            if (rec_n(j) != next)
+                fail_msg("want n=%ld, got %ld", next, rec_n(j));
+            next++;
+        }
+        json_decref(j);
+    }
+    assert_int_equal(next, 1001);
+    fprintf(stderr, "1000 records replayed, ack after %llu ms\n",
+            (unsigned long long)(clock_mono_ms() - t0));
+    expect_quiet_until_marker(c, chan, "end-max");
+    wsc_free(c);
+    stop_shard(&a);
+    stop_shard(&b);
 }
 
 /* ---- errors ------------------------------------------------------------ */
@@ -651,6 +722,25 @@ static void test_unavailable_and_busy(void **st)
     wsc_free(c2);
     int stb = ssup_shard_stop(&b, SIGTERM, 10000);
     assert_true(WIFEXITED(stb));
+    assert_int_equal(WEXITSTATUS(stb), 0);
+
+    /* SIGTERM while a replay runs: the shard stops it and exits 0 */
+    const char *lenv[] = { brokers, "RESUME_TIMEOUT_MS=60000", "LOG_LEVEL=info", NULL };
+    snprintf(id2, sizeof id2, "resume-term-%d", (int)getpid());
+    assert_int_equal(ssup_shard_start(&b, id2, redis, lenv), 0);
+    remember(b.pid);
+    c1 = ws_open(b.port);
+    send_reconnect(c1, chan, 0, -1);
+    assert_true(ssup_wait_metric(b.port, "ws_reconnects_active", 1, TW));
+    uint64_t t1 = clock_mono_ms();
+    kill(b.pid, SIGTERM);
+    assert_int_equal(wsc_wait_close(c1, TW), 1001);
+    wsc_free(c1);   /* answer the close by closing */
+    stb = tsup_stop(b.pid, 0, 10000);
+    assert_true(WIFEXITED(stb));
+    assert_int_equal(WEXITSTATUS(stb), 0);
+    fprintf(stderr, "SIGTERM with a replay running: exit after %llu ms\n",
+            (unsigned long long)(clock_mono_ms() - t1));
 }
 
 /* ---- odin-ws's form ------------------------------------------------------ */
@@ -744,6 +834,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_seam_new_route),
         cmocka_unit_test(test_seam_route_exists),
+        cmocka_unit_test(test_replay_default_limit),
         cmocka_unit_test(test_too_far_behind),
         cmocka_unit_test(test_invalid_position),
         cmocka_unit_test(test_position_expired),
