@@ -7,6 +7,8 @@
 #include "shard/server.h"
 #include "shard/clientmsg.h"
 #include "shard/httpreq.h"
+#include "shard/resume.h"
+#include "common/topics.h"
 #include "common/clock.h"
 #include "common/log.h"
 
@@ -160,16 +162,16 @@ static void client_slow(shard_client *c)
 int client_push(shard_client *c, ws_chunk *ch)
 {
     if (c->state != CL_OPEN)
-        return 0;
+        return -1;
     const shard_settings *s = c->srv->ctx->set;
     if (c->q_len >= (uint64_t)s->queue_msgs ||
         c->q_bytes + ch->len > (uint64_t)s->queue_bytes) {
         client_slow(c);
-        return 0;
+        return -1;
     }
     if (q_append(c, ch) != 0) {
         client_slow(c);
-        return 0;
+        return -1;
     }
     /* A router batch can hold more records for one channel than a queue
      * takes: past half the limits, write now instead of at the end of the
@@ -177,7 +179,7 @@ int client_push(shard_client *c, ws_chunk *ch)
     if (c->q_len >= (uint64_t)s->queue_msgs / 2 ||
         c->q_bytes >= (uint64_t)s->queue_bytes / 2)
         client_flush(c);
-    return 1;
+    return 0;
 }
 
 static void set_write_interest(shard_client *c, int on)
@@ -344,6 +346,7 @@ void client_free(shard_client *c)
 {
     if (!c)
         return;
+    shard_resume_client_gone(c);
     subs_remove_all(c->srv->ctx->subs, &c->subs);
     ws_parser_free(&c->parser);
     q_release_all(c, 0);
@@ -362,9 +365,21 @@ static void send_reply(shard_client *c)
         client_close(c, 1011, "out of memory");
         return;
     }
-    if (client_push(c, ch))
+    if (client_push(c, ch) == 0)
         srv->ctx->m.ws_replies_sent_total++;
     ws_chunk_unref(ch);
+}
+
+int client_send_text(shard_client *c, const char *data, size_t len)
+{
+    ws_chunk *ch = ws_chunk_frame(WS_OP_TEXT, data, len);
+    if (!ch)
+        return -1;
+    int r = client_push(c, ch);
+    if (r == 0)
+        c->srv->ctx->m.ws_replies_sent_total++;
+    ws_chunk_unref(ch);
+    return r;
 }
 
 static void send_error(shard_client *c, enum clientmsg_err e, const char *msg)
@@ -378,7 +393,9 @@ static void send_error(shard_client *c, enum clientmsg_err e, const char *msg)
         return;
     }
     send_reply(c);
-    if (c->state != CL_OPEN)
+    /* as odin-ws: an unknown type is answered but is not misbehaviour (a
+     * newer client may send types this server does not know yet) */
+    if (c->state != CL_OPEN || e == CLIENTMSG_E_UNKNOWN_TYPE)
         return;
     uint64_t now = clock_mono_ms();
     if (now - c->err_window_ms > (uint64_t)(ctx->set->error_window * 1000)) {
@@ -433,6 +450,8 @@ static void handle_subscribe(shard_client *c, clientmsg *m)
             return;
         }
     }
+    if (m->type == CLIENTMSG_RECONNECT)
+        return;               /* the reconnect answers for itself */
     buf_reset(&c->srv->scratch);
     if (clientmsg_build_ack(&c->srv->scratch, CLIENTMSG_SUBSCRIBE,
                             m->channels, m->nchannels,
@@ -441,6 +460,65 @@ static void handle_subscribe(shard_client *c, clientmsg *m)
         return;
     }
     send_reply(c);
+}
+
+/* reconnect: subscribe (same rules as subscribe), then replay from Kafka
+ * (shard/resume.c answers with reconnect_ack or reconnect_error). */
+static void handle_reconnect(shard_client *c, clientmsg *m)
+{
+    shard_ctx *ctx = c->srv->ctx;
+    if (m->odinws) {
+        /* odin-ws: last_offset per topic applies to the client's current
+         * subscriptions of that topic's category */
+        size_t n = 0, cap = subs_conn_count(&c->subs);
+        resume_req_chan *rq = calloc(cap ? cap : 1, sizeof(*rq));
+        if (!rq) {
+            client_close(c, 1011, "out of memory");
+            return;
+        }
+        for (uint32_t i = 0; i < c->subs.n; i++) {
+            size_t len, tl, cl;
+            const char *name = subs_channel_name(c->subs.links[i].ch, &len);
+            const char *cat;
+            if (!topics_channel_split(name, len, &tl, &cat, &cl))
+                continue;
+            const topic_info *ti = topics_by_category(cat, cl);
+            for (size_t k = 0; ti && k < m->ntopics; k++) {
+                if (strlen(ti->topic) == m->topics[k].len &&
+                    memcmp(ti->topic, m->topics[k].topic, m->topics[k].len) == 0) {
+                    rq[n].name = name;
+                    rq[n].len = len;
+                    rq[n].partition = -1;
+                    rq[n].seq = m->topics[k].offset;
+                    n++;
+                    break;
+                }
+            }
+        }
+        shard_resume_start(ctx->resume, c, rq, n, 1);
+        free(rq);
+        return;
+    }
+    handle_subscribe(c, m);   /* validates, subscribes, acks nothing yet */
+    if (c->state != CL_OPEN)
+        return;
+    for (size_t i = 0; i < m->nchannels; i++)
+        if (!subs_has(ctx->subs, &c->subs, m->channels[i].s,
+                      m->channels[i].len))
+            return;           /* refused (error already sent) */
+    resume_req_chan *rq = calloc(m->nchannels ? m->nchannels : 1, sizeof(*rq));
+    if (!rq) {
+        client_close(c, 1011, "out of memory");
+        return;
+    }
+    for (size_t i = 0; i < m->nchannels; i++) {
+        rq[i].name = m->channels[i].s;
+        rq[i].len = m->channels[i].len;
+        rq[i].partition = m->positions[i].p;
+        rq[i].seq = m->positions[i].seq;
+    }
+    shard_resume_start(ctx->resume, c, rq, m->nchannels, 0);
+    free(rq);
 }
 
 static void handle_unsubscribe(shard_client *c, clientmsg *m)
@@ -468,7 +546,9 @@ static void on_ws_message(void *ud, ws_parser *p, unsigned opcode,
         return;
     ctx->m.ws_messages_received_total++;
     if (opcode == WS_OP_BINARY) {
-        client_close(c, 1003, "binary messages are not supported");
+        /* as odin-ws: ignored, not closed (and not rate limited: nothing is
+         * answered, so there is nothing to amplify) */
+        ctx->m.ws_binary_frames_ignored_total++;
         return;
     }
     uint64_t now = clock_mono_ms();
@@ -497,6 +577,8 @@ static void on_ws_message(void *ud, ws_parser *p, unsigned opcode,
         handle_subscribe(c, &cm);
     } else if (cm.type == CLIENTMSG_UNSUBSCRIBE) {
         handle_unsubscribe(c, &cm);
+    } else if (cm.type == CLIENTMSG_RECONNECT) {
+        handle_reconnect(c, &cm);
     } else {
         buf_reset(&c->srv->scratch);
         if (clientmsg_build_pong(&c->srv->scratch, clock_wall_ms()) == 0)

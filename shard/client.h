@@ -65,6 +65,7 @@ typedef struct shard_client {
     ws_parser parser;
     subs_conn subs;
     buf *http_in;                /* HTTP phase only */
+    struct resume_client *rs;    /* reconnect replay state (shard/resume.c) */
 } shard_client;
 
 
@@ -80,9 +81,13 @@ void client_kill(shard_client *c, const char *why);
  * WS_CLOSE_TIMEOUT.  Counted in ws_disconnects_total{code}. */
 void client_close(shard_client *c, uint16_t code, const char *reason);
 
-/* Queue a chunk (takes a reference).  Over the queue limits the client is
- * closed with 1008 and 0 is returned; 1 if queued. */
+/* Queue a chunk (takes a reference).  0 if queued; -1 if not: the client
+ * is not open, or it was over its queue limits and is now closed with 1008. */
 int client_push(shard_client *c, ws_chunk *ch);
+
+/* Queue a text message (a reply: counted in ws_replies_sent_total).  0 if
+ * queued, -1 if not (closed client, full queue, ENOMEM). */
+int client_send_text(shard_client *c, const char *data, size_t len);
 
 /* Queue bytes that end the HTTP phase (a response) and close after. */
 void client_http_reply(shard_client *c, const char *data, size_t len,

@@ -90,6 +90,93 @@ static enum clientmsg_err parse_channels(clientmsg *m, json_t *data,
     return CLIENTMSG_OK;
 }
 
+static int int_in(json_t *v, int64_t lo, int64_t hi, int64_t *out)
+{
+    if (!json_is_integer(v))
+        return 0;
+    json_int_t x = json_integer_value(v);
+    if (x < lo || x > hi)
+        return 0;
+    *out = (int64_t)x;
+    return 1;
+}
+
+static enum clientmsg_err parse_reconnect(clientmsg *m, json_t *data,
+                                          size_t max_channels)
+{
+    json_t *chans = json_is_object(data) ? json_object_get(data, "channels")
+                                         : NULL;
+    json_t *lo = json_is_object(data) ? json_object_get(data, "last_offset")
+                                      : NULL;
+    if (!json_is_object(chans) && json_is_object(lo)) {
+        /* odin-ws: {"client_id":..,"last_offset":{"odin.trades":1042}} */
+        size_t n = json_object_size(lo);
+        if (n > max_channels) {
+            snprintf(m->errmsg, sizeof(m->errmsg),
+                     "at most %zu topics per reconnect", max_channels);
+            return CLIENTMSG_E_TOO_MANY;
+        }
+        m->odinws = 1;
+        m->topics = calloc(n ? n : 1, sizeof(*m->topics));
+        if (!m->topics)
+            return fail(m, CLIENTMSG_E_INVALID_JSON, "out of memory", NULL, 0);
+        const char *k;
+        json_t *v;
+        json_object_foreach(lo, k, v) {
+            int64_t off;
+            if (!int_in(v, -1, INT64_MAX - 1, &off))
+                return fail(m, CLIENTMSG_E_INVALID_JSON,
+                            "last_offset values must be integers >= -1",
+                            NULL, 0);
+            m->topics[m->ntopics].topic = k;
+            m->topics[m->ntopics].len = strlen(k);
+            m->topics[m->ntopics].offset = off;
+            m->ntopics++;
+        }
+        return CLIENTMSG_OK;
+    }
+    if (!json_is_object(chans))
+        return fail(m, CLIENTMSG_E_INVALID_JSON,
+                    "data.channels must be an object of "
+                    "\"<channel>\":{\"p\":<partition>,\"seq\":<offset>}",
+                    NULL, 0);
+    size_t n = json_object_size(chans);
+    if (n > max_channels) {
+        snprintf(m->errmsg, sizeof(m->errmsg),
+                 "at most %zu channels per connection", max_channels);
+        return CLIENTMSG_E_TOO_MANY;
+    }
+    m->channels = calloc(n ? n : 1, sizeof(*m->channels));
+    m->positions = calloc(n ? n : 1, sizeof(*m->positions));
+    if (!m->channels || !m->positions)
+        return fail(m, CLIENTMSG_E_INVALID_JSON, "out of memory", NULL, 0);
+    const char *k;
+    json_t *v;
+    json_object_foreach(chans, k, v) {
+        size_t len = strlen(k), tl, cl;
+        const char *cat;
+        if (!topics_channel_split(k, len, &tl, &cat, &cl))
+            return fail(m, CLIENTMSG_E_INVALID_CHANNEL,
+                        "invalid channel \"%.*s\" (want <token>.<category>)",
+                        k, len);
+        int64_t p, seq;
+        if (!json_is_object(v) ||
+            !int_in(json_object_get(v, "p"), 0, INT32_MAX, &p) ||
+            !int_in(json_object_get(v, "seq"), -1, INT64_MAX - 1, &seq))
+            return fail(m, CLIENTMSG_E_INVALID_JSON,
+                        "position of \"%.*s\" must be {\"p\":<int >= 0>,"
+                        "\"seq\":<int >= -1>}", k, len);
+        /* JSON object keys are unique after parsing (jansson keeps the
+         * last of duplicates), so no dedup is needed here */
+        m->channels[m->nchannels].s = k;
+        m->channels[m->nchannels].len = len;
+        m->positions[m->nchannels].p = (int32_t)p;
+        m->positions[m->nchannels].seq = seq;
+        m->nchannels++;
+    }
+    return CLIENTMSG_OK;
+}
+
 enum clientmsg_err clientmsg_parse(const char *data, size_t len,
                                    size_t max_channels, clientmsg *m)
 {
@@ -114,11 +201,16 @@ enum clientmsg_err clientmsg_parse(const char *data, size_t len,
         m->type = CLIENTMSG_UNSUBSCRIBE;
     else if (tl == 9 && memcmp(ts, "heartbeat", 9) == 0)
         m->type = CLIENTMSG_HEARTBEAT;
+    else if (tl == 9 && memcmp(ts, "reconnect", 9) == 0)
+        m->type = CLIENTMSG_RECONNECT;
     else
         return fail(m, CLIENTMSG_E_UNKNOWN_TYPE, "unknown type \"%.*s\"",
                     ts, tl);
     if (m->type == CLIENTMSG_HEARTBEAT)
         return CLIENTMSG_OK;
+    if (m->type == CLIENTMSG_RECONNECT)
+        return parse_reconnect(m, json_object_get(m->root, "data"),
+                               max_channels);
     return parse_channels(m, json_object_get(m->root, "data"), max_channels);
 }
 
@@ -126,8 +218,13 @@ void clientmsg_free(clientmsg *m)
 {
     json_decref(m->root);
     free(m->channels);
+    free(m->positions);
+    free(m->topics);
     m->root = NULL;
     m->channels = NULL;
+    m->positions = NULL;
+    m->topics = NULL;
+    m->ntopics = 0;
     m->nchannels = 0;
 }
 
@@ -159,4 +256,30 @@ int clientmsg_build_error(buf *out, enum clientmsg_err e, const char *msg)
 int clientmsg_build_pong(buf *out, uint64_t ts_ms)
 {
     return buf_appendf(out, "{\"type\":\"pong\",\"ts\":%" PRIu64 "}", ts_ms);
+}
+
+int clientmsg_build_reconnect_ack(buf *out, uint64_t replayed,
+                                  const clientmsg_chan *ch, size_t n,
+                                  size_t count)
+{
+    if (buf_appendf(out, "{\"type\":\"reconnect_ack\",\"replayed\":%" PRIu64
+                    ",\"subscribed\":[", replayed) != 0)
+        return -1;
+    for (size_t i = 0; i < n; i++) {
+        if ((i && buf_append(out, ",", 1) != 0) ||
+            buf_append_json_str(out, ch[i].s, ch[i].len) != 0)
+            return -1;
+    }
+    return buf_appendf(out, "],\"count\":%zu}", count);
+}
+
+int clientmsg_build_reconnect_error(buf *out, const char *code,
+                                    const char *msg)
+{
+    if (buf_append(out, "{\"type\":\"reconnect_error\",\"code\":", 33) != 0 ||
+        buf_append_json_str(out, code, strlen(code)) != 0 ||
+        buf_append(out, ",\"message\":", 11) != 0 ||
+        buf_append_json_str(out, msg, strlen(msg)) != 0)
+        return -1;
+    return buf_append(out, "}", 1);
 }

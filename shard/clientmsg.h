@@ -6,6 +6,8 @@
  *   {"type":"subscribe","data":{"channels":["BTC.trade", ...]}}
  *   {"type":"unsubscribe","data":{"channels":[...]}}
  *   {"type":"heartbeat"}
+ *   {"type":"reconnect","data":{"channels":{"BTC.trade":{"p":3,"seq":1042}}}}
+ *   {"type":"reconnect","data":{"client_id":"..","last_offset":{"odin.trades":1042}}}
  */
 #ifndef ODIN_SHARD_CLIENTMSG_H
 #define ODIN_SHARD_CLIENTMSG_H
@@ -20,6 +22,7 @@ enum clientmsg_type {
     CLIENTMSG_SUBSCRIBE,
     CLIENTMSG_UNSUBSCRIBE,
     CLIENTMSG_HEARTBEAT,
+    CLIENTMSG_RECONNECT,
 };
 
 /* Error codes sent to clients (0 = no error). */
@@ -41,10 +44,27 @@ typedef struct clientmsg_chan {
     size_t len;
 } clientmsg_chan;
 
+/* reconnect: position of channels[i] (channel form) */
+typedef struct clientmsg_pos {
+    int32_t p;               /* Kafka partition, >= 0 */
+    int64_t seq;             /* last offset the client has; >= -1 */
+} clientmsg_pos;
+
+/* reconnect, odin-ws form: one entry of data.last_offset */
+typedef struct clientmsg_topic_off {
+    const char *topic;       /* points into the parsed JSON */
+    size_t len;
+    int64_t offset;          /* last offset the client has; >= -1 */
+} clientmsg_topic_off;
+
 typedef struct clientmsg {
     enum clientmsg_type type;
-    size_t nchannels;        /* subscribe/unsubscribe: deduplicated, valid */
+    size_t nchannels;        /* subscribe/unsubscribe/reconnect: deduplicated, valid */
     clientmsg_chan *channels;
+    clientmsg_pos *positions;      /* reconnect (channel form): nchannels */
+    int odinws;                    /* reconnect in odin-ws's last_offset form */
+    size_t ntopics;
+    clientmsg_topic_off *topics;   /* odin-ws form */
     json_t *root;
     char errmsg[160];        /* human-readable reason when parse fails */
 } clientmsg;
@@ -54,7 +74,10 @@ typedef struct clientmsg {
  * (more is CLIENTMSG_E_TOO_MANY).  Every channel must be a valid
  * "<token>.<category>" string (else CLIENTMSG_E_INVALID_CHANNEL; nothing is
  * returned for a partially valid list).  Returns CLIENTMSG_OK with *m
- * filled, or an error code with m->errmsg set.  Always call
+ * filled, or an error code with m->errmsg set.
+ * reconnect: data.channels is an object of "<channel>":{"p":int,"seq":int}
+ * (p >= 0, seq >= -1; anything else is INVALID_JSON), or (odin-ws) data has
+ * a last_offset object of "<topic>":int; at most max_channels entries.  Always call
  * clientmsg_free(m) afterwards (also after an error).
  */
 enum clientmsg_err clientmsg_parse(const char *data, size_t len,
@@ -66,5 +89,12 @@ int clientmsg_build_ack(buf *out, enum clientmsg_type type,
                         const clientmsg_chan *ch, size_t n, size_t count);
 int clientmsg_build_error(buf *out, enum clientmsg_err e, const char *msg);
 int clientmsg_build_pong(buf *out, uint64_t ts_ms);
+/* {"type":"reconnect_ack","replayed":N,"subscribed":[..],"count":N} */
+int clientmsg_build_reconnect_ack(buf *out, uint64_t replayed,
+                                  const clientmsg_chan *ch, size_t n,
+                                  size_t count);
+/* {"type":"reconnect_error","code":"..","message":".."} */
+int clientmsg_build_reconnect_error(buf *out, const char *code,
+                                    const char *msg);
 
 #endif

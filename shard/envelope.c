@@ -4,12 +4,27 @@
 #include <inttypes.h>
 #include <string.h>
 
-int envelope_json(buf *out, const frame_record *r)
+int envelope_types_parse(const char *s)
 {
-    int prio = 3;
-    const char *type = topics_msg_type(r->category, r->category_len, &prio);
-    if (buf_appendf(out, "{\"seq\":%" PRId64 ",\"ts\":%" PRId64 ",\"type\":",
-                    r->offset, r->timestamp_ms) != 0)
+    if (s && strcmp(s, "legacy") == 0)
+        return ENVELOPE_LEGACY;
+    if (s && strcmp(s, "category") == 0)
+        return ENVELOPE_CATEGORY;
+    return -1;
+}
+
+int envelope_json(buf *out, const frame_record *r, enum envelope_types types,
+                  unsigned flags)
+{
+    int prio = 1;
+    const char *type = "price:update";
+    if (flags & ENVELOPE_F_ODINWS)
+        type = "replay:message";
+    else if (types == ENVELOPE_CATEGORY)
+        type = topics_msg_type(r->category, r->category_len, &prio);
+    if (buf_appendf(out, "{\"seq\":%" PRId64 ",\"p\":%" PRId32
+                    ",\"ts\":%" PRId64 ",\"type\":",
+                    r->offset, r->partition, r->timestamp_ms) != 0)
         return -1;
     if (type) {
         if (buf_append_json_str(out, type, strlen(type)) != 0)
@@ -40,7 +55,9 @@ int envelope_json(buf *out, const frame_record *r)
     memcpy(ch + r->token_len + 1, r->category, r->category_len);
     int rc = buf_append_json_str(out, ch, chl);
     buf_free(&tmp);
-    if (rc != 0 || buf_append(out, ",\"data\":", 8) != 0)
+    if (rc != 0 || ((flags & (ENVELOPE_F_REPLAY | ENVELOPE_F_ODINWS)) &&
+                    buf_append(out, ",\"replay\":true", 14) != 0) ||
+        buf_append(out, ",\"data\":", 8) != 0)
         return -1;
     if (r->value_len == 0)
         rc = buf_append(out, "null", 4);
@@ -49,10 +66,11 @@ int envelope_json(buf *out, const frame_record *r)
     return rc != 0 ? -1 : buf_append(out, "}", 1);
 }
 
-ws_chunk *envelope_frame(buf *scratch, const frame_record *r)
+ws_chunk *envelope_frame(buf *scratch, const frame_record *r,
+                         enum envelope_types types, unsigned flags)
 {
     buf_reset(scratch);
-    if (envelope_json(scratch, r) != 0)
+    if (envelope_json(scratch, r, types, flags) != 0)
         return NULL;
     return ws_chunk_frame(WS_OP_TEXT, scratch->data, scratch->len);
 }

@@ -73,6 +73,30 @@ int shard_metrics_render(buf *o, const shard_metrics *m, const shard_gauges *g)
     e |= prom_counter(o, "ws_http_requests_total",
                  "Plain HTTP requests served (/health, /metrics)",
                  m->ws_http_requests_total);
+    e |= prom_counter(o, "ws_binary_frames_ignored_total",
+                 "Binary messages from clients, ignored (as odin-ws)",
+                 m->ws_binary_frames_ignored_total);
+    static const char *rcodes[SM_RESUME_N] = {
+        "ok", "too_far_behind", "position_expired", "invalid_position",
+        "unavailable", "busy"
+    };
+    e |= prom_head(o, "ws_reconnects_total", "counter",
+              "Reconnect requests (resume from a position), by result");
+    for (int i = 0; i < SM_RESUME_N; i++)
+        e |= buf_appendf(o, "ws_reconnects_total{result=\"%s\"} %" PRIu64 "\n",
+                         rcodes[i], m->ws_reconnects_total[i]);
+    e |= prom_counter(o, "ws_replayed_messages_total",
+                 "Records replayed from Kafka to reconnecting clients",
+                 m->ws_replayed_messages_total);
+    e |= prom_counter(o, "ws_replay_duplicates_dropped_total",
+                 "Live records not sent because a replay already sent them",
+                 m->ws_replay_duplicates_dropped_total);
+    e |= prom_head(o, "ws_reconnect_seconds_total", "counter",
+              "Time spent in reconnect replays (sum over replays)");
+    e |= buf_appendf(o, "ws_reconnect_seconds_total %.3f\n",
+                     m->ws_reconnect_seconds_total);
+    e |= prom_gauge(o, "ws_reconnects_active", "Reconnect replays running",
+               (double)g->resumes);
     e |= prom_head(o, "ws_client_errors_total", "counter",
               "Error replies sent to clients, by code");
     for (int i = 1; i < SM_CLIENT_ERR_N; i++)
@@ -170,13 +194,20 @@ int shard_health_render(buf *o, const shard_gauges *g)
         status = "unhealthy";
     else if (!g->redis_connected || g->routers == 0 || pct >= 90.0)
         status = "degraded";
-    int e = buf_appendf(o, "{\"status\":\"%s\",\"shard_id\":", status);
+    int code = strcmp(status, "healthy") == 0 ||
+               strcmp(status, "degraded") == 0 ? 200 : 503;
+    int e = buf_appendf(o, "{\"status\":\"%s\",\"healthy\":%s,"
+                        "\"shard_id\":", status,
+                        code == 200 ? "true" : "false");
     e |= buf_append_json_str(o, g->shard_id, strlen(g->shard_id));
     e |= buf_appendf(o,
         ",\"checks\":{\"capacity\":{\"status\":\"%s\",\"current\":%ld,"
         "\"max\":%ld,\"percentage\":%.1f},"
         "\"redis\":{\"status\":\"%s\",\"connected\":%s,\"pending\":%ld},"
-        "\"router\":{\"status\":\"%s\",\"connections\":%ld}},"
+        "\"router\":{\"status\":\"%s\",\"connections\":%ld},"
+        "\"cpu\":{\"status\":\"%s\",\"usage_percent\":%.1f},"
+        "\"memory\":{\"status\":\"%s\",\"rss_bytes\":%" PRIu64
+        ",\"limit_bytes\":%" PRIu64 ",\"percentage\":%.2f}},"
         "\"uptime\":%.0f,\"connections\":%ld,\"fd_limit\":%ld,"
         "\"max_connections\":%ld}",
         g->connections >= g->max_connections ? "full"
@@ -185,8 +216,11 @@ int shard_health_render(buf *o, const shard_gauges *g)
         g->redis_connected ? "up" : "down",
         g->redis_connected ? "true" : "false", g->redis_pending,
         g->routers > 0 ? "up" : "down", g->routers,
+        g->cpu_percent >= 90.0 ? "high" : "ok", g->cpu_percent,
+        g->mem_percent >= 90.0 ? "high" : "ok", g->rss_bytes,
+        g->mem_limit_bytes, g->mem_percent,
         g->uptime_s, g->connections, g->fd_limit, g->max_connections);
     if (e)
         return -1;
-    return strcmp(status, "healthy") == 0 || strcmp(status, "degraded") == 0 ? 200 : 503;
+    return code;
 }

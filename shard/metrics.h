@@ -25,6 +25,7 @@ enum shard_drop_idx {
 };
 
 #define SM_CLIENT_ERR_N 7    /* indexed by enum clientmsg_err */
+#define SM_RESUME_N 6        /* indexed by enum resume_code */
 
 typedef struct shard_metrics {
     uint64_t ws_connections_total;
@@ -45,6 +46,11 @@ typedef struct shard_metrics {
     uint64_t ws_pending_rejections_total;
     uint64_t ws_accept_errors_total;
     uint64_t ws_http_requests_total;
+    uint64_t ws_binary_frames_ignored_total;  /* binary messages dropped */
+    uint64_t ws_reconnects_total[SM_RESUME_N];  /* by result */
+    uint64_t ws_replayed_messages_total;
+    uint64_t ws_replay_duplicates_dropped_total;
+    double ws_reconnect_seconds_total;
     uint64_t ws_client_errors_total[SM_CLIENT_ERR_N];
     uint64_t ws_disconnects_total[SM_CLOSE_N];
     uint64_t shard_records_received_total;
@@ -76,6 +82,11 @@ typedef struct shard_gauges {
     int stopping;
     int draining;
     const char *shard_id;
+    double cpu_percent;       /* process CPU, % of one core (sysstat.h) */
+    uint64_t rss_bytes;
+    uint64_t mem_limit_bytes; /* cgroup limit or MemTotal; 0 unknown */
+    double mem_percent;
+    long resumes;             /* reconnect replays in progress */
 } shard_gauges;
 
 void shard_metrics_count_close(shard_metrics *m, unsigned code);
@@ -86,7 +97,8 @@ int shard_metrics_render(buf *out, const shard_metrics *m,
 
 /*
  * Append the /health JSON and return the HTTP status (200, or 503 when
- * unhealthy).  unhealthy: shutting down or at capacity; degraded: Redis
+ * unhealthy).  `healthy` is true when the status is 200; checks.cpu and
+ * checks.memory (odin-ws's) are informational: "high" at >= 90%.  unhealthy: shutting down or at capacity; degraded: Redis
  * down, no router connected, or >= 90% of capacity; else healthy.
  */
 int shard_health_render(buf *out, const shard_gauges *g);

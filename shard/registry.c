@@ -653,3 +653,15 @@ long shard_registry_pending(const shard_registry *r)
     }
     return n;
 }
+
+int shard_registry_token_routed(const shard_registry *r, const char *tok,
+                                size_t len)
+{
+    if (!r || r->state != R_READY)
+        return 0;
+    shard_map_node *n = shard_map_find(&r->map, tok, len);
+    if (!n)
+        return 0;
+    const reg_entry *e = SHARD_MAP_ENTRY(n, reg_entry, node);
+    return e->want == 1 && e->have == 1 && !e->inflight;
+}

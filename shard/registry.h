@@ -47,6 +47,12 @@ void shard_registry_token(shard_registry *r, const char *tok, size_t len,
 
 int shard_registry_connected(const shard_registry *r);
 
+/* 1 if Redis confirmed that route:<tok> holds this shard (and the
+ * connection is up): routers have been told (the route script publishes
+ * the token).  Used by reconnect replays to find the live seam. */
+int shard_registry_token_routed(const shard_registry *r, const char *tok,
+                                size_t len);
+
 /* Tokens whose Redis state is not yet what the shard wants. */
 long shard_registry_pending(const shard_registry *r);
 

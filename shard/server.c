@@ -1,6 +1,7 @@
 #include "shard/server.h"
 #include "shard/envelope.h"
 #include "shard/httpreq.h"
+#include "shard/resume.h"
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/log.h"
@@ -370,7 +371,8 @@ void shard_server_deliver(shard_server *srv, const frame_record *r)
             ctx->m.shard_records_dropped_total[SM_DROP_NO_SUBSCRIBERS]++;
             return;
         }
-        ws_chunk *ch = envelope_frame(&srv->scratch, r);
+        ws_chunk *ch = envelope_frame(&srv->scratch, r,
+                                    (enum envelope_types)ctx->set->envelope_types, 0);
         if (!ch) {
             ctx->m.shard_records_dropped_total[SM_DROP_NOMEM]++;
             return;
@@ -378,7 +380,7 @@ void shard_server_deliver(shard_server *srv, const frame_record *r)
         srv->in_fanout = 1;
         for (shard_client *c = srv->live, *next; c; c = next) {
             next = c->next;   /* a push may kill c (write error) */
-            if (c->state == CL_OPEN && client_push(c, ch))
+            if (c->state == CL_OPEN && client_push(c, ch) == 0)
                 ctx->m.ws_messages_sent_total++;
         }
         srv->in_fanout = 0;
@@ -393,7 +395,8 @@ void shard_server_deliver(shard_server *srv, const frame_record *r)
                                                  : SM_DROP_NO_SUBSCRIBERS]++;
         return;
     }
-    ws_chunk *ch = envelope_frame(&srv->scratch, r);
+    ws_chunk *ch = envelope_frame(&srv->scratch, r,
+                                    (enum envelope_types)ctx->set->envelope_types, 0);
     if (!ch) {
         ctx->m.shard_records_dropped_total[SM_DROP_NOMEM]++;
         return;
@@ -401,9 +404,13 @@ void shard_server_deliver(shard_server *srv, const frame_record *r)
     size_t n;
     const subs_member *mem = subs_channel_members(sc, &n);
     srv->in_fanout = 1;
-    for (size_t i = 0; i < n; i++)
-        if (client_push(mem[i].owner, ch))
+    for (size_t i = 0; i < n; i++) {
+        shard_client *mc = mem[i].owner;
+        if (mc->rs && shard_resume_filter(mc, r, ch))
+            continue;   /* held for a reconnect replay, or already replayed */
+        if (client_push(mc, ch) == 0)
             ctx->m.ws_messages_sent_total++;
+    }
     srv->in_fanout = 0;
     ws_chunk_unref(ch);
 }

@@ -2,6 +2,7 @@
 #include "common/config.h"
 #include "common/net.h"
 #include "common/schema.h"
+#include "shard/envelope.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -134,6 +135,25 @@ static size_t table(shard_settings *s, config_opt *o)
         "Max route updates sent to Redis and not yet answered", 1, 1000000);
     OPT("LOG_LEVEL", CFG_STR, &s->log_level, "info",
         "debug | info | warn | error", 0, 0);
+    OPT("ENVELOPE_TYPES", CFG_STR, &s->cfg_envelope_types, "legacy",
+        "Envelope type/priority: legacy (odin-ws: \"price:update\"/1 for "
+        "every category) | category (per category: liquidity:update/2, ...)",
+        0, 0);
+    OPT("KAFKA_BROKERS", CFG_STR, &s->kafka_brokers, NULL,
+        "Kafka bootstrap servers the shard reads to replay records for a "
+        "client reconnect (unset: reconnect answers RESUME_UNAVAILABLE)", 0, 0);
+    OPT("KAFKA_OPTIONS", CFG_STR, &s->kafka_options, NULL,
+        "Extra librdkafka properties 'key=value,...' for the resume consumer "
+        "(e.g. security.protocol=ssl)", 0, 0);
+    OPT("RESUME_MAX_RECORDS", CFG_INT, &s->resume_max_records, "1000",
+        "Most records one reconnect may replay (matching records, over all "
+        "its channels); more is TOO_FAR_BEHIND", 1, 10000000);
+    OPT("RESUME_TIMEOUT_MS", CFG_INT, &s->resume_timeout_ms, "5000",
+        "Longest a reconnect may spend reading Kafka; past it "
+        "TOO_FAR_BEHIND", 100, 600000);
+    OPT("RESUME_MAX_CONCURRENT", CFG_INT, &s->resume_max_concurrent, "16",
+        "Reconnects replaying at once per shard; more get RESUME_BUSY",
+        1, 1000);
 #undef OPT
     if (n > NOPTS)
         abort();
@@ -220,6 +240,13 @@ int shard_settings_load(shard_settings *s, int argc, char **argv)
     }
     if (!s->endpoint)
         return -1;
+    int et = envelope_types_parse(s->cfg_envelope_types);
+    if (et < 0) {
+        fprintf(stderr, "odin-shard: ENVELOPE_TYPES must be legacy or "
+                        "category, not '%s'\n", s->cfg_envelope_types);
+        return -1;
+    }
+    s->envelope_types = et;
     if (s->max_frame < s->max_message)
         s->max_frame = s->max_message;
     if (s->tcp_addr && *s->tcp_addr && !(s->ingress_secret && *s->ingress_secret) &&

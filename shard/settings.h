@@ -47,6 +47,13 @@ typedef struct shard_settings {
     double lease_ttl;         /* SHARD_LEASE_TTL, seconds */
     long redis_inflight;      /* REDIS_MAX_INFLIGHT */
     char *log_level;          /* LOG_LEVEL */
+    char *cfg_envelope_types; /* ENVELOPE_TYPES: legacy | category */
+    int envelope_types;       /* enum envelope_types, from the above */
+    char *kafka_brokers;      /* KAFKA_BROKERS: resume reads Kafka (optional) */
+    char *kafka_options;      /* KAFKA_OPTIONS for the resume consumer */
+    long resume_max_records;  /* RESUME_MAX_RECORDS */
+    long resume_timeout_ms;   /* RESUME_TIMEOUT_MS */
+    long resume_max_concurrent; /* RESUME_MAX_CONCURRENT */
     /* raw strings as given (owned by common/config) */
     char *cfg_shard_id, *cfg_socket_path, *cfg_socket_dir, *cfg_endpoint;
 } shard_settings;

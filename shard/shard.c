@@ -4,6 +4,8 @@
 #include "shard/ingress.h"
 #include "shard/registry.h"
 #include "shard/server.h"
+#include "shard/resume.h"
+#include "shard/sysstat.h"
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/log.h"
@@ -48,6 +50,13 @@ void shard_gauges_fill(const shard_ctx *ctx, shard_gauges *g)
     g->stopping = ctx->stopping;
     g->draining = ctx->draining;
     g->shard_id = ctx->set->shard_id;
+    g->resumes = shard_resume_active(ctx->resume);
+    sysstat st;
+    sysstat_sample(&st, g->uptime_s);
+    g->cpu_percent = st.cpu_percent;
+    g->rss_bytes = st.rss_bytes;
+    g->mem_limit_bytes = st.limit_bytes;
+    g->mem_percent = st.mem_percent;
 }
 
 typedef struct run_state {
@@ -147,8 +156,12 @@ int shard_run(const shard_settings *set)
     } else {
         ctx.fd_limit = 1024;
     }
+    /* each running replay has its own librdkafka handle (a few fds) */
+    long reserve = set->fd_reserve;
+    if (set->kafka_brokers && *set->kafka_brokers)
+        reserve += 8 * set->resume_max_concurrent;
     ctx.max_connections = shard_derive_max_connections(
-        set->max_connections, ctx.fd_limit, set->fd_reserve, set->max_pending);
+        set->max_connections, ctx.fd_limit, reserve, set->max_pending);
     if (set->max_connections > ctx.max_connections)
         log_kv(LOG_WARN, "WS_MAX_CONNECTIONS is above what the fd limit "
                "allows; lowered", "I:requested",
@@ -181,6 +194,9 @@ int shard_run(const shard_settings *set)
     ctx.reg = shard_registry_new(&ctx);
     if (!ctx.reg)
         goto out;
+    ctx.resume = shard_resume_new(&ctx);
+    if (!ctx.resume)
+        goto out;
     rs.deadline = evtimer_new(ctx.base, on_deadline, &rs);
     sigterm = evsignal_new(ctx.base, SIGTERM, on_signal, &rs);
     sigint = evsignal_new(ctx.base, SIGINT, on_signal, &rs);
@@ -205,6 +221,8 @@ out:
     ctx.stopping = 1;
     shard_ingress_free(ctx.ing);
     ctx.ing = NULL;
+    shard_resume_free(ctx.resume);   /* joins replay threads */
+    ctx.resume = NULL;
     shard_server_free(ctx.srv);   /* unsubscribes everyone */
     ctx.srv = NULL;
     shard_registry_free(ctx.reg);

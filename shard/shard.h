@@ -17,6 +17,7 @@ struct evdns_base;
 struct shard_server;
 struct shard_registry;
 struct shard_ingress;
+struct shard_resume;
 
 typedef struct shard_ctx {
     struct event_base *base;
@@ -27,6 +28,7 @@ typedef struct shard_ctx {
     struct shard_server *srv;
     struct shard_registry *reg;
     struct shard_ingress *ing;
+    struct shard_resume *resume;   /* reconnect replays */
     uint64_t start_mono_ms;
     uint64_t start_wall_ms;
     long fd_limit;            /* RLIMIT_NOFILE (soft, raised to hard) */

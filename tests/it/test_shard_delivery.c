@@ -100,12 +100,12 @@ static void test_fanout_exact(void **state)
     assert_int_equal(ssup_router_send(&r, recs, 6), 0);
 
     char w1[512], w3[512], wall[512];
-    snprintf(w1, sizeof(w1), "{\"seq\":100,\"ts\":1700000000001,\"type\":\"price:update\","
+    snprintf(w1, sizeof(w1), "{\"seq\":100,\"p\":0,\"ts\":1700000000001,\"type\":\"price:update\","
              "\"priority\":1,\"channel\":\"BTC.trade\",\"data\":%s}", v1);
-    snprintf(w3, sizeof(w3), "{\"seq\":55,\"ts\":1700000000003,\"type\":\"price:update\","
+    snprintf(w3, sizeof(w3), "{\"seq\":55,\"p\":0,\"ts\":1700000000003,\"type\":\"price:update\","
              "\"priority\":1,\"channel\":\"ETH.trade\",\"data\":%s}", v3);
-    snprintf(wall, sizeof(wall), "{\"seq\":9,\"ts\":1700000000006,\"type\":\"system:update\","
-             "\"priority\":3,\"channel\":\"*.system\",\"data\":{\"type\":\"ANNOUNCE\"}}");
+    snprintf(wall, sizeof(wall), "{\"seq\":9,\"p\":0,\"ts\":1700000000006,\"type\":\"price:update\","
+             "\"priority\":1,\"channel\":\"*.system\",\"data\":{\"type\":\"ANNOUNCE\"}}");
 
     /* A and D: BTC.trade, then the broadcast (nothing else in between) */
     expect_text(a, w1);
@@ -116,7 +116,7 @@ static void test_fanout_exact(void **state)
     char *m = NULL;
     assert_int_equal(wsc_recv_text(b, T, &m, NULL), 1);
     assert_non_null(strstr(m, "\"channel\":\"BTC.analytics\""));
-    assert_non_null(strstr(m, "{\"seq\":7,\"ts\":1700000000002,\"type\":\""));
+    assert_non_null(strstr(m, "{\"seq\":7,\"p\":0,\"ts\":1700000000002,\"type\":\""));
     char *data = strstr(m, ",\"data\":");
     assert_non_null(data);
     assert_string_equal(data + 8, "{\"type\":\"ANALYTICS\",\"data\":[1,2,3]}}");
@@ -217,7 +217,7 @@ static void test_router_errors(void **state)
     assert_int_equal(ssup_router_connect(&r, s->sock, "good", FRAME_PROTO_VERSION), 0);
     frame_record rec = ssup_rec("trade", "BTC", 5, 6, "{\"ok\":true}");
     assert_int_equal(ssup_router_send(&r, &rec, 1), 0);
-    expect_text(a, "{\"seq\":5,\"ts\":6,\"type\":\"price:update\",\"priority\":1,"
+    expect_text(a, "{\"seq\":5,\"p\":0,\"ts\":6,\"type\":\"price:update\",\"priority\":1,"
                    "\"channel\":\"BTC.trade\",\"data\":{\"ok\":true}}");
     /* a frame split byte by byte is reassembled */
     buf out = { 0 };

@@ -138,6 +138,86 @@ static void test_builders(void **state)
     buf_free(&b);
 }
 
+static void test_reconnect(void **state)
+{
+    clientmsg m;
+    assert_int_equal(parse("{\"type\":\"reconnect\",\"data\":{\"channels\":{"
+                           "\"BTC.trade\":{\"p\":3,\"seq\":1042},"
+                           "\"ETH.analytics\":{\"seq\":-1,\"p\":0}}}}", &m),
+                     CLIENTMSG_OK);
+    assert_int_equal(m.type, CLIENTMSG_RECONNECT);
+    assert_int_equal(m.odinws, 0);
+    assert_int_equal(m.nchannels, 2);
+    /* jansson keeps object order of insertion */
+    assert_memory_equal(m.channels[0].s, "BTC.trade", 9);
+    assert_int_equal(m.positions[0].p, 3);
+    assert_int_equal(m.positions[0].seq, 1042);
+    assert_memory_equal(m.channels[1].s, "ETH.analytics", 13);
+    assert_int_equal(m.positions[1].p, 0);
+    assert_int_equal(m.positions[1].seq, -1);
+    clientmsg_free(&m);
+
+    /* odin-ws form */
+    assert_int_equal(parse("{\"type\":\"reconnect\",\"data\":{\"client_id\":\"c1\","
+                           "\"last_offset\":{\"odin.trades\":1042,\"odin.balances\":7}}}",
+                           &m), CLIENTMSG_OK);
+    assert_int_equal(m.type, CLIENTMSG_RECONNECT);
+    assert_int_equal(m.odinws, 1);
+    assert_int_equal(m.nchannels, 0);
+    assert_int_equal(m.ntopics, 2);
+    assert_memory_equal(m.topics[0].topic, "odin.trades", 11);
+    assert_int_equal(m.topics[0].len, 11);
+    assert_int_equal(m.topics[0].offset, 1042);
+    assert_int_equal(m.topics[1].offset, 7);
+    clientmsg_free(&m);
+
+    /* errors */
+    const char *bad_json[] = {
+        "{\"type\":\"reconnect\"}",
+        "{\"type\":\"reconnect\",\"data\":{\"channels\":[\"BTC.trade\"]}}",
+        "{\"type\":\"reconnect\",\"data\":{\"channels\":{\"BTC.trade\":3}}}",
+        "{\"type\":\"reconnect\",\"data\":{\"channels\":{\"BTC.trade\":{\"p\":3}}}}",
+        "{\"type\":\"reconnect\",\"data\":{\"channels\":{\"BTC.trade\":{\"p\":-1,\"seq\":1}}}}",
+        "{\"type\":\"reconnect\",\"data\":{\"channels\":{\"BTC.trade\":{\"p\":1,\"seq\":-2}}}}",
+        "{\"type\":\"reconnect\",\"data\":{\"channels\":{\"BTC.trade\":{\"p\":1.5,\"seq\":1}}}}",
+        "{\"type\":\"reconnect\",\"data\":{\"channels\":{\"BTC.trade\":{\"p\":4294967296,\"seq\":1}}}}",
+        "{\"type\":\"reconnect\",\"data\":{\"last_offset\":{\"odin.trades\":\"1\"}}}",
+        "{\"type\":\"reconnect\",\"data\":{\"last_offset\":[1]}}",
+    };
+    for (size_t i = 0; i < sizeof bad_json / sizeof bad_json[0]; i++) {
+        assert_int_equal(parse(bad_json[i], &m), CLIENTMSG_E_INVALID_JSON);
+        assert_true(strlen(m.errmsg) > 0);
+        clientmsg_free(&m);
+    }
+    assert_int_equal(parse("{\"type\":\"reconnect\",\"data\":{\"channels\":{"
+                           "\"BTC\":{\"p\":1,\"seq\":1}}}}", &m),
+                     CLIENTMSG_E_INVALID_CHANNEL);
+    clientmsg_free(&m);
+    const char *two = "{\"type\":\"reconnect\",\"data\":{\"channels\":{"
+                      "\"A.trade\":{\"p\":1,\"seq\":1},"
+                      "\"B.trade\":{\"p\":1,\"seq\":1}}}}";
+    assert_int_equal(clientmsg_parse(two, strlen(two), 1, &m), CLIENTMSG_E_TOO_MANY);
+    clientmsg_free(&m);
+}
+
+static void test_reconnect_builders(void **state)
+{
+    buf b = { 0 };
+    clientmsg_chan ch[2] = { { "BTC.trade", 9 }, { "ETH.trade", 9 } };
+    assert_int_equal(clientmsg_build_reconnect_ack(&b, 50, ch, 2, 3), 0);
+    const char *w = "{\"type\":\"reconnect_ack\",\"replayed\":50,\"subscribed\":"
+                    "[\"BTC.trade\",\"ETH.trade\"],\"count\":3}";
+    assert_int_equal(b.len, strlen(w));
+    assert_memory_equal(b.data, w, b.len);
+    buf_reset(&b);
+    assert_int_equal(clientmsg_build_reconnect_error(&b, "TOO_FAR_BEHIND", "a \"q\""), 0);
+    const char *w2 = "{\"type\":\"reconnect_error\",\"code\":\"TOO_FAR_BEHIND\","
+                     "\"message\":\"a \\\"q\\\"\"}";
+    assert_int_equal(b.len, strlen(w2));
+    assert_memory_equal(b.data, w2, b.len);
+    buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -145,6 +225,8 @@ int main(void)
         cmocka_unit_test(test_errors),
         cmocka_unit_test(test_codes),
         cmocka_unit_test(test_builders),
+        cmocka_unit_test(test_reconnect),
+        cmocka_unit_test(test_reconnect_builders),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

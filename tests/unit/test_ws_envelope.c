@@ -31,36 +31,72 @@ static void test_json(void **state)
     buf b = { 0 };
     const char *v = "{\"type\":\"TRADE_EXECUTED\",\"data\":{\"p\":1.5}}";
     frame_record r = rec("trade", "BTC", 42, v);
-    assert_int_equal(envelope_json(&b, &r), 0);
+    assert_int_equal(envelope_json(&b, &r, ENVELOPE_LEGACY, 0), 0);
     char want[512];
     snprintf(want, sizeof(want),
-             "{\"seq\":42,\"ts\":1700000000123,\"type\":\"price:update\","
+             "{\"seq\":42,\"p\":3,\"ts\":1700000000123,\"type\":\"price:update\","
              "\"priority\":1,\"channel\":\"BTC.trade\",\"data\":%s}", v);
     assert_int_equal(b.len, strlen(want));
     assert_memory_equal(b.data, want, b.len);
 
+    /* legacy (the default): odin-ws's type and priority for every category */
+    const char *cats[] = { "liquidity", "metadata", "social", "community",
+                           "creation", "analytics", "balances", "weird" };
+    for (size_t i = 0; i < sizeof cats / sizeof cats[0]; i++) {
+        buf_reset(&b);
+        r = rec(cats[i], "BTC", 1, "{}");
+        assert_int_equal(envelope_json(&b, &r, ENVELOPE_LEGACY, 0), 0);
+        assert_non_null(HAS(b, "\"type\":\"price:update\",\"priority\":1,"));
+    }
+
+    /* category: per-category types */
+    buf_reset(&b);
+    r = rec("liquidity", "BTC", 1, "{}");
+    assert_int_equal(envelope_json(&b, &r, ENVELOPE_CATEGORY, 0), 0);
+    assert_non_null(HAS(b, "\"type\":\"liquidity:update\",\"priority\":2,"));
+    buf_reset(&b);
+    r = rec("trade", "BTC", 1, "{}");
+    assert_int_equal(envelope_json(&b, &r, ENVELOPE_CATEGORY, 0), 0);
+    assert_non_null(HAS(b, "\"type\":\"price:update\",\"priority\":1,"));
+
     /* unknown category: "<category>:update", priority 3; empty value: null */
     buf_reset(&b);
     r = rec("weird", "X-1", 0, "");
-    assert_int_equal(envelope_json(&b, &r), 0);
-    const char *w2 = "{\"seq\":0,\"ts\":1700000000123,\"type\":\"weird:update\","
+    assert_int_equal(envelope_json(&b, &r, ENVELOPE_CATEGORY, 0), 0);
+    const char *w2 = "{\"seq\":0,\"p\":3,\"ts\":1700000000123,\"type\":\"weird:update\","
                      "\"priority\":3,\"channel\":\"X-1.weird\",\"data\":null}";
     assert_int_equal(b.len, strlen(w2));
     assert_memory_equal(b.data, w2, b.len);
 
+    /* replay flags */
+    buf_reset(&b);
+    r = rec("trade", "BTC", 7, "{}");
+    assert_int_equal(envelope_json(&b, &r, ENVELOPE_LEGACY, ENVELOPE_F_REPLAY), 0);
+    const char *w3 = "{\"seq\":7,\"p\":3,\"ts\":1700000000123,\"type\":\"price:update\","
+                     "\"priority\":1,\"channel\":\"BTC.trade\",\"replay\":true,\"data\":{}}";
+    assert_int_equal(b.len, strlen(w3));
+    assert_memory_equal(b.data, w3, b.len);
+    buf_reset(&b);
+    assert_int_equal(envelope_json(&b, &r, ENVELOPE_CATEGORY, ENVELOPE_F_ODINWS), 0);
+    assert_non_null(HAS(b, "\"type\":\"replay:message\",\"priority\":1,"));
+    assert_non_null(HAS(b, "\"replay\":true,\"data\":{}}"));
+
     /* a token that needs escaping stays valid JSON */
     buf_reset(&b);
     r = rec("trade", "a\"b", 1, "1");
-    assert_int_equal(envelope_json(&b, &r), 0);
+    assert_int_equal(envelope_json(&b, &r, ENVELOPE_LEGACY, 0), 0);
     assert_non_null(HAS(b, "\"channel\":\"a\\\"b.trade\""));
     buf_free(&b);
+    assert_int_equal(envelope_types_parse("legacy"), ENVELOPE_LEGACY);
+    assert_int_equal(envelope_types_parse("category"), ENVELOPE_CATEGORY);
+    assert_int_equal(envelope_types_parse("Legacy"), -1);
 }
 
 static void test_frame(void **state)
 {
     buf scratch = { 0 };
     frame_record r = rec("analytics", "ETH", 7, "{\"x\":1}");
-    ws_chunk *c = envelope_frame(&scratch, &r);
+    ws_chunk *c = envelope_frame(&scratch, &r, ENVELOPE_LEGACY, 0);
     assert_non_null(c);
     assert_int_equal(c->refs, 1);
     assert_int_equal(c->data[0], 0x81);          /* FIN + text, unmasked */
@@ -74,7 +110,7 @@ static void test_frame(void **state)
     memset(big, '1', 70000);
     big[70000] = 0;
     r = rec("trade", "BTC", 1, big);
-    ws_chunk *c2 = envelope_frame(&scratch, &r);
+    ws_chunk *c2 = envelope_frame(&scratch, &r, ENVELOPE_LEGACY, 0);
     assert_non_null(c2);
     assert_int_equal(c2->data[1], 127);
     uint64_t len = 0;
@@ -85,7 +121,7 @@ static void test_frame(void **state)
     ws_chunk_unref(c2);
     big[300] = 0;
     r = rec("trade", "BTC", 1, big);
-    c2 = envelope_frame(&scratch, &r);
+    c2 = envelope_frame(&scratch, &r, ENVELOPE_LEGACY, 0);
     assert_int_equal(c2->data[1], 126);
     assert_int_equal((c2->data[2] << 8) | c2->data[3], scratch.len);
     ws_chunk_unref(c2);
@@ -145,9 +181,25 @@ static void test_health(void **state)
                        .routers = 1, .redis_connected = 1, .shard_id = "s1",
                        .uptime_s = 12.4 };
     assert_int_equal(shard_health_render(&b, &g), 200);
-    assert_non_null(HAS(b, "\"status\":\"healthy\""));
+    assert_non_null(HAS(b, "\"status\":\"healthy\",\"healthy\":true,"));
     assert_non_null(HAS(b, "\"capacity\":{\"status\":\"ok\",\"current\":10,"
                            "\"max\":100,\"percentage\":10.0}"));
+    /* odin-ws's cpu and memory checks */
+    buf_reset(&b);
+    g.cpu_percent = 12.34;
+    g.rss_bytes = 1048576;
+    g.mem_limit_bytes = 4194304;
+    g.mem_percent = 25.0;
+    assert_int_equal(shard_health_render(&b, &g), 200);
+    assert_non_null(HAS(b, "\"cpu\":{\"status\":\"ok\",\"usage_percent\":12.3}"));
+    assert_non_null(HAS(b, "\"memory\":{\"status\":\"ok\",\"rss_bytes\":1048576,"
+                           "\"limit_bytes\":4194304,\"percentage\":25.00}"));
+    g.cpu_percent = 95;
+    g.mem_percent = 91;
+    buf_reset(&b);
+    assert_int_equal(shard_health_render(&b, &g), 200);
+    assert_non_null(HAS(b, "\"cpu\":{\"status\":\"high\""));
+    assert_non_null(HAS(b, "\"memory\":{\"status\":\"high\""));
     buf_reset(&b);
     g.redis_connected = 0;
     assert_int_equal(shard_health_render(&b, &g), 200);
@@ -157,7 +209,7 @@ static void test_health(void **state)
     g.redis_connected = 1;
     g.connections = 100;
     assert_int_equal(shard_health_render(&b, &g), 503);
-    assert_non_null(HAS(b, "\"status\":\"unhealthy\""));
+    assert_non_null(HAS(b, "\"status\":\"unhealthy\",\"healthy\":false,"));
     buf_reset(&b);
     g.connections = 1;
     g.stopping = 1;
