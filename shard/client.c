@@ -307,6 +307,7 @@ void client_kill(shard_client *c, const char *why)
     if (c->state == CL_DEAD)
         return;
     shard_server *srv = c->srv;
+    shard_server_ip_release(srv, c);
     if (!(c->flags & CLF_UPGRADED))
         srv->n_http--;
     else if (c->state == CL_OPEN)
@@ -672,6 +673,7 @@ void client_upgrade(shard_client *c, const char *rest, size_t len)
 {
     shard_server *srv = c->srv;
     uint64_t now = clock_mono_ms();
+    shard_server_ip_release(srv, c);
     srv->n_http--;
     srv->n_open++;
     c->state = CL_OPEN;

@@ -32,6 +32,7 @@ enum client_state { CL_HTTP = 0, CL_OPEN, CL_CLOSING, CL_DEAD };
 #define CLF_IN_FEED     0x08u  /* inside ws_parser_feed */
 #define CLF_SLOW        0x10u  /* closed for a full send queue */
 #define CLF_UPGRADED    0x20u  /* went through the WebSocket upgrade */
+#define CLF_IP_PENDING  0x40u  /* holds a WS_IP_MAX_PENDING slot of its address */
 
 #define CL_INLINE_Q 4
 #define SHARD_HTTP_MAX_HEAD 8192   /* request head limit (431 above) */

@@ -68,6 +68,10 @@ int shard_metrics_render(buf *o, const shard_metrics *m, const shard_gauges *g)
     e |= prom_counter(o, "ws_pending_rejections_total",
                  "Connections closed at accept: WS_MAX_PENDING reached",
                  m->ws_pending_rejections_total);
+    e |= prom_counter(o, "ws_ip_pending_rejections_total",
+                 "Connections closed at accept: their address held WS_IP_MAX_PENDING "
+                 "connections in the HTTP phase",
+                 m->ws_ip_pending_rejections_total);
     e |= prom_counter(o, "ws_accept_errors_total", "accept() failures",
                  m->ws_accept_errors_total);
     e |= prom_counter(o, "ws_http_requests_total",

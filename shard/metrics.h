@@ -44,6 +44,7 @@ typedef struct shard_metrics {
     uint64_t ws_partial_budget_closes_total;  /* 1013: over WS_PARTIAL_BUDGET */
     uint64_t ws_partial_timeouts_total;       /* 1008: frame not completed in time */
     uint64_t ws_pending_rejections_total;
+    uint64_t ws_ip_pending_rejections_total;  /* over WS_IP_MAX_PENDING at accept */
     uint64_t ws_accept_errors_total;
     uint64_t ws_http_requests_total;
     uint64_t ws_binary_frames_ignored_total;  /* binary messages dropped */

@@ -22,12 +22,18 @@
 #define IP_SWEEP_MS 10000
 #define ACCEPT_BACKOFF_MS 100
 
+/* Per client address: the connection-rate token bucket, and how many of
+ * its connections are still in the HTTP phase (WS_IP_MAX_PENDING).  An
+ * entry is swept when its bucket is full and it holds no pending one. */
 typedef struct ip_rate {
     shard_map_node node;
     double tokens;
     uint64_t ms;
+    uint32_t pending;
     uint8_t key[16];
 } ip_rate;
+
+static int ip_pending_take(shard_server *srv, shard_client *c);
 
 /* ---- listeners ------------------------------------------------------------ */
 
@@ -81,15 +87,21 @@ static void on_accept(net_acceptor *a, int fd, const struct sockaddr *sa,
         srv->live->prev = c;
     srv->live = c;
     srv->n_http++;
+    /* one address may not fill the WS_MAX_PENDING pool with silent
+     * connections: checked at accept, before any byte is read */
+    if (ip_pending_take(srv, c) != 0) {
+        ctx->m.ws_ip_pending_rejections_total++;
+        client_kill(c, "per-IP pending connections limit");
+    }
 }
 
 /* ---- per-IP connection rate ------------------------------------------ */
 
-static int ip_allow(shard_server *srv, const shard_client *c, uint64_t now)
+/* The entry of c's address, refilled to `now`; created if absent.  NULL if
+ * the table is full or out of memory (callers fail open). */
+static ip_rate *ip_entry(shard_server *srv, const shard_client *c, uint64_t now)
 {
     const shard_settings *s = srv->ctx->set;
-    if (s->ip_rate <= 0)
-        return 1;
     shard_map_node *n = shard_map_find(&srv->ip_rates, c->ip, c->ip_len);
     ip_rate *e;
     if (n) {
@@ -98,22 +110,63 @@ static int ip_allow(shard_server *srv, const shard_client *c, uint64_t now)
         if (e->tokens > (double)s->ip_burst)
             e->tokens = (double)s->ip_burst;
         e->ms = now;
-    } else {
-        if (srv->ip_rates.n >= IP_TABLE_MAX)
-            return 1;        /* table full: fail open rather than refuse */
-        e = calloc(1, sizeof(*e));
-        if (!e)
-            return 1;
-        memcpy(e->key, c->ip, c->ip_len);
-        e->node.key = e->key;
-        e->node.klen = c->ip_len;
-        e->tokens = (double)s->ip_burst;
-        e->ms = now;
-        if (shard_map_insert(&srv->ip_rates, &e->node) != 0) {
-            free(e);
-            return 1;
-        }
+        return e;
     }
+    if (srv->ip_rates.n >= IP_TABLE_MAX)
+        return NULL;
+    e = calloc(1, sizeof(*e));
+    if (!e)
+        return NULL;
+    memcpy(e->key, c->ip, c->ip_len);
+    e->node.key = e->key;
+    e->node.klen = c->ip_len;
+    e->tokens = (double)s->ip_burst;
+    e->ms = now;
+    if (shard_map_insert(&srv->ip_rates, &e->node) != 0) {
+        free(e);
+        return NULL;
+    }
+    return e;
+}
+
+/* Take one of the address's WS_IP_MAX_PENDING HTTP-phase slots: 0, or -1
+ * when it holds them all (the caller refuses the connection). */
+static int ip_pending_take(shard_server *srv, shard_client *c)
+{
+    long cap = srv->ctx->set->ip_max_pending;
+    if (cap <= 0)
+        return 0;
+    ip_rate *e = ip_entry(srv, c, clock_mono_ms());
+    if (!e)
+        return 0;     /* table full: fail open */
+    if (e->pending >= (uint32_t)cap)
+        return -1;
+    e->pending++;
+    c->flags |= CLF_IP_PENDING;
+    return 0;
+}
+
+void shard_server_ip_release(shard_server *srv, shard_client *c)
+{
+    if (!(c->flags & CLF_IP_PENDING))
+        return;
+    c->flags &= (uint8_t)~CLF_IP_PENDING;
+    shard_map_node *n = shard_map_find(&srv->ip_rates, c->ip, c->ip_len);
+    if (n) {
+        ip_rate *e = SHARD_MAP_ENTRY(n, ip_rate, node);
+        if (e->pending)
+            e->pending--;
+    }
+}
+
+static int ip_allow(shard_server *srv, const shard_client *c, uint64_t now)
+{
+    const shard_settings *s = srv->ctx->set;
+    if (s->ip_rate <= 0)
+        return 1;
+    ip_rate *e = ip_entry(srv, c, now);
+    if (!e)
+        return 1;        /* table full: fail open rather than refuse */
     if (e->tokens < 1.0)
         return 0;
     e->tokens -= 1.0;
@@ -128,7 +181,7 @@ static void ip_sweep(shard_server *srv, uint64_t now, int all)
     while ((n = shard_map_next(&srv->ip_rates, &it, &cur))) {
         ip_rate *e = SHARD_MAP_ENTRY(n, ip_rate, node);
         double t = e->tokens + (double)(now - e->ms) * s->ip_rate / 1000.0;
-        if (all || t >= (double)s->ip_burst) {
+        if (all || (t >= (double)s->ip_burst && e->pending == 0)) {
             shard_map_remove(&srv->ip_rates, n);
             free(e);
         }

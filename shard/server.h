@@ -60,4 +60,8 @@ void shard_server_http(shard_server *srv, shard_client *c, const char *data,
 
 void shard_server_schedule_flush(shard_server *srv, shard_client *c);
 
+/* c leaves the HTTP phase (upgraded or killed): give back its address's
+ * WS_IP_MAX_PENDING slot.  Idempotent. */
+void shard_server_ip_release(shard_server *srv, shard_client *c);
+
 #endif

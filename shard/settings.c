@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#define NOPTS 48
+#define NOPTS 96   /* room for the table below; table() aborts if it outgrows it */
 
 static size_t table(shard_settings *s, config_opt *o)
 {
@@ -91,6 +91,10 @@ static size_t table(shard_settings *s, config_opt *o)
     OPT("WS_IP_RATE", CFG_DOUBLE, &s->ip_rate, "50",
         "New WebSocket connections per second per client IP (0 = no limit); "
         "over it upgrades get 429", 0, 1e9);
+    OPT("WS_IP_MAX_PENDING", CFG_INT, &s->ip_max_pending, "32",
+        "Max connections one client address may hold in the HTTP phase (before "
+        "the upgrade completes); more are closed at accept, so one address "
+        "cannot fill WS_MAX_PENDING; 0 = no limit", 0, 100000);
     OPT("WS_IP_BURST", CFG_INT, &s->ip_burst, "200",
         "Per-IP connection burst", 1, 1000000000);
     OPT("SHARD_SOCKET", CFG_STR, &s->cfg_socket_path, NULL,

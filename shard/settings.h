@@ -20,6 +20,7 @@ typedef struct shard_settings {
     double close_timeout;     /* WS_CLOSE_TIMEOUT */
     double shutdown_timeout;  /* SHARD_SHUTDOWN_TIMEOUT */
     long max_message;         /* WS_MAX_MESSAGE */
+    long ip_max_pending;      /* WS_IP_MAX_PENDING */
     long partial_budget;      /* WS_PARTIAL_BUDGET, bytes */
     char *allowed_origins;    /* WS_ALLOWED_ORIGINS, NULL: any */
     double partial_timeout;   /* WS_PARTIAL_TIMEOUT, seconds */

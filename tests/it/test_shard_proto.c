@@ -577,6 +577,72 @@ static void test_ip_rate(void **state)
     stop(s);
 }
 
+static int raw_connect(int port, const char *src)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in s = { .sin_family = AF_INET };
+    inet_pton(AF_INET, src, &s.sin_addr);
+    assert_int_equal(bind(fd, (struct sockaddr *)&s, sizeof s), 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    return fd;
+}
+
+/* 1 if the server closed fd within ms (EOF or reset), 0 if it is still open. */
+static int closed_within(int fd, int ms)
+{
+    struct pollfd pf = { fd, POLLIN, 0 };
+    if (poll(&pf, 1, ms) != 1)
+        return 0;
+    char b[64];
+    return read(fd, b, sizeof b) <= 0;
+}
+
+/* Handshake pool fairness: one address holding WS_IP_MAX_PENDING silent
+ * connections cannot take more, while other addresses still upgrade; its
+ * slots come back when its connections go. */
+static void test_ip_max_pending(void **state)
+{
+    enum { CAP = 4, TRY = 10 };
+    const char *env[] = { "WS_IP_MAX_PENDING=4", "WS_MAX_PENDING=16", "WS_HANDSHAKE_TIMEOUT=30",
+                          NULL };
+    ssup_shard *s = start("ippend", env);
+    int fds[TRY], held = 0, refused = 0;
+    for (int i = 0; i < TRY; i++)
+        fds[i] = raw_connect(s->port, "127.0.0.4");
+    /* the refused ones are closed at once; the held ones stay open */
+    assert_true(ssup_wait_metric(s->port, "ws_ip_pending_rejections_total", TRY - CAP, T));
+    for (int i = 0; i < TRY; i++) {
+        if (closed_within(fds[i], 100))
+            refused++;
+        else
+            held++;
+    }
+    assert_int_equal(held, CAP);
+    assert_int_equal(refused, TRY - CAP);
+    /* another address is served */
+    wsc_opts o5 = { .src_addr = "127.0.0.5" };
+    int st = 0;
+    wsc *good = wsc_connect("127.0.0.1", s->port, &o5, &st);
+    assert_non_null(good);
+    assert_int_equal(st, 101);
+    /* the same address upgrades once its silent connections are gone */
+    for (int i = 0; i < TRY; i++)
+        close(fds[i]);
+    wsc_opts o4 = { .src_addr = "127.0.0.4" };
+    wsc *again = NULL;
+    for (int i = 0; i < 50 && !again; i++) {   /* the shard notices the closes */
+        again = wsc_connect("127.0.0.1", s->port, &o4, &st);
+        if (!again)
+            assert_true(ssup_wait_metric(s->port, "ws_http_requests_total", 0, 100));
+    }
+    assert_non_null(again);
+    wsc_free(again);
+    wsc_free(good);
+    stop(s);
+}
+
 static void test_handshake_timeout(void **state)
 {
     const char *env[] = { "WS_HANDSHAKE_TIMEOUT=0.3", NULL };
@@ -740,6 +806,7 @@ int main(void)
         cmocka_unit_test(test_help),
         cmocka_unit_test(test_partial_frames),
         cmocka_unit_test(test_origin),
+        cmocka_unit_test(test_ip_max_pending),
         cmocka_unit_test(test_tcp_ingress_needs_secret),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
