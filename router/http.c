@@ -16,6 +16,9 @@ struct router_http {
     struct evhttp *http;
 };
 
+#define ROUTER_HTTP_MAX_HEAD 8192     /* request line + headers, bytes */
+#define ROUTER_HTTP_TIMEOUT_S 5       /* read / write of one request */
+
 static void reply(struct evhttp_request *req, int code, const char *reason,
                   const char *ctype, const buf *body)
 {
@@ -127,7 +130,14 @@ router_http *router_http_new(struct event_base *base, const router_config *cfg, 
     if (!h->http)
         goto err;
     evhttp_set_gencb(h->http, http_cb, h);
-    evhttp_set_timeout(h->http, 10);
+    /* /health and /metrics only: GET (and HEAD), a small request head, no
+     * body, and a short timeout, so a client cannot make the router buffer
+     * (libevent's defaults take any method and an unbounded chunked body);
+     * others get 405, 413 or 400 from libevent itself */
+    evhttp_set_allowed_methods(h->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+    evhttp_set_max_headers_size(h->http, ROUTER_HTTP_MAX_HEAD);
+    evhttp_set_max_body_size(h->http, 0);
+    evhttp_set_timeout(h->http, ROUTER_HTTP_TIMEOUT_S);
     if (!evhttp_bind_socket_with_handle(h->http, cfg->http_host,
                                         (ev_uint16_t)cfg->http_port)) {
         log_kv(LOG_ERROR, "cannot listen for HTTP", "s:addr", cfg->http_addr, NULL);

@@ -13,6 +13,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <poll.h>
+#include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 
 #include "proto/frame.h"
@@ -175,6 +180,77 @@ static void test_targeted_routes_changes_negative_cache(void **state)
     redisFree(rc);
 }
 
+/* Send raw bytes to 127.0.0.1:port and return the HTTP status of the
+ * answer (0 if the connection closed without one within timeout_ms). */
+static int raw_http(int port, const char *req, size_t len, int timeout_ms)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    size_t off = 0;
+    while (off < len) {
+        ssize_t w = write(fd, req + off, len - off);
+        if (w <= 0)
+            break;   /* the router may close early: the status says why */
+        off += (size_t)w;
+    }
+    char b[256] = { 0 };
+    size_t got = 0;
+    struct pollfd pf = { fd, POLLIN, 0 };
+    while (got < sizeof b - 1 && poll(&pf, 1, timeout_ms) == 1) {
+        ssize_t n = read(fd, b + got, sizeof b - 1 - got);
+        if (n <= 0)
+            break;
+        got += (size_t)n;
+    }
+    close(fd);
+    int status = 0;
+    if (sscanf(b, "HTTP/1.%*d %d", &status) != 1)
+        status = 0;
+    return status;
+}
+
+/* Router HTTP: GET only, a small head, no body, a timeout (libevent's
+ * defaults took any method and an unbounded chunked body). */
+static void test_http_limits(void **state)
+{
+    char group[128];
+    snprintf(group, sizeof group, "KAFKA_GROUP=%s", rtsup_unique("g"));
+    const char *env[] = { group, NULL };
+    rtsup_router r;
+    assert_int_equal(rtsup_router_start(&r, tsup_env("ODIN_REDIS_URL"), env), 0);
+    const char *get = "GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    int st = raw_http(r.http_port, get, strlen(get), 5000);
+    assert_true(st == 200 || st == 503);
+    const char *post = "POST /metrics HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                       "10\r\n0123456789abcdef\r\n";
+    st = raw_http(r.http_port, post, strlen(post), 5000);
+    assert_true(st == 405 || st == 413);   /* the body is refused first */
+    const char *del = "DELETE /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    st = raw_http(r.http_port, del, strlen(del), 5000);
+    assert_true(st == 405 || st == 501);   /* libevent answers 501 Not Implemented */
+    const char *body = "GET /health HTTP/1.1\r\nHost: x\r\nContent-Length: 64\r\n\r\n"
+                       "0123456789012345678901234567890123456789012345678901234567890123";
+    assert_int_equal(raw_http(r.http_port, body, strlen(body), 5000), 413);
+    /* a 32 KiB header: refused, not buffered */
+    size_t big = 32768;
+    char *hdr = malloc(big + 128);
+    int n = snprintf(hdr, 128, "GET /health HTTP/1.1\r\nHost: x\r\nX-Pad: ");
+    memset(hdr + n, 'a', big);
+    memcpy(hdr + n + big, "\r\n\r\n", 4);
+    st = raw_http(r.http_port, hdr, (size_t)n + big + 4, 5000);
+    free(hdr);
+    assert_true(st == 400 || st == 413 || st == 431 || st == 0);
+    assert_true(st != 200);
+    /* the router is still serving */
+    st = raw_http(r.http_port, get, strlen(get), 5000);
+    assert_true(st == 200 || st == 503);
+    int rst = rtsup_router_stop(&r);
+    assert_true(WIFEXITED(rst));
+    assert_int_equal(WEXITSTATUS(rst), 0);
+}
+
 static void test_broadcast_mode(void **state)
 {
     redisContext *rc = tsup_redis_connect(tsup_env("ODIN_REDIS_URL"));
@@ -305,6 +381,7 @@ int main(void)
         cmocka_unit_test_setup(test_targeted_routes_changes_negative_cache, flush_redis),
         cmocka_unit_test_setup(test_broadcast_mode, flush_redis),
         cmocka_unit_test_setup(test_bad_records, flush_redis),
+        cmocka_unit_test_setup(test_http_limits, flush_redis),
     };
     if (getenv("ODIN_TEST_FILTER"))
         cmocka_set_test_filter(getenv("ODIN_TEST_FILTER"));
