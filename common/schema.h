@@ -40,6 +40,30 @@
     "return n\n"
 
 /*
+ * The same for a batch of tokens in one call (the shard's registration
+ * path): KEYS[1] = the shard's reverse index, KEYS[2] = routes channel;
+ * ARGV[1] = 'add' | 'del', ARGV[2] = shard id, ARGV[3] = route key prefix
+ * ("<prefix>route:"), ARGV[4..] = tokens.  Each token whose route set
+ * changed is published.  Returns the number of route sets changed.  Sent
+ * with EVALSHA (SHA-1 of this text; EVAL again after NOSCRIPT).
+ */
+#define SCHEMA_LUA_ROUTE_BATCH \
+    "local add, id, rp = ARGV[1] == 'add', ARGV[2], ARGV[3]\n" \
+    "local changed = 0\n" \
+    "for i = 4, #ARGV do\n" \
+    "  local t, n = ARGV[i]\n" \
+    "  if add then\n" \
+    "    n = redis.call('SADD', rp .. t, id)\n" \
+    "    redis.call('SADD', KEYS[1], t)\n" \
+    "  else\n" \
+    "    n = redis.call('SREM', rp .. t, id)\n" \
+    "    redis.call('SREM', KEYS[1], t)\n" \
+    "  end\n" \
+    "  if n == 1 then redis.call('PUBLISH', KEYS[2], t); changed = changed + 1 end\n" \
+    "end\n" \
+    "return changed\n"
+
+/*
  * Remove every route of shard ARGV[1] through its reverse index, delete its
  * lease and reverse index, drop it from the registry, publish each token and
  * "shard:down:<id>".  ARGV[2] = prefix.  ARGV[3] = "force" to clean even if
@@ -63,5 +87,9 @@
     "redis.call('SREM', p .. 'shards', id)\n" \
     "redis.call('PUBLISH', p .. 'routes', 'shard:down:' .. id)\n" \
     "return n\n"
+
+/* SHA-1 of a script as Redis names it for EVALSHA: 40 lowercase hex
+ * digits and a NUL into out (OpenSSL). */
+void schema_sha1_hex(const char *script, char out[41]);
 
 #endif

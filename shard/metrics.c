@@ -182,6 +182,12 @@ int shard_metrics_render(buf *o, const shard_metrics *m, const shard_gauges *g)
                  m->shard_redis_errors_total);
     e |= prom_counter(o, "shard_redis_commands_total", "Redis commands sent",
                  m->shard_redis_commands_total);
+    e |= prom_counter(o, "shard_redis_route_updates_total",
+                 "Route updates (tokens) sent in batched registration calls",
+                 m->shard_redis_route_updates_total);
+    e |= prom_counter(o, "shard_redis_script_loads_total",
+                 "Registration calls re-sent as EVAL after NOSCRIPT (Redis restarted)",
+                 m->shard_redis_script_loads_total);
     e |= prom_gauge(o, "shard_uptime_seconds", "Seconds since start", g->uptime_s);
     return e ? -1 : 0;
 }

@@ -64,6 +64,8 @@ typedef struct shard_metrics {
     uint64_t shard_redis_connects_total;
     uint64_t shard_redis_errors_total;
     uint64_t shard_redis_commands_total;
+    uint64_t shard_redis_route_updates_total;   /* tokens sent in batches */
+    uint64_t shard_redis_script_loads_total;    /* EVAL after NOSCRIPT */
 } shard_metrics;
 
 typedef struct shard_gauges {

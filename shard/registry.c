@@ -7,6 +7,7 @@
 #include "common/redislink.h"
 #include "common/schema.h"
 
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -53,8 +54,20 @@ struct shard_registry {
     struct event *pump_ev, *hb_ev, *watch_ev, *done_ev;
     char host[256];
     char *k_lease, *k_tokens, *k_routes, *k_shards, *endpoint;
+    char *k_route_prefix;    /* "<prefix>route:" */
+    char batch_sha[41];      /* SHA-1 of SCHEMA_LUA_ROUTE_BATCH, hex */
+    double rate_tokens;      /* REDIS_ROUTE_RATE bucket */
+    uint64_t rate_ms;
     log_ratelimit rl;
 };
+
+/* One script call carrying up to REDIS_ROUTE_BATCH route updates of one op. */
+typedef struct reg_batch {
+    uint8_t op;              /* 1 add, 0 del */
+    uint8_t eval;            /* sent as EVAL (after NOSCRIPT) */
+    size_t n;
+    reg_entry *e[];
+} reg_batch;
 
 /* ---- helpers ---------------------------------------------------------- */
 
@@ -128,79 +141,179 @@ static void reg_error(shard_registry *r, const char *msg, const char *detail)
 
 /* ---- route updates -------------------------------------------------- */
 
-static void on_route_reply(redisAsyncContext *ac, void *reply, void *priv)
+static int send_batch(shard_registry *r, reg_batch *b);
+
+/* The batch's entries got their answer: rep NULL (connection lost), an
+ * error, or success (every route set now matches what was sent). */
+static void batch_finish(shard_registry *r, reg_batch *b, redisReply *rep)
 {
-    shard_registry *r = redislink_ctx_arg(ac);
-    reg_entry *e = priv;
-    redisReply *rep = reply;
-    e->inflight = 0;
-    if (r->freeing)
-        return;
-    cmd_done(r);
-    if (r->inflight > 0)
-        r->inflight--;
-    if (!rep) {
-        e->have = HAVE_UNKNOWN;          /* connection lost: resync later */
-    } else if (rep->type == REDIS_REPLY_ERROR) {
-        reg_error(r, "redis route update failed", rep->str);
-        e->have = HAVE_UNKNOWN;
-        e->failed = 1;                   /* retried by the heartbeat */
-    } else {
-        e->have = e->sent;
-        if (e->want != e->have)
-            enqueue(r, e);
+    for (size_t i = 0; i < b->n; i++) {
+        reg_entry *e = b->e[i];
+        e->inflight = 0;
+        if (r->inflight > 0)
+            r->inflight--;
+        if (!rep) {
+            e->have = HAVE_UNKNOWN;          /* connection lost: resync later */
+        } else if (rep->type == REDIS_REPLY_ERROR) {
+            e->have = HAVE_UNKNOWN;
+            e->failed = 1;                   /* retried by the heartbeat */
+        } else {
+            e->have = e->sent;
+            if (e->want != e->have)
+                enqueue(r, e);
+        }
+        entry_free_if_idle(r, e);
     }
-    if (rep)
-        event_active(r->pump_ev, EV_TIMEOUT, 1);
-    entry_free_if_idle(r, e);
+    free(b);
 }
 
-static int send_route(shard_registry *r, reg_entry *e)
+static void on_batch_reply(redisAsyncContext *ac, void *reply, void *priv)
+{
+    shard_registry *r = redislink_ctx_arg(ac);
+    reg_batch *b = priv;
+    redisReply *rep = reply;
+    if (r->freeing) {
+        for (size_t i = 0; i < b->n; i++)
+            b->e[i]->inflight = 0;
+        free(b);
+        return;
+    }
+    cmd_done(r);
+    /* Redis restarted (or SCRIPT FLUSH): send the body once, which also
+     * caches it again for the EVALSHAs that follow */
+    if (rep && rep->type == REDIS_REPLY_ERROR && !b->eval &&
+        strncmp(rep->str, "NOSCRIPT", 8) == 0) {
+        b->eval = 1;
+        r->ctx->m.shard_redis_script_loads_total++;
+        if (send_batch(r, b) == 0)
+            return;
+    }
+    if (rep && rep->type == REDIS_REPLY_ERROR)
+        reg_error(r, "redis route update failed", rep->str);
+    batch_finish(r, b, rep);
+    if (rep)
+        event_active(r->pump_ev, EV_TIMEOUT, 1);
+}
+
+/* EVALSHA (or EVAL) SCHEMA_LUA_ROUTE_BATCH for b.  0 or -1. */
+static int send_batch(shard_registry *r, reg_batch *b)
 {
     const shard_settings *s = r->ctx->set;
-    buf rk = { 0 };
-    if (buf_appendf(&rk, "%sroute:", s->redis_prefix) != 0 ||
-        buf_append(&rk, e->tok, e->node.klen) != 0) {
-        buf_free(&rk);
+    size_t argc = 8 + b->n;
+    const char **argv = malloc(argc * sizeof *argv);
+    size_t *lens = malloc(argc * sizeof *lens);
+    if (!argv || !lens) {
+        free(argv);
+        free(lens);
         return -1;
     }
-    const char *op = e->want ? "add" : "del";
-    const char *argv[9] = { "EVAL", SCHEMA_LUA_ROUTE, "3", rk.data,
-                            r->k_tokens, r->k_routes, op,
-                            s->shard_id, e->tok };
-    size_t lens[9] = { 4, strlen(SCHEMA_LUA_ROUTE), 1, rk.len,
-                       strlen(r->k_tokens), strlen(r->k_routes), 3,
-                       strlen(s->shard_id), e->node.klen };
-    int rc = send_argv(r, on_route_reply, e, 9, argv, lens);
-    buf_free(&rk);
-    if (rc == 0) {
-        e->inflight = 1;
-        e->sent = e->want;
-        r->inflight++;
+    argv[0] = b->eval ? "EVAL" : "EVALSHA";
+    argv[1] = b->eval ? SCHEMA_LUA_ROUTE_BATCH : r->batch_sha;
+    argv[2] = "2";
+    argv[3] = r->k_tokens;
+    argv[4] = r->k_routes;
+    argv[5] = b->op ? "add" : "del";
+    argv[6] = s->shard_id;
+    argv[7] = r->k_route_prefix;
+    for (size_t i = 0; i < 8; i++)
+        lens[i] = strlen(argv[i]);
+    for (size_t i = 0; i < b->n; i++) {
+        argv[8 + i] = b->e[i]->tok;
+        lens[8 + i] = b->e[i]->node.klen;
     }
+    int rc = send_argv(r, on_batch_reply, b, (int)argc, argv, lens);
+    free(argv);
+    free(lens);
     return rc;
 }
 
+/* REDIS_ROUTE_RATE: how many route updates may go out now. */
+static long rate_allowance(shard_registry *r, uint64_t now)
+{
+    double rate = r->ctx->set->redis_route_rate;
+    if (rate <= 0)
+        return LONG_MAX;
+    r->rate_tokens += (double)(now - r->rate_ms) * rate / 1000.0;
+    if (r->rate_tokens > rate)
+        r->rate_tokens = rate;   /* burst: one second's worth */
+    r->rate_ms = now;
+    return (long)r->rate_tokens;
+}
+
+/*
+ * Send queued route updates: one script call per batch of up to
+ * REDIS_ROUTE_BATCH tokens with the same op, at most REDIS_MAX_INFLIGHT
+ * tokens unanswered and REDIS_ROUTE_RATE per second.  Updates of a token
+ * that churns while queued collapse into one (want vs have), so a churn
+ * flood costs Redis at most the rate, and the lease refresh on the same
+ * connection waits behind at most REDIS_MAX_INFLIGHT updates.
+ */
 static void pump(shard_registry *r)
 {
     /* after shutdown started, the cleanup script covers what is queued */
     if (r->state != R_READY || r->stopping)
         return;
-    while (r->qhead && r->inflight < r->ctx->set->redis_inflight) {
-        reg_entry *e = r->qhead;
-        r->qhead = e->qnext;
-        if (!r->qhead)
-            r->qtail = NULL;
-        e->queued = 0;
-        if (e->want == e->have) {
-            entry_free_if_idle(r, e);
-            continue;
+    const shard_settings *s = r->ctx->set;
+    uint64_t now = clock_mono_ms();
+    long allow = rate_allowance(r, now);
+    size_t maxb = (size_t)s->redis_route_batch;
+    while (r->qhead && r->inflight < s->redis_inflight && allow > 0) {
+        size_t room = (size_t)(s->redis_inflight - r->inflight);
+        if (room > maxb)
+            room = maxb;
+        if ((long)room > allow)
+            room = (size_t)allow;
+        reg_batch *b = malloc(sizeof *b + room * sizeof b->e[0]);
+        if (!b)
+            break;
+        b->n = 0;
+        b->eval = 0;
+        b->op = 2;   /* set by the first entry that needs work */
+        while (r->qhead && b->n < room) {
+            reg_entry *e = r->qhead;
+            if (e->want != e->have && b->op != 2 && e->want != b->op)
+                break;   /* the other op starts the next batch (order kept) */
+            r->qhead = e->qnext;
+            if (!r->qhead)
+                r->qtail = NULL;
+            e->queued = 0;
+            if (e->want == e->have) {
+                entry_free_if_idle(r, e);
+                continue;
+            }
+            b->op = e->want;
+            b->e[b->n++] = e;
         }
-        if (send_route(r, e) != 0) {
-            /* hiredis refused (out of memory): try again later */
-            e->failed = 1;
+        if (b->n == 0) {
+            free(b);
             break;
         }
+        if (send_batch(r, b) != 0) {
+            /* hiredis refused (out of memory): the heartbeat retries */
+            for (size_t i = 0; i < b->n; i++)
+                b->e[i]->failed = 1;
+            free(b);
+            break;
+        }
+        for (size_t i = 0; i < b->n; i++) {
+            b->e[i]->inflight = 1;
+            b->e[i]->sent = b->op;
+        }
+        r->inflight += (long)b->n;
+        r->ctx->m.shard_redis_route_updates_total += b->n;
+        r->rate_tokens -= (double)b->n;
+        allow -= (long)b->n;
+    }
+    if (r->qhead && allow <= 0 && r->inflight < s->redis_inflight) {
+        /* rate-limited: come back when the bucket has refilled a batch */
+        double rate = s->redis_route_rate;
+        long ms = (long)(1000.0 * (double)maxb / rate);
+        if (ms < 1)
+            ms = 1;
+        if (ms > 1000)
+            ms = 1000;
+        struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
+        event_add(r->pump_ev, &tv);
     }
 }
 
@@ -579,6 +692,10 @@ shard_registry *shard_registry_new(shard_ctx *ctx)
     r->k_lease = cat3(s->redis_prefix, "shard:", s->shard_id);
     r->k_tokens = r->k_lease ? cat3(r->k_lease, ":tokens", "") : NULL;
     r->k_routes = cat3(s->redis_prefix, "routes", "");
+    r->k_route_prefix = cat3(s->redis_prefix, "route:", "");
+    schema_sha1_hex(SCHEMA_LUA_ROUTE_BATCH, r->batch_sha);
+    r->rate_ms = clock_mono_ms();
+    r->rate_tokens = s->redis_route_rate;
     r->k_shards = cat3(s->redis_prefix, "shards", "");
     r->endpoint = cat3(s->endpoint, "", "");
     struct event_base *b = ctx->base;
@@ -629,6 +746,7 @@ void shard_registry_free(shard_registry *r)
     free(r->k_lease);
     free(r->k_tokens);
     free(r->k_routes);
+    free(r->k_route_prefix);
     free(r->k_shards);
     free(r->endpoint);
     free(r);

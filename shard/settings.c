@@ -136,7 +136,14 @@ static size_t table(shard_settings *s, config_opt *o)
         "Lease TTL of odin:shard:<id> in seconds; refreshed every TTL/3",
         0.3, 86400);
     OPT("REDIS_MAX_INFLIGHT", CFG_INT, &s->redis_inflight, "256",
-        "Max route updates sent to Redis and not yet answered", 1, 1000000);
+        "Max route updates sent to Redis and not yet answered (the lease "
+        "refresh on the same connection waits behind at most these)", 1, 1000000);
+    OPT("REDIS_ROUTE_BATCH", CFG_INT, &s->redis_route_batch, "128",
+        "Route updates (tokens) per registration script call (EVALSHA)", 1, 4096);
+    OPT("REDIS_ROUTE_RATE", CFG_DOUBLE, &s->redis_route_rate, "20000",
+        "Route updates per second this shard sends to Redis (burst: one "
+        "second's worth); more wait in the queue, where churn on the same "
+        "token collapses; 0 = no limit", 0, 1e9);
     OPT("LOG_LEVEL", CFG_STR, &s->log_level, "info",
         "debug | info | warn | error", 0, 0);
     OPT("ENVELOPE_TYPES", CFG_STR, &s->cfg_envelope_types, "legacy",

@@ -21,6 +21,8 @@ typedef struct shard_settings {
     double shutdown_timeout;  /* SHARD_SHUTDOWN_TIMEOUT */
     long max_message;         /* WS_MAX_MESSAGE */
     long ip_max_pending;      /* WS_IP_MAX_PENDING */
+    long redis_route_batch;   /* REDIS_ROUTE_BATCH */
+    double redis_route_rate;  /* REDIS_ROUTE_RATE, updates/s (0: no limit) */
     long partial_budget;      /* WS_PARTIAL_BUDGET, bytes */
     char *allowed_origins;    /* WS_ALLOWED_ORIGINS, NULL: any */
     double partial_timeout;   /* WS_PARTIAL_TIMEOUT, seconds */

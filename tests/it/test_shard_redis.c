@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <sys/wait.h>
 
+#include "common/schema.h"
 #include "tests/support/support.h"
 #include "tests/support/shardsup.h"
 #include "tests/support/wsclient.h"
@@ -483,6 +484,66 @@ static void test_many_tokens_bounded(void **state)
     stop_ok(&s);
 }
 
+/* Registration churn is batched (one EVALSHA per REDIS_ROUTE_BATCH tokens),
+ * rate-limited (REDIS_ROUTE_RATE) and survives a script-cache flush
+ * (NOSCRIPT -> EVAL once); the end state in Redis is exact throughout. */
+static void test_batched_registration(void **state)
+{
+    enum { N = 1000 };
+    char id[96], rev[160];
+    make_id(id, sizeof id, "batch");
+    snprintf(rev, sizeof rev, "odin:shard:%s:tokens", id);
+    ssup_shard s;
+    const char *env[] = { "REDIS_ROUTE_BATCH=100", "REDIS_ROUTE_RATE=2000",
+                          "WS_MAX_CHANNELS=2000", "WS_MAX_MESSAGE=65536", "WS_MSG_BURST=1000",
+                          NULL };
+    assert_int_equal(ssup_shard_start(&s, id, NULL, env), 0);
+    assert_true(ssup_wait_metric(s.port, "shard_redis_connected", 1, T));
+    double cmds0 = ssup_metric(s.port, "shard_redis_commands_total");
+    int st;
+    wsc *a = wsc_connect("127.0.0.1", s.port, NULL, &st);
+    assert_non_null(a);
+    for (int chunk = 0; chunk < N / 250; chunk++) {
+        buf m = { 0 };
+        buf_appendf(&m, "{\"type\":\"subscribe\",\"data\":{\"channels\":[");
+        for (int i = 0; i < 250; i++)
+            buf_appendf(&m, "%s\"BAT%d.trade\"", i ? "," : "", chunk * 250 + i);
+        buf_appendf(&m, "]}}");
+        buf_append(&m, "", 1);
+        assert_int_equal(wsc_send_text(a, m.data), 0);
+        buf_free(&m);
+        char *ack = NULL;
+        assert_int_equal(wsc_recv_text(a, T, &ack, NULL), 1);
+        free(ack);
+    }
+    assert_true(wait_card(R, rev, N));
+    assert_int_equal(tsup_redis_int(R, "SISMEMBER odin:route:BAT999 %s", id), 1);
+    assert_true(ssup_metric(s.port, "shard_redis_route_updates_total") == N);
+    /* 1000 updates in batches of 100: ~10 calls, not 1000 (plus a few lease
+     * refreshes and PINGs that happen meanwhile) */
+    double cmds = ssup_metric(s.port, "shard_redis_commands_total") - cmds0;
+    printf("batched registration: %d route updates in %.0f Redis commands\n", N, cmds);
+    assert_true(cmds >= 10 && cmds < 60);
+    /* the script is cached under the SHA the shard computed */
+    char sha[41];
+    schema_sha1_hex(SCHEMA_LUA_ROUTE_BATCH, sha);
+    redisReply *rp = redisCommand(R, "SCRIPT EXISTS %s", sha);
+    assert_non_null(rp);
+    assert_int_equal(rp->type, REDIS_REPLY_ARRAY);
+    assert_int_equal(rp->element[0]->integer, 1);
+    freeReplyObject(rp);
+    /* scripts flushed (as after a Redis restart): the next batch goes as EVAL */
+    rp = redisCommand(R, "SCRIPT FLUSH");
+    freeReplyObject(rp);
+    assert_int_equal(wsc_send_text(a, "{\"type\":\"subscribe\",\"data\":{\"channels\":"
+                                      "[\"BATNEW.trade\"]}}"), 0);
+    assert_true(wait_member(R, "odin:route:BATNEW", id, 1));
+    assert_true(ssup_metric(s.port, "shard_redis_script_loads_total") >= 1);
+    wsc_free(a);
+    assert_true(wait_card(R, rev, 0));
+    stop_ok(&s);
+}
+
 static void test_prefix(void **state)
 {
     char id[96];
@@ -509,6 +570,7 @@ int main(void)
         cmocka_unit_test(test_redis_down_at_start),
         cmocka_unit_test(test_redis_auth),
         cmocka_unit_test(test_many_tokens_bounded),
+        cmocka_unit_test(test_batched_registration),
         cmocka_unit_test(test_prefix),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
