@@ -69,7 +69,7 @@ P1=$(free_port); P2=$(free_port)
 for i in 1 2; do
     port=$([ $i = 1 ] && echo "$P1" || echo "$P2")
     SHARD_ID="lgsmoke$$-$i" WS_ADDR="127.0.0.1:$port" SHARD_SOCKET="$T/shard$i.sock" \
-    REDIS_URL="$ODIN_REDIS_URL" WS_IP_RATE=100000 WS_IP_BURST=100000 \
+    REDIS_URL="$ODIN_REDIS_URL" WS_IP_RATE=100000 WS_IP_BURST=100000 WS_IP_MAX_PENDING=0 \
         "$B/odin-shard" >"$T/shard$i.out" 2>"$T/shard$i.log" &
     pids+=($!)
 done
