@@ -241,6 +241,41 @@ static int pct_decode(const char *s, size_t n, char *out, size_t cap)
     return 0;
 }
 
+int config_redis_set_sentinels(redis_endpoint *ep, const char *sentinels,
+                               const char *master_name, char *why, size_t n)
+{
+    if (!sentinels || !*sentinels)
+        return 0;
+    if (strlen(sentinels) >= sizeof ep->sentinels) {
+        snprintf(why, n, "REDIS_SENTINELS is longer than %zu bytes", sizeof ep->sentinels - 1);
+        return -1;
+    }
+    if (!master_name || !*master_name || strlen(master_name) >= sizeof ep->master_name) {
+        snprintf(why, n, "REDIS_MASTER_NAME must name the master Sentinel monitors");
+        return -1;
+    }
+    char **v = NULL;
+    size_t cnt = 0;
+    if (config_split_list(sentinels, &v, &cnt) != 0 || cnt == 0) {
+        config_list_free(v, cnt);
+        snprintf(why, n, "REDIS_SENTINELS '%s' is not a host:port list", sentinels);
+        return -1;
+    }
+    for (size_t i = 0; i < cnt; i++) {
+        char host[256];
+        int port;
+        if (config_split_hostport(v[i], host, sizeof host, &port) != 0 || port <= 0) {
+            snprintf(why, n, "REDIS_SENTINELS entry '%s' is not host:port", v[i]);
+            config_list_free(v, cnt);
+            return -1;
+        }
+    }
+    config_list_free(v, cnt);
+    snprintf(ep->sentinels, sizeof ep->sentinels, "%s", sentinels);
+    snprintf(ep->master_name, sizeof ep->master_name, "%s", master_name);
+    return 0;
+}
+
 int config_redis_set_password(redis_endpoint *ep, const char *password)
 {
     if (!password || !*password)

@@ -81,8 +81,17 @@ typedef struct redis_endpoint {
     int db;
     char user[128];         /* empty: AUTH with the password only */
     char password[256];     /* empty: no AUTH */
+    char sentinels[512];    /* "host:port,host:port": master found through
+                               Redis Sentinel (host/port above unused) */
+    char master_name[128];  /* Sentinel's name of the master */
 } redis_endpoint;
 int config_parse_redis_url(const char *url, redis_endpoint *out);
+
+/* REDIS_SENTINELS / REDIS_MASTER_NAME: find the master through Sentinel.
+ * `sentinels` is a comma-separated host:port list (NULL or empty: no
+ * Sentinel).  0, or -1 with a reason in why[n] (bad list, no name). */
+int config_redis_set_sentinels(redis_endpoint *ep, const char *sentinels,
+                               const char *master_name, char *why, size_t n);
 
 /* REDIS_PASSWORD: set (or replace) the endpoint's password.  0 or -1 (too
  * long).  NULL or empty leaves it as the URL gave it. */

@@ -12,7 +12,14 @@
 #include "common/log.h"
 #include "common/net.h"
 
-enum rl_state { RL_DOWN, RL_RESOLVING, RL_CONNECTING, RL_UP };
+enum rl_state { RL_DOWN, RL_SENTINEL, RL_RESOLVING, RL_CONNECTING, RL_UP };
+
+#define SENTINELS_MAX 8
+
+typedef struct sentinel_addr {
+    char host[256];
+    int port;
+} sentinel_addr;
 
 struct redislink {
     struct event_base *base;
@@ -38,10 +45,17 @@ struct redislink {
     int logged_failure;       /* log the first failed attempt only */
     int auth_sent, authed;    /* AUTH on this connection (ep.password set) */
     int auth_failed;          /* drop from the dead event: AUTH refused */
+    /* Sentinel (ep.sentinels): ask one for the master before each connect */
+    sentinel_addr sent[SENTINELS_MAX];
+    size_t nsent, sent_next;
+    redisAsyncContext *sac;   /* the one-shot query in flight */
+    int role_sent, role_ok;   /* ROLE checked on this connection */
+    int not_master;           /* drop from the dead event: a replica now */
     char errstr[160];
 };
 
 static void start_connect(redislink *l);
+static void sentinel_ctx(redislink *l, const char *ip);
 
 static void arm(struct event *ev, long ms)
 {
@@ -106,6 +120,7 @@ static void connect_cb(const redisAsyncContext *ac, int status)
     l->logged_failure = 0;
     l->pending_up = 1;
     l->auth_sent = l->authed = l->auth_failed = 0;
+    l->role_sent = l->role_ok = l->not_master = 0;
     event_active(l->notify, EV_TIMEOUT, 0);
 }
 
@@ -167,12 +182,36 @@ static int send_subscribed_ping(redislink *l)
     return 0;
 }
 
+static int reply_is_master(const redisReply *r)
+{
+    return r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1 &&
+           r->element[0]->type == REDIS_REPLY_STRING && strcmp(r->element[0]->str, "master") == 0;
+}
+
+/* Sentinel mode keepalive of a command link: ROLE proves the node alive
+ * and still the master; a demoted one is dropped and Sentinel asked again. */
+static void role_ping_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+    redislink *l = priv;
+    if (!reply || l->ac != ac)
+        return;
+    l->ping_outstanding = 0;
+    evtimer_del(l->dead);
+    if (!reply_is_master(reply)) {
+        set_err(l, "not the master any more", NULL);
+        l->not_master = 1;
+        event_active(l->dead, EV_TIMEOUT, 0);
+    }
+}
+
 static void send_ping(redislink *l)
 {
     if (l->state != RL_UP || !l->ac || l->ping_outstanding || l->ping_interval_ms <= 0)
         return;
     int rc = (l->ac->c.flags & REDIS_SUBSCRIBED)
                  ? send_subscribed_ping(l)
+                 : l->nsent
+                 ? (redisAsyncCommand(l->ac, role_ping_cb, l, "ROLE") == REDIS_OK ? 0 : -1)
                  : (redisAsyncCommand(l->ac, ping_cb, l, "PING") == REDIS_OK ? 0 : -1);
     if (rc != 0)
         return;       /* going away: the disconnect callback follows */
@@ -191,6 +230,11 @@ static void dead_cb(evutil_socket_t fd, short what, void *arg)
     if (l->auth_failed) {
         l->auth_failed = 0;
         redislink_drop(l, "AUTH refused");
+        return;
+    }
+    if (l->not_master) {
+        l->not_master = 0;
+        redislink_drop(l, "not the master (Sentinel failover): asking Sentinel again");
         return;
     }
     char why[64];
@@ -251,6 +295,23 @@ static void send_auth(redislink *l)
     }
 }
 
+/* Sentinel mode: the node Sentinel named must say it is the master (a
+ * Sentinel can lag behind a failover).  Inside hiredis: record only. */
+static void role_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+    redislink *l = priv;
+    if (!reply || l->ac != ac)
+        return;
+    if (reply_is_master(reply)) {
+        l->role_ok = 1;
+        event_active(l->notify, EV_TIMEOUT, 0);
+    } else {
+        set_err(l, "not the master", NULL);
+        l->not_master = 1;
+        event_active(l->dead, EV_TIMEOUT, 0);
+    }
+}
+
 static void notify_cb(evutil_socket_t fd, short what, void *arg)
 {
     redislink *l = arg;
@@ -263,6 +324,16 @@ static void notify_cb(evutil_socket_t fd, short what, void *arg)
         if (l->ep.password[0] && !l->authed) {
             if (!l->auth_sent)
                 send_auth(l);   /* auth_cb comes back here */
+            return;
+        }
+        if (l->nsent && !l->role_ok) {
+            if (!l->role_sent) {   /* role_cb comes back here */
+                l->role_sent = 1;
+                if (redisAsyncCommand(l->ac, role_cb, l, "ROLE") != REDIS_OK) {
+                    l->not_master = 1;
+                    event_active(l->dead, EV_TIMEOUT, 0);
+                }
+            }
             return;
         }
         l->pending_up = 0;
@@ -285,7 +356,7 @@ static void notify_cb(evutil_socket_t fd, short what, void *arg)
 static void retry_cb(evutil_socket_t fd, short what, void *arg)
 {
     redislink *l = arg;
-    if (l->state == RL_CONNECTING || l->state == RL_RESOLVING) {
+    if (l->state == RL_CONNECTING || l->state == RL_RESOLVING || l->state == RL_SENTINEL) {
         set_err(l, "connect timeout", NULL);
         redislink_drop(l, "connect timeout");
         return;
@@ -344,26 +415,136 @@ static void on_resolved(int err, const struct evutil_addrinfo *ai, const char *e
         went_down(l);
         return;
     }
-    connect_ctx(l, ip);   /* numeric: hiredis does no DNS */
+    if (l->state == RL_SENTINEL)
+        sentinel_ctx(l, ip);
+    else
+        connect_ctx(l, ip);   /* numeric: hiredis does no DNS */
 }
 
-static void start_connect(redislink *l)
+/* Resolve host off the loop (on_resolved continues), or go straight on
+ * with a numeric one. */
+static void resolve(redislink *l, const char *host, int port)
 {
-    arm(l->retry, l->timeout_ms);   /* covers resolve + connect */
-    if (l->ep.path[0] || net_is_numeric_host(l->ep.host)) {
-        connect_ctx(l, l->ep.host);
-        return;
-    }
     if (!l->dns) {
         l->own_dns = net_dns_new(l->base);
         l->dns = l->own_dns;
     }
-    l->state = RL_RESOLVING;
-    l->res = net_resolve_start(l->base, l->dns, l->ep.host, l->ep.port, on_resolved, l);
+    l->res = net_resolve_start(l->base, l->dns, host, port, on_resolved, l);
     if (!l->res) {
         connect_failed(l, "out of memory");
         went_down(l);
     }
+}
+
+static void connect_master(redislink *l)
+{
+    if (l->ep.path[0] || net_is_numeric_host(l->ep.host)) {
+        connect_ctx(l, l->ep.host);
+        return;
+    }
+    l->state = RL_RESOLVING;
+    resolve(l, l->ep.host, l->ep.port);
+}
+
+/* ---- Sentinel ---------------------------------------------------------------- */
+
+static void sentinel_abort(redislink *l)
+{
+    if (l->sac) {
+        redisAsyncContext *ac = l->sac;
+        l->sac = NULL;
+        redisAsyncFree(ac);
+    }
+}
+
+static void sentinel_reply_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+    redislink *l = priv;
+    if (l->sac != ac)
+        return;
+    redisReply *r = reply;
+    l->sac = NULL;   /* hiredis frees ac once this callback returns */
+    ac->data = NULL;
+    redisAsyncDisconnect(ac);
+    if (l->state != RL_SENTINEL)
+        return;
+    if (!r || r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+        r->element[0]->type != REDIS_REPLY_STRING || r->element[1]->type != REDIS_REPLY_STRING ||
+        r->element[0]->len >= sizeof l->ep.host) {
+        connect_failed(l, r && r->type == REDIS_REPLY_ERROR ? r->str
+                          : "sentinel does not know REDIS_MASTER_NAME");
+        went_down(l);
+        return;
+    }
+    int port = atoi(r->element[1]->str);
+    if (strcmp(l->ep.host, r->element[0]->str) != 0 || l->ep.port != port)
+        log_kv(LOG_INFO, "redis master from sentinel", "s:conn", l->name, "s:master",
+               l->ep.master_name, "s:host", r->element[0]->str, "i:port", port, NULL);
+    snprintf(l->ep.host, sizeof l->ep.host, "%s", r->element[0]->str);
+    l->ep.port = port;
+    connect_master(l);
+}
+
+static void sentinel_connect_cb(const redisAsyncContext *ac, int status)
+{
+    redislink *l = ac->data;
+    if (!l || l->sac != ac || status == REDIS_OK)
+        return;
+    l->sac = NULL;   /* hiredis frees ac */
+    connect_failed(l, ac->errstr);
+    went_down(l);
+}
+
+static void sentinel_disconnect_cb(const redisAsyncContext *ac, int status)
+{
+    redislink *l = ac->data;
+    if (!l || l->sac != ac)
+        return;
+    l->sac = NULL;
+    connect_failed(l, "sentinel closed the connection");
+    went_down(l);
+}
+
+static void sentinel_ctx(redislink *l, const char *ip)
+{
+    const sentinel_addr *s = &l->sent[(l->sent_next - 1) % l->nsent];
+    redisAsyncContext *ac = redisAsyncConnect(ip, s->port);
+    if (!ac || ac->err || (ac->data = l, redisLibeventAttach(ac, l->base) != REDIS_OK)) {
+        connect_failed(l, ac && ac->err ? ac->errstr : "cannot connect to sentinel");
+        if (ac)
+            redisAsyncFree(ac);
+        went_down(l);
+        return;
+    }
+    redisAsyncSetConnectCallback(ac, sentinel_connect_cb);
+    redisAsyncSetDisconnectCallback(ac, sentinel_disconnect_cb);
+    l->sac = ac;
+    if (redisAsyncCommand(ac, sentinel_reply_cb, l, "SENTINEL get-master-addr-by-name %s",
+                          l->ep.master_name) != REDIS_OK) {
+        sentinel_abort(l);
+        connect_failed(l, "cannot query sentinel");
+        went_down(l);
+    }
+}
+
+/* Ask the next Sentinel (round robin across attempts) where the master is. */
+static void sentinel_ask(redislink *l)
+{
+    const sentinel_addr *s = &l->sent[l->sent_next++ % l->nsent];
+    l->state = RL_SENTINEL;
+    if (net_is_numeric_host(s->host))
+        sentinel_ctx(l, s->host);
+    else
+        resolve(l, s->host, s->port);
+}
+
+static void start_connect(redislink *l)
+{
+    arm(l->retry, l->timeout_ms);   /* covers sentinel + resolve + connect */
+    if (l->nsent)
+        sentinel_ask(l);
+    else
+        connect_master(l);
 }
 
 /* ---- public ------------------------------------------------------------------ */
@@ -387,6 +568,18 @@ redislink *redislink_new(struct event_base *base, const redis_endpoint *ep,
     l->ping_timeout_ms = REDISLINK_PING_TIMEOUT_MS;
     l->cb = cb;
     l->arg = arg;
+    if (ep->sentinels[0]) {
+        char **v = NULL;
+        size_t n = 0;
+        if (config_split_list(ep->sentinels, &v, &n) == 0)
+            for (size_t i = 0; i < n && l->nsent < SENTINELS_MAX; i++)
+                if (config_split_hostport(v[i], l->sent[l->nsent].host,
+                                          sizeof l->sent[0].host, &l->sent[l->nsent].port) == 0)
+                    l->nsent++;
+        config_list_free(v, n);
+        l->ep.host[0] = '\0';   /* the master comes from Sentinel */
+        l->ep.path[0] = '\0';
+    }
     l->retry = evtimer_new(base, retry_cb, l);
     l->notify = event_new(base, -1, 0, notify_cb, l);
     l->ping = event_new(base, -1, EV_PERSIST, ping_tick, l);
@@ -446,6 +639,13 @@ const char *redislink_errstr(const redislink *l)
 
 void redislink_drop(redislink *l, const char *why)
 {
+    if (l->sac) {
+        sentinel_abort(l);
+        if (!l->res && !l->ac) {
+            went_down(l);
+            return;
+        }
+    }
     if (l->res) {
         net_resolve_cancel(l->res);
         l->res = NULL;
@@ -468,6 +668,7 @@ void redislink_free(redislink *l)
         return;
     if (l->res)
         net_resolve_cancel(l->res);
+    sentinel_abort(l);
     if (l->ac) {
         redisAsyncContext *ac = l->ac;
         l->ac = NULL;

@@ -53,6 +53,12 @@ static size_t fill_opts(router_config *c)
         "Shared secret of router <-> shard links: both sides prove it with an "
         "HMAC challenge-response in HELLO, and a shard that fails is not fed. "
         "Must match the shards' setting; never logged", 0, 0);
+    OPT("REDIS_SENTINELS", CFG_STR, redis_sentinels, NULL,
+        "Redis Sentinel addresses host:port,host:port: the master is asked from "
+        "them before every connect and followed across failovers (REDIS_URL then "
+        "gives only password and db)", 0, 0);
+    OPT("REDIS_MASTER_NAME", CFG_STR, redis_master_name, "odin",
+        "Name of the master the Sentinels monitor (with REDIS_SENTINELS)", 0, 0);
     OPT("REDIS_PASSWORD", CFG_STR, redis_password, NULL,
         "Redis password (AUTH); overrides one in REDIS_URL; never logged", 0, 0);
     OPT("REDIS_PREFIX", CFG_STR, redis_prefix, "odin:",
@@ -148,6 +154,10 @@ static int finalize(router_config *c)
                    "or unix:/path", url);
     if (config_redis_set_password(&c->redis, c->redis_password) != 0)
         return bad("REDIS_PASSWORD", "longer than 255 bytes%s", "");
+    char why[256];
+    if (config_redis_set_sentinels(&c->redis, c->redis_sentinels, c->redis_master_name, why,
+                                   sizeof why) != 0)
+        return bad("REDIS_SENTINELS", "%s", why);
     if (!c->redis_prefix)
         return bad("REDIS_PREFIX", "must be set (%s)", c->redis_prefix);
     if (!c->broadcast_key || !*c->broadcast_key || strlen(c->broadcast_key) > 255)

@@ -21,6 +21,7 @@ typedef struct router_config {
     long kafka_batch_size, kafka_batch_timeout_ms, kafka_commit_interval_ms;
     char *redis_url, *redis_prefix;
     char *redis_password;     /* REDIS_PASSWORD, never logged */
+    char *redis_sentinels, *redis_master_name;   /* REDIS_SENTINELS, REDIS_MASTER_NAME */
     char *ingress_secret;     /* SHARD_INGRESS_SECRET, never logged */
     long redis_timeout_ms, redis_reconnect_max_ms;
     char *dispatch_mode, *broadcast_key, *broadcast_topics;

@@ -28,7 +28,8 @@ typedef struct shard_map {
 #define SHARD_MAP_ENTRY(node, type, member) \
     ((type *)(void *)((char *)(node) - offsetof(type, member)))
 
-/* FNV-1a, exposed so callers can hash composite keys consistently. */
+/* The seeded SipHash of common/hash.h, exposed so callers can hash
+ * composite keys consistently. */
 uint32_t shard_map_hash(const void *key, size_t len);
 
 /* Find the node whose key equals key[0..len).  NULL if absent. */

@@ -688,6 +688,12 @@ shard_registry *shard_registry_new(shard_ctx *ctx)
                "redis://[[user]:password@]host:port[/db] or unix:/path", NULL);
         goto err;
     }
+    char why[256] = "";
+    if (config_redis_set_sentinels(&r->ep, s->redis_sentinels, s->redis_master_name, why,
+                                   sizeof why) != 0) {
+        log_kv(LOG_ERROR, "bad REDIS_SENTINELS", "s:reason", why, NULL);
+        goto err;
+    }
     gethostname(r->host, sizeof(r->host) - 1);
     r->k_lease = cat3(s->redis_prefix, "shard:", s->shard_id);
     r->k_tokens = r->k_lease ? cat3(r->k_lease, ":tokens", "") : NULL;

@@ -125,6 +125,12 @@ static size_t table(shard_settings *s, config_opt *o)
     OPT("REDIS_URL", CFG_STR, &s->redis_url, "redis://127.0.0.1:6379",
         "Redis endpoint: redis://[[user]:password@]host:port[/db] or unix:/path "
         "(the password is never logged)", 0, 0);
+    OPT("REDIS_SENTINELS", CFG_STR, &s->redis_sentinels, NULL,
+        "Redis Sentinel addresses host:port,host:port: the master is asked from "
+        "them before every connect and followed across failovers (REDIS_URL then "
+        "gives only password and db)", 0, 0);
+    OPT("REDIS_MASTER_NAME", CFG_STR, &s->redis_master_name, "odin",
+        "Name of the master the Sentinels monitor (with REDIS_SENTINELS)", 0, 0);
     OPT("REDIS_PASSWORD", CFG_STR, &s->redis_password, NULL,
         "Redis password (AUTH); overrides one in REDIS_URL; never logged", 0, 0);
     OPT("REDIS_PREFIX", CFG_STR, &s->redis_prefix, SCHEMA_DEFAULT_PREFIX,

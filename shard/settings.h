@@ -45,6 +45,8 @@ typedef struct shard_settings {
     int ingress_insecure;     /* SHARD_INGRESS_INSECURE */
     char *redis_url;          /* REDIS_URL (may hold a password: log it redacted) */
     char *redis_password;     /* REDIS_PASSWORD, never logged */
+    char *redis_sentinels;    /* REDIS_SENTINELS */
+    char *redis_master_name;  /* REDIS_MASTER_NAME */
     char *redis_prefix;       /* REDIS_PREFIX */
     double redis_timeout;     /* REDIS_TIMEOUT */
     double lease_ttl;         /* SHARD_LEASE_TTL, seconds */

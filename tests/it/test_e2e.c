@@ -21,7 +21,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
 
 #include "common/clock.h"
 #include "tests/support/rtsup.h"
@@ -637,6 +641,193 @@ static void test_ingress_secret(void **st)
     assert_int_equal(WEXITSTATUS(ssup_shard_stop(&s, SIGTERM, 10000)), 0);
 }
 
+/* ---- Redis Sentinel ------------------------------------------------------- */
+
+static pid_t spawn_redis(const char *conf_or_null, int port, const char *const more[])
+{
+    char portbuf[16], *dir = tsup_tmp("sentinel");
+    snprintf(portbuf, sizeof portbuf, "%d", port);
+    mkdir(dir, 0755);
+    char *argv[24];
+    int a = 0;
+    argv[a++] = "/usr/bin/redis-server";
+    if (conf_or_null)
+        argv[a++] = (char *)conf_or_null;
+    const char *base[] = { "--port", portbuf, "--bind", "127.0.0.1", "--dir", dir,
+                           "--save", "", "--appendonly", "no", "--loglevel", "warning" };
+    for (size_t i = 0; i < sizeof base / sizeof base[0]; i++)
+        argv[a++] = (char *)base[i];
+    for (int i = 0; more && more[i]; i++)
+        argv[a++] = (char *)more[i];
+    argv[a] = NULL;
+    pid_t pid = tsup_spawn(argv, NULL);
+    free(dir);
+    assert_true(pid > 0);
+    remember(pid);
+    return pid;
+}
+
+typedef struct sentinel_q {
+    int port;             /* sentinel */
+    int want_port;        /* master port it should report (0: any) */
+} sentinel_q;
+
+/* The Sentinel reports the master on want_port and knows a replica. */
+static int sentinel_ready(void *arg)
+{
+    sentinel_q *q = arg;
+    char url[64];
+    snprintf(url, sizeof url, "127.0.0.1");
+    redisContext *c = redisConnect(url, q->port);
+    if (!c || c->err) {
+        redisFree(c);
+        return 0;
+    }
+    int ok = 0;
+    redisReply *r = redisCommand(c, "SENTINEL get-master-addr-by-name odin");
+    if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+        atoi(r->element[1]->str) == q->want_port)
+        ok = 1;
+    freeReplyObject(r);
+    if (ok) {
+        r = redisCommand(c, "SENTINEL replicas odin");
+        ok = r && r->type == REDIS_REPLY_ARRAY && r->elements >= 1;
+        freeReplyObject(r);
+    }
+    redisFree(c);
+    return ok;
+}
+
+static int replica_synced(void *arg)
+{
+    int port = *(int *)arg;
+    redisContext *c = redisConnect("127.0.0.1", port);
+    if (!c || c->err) {
+        redisFree(c);
+        return 0;
+    }
+    redisReply *r = redisCommand(c, "INFO replication");
+    int ok = r && r->type == REDIS_REPLY_STRING && strstr(r->str, "master_link_status:up");
+    freeReplyObject(r);
+    redisFree(c);
+    return ok;
+}
+
+typedef struct member_wait_q { redisContext *c; const char *token, *shard; } member_wait_q;
+static int route_member(void *arg)
+{
+    member_wait_q *q = arg;
+    redisReply *r = redisCommand(q->c, "SISMEMBER odin:route:%s %s", q->token, q->shard);
+    int ok = r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    freeReplyObject(r);
+    return ok;
+}
+
+/* Redis high availability: shard and router find the master through
+ * Sentinel; the master is SIGKILLed mid-stream, Sentinel promotes the
+ * replica, both follow it (routes survive: replicated), and the client's
+ * stream has no gap and no duplicate; writes after the failover land on the
+ * new master. */
+static void test_sentinel_failover(void **st)
+{
+    (void)st;
+    int pm = tsup_free_port(), pr = tsup_free_port(), ps = tsup_free_port();
+    char rof[32];
+    snprintf(rof, sizeof rof, "%d", pm);
+    pid_t master = spawn_redis(NULL, pm, NULL);
+    assert_int_equal(tsup_wait_tcp(pm, 10000), 1);
+    spawn_redis(NULL, pr, (const char *const[]){ "--replicaof", "127.0.0.1", rof, NULL });
+    assert_int_equal(tsup_wait_until(replica_synced, &pr, 20000), 1);
+    char *conf = tsup_tmp("sentinel.conf");
+    FILE *f = fopen(conf, "w");
+    assert_non_null(f);
+    fprintf(f, "protected-mode no\nsentinel monitor odin 127.0.0.1 %d 1\n"
+               "sentinel down-after-milliseconds odin 1000\n"
+               "sentinel failover-timeout odin 5000\n", pm);
+    fclose(f);
+    spawn_redis(conf, ps, (const char *const[]){ "--sentinel", NULL });
+    sentinel_q q = { ps, pm };
+    assert_int_equal(tsup_wait_until(sentinel_ready, &q, 30000), 1);
+
+    char sent[64], url[64], id[48], tok[32], chan[64], tok2[32], chan2[64];
+    snprintf(sent, sizeof sent, "REDIS_SENTINELS=127.0.0.1:%d", ps);
+    snprintf(url, sizeof url, "redis://127.0.0.1:%d", pm);   /* host unused: Sentinel */
+    snprintf(id, sizeof id, "e2e-sent-%d", (int)getpid());
+    snprintf(tok, sizeof tok, "SN%d", (int)getpid());
+    snprintf(chan, sizeof chan, "%s.trade", tok);
+    snprintf(tok2, sizeof tok2, "SM%d", (int)getpid());
+    snprintf(chan2, sizeof chan2, "%s.trade", tok2);
+    ssup_shard s;
+    const char *extra[] = { "SHARD_LEASE_TTL=2", "LOG_LEVEL=info", sent, NULL };
+    assert_int_equal(ssup_shard_start(&s, id, url, extra), 0);
+    remember(s.pid);
+    client c;
+    client_open(&c, "sentinel", s.port, (const char *const[]){ chan, NULL });
+    redisContext *rm = tsup_redis_connect(url);
+    member_wait_q mq = { rm, tok, id };
+    assert_int_equal(tsup_wait_until(route_member, &mq, 10000), 1);
+    redisFree(rm);
+
+    char group[128];
+    snprintf(group, sizeof group, "KAFKA_GROUP=%s", rtsup_unique("sent"));
+    const char *renv[] = { group, "KAFKA_OFFSET_RESET=latest", "LOG_LEVEL=info",
+                           "KAFKA_OPTIONS=fetch.wait.max.ms=20,topic.metadata.refresh.interval.ms=1000,"
+                           "session.timeout.ms=6000",
+                           sent, NULL };
+    rtsup_router r;
+    assert_int_equal(rtsup_router_start(&r, url, renv), 0);
+    remember(r.pid);
+    assert_true(rtsup_wait_metric(r.http_port, "router_assigned_partitions", 1, 120000));
+    client *cs[] = { &c, NULL };
+    rtsup_producer *p = rtsup_producer_new(tsup_env("ODIN_KAFKA_BROKERS"));
+    await_live(cs, p);
+
+    int n = 0;
+    for (; n < 50; n++)
+        produce(p, TOPIC_TRADE, tok, n);
+    assert_int_equal(rtsup_producer_flush(p), 0);
+    uint64_t t_kill = clock_mono_ms();
+    kill(master, SIGKILL);
+    for (; n < 100; n++)          /* during the failover */
+        produce(p, TOPIC_TRADE, tok, n);
+    assert_int_equal(rtsup_producer_flush(p), 0);
+    sentinel_q q2 = { ps, pr };
+    assert_int_equal(tsup_wait_until(sentinel_ready, &q2, 30000) || sentinel_ready(&q2), 1);
+    uint64_t t_promoted = clock_mono_ms();
+    /* both follow Sentinel to the promoted replica */
+    assert_true(ssup_wait_metric(s.port, "shard_redis_connected", 1, 20000));
+    assert_true(rtsup_wait_metric_eq(r.http_port, "router_redis_connected", 1, 20000));
+    uint64_t t_back = clock_mono_ms();
+    for (; n < 150; n++)
+        produce(p, TOPIC_TRADE, tok, n);
+    assert_int_equal(rtsup_producer_flush(p), 0);
+    await_marker(cs, p, "sentinel");
+    printf("sentinel failover: promoted %llu ms after the kill, shard and router on the new "
+           "master %llu ms after; %ld of %d records, out of order %ld\n",
+           (unsigned long long)(t_promoted - t_kill), (unsigned long long)(t_back - t_promoted),
+           count_of(&c, chan), n, c.out_of_order);
+    assert_int_equal(count_of(&c, chan), n);
+    assert_int_equal(c.out_of_order, 0);
+    assert_int_equal(c.unexpected, 0);
+
+    /* a subscription made after the failover is written to the new master */
+    client c2;
+    client_open(&c2, "sentinel2", s.port, (const char *const[]){ chan2, NULL });
+    char url2[64];
+    snprintf(url2, sizeof url2, "redis://127.0.0.1:%d", pr);
+    redisContext *rn = tsup_redis_connect(url2);
+    member_wait_q mq2 = { rn, tok2, id };
+    assert_int_equal(tsup_wait_until(route_member, &mq2, 10000), 1);
+    redisFree(rn);
+
+    rtsup_producer_free(p);
+    client_close(&c2);
+    client_close(&c);
+    stop_router_ok(&r);
+    assert_int_equal(WEXITSTATUS(ssup_shard_stop(&s, SIGTERM, 10000)), 0);
+    free(conf);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -645,6 +836,7 @@ int main(void)
         cmocka_unit_test_teardown(test_scale_out, teardown),
         cmocka_unit_test_teardown(test_tcp_endpoint, teardown),
         cmocka_unit_test_teardown(test_ingress_secret, teardown),
+        cmocka_unit_test_teardown(test_sentinel_failover, teardown),
     };
     return cmocka_run_group_tests_name("e2e", tests, NULL, NULL);
 }

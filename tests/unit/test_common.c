@@ -188,6 +188,27 @@ static void test_redis_credentials(void **st)
     assert_string_equal(out, "(none)");
 }
 
+static void test_redis_sentinels(void **st)
+{
+    (void)st;
+    redis_endpoint e;
+    char why[256];
+    assert_int_equal(config_parse_redis_url("redis://:pw@ignored:1/2", &e), 0);
+    assert_int_equal(config_redis_set_sentinels(&e, NULL, "odin", why, sizeof why), 0);
+    assert_string_equal(e.sentinels, "");
+    assert_int_equal(config_redis_set_sentinels(&e, "s1:26379, 10.0.0.2:26380", "odin", why,
+                                                sizeof why), 0);
+    assert_string_equal(e.sentinels, "s1:26379, 10.0.0.2:26380");
+    assert_string_equal(e.master_name, "odin");
+    assert_string_equal(e.password, "pw");    /* the URL still gives password and db */
+    assert_int_equal(e.db, 2);
+    assert_int_equal(config_redis_set_sentinels(&e, "s1", "odin", why, sizeof why), -1);
+    assert_non_null(strstr(why, "'s1'"));
+    assert_int_equal(config_redis_set_sentinels(&e, "s1:x", "odin", why, sizeof why), -1);
+    assert_int_equal(config_redis_set_sentinels(&e, "s1:26379", "", why, sizeof why), -1);
+    assert_non_null(strstr(why, "REDIS_MASTER_NAME"));
+}
+
 static void test_split_list(void **st)
 {
     (void)st;
@@ -289,6 +310,7 @@ int main(void)
         cmocka_unit_test(test_config_help),
         cmocka_unit_test(test_hostport_and_redis_url),
         cmocka_unit_test(test_redis_credentials),
+        cmocka_unit_test(test_redis_sentinels),
         cmocka_unit_test(test_split_list),
         cmocka_unit_test(test_buf),
         cmocka_unit_test(test_topics),

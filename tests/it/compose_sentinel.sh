@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The Sentinel override validates on top of the main stack, and sets only
+# settings router and shard know.
+set -euo pipefail
+top=${ODIN_TOP:?run through tools/run-tests.sh}
+out=$(docker-compose -f "$top/compose/docker-compose.yml" -f "$top/compose/docker-compose.sentinel.yml" config)
+for svc in redis redis-replica sentinel-1 sentinel-2 sentinel-3 router shard; do
+    grep -q "^  $svc:" <<<"$out" || { echo "service $svc missing"; exit 1; }
+done
+grep -q 'REDIS_SENTINELS: sentinel-1:26379,sentinel-2:26379,sentinel-3:26379' <<<"$out"
+grep -q 'sentinel monitor odin redis 6379 2' <<<"$out"
+for bin in odin-router odin-shard; do
+    help=$("$ODIN_BUILD/$bin" --help)
+    for env in REDIS_SENTINELS REDIS_MASTER_NAME; do
+        grep -q ", $env (" <<<"$help" || { echo "$bin does not know $env"; exit 1; }
+    done
+done
+echo "compose + sentinel: valid"
