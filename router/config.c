@@ -127,6 +127,9 @@ static int finalize(router_config *c)
     if (!c->kafka_brokers || !*c->kafka_brokers)
         return bad("KAFKA_BROKERS", "is required (%s); e.g. KAFKA_BROKERS=127.0.0.1:9092",
                    c->kafka_brokers);
+    char berr[300];
+    if (config_check_brokers(c->kafka_brokers, berr, sizeof berr) != 0)
+        return bad("KAFKA_BROKERS", "must be a host:port list (%s)", berr);
     if (!c->kafka_group || !*c->kafka_group)
         return bad("KAFKA_GROUP", "must not be empty (%s)", c->kafka_group);
     if (strcasecmp(c->kafka_offset_reset, "latest") == 0)

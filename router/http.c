@@ -1,8 +1,10 @@
 /* /health and /metrics (contract in http.h). */
 #include "router/http.h"
+#include "common/net.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/http.h>
@@ -128,9 +130,18 @@ router_http *router_http_new(struct event_base *base, const router_config *cfg, 
         goto err;
     evhttp_set_gencb(h->http, http_cb, h);
     evhttp_set_timeout(h->http, 10);
-    if (!evhttp_bind_socket_with_handle(h->http, cfg->http_host,
-                                        (ev_uint16_t)cfg->http_port)) {
-        log_kv(LOG_ERROR, "cannot listen for HTTP", "s:addr", cfg->http_addr, NULL);
+    /* common/net for the bind: its error says why (errno text) */
+    char err[256];
+    int fd = net_listen_tcp(cfg->http_addr, 128, 0, NULL, 0, NULL, err, sizeof err);
+    if (fd < 0) {
+        log_kv(LOG_ERROR, "cannot listen for HTTP", "s:addr", cfg->http_addr,
+               "s:error", err, NULL);
+        goto err;
+    }
+    if (!evhttp_accept_socket_with_handle(h->http, fd)) {
+        log_kv(LOG_ERROR, "cannot listen for HTTP", "s:addr", cfg->http_addr,
+               "s:error", "evhttp_accept_socket failed", NULL);
+        close(fd);
         goto err;
     }
     return h;
