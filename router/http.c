@@ -1,6 +1,7 @@
 /* /health and /metrics (contract in http.h). */
 #include "router/http.h"
 #include "common/net.h"
+#include "common/procmetrics.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -89,7 +90,10 @@ static void metrics(router_http *h, struct evhttp_request *req)
     }
     router_stats_get(h->r, s);
     buf b = { 0 };
-    if (router_metrics_render(&s->m, &s->g, &b) != 0) {
+    procmetrics pm;
+    procmetrics_sample(&pm);
+    if (router_metrics_render(&s->m, &s->g, &b) != 0 ||
+        procmetrics_render(&b, &pm, "odin-router") != 0) {
         buf_free(&b);
         free(s);
         evhttp_send_error(req, 500, "out of memory");

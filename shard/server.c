@@ -7,6 +7,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "common/net.h"
+#include "common/procmetrics.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -315,7 +316,11 @@ static void serve_page(shard_server *srv, shard_client *c, int health)
             rc = 0;
         }
     } else {
+        procmetrics pm;
+        procmetrics_sample(&pm);
         rc = shard_metrics_render(&srv->scratch, &ctx->m, &g);
+        if (rc == 0)
+            rc = procmetrics_render(&srv->scratch, &pm, "odin-shard");
     }
     if (rc != 0) {
         http_error(srv, c, 500, "out of memory", NULL);

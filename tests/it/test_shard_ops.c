@@ -220,6 +220,13 @@ static void test_drain_shared_port(void **st)
     assert_int_equal(ssup_shard_start(&a, ida, NULL, env), 0);
     assert_int_equal(ssup_shard_start(&b, idb, NULL, env), 0);
     assert_int_equal(metric(a.port, "shard_draining"), 0);
+    /* process metrics and build info (common/procmetrics) */
+    assert_true(metric(a.port, "process_open_fds") >= 5);
+    assert_true(metric(a.port, "process_max_fds") >= metric(a.port, "process_open_fds"));
+    assert_true(metric(a.port, "process_resident_memory_bytes") > 1e6);
+    assert_true(metric(a.port, "process_cpu_seconds_total") >= 0);
+    assert_true(metric(a.port, "process_start_time_seconds") > 1.6e9);
+    assert_int_equal(metric(a.port, "odin_build_info{program=\"odin-shard\"}"), 1);
 
     /* both shards answer on the shared port */
     int on_a = 0, on_b = 0;
