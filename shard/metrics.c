@@ -193,6 +193,12 @@ int shard_metrics_render(buf *o, const shard_metrics *m, const shard_gauges *g)
     e |= prom_counter(o, "shard_redis_commands_total", "Redis commands sent",
                  m->shard_redis_commands_total);
     e |= prom_gauge(o, "shard_uptime_seconds", "Seconds since start", g->uptime_s);
+    /* the shard id as a label, for joins: Prometheus finds shards by
+     * address (dns_sd), `* on(instance) group_left(shard_id) shard_info` */
+    if (g->shard_id) {
+        e |= prom_head(o, "shard_info", "gauge", "Always 1; shard_id is this shard's SHARD_ID");
+        e |= buf_appendf(o, "shard_info{shard_id=\"%s\"} 1\n", g->shard_id);
+    }
     return e ? -1 : 0;
 }
 

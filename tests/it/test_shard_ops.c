@@ -227,6 +227,9 @@ static void test_drain_shared_port(void **st)
     assert_true(metric(a.port, "process_cpu_seconds_total") >= 0);
     assert_true(metric(a.port, "process_start_time_seconds") > 1.6e9);
     assert_int_equal(metric(a.port, "odin_build_info{program=\"odin-shard\"}"), 1);
+    char series[160];
+    snprintf(series, sizeof series, "shard_info{shard_id=\"%s\"}", ida);
+    assert_int_equal(metric(a.port, series), 1);
 
     /* both shards answer on the shared port */
     int on_a = 0, on_b = 0;
