@@ -380,22 +380,32 @@ void config_redact_url(const char *url, char *out, size_t n)
         snprintf(out, n, "%.*s***%s", (int)(hp - url), url, at);
 }
 
-int config_parse_redis_url(const char *url, redis_endpoint *out)
+#define URL_ERR(...) do { if (err && errlen) snprintf(err, errlen, __VA_ARGS__); \
+                          return -1; } while (0)
+
+int config_parse_redis_url_err(const char *url, redis_endpoint *out, char *err,
+                               size_t errlen)
 {
     memset(out, 0, sizeof *out);
     if (!url)
-        return -1;
+        URL_ERR("not set");
     if (strncmp(url, "unix:", 5) == 0) {
         const char *p = url + 5;
         if (strncmp(p, "//", 2) == 0)
             p += 2;
-        if (*p != '/' || strlen(p) >= sizeof out->path)
-            return -1;
+        if (*p != '/')
+            URL_ERR("a unix: URL needs an absolute path (unix:/run/redis.sock)");
+        if (strlen(p) >= sizeof out->path)
+            URL_ERR("the socket path is longer than %zu bytes", sizeof out->path - 1);
         snprintf(out->path, sizeof out->path, "%s", p);
         return 0;
     }
-    if (strncmp(url, "redis://", 8) != 0)
-        return -1;
+    if (strncmp(url, "redis://", 8) != 0) {
+        if (strstr(url, "://"))
+            URL_ERR("scheme '%.*s' is not redis:// or unix: (TLS, rediss://, is not "
+                    "supported)", (int)(strstr(url, "://") - url), url);
+        URL_ERR("no scheme: write redis://host:port or unix:/path");
+    }
     const char *hp = url + 8;
     const char *at = strrchr(hp, '@');
     if (at) {
@@ -405,7 +415,8 @@ int config_parse_redis_url(const char *url, redis_endpoint *out)
         if (pct_decode(hp, (size_t)(uend - hp), out->user, sizeof out->user) != 0 ||
             (colon && pct_decode(colon + 1, (size_t)(at - colon - 1), out->password,
                                  sizeof out->password) != 0))
-            return -1;
+            URL_ERR("bad user or password: a %% not followed by two hex digits, %%00, "
+                    "or too long");
         if (!colon && out->user[0]) {
             /* "redis://secret@host": redis-cli reads a lone userinfo as the
              * password */
@@ -417,19 +428,21 @@ int config_parse_redis_url(const char *url, redis_endpoint *out)
     const char *slash = strchr(hp, '/');
     char tmp[300];
     size_t l = slash ? (size_t)(slash - hp) : strlen(hp);
-    if (l == 0 || l >= sizeof tmp)
-        return -1;
+    if (l == 0)
+        URL_ERR("no host");
+    if (l >= sizeof tmp)
+        URL_ERR("host:port is too long");
     memcpy(tmp, hp, l);
     tmp[l] = '\0';
     if (strchr(tmp, ':') && !(tmp[0] == '[' && !strstr(tmp, "]:"))) {
         if (config_split_hostport(tmp, out->host, sizeof out->host, &out->port) != 0)
-            return -1;
+            URL_ERR("'%s' is not host:port with a port 0-65535", tmp);
     } else {
         const char *h = tmp;
         size_t hl = strlen(tmp);
         if (tmp[0] == '[') { h++; hl -= 2; }
         if (hl >= sizeof out->host)
-            return -1;
+            URL_ERR("host name too long");
         memcpy(out->host, h, hl);
         out->host[hl] = '\0';
         out->port = 6379;
@@ -438,10 +451,16 @@ int config_parse_redis_url(const char *url, redis_endpoint *out)
         char *end;
         long db = strtol(slash + 1, &end, 10);
         if (*end || db < 0 || db > 255)
-            return -1;
+            URL_ERR("database '%s' is not a number 0-255", slash + 1);
         out->db = (int)db;
     }
     return 0;
+}
+#undef URL_ERR
+
+int config_parse_redis_url(const char *url, redis_endpoint *out)
+{
+    return config_parse_redis_url_err(url, out, NULL, 0);
 }
 
 int config_split_list(const char *s, char ***out, size_t *n)

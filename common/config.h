@@ -112,6 +112,9 @@ typedef struct redis_endpoint {
     char password[256];     /* empty: no AUTH */
 } redis_endpoint;
 int config_parse_redis_url(const char *url, redis_endpoint *out);
+/* The same, with why it does not parse in err (never the password). */
+int config_parse_redis_url_err(const char *url, redis_endpoint *out, char *err,
+                               size_t errlen);
 
 /* REDIS_PASSWORD: set (or replace) the endpoint's password.  0 or -1 (too
  * long).  NULL or empty leaves it as the URL gave it. */

@@ -146,9 +146,12 @@ static int finalize(router_config *c)
         return bad("DISPATCH_MODE", "'%s' is not targeted|broadcast", c->dispatch_mode);
     char url[600];
     config_redact_url(c->redis_url, url, sizeof url);
-    if (config_parse_redis_url(c->redis_url, &c->redis) != 0)
-        return bad("REDIS_URL", "'%s' is not redis://[[user]:password@]host:port[/db] "
-                   "or unix:/path", url);
+    char uerr[300];
+    if (config_parse_redis_url_err(c->redis_url, &c->redis, uerr, sizeof uerr) != 0) {
+        fprintf(stderr, "error: REDIS_URL: '%s' is not redis://[[user]:password@]host:port[/db] "
+                "or unix:/path: %s\n", url, uerr);
+        return -1;
+    }
     if (config_redis_set_password(&c->redis, c->redis_password) != 0)
         return bad("REDIS_PASSWORD", "longer than 255 bytes%s", "");
     if (!c->redis_prefix)

@@ -286,11 +286,13 @@ int shard_settings_load(shard_settings *s, int argc, char **argv)
         return -1;
     }
     redis_endpoint rep;
-    if (config_parse_redis_url(s->redis_url, &rep) != 0) {
+    char uerr[300];
+    if (config_parse_redis_url_err(s->redis_url, &rep, uerr, sizeof uerr) != 0) {
         char url[600];
         config_redact_url(s->redis_url, url, sizeof url);
         fprintf(stderr, "odin-shard: REDIS_URL '%s' is not "
-                        "redis://[[user]:password@]host:port[/db] or unix:/path\n", url);
+                        "redis://[[user]:password@]host:port[/db] or unix:/path: %s\n",
+                url, uerr);
         return -1;
     }
     if (config_redis_set_password(&rep, s->redis_password) != 0) {

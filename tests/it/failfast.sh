@@ -42,7 +42,9 @@ grep -q "range: 0 .. 1099511627776" "$T/help" || fail "WS_PARTIAL_BUDGET range"
 
 # bad REDIS_URL: the reason, password redacted
 expect_rc 2 "$B/odin-shard" --redis-url='http://u:secret@redis:6379'
-grep -q "REDIS_URL 'http://u:\*\*\*@redis:6379' is not redis://" "$T/err" || fail "$(cat "$T/err")"
+grep -q "REDIS_URL 'http://u:\*\*\*@redis:6379' is not redis://.*: scheme 'http' is not redis:// or unix:" "$T/err" || fail "$(cat "$T/err")"
+expect_rc 2 "$B/odin-router" --kafka-brokers=a:1 --redis-url='redis://redis:99999'
+grep -q "REDIS_URL: .*: 'redis:99999' is not host:port with a port 0-65535" "$T/err" || fail "$(cat "$T/err")"
 grep -q secret "$T/err" && fail "password in the error"
 
 # busy ports: errno text in the error

@@ -151,6 +151,29 @@ static void test_config_unknown_env(void **st)
     assert_int_equal(config_edit_distance("kitten", "sitting"), 3);
 }
 
+static void test_redis_url_reasons(void **st)
+{
+    (void)st;
+    redis_endpoint ep;
+    char err[256];
+    assert_int_equal(config_parse_redis_url_err("rediss://h:1", &ep, err, sizeof err), -1);
+    assert_non_null(strstr(err, "scheme 'rediss'"));
+    assert_int_equal(config_parse_redis_url_err("localhost:6379", &ep, err, sizeof err), -1);
+    assert_non_null(strstr(err, "no scheme"));
+    assert_int_equal(config_parse_redis_url_err("redis://h:70000", &ep, err, sizeof err), -1);
+    assert_non_null(strstr(err, "port 0-65535"));
+    assert_int_equal(config_parse_redis_url_err("redis://h/x", &ep, err, sizeof err), -1);
+    assert_non_null(strstr(err, "database 'x'"));
+    assert_int_equal(config_parse_redis_url_err("redis://:p%zz@h", &ep, err, sizeof err), -1);
+    assert_null(strstr(err, "zz"));
+    assert_int_equal(config_parse_redis_url_err("unix:rel.sock", &ep, err, sizeof err), -1);
+    assert_non_null(strstr(err, "absolute path"));
+    assert_int_equal(config_parse_redis_url_err("redis://", &ep, err, sizeof err), -1);
+    assert_non_null(strstr(err, "no host"));
+    assert_int_equal(config_parse_redis_url_err("redis://h:1/2", &ep, err, sizeof err), 0);
+    assert_int_equal(ep.db, 2);
+}
+
 static void test_brokers(void **st)
 {
     (void)st;
@@ -391,6 +414,7 @@ int main(void)
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_config_help),
         cmocka_unit_test(test_config_unknown_env),
+        cmocka_unit_test(test_redis_url_reasons),
         cmocka_unit_test(test_brokers),
         cmocka_unit_test(test_cidr),
         cmocka_unit_test(test_hostport_and_redis_url),

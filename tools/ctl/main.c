@@ -80,10 +80,11 @@ static int redis_open(void)
     redis_endpoint ep;
     char url[600];
     config_redact_url(o_redis_url, url, sizeof url);
-    if (config_parse_redis_url(o_redis_url, &ep) != 0 ||
+    char uerr[300] = "REDIS_PASSWORD longer than 255 bytes";
+    if (config_parse_redis_url_err(o_redis_url, &ep, uerr, sizeof uerr) != 0 ||
         config_redis_set_password(&ep, o_redis_password) != 0) {
         fprintf(stderr, "odin-ctl: REDIS_URL '%s' is not redis://[[user]:password@]host:port[/db] "
-                        "or unix:/path\n", url);
+                        "or unix:/path: %s\n", url, uerr);
         return -1;
     }
     struct timeval tv = { o_timeout_ms / 1000, (o_timeout_ms % 1000) * 1000 };
