@@ -111,4 +111,6 @@ rc=0; ctl routes 2>/dev/null || rc=$?; [ $rc -eq 2 ] || fail "routes without tok
 rc=0; REDIS_URL=redis://127.0.0.1:1 ctl shards 2>"$T/dead.err" || rc=$?
 [ $rc -eq 1 ] && grep -q "cannot connect to Redis at redis://127.0.0.1:1" "$T/dead.err" \
     || fail "dead redis: $rc $(cat "$T/dead.err")"
+rc=0; REDIS_URL=localhost:6379 ctl shards 2>"$T/bad.err" || rc=$?
+[ $rc -eq 2 ] && grep -q "no scheme" "$T/bad.err" || fail "bad REDIS_URL: $rc $(cat "$T/bad.err")"
 echo "ctl: ok"

@@ -75,6 +75,7 @@ static redisContext *rc;
 
 /* ---- Redis ---------------------------------------------------------------- */
 
+/* 0, -1 (cannot connect / AUTH / SELECT; printed), -2 (bad settings). */
 static int redis_open(void)
 {
     redis_endpoint ep;
@@ -85,7 +86,7 @@ static int redis_open(void)
         config_redis_set_password(&ep, o_redis_password) != 0) {
         fprintf(stderr, "odin-ctl: REDIS_URL '%s' is not redis://[[user]:password@]host:port[/db] "
                         "or unix:/path: %s\n", url, uerr);
-        return -1;
+        return -2;   /* a settings mistake: exit 2 */
     }
     struct timeval tv = { o_timeout_ms / 1000, (o_timeout_ms % 1000) * 1000 };
     rc = ep.path[0] ? redisConnectUnixWithTimeout(ep.path, tv)
@@ -634,8 +635,10 @@ int main(int argc, char **argv)
         config_free(opts, NOPTS);
         return 2;
     }
-    int code = 1;
-    if (redis_open() == 0) {
+    int code = 1, ro = redis_open();
+    if (ro == -2)
+        code = 2;
+    if (ro == 0) {
         if (strcmp(c, "shards") == 0) code = do_shards();
         else if (strcmp(c, "health") == 0) code = do_health();
         else if (strcmp(c, "routes") == 0) code = do_routes(words[1]);
