@@ -49,7 +49,15 @@ BINS  := $(B)/odin-router $(B)/odin-shard $(patsubst %,$(B)/odin-%,$(TOOLS))
 UNITS := $(patsubst tests/unit/%.c,$(B)/tests/%,$(UNIT_SRC))
 ITS   := $(patsubst tests/it/%.c,$(B)/it/%,$(IT_SRC))
 
-.PHONY: all deps test unit it check asan fuzz run clean
+# build_info: `git describe` at build time (a Docker build without .git passes
+# VERSION=...); only common/procmetrics.o is rebuilt when it changes.
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo unknown)
+$(B)/version.stamp: FORCE
+	@mkdir -p $(B); echo '$(VERSION)' | cmp -s - $@ || echo '$(VERSION)' > $@
+$(B)/obj/common/procmetrics.o: $(B)/version.stamp
+$(B)/obj/common/procmetrics.o: CFLAGS += -DODIN_VERSION='"$(VERSION)"'
+
+.PHONY: all deps test unit it check asan fuzz run clean FORCE
 .SECONDARY:
 all: $(BINS) $(UNITS) $(ITS)
 

@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 /* "WS_MAX_CONNECTIONS" -> "ws-max-connections" */
 static void flag_name(const char *env, char *out, size_t n)
@@ -64,7 +65,7 @@ static int set_value(const config_opt *o, const char *v, const char *src)
             return -1;
         }
         if ((o->min != 0 || o->max != 0) && (x < o->min || x > o->max)) {
-            fprintf(stderr, "error: %s (%s): %g is out of range [%g, %g]\n",
+            fprintf(stderr, "error: %s (%s): %.15g is out of range [%.15g, %.15g]\n",
                     o->env, src, x, o->min, o->max);
             return -1;
         }
@@ -98,12 +99,116 @@ void config_usage(const config_opt *opts, size_t n, const char *prog,
             printf("      default: %s\n", opts[i].def[0] ? opts[i].def : "(empty)");
         else
             printf("      default: (unset)\n");
-        if (opts[i].type != CFG_STR && opts[i].type != CFG_BOOL &&
-            (opts[i].min != 0 || opts[i].max != 0))
-            printf("      range: %g .. %g\n", opts[i].min, opts[i].max);
+        /* integers as integers (1099511627776, not 1.09951e+12): a range
+         * must be something one can type back */
+        if (opts[i].type == CFG_INT && (opts[i].min != 0 || opts[i].max != 0))
+            printf("      range: %.0f .. %.0f\n", opts[i].min, opts[i].max);
+        else if (opts[i].type == CFG_DOUBLE && (opts[i].min != 0 || opts[i].max != 0))
+            printf("      range: %.15g .. %.15g\n", opts[i].min, opts[i].max);
     }
     printf("  --help\n      Print this text and exit.\n");
 }
+
+/* ---- unknown settings in the environment ------------------------------- */
+
+/* Prefixes of the daemons' settings.  Only those that the program's own
+ * table uses are checked, so a tool without REDIS_* settings does not warn
+ * about the REDIS_URL a shell exported for the daemons. */
+static const char *const k_prefixes[] = {
+    "WS_", "SHARD_", "KAFKA_", "REDIS_", "ROUTER_", "RESUME_", "DISPATCH_",
+    "DISCOVERY_", "ENVELOPE_", "LOG_", "LG_", "PUBLISH_",
+};
+#define NPREFIXES (sizeof k_prefixes / sizeof k_prefixes[0])
+
+size_t config_edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 128 || lb > 128)
+        return la > lb ? la : lb;
+    size_t row[129];
+    for (size_t j = 0; j <= lb; j++)
+        row[j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        size_t diag = row[0];
+        row[0] = i;
+        for (size_t j = 1; j <= lb; j++) {
+            size_t up = row[j];
+            size_t cost = toupper((unsigned char)a[i - 1]) ==
+                          toupper((unsigned char)b[j - 1]) ? 0 : 1;
+            size_t v = diag + cost;
+            if (row[j] + 1 < v) v = row[j] + 1;
+            if (row[j - 1] + 1 < v) v = row[j - 1] + 1;
+            row[j] = v;
+            diag = up;
+        }
+    }
+    return row[lb];
+}
+
+const char *config_closest(const config_opt *opts, size_t n, const char *name,
+                           size_t *dist)
+{
+    const char *best = NULL;
+    size_t bd = (size_t)-1;
+    for (size_t i = 0; i < n; i++) {
+        size_t d = config_edit_distance(name, opts[i].env);
+        if (d < bd) {
+            bd = d;
+            best = opts[i].env;
+        }
+    }
+    if (dist)
+        *dist = bd;
+    return best;
+}
+
+static int table_uses_prefix(const config_opt *opts, size_t n, const char *p)
+{
+    size_t pl = strlen(p);
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(opts[i].env, p, pl) == 0)
+            return 1;
+    return 0;
+}
+
+int config_check_env(const config_opt *opts, size_t n, char *const *env,
+                     const char *prog, FILE *out)
+{
+    int warned = 0;
+    for (size_t e = 0; env && env[e]; e++) {
+        const char *kv = env[e];
+        const char *eq = strchr(kv, '=');
+        size_t kl = eq ? (size_t)(eq - kv) : strlen(kv);
+        char name[129];
+        if (kl == 0 || kl >= sizeof name)
+            continue;
+        memcpy(name, kv, kl);
+        name[kl] = '\0';
+        int settings_like = 0;
+        for (size_t p = 0; p < NPREFIXES && !settings_like; p++)
+            settings_like = strncmp(name, k_prefixes[p], strlen(k_prefixes[p])) == 0 &&
+                            table_uses_prefix(opts, n, k_prefixes[p]);
+        if (!settings_like)
+            continue;
+        int known = 0;
+        for (size_t i = 0; i < n && !known; i++)
+            known = strcmp(opts[i].env, name) == 0;
+        if (known)
+            continue;
+        size_t d;
+        const char *best = config_closest(opts, n, name, &d);
+        if (best && d <= 3 + strlen(name) / 8)
+            fprintf(out, "warning: %s is not a setting of %s (ignored); did you mean %s?\n",
+                    name, prog, best);
+        else
+            fprintf(out, "warning: %s is not a setting of %s (ignored; see %s --help)\n",
+                    name, prog, prog);
+        warned++;
+    }
+    return warned;
+}
+
+/* ---- loading ------------------------------------------------------------ */
 
 int config_load(const config_opt *opts, size_t n, int argc, char **argv,
                 const char *prog, const char *summary)
@@ -127,6 +232,7 @@ int config_load(const config_opt *opts, size_t n, int argc, char **argv,
         if (e && set_value(o, e, "environment") != 0)
             return -1;
     }
+    config_check_env(opts, n, environ, prog, stderr);
     /* flags */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
@@ -309,22 +415,32 @@ void config_redact_url(const char *url, char *out, size_t n)
         snprintf(out, n, "%.*s***%s", (int)(hp - url), url, at);
 }
 
-int config_parse_redis_url(const char *url, redis_endpoint *out)
+#define URL_ERR(...) do { if (err && errlen) snprintf(err, errlen, __VA_ARGS__); \
+                          return -1; } while (0)
+
+int config_parse_redis_url_err(const char *url, redis_endpoint *out, char *err,
+                               size_t errlen)
 {
     memset(out, 0, sizeof *out);
     if (!url)
-        return -1;
+        URL_ERR("not set");
     if (strncmp(url, "unix:", 5) == 0) {
         const char *p = url + 5;
         if (strncmp(p, "//", 2) == 0)
             p += 2;
-        if (*p != '/' || strlen(p) >= sizeof out->path)
-            return -1;
+        if (*p != '/')
+            URL_ERR("a unix: URL needs an absolute path (unix:/run/redis.sock)");
+        if (strlen(p) >= sizeof out->path)
+            URL_ERR("the socket path is longer than %zu bytes", sizeof out->path - 1);
         snprintf(out->path, sizeof out->path, "%s", p);
         return 0;
     }
-    if (strncmp(url, "redis://", 8) != 0)
-        return -1;
+    if (strncmp(url, "redis://", 8) != 0) {
+        if (strstr(url, "://"))
+            URL_ERR("scheme '%.*s' is not redis:// or unix: (TLS, rediss://, is not "
+                    "supported)", (int)(strstr(url, "://") - url), url);
+        URL_ERR("no scheme: write redis://host:port or unix:/path");
+    }
     const char *hp = url + 8;
     const char *at = strrchr(hp, '@');
     if (at) {
@@ -334,7 +450,8 @@ int config_parse_redis_url(const char *url, redis_endpoint *out)
         if (pct_decode(hp, (size_t)(uend - hp), out->user, sizeof out->user) != 0 ||
             (colon && pct_decode(colon + 1, (size_t)(at - colon - 1), out->password,
                                  sizeof out->password) != 0))
-            return -1;
+            URL_ERR("bad user or password: a %% not followed by two hex digits, %%00, "
+                    "or too long");
         if (!colon && out->user[0]) {
             /* "redis://secret@host": redis-cli reads a lone userinfo as the
              * password */
@@ -346,19 +463,21 @@ int config_parse_redis_url(const char *url, redis_endpoint *out)
     const char *slash = strchr(hp, '/');
     char tmp[300];
     size_t l = slash ? (size_t)(slash - hp) : strlen(hp);
-    if (l == 0 || l >= sizeof tmp)
-        return -1;
+    if (l == 0)
+        URL_ERR("no host");
+    if (l >= sizeof tmp)
+        URL_ERR("host:port is too long");
     memcpy(tmp, hp, l);
     tmp[l] = '\0';
     if (strchr(tmp, ':') && !(tmp[0] == '[' && !strstr(tmp, "]:"))) {
         if (config_split_hostport(tmp, out->host, sizeof out->host, &out->port) != 0)
-            return -1;
+            URL_ERR("'%s' is not host:port with a port 0-65535", tmp);
     } else {
         const char *h = tmp;
         size_t hl = strlen(tmp);
         if (tmp[0] == '[') { h++; hl -= 2; }
         if (hl >= sizeof out->host)
-            return -1;
+            URL_ERR("host name too long");
         memcpy(out->host, h, hl);
         out->host[hl] = '\0';
         out->port = 6379;
@@ -367,10 +486,16 @@ int config_parse_redis_url(const char *url, redis_endpoint *out)
         char *end;
         long db = strtol(slash + 1, &end, 10);
         if (*end || db < 0 || db > 255)
-            return -1;
+            URL_ERR("database '%s' is not a number 0-255", slash + 1);
         out->db = (int)db;
     }
     return 0;
+}
+#undef URL_ERR
+
+int config_parse_redis_url(const char *url, redis_endpoint *out)
+{
+    return config_parse_redis_url_err(url, out, NULL, 0);
 }
 
 int config_split_list(const char *s, char ***out, size_t *n)
@@ -411,4 +536,54 @@ void config_list_free(char **v, size_t n)
     for (size_t i = 0; v && i < n; i++)
         free(v[i]);
     free(v);
+}
+
+/* One broker: [scheme://]host:port, host a name, IPv4 or [IPv6]. */
+static int broker_valid(const char *b, char *err, size_t errlen)
+{
+    const char *hp = strstr(b, "://");
+    if (hp) {
+        for (const char *p = b; p < hp; p++)
+            if (!isalnum((unsigned char)*p) && *p != '_') {
+                snprintf(err, errlen, "'%s': bad scheme", b);
+                return -1;
+            }
+        hp += 3;
+    } else {
+        hp = b;
+    }
+    char host[256];
+    int port;
+    if (config_split_hostport(hp, host, sizeof host, &port) != 0 || port < 1 ||
+        hp[0] == ':') {
+        snprintf(err, errlen, "'%s' is not host:port (port 1-65535)", b);
+        return -1;
+    }
+    for (const char *p = host; *p; p++)
+        if (!isalnum((unsigned char)*p) && !strchr(".-_:", *p)) {
+            snprintf(err, errlen, "'%s': '%c' cannot be in a host name", b, *p);
+            return -1;
+        }
+    return 0;
+}
+
+int config_check_brokers(const char *s, char *err, size_t errlen)
+{
+    char **v = NULL;
+    size_t n = 0;
+    if (!s || !*s) {
+        snprintf(err, errlen, "empty list");
+        return -1;
+    }
+    if (config_split_list(s, &v, &n) != 0) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    int rc = n ? 0 : -1;
+    if (!n)
+        snprintf(err, errlen, "empty list");
+    for (size_t i = 0; i < n && rc == 0; i++)
+        rc = broker_valid(v[i], err, errlen);
+    config_list_free(v, n);
+    return rc;
 }

@@ -24,6 +24,7 @@
 #define ODIN_COMMON_CONFIG_H
 
 #include <stddef.h>
+#include <stdio.h>
 
 enum config_type {
     CFG_STR,   /* dst: char **           */
@@ -48,6 +49,34 @@ typedef struct config_opt {
  */
 int config_load(const config_opt *opts, size_t n, int argc, char **argv,
                 const char *prog, const char *summary);
+
+/*
+ * Warn (to `out`) about each environment entry (env: "NAME=value", NULL-
+ * ended, e.g. environ) that looks like a setting of this program but is
+ * not one: its name starts with a daemon prefix (WS_, SHARD_, KAFKA_,
+ * REDIS_, ROUTER_, RESUME_, ...) that the table itself uses, and no option
+ * has that name.  Each warning names the closest option by edit distance
+ * ("did you mean WS_MAX_CONNECTIONS?").  config_load runs it on environ.
+ * Returns the number of warnings.
+ */
+int config_check_env(const config_opt *opts, size_t n, char *const *env,
+                     const char *prog, FILE *out);
+
+/* Levenshtein distance, ASCII case-insensitive (names over 128 bytes: the
+ * longer length).  Pure. */
+size_t config_edit_distance(const char *a, const char *b);
+
+/* The option whose env name is closest to `name`; *dist (may be NULL) gets
+ * the distance.  NULL when n is 0. */
+const char *config_closest(const config_opt *opts, size_t n, const char *name,
+                           size_t *dist);
+
+/*
+ * KAFKA_BROKERS syntax: a comma-separated list of [scheme://]host:port
+ * (IPv6 as [::1]:9092, port 1-65535).  0, or -1 with the reason in err.
+ * Pure: says nothing about whether the brokers answer.
+ */
+int config_check_brokers(const char *s, char *err, size_t errlen);
 
 /* Print the --help text to stdout. */
 void config_usage(const config_opt *opts, size_t n, const char *prog,
@@ -86,6 +115,9 @@ typedef struct redis_endpoint {
     char master_name[128];  /* Sentinel's name of the master */
 } redis_endpoint;
 int config_parse_redis_url(const char *url, redis_endpoint *out);
+/* The same, with why it does not parse in err (never the password). */
+int config_parse_redis_url_err(const char *url, redis_endpoint *out, char *err,
+                               size_t errlen);
 
 /* REDIS_SENTINELS / REDIS_MASTER_NAME: find the master through Sentinel.
  * `sentinels` is a comma-separated host:port list (NULL or empty: no

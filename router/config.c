@@ -133,6 +133,9 @@ static int finalize(router_config *c)
     if (!c->kafka_brokers || !*c->kafka_brokers)
         return bad("KAFKA_BROKERS", "is required (%s); e.g. KAFKA_BROKERS=127.0.0.1:9092",
                    c->kafka_brokers);
+    char berr[300];
+    if (config_check_brokers(c->kafka_brokers, berr, sizeof berr) != 0)
+        return bad("KAFKA_BROKERS", "must be a host:port list (%s)", berr);
     if (!c->kafka_group || !*c->kafka_group)
         return bad("KAFKA_GROUP", "must not be empty (%s)", c->kafka_group);
     if (strcasecmp(c->kafka_offset_reset, "latest") == 0)
@@ -149,9 +152,12 @@ static int finalize(router_config *c)
         return bad("DISPATCH_MODE", "'%s' is not targeted|broadcast", c->dispatch_mode);
     char url[600];
     config_redact_url(c->redis_url, url, sizeof url);
-    if (config_parse_redis_url(c->redis_url, &c->redis) != 0)
-        return bad("REDIS_URL", "'%s' is not redis://[[user]:password@]host:port[/db] "
-                   "or unix:/path", url);
+    char uerr[300];
+    if (config_parse_redis_url_err(c->redis_url, &c->redis, uerr, sizeof uerr) != 0) {
+        fprintf(stderr, "error: REDIS_URL: '%s' is not redis://[[user]:password@]host:port[/db] "
+                "or unix:/path: %s\n", url, uerr);
+        return -1;
+    }
     if (config_redis_set_password(&c->redis, c->redis_password) != 0)
         return bad("REDIS_PASSWORD", "longer than 255 bytes%s", "");
     char why[256];

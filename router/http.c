@@ -1,8 +1,11 @@
 /* /health and /metrics (contract in http.h). */
 #include "router/http.h"
+#include "common/net.h"
+#include "common/procmetrics.h"
 
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/http.h>
@@ -90,7 +93,10 @@ static void metrics(router_http *h, struct evhttp_request *req)
     }
     router_stats_get(h->r, s);
     buf b = { 0 };
-    if (router_metrics_render(&s->m, &s->g, &b) != 0) {
+    procmetrics pm;
+    procmetrics_sample(&pm);
+    if (router_metrics_render(&s->m, &s->g, &b) != 0 ||
+        procmetrics_render(&b, &pm, "odin-router") != 0) {
         buf_free(&b);
         free(s);
         evhttp_send_error(req, 500, "out of memory");
@@ -138,9 +144,18 @@ router_http *router_http_new(struct event_base *base, const router_config *cfg, 
     evhttp_set_max_headers_size(h->http, ROUTER_HTTP_MAX_HEAD);
     evhttp_set_max_body_size(h->http, 0);
     evhttp_set_timeout(h->http, ROUTER_HTTP_TIMEOUT_S);
-    if (!evhttp_bind_socket_with_handle(h->http, cfg->http_host,
-                                        (ev_uint16_t)cfg->http_port)) {
-        log_kv(LOG_ERROR, "cannot listen for HTTP", "s:addr", cfg->http_addr, NULL);
+    /* common/net for the bind: its error says why (errno text) */
+    char err[256];
+    int fd = net_listen_tcp(cfg->http_addr, 128, 0, NULL, 0, NULL, err, sizeof err);
+    if (fd < 0) {
+        log_kv(LOG_ERROR, "cannot listen for HTTP", "s:addr", cfg->http_addr,
+               "s:error", err, NULL);
+        goto err;
+    }
+    if (!evhttp_accept_socket_with_handle(h->http, fd)) {
+        log_kv(LOG_ERROR, "cannot listen for HTTP", "s:addr", cfg->http_addr,
+               "s:error", "evhttp_accept_socket failed", NULL);
+        close(fd);
         goto err;
     }
     return h;

@@ -89,12 +89,28 @@ int router_metrics_render(const router_metrics *m, const router_gauges *g, buf *
                           router_mode_name((enum router_mode)i),
                           (unsigned long long)m->dispatch[i]);
 
+    /* drops per shard and reason; what the shard table no longer holds
+     * (forgotten shards) under shard="" so the sum is the total */
     rc |= buf_appendf(o, "# HELP router_drops_total Record deliveries to a shard dropped, "
-                      "by reason\n# TYPE router_drops_total counter\n");
+                      "by reason and shard (shard=\"\": shards no longer known)\n"
+                      "# TYPE router_drops_total counter\n");
+    uint64_t left[ROUTER_DROP_COUNT];
+    memcpy(left, m->drops, sizeof left);
+    router_shard_sample ss;
+    for (size_t k = 0; g->shard_at && k < g->nshards; k++) {
+        if (g->shard_at(g->shard_ctx, k, &ss) != 0)
+            continue;
+        for (int i = 0; i < ROUTER_DROP_COUNT; i++) {
+            rc |= buf_appendf(o, "router_drops_total{reason=\"%s\",shard=\"%s\"} %llu\n",
+                              router_drop_name((enum router_drop)i), ss.id,
+                              (unsigned long long)ss.drops[i]);
+            left[i] -= ss.drops[i] <= left[i] ? ss.drops[i] : left[i];
+        }
+    }
     for (int i = 0; i < ROUTER_DROP_COUNT; i++)
-        rc |= buf_appendf(o, "router_drops_total{reason=\"%s\"} %llu\n",
+        rc |= buf_appendf(o, "router_drops_total{reason=\"%s\",shard=\"\"} %llu\n",
                           router_drop_name((enum router_drop)i),
-                          (unsigned long long)m->drops[i]);
+                          (unsigned long long)left[i]);
 
     rc |= router_hist_render(&m->fanout, o, "router_dispatch_fanout",
                              "Shards each record was sent to");
@@ -157,8 +173,12 @@ int router_metrics_render(const router_metrics *m, const router_gauges *g, buf *
                 "minus position (-1 unknown)", (double)g->consumer_lag);
     rc |= prom_gauge(o, "router_assigned_partitions", "Partitions assigned to this router",
                 (double)g->assigned_partitions);
-    rc |= prom_gauge(o, "router_shard_queue_bytes", "Bytes queued for shards, all shards",
-                (double)g->queue_bytes);
+    rc |= prom_head(o, "router_shard_queue_bytes", "gauge",
+                    "Bytes queued for a shard (sum over shard: all shards)");
+    for (size_t k = 0; g->shard_at && k < g->nshards; k++)
+        if (g->shard_at(g->shard_ctx, k, &ss) == 0)
+            rc |= buf_appendf(o, "router_shard_queue_bytes{shard=\"%s\"} %llu\n", ss.id,
+                              (unsigned long long)ss.queue_bytes);
     rc |= prom_gauge(o, "router_pending_segments", "Consumed batch segments not yet stored",
                 (double)g->pending_segments);
     return rc ? -1 : 0;

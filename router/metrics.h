@@ -86,6 +86,14 @@ typedef struct router_metrics {
 
 void router_metrics_init(router_metrics *m);
 
+/* One shard's series (router_shard_queue_bytes{shard},
+ * router_drops_total{reason,shard}). */
+typedef struct router_shard_sample {
+    const char *id;                           /* borrowed, valid while rendering */
+    uint64_t queue_bytes;
+    uint64_t drops[ROUTER_DROP_COUNT];
+} router_shard_sample;
+
 /* Gauges and cache counters sampled when rendering. */
 typedef struct router_gauges {
     uint64_t cache_hits, cache_misses, cache_entries, cache_evictions;
@@ -97,6 +105,12 @@ typedef struct router_gauges {
     uint64_t pending_segments;
     int fallback;
     int backpressured;
+    /* per-shard series: shard_at(shard_ctx, i, &out) for i < nshards fills
+     * one shard (0, or -1 to skip it); NULL: no shard known.  Drops of
+     * shards no longer in the table are rendered with shard="". */
+    size_t nshards;
+    int (*shard_at)(const void *shard_ctx, size_t i, router_shard_sample *out);
+    const void *shard_ctx;
 } router_gauges;
 
 /* Full /metrics body. */

@@ -299,8 +299,10 @@ static void dispatch_batch(router *r, enum router_mode mode)
             enum router_drop why;
             if (router_shards_add(r->shards, sh, &fr, &why) == 0)
                 sent++;
-            else
+            else {
                 r->m.drops[why]++;
+                sh->drops[why]++;
+            }
         }
         router_hist_observe(&r->m.fanout, sent);
         r->m.dispatch[mode]++;
@@ -664,6 +666,9 @@ void router_stats_get(router *r, router_stats *s)
     g->consumer_lag = r->consumer ? consumer_lag(r->consumer) : -1;
     g->assigned_partitions = r->consumer ? consumer_assigned(r->consumer) : 0;
     g->queue_bytes = router_shards_queued_bytes(r->shards);
+    g->nshards = router_shards_nslots(r->shards);
+    g->shard_at = router_shards_sample;
+    g->shard_ctx = r->shards;
     g->pending_segments = router_offsets_pending(r->off);
     g->fallback = r->cfg->mode == ROUTER_MODE_TARGETED && !targeted_ready(r);
     g->backpressured = r->backpressured;

@@ -218,10 +218,23 @@ uint64_t router_shards_queued_bytes(const router_shards *s)
     return n;
 }
 
+int router_shards_sample(const void *shards, size_t i, router_shard_sample *out)
+{
+    const router_shards *s = shards;
+    if (i >= s->nslots || !s->slots[i])
+        return -1;
+    const router_shard *sh = s->slots[i];
+    out->id = sh->id;
+    out->queue_bytes = router_outq_pending(&sh->q);
+    memcpy(out->drops, sh->drops, sizeof out->drops);
+    return 0;
+}
+
 /* ---- marks ---------------------------------------------------------------- */
 
 struct mark_ctx {
     router_shards *s;
+    router_shard *sh;
     enum router_drop reason;
 };
 
@@ -230,6 +243,8 @@ static void mark_cb(void *ticket, uint32_t nrec, int done, void *arg)
     struct mark_ctx *c = arg;
     if (done)
         c->s->m->frames_sent++;
+    else
+        c->sh->drops[c->reason] += nrec;
     c->s->hooks.frame(ticket, nrec, done, c->reason, c->s->hooks.arg);
 }
 
@@ -284,11 +299,12 @@ static void shard_close(router_shards *s, router_shard *sh, const char *why,
         frame_batch_abort(&sh->fb);
         if (sh->fb_nrec) {
             s->m->drops[reason] += sh->fb_nrec;
+            sh->drops[reason] += sh->fb_nrec;
         }
         sh->fb_open = 0;
         sh->fb_nrec = 0;
     }
-    struct mark_ctx mc = { s, reason };
+    struct mark_ctx mc = { s, sh, reason };
     router_outq_clear(&sh->q, mark_cb, &mc);
     frame_decoder_free(sh->dec);
     sh->dec = NULL;
@@ -411,7 +427,7 @@ static void shard_flush(router_shards *s, router_shard *sh)
         }
         s->m->bytes_sent += (uint64_t)n;
         sh->last_progress_ms = clock_mono_ms();
-        struct mark_ctx mc = { s, ROUTER_DROP_SHARD_DOWN };
+        struct mark_ctx mc = { s, sh, ROUTER_DROP_SHARD_DOWN };
         router_outq_written(&sh->q, (size_t)n, mark_cb, &mc);
     }
     int want = router_outq_pending(&sh->q) > 0;
@@ -640,6 +656,7 @@ static void close_frame(router_shards *s, router_shard *sh)
     sh->fb_nrec = 0;
     if (frame_batch_end(&sh->fb) != FRAME_OK) {
         s->m->drops[ROUTER_DROP_TOO_BIG] += nrec;
+        sh->drops[ROUTER_DROP_TOO_BIG] += nrec;
         return;
     }
     if (router_outq_mark(&sh->q, s->ticket, nrec) != 0) {

@@ -75,6 +75,7 @@ typedef struct router_shard {
     uint64_t flushed_batch;      /* batch in which the socket filled up */
     uint64_t bp_since_ms;        /* queue above half since then (0 = below) */
     int bp_slow;                 /* did not drain within the budget: not waited for */
+    uint64_t drops[ROUTER_DROP_COUNT];   /* records this shard did not get */
     struct router_shards *owner;
 } router_shard;
 
@@ -133,6 +134,9 @@ size_t router_shards_live(const router_shards *s);
 int router_shards_backpressure(router_shards *s, uint64_t now_ms, long budget_ms);
 size_t router_shards_ready(const router_shards *s);
 uint64_t router_shards_queued_bytes(const router_shards *s);
+/* router_gauges.shard_at for /metrics: slot i's id, queue and drops.  0, or
+ * -1 past the last slot.  shards is a router_shards *. */
+int router_shards_sample(const void *shards, size_t i, router_shard_sample *out);
 
 /*
  * Batch building.  begin() starts batch `batch_no` with `ticket`;

@@ -632,7 +632,7 @@ static void ws_input(shard_client *c, const uint8_t *data, size_t len)
     c->flags |= CLF_IN_FEED;
     int r = ws_parser_feed(&c->parser, &g_parser_cb, c, data, len,
                            (uint64_t)ctx->set->max_frame);
-    c->flags &= (uint8_t)~CLF_IN_FEED;
+    c->flags &= (uint16_t)~CLF_IN_FEED;
     if (c->state == CL_DEAD)
         return;
     if (!c->parser.ctx)
@@ -706,6 +706,17 @@ static void http_input(shard_client *c, const uint8_t *data, size_t n)
     if (buf_append(c->http_in, data, n) != 0) {
         client_kill(c, "out of memory");
         return;
+    }
+    if (c->flags & CLF_PROXY_WAIT) {
+        size_t used = 0;
+        if (shard_server_proxy(c->srv, c, (const uint8_t *)c->http_in->data,
+                               c->http_in->len, &used) <= 0)
+            return;   /* refused (c is dead), or waiting for more bytes */
+        buf_consume(c->http_in, used);
+        if (c->http_in->len == 0)
+            return;
+        data = (const uint8_t *)c->http_in->data;   /* look at what is left */
+        n = c->http_in->len;
     }
     /* the head ends with "\r\n\r\n": parse only when a line ended (or
      * when the head is already too long), not on every byte of a slow one */

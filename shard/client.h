@@ -28,11 +28,15 @@ enum client_state { CL_HTTP = 0, CL_OPEN, CL_CLOSING, CL_DEAD };
 
 /* flags */
 #define CLF_IN_FLUSH    0x01u  /* on the server's flush list */
+#define CLF_PROXY_WAIT  0x02u  /* PROXY header not yet decided (WS_PROXY_PROTOCOL) */
 #define CLF_WR_SHUT     0x04u  /* shutdown(SHUT_WR) done */
 #define CLF_IN_FEED     0x08u  /* inside ws_parser_feed */
 #define CLF_SLOW        0x10u  /* closed for a full send queue */
 #define CLF_UPGRADED    0x20u  /* went through the WebSocket upgrade */
-#define CLF_IP_PENDING  0x40u  /* holds a WS_IP_MAX_PENDING slot of its address */
+#define CLF_TRUSTED     0x40u  /* peer is in WS_PROXY_TRUSTED */
+#define CLF_VIA_PROXY   0x80u  /* came through the load balancer (PROXY command):
+                                * a public client, no /health or /metrics */
+#define CLF_IP_PENDING  0x100u /* holds a WS_IP_MAX_PENDING slot of its address */
 
 #define CL_INLINE_Q 4
 #define SHARD_HTTP_MAX_HEAD 8192   /* request head limit (431 above) */
@@ -44,7 +48,7 @@ typedef struct shard_client {
     struct event ev;
     int fd;
     uint8_t state;
-    uint8_t flags;
+    uint16_t flags;
     uint8_t ip_len;              /* 4 or 16 */
     uint8_t ev_write;            /* ev currently includes EV_WRITE */
     uint16_t port;

@@ -47,6 +47,20 @@ int shard_metrics_render(buf *o, const shard_metrics *m, const shard_gauges *g)
     e |= prom_counter(o, "ws_capacity_rejections_total",
                  "Upgrades refused with 503 at WS_MAX_CONNECTIONS",
                  m->ws_capacity_rejections_total);
+    e |= prom_counter(o, "ws_drain_rejections_total",
+                 "Upgrades refused with 503 while draining (SIGUSR1)",
+                 m->ws_drain_rejections_total);
+    e |= prom_gauge(o, "shard_draining", "1 while draining (SIGUSR1)",
+               (double)(g->draining != 0));
+    e |= prom_counter(o, "ws_proxy_headers_total",
+                 "PROXY protocol v2 headers accepted (WS_PROXY_PROTOCOL)",
+                 m->ws_proxy_headers_total);
+    static const char *preasons[SM_PROXY_N] = { "untrusted", "missing", "invalid" };
+    e |= prom_head(o, "ws_proxy_rejections_total", "counter",
+              "Connections refused by WS_PROXY_PROTOCOL, by reason");
+    for (int i = 0; i < SM_PROXY_N; i++)
+        e |= buf_appendf(o, "ws_proxy_rejections_total{reason=\"%s\"} %" PRIu64 "\n",
+                         preasons[i], m->ws_proxy_rejections_total[i]);
     e |= prom_counter(o, "ws_ratelimit_rejections_total",
                  "Upgrades refused with 429 (per-IP connection rate)",
                  m->ws_ratelimit_rejections_total);
@@ -189,6 +203,12 @@ int shard_metrics_render(buf *o, const shard_metrics *m, const shard_gauges *g)
                  "Registration calls re-sent as EVAL after NOSCRIPT (Redis restarted)",
                  m->shard_redis_script_loads_total);
     e |= prom_gauge(o, "shard_uptime_seconds", "Seconds since start", g->uptime_s);
+    /* the shard id as a label, for joins: Prometheus finds shards by
+     * address (dns_sd), `* on(instance) group_left(shard_id) shard_info` */
+    if (g->shard_id) {
+        e |= prom_head(o, "shard_info", "gauge", "Always 1; shard_id is this shard's SHARD_ID");
+        e |= buf_appendf(o, "shard_info{shard_id=\"%s\"} 1\n", g->shard_id);
+    }
     return e ? -1 : 0;
 }
 

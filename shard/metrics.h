@@ -24,6 +24,14 @@ enum shard_drop_idx {
     SM_DROP_N
 };
 
+/* Connections refused by WS_PROXY_PROTOCOL. */
+enum shard_proxy_reject_idx {
+    SM_PROXY_UNTRUSTED,      /* PROXY header from a source not in WS_PROXY_TRUSTED */
+    SM_PROXY_MISSING,        /* trusted source without one (required) */
+    SM_PROXY_INVALID,        /* v1, bad version, bad addresses, too long */
+    SM_PROXY_N
+};
+
 #define SM_CLIENT_ERR_N 7    /* indexed by enum clientmsg_err */
 #define SM_RESUME_N 6        /* indexed by enum resume_code */
 
@@ -33,7 +41,8 @@ typedef struct shard_metrics {
     uint64_t ws_replies_sent_total;       /* acks, pongs, errors */
     uint64_t ws_bytes_sent_total;
     uint64_t ws_messages_received_total;
-    uint64_t ws_capacity_rejections_total;   /* HTTP 503 */
+    uint64_t ws_capacity_rejections_total;   /* HTTP 503 at capacity */
+    uint64_t ws_drain_rejections_total;      /* HTTP 503 while draining */
     uint64_t ws_ratelimit_rejections_total;  /* HTTP 429 (per-IP rate) */
     uint64_t ws_message_ratelimit_total;     /* RATE_LIMIT_EXCEEDED */
     uint64_t ws_slow_clients_disconnected_total;
@@ -45,6 +54,8 @@ typedef struct shard_metrics {
     uint64_t ws_partial_timeouts_total;       /* 1008: frame not completed in time */
     uint64_t ws_pending_rejections_total;
     uint64_t ws_ip_pending_rejections_total;  /* over WS_IP_MAX_PENDING at accept */
+    uint64_t ws_proxy_headers_total;          /* PROXY v2 headers accepted */
+    uint64_t ws_proxy_rejections_total[SM_PROXY_N];
     uint64_t ws_accept_errors_total;
     uint64_t ws_http_requests_total;
     uint64_t ws_binary_frames_ignored_total;  /* binary messages dropped */

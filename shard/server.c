@@ -1,11 +1,13 @@
 #include "shard/server.h"
 #include "shard/envelope.h"
 #include "shard/httpreq.h"
+#include "shard/proxyproto.h"
 #include "shard/resume.h"
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/log.h"
 #include "common/net.h"
+#include "common/procmetrics.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -82,17 +84,150 @@ static void on_accept(net_acceptor *a, int fd, const struct sockaddr *sa,
         close(fd);
         return;
     }
+    if (ctx->set->proxy_mode != SHARD_PROXY_OFF) {
+        c->flags |= CLF_PROXY_WAIT;
+        if (cidr_list_match(&ctx->set->proxy_nets, c->ip, c->ip_len))
+            c->flags |= CLF_TRUSTED;
+    }
     c->next = srv->live;
     if (srv->live)
         srv->live->prev = c;
     srv->live = c;
     srv->n_http++;
     /* one address may not fill the WS_MAX_PENDING pool with silent
-     * connections: checked at accept, before any byte is read */
-    if (ip_pending_take(srv, c) != 0) {
+     * connections: checked at accept, before any byte is read.  A trusted
+     * balancer carries every client: its clients are counted by the address
+     * in their PROXY header instead (shard_server_proxy). */
+    if (!(c->flags & CLF_TRUSTED) && ip_pending_take(srv, c) != 0) {
         ctx->m.ws_ip_pending_rejections_total++;
         client_kill(c, "per-IP pending connections limit");
     }
+}
+
+/* ---- PROXY protocol v2 -------------------------------------------------- */
+
+static log_ratelimit g_proxy_rl = { .per_sec = 5 };
+
+static void proxy_refuse(shard_server *srv, shard_client *c, int reason,
+                         const char *why)
+{
+    srv->ctx->m.ws_proxy_rejections_total[reason]++;
+    uint64_t supp = 0;
+    if (log_rl_allow(&g_proxy_rl, &supp)) {
+        char ip[64];
+        if (!inet_ntop(c->ip_len == 16 ? AF_INET6 : AF_INET, c->ip, ip, sizeof ip))
+            snprintf(ip, sizeof ip, "?");
+        log_kv(LOG_WARN, "PROXY protocol: connection refused", "s:peer", ip,
+               "i:port", (int)c->port, "s:reason", why, "u:suppressed", supp, NULL);
+    }
+    /* a clean close: no HTTP answer to a peer that is not speaking HTTP yet */
+    client_kill(c, why);
+}
+
+int shard_server_proxy(shard_server *srv, shard_client *c, const uint8_t *data,
+                       size_t len, size_t *used)
+{
+    const shard_settings *s = srv->ctx->set;
+    *used = 0;
+    if (!(c->flags & CLF_TRUSTED)) {
+        /* anyone may connect directly, but only a trusted balancer may say
+         * who the client is: a header from elsewhere is a spoof attempt */
+        enum proxyproto_sniff k = proxyproto_sniff(data, len);
+        if (k == PROXYPROTO_SNIFF_MAYBE && len < PROXYPROTO_SIG_LEN)
+            return 0;
+        if (k != PROXYPROTO_SNIFF_NO) {
+            proxy_refuse(srv, c, SM_PROXY_UNTRUSTED,
+                         "PROXY header from an untrusted source");
+            return -1;
+        }
+        c->flags &= (uint16_t)~CLF_PROXY_WAIT;
+        return 1;
+    }
+    proxyproto_hdr h;
+    int r = proxyproto_parse(data, len, &h);
+    if (r == 0)
+        return 0;
+    if (r == PROXYPROTO_E_NOT_PROXY && s->proxy_mode == SHARD_PROXY_OPTIONAL) {
+        c->flags &= (uint16_t)~CLF_PROXY_WAIT;   /* a direct connection */
+        return 1;
+    }
+    if (r < 0) {
+        if (r == PROXYPROTO_E_NOT_PROXY)
+            proxy_refuse(srv, c, SM_PROXY_MISSING,
+                         "no PROXY header from a trusted source (WS_PROXY_PROTOCOL=required)");
+        else
+            proxy_refuse(srv, c, SM_PROXY_INVALID,
+                         r == PROXYPROTO_E_V1 ? "PROXY v1 header (only v2 is accepted)"
+                         : r == PROXYPROTO_E_VERSION ? "PROXY header: bad version or command"
+                         : r == PROXYPROTO_E_TOOBIG ? "PROXY header too long"
+                         : "PROXY header: bad address block");
+        return -1;
+    }
+    srv->ctx->m.ws_proxy_headers_total++;
+    c->flags &= (uint16_t)~CLF_PROXY_WAIT;
+    if (h.family == AF_INET || h.family == AF_INET6) {
+        c->ip_len = h.family == AF_INET ? 4 : 16;
+        memcpy(c->ip, h.src, c->ip_len);
+        c->port = h.src_port;
+        c->flags |= CLF_VIA_PROXY;
+        if (ip_pending_take(srv, c) != 0) {
+            srv->ctx->m.ws_ip_pending_rejections_total++;
+            client_kill(c, "per-IP pending connections limit");
+            return -1;
+        }
+    }
+    *used = (size_t)r;
+    return 1;
+}
+
+/* WS_SHARED_ADDR: bound at start and again when a drain ends. */
+static int shared_open(shard_server *srv)
+{
+    shard_ctx *ctx = srv->ctx;
+    const shard_settings *s = ctx->set;
+    char b[96];
+    int fd = listen_on(s->ws_shared_addr, 1, b, sizeof(b), NULL);
+    if (fd < 0 || !(srv->lis[1] = net_acceptor_new(
+                        ctx->base, fd, "ws-shared", (int)s->accept_batch,
+                        ACCEPT_BACKOFF_MS, on_accept, on_accept_error, srv))) {
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    log_kv(LOG_INFO, "listening (shared, SO_REUSEPORT)", "s:addr", b, NULL);
+    return 0;
+}
+
+int shard_server_set_draining(shard_server *srv, int on)
+{
+    const shard_settings *s = srv->ctx->set;
+    if (!(s->ws_shared_addr && *s->ws_shared_addr))
+        return 0;
+    if (on && srv->lis[1]) {
+        /* Accept what the kernel already queued on this socket (they get
+         * 503 "draining" and retry) instead of resetting them, then close:
+         * from now on the kernel hashes new clients over the other shards'
+         * sockets only. */
+        int lfd = net_acceptor_fd(srv->lis[1]);
+        for (long i = 0; i < s->max_pending; i++) {
+            struct sockaddr_storage ss;
+            socklen_t sl = sizeof ss;
+            int fd = accept4(lfd, (struct sockaddr *)&ss, &sl,
+                             SOCK_NONBLOCK | SOCK_CLOEXEC);
+            if (fd < 0)
+                break;
+            on_accept(srv->lis[1], fd, (struct sockaddr *)&ss, sl, srv);
+        }
+        net_acceptor_free(srv->lis[1]);
+        srv->lis[1] = NULL;
+        log_kv(LOG_INFO, "draining: shared listener closed", "s:addr",
+               s->ws_shared_addr, NULL);
+    } else if (!on && !srv->lis[1] && !srv->ctx->stopping) {
+        if (shared_open(srv) != 0)
+            return -1;
+        net_acceptor_enable(srv->lis[1], 1);
+    }
+    return 0;
 }
 
 /* ---- per-IP connection rate ------------------------------------------ */
@@ -150,7 +285,7 @@ void shard_server_ip_release(shard_server *srv, shard_client *c)
 {
     if (!(c->flags & CLF_IP_PENDING))
         return;
-    c->flags &= (uint8_t)~CLF_IP_PENDING;
+    c->flags &= (uint16_t)~CLF_IP_PENDING;
     shard_map_node *n = shard_map_find(&srv->ip_rates, c->ip, c->ip_len);
     if (n) {
         ip_rate *e = SHARD_MAP_ENTRY(n, ip_rate, node);
@@ -241,7 +376,11 @@ static void serve_page(shard_server *srv, shard_client *c, int health)
             rc = 0;
         }
     } else {
+        procmetrics pm;
+        procmetrics_sample(&pm);
         rc = shard_metrics_render(&srv->scratch, &ctx->m, &g);
+        if (rc == 0)
+            rc = procmetrics_render(&srv->scratch, &pm, "odin-shard");
     }
     if (rc != 0) {
         http_error(srv, c, 500, "out of memory", NULL);
@@ -276,7 +415,7 @@ static void upgrade(shard_server *srv, shard_client *c, const httpreq *req,
         return;
     }
     if (ctx->draining) {
-        ctx->m.ws_capacity_rejections_total++;
+        ctx->m.ws_drain_rejections_total++;
         http_error(srv, c, 503, "draining", "Retry-After: 1\r\n");
         return;
     }
@@ -324,7 +463,12 @@ void shard_server_http(shard_server *srv, shard_client *c, const char *data,
     if (path_is(&req, "/ws")) {
         upgrade(srv, c, &req, data, len);
     } else if (path_is(&req, "/health") || path_is(&req, "/metrics")) {
-        if (req.method != HTTP_GET) {
+        if (c->flags & CLF_VIA_PROXY) {
+            /* internal endpoints are not served to clients of the public
+             * load balancer (they arrive with a PROXY header) */
+            srv->ctx->m.ws_handshake_failures_total++;
+            http_error(srv, c, 404, "not found", NULL);
+        } else if (req.method != HTTP_GET) {
             srv->ctx->m.ws_handshake_failures_total++;
             http_error(srv, c, 405, "method not allowed", "Allow: GET\r\n");
         } else {
@@ -362,7 +506,7 @@ static void on_flush(evutil_socket_t fd, short what, void *arg)
     while (c) {
         shard_client *next = c->flush_next;
         c->flush_next = NULL;
-        c->flags &= (uint8_t)~CLF_IN_FLUSH;
+        c->flags &= (uint16_t)~CLF_IN_FLUSH;
         if (c->state == CL_DEAD) {
             dead = 1;
         } else {
@@ -493,22 +637,9 @@ shard_server *shard_server_new(shard_ctx *ctx)
             close(fd);
         goto err;
     }
-    srv->nlis++;
-    if (s->ws_shared_addr && *s->ws_shared_addr) {
-        char b[96];
-        fd = listen_on(s->ws_shared_addr, 1, b, sizeof(b), NULL);
-        if (fd < 0 || !(srv->lis[srv->nlis] = net_acceptor_new(
-                            ctx->base, fd, "ws-shared", (int)s->accept_batch,
-                            ACCEPT_BACKOFF_MS,
-                            on_accept, on_accept_error, srv))) {
-            if (fd >= 0)
-                close(fd);
-            goto err;
-        }
-        srv->nlis++;
-        log_kv(LOG_INFO, "listening (shared, SO_REUSEPORT)", "s:addr", b,
-               NULL);
-    }
+    srv->nlis = 2;   /* lis[1]: the shared listener, NULL when closed */
+    if (s->ws_shared_addr && *s->ws_shared_addr && shared_open(srv) != 0)
+        goto err;
     listeners_enable(srv, 1);
 
     double m = s->ping_interval;
@@ -566,7 +697,7 @@ void shard_server_free(shard_server *srv)
     while (srv->grave) {
         shard_client *c = srv->grave;
         srv->grave = c->next;
-        c->flags &= (uint8_t)~CLF_IN_FLUSH;
+        c->flags &= (uint16_t)~CLF_IN_FLUSH;
         client_free(c);
     }
     if (srv->flush_ev) event_free(srv->flush_ev);

@@ -64,4 +64,25 @@ void shard_server_schedule_flush(shard_server *srv, shard_client *c);
  * WS_IP_MAX_PENDING slot.  Idempotent. */
 void shard_server_ip_release(shard_server *srv, shard_client *c);
 
+/*
+ * WS_PROXY_PROTOCOL: decide on the first bytes of a connection flagged
+ * CLF_PROXY_WAIT (data/len: everything received so far).  Returns 1 when
+ * decided (*used = bytes of PROXY header to drop, maybe 0; the client's
+ * address is now the header's source), 0 to wait for more bytes, -1 when
+ * the connection was refused and killed (a PROXY header from an untrusted
+ * source, a missing or bad header from a trusted one; counted in
+ * ws_proxy_rejections_total{reason}).
+ */
+int shard_server_proxy(shard_server *srv, shard_client *c, const uint8_t *data,
+                       size_t len, size_t *used);
+
+/*
+ * Drain (SIGUSR1) on or off.  On: the shared SO_REUSEPORT listener
+ * (WS_SHARED_ADDR) is closed so the kernel sends new clients to the other
+ * shards on that port; WS_ADDR stays open and answers upgrades with 503.
+ * Off: the shared listener is bound again.  Returns 0, or -1 if it could
+ * not be bound again (logged; the shard keeps serving WS_ADDR).
+ */
+int shard_server_set_draining(shard_server *srv, int on);
+
 #endif

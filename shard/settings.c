@@ -88,6 +88,16 @@ static size_t table(shard_settings *s, config_opt *o)
     OPT("WS_SEND_QUEUE_BYTES", CFG_INT, &s->queue_bytes, "4194304",
         "Max bytes queued to one client; over it the client is closed with "
         "1008", 1024, (double)(1L << 40));
+    OPT("WS_PROXY_PROTOCOL", CFG_STR, &s->cfg_proxy_protocol, "off",
+        "PROXY protocol v2 (haproxy send-proxy-v2) on WS_ADDR and "
+        "WS_SHARED_ADDR: off | optional (sources in WS_PROXY_TRUSTED may "
+        "send the header) | required (they must).  The header's client "
+        "address is then the one per-IP limits and logs see; a PROXY header "
+        "from any other source is refused as a spoof", 0, 0);
+    OPT("WS_PROXY_TRUSTED", CFG_STR, &s->proxy_trusted, NULL,
+        "Comma-separated addresses/CIDRs of the load balancers allowed to send "
+        "a PROXY header (e.g. 10.0.0.5,172.28.0.0/24); required with "
+        "WS_PROXY_PROTOCOL", 0, 0);
     OPT("WS_IP_RATE", CFG_DOUBLE, &s->ip_rate, "50",
         "New WebSocket connections per second per client IP (0 = no limit); "
         "over it upgrades get 429", 0, 1e9);
@@ -264,6 +274,48 @@ int shard_settings_load(shard_settings *s, int argc, char **argv)
         return -1;
     }
     s->envelope_types = et;
+    if (strcmp(s->cfg_proxy_protocol, "off") == 0) {
+        s->proxy_mode = SHARD_PROXY_OFF;
+    } else if (strcmp(s->cfg_proxy_protocol, "optional") == 0) {
+        s->proxy_mode = SHARD_PROXY_OPTIONAL;
+    } else if (strcmp(s->cfg_proxy_protocol, "required") == 0) {
+        s->proxy_mode = SHARD_PROXY_REQUIRED;
+    } else {
+        fprintf(stderr, "odin-shard: WS_PROXY_PROTOCOL must be off, optional or "
+                        "required, not '%s'\n", s->cfg_proxy_protocol);
+        return -1;
+    }
+    char cerr[300];
+    if (cidr_list_parse(s->proxy_trusted, &s->proxy_nets, cerr, sizeof cerr) != 0) {
+        fprintf(stderr, "odin-shard: WS_PROXY_TRUSTED: %s\n", cerr);
+        return -1;
+    }
+    if (s->proxy_mode != SHARD_PROXY_OFF && s->proxy_nets.n == 0) {
+        fprintf(stderr, "odin-shard: WS_PROXY_PROTOCOL=%s needs WS_PROXY_TRUSTED "
+                        "(the load balancers' addresses)\n", s->cfg_proxy_protocol);
+        return -1;
+    }
+    char berr[300];
+    if (s->kafka_brokers && *s->kafka_brokers &&
+        config_check_brokers(s->kafka_brokers, berr, sizeof berr) != 0) {
+        fprintf(stderr, "odin-shard: KAFKA_BROKERS must be a host:port list (%s)\n",
+                berr);
+        return -1;
+    }
+    redis_endpoint rep;
+    char uerr[300];
+    if (config_parse_redis_url_err(s->redis_url, &rep, uerr, sizeof uerr) != 0) {
+        char url[600];
+        config_redact_url(s->redis_url, url, sizeof url);
+        fprintf(stderr, "odin-shard: REDIS_URL '%s' is not "
+                        "redis://[[user]:password@]host:port[/db] or unix:/path: %s\n",
+                url, uerr);
+        return -1;
+    }
+    if (config_redis_set_password(&rep, s->redis_password) != 0) {
+        fprintf(stderr, "odin-shard: REDIS_PASSWORD is longer than 255 bytes\n");
+        return -1;
+    }
     if (s->max_frame < s->max_message)
         s->max_frame = s->max_message;
     if (s->tcp_addr && *s->tcp_addr && !(s->ingress_secret && *s->ingress_secret) &&
@@ -281,6 +333,7 @@ void shard_settings_free(shard_settings *s)
     free(s->shard_id);
     free(s->socket_path);
     free(s->endpoint);
+    cidr_list_free(&s->proxy_nets);
     config_opt o[NOPTS];
     size_t n = table(s, o);
     config_free(o, n);

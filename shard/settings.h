@@ -5,6 +5,15 @@
 #ifndef ODIN_SHARD_SETTINGS_H
 #define ODIN_SHARD_SETTINGS_H
 
+#include "common/cidr.h"
+
+/* WS_PROXY_PROTOCOL */
+enum shard_proxy_mode {
+    SHARD_PROXY_OFF = 0,     /* no PROXY header expected; one is a bad request */
+    SHARD_PROXY_OPTIONAL,    /* trusted sources may send one */
+    SHARD_PROXY_REQUIRED     /* trusted sources must send one */
+};
+
 typedef struct shard_settings {
     char *shard_id;           /* SHARD_ID (default <hostname>-<pid>), own copy */
     char *ws_addr;            /* WS_ADDR */
@@ -34,6 +43,10 @@ typedef struct shard_settings {
     double error_window;      /* WS_ERROR_WINDOW */
     long queue_msgs;          /* WS_SEND_QUEUE_MSGS */
     long queue_bytes;         /* WS_SEND_QUEUE_BYTES */
+    char *cfg_proxy_protocol; /* WS_PROXY_PROTOCOL: off | optional | required */
+    int proxy_mode;           /* enum shard_proxy_mode, from the above */
+    char *proxy_trusted;      /* WS_PROXY_TRUSTED: CIDR list */
+    cidr_list proxy_nets;     /* parsed WS_PROXY_TRUSTED (own) */
     double ip_rate;           /* WS_IP_RATE (0 = off) */
     long ip_burst;            /* WS_IP_BURST */
     char *socket_path;        /* SHARD_SOCKET, own copy */

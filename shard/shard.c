@@ -15,6 +15,8 @@
 #include <sys/resource.h>
 #include <event2/event.h>
 
+#define SHARD_MIN_SANE_CONNECTIONS 100
+
 long shard_derive_max_connections(long requested, long nofile, long reserve,
                                   long pending)
 {
@@ -129,6 +131,8 @@ static void on_drain(evutil_socket_t sig, short what, void *arg)
     (void)sig; (void)what;
     shard_ctx *ctx = ((run_state *)arg)->ctx;
     ctx->draining = !ctx->draining;
+    if (!ctx->stopping)
+        shard_server_set_draining(ctx->srv, ctx->draining);
     log_kv(LOG_INFO, ctx->draining ? "draining: refusing new clients"
                                    : "drain ended: accepting new clients",
            "i:clients", (int)ctx->srv->n_open, NULL);
@@ -167,6 +171,14 @@ int shard_run(const shard_settings *set)
                "allows; lowered", "I:requested",
                (int64_t)set->max_connections, "I:max_connections",
                (int64_t)ctx.max_connections, NULL);
+    if (ctx.max_connections < SHARD_MIN_SANE_CONNECTIONS &&
+        (set->max_connections == 0 || set->max_connections > ctx.max_connections))
+        log_kv(LOG_WARN, "max connections is tiny: fd limit minus WS_FD_RESERVE "
+               "and WS_MAX_PENDING leaves almost nothing; lower WS_MAX_PENDING or "
+               "raise the fd limit (ulimit -n)", "I:max_connections",
+               (int64_t)ctx.max_connections, "I:fd_limit", (int64_t)ctx.fd_limit,
+               "I:fd_reserve", (int64_t)reserve, "I:max_pending",
+               (int64_t)set->max_pending, NULL);
     ws_parser_set_budget((uint64_t)set->partial_budget);
     log_kv(LOG_INFO, "capacity", "I:fd_limit", (int64_t)ctx.fd_limit,
            "I:max_connections", (int64_t)ctx.max_connections,

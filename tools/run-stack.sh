@@ -105,8 +105,12 @@ odin-dispatch is running ($SHARDS shards, publishing $PUBLISH_RATE events/s for 
   WebSocket per shard:    ws://127.0.0.1:$SHARD_PORT_BASE/ws ... ws://127.0.0.1:$((SHARD_PORT_BASE + SHARDS - 1))/ws
   subscribe with:         {"type":"subscribe","data":{"channels":["BTC.trade"]}}
   router health/metrics:  http://127.0.0.1:$ROUTER_HTTP_PORT/health  /metrics
-  routes in Redis:        redis-cli -p $REDIS_PORT --scan --pattern 'odin:route:*' | xargs -rn1 sh -c 'echo "\$0 -> \$(redis-cli -p $REDIS_PORT smembers \$0 | xargs)"'
   logs:                   $RUN_DIR/logs/
+
+In another shell, for odin-ctl and every redis-cli recipe of docs/operations.md:
+  export REDIS_URL=$REDIS_URL
+  $BUILD/odin-ctl shards        # routes BTC, tokens shard-1, health, drain shard-2
+  redis-cli -u "\$REDIS_URL" SMEMBERS odin:shards
 
 demo client subscribed to $WATCH_CHANNELS on ws://127.0.0.1:$PUBLIC_PORT/ws (Ctrl-C stops everything):
 INFO

@@ -44,6 +44,8 @@ echo "demo client received $n live messages ($live printed)"
 [ "$n" -eq "$live" ] || { echo "count line disagrees with printed messages"; exit 1; }
 grep -q '"channel":"BTC.trade"' "$out" || { echo "no BTC.trade message"; exit 1; }
 grep -q '^stopped;' "$out" || { echo "stack did not stop cleanly"; exit 1; }
+# the docs' recipes use redis-cli -u "$REDIS_URL": the stack says which
+grep -q '^  export REDIS_URL=redis://127.0.0.1:[0-9]*$' "$out" || { echo "no export REDIS_URL line"; exit 1; }
 # every shard deregistered and the router exited 0 (no "Killed" from cleanup)
 ! grep -q 'Killed' "$out" || { echo "a process had to be killed"; exit 1; }
 for i in 1 2 3; do

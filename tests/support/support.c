@@ -303,6 +303,61 @@ int tsup_http_get(int port, const char *path, char **body)
     return status;
 }
 
+/* No series with exactly these labels: the sum of the series of that name
+ * whose labels include every requested one (Prometheus's sum without the
+ * other labels), so tests keep reading router_drops_total{reason="x"}
+ * after a shard label was added.  -1 if none matches. */
+static double prom_sum(const char *text, const char *series)
+{
+    const char *brace = strchr(series, '{');
+    size_t nl = brace ? (size_t)(brace - series) : strlen(series);
+    char want[512] = ",";
+    if (brace) {
+        size_t wl = strlen(brace + 1);
+        if (wl == 0 || brace[wl] != '}' || wl + 2 > sizeof want)
+            return -1;
+        memcpy(want + 1, brace + 1, wl - 1);
+        want[wl] = ',';
+        want[wl + 1] = '\0';
+    }
+    double sum = 0;
+    int found = 0;
+    for (const char *p = text; p && *p; ) {
+        const char *eol = strchr(p, '\n');
+        size_t ll = eol ? (size_t)(eol - p) : strlen(p);
+        if (ll > nl && strncmp(p, series, nl) == 0 && p[nl] == '{') {
+            const char *close = memchr(p + nl, '}', ll - nl);
+            char have[1024];
+            size_t hl = close ? (size_t)(close - (p + nl + 1)) : 0;
+            if (close && hl + 3 <= sizeof have) {
+                have[0] = ',';
+                memcpy(have + 1, p + nl + 1, hl);
+                have[hl + 1] = ',';
+                have[hl + 2] = '\0';
+                int all = 1;
+                /* every ",k=v," of want must be in have */
+                for (const char *w = want; all && w[1]; ) {
+                    const char *nx = strchr(w + 1, ',');
+                    char one[256];
+                    size_t ol = (size_t)(nx - w) + 1;
+                    if (ol >= sizeof one)
+                        return -1;
+                    memcpy(one, w, ol);
+                    one[ol] = '\0';
+                    all = strstr(have, one) != NULL;
+                    w = nx;
+                }
+                if (all) {
+                    sum += strtod(close + 1, NULL);
+                    found = 1;
+                }
+            }
+        }
+        p = eol ? eol + 1 : NULL;
+    }
+    return found ? sum : -1;
+}
+
 double tsup_prom_value(const char *text, const char *series)
 {
     size_t sl = strlen(series);
@@ -314,5 +369,5 @@ double tsup_prom_value(const char *text, const char *series)
         if (p)
             p++;
     }
-    return -1;
+    return prom_sum(text, series);
 }

@@ -80,7 +80,9 @@ int tsup_http_get(int port, const char *path, char **body);
 
 /* Find a Prometheus sample "name{labels} value" / "name value" in text and
  * return its value, or -1 if absent.  `series` is matched exactly up to the
- * space, e.g. "router_dispatch_total{mode=\"targeted\"}". */
+ * space, e.g. "router_dispatch_total{mode=\"targeted\"}".  Without an exact
+ * match, the sum of the series of that name whose labels include all the
+ * given ones (router_drops_total{reason="x"} sums over its shard label). */
 double tsup_prom_value(const char *text, const char *series);
 
 #endif

@@ -8,8 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <arpa/inet.h>
 
 #include "common/buf.h"
+#include "common/cidr.h"
 #include "common/config.h"
 #include "common/log.h"
 #include "common/topics.h"
@@ -18,11 +20,13 @@ static char *s_url;
 static long s_max;
 static int s_flag;
 static double s_ratio;
+static long s_big;
 static const config_opt opts[] = {
     { "TEST_REDIS_URL", CFG_STR, &s_url, "redis://127.0.0.1:6379", "Redis", 0, 0 },
     { "TEST_MAX_CONNECTIONS", CFG_INT, &s_max, "100", "max", 1, 1000 },
     { "TEST_REUSEPORT", CFG_BOOL, &s_flag, "false", "reuse", 0, 0 },
     { "TEST_RATIO", CFG_DOUBLE, &s_ratio, "0.5", "ratio", 0, 1 },
+    { "TEST_BIG", CFG_INT, &s_big, "0", "big", 0, (double)(1L << 40) },
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
 
@@ -111,6 +115,128 @@ static void test_config_help(void **st)
     assert_non_null(strstr(text, "--test-redis-url, TEST_REDIS_URL"));
     assert_non_null(strstr(text, "--test-reuseport, TEST_REUSEPORT"));
     assert_non_null(strstr(text, "range: 1 .. 1000"));
+    assert_non_null(strstr(text, "range: 0 .. 1099511627776"));
+    assert_null(strstr(text, "e+"));
+}
+
+static void test_config_unknown_env(void **st)
+{
+    (void)st;
+    static char *a, *b;
+    static long m;
+    const config_opt o[] = {
+        { "WS_MAX_CONNECTIONS", CFG_INT, &m, "0", "max", 0, 0 },
+        { "WS_ADDR", CFG_STR, &a, NULL, "addr", 0, 0 },
+        { "REDIS_URL", CFG_STR, &b, NULL, "url", 0, 0 },
+    };
+    char *env[] = { "WS_MAX_CONECTIONS=5", "WS_ADDR=x", "PATH=/bin", "HOME=/",
+                    "REDIS_PREFIX=odin:", "KAFKA_BROKERS=x:1", "WS_ZZZZZZZZZZZZZZZZZZZZ=1",
+                    "WSX=1", NULL };
+    char text[2048] = { 0 };
+    FILE *f = fmemopen(text, sizeof text - 1, "w");
+    assert_non_null(f);
+    /* KAFKA_ is not a prefix this table uses: not warned */
+    assert_int_equal(config_check_env(o, 3, env, "odin-shard", f), 3);
+    fclose(f);
+    assert_non_null(strstr(text, "WS_MAX_CONECTIONS is not a setting of odin-shard "
+                                "(ignored); did you mean WS_MAX_CONNECTIONS?"));
+    assert_non_null(strstr(text, "REDIS_PREFIX is not a setting"));
+    assert_non_null(strstr(text, "WS_ZZZZZZZZZZZZZZZZZZZZ is not a setting of odin-shard "
+                                "(ignored; see odin-shard --help)"));
+    assert_null(strstr(text, "KAFKA"));
+    assert_null(strstr(text, "PATH"));
+    assert_int_equal(config_edit_distance("WS_MAX_CONECTIONS", "WS_MAX_CONNECTIONS"), 1);
+    assert_int_equal(config_edit_distance("abc", "ABC"), 0);
+    assert_int_equal(config_edit_distance("", "abc"), 3);
+    assert_int_equal(config_edit_distance("kitten", "sitting"), 3);
+}
+
+static void test_redis_url_reasons(void **st)
+{
+    (void)st;
+    redis_endpoint ep;
+    char err[256];
+    assert_int_equal(config_parse_redis_url_err("rediss://h:1", &ep, err, sizeof err), -1);
+    assert_non_null(strstr(err, "scheme 'rediss'"));
+    assert_int_equal(config_parse_redis_url_err("localhost:6379", &ep, err, sizeof err), -1);
+    assert_non_null(strstr(err, "no scheme"));
+    assert_int_equal(config_parse_redis_url_err("redis://h:70000", &ep, err, sizeof err), -1);
+    assert_non_null(strstr(err, "port 0-65535"));
+    assert_int_equal(config_parse_redis_url_err("redis://h/x", &ep, err, sizeof err), -1);
+    assert_non_null(strstr(err, "database 'x'"));
+    assert_int_equal(config_parse_redis_url_err("redis://:p%zz@h", &ep, err, sizeof err), -1);
+    assert_null(strstr(err, "zz"));
+    assert_int_equal(config_parse_redis_url_err("unix:rel.sock", &ep, err, sizeof err), -1);
+    assert_non_null(strstr(err, "absolute path"));
+    assert_int_equal(config_parse_redis_url_err("redis://", &ep, err, sizeof err), -1);
+    assert_non_null(strstr(err, "no host"));
+    assert_int_equal(config_parse_redis_url_err("redis://h:1/2", &ep, err, sizeof err), 0);
+    assert_int_equal(ep.db, 2);
+}
+
+static void test_brokers(void **st)
+{
+    (void)st;
+    char err[256];
+    assert_int_equal(config_check_brokers("127.0.0.1:9092", err, sizeof err), 0);
+    assert_int_equal(config_check_brokers("a:1, b.example.com:9093,[::1]:9094", err,
+                                          sizeof err), 0);
+    assert_int_equal(config_check_brokers("SSL://kafka-1:9093", err, sizeof err), 0);
+    assert_int_equal(config_check_brokers("garbage", err, sizeof err), -1);
+    assert_non_null(strstr(err, "'garbage' is not host:port"));
+    assert_int_equal(config_check_brokers("a:1,b", err, sizeof err), -1);
+    assert_int_equal(config_check_brokers("a:0", err, sizeof err), -1);
+    assert_int_equal(config_check_brokers("a:99999", err, sizeof err), -1);
+    assert_int_equal(config_check_brokers(":9092", err, sizeof err), -1);
+    assert_int_equal(config_check_brokers("a b:9092", err, sizeof err), -1);
+    assert_int_equal(config_check_brokers("", err, sizeof err), -1);
+    assert_int_equal(config_check_brokers(",", err, sizeof err), -1);
+}
+
+static void test_cidr(void **st)
+{
+    (void)st;
+    cidr_list l;
+    char err[128];
+    assert_int_equal(cidr_list_parse("10.0.0.0/8, 192.168.1.7,2001:db8::/32,::1", &l,
+                                     err, sizeof err), 0);
+    assert_int_equal(l.n, 4);
+    uint8_t a[16];
+    inet_pton(AF_INET, "10.200.3.4", a);
+    assert_int_equal(cidr_list_match(&l, a, 4), 1);
+    inet_pton(AF_INET, "11.0.0.1", a);
+    assert_int_equal(cidr_list_match(&l, a, 4), 0);
+    inet_pton(AF_INET, "192.168.1.7", a);
+    assert_int_equal(cidr_list_match(&l, a, 4), 1);
+    inet_pton(AF_INET, "192.168.1.8", a);
+    assert_int_equal(cidr_list_match(&l, a, 4), 0);
+    inet_pton(AF_INET6, "::ffff:10.1.2.3", a);    /* v4-mapped */
+    assert_int_equal(cidr_list_match(&l, a, 16), 1);
+    inet_pton(AF_INET6, "2001:db8:ffff::1", a);
+    assert_int_equal(cidr_list_match(&l, a, 16), 1);
+    inet_pton(AF_INET6, "2001:db9::1", a);
+    assert_int_equal(cidr_list_match(&l, a, 16), 0);
+    inet_pton(AF_INET6, "::1", a);
+    assert_int_equal(cidr_list_match(&l, a, 16), 1);
+    cidr_list_free(&l);
+    assert_int_equal(cidr_list_parse("172.28.0.0/12", &l, err, sizeof err), 0);
+    inet_pton(AF_INET, "172.31.255.255", a);   /* host bits of the entry cleared */
+    assert_int_equal(cidr_list_match(&l, a, 4), 1);
+    inet_pton(AF_INET, "172.32.0.0", a);
+    assert_int_equal(cidr_list_match(&l, a, 4), 0);
+    cidr_list_free(&l);
+    assert_int_equal(cidr_list_parse("0.0.0.0/0", &l, err, sizeof err), 0);
+    assert_int_equal(cidr_list_match(&l, a, 4), 1);
+    cidr_list_free(&l);
+    assert_int_equal(cidr_list_parse("", &l, err, sizeof err), 0);
+    assert_int_equal(l.n, 0);
+    assert_int_equal(cidr_list_match(&l, a, 4), 0);
+    assert_int_equal(cidr_list_parse("10.0.0.0/33", &l, err, sizeof err), -1);
+    assert_int_equal(cidr_list_parse("10.0.0.0/8,nope", &l, err, sizeof err), -1);
+    assert_non_null(strstr(err, "'nope'"));
+    assert_int_equal(cidr_list_parse("::1/129", &l, err, sizeof err), -1);
+    assert_int_equal(cidr_list_parse("10.0.0.0/", &l, err, sizeof err), -1);
+    cidr_list_free(NULL);
 }
 
 static void test_hostport_and_redis_url(void **st)
@@ -308,6 +434,10 @@ int main(void)
         cmocka_unit_test(test_config_defaults_env_flags),
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_config_help),
+        cmocka_unit_test(test_config_unknown_env),
+        cmocka_unit_test(test_redis_url_reasons),
+        cmocka_unit_test(test_brokers),
+        cmocka_unit_test(test_cidr),
         cmocka_unit_test(test_hostport_and_redis_url),
         cmocka_unit_test(test_redis_credentials),
         cmocka_unit_test(test_redis_sentinels),

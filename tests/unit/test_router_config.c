@@ -195,6 +195,20 @@ static void test_classify(void **state)
     router_topics_free(&t);
 }
 
+static int shard_at(const void *ctx, size_t i, router_shard_sample *out)
+{
+    (void)ctx;
+    memset(out, 0, sizeof *out);
+    out->id = i == 0 ? "s-1" : "s-2";
+    if (i == 0) {
+        out->queue_bytes = 4096;
+        out->drops[ROUTER_DROP_QUEUE_FULL] = 2;
+    } else {
+        out->drops[ROUTER_DROP_SHARD_DOWN] = 5;
+    }
+    return 0;
+}
+
 static void test_metrics_render(void **state)
 {
     router_metrics m;
@@ -238,6 +252,25 @@ static void test_metrics_render(void **state)
     for (int i = 0; names[i]; i++)
         assert_true(tsup_prom_value(s, names[i]) >= 0);
     assert_non_null(strstr(s, "# TYPE router_dispatch_fanout histogram"));
+    buf_free(&b);
+
+    /* per-shard labels: two shards, one with drops and a queue; what is not
+     * attributed to a known shard shows under shard="" */
+    m.drops[ROUTER_DROP_SHARD_DOWN] = 5;
+    g.nshards = 2;
+    g.shard_at = shard_at;
+    g.shard_ctx = NULL;
+    assert_int_equal(router_metrics_render(&m, &g, &b), 0);
+    buf_append(&b, "", 1);
+    s = b.data;
+    assert_int_equal((int)tsup_prom_value(s, "router_drops_total{reason=\"queue_full\",shard=\"s-1\"}"), 2);
+    assert_int_equal((int)tsup_prom_value(s, "router_drops_total{reason=\"queue_full\",shard=\"s-2\"}"), 0);
+    assert_int_equal((int)tsup_prom_value(s, "router_drops_total{reason=\"queue_full\",shard=\"\"}"), 1);
+    assert_int_equal((int)tsup_prom_value(s, "router_drops_total{reason=\"shard_down\",shard=\"s-2\"}"), 5);
+    assert_int_equal((int)tsup_prom_value(s, "router_drops_total{reason=\"queue_full\"}"), 3);
+    assert_int_equal((int)tsup_prom_value(s, "router_drops_total{shard=\"s-2\"}"), 5);
+    assert_int_equal((int)tsup_prom_value(s, "router_shard_queue_bytes{shard=\"s-1\"}"), 4096);
+    assert_int_equal((int)tsup_prom_value(s, "router_shard_queue_bytes"), 4096);
     buf_free(&b);
 }
 

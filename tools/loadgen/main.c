@@ -8,7 +8,9 @@
  * (or on SIGINT/SIGTERM) and prints a JSON summary on stdout.
  *
  * Exit status: 0 ok; 1 a worker crashed or failed; 2 bad settings;
- * 3 LG_EXPECT_ALL was set and not every connection was subscribed (acked).
+ * 3 LG_EXPECT_ALL was set and not every connection was subscribed (acked);
+ * 4 connections were attempted and not one succeeded (wrong address, shards
+ * down: a run that measured nothing must not look like a success).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -599,6 +601,10 @@ int main(int argc, char **argv)
     exit_code = failed ? 1 : 0;
     if (!failed && o_expect_all && tot.subscribed < (uint64_t)o_conns)
         exit_code = 3;
+    if (exit_code == 0 && o_conns > 0 && tot.connected == 0) {
+        log_kv(LOG_ERROR, "no connection succeeded", "I:attempted", (int64_t)o_conns, NULL);
+        exit_code = 4;
+    }
 out:
     if (slots)
         for (long i = 0; i < nworkers; i++) {

@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# odin-ctl against real redis-server, two odin-shard processes, a client and
+# an odin-router: shards, routes, tokens, health (table and --json), drain and
+# undrain by signal, a shard on another host (exit 3 with the command to run
+# there), settings from flags and from the environment (REDIS_URL,
+# REDIS_PREFIX) alike.  Also checks the router's process_* / build_info and
+# per-shard series.
+set -euo pipefail
+B=${ODIN_BUILD:?}
+T="$ODIN_TMP/ctl.$$"
+mkdir -p "$T"
+pids=()
+cleanup() {
+    local p
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}"; do
+        for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
+        kill -KILL "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true
+    done
+}
+trap cleanup EXIT
+fail() { echo "FAIL: $*" >&2; for f in "$T"/*.log; do echo "== $f"; tail -5 "$f"; done >&2; exit 1; }
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_until() { # timeout_s cmd...
+    local end=$((SECONDS + $1)); shift
+    until "$@" >/dev/null 2>&1; do [ $SECONDS -lt $end ] || return 1; sleep 0.05; done
+}
+export REDIS_URL="$ODIN_REDIS_URL" REDIS_PREFIX="ctl$$:"
+ctl() { "$B/odin-ctl" "$@"; }
+
+pa=$(free_port); pb=$(free_port); rp=$(free_port)
+A="ctl-a-$$"; Bid="ctl-b-$$"
+SHARD_ID=$A WS_ADDR=127.0.0.1:$pa SHARD_SOCKET="$T/a.sock" "$B/odin-shard" >"$T/a.log" 2>&1 & pids+=($!)
+SHARD_ID=$Bid WS_ADDR=127.0.0.1:$pb SHARD_SOCKET="$T/b.sock" "$B/odin-shard" >"$T/b.log" 2>&1 & pids+=($!)
+wait_until 10 curl -fsS "http://127.0.0.1:$pa/health" || fail "shard A did not start"
+wait_until 10 curl -fsS "http://127.0.0.1:$pb/health" || fail "shard B did not start"
+
+# a client of A subscribed to BTC.trade
+"$B/odin-watch" --watch-url "ws://127.0.0.1:$pa/ws" --watch-channels BTC.trade \
+    --watch-seconds 60 --watch-quiet >"$T/watch.log" 2>&1 & pids+=($!)
+has_route() { [ "$(redis-cli -u "$REDIS_URL" SMEMBERS "${REDIS_PREFIX}route:BTC")" = "$A" ]; }
+wait_until 10 has_route || fail "route BTC -> $A never registered"
+has_leases() { [ "$(ctl shards | grep -c ' live ')" -eq 2 ]; }
+wait_until 10 has_leases || fail "leases: $(ctl shards)"
+
+# shards: table and JSON (env settings)
+out=$(ctl shards)
+grep -q "^$A .* live .*127.0.0.1:$pa" <<<"$out" || fail "shards table: $out"
+[ "$(ctl --json shards | jq length)" -eq 2 ] || fail "shards --json"
+# (the lease's counts are refreshed by the heartbeat, every SHARD_LEASE_TTL/3)
+a_conns() { [ "$(ctl --json shards | jq -r ".[] | select(.shard==\"$A\") | .connections")" -eq 1 ]; }
+wait_until 10 a_conns || fail "connections of A: $(ctl --json shards)"
+[ "$(ctl --json shards | jq -r ".[] | select(.shard==\"$A\") | .pid")" -gt 1 ] || fail pid
+# the same with flags instead of the environment
+out=$(env -u REDIS_URL -u REDIS_PREFIX "$B/odin-ctl" --redis-url "$ODIN_REDIS_URL" \
+      --redis-prefix="ctl$$:" shards)
+grep -q "^$Bid " <<<"$out" || fail "flags: $out"
+# ... and what the docs give as the redis-cli equivalent agrees
+[ "$(redis-cli -u "$REDIS_URL" SMEMBERS "${REDIS_PREFIX}shards" | sort | xargs)" = \
+  "$(ctl --json shards | jq -r '.[].shard' | sort | xargs)" ] || fail "redis-cli vs odin-ctl"
+
+# routes / tokens
+[ "$(ctl routes BTC)" = "$A" ] || fail "routes BTC: $(ctl routes BTC)"
+[ "$(ctl --json routes BTC | jq -r '.members[0]')" = "$A" ] || fail "routes --json"
+[ "$(ctl tokens "$A")" = "BTC" ] || fail "tokens A: $(ctl tokens "$A")"
+[ -z "$(ctl tokens "$Bid")" ] || fail "tokens B not empty"
+[ -z "$(ctl routes NOPE)" ] || fail "routes NOPE"
+
+# a router, so health has one to check and the routes have a consumer
+"$B/odin-router" --kafka-brokers "$ODIN_KAFKA_BROKERS" --kafka-group "ctl-$$" \
+    --http-addr "127.0.0.1:$rp" >"$T/router.log" 2>&1 & pids+=($!)
+wait_until 15 curl -fsS "http://127.0.0.1:$rp/health" || fail "router did not start"
+router_sees() { curl -fsS "http://127.0.0.1:$rp/metrics" | grep "router_shard_queue_bytes{shard=\"$A\"}"; }
+wait_until 10 router_sees || fail "router has no per-shard series"
+m=$(curl -fsS "http://127.0.0.1:$rp/metrics")
+grep -q '^process_open_fds [0-9]' <<<"$m" || fail "router process_open_fds"
+grep -q '^process_resident_memory_bytes [0-9]' <<<"$m" || fail "router rss"
+grep -q '^odin_build_info{version="[^"]*",program="odin-router"} 1$' <<<"$m" || fail "router build_info"
+grep -q "^router_drops_total{reason=\"queue_full\",shard=\"$A\"} 0$" <<<"$m" || fail "per-shard drops"
+
+# health: both shards and the router
+connected() { ctl --json health | jq -e "[.shards[] | select(.health.checks.router.status==\"up\")] | length == 2"; }
+wait_until 10 connected || fail "shards never saw the router: $(ctl health)"
+out=$(CTL_ROUTER_ADDR=127.0.0.1:$rp ctl health) || fail "health exit $?: $out"
+grep -q "^$A .*healthy" <<<"$out" || fail "health table: $out"
+grep -q "^router .*200" <<<"$out" || fail "router health: $out"
+[ "$(CTL_ROUTER_ADDR=127.0.0.1:$rp ctl --json health | jq -r .ok)" = true ] || fail "health --json"
+
+# drain A through its pid (this host), then undrain
+out=$(ctl drain "$A") || fail "drain exit: $out"
+grep -q "draining" <<<"$out" || fail "drain: $out"
+[ "$(curl -s "http://127.0.0.1:$pa/metrics" | awk '$1=="shard_draining"{print $2}')" = 1 ] || fail "not draining"
+[ "$(ctl --json health | jq -r ".shards[] | select(.shard==\"$A\") | .status")" = draining ] || fail "health draining"
+out=$(ctl drain "$A") && grep -q "already draining" <<<"$out" || fail "second drain toggled it back: $out"
+ctl undrain "$A" >/dev/null || fail "undrain"
+[ "$(curl -s "http://127.0.0.1:$pa/metrics" | awk '$1=="shard_draining"{print $2}')" = 0 ] || fail "still draining"
+
+# a shard on another host: exit 3 and the command to run there
+redis-cli -u "$REDIS_URL" HSET "${REDIS_PREFIX}shard:far-1" host otherhost pid 4242 \
+    ws_addr 10.9.9.9:3002 endpoint unix:/x.sock >/dev/null
+redis-cli -u "$REDIS_URL" PEXPIRE "${REDIS_PREFIX}shard:far-1" 60000 >/dev/null
+rc=0; ctl drain far-1 >"$T/far.out" 2>"$T/far.err" || rc=$?
+[ $rc -eq 3 ] || fail "remote drain exited $rc"
+grep -q "kill -USR1 4242" "$T/far.err" || fail "remote drain hint: $(cat "$T/far.err")"
+rc=0; ctl drain no-such-shard 2>/dev/null || rc=$?
+[ $rc -eq 1 ] || fail "unknown shard exited $rc"
+
+# usage and a dead Redis
+rc=0; ctl 2>/dev/null || rc=$?; [ $rc -eq 2 ] || fail "no command: $rc"
+rc=0; ctl routes 2>/dev/null || rc=$?; [ $rc -eq 2 ] || fail "routes without token: $rc"
+rc=0; REDIS_URL=redis://127.0.0.1:1 ctl shards 2>"$T/dead.err" || rc=$?
+[ $rc -eq 1 ] && grep -q "cannot connect to Redis at redis://127.0.0.1:1" "$T/dead.err" \
+    || fail "dead redis: $rc $(cat "$T/dead.err")"
+rc=0; REDIS_URL=localhost:6379 ctl shards 2>"$T/bad.err" || rc=$?
+[ $rc -eq 2 ] && grep -q "no scheme" "$T/bad.err" || fail "bad REDIS_URL: $rc $(cat "$T/bad.err")"
+echo "ctl: ok"
