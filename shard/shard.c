@@ -191,6 +191,18 @@ int shard_run(const shard_settings *set)
     ctx.base = event_base_new();
     if (!ctx.base)
         goto out;
+    /* Signals are caught from here on, before any port accepts: a SIGTERM
+     * that arrives while starting is served once the loop runs, instead of
+     * killing the process with the default action (a supervisor that
+     * stops a shard as soon as its port answers). */
+    rs.deadline = evtimer_new(ctx.base, on_deadline, &rs);
+    sigterm = evsignal_new(ctx.base, SIGTERM, on_signal, &rs);
+    sigint = evsignal_new(ctx.base, SIGINT, on_signal, &rs);
+    sigusr1 = evsignal_new(ctx.base, SIGUSR1, on_drain, &rs);
+    if (!rs.deadline || !sigterm || !sigint || !sigusr1 ||
+        event_add(sigterm, NULL) || event_add(sigint, NULL) ||
+        event_add(sigusr1, NULL))
+        goto out;
     ctx.dns = net_dns_new(ctx.base);
     if (!ctx.dns)
         goto out;
@@ -208,14 +220,6 @@ int shard_run(const shard_settings *set)
         goto out;
     ctx.resume = shard_resume_new(&ctx);
     if (!ctx.resume)
-        goto out;
-    rs.deadline = evtimer_new(ctx.base, on_deadline, &rs);
-    sigterm = evsignal_new(ctx.base, SIGTERM, on_signal, &rs);
-    sigint = evsignal_new(ctx.base, SIGINT, on_signal, &rs);
-    sigusr1 = evsignal_new(ctx.base, SIGUSR1, on_drain, &rs);
-    if (!rs.deadline || !sigterm || !sigint || !sigusr1 ||
-        event_add(sigterm, NULL) || event_add(sigint, NULL) ||
-        event_add(sigusr1, NULL))
         goto out;
 
     char redis_url[600];
