@@ -95,6 +95,7 @@ typedef struct lgw_conn {
     uint8_t resolved;           /* counted towards the ramp */
     uint8_t eof, peer_closed, io_failed;
     uint8_t frag;               /* inside a fragmented message (skipped) */
+    uint8_t rd_more;            /* read cap hit with data left: re-activate */
     char key[LG_WS_KEY_LEN + 1];
 } lgw_conn;
 
@@ -525,6 +526,8 @@ static void conn_read(lgw_conn *c, int do_recv)
         have -= used;
         if (drained || c->eof || c->io_failed || c->peer_closed)
             break;
+        if (i == READS_PER_WAKEUP - 1)   /* more is waiting: no new edge will come */
+            c->rd_more = 1;
     }
     if (have && !c->io_failed && !c->peer_closed)
         conn_stash(c, (const char *)w->ibuf, have);
@@ -552,10 +555,17 @@ static void conn_io(lgw_conn *c, int rd, int wr)
         conn_closed(c);
         return;
     }
-    short want = EV_READ;
+    /* edge-triggered: conn_read() reads until a short read (the socket was
+     * drained, new data makes a new edge) or re-activates itself, so epoll
+     * does not poll every socket again after each wake-up */
+    short want = EV_READ | EV_ET;
     if (wslay_event_want_write(c->ws))
         want |= EV_WRITE;
     conn_set_events(c, want);
+    if (c->rd_more) {
+        c->rd_more = 0;
+        event_active(c->ev, EV_READ, 1);
+    }
 }
 
 static void conn_queue_text(lgw_conn *c, const char *p, size_t n)
