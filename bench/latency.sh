@@ -15,19 +15,25 @@
 # router's own latency histograms (shard_delivery_latency_seconds,
 # router_delivery_latency_seconds) are read too, as their mean.
 #
-# Router settings are the defaults (KAFKA_BATCH_TIMEOUT_MS, fetch.wait.max.ms)
-# unless ROUTER_ENV / KAFKA_OPTIONS say otherwise, e.g. the pre-issue-13
-# defaults:  ROUTER_ENV="KAFKA_BATCH_TIMEOUT_MS=10" FETCH_WAIT_MS=10
+# Router settings are the defaults (KAFKA_BATCH_TIMEOUT_MS=0), with
+# fetch.wait.max.ms=1 as `make run` sets for the dev broker (FETCH_WAIT_MS;
+# empty = the router's own default, 10).  The pre-issue-13 defaults:
+#   ROUTER_ENV="KAFKA_BATCH_TIMEOUT_MS=10" FETCH_WAIT_MS=10 bench/latency.sh
+# PARTITIONS (per topic, default 32): the dev broker returns one producer
+# batch per partition per fetch, so with 8 partitions a linger-0 stream of
+# 3,000 records/s already outruns it on this machine (seconds of backlog).
 set -euo pipefail
 SHARDS=${SHARDS:-3}
 CLIENTS=${CLIENTS:-6000}
 RATES=${RATES:-3000 30000}
 RUN_S=${RUN_S:-10}
-PARTITIONS=${PARTITIONS:-8}
+PARTITIONS=${PARTITIONS:-32}
 LG_PROCS=${LG_PROCS:-1}
 ROUTER_ENV=${ROUTER_ENV:-}
-FETCH_WAIT_MS=${FETCH_WAIT_MS:-}        # empty: the router's default
+FETCH_WAIT_MS=${FETCH_WAIT_MS-1}        # as make run; empty: the router's default (10)
 DRAIN_S=${DRAIN_S:-20}                  # bound on waiting for the last deliveries
+IDLE_S=${IDLE_S:-3}
+LINGER_MS=${LINGER_MS:-0}               # publisher linger.ms (part of the measured latency)                     # idle CPU window (no records)
 
 source "$(dirname "$0")/lib.sh"
 bench_init latency
@@ -72,7 +78,7 @@ one_run() {
     perf_start "$name"
     t0=$(now_s)
     publish "pub-$name" PUBLISH_TOKEN_COUNT="$CLIENTS" PUBLISH_TOPICS=odin.trades \
-        PUBLISH_RATE="$rate" PUBLISH_DURATION_S="$RUN_S" PUBLISH_LINGER_MS=0
+        PUBLISH_RATE="$rate" PUBLISH_DURATION_S="$RUN_S" PUBLISH_LINGER_MS="$LINGER_MS"
     t1=$(now_s)
     sut1=$(cpu_ticks "$ROUTER_PID" "${SHARD_PIDS[@]}" "$REDIS_PID"); lg1=$(tree_ticks "$LOADGEN_PID")
     r1=$(cpu_ticks "$ROUTER_PID")
@@ -107,6 +113,14 @@ one_run() {
           loadgen: ($lg[0] | del(.definitions))}')"
 }
 
+# idle cost of the pipeline (empty fetches, heartbeats): no records, IDLE_S s
+bench_log "idle: ${IDLE_S}s without records"
+i0=$(cpu_ticks "$ROUTER_PID" "${SHARD_PIDS[@]}" "$REDIS_PID"); ir0=$(cpu_ticks "$ROUTER_PID"); it0=$(now_s)
+sleep "$IDLE_S"
+i1=$(cpu_ticks "$ROUTER_PID" "${SHARD_PIDS[@]}" "$REDIS_PID"); ir1=$(cpu_ticks "$ROUTER_PID"); it1=$(now_s)
+IDLE_PCT=$(awk -v c=$((i1 - i0)) -v hz="$CLK_TCK" -v w="$(fsub "$it1" "$it0")" 'BEGIN{printf "%.1f", c / hz / w * 100}')
+IDLE_R_PCT=$(awk -v c=$((ir1 - ir0)) -v hz="$CLK_TCK" -v w="$(fsub "$it1" "$it0")" 'BEGIN{printf "%.1f", c / hz / w * 100}')
+
 for rate in $RATES; do one_run "r$rate" "$rate"; done
 
 # ---- table (targets: issue 13)
@@ -122,6 +136,8 @@ for rate in $RATES; do
     row "$rate rec/s: CPU us/delivery router / loadgen" "${V[$n.router_us]} / ${V[$n.lg_us]}"
     row "$rate rec/s: mean ms shard hist / router hist" "${V[$n.shard_ms]} / ${V[$n.router_ms]}"
 done
+row "idle CPU % of a core: router+shards+redis / router" "$IDLE_PCT / $IDLE_R_PCT"
+extra idle "$(jq -n --argjson a "$IDLE_PCT" --argjson r "$IDLE_R_PCT" '{sut_cpu_pct: $a, router_cpu_pct: $r}')"
 extra params "$(jq -n --argjson s "$SHARDS" --argjson c "$CLIENTS" --arg r "$RATES" --argjson t "$RUN_S" \
     --argjson p "$PARTITIONS" --arg re "$ROUTER_ENV" --arg fw "$FETCH_WAIT_MS" \
     '{shards: $s, clients: $c, rates: $r, seconds: $t, partitions_per_topic: $p,
