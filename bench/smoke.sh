@@ -45,6 +45,8 @@ run fanout '.summary.max_deliveries_per_s > 0 and .["lat-50x20"].loadgen.message
     SHARDS=2 LAT_SHAPES=50x20 LAT_S=2 MAX_CONNS=100 MAX_RATES=50 MAX_S=2 LG_PROCS=1
 run shards '(.sweep | length) == 2 and all(.sweep[]; .backlog_msgs_per_s > 0 and .cpu_us_per_msg >= 0 and .p99_ms > 0)' \
     SHARD_COUNTS=2 TOKENS=50 RECORDS=5000 PARTITIONS=8 STREAM_RATE=200 RUN_S=2
+run latency '.r200.records_sent > 0 and .r200.loadgen.messages == .r200.records_sent and .r200.loadgen.latency_ms.samples > 0 and (.r200.shard_hist_observations > 0)' \
+    SHARDS=2 CLIENTS=100 RATES=200 RUN_S=2 PARTITIONS=8 IDLE_S=1
 run hostile '[.rows[] | select(.metric | startswith("well-behaved")) | .value] == ["ack"]' \
     CONNS=100
 [ -s "$BENCH_OUT/shards/bench-shards.png" ] || { echo "FAIL shards: no plot"; fails=$((fails + 1)); }

@@ -35,8 +35,10 @@ static size_t fill_opts(router_config *c)
     OPT("KAFKA_BATCH_SIZE", CFG_INT, kafka_batch_size, "500",
         "Records per batch: a batch is dispatched when this many are consumed ...",
         1, 65536);
-    OPT("KAFKA_BATCH_TIMEOUT_MS", CFG_INT, kafka_batch_timeout_ms, "10",
-        "... or this long after its first record arrived (0 = dispatch what is there)",
+    OPT("KAFKA_BATCH_TIMEOUT_MS", CFG_INT, kafka_batch_timeout_ms, "0",
+        "... or when the consumer queue runs empty (0, the default: batches grow "
+        "by themselves under load and add no delay at low rates); > 0 waits up to "
+        "this long after a batch's first record for it to fill (adds that latency)",
         0, 60000);
     OPT("KAFKA_OFFSET_RESET", CFG_STR, kafka_offset_reset, "latest",
         "Where a group without a stored offset starts: latest | earliest", 0, 0);

@@ -7,6 +7,9 @@ static const double fanout_bounds[] = { 0, 1, 2, 4, 8, 16, 32, 64, 128 };
 static const double lookup_bounds[] = { 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
                                         0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1 };
 static const double batch_bounds[] = { 1, 10, 50, 100, 250, 500, 1000, 5000 };
+/* Kafka timestamps have millisecond resolution: finer buckets would be noise. */
+static const double delivery_bounds[] = { 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025,
+                                          0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 };
 
 void router_hist_init(router_hist *h, const double *bounds, size_t nbounds)
 {
@@ -68,6 +71,8 @@ void router_metrics_init(router_metrics *m)
     router_hist_init(&m->fanout, fanout_bounds, sizeof fanout_bounds / sizeof(double));
     router_hist_init(&m->lookup_seconds, lookup_bounds, sizeof lookup_bounds / sizeof(double));
     router_hist_init(&m->batch_size, batch_bounds, sizeof batch_bounds / sizeof(double));
+    router_hist_init(&m->delivery_seconds, delivery_bounds,
+                     sizeof delivery_bounds / sizeof(double));
 }
 
 int router_metrics_render(const router_metrics *m, const router_gauges *g, buf *o)
@@ -118,6 +123,9 @@ int router_metrics_render(const router_metrics *m, const router_gauges *g, buf *
                              "Pipelined Redis route lookup round trip per batch");
     rc |= router_hist_render(&m->batch_size, o, "router_batch_size",
                              "Records per consumed batch");
+    rc |= router_hist_render(&m->delivery_seconds, o, "router_delivery_latency_seconds",
+                             "Kafka record timestamp to its batch's frames written to "
+                             "the shard sockets (records sent to at least one shard)");
 
     rc |= prom_counter(o, "router_cache_hits_total", "Route cache hits", g->cache_hits);
     rc |= prom_counter(o, "router_cache_misses_total", "Route cache misses", g->cache_misses);

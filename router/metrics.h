@@ -82,6 +82,7 @@ typedef struct router_metrics {
     router_hist fanout;                       /* shards per record */
     router_hist lookup_seconds;               /* Redis round trip */
     router_hist batch_size;                   /* records per batch */
+    router_hist delivery_seconds;             /* Kafka timestamp -> written to shards */
 } router_metrics;
 
 void router_metrics_init(router_metrics *m);

@@ -47,9 +47,12 @@
  * and the batch's segments are marked done in the offset tracker. */
 typedef struct ticket {
     int refs;
+    int dropped;            /* a frame of the batch was dropped */
     uint64_t batch_no;
     size_t nsegs;
-    router_offsets_seg segs[];
+    int64_t *ts;            /* Kafka timestamps (ms) of the records sent */
+    size_t nts;
+    router_offsets_seg segs[];   /* then the ts array */
 } ticket;
 
 /* Per-record classification of the batch being processed. */
@@ -142,10 +145,25 @@ static void store_offsets(router *r)
     rd_kafka_topic_partition_list_destroy(l);
 }
 
+/* router_delivery_latency_seconds: Kafka timestamp -> every frame of the
+ * record's batch written to its shards' sockets (one clock read per batch). */
+static void observe_delivery(router *r, const ticket *t)
+{
+    if (t->dropped || t->nts == 0)
+        return;
+    int64_t now_us = (int64_t)clock_wall_us();
+    for (size_t i = 0; i < t->nts; i++) {
+        int64_t d = now_us - t->ts[i] * 1000;
+        router_hist_observe(&r->m.delivery_seconds, d > 0 ? (double)d / 1e6 : 0.0);
+    }
+}
+
 static void ticket_release(router *r, ticket *t)
 {
     if (--t->refs > 0)
         return;
+    if (!r->final)
+        observe_delivery(r, t);
     if (!r->final)
         for (size_t i = 0; i < t->nsegs; i++)
             router_offsets_done(r->off, t->segs[i]);
@@ -305,6 +323,8 @@ static void dispatch_batch(router *r, enum router_mode mode)
             }
         }
         router_hist_observe(&r->m.fanout, sent);
+        if (sent && fr.timestamp_ms > 0)
+            r->ticket->ts[r->ticket->nts++] = fr.timestamp_ms;
         r->m.dispatch[mode]++;
         r->m.records_sent += sent;
         if (nt == 0 && !rc->all && mode == ROUTER_MODE_TARGETED)
@@ -337,7 +357,12 @@ static void process_batch(router *r)
     r->m.batches++;
     router_hist_observe(&r->m.batch_size, (double)r->nbatch);
 
-    ticket *t = malloc(sizeof *t + r->nbatch * sizeof t->segs[0]);
+    ticket *t = malloc(sizeof *t + r->nbatch * (sizeof t->segs[0] + sizeof t->ts[0]));
+    if (t) {
+        t->ts = (int64_t *)(void *)&t->segs[r->nbatch];
+        t->nts = 0;
+        t->dropped = 0;
+    }
     if (!t || (t->nsegs = 0, t->refs = 1, t->batch_no = r->batch_no,
                register_segments(r, t) != 0)) {
         log_kv(LOG_ERROR, "out of memory registering a batch; exiting", NULL);
@@ -577,8 +602,10 @@ static void on_shards(const discovery_shard *list, size_t n, void *arg)
 static void hook_frame(void *t, uint32_t nrec, int done, enum router_drop reason, void *arg)
 {
     router *r = arg;
-    if (!done)
+    if (!done) {
         r->m.drops[reason] += nrec;
+        ((ticket *)t)->dropped = 1;
+    }
     ticket_release(r, t);
 }
 

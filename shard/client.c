@@ -197,6 +197,7 @@ static void set_write_interest(shard_client *c, int on)
 void client_flush(shard_client *c)
 {
     shard_ctx *ctx = c->srv->ctx;
+    int64_t now_us = 0;   /* wall clock, read once per flush when needed */
     while (c->state != CL_DEAD && c->q_len > 0) {
         struct iovec iov[IOV_BATCH];
         int n = 0;
@@ -229,6 +230,12 @@ void client_flush(shard_client *c)
                 break;
             }
             left -= rem;
+            if (ch->ts_ms > 0) {
+                if (now_us == 0)
+                    now_us = (int64_t)clock_wall_us();
+                shard_lat_observe(&ctx->m.shard_delivery_latency,
+                                  now_us - ch->ts_ms * 1000);
+            }
             ws_chunk_unref(ch);
             c->q_head = (c->q_head + 1) & (c->q_cap - 1);
             c->q_len--;

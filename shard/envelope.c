@@ -72,5 +72,10 @@ ws_chunk *envelope_frame(buf *scratch, const frame_record *r,
     buf_reset(scratch);
     if (envelope_json(scratch, r, types, flags) != 0)
         return NULL;
-    return ws_chunk_frame(WS_OP_TEXT, scratch->data, scratch->len);
+    ws_chunk *ch = ws_chunk_frame(WS_OP_TEXT, scratch->data, scratch->len);
+    /* live records carry their timestamp for shard_delivery_latency_seconds;
+     * a replay's age is not a delivery latency */
+    if (ch && !(flags & (ENVELOPE_F_REPLAY | ENVELOPE_F_ODINWS)))
+        ch->ts_ms = r->timestamp_ms;
+    return ch;
 }

@@ -161,6 +161,7 @@ ws_chunk *ws_chunk_new(size_t len)
         return NULL;
     c->refs = 1;
     c->len = (uint32_t)len;
+    c->ts_ms = 0;
     return c;
 }
 

@@ -63,6 +63,7 @@ int ws_http_response(buf *out, int status, const char *ctype,
 typedef struct ws_chunk {
     uint32_t refs;
     uint32_t len;
+    int64_t ts_ms;        /* live record: its Kafka timestamp (latency); else 0 */
     uint8_t data[];
 } ws_chunk;
 

@@ -48,6 +48,7 @@ typedef struct client {
     long out_of_order;          /* seq not increasing on a channel */
     long unexpected;            /* a channel this client did not subscribe to */
     char last_marker[64];
+    char mk_trade[64], mk_an[64];   /* last marker id seen on each topic */
 } client;
 
 static int ch_index(client *c, const char *ch)
@@ -73,8 +74,16 @@ static int on_text(client *c, const char *text)
             /* envelope data = the Kafka value verbatim: {"type":..,"data":{..}} */
             json_t *m = json_object_get(
                 json_object_get(json_object_get(j, "data"), "data"), "marker");
-            if (m && json_is_string(m))
-                snprintf(c->last_marker, sizeof c->last_marker, "%s", json_string_value(m));
+            if (m && json_is_string(m)) {
+                /* "<id>@trades" / "<id>@analytics" */
+                const char *v = json_string_value(m), *at = strrchr(v, '@');
+                size_t n = at ? (size_t)(at - v) : strlen(v);
+                snprintf(c->last_marker, sizeof c->last_marker, "%.*s", (int)n, v);
+                if (at && strcmp(at + 1, "trades") == 0)
+                    snprintf(c->mk_trade, sizeof c->mk_trade, "%.*s", (int)n, v);
+                else if (at && strcmp(at + 1, "analytics") == 0)
+                    snprintf(c->mk_an, sizeof c->mk_an, "%.*s", (int)n, v);
+            }
         } else {
             int i = ch_index(c, ch);
             if (i < 0) {
@@ -158,27 +167,29 @@ static void produce(rtsup_producer *p, const char *topic, const char *token, int
 
 static void produce_marker(rtsup_producer *p, const char *id)
 {
-    char val[128];
-    snprintf(val, sizeof val, "{\"type\":\"SYSTEM\",\"data\":{\"marker\":\"%s\"}}", id);
+    char val[160];
+    snprintf(val, sizeof val, "{\"type\":\"SYSTEM\",\"data\":{\"marker\":\"%s@trades\"}}", id);
     rtsup_produce(p, TOPIC_TRADE, 0, "*", 1, val, strlen(val));
+    snprintf(val, sizeof val, "{\"type\":\"SYSTEM\",\"data\":{\"marker\":\"%s@analytics\"}}",
+             id);
     rtsup_produce(p, TOPIC_ANALYTICS, 0, "*", 1, val, strlen(val));
     assert_int_equal(rtsup_producer_flush(p), 0);
 }
 
-/* Wait until every client saw marker `id` (from both topics: the trade one
- * may come first, so wait until the later analytics one too by waiting for
- * a second marker id). */
+/* Wait until every client saw marker `id` on BOTH topics: Kafka orders only
+ * within a partition, and the dev broker returns one producer batch per
+ * partition per fetch, so the marker of one topic can overtake a backlog of
+ * the other topic's records by many fetches (the router dispatches each
+ * fetch at once). */
 static void await_marker(client *const cs[], rtsup_producer *p, const char *tag)
 {
     char id[64];
-    /* Two markers: the first may overtake records of the other topic,
-     * the second arrives after both topics' records on every client. */
     for (int round = 0; round < 2; round++) {
         snprintf(id, sizeof id, "%s-%d", tag, round);
         produce_marker(p, id);
         for (int i = 0; cs[i]; i++) {
             uint64_t end = clock_mono_ms() + 20000;
-            while (strcmp(cs[i]->last_marker, id) != 0) {
+            while (strcmp(cs[i]->mk_trade, id) != 0 || strcmp(cs[i]->mk_an, id) != 0) {
                 assert_true(clock_mono_ms() < end);
                 pump(cs[i], 100);
             }
@@ -372,6 +383,71 @@ static void test_targeted_exact(void **st)
     assert_int_equal(WEXITSTATUS(rst), 0);   /* also: no sanitizer report at exit */
     for (int i = 0; i < 3; i++)
         assert_int_equal(WEXITSTATUS(ssup_shard_stop(&s[i], SIGTERM, 10000)), 0);
+}
+
+/* shard_delivery_latency_seconds counts one observation per live message
+ * fully written to a client (so, once the clients read everything, exactly
+ * ws_messages_sent_total's increase), router_delivery_latency_seconds one per
+ * record written to a shard; sums are plausible (Kafka CreateTime -> now). */
+static void test_delivery_latency_metrics(void **st)
+{
+    (void)st;
+    char tok[32], id[48], ch[64];
+    snprintf(tok, sizeof tok, "LA%d", (int)getpid());
+    snprintf(id, sizeof id, "e2e-lat-%d", (int)getpid());
+    snprintf(ch, sizeof ch, "%s.trade", tok);
+    ssup_shard s;
+    start_shard(&s, id);
+    rtsup_router r;
+    start_router(&r);
+    assert_true(rtsup_wait_metric_eq(r.http_port, "router_shards_connected", 1, 15000));
+    client c1, c2;
+    client_open(&c1, "c1", s.port, (const char *const[]){ ch, NULL });
+    client_open(&c2, "c2", s.port, (const char *const[]){ ch, NULL });
+    client *all[] = { &c1, &c2, NULL };
+    rtsup_producer *p = rtsup_producer_new(tsup_env("ODIN_KAFKA_BROKERS"));
+    await_live(all, p);
+
+    double sent0 = ssup_metric(s.port, "ws_messages_sent_total");
+    double sc0 = ssup_metric(s.port, "shard_delivery_latency_seconds_count");
+    double ss0 = ssup_metric(s.port, "shard_delivery_latency_seconds_sum");
+    double rc0 = rtsup_metric(r.http_port, "router_delivery_latency_seconds_count");
+    double rs0 = rtsup_metric(r.http_port, "router_delivery_latency_seconds_sum");
+    double recs0 = rtsup_metric(r.http_port, "router_records_total");
+    const int N = 60;
+    for (int i = 0; i < N; i++)
+        produce(p, TOPIC_TRADE, tok, i);
+    assert_int_equal(rtsup_producer_flush(p), 0);
+    await_marker(all, p, "lat");
+    assert_int_equal(count_of(&c1, ch), N);
+    assert_int_equal(count_of(&c2, ch), N);
+
+    double sent = ssup_metric(s.port, "ws_messages_sent_total") - sent0;
+    double sc = ssup_metric(s.port, "shard_delivery_latency_seconds_count") - sc0;
+    double ss = ssup_metric(s.port, "shard_delivery_latency_seconds_sum") - ss0;
+    double rc = rtsup_metric(r.http_port, "router_delivery_latency_seconds_count") - rc0;
+    double rs = rtsup_metric(r.http_port, "router_delivery_latency_seconds_sum") - rs0;
+    double recs = rtsup_metric(r.http_port, "router_records_total") - recs0;
+    fprintf(stderr, "shard: %.0f observations (%.0f sent), mean %.3f ms; router: %.0f "
+            "observations (%.0f records), mean %.3f ms\n", sc, sent, sc > 0 ? ss / sc * 1e3 : 0,
+            rc, recs, rc > 0 ? rs / rc * 1e3 : 0);
+    /* 2 clients x (N records + 4 markers) */
+    assert_true(sent >= 2 * N);
+    assert_true(sc == sent);
+    assert_true(ss >= 0 && ss / sc < 5.0);
+    assert_true(rc >= N && rc <= recs);   /* markers of the analytics topic too */
+    assert_true(rs >= 0 && rs / rc < 5.0);
+    /* the +Inf bucket is the count */
+    assert_true(ssup_metric(s.port, "shard_delivery_latency_seconds_bucket{le=\"+Inf\"}") ==
+                ssup_metric(s.port, "shard_delivery_latency_seconds_count"));
+
+    rtsup_producer_free(p);
+    client_close(&c1);
+    client_close(&c2);
+    int rst = rtsup_router_stop(&r);
+    assert_true(WIFEXITED(rst));
+    assert_int_equal(WEXITSTATUS(rst), 0);
+    assert_int_equal(WEXITSTATUS(ssup_shard_stop(&s, SIGTERM, 10000)), 0);
 }
 
 /* A shard SIGKILLed mid-stream loses its routes within the lease TTL (the
@@ -832,6 +908,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_targeted_exact, teardown),
+        cmocka_unit_test_teardown(test_delivery_latency_metrics, teardown),
         cmocka_unit_test_teardown(test_sigkill_shard, teardown),
         cmocka_unit_test_teardown(test_scale_out, teardown),
         cmocka_unit_test_teardown(test_tcp_endpoint, teardown),

@@ -465,6 +465,26 @@ static void test_scan_malformed(void **st)
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_int_equal(lg_scan(bad[i], strlen(bad[i]), &m), -1);
+    /* lg_scan_live stops once every field is found: a bad tail after them
+     * is not read, the fields are the same */
+    const char *tail = "{\"seq\":7,\"ts\":5,\"type\":\"price:update\",\"channel\":\"BTC.trade\","
+                       "\"data\":{\"publish_us\":11,\"token_seq\":3,\"x\":@@@";
+    assert_int_equal(lg_scan(tail, strlen(tail), &m), -1);
+    assert_int_equal(lg_scan_live(tail, strlen(tail), &m), 0);
+    assert_int_equal(m.seq, 7);
+    assert_int_equal(m.publish_us, 11);
+    assert_int_equal(m.token_seq, 3);
+    assert_true(lg_msg_is_live(&m));
+    /* without token_seq it reads to the end and checks */
+    const char *notok = "{\"seq\":7,\"ts\":5,\"type\":\"t\",\"channel\":\"B.trade\","
+                        "\"data\":{\"publish_us\":11,\"x\":@}}";
+    assert_int_equal(lg_scan_live(notok, strlen(notok), &m), -1);
+    for (size_t i = 0; i < n; i++) {   /* prefixes: never past the end (ASan) */
+        char *q = malloc(i ? i : 1);
+        memcpy(q, good, i);
+        assert_int_equal(lg_scan_live(q, i, &m), -1);
+        free(q);
+    }
     /* too deep */
     char deep[200];
     size_t d = 0;

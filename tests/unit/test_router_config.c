@@ -40,7 +40,7 @@ static void test_defaults(void **state)
     assert_int_equal(load(&c, 2, argv), 0);
     assert_string_equal(c.kafka_group, "ws-router");
     assert_int_equal(c.kafka_batch_size, 500);
-    assert_int_equal(c.kafka_batch_timeout_ms, 10);
+    assert_int_equal(c.kafka_batch_timeout_ms, 0);
     assert_int_equal(c.offset_earliest, 0);
     assert_int_equal(c.mode, ROUTER_MODE_TARGETED);
     assert_string_equal(c.broadcast_key, "*");

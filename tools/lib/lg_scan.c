@@ -80,7 +80,13 @@ static size_t parse_int(const char *p, size_t n, size_t i, int64_t *out, int *ok
     return i;
 }
 
-int lg_scan(const char *p, size_t n, lg_msg *m)
+static int all_found(const lg_msg *m)
+{
+    return m->has_type && m->has_channel && m->has_seq && m->has_ts && m->has_publish_us &&
+           m->has_token_seq;
+}
+
+static int scan(const char *p, size_t n, lg_msg *m, int early)
 {
     memset(m, 0, sizeof *m);
     /* container stack: 1 = object, 0 = array */
@@ -181,6 +187,8 @@ int lg_scan(const char *p, size_t n, lg_msg *m)
             data_next = 0;
             pending = K_NONE;
             i = end;
+            if (early && all_found(m))
+                return 0;
             continue;
         }
         default: {
@@ -199,6 +207,8 @@ int lg_scan(const char *p, size_t n, lg_msg *m)
                 default: break;
                 }
                 i = e;
+                if (early && pending != K_NONE && all_found(m))
+                    return 0;
             } else if (c >= 'a' && c <= 'z') {
                 /* true / false / null */
                 size_t j = i;
@@ -218,4 +228,14 @@ int lg_scan(const char *p, size_t n, lg_msg *m)
         }
     }
     return depth == 0 && closed_top ? 0 : -1;
+}
+
+int lg_scan(const char *p, size_t n, lg_msg *m)
+{
+    return scan(p, n, m, 0);
+}
+
+int lg_scan_live(const char *p, size_t n, lg_msg *m)
+{
+    return scan(p, n, m, 1);
 }

@@ -13,9 +13,16 @@
  * The handshake is read into one shared buffer; only a partial response
  * head or bytes that follow it are kept per connection (rare).
  *
+ * Receiving does not go through wslay: conn_read() reads up to 256 KiB per
+ * recv() into one buffer shared by the worker's connections and handles
+ * every complete server frame in place (no per-message allocation or copy;
+ * one clock read per recv() stamps the latency of every message in it); only
+ * a partial frame is kept per connection.  wslay is used for sending
+ * (subscribe, heartbeats, pongs, the close handshake).
+ *
  * Objects are never freed inside wslay's callbacks: the callbacks only
- * record what happened (eof, errors, close code) and conn_io() decides after
- * wslay_event_recv/send returned.
+ * record what happened (errors) and conn_io() decides after
+ * wslay_event_send returned.
  */
 #include "tools/loadgen/lg.h"
 
@@ -45,6 +52,8 @@
 #endif
 
 #define RBUF_SIZE 65536
+#define IBUF_MIN (256 * 1024)        /* frame read buffer, shared per worker */
+#define READS_PER_WAKEUP 4
 #define MAX_HEAD 8192               /* largest upgrade response head */
 #define RAMP_TICK_MS 5
 #define RAMP_MAX_PER_PASS 500
@@ -85,6 +94,8 @@ typedef struct lgw_conn {
     uint8_t evflags;
     uint8_t resolved;           /* counted towards the ramp */
     uint8_t eof, peer_closed, io_failed;
+    uint8_t frag;               /* inside a fragmented message (skipped) */
+    uint8_t rd_more;            /* read cap hit with data left: re-activate */
     char key[LG_WS_KEY_LEN + 1];
 } lgw_conn;
 
@@ -106,6 +117,9 @@ typedef struct lgw {
     buf out;                /* report frame */
     buf msg;                /* subscribe message */
     char *rbuf;             /* shared handshake read buffer */
+    uint8_t *ibuf;          /* shared frame read buffer (>= one max frame) */
+    size_t icap;
+    int64_t now_us;         /* wall clock of the current read (latency) */
     log_ratelimit rl;
 } lgw;
 
@@ -240,37 +254,6 @@ static void conn_set_events(lgw_conn *c, short want)
 
 /* ---- wslay callbacks (record only, never free) ------------------------- */
 
-static ssize_t ws_recv_cb(wslay_event_context_ptr ctx, uint8_t *data, size_t len, int flags,
-                          void *user)
-{
-    lgw_conn *c = user;
-    (void)flags;
-    if (c->stash_off < c->stash_len) {
-        size_t n = c->stash_len - c->stash_off;
-        if (n > len)
-            n = len;
-        memcpy(data, c->stash + c->stash_off, n);
-        c->stash_off += (uint32_t)n;
-        return (ssize_t)n;
-    }
-    ssize_t r;
-    do
-        r = recv(c->fd, data, len, 0);
-    while (r < 0 && errno == EINTR);
-    if (r > 0)
-        return r;
-    if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-        wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
-    } else {
-        if (r == 0)
-            c->eof = 1;
-        else
-            c->io_failed = 1;
-        wslay_event_set_error(ctx, WSLAY_ERR_CALLBACK_FAILURE);
-    }
-    return -1;
-}
-
 static ssize_t ws_send_cb(wslay_event_context_ptr ctx, const uint8_t *data, size_t len,
                           int flags, void *user)
 {
@@ -324,7 +307,7 @@ static void on_live(lgw_conn *c, const lg_msg *m)
     lgw *w = c->w;
     w->ct.messages++;
     if (m->has_publish_us) {
-        int64_t lat = (int64_t)clock_wall_us() - m->publish_us;
+        int64_t lat = w->now_us - m->publish_us;   /* one clock read per recv() */
         if (lat < 0)
             w->ct.negative_latency++;
         else
@@ -404,60 +387,185 @@ static void on_control(lgw_conn *c, const lg_msg *m, const uint8_t *p, size_t n)
     }
 }
 
-static void ws_msg_cb(wslay_event_context_ptr ctx, const struct wslay_event_on_msg_recv_arg *a,
-                      void *user)
+static void conn_stash(lgw_conn *c, const char *p, size_t n);
+
+static void on_text(lgw_conn *c, const uint8_t *p, size_t n)
 {
-    lgw_conn *c = user;
-    (void)ctx;
-    if (a->opcode == WSLAY_TEXT_FRAME) {
-        c->w->ct.bytes += a->msg_length;
-        lg_msg m;
-        if (lg_scan((const char *)a->msg, a->msg_length, &m) != 0) {
-            c->w->ct.parse_errors++;
-            return;
+    c->w->ct.bytes += n;
+    lg_msg m;
+    if (lg_scan_live((const char *)p, n, &m) != 0) {
+        c->w->ct.parse_errors++;
+        return;
+    }
+    if (lg_msg_is_live(&m))
+        on_live(c, &m);
+    else
+        on_control(c, &m, p, n);
+}
+
+/* One complete server frame.  Text messages go to on_text in place (no
+ * copy); fragmented messages (odin-shard never sends them) are counted and
+ * skipped; pings are answered through wslay's send queue; a close frame is
+ * echoed once. */
+static void on_frame(lgw_conn *c, uint8_t b0, const uint8_t *p, size_t n)
+{
+    unsigned op = b0 & 0x0fu, fin = b0 & 0x80u;
+    if (b0 & 0x70u) {                    /* no extension negotiated */
+        c->io_failed = 1;
+        return;
+    }
+    switch (op) {
+    case 0x0:                            /* continuation */
+        if (fin)
+            c->frag = 0;
+        return;
+    case 0x1:
+    case 0x2:
+        if (!fin) {
+            c->frag = 1;
+            c->w->ct.other_msgs++;
+        } else if (op == 0x1) {
+            on_text(c, p, n);
+        } else {
+            c->w->ct.other_msgs++;
         }
-        if (lg_msg_is_live(&m))
-            on_live(c, &m);
-        else
-            on_control(c, &m, a->msg, a->msg_length);
-    } else if (a->opcode == WSLAY_CONNECTION_CLOSE) {
+        return;
+    case 0x8:
         c->peer_closed = 1;
-        c->close_code = a->status_code ? a->status_code : 1005;
-    } else if (a->opcode == WSLAY_BINARY_FRAME) {
-        c->w->ct.other_msgs++;
+        c->close_code = n >= 2 ? (uint16_t)(p[0] << 8 | p[1]) : 1005;
+        wslay_event_queue_close(c->ws, n >= 2 ? c->close_code : 0, NULL, 0);
+        return;
+    case 0x9: {
+        struct wslay_event_msg m = { WSLAY_PONG, p, n };
+        wslay_event_queue_msg(c->ws, &m);
+        return;
+    }
+    default:                             /* pong, reserved */
+        return;
     }
 }
 
+/* Handle the complete frames in p[0..n); returns the bytes consumed (a
+ * partial frame is left).  Stops at a protocol error or the peer's close. */
+static size_t conn_frames(lgw_conn *c, const uint8_t *p, size_t n)
+{
+    size_t off = 0;
+    uint64_t max = (uint64_t)c->w->cfg->max_message;
+    while (n - off >= 2 && !c->peer_closed && !c->io_failed) {
+        const uint8_t *f = p + off;
+        uint64_t len = f[1] & 0x7fu;
+        size_t hl = 2;
+        if (f[1] & 0x80u) {              /* a server must not mask */
+            c->io_failed = 1;
+            break;
+        }
+        if (len == 126) {
+            if (n - off < 4)
+                break;
+            len = (uint64_t)f[2] << 8 | f[3];
+            hl = 4;
+        } else if (len == 127) {
+            if (n - off < 10)
+                break;
+            len = 0;
+            for (int i = 2; i < 10; i++)
+                len = len << 8 | f[i];
+            hl = 10;
+        }
+        if (len > max) {
+            c->io_failed = 1;
+            break;
+        }
+        if (n - off - hl < len)
+            break;
+        on_frame(c, f[0], f + hl, (size_t)len);
+        off += hl + (size_t)len;
+    }
+    return off;
+}
+
+/* Read and handle frames: a few recv() calls per wake-up into the worker's
+ * shared buffer; a short read means the socket is drained, so no extra
+ * recv() just to see EAGAIN.  One clock read per recv() stamps every
+ * message in it.  A partial frame is kept in the connection's stash. */
+static void conn_read(lgw_conn *c, int do_recv)
+{
+    lgw *w = c->w;
+    size_t have = 0;
+    if (c->stash_off < c->stash_len) {
+        have = c->stash_len - c->stash_off;
+        memcpy(w->ibuf, c->stash + c->stash_off, have);
+    }
+    free(c->stash);
+    c->stash = NULL;
+    c->stash_len = c->stash_off = 0;
+    for (int i = 0; i < READS_PER_WAKEUP; i++) {
+        int drained = !do_recv;
+        if (do_recv) {
+            size_t room = w->icap - have;
+            ssize_t r;
+            do
+                r = recv(c->fd, w->ibuf + have, room, 0);
+            while (r < 0 && errno == EINTR);
+            if (r < 0) {
+                if (errno != EAGAIN && errno != EWOULDBLOCK)
+                    c->io_failed = 1;
+                drained = 1;
+            } else if (r == 0) {
+                c->eof = 1;
+                drained = 1;
+            } else {
+                have += (size_t)r;
+                drained = (size_t)r < room;
+            }
+        }
+        w->now_us = (int64_t)clock_wall_us();
+        size_t used = conn_frames(c, w->ibuf, have);
+        if (used && used < have)
+            memmove(w->ibuf, w->ibuf + used, have - used);
+        have -= used;
+        if (drained || c->eof || c->io_failed || c->peer_closed)
+            break;
+        if (i == READS_PER_WAKEUP - 1)   /* more is waiting: no new edge will come */
+            c->rd_more = 1;
+    }
+    if (have && !c->io_failed && !c->peer_closed)
+        conn_stash(c, (const char *)w->ibuf, have);
+}
+
 static const struct wslay_event_callbacks ws_callbacks = {
-    ws_recv_cb, ws_send_cb, ws_genmask_cb, NULL, NULL, NULL, ws_msg_cb,
+    NULL, ws_send_cb, ws_genmask_cb, NULL, NULL, NULL, NULL,   /* we read ourselves */
 };
 
 /* ---- WebSocket I/O ----------------------------------------------------- */
 
-/* Drive wslay after readiness or after queueing; closes the connection when
- * wslay is done or failed.  The connection may be released on return. */
+/* Read frames (our own reader, see conn_read), let wslay write what is
+ * queued; closes the connection when it failed, ended, or both sides sent
+ * a close.  The connection may be released on return. */
 static void conn_io(lgw_conn *c, int rd, int wr)
 {
     int rc = 0;
-    if (rd && wslay_event_want_read(c->ws))
-        rc = wslay_event_recv(c->ws);
-    if (rc == 0 && (wr || wslay_event_want_write(c->ws)) && wslay_event_want_write(c->ws))
+    if (rd && !c->peer_closed)
+        conn_read(c, 1);
+    if (!c->io_failed && wslay_event_want_write(c->ws))
         rc = wslay_event_send(c->ws);
+    (void)wr;
     if (rc != 0 || c->eof || c->io_failed ||
-        (!wslay_event_want_read(c->ws) && !wslay_event_want_write(c->ws))) {
-        if (!c->peer_closed && wslay_event_get_close_received(c->ws)) {
-            c->peer_closed = 1;
-            c->close_code = wslay_event_get_status_code_received(c->ws);
-        }
+        (c->peer_closed && !wslay_event_want_write(c->ws))) {
         conn_closed(c);
         return;
     }
-    short want = 0;
-    if (wslay_event_want_read(c->ws))
-        want |= EV_READ;
+    /* edge-triggered: conn_read() reads until a short read (the socket was
+     * drained, new data makes a new edge) or re-activates itself, so epoll
+     * does not poll every socket again after each wake-up */
+    short want = EV_READ | EV_ET;
     if (wslay_event_want_write(c->ws))
         want |= EV_WRITE;
     conn_set_events(c, want);
+    if (c->rd_more) {
+        c->rd_more = 0;
+        event_active(c->ev, EV_READ, 1);
+    }
 }
 
 static void conn_queue_text(lgw_conn *c, const char *p, size_t n)
@@ -539,7 +647,9 @@ static void conn_open_ws(lgw_conn *c)
     c->t_state_ms = now_ms(w);
     c->next_hb_ms = c->t_state_ms + (uint32_t)w->cfg->heartbeat_ms;
     conn_subscribe(c);
-    conn_io(c, c->stash_off < c->stash_len, 1);
+    if (c->stash_off < c->stash_len)
+        conn_read(c, 0);   /* frames that came with the 101 */
+    conn_io(c, 0, 1);
 }
 
 static void conn_read_head(lgw_conn *c)
@@ -839,8 +949,10 @@ int lgw_run(const lg_cfg *cfg, int wid, const lg_plan_worker *pw, int report_fd)
     w->hist = malloc(sizeof *w->hist);
     w->hist_sent = malloc(sizeof *w->hist_sent);
     w->rbuf = malloc(RBUF_SIZE);
+    w->icap = (size_t)cfg->max_message + 16 > IBUF_MIN ? (size_t)cfg->max_message + 16 : IBUF_MIN;
+    w->ibuf = malloc(w->icap);
     w->base = event_base_new();
-    if (!w->conns || !w->hist || !w->hist_sent || !w->rbuf || !w->base)
+    if (!w->conns || !w->hist || !w->hist_sent || !w->rbuf || !w->ibuf || !w->base)
         goto out;
     lg_hist_reset(w->hist);
     lg_hist_reset(w->hist_sent);
@@ -896,6 +1008,7 @@ out:
     free(w->hist);
     free(w->hist_sent);
     free(w->rbuf);
+    free(w->ibuf);
     buf_free(&w->out);
     buf_free(&w->msg);
     free(w);
