@@ -109,6 +109,22 @@ static size_t fill_opts(router_config *c)
     OPT("SHUTDOWN_TIMEOUT_MS", CFG_INT, shutdown_timeout_ms, "5000",
         "On SIGTERM, how long to wait for shard queues to drain before committing",
         0, 600000);
+    OPT("ROUTER_HOLD_MAX_MS", CFG_INT, hold_max_ms, "30000",
+        "While the router cannot know which shards hold a token (Redis down "
+        "before any discovery, Redis restarted or emptied, shards still "
+        "re-registering) it holds consumption (nothing is committed) up to "
+        "this long, then broadcasts to every live shard until it knows again", 0,
+        3600000);
+    OPT("ROUTER_SETTLE_MS", CFG_INT, settle_ms, "6000",
+        "After the Redis registry was reset (new epoch: restarted empty or "
+        "flushed), \"no route\" is trusted again once every shard live before "
+        "re-registered with its routes confirmed, or after this long (about one "
+        "SHARD_LEASE_TTL)", 0, 600000);
+    OPT("SHARD_DOWN_GRACE_MS", CFG_INT, shard_down_grace_ms, "15000",
+        "A shard whose lease lapsed but whose connection is still open keeps "
+        "getting its records queued (within SHARD_QUEUE_BYTES) this long before "
+        "it is disconnected and its records are dropped (reason shard_down); its "
+        "routes are kept meanwhile (0 = drop at once)", 0, 3600000);
     OPT("INVALID_LOG_PER_SEC", CFG_INT, invalid_log_per_sec, "5",
         "Rate limit of 'invalid record' log lines", 1, 100000);
     return n;

@@ -69,6 +69,8 @@ typedef struct consumer consumer;
 /* Default bound on leaving the group (consumer_free): the coordinator evicts
  * a silent member after session.timeout.ms (10 s here) anyway. */
 #define CONSUMER_CLOSE_MS_DEFAULT 10000
+/* Part of a close's time kept for destroying the handle. */
+#define CONSUMER_DESTROY_MS 400
 
 typedef struct consumer_callbacks {
     /* The consumer queue went non-empty: schedule a drain.  From the pipe's
@@ -142,12 +144,15 @@ int64_t consumer_lag(consumer *c);
 uint64_t consumer_assigned(const consumer *c);
 
 /*
- * Commit what was stored (synchronously), leave the group and destroy the
- * handle, waiting at most timeout_ms for the group leave (the revoke
- * callback may run from here).  Past it the handle is destroyed without
- * waiting longer; the group then reassigns after session.timeout.ms.
- * Idempotent; afterwards only _free is useful.  Returns 0, or -1 if the
- * close did not finish in time.
+ * Commit what was stored (asynchronously), leave the group and destroy the
+ * handle, returning within about timeout_ms whatever the broker does: the
+ * commit and the group leave get timeout_ms less CONSUMER_DESTROY_MS (the
+ * revoke callback may run from here), the destruction what is left (at
+ * least 100 ms; past it librdkafka's teardown is left running on a thread
+ * and the process is expected to exit).  A member that did not leave is
+ * reassigned after session.timeout.ms (or at once with static membership
+ * when it comes back).  Idempotent; afterwards only _free is useful.
+ * Returns 0, or -1 if the close or the teardown did not finish in time.
  */
 int consumer_close(consumer *c, long timeout_ms);
 
