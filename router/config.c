@@ -73,7 +73,10 @@ static size_t fill_opts(router_config *c)
     OPT("HTTP_ADDR", CFG_STR, http_addr, "0.0.0.0:8080",
         "host:port of /health and /metrics", 0, 0);
     OPT("ROUTER_ID", CFG_STR, router_id, "",
-        "Id sent in HELLO to shards (default hostname-pid)", 0, 0);
+        "Id sent in HELLO to shards (default hostname-pid).  Set explicitly (stable "
+        "across restarts, unique per router) it is also the Kafka group.instance.id "
+        "'odin-router-<id>' (static membership): a restarted router gets its "
+        "partitions back without waiting for the session timeout", 0, 0);
     OPT("LOG_LEVEL", CFG_STR, log_level, "info", "debug | info | warn | error", 0, 0);
     OPT("ROUTE_CACHE_SIZE", CFG_INT, cache_size, "100000",
         "Route cache entries (token -> shards, negative entries included); LRU "
@@ -107,7 +110,9 @@ static size_t fill_opts(router_config *c)
         "validator with jansson's verdicts) | jansson (json_loadb per record, ~2x the "
         "router's CPU) | off", 0, 0);
     OPT("SHUTDOWN_TIMEOUT_MS", CFG_INT, shutdown_timeout_ms, "5000",
-        "On SIGTERM, how long to wait for shard queues to drain before committing",
+        "On SIGTERM/SIGINT, how long to wait for shard queues to drain before "
+        "committing; the process exits within this plus 2 s whatever the broker "
+        "and Redis do",
         0, 600000);
     OPT("ROUTER_HOLD_MAX_MS", CFG_INT, hold_max_ms, "30000",
         "While the router cannot know which shards hold a token (Redis down "
