@@ -42,6 +42,11 @@ static size_t fill_opts(router_config *c)
         "Where a group without a stored offset starts: latest | earliest", 0, 0);
     OPT("KAFKA_COMMIT_INTERVAL_MS", CFG_INT, kafka_commit_interval_ms, "1000",
         "How often stored offsets are committed (auto.commit.interval.ms)", 10, 600000);
+    OPT("KAFKA_COMMIT_EAGER", CFG_BOOL, commit_eager, "true",
+        "Also commit as soon as offsets are stored (asynchronously, one commit "
+        "request in flight), so a crashed router's successor redelivers about one "
+        "batch per partition instead of up to KAFKA_COMMIT_INTERVAL_MS of records", 0,
+        0);
     OPT("KAFKA_OPTIONS", CFG_STR, kafka_options, "",
         "Extra librdkafka properties 'key=value,key=value' (e.g. "
         "security.protocol=ssl); they override the router's own defaults "

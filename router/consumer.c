@@ -28,6 +28,7 @@ struct consumer {
     consumer_acc acc;
     int paused;
     int down;                       /* all brokers down reported */
+    int commit_inflight;            /* consumer_commit_soon request outstanding */
     uint64_t assigned;
     log_ratelimit rl;
 };
@@ -170,6 +171,7 @@ static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                       rd_kafka_topic_partition_list_t *offsets, void *opaque)
 {
     consumer *c = opaque;
+    c->commit_inflight = 0;
     if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
         uint64_t sup;
         if (log_rl_allow(&c->rl, &sup))
@@ -327,6 +329,14 @@ int consumer_store_offsets(consumer *c, rd_kafka_topic_partition_list_t *l)
         return -1;
     rd_kafka_offsets_store(c->rk, l);
     return 0;
+}
+
+void consumer_commit_soon(consumer *c)
+{
+    if (!c->rk || !c->q || c->commit_inflight)
+        return;
+    if (rd_kafka_commit(c->rk, NULL, 1) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        c->commit_inflight = 1;
 }
 
 int64_t consumer_lag(consumer *c)

@@ -137,6 +137,11 @@ void consumer_resume(consumer *c);
  * more, are in l->elems[i].err), -1 if the consumer is closed. */
 int consumer_store_offsets(consumer *c, rd_kafka_topic_partition_list_t *l);
 
+/* Commit what is stored now, asynchronously, unless a commit requested
+ * this way is still in flight (then the next call after its result does).
+ * No-op when closed. */
+void consumer_commit_soon(consumer *c);
+
 /* Sum of (high watermark - position) over the assignment, from cached
  * watermarks (no broker round trip); -1 unknown. */
 int64_t consumer_lag(consumer *c);

@@ -151,6 +151,8 @@ static void store_offsets(router *r)
                 r->m.offsets_stored++;
             }
         }
+        if (r->cfg->commit_eager)
+            consumer_commit_soon(r->consumer);
     }
     rd_kafka_topic_partition_list_destroy(l);
 }

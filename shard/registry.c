@@ -50,7 +50,6 @@ struct shard_registry {
     long inflight;           /* route commands */
     long outstanding;        /* every command with a callback */
     int lease_inflight;
-    int lease_again;         /* write the lease again when the reply is in */
     int claimed;             /* our lease is written: routes may go out */
     int refused;             /* another instance holds SHARD_ID */
     char nonce[33];          /* this instance (lease field `nonce`) */
@@ -357,10 +356,10 @@ static void check_synced(shard_registry *r)
     snprintf(r->synced, sizeof r->synced, "%s", r->epoch);
     log_kv(LOG_INFO, "routes confirmed in redis", "s:epoch", r->epoch,
            "I:tokens", (int64_t)r->map.n, NULL);
-    if (r->lease_inflight)
-        r->lease_again = 1;
-    else
-        write_lease(r, LEASE_RENEW);
+    /* routers judge again on shard:up, after the lease write (same
+     * connection, so Redis runs them in this order) */
+    write_lease(r, LEASE_RENEW);
+    publish_up(r);
 }
 
 /* Another instance holds our SHARD_ID. */
@@ -446,10 +445,6 @@ static void on_lease(redisAsyncContext *ac, void *reply, void *priv)
         publish_up(r);
         resync(r);
     }
-    if (r->lease_again) {
-        r->lease_again = 0;
-        write_lease(r, LEASE_RENEW);
-    }
     check_synced(r);
 }
 
@@ -503,7 +498,6 @@ static void reg_lost(shard_registry *r, const char *why)
     r->inflight = 0;
     r->outstanding = 0;
     r->lease_inflight = 0;
-    r->lease_again = 0;
     size_t it = 0;
     shard_map_node *cur = NULL, *n;
     while ((n = shard_map_next(&r->map, &it, &cur))) {
