@@ -705,10 +705,14 @@ static void finish(router *r)
 /* Stage 2: everything dispatched and written (or dropped): leave the loop. */
 static void check_shutdown(router *r)
 {
-    if (!r->stopping || r->finishing || r->inflight || accumulated(r) > 0 ||
-        r->outstanding > 0)
+    /* a held batch (and what was consumed after it) is given up unstored:
+     * the next owner re-reads it */
+    int held = r->inflight && r->holding;
+    if (!r->stopping || r->finishing || (r->inflight && !held) ||
+        (!held && accumulated(r) > 0) || r->outstanding > (uint64_t)held)
         return;
-    log_kv(LOG_INFO, "all queued records written; stopping", NULL);
+    log_kv(LOG_INFO, held ? "holding: the held batch is left unstored; stopping"
+                          : "all queued records written; stopping", NULL);
     finish(r);
 }
 

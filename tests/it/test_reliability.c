@@ -524,6 +524,39 @@ static void test_router_start_redis_down(void **state)
     tsup_redis_stop(&red);
 }
 
+/* ---- SIGTERM while holding: exits at once, stores nothing -------------- */
+
+static void test_sigterm_while_holding(void **state)
+{
+    tsup_redis red;
+    assert_int_equal(tsup_redis_start(&red), 0);
+    tsup_redis_stop(&red);                 /* the router starts with Redis down */
+    stream s;
+    stream_init(&s, brokers(), "rel-hterm", 1);
+    char grp[128];
+    snprintf(grp, sizeof grp, "%s", rtsup_unique("g"));
+    const char *more[] = { "SHUTDOWN_TIMEOUT_MS=5000", NULL };
+    rtsup_router r;
+    start_router(&r, &s, red.url, grp, more);
+    stream_start(&s);
+    metric_arg h = { r.http_port, "router_hold_active", 1 };
+    assert_true(stream_until(&s, metric_at_least, &h, T_WAIT));
+    s.producing = 0;
+    assert_int_equal(rtsup_producer_flush(s.p), 0);
+    uint64_t t0 = clock_mono_ms();
+    int st = tsup_stop(r.pid, SIGTERM, 20000);
+    long exit_ms = (long)(clock_mono_ms() - t0);
+    r.pid = -1;
+    int64_t committed = rtsup_committed(brokers(), grp, s.topic, 0);
+    printf("figures: test=sigterm_while_holding exit_ms=%ld committed=%lld\n", exit_ms,
+           (long long)committed);
+    fflush(stdout);
+    assert_true(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    assert_true(exit_ms < 3000);           /* did not wait SHUTDOWN_TIMEOUT_MS */
+    assert_true(committed <= 0);           /* the held records were not stored */
+    stream_free(&s);
+}
+
 /* ---- a shard stalled past its lease (SIGSTOP 5 s) ----------------------- */
 
 static void test_shard_sigstop(void **state)
@@ -869,6 +902,7 @@ int main(void)
         cmocka_unit_test(test_redis_restart_empty),
         cmocka_unit_test(test_flushall),
         cmocka_unit_test(test_router_start_redis_down),
+        cmocka_unit_test(test_sigterm_while_holding),
         cmocka_unit_test(test_shard_sigstop),
         cmocka_unit_test(test_shard_kill),
         cmocka_unit_test(test_duplicate_shard_id),
