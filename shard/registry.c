@@ -35,6 +35,7 @@ typedef struct reg_entry {
     uint8_t queued;
     uint8_t failed;     /* last attempt got an error reply: retry later */
     uint8_t stale;      /* in flight across a registry reset: resend */
+    uint8_t need;       /* to be confirmed before the lease says `synced` */
     char tok[];
 } reg_entry;
 
@@ -55,6 +56,7 @@ struct shard_registry {
     char nonce[33];          /* this instance (lease field `nonce`) */
     char epoch[80];          /* registry epoch seen by the last lease write */
     char synced[80];         /* epoch under which every route was confirmed */
+    long need;               /* entries still to confirm since the last resync */
     uint64_t progress_ms;    /* last reply, or when outstanding became > 0 */
     int stopping;
     void (*done)(void *);
@@ -120,6 +122,8 @@ static int send_argv(shard_registry *r, redisCallbackFn *fn, void *priv,
 static void entry_free_if_idle(shard_registry *r, reg_entry *e)
 {
     if (e->want == 0 && e->have == 0 && !e->inflight && !e->queued) {
+        if (e->need && r->need > 0)
+            r->need--;
         shard_map_remove(&r->map, &e->node);
         free(e);
     }
@@ -175,6 +179,10 @@ static void on_route_reply(redisAsyncContext *ac, void *reply, void *priv)
         e->have = e->sent;
         if (e->want != e->have)
             enqueue(r, e);
+        else if (e->need) {
+            e->need = 0;
+            r->need--;
+        }
     }
     e->stale = 0;
     if (rep)
@@ -284,6 +292,10 @@ static void requeue_all(shard_registry *r)
         e->failed = 0;
         if (e->inflight)
             e->stale = 1;
+        if (!e->need) {
+            e->need = 1;
+            r->need++;
+        }
         enqueue(r, e);
     }
 }
@@ -346,12 +358,14 @@ enum lease_mode { LEASE_RENEW = 0, LEASE_CLAIM, LEASE_TAKEOVER };
 
 static void write_lease(shard_registry *r, enum lease_mode mode);
 
-/* Every wanted route is confirmed under the current epoch: say so in the
- * lease (`synced`), so routers trust "no route" again (docs/reliability.md). */
+/* Every route the shard held when it last (re)registered is confirmed under
+ * the current epoch: say so in the lease (`synced`), so routers trust "no
+ * route" again (docs/reliability.md).  Tokens subscribed since then do not
+ * count: they register like any new subscription. */
 static void check_synced(shard_registry *r)
 {
     if (r->state != R_READY || r->stopping || !r->claimed || !r->epoch[0] ||
-        strcmp(r->synced, r->epoch) == 0 || shard_registry_pending(r) != 0)
+        strcmp(r->synced, r->epoch) == 0 || r->need > 0)
         return;
     snprintf(r->synced, sizeof r->synced, "%s", r->epoch);
     log_kv(LOG_INFO, "routes confirmed in redis", "s:epoch", r->epoch,
