@@ -456,6 +456,22 @@ static int destroy_bounded(rd_kafka_t *rk, int flags, long wait_ms)
     return -1;
 }
 
+/* Serve the close queue as events: the consumer queue is forwarded to it
+ * during the close, so besides rebalance events it gets records fetched
+ * after the last drain (released: they are not stored), which the
+ * callback-style poll cannot serve (librdkafka asserts). */
+static void serve_close_queue(consumer *c, rd_kafka_queue_t *cq, int wait_ms)
+{
+    for (rd_kafka_event_t *ev = rd_kafka_queue_poll(cq, wait_ms); ev;
+         ev = rd_kafka_queue_poll(cq, 0)) {
+        if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE)
+            rebalance_cb(c->rk, rd_kafka_event_error(ev),
+                         (rd_kafka_topic_partition_list_t *)
+                             rd_kafka_event_topic_partition_list(ev), c);
+        rd_kafka_event_destroy(ev);
+    }
+}
+
 int consumer_close(consumer *c, long timeout_ms)
 {
     int rc = 0;
@@ -499,7 +515,7 @@ int consumer_close(consumer *c, long timeout_ms)
                 if (!ev) {
                     if (closed || clock_mono_ms() >= deadline)
                         break;
-                    rd_kafka_queue_poll_callback(cq, 20);
+                    serve_close_queue(c, cq, 20);
                     continue;
                 }
                 rd_kafka_resp_err_t ce = rd_kafka_event_error(ev);
