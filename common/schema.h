@@ -11,6 +11,14 @@
  *   P routes              pub/sub channel: a route change publishes the token
  *                         itself; shard events publish "shard:up:<id>" or
  *                         "shard:down:<id>" (':' cannot occur in a token).
+ *   P epoch               STRING naming the registry's generation: created
+ *                         (if absent) with a random value by every lease
+ *                         write and by routers' discovery.  A Redis that
+ *                         restarted empty or was flushed has none or a new
+ *                         one, which is how routers notice (docs/
+ *                         reliability.md).  A lease's `synced` field is the
+ *                         epoch under which the shard last had every route
+ *                         confirmed; its `nonce` names the running instance.
  * All changes are atomic (the Lua scripts below, run with EVAL).
  */
 #ifndef ODIN_COMMON_SCHEMA_H
@@ -91,5 +99,60 @@
 /* SHA-1 of a script as Redis names it for EVALSHA: 40 lowercase hex
  * digits and a NUL into out (OpenSSL). */
 void schema_sha1_hex(const char *script, char out[41]);
+
+/*
+ * Read the registry epoch, creating it if absent: KEYS[1] = P epoch,
+ * ARGV[1] = a fresh random value.  An epoch is "<unix seconds>:<random>"
+ * (Redis's clock), so its age is known.  Returns {created (0|1), epoch,
+ * Redis TIME seconds, microseconds}.
+ */
+#define SCHEMA_LUA_EPOCH \
+    "if redis.replicate_commands then redis.replicate_commands() end\n" \
+    "local t = redis.call('TIME')\n" \
+    "local e = redis.call('GET', KEYS[1])\n" \
+    "if e then return {0, e, t[1], t[2]} end\n" \
+    "e = t[1] .. ':' .. ARGV[1]\n" \
+    "redis.call('SET', KEYS[1], e)\n" \
+    "return {1, e, t[1], t[2]}\n"
+
+/*
+ * Write a shard's lease atomically, refusing another instance's live lease.
+ *   KEYS[1] = P shard:<id>, KEYS[2] = P shards, KEYS[3] = P epoch
+ *   ARGV[1] = instance nonce, ARGV[2] = TTL ms, ARGV[3] = id,
+ *   ARGV[4] = a fresh epoch value (used if the epoch is absent),
+ *   ARGV[5] = "claim" (first registration: the leftovers of a previous life
+ *   with this id are removed first, as SCHEMA_LUA_CLEAN_SHARD "force"),
+ *   "takeover" (claim even over another nonce: our own previous life) or
+ *   "renew"; ARGV[6] = prefix; ARGV[7..] = field, value pairs.
+ * Returns {-1, host, pid} if the lease belongs to another live instance
+ * (nothing written), else {lease existed before (0|1), epoch}.
+ */
+#define SCHEMA_LUA_LEASE \
+    "if redis.replicate_commands then redis.replicate_commands() end\n" \
+    "local lease, id, p = KEYS[1], ARGV[3], ARGV[6]\n" \
+    "local cur = redis.call('HGET', lease, 'nonce')\n" \
+    "if cur and cur ~= ARGV[1] and ARGV[5] ~= 'takeover' then\n" \
+    "  return {-1, redis.call('HGET', lease, 'host') or '',\n" \
+    "          redis.call('HGET', lease, 'pid') or ''}\n" \
+    "end\n" \
+    "local existed = redis.call('EXISTS', lease)\n" \
+    "if ARGV[5] ~= 'renew' then\n" \
+    "  local rev = lease .. ':tokens'\n" \
+    "  for _, t in ipairs(redis.call('SMEMBERS', rev)) do\n" \
+    "    if redis.call('SREM', p .. 'route:' .. t, id) == 1 then\n" \
+    "      redis.call('PUBLISH', p .. 'routes', t)\n" \
+    "    end\n" \
+    "  end\n" \
+    "  redis.call('DEL', rev, lease)\n" \
+    "end\n" \
+    "redis.call('HSET', lease, 'nonce', ARGV[1], unpack(ARGV, 7))\n" \
+    "redis.call('PEXPIRE', lease, ARGV[2])\n" \
+    "redis.call('SADD', KEYS[2], id)\n" \
+    "local e = redis.call('GET', KEYS[3])\n" \
+    "if not e then\n" \
+    "  e = redis.call('TIME')[1] .. ':' .. ARGV[4]\n" \
+    "  redis.call('SET', KEYS[3], e)\n" \
+    "end\n" \
+    "return {existed, e}\n"
 
 #endif

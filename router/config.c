@@ -44,6 +44,11 @@ static size_t fill_opts(router_config *c)
         "Where a group without a stored offset starts: latest | earliest", 0, 0);
     OPT("KAFKA_COMMIT_INTERVAL_MS", CFG_INT, kafka_commit_interval_ms, "1000",
         "How often stored offsets are committed (auto.commit.interval.ms)", 10, 600000);
+    OPT("KAFKA_COMMIT_EAGER", CFG_BOOL, commit_eager, "true",
+        "Also commit as soon as offsets are stored (asynchronously, one commit "
+        "request in flight), so a crashed router's successor redelivers about one "
+        "batch per partition instead of up to KAFKA_COMMIT_INTERVAL_MS of records", 0,
+        0);
     OPT("KAFKA_OPTIONS", CFG_STR, kafka_options, "",
         "Extra librdkafka properties 'key=value,key=value' (e.g. "
         "security.protocol=ssl); they override the router's own defaults "
@@ -81,7 +86,10 @@ static size_t fill_opts(router_config *c)
     OPT("HTTP_ADDR", CFG_STR, http_addr, "0.0.0.0:8080",
         "host:port of /health and /metrics", 0, 0);
     OPT("ROUTER_ID", CFG_STR, router_id, "",
-        "Id sent in HELLO to shards (default hostname-pid)", 0, 0);
+        "Id sent in HELLO to shards (default hostname-pid).  Set explicitly (stable "
+        "across restarts, unique per router) it is also the Kafka group.instance.id "
+        "'odin-router-<id>' (static membership): a restarted router gets its "
+        "partitions back without waiting for the session timeout", 0, 0);
     OPT("LOG_LEVEL", CFG_STR, log_level, "info", "debug | info | warn | error", 0, 0);
     OPT("ROUTE_CACHE_SIZE", CFG_INT, cache_size, "100000",
         "Route cache entries (token -> shards, negative entries included); LRU "
@@ -115,8 +123,26 @@ static size_t fill_opts(router_config *c)
         "validator with jansson's verdicts) | jansson (json_loadb per record, ~2x the "
         "router's CPU) | off", 0, 0);
     OPT("SHUTDOWN_TIMEOUT_MS", CFG_INT, shutdown_timeout_ms, "5000",
-        "On SIGTERM, how long to wait for shard queues to drain before committing",
+        "On SIGTERM/SIGINT, how long to wait for shard queues to drain before "
+        "committing; the process exits within this plus 2 s whatever the broker "
+        "and Redis do",
         0, 600000);
+    OPT("ROUTER_HOLD_MAX_MS", CFG_INT, hold_max_ms, "30000",
+        "While the router cannot know which shards hold a token (Redis down "
+        "before any discovery, Redis restarted or emptied, shards still "
+        "re-registering) it holds consumption (nothing is committed) up to "
+        "this long, then broadcasts to every live shard until it knows again", 0,
+        3600000);
+    OPT("ROUTER_SETTLE_MS", CFG_INT, settle_ms, "6000",
+        "After the Redis registry was reset (new epoch: restarted empty or "
+        "flushed), \"no route\" is trusted again once every shard live before "
+        "re-registered with its routes confirmed, or after this long (about one "
+        "SHARD_LEASE_TTL)", 0, 600000);
+    OPT("SHARD_DOWN_GRACE_MS", CFG_INT, shard_down_grace_ms, "15000",
+        "A shard whose lease lapsed but whose connection is still open keeps "
+        "getting its records queued (within SHARD_QUEUE_BYTES) this long before "
+        "it is disconnected and its records are dropped (reason shard_down); its "
+        "routes are kept meanwhile (0 = drop at once)", 0, 3600000);
     OPT("INVALID_LOG_PER_SEC", CFG_INT, invalid_log_per_sec, "5",
         "Rate limit of 'invalid record' log lines", 1, 100000);
     return n;

@@ -31,6 +31,8 @@ typedef struct router_config {
     long shard_backpressure_ms;
     long shard_reconnect_max_ms, discovery_interval_ms;
     long max_record_bytes, shutdown_timeout_ms, invalid_log_per_sec;
+    long settle_ms, hold_max_ms, shard_down_grace_ms;
+    int commit_eager;                 /* KAFKA_COMMIT_EAGER */
     char *validate_json_s;
 
     /* derived */

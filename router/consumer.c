@@ -7,6 +7,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <time.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -26,6 +28,7 @@ struct consumer {
     consumer_acc acc;
     int paused;
     int down;                       /* all brokers down reported */
+    int commit_inflight;            /* consumer_commit_soon request outstanding */
     uint64_t assigned;
     log_ratelimit rl;
 };
@@ -168,6 +171,7 @@ static void commit_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
                       rd_kafka_topic_partition_list_t *offsets, void *opaque)
 {
     consumer *c = opaque;
+    c->commit_inflight = 0;
     if (err && err != RD_KAFKA_RESP_ERR__NO_OFFSET) {
         uint64_t sup;
         if (log_rl_allow(&c->rl, &sup))
@@ -327,6 +331,14 @@ int consumer_store_offsets(consumer *c, rd_kafka_topic_partition_list_t *l)
     return 0;
 }
 
+void consumer_commit_soon(consumer *c)
+{
+    if (!c->rk || !c->q || c->commit_inflight)
+        return;
+    if (rd_kafka_commit(c->rk, NULL, 1) == RD_KAFKA_RESP_ERR_NO_ERROR)
+        c->commit_inflight = 1;
+}
+
 int64_t consumer_lag(consumer *c)
 {
     if (!c->rk)
@@ -360,6 +372,106 @@ uint64_t consumer_assigned(const consumer *c)
 
 /* ---- lifecycle ---------------------------------------------------------- */
 
+/* Handles whose destruction outlived its bound: still referenced here (the
+ * process is exiting; leak checkers see them reachable). */
+static rd_kafka_t *abandoned[4];
+
+typedef struct destroyer {
+    rd_kafka_t *rk;
+    int flags;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int done, orphan;
+} destroyer;
+
+static void *destroy_main(void *arg)
+{
+    destroyer *d = arg;
+    rd_kafka_destroy_flags(d->rk, d->flags);
+    pthread_mutex_lock(&d->mu);
+    d->done = 1;
+    int orphan = d->orphan;
+    pthread_cond_signal(&d->cv);
+    pthread_mutex_unlock(&d->mu);
+    if (orphan)
+        free(d);
+    return NULL;
+}
+
+/* rd_kafka_destroy joins librdkafka's threads, which can take seconds with
+ * an unreachable broker: run it on a thread and wait at most wait_ms.
+ * Returns 0 if it finished, -1 if it was left running. */
+static int destroy_bounded(rd_kafka_t *rk, int flags, long wait_ms)
+{
+    destroyer *d = calloc(1, sizeof *d);
+    if (!d) {
+        rd_kafka_destroy_flags(rk, flags);
+        return 0;
+    }
+    d->rk = rk;
+    d->flags = flags;
+    pthread_mutex_init(&d->mu, NULL);
+    pthread_cond_init(&d->cv, NULL);
+    pthread_t th;
+    pthread_attr_t at;
+    pthread_attr_init(&at);
+    pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
+    if (pthread_create(&th, &at, destroy_main, d) != 0) {
+        pthread_attr_destroy(&at);
+        free(d);
+        rd_kafka_destroy_flags(rk, flags);
+        return 0;
+    }
+    pthread_attr_destroy(&at);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += wait_ms / 1000;
+    ts.tv_nsec += (wait_ms % 1000) * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&d->mu);
+    while (!d->done)
+        if (pthread_cond_timedwait(&d->cv, &d->mu, &ts) != 0)
+            break;
+    int done = d->done;
+    if (!done) {
+        d->orphan = 1;
+        for (size_t i = 0; i < sizeof abandoned / sizeof abandoned[0]; i++)
+            if (!abandoned[i]) {
+                abandoned[i] = rk;
+                break;
+            }
+    }
+    pthread_mutex_unlock(&d->mu);
+    if (done) {
+        pthread_mutex_destroy(&d->mu);
+        pthread_cond_destroy(&d->cv);
+        free(d);
+        return 0;
+    }
+    log_kv(LOG_WARN, "Kafka client teardown is taking long; exiting without waiting",
+           "i:waited_ms", (int)wait_ms, NULL);
+    return -1;
+}
+
+/* Serve the close queue as events: the consumer queue is forwarded to it
+ * during the close, so besides rebalance events it gets records fetched
+ * after the last drain (released: they are not stored), which the
+ * callback-style poll cannot serve (librdkafka asserts). */
+static void serve_close_queue(consumer *c, rd_kafka_queue_t *cq, int wait_ms)
+{
+    for (rd_kafka_event_t *ev = rd_kafka_queue_poll(cq, wait_ms); ev;
+         ev = rd_kafka_queue_poll(cq, 0)) {
+        if (rd_kafka_event_type(ev) == RD_KAFKA_EVENT_REBALANCE)
+            rebalance_cb(c->rk, rd_kafka_event_error(ev),
+                         (rd_kafka_topic_partition_list_t *)
+                             rd_kafka_event_topic_partition_list(ev), c);
+        rd_kafka_event_destroy(ev);
+    }
+}
+
 int consumer_close(consumer *c, long timeout_ms)
 {
     int rc = 0;
@@ -370,12 +482,22 @@ int consumer_close(consumer *c, long timeout_ms)
     if (c->rk) {
         if (c->q)
             rd_kafka_queue_io_event_enable(c->q, -1, NULL, 0);
-        rd_kafka_resp_err_t e = rd_kafka_commit(c->rk, NULL, 0);
+        /* the close gets the time less what the teardown may take */
+        uint64_t start = clock_mono_ms();
+        long close_ms = timeout_ms > CONSUMER_DESTROY_MS * 2 ? timeout_ms - CONSUMER_DESTROY_MS
+                                                             : timeout_ms / 2;
+        uint64_t deadline = start + (uint64_t)(close_ms > 0 ? close_ms : 0);
+        /* The final commit is asynchronous and bounded with the close: a
+         * synchronous rd_kafka_commit waits for an unreachable coordinator
+         * without a bound (measured 10 s+).  Its result arrives on the
+         * close queue below. */
+        rd_kafka_queue_t *cq = rd_kafka_queue_new(c->rk);
+        rd_kafka_queue_t *kq = rd_kafka_queue_new(c->rk);
+        rd_kafka_resp_err_t e = kq ? rd_kafka_commit_queue(c->rk, NULL, kq, NULL, NULL)
+                                   : RD_KAFKA_RESP_ERR__FAIL;
+        int committed = e != RD_KAFKA_RESP_ERR_NO_ERROR;   /* nothing to wait for */
         if (e && e != RD_KAFKA_RESP_ERR__NO_OFFSET)
             log_kv(LOG_WARN, "final commit failed", "s:error", rd_kafka_err2str(e), NULL);
-        else
-            log_kv(LOG_INFO, "offsets committed", "s:result", e ? "nothing to commit" : "ok",
-                   NULL);
         if (c->q) {
             rd_kafka_queue_destroy(c->q);
             c->q = NULL;
@@ -384,13 +506,28 @@ int consumer_close(consumer *c, long timeout_ms)
          * serves the same events (the revoke callback included) here, on
          * this thread, until the group is left or the time is up. */
         int closed = 0;
-        rd_kafka_queue_t *cq = rd_kafka_queue_new(c->rk);
         rd_kafka_error_t *err = cq ? rd_kafka_consumer_close_queue(c->rk, cq) : NULL;
         if (cq && !err) {
-            uint64_t deadline = clock_mono_ms() + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0);
-            while (!(closed = rd_kafka_consumer_closed(c->rk)) &&
-                   clock_mono_ms() < deadline)
-                rd_kafka_queue_poll_callback(cq, 100);
+            /* the group leave waits for the commit in flight */
+            for (;;) {
+                closed = rd_kafka_consumer_closed(c->rk);
+                rd_kafka_event_t *ev = committed ? NULL : rd_kafka_queue_poll(kq, 0);
+                if (!ev) {
+                    if (closed || clock_mono_ms() >= deadline)
+                        break;
+                    serve_close_queue(c, cq, 20);
+                    continue;
+                }
+                rd_kafka_resp_err_t ce = rd_kafka_event_error(ev);
+                if (ce && ce != RD_KAFKA_RESP_ERR__NO_OFFSET)
+                    log_kv(LOG_WARN, "final commit failed", "s:error",
+                           rd_kafka_err2str(ce), NULL);
+                else
+                    log_kv(LOG_INFO, "offsets committed", "s:result",
+                           ce ? "nothing to commit" : "ok", NULL);
+                committed = 1;
+                rd_kafka_event_destroy(ev);
+            }
         } else if (err) {
             log_kv(LOG_WARN, "consumer close failed", "s:error", rd_kafka_error_string(err),
                    NULL);
@@ -398,13 +535,22 @@ int consumer_close(consumer *c, long timeout_ms)
         }
         if (cq)
             rd_kafka_queue_destroy(cq);
+        if (kq)
+            rd_kafka_queue_destroy(kq);
+        if (!committed && !closed)
+            log_kv(LOG_WARN, "final commit did not complete in time; the next owner "
+                   "re-reads from the last committed offsets", NULL);
         if (!closed) {
             log_kv(LOG_WARN, "consumer did not leave the group in time; the group "
                    "reassigns its partitions after the session timeout",
                    "i:timeout_ms", (int)timeout_ms, NULL);
             rc = -1;
         }
-        rd_kafka_destroy_flags(c->rk, closed ? 0 : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+        int64_t left = (int64_t)(start + (uint64_t)(timeout_ms > 0 ? timeout_ms : 0)) -
+                       (int64_t)clock_mono_ms();
+        if (destroy_bounded(c->rk, closed ? 0 : RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE,
+                            left > 100 ? (long)left : 100) != 0)
+            rc = -1;
         c->rk = NULL;
     }
     for (int i = 0; i < 2; i++) {
@@ -452,6 +598,15 @@ consumer *consumer_new(struct event_base *base, const router_config *cfg,
         set_conf(conf, "fetch.wait.max.ms", "10") ||
         set_conf(conf, "session.timeout.ms", "10000"))
         goto err;
+    /* Static membership (KIP-345): a router restarted with the same
+     * ROUTER_ID rejoins as the same member and gets its partitions back at
+     * once instead of after the session timeout (docs/reliability.md). */
+    if (cfg->router_id && *cfg->router_id) {
+        char iid[300];
+        snprintf(iid, sizeof iid, "odin-router-%s", cfg->router_id);
+        if (set_conf(conf, "group.instance.id", iid))
+            goto err;
+    }
     /* KAFKA_OPTIONS: k=v,k=v passed through */
     if (cfg->kafka_options && *cfg->kafka_options) {
         char *copy = strdup(cfg->kafka_options), *save = NULL;

@@ -69,6 +69,8 @@ typedef struct consumer consumer;
 /* Default bound on leaving the group (consumer_free): the coordinator evicts
  * a silent member after session.timeout.ms (10 s here) anyway. */
 #define CONSUMER_CLOSE_MS_DEFAULT 10000
+/* Part of a close's time kept for destroying the handle. */
+#define CONSUMER_DESTROY_MS 400
 
 typedef struct consumer_callbacks {
     /* The consumer queue went non-empty: schedule a drain.  From the pipe's
@@ -135,6 +137,11 @@ void consumer_resume(consumer *c);
  * more, are in l->elems[i].err), -1 if the consumer is closed. */
 int consumer_store_offsets(consumer *c, rd_kafka_topic_partition_list_t *l);
 
+/* Commit what is stored now, asynchronously, unless a commit requested
+ * this way is still in flight (then the next call after its result does).
+ * No-op when closed. */
+void consumer_commit_soon(consumer *c);
+
 /* Sum of (high watermark - position) over the assignment, from cached
  * watermarks (no broker round trip); -1 unknown. */
 int64_t consumer_lag(consumer *c);
@@ -142,12 +149,15 @@ int64_t consumer_lag(consumer *c);
 uint64_t consumer_assigned(const consumer *c);
 
 /*
- * Commit what was stored (synchronously), leave the group and destroy the
- * handle, waiting at most timeout_ms for the group leave (the revoke
- * callback may run from here).  Past it the handle is destroyed without
- * waiting longer; the group then reassigns after session.timeout.ms.
- * Idempotent; afterwards only _free is useful.  Returns 0, or -1 if the
- * close did not finish in time.
+ * Commit what was stored (asynchronously), leave the group and destroy the
+ * handle, returning within about timeout_ms whatever the broker does: the
+ * commit and the group leave get timeout_ms less CONSUMER_DESTROY_MS (the
+ * revoke callback may run from here), the destruction what is left (at
+ * least 100 ms; past it librdkafka's teardown is left running on a thread
+ * and the process is expected to exit).  A member that did not leave is
+ * reassigned after session.timeout.ms (or at once with static membership
+ * when it comes back).  Idempotent; afterwards only _free is useful.
+ * Returns 0, or -1 if the close or the teardown did not finish in time.
  */
 int consumer_close(consumer *c, long timeout_ms);
 

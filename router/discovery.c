@@ -8,12 +8,16 @@
  */
 #include "router/discovery.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
+#include <unistd.h>
 
 #include <hiredis/hiredis.h>
 
 #include "common/buf.h"
+#include "common/clock.h"
 #include "common/log.h"
 #include "common/schema.h"
 #include "router/rkey.h"
@@ -32,7 +36,20 @@ struct discovery {
         char **ids;
         char **endpoints;           /* NULL: no endpoint in the lease */
         uint8_t *has_hash;          /* 1 lease, 0 none, 2 unknown */
+        char **synced;              /* lease field `synced`; NULL if absent */
+        char epoch[80];             /* this round's registry epoch */
+        int epoch_ok, created;
+        int64_t age_ms;             /* epoch age by Redis's clock */
     } disc;
+    /* trust in "no route" (docs/reliability.md) */
+    char epoch[80];                 /* last epoch seen ("" none yet) */
+    int round_ok;                   /* a round completed since cmd connected */
+    int trusted;
+    uint64_t settle_until;          /* mono ms; 0 = not settling */
+    char **must;                    /* live before a reset: must come back synced */
+    size_t nmust;
+    char **live;                    /* live at the last round */
+    size_t nlive;
     struct event *ev_interval, *ev_now;
 };
 
@@ -105,14 +122,108 @@ static void disc_reset(discovery *d)
     for (size_t i = 0; i < d->disc.n; i++) {
         free(d->disc.ids[i]);
         free(d->disc.endpoints[i]);
+        free(d->disc.synced[i]);
     }
     free(d->disc.ids);
     free(d->disc.endpoints);
     free(d->disc.has_hash);
-    d->disc.ids = d->disc.endpoints = NULL;
+    free(d->disc.synced);
+    d->disc.ids = d->disc.endpoints = d->disc.synced = NULL;
     d->disc.has_hash = NULL;
     d->disc.n = d->disc.nrecv = 0;
     d->disc.active = 0;
+    d->disc.epoch_ok = 0;
+}
+
+static void strv_free(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+static void rand_hex(char out[33])
+{
+    uint8_t b[16];
+    if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b) {
+        uint64_t x = clock_mono_ms() ^ ((uint64_t)getpid() << 32);
+        memcpy(b, &x, 8);
+        memcpy(b + 8, &x, 8);
+    }
+    for (int i = 0; i < 16; i++)
+        snprintf(out + 2 * i, 3, "%02x", b[i]);
+}
+
+static int in_list(const discovery_shard *list, size_t n, const char *id,
+                   const char *epoch)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(list[i].id, id) == 0)
+            return list[i].lease == DISCOVERY_LEASE_LIVE &&
+                   (!list[i].synced || strcmp(list[i].synced, epoch) == 0);
+    return 0;
+}
+
+/* Decide, from a complete round, whether a missing route can be trusted to
+ * mean "nobody subscribed": the epoch is the one we knew (or the reset has
+ * settled: every shard live before it is back with its routes confirmed, or
+ * the epoch is ROUTER_SETTLE_MS old), and every live shard has confirmed its
+ * routes under this epoch. */
+static void judge(discovery *d, const discovery_shard *list, size_t n)
+{
+    uint64_t now = clock_mono_ms();
+    const char *e = d->disc.epoch;
+    long settle = d->cfg->settle_ms;
+    int reset = d->disc.created || (d->epoch[0] && strcmp(d->epoch, e) != 0);
+    if (reset || (!d->epoch[0] && d->disc.age_ms < settle)) {
+        /* a new generation: routes may still be coming back */
+        if (reset && d->epoch[0]) {
+            d->m->registry_resets++;
+            log_kv(LOG_WARN, "redis registry was reset (restarted empty or flushed); "
+                   "holding until the shards re-register", "u:shards_before",
+                   (uint64_t)d->nlive, NULL);
+        }
+        strv_free(d->must, d->nmust);
+        d->must = d->live;
+        d->nmust = d->nlive;
+        d->live = NULL;
+        d->nlive = 0;
+        int64_t left = settle - (d->disc.age_ms > 0 ? d->disc.age_ms : 0);
+        d->settle_until = now + (uint64_t)(left > 0 ? left : 0);
+    }
+    snprintf(d->epoch, sizeof d->epoch, "%s", e);
+    /* live at this round, for the next reset */
+    strv_free(d->live, d->nlive);
+    d->live = calloc(n + 1, sizeof *d->live);
+    d->nlive = 0;
+    size_t unsynced = 0;
+    for (size_t i = 0; i < n && d->live; i++) {
+        if (list[i].lease != DISCOVERY_LEASE_LIVE)
+            continue;
+        if (list[i].synced && strcmp(list[i].synced, e) != 0)
+            unsynced++;
+        if ((d->live[d->nlive] = strdup(list[i].id)))
+            d->nlive++;
+    }
+    if (d->settle_until) {
+        size_t missing = 0;
+        for (size_t i = 0; i < d->nmust; i++)
+            missing += !in_list(list, n, d->must[i], e);
+        if (now >= d->settle_until || (d->nmust > 0 && missing == 0)) {
+            log_kv(LOG_INFO, "redis registry settled", "u:shards_missing",
+                   (uint64_t)(now >= d->settle_until ? missing : 0), NULL);
+            d->settle_until = 0;
+            strv_free(d->must, d->nmust);
+            d->must = NULL;
+            d->nmust = 0;
+        }
+    }
+    int was = d->trusted;
+    d->round_ok = 1;
+    d->trusted = !d->settle_until && unsynced == 0;
+    if (was != d->trusted && !d->trusted)
+        log_kv(LOG_INFO, "routes not trusted yet", "u:unsynced_shards", (uint64_t)unsynced,
+               "b:settling", d->settle_until != 0, NULL);
 }
 
 static void clean_cb(redisAsyncContext *ac, void *reply, void *privdata)
@@ -142,13 +253,17 @@ static void disc_apply(discovery *d, redisAsyncContext *ac)
     for (size_t i = 0; i < n; i++) {
         list[i].id = d->disc.ids[i];
         list[i].endpoint = d->disc.endpoints[i];
+        list[i].synced = d->disc.synced[i];
         list[i].lease = d->disc.has_hash[i] == 1 ? DISCOVERY_LEASE_LIVE
                       : d->disc.has_hash[i] == 0 ? DISCOVERY_LEASE_EXPIRED
                                                  : DISCOVERY_LEASE_UNKNOWN;
     }
+    if (d->disc.epoch_ok)
+        judge(d, list, n);
     d->cb.shards(list, n, d->cb.arg);
     for (size_t i = 0; i < n; i++) {
-        if (list[i].lease != DISCOVERY_LEASE_EXPIRED)
+        /* a shard in its grace period keeps its routes: it may come back */
+        if (list[i].lease != DISCOVERY_LEASE_EXPIRED || list[i].keep)
             continue;
         const char *id = list[i].id;
         const char *argv[6] = { "EVAL", SCHEMA_LUA_CLEAN_SHARD, "0", id,
@@ -183,6 +298,11 @@ static void disc_hash_cb(redisAsyncContext *ac, void *reply, void *privdata)
         d->disc.has_hash[i] = rep->elements > 0;
         for (size_t k = 0; k + 1 < rep->elements; k += 2) {
             redisReply *f = rep->element[k], *v = rep->element[k + 1];
+            if (f->type == REDIS_REPLY_STRING && strcmp(f->str, "synced") == 0 &&
+                v->type == REDIS_REPLY_STRING) {
+                free(d->disc.synced[i]);
+                d->disc.synced[i] = strdup(v->str);
+            }
             if (f->type == REDIS_REPLY_STRING && strcmp(f->str, "endpoint") == 0 &&
                 v->type == REDIS_REPLY_STRING && v->len > 0) {
                 free(d->disc.endpoints[i]);
@@ -212,7 +332,8 @@ static void disc_members_cb(redisAsyncContext *ac, void *reply, void *privdata)
     d->disc.ids = calloc(n + 1, sizeof *d->disc.ids);
     d->disc.endpoints = calloc(n + 1, sizeof *d->disc.endpoints);
     d->disc.has_hash = calloc(n + 1, 1);
-    if (!d->disc.ids || !d->disc.endpoints || !d->disc.has_hash) {
+    d->disc.synced = calloc(n + 1, sizeof *d->disc.synced);
+    if (!d->disc.ids || !d->disc.endpoints || !d->disc.has_hash || !d->disc.synced) {
         disc_reset(d);
         return;
     }
@@ -245,6 +366,31 @@ static void disc_members_cb(redisAsyncContext *ac, void *reply, void *privdata)
     }
 }
 
+static void disc_epoch_cb(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    discovery *d = privdata;
+    redisReply *rep = reply;
+    if (!d->disc.active || d->disc.ids)
+        return;
+    if (!rep || rep->type != REDIS_REPLY_ARRAY || rep->elements < 4 ||
+        rep->element[0]->type != REDIS_REPLY_INTEGER ||
+        rep->element[1]->type != REDIS_REPLY_STRING ||
+        rep->element[2]->type != REDIS_REPLY_STRING ||
+        rep->element[3]->type != REDIS_REPLY_STRING) {
+        if (rep && rep->type == REDIS_REPLY_ERROR)
+            log_kv(LOG_WARN, "registry epoch read failed", "s:error", rep->str, NULL);
+        return;   /* the round goes on without judging trust */
+    }
+    d->disc.created = rep->element[0]->integer == 1;
+    snprintf(d->disc.epoch, sizeof d->disc.epoch, "%s", rep->element[1]->str);
+    int64_t now_ms = strtoll(rep->element[2]->str, NULL, 10) * 1000 +
+                     strtoll(rep->element[3]->str, NULL, 10) / 1000;
+    /* seconds of the epoch's birth; +999: never older than it is */
+    int64_t born_ms = strtoll(rep->element[1]->str, NULL, 10) * 1000 + 999;
+    d->disc.age_ms = now_ms - born_ms;
+    d->disc.epoch_ok = 1;
+}
+
 static void discover(discovery *d)
 {
     redisAsyncContext *ac = redislink_ctx(d->cmd);
@@ -254,11 +400,21 @@ static void discover(discovery *d)
         d->disc.again = 1;
         return;
     }
+    char fresh[33];
+    rand_hex(fresh);
+    const char *ekey = key_of(d, "epoch", NULL, 0);
+    const char *eargv[5] = { "EVAL", SCHEMA_LUA_EPOCH, "1", ekey, fresh };
+    size_t elens[5] = { 4, strlen(SCHEMA_LUA_EPOCH), 1, d->key.len, strlen(fresh) };
+    d->disc.active = 1;
+    d->disc.again = 0;
+    d->disc.epoch_ok = 0;
+    if (!ekey || redisAsyncCommandArgv(ac, disc_epoch_cb, d, 5, eargv, elens) != REDIS_OK) {
+        d->disc.active = 0;
+        return;
+    }
     const char *key = key_of(d, "shards", NULL, 0);
     const char *argv[2] = { "SMEMBERS", key };
     size_t lens[2] = { 8, d->key.len };
-    d->disc.active = 1;
-    d->disc.again = 0;
     if (!key || redisAsyncCommandArgv(ac, disc_members_cb, d, 2, argv, lens) != REDIS_OK)
         d->disc.active = 0;
 }
@@ -277,6 +433,8 @@ static void cmd_state_cb(redislink *c, int up, void *arg)
 {
     discovery *d = arg;
     d->cb.flush(d->cb.arg);
+    d->round_ok = 0;
+    d->trusted = 0;
     if (up) {
         d->m->redis_reconnects++;
         discover(d);
@@ -307,6 +465,22 @@ int discovery_subscribed(const discovery *d)
 int discovery_ready(const discovery *d)
 {
     return discovery_cmd_connected(d) && d->subscribed;
+}
+
+int discovery_trusted(const discovery *d)
+{
+    return discovery_ready(d) && d->round_ok && d->trusted;
+}
+
+const char *discovery_epoch(const discovery *d)
+{
+    return d->epoch;
+}
+
+void discovery_distrust(discovery *d)
+{
+    d->trusted = 0;
+    discovery_kick(d);
 }
 
 discovery *discovery_new(struct event_base *base, const router_config *cfg,
@@ -355,6 +529,8 @@ void discovery_free(discovery *d)
     redislink_free(d->sub);
     d->cmd = d->sub = NULL;
     disc_reset(d);
+    strv_free(d->must, d->nmust);
+    strv_free(d->live, d->nlive);
     if (d->ev_interval)
         event_free(d->ev_interval);
     if (d->ev_now)

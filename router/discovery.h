@@ -45,7 +45,10 @@ enum discovery_lease {
 typedef struct discovery_shard {
     const char *id;
     const char *endpoint;        /* from the lease; NULL if none */
+    const char *synced;          /* lease field `synced`; NULL if absent */
     enum discovery_lease lease;
+    int keep;                    /* set by the owner: an expired lease whose
+                                    routes must not be swept yet (grace) */
 } discovery_shard;
 
 typedef struct discovery_callbacks {
@@ -57,8 +60,10 @@ typedef struct discovery_callbacks {
     void (*shard_down)(const char *id, size_t len, void *arg);
     /* A discovery round finished: list[0..n) is every registered shard
      * (strings valid during the call only).  A shard known to the owner
-     * and not in the list is not registered any more. */
-    void (*shards)(const discovery_shard *list, size_t n, void *arg);
+     * and not in the list is not registered any more.  The owner sets
+     * list[i].keep for an expired lease it still waits for; the others'
+     * routes are swept. */
+    void (*shards)(discovery_shard *list, size_t n, void *arg);
     /* The command connection went down: no lookups or discovery until it
      * is back (flush is called too). */
     void (*cmd_down)(void *arg);
@@ -91,6 +96,21 @@ int discovery_cmd_connected(const discovery *d);
 int discovery_subscribed(const discovery *d);
 /* 1 if targeted dispatch may use the cache: connected and subscribed. */
 int discovery_ready(const discovery *d);
+
+/*
+ * 1 if a token without a route can be trusted to have no subscriber
+ * (docs/reliability.md): ready, a round completed since the command
+ * connection (re)connected, the registry epoch is the one known (or a reset
+ * has settled: every shard live before it re-registered with its routes
+ * confirmed, or the epoch is ROUTER_SETTLE_MS old), and every live shard
+ * confirmed its routes under the current epoch.  Rounds also read (creating
+ * it if absent) <prefix>epoch.
+ */
+int discovery_trusted(const discovery *d);
+/* The registry epoch of the last round ("" before the first one). */
+const char *discovery_epoch(const discovery *d);
+/* A lookup found another epoch: untrusted until the next round judges. */
+void discovery_distrust(discovery *d);
 
 /* Run a discovery round soon (from a zero-delay event); a round already in
  * flight is followed by another one. */

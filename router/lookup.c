@@ -6,6 +6,7 @@
  */
 #include "router/lookup.h"
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -45,8 +46,10 @@ struct lookup {
 
     /* the round trip */
     int active;
-    int failed;
+    int failed;             /* 1 failed, LOOKUP_STALE: registry reset */
     size_t nsent, nrecv;
+    int epoch_pending;      /* GET epoch sent after the SMEMBERS, no reply yet */
+    char epoch[80];         /* expected registry epoch ("" = do not check) */
     uint64_t ticket;        /* route_cache_ticket at send time */
     uint64_t t0_us;
     buf key;
@@ -241,8 +244,32 @@ static void reply_cb(redisAsyncContext *ac, void *reply, void *privdata)
         ms->resolved = 1;
         ms->nroute = 0;
     }
+    if (lk->nrecv == lk->nsent && !lk->epoch_pending)
+        event_active(lk->ev_done, EV_TIMEOUT, 0);
+}
+
+/* The epoch read after every SMEMBERS of the round trip: unchanged means no
+ * reset happened before those SMEMBERS ran (a reset deletes it; whoever
+ * recreates it picks a new value). */
+static void epoch_cb(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    lookup *lk = privdata;
+    if (!lk->active || !lk->epoch_pending)
+        return;
+    lk->epoch_pending = 0;
+    redisReply *rep = reply;
+    if (!rep)
+        lk->failed = 1;
+    else if (!lk->failed && (rep->type != REDIS_REPLY_STRING ||
+                             strcmp(rep->str, lk->epoch) != 0))
+        lk->failed = LOOKUP_STALE;
     if (lk->nrecv == lk->nsent)
         event_active(lk->ev_done, EV_TIMEOUT, 0);
+}
+
+void lookup_set_epoch(lookup *lk, const char *epoch)
+{
+    snprintf(lk->epoch, sizeof lk->epoch, "%s", epoch ? epoch : "");
 }
 
 static void end(lookup *lk, int failed)
@@ -252,7 +279,7 @@ static void end(lookup *lk, int failed)
     double secs = (double)(clock_mono_us() - lk->t0_us) / 1e6;
     router_hist_observe(&lk->m->lookup_seconds, secs);
     lk->m->redis_lookups++;
-    if (failed)
+    if (failed == 1)
         lk->m->redis_lookup_failures++;
     lk->cb.done(failed, lk->cb.arg);
 }
@@ -262,7 +289,10 @@ static void done_cb(evutil_socket_t fd, short what, void *arg)
     lookup *lk = arg;
     if (!lk->active)
         return;
-    if (lk->failed)
+    if (lk->failed == LOOKUP_STALE)
+        log_kv(LOG_WARN, "redis registry was reset during a route lookup; "
+               "holding the batch", NULL);
+    else if (lk->failed)
         log_kv(LOG_WARN, "route lookup failed; batch sent in fallback mode", NULL);
     end(lk, lk->failed);
 }
@@ -288,6 +318,7 @@ int lookup_send(lookup *lk)
     lk->failed = 0;
     lk->nrecv = 0;
     lk->nsent = 0;
+    lk->epoch_pending = 0;
     lk->ticket = route_cache_ticket(lk->cache);
     lk->t0_us = clock_mono_us();
     for (size_t i = 0; i < lk->nmiss; i++) {
@@ -304,6 +335,15 @@ int lookup_send(lookup *lk)
     if (lk->nsent == 0) {
         lk->active = 0;
         return -1;
+    }
+    if (lk->epoch[0]) {
+        const char *key = rkey_build(&lk->key, lk->opts.redis_prefix, "epoch", NULL, 0);
+        const char *argv[2] = { "GET", key };
+        size_t lens[2] = { 3, lk->key.len };
+        if (key && redisAsyncCommandArgv(ac, epoch_cb, lk, 2, argv, lens) == REDIS_OK)
+            lk->epoch_pending = 1;
+        else
+            lk->failed = 1;
     }
     long ms = lk->opts.timeout_ms;
     struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };

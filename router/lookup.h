@@ -34,6 +34,8 @@
 
 typedef struct lookup lookup;
 
+#define LOOKUP_STALE 2
+
 /* Route of one record in the current batch: a hit (arena range) or a miss
  * (index in the miss table).  Read it back with lookup_targets. */
 typedef struct lookup_ref {
@@ -45,7 +47,10 @@ typedef struct lookup_ref {
 typedef struct lookup_callbacks {
     /* The round trip started by lookup_send ended: failed 0 = every reply
      * arrived (misses resolved), 1 = Redis error, connection lost or
-     * timeout (the batch should go out in fallback).  Called once per
+     * timeout (the batch should go out in fallback), LOOKUP_STALE = the
+     * registry epoch was not the expected one (Redis restarted or was
+     * emptied: the answers may miss routes; the cache entries they filled
+     * must be flushed and the batch held).  Called once per
      * successful lookup_send, from a libevent callback. */
     void (*done)(int failed, void *arg);
     /* Map a shard id from a route set to its slot.  Returns 0 with *slot
@@ -94,6 +99,11 @@ size_t lookup_nmiss(const lookup *lk);
  * command connection is down, or hiredis refused the command).
  */
 int lookup_send(lookup *lk);
+
+/* Registry epoch the next round trips must find (GET <prefix>epoch is sent
+ * after the SMEMBERS; a different value ends the lookup LOOKUP_STALE).
+ * NULL or "" disables the check.  Copied. */
+void lookup_set_epoch(lookup *lk, const char *epoch);
 
 /* 1 while a round trip is outstanding. */
 int lookup_active(const lookup *lk);

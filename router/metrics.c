@@ -55,7 +55,8 @@ const char *router_invalid_name(enum router_invalid r)
 
 const char *router_drop_name(enum router_drop r)
 {
-    static const char *const n[] = { "queue_full", "shard_down", "stalled", "too_big" };
+    static const char *const n[] = { "queue_full", "shard_down", "stalled", "too_big",
+                                     "no_shard" };
     return (unsigned)r < ROUTER_DROP_COUNT ? n[r] : "unknown";
 }
 
@@ -145,6 +146,18 @@ int router_metrics_render(const router_metrics *m, const router_gauges *g, buf *
                 "queue to drain (SHARD_BACKPRESSURE_MS)", g->backpressured);
     rc |= prom_counter(o, "router_backpressure_waits_total", "Times consumption paused for a "
                   "shard queue to drain", m->backpressure_waits);
+    rc |= prom_gauge(o, "router_hold_active", "1 while consumption is held because the "
+                "shards holding a token cannot be known (ROUTER_HOLD_MAX_MS)", g->holding);
+    rc |= prom_counter(o, "router_holds_total", "Times consumption was held for unknown "
+                  "routes", m->holds);
+    rc |= prom_counter(o, "router_hold_expired_total", "Holds that reached "
+                  "ROUTER_HOLD_MAX_MS and went on in fallback broadcast", m->hold_expired);
+    rc |= prom_counter(o, "router_hold_seconds_total", "Time consumption was held",
+                  (uint64_t)(m->hold_ms / 1000));
+    rc |= prom_counter(o, "router_registry_resets_total", "Redis registry resets seen (new "
+                  "epoch: Redis restarted empty or flushed)", m->registry_resets);
+    rc |= prom_counter(o, "router_shard_grace_total", "Shards whose lease lapsed while "
+                  "connected, kept in SHARD_DOWN_GRACE_MS", m->shard_grace);
     rc |= prom_counter(o, "router_offsets_stored_total",
                   "Partition positions stored with rd_kafka_offsets_store", m->offsets_stored);
     rc |= prom_counter(o, "router_offsets_store_errors_total", "Failed offset stores",

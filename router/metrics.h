@@ -45,6 +45,7 @@ enum router_drop {
     ROUTER_DROP_SHARD_DOWN,      /* not connected / lease expired / conn lost */
     ROUTER_DROP_STALLED,         /* shard stopped reading; connection closed */
     ROUTER_DROP_TOO_BIG,         /* record larger than the shard's max_frame */
+    ROUTER_DROP_NO_SHARD,        /* broadcast / fallback with no shard to send to */
     ROUTER_DROP_COUNT
 };
 const char *router_drop_name(enum router_drop r);
@@ -79,6 +80,11 @@ typedef struct router_metrics {
     uint64_t bytes_sent;
     uint64_t kafka_errors;
     uint64_t shard_auth_failures;             /* links refused: no or wrong AUTH */
+    uint64_t registry_resets;                 /* Redis registry epoch changed */
+    uint64_t holds;                           /* times consumption was held */
+    uint64_t hold_expired;                    /* holds that ended in broadcast */
+    uint64_t hold_ms;                         /* total time held */
+    uint64_t shard_grace;                     /* shards kept in their down grace */
     router_hist fanout;                       /* shards per record */
     router_hist lookup_seconds;               /* Redis round trip */
     router_hist batch_size;                   /* records per batch */
@@ -112,6 +118,7 @@ typedef struct router_gauges {
     size_t nshards;
     int (*shard_at)(const void *shard_ctx, size_t i, router_shard_sample *out);
     const void *shard_ctx;
+    int holding;                              /* consumption held (unknown routes) */
 } router_gauges;
 
 /* Full /metrics body. */

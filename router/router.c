@@ -6,7 +6,10 @@
  *   classify every record (topic, key, size, JSON) and register the batch's
  *          per-partition offset ranges with the tracker
  *   route  -> the lookup copies cache hits into its arena and resolves the
- *          misses with ONE pipelined Redis round trip
+ *          misses with ONE pipelined Redis round trip; while the router
+ *          cannot know which shards hold a token (discovery_trusted) the
+ *          batch is held instead (consumption stops, nothing is stored), up
+ *          to ROUTER_HOLD_MAX_MS, then it goes out in fallback broadcast
  *   dispatch -> one frame per touched shard, one write per shard
  *   complete -> when every frame of the batch is written or dropped, the
  *          batch's segments are done and contiguous positions are stored
@@ -40,6 +43,9 @@
 #include "router/lookup.h"
 #include "router/offsets.h"
 #include "router/shards.h"
+
+/* SIGTERM/SIGINT: the process exits within SHUTDOWN_TIMEOUT_MS + this. */
+#define ROUTER_EXIT_SLACK_MS 2000
 
 /* Completion ticket of one consumed batch: one reference per queued frame,
  * plus one held while the batch is being dispatched.  When it drops to zero
@@ -85,6 +91,11 @@ struct router {
     int batch_timer_armed;
     int backpressured;              /* consumption paused for a shard to drain */
     int kafka_down;                 /* all brokers down reported */
+    struct event *ev_hold;          /* re-decides a held batch */
+    uint64_t hold_since;            /* mono ms the hold began; 0 = not holding */
+    int holding;                    /* the batch in hand waits for routes */
+    int hold_expired;               /* ROUTER_HOLD_MAX_MS passed: fallback */
+    int had_view;                   /* routes were trusted at least once */
     struct { void *rkt; const router_topic *t; char name[256]; } tcache[16];
     size_t ntcache;
     log_ratelimit rl_invalid;
@@ -103,12 +114,14 @@ struct router {
     /* signals, periodic, shutdown */
     struct event *ev_sigterm, *ev_sigint, *ev_tick, *ev_shutdown_timeout;
     int stopping;                   /* SIGTERM received */
+    uint64_t stop_at_ms;            /* when (mono): bounds the consumer close */
     int final;                      /* shutdown timed out: do not mark drops done */
     int finishing;                  /* loop exit requested */
     int exit_code;
 };
 
 static void process_batch(router *r);
+static void route_batch(router *r);
 static void check_shutdown(router *r);
 
 /* ---- offsets and tickets ------------------------------------------------ */
@@ -141,6 +154,8 @@ static void store_offsets(router *r)
                 r->m.offsets_stored++;
             }
         }
+        if (r->cfg->commit_eager)
+            consumer_commit_soon(r->consumer);
     }
     rd_kafka_topic_partition_list_destroy(l);
 }
@@ -228,6 +243,67 @@ static enum router_mode current_mode(const router *r)
          : targeted_ready(r) ? ROUTER_MODE_TARGETED : ROUTER_MODE_FALLBACK;
 }
 
+/* ---- hold (docs/reliability.md) ------------------------------------------ */
+
+#define MODE_HOLD ((int)ROUTER_MODE_COUNT)
+
+static void end_hold(router *r)
+{
+    if (!r->hold_since)
+        return;
+    uint64_t held = clock_mono_ms() - r->hold_since;
+    r->m.hold_ms += held;
+    log_kv(LOG_INFO, "routes known again; consumption resumes", "I:held_ms",
+           (int64_t)held, "b:expired", r->hold_expired, NULL);
+    r->hold_since = 0;
+    r->hold_expired = 0;
+}
+
+/* How the batch in hand goes out: targeted when "no route" can be trusted;
+ * fallback broadcast when Redis is down after routes were known (DESIGN.md)
+ * or a hold reached ROUTER_HOLD_MAX_MS; otherwise MODE_HOLD. */
+static int decide(router *r)
+{
+    if (r->cfg->mode == ROUTER_MODE_BROADCAST)
+        return ROUTER_MODE_BROADCAST;
+    if (r->disc && discovery_trusted(r->disc)) {
+        end_hold(r);
+        r->had_view = 1;
+        return ROUTER_MODE_TARGETED;
+    }
+    if (r->had_view && !(r->disc && discovery_cmd_connected(r->disc))) {
+        end_hold(r);
+        return ROUTER_MODE_FALLBACK;
+    }
+    uint64_t now = clock_mono_ms();
+    if (!r->hold_since) {
+        r->hold_since = now ? now : 1;
+        r->m.holds++;
+        log_kv(LOG_WARN, "holding consumption: which shards hold the tokens cannot be "
+               "known yet (nothing is committed meanwhile)", "b:redis_connected",
+               r->disc && discovery_cmd_connected(r->disc), "i:hold_max_ms",
+               (int)r->cfg->hold_max_ms, NULL);
+    }
+    if (now - r->hold_since >= (uint64_t)r->cfg->hold_max_ms) {
+        if (!r->hold_expired) {
+            r->hold_expired = 1;
+            r->m.hold_expired++;
+            log_kv(LOG_WARN, "ROUTER_HOLD_MAX_MS reached: broadcasting to every live shard "
+                   "until routes are known", "u:live_shards",
+                   (uint64_t)router_shards_live(r->shards), NULL);
+        }
+        return ROUTER_MODE_FALLBACK;
+    }
+    return MODE_HOLD;
+}
+
+static void hold_cb(evutil_socket_t fd, short what, void *arg)
+{
+    router *r = arg;
+    if (r->inflight && r->holding && !(r->lookup && lookup_active(r->lookup)))
+        route_batch(r);
+}
+
 /* ---- classify ----------------------------------------------------------- */
 
 /* Topic entry of a record, memoised by topic handle (the name is compared
@@ -268,6 +344,7 @@ static void log_invalid(router *r, const rd_kafka_message_t *m, int reason)
 static void dispatch_batch(router *r, enum router_mode mode)
 {
     int need_all = mode != ROUTER_MODE_TARGETED;
+    r->holding = 0;
     for (size_t i = 0; i < r->nbatch && !need_all; i++)
         need_all = r->recs[i].invalid < 0 && r->recs[i].all;
     r->nlive = 0;
@@ -322,6 +399,8 @@ static void dispatch_batch(router *r, enum router_mode mode)
                 sh->drops[why]++;
             }
         }
+        if (nt == 0 && (rc->all || mode != ROUTER_MODE_TARGETED))
+            r->m.drops[ROUTER_DROP_NO_SHARD]++;   /* nobody to send to: counted */
         router_hist_observe(&r->m.fanout, sent);
         if (sent && fr.timestamp_ms > 0)
             r->ticket->ts[r->ticket->nts++] = fr.timestamp_ms;
@@ -371,11 +450,8 @@ static void process_batch(router *r)
     r->ticket = t;
     r->outstanding++;
 
-    uint64_t now = clock_mono_ms();
     dispatch_rules rules = { cfg->broadcast_key, strlen(cfg->broadcast_key),
                              (size_t)cfg->max_record_bytes, cfg->validate_json };
-    enum router_mode mode = current_mode(r);
-    lookup_begin(r->lookup);
     for (size_t i = 0; i < r->nbatch; i++) {
         const rd_kafka_message_t *m = r->batch[i];
         rec *rc = &r->recs[i];
@@ -391,19 +467,43 @@ static void process_batch(router *r)
         if (rc->invalid >= 0) {
             r->m.invalid[rc->invalid]++;
             log_invalid(r, m, rc->invalid);
-            continue;
         }
-        if (mode != ROUTER_MODE_TARGETED || rc->all)
-            continue;
-        if (lookup_add(r->lookup, m->key, m->key_len, now, &rc->route) != 0)
-            mode = ROUTER_MODE_FALLBACK;   /* ENOMEM: correctness first */
     }
-    if (mode == ROUTER_MODE_TARGETED && lookup_nmiss(r->lookup) > 0) {
-        if (lookup_send(r->lookup) == 0)
-            return;   /* on_lookup_done() continues */
-        mode = ROUTER_MODE_FALLBACK;
+    route_batch(r);
+}
+
+/* Route the classified batch in hand, or keep holding it (re-decided every
+ * 20 ms; a held batch blocks consumption, so nothing after it is stored). */
+static void route_batch(router *r)
+{
+    int mode = decide(r);
+    if (mode == MODE_HOLD) {
+        static const struct timeval again = { 0, 20000 };
+        r->holding = 1;
+        evtimer_add(r->ev_hold, &again);
+        return;
     }
-    dispatch_batch(r, mode);
+    r->holding = 0;
+    if (mode == ROUTER_MODE_TARGETED) {
+        uint64_t now = clock_mono_ms();
+        lookup_begin(r->lookup);
+        for (size_t i = 0; i < r->nbatch; i++) {
+            rec *rc = &r->recs[i];
+            if (rc->invalid >= 0 || rc->all)
+                continue;
+            if (lookup_add(r->lookup, rc->m->key, rc->m->key_len, now, &rc->route) != 0) {
+                mode = ROUTER_MODE_FALLBACK;   /* ENOMEM: correctness first */
+                break;
+            }
+        }
+        if (mode == ROUTER_MODE_TARGETED && lookup_nmiss(r->lookup) > 0) {
+            lookup_set_epoch(r->lookup, discovery_epoch(r->disc));
+            if (lookup_send(r->lookup) == 0)
+                return;   /* on_lookup_done() continues */
+            mode = ROUTER_MODE_FALLBACK;
+        }
+    }
+    dispatch_batch(r, (enum router_mode)mode);
 }
 
 /* ---- consuming ---------------------------------------------------------- */
@@ -511,6 +611,14 @@ static void on_lookup_done(int failed, void *arg)
     router *r = arg;
     if (!r->inflight)
         return;
+    if (failed == LOOKUP_STALE) {
+        /* the registry was reset under the lookup: its answers (and what
+         * they put in the cache) may miss routes */
+        route_cache_flush(r->cache);
+        discovery_distrust(r->disc);
+        route_batch(r);
+        return;
+    }
     dispatch_batch(r, failed ? ROUTER_MODE_FALLBACK : ROUTER_MODE_TARGETED);
 }
 
@@ -556,9 +664,10 @@ static void on_cmd_down(void *arg)
 
 /* A discovery round: live leases connect, expired ones and shards no longer
  * registered stop being sent to; long-gone slots are compacted. */
-static void on_shards(const discovery_shard *list, size_t n, void *arg)
+static void on_shards(discovery_shard *list, size_t n, void *arg)
 {
     router *r = arg;
+    uint64_t now = clock_mono_ms();
     size_t ns = router_shards_nslots(r->shards);
     uint8_t *seen = calloc(ns + n + 1, 1);
     if (!seen)
@@ -573,14 +682,14 @@ static void on_shards(const discovery_shard *list, size_t n, void *arg)
                 log_kv(LOG_WARN, "shard lease has no endpoint", "s:shard", list[i].id, NULL);
             router_shards_set_live(r->shards, sh, list[i].endpoint);
         } else if (list[i].lease == DISCOVERY_LEASE_EXPIRED) {
-            router_shards_set_dead(r->shards, sh, "lease expired");
+            list[i].keep = router_shards_set_lapsed(r->shards, sh, "lease expired", now);
         }
     }
     ns = router_shards_nslots(r->shards);
     for (size_t s = 0; s < ns; s++) {
         router_shard *sh = router_shards_get(r->shards, (uint16_t)s);
         if (!seen[s] && sh->live)
-            router_shards_set_dead(r->shards, sh, "not registered");
+            router_shards_set_lapsed(r->shards, sh, "not registered", now);
     }
     free(seen);
     /* Forget shards long gone once enough have piled up (ids are usually
@@ -625,10 +734,14 @@ static void finish(router *r)
 /* Stage 2: everything dispatched and written (or dropped): leave the loop. */
 static void check_shutdown(router *r)
 {
-    if (!r->stopping || r->finishing || r->inflight || accumulated(r) > 0 ||
-        r->outstanding > 0)
+    /* a held batch (and what was consumed after it) is given up unstored:
+     * the next owner re-reads it */
+    int held = r->inflight && r->holding;
+    if (!r->stopping || r->finishing || (r->inflight && !held) ||
+        (!held && accumulated(r) > 0) || r->outstanding > (uint64_t)held)
         return;
-    log_kv(LOG_INFO, "all queued records written; stopping", NULL);
+    log_kv(LOG_INFO, held ? "holding: the held batch is left unstored; stopping"
+                          : "all queued records written; stopping", NULL);
     finish(r);
 }
 
@@ -657,6 +770,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     }
     log_kv(LOG_INFO, "signal received: draining", "i:signal", (int)sig, NULL);
     r->stopping = 1;
+    r->stop_at_ms = clock_mono_ms();
     consumer_pause(r->consumer);
     long ms = r->cfg->shutdown_timeout_ms;
     struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
@@ -699,6 +813,7 @@ void router_stats_get(router *r, router_stats *s)
     g->pending_segments = router_offsets_pending(r->off);
     g->fallback = r->cfg->mode == ROUTER_MODE_TARGETED && !targeted_ready(r);
     g->backpressured = r->backpressured;
+    g->holding = r->holding && !r->hold_expired;
     s->mode = current_mode(r);
     s->stopping = r->stopping;
     s->kafka_down = r->kafka_down;
@@ -747,6 +862,7 @@ router *router_new(const router_config *cfg)
         .stall_timeout_ms = cfg->shard_stall_timeout_ms,
         .hello_timeout_ms = cfg->shard_hello_timeout_ms,
         .reconnect_max_ms = cfg->shard_reconnect_max_ms,
+        .down_grace_ms = cfg->shard_down_grace_ms,
         .dns = r->dns,
         .secret = cfg->ingress_secret,
     };
@@ -754,11 +870,12 @@ router *router_new(const router_config *cfg)
     r->shards = router_shards_new(r->base, &so, &hooks, &r->m);
     r->ev_pump = event_new(r->base, -1, 0, pump_cb, r);
     r->ev_batch_timer = evtimer_new(r->base, batch_timer_cb, r);
+    r->ev_hold = evtimer_new(r->base, hold_cb, r);
     r->ev_tick = event_new(r->base, -1, EV_PERSIST, tick_cb, r);
     r->ev_shutdown_timeout = evtimer_new(r->base, shutdown_timeout_cb, r);
     r->ev_sigterm = evsignal_new(r->base, SIGTERM, signal_cb, r);
     r->ev_sigint = evsignal_new(r->base, SIGINT, signal_cb, r);
-    if (!r->shards || !r->ev_pump || !r->ev_batch_timer || !r->ev_tick ||
+    if (!r->shards || !r->ev_pump || !r->ev_batch_timer || !r->ev_hold || !r->ev_tick ||
         !r->ev_shutdown_timeout || !r->ev_sigterm || !r->ev_sigint) {
         log_kv(LOG_ERROR, "out of memory", NULL);
         goto err;
@@ -815,13 +932,22 @@ static void release_undispatched(router *r)
     r->nbatch = 0;
 }
 
-/* Final store, commit, leave the group. */
+/* Final store, commit, leave the group.  After a signal the whole exit is
+ * bounded by SHUTDOWN_TIMEOUT_MS + 2 s whatever the broker does: the close
+ * gets what is left of it (less 500 ms for the rest of the teardown), at
+ * least 200 ms. */
 static void close_consumer(router *r)
 {
     if (!r->consumer)
         return;
     store_offsets(r);
-    consumer_close(r->consumer, CONSUMER_CLOSE_MS_DEFAULT);
+    long ms = CONSUMER_CLOSE_MS_DEFAULT;
+    if (r->stop_at_ms) {
+        int64_t left = (int64_t)(r->stop_at_ms + (uint64_t)r->cfg->shutdown_timeout_ms +
+                                 ROUTER_EXIT_SLACK_MS - 600) - (int64_t)clock_mono_ms();
+        ms = left > 200 ? (long)left : 200;
+    }
+    consumer_close(r->consumer, ms);
 }
 
 int router_run(router *r)
@@ -857,6 +983,7 @@ void router_free(router *r)
     r->http = NULL;
     if (r->ev_pump) event_free(r->ev_pump);
     if (r->ev_batch_timer) event_free(r->ev_batch_timer);
+    if (r->ev_hold) event_free(r->ev_hold);
     if (r->ev_tick) event_free(r->ev_tick);
     if (r->ev_shutdown_timeout) event_free(r->ev_shutdown_timeout);
     if (r->ev_sigterm) event_free(r->ev_sigterm);

@@ -612,6 +612,11 @@ void router_shards_set_live(router_shards *s, router_shard *sh, const char *endp
         log_kv(LOG_INFO, "shard live", "s:shard", sh->id, "s:endpoint", endpoint, NULL);
         sh->quiet = 0;
     }
+    if (sh->down_since_ms)
+        log_kv(LOG_WARN, "shard lease is back within its grace; nothing was dropped",
+               "s:shard", sh->id, "I:lapsed_ms",
+               (int64_t)(clock_mono_ms() - sh->down_since_ms), NULL);
+    sh->down_since_ms = 0;
     sh->live = 1;
     if (changed && sh->state != RSH_IDLE) {
         shard_close(s, sh, "endpoint changed", ROUTER_DROP_SHARD_DOWN, 0);
@@ -626,10 +631,32 @@ void router_shards_set_dead(router_shards *s, router_shard *sh, const char *why)
     if (sh->live)
         log_kv(LOG_INFO, "shard not live", "s:shard", sh->id, "s:reason", why, NULL);
     sh->live = 0;
+    sh->down_since_ms = 0;
     sh->backoff_ms = BACKOFF_MIN_MS;
     if (sh->state != RSH_IDLE)
         shard_close(s, sh, why, ROUTER_DROP_SHARD_DOWN, -2);
     evtimer_del(sh->timer);
+}
+
+int router_shards_set_lapsed(router_shards *s, router_shard *sh, const char *why,
+                             uint64_t now_ms)
+{
+    if (!sh->live || sh->state != RSH_READY || s->opts.down_grace_ms <= 0) {
+        router_shards_set_dead(s, sh, why);
+        return 0;
+    }
+    if (!sh->down_since_ms) {
+        sh->down_since_ms = now_ms ? now_ms : 1;
+        s->m->shard_grace++;
+        log_kv(LOG_WARN, "shard lease lapsed but its connection is open; queueing its "
+               "records during the grace", "s:shard", sh->id, "s:reason", why,
+               "i:grace_ms", (int)s->opts.down_grace_ms, NULL);
+    }
+    if (now_ms - sh->down_since_ms >= (uint64_t)s->opts.down_grace_ms) {
+        router_shards_set_dead(s, sh, "lease still absent after SHARD_DOWN_GRACE_MS");
+        return 0;
+    }
+    return 1;
 }
 
 /* ---- batches --------------------------------------------------------------- */
@@ -762,6 +789,11 @@ void router_shards_tick(router_shards *s, uint64_t now_ms)
 {
     for (size_t i = 0; i < s->nslots; i++) {
         router_shard *sh = s->slots[i];
+        if (sh->down_since_ms &&
+            now_ms - sh->down_since_ms >= (uint64_t)s->opts.down_grace_ms) {
+            router_shards_set_dead(s, sh, "lease still absent after SHARD_DOWN_GRACE_MS");
+            continue;
+        }
         if (sh->state != RSH_READY || router_outq_pending(&sh->q) == 0)
             continue;
         if (now_ms - sh->last_progress_ms >= (uint64_t)s->opts.stall_timeout_ms) {

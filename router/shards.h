@@ -51,7 +51,8 @@ typedef struct router_shard {
     char *id;
     size_t id_len;
     char *endpoint;              /* from the lease; NULL if none */
-    int live;                    /* lease present at last discovery */
+    int live;                    /* lease present at last discovery, or in grace */
+    uint64_t down_since_ms;      /* lease lapsed while connected (grace); 0 = no */
     enum router_shard_state state;
     int fd;
     struct event *rev, *wev, *timer;
@@ -97,6 +98,7 @@ typedef struct router_shards_opts {
     long stall_timeout_ms;
     long hello_timeout_ms;
     long reconnect_max_ms;
+    long down_grace_ms;          /* SHARD_DOWN_GRACE_MS */
     struct evdns_base *dns;      /* resolver for tcp:// host names (not owned) */
     const char *secret;          /* SHARD_INGRESS_SECRET or NULL (copied): links
                                     authenticate both ways (proto/frame.h) */
@@ -122,6 +124,18 @@ size_t router_shards_nslots(const router_shards *s);
  * reconnect if it changed) / does not exist (close, stop sending). */
 void router_shards_set_live(router_shards *s, router_shard *sh, const char *endpoint);
 void router_shards_set_dead(router_shards *s, router_shard *sh, const char *why);
+
+/*
+ * The lease is gone (expired, or the shard is not registered any more) but
+ * the shard may only be stalled or Redis emptied: a shard with a ready
+ * connection stays live for down_grace_ms from the first call (its records
+ * keep being queued, bounded by queue_bytes) and 1 is returned ("keep its
+ * routes"); router_shards_set_live ends the grace.  Past the grace, or
+ * without a ready connection, this is router_shards_set_dead and 0 is
+ * returned.
+ */
+int router_shards_set_lapsed(router_shards *s, router_shard *sh, const char *why,
+                             uint64_t now_ms);
 
 size_t router_shards_live(const router_shards *s);
 
@@ -159,7 +173,7 @@ void router_shards_batch_end(router_shards *s);
  */
 size_t router_shards_compact(router_shards *s);
 
-/* Periodic (1 s): disconnect stalled shards. */
+/* Periodic (1 s): disconnect stalled shards and shards past their grace. */
 void router_shards_tick(router_shards *s, uint64_t now_ms);
 
 /* Close every connection now, dropping their queues (shutdown timeout). */

@@ -7,10 +7,13 @@
 #include "common/redislink.h"
 #include "common/schema.h"
 
+#include <errno.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/random.h>
 #include <unistd.h>
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
@@ -32,6 +35,8 @@ typedef struct reg_entry {
     uint8_t inflight;
     uint8_t queued;
     uint8_t failed;     /* last attempt got an error reply: retry later */
+    uint8_t stale;      /* in flight across a registry reset: resend */
+    uint8_t need;       /* to be confirmed before the lease says `synced` */
     char tok[];
 } reg_entry;
 
@@ -47,13 +52,19 @@ struct shard_registry {
     long inflight;           /* route commands */
     long outstanding;        /* every command with a callback */
     int lease_inflight;
+    int claimed;             /* our lease is written: routes may go out */
+    int refused;             /* another instance holds SHARD_ID */
+    char nonce[33];          /* this instance (lease field `nonce`) */
+    char epoch[80];          /* registry epoch seen by the last lease write */
+    char synced[80];         /* epoch under which every route was confirmed */
+    long need;               /* entries still to confirm since the last resync */
     uint64_t progress_ms;    /* last reply, or when outstanding became > 0 */
     int stopping;
     void (*done)(void *);
     void *done_ud;
     struct event *pump_ev, *hb_ev, *watch_ev, *done_ev;
     char host[256];
-    char *k_lease, *k_tokens, *k_routes, *k_shards, *endpoint;
+    char *k_lease, *k_tokens, *k_routes, *k_shards, *k_epoch, *endpoint;
     char *k_route_prefix;    /* "<prefix>route:" */
     char batch_sha[41];      /* SHA-1 of SCHEMA_LUA_ROUTE_BATCH, hex */
     double rate_tokens;      /* REDIS_ROUTE_RATE bucket */
@@ -78,6 +89,18 @@ static char *cat3(const char *a, const char *b, const char *c)
     if (s)
         snprintf(s, n, "%s%s%s", a, b, c);
     return s;
+}
+
+static void rand_hex(char out[33])
+{
+    uint8_t b[16];
+    if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b) {
+        uint64_t x = clock_mono_ms() ^ ((uint64_t)getpid() << 32);
+        memcpy(b, &x, 8);
+        memcpy(b + 8, &x, 8);
+    }
+    for (int i = 0; i < 16; i++)
+        snprintf(out + 2 * i, 3, "%02x", b[i]);
 }
 
 static void cmd_sent(shard_registry *r)
@@ -112,6 +135,8 @@ static int send_argv(shard_registry *r, redisCallbackFn *fn, void *priv,
 static void entry_free_if_idle(shard_registry *r, reg_entry *e)
 {
     if (e->want == 0 && e->have == 0 && !e->inflight && !e->queued) {
+        if (e->need && r->need > 0)
+            r->need--;
         shard_map_remove(&r->map, &e->node);
         free(e);
     }
@@ -142,9 +167,11 @@ static void reg_error(shard_registry *r, const char *msg, const char *detail)
 /* ---- route updates -------------------------------------------------- */
 
 static int send_batch(shard_registry *r, reg_batch *b);
+static void check_synced(shard_registry *r);
 
 /* The batch's entries got their answer: rep NULL (connection lost), an
- * error, or success (every route set now matches what was sent). */
+ * error, or success (every route set now matches what was sent, unless the
+ * registry was reset while the batch was in flight: then it is resent). */
 static void batch_finish(shard_registry *r, reg_batch *b, redisReply *rep)
 {
     for (size_t i = 0; i < b->n; i++) {
@@ -157,14 +184,23 @@ static void batch_finish(shard_registry *r, reg_batch *b, redisReply *rep)
         } else if (rep->type == REDIS_REPLY_ERROR) {
             e->have = HAVE_UNKNOWN;
             e->failed = 1;                   /* retried by the heartbeat */
+        } else if (e->stale) {
+            e->have = HAVE_UNKNOWN;          /* sent before a registry reset */
+            enqueue(r, e);
         } else {
             e->have = e->sent;
             if (e->want != e->have)
                 enqueue(r, e);
+            else if (e->need) {
+                e->need = 0;
+                r->need--;
+            }
         }
+        e->stale = 0;
         entry_free_if_idle(r, e);
     }
     free(b);
+    check_synced(r);
 }
 
 static void on_batch_reply(redisAsyncContext *ac, void *reply, void *priv)
@@ -250,8 +286,9 @@ static long rate_allowance(shard_registry *r, uint64_t now)
  */
 static void pump(shard_registry *r)
 {
-    /* after shutdown started, the cleanup script covers what is queued */
-    if (r->state != R_READY || r->stopping)
+    /* after shutdown started, the cleanup script covers what is queued;
+     * before the lease is claimed nothing of ours may be written */
+    if (r->state != R_READY || r->stopping || !r->claimed)
         return;
     const shard_settings *s = r->ctx->set;
     uint64_t now = clock_mono_ms();
@@ -366,6 +403,12 @@ static void requeue_all(shard_registry *r)
         reg_entry *e = SHARD_MAP_ENTRY(n, reg_entry, node);
         e->have = HAVE_UNKNOWN;
         e->failed = 0;
+        if (e->inflight)
+            e->stale = 1;
+        if (!e->need) {
+            e->need = 1;
+            r->need++;
+        }
         enqueue(r, e);
     }
 }
@@ -424,7 +467,53 @@ static void resync(shard_registry *r)
     requeue_all(r);
 }
 
-static void write_lease(shard_registry *r, int initial);
+enum lease_mode { LEASE_RENEW = 0, LEASE_CLAIM, LEASE_TAKEOVER };
+
+static void write_lease(shard_registry *r, enum lease_mode mode);
+
+/* Every route the shard held when it last (re)registered is confirmed under
+ * the current epoch: say so in the lease (`synced`), so routers trust "no
+ * route" again (docs/reliability.md).  Tokens subscribed since then do not
+ * count: they register like any new subscription. */
+static void check_synced(shard_registry *r)
+{
+    if (r->state != R_READY || r->stopping || !r->claimed || !r->epoch[0] ||
+        strcmp(r->synced, r->epoch) == 0 || r->need > 0)
+        return;
+    snprintf(r->synced, sizeof r->synced, "%s", r->epoch);
+    log_kv(LOG_INFO, "routes confirmed in redis", "s:epoch", r->epoch,
+           "I:tokens", (int64_t)r->map.n, NULL);
+    /* routers judge again on shard:up, after the lease write (same
+     * connection, so Redis runs them in this order) */
+    write_lease(r, LEASE_RENEW);
+    publish_up(r);
+}
+
+/* Another instance holds our SHARD_ID. */
+static void refuse(shard_registry *r, const char *host, const char *pid)
+{
+    r->refused = 1;
+    r->stopping = 1;
+    r->ctx->exit_code = 1;
+    log_kv(LOG_ERROR, "another live shard holds this SHARD_ID; exiting (its "
+           "routes and lease are left alone)", "s:id", r->ctx->set->shard_id,
+           "s:other_host", host, "s:other_pid", pid, NULL);
+    event_base_loopexit(r->ctx->base, NULL);
+}
+
+/* 1 if a live lease of another nonce is our own previous life: same host
+ * and its pid is ours (a container restarted) or no longer running. */
+static int previous_life(shard_registry *r, const char *host, const char *pid)
+{
+    if (strcmp(host, r->host) != 0)
+        return 0;
+    long p = strtol(pid, NULL, 10);
+    if (p <= 0)
+        return 0;
+    if (p == (long)getpid())
+        return 1;
+    return kill((pid_t)p, 0) != 0 && errno == ESRCH;
+}
 
 static void on_lease(redisAsyncContext *ac, void *reply, void *priv)
 {
@@ -436,77 +525,82 @@ static void on_lease(redisAsyncContext *ac, void *reply, void *priv)
     r->lease_inflight = 0;
     if (!rep)
         return;
-    if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1) {
+    enum lease_mode mode = (enum lease_mode)(intptr_t)priv;
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 2 ||
+        rep->element[0]->type != REDIS_REPLY_INTEGER) {
         reg_error(r, "redis lease update failed",
-                  rep->type == REDIS_REPLY_ERROR ? rep->str : "no EXEC reply");
+                  rep->type == REDIS_REPLY_ERROR ? rep->str : "bad reply");
         return;
     }
-    int initial = priv != NULL;
-    redisReply *ex = rep->element[0];
-    if (!initial && ex->type == REDIS_REPLY_INTEGER && ex->integer == 0 &&
-        !r->stopping) {
-        /* The lease had expired (a stall longer than the TTL): routers may
-         * have cleaned our routes, so register everything again. */
+    long long st = rep->element[0]->integer;
+    if (st < 0) {
+        const char *host = rep->element[1]->type == REDIS_REPLY_STRING
+                         ? rep->element[1]->str : "";
+        const char *pid = rep->elements > 2 &&
+                          rep->element[2]->type == REDIS_REPLY_STRING
+                        ? rep->element[2]->str : "";
+        if (mode == LEASE_CLAIM && previous_life(r, host, pid)) {
+            log_kv(LOG_WARN, "taking over the lease of a previous run with "
+                   "this SHARD_ID", "s:pid", pid, NULL);
+            write_lease(r, LEASE_TAKEOVER);
+            return;
+        }
+        refuse(r, host, pid);
+        return;
+    }
+    if (rep->element[1]->type == REDIS_REPLY_STRING) {
+        const char *e = rep->element[1]->str;
+        int changed = r->epoch[0] && strcmp(r->epoch, e) != 0;
+        snprintf(r->epoch, sizeof r->epoch, "%s", e);
+        if (changed && mode == LEASE_RENEW && st == 1 && !r->stopping) {
+            /* lease kept but the registry generation changed (another
+             * writer recreated it first): our routes may be gone */
+            log_kv(LOG_WARN, "redis registry was reset; re-registering", NULL);
+            publish_up(r);
+            resync(r);
+        }
+    }
+    if (mode != LEASE_RENEW) {
+        r->claimed = 1;
+        publish_up(r);
+        pump(r);
+    } else if (st == 0 && !r->stopping) {
+        /* The lease had expired (a stall longer than the TTL) or Redis was
+         * emptied: routers may have cleaned our routes, so register
+         * everything again. */
         log_kv(LOG_WARN, "shard lease had expired; re-registering", NULL);
         publish_up(r);
         resync(r);
     }
+    check_synced(r);
 }
 
-static void write_lease(shard_registry *r, int initial)
+static void write_lease(shard_registry *r, enum lease_mode mode)
 {
     shard_ctx *ctx = r->ctx;
     const shard_settings *s = ctx->set;
-    char pid[24], started[24], conns[24], toks[24], ttl[24];
+    char pid[24], started[24], conns[24], toks[24], ttl[24], fresh[33];
     snprintf(pid, sizeof(pid), "%ld", (long)getpid());
     snprintf(started, sizeof(started), "%llu",
              (unsigned long long)ctx->start_wall_ms);
     snprintf(conns, sizeof(conns), "%ld", ctx->srv ? ctx->srv->n_open : 0L);
     snprintf(toks, sizeof(toks), "%zu", subs_tokens_count(ctx->subs));
     snprintf(ttl, sizeof(ttl), "%lld", (long long)(s->lease_ttl * 1000));
+    rand_hex(fresh);
     const char *wsa = ctx->srv ? ctx->srv->ws_addr : s->ws_addr;
-
-    const char *multi[1] = { "MULTI" };
-    const char *exists[2] = { "EXISTS", r->k_lease };
-    const char *hset[16] = { "HSET", r->k_lease,
+    static const char *const modes[] = { "renew", "claim", "takeover" };
+    const char *argv[28] = { "EVAL", SCHEMA_LUA_LEASE, "3", r->k_lease,
+                             r->k_shards, r->k_epoch, r->nonce, ttl,
+                             s->shard_id, fresh, modes[mode], s->redis_prefix,
                              "endpoint", r->endpoint, "pid", pid,
                              "host", r->host, "started_at", started,
                              "connections", conns, "tokens", toks,
-                             "ws_addr", wsa };
-    const char *pexp[3] = { "PEXPIRE", r->k_lease, ttl };
-    const char *sadd[3] = { "SADD", r->k_shards, s->shard_id };
-    const char *exec[1] = { "EXEC" };
-    size_t l[16];
-    l[0] = 5;
-    send_argv(r, NULL, NULL, 1, multi, l);
-    l[0] = 6; l[1] = strlen(r->k_lease);
-    send_argv(r, NULL, NULL, 2, exists, l);
-    for (int i = 0; i < 16; i++)
-        l[i] = strlen(hset[i]);
-    send_argv(r, NULL, NULL, 16, hset, l);
-    for (int i = 0; i < 3; i++)
-        l[i] = strlen(pexp[i]);
-    send_argv(r, NULL, NULL, 3, pexp, l);
-    for (int i = 0; i < 3; i++)
-        l[i] = strlen(sadd[i]);
-    send_argv(r, NULL, NULL, 3, sadd, l);
-    l[0] = 4;
-    if (send_argv(r, on_lease, initial ? (void *)1 : NULL, 1, exec, l) == 0)
+                             "ws_addr", wsa, "synced", r->synced };
+    size_t l[28];
+    for (int i = 0; i < 28; i++)
+        l[i] = strlen(argv[i]);
+    if (send_argv(r, on_lease, (void *)(intptr_t)mode, 28, argv, l) == 0)
         r->lease_inflight = 1;
-}
-
-static void on_clean(redisAsyncContext *ac, void *reply, void *priv)
-{
-    shard_registry *r = redislink_ctx_arg(ac);
-    redisReply *rep = reply;
-    if (r->freeing)
-        return;
-    cmd_done(r);
-    if (rep && rep->type == REDIS_REPLY_ERROR)
-        reg_error(r, "redis shard cleanup failed", rep->str);
-    else if (rep && rep->type == REDIS_REPLY_INTEGER && rep->integer > 0)
-        log_kv(LOG_INFO, "removed routes left by a previous run", "I:routes",
-               (int64_t)rep->integer, NULL);
 }
 
 static void send_clean(shard_registry *r, redisCallbackFn *fn)
@@ -550,14 +644,16 @@ static void reg_ready(shard_registry *r)
         return;
     r->state = R_READY;
     r->ctx->m.shard_redis_connects_total++;
-    if (!r->ever_ready) {
-        send_clean(r, on_clean);     /* leftovers of a previous life */
+    if (!r->claimed) {
+        /* the claim removes the leftovers of a previous life, or refuses
+         * if another live instance holds the id; routes wait for it */
         requeue_all(r);
+        write_lease(r, LEASE_CLAIM);
     } else {
         resync(r);
+        write_lease(r, LEASE_RENEW);
+        publish_up(r);
     }
-    write_lease(r, 1);
-    publish_up(r);
     log_kv(LOG_INFO, r->ever_ready ? "redis reconnected; re-registering"
                                    : "registered in redis",
            "s:id", r->ctx->set->shard_id, "s:endpoint", r->endpoint,
@@ -603,7 +699,7 @@ static void on_heartbeat(evutil_socket_t fd, short what, void *arg)
     if (r->state != R_READY || r->stopping)
         return;
     if (!r->lease_inflight)
-        write_lease(r, 0);
+        write_lease(r, r->claimed ? LEASE_RENEW : LEASE_CLAIM);
     size_t it = 0;
     shard_map_node *cur = NULL, *n;
     while ((n = shard_map_next(&r->map, &it, &cur))) {
@@ -703,6 +799,8 @@ shard_registry *shard_registry_new(shard_ctx *ctx)
     r->rate_ms = clock_mono_ms();
     r->rate_tokens = s->redis_route_rate;
     r->k_shards = cat3(s->redis_prefix, "shards", "");
+    r->k_epoch = cat3(s->redis_prefix, "epoch", "");
+    rand_hex(r->nonce);
     r->endpoint = cat3(s->endpoint, "", "");
     struct event_base *b = ctx->base;
     r->link = redislink_new(b, &r->ep, "registry",
@@ -712,7 +810,7 @@ shard_registry *shard_registry_new(shard_ctx *ctx)
     r->done_ev = event_new(b, -1, 0, on_done_ev, r);
     r->hb_ev = event_new(b, -1, EV_PERSIST, on_heartbeat, r);
     r->watch_ev = event_new(b, -1, EV_PERSIST, on_watch, r);
-    if (!r->k_lease || !r->k_tokens || !r->k_routes || !r->k_shards ||
+    if (!r->k_lease || !r->k_tokens || !r->k_routes || !r->k_shards || !r->k_epoch ||
         !r->endpoint || !r->link || !r->pump_ev ||
         !r->done_ev || !r->hb_ev || !r->watch_ev)
         goto err;
@@ -754,6 +852,7 @@ void shard_registry_free(shard_registry *r)
     free(r->k_routes);
     free(r->k_route_prefix);
     free(r->k_shards);
+    free(r->k_epoch);
     free(r->endpoint);
     free(r);
 }

@@ -228,7 +228,7 @@ int shard_run(const shard_settings *set)
            ctx.srv->ws_addr, "s:socket", set->socket_path, "s:redis",
            redis_url, NULL);
     event_base_dispatch(ctx.base);
-    rc = 0;
+    rc = ctx.exit_code;
     log_kv(LOG_INFO, "shard stopped", "s:id", set->shard_id, NULL);
 out:
     if (rc != 0)

@@ -35,6 +35,7 @@ typedef struct shard_ctx {
     long max_connections;     /* effective WS_MAX_CONNECTIONS */
     int stopping;             /* SIGTERM received */
     int draining;             /* SIGUSR1: refuse new clients, keep the open ones */
+    int exit_code;            /* non-zero: a module gave up (e.g. duplicate SHARD_ID) */
 } shard_ctx;
 
 /* Fill the gauges for /metrics and /health. */

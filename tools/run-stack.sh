@@ -3,7 +3,11 @@
 # defaults.  Starts redis-server (private port + data dir), odin-devbroker,
 # one odin-router, SHARDS odin-shard processes (each on its own port and all
 # sharing PUBLIC_PORT through SO_REUSEPORT), a demo publisher and a demo
-# client that prints what it receives.  Ctrl-C stops everything.
+# client that prints what it receives.  Ctrl-C stops everything, in stages:
+# the services run in their own sessions (setsid), so the terminal's SIGINT
+# reaches only this script and the demo clients; the script then stops the
+# router (drains and commits), the shards (deregister), then the broker and
+# Redis.
 #
 # Settings (environment):
 #   SHARDS=3  PUBLIC_PORT=3002  SHARD_PORT_BASE=3101  ROUTER_HTTP_PORT=8080
@@ -27,14 +31,19 @@ WATCH_SECONDS=${WATCH_SECONDS:-0}
 
 mkdir -p "$RUN_DIR/redis" "$RUN_DIR/logs"
 pids=()           # infrastructure: redis-server, odin-devbroker
-dispatch_pids=()  # odin-router, odin-shard
+router_pids=()    # odin-router
+shard_pids=()     # odin-shard
 client_pids=()    # odin-publish, odin-watch
+# A service in its own session: Ctrl-C (SIGINT to the terminal's foreground
+# process group) does not reach it; cleanup() stops it in its turn.
+svc() { exec setsid "$@"; }
 cleanup() {
     trap - EXIT INT TERM
     echo; echo "stopping..."
     # In stages, so each process can finish cleanly against the ones it
-    # talks to: clients and publisher; shards (deregister from Redis) and the
-    # router (commits offsets to the broker); then the broker and Redis.
+    # talks to: clients and publisher; the router (drains its shard queues,
+    # commits offsets to the broker); the shards (deregister from Redis);
+    # then the broker and Redis.
     stop_group() {
         for p in "$@"; do kill -TERM "$p" 2>/dev/null || true; done
         for p in "$@"; do
@@ -43,7 +52,8 @@ cleanup() {
         done
     }
     stop_group ${client_pids[@]+"${client_pids[@]}"}
-    stop_group ${dispatch_pids[@]+"${dispatch_pids[@]}"}
+    stop_group ${router_pids[@]+"${router_pids[@]}"}
+    stop_group ${shard_pids[@]+"${shard_pids[@]}"}
     stop_group ${pids[@]+"${pids[@]}"}
     wait 2>/dev/null || true
     echo "stopped; logs in $RUN_DIR/logs"
@@ -58,14 +68,14 @@ for p in "$REDIS_PORT" "$PUBLIC_PORT" "$ROUTER_HTTP_PORT" \
 done
 
 echo "starting redis-server on 127.0.0.1:$REDIS_PORT"
-redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$RUN_DIR/redis" --save '' \
+svc redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --dir "$RUN_DIR/redis" --save '' \
     --appendonly no --loglevel warning >"$RUN_DIR/logs/redis.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping >/dev/null 2>&1 && break; sleep 0.05; done
 export REDIS_URL="redis://127.0.0.1:$REDIS_PORT"
 
 rm -f "$RUN_DIR/kafka.bootstrap"
-"$BUILD/odin-devbroker" --bootstrap-file "$RUN_DIR/kafka.bootstrap" \
+svc "$BUILD/odin-devbroker" --bootstrap-file "$RUN_DIR/kafka.bootstrap" \
     >"$RUN_DIR/logs/devbroker.out" 2>"$RUN_DIR/logs/devbroker.log" &
 pids+=($!)
 for _ in $(seq 200); do [ -s "$RUN_DIR/kafka.bootstrap" ] && break; sleep 0.05; done
@@ -75,17 +85,17 @@ echo "odin-devbroker (Kafka protocol) at $KAFKA_BROKERS"
 # data arrives meanwhile: 1 ms is the measured best (docs/benchmarks.md, issue 13).
 export KAFKA_OPTIONS=${KAFKA_OPTIONS:-fetch.wait.max.ms=1}
 
-"$BUILD/odin-router" --http-addr "127.0.0.1:$ROUTER_HTTP_PORT" \
+svc "$BUILD/odin-router" --http-addr "127.0.0.1:$ROUTER_HTTP_PORT" \
     >"$RUN_DIR/logs/router.out" 2>"$RUN_DIR/logs/router.log" &
-dispatch_pids+=($!)
+router_pids+=($!)
 
 for i in $(seq 1 "$SHARDS"); do
     port=$((SHARD_PORT_BASE + i - 1))
-    "$BUILD/odin-shard" --shard-id "shard-$i" --ws-addr "127.0.0.1:$port" \
+    svc "$BUILD/odin-shard" --shard-id "shard-$i" --ws-addr "127.0.0.1:$port" \
         --ws-shared-addr "0.0.0.0:$PUBLIC_PORT" \
         --shard-socket "$RUN_DIR/shard-$i.sock" \
         >"$RUN_DIR/logs/shard-$i.out" 2>"$RUN_DIR/logs/shard-$i.log" &
-    dispatch_pids+=($!)
+    shard_pids+=($!)
 done
 for i in $(seq 1 "$SHARDS"); do
     port=$((SHARD_PORT_BASE + i - 1))

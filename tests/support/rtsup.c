@@ -480,6 +480,9 @@ int rtsup_router_start(rtsup_router *r, const char *redis_url, const char *const
     snprintf(env[n++], sizeof env[0], "HTTP_ADDR=127.0.0.1:%d", r->http_port);
     snprintf(env[n++], sizeof env[0], "LOG_LEVEL=debug");
     snprintf(env[n++], sizeof env[0], "DISCOVERY_INTERVAL_MS=200");
+    /* a registry epoch younger than this holds the first batches (tests
+     * flush Redis before each test); tests of the settle override it */
+    snprintf(env[n++], sizeof env[0], "ROUTER_SETTLE_MS=1000");
     snprintf(env[n++], sizeof env[0], "KAFKA_OPTIONS=topic.metadata.refresh.interval.ms=1000,"
              "session.timeout.ms=6000");
     for (int i = 0; extra && extra[i] && n < 62; i++)

@@ -33,7 +33,7 @@ static void on_down(const char *id, size_t n, void *arg)
     memcpy(s->last, id, n);
     s->last[n] = '\0';
 }
-static void on_shards(const discovery_shard *l, size_t n, void *arg)
+static void on_shards(discovery_shard *l, size_t n, void *arg)
 {
     ((seen *)arg)->shards++;
 }

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# `make run` + Ctrl-C: the terminal sends SIGINT to the whole foreground
+# process group.  The services run in their own sessions, so only the script
+# (and the demo clients) get it; the script then stops them in stages: the
+# router first (one SIGTERM: it drains and commits), then the shards
+# (deregister), then the broker and Redis.  Simulated here by starting the
+# stack in its own process group and sending SIGINT to that group.
+set -euo pipefail
+top=${ODIN_TOP:?run through tools/run-tests.sh}
+free_port() {
+    python3 - "${1:-1}" <<'PY'
+import random, socket, sys
+n = int(sys.argv[1])
+def free(p):
+    s = socket.socket()
+    try:
+        s.bind(("0.0.0.0", p))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+while True:
+    p = random.randint(20000, 32000 - n)
+    if all(free(p + k) for k in range(n)):
+        print(p)
+        break
+PY
+}
+run_dir="$ODIN_TMP/run-stack-ctrlc"
+out="$ODIN_TMP/run-stack-ctrlc.out"
+base=$(free_port 3)
+BUILD="$ODIN_BUILD" RUN_DIR="$run_dir" PUBLISH_RATE=100 \
+    PUBLIC_PORT=$(free_port) SHARD_PORT_BASE=$base ROUTER_HTTP_PORT=$(free_port) \
+    REDIS_PORT=$(free_port) setsid "$top/tools/run-stack.sh" >"$out" 2>&1 &
+pid=$!
+# wait for live messages at the demo client (an event, not a delay)
+for _ in $(seq 600); do grep -q '^{"seq":' "$out" 2>/dev/null && break; sleep 0.05; done
+grep -q '^{"seq":' "$out" || { echo "no live message"; tail -20 "$out"; kill -KILL -- -"$pid"; exit 1; }
+kill -INT -- -"$pid"          # Ctrl-C: SIGINT to the script's process group
+for _ in $(seq 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+if kill -0 "$pid" 2>/dev/null; then echo "stack did not stop"; kill -KILL -- -"$pid"; exit 1; fi
+grep -v '^{"seq"' "$out" | tail -5
+grep -q '^stopped;' "$out" || { echo "stack did not stop cleanly"; exit 1; }
+! grep -q 'Killed' "$out" || { echo "a process had to be killed"; exit 1; }
+rl="$run_dir/logs/router.log"
+# the router got exactly one signal, SIGTERM from the script (not SIGINT)
+n=$(grep -c '"msg":"signal received: draining"' "$rl" || true)
+[ "$n" -eq 1 ] || { echo "router got $n signals"; exit 1; }
+grep -q '"msg":"signal received: draining","signal":15' "$rl" || { echo "router got SIGINT"; exit 1; }
+grep -q '"msg":"router stopped"' "$rl" || { echo "router did not stop cleanly"; exit 1; }
+ts() { sed -n "s/^{\"ts\":\"\([^\"]*\)\".*\"msg\":\"$2\".*/\1/p" "$1" | head -1; }
+r_stop=$(ts "$rl" "router stopped")
+for i in 1 2 3; do
+    sl="$run_dir/logs/shard-$i.log"
+    s_sig=$(ts "$sl" "shutting down")
+    [ -n "$s_sig" ] || { echo "shard-$i did not shut down"; exit 1; }
+    # ISO-8601 timestamps of one clock compare as strings
+    [[ "$r_stop" < "$s_sig" ]] || { echo "shard-$i stopped before the router ($s_sig < $r_stop)"; exit 1; }
+    grep -q '"msg":"deregistered from redis"' "$sl" || { echo "shard-$i did not deregister"; exit 1; }
+done
+echo "run-stack ctrl-c: staged stop ok (router stopped $r_stop, then the shards)"
