@@ -1,6 +1,11 @@
 #include "common/schema.h"
 
+#include <stdint.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <openssl/evp.h>
 
@@ -18,4 +23,18 @@ void schema_sha1_hex(const char *script, char out[41])
         out[2 * i + 1] = hex[md[i] & 15];
     }
     out[40] = '\0';
+}
+
+void schema_random_hex(char out[33])
+{
+    uint8_t b[16];
+    if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        uint64_t x = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 20) ^ ((uint64_t)getpid() << 40);
+        memcpy(b, &x, 8);
+        memcpy(b + 8, &x, 8);
+    }
+    for (int i = 0; i < 16; i++)
+        snprintf(out + 2 * i, 3, "%02x", b[i]);
 }

@@ -100,6 +100,11 @@
  * digits and a NUL into out (OpenSSL). */
 void schema_sha1_hex(const char *script, char out[41]);
 
+/* 32 random hex digits and a NUL (getrandom; a clock/pid mix if that
+ * fails): the random part of a registry epoch and of a shard's instance
+ * nonce. */
+void schema_random_hex(char out[33]);
+
 /*
  * Read the registry epoch, creating it if absent: KEYS[1] = P epoch,
  * ARGV[1] = a fresh random value.  An epoch is "<unix seconds>:<random>"

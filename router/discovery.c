@@ -142,18 +142,6 @@ static void strv_free(char **v, size_t n)
     free(v);
 }
 
-static void rand_hex(char out[33])
-{
-    uint8_t b[16];
-    if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b) {
-        uint64_t x = clock_mono_ms() ^ ((uint64_t)getpid() << 32);
-        memcpy(b, &x, 8);
-        memcpy(b + 8, &x, 8);
-    }
-    for (int i = 0; i < 16; i++)
-        snprintf(out + 2 * i, 3, "%02x", b[i]);
-}
-
 static int in_list(const discovery_shard *list, size_t n, const char *id,
                    const char *epoch)
 {
@@ -401,7 +389,7 @@ static void discover(discovery *d)
         return;
     }
     char fresh[33];
-    rand_hex(fresh);
+    schema_random_hex(fresh);
     const char *ekey = key_of(d, "epoch", NULL, 0);
     const char *eargv[5] = { "EVAL", SCHEMA_LUA_EPOCH, "1", ekey, fresh };
     size_t elens[5] = { 4, strlen(SCHEMA_LUA_EPOCH), 1, d->key.len, strlen(fresh) };

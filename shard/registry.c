@@ -91,18 +91,6 @@ static char *cat3(const char *a, const char *b, const char *c)
     return s;
 }
 
-static void rand_hex(char out[33])
-{
-    uint8_t b[16];
-    if (getrandom(b, sizeof b, 0) != (ssize_t)sizeof b) {
-        uint64_t x = clock_mono_ms() ^ ((uint64_t)getpid() << 32);
-        memcpy(b, &x, 8);
-        memcpy(b + 8, &x, 8);
-    }
-    for (int i = 0; i < 16; i++)
-        snprintf(out + 2 * i, 3, "%02x", b[i]);
-}
-
 static void cmd_sent(shard_registry *r)
 {
     if (r->outstanding++ == 0)
@@ -586,7 +574,7 @@ static void write_lease(shard_registry *r, enum lease_mode mode)
     snprintf(conns, sizeof(conns), "%ld", ctx->srv ? ctx->srv->n_open : 0L);
     snprintf(toks, sizeof(toks), "%zu", subs_tokens_count(ctx->subs));
     snprintf(ttl, sizeof(ttl), "%lld", (long long)(s->lease_ttl * 1000));
-    rand_hex(fresh);
+    schema_random_hex(fresh);
     const char *wsa = ctx->srv ? ctx->srv->ws_addr : s->ws_addr;
     static const char *const modes[] = { "renew", "claim", "takeover" };
     const char *argv[28] = { "EVAL", SCHEMA_LUA_LEASE, "3", r->k_lease,
@@ -800,7 +788,7 @@ shard_registry *shard_registry_new(shard_ctx *ctx)
     r->rate_tokens = s->redis_route_rate;
     r->k_shards = cat3(s->redis_prefix, "shards", "");
     r->k_epoch = cat3(s->redis_prefix, "epoch", "");
-    rand_hex(r->nonce);
+    schema_random_hex(r->nonce);
     r->endpoint = cat3(s->endpoint, "", "");
     struct event_base *b = ctx->base;
     r->link = redislink_new(b, &r->ep, "registry",
