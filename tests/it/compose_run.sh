@@ -4,7 +4,7 @@
 # endpoints are mapped to this test's own (Redis, broker, free ports, a
 # socket directory), so a setting the binaries refuse, misspell-warn or
 # fail fast on breaks the test, not a deployment.  Each process must come
-# up (/health answers), log no "unknown setting" warning, and exit 0 on
+# up (/health answers), log no "is not a setting" warning, and exit 0 on
 # SIGTERM.
 set -euo pipefail
 top=${ODIN_TOP:?run through tools/run-tests.sh}
@@ -58,9 +58,9 @@ PY
             sleep 0.05   # starting: no event to wait on from bash
         done
         [ "$up" = 1 ] || { echo "$label $svc did not come up:"; tail -n 20 "$log"; exit 1; }
-        if grep -qi 'unknown setting\|did you mean' "$log"; then
+        if grep -qi 'is not a setting\|did you mean' "$log"; then
             echo "$label $svc: the compose environment has a setting the binary does not know:"
-            grep -i 'unknown setting\|did you mean' "$log"; exit 1
+            grep -i 'is not a setting\|did you mean' "$log"; exit 1
         fi
         kill -TERM "$pid"
         local rc=0; wait "$pid" || rc=$?
