@@ -41,7 +41,8 @@ for k in ("HTTP_ADDR", "WS_ADDR"):
         env[k] = "127.0.0.1:" + hp
 if "SHARD_SOCKET_DIR" in env:
     env["SHARD_SOCKET_DIR"] = tmp
-env.setdefault("SHARD_ID", "compose-run-" + svc)
+if svc == "shard":
+    env.setdefault("SHARD_ID", "compose-run-shard")
 with open(out, "w") as f:
     f.write(cmd[0] + "\n")
     for k, v in sorted(env.items()):

@@ -602,6 +602,16 @@ static void test_scale_out(void **st)
         assert_int_equal(WEXITSTATUS(ssup_shard_stop(&s[i], SIGTERM, 10000)), 0);
 }
 
+typedef struct lease_q { redisContext *c; const char *id; } lease_q;
+static int lease_written(void *arg)
+{
+    lease_q *q = arg;
+    redisReply *r = redisCommand(q->c, "HEXISTS odin:shard:%s endpoint", q->id);
+    int ok = r && r->type == REDIS_REPLY_INTEGER && r->integer == 1;
+    freeReplyObject(r);
+    return ok;
+}
+
 /* A shard registered with a tcp:// endpoint is fed over TCP with the same
  * frames (DESIGN.md "More hosts"). */
 static void test_tcp_endpoint(void **st)
@@ -617,6 +627,10 @@ static void test_tcp_endpoint(void **st)
     ssup_shard s;
     start_shard_env(&s, id, (const char *const[]){ tcp, ep, NULL });
     redisContext *rc = tsup_redis_connect(tsup_env("ODIN_REDIS_URL"));
+    /* the lease is written once the shard's Redis link is up and its claim
+     * went through: wait for it, not for the port */
+    lease_q lq = { rc, id };
+    assert_int_equal(tsup_wait_until(lease_written, &lq, 10000), 1);
     redisReply *rep = redisCommand(rc, "HGET odin:shard:%s endpoint", id);
     assert_non_null(rep);
     assert_int_equal(rep->type, REDIS_REPLY_STRING);
