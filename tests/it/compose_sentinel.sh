@@ -3,6 +3,7 @@
 # settings router and shard know.
 set -euo pipefail
 top=${ODIN_TOP:?run through tools/run-tests.sh}
+export HAPROXY_STATS_PASSWORD=test-stats GRAFANA_ADMIN_PASSWORD=test-grafana
 out=$(docker-compose -f "$top/compose/docker-compose.yml" -f "$top/compose/docker-compose.sentinel.yml" config)
 for svc in redis redis-replica sentinel-1 sentinel-2 sentinel-3 router shard; do
     grep -q "^  $svc:" <<<"$out" || { echo "service $svc missing"; exit 1; }
