@@ -277,7 +277,7 @@ static void end(lookup *lk, int failed)
     lk->active = 0;
     evtimer_del(lk->ev_timeout);
     double secs = (double)(clock_mono_us() - lk->t0_us) / 1e6;
-    router_hist_observe(&lk->m->lookup_seconds, secs);
+    prom_hist_observe(&lk->m->lookup_seconds, secs);
     lk->m->redis_lookups++;
     if (failed == 1)
         lk->m->redis_lookup_failures++;

@@ -7,44 +7,6 @@ static const double fanout_bounds[] = { 0, 1, 2, 4, 8, 16, 32, 64, 128 };
 static const double lookup_bounds[] = { 0.0001, 0.00025, 0.0005, 0.001, 0.0025,
                                         0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1 };
 static const double batch_bounds[] = { 1, 10, 50, 100, 250, 500, 1000, 5000 };
-/* Kafka timestamps have millisecond resolution: finer buckets would be noise. */
-static const double delivery_bounds[] = { 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025,
-                                          0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10 };
-
-void router_hist_init(router_hist *h, const double *bounds, size_t nbounds)
-{
-    memset(h, 0, sizeof *h);
-    if (nbounds > ROUTER_HIST_MAX_BUCKETS)
-        nbounds = ROUTER_HIST_MAX_BUCKETS;
-    h->bounds = bounds;
-    h->nbounds = nbounds;
-}
-
-void router_hist_observe(router_hist *h, double v)
-{
-    size_t i = 0;
-    while (i < h->nbounds && v > h->bounds[i])
-        i++;
-    h->counts[i]++;
-    h->count++;
-    h->sum += v;
-}
-
-int router_hist_render(const router_hist *h, buf *out, const char *name, const char *help)
-{
-    int rc = buf_appendf(out, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
-    uint64_t cum = 0;
-    for (size_t i = 0; i < h->nbounds; i++) {
-        cum += h->counts[i];
-        rc |= buf_appendf(out, "%s_bucket{le=\"%g\"} %llu\n", name, h->bounds[i],
-                          (unsigned long long)cum);
-    }
-    cum += h->counts[h->nbounds];
-    rc |= buf_appendf(out, "%s_bucket{le=\"+Inf\"} %llu\n%s_sum %.9g\n%s_count %llu\n",
-                      name, (unsigned long long)cum, name, h->sum, name,
-                      (unsigned long long)h->count);
-    return rc ? -1 : 0;
-}
 
 const char *router_invalid_name(enum router_invalid r)
 {
@@ -69,11 +31,10 @@ const char *router_mode_name(enum router_mode m)
 void router_metrics_init(router_metrics *m)
 {
     memset(m, 0, sizeof *m);
-    router_hist_init(&m->fanout, fanout_bounds, sizeof fanout_bounds / sizeof(double));
-    router_hist_init(&m->lookup_seconds, lookup_bounds, sizeof lookup_bounds / sizeof(double));
-    router_hist_init(&m->batch_size, batch_bounds, sizeof batch_bounds / sizeof(double));
-    router_hist_init(&m->delivery_seconds, delivery_bounds,
-                     sizeof delivery_bounds / sizeof(double));
+    prom_hist_init(&m->fanout, fanout_bounds, sizeof fanout_bounds / sizeof(double));
+    prom_hist_init(&m->lookup_seconds, lookup_bounds, sizeof lookup_bounds / sizeof(double));
+    prom_hist_init(&m->batch_size, batch_bounds, sizeof batch_bounds / sizeof(double));
+    prom_hist_init(&m->delivery_seconds, prom_latency_bounds, prom_latency_nbounds);
 }
 
 int router_metrics_render(const router_metrics *m, const router_gauges *g, buf *o)
@@ -118,13 +79,13 @@ int router_metrics_render(const router_metrics *m, const router_gauges *g, buf *
                           router_drop_name((enum router_drop)i),
                           (unsigned long long)left[i]);
 
-    rc |= router_hist_render(&m->fanout, o, "router_dispatch_fanout",
+    rc |= prom_hist_render(&m->fanout, o, "router_dispatch_fanout",
                              "Shards each record was sent to");
-    rc |= router_hist_render(&m->lookup_seconds, o, "router_redis_lookup_seconds",
+    rc |= prom_hist_render(&m->lookup_seconds, o, "router_redis_lookup_seconds",
                              "Pipelined Redis route lookup round trip per batch");
-    rc |= router_hist_render(&m->batch_size, o, "router_batch_size",
+    rc |= prom_hist_render(&m->batch_size, o, "router_batch_size",
                              "Records per consumed batch");
-    rc |= router_hist_render(&m->delivery_seconds, o, "router_delivery_latency_seconds",
+    rc |= prom_hist_render(&m->delivery_seconds, o, "router_delivery_latency_seconds",
                              "Kafka record timestamp to its batch's frames written to "
                              "the shard sockets (records sent to at least one shard)");
 

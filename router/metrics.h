@@ -10,22 +10,7 @@
 #include <stdint.h>
 
 #include "common/buf.h"
-
-#define ROUTER_HIST_MAX_BUCKETS 16
-
-typedef struct router_hist {
-    const double *bounds;    /* ascending upper bounds, +Inf implied */
-    size_t nbounds;          /* <= ROUTER_HIST_MAX_BUCKETS */
-    uint64_t counts[ROUTER_HIST_MAX_BUCKETS + 1];  /* non-cumulative */
-    uint64_t count;
-    double sum;
-} router_hist;
-
-void router_hist_init(router_hist *h, const double *bounds, size_t nbounds);
-void router_hist_observe(router_hist *h, double v);
-/* Append "# HELP/# TYPE" and the _bucket/_sum/_count series. */
-int router_hist_render(const router_hist *h, buf *out, const char *name,
-                       const char *help);
+#include "common/prom.h"
 
 /* Invalid record reasons (router_records_invalid_total{reason}). */
 enum router_invalid {
@@ -85,10 +70,10 @@ typedef struct router_metrics {
     uint64_t hold_expired;                    /* holds that ended in broadcast */
     uint64_t hold_ms;                         /* total time held */
     uint64_t shard_grace;                     /* shards kept in their down grace */
-    router_hist fanout;                       /* shards per record */
-    router_hist lookup_seconds;               /* Redis round trip */
-    router_hist batch_size;                   /* records per batch */
-    router_hist delivery_seconds;             /* Kafka timestamp -> written to shards */
+    prom_hist fanout;                       /* shards per record */
+    prom_hist lookup_seconds;               /* Redis round trip */
+    prom_hist batch_size;                   /* records per batch */
+    prom_hist delivery_seconds;             /* Kafka timestamp -> written to shards */
 } router_metrics;
 
 void router_metrics_init(router_metrics *m);

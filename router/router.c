@@ -169,7 +169,7 @@ static void observe_delivery(router *r, const ticket *t)
     int64_t now_us = (int64_t)clock_wall_us();
     for (size_t i = 0; i < t->nts; i++) {
         int64_t d = now_us - t->ts[i] * 1000;
-        router_hist_observe(&r->m.delivery_seconds, d > 0 ? (double)d / 1e6 : 0.0);
+        prom_hist_observe(&r->m.delivery_seconds, d > 0 ? (double)d / 1e6 : 0.0);
     }
 }
 
@@ -401,7 +401,7 @@ static void dispatch_batch(router *r, enum router_mode mode)
         }
         if (nt == 0 && (rc->all || mode != ROUTER_MODE_TARGETED))
             r->m.drops[ROUTER_DROP_NO_SHARD]++;   /* nobody to send to: counted */
-        router_hist_observe(&r->m.fanout, sent);
+        prom_hist_observe(&r->m.fanout, sent);
         if (sent && fr.timestamp_ms > 0)
             r->ticket->ts[r->ticket->nts++] = fr.timestamp_ms;
         r->m.dispatch[mode]++;
@@ -434,7 +434,7 @@ static void process_batch(router *r)
     r->inflight = 1;
     r->batch_no++;
     r->m.batches++;
-    router_hist_observe(&r->m.batch_size, (double)r->nbatch);
+    prom_hist_observe(&r->m.batch_size, (double)r->nbatch);
 
     ticket *t = malloc(sizeof *t + r->nbatch * (sizeof t->segs[0] + sizeof t->ts[0]));
     if (t) {

@@ -233,8 +233,9 @@ void client_flush(shard_client *c)
             if (ch->ts_ms > 0) {
                 if (now_us == 0)
                     now_us = (int64_t)clock_wall_us();
-                shard_lat_observe(&ctx->m.shard_delivery_latency,
-                                  now_us - ch->ts_ms * 1000);
+                int64_t us = now_us - ch->ts_ms * 1000;
+                prom_hist_observe(&ctx->m.shard_delivery_latency,
+                                  us > 0 ? (double)us / 1e6 : 0.0);
             }
             ws_chunk_unref(ch);
             c->q_head = (c->q_head + 1) & (c->q_cap - 1);

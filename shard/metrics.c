@@ -22,24 +22,10 @@ void shard_metrics_count_close(shard_metrics *m, unsigned code)
     m->ws_disconnects_total[i]++;
 }
 
-const uint32_t shard_lat_bounds_us[SM_LAT_BUCKETS] = {
-    1000, 2000, 3000, 5000, 7500, 10000, 25000, 50000, 100000, 250000, 500000,
-    1000000, 2500000, 5000000, 10000000
-};
-
-static int lat_render(buf *o, const shard_lat_hist *h, const char *name, const char *help)
+void shard_metrics_init(shard_metrics *m)
 {
-    int e = prom_head(o, name, "histogram", help);
-    uint64_t cum = 0;
-    for (unsigned i = 0; i < SM_LAT_BUCKETS; i++) {
-        cum += h->counts[i];
-        e |= buf_appendf(o, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", name,
-                         shard_lat_bounds_us[i] / 1e6, cum);
-    }
-    cum += h->counts[SM_LAT_BUCKETS];
-    e |= buf_appendf(o, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n%s_sum %.6f\n%s_count %" PRIu64
-                     "\n", name, cum, name, (double)h->sum_us / 1e6, name, h->count);
-    return e;
+    memset(m, 0, sizeof *m);
+    prom_hist_init(&m->shard_delivery_latency, prom_latency_bounds, prom_latency_nbounds);
 }
 
 int shard_metrics_render(buf *o, const shard_metrics *m, const shard_gauges *g)
@@ -229,7 +215,7 @@ int shard_metrics_render(buf *o, const shard_metrics *m, const shard_gauges *g)
         e |= prom_head(o, "shard_info", "gauge", "Always 1; shard_id is this shard's SHARD_ID");
         e |= buf_appendf(o, "shard_info{shard_id=\"%s\"} 1\n", g->shard_id);
     }
-    e |= lat_render(o, &m->shard_delivery_latency, "shard_delivery_latency_seconds",
+    e |= prom_hist_render(&m->shard_delivery_latency, o, "shard_delivery_latency_seconds",
                     "Kafka record timestamp to the record's frame fully written to a "
                     "client socket, once per delivery (live records, not replays)");
     return e ? -1 : 0;

@@ -8,6 +8,7 @@
 
 #include <stdint.h>
 #include "common/buf.h"
+#include "common/prom.h"
 
 /* Close codes counted per code in ws_disconnects_total{code}. */
 enum shard_close_idx {
@@ -34,29 +35,6 @@ enum shard_proxy_reject_idx {
 
 #define SM_CLIENT_ERR_N 7    /* indexed by enum clientmsg_err */
 #define SM_RESUME_N 6        /* indexed by enum resume_code */
-
-/* shard_delivery_latency_seconds: fixed buckets in microseconds (the Kafka
- * timestamp has millisecond resolution, so nothing finer than 1 ms). */
-#define SM_LAT_BUCKETS 15
-extern const uint32_t shard_lat_bounds_us[SM_LAT_BUCKETS];
-typedef struct shard_lat_hist {
-    uint64_t counts[SM_LAT_BUCKETS + 1];   /* non-cumulative, last = +Inf */
-    uint64_t count;
-    uint64_t sum_us;
-} shard_lat_hist;
-
-/* Observe one delivery of latency `us` (negative clamps to 0). */
-static inline void shard_lat_observe(shard_lat_hist *h, int64_t us)
-{
-    if (us < 0)
-        us = 0;
-    unsigned i = 0;
-    while (i < SM_LAT_BUCKETS && (uint64_t)us > shard_lat_bounds_us[i])
-        i++;
-    h->counts[i]++;
-    h->count++;
-    h->sum_us += (uint64_t)us;
-}
 
 typedef struct shard_metrics {
     uint64_t ws_connections_total;
@@ -100,7 +78,7 @@ typedef struct shard_metrics {
     uint64_t shard_redis_commands_total;
     uint64_t shard_redis_route_updates_total;   /* tokens sent in batches */
     uint64_t shard_redis_script_loads_total;    /* EVAL after NOSCRIPT */
-    shard_lat_hist shard_delivery_latency;   /* Kafka timestamp -> client write */
+    prom_hist shard_delivery_latency;   /* Kafka timestamp -> client write, seconds */
 } shard_metrics;
 
 typedef struct shard_gauges {
@@ -130,6 +108,9 @@ typedef struct shard_gauges {
 void shard_metrics_count_close(shard_metrics *m, unsigned code);
 
 /* Append the Prometheus text page. 0 or -1. */
+/* Zero every counter and set up the histograms' buckets. */
+void shard_metrics_init(shard_metrics *m);
+
 int shard_metrics_render(buf *out, const shard_metrics *m,
                          const shard_gauges *g);
 

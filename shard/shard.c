@@ -143,6 +143,7 @@ int shard_run(const shard_settings *set)
     int rc = 1;
     shard_ctx ctx;
     memset(&ctx, 0, sizeof(ctx));
+    shard_metrics_init(&ctx.m);
     ctx.set = set;
     ctx.start_mono_ms = clock_mono_ms();
     ctx.start_wall_ms = clock_wall_ms();

@@ -217,10 +217,10 @@ static void test_metrics_render(void **state)
     m.invalid[ROUTER_INV_INVALID_JSON] = 2;
     m.drops[ROUTER_DROP_QUEUE_FULL] = 3;
     m.dispatch[ROUTER_MODE_FALLBACK] = 4;
-    router_hist_observe(&m.fanout, 0);
-    router_hist_observe(&m.fanout, 1);
-    router_hist_observe(&m.fanout, 3);
-    router_hist_observe(&m.fanout, 1000);
+    prom_hist_observe(&m.fanout, 0);
+    prom_hist_observe(&m.fanout, 1);
+    prom_hist_observe(&m.fanout, 3);
+    prom_hist_observe(&m.fanout, 1000);
     router_gauges g = { .cache_hits = 11, .cache_misses = 5, .cache_entries = 4,
                         .shards_connected = 2, .redis_connected = 1, .consumer_lag = 9 };
     buf b = { 0 };

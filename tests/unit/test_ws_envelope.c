@@ -147,13 +147,15 @@ static double value_of(const buf *b, const char *series)
 static void test_metrics(void **state)
 {
     shard_metrics m;
-    memset(&m, 0, sizeof(m));
+    shard_metrics_init(&m);
     m.ws_connections_total = 5;
     m.ws_slow_clients_disconnected_total = 2;
     m.shard_records_dropped_total[SM_DROP_NO_SUBSCRIBERS] = 9;
     m.ws_client_errors_total[1] = 4;
     shard_metrics_count_close(&m, 1008);
     shard_metrics_count_close(&m, 4000);
+    prom_hist_observe(&m.shard_delivery_latency, 0.0015);   /* 2 ms bucket */
+    prom_hist_observe(&m.shard_delivery_latency, 20.0);     /* past the last */
     shard_gauges g = { .connections = 3, .max_connections = 100,
                        .fd_limit = 20000, .routers = 2, .redis_connected = 1,
                        .shard_id = "s1" };
@@ -171,6 +173,11 @@ static void test_metrics(void **state)
     assert_true(value_of(&b, "shard_router_connections") == 2);
     assert_true(value_of(&b, "shard_redis_connected") == 1);
     assert_non_null(HAS(b, "# TYPE ws_messages_sent_total counter"));
+    assert_true(value_of(&b, "shard_delivery_latency_seconds_bucket{le=\"0.001\"}") == 0);
+    assert_true(value_of(&b, "shard_delivery_latency_seconds_bucket{le=\"0.002\"}") == 1);
+    assert_true(value_of(&b, "shard_delivery_latency_seconds_bucket{le=\"10\"}") == 1);
+    assert_true(value_of(&b, "shard_delivery_latency_seconds_bucket{le=\"+Inf\"}") == 2);
+    assert_true(value_of(&b, "shard_delivery_latency_seconds_count") == 2);
     buf_free(&b);
 }
 
