@@ -18,8 +18,13 @@ static const char summary[] =
     "streams.  Offsets are stored only after a record reached every target "
     "shard's socket or was deliberately dropped (at-least-once).";
 
-#define OPT(env, type, field, def, help, lo, hi) \
-    c->opts[n++] = (config_opt){ env, type, &c->field, def, help, lo, hi }
+/* bounds-checked: a table that outgrows opts[] aborts before writing past it */
+#define OPT(env, type, field, def, help, lo, hi)                                \
+    do {                                                                        \
+        if (n >= ROUTER_CONFIG_MAX_OPTS)                                        \
+            abort();                                                            \
+        c->opts[n++] = (config_opt){ env, type, &c->field, def, help, lo, hi }; \
+    } while (0)
 
 static size_t fill_opts(router_config *c)
 {

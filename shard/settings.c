@@ -14,8 +14,13 @@
 static size_t table(shard_settings *s, config_opt *o)
 {
     size_t n = 0;
-#define OPT(env, type, dst, def, help, lo, hi) \
-    o[n++] = (config_opt){ env, type, dst, def, help, lo, hi }
+/* bounds-checked: a table that outgrows NOPTS aborts before writing past it */
+#define OPT(env, type, dst, def, help, lo, hi)                               \
+    do {                                                                     \
+        if (n >= NOPTS)                                                      \
+            abort();                                                         \
+        o[n++] = (config_opt){ env, type, dst, def, help, lo, hi };          \
+    } while (0)
     OPT("SHARD_ID", CFG_STR, &s->cfg_shard_id, NULL,
         "Shard id in Redis and router hellos, [A-Za-z0-9_.-]{1,128} "
         "(default: <hostname>-<pid>)", 0, 0);
@@ -182,8 +187,6 @@ static size_t table(shard_settings *s, config_opt *o)
         "Reconnects replaying at once per shard; more get RESUME_BUSY",
         1, 1000);
 #undef OPT
-    if (n > NOPTS)
-        abort();
     return n;
 }
 
