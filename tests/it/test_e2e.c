@@ -275,7 +275,8 @@ static void start_shard(ssup_shard *s, const char *id)
     start_shard_env(s, id, NULL);
 }
 
-static void start_router_env(rtsup_router *r, const char *more)
+/* A router on redis_url in a fresh group, `more` one extra "K=V" (or NULL). */
+static void start_router_at(rtsup_router *r, const char *redis_url, const char *more)
 {
     char group[128];
     snprintf(group, sizeof group, "KAFKA_GROUP=%s", rtsup_unique("e2e"));
@@ -283,11 +284,16 @@ static void start_router_env(rtsup_router *r, const char *more)
                             "KAFKA_OPTIONS=fetch.wait.max.ms=20,topic.metadata.refresh.interval.ms=1000,"
                             "session.timeout.ms=6000",
                             more, NULL };
-    assert_int_equal(rtsup_router_start(r, tsup_env("ODIN_REDIS_URL"), extra), 0);
+    assert_int_equal(rtsup_router_start(r, redis_url, extra), 0);
     remember(r->pid);
     /* Joining a new consumer group takes the mock broker a few seconds, more
      * on a loaded machine: wait for the assignment itself. */
     assert_true(rtsup_wait_metric(r->http_port, "router_assigned_partitions", 1, 120000));
+}
+
+static void start_router_env(rtsup_router *r, const char *more)
+{
+    start_router_at(r, tsup_env("ODIN_REDIS_URL"), more);
 }
 
 static void start_router(rtsup_router *r)
@@ -602,6 +608,19 @@ static void test_scale_out(void **st)
         assert_int_equal(WEXITSTATUS(ssup_shard_stop(&s[i], SIGTERM, 10000)), 0);
 }
 
+/* Names of a test shard fed over TCP: id, token, channel, and its
+ * SHARD_TCP_ADDR / SHARD_ENDPOINT settings on a free port. */
+typedef struct tcp_names { char id[48], tok[32], chan[64], tcp[64], ep[80]; } tcp_names;
+static void tcp_names_fill(tcp_names *n, const char *what, const char *tok_prefix)
+{
+    snprintf(n->id, sizeof n->id, "e2e-%s-%d", what, (int)getpid());
+    snprintf(n->tok, sizeof n->tok, "%s%d", tok_prefix, (int)getpid());
+    snprintf(n->chan, sizeof n->chan, "%s.trade", n->tok);
+    int port = tsup_free_port();
+    snprintf(n->tcp, sizeof n->tcp, "SHARD_TCP_ADDR=127.0.0.1:%d", port);
+    snprintf(n->ep, sizeof n->ep, "SHARD_ENDPOINT=tcp://127.0.0.1:%d", port);
+}
+
 typedef struct lease_q { redisContext *c; const char *id; } lease_q;
 static int lease_written(void *arg)
 {
@@ -617,13 +636,9 @@ static int lease_written(void *arg)
 static void test_tcp_endpoint(void **st)
 {
     (void)st;
-    char id[48], tok[32], chan[64], tcp[64], ep[80];
-    snprintf(id, sizeof id, "e2e-tcp-%d", (int)getpid());
-    snprintf(tok, sizeof tok, "ET%d", (int)getpid());
-    snprintf(chan, sizeof chan, "%s.trade", tok);
-    int port = tsup_free_port();
-    snprintf(tcp, sizeof tcp, "SHARD_TCP_ADDR=127.0.0.1:%d", port);
-    snprintf(ep, sizeof ep, "SHARD_ENDPOINT=tcp://127.0.0.1:%d", port);
+    tcp_names n;
+    tcp_names_fill(&n, "tcp", "ET");
+    const char *id = n.id, *tok = n.tok, *chan = n.chan, *tcp = n.tcp, *ep = n.ep;
     ssup_shard s;
     start_shard_env(&s, id, (const char *const[]){ tcp, ep, NULL });
     redisContext *rc = tsup_redis_connect(tsup_env("ODIN_REDIS_URL"));
@@ -674,13 +689,9 @@ static void stop_router_ok(rtsup_router *r)
 static void test_ingress_secret(void **st)
 {
     (void)st;
-    char id[48], tok[32], chan[64], tcp[64], ep[80];
-    snprintf(id, sizeof id, "e2e-auth-%d", (int)getpid());
-    snprintf(tok, sizeof tok, "EA%d", (int)getpid());
-    snprintf(chan, sizeof chan, "%s.trade", tok);
-    int port = tsup_free_port();
-    snprintf(tcp, sizeof tcp, "SHARD_TCP_ADDR=127.0.0.1:%d", port);
-    snprintf(ep, sizeof ep, "SHARD_ENDPOINT=tcp://127.0.0.1:%d", port);
+    tcp_names n;
+    tcp_names_fill(&n, "auth", "EA");
+    const char *id = n.id, *tok = n.tok, *chan = n.chan, *tcp = n.tcp, *ep = n.ep;
     ssup_shard s;
     start_shard_env(&s, id, (const char *const[]){ tcp, ep, "SHARD_INGRESS_SECRET=right-secret",
                                                    NULL });
@@ -858,16 +869,8 @@ static void test_sentinel_failover(void **st)
     assert_int_equal(tsup_wait_until(route_member, &mq, 10000), 1);
     redisFree(rm);
 
-    char group[128];
-    snprintf(group, sizeof group, "KAFKA_GROUP=%s", rtsup_unique("sent"));
-    const char *renv[] = { group, "KAFKA_OFFSET_RESET=latest", "LOG_LEVEL=info",
-                           "KAFKA_OPTIONS=fetch.wait.max.ms=20,topic.metadata.refresh.interval.ms=1000,"
-                           "session.timeout.ms=6000",
-                           sent, NULL };
     rtsup_router r;
-    assert_int_equal(rtsup_router_start(&r, url, renv), 0);
-    remember(r.pid);
-    assert_true(rtsup_wait_metric(r.http_port, "router_assigned_partitions", 1, 120000));
+    start_router_at(&r, url, sent);   /* url's host is unused: Sentinel */
     client *cs[] = { &c, NULL };
     rtsup_producer *p = rtsup_producer_new(tsup_env("ODIN_KAFKA_BROKERS"));
     await_live(cs, p);
