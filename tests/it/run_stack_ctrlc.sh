@@ -7,26 +7,7 @@
 # stack in its own process group and sending SIGINT to that group.
 set -euo pipefail
 top=${ODIN_TOP:?run through tools/run-tests.sh}
-free_port() {
-    python3 - "${1:-1}" <<'PY'
-import random, socket, sys
-n = int(sys.argv[1])
-def free(p):
-    s = socket.socket()
-    try:
-        s.bind(("0.0.0.0", p))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-while True:
-    p = random.randint(20000, 32000 - n)
-    if all(free(p + k) for k in range(n)):
-        print(p)
-        break
-PY
-}
+. "$top/tests/support/ports.sh"
 run_dir="$ODIN_TMP/run-stack-ctrlc"
 out="$ODIN_TMP/run-stack-ctrlc.out"
 base=$(free_port 3)

@@ -5,29 +5,7 @@
 # must stop cleanly.
 set -euo pipefail
 top=${ODIN_TOP:?run through tools/run-tests.sh}
-# Ports below the ephemeral range (32768+), so no outgoing connection of the
-# stack itself can take one between our pick and the bind.  free_port N
-# prints the first of N consecutive free ports.
-free_port() {
-    python3 - "${1:-1}" <<'PY'
-import random, socket, sys
-n = int(sys.argv[1])
-def free(p):
-    s = socket.socket()
-    try:
-        s.bind(("0.0.0.0", p))
-        return True
-    except OSError:
-        return False
-    finally:
-        s.close()
-while True:
-    p = random.randint(20000, 32000 - n)
-    if all(free(p + k) for k in range(n)):
-        print(p)
-        break
-PY
-}
+. "$top/tests/support/ports.sh"
 run_dir="$ODIN_TMP/run-stack"
 out="$ODIN_TMP/run-stack.out"
 base=$(free_port 3)
