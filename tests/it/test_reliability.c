@@ -388,19 +388,27 @@ static void report_router(rtsup_router *r, const char *test)
 
 static const char *brokers(void) { return tsup_env("ODIN_KAFKA_BROKERS"); }
 
+/* The setting most faults start from: a private Redis, a 2-token stream,
+ * shards a and b, and one router in a fresh group. */
+static void two_shards(tsup_redis *red, stream *s, const char *name, ssup_shard *a,
+                       const char *tag_a, ssup_shard *b, const char *tag_b, rtsup_router *r)
+{
+    assert_int_equal(tsup_redis_start(red), 0);
+    stream_init(s, brokers(), name, 2);
+    start_shard(a, tag_a, red->url);
+    start_shard(b, tag_b, red->url);
+    start_router(r, s, red->url, rtsup_unique("g"), NULL);
+}
+
 /* ---- Redis killed and restarted empty ------------------------------------ */
 
 static void test_redis_restart_empty(void **state)
 {
     tsup_redis red;
-    assert_int_equal(tsup_redis_start(&red), 0);
     stream s;
-    stream_init(&s, brokers(), "rel-redis", 2);
     ssup_shard a, b;
-    start_shard(&a, "ra", red.url);
-    start_shard(&b, "rb", red.url);
     rtsup_router r;
-    start_router(&r, &s, red.url, rtsup_unique("g"), NULL);
+    two_shards(&red, &s, "rel-redis", &a, "ra", &b, "rb", &r);
     client_new(&s, "a:TA", a.port, (int[]){ 0, -1 });
     client_new(&s, "b:TB", b.port, (int[]){ 1, -1 });
     client_new(&s, "b:TA+TB", b.port, (int[]){ 0, 1, -1 });
@@ -439,14 +447,10 @@ static void test_redis_restart_empty(void **state)
 static void test_flushall(void **state)
 {
     tsup_redis red;
-    assert_int_equal(tsup_redis_start(&red), 0);
     stream s;
-    stream_init(&s, brokers(), "rel-flush", 2);
     ssup_shard a, b;
-    start_shard(&a, "fa", red.url);
-    start_shard(&b, "fb", red.url);
     rtsup_router r;
-    start_router(&r, &s, red.url, rtsup_unique("g"), NULL);
+    two_shards(&red, &s, "rel-flush", &a, "fa", &b, "fb", &r);
     client_new(&s, "a:TA", a.port, (int[]){ 0, -1 });
     client_new(&s, "b:TB", b.port, (int[]){ 1, -1 });
     wait_route(red.url, s.tok[0], a.id);
@@ -562,14 +566,10 @@ static void test_sigterm_while_holding(void **state)
 static void test_shard_sigstop(void **state)
 {
     tsup_redis red;
-    assert_int_equal(tsup_redis_start(&red), 0);
     stream s;
-    stream_init(&s, brokers(), "rel-stop", 2);
     ssup_shard a, b;
-    start_shard(&a, "sa", red.url);
-    start_shard(&b, "sb", red.url);
     rtsup_router r;
-    start_router(&r, &s, red.url, rtsup_unique("g"), NULL);
+    two_shards(&red, &s, "rel-stop", &a, "sa", &b, "sb", &r);
     client_new(&s, "a:TA", a.port, (int[]){ 0, -1 });
     client_new(&s, "b:TA+TB", b.port, (int[]){ 0, 1, -1 });
     wait_route(red.url, s.tok[0], a.id);
@@ -611,14 +611,10 @@ static void test_shard_sigstop(void **state)
 static void test_shard_kill(void **state)
 {
     tsup_redis red;
-    assert_int_equal(tsup_redis_start(&red), 0);
     stream s;
-    stream_init(&s, brokers(), "rel-skill", 2);
     ssup_shard a, b;
-    start_shard(&a, "ka", red.url);
-    start_shard(&b, "kb", red.url);
     rtsup_router r;
-    start_router(&r, &s, red.url, rtsup_unique("g"), NULL);
+    two_shards(&red, &s, "rel-skill", &a, "ka", &b, "kb", &r);
     client_new(&s, "a:TA+TB", a.port, (int[]){ 0, 1, -1 });
     rclient *victim = client_new(&s, "b:TA", b.port, (int[]){ 0, -1 });
     wait_route(red.url, s.tok[0], a.id);
