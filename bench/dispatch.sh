@@ -68,8 +68,12 @@ for mode in $MODES; do
         [ "$delivered" -ne "$last" ] && { t_end=$(now_s); last=$delivered; still=$SECONDS; }
         [ "$delivered" -ge "$RECORDS" ] && break
         # records dropped by the router (small SHARD_QUEUE): stop once the
-        # router consumed everything, its queues are empty and nothing moves
+        # router consumed everything, dropped some, holds nothing (a router
+        # that holds records until discovery has run delivers them later),
+        # its queues are empty and nothing moves
         if [ $((SECONDS - still)) -ge 3 ] &&
+           [ "$(metric "$ROUTER_HTTP" router_drops_total)" -gt 0 ] &&
+           [ "$(metric "$ROUTER_HTTP" router_hold_active)" -eq 0 ] &&
            [ "$(metric "$ROUTER_HTTP" router_records_total)" -ge "$RECORDS" ] &&
            [ "$(metric "$ROUTER_HTTP" router_shard_queue_bytes)" -eq 0 ]; then
             bench_log "$mode: the router dropped records; $delivered of $RECORDS delivered"
