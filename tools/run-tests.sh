@@ -7,12 +7,16 @@
 #       ODIN_BUILD, ODIN_TMP, ODIN_REDIS_URL, ODIN_REDIS_PORT and
 #       ODIN_KAFKA_BROKERS set.  Everything is stopped by a trap on exit.
 # FILTER: only tests whose name contains it.
-# Prints one line per test and, last, "tests: N passed, N failed".
+# A test that exits 77 was skipped (the environment cannot run it, e.g. no
+# network namespaces): printed as SKIP with its "SKIP: reason" line, not
+# counted as passed or failed.
+# Prints one line per test and, last, "tests: N passed, N failed" (and
+# ", N skipped" when some were).
 set -u
 mode=${1:-all}; build=${2:-build}; filter=${3:-}
 top=$(cd "$(dirname "$0")/.." && pwd)
 build=$(cd "$top" && cd "$build" && pwd) || { echo "no build dir $2" >&2; exit 2; }
-passed=0; failed=0; failed_names=()
+passed=0; failed=0; skipped=0; failed_names=()
 tmp=$(mktemp -d /tmp/odin-test.XXXXXX)
 pids=()
 
@@ -50,6 +54,9 @@ run_one() { # name cmd...
     local dt=$(( (end - start) / 100000 )); dt="$((dt / 10)).$((dt % 10))"
     if [ $rc -eq 0 ]; then
         passed=$((passed + 1)); printf 'PASS %-40s %6ss\n' "$name" "$dt"
+    elif [ $rc -eq 77 ]; then
+        skipped=$((skipped + 1))
+        printf 'SKIP %-40s %6ss %s\n' "$name" "$dt" "$(grep -m1 '^SKIP: ' "$log" | cut -c7-)"
     else
         failed=$((failed + 1)); failed_names+=("$name")
         printf 'FAIL %-40s %6ss (exit %d)\n' "$name" "$dt" "$rc"
@@ -110,5 +117,5 @@ case "$mode" in
 esac
 
 echo "== $(basename "$build") =="
-echo "tests: $passed passed, $failed failed"
+echo "tests: $passed passed, $failed failed$([ "$skipped" -eq 0 ] || echo ", $skipped skipped")"
 [ "$failed" -eq 0 ] || { printf 'failed: %s\n' "${failed_names[@]}"; exit 1; }
