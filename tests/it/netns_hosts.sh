@@ -118,6 +118,7 @@ start_router() {
     pids+=($!)
 }
 start_router router 8080 netns "$SECRET"
+ROUTER=$!
 
 # ---- shard hosts -----------------------------------------------------------
 # start_shard NAME NS ADDR
@@ -130,7 +131,9 @@ start_shard() {
     pids+=($!)
 }
 start_shard a "$NS_A" 10.213.1.2
+SHARD_A=$!
 start_shard b "$NS_B" 10.213.2.2
+SHARD_B=$!
 listening() { ip netns exec "$1" curl -s -o /dev/null --max-time 2 http://127.0.0.1:3002/health; }
 wait_for "shard host A listening" 30 listening "$NS_A"
 wait_for "shard host B listening" 30 listening "$NS_B"
@@ -279,14 +282,24 @@ wait_for "phase 4 delivered" 60 all_received analytics "${SENT[a4]}" "${SENT[b4]
 
 # ---- a router with the wrong secret is refused --------------------------------
 start_router intruder 8081 netns-intruder "wrong-$SECRET"
-INTRUDER=${pids[-1]}
+INTRUDER=$!
 refused() { grep "SHARD_INGRESS_SECRET differs" "$T/intruder.log" | grep -q "\"shard\":\"host-$1\""; }
 wait_for "the wrong-secret router refused by host A" 30 refused a
 wait_for "the wrong-secret router refused by host B" 30 refused b
 metric_is "$NS_R" 8081 router_shards_connected 0 || fail "the wrong-secret router is connected"
 refused_a=$(metric "$NS_A" 3002 shard_ingress_auth_failures_total)
 refused_b=$(metric "$NS_B" 3002 shard_ingress_auth_failures_total)
-kill -TERM "$INTRUDER"
+# stop_ok NAME PID: SIGTERM, and the process must exit 0 within 10 s (ASan
+# builds report leaks and errors through the exit status)
+stop_ok() {
+    kill -TERM "$2"
+    ( sleep 10; kill -KILL "$2" 2>/dev/null ) &
+    local rc=0 watchdog=$!
+    wait "$2" || rc=$?
+    kill "$watchdog" 2>/dev/null || true
+    [ "$rc" -eq 0 ] || { tail -20 "$T/$1.log" >&2; fail "$1 exited $rc after SIGTERM (137: not within 10 s)"; }
+}
+stop_ok intruder "$INTRUDER"
 
 # ---- the counts, per client and token ------------------------------------------
 # what Kafka holds per token and topic (the publishers' totals must agree)
@@ -374,6 +387,12 @@ if errors:
     print("\n".join(errors), file=sys.stderr)
     sys.exit(1)
 PY
+
+# every daemon stops cleanly (the shards deregister: Redis is reachable again)
+stop_ok router "$ROUTER"
+stop_ok shard-a "$SHARD_A"
+stop_ok shard-b "$SHARD_B"
+! grep -l 'AddressSanitizer\|runtime error' "$T"/*.log || fail "sanitizer report in the logs above"
 
 echo "figures: routes_expired_ms=$(( t_expired - t_cut )) (link down -> lease gone and routes swept; lease 2 s + grace 2 s + discovery 0.2 s)"
 echo "figures: rejoin_ms=$(( t_back - t_up )) (link up -> lease synced, routes back, router reconnected with the secret)"
