@@ -694,6 +694,18 @@ int net_nodelay(int fd)
                                                                           : NET_ERR;
 }
 
+int net_linger_zero(int fd)
+{
+    struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+    return setsockopt(fd, SOL_SOCKET, SO_LINGER, &lg, sizeof lg) == 0 ? NET_OK : NET_ERR;
+}
+
+void net_close_abort(int fd)
+{
+    (void)net_linger_zero(fd);   /* harmless on AF_UNIX */
+    close(fd);
+}
+
 ssize_t net_write_all(int fd, const void *buf, size_t len)
 {
     const char *p = buf;

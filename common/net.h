@@ -194,6 +194,21 @@ int net_keepalive(int fd, int idle_s, int intvl_s, int cnt);
 int net_nodelay(int fd);
 
 /*
+ * Abortive close of a connection we give up on (peer unreachable, stalled,
+ * declared dead): SO_LINGER 0 then close(2), so the kernel discards what is
+ * still unsent or unacknowledged and answers the peer with a RST instead of
+ * retransmitting those bytes when the path comes back.  Without it a lease
+ * write or a delivery frame queued before a link cut arrives seconds later,
+ * after newer ones sent over the replacement connection.  Not for graceful
+ * ends (shutdown, drain), where the tail must still arrive.
+ */
+void net_close_abort(int fd);
+
+/* Only the SO_LINGER 0 part, for an fd that another library closes
+ * (hiredis).  NET_OK or NET_ERR (errno). */
+int net_linger_zero(int fd);
+
+/*
  * Write as much of buf as the (non-blocking) socket takes: retries on EINTR,
  * stops on EAGAIN.  Never raises SIGPIPE.  Returns the bytes written (0 when
  * the socket is full), or -1 with errno on an error (EPIPE, ECONNRESET...).

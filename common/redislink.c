@@ -658,6 +658,11 @@ void redislink_drop(redislink *l, const char *why)
     set_err(l, "dropped", why);
     log_kv(LOG_WARN, "redis connection dropped", "s:conn", l->name, "s:reason", why, NULL);
     l->ac = NULL;     /* our connect/disconnect callbacks ignore it now */
+    /* Given up on: commands still in the kernel's send buffer (a lease
+     * write, a route change) must not reach Redis after the replacement
+     * connection's (net_close_abort).  hiredis closes the fd in Free. */
+    if (ac->c.fd >= 0)
+        (void)net_linger_zero(ac->c.fd);
     redisAsyncFree(ac);
     went_down(l);
 }

@@ -52,7 +52,7 @@ static void health(router_http *h, struct evhttp_request *req)
     if (s->stopping || !kafka_ok) {
         status = "unhealthy";
         code = 503;
-    } else if ((cfg->mode == ROUTER_MODE_TARGETED && !s->redis_ok) ||
+    } else if ((cfg->mode == ROUTER_MODE_TARGETED && !s->redis_ok) || g->holding ||
                g->shards_known == 0 || g->shards_connected < g->shards_known) {
         status = "degraded";
     }
@@ -60,9 +60,10 @@ static void health(router_http *h, struct evhttp_request *req)
     buf_appendf(&b, "{\"status\":\"%s\",\"id\":", status);
     buf_append_json_str(&b, cfg->id, strlen(cfg->id));
     buf_appendf(&b, ",\"mode\":\"%s\",\"stopping\":%s,\"uptime\":%llu,"
-                "\"consumer_lag\":%lld,\"checks\":{",
+                "\"consumer_lag\":%lld,\"holding\":%s,\"backpressured\":%s,\"checks\":{",
                 router_mode_name(s->mode), s->stopping ? "true" : "false",
-                (unsigned long long)s->uptime_s, (long long)g->consumer_lag);
+                (unsigned long long)s->uptime_s, (long long)g->consumer_lag,
+                g->holding ? "true" : "false", g->backpressured ? "true" : "false");
     buf_appendf(&b, "\"kafka\":{\"status\":\"%s\",\"assigned_partitions\":%llu,"
                 "\"consumer_lag\":%lld,\"records\":%llu,\"group\":",
                 kafka_ok ? "ok" : "down", (unsigned long long)g->assigned_partitions,

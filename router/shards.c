@@ -291,9 +291,13 @@ static void shard_close(router_shards *s, router_shard *sh, const char *why,
     }
     sh->write_armed = 0;
     if (sh->fd >= 0) {
-        close(sh->fd);
+        if (sh->abort_close)
+            net_close_abort(sh->fd);
+        else
+            close(sh->fd);
         sh->fd = -1;
     }
+    sh->abort_close = 0;
     /* An open frame of the batch being built is abandoned with the queue. */
     if (sh->fb_open) {
         frame_batch_abort(&sh->fb);
@@ -791,6 +795,9 @@ void router_shards_tick(router_shards *s, uint64_t now_ms)
         router_shard *sh = s->slots[i];
         if (sh->down_since_ms &&
             now_ms - sh->down_since_ms >= (uint64_t)s->opts.down_grace_ms) {
+            /* unreachable or stalled past the grace: what the kernel still
+             * holds for it must not arrive after a reconnect (net.h) */
+            sh->abort_close = 1;
             router_shards_set_dead(s, sh, "lease still absent after SHARD_DOWN_GRACE_MS");
             continue;
         }
@@ -800,6 +807,7 @@ void router_shards_tick(router_shards *s, uint64_t now_ms)
             char why[128];
             snprintf(why, sizeof why, "stalled: no bytes accepted for %ld ms",
                      s->opts.stall_timeout_ms);
+            sh->abort_close = 1;
             shard_close(s, sh, why, ROUTER_DROP_STALLED, -1);
         }
     }

@@ -68,6 +68,8 @@ typedef struct router_shard {
     long backoff_ms;
     uint64_t connects;
     int quiet;                   /* repeated failures are logged at debug */
+    int abort_close;             /* next close is abortive (net_close_abort):
+                                    given up on, not a graceful end */
     /* per-batch frame building */
     frame_batch fb;
     int fb_open;

@@ -512,12 +512,20 @@ static void test_router_start_redis_down(void **state)
     assert_true(metric(&r, "router_holds_total") >= 1);
     assert_int_equal(metric(&r, "router_records_sent_total"), 0);
     assert_int_equal(metric(&r, "router_offsets_stored_total"), 0);
+    char *body = NULL;   /* /health says so: degraded (200), holding */
+    assert_int_equal(tsup_http_get(r.http_port, "/health", &body), 200);
+    assert_non_null(strstr(body, "\"status\":\"degraded\""));
+    assert_non_null(strstr(body, "\"holding\":true"));
+    free(body);
     uint64_t t_back = clock_mono_ms();
     assert_int_equal(tsup_redis_start_on(&red, red.port), 0);   /* empty */
     metric_arg m = { r.http_port, "router_dispatch_total{mode=\"targeted\"}", 20 };
     assert_true(stream_until(&s, metric_at_least, &m, T_WAIT));
     long recovery = (long)(clock_mono_ms() - t_back);
     stream_for(&s, 1000);
+    assert_int_equal(tsup_http_get(r.http_port, "/health", &body), 200);
+    assert_non_null(strstr(body, "\"holding\":false"));
+    free(body);
     long gaps = stream_finish(&s, "router_start_redis_down", recovery);
     report_router(&r, "router_start_redis_down");
     assert_int_equal(gaps, 0);

@@ -562,6 +562,48 @@ static void test_addr_is_loopback(void **st)
     assert_false(net_addr_is_loopback(NULL));
 }
 
+/* A connected loopback TCP pair: *a the connecting end, *b the accepted. */
+static void tcp_pair(int *a, int *b)
+{
+    int l = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(l >= 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t sl = sizeof sa;
+    assert_int_equal(bind(l, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(l, 1), 0);
+    assert_int_equal(getsockname(l, (struct sockaddr *)&sa, &sl), 0);
+    *a = socket(AF_INET, SOCK_STREAM, 0);
+    assert_int_equal(connect(*a, (struct sockaddr *)&sa, sizeof sa), 0);
+    *b = accept(l, NULL, NULL);
+    assert_true(*b >= 0);
+    close(l);
+}
+
+/* net_close_abort ends with a RST (the peer reads ECONNRESET), close(2)
+ * with a FIN after the data (the peer reads the data, then EOF). */
+static void test_close_abort_sends_rst(void **st)
+{
+    (void)st;
+    int a, b;
+    char buf[16];
+    tcp_pair(&a, &b);
+    assert_int_equal(net_write_all(a, "abc", 3), 3);
+    close(a);
+    assert_int_equal(read(b, buf, sizeof buf), 3);
+    assert_int_equal(read(b, buf, sizeof buf), 0);
+    close(b);
+
+    tcp_pair(&a, &b);
+    assert_int_equal(net_write_all(a, "abc", 3), 3);
+    net_close_abort(a);
+    ssize_t n;
+    while ((n = read(b, buf, sizeof buf)) > 0)
+        ;
+    assert_int_equal(n, -1);
+    assert_int_equal(errno, ECONNRESET);
+    close(b);
+}
+
 int main(void)
 {
     log_init("test", LOG_ERROR);
@@ -574,6 +616,7 @@ int main(void)
         cmocka_unit_test(test_redislink_subscribed_ping),
         cmocka_unit_test(test_connect_resolves_off_loop),
         cmocka_unit_test(test_addr_is_loopback),
+        cmocka_unit_test(test_close_abort_sends_rst),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
