@@ -13,7 +13,10 @@
 # component during the ramp and the hold, deliveries during the hold.
 # Connections come from SOURCE_ADDRS (127.0.0.x) so no (source, shard) pair
 # runs short of ephemeral ports; shards run with WS_IP_RATE=0 and
-# WS_MAX_PENDING raised so the ramp is limited by work, not by the guards.
+# WS_IP_MAX_PENDING=0 so the ramp is limited by work, not by the guards.
+# Each shard holds at most 20,000 fds - WS_FD_RESERVE - resume reserve -
+# MAX_PENDING (19,552 with MAX_PENDING=256): CONNS / SHARDS must stay under
+# that (MAX_PENDING=2048 gave 17,760: 14 shards held at most 248,640).
 set -euo pipefail
 SHARDS=${SHARDS:-8}
 CONNS=${CONNS:-100000}
@@ -23,7 +26,7 @@ HOLD_S=${HOLD_S:-60}
 RAMP_RATE=${RAMP_RATE:-0}          # new connections per second, 0 = as fast as possible
 STREAM_RATE=${STREAM_RATE:-1000}
 SOURCE_ADDRS=${SOURCE_ADDRS:-127.0.0.1-127.0.0.4}
-MAX_PENDING=${MAX_PENDING:-2048}
+MAX_PENDING=${MAX_PENDING:-256}     # a full pool pauses accepting (no resets): the default is enough
 LG_PROCS=${LG_PROCS:-0}
 RSS_TARGET_KIB=8
 
@@ -36,6 +39,12 @@ start_router router KAFKA_GROUP="capacity-$$" KAFKA_OFFSET_RESET=latest
 wait_until 60 "partition assignment" router_assigned_log router
 
 rss0=$(rss_kb "${SHARD_PIDS[@]}")
+# kernel memory: TCP buffer pages (/proc/net/sockstat "mem") and slab
+# (socket, inode, file, epoll structures) of the whole machine
+tcp_mem_pages() { awk '$1 == "TCP:" { for (i = 2; i < NF; i++) if ($i == "mem") print $(i + 1) }' /proc/net/sockstat; }
+slab_kb() { awk '$1 == "Slab:" { print $2 }' /proc/meminfo; }
+PAGE_KB=$(( $(getconf PAGESIZE) / 1024 ))
+tcpmem0=$(tcp_mem_pages); slab0=$(slab_kb)
 cpu_all() {   # router shards loadgen redis devbroker (ticks, one line)
     echo "$(cpu_ticks "$ROUTER_PID") $(cpu_ticks "${SHARD_PIDS[@]}") $(tree_ticks "${LOADGEN_PID:-0}") $(cpu_ticks "$REDIS_PID") $(cpu_ticks "$DEVBROKER_PID")"
 }
@@ -53,7 +62,10 @@ ramp_done() {
 wait_until $((CONNS / 1000 + 300)) "ramp" ramp_done
 kill -0 "$LOADGEN_PID" 2>/dev/null || bench_die "loadgen exited during the ramp: $(tail -n 3 "$RUN_DIR/logs/lg.log")"
 t_ramp1=$(now_s)
-wait_until 60 "shards to count every subscription" subs_active $((CONNS * CHANNELS))
+# the subscriptions of the connections the loadgen holds open (failed or
+# dropped ones are reported below, not waited for)
+held=$(lg_open lg)
+wait_until 60 "shards to count $((held * CHANNELS)) subscriptions" subs_active $((held * CHANNELS))
 read -r b_r b_s b_l b_x b_d < <(cpu_all)
 ramp_s=$(fsub "$t_ramp1" "$t_ramp0")
 bench_log "ramp done in ${ramp_s}s; holding ${HOLD_S}s with $STREAM_RATE records/s"
@@ -76,6 +88,7 @@ wait "$PUB_PID" || bench_die "publisher failed"
 t_hold1=$(now_s)
 read -r c_r c_s c_l c_x c_d < <(cpu_all)
 rss1=$(rss_kb "${SHARD_PIDS[@]}")
+tcpmem1=$(tcp_mem_pages); slab1=$(slab_kb)
 # shellcheck disable=SC2046
 lg_rss=$(rss_kb $(children_pids "$LOADGEN_PID"))
 sleep 1   # last deliveries
@@ -102,6 +115,8 @@ hold_sut=$(( (c_r - b_r) + (c_s - b_s) ))
 
 row "connections subscribed / target" "$subscribed / $CONNS" "$CONNS" "$(judge "$subscribed" ge "$CONNS")"
 row "connect errors (loadgen) / shard rejections" "$(jq '[.connect_errors[]] | add' "$j") / $rej" "0 / 0"
+row "connect errors by kind (loadgen)" "$(jq -c '.connect_errors | with_entries(select(.value > 0))' "$j")"
+row "shard accept pauses (WS_MAX_PENDING full): count / seconds" "$(shards_metric ws_accept_paused_total) / $(shards_metric ws_accept_paused_seconds_total)"
 row "connect rate (upgrades/s, loadgen)" "$(jq .connect_rate_per_s "$j")"
 row "ramp time s (until all $((CONNS * CHANNELS)) subscriptions)" "$ramp_s"
 row "unexpected disconnects during hold (client)" "$lg_disc" "0" "$(judge "$lg_disc" le 0)"
@@ -111,6 +126,8 @@ row "shard RSS per connection KiB (growth)" "$per_conn" "<= $RSS_TARGET_KIB" "$(
 row "shard RSS per connection KiB (total RSS)" "$per_conn_total"
 row "shard RSS MiB total (before ramp -> hold, peak)" "$((rss0 / 1024)) -> $((rss1 / 1024)) ($((rss_peak / 1024)))"
 row "shard RSS MiB per shard" "$per_shard_rss"
+row "kernel TCP buffers KiB per connection (sockstat mem, both ends, end of hold)" "$(awk -v a="$tcpmem1" -v b="$tcpmem0" -v p="$PAGE_KB" -v n="$subscribed" 'BEGIN{printf "%.2f", (a - b) * p / n}')"
+row "kernel slab growth KiB per connection (both ends)" "$(awk -v a="$slab1" -v b="$slab0" -v n="$subscribed" 'BEGIN{printf "%.2f", (a - b) / n}')"
 row "loadgen RSS MiB (workers)" "$((lg_rss / 1024))"
 row "ramp CPU s: router / shards / loadgen / redis" "$(ticks_to_s $((b_r - a_r))) / $(ticks_to_s $((b_s - a_s))) / $(ticks_to_s $((b_l - a_l))) / $(ticks_to_s $((b_x - a_x)))"
 row "hold CPU % of 1 core: router / shards / loadgen / redis / broker" "$(pct $((c_r - b_r)) "$hold_s") / $(pct $((c_s - b_s)) "$hold_s") / $(pct $((c_l - b_l)) "$hold_s") / $(pct $((c_x - b_x)) "$hold_s") / $(pct $((c_d - b_d)) "$hold_s")"

@@ -309,6 +309,13 @@ lg_resolved_ge() {
                                if ($i == "failed") f = $(i - 1) } }
             END { exit !(s + f >= want) }'
 }
+# lg_open NAME: connections open now ("conns N/T up") in the loadgen's last
+# progress line
+lg_open() {
+    grep -a ' subscribed, ' "$RUN_DIR/logs/$1.log" 2>/dev/null | tail -n 1 |
+        awk '{ for (i = 2; i <= NF; i++) if ($i == "up,") { split($(i - 1), a, "/"); s = a[1] } }
+             END { print s + 0 }'
+}
 subs_active() { [ "$(shards_metric ws_subscriptions_active)" -ge "$1" ]; }
 
 # routes_single_shard: every odin:route:* set has exactly one member

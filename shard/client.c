@@ -315,9 +315,8 @@ void client_kill(shard_client *c, const char *why)
     if (c->state == CL_DEAD)
         return;
     shard_server *srv = c->srv;
-    shard_server_ip_release(srv, c);
     if (!(c->flags & CLF_UPGRADED))
-        srv->n_http--;
+        shard_server_http_leave(srv, c);
     else if (c->state == CL_OPEN)
         srv->n_open--;
     else
@@ -681,8 +680,7 @@ void client_upgrade(shard_client *c, const char *rest, size_t len)
 {
     shard_server *srv = c->srv;
     uint64_t now = clock_mono_ms();
-    shard_server_ip_release(srv, c);
-    srv->n_http--;
+    shard_server_http_leave(srv, c);
     srv->n_open++;
     c->state = CL_OPEN;
     c->flags |= CLF_UPGRADED;

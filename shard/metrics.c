@@ -86,8 +86,18 @@ int shard_metrics_render(buf *o, const shard_metrics *m, const shard_gauges *g)
                  "Clients closed after WS_IDLE_TIMEOUT of silence",
                  m->ws_idle_timeouts_total);
     e |= prom_counter(o, "ws_pending_rejections_total",
-                 "Connections closed at accept: WS_MAX_PENDING reached",
+                 "Connections closed at accept: WS_MAX_PENDING reached while a "
+                 "drain flushed the shared listener's queue",
                  m->ws_pending_rejections_total);
+    e |= prom_counter(o, "ws_accept_paused_total",
+                 "Times the shard stopped accepting because WS_MAX_PENDING "
+                 "connections were in the HTTP phase",
+                 m->ws_accept_paused_total);
+    e |= prom_head(o, "ws_accept_paused_seconds_total", "counter",
+              "Seconds spent not accepting because of WS_MAX_PENDING (new "
+              "clients wait in the listen backlog)");
+    e |= buf_appendf(o, "ws_accept_paused_seconds_total %.3f\n",
+                     m->ws_accept_paused_seconds_total);
     e |= prom_counter(o, "ws_ip_pending_rejections_total",
                  "Connections closed at accept: their address held WS_IP_MAX_PENDING "
                  "connections in the HTTP phase",

@@ -58,6 +58,8 @@ typedef struct shard_metrics {
     uint64_t ws_proxy_headers_total;          /* PROXY v2 headers accepted */
     uint64_t ws_proxy_rejections_total[SM_PROXY_N];
     uint64_t ws_accept_errors_total;
+    uint64_t ws_accept_paused_total;          /* accepting stopped: WS_MAX_PENDING */
+    double ws_accept_paused_seconds_total;    /* time spent so */
     uint64_t ws_http_requests_total;
     uint64_t ws_binary_frames_ignored_total;  /* binary messages dropped */
     uint64_t ws_reconnects_total[SM_RESUME_N];  /* by result */

@@ -58,6 +58,53 @@ static void listeners_enable(shard_server *srv, int on)
             net_acceptor_enable(srv->lis[i], on);
 }
 
+/* ---- accept pause (WS_MAX_PENDING) ---------------------------------------
+ * With WS_MAX_PENDING connections in the HTTP phase the shard stops
+ * accepting instead of accepting and closing (a close with the request
+ * unread is a RST to the client).  New clients wait in the kernel's listen
+ * backlog; past a full backlog the kernel drops their SYN and they retry
+ * (tcp_abort_on_overflow=0), so nobody is reset.  Accepting resumes as soon
+ * as a slot frees (an upgrade, or a pending connection closed). */
+
+/* Fold the time paused so far into ws_accept_paused_seconds_total. */
+static void accept_pause_account(shard_server *srv, uint64_t now)
+{
+    if (!srv->accept_full)
+        return;
+    srv->ctx->m.ws_accept_paused_seconds_total +=
+        (double)(now - srv->accept_paused_ms) / 1000.0;
+    srv->accept_paused_ms = now;
+}
+
+static void accept_pause(shard_server *srv)
+{
+    if (srv->accept_full)
+        return;
+    srv->accept_full = 1;
+    srv->accept_paused_ms = clock_mono_ms();
+    srv->ctx->m.ws_accept_paused_total++;
+    listeners_enable(srv, 0);
+}
+
+static void accept_resume(shard_server *srv)
+{
+    if (!srv->accept_full || srv->n_http >= srv->ctx->set->max_pending)
+        return;
+    accept_pause_account(srv, clock_mono_ms());
+    srv->accept_full = 0;
+    if (!srv->ctx->stopping)
+        listeners_enable(srv, 1);
+}
+
+static void ip_pending_release(shard_server *srv, shard_client *c);
+
+void shard_server_http_leave(shard_server *srv, shard_client *c)
+{
+    ip_pending_release(srv, c);
+    srv->n_http--;
+    accept_resume(srv);
+}
+
 static void on_accept_error(net_acceptor *a, int err, void *arg)
 {
     shard_server *srv = arg;
@@ -69,6 +116,8 @@ static void on_accept(net_acceptor *a, int fd, const struct sockaddr *sa,
 {
     shard_server *srv = arg;
     shard_ctx *ctx = srv->ctx;
+    /* reached only by a drain flushing the shared listener's queue (the
+     * listeners are off while the pool is full) and while stopping */
     if (ctx->stopping || srv->n_http >= ctx->set->max_pending) {
         ctx->m.ws_pending_rejections_total++;
         close(fd);
@@ -102,6 +151,8 @@ static void on_accept(net_acceptor *a, int fd, const struct sockaddr *sa,
         ctx->m.ws_ip_pending_rejections_total++;
         client_kill(c, "per-IP pending connections limit");
     }
+    if (srv->n_http >= ctx->set->max_pending)
+        accept_pause(srv);
 }
 
 /* ---- PROXY protocol v2 -------------------------------------------------- */
@@ -225,7 +276,7 @@ int shard_server_set_draining(shard_server *srv, int on)
     } else if (!on && !srv->lis[1] && !srv->ctx->stopping) {
         if (shared_open(srv) != 0)
             return -1;
-        net_acceptor_enable(srv->lis[1], 1);
+        net_acceptor_enable(srv->lis[1], !srv->accept_full);
     }
     return 0;
 }
@@ -281,7 +332,7 @@ static int ip_pending_take(shard_server *srv, shard_client *c)
     return 0;
 }
 
-void shard_server_ip_release(shard_server *srv, shard_client *c)
+static void ip_pending_release(shard_server *srv, shard_client *c)
 {
     if (!(c->flags & CLF_IP_PENDING))
         return;
@@ -376,6 +427,7 @@ static void serve_page(shard_server *srv, shard_client *c, int health)
             rc = 0;
         }
     } else {
+        accept_pause_account(srv, clock_mono_ms());
         procmetrics pm;
         procmetrics_sample(&pm);
         rc = shard_metrics_render(&srv->scratch, &ctx->m, &g);

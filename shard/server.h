@@ -30,6 +30,8 @@ typedef struct shard_server {
     shard_client *grave;         /* killed, to be freed by reap_ev */
     shard_client *flush_head, *flush_tail;
     long n_http, n_open, n_closing;
+    int accept_full;             /* listeners off: WS_MAX_PENDING reached */
+    uint64_t accept_paused_ms;   /* pause start, or last accounted */
     uint64_t queue_bytes;
     ws_chunk *ping;              /* shared ping frame */
     int in_fanout;
@@ -60,9 +62,10 @@ void shard_server_http(shard_server *srv, shard_client *c, const char *data,
 
 void shard_server_schedule_flush(shard_server *srv, shard_client *c);
 
-/* c leaves the HTTP phase (upgraded or killed): give back its address's
- * WS_IP_MAX_PENDING slot.  Idempotent. */
-void shard_server_ip_release(shard_server *srv, shard_client *c);
+/* c leaves the HTTP phase (upgraded, or killed before that): give back its
+ * WS_MAX_PENDING slot and its address's WS_IP_MAX_PENDING slot, and resume
+ * accepting if the pool was full.  Once per connection. */
+void shard_server_http_leave(shard_server *srv, shard_client *c);
 
 /*
  * WS_PROXY_PROTOCOL: decide on the first bytes of a connection flagged

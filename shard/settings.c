@@ -41,7 +41,8 @@ static size_t table(shard_settings *s, config_opt *o)
         16, 100000);
     OPT("WS_MAX_PENDING", CFG_INT, &s->max_pending, "256",
         "Max connections in the HTTP phase (handshake, /health, /metrics); "
-        "more are closed at accept", 1, 100000);
+        "at the limit the shard stops accepting until one finishes (new "
+        "clients wait in the listen backlog)", 1, 100000);
     OPT("WS_ACCEPT_BATCH", CFG_INT, &s->accept_batch, "64",
         "Max connections accepted per event-loop wake-up", 1, 100000);
     OPT("WS_HANDSHAKE_TIMEOUT", CFG_DOUBLE, &s->handshake_timeout, "5",

@@ -1,6 +1,6 @@
 /* odin-shard client protocol against a real shard: acks, errors, close
  * codes, rate limit, pings/idle timeout, HTTP endpoints, capacity, per-IP
- * rate, handshake timeout. */
+ * rate, handshake timeout, accept pause at WS_MAX_PENDING. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -643,6 +643,119 @@ static void test_ip_max_pending(void **state)
     stop(s);
 }
 
+/* Connections the process `pid` has accepted on TCP `port` and holds open:
+ * its fds that are sockets ESTABLISHED with that local port
+ * (/proc/net/tcp, IPv4).  Connections still in the listen backlog are
+ * ESTABLISHED too but belong to no process yet. */
+static int accepted_on(pid_t pid, int port)
+{
+    enum { MAXI = 4096 };
+    static unsigned long inodes[MAXI];
+    int n = 0;
+    FILE *f = fopen("/proc/net/tcp", "r");
+    assert_non_null(f);
+    char line[512];
+    while (fgets(line, sizeof line, f)) {
+        unsigned lport, st;
+        unsigned long ino;
+        if (sscanf(line, " %*d: %*x:%x %*x:%*x %x %*x:%*x %*x:%*x %*x %*u %*d %lu",
+                   &lport, &st, &ino) == 3 && (int)lport == port && st == 0x01 && ino &&
+            n < MAXI)
+            inodes[n++] = ino;
+    }
+    fclose(f);
+    char dir[64];
+    snprintf(dir, sizeof dir, "/proc/%d/fd", (int)pid);
+    int held = 0;
+    for (int fd = 0; fd < 1024; fd++) {
+        char path[96], target[64];
+        snprintf(path, sizeof path, "%s/%d", dir, fd);
+        ssize_t l = readlink(path, target, sizeof target - 1);
+        if (l <= 0)
+            continue;
+        target[l] = 0;
+        unsigned long ino;
+        if (sscanf(target, "socket:[%lu]", &ino) != 1)
+            continue;
+        for (int i = 0; i < n; i++)
+            if (inodes[i] == ino) {
+                held++;
+                break;
+            }
+    }
+    return held;
+}
+
+/* WS_MAX_PENDING full: the shard stops accepting instead of accepting and
+ * closing (a close with the request unread is a RST).  The clients past the
+ * cap wait in the listen backlog, none is closed, the shard never holds more
+ * than the cap, and every one upgrades once slots free. */
+static void test_pending_pause(void **state)
+{
+    enum { CAP = 8, N = 40 };
+    const char *env[] = { "WS_MAX_PENDING=8", "WS_HANDSHAKE_TIMEOUT=30", NULL };
+    ssup_shard *s = start("pendpause", env);
+    int fds[N];
+    for (int i = 0; i < N; i++)
+        fds[i] = raw_connect(s->port, "127.0.0.6");   /* silent for now */
+    /* the shard takes CAP of them and no more */
+    int held = 0;
+    for (int i = 0; i < 500 && held < CAP; i++) {
+        held = accepted_on(s->pid, s->port);
+        assert_in_range(held, 0, CAP);
+        if (held < CAP)
+            poll(NULL, 0, 10);
+    }
+    assert_int_equal(held, CAP);
+    /* nobody is closed or reset, and the shard still holds exactly CAP */
+    struct pollfd pf[N];
+    for (int i = 0; i < N; i++)
+        pf[i] = (struct pollfd){ fds[i], POLLIN, 0 };
+    int ready = poll(pf, N, 300);
+    for (int i = 0; i < N && ready > 0; i++)
+        if (pf[i].revents)
+            fail_msg("connection %d was closed or answered while silent (revents %#x)", i,
+                     (unsigned)pf[i].revents);
+    assert_int_equal(ready, 0);
+    assert_int_equal(accepted_on(s->pid, s->port), CAP);
+    /* now every one asks for the upgrade: all N complete, those past the
+     * cap as slots free */
+    static const char req[] =
+        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    for (int i = 0; i < N; i++)
+        assert_int_equal(write(fds[i], req, sizeof req - 1), (ssize_t)(sizeof req - 1));
+    int upgraded = 0;
+    for (int i = 0; i < N; i++) {
+        char head[1024];
+        size_t have = 0;
+        while (have < sizeof head - 1) {
+            struct pollfd p1 = { fds[i], POLLIN, 0 };
+            if (poll(&p1, 1, T) != 1)
+                fail_msg("connection %d: no answer to its upgrade", i);
+            ssize_t r = read(fds[i], head + have, sizeof head - 1 - have);
+            if (r <= 0)
+                fail_msg("connection %d: closed during the upgrade", i);
+            have += (size_t)r;
+            head[have] = 0;
+            if (strstr(head, "\r\n\r\n"))
+                break;
+        }
+        if (strncmp(head, "HTTP/1.1 101 ", 13) != 0)
+            fail_msg("connection %d: %.40s", i, head);
+        upgraded++;
+    }
+    assert_int_equal(upgraded, N);
+    assert_int_equal((int)ssup_metric(s->port, "ws_connections_active"), N);
+    assert_int_equal((int)ssup_metric(s->port, "ws_connections_total"), N);
+    assert_int_equal((int)ssup_metric(s->port, "ws_pending_rejections_total"), 0);
+    assert_true(ssup_metric(s->port, "ws_accept_paused_total") >= 1);
+    assert_true(ssup_metric(s->port, "ws_accept_paused_seconds_total") > 0);
+    for (int i = 0; i < N; i++)
+        close(fds[i]);
+    stop(s);
+}
+
 static void test_handshake_timeout(void **state)
 {
     const char *env[] = { "WS_HANDSHAKE_TIMEOUT=0.3", NULL };
@@ -807,6 +920,7 @@ int main(void)
         cmocka_unit_test(test_partial_frames),
         cmocka_unit_test(test_origin),
         cmocka_unit_test(test_ip_max_pending),
+        cmocka_unit_test(test_pending_pause),
         cmocka_unit_test(test_tcp_ingress_needs_secret),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -647,6 +647,9 @@ static void test_counters_add(void **st)
         total += a.close_count[i];
     assert_int_equal(total, 2 + 1 + LG_CLOSE_SLOTS + 3);
     assert_string_equal(lg_cerr_name(LG_CERR_HTTP429), "429");
+    assert_string_equal(lg_cerr_name(LG_CERR_RESET), "reset");
+    assert_string_equal(lg_cerr_name(LG_CERR_EOF), "eof");
+    assert_string_equal(lg_cerr_name(LG_CERR_OTHER), "other");
     assert_string_equal(lg_cerr_name(99), "?");
 }
 

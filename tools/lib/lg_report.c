@@ -4,7 +4,7 @@
 
 static const char *const cerr_names[LG_CERR_N] = {
     "refused", "503", "429", "timeout", "http_other", "handshake",
-    "addr_unavailable", "reset", "other",
+    "addr_unavailable", "reset", "eof", "other",
 };
 
 const char *lg_cerr_name(int kind)

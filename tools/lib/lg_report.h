@@ -28,7 +28,8 @@ enum lg_cerr {
     LG_CERR_HTTP_OTHER,    /* any other non-101 status */
     LG_CERR_HANDSHAKE,     /* 101 with a bad accept / headers, garbage reply */
     LG_CERR_ADDRNOTAVAIL,  /* EADDRNOTAVAIL: out of ephemeral ports */
-    LG_CERR_RESET,         /* reset / EOF during connect or upgrade */
+    LG_CERR_RESET,         /* reset (RST) during connect or upgrade */
+    LG_CERR_EOF,           /* orderly close (FIN) before the upgrade answer */
     LG_CERR_OTHER,
     LG_CERR_N
 };

@@ -664,9 +664,12 @@ static void conn_read_head(lgw_conn *c)
     while (r < 0 && errno == EINTR);
     if (r < 0 && (errno == EAGAIN || errno == EWOULDBLOCK))
         return;
-    if (r <= 0) {
-        int err = r == 0 ? ECONNRESET : errno;
-        conn_fail(c, r == 0 ? LG_CERR_RESET : classify_errno(err), err);
+    if (r == 0) {   /* a FIN: the server closed without answering */
+        conn_fail(c, LG_CERR_EOF, 0);
+        return;
+    }
+    if (r < 0) {
+        conn_fail(c, classify_errno(errno), errno);
         return;
     }
     have += (size_t)r;
