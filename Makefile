@@ -14,6 +14,8 @@
 #   tests/support/*.c             -> $(B)/libodin_testsupport.a (linked into tests)
 
 B        ?= build
+# `make` alone builds everything (the version.stamp rule below comes first)
+.DEFAULT_GOAL := all
 CC       ?= cc
 PKGS     := hiredis libevent libevent_pthreads rdkafka msgpack jansson libcrypto
 OPT      ?= -O2 -g
