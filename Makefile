@@ -15,8 +15,6 @@
 
 .DEFAULT_GOAL := all
 B        ?= build
-# `make` alone builds everything (the version.stamp rule below comes first)
-.DEFAULT_GOAL := all
 CC       ?= cc
 PKGS     := hiredis libevent libevent_pthreads rdkafka msgpack jansson libcrypto
 OPT      ?= -O2 -g
