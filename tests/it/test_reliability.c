@@ -3,10 +3,10 @@
  * against the real processes (redis-server, odin-devbroker, odin-router,
  * odin-shard) with real WebSocket clients.
  *
- * Every test streams numbered records per token (value {"data":{"n":k}},
- * k = 0, 1, 2, ... at a steady rate, each token on its own partition) while
- * it injects one fault, then stops producing and waits until every client
- * has every number.  Each client counts, per token, what it received, the
+ * Every test streams numbered records per token (tests/support/stream.h:
+ * value {"data":{"n":k}}, k = 0, 1, 2, ... at a steady rate, each token on
+ * its own partition) while it injects one fault, then stops producing and
+ * waits until every client has every number.  Each client counts, per token, what it received, the
  * numbers it never got (gaps) and the ones it got twice (duplicates), and
  * the longest silence while records were being produced (the recovery
  * time).  Every test prints one "figures:" line per client.
@@ -22,8 +22,6 @@
 #include <cmocka.h>
 
 #include <errno.h>
-#include <jansson.h>
-#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,264 +32,12 @@
 #include "common/clock.h"
 #include "tests/support/rtsup.h"
 #include "tests/support/shardsup.h"
+#include "tests/support/stream.h"
 #include "tests/support/support.h"
 #include "tests/support/wsclient.h"
 
 #define T_WAIT 30000
-#define NTOK 4
-#define NCL 8
-#define MAXN 8192
 #define RATE 40          /* records per second per token */
-
-/* ---- clients ----------------------------------------------------------- */
-
-typedef struct rclient {
-    wsc *ws;
-    char name[32];
-    int want[NTOK];             /* subscribed to token i */
-    uint8_t *seen[NTOK];        /* seen[i][n]: times record n arrived */
-    long recv[NTOK], dups[NTOK];
-    uint64_t last_rx_ms, max_stall_ms;
-    int gone;                   /* connection ended (shard killed) */
-} rclient;
-
-typedef struct stream {
-    rtsup_producer *p;
-    char topic[128];
-    int ntok;
-    char tok[NTOK][32];
-    int part[NTOK];
-    int next[NTOK];             /* next number to produce */
-    int producing;
-    uint64_t t0, tlast;
-    rclient *cl[NCL];
-    int ncl;
-} stream;
-
-static int tok_index(stream *s, const char *tok, size_t len)
-{
-    for (int i = 0; i < s->ntok; i++)
-        if (strlen(s->tok[i]) == len && memcmp(s->tok[i], tok, len) == 0)
-            return i;
-    return -1;
-}
-
-static void on_msg(stream *s, rclient *c, const char *text)
-{
-    json_error_t err;
-    json_t *j = json_loads(text, 0, &err);
-    if (!j)
-        return;
-    json_t *ch = json_object_get(j, "channel");
-    if (ch && json_is_string(ch)) {
-        const char *name = json_string_value(ch);
-        const char *dot = strchr(name, '.');
-        int t = dot ? tok_index(s, name, (size_t)(dot - name)) : -1;
-        json_t *n = json_object_get(json_object_get(json_object_get(j, "data"), "data"), "n");
-        if (t >= 0 && n && json_is_integer(n)) {
-            long k = (long)json_integer_value(n);
-            if (k >= 0 && k < MAXN) {
-                uint64_t now = clock_mono_ms();
-                if (s->producing && c->last_rx_ms && now - c->last_rx_ms > c->max_stall_ms)
-                    c->max_stall_ms = now - c->last_rx_ms;
-                c->last_rx_ms = now;
-                c->recv[t]++;
-                if (c->seen[t][k]++)
-                    c->dups[t]++;
-            }
-        }
-    }
-    json_decref(j);
-}
-
-/* Read what client c has within timeout_ms (then what is buffered). */
-static void pump_client(stream *s, rclient *c, int timeout_ms)
-{
-    if (c->gone)
-        return;
-    for (;;) {
-        char *msg = NULL;
-        int rc = wsc_recv_text(c->ws, timeout_ms, &msg, NULL);
-        if (rc != 1) {
-            if (rc < 0)
-                c->gone = 1;
-            return;
-        }
-        on_msg(s, c, msg);
-        free(msg);
-        timeout_ms = 0;
-    }
-}
-
-static rclient *client_new(stream *s, const char *name, int port, const int toks[])
-{
-    rclient *c = calloc(1, sizeof *c);
-    snprintf(c->name, sizeof c->name, "%s", name);
-    int status = 0;
-    c->ws = wsc_connect("127.0.0.1", port, NULL, &status);
-    assert_non_null(c->ws);
-    assert_int_equal(status, 101);
-    char req[512] = "{\"type\":\"subscribe\",\"data\":{\"channels\":[";
-    for (int i = 0; toks[i] >= 0; i++) {
-        c->want[toks[i]] = 1;
-        char ch[64];
-        snprintf(ch, sizeof ch, "%s\"%s.trade\"", i ? "," : "", s->tok[toks[i]]);
-        strcat(req, ch);
-    }
-    strcat(req, "]}}");
-    for (int i = 0; i < NTOK; i++)
-        c->seen[i] = calloc(MAXN, 1);
-    assert_int_equal(wsc_send_text(c->ws, req), 0);
-    char *ack = NULL;
-    assert_int_equal(wsc_recv_text(c->ws, 5000, &ack, NULL), 1);
-    assert_non_null(strstr(ack, "\"subscription_ack\""));
-    free(ack);
-    s->cl[s->ncl++] = c;
-    return c;
-}
-
-static void client_free(rclient *c)
-{
-    if (!c)
-        return;
-    wsc_free(c->ws);
-    for (int i = 0; i < NTOK; i++)
-        free(c->seen[i]);
-    free(c);
-}
-
-/* ---- the stream --------------------------------------------------------- */
-
-static void stream_init(stream *s, const char *brokers, const char *tag, int ntok)
-{
-    memset(s, 0, sizeof *s);
-    s->p = rtsup_producer_new(brokers);
-    snprintf(s->topic, sizeof s->topic, "%s", rtsup_unique(tag));
-    s->ntok = ntok;
-    for (int i = 0; i < ntok; i++) {
-        snprintf(s->tok[i], sizeof s->tok[i], "T%c%d", 'A' + i, (int)getpid());
-        s->part[i] = i % 4;
-    }
-    /* create the topic (auto-created with 4 partitions) */
-    rtsup_produce(s->p, s->topic, 0, "WARMUP", 6, "{}", 2);
-    assert_int_equal(rtsup_producer_flush(s->p), 0);
-}
-
-/* Produce what is due at RATE per token; read every client. */
-static void tick(stream *s, int wait_ms)
-{
-    if (s->producing) {
-        uint64_t now = clock_mono_ms();
-        long due = (long)((now - s->t0) * RATE / 1000) + 1;
-        for (int t = 0; t < s->ntok; t++)
-            while (s->next[t] < due && s->next[t] < MAXN) {
-                char v[96];
-                int n = snprintf(v, sizeof v, "{\"type\":\"TRADE_EXECUTED\",\"data\":{\"n\":%d}}",
-                                 s->next[t]++);
-                rtsup_produce(s->p, s->topic, s->part[t], s->tok[t], strlen(s->tok[t]), v,
-                              (size_t)n);
-            }
-    }
-    /* wait on the first live client's socket, then drain the others */
-    int waited = 0;
-    for (int i = 0; i < s->ncl; i++) {
-        pump_client(s, s->cl[i], waited ? 0 : wait_ms);
-        if (!s->cl[i]->gone)
-            waited = 1;
-    }
-    if (!waited && wait_ms > 0)
-        poll(NULL, 0, wait_ms);   /* no client: pace the producer only */
-}
-
-static void stream_start(stream *s)
-{
-    s->producing = 1;
-    s->t0 = clock_mono_ms();
-    for (int i = 0; i < s->ncl; i++)
-        s->cl[i]->last_rx_ms = s->t0;
-}
-
-/* Stream for ms milliseconds. */
-static void stream_for(stream *s, int ms)
-{
-    uint64_t end = clock_mono_ms() + (uint64_t)ms;
-    while (clock_mono_ms() < end)
-        tick(s, 5);
-}
-
-/* Stream until pred(arg) or timeout; 1 or 0. */
-static int stream_until(stream *s, int (*pred)(void *), void *arg, int timeout_ms)
-{
-    uint64_t end = clock_mono_ms() + (uint64_t)timeout_ms;
-    while (!pred(arg)) {
-        if (clock_mono_ms() >= end)
-            return 0;
-        tick(s, 5);
-    }
-    return 1;
-}
-
-static long distinct(rclient *c, int t, int upto)
-{
-    long d = 0;
-    for (int k = 0; k < upto; k++)
-        d += c->seen[t][k] != 0;
-    return d;
-}
-
-static int all_delivered(void *arg)
-{
-    stream *s = arg;
-    for (int i = 0; i < s->ncl; i++) {
-        rclient *c = s->cl[i];
-        if (c->gone)
-            continue;
-        for (int t = 0; t < s->ntok; t++)
-            if (c->want[t] && distinct(c, t, s->next[t]) < s->next[t])
-                return 0;
-    }
-    return 1;
-}
-
-/* Stop producing, wait for every live client to have everything (or
- * T_WAIT), print the figures; returns the total gaps of live clients. */
-static long stream_finish(stream *s, const char *test, long recovery_ms)
-{
-    s->producing = 0;
-    assert_int_equal(rtsup_producer_flush(s->p), 0);
-    uint64_t end = clock_mono_ms() + T_WAIT;
-    while (!all_delivered(s) && clock_mono_ms() < end)
-        tick(s, 20);
-    long total_gaps = 0;
-    for (int i = 0; i < s->ncl; i++) {
-        rclient *c = s->cl[i];
-        long sent = 0, got = 0, gaps = 0, dups = 0;
-        for (int t = 0; t < s->ntok; t++) {
-            if (!c->want[t])
-                continue;
-            long d = distinct(c, t, s->next[t]);
-            sent += s->next[t];
-            got += c->recv[t];
-            gaps += s->next[t] - d;
-            dups += c->dups[t];
-        }
-        printf("figures: test=%s client=%s%s sent=%ld received=%ld gaps=%ld duplicates=%ld "
-               "max_silence_ms=%llu recovery_ms=%ld\n", test, c->name,
-               c->gone ? "(disconnected)" : "", sent, got, gaps, dups,
-               (unsigned long long)c->max_stall_ms, recovery_ms);
-        if (!c->gone)
-            total_gaps += gaps;
-    }
-    fflush(stdout);
-    return total_gaps;
-}
-
-static void stream_free(stream *s)
-{
-    for (int i = 0; i < s->ncl; i++)
-        client_free(s->cl[i]);
-    rtsup_producer_free(s->p);
-}
 
 /* ---- fixtures ------------------------------------------------------------ */
 
@@ -306,38 +52,32 @@ static int is_member(void *arg)
     return tsup_redis_int(k->c, "SISMEMBER %s %s", k->key, k->member) == 1;
 }
 
-/* Wait until route:<tok> holds shard_id in the Redis at url. */
 static void wait_route(const char *url, const char *tok, const char *shard_id)
 {
-    redisContext *c = tsup_redis_connect(url);
-    char key[128];
-    snprintf(key, sizeof key, "odin:route:%s", tok);
-    key_arg k = { c, key, shard_id };
-    assert_true(tsup_wait_until(is_member, &k, T_WAIT));
-    redisFree(c);
+    assert_true(stream_wait_route(url, tok, shard_id, T_WAIT));
 }
 
 static void start_shard(ssup_shard *sh, const char *tag, const char *url)
 {
-    const char *env[] = { "SHARD_LEASE_TTL=2", NULL };
-    assert_int_equal(ssup_shard_start(sh, rtsup_unique(tag), url, env), 0);
+    assert_int_equal(stream_shard_start(sh, tag, url), 0);
 }
 
-/* Router on the stream's topic in group `group`, with extra settings. */
 static void start_router(rtsup_router *r, stream *s, const char *url, const char *group,
                          const char *const more[])
 {
-    static char topics[200], grp[160];
-    snprintf(topics, sizeof topics, "KAFKA_TOPICS=%s=trade", s->topic);
-    snprintf(grp, sizeof grp, "KAFKA_GROUP=%s", group);
-    const char *env[24] = { topics, grp, "KAFKA_OFFSET_RESET=earliest",
-                            "REDIS_RECONNECT_MAX_MS=200", "REDIS_TIMEOUT_MS=500",
-                            "ROUTER_SETTLE_MS=4000", "SHARD_RECONNECT_MAX_MS=200" };
-    int n = 7;
-    for (int i = 0; more && more[i] && n < 23; i++)
-        env[n++] = more[i];
-    env[n] = NULL;
-    assert_int_equal(rtsup_router_start(r, url, env), 0);
+    assert_int_equal(stream_router_start(r, s, url, group, more), 0);
+}
+
+static void stream_open(stream *s, const char *brokers, const char *tag, int ntok)
+{
+    assert_int_equal(stream_init(s, brokers, tag, ntok, RATE), 0);
+}
+
+static stream_client *client_new(stream *s, const char *name, int port, const int toks[])
+{
+    stream_client *c = stream_client_new(s, name, port, toks);
+    assert_non_null(c);
+    return c;
 }
 
 static double metric(rtsup_router *r, const char *series)
@@ -394,7 +134,7 @@ static void two_shards(tsup_redis *red, stream *s, const char *name, ssup_shard 
                        const char *tag_a, ssup_shard *b, const char *tag_b, rtsup_router *r)
 {
     assert_int_equal(tsup_redis_start(red), 0);
-    stream_init(s, brokers(), name, 2);
+    stream_open(s, brokers(), name, 2);
     start_shard(a, tag_a, red->url);
     start_shard(b, tag_b, red->url);
     start_router(r, s, red->url, rtsup_unique("g"), NULL);
@@ -494,7 +234,7 @@ static void test_router_start_redis_down(void **state)
     tsup_redis red;
     assert_int_equal(tsup_redis_start(&red), 0);
     stream s;
-    stream_init(&s, brokers(), "rel-rdown", 2);
+    stream_open(&s, brokers(), "rel-rdown", 2);
     ssup_shard a;
     start_shard(&a, "da", red.url);
     client_new(&s, "a:TA+TB", a.port, (int[]){ 0, 1, -1 });
@@ -544,7 +284,7 @@ static void test_sigterm_while_holding(void **state)
     assert_int_equal(tsup_redis_start(&red), 0);
     tsup_redis_stop(&red);                 /* the router starts with Redis down */
     stream s;
-    stream_init(&s, brokers(), "rel-hterm", 1);
+    stream_open(&s, brokers(), "rel-hterm", 1);
     char grp[128];
     snprintf(grp, sizeof grp, "%s", rtsup_unique("g"));
     const char *more[] = { "SHUTDOWN_TIMEOUT_MS=5000", NULL };
@@ -624,7 +364,7 @@ static void test_shard_kill(void **state)
     rtsup_router r;
     two_shards(&red, &s, "rel-skill", &a, "ka", &b, "kb", &r);
     client_new(&s, "a:TA+TB", a.port, (int[]){ 0, 1, -1 });
-    rclient *victim = client_new(&s, "b:TA", b.port, (int[]){ 0, -1 });
+    stream_client *victim = client_new(&s, "b:TA", b.port, (int[]){ 0, -1 });
     wait_route(red.url, s.tok[0], a.id);
     wait_route(red.url, s.tok[0], b.id);
     wait_targeted(&r, 2);
@@ -655,7 +395,7 @@ static int router_kill_restart(const char *test, const char *const more[], long 
     tsup_redis red;
     assert_int_equal(tsup_redis_start(&red), 0);
     stream s;
-    stream_init(&s, brokers(), "rel-rkill", 2);
+    stream_open(&s, brokers(), "rel-rkill", 2);
     ssup_shard a;
     start_shard(&a, "rk", red.url);
     const char *group = rtsup_unique("g");
@@ -676,11 +416,11 @@ static int router_kill_restart(const char *test, const char *const more[], long 
     rtsup_router r2;
     start_router(&r2, &s, red.url, grp, more);
     /* delivery resumes: a record produced after the restart arrives */
-    rclient *c = s.cl[0];
+    stream_client *c = s.cl[0];
     int mark = s.next[0];
     uint64_t end = clock_mono_ms() + T_WAIT;
     while (!c->seen[0][mark] && clock_mono_ms() < end)
-        tick(&s, 5);
+        stream_tick(&s, 5);
     *recovery = (long)(clock_mono_ms() - t0);
     stream_for(&s, 1000);
     long gaps = stream_finish(&s, test, *recovery);
@@ -726,7 +466,7 @@ static void test_two_routers_rebalance(void **state)
     tsup_redis red;
     assert_int_equal(tsup_redis_start(&red), 0);
     stream s;
-    stream_init(&s, brokers(), "rel-2r", 4);
+    stream_open(&s, brokers(), "rel-2r", 4);
     ssup_shard a;
     start_shard(&a, "2r", red.url);
     char grp[128];
@@ -785,7 +525,7 @@ static void test_broker_killed_then_sigterm(void **state)
     tsup_redis red;
     assert_int_equal(tsup_redis_start(&red), 0);
     stream s;
-    stream_init(&s, bs, "rel-bk", 1);
+    stream_open(&s, bs, "rel-bk", 1);
     ssup_shard a;
     start_shard(&a, "bk", red.url);
     char kb[300];
@@ -839,7 +579,7 @@ static void test_duplicate_shard_id(void **state)
     tsup_redis red;
     assert_int_equal(tsup_redis_start(&red), 0);
     stream s;
-    stream_init(&s, brokers(), "rel-dup", 1);
+    stream_open(&s, brokers(), "rel-dup", 1);
     ssup_shard a;
     start_shard(&a, "dup", red.url);
     rtsup_router r;
