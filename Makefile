@@ -13,6 +13,7 @@
 #   tests/it/test_*.c             -> $(B)/it/test_*      (cmocka, real servers)
 #   tests/support/*.c             -> $(B)/libodin_testsupport.a (linked into tests)
 
+.DEFAULT_GOAL := all
 B        ?= build
 CC       ?= cc
 PKGS     := hiredis libevent libevent_pthreads rdkafka msgpack jansson libcrypto
