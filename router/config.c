@@ -94,7 +94,9 @@ static size_t fill_opts(router_config *c)
         "Id sent in HELLO to shards (default hostname-pid).  Set explicitly (stable "
         "across restarts, unique per router) it is also the Kafka group.instance.id "
         "'odin-router-<id>' (static membership): a restarted router gets its "
-        "partitions back without waiting for the session timeout", 0, 0);
+        "partitions back without waiting for the session timeout (Kafka 2.3+, "
+        "Redpanda; odin-devbroker needs KAFKA_EVICT_PREVIOUS too), and names its "
+        "member-id record in Redis", 0, 0);
     OPT("KAFKA_EVICT_PREVIOUS", CFG_BOOL, kafka_evict_previous, "false",
         "With ROUTER_ID: on start, remove this router's previous incarnation (its "
         "member id is recorded in Redis, key <REDIS_PREFIX>router:<ROUTER_ID>) from "
