@@ -94,7 +94,17 @@ static size_t fill_opts(router_config *c)
         "Id sent in HELLO to shards (default hostname-pid).  Set explicitly (stable "
         "across restarts, unique per router) it is also the Kafka group.instance.id "
         "'odin-router-<id>' (static membership): a restarted router gets its "
-        "partitions back without waiting for the session timeout", 0, 0);
+        "partitions back without waiting for the session timeout (Kafka 2.3+, "
+        "Redpanda; odin-devbroker needs KAFKA_EVICT_PREVIOUS too), and names its "
+        "member-id record in Redis", 0, 0);
+    OPT("KAFKA_EVICT_PREVIOUS", CFG_BOOL, kafka_evict_previous, "false",
+        "With ROUTER_ID: on start, remove this router's previous incarnation (its "
+        "member id is recorded in Redis, key <REDIS_PREFIX>router:<ROUTER_ID>) from "
+        "the group with a LeaveGroup, so the group does not wait for its session "
+        "timeout.  For brokers "
+        "without KIP-345 static membership, such as odin-devbroker (plaintext "
+        "only); on Kafka 2.3+ and Redpanda leave it off and use ROUTER_ID alone "
+        "(there the leave of a static member forces a rebalance)", 0, 0);
     OPT("LOG_LEVEL", CFG_STR, log_level, "info", "debug | info | warn | error", 0, 0);
     OPT("ROUTE_CACHE_SIZE", CFG_INT, cache_size, "100000",
         "Route cache entries (token -> shards, negative entries included); LRU "
@@ -211,6 +221,9 @@ static int finalize(router_config *c)
     c->validate_json = dispatch_json_mode_parse(c->validate_json_s);
     if (c->validate_json < 0)
         return bad("VALIDATE_JSON", "'%s' is not fast|jansson|off", c->validate_json_s);
+    if (c->kafka_evict_previous && (!c->router_id || !*c->router_id))
+        return bad("KAFKA_EVICT_PREVIOUS", "needs ROUTER_ID (the record is kept per router "
+                   "id)%s", "");
     if (c->router_id && *c->router_id) {
         if (strlen(c->router_id) >= sizeof c->id)
             return bad("ROUTER_ID", "'%s' is too long", c->router_id);

@@ -33,6 +33,7 @@ typedef struct router_config {
     long max_record_bytes, shutdown_timeout_ms, invalid_log_per_sec;
     long settle_ms, hold_max_ms, shard_down_grace_ms;
     int commit_eager;                 /* KAFKA_COMMIT_EAGER */
+    int kafka_evict_previous;         /* KAFKA_EVICT_PREVIOUS */
     char *validate_json_s;
 
     /* derived */

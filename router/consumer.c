@@ -30,6 +30,7 @@ struct consumer {
     int down;                       /* all brokers down reported */
     int commit_inflight;            /* consumer_commit_soon request outstanding */
     uint64_t assigned;
+    long session_timeout_ms;
     log_ratelimit rl;
 };
 
@@ -370,6 +371,23 @@ uint64_t consumer_assigned(const consumer *c)
     return c->assigned;
 }
 
+char *consumer_member_id(consumer *c)
+{
+    if (!c->rk)
+        return NULL;
+    char *id = rd_kafka_memberid(c->rk);
+    if (!id)
+        return NULL;
+    char *copy = *id ? strdup(id) : NULL;
+    rd_kafka_mem_free(c->rk, id);
+    return copy;
+}
+
+long consumer_session_timeout_ms(const consumer *c)
+{
+    return c->session_timeout_ms;
+}
+
 /* ---- lifecycle ---------------------------------------------------------- */
 
 /* Handles whose destruction outlived its bound: still referenced here (the
@@ -627,6 +645,10 @@ consumer *consumer_new(struct event_base *base, const router_config *cfg,
         }
         free(copy);
     }
+    char st[32];
+    size_t stlen = sizeof st;
+    c->session_timeout_ms = rd_kafka_conf_get(conf, "session.timeout.ms", st, &stlen) ==
+                                    RD_KAFKA_CONF_OK ? atol(st) : 10000;
     rd_kafka_conf_set_opaque(conf, c);
     rd_kafka_conf_set_log_cb(conf, log_cb);
     rd_kafka_conf_set_error_cb(conf, error_cb);

@@ -148,6 +148,12 @@ int64_t consumer_lag(consumer *c);
 /* Partitions currently assigned. */
 uint64_t consumer_assigned(const consumer *c);
 
+/* The group member id the coordinator gave this consumer (malloc'd, the
+ * caller frees it), or NULL while not a member or when closed. */
+char *consumer_member_id(consumer *c);
+/* session.timeout.ms in effect (the router's default or KAFKA_OPTIONS'). */
+long consumer_session_timeout_ms(const consumer *c);
+
 /*
  * Commit what was stored (asynchronously), leave the group and destroy the
  * handle, returning within about timeout_ms whatever the broker does: the

@@ -39,6 +39,7 @@
 #include "router/consumer.h"
 #include "router/discovery.h"
 #include "router/dispatch.h"
+#include "router/evict.h"
 #include "router/http.h"
 #include "router/lookup.h"
 #include "router/offsets.h"
@@ -85,6 +86,7 @@ struct router {
     route_cache *cache;
     router_offsets *off;
     router_http *http;
+    evict *evict;                   /* ROUTER_ID's member record (router/evict.h) */
 
     /* consuming */
     struct event *ev_pump, *ev_batch_timer;
@@ -572,6 +574,7 @@ static void on_assigned(const rd_kafka_topic_partition_list_t *parts, void *arg)
     router *r = arg;
     for (int i = 0; i < parts->cnt; i++)
         router_offsets_reset(r->off, parts->elems[i].topic, parts->elems[i].partition);
+    evict_member_changed(r->evict);
 }
 
 /* Store what is complete now so the commit on revoke includes it, then
@@ -909,6 +912,8 @@ router *router_new(const router_config *cfg)
     r->consumer = consumer_new(r->base, cfg, &r->m, &ccb);
     if (!r->consumer)
         goto err;
+    /* NULL without ROUTER_ID */
+    r->evict = evict_new(r->base, r->dns, discovery_cmd(r->disc), r->consumer, cfg);
     pump_schedule(r);   /* records may already be queued */
     char redis_url[600];
     config_redact_url(cfg->redis_url, redis_url, sizeof redis_url);
@@ -977,6 +982,9 @@ void router_free(router *r)
     /* Connections first: their pending replies still reach the lookup. */
     discovery_free(r->disc);
     r->disc = NULL;
+    /* after the links: their pending replies still reach it */
+    evict_free(r->evict);
+    r->evict = NULL;
     lookup_free(r->lookup);
     r->lookup = NULL;
     router_http_free(r->http);

@@ -14,6 +14,8 @@
 #   REDIS_PORT=16379  PUBLISH_RATE=50 (records/s)  PUBLISH_TOKENS=BTC,ETH,SOL,ODIN,DOGE
 #   WATCH_CHANNELS=BTC.trade,ETH.trade,SOL.trade  RUN_DIR=./run  BUILD=build
 #   WATCH_SECONDS=0 (>0: stop after that long)
+#   router: ROUTER_ID=router-1  KAFKA_EVICT_PREVIOUS=true
+#   KAFKA_OPTIONS=fetch.wait.max.ms=1,session.timeout.ms=3000,heartbeat.interval.ms=300
 set -euo pipefail
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -83,7 +85,14 @@ export KAFKA_BROKERS; KAFKA_BROKERS=$(cat "$RUN_DIR/kafka.bootstrap")
 echo "odin-devbroker (Kafka protocol) at $KAFKA_BROKERS"
 # The dev broker parks an empty fetch for the whole fetch.wait.max.ms even when
 # data arrives meanwhile: 1 ms is the measured best (docs/benchmarks.md, issue 13).
-export KAFKA_OPTIONS=${KAFKA_OPTIONS:-fetch.wait.max.ms=1}
+# A restarted router delivers again within ~2 s: a stable ROUTER_ID (Kafka
+# group.instance.id and the key of its member-id record in Redis) with
+# KAFKA_EVICT_PREVIOUS, since the devbroker ignores static membership, and
+# the devbroker's lowest workable session timeout (docs/reliability.md,
+# "Router restarts").
+export KAFKA_OPTIONS=${KAFKA_OPTIONS:-fetch.wait.max.ms=1,session.timeout.ms=3000,heartbeat.interval.ms=300}
+export ROUTER_ID=${ROUTER_ID:-router-1}
+export KAFKA_EVICT_PREVIOUS=${KAFKA_EVICT_PREVIOUS:-true}
 
 svc "$BUILD/odin-router" --http-addr "127.0.0.1:$ROUTER_HTTP_PORT" \
     >"$RUN_DIR/logs/router.out" 2>"$RUN_DIR/logs/router.log" &

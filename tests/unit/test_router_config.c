@@ -18,7 +18,7 @@
 static const char *const vars[] = {
     "KAFKA_BROKERS", "KAFKA_GROUP", "KAFKA_TOPICS", "KAFKA_BATCH_SIZE",
     "KAFKA_OFFSET_RESET", "DISPATCH_MODE", "BROADCAST_TOPICS", "REDIS_URL",
-    "ROUTER_ID", "HTTP_ADDR", "LOG_LEVEL", "VALIDATE_JSON", NULL,
+    "ROUTER_ID", "HTTP_ADDR", "LOG_LEVEL", "VALIDATE_JSON", "KAFKA_EVICT_PREVIOUS", NULL,
 };
 
 static int setup(void **state)
@@ -107,6 +107,12 @@ static void test_errors(void **state)
     expect_error("LOG_LEVEL", "loud");
     expect_error("KAFKA_TOPICS", "custom.topic");
     expect_error("VALIDATE_JSON", "maybe");
+    expect_error("KAFKA_EVICT_PREVIOUS", "true");  /* without ROUTER_ID */
+    char *evict[] = { "odin-router", "--kafka-brokers=k:1", "--router-id=r1",
+                      "--kafka-evict-previous=true", NULL };
+    assert_int_equal(load(&c, 4, evict), 0);
+    assert_int_equal(c.kafka_evict_previous, 1);
+    router_config_free(&c);
     char *bad[] = { "odin-router", "--kafka-brokers=x", "--no-such-flag=1", NULL };
     assert_int_equal(load(&c, 3, bad), -1);
     router_config_free(&c);
@@ -139,7 +145,8 @@ static void test_help_lists_every_setting(void **state)
         "KAFKA_BATCH_TIMEOUT_MS", "KAFKA_OFFSET_RESET", "REDIS_URL", "REDIS_PREFIX",
         "DISPATCH_MODE", "BROADCAST_KEY", "BROADCAST_TOPICS", "HTTP_ADDR", "ROUTER_ID",
         "LOG_LEVEL", "ROUTE_CACHE_SIZE", "ROUTE_CACHE_TTL_MS", "SHARD_QUEUE_BYTES",
-        "DISCOVERY_INTERVAL_MS", "--kafka-batch-size", "default: ws-router", NULL,
+        "DISCOVERY_INTERVAL_MS", "KAFKA_EVICT_PREVIOUS", "--kafka-batch-size",
+        "default: ws-router", NULL,
     };
     for (int i = 0; must[i]; i++)
         assert_non_null(strstr(text, must[i]));

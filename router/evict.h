@@ -1,0 +1,56 @@
+/*
+ * Removing a router's previous incarnation from the consumer group, for
+ * brokers without KIP-345 static membership (the devbroker: librdkafka
+ * 2.0.2's mock cluster ignores group.instance.id).  There a router that was
+ * killed stays a member, with its partitions, until its session times out;
+ * the restarted one joins as a new member and the group's rebalance waits
+ * for the dead one (docs/reliability.md "Router restarts").
+ *
+ * With ROUTER_ID set the router records its current Kafka member id in
+ * Redis, key <REDIS_PREFIX>router:<ROUTER_ID> (EVICT_KEY_SUFFIX), a string
+ * with a TTL of 3 x session.timeout.ms, written whenever partitions are
+ * assigned and refreshed every session.timeout.ms while it is a member.
+ * With KAFKA_EVICT_PREVIOUS too, a starting router reads that key and, if it
+ * names another member, sends the group coordinator a LeaveGroup for it
+ * (FindCoordinator v0 to each KAFKA_BROKERS address in turn, then
+ * LeaveGroup v0 to the coordinator: router/kwire.h), plaintext only.  The
+ * coordinator then rebalances without waiting for the dead member.
+ *
+ * Everything runs on the event loop (net.c connects and resolves off the
+ * loop) and is bounded by EVICT_TIMEOUT_MS; the outcome is logged at info
+ * and never stops the router.
+ *
+ * Borrows the loop, the resolver, the Redis command link and the consumer;
+ * all must outlive it.
+ */
+#ifndef ODIN_ROUTER_EVICT_H
+#define ODIN_ROUTER_EVICT_H
+
+#include <event2/event.h>
+
+#include "common/redislink.h"
+#include "router/config.h"
+#include "router/consumer.h"
+
+struct evdns_base;
+
+#define EVICT_KEY_SUFFIX  "router:"
+/* Bound of the whole eviction: reading the key (waiting for Redis) and the
+ * FindCoordinator + LeaveGroup exchange. */
+#define EVICT_TIMEOUT_MS  3000
+
+typedef struct evict evict;
+
+/* NULL if ROUTER_ID is not set (nothing to do) or on ENOMEM (logged).
+ * Starts at once: the key is read (KAFKA_EVICT_PREVIOUS) as soon as the
+ * Redis link is up. */
+evict *evict_new(struct event_base *base, struct evdns_base *dns, redislink *cmd,
+                 consumer *c, const router_config *cfg);
+
+/* Partitions were assigned: record the (possibly new) member id now. */
+void evict_member_changed(evict *e);
+
+/* Cancels what is in flight and frees.  NULL is a no-op. */
+void evict_free(evict *e);
+
+#endif
