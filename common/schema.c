@@ -2,6 +2,7 @@
 
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/random.h>
 #include <time.h>
@@ -37,4 +38,15 @@ void schema_random_hex(char out[33])
     }
     for (int i = 0; i < 16; i++)
         snprintf(out + 2 * i, 3, "%02x", b[i]);
+}
+
+char *schema_shard_key(const char *prefix, int cluster, const char *id,
+                       const char *kind)
+{
+    const char *open = cluster ? "{" : "", *close = cluster ? "}" : "";
+    size_t n = strlen(prefix) + strlen(id) + strlen(kind) + 16;
+    char *s = malloc(n);
+    if (s)
+        snprintf(s, n, "%sshard:%s%s%s%s", prefix, open, id, close, kind);
+    return s;
 }

@@ -160,4 +160,114 @@ void schema_random_hex(char out[33]);
     "end\n" \
     "return {existed, e}\n"
 
+/*
+ * Cluster-safe layout (REDIS_CLUSTER_KEYS=1; docs/scaling.md "Redis
+ * Cluster").  The shard keys carry a hash tag so each shard's keys share one
+ * slot:
+ *   P shard:{<id>}         lease HASH
+ *   P shard:{<id>}:tokens  reverse index SET
+ *   P shard:{<id>}:sweep   STRING: a router's dead-shard sweep of <id> is in
+ *                          progress (its value names the sweep; TTL
+ *                          SCHEMA_SWEEP_TTL_MS); lease writes wait for it
+ * P route:<token>, P shards, P epoch and the channel P routes keep their
+ * names.  No script touches keys of two slots: the scripts below start with
+ * "#!lua" (Redis 7: keys outside the declared keys' slot are refused even on
+ * a one-node cluster), a route set is changed by a one-key script per
+ * token, the reverse index by a plain SADD / SREM, P shards by SADD / SREM
+ * and P epoch by SCHEMA_LUA_EPOCH (one key).  The channel goes in ARGV
+ * (PUBLISH has no slot).  What is atomic in the default layout becomes an
+ * ordered pipeline on one connection; the order leaves no route without its
+ * reverse-index entry if the writer dies halfway: reverse index first when
+ * adding, route sets first when removing.
+ */
+#define SCHEMA_SWEEP_TTL_MS 60000
+
+/*
+ * Name of shard `id`'s key `kind` ("" lease, ":tokens" reverse index,
+ * ":sweep" sweep marker): "<prefix>shard:<id><kind>", or with cluster
+ * keys "<prefix>shard:{<id>}<kind>".  Returns a malloc'd string the caller
+ * frees, NULL on ENOMEM.
+ */
+char *schema_shard_key(const char *prefix, int cluster, const char *id,
+                       const char *kind);
+
+/*
+ * Cluster layout: add (or remove) shard ARGV[2] to one route set.
+ *   KEYS[1] = P route:<token>; ARGV[1] = 'add' | 'del', ARGV[2] = id,
+ *   ARGV[3] = channel P routes, ARGV[4] = token.
+ * Publishes the token if the set changed; returns 1 if it did, else 0.
+ */
+#define SCHEMA_LUA_ROUTE_ONE \
+    "#!lua\n" \
+    "local n\n" \
+    "if ARGV[1] == 'add' then\n" \
+    "  n = redis.call('SADD', KEYS[1], ARGV[2])\n" \
+    "else\n" \
+    "  n = redis.call('SREM', KEYS[1], ARGV[2])\n" \
+    "end\n" \
+    "if n == 1 then redis.call('PUBLISH', ARGV[3], ARGV[4]) end\n" \
+    "return n\n"
+
+/*
+ * Cluster layout: SCHEMA_LUA_LEASE on the shard's slot only.
+ *   KEYS[1] = P shard:{<id>}, KEYS[2] = P shard:{<id>}:sweep;
+ *   ARGV[1] = nonce, ARGV[2] = TTL ms, ARGV[3] = 'claim' | 'takeover' |
+ *   'renew', ARGV[4..] = field, value pairs.
+ * Returns {-2} while a sweep of this id runs (nothing written: retry), {-1,
+ * host, pid} if another live instance holds the lease, else {lease existed
+ * before (0|1)}.  A claim starts a fresh hash but leaves the reverse index:
+ * the shard removes a previous life's leftovers route by route (resync),
+ * and P shards and P epoch are written by the commands pipelined after it.
+ */
+#define SCHEMA_LUA_LEASE_CLUSTER \
+    "#!lua\n" \
+    "local lease = KEYS[1]\n" \
+    "if redis.call('EXISTS', KEYS[2]) == 1 then return {-2} end\n" \
+    "local cur = redis.call('HGET', lease, 'nonce')\n" \
+    "if cur and cur ~= ARGV[1] and ARGV[3] ~= 'takeover' then\n" \
+    "  return {-1, redis.call('HGET', lease, 'host') or '',\n" \
+    "          redis.call('HGET', lease, 'pid') or ''}\n" \
+    "end\n" \
+    "local existed = redis.call('EXISTS', lease)\n" \
+    "if ARGV[3] ~= 'renew' then redis.call('DEL', lease) end\n" \
+    "redis.call('HSET', lease, 'nonce', ARGV[1], unpack(ARGV, 4))\n" \
+    "redis.call('PEXPIRE', lease, ARGV[2])\n" \
+    "return {existed}\n"
+
+/*
+ * Cluster layout, first step of SCHEMA_LUA_CLEAN_SHARD (common/sweep.h):
+ *   KEYS[1] = lease, KEYS[2] = reverse index, KEYS[3] = sweep marker;
+ *   ARGV[1] = 'dead' | 'force', ARGV[2] = this sweep's name, ARGV[3] = TTL
+ *   ms of the marker.
+ * 'dead': returns -1 if the lease exists or another sweep runs; else sets
+ * the marker (lease writes now wait) and returns the reverse index.
+ * 'force' (the shard itself, stopping): returns the reverse index.
+ */
+#define SCHEMA_LUA_SWEEP_BEGIN \
+    "#!lua\n" \
+    "if ARGV[1] == 'dead' then\n" \
+    "  if redis.call('EXISTS', KEYS[1]) == 1 or\n" \
+    "     redis.call('EXISTS', KEYS[3]) == 1 then return -1 end\n" \
+    "  redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])\n" \
+    "end\n" \
+    "return redis.call('SMEMBERS', KEYS[2])\n"
+
+/*
+ * Cluster layout, last step (after the route sets and P shards): drop the
+ * swept tokens from the reverse index; 'force' deletes lease and index,
+ * 'dead' only the marker, and only its own (ARGV[2]).  KEYS as
+ * SCHEMA_LUA_SWEEP_BEGIN; ARGV[1] = mode, ARGV[2] = sweep name, ARGV[3..]
+ * = the tokens swept.  Returns 1, or -1 if the marker was not ours any more
+ * (it expired: nothing deleted).
+ */
+#define SCHEMA_LUA_SWEEP_END \
+    "#!lua\n" \
+    "if ARGV[1] == 'dead' and redis.call('GET', KEYS[3]) ~= ARGV[2] then\n" \
+    "  return -1\n" \
+    "end\n" \
+    "for i = 3, #ARGV do redis.call('SREM', KEYS[2], ARGV[i]) end\n" \
+    "if ARGV[1] == 'force' then redis.call('DEL', KEYS[1], KEYS[2]) end\n" \
+    "redis.call('DEL', KEYS[3])\n" \
+    "return 1\n"
+
 #endif

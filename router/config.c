@@ -75,6 +75,11 @@ static size_t fill_opts(router_config *c)
         "Redis password (AUTH); overrides one in REDIS_URL; never logged", 0, 0);
     OPT("REDIS_PREFIX", CFG_STR, redis_prefix, "odin:",
         "Prefix of every Redis key and of the routes channel", 0, 0);
+    OPT("REDIS_CLUSTER_KEYS", CFG_BOOL, redis_cluster_keys, "false",
+        "Cluster-safe Redis key layout (Redis Cluster, docs/scaling.md): shard keys "
+        "hash-tagged as <prefix>shard:{<id>} and <prefix>shard:{<id>}:tokens, no "
+        "script touching two slots; needs Redis 7. Same value on every router, "
+        "shard and odin-ctl", 0, 0);
     OPT("REDIS_TIMEOUT_MS", CFG_INT, redis_timeout_ms, "1000",
         "Redis connect and lookup timeout; past it the batch goes out in fallback "
         "(broadcast) and the connection is re-established", 10, 60000);

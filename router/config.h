@@ -20,6 +20,7 @@ typedef struct router_config {
     char *kafka_options;
     long kafka_batch_size, kafka_batch_timeout_ms, kafka_commit_interval_ms;
     char *redis_url, *redis_prefix;
+    int redis_cluster_keys;   /* REDIS_CLUSTER_KEYS */
     char *redis_password;     /* REDIS_PASSWORD, never logged */
     char *redis_sentinels, *redis_master_name;   /* REDIS_SENTINELS, REDIS_MASTER_NAME */
     char *ingress_secret;     /* SHARD_INGRESS_SECRET, never logged */

@@ -20,6 +20,7 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/schema.h"
+#include "common/sweep.h"
 #include "router/rkey.h"
 
 struct discovery {
@@ -214,19 +215,36 @@ static void judge(discovery *d, const discovery_shard *list, size_t n)
                "b:settling", d->settle_until != 0, NULL);
 }
 
+/* The end of a dead-shard sweep: removed >= 0 routes removed, -1 nothing
+ * to do (the lease is back, or another router sweeps), -2 failed (err; NULL
+ * when the connection went). */
+static void swept(discovery *d, long long removed, const char *err)
+{
+    if (removed >= 0) {
+        d->m->shards_cleaned++;
+        log_kv(LOG_INFO, "dead shard cleaned", "I:routes_removed", (int64_t)removed, NULL);
+    } else if (removed == -2 && err) {
+        log_kv(LOG_WARN, "dead shard cleanup failed", "s:error", err, NULL);
+    }
+}
+
 static void clean_cb(redisAsyncContext *ac, void *reply, void *privdata)
 {
-    discovery *d = privdata;
     redisReply *rep = reply;
     if (!rep)
         return;
-    if (rep->type == REDIS_REPLY_INTEGER && rep->integer >= 0) {
-        d->m->shards_cleaned++;
-        log_kv(LOG_INFO, "dead shard cleaned", "I:routes_removed", (int64_t)rep->integer,
-               NULL);
-    } else if (rep->type == REDIS_REPLY_ERROR) {
-        log_kv(LOG_WARN, "dead shard cleanup failed", "s:error", rep->str, NULL);
-    }
+    if (rep->type == REDIS_REPLY_INTEGER)
+        swept(privdata, rep->integer, NULL);
+    else if (rep->type == REDIS_REPLY_ERROR)
+        swept(privdata, -2, rep->str);
+}
+
+/* Cluster layout (common/sweep.h): called once per sweep, also while the
+ * connection is freed (then d still exists: discovery_free frees it
+ * after its connections). */
+static void sweep_cb(long long removed, const char *err, void *arg)
+{
+    swept(arg, removed, err && strcmp(err, "connection lost") != 0 ? err : NULL);
 }
 
 /* The round is complete: report it, sweep the expired leases. */
@@ -254,11 +272,15 @@ static void disc_apply(discovery *d, redisAsyncContext *ac)
         if (list[i].lease != DISCOVERY_LEASE_EXPIRED || list[i].keep)
             continue;
         const char *id = list[i].id;
+        log_kv(LOG_INFO, "shard lease expired; cleaning its routes", "s:shard", id, NULL);
+        if (d->cfg->redis_cluster_keys) {
+            sweep_shard(ac, d->cfg->redis_prefix, id, 1, sweep_cb, d);
+            continue;
+        }
         const char *argv[6] = { "EVAL", SCHEMA_LUA_CLEAN_SHARD, "0", id,
                                 d->cfg->redis_prefix, "dead" };
         size_t lens[6] = { 4, strlen(SCHEMA_LUA_CLEAN_SHARD), 1, strlen(id),
                            strlen(d->cfg->redis_prefix), 4 };
-        log_kv(LOG_INFO, "shard lease expired; cleaning its routes", "s:shard", id, NULL);
         redisAsyncCommandArgv(ac, clean_cb, d, 6, argv, lens);
     }
     free(list);
@@ -341,10 +363,13 @@ static void disc_members_cb(redisAsyncContext *ac, void *reply, void *privdata)
         return;
     }
     for (size_t i = 0; i < k; i++) {
-        const char *key = key_of(d, "shard:", d->disc.ids[i], strlen(d->disc.ids[i]));
+        char *key = schema_shard_key(d->cfg->redis_prefix, d->cfg->redis_cluster_keys,
+                                     d->disc.ids[i], "");
         const char *argv[2] = { "HGETALL", key };
-        size_t lens[2] = { 7, d->key.len };
-        if (!key || redisAsyncCommandArgv(ac, disc_hash_cb, d, 2, argv, lens) != REDIS_OK) {
+        size_t lens[2] = { 7, key ? strlen(key) : 0 };
+        int ok = key && redisAsyncCommandArgv(ac, disc_hash_cb, d, 2, argv, lens) == REDIS_OK;
+        free(key);
+        if (!ok) {
             /* connection going away: NULL replies follow for those sent */
             d->disc.n = i;
             if (i == 0)

@@ -14,7 +14,9 @@
  *     the owner as a list (live with endpoint / lease expired / unknown);
  *     for every expired lease SCHEMA_LUA_CLEAN_SHARD "dead" is sent (the
  *     dead-shard sweep: routes removed through the reverse index,
- *     idempotent, only if the lease is still absent).
+ *     idempotent, only if the lease is still absent).  With
+ *     REDIS_CLUSTER_KEYS the lease is <prefix>shard:{<id>} and the sweep is
+ *     common/sweep.h 'dead' (no script touches two slots).
  *
  * Owns both Redis connections (redislink).  The command connection is
  * lent to the route lookup (discovery_cmd).  Reports to the owner only

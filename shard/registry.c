@@ -6,6 +6,7 @@
 #include "common/log.h"
 #include "common/redislink.h"
 #include "common/schema.h"
+#include "common/sweep.h"
 
 #include <errno.h>
 #include <limits.h>
@@ -66,19 +67,28 @@ struct shard_registry {
     char host[256];
     char *k_lease, *k_tokens, *k_routes, *k_shards, *k_epoch, *endpoint;
     char *k_route_prefix;    /* "<prefix>route:" */
+    char *k_sweep;           /* cluster layout: the sweep marker */
+    int cluster;             /* REDIS_CLUSTER_KEYS */
     char batch_sha[41];      /* SHA-1 of SCHEMA_LUA_ROUTE_BATCH, hex */
+    char one_sha[41];        /* SHA-1 of SCHEMA_LUA_ROUTE_ONE (cluster) */
     double rate_tokens;      /* REDIS_ROUTE_RATE bucket */
     uint64_t rate_ms;
     log_ratelimit rl;
 };
 
-/* One script call carrying up to REDIS_ROUTE_BATCH route updates of one op. */
+/* Up to REDIS_ROUTE_BATCH route updates of one op: one script call, or in
+ * the cluster layout one command per token plus one for the reverse index
+ * (`parts` replies due; the worst of them decides). */
 typedef struct reg_batch {
     uint8_t op;              /* 1 add, 0 del */
     uint8_t eval;            /* sent as EVAL (after NOSCRIPT) */
+    uint8_t lost, failed, noscript;   /* cluster: seen among the replies */
+    size_t parts;
     size_t n;
     reg_entry *e[];
 } reg_batch;
+
+enum batch_outcome { BATCH_OK, BATCH_FAILED, BATCH_LOST };
 
 /* ---- helpers ---------------------------------------------------------- */
 
@@ -157,19 +167,19 @@ static void reg_error(shard_registry *r, const char *msg, const char *detail)
 static int send_batch(shard_registry *r, reg_batch *b);
 static void check_synced(shard_registry *r);
 
-/* The batch's entries got their answer: rep NULL (connection lost), an
- * error, or success (every route set now matches what was sent, unless the
+/* The batch's entries got their answer: the connection was lost, an error,
+ * or success (every route set now matches what was sent, unless the
  * registry was reset while the batch was in flight: then it is resent). */
-static void batch_finish(shard_registry *r, reg_batch *b, redisReply *rep)
+static void batch_finish(shard_registry *r, reg_batch *b, enum batch_outcome out)
 {
     for (size_t i = 0; i < b->n; i++) {
         reg_entry *e = b->e[i];
         e->inflight = 0;
         if (r->inflight > 0)
             r->inflight--;
-        if (!rep) {
+        if (out == BATCH_LOST) {
             e->have = HAVE_UNKNOWN;          /* connection lost: resync later */
-        } else if (rep->type == REDIS_REPLY_ERROR) {
+        } else if (out == BATCH_FAILED) {
             e->have = HAVE_UNKNOWN;
             e->failed = 1;                   /* retried by the heartbeat */
         } else if (e->stale) {
@@ -214,8 +224,55 @@ static void on_batch_reply(redisAsyncContext *ac, void *reply, void *priv)
     }
     if (rep && rep->type == REDIS_REPLY_ERROR)
         reg_error(r, "redis route update failed", rep->str);
-    batch_finish(r, b, rep);
+    batch_finish(r, b, !rep ? BATCH_LOST
+                           : rep->type == REDIS_REPLY_ERROR ? BATCH_FAILED : BATCH_OK);
     if (rep)
+        event_active(r->pump_ev, EV_TIMEOUT, 1);
+}
+
+static int send_batch_cluster(shard_registry *r, reg_batch *b);
+
+/* One reply of a cluster-layout batch; the last one finishes it. */
+static void on_batch_part(redisAsyncContext *ac, void *reply, void *priv)
+{
+    shard_registry *r = redislink_ctx_arg(ac);
+    reg_batch *b = priv;
+    redisReply *rep = reply;
+    int last = --b->parts == 0;
+    if (r->freeing) {
+        if (last) {
+            for (size_t i = 0; i < b->n; i++)
+                b->e[i]->inflight = 0;
+            free(b);
+        }
+        return;
+    }
+    cmd_done(r);
+    if (!rep) {
+        b->lost = 1;
+    } else if (rep->type == REDIS_REPLY_ERROR) {
+        if (!b->eval && strncmp(rep->str, "NOSCRIPT", 8) == 0) {
+            b->noscript = 1;
+        } else {
+            b->failed = 1;
+            reg_error(r, "redis route update failed", rep->str);
+        }
+    }
+    if (!last)
+        return;
+    if (b->noscript && !b->lost && !b->failed) {
+        /* as on_batch_reply: send it all again (idempotent) with the body */
+        b->eval = 1;
+        b->noscript = 0;
+        r->ctx->m.shard_redis_script_loads_total++;
+        if (send_batch_cluster(r, b) == 0)
+            return;
+        b->failed = 1;
+    }
+    int lost = b->lost;
+    batch_finish(r, b, lost ? BATCH_LOST
+                      : b->failed || b->noscript ? BATCH_FAILED : BATCH_OK);
+    if (!lost)
         event_active(r->pump_ev, EV_TIMEOUT, 1);
 }
 
@@ -248,6 +305,77 @@ static int send_batch(shard_registry *r, reg_batch *b)
     int rc = send_argv(r, on_batch_reply, b, (int)argc, argv, lens);
     free(argv);
     free(lens);
+    return rc;
+}
+
+/*
+ * The cluster layout's batch: no command touches two slots, so the reverse
+ * index gets one SADD / SREM of every token and each route set its own
+ * SCHEMA_LUA_ROUTE_ONE, pipelined in the order that leaves no route without
+ * its reverse-index entry if the shard dies halfway: index first when
+ * adding, route sets first when removing.  0, or -1 if nothing was sent (a
+ * partly sent batch finishes through its replies, failed).
+ */
+static int send_batch_cluster(shard_registry *r, reg_batch *b)
+{
+    const shard_settings *s = r->ctx->set;
+    size_t argc = 2 + b->n;
+    const char **argv = malloc(argc * sizeof *argv);
+    size_t *lens = malloc(argc * sizeof *lens);
+    size_t maxk = 0;
+    for (size_t i = 0; i < b->n; i++)
+        if (b->e[i]->node.klen > maxk)
+            maxk = b->e[i]->node.klen;
+    char *key = malloc(strlen(r->k_route_prefix) + maxk + 1);
+    int rc = -1;
+    if (!argv || !lens || !key)
+        goto out;
+    b->lost = b->failed = b->noscript = 0;
+    b->parts = 0;
+    argv[0] = b->op ? "SADD" : "SREM";
+    lens[0] = 4;
+    argv[1] = r->k_tokens;
+    lens[1] = strlen(r->k_tokens);
+    for (size_t i = 0; i < b->n; i++) {
+        argv[2 + i] = b->e[i]->tok;
+        lens[2 + i] = b->e[i]->node.klen;
+    }
+    size_t plen = strlen(r->k_route_prefix);
+    memcpy(key, r->k_route_prefix, plen);
+    /* adding: the reverse index first */
+    if (b->op && send_argv(r, on_batch_part, b, (int)argc, argv, lens) != 0)
+        goto out;
+    if (b->op)
+        b->parts++;
+    rc = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        const reg_entry *e = b->e[i];
+        memcpy(key + plen, e->tok, e->node.klen);
+        const char *a[8] = { b->eval ? "EVAL" : "EVALSHA",
+                             b->eval ? SCHEMA_LUA_ROUTE_ONE : r->one_sha, "1", key,
+                             b->op ? "add" : "del", s->shard_id, r->k_routes, e->tok };
+        size_t l[8] = { strlen(a[0]), strlen(a[1]), 1, plen + e->node.klen, 3,
+                        strlen(s->shard_id), strlen(r->k_routes), e->node.klen };
+        if (send_argv(r, on_batch_part, b, 8, a, l) != 0)
+            goto partial;
+        b->parts++;
+    }
+    /* removing: the reverse index last */
+    if (!b->op) {
+        if (send_argv(r, on_batch_part, b, (int)argc, argv, lens) != 0)
+            goto partial;
+        b->parts++;
+    }
+    goto out;
+partial:
+    /* the replies of what went out finish the batch, as failed */
+    b->failed = 1;
+    if (b->parts == 0)
+        rc = -1;
+out:
+    free(argv);
+    free(lens);
+    free(key);
     return rc;
 }
 
@@ -313,7 +441,7 @@ static void pump(shard_registry *r)
             free(b);
             break;
         }
-        if (send_batch(r, b) != 0) {
+        if ((r->cluster ? send_batch_cluster(r, b) : send_batch(r, b)) != 0) {
             /* hiredis refused (out of memory): the heartbeat retries */
             for (size_t i = 0; i < b->n; i++)
                 b->e[i]->failed = 1;
@@ -447,11 +575,18 @@ static void publish_up(shard_registry *r)
     send_argv(r, NULL, NULL, 3, argv, lens);
 }
 
-static void resync(shard_registry *r)
+/* SMEMBERS of our reverse index: on_members queues the removal of tokens
+ * Redis holds for us that nobody here wants. */
+static void send_members(shard_registry *r)
 {
     const char *argv[2] = { "SMEMBERS", r->k_tokens };
     size_t lens[2] = { 8, strlen(r->k_tokens) };
     send_argv(r, on_members, NULL, 2, argv, lens);
+}
+
+static void resync(shard_registry *r)
+{
+    send_members(r);
     requeue_all(r);
 }
 
@@ -503,6 +638,60 @@ static int previous_life(shard_registry *r, const char *host, const char *pid)
     return kill((pid_t)p, 0) != 0 && errno == ESRCH;
 }
 
+/*
+ * What a lease write answered: st -2 (cluster layout: a router's sweep of
+ * this id runs; nothing written, the heartbeat tries again), -1 (another
+ * live instance holds the lease: its host and pid), else whether the lease
+ * existed before (0|1); epoch is the registry epoch, NULL if not read.
+ */
+static void lease_result(shard_registry *r, enum lease_mode mode, long long st,
+                         const char *host, const char *pid, const char *epoch)
+{
+    if (st == -2) {
+        reg_error(r, "a router is sweeping this SHARD_ID's expired "
+                  "registration; lease write retried", r->ctx->set->shard_id);
+        return;
+    }
+    if (st < 0) {
+        if (mode == LEASE_CLAIM && previous_life(r, host, pid)) {
+            log_kv(LOG_WARN, "taking over the lease of a previous run with "
+                   "this SHARD_ID", "s:pid", pid, NULL);
+            write_lease(r, LEASE_TAKEOVER);
+            return;
+        }
+        refuse(r, host, pid);
+        return;
+    }
+    if (epoch) {
+        int changed = r->epoch[0] && strcmp(r->epoch, epoch) != 0;
+        snprintf(r->epoch, sizeof r->epoch, "%s", epoch);
+        if (changed && mode == LEASE_RENEW && st == 1 && !r->stopping) {
+            /* lease kept but the registry generation changed (another
+             * writer recreated it first): our routes may be gone */
+            log_kv(LOG_WARN, "redis registry was reset; re-registering", NULL);
+            publish_up(r);
+            resync(r);
+        }
+    }
+    if (mode != LEASE_RENEW) {
+        r->claimed = 1;
+        /* the cluster claim leaves a previous life's reverse index: its
+         * tokens nobody here wants are removed like any stale route */
+        if (r->cluster)
+            send_members(r);
+        publish_up(r);
+        pump(r);
+    } else if (st == 0 && !r->stopping) {
+        /* The lease had expired (a stall longer than the TTL) or Redis was
+         * emptied: routers may have cleaned our routes, so register
+         * everything again. */
+        log_kv(LOG_WARN, "shard lease had expired; re-registering", NULL);
+        publish_up(r);
+        resync(r);
+    }
+    check_synced(r);
+}
+
 static void on_lease(redisAsyncContext *ac, void *reply, void *priv)
 {
     shard_registry *r = redislink_ctx_arg(ac);
@@ -521,46 +710,128 @@ static void on_lease(redisAsyncContext *ac, void *reply, void *priv)
         return;
     }
     long long st = rep->element[0]->integer;
+    const char *host = "", *pid = "", *epoch = NULL;
     if (st < 0) {
-        const char *host = rep->element[1]->type == REDIS_REPLY_STRING
-                         ? rep->element[1]->str : "";
-        const char *pid = rep->elements > 2 &&
-                          rep->element[2]->type == REDIS_REPLY_STRING
-                        ? rep->element[2]->str : "";
-        if (mode == LEASE_CLAIM && previous_life(r, host, pid)) {
-            log_kv(LOG_WARN, "taking over the lease of a previous run with "
-                   "this SHARD_ID", "s:pid", pid, NULL);
-            write_lease(r, LEASE_TAKEOVER);
-            return;
-        }
-        refuse(r, host, pid);
+        host = rep->element[1]->type == REDIS_REPLY_STRING ? rep->element[1]->str : "";
+        pid = rep->elements > 2 && rep->element[2]->type == REDIS_REPLY_STRING
+            ? rep->element[2]->str : "";
+    } else if (rep->element[1]->type == REDIS_REPLY_STRING) {
+        epoch = rep->element[1]->str;
+    }
+    lease_result(r, mode, st, host, pid, epoch);
+}
+
+/* The cluster layout's lease write: three commands (lease script on the
+ * shard's slot, SADD P shards, SCHEMA_LUA_EPOCH), answered in order. */
+typedef struct lease_op {
+    enum lease_mode mode;
+    int sent, got;
+    int lost, bad;
+    long long st;
+    char host[256], pid[24], epoch[80], err[160];
+} lease_op;
+
+static void lease_op_bad(lease_op *op, const redisReply *rep)
+{
+    if (op->bad)
+        return;
+    op->bad = 1;
+    snprintf(op->err, sizeof op->err, "%s",
+             rep->type == REDIS_REPLY_ERROR ? rep->str : "bad reply");
+}
+
+static void on_lease_part(redisAsyncContext *ac, void *reply, void *priv)
+{
+    shard_registry *r = redislink_ctx_arg(ac);
+    lease_op *op = priv;
+    redisReply *rep = reply;
+    int idx = op->got++, last = op->got == op->sent;
+    if (r->freeing) {
+        if (last)
+            free(op);
         return;
     }
-    if (rep->element[1]->type == REDIS_REPLY_STRING) {
-        const char *e = rep->element[1]->str;
-        int changed = r->epoch[0] && strcmp(r->epoch, e) != 0;
-        snprintf(r->epoch, sizeof r->epoch, "%s", e);
-        if (changed && mode == LEASE_RENEW && st == 1 && !r->stopping) {
-            /* lease kept but the registry generation changed (another
-             * writer recreated it first): our routes may be gone */
-            log_kv(LOG_WARN, "redis registry was reset; re-registering", NULL);
-            publish_up(r);
-            resync(r);
+    cmd_done(r);
+    if (!rep) {
+        op->lost = 1;
+    } else if (rep->type == REDIS_REPLY_ERROR) {
+        lease_op_bad(op, rep);
+    } else if (idx == 0) {
+        if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
+            rep->element[0]->type != REDIS_REPLY_INTEGER) {
+            lease_op_bad(op, rep);
+        } else {
+            op->st = rep->element[0]->integer;
+            if (op->st == -1 && rep->elements > 2 &&
+                rep->element[1]->type == REDIS_REPLY_STRING &&
+                rep->element[2]->type == REDIS_REPLY_STRING) {
+                snprintf(op->host, sizeof op->host, "%s", rep->element[1]->str);
+                snprintf(op->pid, sizeof op->pid, "%s", rep->element[2]->str);
+            }
         }
+    } else if (idx == 2) {
+        if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 2 ||
+            rep->element[1]->type != REDIS_REPLY_STRING)
+            lease_op_bad(op, rep);
+        else
+            snprintf(op->epoch, sizeof op->epoch, "%s", rep->element[1]->str);
     }
-    if (mode != LEASE_RENEW) {
-        r->claimed = 1;
-        publish_up(r);
-        pump(r);
-    } else if (st == 0 && !r->stopping) {
-        /* The lease had expired (a stall longer than the TTL) or Redis was
-         * emptied: routers may have cleaned our routes, so register
-         * everything again. */
-        log_kv(LOG_WARN, "shard lease had expired; re-registering", NULL);
-        publish_up(r);
-        resync(r);
+    if (!last)
+        return;
+    r->lease_inflight = 0;
+    if (!op->lost && op->sent < 3 && !op->bad) {
+        op->bad = 1;
+        snprintf(op->err, sizeof op->err, "%s", "command not sent");
     }
-    check_synced(r);
+    /* lost: the reconnect writes it again; a refusal is an answer even if
+     * a later part failed */
+    if (!op->lost && op->bad && op->st >= 0)
+        reg_error(r, "redis lease update failed", op->err);
+    else if (!op->lost)
+        lease_result(r, op->mode, op->st, op->host, op->pid,
+                     op->epoch[0] ? op->epoch : NULL);
+    free(op);
+}
+
+/* SCHEMA_LUA_LEASE_CLUSTER, SADD P shards, SCHEMA_LUA_EPOCH, pipelined:
+ * the lease first, so a shard in P shards that routers read as dead is
+ * only ever one whose lease expired.  (A refused claim still adds the id
+ * to P shards, where the live holder already is.) */
+static void write_lease_cluster(shard_registry *r, enum lease_mode mode,
+                                const char *ttl, const char *pid,
+                                const char *started, const char *conns,
+                                const char *toks, const char *wsa,
+                                const char *fresh)
+{
+    static const char *const modes[] = { "renew", "claim", "takeover" };
+    lease_op *op = calloc(1, sizeof *op);
+    if (!op)
+        return;
+    op->mode = mode;
+    const char *argv[24] = { "EVAL", SCHEMA_LUA_LEASE_CLUSTER, "2", r->k_lease,
+                             r->k_sweep, r->nonce, ttl, modes[mode],
+                             "endpoint", r->endpoint, "pid", pid,
+                             "host", r->host, "started_at", started,
+                             "connections", conns, "tokens", toks,
+                             "ws_addr", wsa, "synced", r->synced };
+    size_t l[24];
+    for (int i = 0; i < 24; i++)
+        l[i] = strlen(argv[i]);
+    const char *sadd[3] = { "SADD", r->k_shards, r->ctx->set->shard_id };
+    size_t sl[3] = { 4, strlen(r->k_shards), strlen(r->ctx->set->shard_id) };
+    const char *ep[5] = { "EVAL", SCHEMA_LUA_EPOCH, "1", r->k_epoch, fresh };
+    size_t el[5] = { 4, strlen(SCHEMA_LUA_EPOCH), 1, strlen(r->k_epoch), strlen(fresh) };
+    if (send_argv(r, on_lease_part, op, 24, argv, l) != 0) {
+        free(op);
+        return;
+    }
+    op->sent = 1;
+    r->lease_inflight = 1;
+    if (send_argv(r, on_lease_part, op, 3, sadd, sl) == 0) {
+        op->sent++;
+        if (send_argv(r, on_lease_part, op, 5, ep, el) == 0)
+            op->sent++;
+    }
 }
 
 static void write_lease(shard_registry *r, enum lease_mode mode)
@@ -577,6 +848,10 @@ static void write_lease(shard_registry *r, enum lease_mode mode)
     schema_random_hex(fresh);
     const char *wsa = ctx->srv ? ctx->srv->ws_addr : s->ws_addr;
     static const char *const modes[] = { "renew", "claim", "takeover" };
+    if (r->cluster) {
+        write_lease_cluster(r, mode, ttl, pid, started, conns, toks, wsa, fresh);
+        return;
+    }
     const char *argv[28] = { "EVAL", SCHEMA_LUA_LEASE, "3", r->k_lease,
                              r->k_shards, r->k_epoch, r->nonce, ttl,
                              s->shard_id, fresh, modes[mode], s->redis_prefix,
@@ -591,9 +866,17 @@ static void write_lease(shard_registry *r, enum lease_mode mode)
         r->lease_inflight = 1;
 }
 
+static void on_swept(long long removed, const char *err, void *arg);
+
 static void send_clean(shard_registry *r, redisCallbackFn *fn)
 {
     const shard_settings *s = r->ctx->set;
+    if (r->cluster) {
+        redisAsyncContext *ac = redislink_ctx(r->link);
+        if (ac && sweep_shard(ac, s->redis_prefix, s->shard_id, 0, on_swept, r) == 0)
+            cmd_sent(r);
+        return;
+    }
     const char *argv[6] = { "EVAL", SCHEMA_LUA_CLEAN_SHARD, "0",
                             s->shard_id, s->redis_prefix, "force" };
     size_t lens[6] = { 4, strlen(SCHEMA_LUA_CLEAN_SHARD), 1,
@@ -733,6 +1016,20 @@ static void on_deregistered(redisAsyncContext *ac, void *reply, void *priv)
     event_active(r->done_ev, EV_TIMEOUT, 1);
 }
 
+/* The cluster layout's deregistration (common/sweep.h, 'force'). */
+static void on_swept(long long removed, const char *err, void *arg)
+{
+    shard_registry *r = arg;
+    if (r->freeing)
+        return;
+    cmd_done(r);
+    if (removed >= 0)
+        log_kv(LOG_INFO, "deregistered from redis", "I:routes", (int64_t)removed, NULL);
+    else
+        reg_error(r, "redis deregistration failed", err ? err : "nothing removed");
+    event_active(r->done_ev, EV_TIMEOUT, 1);
+}
+
 void shard_registry_shutdown(shard_registry *r, void (*done)(void *),
                              void *ud)
 {
@@ -779,11 +1076,14 @@ shard_registry *shard_registry_new(shard_ctx *ctx)
         goto err;
     }
     gethostname(r->host, sizeof(r->host) - 1);
-    r->k_lease = cat3(s->redis_prefix, "shard:", s->shard_id);
-    r->k_tokens = r->k_lease ? cat3(r->k_lease, ":tokens", "") : NULL;
+    r->cluster = s->redis_cluster_keys;
+    r->k_lease = schema_shard_key(s->redis_prefix, r->cluster, s->shard_id, "");
+    r->k_tokens = schema_shard_key(s->redis_prefix, r->cluster, s->shard_id, ":tokens");
+    r->k_sweep = schema_shard_key(s->redis_prefix, r->cluster, s->shard_id, ":sweep");
     r->k_routes = cat3(s->redis_prefix, "routes", "");
     r->k_route_prefix = cat3(s->redis_prefix, "route:", "");
     schema_sha1_hex(SCHEMA_LUA_ROUTE_BATCH, r->batch_sha);
+    schema_sha1_hex(SCHEMA_LUA_ROUTE_ONE, r->one_sha);
     r->rate_ms = clock_mono_ms();
     r->rate_tokens = s->redis_route_rate;
     r->k_shards = cat3(s->redis_prefix, "shards", "");
@@ -798,7 +1098,7 @@ shard_registry *shard_registry_new(shard_ctx *ctx)
     r->done_ev = event_new(b, -1, 0, on_done_ev, r);
     r->hb_ev = event_new(b, -1, EV_PERSIST, on_heartbeat, r);
     r->watch_ev = event_new(b, -1, EV_PERSIST, on_watch, r);
-    if (!r->k_lease || !r->k_tokens || !r->k_routes || !r->k_shards || !r->k_epoch ||
+    if (!r->k_lease || !r->k_tokens || !r->k_sweep || !r->k_routes || !r->k_shards || !r->k_epoch ||
         !r->endpoint || !r->link || !r->pump_ev ||
         !r->done_ev || !r->hb_ev || !r->watch_ev)
         goto err;
@@ -837,6 +1137,7 @@ void shard_registry_free(shard_registry *r)
             event_free(evs[i]);
     free(r->k_lease);
     free(r->k_tokens);
+    free(r->k_sweep);
     free(r->k_routes);
     free(r->k_route_prefix);
     free(r->k_shards);

@@ -18,6 +18,14 @@
  * unreachable clients are still served; on reconnect the lease and every wanted token are written again, and tokens Redis holds
  * for this shard that are no longer wanted are removed.
  *
+ * REDIS_CLUSTER_KEYS=1 uses the cluster-safe layout (common/schema.h):
+ * hash-tagged shard keys, a batch becomes one reverse-index SADD/SREM plus
+ * one SCHEMA_LUA_ROUTE_ONE per token (index first when adding, routes first
+ * when removing), the lease write SCHEMA_LUA_LEASE_CLUSTER + SADD P shards +
+ * SCHEMA_LUA_EPOCH, deregistration common/sweep.h 'force'; a claim leaves a
+ * previous life's reverse index, whose unwanted tokens are then removed
+ * like any stale route.
+ *
  * The connection is a common/redislink (reconnect with backoff 100 ms .. 2 s,
  * connect timeout REDIS_TIMEOUT, host names resolved off the loop, PING
  * keepalive).  hiredis 0.14 has no reply timeouts: replies are timed here

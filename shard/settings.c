@@ -151,6 +151,11 @@ static size_t table(shard_settings *s, config_opt *o)
         "Redis password (AUTH); overrides one in REDIS_URL; never logged", 0, 0);
     OPT("REDIS_PREFIX", CFG_STR, &s->redis_prefix, SCHEMA_DEFAULT_PREFIX,
         "Prefix of every Redis key and channel", 0, 0);
+    OPT("REDIS_CLUSTER_KEYS", CFG_BOOL, &s->redis_cluster_keys, "false",
+        "Cluster-safe Redis key layout (Redis Cluster, docs/scaling.md): shard keys "
+        "hash-tagged as <prefix>shard:{<id>} and <prefix>shard:{<id>}:tokens, no "
+        "script touching two slots; needs Redis 7. Same value on every router, "
+        "shard and odin-ctl", 0, 0);
     OPT("REDIS_TIMEOUT", CFG_DOUBLE, &s->redis_timeout, "3",
         "Seconds before a Redis connect or reply is considered lost", 0.05,
         3600);

@@ -61,6 +61,7 @@ typedef struct shard_settings {
     char *redis_sentinels;    /* REDIS_SENTINELS */
     char *redis_master_name;  /* REDIS_MASTER_NAME */
     char *redis_prefix;       /* REDIS_PREFIX */
+    int redis_cluster_keys;   /* REDIS_CLUSTER_KEYS */
     double redis_timeout;     /* REDIS_TIMEOUT */
     double lease_ttl;         /* SHARD_LEASE_TTL, seconds */
     long redis_inflight;      /* REDIS_MAX_INFLIGHT */

@@ -43,7 +43,7 @@
 
 static char *o_redis_url, *o_redis_password, *o_prefix, *o_router;
 static long o_timeout_ms;
-static int o_json;
+static int o_json, o_cluster;
 static const config_opt opts[] = {
     { "REDIS_URL", CFG_STR, &o_redis_url, "redis://127.0.0.1:6379",
       "Redis of the shard registry: redis://[[user]:password@]host:port[/db] or "
@@ -52,6 +52,9 @@ static const config_opt opts[] = {
       "Redis password (AUTH); overrides one in REDIS_URL", 0, 0 },
     { "REDIS_PREFIX", CFG_STR, &o_prefix, SCHEMA_DEFAULT_PREFIX,
       "Prefix of every registry key", 0, 0 },
+    { "REDIS_CLUSTER_KEYS", CFG_BOOL, &o_cluster, "false",
+      "Cluster-safe key layout: read shard keys as <prefix>shard:{<id>} (set as on "
+      "the routers and shards)", 0, 0 },
     { "CTL_ROUTER_ADDR", CFG_STR, &o_router, NULL,
       "host:port of a router's HTTP_ADDR, checked by `health` (unset: shards only)",
       0, 0 },
@@ -176,9 +179,12 @@ static int lease_get(const char *id, lease *l)
     snprintf(l->id, sizeof l->id, "%s", id);
     l->pid = -1;
     l->connections = l->tokens = -1;
-    redisReply *r = cmd("HGETALL %sshard:%s", o_prefix, id);
-    if (!r)
+    char *key = schema_shard_key(o_prefix, o_cluster, id, "");
+    redisReply *r = key ? cmd("HGETALL %s", key) : NULL;
+    if (!r) {
+        free(key);
         return -1;
+    }
     for (size_t i = 0; i + 1 < r->elements; i += 2) {
         const char *k = r->element[i]->str, *v = r->element[i + 1]->str;
         if (!k || !v)
@@ -193,7 +199,8 @@ static int lease_get(const char *id, lease *l)
     }
     l->live = r->elements > 0;
     freeReplyObject(r);
-    r = cmd("PTTL %sshard:%s", o_prefix, id);
+    r = cmd("PTTL %s", key);
+    free(key);
     if (!r)
         return -1;
     l->ttl_ms = r->integer;
@@ -366,9 +373,11 @@ static int do_shards(void)
     return rcode;
 }
 
-static int print_set(const char *key_fmt, const char *arg, const char *label)
+/* SMEMBERS key (malloc'd, freed here; NULL: out of memory). */
+static int print_set(char *key, const char *arg, const char *label)
 {
-    redisReply *r = cmd(key_fmt, o_prefix, arg);
+    redisReply *r = key ? cmd("SMEMBERS %s", key) : NULL;
+    free(key);
     if (!r)
         return 1;
     size_t n;
@@ -396,12 +405,16 @@ static int print_set(const char *key_fmt, const char *arg, const char *label)
 
 static int do_routes(const char *token)
 {
-    return print_set("SMEMBERS %sroute:%s", token, "token");
+    size_t n = strlen(o_prefix) + strlen(token) + 8;
+    char *key = malloc(n);
+    if (key)
+        snprintf(key, n, "%sroute:%s", o_prefix, token);
+    return print_set(key, token, "token");
 }
 
 static int do_tokens(const char *shard)
 {
-    return print_set("SMEMBERS %sshard:%s:tokens", shard, "shard");
+    return print_set(schema_shard_key(o_prefix, o_cluster, shard, ":tokens"), shard, "shard");
 }
 
 /* /health status string of a shard ("" when unreachable). */

@@ -1,0 +1,206 @@
+#include "common/sweep.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <hiredis/hiredis.h>
+
+#include "common/buf.h"
+#include "common/schema.h"
+
+typedef struct sweep {
+    char *prefix, *id;
+    char *k_lease, *k_rev, *k_mark;
+    int dead;
+    char name[33];           /* this sweep's marker value */
+    sweep_done_fn *done;
+    void *arg;
+    size_t parts;            /* replies still due after BEGIN */
+    long long removed;
+    int failed;              /* a step failed or the connection went */
+    char err[160];
+} sweep;
+
+static void sweep_free(sweep *s)
+{
+    free(s->prefix);
+    free(s->id);
+    free(s->k_lease);
+    free(s->k_rev);
+    free(s->k_mark);
+    free(s);
+}
+
+static void finish(sweep *s)
+{
+    s->done(s->failed ? -2 : s->removed, s->failed ? s->err : NULL, s->arg);
+    sweep_free(s);
+}
+
+static void fail(sweep *s, const redisReply *rep)
+{
+    if (s->failed)
+        return;
+    s->failed = 1;
+    snprintf(s->err, sizeof s->err, "%s",
+             !rep ? "connection lost"
+                  : rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
+}
+
+static void part_cb(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    sweep *s = privdata;
+    redisReply *rep = reply;
+    if (!rep || rep->type == REDIS_REPLY_ERROR)
+        fail(s, rep);
+    else if (rep->type == REDIS_REPLY_INTEGER && rep->integer < 0)
+        fail(s, rep);                    /* END: the marker expired meanwhile */
+    if (--s->parts == 0)
+        finish(s);
+}
+
+/* One SCHEMA_LUA_ROUTE_ONE 'del' reply: 1 if the shard left that route set. */
+static void route_cb(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    sweep *s = privdata;
+    redisReply *rep = reply;
+    if (rep && rep->type == REDIS_REPLY_INTEGER)
+        s->removed += rep->integer;
+    part_cb(ac, reply, privdata);
+}
+
+static int sweep_send(redisAsyncContext *ac, redisCallbackFn *fn, sweep *s, int argc,
+                      const char **argv, const size_t *lens)
+{
+    if (redisAsyncCommandArgv(ac, fn, s, argc, argv, lens) != REDIS_OK)
+        return -1;
+    s->parts++;
+    return 0;
+}
+
+/* Steps 2 to 5 for the reverse index `toks`. */
+static void sweep_rest(redisAsyncContext *ac, sweep *s, const redisReply *toks)
+{
+    buf key = { 0 };
+    char channel[512], down[300];
+    snprintf(channel, sizeof channel, "%sroutes", s->prefix);
+    snprintf(down, sizeof down, "%s%s", SCHEMA_EVENT_SHARD_DOWN, s->id);
+    size_t plen = strlen(s->prefix), idlen = strlen(s->id), clen = strlen(channel);
+    size_t n = toks->elements;
+    int sent_all = 1;
+    for (size_t i = 0; i < n && sent_all; i++) {
+        const redisReply *t = toks->element[i];
+        if (t->type != REDIS_REPLY_STRING)
+            continue;
+        buf_reset(&key);
+        if (buf_append(&key, s->prefix, plen) != 0 || buf_append(&key, "route:", 6) != 0 ||
+            buf_append(&key, t->str, t->len) != 0) {
+            sent_all = 0;
+            break;
+        }
+        const char *argv[8] = { "EVAL", SCHEMA_LUA_ROUTE_ONE, "1", key.data, "del", s->id,
+                                channel, t->str };
+        size_t lens[8] = { 4, strlen(SCHEMA_LUA_ROUTE_ONE), 1, key.len, 3, idlen, clen,
+                           t->len };
+        sent_all = sweep_send(ac, route_cb, s, 8, argv, lens) == 0;
+    }
+    buf_free(&key);
+    if (sent_all) {
+        char shards[512];
+        snprintf(shards, sizeof shards, "%sshards", s->prefix);
+        const char *argv[4] = { "SREM", shards, s->id };
+        size_t lens[4] = { 4, strlen(shards), idlen };
+        sent_all = sweep_send(ac, part_cb, s, 3, argv, lens) == 0;
+    }
+    if (sent_all) {
+        size_t argc = 8 + n;
+        const char **argv = malloc(argc * sizeof *argv);
+        size_t *lens = malloc(argc * sizeof *lens);
+        sent_all = argv && lens;
+        if (sent_all) {
+            size_t k = 0;
+            argv[k] = "EVAL";                   lens[k++] = 4;
+            argv[k] = SCHEMA_LUA_SWEEP_END;     lens[k++] = strlen(SCHEMA_LUA_SWEEP_END);
+            argv[k] = "3";                      lens[k++] = 1;
+            argv[k] = s->k_lease;               lens[k++] = strlen(s->k_lease);
+            argv[k] = s->k_rev;                 lens[k++] = strlen(s->k_rev);
+            argv[k] = s->k_mark;                lens[k++] = strlen(s->k_mark);
+            argv[k] = s->dead ? "dead" : "force"; lens[k++] = s->dead ? 4 : 5;
+            argv[k] = s->name;                  lens[k++] = strlen(s->name);
+            for (size_t i = 0; i < n; i++) {
+                const redisReply *t = toks->element[i];
+                if (t->type != REDIS_REPLY_STRING)
+                    continue;
+                argv[k] = t->str;
+                lens[k++] = t->len;
+            }
+            sent_all = sweep_send(ac, part_cb, s, (int)k, argv, lens) == 0;
+        }
+        free(argv);
+        free(lens);
+    }
+    if (sent_all) {
+        const char *argv[3] = { "PUBLISH", channel, down };
+        size_t lens[3] = { 7, clen, strlen(down) };
+        sent_all = sweep_send(ac, part_cb, s, 3, argv, lens) == 0;
+    }
+    if (!sent_all) {
+        /* hiredis refused (connection going, or ENOMEM): what went out
+         * still answers; report a failure then */
+        s->failed = 1;
+        snprintf(s->err, sizeof s->err, "%s", "command not sent");
+        if (s->parts == 0)
+            finish(s);
+    }
+}
+
+static void begin_cb(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    sweep *s = privdata;
+    redisReply *rep = reply;
+    if (!rep || rep->type == REDIS_REPLY_ERROR ||
+        (rep->type != REDIS_REPLY_ARRAY && rep->type != REDIS_REPLY_INTEGER)) {
+        fail(s, rep);
+        finish(s);
+        return;
+    }
+    if (rep->type == REDIS_REPLY_INTEGER) {   /* -1: alive, or swept by another */
+        s->removed = -1;
+        finish(s);
+        return;
+    }
+    sweep_rest(ac, s, rep);
+}
+
+int sweep_shard(redisAsyncContext *ac, const char *prefix, const char *id,
+                int dead, sweep_done_fn *done, void *arg)
+{
+    sweep *s = calloc(1, sizeof *s);
+    if (!s)
+        return -1;
+    s->prefix = strdup(prefix);
+    s->id = strdup(id);
+    s->k_lease = schema_shard_key(prefix, 1, id, "");
+    s->k_rev = schema_shard_key(prefix, 1, id, ":tokens");
+    s->k_mark = schema_shard_key(prefix, 1, id, ":sweep");
+    s->dead = dead;
+    s->done = done;
+    s->arg = arg;
+    schema_random_hex(s->name);
+    if (!s->prefix || !s->id || !s->k_lease || !s->k_rev || !s->k_mark)
+        goto err;
+    char ttl[24];
+    snprintf(ttl, sizeof ttl, "%d", SCHEMA_SWEEP_TTL_MS);
+    const char *argv[9] = { "EVAL", SCHEMA_LUA_SWEEP_BEGIN, "3", s->k_lease, s->k_rev,
+                            s->k_mark, dead ? "dead" : "force", s->name, ttl };
+    size_t lens[9];
+    for (int i = 0; i < 9; i++)
+        lens[i] = strlen(argv[i]);
+    if (redisAsyncCommandArgv(ac, begin_cb, s, 9, argv, lens) != REDIS_OK)
+        goto err;
+    return 0;
+err:
+    sweep_free(s);
+    return -1;
+}

@@ -1,0 +1,426 @@
+/*
+ * REDIS_CLUSTER_KEYS=1 against a real Redis in cluster mode (a one-node
+ * cluster of its own, owning all 16384 slots, started and stopped here):
+ * Redis 7 refuses multi-key commands across slots and "#!lua" scripts that
+ * touch keys outside their declared keys' slot, so a layout that is not
+ * cluster-safe fails here.  First a negative check that it does (the
+ * default layout's batch route script is refused), then real odin-shard and
+ * odin-router processes with the cluster layout: routes registered in the
+ * hash-tagged reverse index, records delivered to real WebSocket clients
+ * exactly once (counted per client, in order), an unsubscribe removes the
+ * route, and a SIGKILLed shard's routes are swept by the router through its
+ * hash-tagged reverse index.  Redis must have answered no CROSSSLOT or
+ * slot error (INFO errorstats).
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <jansson.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <hiredis/hiredis.h>
+
+#include "common/clock.h"
+#include "common/schema.h"
+#include "tests/support/rtsup.h"
+#include "tests/support/shardsup.h"
+#include "tests/support/support.h"
+#include "tests/support/wsclient.h"
+
+#define TOPIC "odin.trades"
+
+static tsup_redis red;          /* the cluster-mode redis-server */
+static redisContext *R;
+
+static int cluster_ok(void *arg)
+{
+    (void)arg;
+    redisReply *r = redisCommand(R, "CLUSTER INFO");
+    int ok = r && r->type == REDIS_REPLY_STRING && strstr(r->str, "cluster_state:ok");
+    freeReplyObject(r);
+    return ok;
+}
+
+static int pinged(void *arg)
+{
+    redisContext *c = redisConnect("127.0.0.1", *(int *)arg);
+    int ok = c && !c->err;
+    redisFree(c);
+    return ok;
+}
+
+/* tsup's die() aborts: take the redis-server along (its process title
+ * hides ODIN_TMP from run-tests.sh's clean-up). */
+static void on_abort(int sig)
+{
+    if (red.pid > 0)
+        kill(red.pid, SIGKILL);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static int setup(void **st)
+{
+    (void)st;
+    signal(SIGABRT, on_abort);
+    memset(&red, 0, sizeof red);
+    red.port = tsup_free_port();
+    snprintf(red.url, sizeof red.url, "redis://127.0.0.1:%d", red.port);
+    char *d = tsup_tmp("redis-cluster");
+    snprintf(red.dir, sizeof red.dir, "%s", d);
+    free(d);
+    mkdir(red.dir, 0755);
+    char port[16], bus[16], conf[300];
+    snprintf(port, sizeof port, "%d", red.port);
+    /* the bus port defaults to port + 10000, which may not exist */
+    snprintf(bus, sizeof bus, "%d", tsup_free_port());
+    snprintf(conf, sizeof conf, "%s/nodes.conf", red.dir);
+    char *argv[] = { "/usr/bin/redis-server", "--port", port, "--bind", "127.0.0.1",
+                     "--dir", red.dir, "--save", "", "--appendonly", "no",
+                     "--cluster-enabled", "yes", "--cluster-config-file", conf, "--cluster-port", bus,
+                     "--loglevel", "warning", NULL };
+    red.pid = tsup_spawn(argv, NULL);
+    int status;
+    if (red.pid < 0 || !tsup_wait_until(pinged, &red.port, 10000) ||
+        waitpid(red.pid, &status, WNOHANG) != 0) {   /* someone else's port */
+        fprintf(stderr, "cluster-mode redis-server did not start on %d\n", red.port);
+        return -1;
+    }
+    R = tsup_redis_connect(red.url);
+    redisReply *r = redisCommand(R, "CLUSTER ADDSLOTSRANGE 0 16383");
+    int ok = r && r->type == REDIS_REPLY_STATUS;
+    if (!ok)
+        fprintf(stderr, "CLUSTER ADDSLOTSRANGE: %s\n", r && r->str ? r->str : "no reply");
+    freeReplyObject(r);
+    if (ok && !tsup_wait_until(cluster_ok, NULL, 10000)) {
+        fprintf(stderr, "cluster_state did not become ok\n");
+        ok = 0;
+    }
+    return ok ? 0 : -1;
+}
+
+static int teardown(void **st)
+{
+    (void)st;
+    redisFree(R);
+    tsup_redis_stop(&red);
+    return 0;
+}
+
+/* An EVAL's reply: 1 if it is an error containing `what`. */
+static int eval_fails(const char *what, int argc, const char **argv)
+{
+    redisReply *r = redisCommandArgv(R, argc, argv, NULL);
+    assert_non_null(r);
+    int f = r->type == REDIS_REPLY_ERROR && strstr(r->str, what);
+    if (r->type == REDIS_REPLY_ERROR)
+        fprintf(stderr, "redis refused as expected: %s\n", r->str);
+    freeReplyObject(r);
+    return f;
+}
+
+/* The check can fail: what is not cluster-safe is refused by this Redis. */
+static void test_negative(void **st)
+{
+    (void)st;
+    const char *batch[] = { "EVAL", SCHEMA_LUA_ROUTE_BATCH, "2", "odin:shard:n1:tokens",
+                            "odin:routes", "add", "n1", "odin:route:", "BTC", "ETH" };
+    assert_true(eval_fails("CROSSSLOT", 10, batch));
+    const char *clean[] = { "EVAL", SCHEMA_LUA_CLEAN_SHARD, "0", "n1", "odin:", "force" };
+    assert_true(eval_fails("ERR", 6, clean));
+    /* a "#!lua" script reaching past its declared slot */
+    const char *reach[] = { "EVAL", "#!lua\nredis.call('SADD', 'odin:route:BTC', 'x')\n"
+                            "return redis.call('SADD', KEYS[1], 'x')\n", "1",
+                            "odin:shard:{n1}:tokens" };
+    assert_true(eval_fails("do not hash to the same slot", 4, reach));
+    /* the cluster layout's own scripts pass */
+    const char *one[] = { "EVAL", SCHEMA_LUA_ROUTE_ONE, "1", "odin:route:BTC", "add", "n1",
+                          "odin:routes", "BTC" };
+    assert_false(eval_fails("", 8, one));
+    assert_int_equal(tsup_redis_int(R, "DEL odin:route:BTC"), 1);
+}
+
+/* ---- WebSocket clients, counted ------------------------------------------ */
+
+typedef struct client {
+    wsc *ws;
+    char chan[64];
+    long count;                 /* live messages on chan */
+    long unexpected;            /* any other non-marker channel */
+    long out_of_order;          /* seq not increasing */
+    int64_t last_seq;
+    char marker[64];            /* last marker seen */
+} client;
+
+static void on_text(client *c, const char *text)
+{
+    json_error_t err;
+    json_t *j = json_loads(text, 0, &err);
+    assert_non_null(j);
+    const char *ch = json_string_value(json_object_get(j, "channel"));
+    if (ch && strncmp(ch, "*.", 2) == 0) {
+        json_t *m = json_object_get(json_object_get(json_object_get(j, "data"), "data"),
+                                    "marker");
+        if (json_is_string(m))
+            snprintf(c->marker, sizeof c->marker, "%s", json_string_value(m));
+    } else if (ch && strcmp(ch, c->chan) == 0) {
+        int64_t seq = json_integer_value(json_object_get(j, "seq"));
+        if (c->count > 0 && seq <= c->last_seq)
+            c->out_of_order++;
+        c->last_seq = seq;
+        c->count++;
+    } else if (ch) {
+        c->unexpected++;
+    }
+    json_decref(j);
+}
+
+static void pump(client *c, int timeout_ms)
+{
+    for (;;) {
+        char *msg = NULL;
+        int rc = wsc_recv_text(c->ws, timeout_ms, &msg, NULL);
+        if (rc != 1) {
+            assert_int_equal(rc, 0);
+            return;
+        }
+        on_text(c, msg);
+        free(msg);
+        timeout_ms = 0;
+    }
+}
+
+static void request(client *c, const char *type, const char *ack)
+{
+    char req[256];
+    snprintf(req, sizeof req, "{\"type\":\"%s\",\"data\":{\"channels\":[\"%s\"]}}", type,
+             c->chan);
+    assert_int_equal(wsc_send_text(c->ws, req), 0);
+    uint64_t end = clock_mono_ms() + 5000;
+    for (;;) {
+        char *msg = NULL;
+        assert_true(clock_mono_ms() < end);
+        if (wsc_recv_text(c->ws, 500, &msg, NULL) != 1)
+            continue;
+        int got = strstr(msg, ack) != NULL;
+        if (!got)
+            on_text(c, msg);
+        free(msg);
+        if (got)
+            return;
+    }
+}
+
+static void client_open(client *c, int port, const char *chan)
+{
+    memset(c, 0, sizeof *c);
+    snprintf(c->chan, sizeof c->chan, "%s", chan);
+    int status = 0;
+    c->ws = wsc_connect("127.0.0.1", port, NULL, &status);
+    assert_non_null(c->ws);
+    assert_int_equal(status, 101);
+    request(c, "subscribe", "\"subscription_ack\"");
+}
+
+static void produce(rtsup_producer *p, const char *tok, int n)
+{
+    char val[96];
+    snprintf(val, sizeof val, "{\"type\":\"TRADE_EXECUTED\",\"data\":{\"n\":%d}}", n);
+    rtsup_produce(p, TOPIC, 0, tok, strlen(tok), val, strlen(val));
+}
+
+/* A broadcast-key marker after the records on the same partition: a client
+ * that saw it saw every record produced before it (and any duplicate). */
+static void await_marker(client *const cs[], rtsup_producer *p, const char *id, int ms)
+{
+    char val[128];
+    snprintf(val, sizeof val, "{\"type\":\"SYSTEM\",\"data\":{\"marker\":\"%s\"}}", id);
+    rtsup_produce(p, TOPIC, 0, "*", 1, val, strlen(val));
+    assert_int_equal(rtsup_producer_flush(p), 0);
+    for (int i = 0; cs[i]; i++) {
+        uint64_t end = clock_mono_ms() + (uint64_t)ms;
+        while (strcmp(cs[i]->marker, id) != 0) {
+            if (clock_mono_ms() >= end)
+                return;
+            pump(cs[i], 100);
+        }
+    }
+}
+
+static int all_at(client *const cs[], const char *id)
+{
+    for (int i = 0; cs[i]; i++)
+        if (strcmp(cs[i]->marker, id) != 0)
+            return 0;
+    return 1;
+}
+
+/* ---- Redis state ------------------------------------------------------------ */
+
+typedef struct member_q { const char *key, *member; long long want; } member_q;
+
+static int is_member(void *arg)
+{
+    member_q *q = arg;
+    return tsup_redis_int(R, "SISMEMBER %s %s", q->key, q->member) == q->want;
+}
+
+static int wait_member(const char *key, const char *member, long long want, int ms)
+{
+    member_q q = { key, member, want };
+    return tsup_wait_until(is_member, &q, ms);
+}
+
+/* INFO errorstats has no error of these kinds. */
+static void assert_no_slot_errors(void)
+{
+    redisReply *r = redisCommand(R, "INFO errorstats");
+    assert_non_null(r);
+    assert_int_equal(r->type, REDIS_REPLY_STRING);
+    fprintf(stderr, "errorstats after the run:\n%s", r->str);
+    assert_null(strstr(r->str, "errorstat_CROSSSLOT"));
+    assert_null(strstr(r->str, "errorstat_ERR"));
+    freeReplyObject(r);
+}
+
+/* ---- the stack ---------------------------------------------------------------- */
+
+static void test_cluster_stack(void **st)
+{
+    (void)st;
+    char tok[32], chan[48], ida[48], idb[48];
+    snprintf(tok, sizeof tok, "CL%d", (int)getpid());
+    snprintf(chan, sizeof chan, "%s.trade", tok);
+    snprintf(ida, sizeof ida, "cl-a-%d", (int)getpid());
+    snprintf(idb, sizeof idb, "cl-b-%d", (int)getpid());
+    char route[96], reva[96], revb[96], leasea[96], leaseb[96], sweepb[96], shards[] =
+        "odin:shards";
+    snprintf(route, sizeof route, "odin:route:%s", tok);
+    snprintf(reva, sizeof reva, "odin:shard:{%s}:tokens", ida);
+    snprintf(revb, sizeof revb, "odin:shard:{%s}:tokens", idb);
+    snprintf(leasea, sizeof leasea, "odin:shard:{%s}", ida);
+    snprintf(leaseb, sizeof leaseb, "odin:shard:{%s}", idb);
+    snprintf(sweepb, sizeof sweepb, "odin:shard:{%s}:sweep", idb);
+    freeReplyObject(redisCommand(R, "CONFIG RESETSTAT"));   /* the negative check's errors */
+    /* no script cached: the shards' EVALSHA meets NOSCRIPT and resends */
+    freeReplyObject(redisCommand(R, "SCRIPT FLUSH"));
+
+    const char *senv[] = { "SHARD_LEASE_TTL=2", "LOG_LEVEL=info", "REDIS_CLUSTER_KEYS=1",
+                           NULL };
+    ssup_shard a, b;
+    assert_int_equal(ssup_shard_start(&a, ida, red.url, senv), 0);
+    assert_int_equal(ssup_shard_start(&b, idb, red.url, senv), 0);
+    char group[96];
+    snprintf(group, sizeof group, "KAFKA_GROUP=%s", rtsup_unique("cl"));
+    const char *renv[] = { group, "KAFKA_OFFSET_RESET=latest", "LOG_LEVEL=info",
+                           "REDIS_CLUSTER_KEYS=1",
+                           "KAFKA_OPTIONS=fetch.wait.max.ms=20,"
+                           "topic.metadata.refresh.interval.ms=1000,session.timeout.ms=6000",
+                           NULL };
+    rtsup_router r;
+    assert_int_equal(rtsup_router_start(&r, red.url, renv), 0);
+    assert_true(rtsup_wait_metric(r.http_port, "router_assigned_partitions", 1, 120000));
+    assert_true(rtsup_wait_metric_eq(r.http_port, "router_shards_connected", 2, 15000));
+
+    client ca, cb;
+    client_open(&ca, a.port, chan);
+    client_open(&cb, b.port, chan);
+    client *both[] = { &ca, &cb, NULL };
+    /* routes and the hash-tagged reverse indexes; the default names unused */
+    assert_true(wait_member(route, ida, 1, 10000));
+    assert_true(wait_member(route, idb, 1, 10000));
+    assert_int_equal(tsup_redis_int(R, "SISMEMBER %s %s", reva, tok), 1);
+    assert_int_equal(tsup_redis_int(R, "SISMEMBER %s %s", revb, tok), 1);
+    assert_int_equal(tsup_redis_int(R, "EXISTS %s", leasea), 1);
+    assert_int_equal(tsup_redis_int(R, "SISMEMBER %s %s", shards, ida), 1);
+    assert_int_equal(tsup_redis_int(R, "EXISTS odin:shard:%s", ida), 0);
+    assert_int_equal(tsup_redis_int(R, "EXISTS odin:shard:%s:tokens", ida), 0);
+    assert_int_equal(tsup_redis_int(R, "CLUSTER KEYSLOT %s", reva),
+                     tsup_redis_int(R, "CLUSTER KEYSLOT %s", leasea));
+
+    rtsup_producer *p = rtsup_producer_new(tsup_env("ODIN_KAFKA_BROKERS"));
+    /* live: the router reads from the latest offsets once assigned */
+    uint64_t end = clock_mono_ms() + 30000;
+    for (int k = 0;; k++) {
+        char id[32];
+        snprintf(id, sizeof id, "warm-%d", k);
+        await_marker(both, p, id, 500);
+        if (all_at(both, id))
+            break;
+        assert_true(clock_mono_ms() < end);
+    }
+    assert_int_equal(ca.count + cb.count, 0);
+
+    /* every record exactly once to each subscriber, in order */
+    const int N = 150;
+    for (int i = 0; i < N; i++)
+        produce(p, tok, i);
+    await_marker(both, p, "m1", 20000);
+    assert_true(all_at(both, "m1"));
+    fprintf(stderr, "delivered: a %ld, b %ld of %d\n", ca.count, cb.count, N);
+    assert_int_equal(ca.count, N);
+    assert_int_equal(cb.count, N);
+
+    /* a unsubscribes: route and reverse-index entry of a go, b's stay */
+    request(&ca, "unsubscribe", "\"unsubscription_ack\"");
+    assert_true(wait_member(route, ida, 0, 10000));
+    assert_int_equal(tsup_redis_int(R, "SISMEMBER %s %s", reva, tok), 0);
+    assert_int_equal(tsup_redis_int(R, "SISMEMBER %s %s", route, idb), 1);
+    const int M = 40;
+    for (int i = 0; i < M; i++)
+        produce(p, tok, N + i);
+    await_marker(both, p, "m2", 20000);
+    assert_true(all_at(both, "m2"));
+    fprintf(stderr, "after unsubscribe: a %ld, b %ld\n", ca.count, cb.count);
+    assert_int_equal(ca.count, N);
+    assert_int_equal(cb.count, N + M);
+    for (int i = 0; both[i]; i++) {
+        assert_int_equal(both[i]->unexpected, 0);
+        assert_int_equal(both[i]->out_of_order, 0);
+    }
+
+    /* b SIGKILLed: the router sweeps its routes through {b}'s reverse index */
+    double cleaned0 = rtsup_metric(r.http_port, "router_shards_cleaned_total");
+    uint64_t killed = clock_mono_ms();
+    assert_true(WIFSIGNALED(ssup_shard_stop(&b, SIGKILL, 5000)));
+    /* lease TTL 2 s + discovery, slack for a loaded machine */
+    assert_true(wait_member(route, idb, 0, 15000));
+    fprintf(stderr, "dead shard's route removed %llu ms after SIGKILL\n",
+            (unsigned long long)(clock_mono_ms() - killed));
+    assert_true(wait_member(shards, idb, 0, 5000));
+    assert_int_equal(tsup_redis_int(R, "EXISTS %s %s %s", revb, leaseb, sweepb), 0);
+    assert_int_equal(tsup_redis_int(R, "EXISTS %s", route), 0);
+    assert_true(rtsup_metric(r.http_port, "router_shards_cleaned_total") >= cleaned0 + 1);
+    assert_int_equal(ssup_metric(a.port, "shard_redis_errors_total"), 0);
+    assert_true(ssup_metric(a.port, "shard_redis_script_loads_total") >= 1);
+
+    /* a stops: its own deregistration, cluster layout */
+    rtsup_producer_free(p);
+    wsc_free(ca.ws);
+    wsc_free(cb.ws);
+    int rst = rtsup_router_stop(&r);
+    assert_true(WIFEXITED(rst));
+    assert_int_equal(WEXITSTATUS(rst), 0);
+    assert_int_equal(WEXITSTATUS(ssup_shard_stop(&a, SIGTERM, 10000)), 0);
+    assert_int_equal(tsup_redis_int(R, "EXISTS %s %s", leasea, reva), 0);
+    assert_int_equal(tsup_redis_int(R, "SISMEMBER %s %s", shards, ida), 0);
+    assert_no_slot_errors();
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_negative),
+        cmocka_unit_test(test_cluster_stack),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
