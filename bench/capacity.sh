@@ -28,6 +28,10 @@ STREAM_RATE=${STREAM_RATE:-1000}
 SOURCE_ADDRS=${SOURCE_ADDRS:-127.0.0.1-127.0.0.4}
 MAX_PENDING=${MAX_PENDING:-256}     # a full pool pauses accepting (no resets): the default is enough
 LG_PROCS=${LG_PROCS:-0}
+# close handshakes at the end: 350,000 connections closing at once on 2
+# vCPUs took the workers longer than the default 3 s (+10 s slack) and the
+# loadgen killed them (no summary); allow 1 s per 25,000 connections more
+CLOSE_GRACE=${CLOSE_GRACE:-$((3 + CONNS / 25000))}
 RSS_TARGET_KIB=8
 
 source "$(dirname "$0")/lib.sh"
@@ -54,7 +58,7 @@ bench_log "ramping to $CONNS connections at $RAMP_RATE/s"
 start_loadgen lg LG_CONNECTIONS="$CONNS" LG_MODE=random LG_CHANNELS_PER_CONN="$CHANNELS" \
     LG_TOKEN_COUNT="$TOKENS" LG_CATEGORIES=trade,liquidity,analytics LG_RATE="$RAMP_RATE" \
     LG_PROCESSES="$LG_PROCS" LG_SOURCE_ADDRS="$SOURCE_ADDRS" LG_DURATION_S=100000 \
-    LG_CONNECT_TIMEOUT_S=30
+    LG_CONNECT_TIMEOUT_S=30 LG_CLOSE_GRACE_S="$CLOSE_GRACE"
 a_l=0   # loadgen counted from its start
 ramp_done() {
     lg_resolved_ge lg "$CONNS" || ! kill -0 "$LOADGEN_PID" 2>/dev/null
