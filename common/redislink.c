@@ -1,6 +1,7 @@
 #include "common/redislink.h"
 
 #include <arpa/inet.h>
+#include <poll.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,6 +16,9 @@
 enum rl_state { RL_DOWN, RL_SENTINEL, RL_RESOLVING, RL_CONNECTING, RL_UP };
 
 #define SENTINELS_MAX 8
+/* A timeout found while the answer waits unread is looked at again this
+ * much later, after the loop has read it (redislink_input_pending). */
+#define LATE_RECHECK_MS 50
 
 typedef struct sentinel_addr {
     char host[256];
@@ -235,6 +239,11 @@ static void dead_cb(evutil_socket_t fd, short what, void *arg)
     if (l->not_master) {
         l->not_master = 0;
         redislink_drop(l, "not the master (Sentinel failover): asking Sentinel again");
+        return;
+    }
+    if (redislink_input_pending(l)) {
+        /* the answer is there; this loop was late to read it (see .h) */
+        arm(l->dead, LATE_RECHECK_MS);
         return;
     }
     char why[64];
@@ -630,6 +639,14 @@ void *redislink_ctx_arg(const redisAsyncContext *ac)
 int redislink_is_up(const redislink *l)
 {
     return l->notified_up;
+}
+
+int redislink_input_pending(const redislink *l)
+{
+    if (!l->ac || l->ac->c.fd < 0)
+        return 0;
+    struct pollfd p = { .fd = l->ac->c.fd, .events = POLLIN };
+    return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
 }
 
 const char *redislink_errstr(const redislink *l)

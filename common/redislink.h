@@ -79,6 +79,17 @@ void *redislink_ctx_arg(const redisAsyncContext *ac);
 /* 1 while the user has been told "up" and not yet "down". */
 int redislink_is_up(const redislink *l);
 
+/*
+ * 1 if bytes from Redis wait unread in the connection's socket.  A reply
+ * timeout checked by a timer is only Redis's fault when nothing waits: a
+ * process whose loop was starved (thousands of client closes on a busy
+ * machine) finds its timer due while the reply sits in the socket, unread
+ * because the loop had not got to it yet (epoll hands out a bounded number
+ * of ready sockets per turn).  The PING timeout and the shard's registry
+ * reply timeout consult this before dropping.
+ */
+int redislink_input_pending(const redislink *l);
+
 /* The last error (connect failure, ping timeout, drop reason); "" if none. */
 const char *redislink_errstr(const redislink *l);
 

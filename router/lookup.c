@@ -302,6 +302,13 @@ static void timeout_cb(evutil_socket_t fd, short what, void *arg)
     lookup *lk = arg;
     if (!lk->active)
         return;
+    if (redislink_input_pending(lk->cmd)) {
+        /* the replies are there, this loop was late to read them
+         * (redislink.h): look again once it has */
+        struct timeval tv = { 0, 50 * 1000 };
+        evtimer_add(lk->ev_timeout, &tv);
+        return;
+    }
     log_kv(LOG_WARN, "route lookup timed out; batch sent in fallback mode",
            "i:timeout_ms", (int)lk->opts.timeout_ms, NULL);
     lk->active = 0;    /* the NULL replies the drop produces are ignored */

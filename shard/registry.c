@@ -959,8 +959,10 @@ static void on_watch(evutil_socket_t fd, short what, void *arg)
     shard_registry *r = arg;
     uint64_t now = clock_mono_ms();
     uint64_t to = (uint64_t)(r->ctx->set->redis_timeout * 1000);
+    /* replies waiting unread mean this loop was late, not Redis
+     * (redislink_input_pending): look again at the next watch */
     if (r->state == R_READY && r->outstanding > 0 &&
-        now - r->progress_ms > to)
+        now - r->progress_ms > to && !redislink_input_pending(r->link))
         drop(r, "reply timeout");
 }
 

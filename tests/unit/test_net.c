@@ -16,6 +16,8 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <sys/wait.h>
+#include <signal.h>
 
 #include <event2/dns.h>
 #include <event2/dns_struct.h>
@@ -147,7 +149,7 @@ static void test_accept_emfile_backoff(void **st_)
 
 /* ---- fake Redis --------------------------------------------------------------- */
 
-enum fake_mode { FAKE_SILENT, FAKE_PONG, FAKE_PUBSUB };
+enum fake_mode { FAKE_SILENT, FAKE_PONG, FAKE_PUBSUB, FAKE_PONG_LATE };
 
 typedef struct {
     struct event_base *base;
@@ -157,6 +159,7 @@ typedef struct {
     struct event *rev;
     int pings;
     int subscribed;
+    struct event *late;   /* FAKE_PONG_LATE: the pong goes out 100 ms later */
 } fake_redis;
 
 static void fake_reply(fake_redis *f, int fd, const char *s)
@@ -181,6 +184,11 @@ static void fake_command(fake_redis *f, int fd, int argc, char argv[][64])
     if (strcasecmp(argv[0], "PING") != 0)
         return;
     f->pings++;
+    if (f->mode == FAKE_PONG_LATE) {
+        struct timeval tv = { 0, 100 * 1000 };
+        evtimer_add(f->late, &tv);
+        return;
+    }
     if (!f->subscribed) {
         fake_reply(f, fd, "+PONG\r\n");
         return;
@@ -234,12 +242,20 @@ static void fake_accept(net_acceptor *a, int fd, const struct sockaddr *sa,
     event_add(f->rev, NULL);
 }
 
+static void fake_late_pong(evutil_socket_t fd, short what, void *arg)
+{
+    fake_redis *f = arg;
+    if (f->fd >= 0)
+        fake_reply(f, f->fd, "+PONG\r\n");
+}
+
 static int fake_start(fake_redis *f, struct event_base *base, enum fake_mode mode)
 {
     memset(f, 0, sizeof *f);
     f->base = base;
     f->mode = mode;
     f->fd = -1;
+    f->late = evtimer_new(base, fake_late_pong, f);
     int port = 0;
     int lfd = net_listen_tcp("127.0.0.1:0", 16, 0, NULL, 0, &port, NULL, 0);
     assert_true(lfd >= 0);
@@ -251,6 +267,7 @@ static int fake_start(fake_redis *f, struct event_base *base, enum fake_mode mod
 
 static void fake_stop(fake_redis *f)
 {
+    event_free(f->late);
     if (f->fd >= 0) {
         event_free(f->rev);
         close(f->fd);
@@ -357,6 +374,104 @@ static void test_redislink_answering_peer_stays_up(void **st_)
 static void test_redislink_subscribed_ping(void **st_)
 {
     run_link(FAKE_PUBSUB);
+}
+
+
+/* ---- (b2) a late loop is not a dead Redis --------------------------------------- */
+
+#define STARVE_FDS 64
+
+typedef struct {
+    struct event_base *base;
+    redislink *l;
+    int sp[STARVE_FDS][2];
+    struct event *ev[STARVE_FDS];
+    int drained;
+} starve_state;
+
+static void starve_read(evutil_socket_t fd, short what, void *arg)
+{
+    starve_state *s = arg;
+    char c;
+    if (read(fd, &c, 1) == 1)
+        s->drained++;
+}
+
+/* Runs 20 ms after "up" (the first PING went out at "up"; its PONG comes
+ * 100 ms after it): 64 sockets become readable, then the loop is blocked
+ * for 600 ms, twice the PING timeout.  When it runs again the PONG waits in
+ * the socket behind the 64 (epoll hands out 32 ready sockets in the first
+ * turn) while the dead timer is due: the link must read the PONG, not
+ * declare Redis dead. */
+static void starve(evutil_socket_t fd, short what, void *arg)
+{
+    starve_state *s = arg;
+    for (int i = 0; i < STARVE_FDS; i++) {
+        assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM, 0, s->sp[i]), 0);
+        s->ev[i] = event_new(s->base, s->sp[i][0], EV_READ | EV_PERSIST, starve_read, s);
+        event_add(s->ev[i], NULL);
+        assert_int_equal(write(s->sp[i][1], "x", 1), 1);
+    }
+    usleep(600 * 1000);
+}
+
+static void test_redislink_late_loop_not_dead(void **st_)
+{
+    (void)st_;
+    int pfd[2];
+    assert_int_equal(pipe(pfd), 0);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {             /* the fake Redis, in its own process */
+        close(pfd[0]);
+        struct event_base *cb = event_base_new();
+        fake_redis f;
+        int port = fake_start(&f, cb, FAKE_PONG_LATE);
+        if (write(pfd[1], &port, sizeof port) != sizeof port)
+            _exit(1);
+        close(pfd[1]);
+        struct event *life = deadline(cb, 5000);   /* gone even if the parent fails */
+        event_base_dispatch(cb);
+        event_free(life);
+        _exit(0);
+    }
+    close(pfd[1]);
+    int port = 0;
+    assert_int_equal(read(pfd[0], &port, sizeof port), (ssize_t)sizeof port);
+    close(pfd[0]);
+
+    struct event_base *base = event_base_new();
+    redis_endpoint ep = { .port = port };
+    snprintf(ep.host, sizeof ep.host, "127.0.0.1");
+    link_state ls = { .base = base, .stop_on_down = 1 };
+    redislink *l = redislink_new(base, &ep, "test", 1000, 200, on_link, &ls);
+    redislink_set_ping(l, 100, 300);
+    redislink_start(l);
+    starve_state ss = { .base = base, .l = l };
+    struct event *st = evtimer_new(base, starve, &ss);
+    /* wait for "up", then starve once */
+    while (ls.ups == 0)
+        event_base_loop(base, EVLOOP_ONCE);
+    struct timeval tv = { 0, 20 * 1000 };
+    evtimer_add(st, &tv);
+    struct event *win = deadline(base, 1500);
+    event_base_dispatch(base);
+    print_message("late loop: %d ups, %d downs, %d starving sockets read, error '%s'\n",
+                  ls.ups, ls.downs, ss.drained, redislink_errstr(l));
+    assert_int_equal(ss.drained, STARVE_FDS);
+    assert_int_equal(ls.downs, 0);
+    assert_non_null(redislink_ctx(l));
+    event_free(win);
+    event_free(st);
+    for (int i = 0; i < STARVE_FDS; i++) {
+        event_free(ss.ev[i]);
+        close(ss.sp[i][0]);
+        close(ss.sp[i][1]);
+    }
+    redislink_free(l);
+    event_base_free(base);
+    kill(child, SIGKILL);
+    waitpid(child, NULL, 0);
 }
 
 /* ---- (c) DNS off the loop ------------------------------------------------------- */
@@ -614,6 +729,7 @@ int main(void)
         cmocka_unit_test(test_redislink_silent_peer_declared_dead),
         cmocka_unit_test(test_redislink_answering_peer_stays_up),
         cmocka_unit_test(test_redislink_subscribed_ping),
+        cmocka_unit_test(test_redislink_late_loop_not_dead),
         cmocka_unit_test(test_connect_resolves_off_loop),
         cmocka_unit_test(test_addr_is_loopback),
         cmocka_unit_test(test_close_abort_sends_rst),
