@@ -179,9 +179,9 @@ static void test_redis_restart_empty(void **state)
     assert_true(metric(&r, "router_holds_total") >= 1);
 
     assert_int_equal(rtsup_router_stop(&r), 0);
+    stream_free(&s);
     ssup_shard_stop(&a, SIGTERM, 5000);
     ssup_shard_stop(&b, SIGTERM, 5000);
-    stream_free(&s);
     tsup_redis_stop(&red);
 }
 
@@ -224,9 +224,9 @@ static void test_flushall(void **state)
 
     redisFree(rc);
     assert_int_equal(rtsup_router_stop(&r), 0);
+    stream_free(&s);
     ssup_shard_stop(&a, SIGTERM, 5000);
     ssup_shard_stop(&b, SIGTERM, 5000);
-    stream_free(&s);
     tsup_redis_stop(&red);
 }
 
@@ -274,8 +274,8 @@ static void test_router_start_redis_down(void **state)
     assert_int_equal(gaps, 0);
 
     assert_int_equal(rtsup_router_stop(&r), 0);
-    ssup_shard_stop(&a, SIGTERM, 5000);
     stream_free(&s);
+    ssup_shard_stop(&a, SIGTERM, 5000);
     tsup_redis_stop(&red);
 }
 
@@ -351,9 +351,9 @@ static void test_shard_sigstop(void **state)
 
     redisFree(rc);
     assert_int_equal(rtsup_router_stop(&r), 0);
+    stream_free(&s);
     ssup_shard_stop(&a, SIGTERM, 5000);
     ssup_shard_stop(&b, SIGTERM, 5000);
-    stream_free(&s);
     tsup_redis_stop(&red);
 }
 
@@ -386,8 +386,8 @@ static void test_shard_kill(void **state)
     assert_int_equal(gaps, 0);
 
     assert_int_equal(rtsup_router_stop(&r), 0);
-    ssup_shard_stop(&a, SIGTERM, 5000);
     stream_free(&s);
+    ssup_shard_stop(&a, SIGTERM, 5000);
     tsup_redis_stop(&red);
 }
 
@@ -471,8 +471,8 @@ static void router_kill_restart(const char *test, const char *const more[],
     }
 
     assert_int_equal(rtsup_router_stop(&r2), 0);
-    ssup_shard_stop(&a, SIGTERM, 5000);
     stream_free(&s);
+    ssup_shard_stop(&a, SIGTERM, 5000);
     redisFree(rc);
     tsup_redis_stop(&red);
 }
@@ -550,8 +550,8 @@ static void test_two_routers_rebalance(void **state)
     assert_int_equal(gaps, 0);
 
     assert_int_equal(rtsup_router_stop(&r2), 0);
-    ssup_shard_stop(&a, SIGTERM, 5000);
     stream_free(&s);
+    ssup_shard_stop(&a, SIGTERM, 5000);
     tsup_redis_stop(&red);
 }
 
@@ -601,8 +601,8 @@ static void test_broker_killed_then_sigterm(void **state)
     assert_true(st >= 0 && WIFEXITED(st) && WEXITSTATUS(st) == 0);
     assert_true(exit_ms <= 4000);
 
-    ssup_shard_stop(&a, SIGTERM, 5000);
     stream_free(&s);
+    ssup_shard_stop(&a, SIGTERM, 5000);
     tsup_redis_stop(&red);
     free(bootf);
 }
@@ -684,8 +684,8 @@ static void test_duplicate_shard_id(void **state)
 
     redisFree(rc);
     assert_int_equal(rtsup_router_stop(&r), 0);
-    ssup_shard_stop(&a, SIGTERM, 5000);
     stream_free(&s);
+    ssup_shard_stop(&a, SIGTERM, 5000);
     tsup_redis_stop(&red);
 }
 
