@@ -643,7 +643,7 @@ int redislink_is_up(const redislink *l)
 
 int redislink_input_pending(const redislink *l)
 {
-    if (!l->ac || l->ac->c.fd < 0)
+    if (!l || !l->ac || l->ac->c.fd < 0)
         return 0;
     struct pollfd p = { .fd = l->ac->c.fd, .events = POLLIN };
     return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);

@@ -86,7 +86,7 @@ int redislink_is_up(const redislink *l);
  * machine) finds its timer due while the reply sits in the socket, unread
  * because the loop had not got to it yet (epoll hands out a bounded number
  * of ready sockets per turn).  The PING timeout and the shard's registry
- * reply timeout consult this before dropping.
+ * reply timeout consult this before dropping.  0 for NULL or no connection.
  */
 int redislink_input_pending(const redislink *l);
 

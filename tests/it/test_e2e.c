@@ -631,6 +631,22 @@ static int lease_written(void *arg)
     return ok;
 }
 
+/* 50 numbered records on tok; the one client c (subscribed to chan) gets
+ * each exactly once, nothing else. */
+static void fifty_exactly_once(client *c, const char *tok, const char *chan, const char *tag)
+{
+    client *cs[] = { c, NULL };
+    rtsup_producer *p = rtsup_producer_new(tsup_env("ODIN_KAFKA_BROKERS"));
+    await_live(cs, p);
+    for (int i = 0; i < 50; i++)
+        produce(p, TOPIC_TRADE, tok, i);
+    assert_int_equal(rtsup_producer_flush(p), 0);
+    await_marker(cs, p, tag);
+    assert_int_equal(count_of(c, chan), 50);
+    assert_int_equal(c->unexpected, 0);
+    rtsup_producer_free(p);
+}
+
 /* A shard registered with a tcp:// endpoint is fed over TCP with the same
  * frames (DESIGN.md "More hosts"). */
 static void test_tcp_endpoint(void **st)
@@ -658,16 +674,7 @@ static void test_tcp_endpoint(void **st)
     assert_true(rtsup_wait_metric_eq(r.http_port, "router_shards_connected", 1, 15000));
     client c;
     client_open(&c, "tcp", s.port, (const char *const[]){ chan, NULL });
-    client *cs[] = { &c, NULL };
-    rtsup_producer *p = rtsup_producer_new(tsup_env("ODIN_KAFKA_BROKERS"));
-    await_live(cs, p);
-    for (int i = 0; i < 50; i++)
-        produce(p, TOPIC_TRADE, tok, i);
-    assert_int_equal(rtsup_producer_flush(p), 0);
-    await_marker(cs, p, "tcp");
-    assert_int_equal(count_of(&c, chan), 50);
-    assert_int_equal(c.unexpected, 0);
-    rtsup_producer_free(p);
+    fifty_exactly_once(&c, tok, chan, "tcp");
     client_close(&c);
     int rst = rtsup_router_stop(&r);
     assert_true(WIFEXITED(rst));
@@ -727,16 +734,7 @@ static void test_ingress_secret(void **st)
     /* the same secret: authenticated, every record exactly once */
     start_router_env(&r, "SHARD_INGRESS_SECRET=right-secret");
     assert_true(rtsup_wait_metric_eq(r.http_port, "router_shards_connected", 1, 15000));
-    client *cs[] = { &c, NULL };
-    rtsup_producer *p = rtsup_producer_new(tsup_env("ODIN_KAFKA_BROKERS"));
-    await_live(cs, p);
-    for (int i = 0; i < 50; i++)
-        produce(p, TOPIC_TRADE, tok, i);
-    assert_int_equal(rtsup_producer_flush(p), 0);
-    await_marker(cs, p, "auth");
-    assert_int_equal(count_of(&c, chan), 50);
-    assert_int_equal(c.unexpected, 0);
-    rtsup_producer_free(p);
+    fifty_exactly_once(&c, tok, chan, "auth");
     client_close(&c);
     stop_router_ok(&r);
     assert_int_equal(WEXITSTATUS(ssup_shard_stop(&s, SIGTERM, 10000)), 0);

@@ -115,6 +115,14 @@ static void wait_targeted(rtsup_router *r, int shards)
                                   T_WAIT));
 }
 
+/* The router targets `shards` connected shards: stream for ms. */
+static void stream_when_targeted(stream *s, rtsup_router *r, int shards, int ms)
+{
+    wait_targeted(r, shards);
+    stream_start(s);
+    stream_for(s, ms);
+}
+
 static void report_router(rtsup_router *r, const char *test)
 {
     printf("router: test=%s holds=%.0f hold_expired=%.0f registry_resets=%.0f "
@@ -157,10 +165,7 @@ static void test_redis_restart_empty(void **state)
     client_new(&s, "b:TA+TB", b.port, (int[]){ 0, 1, -1 });
     wait_route(red.url, s.tok[0], a.id);
     wait_route(red.url, s.tok[1], b.id);
-    wait_targeted(&r, 2);
-
-    stream_start(&s);
-    stream_for(&s, 1000);
+    stream_when_targeted(&s, &r, 2, 1000);
     tsup_redis_stop(&red);                 /* SIGKILL */
     stream_for(&s, 1000);                  /* fallback broadcast meanwhile */
     uint64_t t_back = clock_mono_ms();
@@ -198,10 +203,7 @@ static void test_flushall(void **state)
     client_new(&s, "b:TB", b.port, (int[]){ 1, -1 });
     wait_route(red.url, s.tok[0], a.id);
     wait_route(red.url, s.tok[1], b.id);
-    wait_targeted(&r, 2);
-
-    stream_start(&s);
-    stream_for(&s, 1000);
+    stream_when_targeted(&s, &r, 2, 1000);
     uint64_t t0 = clock_mono_ms();
     redisContext *rc = tsup_redis_connect(red.url);
     redisReply *rep = redisCommand(rc, "FLUSHALL");
@@ -325,10 +327,7 @@ static void test_shard_sigstop(void **state)
     client_new(&s, "b:TA+TB", b.port, (int[]){ 0, 1, -1 });
     wait_route(red.url, s.tok[0], a.id);
     wait_route(red.url, s.tok[1], b.id);
-    wait_targeted(&r, 2);
-
-    stream_start(&s);
-    stream_for(&s, 1000);
+    stream_when_targeted(&s, &r, 2, 1000);
     assert_int_equal(kill(b.pid, SIGSTOP), 0);
     /* its lease (2 s) lapses: the router keeps its connection and queue */
     metric_arg m = { r.http_port, "router_shard_grace_total", 1 };
@@ -370,10 +369,7 @@ static void test_shard_kill(void **state)
     stream_client *victim = client_new(&s, "b:TA", b.port, (int[]){ 0, -1 });
     wait_route(red.url, s.tok[0], a.id);
     wait_route(red.url, s.tok[0], b.id);
-    wait_targeted(&r, 2);
-
-    stream_start(&s);
-    stream_for(&s, 1000);
+    stream_when_targeted(&s, &r, 2, 1000);
     uint64_t t0 = clock_mono_ms();
     ssup_shard_stop(&b, SIGKILL, 5000);
     metric_arg one = { r.http_port, "router_shards_connected", 1 };
@@ -437,10 +433,7 @@ static void router_kill_restart(const char *test, const char *const more[],
     client_new(&s, "a:TA+TB", a.port, (int[]){ 0, 1, -1 });
     wait_route(red.url, s.tok[0], a.id);
     wait_route(red.url, s.tok[1], a.id);
-    wait_targeted(&r, 1);
-
-    stream_start(&s);
-    stream_for(&s, 1500);
+    stream_when_targeted(&s, &r, 1, 1500);
     member_arg first = { rc, key, "", NULL };
     if (router_id)
         assert_true(stream_until(&s, member_recorded, &first, T_WAIT));
@@ -584,9 +577,7 @@ static void test_broker_killed_then_sigterm(void **state)
     start_router(&r, &s, red.url, rtsup_unique("g"), more);
     client_new(&s, "a:TA", a.port, (int[]){ 0, -1 });
     wait_route(red.url, s.tok[0], a.id);
-    wait_targeted(&r, 1);
-    stream_start(&s);
-    stream_for(&s, 1000);
+    stream_when_targeted(&s, &r, 1, 1000);
     s.producing = 0;
     assert_int_equal(rtsup_producer_flush(s.p), 0);
 

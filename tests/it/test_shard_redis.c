@@ -444,6 +444,26 @@ static void test_redis_auth(void **state)
     tsup_redis_stop(&red);
 }
 
+/* Subscribe a to <prefix>0.trade .. <prefix>(n-1).trade, `per` channels a
+ * message, each answered with a subscription_ack. */
+static void subscribe_range(wsc *a, const char *prefix, int n, int per)
+{
+    for (int first = 0; first < n; first += per) {
+        buf m = { 0 };
+        buf_appendf(&m, "{\"type\":\"subscribe\",\"data\":{\"channels\":[");
+        for (int i = first; i < first + per && i < n; i++)
+            buf_appendf(&m, "%s\"%s%d.trade\"", i > first ? "," : "", prefix, i);
+        buf_appendf(&m, "]}}");
+        buf_append(&m, "", 1);
+        assert_int_equal(wsc_send_text(a, m.data), 0);
+        buf_free(&m);
+        char *ack = NULL;
+        assert_int_equal(wsc_recv_text(a, T, &ack, NULL), 1);
+        assert_non_null(strstr(ack, "subscription_ack"));
+        free(ack);
+    }
+}
+
 /* Many tokens at once with a tiny in-flight cap: all get registered, then
  * all removed. */
 static void test_many_tokens_bounded(void **state)
@@ -458,20 +478,7 @@ static void test_many_tokens_bounded(void **state)
     int st;
     wsc *a = wsc_connect("127.0.0.1", s.port, NULL, &st);
     assert_non_null(a);
-    for (int chunk = 0; chunk < 10; chunk++) {
-        buf m = { 0 };
-        buf_appendf(&m, "{\"type\":\"subscribe\",\"data\":{\"channels\":[");
-        for (int i = 0; i < 150; i++)
-            buf_appendf(&m, "%s\"MANY%d.trade\"", i ? "," : "", chunk * 150 + i);
-        buf_appendf(&m, "]}}");
-        buf_append(&m, "", 1);
-        assert_int_equal(wsc_send_text(a, m.data), 0);
-        buf_free(&m);
-        char *ack = NULL;
-        assert_int_equal(wsc_recv_text(a, T, &ack, NULL), 1);
-        assert_non_null(strstr(ack, "subscription_ack"));
-        free(ack);
-    }
+    subscribe_range(a, "MANY", 1500, 150);
     assert_true(wait_card(R, rev, 1500));
     assert_int_equal(tsup_redis_int(R, "SISMEMBER odin:route:MANY0 %s", id), 1);
     assert_int_equal(tsup_redis_int(R, "SISMEMBER odin:route:MANY1499 %s", id), 1);
@@ -503,19 +510,7 @@ static void test_batched_registration(void **state)
     int st;
     wsc *a = wsc_connect("127.0.0.1", s.port, NULL, &st);
     assert_non_null(a);
-    for (int chunk = 0; chunk < N / 250; chunk++) {
-        buf m = { 0 };
-        buf_appendf(&m, "{\"type\":\"subscribe\",\"data\":{\"channels\":[");
-        for (int i = 0; i < 250; i++)
-            buf_appendf(&m, "%s\"BAT%d.trade\"", i ? "," : "", chunk * 250 + i);
-        buf_appendf(&m, "]}}");
-        buf_append(&m, "", 1);
-        assert_int_equal(wsc_send_text(a, m.data), 0);
-        buf_free(&m);
-        char *ack = NULL;
-        assert_int_equal(wsc_recv_text(a, T, &ack, NULL), 1);
-        free(ack);
-    }
+    subscribe_range(a, "BAT", N, 250);
     assert_true(wait_card(R, rev, N));
     assert_int_equal(tsup_redis_int(R, "SISMEMBER odin:route:BAT999 %s", id), 1);
     assert_true(ssup_metric(s.port, "shard_redis_route_updates_total") == N);
