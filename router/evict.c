@@ -215,7 +215,7 @@ static void io_cb(evutil_socket_t fd, short what, void *arg)
         return;
     }
     e->inlen += (size_t)n;
-    long flen = kwire_frame_len(e->in, e->inlen, sizeof e->in);
+    long flen = kwire_frame_len(e->in, e->inlen, sizeof e->in - 4);
     if (flen < 0) {
         broker_failed(e, "response frame too large");
         return;
