@@ -60,6 +60,10 @@ run_one() { # name cmd...
     else
         failed=$((failed + 1)); failed_names+=("$name")
         printf 'FAIL %-40s %6ss (exit %d)\n' "$name" "$dt" "$rc"
+        # cmocka's verdict lines first: a sanitizer report at exit (e.g.
+        # what a failed assertion left allocated) would push them out of
+        # the tail
+        grep -E '^\[ +(ERROR|LINE|FAILED) +\]|error: ' "$log" | head -n 20 | sed 's/^/    ! /'
         tail -n 40 "$log" | sed 's/^/    | /'
     fi
 }
