@@ -180,7 +180,16 @@ void schema_random_hex(char out[33]);
  * reverse-index entry if the writer dies halfway: reverse index first when
  * adding, route sets first when removing.
  */
-#define SCHEMA_SWEEP_TTL_MS 60000
+/*
+ * The marker lives SCHEMA_SWEEP_TTL_MS and the sweep refreshes it
+ * (SCHEMA_LUA_SWEEP_REFRESH) after every SCHEMA_SWEEP_REFRESH_STEPS route
+ * removals it pipelines: a router that dies mid-sweep holds the shard's
+ * lease writes back for at most SCHEMA_SWEEP_TTL_MS, however large the
+ * reverse index, while a live sweep keeps its marker as long as Redis
+ * runs 256 one-key scripts within that time.
+ */
+#define SCHEMA_SWEEP_TTL_MS 5000
+#define SCHEMA_SWEEP_REFRESH_STEPS 256
 
 /*
  * Name of shard `id`'s key `kind` ("" lease, ":tokens" reverse index,
@@ -251,6 +260,18 @@ char *schema_shard_key(const char *prefix, int cluster, const char *id,
     "  redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])\n" \
     "end\n" \
     "return redis.call('SMEMBERS', KEYS[2])\n"
+
+/*
+ * Cluster layout, between the route removals of a 'dead' sweep: KEYS[1] =
+ * the sweep marker; ARGV[1] = this sweep's name, ARGV[2] = TTL ms.
+ * Extends the marker if it is still this sweep's (returns 1), else leaves
+ * it (returns 0: it expired, and SCHEMA_LUA_SWEEP_END will say so).
+ */
+#define SCHEMA_LUA_SWEEP_REFRESH \
+    "#!lua\n" \
+    "-- sweep refresh\n" \
+    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end\n" \
+    "return redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
 
 /*
  * Cluster layout, last step (after the route sets and P shards): drop the

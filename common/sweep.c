@@ -79,6 +79,19 @@ static int sweep_send(redisAsyncContext *ac, redisCallbackFn *fn, sweep *s, int 
     return 0;
 }
 
+/* Keep this sweep's marker alive while its route removals run (a reply
+ * of 0, the marker already gone, is left to the end script to report). */
+static int refresh_marker(redisAsyncContext *ac, sweep *s)
+{
+    char ttl[24];
+    snprintf(ttl, sizeof ttl, "%d", SCHEMA_SWEEP_TTL_MS);
+    const char *argv[6] = { "EVAL", SCHEMA_LUA_SWEEP_REFRESH, "1", s->k_mark, s->name, ttl };
+    size_t lens[6];
+    for (int i = 0; i < 6; i++)
+        lens[i] = strlen(argv[i]);
+    return sweep_send(ac, part_cb, s, 6, argv, lens);
+}
+
 /* Steps 2 to 5 for the reverse index `toks`. */
 static void sweep_rest(redisAsyncContext *ac, sweep *s, const redisReply *toks)
 {
@@ -104,6 +117,8 @@ static void sweep_rest(redisAsyncContext *ac, sweep *s, const redisReply *toks)
         size_t lens[8] = { 4, strlen(SCHEMA_LUA_ROUTE_ONE), 1, key.len, 3, idlen, clen,
                            t->len };
         sent_all = sweep_send(ac, route_cb, s, 8, argv, lens) == 0;
+        if (sent_all && s->dead && (i + 1) % SCHEMA_SWEEP_REFRESH_STEPS == 0)
+            sent_all = refresh_marker(ac, s) == 0;
     }
     buf_free(&key);
     if (sent_all) {

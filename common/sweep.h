@@ -7,6 +7,8 @@
  *      'dead' sweep also sets the sweep marker, so the shard cannot write
  *      its lease again until the sweep is over), or -1: nothing to do;
  *   2. SCHEMA_LUA_ROUTE_ONE 'del' per token (route sets before the index);
+ *      a 'dead' sweep refreshes its marker (SCHEMA_LUA_SWEEP_REFRESH) after
+ *      every SCHEMA_SWEEP_REFRESH_STEPS of them;
  *   3. SREM P shards <id>;
  *   4. SCHEMA_LUA_SWEEP_END: the swept tokens leave the reverse index,
  *      'force' deletes lease and index, the marker goes;

@@ -8,8 +8,11 @@
  * odin-router processes with the cluster layout: routes registered in the
  * hash-tagged reverse index, records delivered to real WebSocket clients
  * exactly once (counted per client, in order), an unsubscribe removes the
- * route, and a SIGKILLed shard's routes are swept by the router through its
- * hash-tagged reverse index.  Redis must have answered no CROSSSLOT or
+ * route, and a SIGKILLed shard's routes (601 of them) are swept by the
+ * router through its hash-tagged reverse index, refreshing its sweep marker
+ * every SCHEMA_SWEEP_REFRESH_STEPS removals (seen with MONITOR); a marker
+ * left by a router that died mid-sweep holds a shard back only until it
+ * expires.  Redis must have answered no CROSSSLOT or
  * slot error (INFO errorstats).
  */
 #include <setjmp.h>
@@ -147,6 +150,25 @@ static void test_negative(void **st)
                           "odin:routes", "BTC" };
     assert_false(eval_fails("", 8, one));
     assert_int_equal(tsup_redis_int(R, "DEL odin:route:BTC"), 1);
+
+    /* the sweep refresh extends its own marker only */
+    const char *mark = "odin:shard:{n1}:sweep";
+    freeReplyObject(redisCommand(R, "SET %s sweep-a PX 1000", mark));
+    const char *mine[] = { "EVAL", SCHEMA_LUA_SWEEP_REFRESH, "1", mark, "sweep-a", "5000" };
+    const char *theirs[] = { "EVAL", SCHEMA_LUA_SWEEP_REFRESH, "1", mark, "sweep-b", "60000" };
+    redisReply *r = redisCommandArgv(R, 6, theirs, NULL);
+    assert_true(r && r->type == REDIS_REPLY_INTEGER && r->integer == 0);
+    freeReplyObject(r);
+    assert_true(tsup_redis_int(R, "PTTL %s", mark) <= 1000);
+    r = redisCommandArgv(R, 6, mine, NULL);
+    assert_true(r && r->type == REDIS_REPLY_INTEGER && r->integer == 1);
+    freeReplyObject(r);
+    assert_true(tsup_redis_int(R, "PTTL %s", mark) > 1000);
+    assert_int_equal(tsup_redis_int(R, "DEL %s", mark), 1);
+    r = redisCommandArgv(R, 6, mine, NULL);     /* gone: not brought back */
+    assert_true(r && r->type == REDIS_REPLY_INTEGER && r->integer == 0);
+    freeReplyObject(r);
+    assert_int_equal(tsup_redis_int(R, "EXISTS %s", mark), 0);
 }
 
 /* ---- WebSocket clients, counted ------------------------------------------ */
@@ -292,6 +314,81 @@ static void assert_no_slot_errors(void)
     freeReplyObject(r);
 }
 
+/* ---- a sweep marker left by a router that died mid-sweep ------------------- */
+
+static int key_exists(void *arg)
+{
+    return tsup_redis_int(R, "EXISTS %s", (const char *)arg) == 1;
+}
+
+/* The marker a dead router's sweep leaves (SCHEMA_LUA_SWEEP_BEGIN, then
+ * nothing) holds the shard's lease writes back until it expires, and no
+ * longer: SCHEMA_SWEEP_TTL_MS, not a minute. */
+static void test_stale_sweep_marker(void **st)
+{
+    (void)st;
+    char id[48], lease[96], rev[96], mark[96], ttl[16];
+    snprintf(id, sizeof id, "cl-st-%d", (int)getpid());
+    snprintf(lease, sizeof lease, "odin:shard:{%s}", id);
+    snprintf(rev, sizeof rev, "odin:shard:{%s}:tokens", id);
+    snprintf(mark, sizeof mark, "odin:shard:{%s}:sweep", id);
+    snprintf(ttl, sizeof ttl, "%d", SCHEMA_SWEEP_TTL_MS);
+    uint64_t t0 = clock_mono_ms();
+    const char *begin[] = { "EVAL", SCHEMA_LUA_SWEEP_BEGIN, "3", lease, rev, mark, "dead",
+                            "died-mid-sweep", ttl };
+    redisReply *r = redisCommandArgv(R, 9, begin, NULL);
+    assert_true(r && r->type == REDIS_REPLY_ARRAY);
+    freeReplyObject(r);
+    assert_int_equal(tsup_redis_int(R, "EXISTS %s", mark), 1);
+
+    const char *senv[] = { "SHARD_LEASE_TTL=2", "LOG_LEVEL=info", "REDIS_CLUSTER_KEYS=1",
+                           NULL };
+    ssup_shard c;
+    assert_int_equal(ssup_shard_start(&c, id, red.url, senv), 0);
+    /* the heartbeat retries every lease TTL / 3; slack for a loaded machine */
+    assert_true(tsup_wait_until(key_exists, lease, 15000));   /* a bound, not the constant */
+    long waited = (long)(clock_mono_ms() - t0);
+    fprintf(stderr, "lease written %ld ms after the stale marker (TTL %d ms)\n", waited,
+            SCHEMA_SWEEP_TTL_MS);
+    assert_true(waited >= SCHEMA_SWEEP_TTL_MS - 50);   /* it did wait for the marker */
+    assert_int_equal(tsup_redis_int(R, "EXISTS %s", mark), 0);
+    assert_int_equal(WEXITSTATUS(ssup_shard_stop(&c, SIGTERM, 10000)), 0);
+    assert_int_equal(tsup_redis_int(R, "EXISTS %s %s", lease, rev), 0);
+}
+
+/* What a MONITOR connection saw of one dead-shard sweep of `id`. */
+typedef struct sweep_seen {
+    long dels;                  /* route removals of id */
+    long refreshes;
+    long refresh_at[8];         /* removals before each refresh */
+    int ended;
+} sweep_seen;
+
+static void monitor_sweep(redisContext *M, const char *id, sweep_seen *w)
+{
+    char del[96];
+    snprintf(del, sizeof del, "\"del\" \"%s\"", id);
+    memset(w, 0, sizeof *w);
+    uint64_t end = clock_mono_ms() + 20000;
+    while (!w->ended && clock_mono_ms() < end) {
+        redisReply *r = NULL;
+        if (redisGetReply(M, (void **)&r) != REDIS_OK)
+            break;
+        if (r->type == REDIS_REPLY_STATUS && strstr(r->str, id)) {
+            if (strstr(r->str, del))
+                w->dels++;
+            else if (strstr(r->str, "-- sweep refresh")) {
+                if (w->refreshes < 8)
+                    w->refresh_at[w->refreshes] = w->dels;
+                w->refreshes++;
+            } else if (strstr(r->str, "for i = 3, #ARGV")) {
+                w->ended = 1;
+            }
+        }
+        freeReplyObject(r);
+    }
+}
+
 /* ---- the stack ---------------------------------------------------------------- */
 
 static void test_cluster_stack(void **st)
@@ -388,10 +485,58 @@ static void test_cluster_stack(void **st)
         assert_int_equal(both[i]->out_of_order, 0);
     }
 
+    /* 600 more tokens on b (5 clients x 120 channels): its sweep is long
+     * enough to refresh its marker twice */
+    enum { BULK = 5, PER = 120 };
+    wsc *bulk[BULK];
+    for (int k = 0; k < BULK; k++) {
+        int status = 0;
+        bulk[k] = wsc_connect("127.0.0.1", b.port, NULL, &status);
+        assert_non_null(bulk[k]);
+        assert_int_equal(status, 101);
+        char req[PER * 40 + 64];
+        int l = snprintf(req, sizeof req, "{\"type\":\"subscribe\",\"data\":{\"channels\":[");
+        for (int i = 0; i < PER; i++)
+            l += snprintf(req + l, sizeof req - (size_t)l, "%s\"B%d-%d-%d.trade\"", i ? "," : "",
+                          (int)getpid(), k, i);
+        snprintf(req + l, sizeof req - (size_t)l, "]}}");
+        assert_int_equal(wsc_send_text(bulk[k], req), 0);
+        for (;;) {
+            char *msg = NULL;
+            assert_int_equal(wsc_recv_text(bulk[k], 10000, &msg, NULL), 1);
+            int ack = strstr(msg, "\"subscription_ack\"") != NULL;
+            if (ack)
+                assert_non_null(strstr(msg, "\"count\":120"));
+            free(msg);
+            if (ack)
+                break;
+        }
+    }
+    char bulk_last[64];
+    snprintf(bulk_last, sizeof bulk_last, "B%d-%d-%d", (int)getpid(), BULK - 1, PER - 1);
+    assert_true(wait_member(revb, bulk_last, 1, 10000));
+    assert_int_equal(tsup_redis_int(R, "SCARD %s", revb), 1 + BULK * PER);
+
     /* b SIGKILLed: the router sweeps its routes through {b}'s reverse index */
+    redisContext *mon = tsup_redis_connect(red.url);
+    redisReply *mr = redisCommand(mon, "MONITOR");
+    assert_true(mr && mr->type == REDIS_REPLY_STATUS);
+    freeReplyObject(mr);
     double cleaned0 = rtsup_metric(r.http_port, "router_shards_cleaned_total");
     uint64_t killed = clock_mono_ms();
     assert_true(WIFSIGNALED(ssup_shard_stop(&b, SIGKILL, 5000)));
+    sweep_seen w;
+    monitor_sweep(mon, idb, &w);
+    redisFree(mon);
+    fprintf(stderr, "sweep of b: %ld route removals, %ld marker refreshes (after %ld, %ld)\n",
+            w.dels, w.refreshes, w.refresh_at[0], w.refresh_at[1]);
+    assert_true(w.ended);
+    assert_int_equal(w.dels, 1 + BULK * PER);
+    assert_int_equal(w.refreshes, (1 + BULK * PER) / SCHEMA_SWEEP_REFRESH_STEPS);
+    for (long k = 0; k < w.refreshes && k < 8; k++)
+        assert_int_equal(w.refresh_at[k], (k + 1) * SCHEMA_SWEEP_REFRESH_STEPS);
+    for (int k = 0; k < BULK; k++)
+        wsc_free(bulk[k]);
     /* lease TTL 2 s + discovery, slack for a loaded machine */
     assert_true(wait_member(route, idb, 0, 15000));
     fprintf(stderr, "dead shard's route removed %llu ms after SIGKILL\n",
@@ -420,6 +565,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_negative),
+        cmocka_unit_test(test_stale_sweep_marker),
         cmocka_unit_test(test_cluster_stack),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
