@@ -209,6 +209,15 @@ void net_close_abort(int fd);
 int net_linger_zero(int fd);
 
 /*
+ * 1 if fd has input waiting to be read (or an EOF / error to report), else
+ * 0.  A timeout that finds the peer's bytes unread is the loop's lateness,
+ * not the peer's: epoll hands out a few ready sockets per turn and timers
+ * run after them, so a busy process can see a deadline pass while the
+ * answer sits in the socket.  Callers read first, then judge.
+ */
+int net_input_pending(int fd);
+
+/*
  * Write as much of buf as the (non-blocking) socket takes: retries on EINTR,
  * stops on EAGAIN.  Never raises SIGPIPE.  Returns the bytes written (0 when
  * the socket is full), or -1 with errno on an error (EPIPE, ECONNRESET...).

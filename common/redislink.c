@@ -1,7 +1,6 @@
 #include "common/redislink.h"
 
 #include <arpa/inet.h>
-#include <poll.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -643,10 +642,7 @@ int redislink_is_up(const redislink *l)
 
 int redislink_input_pending(const redislink *l)
 {
-    if (!l || !l->ac || l->ac->c.fd < 0)
-        return 0;
-    struct pollfd p = { .fd = l->ac->c.fd, .events = POLLIN };
-    return poll(&p, 1, 0) == 1 && (p.revents & POLLIN);
+    return l && l->ac ? net_input_pending(l->ac->c.fd) : 0;
 }
 
 const char *redislink_errstr(const redislink *l)

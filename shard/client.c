@@ -11,6 +11,7 @@
 #include "common/topics.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/net.h"
 
 #include <errno.h>
 #include <stdlib.h>
@@ -779,6 +780,15 @@ void client_tick(shard_client *c, uint64_t now)
     switch (c->state) {
     case CL_HTTP:
         if (now - c->t_state_ms >= (uint64_t)(s->handshake_timeout * 1000)) {
+            /* what the client sent may wait unread behind a late loop
+             * (net_input_pending): read it first, so a complete request
+             * is answered, and the close of a slow one carries no unread
+             * input (which the kernel answers with a RST, not a FIN) */
+            if (net_input_pending(c->fd)) {
+                client_read(c);
+                if (c->state != CL_HTTP)
+                    break;
+            }
             ctx->m.ws_handshake_timeouts_total++;
             client_kill(c, "handshake timeout");
         }

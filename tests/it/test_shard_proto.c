@@ -7,6 +7,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 #include <poll.h>
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -690,6 +691,34 @@ static int accepted_on(pid_t pid, int port)
  * closing (a close with the request unread is a RST).  The clients past the
  * cap wait in the listen backlog, none is closed, the shard never holds more
  * than the cap, and every one upgrades once slots free. */
+static const char upgrade_req[] =
+    "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+    "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+
+/* Reads the answer to upgrade_req on fd (connection number i): 1 if it is
+ * 101; fails the test on no answer, a close or another status. */
+static int expect_upgraded(int fd, int i)
+{
+    char head[1024];
+    size_t have = 0;
+    while (have < sizeof head - 1) {
+        struct pollfd p1 = { fd, POLLIN, 0 };
+        if (poll(&p1, 1, T) != 1)
+            fail_msg("connection %d: no answer to its upgrade", i);
+        ssize_t r = read(fd, head + have, sizeof head - 1 - have);
+        if (r <= 0)
+            fail_msg("connection %d: %s during the upgrade", i,
+                     r == 0 ? "closed" : strerror(errno));
+        have += (size_t)r;
+        head[have] = 0;
+        if (strstr(head, "\r\n\r\n"))
+            break;
+    }
+    if (strncmp(head, "HTTP/1.1 101 ", 13) != 0)
+        fail_msg("connection %d: %.40s", i, head);
+    return 1;
+}
+
 static void test_pending_pause(void **state)
 {
     enum { CAP = 8, N = 40 };
@@ -720,31 +749,12 @@ static void test_pending_pause(void **state)
     assert_int_equal(accepted_on(s->pid, s->port), CAP);
     /* now every one asks for the upgrade: all N complete, those past the
      * cap as slots free */
-    static const char req[] =
-        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
     for (int i = 0; i < N; i++)
-        assert_int_equal(write(fds[i], req, sizeof req - 1), (ssize_t)(sizeof req - 1));
+        assert_int_equal(write(fds[i], upgrade_req, sizeof upgrade_req - 1),
+                         (ssize_t)(sizeof upgrade_req - 1));
     int upgraded = 0;
-    for (int i = 0; i < N; i++) {
-        char head[1024];
-        size_t have = 0;
-        while (have < sizeof head - 1) {
-            struct pollfd p1 = { fds[i], POLLIN, 0 };
-            if (poll(&p1, 1, T) != 1)
-                fail_msg("connection %d: no answer to its upgrade", i);
-            ssize_t r = read(fds[i], head + have, sizeof head - 1 - have);
-            if (r <= 0)
-                fail_msg("connection %d: closed during the upgrade", i);
-            have += (size_t)r;
-            head[have] = 0;
-            if (strstr(head, "\r\n\r\n"))
-                break;
-        }
-        if (strncmp(head, "HTTP/1.1 101 ", 13) != 0)
-            fail_msg("connection %d: %.40s", i, head);
-        upgraded++;
-    }
+    for (int i = 0; i < N; i++)
+        upgraded += expect_upgraded(fds[i], i);
     assert_int_equal(upgraded, N);
     assert_int_equal((int)ssup_metric(s->port, "ws_connections_active"), N);
     assert_int_equal((int)ssup_metric(s->port, "ws_connections_total"), N);
@@ -772,6 +782,61 @@ static void test_handshake_timeout(void **state)
     assert_true(read(fd, b, sizeof(b)) <= 0);    /* closed by the shard */
     close(fd);
     assert_true(ssup_metric(s->port, "ws_handshake_timeouts_total") >= 1);
+    stop(s);
+}
+
+/*
+ * The handshake timeout meets a late loop: the shard is stopped (SIGSTOP)
+ * for twice WS_HANDSHAKE_TIMEOUT while 100 clients send a whole upgrade
+ * request and 20 a partial one.  When it resumes, epoll hands out 32 ready
+ * sockets per turn and the timer runs after them, so most deadlines pass
+ * with the request unread.  The shard reads before it judges: all 100 are
+ * upgraded, and the 20 slow ones are closed with a FIN (EOF), not the RST
+ * that a close with unread input sends.  Fails on a timeout that kills
+ * without reading (about 68 resets).
+ */
+static void test_handshake_late_loop(void **state)
+{
+    enum { N = 100, SLOW = 20 };
+    const char *env[] = { "WS_HANDSHAKE_TIMEOUT=0.5", "WS_IP_MAX_PENDING=0", NULL };
+    ssup_shard *s = start("hslate", env);
+    int fds[N + SLOW];
+    for (int i = 0; i < N + SLOW; i++)
+        fds[i] = raw_connect(s->port, "127.0.0.7");
+    int held = 0;
+    for (int i = 0; i < 500 && held < N + SLOW; i++) {
+        held = accepted_on(s->pid, s->port);
+        if (held < N + SLOW)
+            poll(NULL, 0, 10);
+    }
+    assert_int_equal(held, N + SLOW);
+    assert_int_equal(kill(s->pid, SIGSTOP), 0);
+    for (int i = 0; i < N + SLOW; i++) {
+        size_t len = i < N ? sizeof upgrade_req - 1 : 40;   /* the slow: a part */
+        assert_int_equal(write(fds[i], upgrade_req, len), (ssize_t)len);
+    }
+    poll(NULL, 0, 1000);   /* the stall itself: twice the handshake timeout */
+    assert_int_equal(kill(s->pid, SIGCONT), 0);
+    int upgraded = 0, fin = 0;
+    for (int i = 0; i < N; i++)
+        upgraded += expect_upgraded(fds[i], i);
+    for (int i = N; i < N + SLOW; i++) {
+        struct pollfd p1 = { fds[i], POLLIN, 0 };
+        assert_int_equal(poll(&p1, 1, T), 1);
+        char b[64];
+        ssize_t r = read(fds[i], b, sizeof b);
+        if (r != 0)
+            fail_msg("slow connection %d: %s, want EOF", i,
+                     r < 0 ? strerror(errno) : "data");
+        fin++;
+    }
+    fprintf(stderr, "after the stall: %d upgraded, %d slow ones closed with a FIN\n",
+            upgraded, fin);
+    assert_int_equal(upgraded, N);
+    assert_int_equal(fin, SLOW);
+    assert_int_equal((int)ssup_metric(s->port, "ws_handshake_timeouts_total"), SLOW);
+    for (int i = 0; i < N + SLOW; i++)
+        close(fds[i]);
     stop(s);
 }
 
@@ -921,6 +986,7 @@ int main(void)
         cmocka_unit_test(test_origin),
         cmocka_unit_test(test_ip_max_pending),
         cmocka_unit_test(test_pending_pause),
+        cmocka_unit_test(test_handshake_late_loop),
         cmocka_unit_test(test_tcp_ingress_needs_secret),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
