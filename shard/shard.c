@@ -147,6 +147,10 @@ int shard_run(const shard_settings *set)
     ctx.set = set;
     ctx.start_mono_ms = clock_mono_ms();
     ctx.start_wall_ms = clock_wall_ms();
+    /* CPU baseline: /health's first figure covers the run, not the start
+     * before it (loader, sanitizer init, settings) */
+    sysstat cpu0;
+    sysstat_sample(&cpu0, 0);
     signal(SIGPIPE, SIG_IGN);
 
     struct rlimit rl;

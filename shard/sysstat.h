@@ -32,6 +32,8 @@ typedef struct sysstat {
 /*
  * Sample now.  CPU is averaged since the previous call (or over the whole
  * uptime_s on the first call, or when the previous call is < 100 ms old).
+ * A first call with uptime_s 0 only takes the baseline (CPU 0 until the
+ * next call 100 ms later); the shard makes it at start.
  * Process-wide state; event-loop thread only.
  */
 void sysstat_sample(sysstat *out, double uptime_s);

@@ -126,6 +126,18 @@ LG=$!
 pids+=($LG)
 subs_ready() { [ $(( $(metric "$P1" ws_subscriptions_active) + $(metric "$P2" ws_subscriptions_active) )) -eq 400 ]; }
 wait_for 30 "400 subscriptions on the shards" subs_ready
+# the shards write their routes after the acks: every token each one holds
+# is in its reverse index before anything is produced
+routes_ready() {
+    local i port held
+    for i in 1 2; do
+        port=$([ $i = 1 ] && echo "$P1" || echo "$P2")
+        held=$(metric "$port" ws_tokens_active)
+        [ "$held" -gt 0 ] || return 1
+        [ "$(redis-cli -u "$ODIN_REDIS_URL" SCARD "odin:shard:lgsmoke$$-$i:tokens")" = "$held" ] || return 1
+    done
+}
+wait_for 30 "the shards' routes in Redis" routes_ready
 
 base=$(( $(metric "$P1" ws_messages_sent_total) + $(metric "$P2" ws_messages_sent_total) ))
 python3 - "$$" >"$T/records.tsv" <<'PY'

@@ -213,9 +213,13 @@ static void await_live(client *const cs[], rtsup_producer *p)
                 all = 0;
         }
         if (all)
-            return;
+            break;
         assert_true(clock_mono_ms() < end);
     }
+    /* a client saw a warm marker of one topic; the other topic's may still
+     * be on its way (one fetch can be dispatched as two batches): settle
+     * both before the caller takes its baselines */
+    await_marker(cs, p, "settle");
 }
 
 static int route_has(const char *token, const char *shard_id)
@@ -480,7 +484,10 @@ static void test_sigkill_shard(void **st)
     client *survivor[] = { &k2, NULL };
     rtsup_producer *p = rtsup_producer_new(tsup_env("ODIN_KAFKA_BROKERS"));
     await_live(both, p);
-    assert_true(route_has(tk, ids[0]) && route_has(tk, ids[1]));
+    /* the shard writes the route after the ack: wait for both */
+    route_q r0 = { tk, ids[0], 1 }, r1 = { tk, ids[1], 1 };
+    assert_true(tsup_wait_until(route_is, &r0, 10000));
+    assert_true(tsup_wait_until(route_is, &r1, 10000));
 
     /* stream, kill shard 0 in the middle, keep streaming until its route is gone */
     int sent = 0;

@@ -100,7 +100,10 @@ static void test_restart_resumes_without_loss(void **state)
     rtsup_router r1;
     const char *env1[] = { topics, group, "KAFKA_OFFSET_RESET=earliest",
                            "KAFKA_COMMIT_INTERVAL_MS=200", "KAFKA_BATCH_SIZE=50",
-                           "SHUTDOWN_TIMEOUT_MS=1000", NULL };
+                           "SHUTDOWN_TIMEOUT_MS=1000",
+                           /* phase 2 is about the shutdown timeout: the
+                            * stall timeout (5 s) must not drop first */
+                           "SHARD_STALL_TIMEOUT_MS=60000", NULL };
     assert_int_equal(rtsup_router_start(&r1, tsup_env("ODIN_REDIS_URL"), env1), 0);
     assert_true(rtsup_wait_metric_eq(r1.http_port, "router_shards_connected", 1, T_WAIT));
     assert_true(rtsup_wait_metric(r1.http_port, "router_assigned_partitions", NPART, T_WAIT));
@@ -117,6 +120,7 @@ static void test_restart_resumes_without_loss(void **state)
     produce_big(p, topic, 2000, NPART + 1000);
     assert_true(rtsup_wait_metric(r1.http_port, "router_records_total", NPART + 3000, T_WAIT));
     assert_true(rtsup_wait_metric(r1.http_port, "router_shard_queue_bytes", 1, T_WAIT));
+    assert_true(rtsup_metric(r1.http_port, "router_drops_total{reason=\"stalled\"}") <= 0);
     int st = rtsup_router_stop(&r1);
     assert_true(WIFEXITED(st));
     assert_int_equal(WEXITSTATUS(st), 0);

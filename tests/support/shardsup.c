@@ -131,17 +131,30 @@ double ssup_metric(int port, const char *series)
     return v;
 }
 
-int ssup_wait_metric(int port, const char *series, double want,
-                     int timeout_ms)
+static int wait_metric(int port, const char *series, double want, int eq,
+                       int timeout_ms)
 {
     int64_t end = mono_ms() + timeout_ms;
     for (;;) {
-        if (ssup_metric(port, series) >= want)
+        double v = ssup_metric(port, series);
+        if (eq ? v == want : v >= want)
             return 1;
         if (mono_ms() >= end)
             return 0;
         poll(NULL, 0, 10);
     }
+}
+
+int ssup_wait_metric(int port, const char *series, double want,
+                     int timeout_ms)
+{
+    return wait_metric(port, series, want, 0, timeout_ms);
+}
+
+int ssup_wait_metric_eq(int port, const char *series, double want,
+                        int timeout_ms)
+{
+    return wait_metric(port, series, want, 1, timeout_ms);
 }
 
 static int write_all(int fd, const void *p, size_t n)

@@ -44,6 +44,10 @@ double ssup_metric(int port, const char *series);
 int ssup_wait_metric(int port, const char *series, double want,
                      int timeout_ms);
 
+/* Wait until the series is exactly want; 1 or 0 on timeout. */
+int ssup_wait_metric_eq(int port, const char *series, double want,
+                        int timeout_ms);
+
 typedef struct ssup_router {
     int fd;
     frame_decoder *dec;
