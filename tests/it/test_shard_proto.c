@@ -367,7 +367,8 @@ static void test_tcp_ingress_needs_secret(void **state)
     assert_true(WIFEXITED(st));
     assert_int_not_equal(WEXITSTATUS(st), 0);
     assert_int_equal(tsup_wait_tcp(atoi(strchr(env_ws, ':') + 1), 200), 0);
-    /* explicitly allowed: it starts */
+    /* explicitly allowed: it starts (on a port picked now) */
+    snprintf(env_tcp, sizeof env_tcp, "SHARD_TCP_ADDR=0.0.0.0:%d", tsup_free_port());
     ssup_shard s;
     const char *ok[] = { env_tcp, "SHARD_INGRESS_INSECURE=true", NULL };
     assert_int_equal(ssup_shard_start(&s, id, NULL, ok), 0);

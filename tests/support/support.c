@@ -7,6 +7,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -59,16 +60,41 @@ char *tsup_tmp(const char *name)
     return p;
 }
 
+/*
+ * A port from 20000..31999, below Linux's ephemeral range (32768 up): the
+ * kernel's choice for bind(0) is an ephemeral port, which any outgoing
+ * connection of the test's processes may take as its local port before the
+ * port is used (seen: "Address already in use" for a SHARD_TCP_ADDR picked
+ * earlier in the test).  Bindable on every address when handed out, and
+ * never handed out twice by one process.
+ */
 int tsup_free_port(void)
 {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = { .sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t l = sizeof a;
-    if (fd < 0 || bind(fd, (struct sockaddr *)&a, sizeof a) != 0 ||
-        getsockname(fd, (struct sockaddr *)&a, &l) != 0)
-        die("cannot find a free port: %s", strerror(errno));
-    close(fd);
-    return ntohs(a.sin_port);
+    static unsigned char given[32000 / 8];
+    static uint64_t x;
+    if (!x)
+        x = ((uint64_t)getpid() << 32) ^ (uint64_t)clock_mono_ms() ^ 0x9e3779b97f4a7c15ull;
+    for (int tries = 0; tries < 4000; tries++) {
+        x ^= x << 13;          /* xorshift64: rand() stays the tests' own */
+        x ^= x >> 7;
+        x ^= x << 17;
+        int port = 20000 + (int)(x % 12000);
+        if (given[port / 8] & (1u << (port % 8)))
+            continue;
+        int fd = socket(AF_INET, SOCK_STREAM, 0);
+        if (fd < 0)
+            die("cannot find a free port: %s", strerror(errno));
+        struct sockaddr_in a = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+                                 .sin_addr.s_addr = htonl(INADDR_ANY) };
+        int ok = bind(fd, (struct sockaddr *)&a, sizeof a) == 0;
+        close(fd);
+        if (ok) {
+            given[port / 8] |= (unsigned char)(1u << (port % 8));
+            return port;
+        }
+    }
+    die("cannot find a free port in 20000..31999");
+    return -1;
 }
 
 pid_t tsup_spawn(char *const argv[], char *const extra_env[])
