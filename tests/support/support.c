@@ -60,25 +60,54 @@ char *tsup_tmp(const char *name)
     return p;
 }
 
+/* Where tsup_free_port picks: up to 12000 ports just below the ephemeral
+ * range (net.ipv4.ip_local_port_range, 32768 60999 by default), else above
+ * it, else (a range that leaves neither) anywhere above 1024. */
+static void port_window(int *lo, int *n)
+{
+    int elo = 32768, ehi = 60999;
+    FILE *f = fopen("/proc/sys/net/ipv4/ip_local_port_range", "r");
+    if (f) {
+        if (fscanf(f, "%d %d", &elo, &ehi) != 2) {
+            elo = 32768;
+            ehi = 60999;
+        }
+        fclose(f);
+    }
+    if (elo - 1 - 1024 >= 2000) {
+        *n = elo - 1024 > 12000 ? 12000 : elo - 1024;
+        *lo = elo - *n;
+    } else if (65535 - ehi >= 2000) {
+        *lo = ehi + 1;
+        *n = 65535 - ehi > 12000 ? 12000 : 65535 - ehi;
+    } else {
+        *lo = 1025;
+        *n = 64000;
+    }
+}
+
 /*
- * A port from 20000..31999, below Linux's ephemeral range (32768 up): the
- * kernel's choice for bind(0) is an ephemeral port, which any outgoing
- * connection of the test's processes may take as its local port before the
- * port is used (seen: "Address already in use" for a SHARD_TCP_ADDR picked
- * earlier in the test).  Bindable on every address when handed out, and
- * never handed out twice by one process.
+ * A port outside Linux's ephemeral range (port_window): the kernel's
+ * choice for bind(0) is an ephemeral port, which any outgoing connection
+ * of the test's processes may take as its local port before the port is
+ * used (seen: "Address already in use" for a SHARD_TCP_ADDR picked earlier
+ * in the test).  Bindable on every address when handed out, and never
+ * handed out twice by one process.
  */
 int tsup_free_port(void)
 {
-    static unsigned char given[32000 / 8];
+    static unsigned char given[65536 / 8];
     static uint64_t x;
-    if (!x)
+    static int lo, n;
+    if (!x) {
         x = ((uint64_t)getpid() << 32) ^ (uint64_t)clock_mono_ms() ^ 0x9e3779b97f4a7c15ull;
+        port_window(&lo, &n);
+    }
     for (int tries = 0; tries < 4000; tries++) {
         x ^= x << 13;          /* xorshift64: rand() stays the tests' own */
         x ^= x >> 7;
         x ^= x << 17;
-        int port = 20000 + (int)(x % 12000);
+        int port = lo + (int)(x % (uint64_t)n);
         if (given[port / 8] & (1u << (port % 8)))
             continue;
         int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -93,7 +122,7 @@ int tsup_free_port(void)
             return port;
         }
     }
-    die("cannot find a free port in 20000..31999");
+    die("cannot find a free port in %d..%d", lo, lo + n - 1);
     return -1;
 }
 

@@ -29,7 +29,7 @@ const char *tsup_bin(const char *name);
 /* Unique path in ODIN_TMP: tsup_tmp("shard1.sock"); malloc'd, caller frees. */
 char *tsup_tmp(const char *name);
 
-/* A free TCP port (bindable on every address when handed out, below the
+/* A free TCP port (bindable on every address when handed out, outside the
  * ephemeral range, never the same twice in one process; support.c). */
 int tsup_free_port(void);
 
