@@ -288,19 +288,6 @@ static int all_at(client *const cs[], const char *id)
 
 /* ---- Redis state ------------------------------------------------------------ */
 
-typedef struct member_q { const char *key, *member; long long want; } member_q;
-
-static int is_member(void *arg)
-{
-    member_q *q = arg;
-    return tsup_redis_int(R, "SISMEMBER %s %s", q->key, q->member) == q->want;
-}
-
-static int wait_member(const char *key, const char *member, long long want, int ms)
-{
-    member_q q = { key, member, want };
-    return tsup_wait_until(is_member, &q, ms);
-}
 
 /* INFO errorstats has no error of these kinds. */
 static void assert_no_slot_errors(void)
@@ -433,8 +420,8 @@ static void test_cluster_stack(void **st)
     client_open(&cb, b.port, chan);
     client *both[] = { &ca, &cb, NULL };
     /* routes and the hash-tagged reverse indexes; the default names unused */
-    assert_true(wait_member(route, ida, 1, 10000));
-    assert_true(wait_member(route, idb, 1, 10000));
+    assert_true(tsup_wait_member(R, route, ida, 1, 10000));
+    assert_true(tsup_wait_member(R, route, idb, 1, 10000));
     assert_int_equal(tsup_redis_int(R, "SISMEMBER %s %s", reva, tok), 1);
     assert_int_equal(tsup_redis_int(R, "SISMEMBER %s %s", revb, tok), 1);
     assert_int_equal(tsup_redis_int(R, "EXISTS %s", leasea), 1);
@@ -469,7 +456,7 @@ static void test_cluster_stack(void **st)
 
     /* a unsubscribes: route and reverse-index entry of a go, b's stay */
     request(&ca, "unsubscribe", "\"unsubscription_ack\"");
-    assert_true(wait_member(route, ida, 0, 10000));
+    assert_true(tsup_wait_member(R, route, ida, 0, 10000));
     assert_int_equal(tsup_redis_int(R, "SISMEMBER %s %s", reva, tok), 0);
     assert_int_equal(tsup_redis_int(R, "SISMEMBER %s %s", route, idb), 1);
     const int M = 40;
@@ -514,7 +501,7 @@ static void test_cluster_stack(void **st)
     }
     char bulk_last[64];
     snprintf(bulk_last, sizeof bulk_last, "B%d-%d-%d", (int)getpid(), BULK - 1, PER - 1);
-    assert_true(wait_member(revb, bulk_last, 1, 10000));
+    assert_true(tsup_wait_member(R, revb, bulk_last, 1, 10000));
     assert_int_equal(tsup_redis_int(R, "SCARD %s", revb), 1 + BULK * PER);
 
     /* b SIGKILLed: the router sweeps its routes through {b}'s reverse index */
@@ -538,10 +525,10 @@ static void test_cluster_stack(void **st)
     for (int k = 0; k < BULK; k++)
         wsc_free(bulk[k]);
     /* lease TTL 2 s + discovery, slack for a loaded machine */
-    assert_true(wait_member(route, idb, 0, 15000));
+    assert_true(tsup_wait_member(R, route, idb, 0, 15000));
     fprintf(stderr, "dead shard's route removed %llu ms after SIGKILL\n",
             (unsigned long long)(clock_mono_ms() - killed));
-    assert_true(wait_member(shards, idb, 0, 5000));
+    assert_true(tsup_wait_member(R, shards, idb, 0, 5000));
     assert_int_equal(tsup_redis_int(R, "EXISTS %s %s %s", revb, leaseb, sweepb), 0);
     assert_int_equal(tsup_redis_int(R, "EXISTS %s", route), 0);
     assert_true(rtsup_metric(r.http_port, "router_shards_cleaned_total") >= cleaned0 + 1);

@@ -44,17 +44,6 @@
 
 /* ---- fixtures ------------------------------------------------------------ */
 
-typedef struct key_arg {
-    redisContext *c;
-    const char *key, *member;
-} key_arg;
-
-static int is_member(void *arg)
-{
-    key_arg *k = arg;
-    return tsup_redis_int(k->c, "SISMEMBER %s %s", k->key, k->member) == 1;
-}
-
 static void wait_route(const char *url, const char *tok, const char *shard_id)
 {
     assert_true(stream_wait_route(url, tok, shard_id, T_WAIT));
@@ -338,8 +327,8 @@ static void test_shard_sigstop(void **state)
     char key[160];
     snprintf(key, sizeof key, "odin:shard:%s", b.id);
     redisContext *rc = tsup_redis_connect(red.url);
-    key_arg k = { rc, "odin:shards", b.id };
-    assert_true(stream_until(&s, is_member, &k, T_WAIT));
+    tsup_member_q k = { rc, "odin:shards", b.id, 1 };
+    assert_true(stream_until(&s, tsup_is_member, &k, T_WAIT));
     long recovery = (long)(clock_mono_ms() - t_cont);
     stream_for(&s, 1000);
     long gaps = stream_finish(&s, "shard_sigstop_5s", recovery);

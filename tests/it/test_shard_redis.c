@@ -48,24 +48,10 @@ static void stop_ok(ssup_shard *s)
     assert_int_equal(WEXITSTATUS(st), 0);
 }
 
-typedef struct member_q {
-    redisContext *c;
-    const char *key;
-    const char *member;
-    int want;
-} member_q;
-
-static int is_member(void *arg)
-{
-    member_q *q = arg;
-    return tsup_redis_int(q->c, "SISMEMBER %s %s", q->key, q->member) == q->want;
-}
-
 static int wait_member(redisContext *c, const char *key, const char *member,
                        int want)
 {
-    member_q q = { c, key, member, want };
-    return tsup_wait_until(is_member, &q, 10000);
+    return tsup_wait_member(c, key, member, want, 10000);
 }
 
 typedef struct card_q { redisContext *c; const char *key; long long want; } card_q;

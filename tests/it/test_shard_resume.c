@@ -240,14 +240,15 @@ static void expect_quiet_until_marker(wsc *c, const char *chan, const char *id)
     }
 }
 
-typedef struct route_q { const char *token, *shard; int want; } route_q;
-static int route_is(void *arg)
+/* Wait until shard holds (want 1) or left (0) token's route set. */
+static void wait_route(const char *token, const char *shard, int want)
 {
-    route_q *q = arg;
+    char key[96];
+    snprintf(key, sizeof key, "odin:route:%s", token);
     redisContext *rc = tsup_redis_connect(tsup_env("ODIN_REDIS_URL"));
-    long long v = tsup_redis_int(rc, "SISMEMBER odin:route:%s %s", q->token, q->shard);
+    int ok = tsup_wait_member(rc, key, shard, want, TW);
     redisFree(rc);
-    return (int)v == q->want;
+    assert_true(ok);
 }
 
 /* Subscribe on shard `port`, receive records n = 0..n-1 (produced here),
@@ -312,8 +313,7 @@ static void seam(int pre_routed)
     int32_t p;
     int64_t seq;
     first_life(a.port, tok, chan, 10, &p, &seq);
-    route_q gone = { tok, a.id, 0 };
-    assert_true(tsup_wait_until(route_is, &gone, TW));
+    wait_route(tok, a.id, 0);
 
     produce_n(TOPIC, 0, tok, 10, 60);
     assert_int_equal(rtsup_producer_flush(g_prod), 0);
@@ -326,8 +326,7 @@ static void seam(int pre_routed)
     wsc *other = ws_open(b.port);
     if (pre_routed) {
         subscribe(other, chan);
-        route_q there = { tok, b.id, 1 };
-        assert_true(tsup_wait_until(route_is, &there, TW));
+        wait_route(tok, b.id, 1);
     }
     await_marker(other, 0, pre_routed ? "m50-p" : "m50-n");
 
@@ -434,8 +433,7 @@ static void test_replay_default_limit(void **st)
     int32_t p;
     int64_t seq;
     first_life(a.port, tok, chan, 1, &p, &seq);
-    route_q gone = { tok, a.id, 0 };
-    assert_true(tsup_wait_until(route_is, &gone, TW));
+    wait_route(tok, a.id, 0);
     produce_n(TOPIC, 0, tok, 1, 1001);
     assert_int_equal(rtsup_producer_flush(g_prod), 0);
     /* the router has dispatched them (to nobody) once a marker after them
@@ -693,8 +691,7 @@ static void test_unavailable_and_busy(void **st)
     wsc *c = ws_open(u.port);
     send_reconnect(c, chan, 0, 0);
     assert_null(expect_rerror(c, "RESUME_UNAVAILABLE"));
-    route_q there = { tok, id, 1 };    /* written after the answer */
-    assert_true(tsup_wait_until(route_is, &there, TW));
+    wait_route(tok, id, 1);    /* written after the answer */
     expect_live(c, tok, 0);
     wsc_free(c);
     stop_shard(&u);
@@ -789,8 +786,7 @@ static void test_odinws_form(void **st)
         json_decref(j);
     }
     wsc_free(c);
-    route_q gone = { tok, a.id, 0 };
-    assert_true(tsup_wait_until(route_is, &gone, TW));
+    wait_route(tok, a.id, 0);
     produce_n(TOPIC, -1, tok, 5, 12);
     assert_int_equal(rtsup_producer_flush(g_prod), 0);
 

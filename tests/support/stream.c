@@ -310,24 +310,12 @@ int stream_router_start(rtsup_router *r, const stream *s, const char *url, const
     return rtsup_router_start(r, url, env);
 }
 
-typedef struct route_arg {
-    redisContext *c;
-    const char *key, *member;
-} route_arg;
-
-static int is_member(void *arg)
-{
-    route_arg *k = arg;
-    return tsup_redis_int(k->c, "SISMEMBER %s %s", k->key, k->member) == 1;
-}
-
 int stream_wait_route(const char *url, const char *tok, const char *shard_id, int timeout_ms)
 {
     redisContext *c = tsup_redis_connect(url);
     char key[128];
     snprintf(key, sizeof key, "odin:route:%s", tok);
-    route_arg k = { c, key, shard_id };
-    int ok = tsup_wait_until(is_member, &k, timeout_ms);
+    int ok = tsup_wait_member(c, key, shard_id, 1, timeout_ms);
     redisFree(c);
     return ok;
 }

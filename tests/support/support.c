@@ -312,6 +312,19 @@ long long tsup_redis_int(redisContext *c, const char *fmt, ...)
     return v;
 }
 
+int tsup_is_member(void *arg)
+{
+    const tsup_member_q *q = arg;
+    return tsup_redis_int(q->c, "SISMEMBER %s %s", q->key, q->member) == q->want;
+}
+
+int tsup_wait_member(redisContext *c, const char *key, const char *member, int want,
+                     int timeout_ms)
+{
+    tsup_member_q q = { c, key, member, want };
+    return tsup_wait_until(tsup_is_member, &q, timeout_ms);
+}
+
 int tsup_http_get(int port, const char *path, char **body)
 {
     if (body)

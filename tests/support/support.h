@@ -75,6 +75,19 @@ redisContext *tsup_redis_connect(const char *url);
  * reply / the SCARD-style integer (asserting the reply type). */
 long long tsup_redis_int(redisContext *c, const char *fmt, ...);
 
+/* Predicate for tsup_wait_until and the like: SISMEMBER key member == want. */
+typedef struct tsup_member_q {
+    redisContext *c;
+    const char *key, *member;
+    int want;
+} tsup_member_q;
+int tsup_is_member(void *arg);
+
+/* Wait until SISMEMBER key member == want (1 member, 0 not); 1, or 0 on
+ * timeout. */
+int tsup_wait_member(redisContext *c, const char *key, const char *member, int want,
+                     int timeout_ms);
+
 /* HTTP GET http://127.0.0.1:port/path; returns status (or -1) and puts the
  * body (NUL-terminated, malloc'd) into *body if non-NULL. */
 int tsup_http_get(int port, const char *path, char **body);
