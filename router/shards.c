@@ -639,7 +639,17 @@ void router_shards_set_dead(router_shards *s, router_shard *sh, const char *why)
     sh->backoff_ms = BACKOFF_MIN_MS;
     if (sh->state != RSH_IDLE)
         shard_close(s, sh, why, ROUTER_DROP_SHARD_DOWN, -2);
+    sh->abort_close = 0;     /* no connection to close: not for a later one */
     evtimer_del(sh->timer);
+}
+
+/* Unreachable or stalled past SHARD_DOWN_GRACE_MS: what the kernel still
+ * holds for it must not arrive after a reconnect (net.h), so the close is
+ * abortive. */
+static void grace_over(router_shards *s, router_shard *sh)
+{
+    sh->abort_close = 1;
+    router_shards_set_dead(s, sh, "lease still absent after SHARD_DOWN_GRACE_MS");
 }
 
 int router_shards_set_lapsed(router_shards *s, router_shard *sh, const char *why,
@@ -657,7 +667,7 @@ int router_shards_set_lapsed(router_shards *s, router_shard *sh, const char *why
                "i:grace_ms", (int)s->opts.down_grace_ms, NULL);
     }
     if (now_ms - sh->down_since_ms >= (uint64_t)s->opts.down_grace_ms) {
-        router_shards_set_dead(s, sh, "lease still absent after SHARD_DOWN_GRACE_MS");
+        grace_over(s, sh);
         return 0;
     }
     return 1;
@@ -795,10 +805,7 @@ void router_shards_tick(router_shards *s, uint64_t now_ms)
         router_shard *sh = s->slots[i];
         if (sh->down_since_ms &&
             now_ms - sh->down_since_ms >= (uint64_t)s->opts.down_grace_ms) {
-            /* unreachable or stalled past the grace: what the kernel still
-             * holds for it must not arrive after a reconnect (net.h) */
-            sh->abort_close = 1;
-            router_shards_set_dead(s, sh, "lease still absent after SHARD_DOWN_GRACE_MS");
+            grace_over(s, sh);
             continue;
         }
         if (sh->state != RSH_READY || router_outq_pending(&sh->q) == 0)
