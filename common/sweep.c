@@ -16,7 +16,10 @@ typedef struct sweep {
     char name[33];           /* this sweep's marker value */
     sweep_done_fn *done;
     void *arg;
-    size_t parts;            /* replies still due after BEGIN */
+    size_t parts;            /* replies still due in this phase */
+    int tail;                /* the route removals are done: steps 3-5 sent */
+    char **toks;             /* the reverse index BEGIN returned */
+    size_t *tlens, ntoks;
     long long removed;
     int failed;              /* a step failed or the connection went */
     char err[160];
@@ -29,6 +32,10 @@ static void sweep_free(sweep *s)
     free(s->k_lease);
     free(s->k_rev);
     free(s->k_mark);
+    for (size_t i = 0; i < s->ntoks; i++)
+        free(s->toks[i]);
+    free(s->toks);
+    free(s->tlens);
     free(s);
 }
 
@@ -45,9 +52,17 @@ static void fail(sweep *s, const redisReply *rep)
     s->failed = 1;
     snprintf(s->err, sizeof s->err, "%s",
              !rep ? "connection lost"
-                  : rep->type == REDIS_REPLY_ERROR ? rep->str : "unexpected reply");
+             : rep->type == REDIS_REPLY_ERROR ? rep->str
+             : rep->type == REDIS_REPLY_INTEGER ? "sweep marker expired before the end"
+                                                : "unexpected reply");
 }
 
+static void send_tail(redisAsyncContext *ac, sweep *s);
+
+/* Steps 3-5 go out only once every route removal succeeded: Redis runs a
+ * pipeline's later commands whatever became of the earlier ones, and a
+ * shard that left P shards (or its reverse index) with routes still
+ * pointing at it would never be swept again. */
 static void part_cb(redisAsyncContext *ac, void *reply, void *privdata)
 {
     sweep *s = privdata;
@@ -56,7 +71,11 @@ static void part_cb(redisAsyncContext *ac, void *reply, void *privdata)
         fail(s, rep);
     else if (rep->type == REDIS_REPLY_INTEGER && rep->integer < 0)
         fail(s, rep);                    /* END: the marker expired meanwhile */
-    if (--s->parts == 0)
+    if (--s->parts > 0)
+        return;
+    if (!s->tail && !s->failed)
+        send_tail(ac, s);
+    else
         finish(s);
 }
 
@@ -92,44 +111,29 @@ static int refresh_marker(redisAsyncContext *ac, sweep *s)
     return sweep_send(ac, part_cb, s, 6, argv, lens);
 }
 
-/* Steps 2 to 5 for the reverse index `toks`. */
-static void sweep_rest(redisAsyncContext *ac, sweep *s, const redisReply *toks)
+/* hiredis refused a command (connection going, or ENOMEM): what went out
+ * still answers; report a failure then. */
+static void not_sent(sweep *s)
 {
-    buf key = { 0 };
-    char channel[512], down[300];
+    s->failed = 1;
+    snprintf(s->err, sizeof s->err, "%s", "command not sent");
+    if (s->parts == 0)
+        finish(s);
+}
+
+/* Steps 3 to 5, after the route removals. */
+static void send_tail(redisAsyncContext *ac, sweep *s)
+{
+    s->tail = 1;
+    char channel[512], shards[512], down[300];
     snprintf(channel, sizeof channel, "%sroutes", s->prefix);
+    snprintf(shards, sizeof shards, "%sshards", s->prefix);
     snprintf(down, sizeof down, "%s%s", SCHEMA_EVENT_SHARD_DOWN, s->id);
-    size_t plen = strlen(s->prefix), idlen = strlen(s->id), clen = strlen(channel);
-    size_t n = toks->elements;
-    int sent_all = 1;
-    for (size_t i = 0; i < n && sent_all; i++) {
-        const redisReply *t = toks->element[i];
-        if (t->type != REDIS_REPLY_STRING)
-            continue;
-        buf_reset(&key);
-        if (buf_append(&key, s->prefix, plen) != 0 || buf_append(&key, "route:", 6) != 0 ||
-            buf_append(&key, t->str, t->len) != 0) {
-            sent_all = 0;
-            break;
-        }
-        const char *argv[8] = { "EVAL", SCHEMA_LUA_ROUTE_ONE, "1", key.data, "del", s->id,
-                                channel, t->str };
-        size_t lens[8] = { 4, strlen(SCHEMA_LUA_ROUTE_ONE), 1, key.len, 3, idlen, clen,
-                           t->len };
-        sent_all = sweep_send(ac, route_cb, s, 8, argv, lens) == 0;
-        if (sent_all && s->dead && (i + 1) % SCHEMA_SWEEP_REFRESH_STEPS == 0)
-            sent_all = refresh_marker(ac, s) == 0;
-    }
-    buf_free(&key);
+    const char *srem[3] = { "SREM", shards, s->id };
+    size_t srem_l[3] = { 4, strlen(shards), strlen(s->id) };
+    int sent_all = sweep_send(ac, part_cb, s, 3, srem, srem_l) == 0;
     if (sent_all) {
-        char shards[512];
-        snprintf(shards, sizeof shards, "%sshards", s->prefix);
-        const char *argv[4] = { "SREM", shards, s->id };
-        size_t lens[4] = { 4, strlen(shards), idlen };
-        sent_all = sweep_send(ac, part_cb, s, 3, argv, lens) == 0;
-    }
-    if (sent_all) {
-        size_t argc = 8 + n;
+        size_t argc = 8 + s->ntoks;
         const char **argv = malloc(argc * sizeof *argv);
         size_t *lens = malloc(argc * sizeof *lens);
         sent_all = argv && lens;
@@ -143,12 +147,9 @@ static void sweep_rest(redisAsyncContext *ac, sweep *s, const redisReply *toks)
             argv[k] = s->k_mark;                lens[k++] = strlen(s->k_mark);
             argv[k] = s->dead ? "dead" : "force"; lens[k++] = s->dead ? 4 : 5;
             argv[k] = s->name;                  lens[k++] = strlen(s->name);
-            for (size_t i = 0; i < n; i++) {
-                const redisReply *t = toks->element[i];
-                if (t->type != REDIS_REPLY_STRING)
-                    continue;
-                argv[k] = t->str;
-                lens[k++] = t->len;
+            for (size_t i = 0; i < s->ntoks; i++) {
+                argv[k] = s->toks[i];
+                lens[k++] = s->tlens[i];
             }
             sent_all = sweep_send(ac, part_cb, s, (int)k, argv, lens) == 0;
         }
@@ -157,17 +158,60 @@ static void sweep_rest(redisAsyncContext *ac, sweep *s, const redisReply *toks)
     }
     if (sent_all) {
         const char *argv[3] = { "PUBLISH", channel, down };
-        size_t lens[3] = { 7, clen, strlen(down) };
+        size_t lens[3] = { 7, strlen(channel), strlen(down) };
         sent_all = sweep_send(ac, part_cb, s, 3, argv, lens) == 0;
     }
-    if (!sent_all) {
-        /* hiredis refused (connection going, or ENOMEM): what went out
-         * still answers; report a failure then */
-        s->failed = 1;
-        snprintf(s->err, sizeof s->err, "%s", "command not sent");
-        if (s->parts == 0)
-            finish(s);
+    if (!sent_all)
+        not_sent(s);
+}
+
+/* Step 2 for the reverse index `toks` (kept for the end script), then,
+ * from part_cb, the rest. */
+static void sweep_rest(redisAsyncContext *ac, sweep *s, const redisReply *toks)
+{
+    size_t n = toks->elements;
+    s->toks = calloc(n ? n : 1, sizeof *s->toks);
+    s->tlens = calloc(n ? n : 1, sizeof *s->tlens);
+    if (!s->toks || !s->tlens) {
+        not_sent(s);
+        return;
     }
+    for (size_t i = 0; i < n; i++) {
+        const redisReply *t = toks->element[i];
+        if (t->type != REDIS_REPLY_STRING)
+            continue;
+        if (!(s->toks[s->ntoks] = malloc(t->len + 1))) {
+            not_sent(s);
+            return;
+        }
+        memcpy(s->toks[s->ntoks], t->str, t->len + 1);
+        s->tlens[s->ntoks++] = t->len;
+    }
+    buf key = { 0 };
+    char channel[512];
+    snprintf(channel, sizeof channel, "%sroutes", s->prefix);
+    size_t plen = strlen(s->prefix), idlen = strlen(s->id), clen = strlen(channel);
+    int sent_all = 1;
+    for (size_t i = 0; i < s->ntoks && sent_all; i++) {
+        buf_reset(&key);
+        if (buf_append(&key, s->prefix, plen) != 0 || buf_append(&key, "route:", 6) != 0 ||
+            buf_append(&key, s->toks[i], s->tlens[i]) != 0) {
+            sent_all = 0;
+            break;
+        }
+        const char *argv[8] = { "EVAL", SCHEMA_LUA_ROUTE_ONE, "1", key.data, "del", s->id,
+                                channel, s->toks[i] };
+        size_t lens[8] = { 4, strlen(SCHEMA_LUA_ROUTE_ONE), 1, key.len, 3, idlen, clen,
+                           s->tlens[i] };
+        sent_all = sweep_send(ac, route_cb, s, 8, argv, lens) == 0;
+        if (sent_all && s->dead && (i + 1) % SCHEMA_SWEEP_REFRESH_STEPS == 0)
+            sent_all = refresh_marker(ac, s) == 0;
+    }
+    buf_free(&key);
+    if (!sent_all)
+        not_sent(s);
+    else if (s->parts == 0)
+        send_tail(ac, s);            /* an empty index */
 }
 
 static void begin_cb(redisAsyncContext *ac, void *reply, void *privdata)

@@ -9,7 +9,9 @@
  *   2. SCHEMA_LUA_ROUTE_ONE 'del' per token (route sets before the index);
  *      a 'dead' sweep refreshes its marker (SCHEMA_LUA_SWEEP_REFRESH) after
  *      every SCHEMA_SWEEP_REFRESH_STEPS of them;
- *   3. SREM P shards <id>;
+ *   3. (3 to 5 only once every removal succeeded: Redis would run them
+ *      whatever became of the removals, and a shard gone from P shards is
+ *      never swept again) SREM P shards <id>;
  *   4. SCHEMA_LUA_SWEEP_END: the swept tokens leave the reverse index,
  *      'force' deletes lease and index, the marker goes;
  *   5. PUBLISH P routes shard:down:<id>.

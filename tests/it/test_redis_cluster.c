@@ -12,7 +12,8 @@
  * router through its hash-tagged reverse index, refreshing its sweep marker
  * every SCHEMA_SWEEP_REFRESH_STEPS removals (seen with MONITOR); a marker
  * left by a router that died mid-sweep holds a shard back only until it
- * expires.  Redis must have answered no CROSSSLOT or
+ * expires; a sweep whose route removal fails leaves the shard listed and
+ * is tried again.  Redis must have answered no CROSSSLOT or
  * slot error (INFO errorstats).
  */
 #include <setjmp.h>
@@ -534,6 +535,65 @@ static void test_cluster_stack(void **st)
     assert_true(rtsup_metric(r.http_port, "router_shards_cleaned_total") >= cleaned0 + 1);
     assert_int_equal(ssup_metric(a.port, "shard_redis_errors_total"), 0);
     assert_true(ssup_metric(a.port, "shard_redis_script_loads_total") >= 1);
+
+    /* A sweep whose route removal fails goes no further: c stays in
+     * odin:shards with its reverse index, so the next discovery round
+     * sweeps it again, until the removal succeeds.  (A failure only in
+     * the reply: Redis would run the pipelined SREM odin:shards anyway,
+     * and c's remaining route would never be swept.)  The failure: c's
+     * route key of one token turned into a string (WRONGTYPE). */
+    char idc[48], toka[48], tokb[48], chana[64], chanb[64], routea[96], routeb[96],
+        revc[96], delc[160];
+    snprintf(idc, sizeof idc, "cl-c-%d", (int)getpid());
+    snprintf(toka, sizeof toka, "CA%d", (int)getpid());
+    snprintf(tokb, sizeof tokb, "CB%d", (int)getpid());
+    snprintf(chana, sizeof chana, "%s.trade", toka);
+    snprintf(chanb, sizeof chanb, "%s.trade", tokb);
+    snprintf(routea, sizeof routea, "odin:route:%s", toka);
+    snprintf(routeb, sizeof routeb, "odin:route:%s", tokb);
+    snprintf(revc, sizeof revc, "odin:shard:{%s}:tokens", idc);
+    ssup_shard c;
+    assert_int_equal(ssup_shard_start(&c, idc, red.url, senv), 0);
+    client cc1, cc2;
+    client_open(&cc1, c.port, chana);
+    client_open(&cc2, c.port, chanb);
+    assert_true(tsup_wait_member(R, routea, idc, 1, 10000));
+    assert_true(tsup_wait_member(R, routeb, idc, 1, 10000));
+    assert_true(tsup_wait_member(R, shards, idc, 1, 10000));
+    assert_int_equal(tsup_redis_int(R, "DEL %s", routea), 1);
+    freeReplyObject(redisCommand(R, "SET %s not-a-set", routea));
+    redisContext *mon2 = tsup_redis_connect(red.url);
+    mr = redisCommand(mon2, "MONITOR");
+    assert_true(mr && mr->type == REDIS_REPLY_STATUS);
+    freeReplyObject(mr);
+    assert_true(WIFSIGNALED(ssup_shard_stop(&c, SIGKILL, 5000)));
+    /* two attempts at the broken removal: the first sweep did not take c
+     * out of odin:shards */
+    snprintf(delc, sizeof delc, "\"%s\" \"del\" \"%s\"", routea, idc);
+    int attempts = 0;
+    uint64_t until = clock_mono_ms() + 20000;
+    while (attempts < 2 && clock_mono_ms() < until) {
+        redisReply *l = NULL;
+        if (redisGetReply(mon2, (void **)&l) != REDIS_OK)
+            break;
+        if (l->type == REDIS_REPLY_STATUS && strstr(l->str, delc))
+            attempts++;
+        freeReplyObject(l);
+    }
+    redisFree(mon2);
+    fprintf(stderr, "failing removal tried %d times; c still listed: %lld\n", attempts,
+            tsup_redis_int(R, "SISMEMBER %s %s", shards, idc));
+    assert_int_equal(attempts, 2);
+    assert_int_equal(tsup_redis_int(R, "SISMEMBER %s %s", shards, idc), 1);
+    assert_int_equal(tsup_redis_int(R, "SISMEMBER %s %s", revc, toka), 1);
+    /* mended: the next round completes the sweep */
+    assert_int_equal(tsup_redis_int(R, "DEL %s", routea), 1);
+    assert_true(tsup_wait_member(R, shards, idc, 0, 15000));
+    assert_true(tsup_wait_member(R, routeb, idc, 0, 5000));
+    assert_int_equal(tsup_redis_int(R, "EXISTS %s odin:shard:{%s} odin:shard:{%s}:sweep", revc,
+                                    idc, idc), 0);
+    wsc_free(cc1.ws);
+    wsc_free(cc2.ws);
 
     /* a stops: its own deregistration, cluster layout */
     rtsup_producer_free(p);
