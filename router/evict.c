@@ -47,6 +47,7 @@ struct evict {
     struct event *ev_record;
     char *recorded;                 /* member id last written */
     int writing;                    /* SET in flight */
+    int dirty;                      /* the member changed while writing */
 
     /* the eviction */
     enum evict_step step;
@@ -80,6 +81,10 @@ static void set_reply(redisAsyncContext *ac, void *reply, void *privdata)
     evict *e = privdata;
     redisReply *r = reply;
     e->writing = 0;
+    if (e->dirty && r) {
+        e->dirty = 0;
+        event_active(e->ev_record, EV_TIMEOUT, 0);   /* the newer id, now */
+    }
     if (!r || r->type == REDIS_REPLY_ERROR) {
         if (r)
             log_kv(LOG_WARN, "cannot record the Kafka member id", "s:error", r->str, NULL);
@@ -93,7 +98,11 @@ static void record_cb(evutil_socket_t fd, short what, void *arg)
     evict *e = arg;
     arm(e->ev_record, e->refresh_ms);
     redisAsyncContext *ac = redislink_ctx(e->cmd);
-    if (!ac || e->writing)
+    if (e->writing) {
+        e->dirty = 1;       /* set_reply writes again */
+        return;
+    }
+    if (!ac)
         return;
     char *id = consumer_member_id(e->c);
     if (!id)
