@@ -182,8 +182,9 @@ void schema_random_hex(char out[33]);
  */
 /*
  * The marker lives SCHEMA_SWEEP_TTL_MS and the sweep refreshes it
- * (SCHEMA_LUA_SWEEP_REFRESH) after every SCHEMA_SWEEP_REFRESH_STEPS route
- * removals it pipelines: a router that dies mid-sweep holds the shard's
+ * (SCHEMA_LUA_SWEEP_REFRESH) between its chunks of
+ * SCHEMA_SWEEP_REFRESH_STEPS route removals (a chunk goes out once the
+ * previous one is answered): a router that dies mid-sweep holds the shard's
  * lease writes back for at most SCHEMA_SWEEP_TTL_MS, however large the
  * reverse index, while a live sweep keeps its marker as long as Redis
  * runs 256 one-key scripts within that time.

@@ -20,6 +20,7 @@ typedef struct sweep {
     int tail;                /* the route removals are done: steps 3-5 sent */
     char **toks;             /* the reverse index BEGIN returned */
     size_t *tlens, ntoks;
+    size_t next;             /* first token whose removal is not sent yet */
     long long removed;
     int failed;              /* a step failed or the connection went */
     char err[160];
@@ -58,6 +59,7 @@ static void fail(sweep *s, const redisReply *rep)
 }
 
 static void send_tail(redisAsyncContext *ac, sweep *s);
+static void send_chunk(redisAsyncContext *ac, sweep *s);
 
 /* Steps 3-5 go out only once every route removal succeeded: Redis runs a
  * pipeline's later commands whatever became of the earlier ones, and a
@@ -73,10 +75,12 @@ static void part_cb(redisAsyncContext *ac, void *reply, void *privdata)
         fail(s, rep);                    /* END: the marker expired meanwhile */
     if (--s->parts > 0)
         return;
-    if (!s->tail && !s->failed)
-        send_tail(ac, s);
-    else
+    if (s->failed || s->tail)
         finish(s);
+    else if (s->next < s->ntoks)
+        send_chunk(ac, s);
+    else
+        send_tail(ac, s);
 }
 
 /* One SCHEMA_LUA_ROUTE_ONE 'del' reply: 1 if the shard left that route set. */
@@ -165,8 +169,42 @@ static void send_tail(redisAsyncContext *ac, sweep *s)
         not_sent(s);
 }
 
-/* Step 2 for the reverse index `toks` (kept for the end script), then,
- * from part_cb, the rest. */
+/* Step 2, SCHEMA_SWEEP_REFRESH_STEPS removals at a time: the next chunk
+ * (after a marker refresh) goes out from part_cb once this one has been
+ * answered, so hiredis's output buffer stays small whatever the index size
+ * and the router's lookups on the same connection wait one chunk at most. */
+static void send_chunk(redisAsyncContext *ac, sweep *s)
+{
+    int sent_all = 1;
+    if (s->next > 0 && s->dead)
+        sent_all = refresh_marker(ac, s) == 0;
+    buf key = { 0 };
+    char channel[512];
+    snprintf(channel, sizeof channel, "%sroutes", s->prefix);
+    size_t plen = strlen(s->prefix), idlen = strlen(s->id), clen = strlen(channel);
+    size_t end = s->next + SCHEMA_SWEEP_REFRESH_STEPS;
+    if (end > s->ntoks)
+        end = s->ntoks;
+    for (; s->next < end && sent_all; s->next++) {
+        size_t i = s->next;
+        buf_reset(&key);
+        if (buf_append(&key, s->prefix, plen) != 0 || buf_append(&key, "route:", 6) != 0 ||
+            buf_append(&key, s->toks[i], s->tlens[i]) != 0) {
+            sent_all = 0;
+            break;
+        }
+        const char *argv[8] = { "EVAL", SCHEMA_LUA_ROUTE_ONE, "1", key.data, "del", s->id,
+                                channel, s->toks[i] };
+        size_t lens[8] = { 4, strlen(SCHEMA_LUA_ROUTE_ONE), 1, key.len, 3, idlen, clen,
+                           s->tlens[i] };
+        sent_all = sweep_send(ac, route_cb, s, 8, argv, lens) == 0;
+    }
+    buf_free(&key);
+    if (!sent_all)
+        not_sent(s);
+}
+
+/* Keeps the reverse index `toks` (for the end script), then step 2. */
 static void sweep_rest(redisAsyncContext *ac, sweep *s, const redisReply *toks)
 {
     size_t n = toks->elements;
@@ -187,30 +225,9 @@ static void sweep_rest(redisAsyncContext *ac, sweep *s, const redisReply *toks)
         memcpy(s->toks[s->ntoks], t->str, t->len + 1);
         s->tlens[s->ntoks++] = t->len;
     }
-    buf key = { 0 };
-    char channel[512];
-    snprintf(channel, sizeof channel, "%sroutes", s->prefix);
-    size_t plen = strlen(s->prefix), idlen = strlen(s->id), clen = strlen(channel);
-    int sent_all = 1;
-    for (size_t i = 0; i < s->ntoks && sent_all; i++) {
-        buf_reset(&key);
-        if (buf_append(&key, s->prefix, plen) != 0 || buf_append(&key, "route:", 6) != 0 ||
-            buf_append(&key, s->toks[i], s->tlens[i]) != 0) {
-            sent_all = 0;
-            break;
-        }
-        const char *argv[8] = { "EVAL", SCHEMA_LUA_ROUTE_ONE, "1", key.data, "del", s->id,
-                                channel, s->toks[i] };
-        size_t lens[8] = { 4, strlen(SCHEMA_LUA_ROUTE_ONE), 1, key.len, 3, idlen, clen,
-                           s->tlens[i] };
-        sent_all = sweep_send(ac, route_cb, s, 8, argv, lens) == 0;
-        if (sent_all && s->dead && (i + 1) % SCHEMA_SWEEP_REFRESH_STEPS == 0)
-            sent_all = refresh_marker(ac, s) == 0;
-    }
-    buf_free(&key);
-    if (!sent_all)
-        not_sent(s);
-    else if (s->parts == 0)
+    if (s->ntoks)
+        send_chunk(ac, s);
+    else
         send_tail(ac, s);            /* an empty index */
 }
 

@@ -6,9 +6,11 @@
  *   1. SCHEMA_LUA_SWEEP_BEGIN on the shard's slot: its reverse index (a
  *      'dead' sweep also sets the sweep marker, so the shard cannot write
  *      its lease again until the sweep is over), or -1: nothing to do;
- *   2. SCHEMA_LUA_ROUTE_ONE 'del' per token (route sets before the index);
- *      a 'dead' sweep refreshes its marker (SCHEMA_LUA_SWEEP_REFRESH) after
- *      every SCHEMA_SWEEP_REFRESH_STEPS of them;
+ *   2. SCHEMA_LUA_ROUTE_ONE 'del' per token (route sets before the index),
+ *      in chunks of SCHEMA_SWEEP_REFRESH_STEPS, each sent once the previous
+ *      one is answered (bounded output; the connection's other users wait
+ *      one chunk at most); a 'dead' sweep refreshes its marker
+ *      (SCHEMA_LUA_SWEEP_REFRESH) before each chunk after the first;
  *   3. (3 to 5 only once every removal succeeded: Redis would run them
  *      whatever became of the removals, and a shard gone from P shards is
  *      never swept again) SREM P shards <id>;
