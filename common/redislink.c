@@ -15,9 +15,6 @@
 enum rl_state { RL_DOWN, RL_SENTINEL, RL_RESOLVING, RL_CONNECTING, RL_UP };
 
 #define SENTINELS_MAX 8
-/* A timeout found while the answer waits unread is looked at again this
- * much later, after the loop has read it (redislink_input_pending). */
-#define LATE_RECHECK_MS 50
 
 typedef struct sentinel_addr {
     char host[256];
@@ -242,7 +239,7 @@ static void dead_cb(evutil_socket_t fd, short what, void *arg)
     }
     if (redislink_input_pending(l)) {
         /* the answer is there; this loop was late to read it (see .h) */
-        arm(l->dead, LATE_RECHECK_MS);
+        arm(l->dead, REDISLINK_LATE_RECHECK_MS);
         return;
     }
     char why[64];

@@ -90,6 +90,9 @@ int redislink_is_up(const redislink *l);
  */
 int redislink_input_pending(const redislink *l);
 
+/* How much later a timeout that found input pending looks again. */
+#define REDISLINK_LATE_RECHECK_MS 50
+
 /* The last error (connect failure, ping timeout, drop reason); "" if none. */
 const char *redislink_errstr(const redislink *l);
 

@@ -305,7 +305,7 @@ static void timeout_cb(evutil_socket_t fd, short what, void *arg)
     if (redislink_input_pending(lk->cmd)) {
         /* the replies are there, this loop was late to read them
          * (redislink.h): look again once it has */
-        struct timeval tv = { 0, 50 * 1000 };
+        struct timeval tv = { 0, REDISLINK_LATE_RECHECK_MS * 1000 };
         evtimer_add(lk->ev_timeout, &tv);
         return;
     }
