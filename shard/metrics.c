@@ -102,6 +102,22 @@ int shard_metrics_render(buf *o, const shard_metrics *m, const shard_gauges *g)
                  "Connections closed at accept: their address held WS_IP_MAX_PENDING "
                  "connections in the HTTP phase",
                  m->ws_ip_pending_rejections_total);
+    e |= prom_counter(o, "ws_ip_table_full_rejections_total",
+                 "Connections refused (503) because the per-IP table was full "
+                 "(WS_IP_TABLE_MAX) and their address was not in it",
+                 m->ws_ip_table_full_rejections_total);
+    e |= prom_gauge(o, "ws_ip_table_entries",
+               "Client addresses (IPv6: WS_IPV6_PREFIX prefixes) the per-IP "
+               "limits track", (double)g->ip_table_entries);
+    e |= prom_head(o, "ws_admin_ratelimit_rejections_total", "counter",
+              "/health and /metrics requests refused with 429 (ADMIN_RATE), by path");
+    e |= buf_appendf(o, "ws_admin_ratelimit_rejections_total{path=\"/metrics\"} %" PRIu64 "\n"
+                     "ws_admin_ratelimit_rejections_total{path=\"/health\"} %" PRIu64 "\n",
+                     m->ws_admin_ratelimit_rejections_total[0],
+                     m->ws_admin_ratelimit_rejections_total[1]);
+    e |= prom_counter(o, "ws_admin_forbidden_total",
+                 "/health and /metrics requests from a peer not in ADMIN_ALLOW (404)",
+                 m->ws_admin_forbidden_total);
     e |= prom_counter(o, "ws_accept_errors_total", "accept() failures",
                  m->ws_accept_errors_total);
     e |= prom_counter(o, "ws_http_requests_total",

@@ -55,6 +55,9 @@ typedef struct shard_metrics {
     uint64_t ws_partial_timeouts_total;       /* 1008: frame not completed in time */
     uint64_t ws_pending_rejections_total;
     uint64_t ws_ip_pending_rejections_total;  /* over WS_IP_MAX_PENDING at accept */
+    uint64_t ws_ip_table_full_rejections_total; /* new address, WS_IP_TABLE_MAX full */
+    uint64_t ws_admin_ratelimit_rejections_total[2]; /* 429 over ADMIN_RATE: [0] /metrics, [1] /health */
+    uint64_t ws_admin_forbidden_total;        /* 404: peer not in ADMIN_ALLOW */
     uint64_t ws_proxy_headers_total;          /* PROXY v2 headers accepted */
     uint64_t ws_proxy_rejections_total[SM_PROXY_N];
     uint64_t ws_accept_errors_total;
@@ -105,6 +108,7 @@ typedef struct shard_gauges {
     uint64_t mem_limit_bytes; /* cgroup limit or MemTotal; 0 unknown */
     double mem_percent;
     long resumes;             /* reconnect replays in progress */
+    long ip_table_entries;    /* addresses the per-IP limits track */
 } shard_gauges;
 
 void shard_metrics_count_close(shard_metrics *m, unsigned code);

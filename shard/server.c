@@ -8,6 +8,7 @@
 #include "common/log.h"
 #include "common/net.h"
 #include "common/procmetrics.h"
+#include "common/tbucket.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -20,22 +21,11 @@
 #include <sys/socket.h>
 #include <http_parser.h>
 
-#define IP_TABLE_MAX 100000
 #define IP_SWEEP_MS 10000
 #define ACCEPT_BACKOFF_MS 100
 
-/* Per client address: the connection-rate token bucket, and how many of
- * its connections are still in the HTTP phase (WS_IP_MAX_PENDING).  An
- * entry is swept when its bucket is full and it holds no pending one. */
-typedef struct ip_rate {
-    shard_map_node node;
-    double tokens;
-    uint64_t ms;
-    uint32_t pending;
-    uint8_t key[16];
-} ip_rate;
-
 static int ip_pending_take(shard_server *srv, shard_client *c);
+static void ip_table_refuse(shard_server *srv, shard_client *c, int err);
 
 /* ---- listeners ------------------------------------------------------------ */
 
@@ -147,9 +137,14 @@ static void on_accept(net_acceptor *a, int fd, const struct sockaddr *sa,
      * connections: checked at accept, before any byte is read.  A trusted
      * balancer carries every client: its clients are counted by the address
      * in their PROXY header instead (shard_server_proxy). */
-    if (!(c->flags & CLF_TRUSTED) && ip_pending_take(srv, c) != 0) {
-        ctx->m.ws_ip_pending_rejections_total++;
-        client_kill(c, "per-IP pending connections limit");
+    if (!(c->flags & CLF_TRUSTED)) {
+        int r = ip_pending_take(srv, c);
+        if (r == -1) {
+            ctx->m.ws_ip_pending_rejections_total++;
+            client_kill(c, "per-IP pending connections limit");
+        } else if (r != 0) {
+            ip_table_refuse(srv, c, r);
+        }
     }
     if (srv->n_http >= ctx->set->max_pending)
         accept_pause(srv);
@@ -221,9 +216,14 @@ int shard_server_proxy(shard_server *srv, shard_client *c, const uint8_t *data,
         memcpy(c->ip, h.src, c->ip_len);
         c->port = h.src_port;
         c->flags |= CLF_VIA_PROXY;
-        if (ip_pending_take(srv, c) != 0) {
+        int ipr = ip_pending_take(srv, c);
+        if (ipr == -1) {
             srv->ctx->m.ws_ip_pending_rejections_total++;
             client_kill(c, "per-IP pending connections limit");
+            return -1;
+        }
+        if (ipr != 0) {
+            ip_table_refuse(srv, c, ipr);
             return -1;
         }
     }
@@ -281,53 +281,68 @@ int shard_server_set_draining(shard_server *srv, int on)
     return 0;
 }
 
-/* ---- per-IP connection rate ------------------------------------------ */
+/* ---- per-IP limits (shard/iptable.h) --------------------------------- */
 
-/* The entry of c's address, refilled to `now`; created if absent.  NULL if
- * the table is full or out of memory (callers fail open). */
-static ip_rate *ip_entry(shard_server *srv, const shard_client *c, uint64_t now)
+static log_ratelimit g_iptable_rl = { .per_sec = 2 };
+
+static void ip_text(const uint8_t *ip, size_t ip_len, char *out, size_t outlen)
 {
-    const shard_settings *s = srv->ctx->set;
-    shard_map_node *n = shard_map_find(&srv->ip_rates, c->ip, c->ip_len);
-    ip_rate *e;
-    if (n) {
-        e = SHARD_MAP_ENTRY(n, ip_rate, node);
-        e->tokens += (double)(now - e->ms) * s->ip_rate / 1000.0;
-        if (e->tokens > (double)s->ip_burst)
-            e->tokens = (double)s->ip_burst;
-        e->ms = now;
-        return e;
-    }
-    if (srv->ip_rates.n >= IP_TABLE_MAX)
-        return NULL;
-    e = calloc(1, sizeof(*e));
-    if (!e)
-        return NULL;
-    memcpy(e->key, c->ip, c->ip_len);
-    e->node.key = e->key;
-    e->node.klen = c->ip_len;
-    e->tokens = (double)s->ip_burst;
-    e->ms = now;
-    if (shard_map_insert(&srv->ip_rates, &e->node) != 0) {
-        free(e);
-        return NULL;
-    }
-    return e;
+    if (!inet_ntop(ip_len == 16 ? AF_INET6 : AF_INET, ip, out, (socklen_t)outlen))
+        snprintf(out, outlen, "?");
 }
 
-/* Take one of the address's WS_IP_MAX_PENDING HTTP-phase slots: 0, or -1
- * when it holds them all (the caller refuses the connection). */
+static void ip_table_log(shard_server *srv, const shard_client *c, int err)
+{
+    uint64_t supp = 0;
+    if (!log_rl_allow(&g_iptable_rl, &supp))
+        return;
+    char ip[64];
+    ip_text(c->ip, c->ip_len, ip, sizeof ip);
+    log_kv(LOG_WARN, "per-IP table full: new address refused", "s:peer", ip,
+           "i:port", (int)c->port, "s:reason",
+           err == IPTABLE_E_FULL ? "WS_IP_TABLE_MAX" : "out of memory",
+           "u:entries", (uint64_t)iptable_size(srv->ips),
+           "u:suppressed", supp, NULL);
+}
+
+/* A connection whose address has no entry and cannot get one (table full
+ * or ENOMEM): refused at once, fail closed.  The 503 is written straight to
+ * the fresh socket (its send buffer is empty) and the connection closed, so
+ * it holds no WS_MAX_PENDING slot; what the client already sent is read and
+ * dropped first so the close is a FIN, not a reset that could lose the
+ * answer. */
+static void ip_table_refuse(shard_server *srv, shard_client *c, int err)
+{
+    srv->ctx->m.ws_ip_table_full_rejections_total++;
+    ip_table_log(srv, c, err);
+    static const char body[] = "{\"error\":\"too many client addresses\"}\n";
+    buf out = { 0 };
+    if (ws_http_response(&out, 503, "application/json", body, sizeof body - 1,
+                         "Retry-After: 1\r\n") == 0) {
+        char junk[4096];
+        for (int i = 0; i < 4 && recv(c->fd, junk, sizeof junk, MSG_DONTWAIT) > 0; i++)
+            ;
+        ssize_t w = send(c->fd, out.data, out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
+        (void)w;   /* best effort: the close tells the client anyway */
+    }
+    buf_free(&out);
+    client_kill(c, "per-IP table full (WS_IP_TABLE_MAX)");
+}
+
+/* Take one of the address's WS_IP_MAX_PENDING HTTP-phase slots: 0, -1 when
+ * it holds them all, or IPTABLE_E_FULL / IPTABLE_E_NOMEM when the address
+ * has no entry and cannot get one (the caller refuses the connection). */
 static int ip_pending_take(shard_server *srv, shard_client *c)
 {
     long cap = srv->ctx->set->ip_max_pending;
     if (cap <= 0)
         return 0;
-    ip_rate *e = ip_entry(srv, c, clock_mono_ms());
+    int err = 0;
+    iptable_entry *e = iptable_get(srv->ips, c->ip, c->ip_len, clock_mono_ms(), &err);
     if (!e)
-        return 0;     /* table full: fail open */
-    if (e->pending >= (uint32_t)cap)
+        return err;
+    if (iptable_pending_take(e, (uint32_t)cap) != 0)
         return -1;
-    e->pending++;
     c->flags |= CLF_IP_PENDING;
     return 0;
 }
@@ -337,41 +352,21 @@ static void ip_pending_release(shard_server *srv, shard_client *c)
     if (!(c->flags & CLF_IP_PENDING))
         return;
     c->flags &= (uint16_t)~CLF_IP_PENDING;
-    shard_map_node *n = shard_map_find(&srv->ip_rates, c->ip, c->ip_len);
-    if (n) {
-        ip_rate *e = SHARD_MAP_ENTRY(n, ip_rate, node);
-        if (e->pending)
-            e->pending--;
-    }
+    iptable_pending_release(srv->ips, c->ip, c->ip_len);
 }
 
+/* WS_IP_RATE at the upgrade: 1 if allowed, 0 if over the rate, or
+ * IPTABLE_E_FULL / IPTABLE_E_NOMEM (no entry and none can be made). */
 static int ip_allow(shard_server *srv, const shard_client *c, uint64_t now)
 {
     const shard_settings *s = srv->ctx->set;
     if (s->ip_rate <= 0)
         return 1;
-    ip_rate *e = ip_entry(srv, c, now);
+    int err = 0;
+    iptable_entry *e = iptable_get(srv->ips, c->ip, c->ip_len, now, &err);
     if (!e)
-        return 1;        /* table full: fail open rather than refuse */
-    if (e->tokens < 1.0)
-        return 0;
-    e->tokens -= 1.0;
-    return 1;
-}
-
-static void ip_sweep(shard_server *srv, uint64_t now, int all)
-{
-    const shard_settings *s = srv->ctx->set;
-    size_t it = 0;
-    shard_map_node *cur = NULL, *n;
-    while ((n = shard_map_next(&srv->ip_rates, &it, &cur))) {
-        ip_rate *e = SHARD_MAP_ENTRY(n, ip_rate, node);
-        double t = e->tokens + (double)(now - e->ms) * s->ip_rate / 1000.0;
-        if (all || (t >= (double)s->ip_burst && e->pending == 0)) {
-            shard_map_remove(&srv->ip_rates, n);
-            free(e);
-        }
-    }
+        return err;
+    return iptable_rate_take(srv->ips, e);
 }
 
 /* ---- HTTP phase -------------------------------------------------------- */
@@ -412,16 +407,54 @@ static int path_is(const httpreq *r, const char *p)
     return r->path.len == n && memcmp(r->path.p, p, n) == 0;
 }
 
-static void serve_page(shard_server *srv, shard_client *c, int health)
+/* ---- /health and /metrics ------------------------------------------- */
+
+static log_ratelimit g_admin_rl = { .per_sec = 2 };
+
+/*
+ * ADMIN_ALLOW, then ADMIN_RATE (one bucket per page, shared by ADMIN_ADDR
+ * and WS_ADDR) for one request of /health (health = 1) or /metrics from
+ * ip.  0 to serve it, else the status to answer: 404 (not allowed) or 429;
+ * counted, and logged at a bounded rate with the peer's address.
+ */
+static int admin_gate(shard_server *srv, int health, const uint8_t *ip,
+                      size_t ip_len, int port, const char *listener)
+{
+    shard_ctx *ctx = srv->ctx;
+    const shard_settings *s = ctx->set;
+    int st = 0;
+    const char *why = NULL;
+    if (s->admin_nets.n && !cidr_list_match(&s->admin_nets, ip, ip_len)) {
+        ctx->m.ws_admin_forbidden_total++;
+        st = 404;
+        why = "not in ADMIN_ALLOW";
+    } else if (!tbucket_take(&srv->admin_rl[health ? 1 : 0], clock_mono_ms())) {
+        ctx->m.ws_admin_ratelimit_rejections_total[health ? 1 : 0]++;
+        st = 429;
+        why = "over ADMIN_RATE";
+    }
+    uint64_t supp = 0;
+    if (st && log_rl_allow(&g_admin_rl, &supp)) {
+        char txt[64];
+        ip_text(ip, ip_len, txt, sizeof txt);
+        log_kv(LOG_WARN, "admin request refused", "s:peer", txt, "i:port", port,
+               "s:path", health ? "/health" : "/metrics", "s:listener", listener,
+               "i:status", st, "s:reason", why, "u:suppressed", supp, NULL);
+    }
+    return st;
+}
+
+/* Append the page to out: its HTTP status (200, or 503 for an unhealthy
+ * /health), or -1 on ENOMEM. */
+static int render_page(shard_server *srv, int health, buf *out)
 {
     shard_ctx *ctx = srv->ctx;
     shard_gauges g;
     shard_gauges_fill(ctx, &g);
-    buf_reset(&srv->scratch);
     int status = 200;
     int rc;
     if (health) {
-        rc = shard_health_render(&srv->scratch, &g);
+        rc = shard_health_render(out, &g);
         if (rc > 0) {
             status = rc;
             rc = 0;
@@ -430,19 +463,53 @@ static void serve_page(shard_server *srv, shard_client *c, int health)
         accept_pause_account(srv, clock_mono_ms());
         procmetrics pm;
         procmetrics_sample(&pm);
-        rc = shard_metrics_render(&srv->scratch, &ctx->m, &g);
+        rc = shard_metrics_render(out, &ctx->m, &g);
         if (rc == 0)
-            rc = procmetrics_render(&srv->scratch, &pm, "odin-shard");
+            rc = procmetrics_render(out, &pm, "odin-shard");
     }
-    if (rc != 0) {
+    if (rc != 0)
+        return -1;
+    ctx->m.ws_http_requests_total++;
+    return status;
+}
+
+#define PROM_CTYPE "text/plain; version=0.0.4; charset=utf-8"
+
+static void serve_page(shard_server *srv, shard_client *c, int health)
+{
+    int st = admin_gate(srv, health, c->ip, c->ip_len, c->port, "ws");
+    if (st == 429) {
+        http_error(srv, c, 429, "too many requests", "Retry-After: 1\r\n");
+        return;
+    }
+    if (st) {
+        http_error(srv, c, st, "not found", NULL);
+        return;
+    }
+    buf_reset(&srv->scratch);
+    int status = render_page(srv, health, &srv->scratch);
+    if (status < 0) {
         http_error(srv, c, 500, "out of memory", NULL);
         return;
     }
-    ctx->m.ws_http_requests_total++;
-    http_reply(srv, c, status,
-               health ? "application/json"
-                      : "text/plain; version=0.0.4; charset=utf-8",
+    http_reply(srv, c, status, health ? "application/json" : PROM_CTYPE,
                srv->scratch.data, srv->scratch.len, NULL);
+}
+
+/* shard_admin_callbacks.page: a request on ADMIN_ADDR. */
+static int admin_page(void *ud, int health, const uint8_t *ip, size_t ip_len,
+                      int port, buf *out, const char **ctype)
+{
+    shard_server *srv = ud;
+    *ctype = "application/json";
+    int st = admin_gate(srv, health, ip, ip_len, port, "admin");
+    if (st)
+        return buf_appendf(out, "{\"error\":\"%s\"}\n", st == 429 ? "too many requests"
+                                                                   : "not found") == 0
+                   ? st : -1;
+    if (!health)
+        *ctype = PROM_CTYPE;
+    return render_page(srv, health, out);
 }
 
 static void upgrade(shard_server *srv, shard_client *c, const httpreq *req,
@@ -471,7 +538,14 @@ static void upgrade(shard_server *srv, shard_client *c, const httpreq *req,
         http_error(srv, c, 503, "draining", "Retry-After: 1\r\n");
         return;
     }
-    if (!ip_allow(srv, c, clock_mono_ms())) {
+    int allow = ip_allow(srv, c, clock_mono_ms());
+    if (allow < 0) {
+        ctx->m.ws_ip_table_full_rejections_total++;
+        ip_table_log(srv, c, allow);
+        http_error(srv, c, 503, "too many client addresses", "Retry-After: 1\r\n");
+        return;
+    }
+    if (!allow) {
         ctx->m.ws_ratelimit_rejections_total++;
         http_error(srv, c, 429, "connection rate limit exceeded",
                    "Retry-After: 1\r\n");
@@ -515,9 +589,10 @@ void shard_server_http(shard_server *srv, shard_client *c, const char *data,
     if (path_is(&req, "/ws")) {
         upgrade(srv, c, &req, data, len);
     } else if (path_is(&req, "/health") || path_is(&req, "/metrics")) {
-        if (c->flags & CLF_VIA_PROXY) {
+        if ((c->flags & CLF_VIA_PROXY) || srv->admin) {
             /* internal endpoints are not served to clients of the public
-             * load balancer (they arrive with a PROXY header) */
+             * load balancer (they arrive with a PROXY header), nor on
+             * WS_ADDR at all when ADMIN_ADDR is their listener */
             srv->ctx->m.ws_handshake_failures_total++;
             http_error(srv, c, 404, "not found", NULL);
         } else if (req.method != HTTP_GET) {
@@ -604,7 +679,7 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
     }
     if (now - srv->last_ipsweep_ms >= IP_SWEEP_MS) {
         srv->last_ipsweep_ms = now;
-        ip_sweep(srv, now, 0);
+        iptable_sweep(srv->ips, now, 0);
     }
 }
 
@@ -679,6 +754,23 @@ shard_server *shard_server_new(shard_ctx *ctx)
     srv->sweep_ev = event_new(ctx->base, -1, EV_PERSIST, on_sweep, srv);
     if (!srv->ping || !srv->flush_ev || !srv->reap_ev || !srv->sweep_ev)
         goto err;
+    iptable_conf ic = { .max_entries = (size_t)s->ip_table_max,
+                        .v6_prefix = (unsigned)s->ipv6_prefix,
+                        .rate = s->ip_rate, .burst = (double)s->ip_burst };
+    if (!(srv->ips = iptable_new(&ic)))
+        goto err;
+    uint64_t t0 = clock_mono_ms();
+    for (int i = 0; i < 2; i++)
+        tbucket_init(&srv->admin_rl[i], s->admin_rate, (double)s->admin_burst, t0);
+    if (s->admin_addr && *s->admin_addr) {
+        shard_admin_callbacks acb = { .page = admin_page, .ud = srv };
+        if (!(srv->admin = shard_admin_new(ctx->base, s->admin_addr, &acb,
+                                           srv->admin_addr, sizeof srv->admin_addr,
+                                           &srv->admin_port)))
+            goto err;
+        log_kv(LOG_INFO, "admin listener (/health, /metrics)", "s:addr",
+               srv->admin_addr, NULL);
+    }
 
     int fd = listen_on(s->ws_addr, s->ws_reuseport, srv->ws_addr,
                        sizeof(srv->ws_addr), &srv->ws_port);
@@ -756,8 +848,8 @@ void shard_server_free(shard_server *srv)
     if (srv->reap_ev) event_free(srv->reap_ev);
     if (srv->sweep_ev) event_free(srv->sweep_ev);
     ws_chunk_unref(srv->ping);
-    ip_sweep(srv, 0, 1);
-    shard_map_clear(&srv->ip_rates);
+    iptable_free(srv->ips);
+    shard_admin_free(srv->admin);
     buf_free(&srv->scratch);
     free(srv);
 }

@@ -3,7 +3,9 @@
  * WS_SHARED_ADDR), accepted through net_acceptor (EMFILE back-off,
  * common/net.h), the HTTP phase (/ws upgrade, /health, /metrics), fan-out
  * of record frames to clients (shard/client.h), timers (ping, idle,
- * handshake, close) and the per-IP connection rate limit.
+ * handshake, close), the per-IP limits (shard/iptable.h) and the
+ * /health and /metrics gate (ADMIN_ADDR listener, shard/admin.h;
+ * ADMIN_RATE, ADMIN_ALLOW).
  */
 #ifndef ODIN_SHARD_SERVER_H
 #define ODIN_SHARD_SERVER_H
@@ -12,8 +14,11 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include "common/buf.h"
+#include "common/tbucket.h"
 #include "proto/frame.h"
+#include "shard/admin.h"
 #include "shard/client.h"
+#include "shard/iptable.h"
 #include "shard/map.h"
 #include "shard/shard.h"
 #include "shard/subs.h"
@@ -37,7 +42,11 @@ typedef struct shard_server {
     int in_fanout;
     uint64_t sweep_ms;
     uint64_t last_ipsweep_ms;
-    shard_map ip_rates;
+    iptable *ips;                /* per-IP limits' state (shard/iptable.h) */
+    shard_admin *admin;          /* ADMIN_ADDR listener, NULL when unset */
+    char admin_addr[96];         /* bound ADMIN_ADDR (actual port) */
+    int admin_port;
+    tbucket admin_rl[2];         /* ADMIN_RATE: [0] /metrics, [1] /health */
     buf scratch;                 /* replies, envelopes, pages */
     void (*on_drained)(void *ud);  /* shutdown: all clients gone */
     void *drained_ud;

@@ -25,7 +25,8 @@ static size_t table(shard_settings *s, config_opt *o)
         "Shard id in Redis and router hellos, [A-Za-z0-9_.-]{1,128} "
         "(default: <hostname>-<pid>)", 0, 0);
     OPT("WS_ADDR", CFG_STR, &s->ws_addr, "0.0.0.0:3002",
-        "host:port for WebSocket clients (/ws), /health and /metrics", 0, 0);
+        "host:port for WebSocket clients (/ws), and /health and /metrics "
+        "unless ADMIN_ADDR is set", 0, 0);
     OPT("WS_REUSEPORT", CFG_BOOL, &s->ws_reuseport, "false",
         "Set SO_REUSEPORT on WS_ADDR so several shards can bind the same "
         "port", 0, 0);
@@ -113,6 +114,28 @@ static size_t table(shard_settings *s, config_opt *o)
         "cannot fill WS_MAX_PENDING; 0 = no limit", 0, 100000);
     OPT("WS_IP_BURST", CFG_INT, &s->ip_burst, "200",
         "Per-IP connection burst", 1, 1000000000);
+    OPT("WS_IP_TABLE_MAX", CFG_INT, &s->ip_table_max, "100000",
+        "Most client addresses (IPv6: prefixes) the per-IP limits track; when "
+        "full, a connection from an address not tracked yet is refused with "
+        "503 (existing ones keep working) until idle entries are swept", 1,
+        10000000);
+    OPT("WS_IPV6_PREFIX", CFG_INT, &s->ipv6_prefix, "64",
+        "Per-IP limits count an IPv6 client by its first this many bits (one "
+        "/64 is one client); IPv4 and IPv4-mapped IPv6 by the full IPv4 "
+        "address", 1, 128);
+    OPT("ADMIN_ADDR", CFG_STR, &s->admin_addr, NULL,
+        "host:port of an admin listener for /health and /metrics; when set "
+        "they are served only there and WS_ADDR answers them 404 (unset: "
+        "served on WS_ADDR)", 0, 0);
+    OPT("ADMIN_RATE", CFG_DOUBLE, &s->admin_rate, "100",
+        "/health and /metrics requests per second, each (0 = no limit); over "
+        "it 429", 0, 1e9);
+    OPT("ADMIN_BURST", CFG_INT, &s->admin_burst, "200",
+        "/health and /metrics request burst, each", 1, 1000000000);
+    OPT("ADMIN_ALLOW", CFG_STR, &s->admin_allow, NULL,
+        "Comma-separated addresses/CIDRs allowed to read /health and /metrics "
+        "(on ADMIN_ADDR or WS_ADDR); others get 404.  Unset: anyone who "
+        "reaches the port", 0, 0);
     OPT("SHARD_SOCKET", CFG_STR, &s->cfg_socket_path, NULL,
         "Unix socket routers connect to (default: "
         "<SHARD_SOCKET_DIR>/odin-shard-<id>.sock)", 0, 0);
@@ -299,6 +322,10 @@ int shard_settings_load(shard_settings *s, int argc, char **argv)
         fprintf(stderr, "odin-shard: WS_PROXY_TRUSTED: %s\n", cerr);
         return -1;
     }
+    if (cidr_list_parse(s->admin_allow, &s->admin_nets, cerr, sizeof cerr) != 0) {
+        fprintf(stderr, "odin-shard: ADMIN_ALLOW: %s\n", cerr);
+        return -1;
+    }
     if (s->proxy_mode != SHARD_PROXY_OFF && s->proxy_nets.n == 0) {
         fprintf(stderr, "odin-shard: WS_PROXY_PROTOCOL=%s needs WS_PROXY_TRUSTED "
                         "(the load balancers' addresses)\n", s->cfg_proxy_protocol);
@@ -343,6 +370,7 @@ void shard_settings_free(shard_settings *s)
     free(s->socket_path);
     free(s->endpoint);
     cidr_list_free(&s->proxy_nets);
+    cidr_list_free(&s->admin_nets);
     config_opt o[NOPTS];
     size_t n = table(s, o);
     config_free(o, n);

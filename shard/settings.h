@@ -49,6 +49,13 @@ typedef struct shard_settings {
     cidr_list proxy_nets;     /* parsed WS_PROXY_TRUSTED (own) */
     double ip_rate;           /* WS_IP_RATE (0 = off) */
     long ip_burst;            /* WS_IP_BURST */
+    long ip_table_max;        /* WS_IP_TABLE_MAX */
+    long ipv6_prefix;         /* WS_IPV6_PREFIX, bits */
+    char *admin_addr;         /* ADMIN_ADDR: /health, /metrics listener (NULL: WS_ADDR) */
+    double admin_rate;        /* ADMIN_RATE, requests/s per page (0 = no limit) */
+    long admin_burst;         /* ADMIN_BURST */
+    char *admin_allow;        /* ADMIN_ALLOW: CIDR list */
+    cidr_list admin_nets;     /* parsed ADMIN_ALLOW (own; empty: anyone) */
     char *socket_path;        /* SHARD_SOCKET, own copy */
     char *tcp_addr;           /* SHARD_TCP_ADDR: routers over TCP (optional) */
     char *endpoint;           /* SHARD_ENDPOINT as registered (derived copy) */

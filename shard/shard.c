@@ -37,6 +37,7 @@ void shard_gauges_fill(const shard_ctx *ctx, shard_gauges *g)
         g->pending = srv->n_http;
         g->closing = srv->n_closing;
         g->queue_bytes = (long)srv->queue_bytes;
+        g->ip_table_entries = srv->ips ? (long)iptable_size(srv->ips) : 0;
     }
     g->max_connections = ctx->max_connections;
     g->subscriptions = (long)subs_total(ctx->subs);

@@ -1,0 +1,41 @@
+/*
+ * The shard's admin listener (shard/admin.c): GET/HEAD /health and /metrics
+ * on ADMIN_ADDR, an address apart from the public WS_ADDR (libevent evhttp:
+ * small request heads, no body, a 5 s timeout, other methods 405, other
+ * paths 404).  What a page holds, and whether it is served at all (the
+ * ADMIN_RATE limit, ADMIN_ALLOW), is the owner's: the listener asks through
+ * its callbacks struct.
+ */
+#ifndef ODIN_SHARD_ADMIN_H
+#define ODIN_SHARD_ADMIN_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <event2/event.h>
+#include "common/buf.h"
+
+typedef struct shard_admin_callbacks {
+    /*
+     * Answer GET /health (health = 1) or /metrics from peer ip (ip_len 4 or
+     * 16, network order) and port: append the body to `out`, set *ctype (a static
+     * string) and return the HTTP status (200, 503, 404, 429 (sent with
+     * Retry-After: 1), ...), or -1 on ENOMEM (answered 500).
+     */
+    int (*page)(void *ud, int health, const uint8_t *ip, size_t ip_len,
+                int port, buf *out, const char **ctype);
+    void *ud;
+} shard_admin_callbacks;
+
+typedef struct shard_admin shard_admin;
+
+/*
+ * Listen on addr (host:port) on base.  base must outlive the listener; cb
+ * is copied.  The bound address (actual port) goes to bound (if non-NULL)
+ * and *port.  NULL on failure (logged).
+ */
+shard_admin *shard_admin_new(struct event_base *base, const char *addr,
+                             const shard_admin_callbacks *cb, char *bound,
+                             size_t boundlen, int *port);
+void shard_admin_free(shard_admin *a);   /* NULL is a no-op */
+
+#endif
