@@ -95,6 +95,11 @@ static size_t fill_opts(router_config *c)
         "Comma-separated topics whose records always go to every shard and client", 0, 0);
     OPT("HTTP_ADDR", CFG_STR, http_addr, "0.0.0.0:8080",
         "host:port of /health and /metrics", 0, 0);
+    OPT("ADMIN_RATE", CFG_DOUBLE, admin_rate, "100",
+        "/health and /metrics requests per second on HTTP_ADDR, each (0 = no "
+        "limit); over it 429", 0, 1e9);
+    OPT("ADMIN_BURST", CFG_INT, admin_burst, "200",
+        "/health and /metrics request burst, each", 1, 1000000000);
     OPT("ROUTER_ID", CFG_STR, router_id, "",
         "Id sent in HELLO to shards (default hostname-pid).  Set explicitly (stable "
         "across restarts, unique per router) it is also the Kafka group.instance.id "

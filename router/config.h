@@ -27,6 +27,8 @@ typedef struct router_config {
     long redis_timeout_ms, redis_reconnect_max_ms;
     char *dispatch_mode, *broadcast_key, *broadcast_topics;
     char *http_addr, *router_id, *log_level;
+    double admin_rate;        /* ADMIN_RATE, requests/s per page (0 = no limit) */
+    long admin_burst;         /* ADMIN_BURST */
     long cache_size, cache_ttl_ms;
     long shard_queue_bytes, shard_stall_timeout_ms, shard_hello_timeout_ms;
     long shard_backpressure_ms;

@@ -1,11 +1,18 @@
 /* /health and /metrics (contract in http.h). */
 #include "router/http.h"
+#include "common/clock.h"
 #include "common/net.h"
 #include "common/procmetrics.h"
+#include "common/prom.h"
+#include "common/tbucket.h"
 
+#include <inttypes.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <event2/buffer.h>
 #include <event2/http.h>
@@ -17,6 +24,9 @@ struct router_http {
     const router_config *cfg;
     router *r;
     struct evhttp *http;
+    tbucket rl[2];                 /* ADMIN_RATE: [0] /metrics, [1] /health */
+    uint64_t rl_rejections[2];     /* router_http_ratelimit_rejections_total */
+    log_ratelimit log_rl;
 };
 
 #define ROUTER_HTTP_MAX_HEAD 8192     /* request line + headers, bytes */
@@ -97,6 +107,12 @@ static void metrics(router_http *h, struct evhttp_request *req)
     procmetrics pm;
     procmetrics_sample(&pm);
     if (router_metrics_render(&s->m, &s->g, &b) != 0 ||
+        prom_head(&b, "router_http_ratelimit_rejections_total", "counter",
+                  "/health and /metrics requests refused with 429 (ADMIN_RATE), "
+                  "by path") != 0 ||
+        buf_appendf(&b, "router_http_ratelimit_rejections_total{path=\"/metrics\"} %"
+                    PRIu64 "\nrouter_http_ratelimit_rejections_total{path=\"/health\"} %"
+                    PRIu64 "\n", h->rl_rejections[0], h->rl_rejections[1]) != 0 ||
         procmetrics_render(&b, &pm, "odin-router") != 0) {
         buf_free(&b);
         free(s);
@@ -106,6 +122,30 @@ static void metrics(router_http *h, struct evhttp_request *req)
     reply(req, 200, "OK", "text/plain; version=0.0.4", &b);
     buf_free(&b);
     free(s);
+}
+
+/* A request over ADMIN_RATE: logged at a bounded rate with the peer. */
+static void refused_log(router_http *h, struct evhttp_request *req, int health)
+{
+    uint64_t supp = 0;
+    if (!log_rl_allow(&h->log_rl, &supp))
+        return;
+    char ip[64] = "?";
+    int port = 0;
+    struct evhttp_connection *con = evhttp_request_get_connection(req);
+    const struct sockaddr *sa = con ? evhttp_connection_get_addr(con) : NULL;
+    if (sa && sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const void *)sa;
+        inet_ntop(AF_INET6, &s6->sin6_addr, ip, sizeof ip);
+        port = ntohs(s6->sin6_port);
+    } else if (sa && sa->sa_family == AF_INET) {
+        const struct sockaddr_in *s4 = (const void *)sa;
+        inet_ntop(AF_INET, &s4->sin_addr, ip, sizeof ip);
+        port = ntohs(s4->sin_port);
+    }
+    log_kv(LOG_WARN, "admin request refused", "s:peer", ip, "i:port", port,
+           "s:path", health ? "/health" : "/metrics", "s:listener", "http",
+           "i:status", 429, "s:reason", "over ADMIN_RATE", "u:suppressed", supp, NULL);
 }
 
 static void http_cb(struct evhttp_request *req, void *arg)
@@ -118,12 +158,29 @@ static void http_cb(struct evhttp_request *req, void *arg)
         return;
     }
     size_t plen = strcspn(uri, "?");
+    int page;
     if (plen == 7 && strncmp(uri, "/health", 7) == 0)
-        health(h, req);
+        page = 1;
     else if (plen == 8 && strncmp(uri, "/metrics", 8) == 0)
-        metrics(h, req);
-    else
+        page = 0;
+    else {
         evhttp_send_error(req, 404, "Not Found");
+        return;
+    }
+    if (!tbucket_take(&h->rl[page], clock_mono_ms())) {
+        h->rl_rejections[page]++;
+        refused_log(h, req, page);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+        buf b = { 0 };
+        buf_appendf(&b, "{\"error\":\"too many requests\"}\n");
+        reply(req, 429, "Too Many Requests", "application/json", &b);
+        buf_free(&b);
+        return;
+    }
+    if (page)
+        health(h, req);
+    else
+        metrics(h, req);
 }
 
 router_http *router_http_new(struct event_base *base, const router_config *cfg, router *r)
@@ -133,6 +190,9 @@ router_http *router_http_new(struct event_base *base, const router_config *cfg, 
         return NULL;
     h->cfg = cfg;
     h->r = r;
+    h->log_rl.per_sec = 2;
+    for (int i = 0; i < 2; i++)
+        tbucket_init(&h->rl[i], cfg->admin_rate, (double)cfg->admin_burst, clock_mono_ms());
     h->http = evhttp_new(base);
     if (!h->http)
         goto err;

@@ -1,7 +1,9 @@
 /*
  * GET /health and GET /metrics on HTTP_ADDR (libevent evhttp, loop thread).
  * Reads the router only through router_stats_get / router_stats_shards_json
- * (router.h).
+ * (router.h).  Each page has its own ADMIN_RATE/ADMIN_BURST token bucket;
+ * over it 429 (Retry-After: 1), counted in
+ * router_http_ratelimit_rejections_total{path} and logged at a bounded rate.
  *
  * /health status:
  *   unhealthy (503): shutting down, or Kafka reports all brokers down
