@@ -4,7 +4,9 @@
 # and what issue 14 asked of it holds: restart policies, pinned images, a
 # visible topic-creation failure, only the WebSocket port public, haproxy
 # with PROXY v2 and stats auth, Prometheus rules that promtool accepts, a
-# Grafana dashboard that is valid JSON and only names documented metrics.
+# Grafana dashboard that is valid JSON and only names documented metrics;
+# and (issue 19) the shards' /health and /metrics on their admin port
+# (ADMIN_ADDR), where haproxy checks and Prometheus scrapes them.
 set -euo pipefail
 top=${ODIN_TOP:?run through tools/run-tests.sh}
 C="$top/compose"
@@ -24,7 +26,7 @@ grep -q 'SHARD_SOCKET_DIR: /run/odin' <<<"$out"
 grep -q 'odin-sockets' <<<"$out"
 
 # per-service checks on the resolved file (python3 + PyYAML)
-python3 - "$out" <<'PY'
+python3 - "$out" "$ODIN_TMP/compose-admin-port" <<'PY'
 import re, sys, yaml
 doc = yaml.safe_load(sys.argv[1])
 svcs = doc["services"]
@@ -63,8 +65,35 @@ if env.get("WS_PROXY_PROTOCOL") not in ("required", "optional"):
 lbip = svcs["lb"]["networks"]["odin"]["ipv4_address"]
 if env.get("WS_PROXY_TRUSTED") != lbip + "/32":
     errs.append(f"shard: WS_PROXY_TRUSTED {env.get('WS_PROXY_TRUSTED')} is not the LB's {lbip}/32")
+# /health and /metrics on the shard's admin listener, not the public port
+admin = env.get("ADMIN_ADDR", "")
+if not admin or admin.rsplit(":", 1)[-1] == "3002":
+    errs.append(f"shard: ADMIN_ADDR {admin!r} is not a port apart from WS_ADDR's 3002")
+else:
+    ap = admin.rsplit(":", 1)[-1]
+    hc = " ".join(svcs["shard"].get("healthcheck", {}).get("test", []))
+    if f":{ap}/health" not in hc:
+        errs.append(f"shard: healthcheck {hc!r} does not use the admin port {ap}")
+    if str(ap) not in [str(p) for p in svcs["shard"].get("expose", [])]:
+        errs.append(f"shard: admin port {ap} not exposed on the compose network")
+    for p in svcs["shard"].get("ports", []):
+        if ap in str(p):
+            errs.append(f"shard: admin port {ap} is published")
+    open(sys.argv[2], "w").write(ap)
 if errs:
     print("\n".join(errs)); sys.exit(1)
+PY
+ap=$(cat "$ODIN_TMP/compose-admin-port")
+# haproxy checks and Prometheus scrapes go to the admin port
+grep -Eq "server-template shard .* shard:3002 check port $ap( |$)" "$C/haproxy.cfg" \
+    || fail "haproxy health checks do not use the shard admin port $ap"
+python3 - "$C/prometheus/prometheus.yml" "$ap" <<'PY' || fail "prometheus does not scrape the shards' admin port"
+import sys, yaml
+doc = yaml.safe_load(open(sys.argv[1]))
+job = [j for j in doc["scrape_configs"] if j["job_name"] == "odin-shard"][0]
+ports = [str(d.get("port")) for d in job.get("dns_sd_configs", [])]
+ports += [t.rsplit(":", 1)[-1] for s in job.get("static_configs", []) for t in s["targets"]]
+sys.exit(0 if ports and all(p == sys.argv[2] for p in ports) else 1)
 PY
 
 # haproxy: PROXY v2 to the shards, stats behind auth, slots not hardwired

@@ -39,6 +39,12 @@ if "KAFKA_BROKERS" in env:
 for k in ("HTTP_ADDR", "WS_ADDR"):
     if k in env:
         env[k] = "127.0.0.1:" + hp
+if "ADMIN_ADDR" in env:
+    # /health is on the admin listener (WS_ADDR answers it 404): hp is that
+    import socket
+    so = socket.socket(); so.bind(("127.0.0.1", 0))
+    env["WS_ADDR"] = "127.0.0.1:%d" % so.getsockname()[1]; so.close()
+    env["ADMIN_ADDR"] = "127.0.0.1:" + hp
 if "SHARD_SOCKET_DIR" in env:
     env["SHARD_SOCKET_DIR"] = tmp
 if svc == "shard":
@@ -54,7 +60,7 @@ PY
         local pid=$!; pids+=("$pid")
         local up=0
         for _ in $(seq 200); do
-            if curl -s -o /dev/null -m 1 "http://127.0.0.1:$hp/health"; then up=1; break; fi
+            if curl -s -o /dev/null -m 1 -w '%{http_code}' "http://127.0.0.1:$hp/health" | grep -qE '^(200|503)$'; then up=1; break; fi
             kill -0 "$pid" 2>/dev/null || break
             sleep 0.05   # starting: no event to wait on from bash
         done
