@@ -808,20 +808,22 @@ static void write_lease_cluster(shard_registry *r, enum lease_mode mode,
     if (!op)
         return;
     op->mode = mode;
-    const char *argv[24] = { "EVAL", SCHEMA_LUA_LEASE_CLUSTER, "2", r->k_lease,
+    const char *adm = r->ctx->srv && r->ctx->srv->admin ? r->ctx->srv->admin_addr : "";
+    const char *argv[26] = { "EVAL", SCHEMA_LUA_LEASE_CLUSTER, "2", r->k_lease,
                              r->k_sweep, r->nonce, ttl, modes[mode],
                              "endpoint", r->endpoint, "pid", pid,
                              "host", r->host, "started_at", started,
                              "connections", conns, "tokens", toks,
-                             "ws_addr", wsa, "synced", r->synced };
-    size_t l[24];
-    for (int i = 0; i < 24; i++)
+                             "ws_addr", wsa, "synced", r->synced,
+                             "admin_addr", adm };
+    size_t l[26];
+    for (int i = 0; i < 26; i++)
         l[i] = strlen(argv[i]);
     const char *sadd[3] = { "SADD", r->k_shards, r->ctx->set->shard_id };
     size_t sl[3] = { 4, strlen(r->k_shards), strlen(r->ctx->set->shard_id) };
     const char *ep[5] = { "EVAL", SCHEMA_LUA_EPOCH, "1", r->k_epoch, fresh };
     size_t el[5] = { 4, strlen(SCHEMA_LUA_EPOCH), 1, strlen(r->k_epoch), strlen(fresh) };
-    if (send_argv(r, on_lease_part, op, 24, argv, l) != 0) {
+    if (send_argv(r, on_lease_part, op, 26, argv, l) != 0) {
         free(op);
         return;
     }
@@ -852,17 +854,21 @@ static void write_lease(shard_registry *r, enum lease_mode mode)
         write_lease_cluster(r, mode, ttl, pid, started, conns, toks, wsa, fresh);
         return;
     }
-    const char *argv[28] = { "EVAL", SCHEMA_LUA_LEASE, "3", r->k_lease,
+    /* admin_addr: where /health and /metrics are (ADMIN_ADDR), "" when on
+     * ws_addr; odin-ctl health reads it */
+    const char *adm = ctx->srv && ctx->srv->admin ? ctx->srv->admin_addr : "";
+    const char *argv[30] = { "EVAL", SCHEMA_LUA_LEASE, "3", r->k_lease,
                              r->k_shards, r->k_epoch, r->nonce, ttl,
                              s->shard_id, fresh, modes[mode], s->redis_prefix,
                              "endpoint", r->endpoint, "pid", pid,
                              "host", r->host, "started_at", started,
                              "connections", conns, "tokens", toks,
-                             "ws_addr", wsa, "synced", r->synced };
-    size_t l[28];
-    for (int i = 0; i < 28; i++)
+                             "ws_addr", wsa, "synced", r->synced,
+                             "admin_addr", adm };
+    size_t l[30];
+    for (int i = 0; i < 30; i++)
         l[i] = strlen(argv[i]);
-    if (send_argv(r, on_lease, (void *)(intptr_t)mode, 28, argv, l) == 0)
+    if (send_argv(r, on_lease, (void *)(intptr_t)mode, 30, argv, l) == 0)
         r->lease_inflight = 1;
 }
 

@@ -28,12 +28,17 @@ wait_until() { # timeout_s cmd...
 export REDIS_URL="$ODIN_REDIS_URL" REDIS_PREFIX="ctl$$:"
 ctl() { "$B/odin-ctl" "$@"; }
 
-pa=$(free_port); pb=$(free_port); rp=$(free_port)
+pa=$(free_port); pb=$(free_port); rp=$(free_port); pbadm=$(free_port)
 A="ctl-a-$$"; Bid="ctl-b-$$"
 SHARD_ID=$A WS_ADDR=127.0.0.1:$pa SHARD_SOCKET="$T/a.sock" "$B/odin-shard" >"$T/a.log" 2>&1 & pids+=($!)
-SHARD_ID=$Bid WS_ADDR=127.0.0.1:$pb SHARD_SOCKET="$T/b.sock" "$B/odin-shard" >"$T/b.log" 2>&1 & pids+=($!)
+# B serves /health and /metrics on its admin listener: odin-ctl finds it
+# through the lease's admin_addr
+SHARD_ID=$Bid WS_ADDR=127.0.0.1:$pb ADMIN_ADDR=127.0.0.1:$pbadm SHARD_SOCKET="$T/b.sock" \
+    "$B/odin-shard" >"$T/b.log" 2>&1 & pids+=($!)
 wait_until 10 curl -fsS "http://127.0.0.1:$pa/health" || fail "shard A did not start"
-wait_until 10 curl -fsS "http://127.0.0.1:$pb/health" || fail "shard B did not start"
+wait_until 10 curl -fsS "http://127.0.0.1:$pbadm/health" || fail "shard B did not start"
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$pb/health")" = 404 ] \
+    || fail "shard B serves /health on WS_ADDR despite ADMIN_ADDR"
 
 # a client of A subscribed to BTC.trade
 "$B/odin-watch" --watch-url "ws://127.0.0.1:$pa/ws" --watch-channels BTC.trade \
@@ -83,6 +88,7 @@ connected() { ctl --json health | jq -e "[.shards[] | select(.health.checks.rout
 wait_until 10 connected || fail "shards never saw the router: $(ctl health)"
 out=$(CTL_ROUTER_ADDR=127.0.0.1:$rp ctl health) || fail "health exit $?: $out"
 grep -q "^$A .*healthy" <<<"$out" || fail "health table: $out"
+grep -q "^$Bid .*healthy" <<<"$out" || fail "health table (B, ADMIN_ADDR): $out"
 grep -q "^router .*200" <<<"$out" || fail "router health: $out"
 [ "$(CTL_ROUTER_ADDR=127.0.0.1:$rp ctl --json health | jq -r .ok)" = true ] || fail "health --json"
 

@@ -168,6 +168,7 @@ typedef struct lease {
     int live;                 /* lease hash exists */
     long long ttl_ms;         /* PTTL */
     char endpoint[300], ws_addr[100], host[256];
+    char admin_addr[100];     /* ADMIN_ADDR, "" when /health is on ws_addr */
     long pid;
     long long connections, tokens;
     long long started_ms;
@@ -191,6 +192,7 @@ static int lease_get(const char *id, lease *l)
             continue;
         if (strcmp(k, "endpoint") == 0) snprintf(l->endpoint, sizeof l->endpoint, "%s", v);
         else if (strcmp(k, "ws_addr") == 0) snprintf(l->ws_addr, sizeof l->ws_addr, "%s", v);
+        else if (strcmp(k, "admin_addr") == 0) snprintf(l->admin_addr, sizeof l->admin_addr, "%s", v);
         else if (strcmp(k, "host") == 0) snprintf(l->host, sizeof l->host, "%s", v);
         else if (strcmp(k, "pid") == 0) l->pid = atol(v);
         else if (strcmp(k, "connections") == 0) l->connections = atoll(v);
@@ -229,12 +231,14 @@ static int is_local_host(const char *host)
     return host[0] && strcmp(host, me) == 0;
 }
 
-/* ws_addr as something to connect to: a wildcard becomes loopback when the
- * shard is on this host, else its host name. */
+/* Where the shard serves /health (admin_addr when it has an ADMIN_ADDR,
+ * else ws_addr) as something to connect to: a wildcard becomes loopback
+ * when the shard is on this host, else its host name. */
 static void reach_addr(const lease *l, char *host, size_t hl, int *port)
 {
     *port = 0;
-    if (config_split_hostport(l->ws_addr, host, hl, port) != 0) {
+    const char *a = l->admin_addr[0] ? l->admin_addr : l->ws_addr;
+    if (config_split_hostport(a, host, hl, port) != 0) {
         host[0] = '\0';
         return;
     }
