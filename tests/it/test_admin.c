@@ -290,9 +290,8 @@ static void test_admin_rate_router(void **state)
  * from a new address is refused with 503 (fail closed: before, the per-IP
  * limits were skipped for everyone), counted, logged; the addresses in the
  * table keep connecting. */
-static void test_ip_table_full(void **state)
+static void ip_table_full(const char *pending)
 {
-    (void)state;
     enum { MAX = 4, NEW = 4 };
     char admin[64];
     int ap = tsup_free_port();
@@ -301,7 +300,7 @@ static void test_ip_table_full(void **state)
      * stays in the table (an entry goes when its bucket is full and it
      * holds nothing) */
     const char *env[] = { admin, "WS_IP_TABLE_MAX=4", "WS_IP_RATE=0.001",
-                          "WS_IP_BURST=5", NULL };
+                          "WS_IP_BURST=5", pending, NULL };
     ssup_shard *s = start("iptable", env);
     assert_true(tsup_wait_tcp(ap, T));
     wsc *held[MAX];
@@ -344,6 +343,15 @@ static void test_ip_table_full(void **state)
     for (int i = 0; i < MAX; i++)
         wsc_free(held[i]);
     stop(s);
+}
+
+static void test_ip_table_full(void **state)
+{
+    (void)state;
+    /* the entry is taken at accept (WS_IP_MAX_PENDING): refused there */
+    ip_table_full("WS_IP_MAX_PENDING=32");
+    /* no pending limit: the entry is taken at the upgrade (WS_IP_RATE) */
+    ip_table_full("WS_IP_MAX_PENDING=0");
 }
 
 int main(void)
