@@ -334,6 +334,11 @@ const char *handshake_peer_id(const handshake *h) { return h->peer_id; }
 uint32_t handshake_peer_max_frame(const handshake *h) { return h->peer_max_frame; }
 int handshake_authenticated(const handshake *h) { return h->authenticated; }
 
+int handshake_proved(const handshake *h)
+{
+    return h->role == HANDSHAKE_ROUTER && h->state == HS_WAIT_AUTH;
+}
+
 const char *handshake_refusal_name(enum handshake_refusal r)
 {
     switch (r) {

@@ -95,6 +95,9 @@ const char *handshake_reason(const handshake *h);
  * largest payload it accepts (0 before its HELLO). */
 const char *handshake_peer_id(const handshake *h);
 uint32_t handshake_peer_max_frame(const handshake *h);
+/* 1 if we sent our AUTH and wait for the peer's (the router, after the
+ * shard's HELLO): a peer that closes now refused our proof.  Else 0. */
+int handshake_proved(const handshake *h);
 /* 1 if the link was authenticated with the secret, else 0. */
 int handshake_authenticated(const handshake *h);
 /* Short name of a refusal ("version", "protocol", "identity", "auth",

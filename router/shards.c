@@ -520,6 +520,16 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
     for (int i = 0; i < READS_PER_WAKEUP; i++) {
         ssize_t n = recv(fd, chunk, sizeof chunk, MSG_DONTWAIT);
         if (n == 0) {
+            if (sh->hs && handshake_proved(sh->hs)) {
+                /* it had our AUTH and said nothing: it refused it */
+                s->m->shard_auth_failures++;
+                const char *why = "shard closed the link after our AUTH (SHARD_INGRESS_SECRET "
+                                  "differs, or it refused this router)";
+                log_kv(sh->quiet ? LOG_DEBUG : LOG_ERROR, "shard rejected", "s:shard", sh->id,
+                       "s:endpoint", sh->endpoint, "s:reason", why, "s:refusal", "auth", NULL);
+                shard_close(s, sh, why, ROUTER_DROP_SHARD_DOWN, (int)s->opts.reconnect_max_ms);
+                return;
+            }
             shard_close(s, sh, "closed by shard", ROUTER_DROP_SHARD_DOWN, -1);
             return;
         }

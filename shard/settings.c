@@ -144,9 +144,9 @@ static size_t table(shard_settings *s, config_opt *o)
         "Unix-socket peers are one source); 0 = no limit", 0, 100000);
     OPT("SHARD_INGRESS_SECRET", CFG_STR, &s->ingress_secret, NULL,
         "Shared secret of router <-> shard links: a router must prove it (HMAC "
-        "challenge-response in HELLO) before its records are accepted, and the "
-        "shard proves it back.  Required for a SHARD_TCP_ADDR that is not "
-        "loopback; never logged", 0, 0);
+        "over the whole HELLO transcript, which names this shard) before its "
+        "records are accepted, and only then does the shard prove it back.  "
+        "Required for a SHARD_TCP_ADDR that is not loopback; never logged", 0, 0);
     OPT("SHARD_INGRESS_INSECURE", CFG_BOOL, &s->ingress_insecure, "false",
         "Allow SHARD_TCP_ADDR on a non-loopback address without "
         "SHARD_INGRESS_SECRET (anyone who reaches it can push records)", 0, 0);
