@@ -996,6 +996,7 @@ static void test_link_relay(void **st)
     assert_int_equal(c.unexpected, 0);
     /* both ends refused it, and say so */
     assert_true(ssup_metric(s.port, "shard_ingress_auth_failures_total") >= 1);
+    assert_true(rtsup_wait_metric(rt.http_port, "router_shard_auth_failures_total", 1, 10000));
     assert_true(rtsup_metric(rt.http_port, "router_shards_connected") == 1);
     assert_true(relay_get(&r, &r.sessions) >= 1);
 
