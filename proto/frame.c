@@ -6,9 +6,6 @@
 #include <string.h>
 #include <sys/random.h>
 
-#include <openssl/crypto.h>
-#include <openssl/evp.h>
-#include <openssl/hmac.h>
 
 /* Deepest nesting a valid frame has: frame array (0) > records array (1) >
  * record (2) > field (3, a scalar). */
@@ -131,6 +128,11 @@ void frame_decoder_free(frame_decoder *d)
     free(d);
 }
 
+void frame_decoder_set_max(frame_decoder *d, uint32_t max_payload)
+{
+    d->max_payload = max_payload < FRAME_MIN_MAX ? FRAME_MIN_MAX : max_payload;
+}
+
 size_t frame_decoder_pending(const frame_decoder *d)
 {
     return d->in.len - d->pos;
@@ -226,6 +228,8 @@ int frame_decode_payload(frame_decoder *d, const void *p, size_t n, frame_msg *o
         return FRAME_E_MALFORMED;
 
     memset(out, 0, sizeof *out);
+    out->raw = p;
+    out->raw_len = n;
     if (type == FRAME_HELLO) {
         int64_t ver, maxf;
         if (ne < 5 || get_int(&e[1], 0, UINT32_MAX, &ver) ||
@@ -239,6 +243,13 @@ int frame_decode_payload(frame_decoder *d, const void *p, size_t n, frame_msg *o
                 return FRAME_E_MALFORMED;
             out->hello.nonce = (const uint8_t *)e[5].via.bin.ptr;
         }
+        /* optional target and endpoint (the router's, version 2) */
+        if (ne >= 7 && e[6].type != MSGPACK_OBJECT_NIL &&
+            get_str(&e[6], &out->hello.target, &out->hello.target_len))
+            return FRAME_E_MALFORMED;
+        if (ne >= 8 && e[7].type != MSGPACK_OBJECT_NIL &&
+            get_str(&e[7], &out->hello.endpoint, &out->hello.endpoint_len))
+            return FRAME_E_MALFORMED;
         out->type = FRAME_HELLO;
         out->hello.version = (uint32_t)ver;
         out->hello.max_frame = (uint32_t)maxf;
@@ -320,25 +331,37 @@ static void put_be32(char *p, uint32_t v)
 
 int frame_encode_hello(buf *out, const char *role, const char *id, uint32_t max_frame)
 {
-    return frame_encode_hello_nonce(out, role, id, max_frame, NULL);
+    frame_hello h = { .version = FRAME_PROTO_VERSION, .role = role, .role_len = strlen(role),
+                      .id = id, .id_len = strlen(id), .max_frame = max_frame };
+    return frame_encode_hello_msg(out, &h);
 }
 
-int frame_encode_hello_nonce(buf *out, const char *role, const char *id,
-                             uint32_t max_frame, const uint8_t *nonce)
+static int pack_str_or_nil(msgpack_packer *pk, const char *p, size_t n)
+{
+    if (!p)
+        return msgpack_pack_nil(pk);
+    return msgpack_pack_str(pk, n) || msgpack_pack_str_body(pk, p, n);
+}
+
+int frame_encode_hello_msg(buf *out, const frame_hello *h)
 {
     size_t start = out->len;
     char hdr[4] = { 0 };
     msgpack_packer pk;
     msgpack_packer_init(&pk, out, buf_msgpack_write);
-    size_t rl = strlen(role), il = strlen(id);
+    int ext = h->target || h->endpoint;
+    size_t ne = ext ? 8 : h->nonce ? 6 : 5;
     if (buf_append(out, hdr, 4) != 0 ||
-        msgpack_pack_array(&pk, nonce ? 6 : 5) || msgpack_pack_uint32(&pk, FRAME_HELLO) ||
-        msgpack_pack_uint32(&pk, FRAME_PROTO_VERSION) ||
-        msgpack_pack_str(&pk, rl) || msgpack_pack_str_body(&pk, role, rl) ||
-        msgpack_pack_str(&pk, il) || msgpack_pack_str_body(&pk, id, il) ||
-        msgpack_pack_uint32(&pk, max_frame) ||
-        (nonce && (msgpack_pack_bin(&pk, FRAME_NONCE_LEN) ||
-                   msgpack_pack_bin_body(&pk, nonce, FRAME_NONCE_LEN)))) {
+        msgpack_pack_array(&pk, ne) || msgpack_pack_uint32(&pk, FRAME_HELLO) ||
+        msgpack_pack_uint32(&pk, h->version) ||
+        msgpack_pack_str(&pk, h->role_len) || msgpack_pack_str_body(&pk, h->role, h->role_len) ||
+        msgpack_pack_str(&pk, h->id_len) || msgpack_pack_str_body(&pk, h->id, h->id_len) ||
+        msgpack_pack_uint32(&pk, h->max_frame) ||
+        (ne >= 6 && (h->nonce ? (msgpack_pack_bin(&pk, FRAME_NONCE_LEN) ||
+                                 msgpack_pack_bin_body(&pk, h->nonce, FRAME_NONCE_LEN))
+                              : msgpack_pack_nil(&pk))) ||
+        (ext && (pack_str_or_nil(&pk, h->target, h->target_len) ||
+                 pack_str_or_nil(&pk, h->endpoint, h->endpoint_len)))) {
         out->len = start;
         return FRAME_E_NOMEM;
     }
@@ -374,43 +397,6 @@ int frame_nonce(uint8_t nonce[FRAME_NONCE_LEN])
         got += (size_t)r;
     }
     return 0;
-}
-
-int frame_auth_mac(const char *secret, size_t secret_len, const char *role,
-                   const uint8_t peer_nonce[FRAME_NONCE_LEN],
-                   const uint8_t own_nonce[FRAME_NONCE_LEN], uint8_t out[FRAME_MAC_LEN])
-{
-    static const char label[] = "odin-ingress-v1";   /* sizeof includes the 0 */
-    unsigned char msg[sizeof label + 16 + 2 * FRAME_NONCE_LEN];
-    size_t rl = strlen(role);
-    if (rl > 15)
-        return -1;
-    size_t n = 0;
-    memcpy(msg, label, sizeof label);
-    n += sizeof label;
-    memcpy(msg + n, role, rl + 1);
-    n += rl + 1;
-    memcpy(msg + n, peer_nonce, FRAME_NONCE_LEN);
-    n += FRAME_NONCE_LEN;
-    memcpy(msg + n, own_nonce, FRAME_NONCE_LEN);
-    n += FRAME_NONCE_LEN;
-    unsigned int ol = 0;
-    if (!HMAC(EVP_sha256(), secret, (int)secret_len, msg, n, out, &ol) ||
-        ol != FRAME_MAC_LEN)
-        return -1;
-    return 0;
-}
-
-int frame_auth_verify(const char *secret, size_t secret_len, const char *peer_role,
-                      const uint8_t own_nonce[FRAME_NONCE_LEN],
-                      const uint8_t peer_nonce[FRAME_NONCE_LEN],
-                      const uint8_t mac[FRAME_MAC_LEN])
-{
-    uint8_t want[FRAME_MAC_LEN];
-    /* the peer computed it with its own nonce last and ours as its peer's */
-    if (frame_auth_mac(secret, secret_len, peer_role, own_nonce, peer_nonce, want) != 0)
-        return 0;
-    return CRYPTO_memcmp(want, mac, FRAME_MAC_LEN) == 0;
 }
 
 int frame_batch_begin(frame_batch *b, buf *out, enum frame_mode mode)

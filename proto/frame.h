@@ -5,21 +5,21 @@
  * bytes holding one msgpack value, an array whose first element is the frame
  * type:
  *
- *   HELLO    [1, version:uint, role:str, id:str, max_frame:uint, nonce:bin16]
+ *   HELLO    [1, version:uint, role:str, id:str, max_frame:uint,
+ *             nonce:bin16|nil, target:str, endpoint:str]
  *   DELIVERY [2, mode:uint, records:array]
  *   AUTH     [3, mac:bin32]
  *            record = [category:str, token:str|bin, partition:int, offset:int,
  *                      timestamp_ms:int, value:str|bin, flags:uint]
  *
  * Both sides send HELLO first; a peer whose version differs from
- * FRAME_PROTO_VERSION is closed with a logged reason.  With a shared secret
- * (SHARD_INGRESS_SECRET) each HELLO carries a fresh random nonce, and each
- * side answers the peer's HELLO with AUTH = HMAC-SHA256(secret, label,
- * own role, peer nonce, own nonce) (frame_auth_mac); nothing else is sent
- * or accepted before the peer's AUTH verifies.  Both nonces are new per
- * connection, so a recorded AUTH is useless on another one.  Unknown trailing
- * elements in HELLO / DELIVERY / record arrays are ignored (forward
- * compatible); missing or mistyped ones are FRAME_E_MALFORMED.
+ * FRAME_PROTO_VERSION is closed with a logged reason.  The router's HELLO
+ * names the shard it meant to reach (target) and the endpoint it dialed;
+ * the shard's has neither (and no nonce without a secret).  What the
+ * handshake checks and the AUTH MACs over the whole transcript are
+ * proto/handshake.h.  Unknown trailing elements in HELLO / DELIVERY /
+ * record arrays are ignored (forward compatible); missing or mistyped ones
+ * are FRAME_E_MALFORMED.
  *
  * Decoding is streaming and zero-copy: frame_decoder_feed() takes byte chunks
  * split anywhere; frame_decoder_next() yields one frame at a time, whose
@@ -33,10 +33,15 @@
 #include <stdint.h>
 #include "common/buf.h"
 
-#define FRAME_PROTO_VERSION 1u
+/* 2: the router's HELLO carries target + endpoint and AUTH MACs the whole
+ * transcript (proto/handshake.h); version 1 peers are refused. */
+#define FRAME_PROTO_VERSION 2u
 #define FRAME_HEADER_LEN 4u
 #define FRAME_DEFAULT_MAX (16u * 1024u * 1024u)   /* payload bytes */
 #define FRAME_MIN_MAX 64u
+/* Largest HELLO or AUTH payload: what a decoder accepts before the peer has
+ * authenticated (ids <= 255, endpoint <= 512 bytes fit with room). */
+#define FRAME_HANDSHAKE_MAX 2048u
 
 /* Status codes (0 / negative), shared by encoder and decoder. */
 #define FRAME_OK 0
@@ -74,6 +79,10 @@ typedef struct frame_hello {
     const char *id;    size_t id_len;     /* router or shard id */
     uint32_t max_frame;                   /* largest payload the sender accepts */
     const uint8_t *nonce;                 /* FRAME_NONCE_LEN bytes, or NULL */
+    const char *target; size_t target_len;     /* router: shard id it meant to
+                                                  reach; NULL if absent */
+    const char *endpoint; size_t endpoint_len; /* router: endpoint it dialed;
+                                                  NULL if absent */
 } frame_hello;
 
 typedef struct frame_record {
@@ -93,6 +102,8 @@ typedef struct frame_msg {
     uint32_t mode;               /* type == FRAME_DELIVERY */
     size_t nrecords;
     const frame_record *records; /* owned by the decoder */
+    const uint8_t *raw;          /* the frame's payload bytes as received (no */
+    size_t raw_len;              /* length header): the handshake MACs them */
 } frame_msg;
 
 /* ---- decoding ----------------------------------------------------------- */
@@ -115,6 +126,11 @@ int frame_decoder_feed(frame_decoder *d, const void *p, size_t n);
  */
 int frame_decoder_next(frame_decoder *d, frame_msg *out);
 
+/* Change the largest payload accepted from the next frame on (clamped to
+ * at least FRAME_MIN_MAX): a link decodes with FRAME_HANDSHAKE_MAX until
+ * the peer authenticated, then with the negotiated maximum. */
+void frame_decoder_set_max(frame_decoder *d, uint32_t max_payload);
+
 /* Bytes buffered but not yet returned as frames. */
 size_t frame_decoder_pending(const frame_decoder *d);
 
@@ -126,36 +142,22 @@ int frame_decode_payload(frame_decoder *d, const void *p, size_t n,
 
 /* ---- encoding ----------------------------------------------------------- */
 
-/* Append a complete HELLO frame (header included) to `out`; `nonce`
- * (FRAME_NONCE_LEN bytes) may be NULL when no secret is configured. */
+/* Append a complete HELLO frame (header included) of FRAME_PROTO_VERSION
+ * with role, id and max_frame only (no nonce, target or endpoint). */
 int frame_encode_hello(buf *out, const char *role, const char *id,
                        uint32_t max_frame);
-int frame_encode_hello_nonce(buf *out, const char *role, const char *id,
-                             uint32_t max_frame, const uint8_t *nonce);
+
+/* Append a HELLO frame from h: version, role, id, max_frame, nonce (NULL:
+ * nil), target and endpoint (NULL: left out).  Elements are written up to
+ * the last one present: 5 without nonce/target/endpoint, 6 with a nonce
+ * only, else 8 (nonce nil if absent).  FRAME_OK or FRAME_E_NOMEM. */
+int frame_encode_hello_msg(buf *out, const frame_hello *h);
 
 /* Append an AUTH frame carrying `mac` (FRAME_MAC_LEN bytes). */
 int frame_encode_auth(buf *out, const uint8_t mac[FRAME_MAC_LEN]);
 
-/* ---- link authentication ------------------------------------------ */
-
 /* Fill nonce with FRAME_NONCE_LEN random bytes (getrandom).  0 or -1. */
 int frame_nonce(uint8_t nonce[FRAME_NONCE_LEN]);
-
-/* The MAC a peer of role `role` ("router" | "shard") sends on a link where
- * it sent `own_nonce` and received `peer_nonce`:
- * HMAC-SHA256(secret, "odin-ingress-v1" 0 role 0 peer_nonce own_nonce).
- * 0 or -1. */
-int frame_auth_mac(const char *secret, size_t secret_len, const char *role,
-                   const uint8_t peer_nonce[FRAME_NONCE_LEN],
-                   const uint8_t own_nonce[FRAME_NONCE_LEN],
-                   uint8_t out[FRAME_MAC_LEN]);
-
-/* Check a received AUTH in constant time: the peer of role `peer_role`
- * sent `own_nonce` back as its peer nonce.  1 if it verifies, else 0. */
-int frame_auth_verify(const char *secret, size_t secret_len, const char *peer_role,
-                      const uint8_t own_nonce[FRAME_NONCE_LEN],
-                      const uint8_t peer_nonce[FRAME_NONCE_LEN],
-                      const uint8_t mac[FRAME_MAC_LEN]);
 
 /*
  * Delivery batch builder: appends one DELIVERY frame to `out`.

@@ -63,7 +63,8 @@ static size_t fill_opts(router_config *c)
         "(the password is never logged)", 0, 0);
     OPT("SHARD_INGRESS_SECRET", CFG_STR, ingress_secret, NULL,
         "Shared secret of router <-> shard links: both sides prove it with an "
-        "HMAC challenge-response in HELLO, and a shard that fails is not fed. "
+        "HMAC over the whole HELLO transcript (which names the shard meant and "
+        "the endpoint dialed), and a shard that fails is not fed. "
         "Must match the shards' setting; never logged", 0, 0);
     OPT("REDIS_SENTINELS", CFG_STR, redis_sentinels, NULL,
         "Redis Sentinel addresses host:port,host:port: the master is asked from "
@@ -135,7 +136,7 @@ static size_t fill_opts(router_config *c)
         "A shard that accepts no bytes for this long while data is queued is "
         "disconnected (its queued records dropped, reason stalled)", 100, 3600000);
     OPT("SHARD_HELLO_TIMEOUT_MS", CFG_INT, shard_hello_timeout_ms, "5000",
-        "Connect + HELLO exchange timeout", 100, 600000);
+        "Connect + handshake (HELLO and AUTH) timeout", 100, 600000);
     OPT("SHARD_RECONNECT_MAX_MS", CFG_INT, shard_reconnect_max_ms, "5000",
         "Longest shard reconnect backoff (starts at 50 ms, doubles)", 50, 600000);
     OPT("DISCOVERY_INTERVAL_MS", CFG_INT, discovery_interval_ms, "1000",

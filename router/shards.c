@@ -12,9 +12,10 @@
 #include "common/clock.h"
 #include "common/log.h"
 #include "common/net.h"
+#include "proto/handshake.h"
 
-/* Largest frame we accept from a shard (it only ever sends HELLO). */
-#define OUR_MAX_FRAME (1u << 20)
+/* Largest frame we accept from a shard: it only ever sends HELLO and AUTH. */
+#define OUR_MAX_FRAME FRAME_HANDSHAKE_MAX
 #define BACKOFF_MIN_MS 50
 #define READ_CHUNK 16384
 #define READS_PER_WAKEUP 8
@@ -312,6 +313,8 @@ static void shard_close(router_shards *s, router_shard *sh, const char *why,
     router_outq_clear(&sh->q, mark_cb, &mc);
     frame_decoder_free(sh->dec);
     sh->dec = NULL;
+    handshake_free(sh->hs);
+    sh->hs = NULL;
     sh->state = RSH_IDLE;
     evtimer_del(sh->timer);
     if (sh->live && retry_ms != -2) {
@@ -335,12 +338,19 @@ static void read_cb(evutil_socket_t fd, short what, void *arg);
 static void on_connected(router_shards *s, router_shard *sh)
 {
     sh->state = RSH_HELLO;
-    sh->hello_seen = 0;
+    handshake_cfg hc = {
+        .role = HANDSHAKE_ROUTER,
+        .id = s->router_id,
+        .max_frame = OUR_MAX_FRAME,
+        .secret = s->secret,
+        .target = sh->id,
+        .endpoint = sh->endpoint,
+    };
     sh->dec = frame_decoder_new(OUR_MAX_FRAME);
-    if (!sh->dec || (s->secret && frame_nonce(sh->nonce) != 0) ||
-        frame_encode_hello_nonce(router_outq_buf(&sh->q), "router", s->router_id,
-                                 OUR_MAX_FRAME, s->secret ? sh->nonce : NULL) != FRAME_OK) {
-        shard_close(s, sh, "out of memory", ROUTER_DROP_SHARD_DOWN, -1);
+    sh->hs = sh->dec ? handshake_new(&hc) : NULL;
+    if (!sh->hs || handshake_start(sh->hs, router_outq_buf(&sh->q)) != 0) {
+        shard_close(s, sh, "out of memory (or ROUTER_ID, shard id and endpoint too long "
+                    "for a HELLO)", ROUTER_DROP_SHARD_DOWN, -1);
         return;
     }
     event_add(sh->rev, NULL);
@@ -453,99 +463,53 @@ static void write_cb(evutil_socket_t fd, short what, void *arg)
 /* The link is up both ways (and authenticated when there is a secret). */
 static void shard_ready(router_shards *s, router_shard *sh)
 {
-    sh->state = RSH_READY;
-    sh->backoff_ms = BACKOFF_MIN_MS;
-    sh->quiet = 0;
-    evtimer_del(sh->timer);
-    log_kv(LOG_INFO, "shard connected", "s:shard", sh->id, "s:endpoint", sh->endpoint,
-           "u:max_frame", (uint64_t)sh->max_frame, "b:authenticated", s->secret != NULL,
-           NULL);
-    notify_state(s);
-}
-
-static void auth_reject(router_shards *s, router_shard *sh, const char *why)
-{
-    s->m->shard_auth_failures++;
-    log_kv(sh->quiet ? LOG_DEBUG : LOG_ERROR, "shard rejected", "s:shard", sh->id,
-           "s:reason", why, NULL);
-    shard_close(s, sh, why, ROUTER_DROP_SHARD_DOWN, (int)s->opts.reconnect_max_ms);
-}
-
-/* The shard's AUTH: HMAC over both nonces with the shared secret. */
-static void handle_auth(router_shards *s, router_shard *sh, const uint8_t *mac)
-{
-    if (!s->secret) {
-        log_kv(LOG_DEBUG, "AUTH from shard ignored (no SHARD_INGRESS_SECRET here)",
-               "s:shard", sh->id, NULL);
-        return;
-    }
-    if (sh->state != RSH_HELLO || !sh->hello_seen) {
-        auth_reject(s, sh, "AUTH before HELLO");
-        return;
-    }
-    if (!frame_auth_verify(s->secret, s->secret_len, "shard", sh->nonce, sh->peer_nonce, mac)) {
-        auth_reject(s, sh, "shard failed authentication (SHARD_INGRESS_SECRET differs)");
-        return;
-    }
-    shard_ready(s, sh);
-}
-
-static void handle_hello(router_shards *s, router_shard *sh, const frame_hello *h)
-{
-    char why[384];
-    if (sh->state != RSH_HELLO || sh->hello_seen) {
-        log_kv(LOG_WARN, "shard sent a second HELLO; ignored", "s:shard", sh->id, NULL);
-        return;
-    }
-    if (h->version != FRAME_PROTO_VERSION) {
-        snprintf(why, sizeof why, "protocol version mismatch: shard speaks %u, router %u",
-                 h->version, FRAME_PROTO_VERSION);
-        log_kv(sh->quiet ? LOG_DEBUG : LOG_ERROR, "shard rejected", "s:shard", sh->id,
-               "s:reason", why, NULL);
-        shard_close(s, sh, why, ROUTER_DROP_SHARD_DOWN, (int)s->opts.reconnect_max_ms);
-        return;
-    }
-    if (h->role_len != 5 || memcmp(h->role, "shard", 5) != 0) {
-        snprintf(why, sizeof why, "peer role is '%.*s', want 'shard'",
-                 (int)(h->role_len > 64 ? 64 : h->role_len), h->role);
-        log_kv(sh->quiet ? LOG_DEBUG : LOG_ERROR, "shard rejected", "s:shard", sh->id,
-               "s:reason", why, NULL);
-        shard_close(s, sh, why, ROUTER_DROP_SHARD_DOWN, (int)s->opts.reconnect_max_ms);
-        return;
-    }
-    if (h->id_len != sh->id_len || memcmp(h->id, sh->id, sh->id_len) != 0) {
-        snprintf(why, sizeof why, "endpoint answers as shard '%.*s'",
-                 (int)(h->id_len > 128 ? 128 : h->id_len), h->id);
-        log_kv(sh->quiet ? LOG_DEBUG : LOG_ERROR, "shard rejected", "s:shard", sh->id,
-               "s:reason", why, NULL);
-        shard_close(s, sh, why, ROUTER_DROP_SHARD_DOWN, (int)s->opts.reconnect_max_ms);
-        return;
-    }
-    uint32_t mf = h->max_frame;
+    uint32_t mf = handshake_peer_max_frame(sh->hs);
     if (mf == 0 || mf > FRAME_DEFAULT_MAX)
         mf = FRAME_DEFAULT_MAX;
     if (mf < FRAME_MIN_MAX)
         mf = FRAME_MIN_MAX;
     sh->max_frame = mf;
-    if (!s->secret) {
+    int authed = handshake_authenticated(sh->hs);
+    handshake_free(sh->hs);
+    sh->hs = NULL;
+    sh->state = RSH_READY;
+    sh->backoff_ms = BACKOFF_MIN_MS;
+    sh->quiet = 0;
+    evtimer_del(sh->timer);
+    log_kv(LOG_INFO, "shard connected", "s:shard", sh->id, "s:endpoint", sh->endpoint,
+           "u:max_frame", (uint64_t)sh->max_frame, "b:authenticated", authed, NULL);
+    notify_state(s);
+}
+
+/* One frame of the handshake; 0 to go on, -1 if the connection was closed. */
+static int handle_handshake(router_shards *s, router_shard *sh, const frame_msg *m)
+{
+    size_t before = router_outq_pending(&sh->q);
+    int r = handshake_on_frame(sh->hs, m, router_outq_buf(&sh->q));
+    if (r == HANDSHAKE_REFUSED) {
+        enum handshake_refusal why = handshake_refusal(sh->hs);
+        char reason[600];
+        snprintf(reason, sizeof reason, "%s", handshake_reason(sh->hs));
+        if (why == HANDSHAKE_R_NOMEM) {
+            shard_close(s, sh, "out of memory", ROUTER_DROP_SHARD_DOWN, -1);
+            return -1;
+        }
+        if (why == HANDSHAKE_R_AUTH || why == HANDSHAKE_R_IDENTITY)
+            s->m->shard_auth_failures++;
+        log_kv(sh->quiet ? LOG_DEBUG : LOG_ERROR, "shard rejected", "s:shard", sh->id,
+               "s:endpoint", sh->endpoint, "s:reason", reason,
+               "s:refusal", handshake_refusal_name(why), NULL);
+        shard_close(s, sh, reason, ROUTER_DROP_SHARD_DOWN, (int)s->opts.reconnect_max_ms);
+        return -1;
+    }
+    if (router_outq_pending(&sh->q) != before) {
+        shard_flush(s, sh);     /* our AUTH */
+        if (sh->state == RSH_IDLE)
+            return -1;
+    }
+    if (r == HANDSHAKE_DONE)
         shard_ready(s, sh);
-        return;
-    }
-    /* answer the shard's challenge, then wait for its answer to ours */
-    if (!h->nonce) {
-        auth_reject(s, sh, "shard sent no challenge: SHARD_INGRESS_SECRET is not set on "
-                           "the shard");
-        return;
-    }
-    memcpy(sh->peer_nonce, h->nonce, FRAME_NONCE_LEN);
-    uint8_t mac[FRAME_MAC_LEN];
-    if (frame_auth_mac(s->secret, s->secret_len, "router", sh->peer_nonce, sh->nonce, mac) != 0 ||
-        frame_encode_auth(router_outq_buf(&sh->q), mac) != FRAME_OK) {
-        shard_close(s, sh, "out of memory", ROUTER_DROP_SHARD_DOWN, -1);
-        return;
-    }
-    sh->hello_seen = 1;
-    shard_flush(s, sh);
+    return 0;
 }
 
 static void read_cb(evutil_socket_t fd, short what, void *arg)
@@ -556,6 +520,16 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
     for (int i = 0; i < READS_PER_WAKEUP; i++) {
         ssize_t n = recv(fd, chunk, sizeof chunk, MSG_DONTWAIT);
         if (n == 0) {
+            if (sh->hs && handshake_proved(sh->hs)) {
+                /* it had our AUTH and said nothing: it refused it */
+                s->m->shard_auth_failures++;
+                const char *why = "shard closed the link after our AUTH (SHARD_INGRESS_SECRET "
+                                  "differs, or it refused this router)";
+                log_kv(sh->quiet ? LOG_DEBUG : LOG_ERROR, "shard rejected", "s:shard", sh->id,
+                       "s:endpoint", sh->endpoint, "s:reason", why, "s:refusal", "auth", NULL);
+                shard_close(s, sh, why, ROUTER_DROP_SHARD_DOWN, (int)s->opts.reconnect_max_ms);
+                return;
+            }
             shard_close(s, sh, "closed by shard", ROUTER_DROP_SHARD_DOWN, -1);
             return;
         }
@@ -576,17 +550,15 @@ static void read_cb(evutil_socket_t fd, short what, void *arg)
         frame_msg msg;
         int rc;
         while ((rc = frame_decoder_next(sh->dec, &msg)) == 1) {
-            if (msg.type == FRAME_HELLO || msg.type == FRAME_AUTH) {
-                if (msg.type == FRAME_HELLO)
-                    handle_hello(s, sh, &msg.hello);
-                else
-                    handle_auth(s, sh, msg.mac);
-                if (sh->state == RSH_IDLE)
+            if (sh->state == RSH_HELLO) {
+                if (handle_handshake(s, sh, &msg) != 0)
                     return;
-            } else {
-                log_kv(LOG_DEBUG, "unexpected frame from shard ignored", "s:shard", sh->id,
-                       "i:type", (int)msg.type, NULL);
+                continue;
             }
+            /* an authenticated shard sends nothing after the handshake */
+            shard_close(s, sh, "unexpected frame from shard after the handshake",
+                        ROUTER_DROP_SHARD_DOWN, -1);
+            return;
         }
         if (rc < 0) {
             char err[128];

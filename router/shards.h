@@ -8,9 +8,13 @@
  *
  * One non-blocking stream per live shard (endpoint "unix:/path" or
  * "tcp://host:port", connected through common/net.h: host names resolved
- * off the loop, TCP keepalive on): connect, HELLO both ways (role "router" out, role
- * "shard" with the same id and FRAME_PROTO_VERSION expected back), then
- * DELIVERY frames.  Per Kafka batch, records for a shard are appended to
+ * off the loop, TCP keepalive on): connect, the link handshake
+ * (proto/handshake.h: our HELLO names the shard id we mean and the endpoint
+ * we dialed; the shard must answer with that id, and with a secret both
+ * sides prove it over the whole transcript, we first), then DELIVERY
+ * frames.  Until the link is up the shard can make us hold only a decoder
+ * capped at FRAME_HANDSHAKE_MAX and the handshake state, for at most
+ * SHARD_HELLO_TIMEOUT_MS.  Per Kafka batch, records for a shard are appended to
  * one frame in that shard's bounded output queue (split at the peer's
  * max_frame) and each touched shard gets one write() at the end of the
  * batch; what the socket does not take waits for EV_WRITE.  A full queue
@@ -42,7 +46,7 @@
 enum router_shard_state {
     RSH_IDLE = 0,       /* no connection (waiting for backoff or lease) */
     RSH_CONNECTING,     /* non-blocking connect in progress */
-    RSH_HELLO,          /* connected, our HELLO sent, waiting for theirs */
+    RSH_HELLO,          /* connected, in the handshake (HELLO / AUTH) */
     RSH_READY           /* deliveries flow */
 };
 
@@ -57,9 +61,8 @@ typedef struct router_shard {
     int fd;
     struct event *rev, *wev, *timer;
     struct net_connect *nc;      /* resolve + connect in progress */
-    uint8_t nonce[FRAME_NONCE_LEN];       /* ours, in our HELLO (with a secret) */
-    uint8_t peer_nonce[FRAME_NONCE_LEN];  /* the shard's */
-    int hello_seen;              /* shard's HELLO accepted, its AUTH awaited */
+    struct handshake *hs;        /* link handshake (proto/handshake.h) until
+                                    the link is up; NULL otherwise */
     int write_armed;
     router_outq q;
     frame_decoder *dec;

@@ -1,6 +1,8 @@
 #include "shard/ingress.h"
 #include "shard/server.h"
 #include "proto/frame.h"
+#include "proto/handshake.h"
+#include "shard/metrics.h"
 #include "common/log.h"
 #include "common/config.h"
 #include "common/net.h"
@@ -13,31 +15,37 @@
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <netinet/in.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
 
 #define INGRESS_READ 65536
+/* Before AUTH a router sends HELLO and AUTH only: read no more than fits. */
+#define INGRESS_PREAUTH_READ (2 * (FRAME_HANDSHAKE_MAX + FRAME_HEADER_LEN))
 #define INGRESS_READS_PER_WAKEUP 8
 #define INGRESS_ACCEPTS_PER_WAKEUP 16
-/* A router that connects and does not complete HELLO (+ AUTH) in this time
- * is closed, so silent or unauthenticated peers cannot hold the
- * SHARD_MAX_ROUTERS slots. */
-#define HS_TIMEOUT_MS 5000
+
+/* A peer's source for SHARD_INGRESS_IP_MAX_PENDING: its IP address, or
+ * "a Unix-socket peer" (all of them are one source). */
+typedef struct ingress_source {
+    int family;
+    uint8_t addr[16];
+} ingress_source;
 
 typedef struct router_conn {
     struct router_conn *prev, *next;
     struct shard_ingress *in;
     int fd;
     int dead;
-    int hello_ok;
-    int auth_ok;             /* AUTH verified (or no secret configured) */
+    int authed;              /* handshake done: counts in SHARD_MAX_ROUTERS */
     int want_write;
     struct event ev;
-    struct event hs;         /* HELLO (+ AUTH) must arrive within HS_TIMEOUT_MS */
-    uint8_t nonce[FRAME_NONCE_LEN];        /* ours, with a secret */
-    uint8_t peer_nonce[FRAME_NONCE_LEN];
-    frame_decoder *dec;
-    buf out;                 /* our HELLO until written */
+    struct event hs_timer;   /* the handshake must be done within
+                                SHARD_INGRESS_AUTH_TIMEOUT_MS */
+    handshake *hs;           /* until the handshake is done */
+    ingress_source src;
+    frame_decoder *dec;      /* FRAME_HANDSHAKE_MAX until authed */
+    buf out;                 /* our HELLO / AUTH until written */
     char id[80];
 } router_conn;
 
@@ -47,8 +55,10 @@ struct shard_ingress {
     net_acceptor *tcp_lis;    /* SHARD_TCP_ADDR listener, or NULL */
     struct event *reap_ev;
     router_conn *conns, *grave;
-    int n;
+    int n;                    /* authenticated */
+    int npending;             /* in the handshake */
     int stopped;
+    char unix_endpoint[sizeof(((struct sockaddr_un *)0)->sun_path) + 8];
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 };
 
@@ -63,11 +73,16 @@ static void conn_close(router_conn *c, const char *why, int error)
     shard_ingress *in = c->in;
     if (error)
         in->ctx->m.shard_frames_errors_total++;
-    log_kv(error ? LOG_WARN : LOG_INFO, "router connection closed",
-           "s:router", c->id[0] ? c->id : NULL, "s:reason", why, NULL);
+    /* a flood of refused handshakes must not flood the log */
+    static log_ratelimit rl = { .per_sec = 5 };
+    uint64_t sup = 0;
+    if (c->authed || log_rl_allow(&rl, &sup))
+        log_kv(error ? LOG_WARN : LOG_INFO, "router connection closed",
+               "s:router", c->id[0] ? c->id : NULL, "s:reason", why,
+               "b:authenticated", c->authed, "u:suppressed", sup, NULL);
     c->dead = 1;
     event_del(&c->ev);
-    event_del(&c->hs);
+    event_del(&c->hs_timer);
     close(c->fd);
     c->fd = -1;
     if (c->prev)
@@ -79,12 +94,16 @@ static void conn_close(router_conn *c, const char *why, int error)
     c->prev = NULL;
     c->next = in->grave;
     in->grave = c;
-    in->n--;
+    if (c->authed)
+        in->n--;
+    else
+        in->npending--;
     event_active(in->reap_ev, EV_TIMEOUT, 1);
 }
 
 static void conn_free(router_conn *c)
 {
+    handshake_free(c->hs);
     frame_decoder_free(c->dec);
     buf_free(&c->out);
     free(c);
@@ -129,97 +148,94 @@ static void conn_write(router_conn *c)
     set_write(c, 0);
 }
 
-static const char *secret_of(const shard_ingress *in, size_t *len)
+/* Refused before or at authentication: counted by reason and closed. */
+static void refuse(router_conn *c, enum shard_ingress_refusal_idx why, const char *reason)
 {
-    const char *s = in->ctx->set->ingress_secret;
-    if (!s || !*s)
-        return NULL;
-    *len = strlen(s);
-    return s;
+    c->in->ctx->m.shard_ingress_refused_total[why]++;
+    static log_ratelimit rl = { .per_sec = 5 };
+    uint64_t sup = 0;
+    if (log_rl_allow(&rl, &sup))
+        log_kv(LOG_WARN, "router refused", "s:router", c->id[0] ? c->id : NULL,
+               "s:reason", reason, "u:suppressed", sup, NULL);
+    conn_close(c, reason, 1);
 }
 
-static void auth_failed(router_conn *c, const char *why)
+static void handshake_refused(router_conn *c)
 {
-    c->in->ctx->m.shard_ingress_auth_failures_total++;
-    log_kv(LOG_WARN, "router refused", "s:router", c->id[0] ? c->id : NULL,
-           "s:reason", why, NULL);
-    conn_close(c, why, 1);
+    const char *reason = handshake_reason(c->hs);
+    switch (handshake_refusal(c->hs)) {
+    case HANDSHAKE_R_AUTH: {
+        c->in->ctx->m.shard_ingress_auth_failures_total++;
+        static log_ratelimit rl = { .per_sec = 5 };
+        uint64_t sup = 0;
+        if (log_rl_allow(&rl, &sup))
+            log_kv(LOG_WARN, "router refused", "s:router", c->id[0] ? c->id : NULL,
+                   "s:reason", reason, "u:suppressed", sup, NULL);
+        conn_close(c, reason, 1);
+        return;
+    }
+    case HANDSHAKE_R_VERSION:
+        refuse(c, SM_INGRESS_VERSION, reason);
+        return;
+    case HANDSHAKE_R_IDENTITY:
+        refuse(c, SM_INGRESS_IDENTITY, reason);
+        return;
+    case HANDSHAKE_R_NOMEM:
+        conn_close(c, "out of memory", 1);
+        return;
+    default:
+        refuse(c, SM_INGRESS_PROTOCOL, reason);
+        return;
+    }
 }
 
-/* The router's AUTH: its HMAC over both nonces with the shared secret. */
-static int handle_auth(router_conn *c, const uint8_t *mac)
+/* One HELLO / AUTH of the handshake.  0 to go on, -1 if c was closed. */
+static int handle_handshake(router_conn *c, const frame_msg *m)
 {
-    size_t sl = 0;
-    const char *secret = secret_of(c->in, &sl);
-    if (!secret)
-        return 0;   /* no secret here: nothing to check */
-    if (!c->hello_ok) {
-        auth_failed(c, "AUTH before HELLO");
+    shard_ingress *in = c->in;
+    shard_ctx *ctx = in->ctx;
+    if (m->type == FRAME_HELLO) {
+        size_t n = m->hello.id_len < sizeof(c->id) - 1 ? m->hello.id_len : sizeof(c->id) - 1;
+        memcpy(c->id, m->hello.id, n);
+        c->id[n] = 0;
+    }
+    int r = handshake_on_frame(c->hs, m, &c->out);
+    if (r == HANDSHAKE_REFUSED) {
+        handshake_refused(c);
         return -1;
     }
-    if (!frame_auth_verify(secret, sl, "router", c->nonce, c->peer_nonce, mac)) {
-        auth_failed(c, "router failed authentication (SHARD_INGRESS_SECRET differs)");
-        return -1;
-    }
-    c->auth_ok = 1;
-    event_del(&c->hs);
-    log_kv(LOG_INFO, "router authenticated", "s:router", c->id, NULL);
-    return 0;
-}
-
-static int handle_hello(router_conn *c, const frame_hello *h)
-{
-    size_t n = h->id_len < sizeof(c->id) - 1 ? h->id_len : sizeof(c->id) - 1;
-    memcpy(c->id, h->id, n);
-    c->id[n] = 0;
-    if (h->version != FRAME_PROTO_VERSION) {
-        log_kv(LOG_WARN, "router protocol version mismatch", "s:router",
-               c->id, "i:theirs", (int)h->version, "i:ours",
-               (int)FRAME_PROTO_VERSION, NULL);
-        conn_close(c, "protocol version mismatch", 1);
-        return -1;
-    }
-    if (h->role_len != 6 || memcmp(h->role, "router", 6) != 0) {
-        conn_close(c, "peer hello role is not \"router\"", 1);
-        return -1;
-    }
-    c->hello_ok = 1;
-    size_t sl = 0;
-    const char *secret = secret_of(c->in, &sl);
-    if (secret) {
-        if (!h->nonce) {
-            auth_failed(c, "router sent no challenge: SHARD_INGRESS_SECRET is not set on "
-                           "the router");
+    if (r == HANDSHAKE_DONE) {
+        if (in->n >= ctx->set->max_routers) {
+            refuse(c, SM_INGRESS_MAX_ROUTERS, "SHARD_MAX_ROUTERS reached");
             return -1;
         }
-        memcpy(c->peer_nonce, h->nonce, FRAME_NONCE_LEN);
-        uint8_t mac[FRAME_MAC_LEN];
-        if (frame_auth_mac(secret, sl, "shard", c->peer_nonce, c->nonce, mac) != 0 ||
-            frame_encode_auth(&c->out, mac) != FRAME_OK) {
-            conn_close(c, "out of memory", 1);
-            return -1;
-        }
-        conn_write(c);
+        int authed = handshake_authenticated(c->hs);
+        c->authed = 1;
+        in->npending--;
+        in->n++;
+        event_del(&c->hs_timer);
+        frame_decoder_set_max(c->dec, (uint32_t)ctx->set->router_max_frame);
+        log_kv(LOG_INFO, authed ? "router authenticated" : "router connected",
+               "s:router", c->id, "u:max_frame",
+               (uint64_t)handshake_peer_max_frame(c->hs), "b:authenticated", authed, NULL);
+        handshake_free(c->hs);
+        c->hs = NULL;
+    }
+    if (c->out.len > 0) {
+        conn_write(c);      /* our AUTH, once the router's verified */
         if (c->dead)
             return -1;
-    } else {
-        c->auth_ok = 1;
-        event_del(&c->hs);
     }
-    log_kv(LOG_INFO, "router connected", "s:router", c->id, "i:max_frame",
-           (int)h->max_frame, "b:authenticating", secret != NULL, NULL);
     return 0;
 }
 
 static void on_hs_timeout(evutil_socket_t fd, short what, void *arg)
 {
     router_conn *c = arg;
-    if (c->dead || (c->hello_ok && c->auth_ok))
+    if (c->dead || c->authed)
         return;
-    if (c->hello_ok)
-        auth_failed(c, "no AUTH from the router in time");
-    else
-        conn_close(c, "no HELLO from the router in time", 1);
+    refuse(c, SM_INGRESS_TIMEOUT, c->id[0] ? "handshake not completed in "
+           "SHARD_INGRESS_AUTH_TIMEOUT_MS" : "no HELLO within SHARD_INGRESS_AUTH_TIMEOUT_MS");
 }
 
 static void conn_read(router_conn *c)
@@ -227,7 +243,8 @@ static void conn_read(router_conn *c)
     shard_ingress *in = c->in;
     shard_ctx *ctx = in->ctx;
     for (int i = 0; i < INGRESS_READS_PER_WAKEUP && !c->dead; i++) {
-        ssize_t n = read(c->fd, g_ibuf, sizeof(g_ibuf));
+        size_t want = c->authed ? sizeof(g_ibuf) : INGRESS_PREAUTH_READ;
+        ssize_t n = read(c->fd, g_ibuf, want);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -249,32 +266,30 @@ static void conn_read(router_conn *c)
             if (r == 0)
                 break;
             if (r < 0) {
-                conn_close(c, frame_strerror(r), 1);
+                if (!c->authed && r == FRAME_E_TOOBIG)
+                    refuse(c, SM_INGRESS_OVERSIZED, "frame larger than a handshake "
+                           "before authentication");
+                else if (!c->authed)
+                    refuse(c, SM_INGRESS_PROTOCOL, frame_strerror(r));
+                else
+                    conn_close(c, frame_strerror(r), 1);
                 return;
             }
             ctx->m.shard_frames_received_total++;
-            if (m.type == FRAME_HELLO) {
-                if (!c->hello_ok && handle_hello(c, &m.hello) != 0)
+            if (!c->authed) {
+                if (handle_handshake(c, &m) != 0)
                     return;
                 continue;
             }
-            if (m.type == FRAME_AUTH) {
-                if (handle_auth(c, m.mac) != 0)
-                    return;
-                continue;
-            }
-            if (!c->hello_ok) {
-                conn_close(c, "delivery before hello", 1);
-                return;
-            }
-            if (!c->auth_ok) {
-                auth_failed(c, "delivery before authentication");
+            if (m.type != FRAME_DELIVERY) {
+                conn_close(c, m.type == FRAME_HELLO ? "HELLO after the handshake"
+                                                    : "AUTH after the handshake", 1);
                 return;
             }
             for (size_t k = 0; k < m.nrecords; k++)
                 shard_server_deliver(ctx->srv, &m.records[k]);
         }
-        if ((size_t)n < sizeof(g_ibuf))
+        if ((size_t)n < want)
             return;
     }
 }
@@ -288,16 +303,62 @@ static void conn_on_event(evutil_socket_t fd, short what, void *arg)
         conn_read(c);
 }
 
+static void source_of(const struct sockaddr *sa, socklen_t salen, ingress_source *src)
+{
+    memset(src, 0, sizeof(*src));
+    if (sa && sa->sa_family == AF_INET && salen >= (socklen_t)sizeof(struct sockaddr_in)) {
+        src->family = AF_INET;
+        memcpy(src->addr, &((const struct sockaddr_in *)sa)->sin_addr, 4);
+    } else if (sa && sa->sa_family == AF_INET6 &&
+               salen >= (socklen_t)sizeof(struct sockaddr_in6)) {
+        src->family = AF_INET6;
+        memcpy(src->addr, &((const struct sockaddr_in6 *)sa)->sin6_addr, 16);
+    } else {
+        src->family = AF_UNIX;   /* every Unix-socket peer: one source */
+    }
+}
+
+static int pending_from(const shard_ingress *in, const ingress_source *src)
+{
+    int n = 0;
+    for (const router_conn *c = in->conns; c; c = c->next)
+        n += !c->authed && memcmp(&c->src, src, sizeof(*src)) == 0;
+    return n;
+}
+
+static void refuse_accept(shard_ingress *in, int fd, enum shard_ingress_refusal_idx why,
+                          const char *reason)
+{
+    static log_ratelimit rl = { .per_sec = 5 };
+    uint64_t sup = 0;
+    if (why < SM_INGRESS_N)
+        in->ctx->m.shard_ingress_refused_total[why]++;
+    if (log_rl_allow(&rl, &sup))
+        log_kv(LOG_WARN, "router connection refused", "s:reason", reason,
+               "u:suppressed", sup, NULL);
+    close(fd);
+}
+
 static void on_accept(net_acceptor *a, int fd, const struct sockaddr *sa,
                       socklen_t salen, void *arg)
 {
     shard_ingress *in = arg;
     shard_ctx *ctx = in->ctx;
-    if (in->stopped || in->n >= ctx->set->max_routers) {
-        log_kv(LOG_WARN, "router connection refused", "s:reason",
-               in->stopped ? "shutting down" : "SHARD_MAX_ROUTERS reached",
-               NULL);
-        close(fd);
+    if (in->stopped) {
+        refuse_accept(in, fd, SM_INGRESS_N, "shutting down");
+        return;
+    }
+    /* Unauthenticated peers have their own small pool: they can never take
+     * an authenticated router's slot, and one source cannot fill it. */
+    if (in->npending >= ctx->set->ingress_max_pending) {
+        refuse_accept(in, fd, SM_INGRESS_PENDING_FULL, "SHARD_INGRESS_MAX_PENDING reached");
+        return;
+    }
+    ingress_source src;
+    source_of(sa, salen, &src);
+    if (ctx->set->ingress_ip_max_pending > 0 &&
+        pending_from(in, &src) >= ctx->set->ingress_ip_max_pending) {
+        refuse_accept(in, fd, SM_INGRESS_SOURCE, "SHARD_INGRESS_IP_MAX_PENDING reached");
         return;
     }
     if (a == in->tcp_lis) {
@@ -308,14 +369,16 @@ static void on_accept(net_acceptor *a, int fd, const struct sockaddr *sa,
                       NET_KEEPALIVE_CNT);
     }
     router_conn *c = calloc(1, sizeof(*c));
-    size_t sl;
-    int with_secret = secret_of(in, &sl) != NULL;
-    if (!c || !(c->dec = frame_decoder_new(
-                    (uint32_t)ctx->set->router_max_frame)) ||
-        (with_secret && frame_nonce(c->nonce) != 0) ||
-        frame_encode_hello_nonce(&c->out, "shard", ctx->set->shard_id,
-                                 (uint32_t)ctx->set->router_max_frame,
-                                 with_secret ? c->nonce : NULL) != 0) {
+    const char *endpoints[] = { ctx->set->endpoint, in->unix_endpoint, NULL };
+    handshake_cfg hc = {
+        .role = HANDSHAKE_SHARD,
+        .id = ctx->set->shard_id,
+        .max_frame = (uint32_t)ctx->set->router_max_frame,
+        .secret = ctx->set->ingress_secret,
+        .endpoints = endpoints,
+    };
+    if (!c || !(c->dec = frame_decoder_new(FRAME_HANDSHAKE_MAX)) ||
+        !(c->hs = handshake_new(&hc)) || handshake_start(c->hs, &c->out) != 0) {
         if (c)
             conn_free(c);
         close(fd);
@@ -323,17 +386,19 @@ static void on_accept(net_acceptor *a, int fd, const struct sockaddr *sa,
     }
     c->in = in;
     c->fd = fd;
+    c->src = src;
     event_assign(&c->ev, ctx->base, fd, EV_READ | EV_PERSIST,
                  conn_on_event, c);
     event_add(&c->ev, NULL);
-    evtimer_assign(&c->hs, ctx->base, on_hs_timeout, c);
-    struct timeval hs = { HS_TIMEOUT_MS / 1000, (HS_TIMEOUT_MS % 1000) * 1000 };
-    evtimer_add(&c->hs, &hs);
+    evtimer_assign(&c->hs_timer, ctx->base, on_hs_timeout, c);
+    long ms = ctx->set->ingress_auth_timeout_ms;
+    struct timeval hs = { ms / 1000, (ms % 1000) * 1000 };
+    evtimer_add(&c->hs_timer, &hs);
     c->next = in->conns;
     if (in->conns)
         in->conns->prev = c;
     in->conns = c;
-    in->n++;
+    in->npending++;
     ctx->m.shard_router_connections_total++;
     conn_write(c);
 }
@@ -372,6 +437,7 @@ shard_ingress *shard_ingress_new(shard_ctx *ctx)
         goto err;
     }
     snprintf(in->path, sizeof(in->path), "%s", path);
+    snprintf(in->unix_endpoint, sizeof(in->unix_endpoint), "unix:%s", path);
     if (!(in->lis = acceptor(in, fd, "router-unix")))
         goto err;
     log_kv(LOG_INFO, "router socket listening", "s:path", path, NULL);
@@ -426,4 +492,9 @@ void shard_ingress_free(shard_ingress *in)
 int shard_ingress_routers(const shard_ingress *in)
 {
     return in ? in->n : 0;
+}
+
+int shard_ingress_pending(const shard_ingress *in)
+{
+    return in ? in->npending : 0;
 }

@@ -205,10 +205,23 @@ int shard_metrics_render(buf *o, const shard_metrics *m, const shard_gauges *g)
     e |= prom_counter(o, "shard_ingress_auth_failures_total",
                  "Router connections refused: no or wrong AUTH (SHARD_INGRESS_SECRET)",
                  m->shard_ingress_auth_failures_total);
+    static const char *ingress[SM_INGRESS_N] = {
+        "pending_full", "source_pending", "timeout", "oversized", "max_routers",
+        "version", "identity", "protocol"
+    };
+    e |= prom_head(o, "shard_ingress_refused_total", "counter",
+              "Router connections refused before or at authentication, by reason");
+    for (int i = 0; i < SM_INGRESS_N; i++)
+        e |= buf_appendf(o,
+                         "shard_ingress_refused_total{reason=\"%s\"} %" PRIu64
+                         "\n", ingress[i], m->shard_ingress_refused_total[i]);
+    e |= prom_gauge(o, "shard_router_connections_pending",
+               "Router connections still in the handshake (SHARD_INGRESS_MAX_PENDING)",
+               (double)g->routers_pending);
     e |= prom_counter(o, "shard_frames_errors_total",
                  "Router connections closed for a bad frame or hello",
                  m->shard_frames_errors_total);
-    e |= prom_gauge(o, "shard_router_connections", "Routers connected",
+    e |= prom_gauge(o, "shard_router_connections", "Routers connected and authenticated",
                (double)g->routers);
     e |= prom_counter(o, "shard_router_connections_total", "Router connections",
                  m->shard_router_connections_total);

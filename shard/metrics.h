@@ -33,6 +33,21 @@ enum shard_proxy_reject_idx {
     SM_PROXY_N
 };
 
+/* Router connections refused by the ingress before or at authentication
+ * (shard_ingress_refused_total{reason}); wrong or missing AUTH is
+ * shard_ingress_auth_failures_total. */
+enum shard_ingress_refusal_idx {
+    SM_INGRESS_PENDING_FULL,   /* SHARD_INGRESS_MAX_PENDING reached at accept */
+    SM_INGRESS_SOURCE,         /* SHARD_INGRESS_IP_MAX_PENDING reached at accept */
+    SM_INGRESS_TIMEOUT,        /* handshake not done in SHARD_INGRESS_AUTH_TIMEOUT_MS */
+    SM_INGRESS_OVERSIZED,      /* frame over FRAME_HANDSHAKE_MAX before AUTH */
+    SM_INGRESS_MAX_ROUTERS,    /* authenticated, but SHARD_MAX_ROUTERS reached */
+    SM_INGRESS_VERSION,        /* another FRAME_PROTO_VERSION */
+    SM_INGRESS_IDENTITY,       /* HELLO for another shard id or endpoint */
+    SM_INGRESS_PROTOCOL,       /* wrong role, frame out of order, malformed */
+    SM_INGRESS_N
+};
+
 #define SM_CLIENT_ERR_N 7    /* indexed by enum clientmsg_err */
 #define SM_RESUME_N 6        /* indexed by enum resume_code */
 
@@ -77,6 +92,7 @@ typedef struct shard_metrics {
     uint64_t shard_frames_received_total;
     uint64_t shard_frames_errors_total;
     uint64_t shard_ingress_auth_failures_total;  /* routers refused: no or wrong AUTH */
+    uint64_t shard_ingress_refused_total[SM_INGRESS_N];
     uint64_t shard_router_connections_total;
     uint64_t shard_redis_connects_total;
     uint64_t shard_redis_errors_total;
@@ -95,7 +111,8 @@ typedef struct shard_gauges {
     long queue_bytes;         /* bytes queued to clients */
     long parser_contexts;
     long partial_bytes;
-    long routers;
+    long routers;             /* authenticated router connections */
+    long routers_pending;     /* router connections still in the handshake */
     long fd_limit;
     int redis_connected;
     long redis_pending;       /* registrations not yet confirmed */

@@ -152,12 +152,24 @@ static size_t table(shard_settings *s, config_opt *o)
     OPT("SHARD_MAX_FRAME", CFG_INT, &s->router_max_frame, "16777216",
         "Largest router frame payload accepted, bytes", 64, 1 << 30);
     OPT("SHARD_MAX_ROUTERS", CFG_INT, &s->max_routers, "64",
-        "Max simultaneous router connections", 1, 100000);
+        "Max simultaneous authenticated router connections (connections still "
+        "in the handshake count against SHARD_INGRESS_MAX_PENDING instead)",
+        1, 100000);
+    OPT("SHARD_INGRESS_AUTH_TIMEOUT_MS", CFG_INT, &s->ingress_auth_timeout_ms, "1000",
+        "A router connection that has not completed HELLO (+ AUTH) within this "
+        "is closed", 50, 600000);
+    OPT("SHARD_INGRESS_MAX_PENDING", CFG_INT, &s->ingress_max_pending, "16",
+        "Max router connections still in the handshake (not yet authenticated); "
+        "more are closed at accept.  They never take a SHARD_MAX_ROUTERS slot",
+        1, 100000);
+    OPT("SHARD_INGRESS_IP_MAX_PENDING", CFG_INT, &s->ingress_ip_max_pending, "4",
+        "Max router connections in the handshake from one source address (all "
+        "Unix-socket peers are one source); 0 = no limit", 0, 100000);
     OPT("SHARD_INGRESS_SECRET", CFG_STR, &s->ingress_secret, NULL,
         "Shared secret of router <-> shard links: a router must prove it (HMAC "
-        "challenge-response in HELLO) before its records are accepted, and the "
-        "shard proves it back.  Required for a SHARD_TCP_ADDR that is not "
-        "loopback; never logged", 0, 0);
+        "over the whole HELLO transcript, which names this shard) before its "
+        "records are accepted, and only then does the shard prove it back.  "
+        "Required for a SHARD_TCP_ADDR that is not loopback; never logged", 0, 0);
     OPT("SHARD_INGRESS_INSECURE", CFG_BOOL, &s->ingress_insecure, "false",
         "Allow SHARD_TCP_ADDR on a non-loopback address without "
         "SHARD_INGRESS_SECRET (anyone who reaches it can push records)", 0, 0);

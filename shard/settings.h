@@ -60,7 +60,10 @@ typedef struct shard_settings {
     char *tcp_addr;           /* SHARD_TCP_ADDR: routers over TCP (optional) */
     char *endpoint;           /* SHARD_ENDPOINT as registered (derived copy) */
     long router_max_frame;    /* SHARD_MAX_FRAME */
-    long max_routers;         /* SHARD_MAX_ROUTERS */
+    long max_routers;         /* SHARD_MAX_ROUTERS (authenticated routers) */
+    long ingress_auth_timeout_ms;   /* SHARD_INGRESS_AUTH_TIMEOUT_MS */
+    long ingress_max_pending;       /* SHARD_INGRESS_MAX_PENDING */
+    long ingress_ip_max_pending;    /* SHARD_INGRESS_IP_MAX_PENDING */
     char *ingress_secret;     /* SHARD_INGRESS_SECRET, never logged */
     int ingress_insecure;     /* SHARD_INGRESS_INSECURE */
     char *redis_url;          /* REDIS_URL (may hold a password: log it redacted) */

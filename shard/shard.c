@@ -46,6 +46,7 @@ void shard_gauges_fill(const shard_ctx *ctx, shard_gauges *g)
     g->parser_contexts = ws_parser_contexts();
     g->partial_bytes = (long)ws_parser_partial_bytes();
     g->routers = shard_ingress_routers(ctx->ing);
+    g->routers_pending = shard_ingress_pending(ctx->ing);
     g->fd_limit = ctx->fd_limit;
     g->redis_connected = shard_registry_connected(ctx->reg);
     g->redis_pending = shard_registry_pending(ctx->reg);

@@ -9,10 +9,15 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
+#include <errno.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
 #include <sys/wait.h>
 
 #include "proto/frame.h"
@@ -294,12 +299,123 @@ static void test_dead_shard_routes_cleaned(void **state)
     redisFree(rc);
 }
 
+/* A "shard" that answers the router's connection with a frame header of
+ * 1,000,000 bytes (under the 1 MiB the router used to accept from a shard)
+ * and streams its body, never a HELLO. */
+typedef struct hostile_shard {
+    int lfd;
+    char path[256];
+    pthread_t th;
+    volatile int stop;
+    pthread_mutex_t mu;
+    size_t written;
+    int done;
+} hostile_shard;
+
+#define HOSTILE_FRAME 1000000u
+
+static void *hostile_thread(void *arg)
+{
+    hostile_shard *h = arg;
+    static char junk[16384];
+    memset(junk, 0xc1, sizeof junk);   /* never valid msgpack */
+    int fd = -1;
+    while (!h->stop && fd < 0) {
+        struct pollfd pf = { h->lfd, POLLIN, 0 };
+        if (poll(&pf, 1, 50) == 1)
+            fd = accept4(h->lfd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+    }
+    size_t written = 0, total = HOSTILE_FRAME + 4;
+    unsigned char hdr[4] = { HOSTILE_FRAME >> 24, (HOSTILE_FRAME >> 16) & 0xff,
+                             (HOSTILE_FRAME >> 8) & 0xff, HOSTILE_FRAME & 0xff };
+    int refused = 0;
+    while (!h->stop && fd >= 0 && written < total && !refused) {
+        struct pollfd pf = { fd, POLLOUT, 0 };
+        if (poll(&pf, 1, 100) <= 0)
+            continue;
+        const void *p = written < 4 ? (const void *)(hdr + written) : (const void *)junk;
+        size_t n = written < 4 ? 4 - written : sizeof junk;
+        if (n > total - written)
+            n = total - written;
+        ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
+        if (w > 0)
+            written += (size_t)w;
+        else if (w < 0 && errno != EAGAIN)
+            refused = 1;   /* the router closed the connection */
+    }
+    pthread_mutex_lock(&h->mu);
+    h->written = written;
+    h->done = 1;
+    pthread_mutex_unlock(&h->mu);
+    if (fd >= 0)
+        close(fd);
+    return NULL;
+}
+
+static int hostile_done(void *arg)
+{
+    hostile_shard *h = arg;
+    pthread_mutex_lock(&h->mu);
+    int d = h->done;
+    pthread_mutex_unlock(&h->mu);
+    return d;
+}
+
+/* Before the handshake a shard can make the router hold no more than a
+ * handshake's frame (FRAME_HANDSHAKE_MAX): a larger declared length is
+ * refused from its header, so the hostile shard cannot even write its
+ * whole frame. */
+static void test_shard_preauth_bounded(void **state)
+{
+    flush_redis();
+    redisContext *rc = tsup_redis_connect(tsup_env("ODIN_REDIS_URL"));
+    hostile_shard h;
+    memset(&h, 0, sizeof h);
+    pthread_mutex_init(&h.mu, NULL);
+    char *path = tsup_tmp("hostile.sock");
+    snprintf(h.path, sizeof h.path, "%s", path);
+    free(path);
+    h.lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    struct sockaddr_un ua = { .sun_family = AF_UNIX };
+    assert_true(strlen(h.path) < sizeof ua.sun_path);
+    memcpy(ua.sun_path, h.path, strlen(h.path) + 1);
+    assert_int_equal(bind(h.lfd, (struct sockaddr *)&ua, sizeof ua), 0);
+    assert_int_equal(listen(h.lfd, 4), 0);
+    assert_int_equal(pthread_create(&h.th, NULL, hostile_thread, &h), 0);
+    rtsup_shard fake;
+    memset(&fake, 0, sizeof fake);
+    snprintf(fake.id, sizeof fake.id, "%s", rtsup_unique("hostile"));
+    snprintf(fake.endpoint, sizeof fake.endpoint, "unix:%s", h.path);
+    rtsup_shard_register(&fake, rc, 0);
+
+    char group[128];
+    snprintf(group, sizeof group, "KAFKA_GROUP=%s", rtsup_unique("g"));
+    const char *env[] = { group, NULL };
+    rtsup_router r;
+    assert_int_equal(rtsup_router_start(&r, tsup_env("ODIN_REDIS_URL"), env), 0);
+    assert_true(tsup_wait_until(hostile_done, &h, T_WAIT));
+    fprintf(stderr, "hostile shard wrote %zu of %u bytes before the router closed\n",
+            h.written, HOSTILE_FRAME + 4);
+    assert_true(h.written < HOSTILE_FRAME + 4);
+    assert_true(rtsup_metric(r.http_port, "router_shards_connected") == 0);
+
+    int st = rtsup_router_stop(&r);
+    assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    h.stop = 1;
+    pthread_join(h.th, NULL);
+    close(h.lfd);
+    unlink(h.path);
+    pthread_mutex_destroy(&h.mu);
+    redisFree(rc);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_redis_down_fallback_and_back),
         cmocka_unit_test(test_slow_shard_does_not_delay_others),
         cmocka_unit_test(test_dead_shard_routes_cleaned),
+        cmocka_unit_test(test_shard_preauth_bounded),
     };
     if (getenv("ODIN_TEST_FILTER"))
         cmocka_set_test_filter(getenv("ODIN_TEST_FILTER"));

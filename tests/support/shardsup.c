@@ -179,11 +179,19 @@ static int write_all(int fd, const void *p, size_t n)
     return 0;
 }
 
-static int encode_hello_version(buf *out, const char *id, uint32_t version)
+/* Our HELLO: at FRAME_PROTO_VERSION naming the shard we reached (target)
+ * and the endpoint we dialed, as a real router does; other versions are
+ * built by hand in version 1's layout. */
+static int encode_hello_version(buf *out, const char *id, uint32_t version,
+                                const char *target, const char *endpoint)
 {
-    if (version == FRAME_PROTO_VERSION)
-        return frame_encode_hello(out, "router", id, FRAME_DEFAULT_MAX);
-    /* other versions: build the frame by hand (same layout) */
+    if (version == FRAME_PROTO_VERSION) {
+        frame_hello h = { .version = version, .role = "router", .role_len = 6,
+                          .id = id, .id_len = strlen(id), .max_frame = FRAME_DEFAULT_MAX,
+                          .target = target, .target_len = strlen(target),
+                          .endpoint = endpoint, .endpoint_len = strlen(endpoint) };
+        return frame_encode_hello_msg(out, &h);
+    }
     buf body = { 0 };
     msgpack_packer pk;
     msgpack_packer_init(&pk, &body, buf_msgpack_write);
@@ -214,13 +222,7 @@ int ssup_router_connect(ssup_router *r, const char *sock, const char *id,
     if (r->fd < 0 || connect(r->fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
         goto fail;
     r->dec = frame_decoder_new(FRAME_DEFAULT_MAX);
-    buf out = { 0 };
-    if (encode_hello_version(&out, id, version) != 0 ||
-        write_all(r->fd, out.data, out.len) != 0) {
-        buf_free(&out);
-        goto fail;
-    }
-    buf_free(&out);
+    /* the shard's HELLO first (it sends it on accept): ours names it */
     int64_t end = mono_ms() + 5000;
     for (;;) {
         frame_msg m;
@@ -237,7 +239,7 @@ int ssup_router_connect(ssup_router *r, const char *sock, const char *id,
                      (int)m.hello.id_len, m.hello.id);
             r->hello.role = r->shard_role;
             r->hello.id = r->shard_id;
-            return 0;
+            break;
         }
         struct pollfd pf = { r->fd, POLLIN, 0 };
         int left = (int)(end - mono_ms());
@@ -248,6 +250,16 @@ int ssup_router_connect(ssup_router *r, const char *sock, const char *id,
         if (n <= 0 || frame_decoder_feed(r->dec, b, (size_t)n) != FRAME_OK)
             goto fail;
     }
+    char endpoint[600];
+    snprintf(endpoint, sizeof endpoint, "unix:%s", sock);
+    buf out = { 0 };
+    if (encode_hello_version(&out, id, version, r->shard_id, endpoint) != 0 ||
+        write_all(r->fd, out.data, out.len) != 0) {
+        buf_free(&out);
+        goto fail;
+    }
+    buf_free(&out);
+    return 0;
 fail:
     ssup_router_close(r);
     return -1;

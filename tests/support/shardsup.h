@@ -56,8 +56,10 @@ typedef struct ssup_router {
     char shard_id[128];
 } ssup_router;
 
-/* Connect to a shard socket, send HELLO (role "router") with `version`
- * (FRAME_PROTO_VERSION normally) and read the shard's HELLO.  0 or -1. */
+/* Connect to a shard socket, read the shard's HELLO, then send ours (role
+ * "router", no secret) with `version` (FRAME_PROTO_VERSION normally: it
+ * names the shard's id as target and unix:<sock> as endpoint).  0 or -1.
+ * r->hello.nonce is only a pointer test (set when the shard challenges). */
 int ssup_router_connect(ssup_router *r, const char *sock, const char *id,
                         uint32_t version);
 

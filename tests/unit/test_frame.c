@@ -425,48 +425,64 @@ static void test_record_caps(void **st)
     frame_decoder_free(d);
 }
 
-/* HELLO with a nonce, AUTH, and the challenge-response MAC: it verifies
- * only with the same secret, the right nonces in the right order, and the
- * sender's own role (a MAC reflected back to its sender fails). */
+/* HELLO with a nonce, target and endpoint, then AUTH: both decode, m.raw
+ * is the payload as sent (what the handshake MACs), and a decoder's max
+ * can be raised between frames (the handshake limit, then the link's). */
 static void test_auth(void **st)
 {
     (void)st;
-    uint8_t rn[FRAME_NONCE_LEN], sn[FRAME_NONCE_LEN];
+    uint8_t rn[FRAME_NONCE_LEN], mac[FRAME_MAC_LEN];
     assert_int_equal(frame_nonce(rn), 0);
-    assert_int_equal(frame_nonce(sn), 0);
-    assert_memory_not_equal(rn, sn, FRAME_NONCE_LEN);
+    memset(mac, 0xab, sizeof mac);
     buf out = { 0 };
-    assert_int_equal(frame_encode_hello_nonce(&out, "router", "r-1", 4096, rn), FRAME_OK);
-    uint8_t mac[FRAME_MAC_LEN];
-    const char *secret = "correct horse battery staple";
-    size_t sl = strlen(secret);
-    /* the router answers the shard's HELLO */
-    assert_int_equal(frame_auth_mac(secret, sl, "router", sn, rn, mac), 0);
+    frame_hello h = { .version = FRAME_PROTO_VERSION, .role = "router", .role_len = 6,
+                      .id = "r-1", .id_len = 3, .max_frame = 4096, .nonce = rn,
+                      .target = "s-9", .target_len = 3, .endpoint = "tcp://h:1",
+                      .endpoint_len = 9 };
+    assert_int_equal(frame_encode_hello_msg(&out, &h), FRAME_OK);
+    size_t hello_len = out.len;
     assert_int_equal(frame_encode_auth(&out, mac), FRAME_OK);
-    frame_decoder *d = frame_decoder_new(FRAME_DEFAULT_MAX);
+    frame_decoder *d = frame_decoder_new(FRAME_HANDSHAKE_MAX);
     assert_int_equal(frame_decoder_feed(d, out.data, out.len), FRAME_OK);
     frame_msg m;
     assert_int_equal(frame_decoder_next(d, &m), 1);
     assert_int_equal(m.type, FRAME_HELLO);
+    assert_int_equal(m.hello.version, FRAME_PROTO_VERSION);
     assert_non_null(m.hello.nonce);
     assert_memory_equal(m.hello.nonce, rn, FRAME_NONCE_LEN);
-    uint8_t got_rn[FRAME_NONCE_LEN];
-    memcpy(got_rn, m.hello.nonce, FRAME_NONCE_LEN);
+    assert_int_equal(m.hello.target_len, 3);
+    assert_memory_equal(m.hello.target, "s-9", 3);
+    assert_int_equal(m.hello.endpoint_len, 9);
+    assert_memory_equal(m.hello.endpoint, "tcp://h:1", 9);
+    assert_int_equal(m.raw_len, hello_len - FRAME_HEADER_LEN);
+    assert_memory_equal(m.raw, out.data + FRAME_HEADER_LEN, m.raw_len);
     assert_int_equal(frame_decoder_next(d, &m), 1);
     assert_int_equal(m.type, FRAME_AUTH);
-    const uint8_t *got_mac = m.mac;
+    assert_memory_equal(m.mac, mac, FRAME_MAC_LEN);
     /* nothing after it: the AUTH was consumed exactly once */
     assert_int_equal(frame_decoder_pending(d), 0);
     assert_int_equal(frame_decoder_next(d, &m), 0);
-    m.mac = got_mac;
-    /* the shard checks it against its own nonce and the router's */
-    assert_int_equal(frame_auth_verify(secret, sl, "router", sn, got_rn, m.mac), 1);
-    assert_int_equal(frame_auth_verify("wrong", 5, "router", sn, got_rn, m.mac), 0);
-    assert_int_equal(frame_auth_verify(secret, sl, "router", got_rn, sn, m.mac), 0);
-    assert_int_equal(frame_auth_verify(secret, sl, "shard", sn, got_rn, m.mac), 0);
-    uint8_t other[FRAME_NONCE_LEN];
-    assert_int_equal(frame_nonce(other), 0);
-    assert_int_equal(frame_auth_verify(secret, sl, "router", other, got_rn, m.mac), 0);
+    /* over the handshake limit: too big; after set_max the same frame fits */
+    frame_decoder_free(d);
+    buf big = { 0 };
+    char val[FRAME_HANDSHAKE_MAX];
+    memset(val, 'x', sizeof val);
+    frame_record r = { .category = "trade", .category_len = 5, .token = "T", .token_len = 1,
+                       .value = val, .value_len = sizeof val };
+    frame_batch fb;
+    assert_int_equal(frame_batch_begin(&fb, &big, FRAME_MODE_TARGETED), FRAME_OK);
+    assert_int_equal(frame_batch_add(&fb, &r), FRAME_OK);
+    assert_int_equal(frame_batch_end(&fb), FRAME_OK);
+    d = frame_decoder_new(FRAME_HANDSHAKE_MAX);
+    assert_int_equal(frame_decoder_feed(d, big.data, big.len), FRAME_OK);
+    assert_int_equal(frame_decoder_next(d, &m), FRAME_E_TOOBIG);
+    frame_decoder_free(d);
+    d = frame_decoder_new(FRAME_HANDSHAKE_MAX);
+    frame_decoder_set_max(d, FRAME_DEFAULT_MAX);
+    assert_int_equal(frame_decoder_feed(d, big.data, big.len), FRAME_OK);
+    assert_int_equal(frame_decoder_next(d, &m), 1);
+    assert_int_equal(m.type, FRAME_DELIVERY);
+    buf_free(&big);
     frame_decoder_free(d);
     /* a HELLO without a nonce (no secret configured) still decodes */
     buf_reset(&out);
