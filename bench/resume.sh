@@ -10,7 +10,8 @@
 # (odin-resumestorm).  Then the partitions are read back from Kafka and the
 # records missing / duplicated are counted per client, exactly.
 # Abuse: ABUSE_CONNS connections from 127.0.0.2 send reconnects to shard 3
-# (a burst of ABUSE_BURST, then ABUSE_RATE/s each) while HONEST clients from
+# (a burst of ABUSE_BURST, then ABUSE_RATE/s each: the shard's message rate
+# limit, WS_MSG_RATE 10/s; RESUME_CONN_RATE is 1/s burst 3) while HONEST clients from
 # 127.0.0.3 leave shard 2 and reconnect once each to shard 3.
 #
 #   bench/resume.sh                                   (full size, a few minutes)
@@ -28,7 +29,7 @@ CLIENTS=${CLIENTS:-6000}; TOKENS=${TOKENS:-600}; RATE=${RATE:-1000}
 JITTER_MS=${JITTER_MS:-2000}; BROKERS=${BROKERS:-3}; PARTITIONS=${PARTITIONS:-8}
 SRC_COUNT=${SRC_COUNT:-64}; WARM_MS=${WARM_MS:-3000}
 ABUSE_CONNS=${ABUSE_CONNS:-64}; HONEST=${HONEST:-100}; ABUSE_BURST=${ABUSE_BURST:-10}
-ABUSE_RATE=${ABUSE_RATE:-1}
+ABUSE_RATE=${ABUSE_RATE:-10}
 PREFIX=${PREFIX:-RS}
 
 bench_init resume

@@ -4,8 +4,8 @@
 # one of 3 shards (60 tokens, 200 records/s), the shard SIGKILLed, every
 # client reconnecting to the two others after a random 0-2 s back-off
 # (odin-resumestorm), then the abuse run (64 connections from 127.0.0.2
-# sending reconnects at and above the rate limit while 100 honest clients
-# from 127.0.0.3 reconnect once each).
+# sending reconnects at 10/s each, the message rate limit, after a burst of
+# 10, while 100 honest clients from 127.0.0.3 reconnect once each).
 #
 # Asserts, exactly (odin-resumestorm reads the partitions back from Kafka):
 #  storm: 600/600 reconnect_ack, 0 records missing, 0 duplicates, 0 records
@@ -18,8 +18,9 @@
 #    no text frame with invalid UTF-8.
 #  abuse: 100/100 honest reconnect_ack; the abusers' reconnect_errors are
 #    RESUME_RATE_LIMITED or RESUME_BUSY only, at least one
-#    RESUME_RATE_LIMITED (each sends a burst of 10 where the per-connection
-#    burst is 3), and no abuser connection was closed.
+#    RESUME_RATE_LIMITED (each sends 10/s where RESUME_CONN_RATE is 1/s
+#    burst 3, and 640/s from one address where RESUME_IP_RATE is 100/s),
+#    and no abuser connection was closed.
 # The figures (RSS growth of the shard under abuse included) are printed.
 set -euo pipefail
 : "${ODIN_BUILD:?}" "${ODIN_TMP:?}" "${ODIN_TOP:?}" "${ODIN_REDIS_URL:?}" "${ODIN_KAFKA_BROKERS:?}"
@@ -28,7 +29,7 @@ rc=0
 env BUILD="$ODIN_BUILD" RUN_DIR="$run" USE_REDIS_URL="$ODIN_REDIS_URL" \
     USE_KAFKA_BROKERS="$ODIN_KAFKA_BROKERS" PREFIX="RS$$x" \
     CLIENTS=600 TOKENS=60 RATE=200 JITTER_MS=2000 WARM_MS=1000 \
-    HONEST=100 ABUSE_CONNS=64 ABUSE_BURST=10 ABUSE_RATE=1 \
+    HONEST=100 ABUSE_CONNS=64 ABUSE_BURST=10 ABUSE_RATE=10 \
     bash "$ODIN_TOP/bench/resume.sh" || rc=$?
 [ -s "$run/storm.kv" ] || { echo "FAIL: no storm figures (bench/resume.sh exit $rc)"; exit 1; }
 [ -s "$run/abuse.kv" ] || { echo "FAIL: no abuse figures (bench/resume.sh exit $rc)"; exit 1; }
@@ -78,7 +79,7 @@ check "abuse: at least one RESUME_RATE_LIMITED" ge "$(kv "$ab" abuse_errors.RESU
 other=$(grep '^abuse_errors\.' "$ab" | grep -v -e '^abuse_errors\.RESUME_RATE_LIMITED=' \
     -e '^abuse_errors\.RESUME_BUSY=' || true)
 check "abuse: abusers' errors are RESUME_RATE_LIMITED / RESUME_BUSY only (${other:-none other})" \
-    eq "$other" ""
+    test -z "$other"
 echo "abuse: shard RSS $(kv "$ab" "$(sed -n 's/^\(rss_kb_start\.[0-9]*\)=.*/\1/p' "$ab")") -> $(kv "$ab" "$(sed -n 's/^\(rss_kb_max\.[0-9]*\)=.*/\1/p' "$ab")") KiB"
 [ "$fails" -eq 0 ] || { echo "resume_storm: $fails checks failed (logs: $run)"; exit 1; }
 echo "resume_storm: all checks passed"

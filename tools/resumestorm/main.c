@@ -132,9 +132,10 @@ static const config_opt opts[] = {
       "host:port the abusers connect to (default: the first STORM_RESUME_TO)", 0, 0 },
     { "STORM_ABUSE_BURST", CFG_INT, &o_abuse_burst, "10",
       "Reconnects each abuser sends at once when the drop happens", 0, 100000 },
-    { "STORM_ABUSE_RATE", CFG_DOUBLE, &o_abuse_rate, "1",
+    { "STORM_ABUSE_RATE", CFG_DOUBLE, &o_abuse_rate, "10",
       "Reconnects per second each abuser sends after its burst, until every "
-      "honest client was answered", 0, 100000 },
+      "honest client was answered (10: the shard's default WS_MSG_RATE, as "
+      "fast as its message rate limit allows)", 0, 100000 },
     { "STORM_ABUSE_BACK", CFG_INT, &o_abuse_back, "100",
       "Abusers ask for the records after (a random honest client's "
       "position - this)", 0, 1e12 },
