@@ -58,8 +58,11 @@ p2=${SHARD_PIDS[1]} p3=${SHARD_PIDS[2]}
 kv() { sed -n "s/^$2=//p" "$1" | tail -n 1; }
 # shard_m PORT NAME: the metric, or "absent" when the shard has no such series
 shard_m() {
-    if curl -s -m 5 "http://127.0.0.1:$1/metrics" | grep -q "^$2[ {]"; then
-        metric "$1" "$2"
+    local body
+    body=$(curl -s -m 10 "http://127.0.0.1:$1/metrics") || true
+    if grep -q "^$2[ {]" <<<"$body"; then
+        awk -v m="$2" '$1 == m { v += $2 } index($1, m "{") == 1 { v += $2 }
+            END { printf "%.0f\n", v }' <<<"$body"
     else
         echo absent
     fi
