@@ -533,7 +533,7 @@ static int on_frames(sclient *c)
     return rc;
 }
 
-static void on_ended(sclient *c);
+static void on_ended(sclient *c, const char *why);
 
 static void on_upgrade_bytes(sclient *c)
 {
@@ -547,7 +547,7 @@ static void on_upgrade_bytes(sclient *c)
             snprintf(code, sizeof code, "HTTP_%d", hl < 0 ? 0 : r.status);
             answer(c, code_index(code));
         }
-        on_ended(c);
+        on_ended(c, NULL);
         return;
     }
     memmove(c->in, c->in + hl, c->inlen - (size_t)hl);
@@ -563,7 +563,9 @@ static void schedule_reconnect(sclient *c, uint64_t now)
     c->t_due = now + (uint64_t)o_jitter_min_ms + rnd_below((uint64_t)o_jitter_ms + 1);
 }
 
-static void on_ended(sclient *c)
+/* The connection ended.  why: the answer code for a reconnect not yet
+ * answered (NULL: CLOSED once open, else CONNECT_FAILED). */
+static void on_ended(sclient *c, const char *why)
 {
     uint64_t now = clock_mono_ms();
     int was_open = c->st == C_OPEN;
@@ -588,7 +590,7 @@ static void on_ended(sclient *c)
     }
     /* R_RESUME */
     if (!c->answered)
-        answer(c, code_index(was_open ? "CLOSED" : "CONNECT_FAILED"));
+        answer(c, code_index(why ? why : was_open ? "CLOSED" : "CONNECT_FAILED"));
     else
         c->closed_after = 1;
     c->st = C_CLOSED;
@@ -600,7 +602,10 @@ static void conn_event(sclient *c, uint32_t ev)
         int err = 0;
         socklen_t l = sizeof err;
         if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &l) != 0 || err) {
-            on_ended(c);
+            char why[64];
+            const char *en = strerrorname_np(err ? err : errno);
+            snprintf(why, sizeof why, "CONNECT_%s", en ? en : "ERROR");
+            on_ended(c, why);
             return;
         }
         if (!(ev & (EPOLLOUT | EPOLLIN)))
@@ -625,7 +630,7 @@ static void conn_event(sclient *c, uint32_t ev)
         return;
     for (int rounds = 0; rounds < 8 && c->fd >= 0; rounds++) {
         if (reserve(&c->in, &c->incap, c->inlen + 65536) != 0 || c->inlen > IN_MAX) {
-            on_ended(c);
+            on_ended(c, NULL);
             return;
         }
         ssize_t r = recv(c->fd, c->in + c->inlen, c->incap - c->inlen, 0);
@@ -634,7 +639,11 @@ static void conn_event(sclient *c, uint32_t ev)
         if (r < 0 && errno == EAGAIN)
             return;
         if (r <= 0) {
-            on_ended(c);
+            char why[64];
+            const char *en = r < 0 ? strerrorname_np(errno) : "EOF";
+            snprintf(why, sizeof why, "%s_%s", c->st == C_UPGRADING ? "UPGRADE" : "CLOSED",
+                     en ? en : "ERROR");
+            on_ended(c, why);
             return;
         }
         c->inlen += (size_t)r;
@@ -644,7 +653,7 @@ static void conn_event(sclient *c, uint32_t ev)
                 return;
         }
         if (on_frames(c) != 0) {
-            on_ended(c);
+            on_ended(c, NULL);
             return;
         }
     }
@@ -1027,8 +1036,17 @@ static void storm(void)
             sclient *c = &g.c[i];
             if (c->st == C_DROPPED && now >= c->t_due) {
                 c->target = (int)(i % g.ntg);
-                if (conn_open(c, &g.tg[c->target], addr_plus(g.src_base, i % o_src_count)) != 0)
-                    on_ended(c);
+                c->t_due = now;         /* from here: when the connect began */
+                if (conn_open(c, &g.tg[c->target], addr_plus(g.src_base, i % o_src_count)) != 0) {
+                    char why[64];
+                    const char *en = strerrorname_np(errno);
+                    snprintf(why, sizeof why, "OPEN_%s", en ? en : "ERROR");
+                    on_ended(c, why);
+                }
+            } else if (c->role == R_RESUME && !c->answered && !c->t_req &&
+                       (c->st == C_CONNECTING || c->st == C_UPGRADING) &&
+                       now - c->t_due > (uint64_t)o_answer_timeout_ms) {
+                on_ended(c, c->st == C_CONNECTING ? "CONNECT_TIMEOUT" : "UPGRADE_TIMEOUT");
             } else if (c->role == R_RESUME && !c->answered && c->t_req &&
                        now - c->t_req > (uint64_t)o_answer_timeout_ms) {
                 answer(c, code_index("TIMEOUT"));
