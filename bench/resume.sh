@@ -113,6 +113,7 @@ row "storm: replay Kafka bytes shard 2 / missed windows" "$kb2/$w2"
 row "storm: replay Kafka bytes shard 3 / missed windows" "$kb3/$w3"
 row "storm: replay Kafka bytes / missed windows, worst shard" "$ratio" "<= 2" "$(judge_n "$ratio" le 2)"
 row "storm: replay passes (shard 2 / shard 3)" "$(shard_m "$s2" ws_replay_passes_total)/$(shard_m "$s3" ws_replay_passes_total)"
+row "storm: odin-resumestorm CPU (whole run), s" "$(kv "$st" tool_cpu_s)"
 row "storm: shard 2 / 3 RSS start -> max, KiB" "$(kv "$st" "rss_kb_start.$p2")->$(kv "$st" "rss_kb_max.$p2") / $(kv "$st" "rss_kb_start.$p3")->$(kv "$st" "rss_kb_max.$p3")"
 extra storm "$(sed -n 's/^\([A-Za-z0-9_.]*\)=\(-\{0,1\}[0-9.]*\)$/"\1": \2/p' "$st" | paste -sd, | sed 's/^/{/; s/$/}/')"
 

@@ -1336,6 +1336,10 @@ int main(int argc, char **argv)
                (int)g.watch[i], g.kconn_max[i], (int)g.watch[i], g.rss_start[i],
                (int)g.watch[i], g.rss_max[i]);
     printf("brokers=%d\n", g.nbroker);
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) == 0)   /* the tool's own CPU: it shares the machine */
+        printf("tool_cpu_s=%.2f\n", (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
+               (double)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec) / 1e6);
     if (g.nab) {
         long ab_err = 0;
         for (int k = 1; k < g.ncodes; k++)
