@@ -178,6 +178,7 @@ typedef struct sclient {
     uint8_t *out; size_t outlen, outoff, outcap;
     uint8_t *msg; size_t msglen, msgcap;
     char key[LG_WS_KEY_LEN + 1];
+    uint64_t last_tx;           /* last message sent (heartbeats) */
     /* abusers */
     uint64_t next_send;
     long sent;
@@ -347,7 +348,11 @@ static void send_frame(sclient *c, int op, const void *p, size_t n)
     conn_flush(c);
 }
 
-static void send_text(sclient *c, const char *s) { send_frame(c, 1, s, strlen(s)); }
+static void send_text(sclient *c, const char *s)
+{
+    c->last_tx = clock_mono_ms();
+    send_frame(c, 1, s, strlen(s));
+}
 
 /* ---- client logic ---------------------------------------------------------- */
 
@@ -900,8 +905,35 @@ static int ready(const sclient *c) { return c->st == C_OPEN && c->subscribed && 
 static int subscribed(const sclient *c) { return c->st == C_OPEN && c->subscribed; }
 static int answered(const sclient *c) { return c->answered; }
 
+#define HEARTBEAT_MS 10000
+
+/* A heartbeat from every open connection silent for HEARTBEAT_MS (the
+ * shard closes a client silent for WS_IDLE_TIMEOUT, 30 s by default). */
+static void heartbeats(void)
+{
+    static uint64_t last;
+    uint64_t now = clock_mono_ms();
+    if (now - last < 1000)
+        return;
+    last = now;
+    for (int k = 0; k < 2; k++) {
+        sclient *v = k ? g.ab : g.c;
+        long n = k ? g.nab : g.n;
+        for (long i = 0; i < n; i++) {
+            sclient *c = &v[i];
+            if (c->st != C_OPEN)
+                continue;
+            if (!c->last_tx)
+                c->last_tx = now;
+            else if (now - c->last_tx >= HEARTBEAT_MS)
+                send_text(c, "{\"type\":\"heartbeat\"}");
+        }
+    }
+}
+
 static void loop_once(int timeout_ms)
 {
+    heartbeats();
     struct epoll_event ev[512];
     int n = epoll_wait(g.ep, ev, 512, timeout_ms);
     for (int i = 0; i < n; i++)
