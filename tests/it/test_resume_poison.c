@@ -91,13 +91,16 @@ static json_t *recv_strict(wsc *c)
     if (r != 1)
         fail_msg("no message (%d, close %d): the connection must stay open", r,
                  c->close_code);
-    if (!rs_utf8_valid((const uint8_t *)m, len))
-        fail_msg("a text frame with invalid UTF-8 reached the client (%zu bytes)", len);
+    int utf8 = rs_utf8_valid((const uint8_t *)m, len);
     json_error_t e;
-    json_t *j = json_loadb(m, len, 0, &e);
-    if (!j)
-        fail_msg("a text frame that is not JSON reached the client: %.200s", m);
+    json_t *j = utf8 ? json_loadb(m, len, 0, &e) : NULL;
+    char head[128];
+    snprintf(head, sizeof head, "%.100s", m);
     free(m);
+    if (!utf8)
+        fail_msg("a text frame with invalid UTF-8 reached the client (%zu bytes)", len);
+    if (!j)
+        fail_msg("a text frame that is not JSON reached the client: %s", head);
     return j;
 }
 
