@@ -49,6 +49,8 @@ run latency '.r200.records_sent > 0 and .r200.loadgen.messages == .r200.records_
     SHARDS=2 CLIENTS=100 RATES=200 RUN_S=2 PARTITIONS=8 IDLE_S=1
 run hostile '[.rows[] | select(.metric | startswith("well-behaved")) | .value] == ["ack"]' \
     CONNS=100
+run resume '.storm.clients == 60 and .storm.expected_records > 0 and .abuse.clients == 10 and .abuse.abuse_sent > 0' \
+    CLIENTS=60 TOKENS=20 RATE=100 WARM_MS=500 JITTER_MS=500 HONEST=10 ABUSE_CONNS=4 SRC_COUNT=4
 [ -s "$BENCH_OUT/shards/bench-shards.png" ] || { echo "FAIL shards: no plot"; fails=$((fails + 1)); }
 
 if [ "$fails" -eq 0 ]; then

@@ -10,7 +10,7 @@ for bin in odin-shard odin-router; do
         grep -q "\`$env\`" "$top/docs/operations.md" || { echo "docs/operations.md lacks $bin setting $env"; fail=1; }
     done
 done
-for bin in odin-devbroker odin-publish odin-loadgen odin-watch odin-ctl; do
+for bin in odin-devbroker odin-publish odin-loadgen odin-watch odin-ctl odin-resumestorm; do
     for env in $("$B/$bin" --help | sed -n 's/^  --[a-z0-9-]*, \([A-Z0-9_]*\) (.*/\1/p'); do
         grep -rq "$env" "$top/docs/" || { echo "docs/ lacks $bin setting $env"; fail=1; }
     done
