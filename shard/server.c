@@ -32,6 +32,7 @@ typedef struct ip_rate {
     double tokens;
     uint64_t ms;
     uint32_t pending;
+    resume_bucket reconnects;    /* RESUME_IP_RATE */
     uint8_t key[16];
 } ip_rate;
 
@@ -359,6 +360,19 @@ static int ip_allow(shard_server *srv, const shard_client *c, uint64_t now)
     return 1;
 }
 
+int shard_server_ip_reconnect_allow(shard_server *srv, const shard_client *c,
+                                    uint64_t now)
+{
+    const shard_settings *s = srv->ctx->set;
+    if (s->resume_ip_rate <= 0)
+        return 1;
+    ip_rate *e = ip_entry(srv, c, now);
+    if (!e)
+        return 1;        /* table full: fail open, as the connection rate */
+    return resume_bucket_take(&e->reconnects, now, s->resume_ip_rate,
+                              (double)s->resume_ip_burst);
+}
+
 static void ip_sweep(shard_server *srv, uint64_t now, int all)
 {
     const shard_settings *s = srv->ctx->set;
@@ -367,7 +381,11 @@ static void ip_sweep(shard_server *srv, uint64_t now, int all)
     while ((n = shard_map_next(&srv->ip_rates, &it, &cur))) {
         ip_rate *e = SHARD_MAP_ENTRY(n, ip_rate, node);
         double t = e->tokens + (double)(now - e->ms) * s->ip_rate / 1000.0;
-        if (all || (t >= (double)s->ip_burst && e->pending == 0)) {
+        double rt = e->reconnects.tokens +
+                    (double)(now - e->reconnects.at_ms) * s->resume_ip_rate / 1000.0;
+        int rfull = e->reconnects.at_ms == 0 || s->resume_ip_rate <= 0 ||
+                    rt >= (double)s->resume_ip_burst;
+        if (all || (t >= (double)s->ip_burst && e->pending == 0 && rfull)) {
             shard_map_remove(&srv->ip_rates, n);
             free(e);
         }
