@@ -842,6 +842,245 @@ static void test_odinws_form(void **st)
     stop_shard(&b);
 }
 
+/* ---- a crowd (issue 18) -------------------------------------------------- */
+
+/* Read c's replay: records n = from..to-1 in order, each marked replay,
+ * then reconnect_ack with replayed = to - from. */
+static void expect_replay(wsc *c, long from, long to)
+{
+    long next = from;
+    for (;;) {
+        json_t *j = recv_json(c, TW);
+        assert_non_null(j);
+        const char *t = jtype(j);
+        if (strcmp(t, "reconnect_ack") == 0) {
+            assert_int_equal(next, to);
+            assert_int_equal(json_integer_value(json_object_get(j, "replayed")),
+                             to - from);
+            json_decref(j);
+            return;
+        }
+        if (strcmp(t, "reconnect_error") == 0)
+            fail_msg("reconnect_error %s: %s",
+                     json_string_value(json_object_get(j, "code")),
+                     json_string_value(json_object_get(j, "message")));
+        if (!is_marker(j)) {
+            assert_true(json_is_true(json_object_get(j, "replay")));
+            if (rec_n(j) != next)
+                fail_msg("want n=%ld, got n=%ld", next, rec_n(j));
+            next++;
+        }
+        json_decref(j);
+    }
+}
+
+/*
+ * 120 clients of one channel come back to one shard at once, half of them
+ * 100 records behind and half 50 behind, interleaved (so some positions are
+ * behind the reader when they arrive and must wait for the next pass).
+ * Every client gets exactly its missing records, in order, then its ack;
+ * the shard reads the partition a few times, not once per client (before
+ * issue 18: one Kafka consumer per client, at most 16, the rest
+ * RESUME_BUSY).
+ */
+#define CROWD 120
+static void test_crowd_coalesced(void **st)
+{
+    char tok[32], chan[64];
+    snprintf(tok, sizeof tok, "RC%d", (int)getpid());
+    snprintf(chan, sizeof chan, "%s.trade", tok);
+    ssup_shard a, b;
+    start_shard(&a, "crowda", NULL);
+    start_shard(&b, "crowdb", NULL);
+    int32_t p;
+    int64_t seq;
+    first_life(a.port, tok, chan, 1, &p, &seq);   /* n=0 at seq */
+    wait_route(tok, a.id, 0);
+    produce_n(TOPIC, 0, tok, 1, 101);              /* n=1..100 missed */
+    assert_int_equal(rtsup_producer_flush(g_prod), 0);
+    /* the 50th of them: its offset from what the producer saw delivered */
+    const int32_t *parts;
+    const int64_t *offs;
+    size_t nd = rtsup_producer_delivered(g_prod, &parts, &offs);
+    assert_true(nd >= 100);
+    int64_t seq50 = offs[nd - 100 + 49];           /* n=50 */
+    wsc *watch = ws_open(b.port);
+    await_marker(watch, 0, "crowd");
+    wsc_free(watch);
+    double passes0 = ssup_metric(b.port, "ws_replay_passes_total");
+    wsc *cs[CROWD];
+    for (int i = 0; i < CROWD; i++)
+        cs[i] = ws_open(b.port);
+    uint64_t t0 = clock_mono_ms();
+    for (int i = 0; i < CROWD; i++)
+        send_reconnect(cs[i], chan, p, (i & 1) ? seq50 : seq);
+    for (int i = 0; i < CROWD; i++)
+        expect_replay(cs[i], (i & 1) ? 51 : 1, 101);
+    double passes = ssup_metric(b.port, "ws_replay_passes_total") - passes0;
+    fprintf(stderr, "%d clients replayed in %llu ms; %.0f passes over the "
+            "partition, %.0f requests served by them\n", CROWD,
+            (unsigned long long)(clock_mono_ms() - t0), passes,
+            ssup_metric(b.port, "ws_replay_pass_requests_sum"));
+    assert_true(ssup_metric(b.port, "ws_reconnects_total{result=\"ok\"}") == CROWD);
+    assert_true(ssup_metric(b.port, "ws_replay_requests_total") == CROWD);
+    assert_true(ssup_metric(b.port, "ws_replayed_messages_total") ==
+                (CROWD / 2) * 100 + (CROWD / 2) * 50);
+    assert_true(passes >= 1);
+    assert_true(passes <= CROWD / 4);
+    assert_true(ssup_wait_metric_eq(b.port, "ws_replays_active", 0, TW));
+    assert_true(ssup_wait_metric_eq(b.port, "ws_replay_partitions_active", 0, TW));
+    assert_true(ssup_metric(b.port, "ws_replay_memory_bytes") == 0);
+    for (int i = 0; i < CROWD; i++)
+        wsc_free(cs[i]);
+    stop_shard(&a);
+    stop_shard(&b);
+}
+
+/* RESUME_MAX_OFFSETS: a position further back than that from the end of
+ * the partition is TOO_FAR_BEHIND at once, without reading a record. */
+static void test_max_offsets(void **st)
+{
+    char tok[32], chan[64];
+    snprintf(tok, sizeof tok, "RO%d", (int)getpid());
+    snprintf(chan, sizeof chan, "%s.trade", tok);
+    const char *env[] = { "RESUME_MAX_OFFSETS=10", NULL };
+    ssup_shard b;
+    start_shard(&b, "maxoff", env);
+    produce_n(TOPIC, 0, tok, 0, 20);
+    assert_int_equal(rtsup_producer_flush(g_prod), 0);
+    wsc *c = ws_open(b.port);
+    send_reconnect(c, chan, 0, -1);   /* from offset 0: far more than 10 back */
+    assert_null(expect_rerror(c, "TOO_FAR_BEHIND"));
+    assert_true(ssup_metric(b.port, "ws_reconnects_total{result=\"too_far_behind\"}") == 1);
+    assert_true(ssup_metric(b.port, "ws_replayed_messages_total") == 0);
+    assert_true(ssup_metric(b.port, "ws_replay_kafka_bytes_total") == 0);
+    expect_live(c, tok, 20);
+    wsc_free(c);
+    stop_shard(&b);
+}
+
+/* Records the router would not deliver live are not replayed either:
+ * invalid JSON, invalid UTF-8, over RESUME_MAX_RECORD_BYTES.  They are
+ * counted, skipped, and the replay goes on past them. */
+static void test_poison_skipped(void **st)
+{
+    char tok[32], chan[64];
+    snprintf(tok, sizeof tok, "RP%d", (int)getpid());
+    snprintf(chan, sizeof chan, "%s.trade", tok);
+    const char *env[] = { "RESUME_MAX_RECORD_BYTES=1000", NULL };
+    ssup_shard a, b;
+    start_shard(&a, "poia", NULL);
+    start_shard(&b, "poib", env);
+    int32_t p;
+    int64_t seq;
+    first_life(a.port, tok, chan, 1, &p, &seq);
+    wait_route(tok, a.id, 0);
+    produce_n(TOPIC, 0, tok, 1, 2);
+    const char *bad_json = "{\"type\":\"X\",\"data\":{\"n\":";
+    rtsup_produce(g_prod, TOPIC, 0, tok, strlen(tok), bad_json, strlen(bad_json));
+    const char *bad_utf8 = "{\"type\":\"X\",\"data\":{\"n\":-1,\"s\":\"\xff\xfe\"}}";
+    rtsup_produce(g_prod, TOPIC, 0, tok, strlen(tok), bad_utf8, strlen(bad_utf8));
+    char big[2100];
+    int l = snprintf(big, sizeof big, "{\"type\":\"X\",\"data\":{\"n\":-2,\"pad\":\"");
+    memset(big + l, 'x', 1900);
+    memcpy(big + l + 1900, "\"}}", 4);
+    rtsup_produce(g_prod, TOPIC, 0, tok, strlen(tok), big, strlen(big));
+    produce_n(TOPIC, 0, tok, 2, 3);
+    assert_int_equal(rtsup_producer_flush(g_prod), 0);
+    wsc *c = ws_open(b.port);
+    await_marker(c, 0, "poison");
+    send_reconnect(c, chan, p, seq);
+    expect_replay(c, 1, 3);
+    assert_true(ssup_metric(b.port,
+                "ws_replay_records_skipped_total{reason=\"invalid_json\"}") == 2);
+    assert_true(ssup_metric(b.port,
+                "ws_replay_records_skipped_total{reason=\"oversized\"}") == 1);
+    expect_quiet_until_marker(c, chan, "poison-end");
+    wsc_free(c);
+    stop_shard(&a);
+    stop_shard(&b);
+}
+
+/* Reconnect budgets: per connection (RESUME_CONN_RATE/BURST) and per
+ * client address (RESUME_IP_RATE/BURST).  Over them: RESUME_RATE_LIMITED,
+ * the channels still subscribed live. */
+static void test_rate_limited(void **st)
+{
+    char tok[32], chan[64], bad[64];
+    snprintf(tok, sizeof tok, "RL%d", (int)getpid());
+    snprintf(chan, sizeof chan, "%s.trade", tok);
+    snprintf(bad, sizeof bad, "%s.nosuchcat", tok);
+    const char *env[] = { "RESUME_CONN_RATE=0.001", "RESUME_CONN_BURST=2", NULL };
+    ssup_shard b;
+    start_shard(&b, "rlconn", env);
+    wsc *c = ws_open(b.port);
+    /* answered at once (no topic for the category), but they count */
+    send_reconnect(c, bad, 0, 1);
+    assert_null(expect_rerror(c, "INVALID_POSITION"));
+    send_reconnect(c, bad, 0, 1);
+    assert_null(expect_rerror(c, "INVALID_POSITION"));
+    send_reconnect(c, chan, 0, 1);
+    assert_null(expect_rerror(c, "RESUME_RATE_LIMITED"));
+    assert_true(ssup_metric(b.port, "ws_reconnects_total{result=\"rate_limited\"}") == 1);
+    expect_live(c, tok, 0);
+    /* another connection has its own budget */
+    wsc *c2 = ws_open(b.port);
+    send_reconnect(c2, bad, 0, 1);
+    assert_null(expect_rerror(c2, "INVALID_POSITION"));
+    wsc_free(c);
+    wsc_free(c2);
+    stop_shard(&b);
+
+    const char *ienv[] = { "RESUME_CONN_RATE=0", "RESUME_IP_RATE=0.001",
+                           "RESUME_IP_BURST=2", NULL };
+    start_shard(&b, "rlip", ienv);
+    wsc *cs[3];
+    for (int i = 0; i < 3; i++)
+        cs[i] = ws_open(b.port);
+    send_reconnect(cs[0], bad, 0, 1);
+    assert_null(expect_rerror(cs[0], "INVALID_POSITION"));
+    send_reconnect(cs[1], bad, 0, 1);
+    assert_null(expect_rerror(cs[1], "INVALID_POSITION"));
+    send_reconnect(cs[2], bad, 0, 1);
+    assert_null(expect_rerror(cs[2], "RESUME_RATE_LIMITED"));
+    for (int i = 0; i < 3; i++)
+        wsc_free(cs[i]);
+    stop_shard(&b);
+}
+
+/* A client that leaves during its replay is forgotten at once: the reader
+ * stops the partition nobody needs (no waiting for RESUME_TIMEOUT_MS). */
+static void test_client_gone(void **st)
+{
+    char tok[32], chan[64];
+    snprintf(tok, sizeof tok, "RG%d", (int)getpid());
+    snprintf(chan, sizeof chan, "%s.trade", tok);
+    /* Redis unreachable: the route is never confirmed, so the replay of a
+     * quiet token waits at the end of the partition for the seam */
+    int dead = tsup_free_port();
+    char redis[64], id[64], brokers[512];
+    snprintf(redis, sizeof redis, "redis://127.0.0.1:%d", dead);
+    snprintf(id, sizeof id, "resume-gone-%d", (int)getpid());
+    snprintf(brokers, sizeof brokers, "KAFKA_BROKERS=%s", tsup_env("ODIN_KAFKA_BROKERS"));
+    const char *env[] = { brokers, "RESUME_TIMEOUT_MS=600000", "LOG_LEVEL=info", NULL };
+    ssup_shard b;
+    assert_int_equal(ssup_shard_start(&b, id, redis, env), 0);
+    remember(b.pid);
+    wsc *c = ws_open(b.port);
+    send_reconnect(c, chan, 0, -1);
+    assert_true(ssup_wait_metric(b.port, "ws_replay_partitions_active", 1, TW));
+    assert_true(ssup_metric(b.port, "ws_replays_active") == 1);
+    uint64_t t0 = clock_mono_ms();
+    wsc_free(c);
+    assert_true(ssup_wait_metric_eq(b.port, "ws_replays_active", 0, TW));
+    assert_true(ssup_wait_metric_eq(b.port, "ws_replay_partitions_active", 0, TW));
+    fprintf(stderr, "client gone: replay dropped and partition released after %llu ms\n",
+            (unsigned long long)(clock_mono_ms() - t0));
+    int stb = ssup_shard_stop(&b, SIGTERM, 10000);
+    assert_true(WIFEXITED(stb));
+    assert_int_equal(WEXITSTATUS(stb), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -853,6 +1092,11 @@ int main(void)
         cmocka_unit_test(test_position_expired),
         cmocka_unit_test(test_unavailable_and_busy),
         cmocka_unit_test(test_odinws_form),
+        cmocka_unit_test(test_crowd_coalesced),
+        cmocka_unit_test(test_max_offsets),
+        cmocka_unit_test(test_poison_skipped),
+        cmocka_unit_test(test_rate_limited),
+        cmocka_unit_test(test_client_gone),
     };
     return cmocka_run_group_tests_name("shard_resume", tests, group_setup, group_teardown);
 }
