@@ -875,7 +875,7 @@ static void expect_replay(wsc *c, long from, long to)
 }
 
 /*
- * 120 clients of one channel come back to one shard at once, half of them
+ * 120 clients (ODIN_RESUME_CROWD) of one channel come back to one shard at once, half of them
  * 100 records behind and half 50 behind, interleaved (so some positions are
  * behind the reader when they arrive and must wait for the next pass).
  * Every client gets exactly its missing records, in order, then its ack;
@@ -883,15 +883,22 @@ static void expect_replay(wsc *c, long from, long to)
  * issue 18: one Kafka consumer per client, at most 16, the rest
  * RESUME_BUSY).
  */
-#define CROWD 120
+/* ODIN_RESUME_CROWD=3000 for the issue's figure (120 by default) */
+static int crowd_size(void)
+{
+    const char *e = getenv("ODIN_RESUME_CROWD");
+    int n = e ? atoi(e) : 0;
+    return n >= 4 && n <= 10000 ? n : 120;
+}
 static void test_crowd_coalesced(void **st)
 {
     char tok[32], chan[64];
     snprintf(tok, sizeof tok, "RC%d", (int)getpid());
     snprintf(chan, sizeof chan, "%s.trade", tok);
     ssup_shard a, b;
+    const char *benv[] = { "WS_IP_RATE=0", "RESUME_IP_RATE=0", NULL };  /* all from 127.0.0.1 */
     start_shard(&a, "crowda", NULL);
-    start_shard(&b, "crowdb", NULL);
+    start_shard(&b, "crowdb", benv);
     int32_t p;
     int64_t seq;
     first_life(a.port, tok, chan, 1, &p, &seq);   /* n=0 at seq */
@@ -908,30 +915,33 @@ static void test_crowd_coalesced(void **st)
     await_marker(watch, 0, "crowd");
     wsc_free(watch);
     double passes0 = ssup_metric(b.port, "ws_replay_passes_total");
-    wsc *cs[CROWD];
-    for (int i = 0; i < CROWD; i++)
+    const int crowd = crowd_size();
+    wsc **cs = calloc((size_t)crowd, sizeof(*cs));
+    assert_non_null(cs);
+    for (int i = 0; i < crowd; i++)
         cs[i] = ws_open(b.port);
     uint64_t t0 = clock_mono_ms();
-    for (int i = 0; i < CROWD; i++)
+    for (int i = 0; i < crowd; i++)
         send_reconnect(cs[i], chan, p, (i & 1) ? seq50 : seq);
-    for (int i = 0; i < CROWD; i++)
+    for (int i = 0; i < crowd; i++)
         expect_replay(cs[i], (i & 1) ? 51 : 1, 101);
     double passes = ssup_metric(b.port, "ws_replay_passes_total") - passes0;
     fprintf(stderr, "%d clients replayed in %llu ms; %.0f passes over the "
-            "partition, %.0f requests served by them\n", CROWD,
+            "partition, %.0f requests served by them\n", crowd,
             (unsigned long long)(clock_mono_ms() - t0), passes,
             ssup_metric(b.port, "ws_replay_pass_requests_sum"));
-    assert_true(ssup_metric(b.port, "ws_reconnects_total{result=\"ok\"}") == CROWD);
-    assert_true(ssup_metric(b.port, "ws_replay_requests_total") == CROWD);
+    assert_true(ssup_metric(b.port, "ws_reconnects_total{result=\"ok\"}") == crowd);
+    assert_true(ssup_metric(b.port, "ws_replay_requests_total") == crowd);
     assert_true(ssup_metric(b.port, "ws_replayed_messages_total") ==
-                (CROWD / 2) * 100 + (CROWD / 2) * 50);
+                (crowd / 2) * 100 + (crowd / 2) * 50);
     assert_true(passes >= 1);
-    assert_true(passes <= CROWD / 4);
+    assert_true(passes <= crowd / 4);
     assert_true(ssup_wait_metric_eq(b.port, "ws_replays_active", 0, TW));
     assert_true(ssup_wait_metric_eq(b.port, "ws_replay_partitions_active", 0, TW));
     assert_true(ssup_metric(b.port, "ws_replay_memory_bytes") == 0);
-    for (int i = 0; i < CROWD; i++)
+    for (int i = 0; i < crowd; i++)
         wsc_free(cs[i]);
+    free(cs);
     stop_shard(&a);
     stop_shard(&b);
 }
@@ -1098,5 +1108,7 @@ int main(void)
         cmocka_unit_test(test_rate_limited),
         cmocka_unit_test(test_client_gone),
     };
+    if (getenv("ODIN_TEST_FILTER"))    /* one test: its name or a pattern */
+        cmocka_set_test_filter(getenv("ODIN_TEST_FILTER"));
     return cmocka_run_group_tests_name("shard_resume", tests, group_setup, group_teardown);
 }
