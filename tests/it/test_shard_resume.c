@@ -932,6 +932,7 @@ static void test_crowd_coalesced(void **st)
             ssup_metric(b.port, "ws_replay_pass_requests_sum"));
     assert_true(ssup_metric(b.port, "ws_reconnects_total{result=\"ok\"}") == crowd);
     assert_true(ssup_metric(b.port, "ws_replay_requests_total") == crowd);
+    assert_true(ssup_metric(b.port, "ws_replay_seconds_count") == crowd);
     assert_true(ssup_metric(b.port, "ws_replayed_messages_total") ==
                 (crowd / 2) * 100 + (crowd / 2) * 50);
     assert_true(passes >= 1);
@@ -1091,6 +1092,42 @@ static void test_client_gone(void **st)
     assert_int_equal(WEXITSTATUS(stb), 0);
 }
 
+/* RESUME_MEMORY_BYTES at its minimum (64 KiB) and 600 KB to replay: the
+ * reader waits for the loop again and again, and every record still
+ * arrives, in order; nothing stays held afterwards. */
+static void test_memory_bounded(void **st)
+{
+    char tok[32], chan[64];
+    snprintf(tok, sizeof tok, "RB%d", (int)getpid());
+    snprintf(chan, sizeof chan, "%s.trade", tok);
+    const char *env[] = { "RESUME_MEMORY_BYTES=65536", NULL };
+    ssup_shard a, b;
+    start_shard(&a, "mema", NULL);
+    start_shard(&b, "memb", env);
+    int32_t p;
+    int64_t seq;
+    first_life(a.port, tok, chan, 1, &p, &seq);
+    wait_route(tok, a.id, 0);
+    char v[2200];
+    for (int i = 1; i <= 300; i++) {
+        int l = snprintf(v, sizeof v, "{\"type\":\"T\",\"data\":{\"n\":%d,\"pad\":\"", i);
+        memset(v + l, 'y', 2000);
+        memcpy(v + l + 2000, "\"}}", 4);
+        rtsup_produce(g_prod, TOPIC, 0, tok, strlen(tok), v, strlen(v));
+    }
+    assert_int_equal(rtsup_producer_flush(g_prod), 0);
+    wsc *c = ws_open(b.port);
+    await_marker(c, 0, "mem");
+    assert_true(ssup_metric(b.port, "ws_replay_memory_limit_bytes") == 65536);
+    send_reconnect(c, chan, p, seq);
+    /* RESUME_MAX_RECORDS is 1000: all 300 fit */
+    expect_replay(c, 1, 301);
+    assert_true(ssup_wait_metric_eq(b.port, "ws_replay_memory_bytes", 0, TW));
+    wsc_free(c);
+    stop_shard(&a);
+    stop_shard(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1107,6 +1144,7 @@ int main(void)
         cmocka_unit_test(test_poison_skipped),
         cmocka_unit_test(test_rate_limited),
         cmocka_unit_test(test_client_gone),
+        cmocka_unit_test(test_memory_bounded),
     };
     if (getenv("ODIN_TEST_FILTER"))    /* one test: its name or a pattern */
         cmocka_set_test_filter(getenv("ODIN_TEST_FILTER"));
