@@ -746,6 +746,12 @@ static void timed_wait(rshared *sh, long ms)
     pthread_cond_timedwait(&sh->cv, &sh->mu, &ts);
 }
 
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
 static void *reader_main(void *arg)
 {
     rshared *sh = arg;
@@ -773,15 +779,30 @@ static void *reader_main(void *arg)
             }
             break;
         }
+        /* a request cancelled in the same batch (its client left before
+         * the reader got to it) costs no Kafka call */
+        size_t nc = 0;
+        for (cmsg *m = ctl; m; m = m->next)
+            nc += m->type == CM_CANCEL;
+        uint64_t *gone = nc ? malloc(nc * sizeof(*gone)) : NULL;
+        size_t ng = 0;
+        for (cmsg *m = ctl; gone && m; m = m->next)
+            if (m->type == CM_CANCEL)
+                gone[ng++] = m->id;
+        if (gone)
+            qsort(gone, ng, sizeof(*gone), cmp_u64);
         while (ctl) {
             cmsg *next = ctl->next;
-            if (ctl->type == CM_REQUEST)
-                handle_request(&rd, ctl);
-            else
+            if (ctl->type == CM_REQUEST) {
+                if (!gone || !bsearch(&ctl->id, gone, ng, sizeof(*gone), cmp_u64))
+                    handle_request(&rd, ctl);
+            } else {
                 handle_cancel(&rd, ctl->id);
+            }
             free(ctl);
             ctl = next;
         }
+        free(gone);
         if (!any_started(&rd) || atomic_load(&sh->mem_posted) +
                                      atomic_load(&sh->mem_held) > sh->mem_limit)
             continue;
