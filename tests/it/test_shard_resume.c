@@ -21,6 +21,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "common/clock.h"
 #include "tests/support/rtsup.h"
@@ -1128,6 +1132,68 @@ static void test_memory_bounded(void **st)
     stop_shard(&b);
 }
 
+/* 1 if the log of process pid contains `needle`. */
+static int log_has(pid_t pid, const char *needle)
+{
+    char path[512];
+    snprintf(path, sizeof path, "%s/odin-shard.%d.log",
+             getenv("ODIN_TMP") ? getenv("ODIN_TMP") : "/tmp", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    char line[4096];
+    int found = 0;
+    while (!found && fgets(line, sizeof line, f))
+        found = strstr(line, needle) != NULL;
+    fclose(f);
+    return found;
+}
+
+/* SIGTERM while the replay reader is stuck in a Kafka call (the brokers do
+ * not answer): the shard waits RESUME_JOIN_MS (2 s) for it at most, logs
+ * that it gave up, and exits 0 (before issue 18 it waited for the worker,
+ * up to RESUME_TIMEOUT_MS). */
+static void test_shutdown_bounded(void **st)
+{
+    char tok[32], chan[64];
+    snprintf(tok, sizeof tok, "RT%d", (int)getpid());
+    snprintf(chan, sizeof chan, "%s.trade", tok);
+    /* a "broker" that accepts connections (the kernel does) and never
+     * answers: every Kafka call of the reader waits its full timeout */
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(lfd >= 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET,
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t sl = sizeof sa;
+    assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(lfd, 16), 0);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &sl), 0);
+    char id[64], brokers[128];
+    snprintf(id, sizeof id, "resume-stuck-%d", (int)getpid());
+    snprintf(brokers, sizeof brokers, "KAFKA_BROKERS=127.0.0.1:%d", (int)ntohs(sa.sin_port));
+    const char *env[] = { brokers, "RESUME_TIMEOUT_MS=60000", "SHARD_LEASE_TTL=2",
+                          "LOG_LEVEL=info", NULL };
+    ssup_shard b;
+    assert_int_equal(ssup_shard_start(&b, id, NULL, env), 0);
+    remember(b.pid);
+    wsc *c = ws_open(b.port);
+    send_reconnect(c, chan, 0, 5);
+    assert_true(ssup_wait_metric(b.port, "ws_reconnects_active", 1, TW));
+    uint64_t t0 = clock_mono_ms();
+    kill(b.pid, SIGTERM);
+    assert_int_equal(wsc_wait_close(c, TW), 1001);
+    wsc_free(c);
+    int stb = tsup_stop(b.pid, 0, 20000);
+    uint64_t took = clock_mono_ms() - t0;
+    fprintf(stderr, "SIGTERM with the reader stuck in Kafka: exit after %llu ms\n",
+            (unsigned long long)took);
+    assert_true(WIFEXITED(stb));
+    assert_int_equal(WEXITSTATUS(stb), 0);
+    assert_true(took < 8000);
+    assert_true(log_has(b.pid, "replay reader did not stop in time"));
+    close(lfd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1145,6 +1211,7 @@ int main(void)
         cmocka_unit_test(test_rate_limited),
         cmocka_unit_test(test_client_gone),
         cmocka_unit_test(test_memory_bounded),
+        cmocka_unit_test(test_shutdown_bounded),
     };
     if (getenv("ODIN_TEST_FILTER"))    /* one test: its name or a pattern */
         cmocka_set_test_filter(getenv("ODIN_TEST_FILTER"));
