@@ -1149,6 +1149,23 @@ static int log_has(pid_t pid, const char *needle)
     return found;
 }
 
+/* A "broker" that accepts connections (the kernel does) and never answers:
+ * every Kafka call of a shard's replay reader waits its full timeout.
+ * Returns the listening fd (close it when done). */
+static int silent_broker(int *port)
+{
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(lfd >= 0);
+    struct sockaddr_in sa = { .sin_family = AF_INET,
+                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
+    socklen_t sl = sizeof sa;
+    assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(lfd, 16), 0);
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &sl), 0);
+    *port = ntohs(sa.sin_port);
+    return lfd;
+}
+
 /* SIGTERM while the replay reader is stuck in a Kafka call (the brokers do
  * not answer): the shard waits RESUME_JOIN_MS (2 s) for it at most, logs
  * that it gave up, and exits 0 (before issue 18 it waited for the worker,
@@ -1158,19 +1175,11 @@ static void test_shutdown_bounded(void **st)
     char tok[32], chan[64];
     snprintf(tok, sizeof tok, "RT%d", (int)getpid());
     snprintf(chan, sizeof chan, "%s.trade", tok);
-    /* a "broker" that accepts connections (the kernel does) and never
-     * answers: every Kafka call of the reader waits its full timeout */
-    int lfd = socket(AF_INET, SOCK_STREAM, 0);
-    assert_true(lfd >= 0);
-    struct sockaddr_in sa = { .sin_family = AF_INET,
-                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK) };
-    socklen_t sl = sizeof sa;
-    assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof sa), 0);
-    assert_int_equal(listen(lfd, 16), 0);
-    assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &sl), 0);
+    int lport;
+    int lfd = silent_broker(&lport);
     char id[64], brokers[128];
     snprintf(id, sizeof id, "resume-stuck-%d", (int)getpid());
-    snprintf(brokers, sizeof brokers, "KAFKA_BROKERS=127.0.0.1:%d", (int)ntohs(sa.sin_port));
+    snprintf(brokers, sizeof brokers, "KAFKA_BROKERS=127.0.0.1:%d", lport);
     const char *env[] = { brokers, "RESUME_TIMEOUT_MS=60000", "SHARD_LEASE_TTL=2",
                           "LOG_LEVEL=info", NULL };
     ssup_shard b;
@@ -1194,6 +1203,69 @@ static void test_shutdown_bounded(void **st)
     close(lfd);
 }
 
+/*
+ * More live records arrive during a replay than a client could take
+ * (RESUME_MAX_RECORDS + WS_SEND_QUEUE_MSGS = 4 + 16): the client is told
+ * (reconnect_error TOO_FAR_BEHIND), then gets every live record, the held
+ * ones and the one that overflowed included, in order: no hole it cannot
+ * place (before issue 18 the overflowing records were dropped before the
+ * error).  The replay is kept from ending by a reader whose broker never
+ * answers, while the router delivers live records normally.
+ */
+static void test_hold_overflow(void **st)
+{
+    char tok[32], chan[64];
+    snprintf(tok, sizeof tok, "RH%d", (int)getpid());
+    snprintf(chan, sizeof chan, "%s.trade", tok);
+    int lport;
+    int lfd = silent_broker(&lport);
+    char brokers[128];
+    snprintf(brokers, sizeof brokers, "KAFKA_BROKERS=127.0.0.1:%d", lport);
+    const char *env[] = { brokers, "RESUME_TIMEOUT_MS=60000", "RESUME_MAX_RECORDS=4",
+                          "WS_SEND_QUEUE_MSGS=16", NULL };
+    ssup_shard b;
+    start_shard(&b, "hold", env);
+    wsc *c = ws_open(b.port);
+    send_reconnect(c, chan, 0, 5);
+    assert_true(ssup_wait_metric(b.port, "ws_reconnects_active", 1, TW));
+    wait_route(tok, b.id, 1);
+    produce_n(TOPIC, 0, tok, 0, 40);
+    assert_int_equal(rtsup_producer_flush(g_prod), 0);
+    int next = 0, erred = 0;
+    uint64_t end = clock_mono_ms() + TW;
+    while (next < 40) {
+        assert_true(clock_mono_ms() < end);
+        json_t *j = recv_json(c, 1000);
+        if (!j || is_marker(j)) {
+            json_decref(j);
+            continue;
+        }
+        const char *t = jtype(j);
+        if (strcmp(t, "reconnect_error") == 0) {
+            assert_false(erred);
+            assert_int_equal(next, 0);      /* before any record */
+            assert_string_equal(json_string_value(json_object_get(j, "code")),
+                                "TOO_FAR_BEHIND");
+            erred = 1;
+        } else if (strcmp(t, "reconnect_ack") == 0) {
+            fail_msg("unexpected reconnect_ack");
+        } else {
+            assert_true(erred);
+            if (rec_n(j) != next)
+                fail_msg("want n=%d, got n=%ld", next, rec_n(j));
+            assert_null(json_object_get(j, "replay"));
+            next++;
+        }
+        json_decref(j);
+    }
+    assert_true(ssup_metric(b.port, "ws_reconnects_total{result=\"too_far_behind\"}") == 1);
+    assert_true(ssup_wait_metric_eq(b.port, "ws_reconnects_active", 0, TW));
+    assert_true(ssup_metric(b.port, "ws_replay_memory_bytes") == 0);
+    wsc_free(c);
+    stop_shard(&b);
+    close(lfd);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -1212,6 +1284,7 @@ int main(void)
         cmocka_unit_test(test_client_gone),
         cmocka_unit_test(test_memory_bounded),
         cmocka_unit_test(test_shutdown_bounded),
+        cmocka_unit_test(test_hold_overflow),
     };
     if (getenv("ODIN_TEST_FILTER"))    /* one test: its name or a pattern */
         cmocka_set_test_filter(getenv("ODIN_TEST_FILTER"));
