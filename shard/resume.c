@@ -580,7 +580,10 @@ static void handle_request(reader *rd, const cmsg *c)
         post_refuse(rd, c->id, RESUME_UNAVAILABLE, "out of memory");
         return;
     }
-    /* watermarks: once per pass, again only if the request is past them */
+    /* watermarks: once per pass, again only if the request is past both
+     * them and what the reader has read (the end is at least there) */
+    if (p->wm_ok && p->s.running && p->s.pos > p->hi)
+        p->hi = p->s.pos;
     if (!p->wm_ok || c->start > p->hi) {
         rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(
             rd->rk, t->ti->topic, part, &p->lo, &p->hi, KAFKA_CALL_MS);
