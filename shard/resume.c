@@ -851,6 +851,7 @@ typedef struct rs_chan {
     shard_map_node node;     /* rm->reqs, by id (while the request lives) */
     uint64_t id;
     struct lpart *lp;        /* attached to this partition, or NULL */
+    struct ltok *lt;         /* ... in the list of its token there */
     struct rs_chan *lprev, *lnext;
     const topic_info *topic;
     char *name;
@@ -868,11 +869,22 @@ typedef struct rs_chan {
     int live;                /* the request is known to the reader */
 } rs_chan;
 
+/* the attached requests of one token on one partition: a record reaches
+ * only the requests of its key */
+typedef struct ltok {
+    shard_map_node node;     /* lpart.toks, by token */
+    rs_chan *head;
+    char tok[64];
+} ltok;
+
 /* a partition the loop has attached requests on */
 typedef struct lpart {
     const topic_info *topic;
     int32_t partition;
-    rs_chan *head;
+    shard_map toks;          /* token -> ltok */
+    int64_t rpos;            /* the reader's position as last posted (goes
+                              * back when it restarts the partition) */
+    int at_eof;
 } lpart;
 
 typedef struct rs_held {
@@ -983,13 +995,19 @@ static lpart *lpart_find(shard_resume *rm, const topic_info *t, int32_t p)
 static void req_drop(shard_resume *rm, rs_chan *x)
 {
     if (x->lp) {
+        ltok *lt = x->lt;
         if (x->lprev)
             x->lprev->lnext = x->lnext;
         else
-            x->lp->head = x->lnext;
+            lt->head = x->lnext;
         if (x->lnext)
             x->lnext->lprev = x->lprev;
+        if (!lt->head) {
+            shard_map_remove(&x->lp->toks, &lt->node);
+            free(lt);
+        }
         x->lp = NULL;
+        x->lt = NULL;
         x->lprev = x->lnext = NULL;
     }
     if (x->live) {
@@ -1222,6 +1240,11 @@ static void check_client(shard_resume *rm, resume_client *rc, uint64_t now)
             shard_registry_token_routed(rm->ctx->reg, x->name, x->tlen))
             x->routed_ms = now;
         int64_t rf = x->routed_ms ? (int64_t)(now - x->routed_ms) : -1;
+        if (x->lp && x->lp->rpos > x->pos) {
+            /* records of other tokens moved the reader past x's position */
+            x->pos = x->lp->rpos;
+            x->at_eof = x->lp->at_eof;
+        }
         if (!x->lp || !resume_seam_ok(x->pos, x->at_eof, x->first_held,
                                       x->pre_routed, rf))
             return;
@@ -1255,17 +1278,23 @@ static void handle_rec(shard_resume *rm, rmsg *m)
     lpart *lp = lpart_find(rm, m->topic, m->partition);
     if (!lp)
         return;
+    lp->rpos = m->offset + 1;
+    lp->at_eof = 0;
+    if (m->type != RM_REC)
+        return;                /* skipped: the position moved, nothing sent */
     const char *key = m->data;
+    shard_map_node *n = shard_map_find(&lp->toks, key, m->klen);
+    if (!n)
+        return;
     ws_chunk *env[2] = { NULL, NULL };   /* replay form, odin-ws form */
     shard_ctx *ctx = rm->ctx;
-    for (rs_chan *x = lp->head; x; x = x->lnext) {
+    for (rs_chan *x = SHARD_MAP_ENTRY(n, ltok, node)->head; x; x = x->lnext) {
         resume_client *rc = x->rc;
         if (m->offset >= x->pos) {
             x->pos = m->offset + 1;
             x->at_eof = 0;
         }
-        if (rc->on_fin || m->type != RM_REC || x->tlen != m->klen ||
-            memcmp(x->name, key, m->klen) != 0 || m->offset <= x->last)
+        if (rc->on_fin || m->offset <= x->last)
             continue;
         if ((long)rc->replayed >= ctx->set->resume_max_records) {
             char msg[120];
@@ -1311,21 +1340,47 @@ static void handle_rec(shard_resume *rm, rmsg *m)
 
 static void handle_attach(shard_resume *rm, rmsg *m)
 {
-    shard_map_node *n = shard_map_find(&rm->reqs, &m->id, sizeof(m->id));
-    if (!n)
+    shard_map_node *rn = shard_map_find(&rm->reqs, &m->id, sizeof(m->id));
+    if (!rn)
         return;                /* dropped meanwhile (its cancel is queued) */
-    rs_chan *x = SHARD_MAP_ENTRY(n, rs_chan, node);
+    rs_chan *x = SHARD_MAP_ENTRY(rn, rs_chan, node);
     lpart *lp = lpart_get(rm, m->topic, m->partition);
     if (!lp) {
         rc_fail(rm, x->rc, RESUME_UNAVAILABLE, "out of memory");
         return;
     }
+    shard_map_node *n = shard_map_find(&lp->toks, x->name, x->tlen);
+    ltok *lt;
+    if (n) {
+        lt = SHARD_MAP_ENTRY(n, ltok, node);
+    } else {
+        lt = calloc(1, sizeof(*lt));
+        if (!lt) {
+            rc_fail(rm, x->rc, RESUME_UNAVAILABLE, "out of memory");
+            return;
+        }
+        memcpy(lt->tok, x->name, x->tlen);
+        lt->node.key = lt->tok;
+        lt->node.klen = (uint32_t)x->tlen;
+        if (shard_map_insert(&lp->toks, &lt->node) != 0) {
+            free(lt);
+            rc_fail(rm, x->rc, RESUME_UNAVAILABLE, "out of memory");
+            return;
+        }
+    }
+    /* the reader is at or before start here: a position left from an
+     * earlier read of this partition must not speak for this request */
+    if (m->offset < lp->rpos) {
+        lp->rpos = m->offset;
+        lp->at_eof = m->flag;
+    }
     x->lp = lp;
+    x->lt = lt;
     x->lprev = NULL;
-    x->lnext = lp->head;
-    if (lp->head)
-        lp->head->lprev = x;
-    lp->head = x;
+    x->lnext = lt->head;
+    if (lt->head)
+        lt->head->lprev = x;
+    lt->head = x;
     x->partition = m->partition;
     /* records before start are the client's own: covered */
     x->pos = m->offset;
@@ -1346,11 +1401,17 @@ static void handle_eof(shard_resume *rm, rmsg *m)
     lpart *lp = lpart_find(rm, m->topic, m->partition);
     if (!lp)
         return;
-    for (rs_chan *x = lp->head; x; x = x->lnext)
-        if (m->offset >= x->pos) {
-            x->pos = m->offset;
-            x->at_eof = 1;
-        }
+    lp->rpos = m->offset;
+    lp->at_eof = 1;
+    /* eager for every request: a restart may follow at once */
+    size_t it = 0;
+    shard_map_node *cur = NULL, *n;
+    while ((n = shard_map_next(&lp->toks, &it, &cur)))
+        for (rs_chan *x = SHARD_MAP_ENTRY(n, ltok, node)->head; x; x = x->lnext)
+            if (m->offset >= x->pos) {
+                x->pos = m->offset;
+                x->at_eof = 1;
+            }
 }
 
 static void on_notify(evutil_socket_t fd, short what, void *arg)
@@ -1665,8 +1726,10 @@ void shard_resume_free(shard_resume *rm)
             leak = 1;        /* the thread still uses rm->sh */
         }
     }
-    for (size_t i = 0; i < rm->nlparts; i++)
+    for (size_t i = 0; i < rm->nlparts; i++) {
+        shard_map_clear(&rm->lparts[i]->toks);   /* empty: no client left */
         free(rm->lparts[i]);
+    }
     free(rm->lparts);
     shard_map_clear(&rm->reqs);
     if (rm->ev)
