@@ -24,3 +24,13 @@ int tbucket_take(tbucket *b, uint64_t now)
     b->tokens -= 1.0;
     return 1;
 }
+
+int tbucket_full(const tbucket *b, uint64_t now)
+{
+    if (b->rate <= 0)
+        return 1;
+    double tk = b->tokens;
+    if (now > b->ms)
+        tk += (double)(now - b->ms) * b->rate / 1000.0;
+    return tk >= b->burst;
+}

@@ -3,22 +3,12 @@
 #include <string.h>
 #include <strings.h>
 
-#include <jansson.h>
-
-#include "common/topics.h"
-#include "router/jsonval.h"
+#include "common/record.h"
 #include "router/metrics.h"
 
 int dispatch_json_valid(const void *p, size_t n)
 {
-    if (!p || n == 0)
-        return 0;
-    json_error_t err;
-    json_t *j = json_loadb(p, n, JSON_DECODE_ANY, &err);
-    if (!j)
-        return 0;
-    json_decref(j);
-    return 1;
+    return record_json_jansson(p, n);
 }
 
 int dispatch_json_mode_parse(const char *s)
@@ -36,11 +26,10 @@ int dispatch_json_mode_parse(const char *s)
     return -1;
 }
 
-static int invalid(enum router_invalid *why, enum router_invalid reason)
-{
-    *why = reason;
-    return -1;
-}
+_Static_assert((int)DISPATCH_JSON_OFF == (int)RECORD_JSON_OFF &&
+               (int)DISPATCH_JSON_FAST == (int)RECORD_JSON_FAST &&
+               (int)DISPATCH_JSON_JANSSON == (int)RECORD_JSON_JANSSON,
+               "enum dispatch_json mirrors enum record_json");
 
 int dispatch_classify(const dispatch_rules *rules, const router_topic *topic,
                       const void *key, size_t klen, const void *val, size_t vlen,
@@ -48,19 +37,25 @@ int dispatch_classify(const dispatch_rules *rules, const router_topic *topic,
 {
     *all = 0;
     *why = ROUTER_INV_COUNT;
-    if (!topic)
-        return invalid(why, ROUTER_INV_UNKNOWN_TOPIC);
-    if (!key || klen == 0)
-        return invalid(why, ROUTER_INV_EMPTY_KEY);
-    if (vlen > rules->max_record)
-        return invalid(why, ROUTER_INV_OVERSIZED);
-    int bkey = klen == rules->bcast_key_len && memcmp(key, rules->bcast_key, klen) == 0;
-    if (!bkey && !topics_token_valid(key, klen))
-        return invalid(why, ROUTER_INV_BAD_KEY);
-    if (rules->validate_json == DISPATCH_JSON_FAST && !router_json_valid(val, vlen))
-        return invalid(why, ROUTER_INV_INVALID_JSON);
-    if (rules->validate_json == DISPATCH_JSON_JANSSON && !dispatch_json_valid(val, vlen))
-        return invalid(why, ROUTER_INV_INVALID_JSON);
+    if (!topic) {
+        *why = ROUTER_INV_UNKNOWN_TOPIC;
+        return -1;
+    }
+    /* the same check a shard's reconnect replay applies (common/record.h) */
+    record_rules rr = { rules->bcast_key, rules->bcast_key_len, rules->max_record,
+                        rules->validate_json };
+    int bkey;
+    enum record_invalid rw;
+    if (record_check(&rr, key, klen, val, vlen, &bkey, &rw) != 0) {
+        static const enum router_invalid map[RECORD_INVALID_N] = {
+            [RECORD_EMPTY_KEY] = ROUTER_INV_EMPTY_KEY,
+            [RECORD_OVERSIZED] = ROUTER_INV_OVERSIZED,
+            [RECORD_BAD_KEY] = ROUTER_INV_BAD_KEY,
+            [RECORD_INVALID_JSON] = ROUTER_INV_INVALID_JSON,
+        };
+        *why = map[rw];
+        return -1;
+    }
     *all = bkey || topic->broadcast;
     return 0;
 }

@@ -2,7 +2,8 @@
  * Record classification: is a consumed record deliverable, and how (to the
  * shards holding its token, or to everyone)?  Pure (tests/unit/test_dispatch.c).
  *
- * Checks, in order: topic known (else unknown_topic), key non-empty
+ * Checks, in order: topic known (else unknown_topic), then common/record.h
+ * (record_check, the same function a shard's reconnect replay applies): key non-empty
  * (empty_key), value within MAX_RECORD_BYTES (oversized), key is the
  * broadcast key or a valid token [A-Za-z0-9_-]{1,64} (bad_key: no client
  * can subscribe to it), value is JSON (invalid_json; any JSON value, as
@@ -19,7 +20,7 @@
 /* VALIDATE_JSON */
 enum dispatch_json {
     DISPATCH_JSON_OFF = 0,
-    DISPATCH_JSON_FAST,      /* router/jsonval.c, jansson's verdicts, no allocation */
+    DISPATCH_JSON_FAST,      /* common/jsonval.c, jansson's verdicts, no allocation */
     DISPATCH_JSON_JANSSON    /* json_loadb + json_decref per record */
 };
 

@@ -19,6 +19,7 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include "common/buf.h"
+#include "shard/resume.h"
 #include "shard/subs.h"
 #include "shard/ws.h"
 
@@ -61,6 +62,7 @@ typedef struct shard_client {
     uint64_t rl_ms;              /* message token bucket */
     uint64_t partial_ms;         /* since when a frame is half received (0: none) */
     double rl_tokens;
+    resume_bucket resume_bucket; /* RESUME_CONN_RATE */
     /* send queue: ring of chunk pointers, inline until it needs more */
     ws_chunk **q;
     uint32_t q_head, q_len, q_cap;

@@ -71,6 +71,8 @@ static int entry_idle(const iptable *t, const iptable_entry *e, uint64_t now)
 {
     if (e->pending)
         return 0;
+    if (e->reconnects.burst > 0 && !tbucket_full(&e->reconnects, now))
+        return 0;
     if (t->conf.rate <= 0)
         return 1;
     double tk = e->tokens;

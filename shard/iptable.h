@@ -22,6 +22,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "common/tbucket.h"
 #include "shard/map.h"
 
 #define IPTABLE_FULL_SWEEP_MS 1000  /* a full table sweeps at most this often */
@@ -52,6 +53,9 @@ typedef struct iptable_entry {
     double tokens;          /* WS_IP_RATE bucket, as of `ms` */
     uint64_t ms;
     uint32_t pending;       /* WS_IP_MAX_PENDING slots held */
+    tbucket reconnects;     /* RESUME_IP_RATE (set up at first use: burst 0
+                             * until then); a partly empty one keeps the
+                             * entry from being swept */
 } iptable_entry;
 
 /* Reasons iptable_get returns NULL. */

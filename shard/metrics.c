@@ -1,6 +1,7 @@
 #include "shard/metrics.h"
 #include "common/prom.h"
 #include "shard/clientmsg.h"
+#include "common/record.h"
 
 #include <inttypes.h>
 #include <string.h>
@@ -22,10 +23,21 @@ void shard_metrics_count_close(shard_metrics *m, unsigned code)
     m->ws_disconnects_total[i]++;
 }
 
+static const double replay_seconds_bounds[] = {
+    0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30
+};
+static const double pass_requests_bounds[] = {
+    1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000
+};
+
 void shard_metrics_init(shard_metrics *m)
 {
     memset(m, 0, sizeof *m);
     prom_hist_init(&m->shard_delivery_latency, prom_latency_bounds, prom_latency_nbounds);
+    prom_hist_init(&m->ws_replay_seconds, replay_seconds_bounds,
+                   sizeof(replay_seconds_bounds) / sizeof(replay_seconds_bounds[0]));
+    prom_hist_init(&m->ws_replay_pass_requests, pass_requests_bounds,
+                   sizeof(pass_requests_bounds) / sizeof(pass_requests_bounds[0]));
 }
 
 int shard_metrics_render(buf *o, const shard_metrics *m, const shard_gauges *g)
@@ -128,7 +140,7 @@ int shard_metrics_render(buf *o, const shard_metrics *m, const shard_gauges *g)
                  m->ws_binary_frames_ignored_total);
     static const char *rcodes[SM_RESUME_N] = {
         "ok", "too_far_behind", "position_expired", "invalid_position",
-        "unavailable", "busy"
+        "unavailable", "busy", "rate_limited"
     };
     e |= prom_head(o, "ws_reconnects_total", "counter",
               "Reconnect requests (resume from a position), by result");
@@ -147,6 +159,40 @@ int shard_metrics_render(buf *o, const shard_metrics *m, const shard_gauges *g)
                      m->ws_reconnect_seconds_total);
     e |= prom_gauge(o, "ws_reconnects_active", "Reconnect replays running",
                (double)g->resumes);
+    e |= prom_gauge(o, "ws_replays_active",
+               "Clients replaying now (same as ws_reconnects_active)",
+               (double)g->resumes);
+    e |= prom_counter(o, "ws_replay_requests_total",
+                 "Reconnect requests received (before any budget check)",
+                 m->ws_replay_requests_total);
+    e |= prom_head(o, "ws_replay_records_skipped_total", "counter",
+              "Records the replay read and did not send: they fail the "
+              "router's checks (common/record.h), by reason");
+    for (int i = 0; i < SM_REPLAY_SKIP_N; i++)
+        e |= buf_appendf(o, "ws_replay_records_skipped_total{reason=\"%s\"} %"
+                         PRIu64 "\n", record_invalid_name((enum record_invalid)i),
+                         m->ws_replay_records_skipped_total[i]);
+    e |= prom_counter(o, "ws_replay_kafka_bytes_total",
+                 "Key + value bytes the replay reader fetched from Kafka",
+                 m->ws_replay_kafka_bytes_total);
+    e |= prom_counter(o, "ws_replay_passes_total",
+                 "Passes of the replay reader over a partition (start or "
+                 "restart to its end)", m->ws_replay_passes_total);
+    e |= prom_hist_render(&m->ws_replay_pass_requests, o,
+                          "ws_replay_pass_requests",
+                          "Requests (channels of reconnecting clients) served "
+                          "by one pass over a partition");
+    e |= prom_hist_render(&m->ws_replay_seconds, o, "ws_replay_seconds",
+                          "Reconnect received to reconnect_ack or "
+                          "reconnect_error sent, seconds");
+    e |= prom_gauge(o, "ws_replay_memory_bytes",
+               "Bytes held for replays: records read and not yet sent, live "
+               "records held for resuming clients", (double)g->replay_memory);
+    e |= prom_gauge(o, "ws_replay_memory_limit_bytes", "RESUME_MEMORY_BYTES",
+               (double)g->replay_memory_limit);
+    e |= prom_gauge(o, "ws_replay_partitions_active",
+               "Partitions the replay reader is reading",
+               (double)g->replay_partitions);
     e |= prom_head(o, "ws_client_errors_total", "counter",
               "Error replies sent to clients, by code");
     for (int i = 1; i < SM_CLIENT_ERR_N; i++)

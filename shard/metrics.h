@@ -49,7 +49,8 @@ enum shard_ingress_refusal_idx {
 };
 
 #define SM_CLIENT_ERR_N 7    /* indexed by enum clientmsg_err */
-#define SM_RESUME_N 6        /* indexed by enum resume_code */
+#define SM_RESUME_N 7        /* indexed by enum resume_code */
+#define SM_REPLAY_SKIP_N 4   /* indexed by enum record_invalid */
 
 typedef struct shard_metrics {
     uint64_t ws_connections_total;
@@ -84,6 +85,12 @@ typedef struct shard_metrics {
     uint64_t ws_replayed_messages_total;
     uint64_t ws_replay_duplicates_dropped_total;
     double ws_reconnect_seconds_total;
+    uint64_t ws_replay_requests_total;          /* reconnects received */
+    uint64_t ws_replay_records_skipped_total[SM_REPLAY_SKIP_N];
+    uint64_t ws_replay_kafka_bytes_total;       /* key + value bytes read */
+    uint64_t ws_replay_passes_total;
+    prom_hist ws_replay_pass_requests;          /* requests served per pass */
+    prom_hist ws_replay_seconds;                /* reconnect -> ack or error */
     uint64_t ws_client_errors_total[SM_CLIENT_ERR_N];
     uint64_t ws_disconnects_total[SM_CLOSE_N];
     uint64_t shard_records_received_total;
@@ -126,6 +133,9 @@ typedef struct shard_gauges {
     double mem_percent;
     long resumes;             /* reconnect replays in progress */
     long ip_table_entries;    /* addresses the per-IP limits track */
+    long replay_memory;       /* bytes held for replays */
+    long replay_memory_limit; /* RESUME_MEMORY_BYTES */
+    long replay_partitions;   /* partitions the replay reader reads */
 } shard_gauges;
 
 void shard_metrics_count_close(shard_metrics *m, unsigned code);

@@ -1,28 +1,37 @@
 #include "shard/resume.h"
 #include "shard/clientmsg.h"
 #include "shard/envelope.h"
+#include "shard/map.h"
 #include "shard/registry.h"
 #include "shard/server.h"
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/log.h"
+#include "common/record.h"
 #include "common/topics.h"
 
 #include <errno.h>
 #include <inttypes.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/eventfd.h>
 #include <event2/event.h>
 #include <librdkafka/rdkafka.h>
 
 #define CHECK_MS 20
+#define NOTIFY_BATCH 4096      /* reader messages handled per loop pass */
+#define META_MAX_AGE_MS 30000  /* topic partition counts are re-read after */
+#define KAFKA_CALL_MS 5000     /* longest one metadata / watermark call */
 
 _Static_assert(RESUME_CODE_N == SM_RESUME_N,
                "metrics.h SM_RESUME_N must match enum resume_code");
+_Static_assert(RECORD_INVALID_N == SM_REPLAY_SKIP_N,
+               "metrics.h SM_REPLAY_SKIP_N must match enum record_invalid");
 
 const char *resume_code_name(enum resume_code c)
 {
@@ -33,10 +42,13 @@ const char *resume_code_name(enum resume_code c)
     case RESUME_INVALID_POSITION: return "INVALID_POSITION";
     case RESUME_UNAVAILABLE: return "RESUME_UNAVAILABLE";
     case RESUME_BUSY: return "RESUME_BUSY";
+    case RESUME_RATE_LIMITED: return "RESUME_RATE_LIMITED";
     case RESUME_CODE_N: break;
     }
     return "INTERNAL_ERROR";
 }
+
+/* ---- pure parts ------------------------------------------------------- */
 
 int resume_seam_ok(int64_t pos, int at_eof, int64_t first_held,
                    int pre_routed, int64_t routed_for_ms)
@@ -50,195 +62,298 @@ int resume_seam_ok(int64_t pos, int at_eof, int64_t first_held,
     return pre_routed || routed_for_ms >= RESUME_SETTLE_MS;
 }
 
-/* ---- shared between the loop and the workers -------------------------- */
+enum resume_code resume_admit(int64_t lo, int64_t hi, int64_t start,
+                              long max_offsets)
+{
+    if (start < lo)
+        return RESUME_POSITION_EXPIRED;
+    if (start > hi)
+        return RESUME_INVALID_POSITION;
+    if (hi - start > (int64_t)max_offsets)
+        return RESUME_TOO_FAR_BEHIND;
+    return RESUME_OK;
+}
 
-enum rmsg_type { RM_REC, RM_EOF, RM_DONE };
+int resume_bucket_take(resume_bucket *b, uint64_t now_ms, double rate,
+                       double burst)
+{
+    if (rate <= 0)
+        return 1;
+    if (b->at_ms == 0) {
+        b->tokens = burst;
+    } else if (now_ms > b->at_ms) {
+        b->tokens += (double)(now_ms - b->at_ms) * rate / 1000.0;
+        if (b->tokens > burst)
+            b->tokens = burst;
+    }
+    b->at_ms = now_ms ? now_ms : 1;
+    if (b->tokens < 1.0)
+        return 0;
+    b->tokens -= 1.0;
+    return 1;
+}
+
+int resume_sched_add(resume_sched *s, uint64_t id, int64_t start,
+                     const char *token, size_t tlen)
+{
+    if (tlen > sizeof(s->r[0].token))
+        return -1;
+    if (s->n == s->cap) {
+        size_t nc = s->cap ? s->cap * 2 : 8;
+        resume_sched_req *nr = realloc(s->r, nc * sizeof(*nr));
+        if (!nr)
+            return -1;
+        s->r = nr;
+        s->cap = nc;
+    }
+    resume_sched_req *q = &s->r[s->n++];
+    q->id = id;
+    q->start = start;
+    q->tlen = (uint8_t)tlen;
+    memcpy(q->token, token, tlen);
+    q->attached = 1;
+    if (!s->running) {
+        s->running = 1;
+        s->at_eof = 0;
+        s->pos = start;
+        return RESUME_SCHED_START;
+    }
+    if (s->pos <= start)
+        return RESUME_SCHED_JOIN;
+    if (s->at_eof) {
+        /* idle at the end: nothing else would end this pass */
+        s->at_eof = 0;
+        s->pos = start;
+        return RESUME_SCHED_SEEK;
+    }
+    q->attached = 0;
+    return RESUME_SCHED_WAIT;
+}
+
+int resume_sched_record(resume_sched *s, int64_t offset, const char *key,
+                        size_t klen)
+{
+    if (offset >= s->pos) {
+        s->pos = offset + 1;
+        s->at_eof = 0;
+    }
+    for (size_t i = 0; i < s->n; i++) {
+        const resume_sched_req *q = &s->r[i];
+        if (q->attached && q->tlen == klen && offset >= q->start &&
+            memcmp(q->token, key, klen) == 0)
+            return 1;
+    }
+    return 0;
+}
+
+int64_t resume_sched_eof(resume_sched *s, int64_t next)
+{
+    s->pos = next;
+    s->at_eof = 1;
+    int64_t low = -1;
+    for (size_t i = 0; i < s->n; i++)
+        if (!s->r[i].attached && (low < 0 || s->r[i].start < low))
+            low = s->r[i].start;
+    if (low < 0)
+        return -1;
+    for (size_t i = 0; i < s->n; i++)
+        if (!s->r[i].attached)
+            s->r[i].attached = 2;
+    s->pos = low;
+    s->at_eof = 0;
+    return low;
+}
+
+int resume_sched_remove(resume_sched *s, uint64_t id)
+{
+    for (size_t i = 0; i < s->n; i++)
+        if (s->r[i].id == id) {
+            s->r[i] = s->r[--s->n];
+            return 0;
+        }
+    return -1;
+}
+
+void resume_sched_clear(resume_sched *s)
+{
+    free(s->r);
+    memset(s, 0, sizeof(*s));
+}
+
+/* ---- messages between the loop and the reader --------------------------- */
+
+/* loop -> reader */
+enum cmsg_type { CM_REQUEST, CM_CANCEL };
+
+typedef struct cmsg {
+    struct cmsg *next;
+    enum cmsg_type type;
+    uint64_t id;
+    const topic_info *topic;
+    int32_t partition;       /* -1: by key hash */
+    int64_t start;
+    uint8_t tlen;
+    char token[64];
+} cmsg;
+
+/* reader -> loop */
+enum rmsg_type { RM_REC, RM_SKIP, RM_EOF, RM_ATTACH, RM_REFUSE, RM_PASS };
 
 typedef struct rmsg {
     struct rmsg *next;
-    struct resume_job *job;
     enum rmsg_type type;
-    int chan;
+    const topic_info *topic;
     int32_t partition;
-    int64_t offset;          /* REC: the record; EOF: next offset */
+    uint64_t id;             /* ATTACH, REFUSE */
+    int64_t offset;          /* REC/SKIP: the record; EOF: next; ATTACH: start */
     int64_t ts;
-    enum resume_code code;   /* DONE */
-    size_t vlen;
-    char value[];            /* REC: the value; DONE: message */
+    int flag;                /* ATTACH: at eof; REFUSE: code; SKIP: reason;
+                              * PASS: requests served */
+    size_t mem;              /* bytes counted in sh->mem_posted */
+    size_t klen, vlen;
+    char data[];             /* REC: key, value; REFUSE: message */
 } rmsg;
 
-/* worker-side description of one channel (immutable once started) */
-typedef struct wchan {
-    char *token;
-    size_t tlen;
-    const char *topic;
-    int32_t partition;       /* -1: by key hash (resolved by the worker) */
-    int64_t start;
-} wchan;
-
-/* loop-side state of one resuming channel */
-typedef struct rs_chan {
-    char *name;
-    size_t nlen;
-    size_t tlen;             /* name = token "." category */
-    int32_t partition;       /* -1 until the worker says */
-    int64_t last;            /* last offset replayed (or the client's seq) */
-    int64_t pos;             /* replay position (next offset), -1 unknown */
-    int at_eof;
-    int pre_routed;
-    uint64_t routed_ms;
-    int64_t first_held;
-    int floor;               /* after the replay: drop live <= last */
-    int replayed_any;        /* last is an offset this replay sent */
-} rs_chan;
-
-typedef struct rs_held {
-    ws_chunk *frame;
-    int chan;
-    int32_t partition;
-    int64_t offset;
-} rs_held;
-
-typedef struct resume_job resume_job;
-
-/* per-client state (c->rs) */
-typedef struct resume_client {
-    shard_client *c;
-    resume_job *job;         /* NULL once the replay finished */
-    rs_chan *ch;
-    size_t n;
-    rs_held *held;
-    size_t nheld, capheld;
-    uint64_t replayed;
-    int odinws;
-    int floors;              /* channels with floor set */
-} resume_client;
-
-struct resume_job {
-    shard_resume *rm;
-    resume_job *prev, *next;
-    resume_client *rc;       /* NULL when the client went away */
-    pthread_t th;
-    int started;
-    /* worker input */
-    wchan *wch;
-    size_t n;
-    long max_records;
-    uint64_t deadline_ms;
-    /* shared, under rm->mu */
-    int stop;
-    size_t pending;
-    pthread_cond_t cv;
-    /* loop only */
-    int stopping;
-    enum resume_code fail;   /* set by the loop (timeout, held overflow) */
-    uint64_t t0;
-};
-
-struct shard_resume {
-    shard_ctx *ctx;
-    int efd;
-    struct event *ev, *check_ev;
+/* State shared by the loop and the reader.  Separate from shard_resume so a
+ * reader that does not stop within RESUME_JOIN_MS can be left running on
+ * it (leaked at exit) while the rest is freed. */
+typedef struct rshared {
     pthread_mutex_t mu;
-    rmsg *head, *tail;       /* under mu */
-    resume_job *jobs;        /* loop only */
-    long active;
-    buf scratch;
-};
+    pthread_cond_t cv;       /* reader: control input or memory freed */
+    cmsg *ctl_head, *ctl_tail;   /* under mu */
+    rmsg *out_head, *out_tail;   /* under mu */
+    int stop;                    /* under mu */
+    int exited;                  /* under mu */
+    int efd;
+    _Atomic long mem_posted;     /* bytes of rmsgs not yet handled */
+    _Atomic long mem_held;       /* bytes of live frames held for clients */
+    _Atomic long partitions;     /* partitions being read */
+    _Atomic uint64_t kafka_bytes;
+    long mem_limit;
+    long max_offsets;
+    long max_record_bytes;
+    char *brokers, *options, *shard_id;
+} rshared;
 
-static void rs_free(resume_client *rc)
+static void rshared_free(rshared *sh)
 {
-    if (!rc)
+    if (!sh)
         return;
-    for (size_t i = 0; i < rc->nheld; i++)
-        ws_chunk_unref(rc->held[i].frame);
-    free(rc->held);
-    for (size_t i = 0; i < rc->n; i++)
-        free(rc->ch[i].name);
-    free(rc->ch);
-    free(rc);
+    while (sh->ctl_head) {
+        cmsg *m = sh->ctl_head;
+        sh->ctl_head = m->next;
+        free(m);
+    }
+    while (sh->out_head) {
+        rmsg *m = sh->out_head;
+        sh->out_head = m->next;
+        free(m);
+    }
+    if (sh->efd >= 0)
+        close(sh->efd);
+    pthread_cond_destroy(&sh->cv);
+    pthread_mutex_destroy(&sh->mu);
+    free(sh->brokers);
+    free(sh->options);
+    free(sh->shard_id);
+    free(sh);
 }
 
-static void job_free(resume_job *j)
-{
-    for (size_t i = 0; i < j->n; i++)
-        free(j->wch[i].token);
-    free(j->wch);
-    pthread_cond_destroy(&j->cv);
-    free(j);
-}
+/* ---- the reader thread ------------------------------------------------- */
 
-/* ---- worker thread ---------------------------------------------------- */
+typedef struct ttopic {
+    const topic_info *ti;
+    rd_kafka_topic_t *rkt;
+    int32_t count;           /* partitions, 0 unknown */
+    uint64_t count_ms;
+} ttopic;
 
-static void post(shard_resume *rm, rmsg *m)
+typedef struct tpart {
+    ttopic *t;
+    int32_t partition;
+    resume_sched s;
+    int started;             /* consume_start_queue done */
+    int wm_ok;               /* lo/hi read during this pass */
+    int64_t lo, hi;
+    int pass_open;
+    int pass_reqs;
+} tpart;
+
+typedef struct reader {
+    rshared *sh;
+    rd_kafka_t *rk;
+    rd_kafka_queue_t *q;
+    ttopic *topics;
+    size_t ntopics;
+    tpart **parts;
+    size_t nparts, capparts;
+    record_rules rules;
+} reader;
+
+static void post(rshared *sh, rmsg *m)
 {
     m->next = NULL;
-    pthread_mutex_lock(&rm->mu);
-    int wake = rm->head == NULL;
-    if (rm->tail)
-        rm->tail->next = m;
+    pthread_mutex_lock(&sh->mu);
+    int wake = sh->out_head == NULL;
+    if (sh->out_tail)
+        sh->out_tail->next = m;
     else
-        rm->head = m;
-    rm->tail = m;
-    if (m->type == RM_REC)
-        m->job->pending += m->vlen + sizeof(*m);
-    pthread_mutex_unlock(&rm->mu);
+        sh->out_head = m;
+    sh->out_tail = m;
+    pthread_mutex_unlock(&sh->mu);
+    if (m->mem)
+        atomic_fetch_add(&sh->mem_posted, (long)m->mem);
     if (wake) {
         uint64_t one = 1;
-        ssize_t w = write(rm->efd, &one, sizeof(one));
+        ssize_t w = write(sh->efd, &one, sizeof(one));
         (void)w;
     }
 }
 
-static void post_done(resume_job *j, enum resume_code code, const char *msg)
+/* A control message the loop waits for (attach, refuse) must not be lost:
+ * allocation failure of a few bytes aborts as elsewhere in the shard. */
+static rmsg *rmsg_new(enum rmsg_type type, size_t extra)
 {
-    size_t l = strlen(msg);
-    rmsg *m = calloc(1, sizeof(*m) + l + 1);
+    rmsg *m = calloc(1, sizeof(*m) + extra + 1);
     if (!m)
-        abort();   /* the loop waits for this message: cannot lose it */
-    m->job = j;
-    m->type = RM_DONE;
-    m->code = code;
-    memcpy(m->value, msg, l + 1);
-    m->vlen = 0;
-    post(j->rm, m);
+        abort();
+    m->type = type;
+    return m;
 }
 
-/* 1 if the worker should stop; waits while the loop is behind. */
-static int worker_wait(resume_job *j)
+static void post_refuse(reader *rd, uint64_t id, enum resume_code code,
+                        const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+static void post_refuse(reader *rd, uint64_t id, enum resume_code code,
+                        const char *fmt, ...)
 {
-    shard_resume *rm = j->rm;
-    pthread_mutex_lock(&rm->mu);
-    while (!j->stop && j->pending > RESUME_PENDING_BYTES) {
-        struct timespec ts;
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 100 * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&j->cv, &rm->mu, &ts);
+    char msg[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    size_t l = strlen(msg);
+    rmsg *m = rmsg_new(RM_REFUSE, l);
+    m->id = id;
+    m->flag = (int)code;
+    memcpy(m->data, msg, l + 1);
+    post(rd->sh, m);
+}
+
+static void post_attach(reader *rd, tpart *p, uint64_t id, int64_t start,
+                        int at_eof)
+{
+    rmsg *m = rmsg_new(RM_ATTACH, 0);
+    m->id = id;
+    m->topic = p->t->ti;
+    m->partition = p->partition;
+    m->offset = start;
+    m->flag = at_eof;
+    post(rd->sh, m);
+    if (!p->pass_open) {
+        p->pass_open = 1;
+        p->pass_reqs = 0;
     }
-    int stop = j->stop;
-    pthread_mutex_unlock(&rm->mu);
-    return stop;
-}
-
-typedef struct wgroup {
-    rd_kafka_topic_t *rkt;
-    const char *topic;
-    int32_t partition;
-    int64_t start;
-    int started;
-} wgroup;
-
-static int remaining_ms(const resume_job *j)
-{
-    uint64_t now = clock_mono_ms();
-    if (now >= j->deadline_ms)
-        return 0;
-    uint64_t r = j->deadline_ms - now;
-    return r > 60000 ? 60000 : (int)r;
+    p->pass_reqs++;
 }
 
 static int set_conf(rd_kafka_conf_t *conf, const char *k, const char *v,
@@ -248,13 +363,12 @@ static int set_conf(rd_kafka_conf_t *conf, const char *k, const char *v,
                ? 0 : -1;
 }
 
-static rd_kafka_t *worker_kafka(resume_job *j, char *err, size_t errlen)
+static rd_kafka_t *reader_kafka(const rshared *sh, char *err, size_t errlen)
 {
-    const shard_settings *s = j->rm->ctx->set;
     rd_kafka_conf_t *conf = rd_kafka_conf_new();
     char cid[200];
-    snprintf(cid, sizeof(cid), "odin-shard-resume-%s", s->shard_id);
-    if (set_conf(conf, "bootstrap.servers", s->kafka_brokers, err, errlen) ||
+    snprintf(cid, sizeof(cid), "odin-shard-resume-%s", sh->shard_id);
+    if (set_conf(conf, "bootstrap.servers", sh->brokers, err, errlen) ||
         set_conf(conf, "client.id", cid, err, errlen) ||
         set_conf(conf, "enable.partition.eof", "true", err, errlen) ||
         set_conf(conf, "fetch.wait.max.ms", "20", err, errlen) ||
@@ -263,10 +377,10 @@ static rd_kafka_t *worker_kafka(resume_job *j, char *err, size_t errlen)
         rd_kafka_conf_destroy(conf);
         return NULL;
     }
-    if (s->kafka_options && *s->kafka_options) {
+    if (sh->options && *sh->options) {
         char **items = NULL;
         size_t ni = 0;
-        if (config_split_list(s->kafka_options, &items, &ni) != 0) {
+        if (config_split_list(sh->options, &items, &ni) != 0) {
             rd_kafka_conf_destroy(conf);
             snprintf(err, errlen, "out of memory");
             return NULL;
@@ -295,49 +409,139 @@ static rd_kafka_t *worker_kafka(resume_job *j, char *err, size_t errlen)
     return rk;
 }
 
-static void *worker(void *arg)
+static ttopic *reader_topic(reader *rd, const topic_info *ti)
 {
-    resume_job *j = arg;
+    for (size_t i = 0; i < rd->ntopics; i++)
+        if (rd->topics[i].ti == ti)
+            return &rd->topics[i];
+    ttopic *nt = realloc(rd->topics, (rd->ntopics + 1) * sizeof(*nt));
+    if (!nt)
+        return NULL;
+    rd->topics = nt;
+    ttopic *t = &rd->topics[rd->ntopics];
+    memset(t, 0, sizeof(*t));
+    t->ti = ti;
+    t->rkt = rd_kafka_topic_new(rd->rk, ti->topic, NULL);
+    if (!t->rkt)
+        return NULL;
+    rd->ntopics++;
+    return t;
+}
+
+static tpart *reader_part(reader *rd, ttopic *t, int32_t partition, int create)
+{
+    for (size_t i = 0; i < rd->nparts; i++)
+        if (rd->parts[i]->t == t && rd->parts[i]->partition == partition)
+            return rd->parts[i];
+    if (!create)
+        return NULL;
+    if (rd->nparts == rd->capparts) {
+        size_t nc = rd->capparts ? rd->capparts * 2 : 8;
+        tpart **np = realloc(rd->parts, nc * sizeof(*np));
+        if (!np)
+            return NULL;
+        rd->parts = np;
+        rd->capparts = nc;
+    }
+    tpart *p = calloc(1, sizeof(*p));
+    if (!p)
+        return NULL;
+    p->t = t;
+    p->partition = partition;
+    rd->parts[rd->nparts++] = p;
+    return p;
+}
+
+static tpart *part_of_msg(reader *rd, const rd_kafka_message_t *rkm)
+{
+    for (size_t i = 0; i < rd->nparts; i++)
+        if (rd->parts[i]->t->rkt == rkm->rkt &&
+            rd->parts[i]->partition == rkm->partition)
+            return rd->parts[i];
+    return NULL;
+}
+
+/* Stop reading p (nobody needs it): the RELEASE of the partition. */
+static void part_stop(reader *rd, tpart *p)
+{
+    if (p->started) {
+        rd_kafka_consume_stop(p->t->rkt, p->partition);
+        p->started = 0;
+        atomic_fetch_sub(&rd->sh->partitions, 1);
+    }
+    if (p->pass_open) {
+        rmsg *m = rmsg_new(RM_PASS, 0);
+        m->flag = p->pass_reqs;
+        post(rd->sh, m);
+    }
+    p->pass_open = 0;
+    p->wm_ok = 0;
+    resume_sched_clear(&p->s);
+}
+
+/* (Re)start reading p at `offset`.  A restart (consume_stop + start) rather
+ * than a seek: it drops what was fetched for the old position and makes
+ * librdkafka report the end of the partition again. */
+static int part_start(reader *rd, tpart *p, int64_t offset)
+{
+    if (p->started) {
+        rd_kafka_consume_stop(p->t->rkt, p->partition);
+        p->started = 0;
+        atomic_fetch_sub(&rd->sh->partitions, 1);
+    }
+    if (rd_kafka_consume_start_queue(p->t->rkt, p->partition, offset,
+                                     rd->q) != 0)
+        return -1;
+    p->started = 1;
+    atomic_fetch_add(&rd->sh->partitions, 1);
+    return 0;
+}
+
+/* Every request of p refused (the partition cannot be read). */
+static void part_fail(reader *rd, tpart *p, enum resume_code code,
+                      const char *why)
+{
+    for (size_t i = 0; i < p->s.n; i++)
+        post_refuse(rd, p->s.r[i].id, code, "%s/%d: %s", p->t->ti->topic,
+                    (int)p->partition, why);
+    part_stop(rd, p);
+}
+
+static int reader_ensure_kafka(reader *rd, char *err, size_t errlen)
+{
+    if (rd->rk)
+        return 0;
+    rd->rk = reader_kafka(rd->sh, err, errlen);
+    if (!rd->rk)
+        return -1;
+    rd->q = rd_kafka_queue_new(rd->rk);
+    if (!rd->q) {
+        rd_kafka_destroy(rd->rk);
+        rd->rk = NULL;
+        snprintf(err, errlen, "cannot create a queue");
+        return -1;
+    }
+    return 0;
+}
+
+static void handle_request(reader *rd, const cmsg *c)
+{
     char err[512] = "";
-    char msg[600];
-    enum resume_code code = RESUME_OK;
-    msg[0] = 0;
-    wgroup *g = calloc(j->n ? j->n : 1, sizeof(*g));
-    int *gof = calloc(j->n ? j->n : 1, sizeof(*gof));   /* chan -> group */
-    size_t ng = 0;
-    rd_kafka_queue_t *q = NULL;
-    rd_kafka_t *rk = NULL;
-    long count = 0;
-    if (!g || !gof) {
-        code = RESUME_UNAVAILABLE;
-        snprintf(msg, sizeof(msg), "out of memory");
-        goto out;
+    if (reader_ensure_kafka(rd, err, sizeof(err)) != 0) {
+        post_refuse(rd, c->id, RESUME_UNAVAILABLE, "Kafka consumer: %s", err);
+        return;
     }
-    rk = worker_kafka(j, err, sizeof(err));
-    if (!rk) {
-        code = RESUME_UNAVAILABLE;
-        snprintf(msg, sizeof(msg), "Kafka consumer: %s", err);
-        goto out;
+    ttopic *t = reader_topic(rd, c->topic);
+    if (!t) {
+        post_refuse(rd, c->id, RESUME_UNAVAILABLE, "out of memory");
+        return;
     }
-    q = rd_kafka_queue_new(rk);
-    /* locate every channel: topic, partition, watermarks */
-    for (size_t i = 0; i < j->n && code == RESUME_OK; i++) {
-        wchan *w = &j->wch[i];
-        size_t k;
-        rd_kafka_topic_t *rkt = NULL;
-        for (k = 0; k < ng; k++)
-            if (strcmp(g[k].topic, w->topic) == 0) {
-                rkt = g[k].rkt;
-                break;
-            }
-        int own = 0;
-        if (!rkt) {
-            rkt = rd_kafka_topic_new(rk, w->topic, NULL);
-            own = 1;
-        }
+    uint64_t now = clock_mono_ms();
+    if (t->count <= 0 || now - t->count_ms > META_MAX_AGE_MS ||
+        c->partition >= t->count) {
         const struct rd_kafka_metadata *md = NULL;
-        rd_kafka_resp_err_t e = rd_kafka_metadata(rk, 0, rkt, &md,
-                                                  remaining_ms(j));
+        rd_kafka_resp_err_t e = rd_kafka_metadata(rd->rk, 0, t->rkt, &md,
+                                                  KAFKA_CALL_MS);
         int32_t cnt = 0;
         if (e == RD_KAFKA_RESP_ERR_NO_ERROR && md->topic_cnt == 1) {
             e = md->topics[0].err;
@@ -345,181 +549,387 @@ static void *worker(void *arg)
         }
         if (md)
             rd_kafka_metadata_destroy(md);
-        if (e == RD_KAFKA_RESP_ERR__TIMED_OUT || e == RD_KAFKA_RESP_ERR__TRANSPORT) {
-            code = RESUME_UNAVAILABLE;
-            snprintf(msg, sizeof(msg), "Kafka metadata for %s: %s", w->topic,
-                     rd_kafka_err2str(e));
-        } else if (e != RD_KAFKA_RESP_ERR_NO_ERROR || cnt <= 0) {
-            code = RESUME_INVALID_POSITION;
-            snprintf(msg, sizeof(msg), "topic %s does not exist (%s)",
-                     w->topic, rd_kafka_err2str(e));
-        } else if (w->partition < 0) {
-            w->partition = rd_kafka_msg_partitioner_consistent(
-                rkt, w->token, w->tlen, cnt, NULL, NULL);
-        } else if (w->partition >= cnt) {
-            code = RESUME_INVALID_POSITION;
-            snprintf(msg, sizeof(msg),
-                     "partition %d of %s does not exist (%d partitions)",
-                     (int)w->partition, w->topic, (int)cnt);
+        if (e == RD_KAFKA_RESP_ERR__TIMED_OUT ||
+            e == RD_KAFKA_RESP_ERR__TRANSPORT) {
+            post_refuse(rd, c->id, RESUME_UNAVAILABLE,
+                        "Kafka metadata for %s: %s", t->ti->topic,
+                        rd_kafka_err2str(e));
+            return;
         }
-        int64_t lo = 0, hi = 0;
-        if (code == RESUME_OK) {
-            e = rd_kafka_query_watermark_offsets(rk, w->topic, w->partition,
-                                                 &lo, &hi, remaining_ms(j));
-            if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
-                code = RESUME_UNAVAILABLE;
-                snprintf(msg, sizeof(msg), "watermarks of %s/%d: %s",
-                         w->topic, (int)w->partition, rd_kafka_err2str(e));
-            } else if (w->start < lo) {
-                code = RESUME_POSITION_EXPIRED;
-                snprintf(msg, sizeof(msg),
-                         "%s/%d starts at offset %" PRId64 " now; seq %" PRId64
-                         " is gone", w->topic, (int)w->partition, lo,
-                         w->start - 1);
-            } else if (w->start > hi) {
-                code = RESUME_INVALID_POSITION;
-                snprintf(msg, sizeof(msg),
-                         "seq %" PRId64 " is beyond the end of %s/%d (%" PRId64
-                         ")", w->start - 1, w->topic, (int)w->partition, hi);
-            }
+        if (e != RD_KAFKA_RESP_ERR_NO_ERROR || cnt <= 0) {
+            post_refuse(rd, c->id, RESUME_INVALID_POSITION,
+                        "topic %s does not exist (%s)", t->ti->topic,
+                        rd_kafka_err2str(e));
+            return;
         }
-        /* group by (topic, partition) */
-        for (k = 0; k < ng; k++)
-            if (strcmp(g[k].topic, w->topic) == 0 &&
-                g[k].partition == w->partition)
-                break;
-        if (k == ng) {
-            g[ng].rkt = rkt;
-            g[ng].topic = w->topic;
-            g[ng].partition = w->partition;
-            g[ng].start = w->start;
-            ng++;
-            own = 0;
-        } else if (w->start < g[k].start) {
-            g[k].start = w->start;
+        t->count = cnt;
+        t->count_ms = now;
+    }
+    int32_t part = c->partition;
+    if (part < 0)
+        part = rd_kafka_msg_partitioner_consistent(t->rkt, c->token, c->tlen,
+                                                   t->count, NULL, NULL);
+    if (part >= t->count) {
+        post_refuse(rd, c->id, RESUME_INVALID_POSITION,
+                    "partition %d of %s does not exist (%d partitions)",
+                    (int)part, t->ti->topic, (int)t->count);
+        return;
+    }
+    tpart *p = reader_part(rd, t, part, 1);
+    if (!p) {
+        post_refuse(rd, c->id, RESUME_UNAVAILABLE, "out of memory");
+        return;
+    }
+    /* watermarks: once per pass, again only if the request is past both
+     * them and what the reader has read (the end is at least there) */
+    if (p->wm_ok && p->s.running && p->s.pos > p->hi)
+        p->hi = p->s.pos;
+    if (!p->wm_ok || c->start > p->hi) {
+        rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(
+            rd->rk, t->ti->topic, part, &p->lo, &p->hi, KAFKA_CALL_MS);
+        if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
+            p->wm_ok = 0;
+            post_refuse(rd, c->id, RESUME_UNAVAILABLE, "watermarks of %s/%d: %s",
+                        t->ti->topic, (int)part, rd_kafka_err2str(e));
+            return;
         }
-        if (own)
-            rd_kafka_topic_destroy(rkt);
-        gof[i] = (int)k;
-        if (code == RESUME_OK) {
-            rmsg *m = calloc(1, sizeof(*m));   /* tell the loop the partition */
-            if (m) {
-                m->job = j;
-                m->type = RM_EOF;
-                m->chan = (int)i;
-                m->partition = w->partition;
-                m->offset = -1;
-                post(j->rm, m);
-            }
+        p->wm_ok = 1;
+    }
+    switch (resume_admit(p->lo, p->hi, c->start, rd->sh->max_offsets)) {
+    case RESUME_POSITION_EXPIRED:
+        post_refuse(rd, c->id, RESUME_POSITION_EXPIRED,
+                    "%s/%d starts at offset %" PRId64 " now; seq %" PRId64
+                    " is gone", t->ti->topic, (int)part, p->lo, c->start - 1);
+        return;
+    case RESUME_INVALID_POSITION:
+        post_refuse(rd, c->id, RESUME_INVALID_POSITION,
+                    "seq %" PRId64 " is beyond the end of %s/%d (%" PRId64 ")",
+                    c->start - 1, t->ti->topic, (int)part, p->hi);
+        return;
+    case RESUME_TOO_FAR_BEHIND:
+        post_refuse(rd, c->id, RESUME_TOO_FAR_BEHIND,
+                    "%" PRId64 " offsets behind the end of %s/%d; "
+                    "RESUME_MAX_OFFSETS is %ld", p->hi - c->start,
+                    t->ti->topic, (int)part, rd->sh->max_offsets);
+        return;
+    default:
+        break;
+    }
+    int was_eof = p->s.at_eof;
+    int act = resume_sched_add(&p->s, c->id, c->start, c->token, c->tlen);
+    switch (act) {
+    case RESUME_SCHED_START:
+    case RESUME_SCHED_SEEK:
+        if (act == RESUME_SCHED_SEEK && p->pass_open) {
+            rmsg *m = rmsg_new(RM_PASS, 0);
+            m->flag = p->pass_reqs;
+            post(rd->sh, m);
+            p->pass_open = 0;
+        }
+        if (part_start(rd, p, c->start) != 0) {
+            part_fail(rd, p, RESUME_UNAVAILABLE,
+                      rd_kafka_err2str(rd_kafka_last_error()));
+            return;
+        }
+        post_attach(rd, p, c->id, c->start, 0);
+        break;
+    case RESUME_SCHED_JOIN:
+        post_attach(rd, p, c->id, c->start, was_eof && p->s.pos == c->start);
+        break;
+    case RESUME_SCHED_WAIT:
+        break;
+    default:
+        post_refuse(rd, c->id, RESUME_UNAVAILABLE, "out of memory");
+        break;
+    }
+}
+
+static void handle_cancel(reader *rd, uint64_t id)
+{
+    for (size_t i = 0; i < rd->nparts; i++) {
+        tpart *p = rd->parts[i];
+        if (resume_sched_remove(&p->s, id) == 0) {
+            if (p->s.n == 0)
+                part_stop(rd, p);
+            return;
         }
     }
-    for (size_t k = 0; k < ng && code == RESUME_OK; k++) {
-        if (rd_kafka_consume_start_queue(g[k].rkt, g[k].partition, g[k].start,
-                                         q) != 0) {
-            code = RESUME_UNAVAILABLE;
-            snprintf(msg, sizeof(msg), "consume %s/%d: %s", g[k].topic,
-                     (int)g[k].partition,
-                     rd_kafka_err2str(rd_kafka_last_error()));
-        } else {
-            g[k].started = 1;
+}
+
+static void handle_message(reader *rd, rd_kafka_message_t *rkm)
+{
+    tpart *p = part_of_msg(rd, rkm);
+    if (!p || !p->started)
+        return;                /* stale: the partition was stopped */
+    rshared *sh = rd->sh;
+    if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        rmsg *m = rmsg_new(RM_EOF, 0);
+        m->topic = p->t->ti;
+        m->partition = p->partition;
+        m->offset = rkm->offset;
+        post(sh, m);
+        if (p->pass_open) {
+            m = rmsg_new(RM_PASS, 0);
+            m->flag = p->pass_reqs;
+            post(sh, m);
+            p->pass_open = 0;
         }
+        p->wm_ok = 0;          /* a new pass reads them again */
+        int64_t seek = resume_sched_eof(&p->s, rkm->offset);
+        if (seek >= 0) {
+            if (part_start(rd, p, seek) != 0) {
+                part_fail(rd, p, RESUME_UNAVAILABLE,
+                          rd_kafka_err2str(rd_kafka_last_error()));
+                return;
+            }
+            for (size_t i = 0; i < p->s.n; i++)
+                if (p->s.r[i].attached == 2) {
+                    p->s.r[i].attached = 1;
+                    post_attach(rd, p, p->s.r[i].id, p->s.r[i].start, 0);
+                }
+        }
+        return;
     }
-    while (code == RESUME_OK) {
-        if (worker_wait(j))
-            break;
-        if (clock_mono_ms() >= j->deadline_ms) {
-            code = RESUME_TOO_FAR_BEHIND;
-            snprintf(msg, sizeof(msg),
-                     "replay did not finish within RESUME_TIMEOUT_MS");
+    if (rkm->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE) {
+        part_fail(rd, p, RESUME_POSITION_EXPIRED,
+                  "offset out of range (the log start moved past it)");
+        return;
+    }
+    if (rkm->err)
+        return;                /* transient: the consumer retries; clients
+                                * have their RESUME_TIMEOUT_MS */
+    atomic_fetch_add(&sh->kafka_bytes, (uint64_t)(rkm->key_len + rkm->len));
+    if (!resume_sched_record(&p->s, rkm->offset, rkm->key, rkm->key_len))
+        return;                /* nobody waiting wants this token */
+    int bkey;
+    enum record_invalid why;
+    if (record_check(&rd->rules, rkm->key, rkm->key_len, rkm->payload,
+                     rkm->len, &bkey, &why) != 0) {
+        rmsg *m = rmsg_new(RM_SKIP, 0);
+        m->topic = p->t->ti;
+        m->partition = p->partition;
+        m->offset = rkm->offset;
+        m->flag = (int)why;
+        post(sh, m);
+        return;
+    }
+    rmsg *m = malloc(sizeof(*m) + rkm->key_len + rkm->len + 1);
+    if (!m)
+        abort();
+    memset(m, 0, sizeof(*m));
+    m->type = RM_REC;
+    m->topic = p->t->ti;
+    m->partition = p->partition;
+    m->offset = rkm->offset;
+    m->ts = rd_kafka_message_timestamp(rkm, NULL);
+    m->klen = rkm->key_len;
+    m->vlen = rkm->len;
+    memcpy(m->data, rkm->key, rkm->key_len);
+    if (rkm->len)
+        memcpy(m->data + rkm->key_len, rkm->payload, rkm->len);
+    m->mem = sizeof(*m) + m->klen + m->vlen;
+    post(sh, m);
+}
+
+static int any_started(const reader *rd)
+{
+    for (size_t i = 0; i < rd->nparts; i++)
+        if (rd->parts[i]->started)
+            return 1;
+    return 0;
+}
+
+static void timed_wait(rshared *sh, long ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += ms * 1000000L;
+    ts.tv_sec += ts.tv_nsec / 1000000000L;
+    ts.tv_nsec %= 1000000000L;
+    pthread_cond_timedwait(&sh->cv, &sh->mu, &ts);
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+static void *reader_main(void *arg)
+{
+    rshared *sh = arg;
+    reader rd;
+    memset(&rd, 0, sizeof(rd));
+    rd.sh = sh;
+    rd.rules.max_value = (size_t)sh->max_record_bytes;
+    rd.rules.json = RECORD_JSON_FAST;
+    for (;;) {
+        pthread_mutex_lock(&sh->mu);
+        int idle = !any_started(&rd);
+        int full = atomic_load(&sh->mem_posted) + atomic_load(&sh->mem_held) >
+                   sh->mem_limit;
+        if (!sh->stop && !sh->ctl_head && (idle || full))
+            timed_wait(sh, idle ? 1000 : 50);
+        int stop = sh->stop;
+        cmsg *ctl = sh->ctl_head;
+        sh->ctl_head = sh->ctl_tail = NULL;
+        pthread_mutex_unlock(&sh->mu);
+        if (stop) {
+            while (ctl) {
+                cmsg *next = ctl->next;
+                free(ctl);
+                ctl = next;
+            }
             break;
         }
-        rd_kafka_message_t *rkm = rd_kafka_consume_queue(q, 50);
-        if (!rkm)
+        /* a request cancelled in the same batch (its client left before
+         * the reader got to it) costs no Kafka call */
+        size_t nc = 0;
+        for (cmsg *m = ctl; m; m = m->next)
+            nc += m->type == CM_CANCEL;
+        uint64_t *gone = nc ? malloc(nc * sizeof(*gone)) : NULL;
+        size_t ng = 0;
+        for (cmsg *m = ctl; gone && m; m = m->next)
+            if (m->type == CM_CANCEL)
+                gone[ng++] = m->id;
+        if (gone)
+            qsort(gone, ng, sizeof(*gone), cmp_u64);
+        while (ctl) {
+            cmsg *next = ctl->next;
+            if (ctl->type == CM_REQUEST) {
+                if (!gone || !bsearch(&ctl->id, gone, ng, sizeof(*gone), cmp_u64))
+                    handle_request(&rd, ctl);
+            } else {
+                handle_cancel(&rd, ctl->id);
+            }
+            free(ctl);
+            ctl = next;
+        }
+        free(gone);
+        if (!any_started(&rd) || atomic_load(&sh->mem_posted) +
+                                     atomic_load(&sh->mem_held) > sh->mem_limit)
             continue;
-        const char *tn = rkm->rkt ? rd_kafka_topic_name(rkm->rkt) : "";
-        if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-            for (size_t i = 0; i < j->n; i++) {
-                wchan *w = &j->wch[i];
-                if (w->partition != rkm->partition || strcmp(w->topic, tn))
-                    continue;
-                rmsg *m = calloc(1, sizeof(*m));
-                if (!m)
-                    continue;
-                m->job = j;
-                m->type = RM_EOF;
-                m->chan = (int)i;
-                m->partition = rkm->partition;
-                m->offset = rkm->offset;
-                post(j->rm, m);
-            }
-        } else if (rkm->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE) {
-            code = RESUME_POSITION_EXPIRED;
-            snprintf(msg, sizeof(msg), "%s/%d: offset out of range", tn,
-                     (int)rkm->partition);
-        } else if (rkm->err) {
-            /* transient (the consumer retries by itself); the deadline
-             * bounds how long that may take */
-        } else {
-            for (size_t i = 0; i < j->n && code == RESUME_OK; i++) {
-                wchan *w = &j->wch[i];
-                if (w->partition != rkm->partition || rkm->offset < w->start ||
-                    rkm->key_len != w->tlen ||
-                    memcmp(rkm->key, w->token, w->tlen) != 0 ||
-                    strcmp(w->topic, tn) != 0)
-                    continue;
-                if (++count > j->max_records) {
-                    code = RESUME_TOO_FAR_BEHIND;
-                    snprintf(msg, sizeof(msg),
-                             "more than RESUME_MAX_RECORDS (%ld) records to "
-                             "replay", j->max_records);
-                    break;
-                }
-                rmsg *m = malloc(sizeof(*m) + rkm->len + 1);
-                if (!m) {
-                    code = RESUME_UNAVAILABLE;
-                    snprintf(msg, sizeof(msg), "out of memory");
-                    break;
-                }
-                memset(m, 0, sizeof(*m));
-                m->job = j;
-                m->type = RM_REC;
-                m->chan = (int)i;
-                m->partition = rkm->partition;
-                m->offset = rkm->offset;
-                m->ts = rd_kafka_message_timestamp(rkm, NULL);
-                m->vlen = rkm->len;
-                if (rkm->len)
-                    memcpy(m->value, rkm->payload, rkm->len);
-                post(j->rm, m);
-            }
+        /* a bounded burst, then look at control input again */
+        for (int k = 0; k < 256; k++) {
+            rd_kafka_message_t *rkm = rd_kafka_consume_queue(rd.q, k ? 0 : 20);
+            if (!rkm)
+                break;
+            handle_message(&rd, rkm);
+            rd_kafka_message_destroy(rkm);
+            if (atomic_load(&sh->mem_posted) + atomic_load(&sh->mem_held) >
+                sh->mem_limit)
+                break;
         }
-        rd_kafka_message_destroy(rkm);
     }
-out:
-    for (size_t k = 0; k < ng; k++) {
-        if (g[k].started)
-            rd_kafka_consume_stop(g[k].rkt, g[k].partition);
+    /* teardown: no consumer close, nothing committed (no group) */
+    for (size_t i = 0; i < rd.nparts; i++) {
+        if (rd.parts[i]->started)
+            rd_kafka_consume_stop(rd.parts[i]->t->rkt, rd.parts[i]->partition);
+        resume_sched_clear(&rd.parts[i]->s);
+        free(rd.parts[i]);
     }
-    /* topic handles are shared between groups of one topic */
-    for (size_t k = 0; k < ng; k++) {
-        int first = 1;
-        for (size_t x = 0; x < k; x++)
-            if (g[x].rkt == g[k].rkt)
-                first = 0;
-        if (first)
-            rd_kafka_topic_destroy(g[k].rkt);
-    }
-    if (q)
-        rd_kafka_queue_destroy(q);
-    if (rk)
-        rd_kafka_destroy(rk);
-    free(g);
-    free(gof);
-    post_done(j, code, msg);
+    free(rd.parts);
+    for (size_t i = 0; i < rd.ntopics; i++)
+        rd_kafka_topic_destroy(rd.topics[i].rkt);
+    free(rd.topics);
+    if (rd.q)
+        rd_kafka_queue_destroy(rd.q);
+    if (rd.rk)
+        rd_kafka_destroy_flags(rd.rk, RD_KAFKA_DESTROY_F_NO_CONSUMER_CLOSE);
+    atomic_store(&sh->partitions, 0);
+    pthread_mutex_lock(&sh->mu);
+    sh->exited = 1;
+    pthread_mutex_unlock(&sh->mu);
     return NULL;
 }
 
 /* ---- loop side -------------------------------------------------------- */
+
+/* loop-side state of one resuming channel: one request to the reader */
+typedef struct rs_chan {
+    struct resume_client *rc;
+    shard_map_node node;     /* rm->reqs, by id (while the request lives) */
+    uint64_t id;
+    struct lpart *lp;        /* attached to this partition, or NULL */
+    struct ltok *lt;         /* ... in the list of its token there */
+    struct rs_chan *lprev, *lnext;
+    const topic_info *topic;
+    char *name;
+    size_t nlen;
+    size_t tlen;             /* name = token "." category */
+    int32_t partition;       /* -1 until attached */
+    int64_t last;            /* last offset replayed (or the client's seq) */
+    int64_t pos;             /* replay position (next offset), -1 unknown */
+    int at_eof;
+    int pre_routed;
+    uint64_t routed_ms;
+    int64_t first_held;
+    int floor;               /* after the replay: drop live <= last */
+    int replayed_any;        /* last is an offset this replay sent */
+    int live;                /* the request is known to the reader */
+} rs_chan;
+
+/* the attached requests of one token on one partition: a record reaches
+ * only the requests of its key */
+typedef struct ltok {
+    shard_map_node node;     /* lpart.toks, by token */
+    rs_chan *head;
+    char tok[64];
+} ltok;
+
+/* a partition the loop has attached requests on */
+typedef struct lpart {
+    const topic_info *topic;
+    int32_t partition;
+    shard_map toks;          /* token -> ltok */
+    int64_t rpos;            /* the reader's position as last posted (goes
+                              * back when it restarts the partition) */
+    int at_eof;
+} lpart;
+
+typedef struct rs_held {
+    ws_chunk *frame;
+    int chan;
+    int32_t partition;
+    int64_t offset;
+} rs_held;
+
+/* per-client state (c->rs) */
+typedef struct resume_client {
+    shard_client *c;
+    struct resume_client *prev, *next;   /* rm->clients while replaying */
+    int replaying;
+    enum resume_code fail;   /* decided, to be finished after the batch */
+    char fail_msg[200];
+    struct resume_client *fnext;         /* rm->fin list */
+    int on_fin;
+    rs_chan *ch;
+    size_t n;
+    rs_held *held;
+    size_t nheld, capheld;
+    long held_bytes;
+    uint64_t replayed;
+    uint64_t t0, deadline_ms;
+    int odinws;
+    int floors;              /* channels with floor set */
+} resume_client;
+
+struct shard_resume {
+    shard_ctx *ctx;
+    rshared *sh;
+    pthread_t th;
+    int th_started;
+    struct event *ev, *check_ev;
+    shard_map reqs;          /* id -> rs_chan */
+    uint64_t next_id;
+    lpart **lparts;
+    size_t nlparts, caplparts;
+    resume_client *clients;  /* replaying */
+    resume_client *fin;      /* to finish after the current batch */
+    long active;
+    uint64_t kbytes_seen;
+    buf scratch;
+};
 
 static void reply(shard_client *c, buf *b)
 {
@@ -536,6 +946,145 @@ static void send_rerror(shard_resume *rm, shard_client *c,
         reply(c, &rm->scratch);
 }
 
+static void ctl_post(shard_resume *rm, cmsg *m)
+{
+    rshared *sh = rm->sh;
+    m->next = NULL;
+    pthread_mutex_lock(&sh->mu);
+    if (sh->ctl_tail)
+        sh->ctl_tail->next = m;
+    else
+        sh->ctl_head = m;
+    sh->ctl_tail = m;
+    pthread_cond_signal(&sh->cv);
+    pthread_mutex_unlock(&sh->mu);
+}
+
+static lpart *lpart_get(shard_resume *rm, const topic_info *t, int32_t p)
+{
+    for (size_t i = 0; i < rm->nlparts; i++)
+        if (rm->lparts[i]->topic == t && rm->lparts[i]->partition == p)
+            return rm->lparts[i];
+    if (rm->nlparts == rm->caplparts) {
+        size_t nc = rm->caplparts ? rm->caplparts * 2 : 8;
+        lpart **np = realloc(rm->lparts, nc * sizeof(*np));
+        if (!np)
+            return NULL;
+        rm->lparts = np;
+        rm->caplparts = nc;
+    }
+    lpart *lp = calloc(1, sizeof(*lp));
+    if (!lp)
+        return NULL;
+    lp->topic = t;
+    lp->partition = p;
+    rm->lparts[rm->nlparts++] = lp;
+    return lp;
+}
+
+static lpart *lpart_find(shard_resume *rm, const topic_info *t, int32_t p)
+{
+    for (size_t i = 0; i < rm->nlparts; i++)
+        if (rm->lparts[i]->topic == t && rm->lparts[i]->partition == p)
+            return rm->lparts[i];
+    return NULL;
+}
+
+/* Forget x's request: off its partition, out of the id map, and the reader
+ * is told (it stops a partition nobody needs any more). */
+static void req_drop(shard_resume *rm, rs_chan *x)
+{
+    if (x->lp) {
+        ltok *lt = x->lt;
+        if (x->lprev)
+            x->lprev->lnext = x->lnext;
+        else
+            lt->head = x->lnext;
+        if (x->lnext)
+            x->lnext->lprev = x->lprev;
+        if (!lt->head) {
+            shard_map_remove(&x->lp->toks, &lt->node);
+            free(lt);
+        }
+        x->lp = NULL;
+        x->lt = NULL;
+        x->lprev = x->lnext = NULL;
+    }
+    if (x->live) {
+        x->live = 0;
+        shard_map_remove(&rm->reqs, &x->node);
+        cmsg *m = calloc(1, sizeof(*m));
+        if (!m)
+            abort();   /* a lost cancel would keep a partition read for ever */
+        m->type = CM_CANCEL;
+        m->id = x->id;
+        ctl_post(rm, m);
+    }
+}
+
+static void held_release(shard_resume *rm, resume_client *rc)
+{
+    for (size_t i = 0; i < rc->nheld; i++)
+        ws_chunk_unref(rc->held[i].frame);
+    free(rc->held);
+    rc->held = NULL;
+    rc->nheld = rc->capheld = 0;
+    if (rc->held_bytes && rm)
+        atomic_fetch_sub(&rm->sh->mem_held, rc->held_bytes);
+    rc->held_bytes = 0;
+}
+
+static void rc_unlink(shard_resume *rm, resume_client *rc)
+{
+    if (!rc->replaying)
+        return;
+    rc->replaying = 0;
+    for (size_t i = 0; i < rc->n; i++)
+        req_drop(rm, &rc->ch[i]);
+    if (rc->prev)
+        rc->prev->next = rc->next;
+    else
+        rm->clients = rc->next;
+    if (rc->next)
+        rc->next->prev = rc->prev;
+    rc->prev = rc->next = NULL;
+    rm->active--;
+    if (rc->on_fin) {
+        resume_client **pp = &rm->fin;
+        while (*pp && *pp != rc)
+            pp = &(*pp)->fnext;
+        if (*pp)
+            *pp = rc->fnext;
+        rc->on_fin = 0;
+    }
+}
+
+static void rs_free(shard_resume *rm, resume_client *rc)
+{
+    if (!rc)
+        return;
+    rc_unlink(rm, rc);
+    held_release(rm, rc);
+    for (size_t i = 0; i < rc->n; i++)
+        free(rc->ch[i].name);
+    free(rc->ch);
+    free(rc);
+}
+
+/* Decide rc's end (first decision wins); finished after the current batch
+ * of reader messages so lists being walked stay intact. */
+static void rc_fail(shard_resume *rm, resume_client *rc, enum resume_code code,
+                    const char *msg)
+{
+    if (!rc->replaying || rc->on_fin)
+        return;
+    rc->fail = code;
+    snprintf(rc->fail_msg, sizeof(rc->fail_msg), "%s", msg);
+    rc->on_fin = 1;
+    rc->fnext = rm->fin;
+    rm->fin = rc;
+}
+
 static int chan_of(const resume_client *rc, const frame_record *r)
 {
     for (size_t i = 0; i < rc->n; i++) {
@@ -549,71 +1098,22 @@ static int chan_of(const resume_client *rc, const frame_record *r)
     return -1;
 }
 
-static void job_stop(resume_job *j, enum resume_code fail)
-{
-    if (j->stopping)
-        return;
-    j->stopping = 1;
-    if (fail != RESUME_OK && j->fail == RESUME_OK)
-        j->fail = fail;
-    pthread_mutex_lock(&j->rm->mu);
-    j->stop = 1;
-    pthread_cond_signal(&j->cv);
-    pthread_mutex_unlock(&j->rm->mu);
-}
-
-int shard_resume_filter(shard_client *c, const frame_record *r,
-                        ws_chunk *frame)
-{
-    resume_client *rc = c->rs;
-    int i = chan_of(rc, r);
-    if (i < 0)
-        return 0;
-    rs_chan *x = &rc->ch[i];
-    if (rc->job) {
-        if (rc->nheld == rc->capheld) {
-            size_t nc = rc->capheld ? rc->capheld * 2 : 16;
-            const shard_settings *s = c->srv->ctx->set;
-            if (rc->nheld >= (size_t)(s->resume_max_records + s->queue_msgs)) {
-                /* more live than a client could take: give up */
-                job_stop(rc->job, RESUME_TOO_FAR_BEHIND);
-                return 1;
-            }
-            rs_held *nh = realloc(rc->held, nc * sizeof(*nh));
-            if (!nh) {
-                job_stop(rc->job, RESUME_UNAVAILABLE);
-                return 1;
-            }
-            rc->held = nh;
-            rc->capheld = nc;
-        }
-        ws_chunk_ref(frame);
-        rc->held[rc->nheld++] = (rs_held){ frame, i, r->partition, r->offset };
-        if (x->first_held < 0 && r->partition == x->partition)
-            x->first_held = r->offset;
-        return 1;
-    }
-    if (!x->floor)
-        return 0;
-    if (r->partition == x->partition && !resume_keep_live(r->offset, x->last)) {
-        c->srv->ctx->m.ws_replay_duplicates_dropped_total++;
-        return 1;
-    }
-    x->floor = 0;
-    if (--rc->floors == 0) {
-        c->rs = NULL;
-        rs_free(rc);
-    }
-    return 0;
-}
-
-/* The replay of rc is over: ack or error, then the held live records. */
+/* The replay of rc is over: ack or error, then the held live records (and
+ * none is lost: an error goes out before them, so the client can place
+ * them). */
 static void finish_client(shard_resume *rm, resume_client *rc,
                           enum resume_code code, const char *msg)
 {
     shard_client *c = rc->c;
     shard_ctx *ctx = rm->ctx;
-    rc->job = NULL;
+    rc_unlink(rm, rc);
+    prom_hist_observe(&ctx->m.ws_replay_seconds,
+                      (double)(clock_mono_ms() - rc->t0) / 1000.0);
+    ctx->m.ws_reconnect_seconds_total +=
+        (double)(clock_mono_ms() - rc->t0) / 1000.0;
+    if (code != RESUME_OK)
+        log_kv(LOG_INFO, "reconnect replay failed", "s:code",
+               resume_code_name(code), "s:reason", msg, NULL);
     if (code == RESUME_OK) {
         ctx->m.ws_reconnects_total[RESUME_OK]++;
         clientmsg_chan *chs = calloc(rc->n ? rc->n : 1, sizeof(*chs));
@@ -646,12 +1146,8 @@ static void finish_client(shard_resume *rm, resume_client *rc,
         } else {
             ctx->m.ws_replay_duplicates_dropped_total++;
         }
-        ws_chunk_unref(h->frame);
     }
-    rc->nheld = 0;
-    free(rc->held);
-    rc->held = NULL;
-    rc->capheld = 0;
+    held_release(rm, rc);
     rc->floors = 0;
     for (size_t i = 0; i < rc->n; i++) {
         rc->ch[i].floor = rc->ch[i].partition >= 0;
@@ -659,176 +1155,343 @@ static void finish_client(shard_resume *rm, resume_client *rc,
     }
     if (rc->floors == 0) {
         c->rs = NULL;
-        rs_free(rc);
+        rs_free(rm, rc);
     }
 }
 
-static void job_done(shard_resume *rm, resume_job *j, enum resume_code code,
-                     const char *msg)
+static void run_fin(shard_resume *rm)
 {
-    if (j->fail != RESUME_OK) {
-        code = j->fail;
-        msg = code == RESUME_TOO_FAR_BEHIND
-                  ? "replay did not catch up with the live stream within "
-                    "RESUME_TIMEOUT_MS / RESUME_MAX_RECORDS"
-                  : "replay failed";
+    while (rm->fin) {
+        resume_client *rc = rm->fin;
+        rm->fin = rc->fnext;
+        rc->on_fin = 0;
+        finish_client(rm, rc, rc->fail, rc->fail_msg);
     }
-    if (code != RESUME_OK)
-        log_kv(LOG_INFO, "reconnect replay failed", "s:code",
-               resume_code_name(code), "s:reason", msg, NULL);
-    if (j->rc)
-        finish_client(rm, j->rc, code, msg);
-    else if (code == RESUME_OK)
-        rm->ctx->m.ws_reconnects_total[RESUME_OK]++;
-    else
-        rm->ctx->m.ws_reconnects_total[code]++;
-    if (j->started)
-        pthread_join(j->th, NULL);
-    rm->ctx->m.ws_reconnect_seconds_total +=
-        (double)(clock_mono_ms() - j->t0) / 1000.0;
-    if (j->prev)
-        j->prev->next = j->next;
-    else
-        rm->jobs = j->next;
-    if (j->next)
-        j->next->prev = j->prev;
-    rm->active--;
-    job_free(j);
 }
 
-static void check_job(shard_resume *rm, resume_job *j, uint64_t now)
+int shard_resume_filter(shard_client *c, const frame_record *r,
+                        ws_chunk *frame)
 {
-    resume_client *rc = j->rc;
-    if (j->stopping)
+    resume_client *rc = c->rs;
+    shard_resume *rm = c->srv->ctx->resume;
+    int i = chan_of(rc, r);
+    if (i < 0)
+        return 0;
+    rs_chan *x = &rc->ch[i];
+    if (rc->replaying) {
+        const shard_settings *s = c->srv->ctx->set;
+        if (rc->nheld >= (size_t)(s->resume_max_records + s->queue_msgs)) {
+            /* more live than a client could take: tell it, then hand over
+             * what was held and this one, in order (no silent hole) */
+            finish_client(rm, rc, RESUME_TOO_FAR_BEHIND,
+                          "more live records arrived during the replay than "
+                          "RESUME_MAX_RECORDS + WS_SEND_QUEUE_MSGS");
+            if (c->rs != rc)
+                return 0;
+            /* fall through to the floor rule for this record */
+        } else {
+            if (rc->nheld == rc->capheld) {
+                size_t nc = rc->capheld ? rc->capheld * 2 : 16;
+                rs_held *nh = realloc(rc->held, nc * sizeof(*nh));
+                if (!nh) {
+                    finish_client(rm, rc, RESUME_UNAVAILABLE, "out of memory");
+                    return c->rs == rc ? shard_resume_filter(c, r, frame) : 0;
+                }
+                rc->held = nh;
+                rc->capheld = nc;
+            }
+            ws_chunk_ref(frame);
+            rc->held[rc->nheld++] = (rs_held){ frame, i, r->partition, r->offset };
+            long b = (long)(sizeof(ws_chunk) + frame->len);
+            rc->held_bytes += b;
+            atomic_fetch_add(&rm->sh->mem_held, b);
+            if (x->first_held < 0 && r->partition == x->partition)
+                x->first_held = r->offset;
+            return 1;
+        }
+    }
+    if (!x->floor)
+        return 0;
+    if (r->partition == x->partition && !resume_keep_live(r->offset, x->last)) {
+        c->srv->ctx->m.ws_replay_duplicates_dropped_total++;
+        return 1;
+    }
+    x->floor = 0;
+    if (--rc->floors == 0) {
+        c->rs = NULL;
+        rs_free(rm, rc);
+    }
+    return 0;
+}
+
+static void check_client(shard_resume *rm, resume_client *rc, uint64_t now)
+{
+    if (rc->on_fin)
         return;
-    if (!rc) {
-        job_stop(j, RESUME_OK);
+    if (now >= rc->deadline_ms) {
+        rc_fail(rm, rc, RESUME_TOO_FAR_BEHIND,
+                "replay did not catch up with the live stream within "
+                "RESUME_TIMEOUT_MS");
         return;
     }
-    if (now >= j->deadline_ms) {
-        job_stop(j, RESUME_TOO_FAR_BEHIND);
-        return;
-    }
-    int all = 1;
     for (size_t i = 0; i < rc->n; i++) {
         rs_chan *x = &rc->ch[i];
         if (!x->routed_ms &&
             shard_registry_token_routed(rm->ctx->reg, x->name, x->tlen))
             x->routed_ms = now;
         int64_t rf = x->routed_ms ? (int64_t)(now - x->routed_ms) : -1;
-        if (!resume_seam_ok(x->pos, x->at_eof, x->first_held, x->pre_routed,
-                            rf)) {
-            all = 0;
-            break;
+        if (x->lp && x->lp->rpos > x->pos) {
+            /* records of other tokens moved the reader past x's position */
+            x->pos = x->lp->rpos;
+            x->at_eof = x->lp->at_eof;
         }
+        if (!x->lp || !resume_seam_ok(x->pos, x->at_eof, x->first_held,
+                                      x->pre_routed, rf))
+            return;
     }
-    if (all)
-        job_stop(j, RESUME_OK);
+    rc_fail(rm, rc, RESUME_OK, "");
+}
+
+static void sync_kbytes(shard_resume *rm)
+{
+    uint64_t kb = atomic_load(&rm->sh->kafka_bytes);
+    rm->ctx->m.ws_replay_kafka_bytes_total += kb - rm->kbytes_seen;
+    rm->kbytes_seen = kb;
 }
 
 static void on_check(evutil_socket_t fd, short what, void *arg)
 {
     shard_resume *rm = arg;
     uint64_t now = clock_mono_ms();
-    for (resume_job *j = rm->jobs; j; j = j->next)
-        check_job(rm, j, now);
-    if (rm->jobs) {
+    for (resume_client *rc = rm->clients; rc; rc = rc->next)
+        check_client(rm, rc, now);
+    run_fin(rm);
+    sync_kbytes(rm);
+    if (rm->clients) {
         struct timeval tv = { 0, CHECK_MS * 1000 };
         event_add(rm->check_ev, &tv);
     }
 }
 
-static void handle_rec(shard_resume *rm, resume_job *j, rmsg *m)
+static void handle_rec(shard_resume *rm, rmsg *m)
 {
-    resume_client *rc = j->rc;
-    if (!rc || m->chan < 0 || (size_t)m->chan >= rc->n)
+    lpart *lp = lpart_find(rm, m->topic, m->partition);
+    if (!lp)
         return;
-    rs_chan *x = &rc->ch[m->chan];
-    shard_client *c = rc->c;
-    x->pos = m->offset + 1;
-    x->at_eof = 0;
-    if (m->offset <= x->last)
+    lp->rpos = m->offset + 1;
+    lp->at_eof = 0;
+    if (m->type != RM_REC)
+        return;                /* skipped: the position moved, nothing sent */
+    const char *key = m->data;
+    shard_map_node *n = shard_map_find(&lp->toks, key, m->klen);
+    if (!n)
         return;
-    frame_record r;
-    memset(&r, 0, sizeof(r));
-    r.token = x->name;
-    r.token_len = x->tlen;
-    r.category = x->name + x->tlen + 1;
-    r.category_len = x->nlen - x->tlen - 1;
-    r.partition = m->partition;
-    r.offset = m->offset;
-    r.timestamp_ms = m->ts;
-    r.value = m->value;
-    r.value_len = m->vlen;
-    ws_chunk *ch = envelope_frame(&rm->scratch, &r,
-                                  (enum envelope_types)rm->ctx->set->envelope_types,
-                                  rc->odinws ? ENVELOPE_F_ODINWS
-                                             : ENVELOPE_F_REPLAY);
-    if (!ch) {
-        job_stop(j, RESUME_UNAVAILABLE);
+    ws_chunk *env[2] = { NULL, NULL };   /* replay form, odin-ws form */
+    shard_ctx *ctx = rm->ctx;
+    for (rs_chan *x = SHARD_MAP_ENTRY(n, ltok, node)->head; x; x = x->lnext) {
+        resume_client *rc = x->rc;
+        if (m->offset >= x->pos) {
+            x->pos = m->offset + 1;
+            x->at_eof = 0;
+        }
+        if (rc->on_fin || m->offset <= x->last)
+            continue;
+        if ((long)rc->replayed >= ctx->set->resume_max_records) {
+            char msg[120];
+            snprintf(msg, sizeof(msg), "more than RESUME_MAX_RECORDS (%ld) "
+                     "records to replay", ctx->set->resume_max_records);
+            rc_fail(rm, rc, RESUME_TOO_FAR_BEHIND, msg);
+            continue;
+        }
+        int f = rc->odinws ? 1 : 0;
+        if (!env[f]) {
+            frame_record r;
+            memset(&r, 0, sizeof(r));
+            r.token = x->name;
+            r.token_len = x->tlen;
+            r.category = x->name + x->tlen + 1;
+            r.category_len = x->nlen - x->tlen - 1;
+            r.partition = m->partition;
+            r.offset = m->offset;
+            r.timestamp_ms = m->ts;
+            r.value = m->data + m->klen;
+            r.value_len = m->vlen;
+            env[f] = envelope_frame(&rm->scratch, &r,
+                                    (enum envelope_types)ctx->set->envelope_types,
+                                    f ? ENVELOPE_F_ODINWS : ENVELOPE_F_REPLAY);
+            if (!env[f]) {
+                rc_fail(rm, rc, RESUME_UNAVAILABLE, "out of memory");
+                continue;
+            }
+        }
+        if (client_push(rc->c, env[f]) == 0) {
+            ctx->m.ws_replayed_messages_total++;
+            rc->replayed++;
+            x->last = m->offset;
+            x->replayed_any = 1;
+        } else {
+            rc_fail(rm, rc, RESUME_TOO_FAR_BEHIND, "the client is being closed");
+        }
+    }
+    for (int f = 0; f < 2; f++)
+        if (env[f])
+            ws_chunk_unref(env[f]);
+}
+
+static void handle_attach(shard_resume *rm, rmsg *m)
+{
+    shard_map_node *rn = shard_map_find(&rm->reqs, &m->id, sizeof(m->id));
+    if (!rn)
+        return;                /* dropped meanwhile (its cancel is queued) */
+    rs_chan *x = SHARD_MAP_ENTRY(rn, rs_chan, node);
+    lpart *lp = lpart_get(rm, m->topic, m->partition);
+    if (!lp) {
+        rc_fail(rm, x->rc, RESUME_UNAVAILABLE, "out of memory");
         return;
     }
-    if (client_push(c, ch) == 0) {
-        rm->ctx->m.ws_replayed_messages_total++;
-        rc->replayed++;
-        x->last = m->offset;
-        x->replayed_any = 1;
+    shard_map_node *n = shard_map_find(&lp->toks, x->name, x->tlen);
+    ltok *lt;
+    if (n) {
+        lt = SHARD_MAP_ENTRY(n, ltok, node);
     } else {
-        job_stop(j, RESUME_TOO_FAR_BEHIND);   /* the client is being closed */
+        lt = calloc(1, sizeof(*lt));
+        if (!lt) {
+            rc_fail(rm, x->rc, RESUME_UNAVAILABLE, "out of memory");
+            return;
+        }
+        memcpy(lt->tok, x->name, x->tlen);
+        lt->node.key = lt->tok;
+        lt->node.klen = (uint32_t)x->tlen;
+        if (shard_map_insert(&lp->toks, &lt->node) != 0) {
+            free(lt);
+            rc_fail(rm, x->rc, RESUME_UNAVAILABLE, "out of memory");
+            return;
+        }
     }
-    ws_chunk_unref(ch);
+    /* the reader is at or before start here: a position left from an
+     * earlier read of this partition must not speak for this request */
+    if (m->offset < lp->rpos) {
+        lp->rpos = m->offset;
+        lp->at_eof = m->flag;
+    }
+    x->lp = lp;
+    x->lt = lt;
+    x->lprev = NULL;
+    x->lnext = lt->head;
+    if (lt->head)
+        lt->head->lprev = x;
+    lt->head = x;
+    x->partition = m->partition;
+    /* records before start are the client's own: covered */
+    x->pos = m->offset;
+    x->at_eof = m->flag;
+    /* live records held before the partition was known */
+    resume_client *rc = x->rc;
+    int ci = (int)(x - rc->ch);
+    if (x->first_held < 0)
+        for (size_t k = 0; k < rc->nheld; k++)
+            if (rc->held[k].chan == ci && rc->held[k].partition == x->partition) {
+                x->first_held = rc->held[k].offset;
+                break;
+            }
+}
+
+static void handle_eof(shard_resume *rm, rmsg *m)
+{
+    lpart *lp = lpart_find(rm, m->topic, m->partition);
+    if (!lp)
+        return;
+    lp->rpos = m->offset;
+    lp->at_eof = 1;
+    /* eager for every request: a restart may follow at once */
+    size_t it = 0;
+    shard_map_node *cur = NULL, *n;
+    while ((n = shard_map_next(&lp->toks, &it, &cur)))
+        for (rs_chan *x = SHARD_MAP_ENTRY(n, ltok, node)->head; x; x = x->lnext)
+            if (m->offset >= x->pos) {
+                x->pos = m->offset;
+                x->at_eof = 1;
+            }
 }
 
 static void on_notify(evutil_socket_t fd, short what, void *arg)
 {
     shard_resume *rm = arg;
+    rshared *sh = rm->sh;
     uint64_t v;
-    ssize_t r = read(rm->efd, &v, sizeof(v));
-    (void)r;
-    pthread_mutex_lock(&rm->mu);
-    rmsg *m = rm->head;
-    rm->head = rm->tail = NULL;
-    pthread_mutex_unlock(&rm->mu);
-    uint64_t now = clock_mono_ms();
-    while (m) {
-        rmsg *next = m->next;
-        resume_job *j = m->job;
+    ssize_t rr = read(sh->efd, &v, sizeof(v));
+    (void)rr;
+    shard_ctx *ctx = rm->ctx;
+    int eofs = 0;
+    for (int k = 0; k < NOTIFY_BATCH; k++) {
+        pthread_mutex_lock(&sh->mu);
+        rmsg *m = sh->out_head;
+        if (m) {
+            sh->out_head = m->next;
+            if (!sh->out_head)
+                sh->out_tail = NULL;
+        }
+        pthread_mutex_unlock(&sh->mu);
+        if (!m)
+            break;
         switch (m->type) {
         case RM_REC:
-            handle_rec(rm, j, m);
-            pthread_mutex_lock(&rm->mu);
-            j->pending -= m->vlen + sizeof(*m);
-            pthread_cond_signal(&j->cv);
-            pthread_mutex_unlock(&rm->mu);
+            handle_rec(rm, m);
+            break;
+        case RM_SKIP:
+            ctx->m.ws_replay_records_skipped_total[m->flag]++;
+            handle_rec(rm, m);     /* advances the position, sends nothing */
             break;
         case RM_EOF:
-            if (j->rc && m->chan >= 0 && (size_t)m->chan < j->rc->n) {
-                rs_chan *x = &j->rc->ch[m->chan];
-                x->partition = m->partition;
-                if (m->offset >= 0) {
-                    x->pos = m->offset;
-                    x->at_eof = 1;
-                }
-                /* live records held before the partition was known */
-                if (x->first_held < 0)
-                    for (size_t k = 0; k < j->rc->nheld; k++)
-                        if (j->rc->held[k].chan == m->chan &&
-                            j->rc->held[k].partition == x->partition) {
-                            x->first_held = j->rc->held[k].offset;
-                            break;
-                        }
+            handle_eof(rm, m);
+            eofs = 1;
+            break;
+        case RM_ATTACH:
+            handle_attach(rm, m);
+            break;
+        case RM_REFUSE: {
+            shard_map_node *n = shard_map_find(&rm->reqs, &m->id, sizeof(m->id));
+            if (n) {
+                rs_chan *x = SHARD_MAP_ENTRY(n, rs_chan, node);
+                x->live = 0;          /* the reader has forgotten it */
+                shard_map_remove(&rm->reqs, &x->node);
+                rc_fail(rm, x->rc, (enum resume_code)m->flag, m->data);
             }
             break;
-        case RM_DONE:
-            job_done(rm, j, m->code, m->value);
-            j = NULL;
+        }
+        case RM_PASS:
+            ctx->m.ws_replay_passes_total++;
+            prom_hist_observe(&ctx->m.ws_replay_pass_requests, (double)m->flag);
             break;
         }
-        if (j)
-            check_job(rm, j, now);
+        if (m->mem) {
+            atomic_fetch_sub(&sh->mem_posted, (long)m->mem);
+            pthread_mutex_lock(&sh->mu);
+            pthread_cond_signal(&sh->cv);
+            pthread_mutex_unlock(&sh->mu);
+        }
         free(m);
-        m = next;
     }
+    pthread_mutex_lock(&sh->mu);
+    int more = sh->out_head != NULL;
+    pthread_mutex_unlock(&sh->mu);
+    if (more)
+        event_active(rm->ev, EV_READ, 1);   /* the rest on the next pass */
+    run_fin(rm);
+    if (eofs)
+        on_check(-1, 0, rm);
+    else
+        sync_kbytes(rm);
+}
+
+static int reader_start(shard_resume *rm)
+{
+    if (rm->th_started)
+        return 0;
+    if (pthread_create(&rm->th, NULL, reader_main, rm->sh) != 0)
+        return -1;
+    rm->th_started = 1;
+    return 0;
 }
 
 void shard_resume_start(shard_resume *rm, shard_client *c,
@@ -836,7 +1499,9 @@ void shard_resume_start(shard_resume *rm, shard_client *c,
 {
     shard_ctx *ctx = rm->ctx;
     const shard_settings *s = ctx->set;
-    if (c->rs && ((resume_client *)c->rs)->job) {
+    uint64_t now = clock_mono_ms();
+    ctx->m.ws_replay_requests_total++;
+    if (c->rs && ((resume_client *)c->rs)->replaying) {
         send_rerror(rm, c, RESUME_BUSY, "a reconnect is already replaying");
         return;
     }
@@ -852,6 +1517,19 @@ void shard_resume_start(shard_resume *rm, shard_client *c,
     if (!s->kafka_brokers || !*s->kafka_brokers) {
         send_rerror(rm, c, RESUME_UNAVAILABLE,
                     "this shard has no KAFKA_BROKERS; subscribed live only");
+        return;
+    }
+    if (!resume_bucket_take(&c->resume_bucket, now, s->resume_conn_rate,
+                            (double)s->resume_conn_burst)) {
+        send_rerror(rm, c, RESUME_RATE_LIMITED,
+                    "over RESUME_CONN_RATE reconnects for this connection; "
+                    "subscribed live only");
+        return;
+    }
+    if (!shard_server_ip_reconnect_allow(c->srv, c, now)) {
+        send_rerror(rm, c, RESUME_RATE_LIMITED,
+                    "over RESUME_IP_RATE reconnects from this address; "
+                    "subscribed live only");
         return;
     }
     if (rm->active >= s->resume_max_concurrent) {
@@ -872,77 +1550,78 @@ void shard_resume_start(shard_resume *rm, shard_client *c,
             return;
         }
     }
+    if (reader_start(rm) != 0) {
+        send_rerror(rm, c, RESUME_UNAVAILABLE, "cannot start the replay reader");
+        return;
+    }
     /* a previous replay's floors are replaced */
     if (c->rs) {
-        rs_free(c->rs);
+        rs_free(rm, c->rs);
         c->rs = NULL;
     }
     resume_client *rc = calloc(1, sizeof(*rc));
-    resume_job *j = calloc(1, sizeof(*j));
-    if (!rc || !j || pthread_cond_init(&j->cv, NULL) != 0) {
+    if (!rc || !(rc->ch = calloc(n, sizeof(*rc->ch)))) {
         free(rc);
-        free(j);
         send_rerror(rm, c, RESUME_UNAVAILABLE, "out of memory");
         return;
     }
     rc->c = c;
     rc->odinws = odinws;
-    rc->ch = calloc(n ? n : 1, sizeof(*rc->ch));
-    j->wch = calloc(n ? n : 1, sizeof(*j->wch));
-    j->n = n;
     rc->n = n;
-    int ok = rc->ch && j->wch;
-    for (size_t i = 0; ok && i < n; i++) {
+    for (size_t i = 0; i < n; i++) {
         size_t tl, cl;
         const char *cat;
         topics_channel_split(ch[i].name, ch[i].len, &tl, &cat, &cl);
         rs_chan *x = &rc->ch[i];
+        x->rc = rc;
         x->name = malloc(ch[i].len + 1);
-        j->wch[i].token = malloc(tl + 1);
-        if (!x->name || !j->wch[i].token) {
-            ok = 0;
-            break;
+        if (!x->name) {
+            rs_free(rm, rc);
+            send_rerror(rm, c, RESUME_UNAVAILABLE, "out of memory");
+            return;
         }
         memcpy(x->name, ch[i].name, ch[i].len);
         x->name[ch[i].len] = 0;
         x->nlen = ch[i].len;
         x->tlen = tl;
-        x->partition = ch[i].partition;
+        x->topic = topics_by_category(cat, cl);
+        x->partition = -1;
         x->last = ch[i].seq;
         x->pos = -1;
         x->first_held = -1;
         x->pre_routed = shard_registry_token_routed(ctx->reg, x->name, tl);
-        memcpy(j->wch[i].token, ch[i].name, tl);
-        j->wch[i].token[tl] = 0;
-        j->wch[i].tlen = tl;
-        j->wch[i].topic = topics_by_category(cat, cl)->topic;
-        j->wch[i].partition = ch[i].partition;
-        j->wch[i].start = ch[i].seq + 1;
     }
-    if (!ok) {
-        rs_free(rc);
-        job_free(j);
-        send_rerror(rm, c, RESUME_UNAVAILABLE, "out of memory");
-        return;
-    }
-    j->rm = rm;
-    j->rc = rc;
-    j->max_records = s->resume_max_records;
-    j->t0 = clock_mono_ms();
-    j->deadline_ms = j->t0 + (uint64_t)s->resume_timeout_ms;
-    rc->job = j;
-    c->rs = rc;
-    j->next = rm->jobs;
-    if (rm->jobs)
-        rm->jobs->prev = j;
-    rm->jobs = j;
+    rc->t0 = now;
+    rc->deadline_ms = now + (uint64_t)s->resume_timeout_ms;
+    rc->replaying = 1;
+    rc->next = rm->clients;
+    if (rm->clients)
+        rm->clients->prev = rc;
+    rm->clients = rc;
     rm->active++;
-    if (pthread_create(&j->th, NULL, worker, j) != 0) {
-        /* report through the normal path so the client gets its answer */
-        post_done(j, RESUME_UNAVAILABLE, "cannot start a replay thread");
-    } else {
-        j->started = 1;
+    c->rs = rc;
+    for (size_t i = 0; i < n; i++) {
+        rs_chan *x = &rc->ch[i];
+        cmsg *m = calloc(1, sizeof(*m));
+        x->id = ++rm->next_id;
+        x->node.key = &x->id;
+        x->node.klen = sizeof(x->id);
+        if (!m || shard_map_insert(&rm->reqs, &x->node) != 0) {
+            free(m);
+            rc_fail(rm, rc, RESUME_UNAVAILABLE, "out of memory");
+            break;
+        }
+        x->live = 1;
+        m->type = CM_REQUEST;
+        m->id = x->id;
+        m->topic = x->topic;
+        m->partition = ch[i].partition;
+        m->start = ch[i].seq + 1;
+        m->tlen = (uint8_t)x->tlen;
+        memcpy(m->token, x->name, x->tlen);
+        ctl_post(rm, m);
     }
+    run_fin(rm);
     struct timeval tv = { 0, CHECK_MS * 1000 };
     if (!event_pending(rm->check_ev, EV_TIMEOUT, NULL))
         event_add(rm->check_ev, &tv);
@@ -953,17 +1632,35 @@ void shard_resume_client_gone(shard_client *c)
     resume_client *rc = c->rs;
     if (!rc)
         return;
+    shard_resume *rm = c->srv->ctx->resume;
     c->rs = NULL;
-    if (rc->job) {
-        rc->job->rc = NULL;
-        job_stop(rc->job, RESUME_OK);
+    if (rc->replaying) {
+        rm->ctx->m.ws_reconnects_total[RESUME_OK]++;   /* counted as before */
+        prom_hist_observe(&rm->ctx->m.ws_replay_seconds,
+                          (double)(clock_mono_ms() - rc->t0) / 1000.0);
     }
-    rs_free(rc);
+    rs_free(rm, rc);
 }
 
 long shard_resume_active(const shard_resume *rm)
 {
     return rm ? rm->active : 0;
+}
+
+long shard_resume_memory(const shard_resume *rm)
+{
+    return rm ? atomic_load(&rm->sh->mem_posted) + atomic_load(&rm->sh->mem_held)
+              : 0;
+}
+
+long shard_resume_partitions(const shard_resume *rm)
+{
+    return rm ? atomic_load(&rm->sh->partitions) : 0;
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
 }
 
 shard_resume *shard_resume_new(shard_ctx *ctx)
@@ -972,11 +1669,23 @@ shard_resume *shard_resume_new(shard_ctx *ctx)
     if (!rm)
         return NULL;
     rm->ctx = ctx;
-    rm->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    pthread_mutex_init(&rm->mu, NULL);
-    if (rm->efd < 0)
+    const shard_settings *s = ctx->set;
+    rshared *sh = rm->sh = calloc(1, sizeof(*sh));
+    if (!sh)
         goto err;
-    rm->ev = event_new(ctx->base, rm->efd, EV_READ | EV_PERSIST, on_notify, rm);
+    sh->efd = -1;
+    pthread_mutex_init(&sh->mu, NULL);
+    pthread_cond_init(&sh->cv, NULL);
+    sh->mem_limit = s->resume_memory_bytes;
+    sh->max_offsets = s->resume_max_offsets;
+    sh->max_record_bytes = s->resume_max_record_bytes;
+    sh->brokers = dup_or_null(s->kafka_brokers);
+    sh->options = dup_or_null(s->kafka_options);
+    sh->shard_id = dup_or_null(s->shard_id ? s->shard_id : "");
+    sh->efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (sh->efd < 0 || !sh->shard_id)
+        goto err;
+    rm->ev = event_new(ctx->base, sh->efd, EV_READ | EV_PERSIST, on_notify, rm);
     rm->check_ev = evtimer_new(ctx->base, on_check, rm);
     if (!rm->ev || !rm->check_ev || event_add(rm->ev, NULL) != 0)
         goto err;
@@ -992,46 +1701,43 @@ void shard_resume_free(shard_resume *rm)
 {
     if (!rm)
         return;
-    /* stop every worker, then drain messages until each posted DONE */
-    for (resume_job *j = rm->jobs; j; j = j->next) {
-        if (j->rc) {
-            j->rc->c->rs = NULL;
-            j->rc->job = NULL;
-            rs_free(j->rc);
-            j->rc = NULL;
-        }
-        job_stop(j, RESUME_OK);
+    /* every client forgets its replay (their requests are cancelled) */
+    while (rm->clients) {
+        resume_client *rc = rm->clients;
+        rc->c->rs = NULL;
+        rs_free(rm, rc);
     }
-    while (rm->jobs) {
-        pthread_mutex_lock(&rm->mu);
-        rmsg *m = rm->head;
-        rm->head = rm->tail = NULL;
-        pthread_mutex_unlock(&rm->mu);
-        if (!m) {
-            usleep(1000);   /* shutdown only: workers exit within ~50 ms */
-            continue;
-        }
-        while (m) {
-            rmsg *next = m->next;
-            if (m->type == RM_DONE)
-                job_done(rm, m->job, m->code, m->value);
-            else if (m->type == RM_REC) {
-                pthread_mutex_lock(&rm->mu);
-                m->job->pending -= m->vlen + sizeof(*m);
-                pthread_cond_signal(&m->job->cv);
-                pthread_mutex_unlock(&rm->mu);
-            }
-            free(m);
-            m = next;
+    int leak = 0;
+    if (rm->th_started) {
+        pthread_mutex_lock(&rm->sh->mu);
+        rm->sh->stop = 1;
+        pthread_cond_signal(&rm->sh->cv);
+        pthread_mutex_unlock(&rm->sh->mu);
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_sec += RESUME_JOIN_MS / 1000;
+        ts.tv_nsec += (long)(RESUME_JOIN_MS % 1000) * 1000000L;
+        ts.tv_sec += ts.tv_nsec / 1000000000L;
+        ts.tv_nsec %= 1000000000L;
+        if (pthread_timedjoin_np(rm->th, NULL, &ts) != 0) {
+            log_kv(LOG_WARN, "replay reader did not stop in time; left to "
+                   "the process exit", "i:waited_ms", RESUME_JOIN_MS, NULL);
+            pthread_detach(rm->th);
+            leak = 1;        /* the thread still uses rm->sh */
         }
     }
+    for (size_t i = 0; i < rm->nlparts; i++) {
+        shard_map_clear(&rm->lparts[i]->toks);   /* empty: no client left */
+        free(rm->lparts[i]);
+    }
+    free(rm->lparts);
+    shard_map_clear(&rm->reqs);
     if (rm->ev)
         event_free(rm->ev);
     if (rm->check_ev)
         event_free(rm->check_ev);
-    if (rm->efd >= 0)
-        close(rm->efd);
-    pthread_mutex_destroy(&rm->mu);
+    if (!leak)
+        rshared_free(rm->sh);
     buf_free(&rm->scratch);
     free(rm);
 }

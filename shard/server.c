@@ -369,6 +369,24 @@ static int ip_allow(shard_server *srv, const shard_client *c, uint64_t now)
     return iptable_rate_take(srv->ips, e);
 }
 
+/* RESUME_IP_RATE: 1 if this address may start a reconnect now, else 0
+ * (over the rate, or no entry can be made: the table is full). */
+int shard_server_ip_reconnect_allow(shard_server *srv, const shard_client *c,
+                                    uint64_t now)
+{
+    const shard_settings *s = srv->ctx->set;
+    if (s->resume_ip_rate <= 0)
+        return 1;
+    int err = 0;
+    iptable_entry *e = iptable_get(srv->ips, c->ip, c->ip_len, now, &err);
+    if (!e)
+        return 0;        /* table full: fail closed, as WS_IP_RATE */
+    if (e->reconnects.burst <= 0)
+        tbucket_init(&e->reconnects, s->resume_ip_rate,
+                     (double)s->resume_ip_burst, now);
+    return tbucket_take(&e->reconnects, now);
+}
+
 /* ---- HTTP phase -------------------------------------------------------- */
 
 static void http_reply(shard_server *srv, shard_client *c, int status,

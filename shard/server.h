@@ -69,6 +69,12 @@ void shard_server_shutdown(shard_server *srv, void (*cb)(void *), void *ud);
 void shard_server_http(shard_server *srv, shard_client *c, const char *data,
                        size_t len);
 
+/* Take one reconnect from the RESUME_IP_RATE bucket of c's address (the
+ * per-address table of WS_IP_RATE): 1 allowed, 0 over the rate.  Fails open
+ * (1) when the table is full. */
+int shard_server_ip_reconnect_allow(shard_server *srv, const shard_client *c,
+                                    uint64_t now);
+
 void shard_server_schedule_flush(shard_server *srv, shard_client *c);
 
 /* c leaves the HTTP phase (upgraded, or killed before that): give back its

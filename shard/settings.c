@@ -224,9 +224,34 @@ static size_t table(shard_settings *s, config_opt *o)
     OPT("RESUME_TIMEOUT_MS", CFG_INT, &s->resume_timeout_ms, "5000",
         "Longest a reconnect may spend reading Kafka; past it "
         "TOO_FAR_BEHIND", 100, 600000);
-    OPT("RESUME_MAX_CONCURRENT", CFG_INT, &s->resume_max_concurrent, "16",
-        "Reconnects replaying at once per shard; more get RESUME_BUSY",
-        1, 1000);
+    OPT("RESUME_MAX_CONCURRENT", CFG_INT, &s->resume_max_concurrent, "20000",
+        "Clients replaying at once per shard (they share one Kafka reader; "
+        "memory is bounded by RESUME_MEMORY_BYTES); more get RESUME_BUSY",
+        1, 1000000);
+    OPT("RESUME_MAX_OFFSETS", CFG_INT, &s->resume_max_offsets, "100000",
+        "Furthest back (partition offsets behind its end) a reconnect may "
+        "start; further is TOO_FAR_BEHIND at once, without reading", 1,
+        1000000000);
+    OPT("RESUME_MEMORY_BYTES", CFG_INT, &s->resume_memory_bytes, "33554432",
+        "Bytes held for replays per shard (records read and not yet sent, "
+        "live records held for resuming clients); when full the reader waits",
+        65536, 1L << 40);
+    OPT("RESUME_CONN_RATE", CFG_DOUBLE, &s->resume_conn_rate, "1",
+        "Reconnects per second one connection may send (token bucket); more "
+        "are answered RESUME_RATE_LIMITED (still subscribed live); 0 = no limit",
+        0, 1e6);
+    OPT("RESUME_CONN_BURST", CFG_INT, &s->resume_conn_burst, "3",
+        "Burst of RESUME_CONN_RATE", 1, 1000000);
+    OPT("RESUME_IP_RATE", CFG_DOUBLE, &s->resume_ip_rate, "100",
+        "Reconnects per second from one client address (token bucket); more "
+        "are answered RESUME_RATE_LIMITED; 0 = no limit", 0, 1e9);
+    OPT("RESUME_IP_BURST", CFG_INT, &s->resume_ip_burst, "1000",
+        "Burst of RESUME_IP_RATE", 1, 100000000);
+    OPT("RESUME_MAX_RECORD_BYTES", CFG_INT, &s->resume_max_record_bytes,
+        "1048576",
+        "Largest record value a replay sends; larger ones are skipped as the "
+        "router skips them (keep it equal to the router's MAX_RECORD_BYTES)",
+        1, 1L << 30);
 #undef OPT
     return n;
 }

@@ -83,6 +83,13 @@ typedef struct shard_settings {
     long resume_max_records;  /* RESUME_MAX_RECORDS */
     long resume_timeout_ms;   /* RESUME_TIMEOUT_MS */
     long resume_max_concurrent; /* RESUME_MAX_CONCURRENT */
+    long resume_max_offsets;  /* RESUME_MAX_OFFSETS */
+    long resume_memory_bytes; /* RESUME_MEMORY_BYTES */
+    double resume_conn_rate;  /* RESUME_CONN_RATE, reconnects/s per connection */
+    long resume_conn_burst;   /* RESUME_CONN_BURST */
+    double resume_ip_rate;    /* RESUME_IP_RATE, reconnects/s per address */
+    long resume_ip_burst;     /* RESUME_IP_BURST */
+    long resume_max_record_bytes; /* RESUME_MAX_RECORD_BYTES */
     /* raw strings as given (owned by common/config) */
     char *cfg_shard_id, *cfg_socket_path, *cfg_socket_dir, *cfg_endpoint;
 } shard_settings;

@@ -55,6 +55,9 @@ void shard_gauges_fill(const shard_ctx *ctx, shard_gauges *g)
     g->draining = ctx->draining;
     g->shard_id = ctx->set->shard_id;
     g->resumes = shard_resume_active(ctx->resume);
+    g->replay_memory = shard_resume_memory(ctx->resume);
+    g->replay_memory_limit = ctx->set->resume_memory_bytes;
+    g->replay_partitions = shard_resume_partitions(ctx->resume);
     sysstat st;
     sysstat_sample(&st, g->uptime_s);
     g->cpu_percent = st.cpu_percent;
@@ -167,10 +170,10 @@ int shard_run(const shard_settings *set)
     } else {
         ctx.fd_limit = 1024;
     }
-    /* each running replay has its own librdkafka handle (a few fds) */
+    /* the one replay reader's librdkafka handle (sockets, pipes), once */
     long reserve = set->fd_reserve;
     if (set->kafka_brokers && *set->kafka_brokers)
-        reserve += 8 * set->resume_max_concurrent;
+        reserve += RESUME_READER_FDS;
     ctx.max_connections = shard_derive_max_connections(
         set->max_connections, ctx.fd_limit, reserve, set->max_pending);
     if (set->max_connections > ctx.max_connections)

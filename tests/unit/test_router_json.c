@@ -11,7 +11,7 @@
 #include <string.h>
 
 #include "router/dispatch.h"
-#include "router/jsonval.h"
+#include "common/jsonval.h"
 
 /* jansson's buffer reader treats a NUL byte as "refill" and, after an
  * unget, as end of input, so "1\0" passes json_loadb.  NUL is never valid
@@ -20,11 +20,11 @@
 static void same(const char *p, size_t n)
 {
     if (memchr(p, 0, n)) {
-        assert_false(router_json_valid(p, n));
+        assert_false(jsonval_valid(p, n));
         return;
     }
     int want = dispatch_json_valid(p, n);
-    int got = router_json_valid(p, n);
+    int got = jsonval_valid(p, n);
     if (want != got) {
         fprintf(stderr, "verdict differs (jansson %d, fast %d) on %zu bytes: '", want, got, n);
         for (size_t i = 0; i < n && i < 200; i++)
@@ -60,17 +60,17 @@ static void test_corpus(void **state)
     };
     for (size_t i = 0; i < sizeof valid / sizeof *valid; i++) {
         s(valid[i]);
-        assert_true(router_json_valid(valid[i], strlen(valid[i])));
+        assert_true(jsonval_valid(valid[i], strlen(valid[i])));
     }
     for (size_t i = 0; i < sizeof invalid / sizeof *invalid; i++) {
         s(invalid[i]);
-        assert_false(router_json_valid(invalid[i], strlen(invalid[i])));
+        assert_false(jsonval_valid(invalid[i], strlen(invalid[i])));
     }
     /* embedded NUL bytes (see same()) and a NULL pointer */
-    assert_false(router_json_valid("{\"a\":1}\0", 8));
-    assert_false(router_json_valid("1\0", 2));
-    assert_false(router_json_valid("\"a\0b\"", 5));
-    assert_false(router_json_valid(NULL, 0));
+    assert_false(jsonval_valid("{\"a\":1}\0", 8));
+    assert_false(jsonval_valid("1\0", 2));
+    assert_false(jsonval_valid("\"a\0b\"", 5));
+    assert_false(jsonval_valid(NULL, 0));
     /* a huge real without exponent, a long integer */
     char big[700];
     memset(big, '9', 400);
@@ -83,7 +83,7 @@ static void test_corpus(void **state)
 
 static void test_depth(void **state)
 {
-    for (int d = ROUTER_JSON_MAX_DEPTH - 2; d <= ROUTER_JSON_MAX_DEPTH + 2; d++) {
+    for (int d = JSONVAL_MAX_DEPTH - 2; d <= JSONVAL_MAX_DEPTH + 2; d++) {
         char *p = malloc((size_t)d * 2 + 8);
         size_t n = 0;
         for (int i = 0; i < d; i++)

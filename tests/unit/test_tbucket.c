@@ -7,6 +7,20 @@
 
 #include "common/tbucket.h"
 
+static void test_full(void **st)
+{
+    (void)st;
+    tbucket b;
+    tbucket_init(&b, 2.0, 3.0, 1000);
+    assert_true(tbucket_full(&b, 1000));
+    assert_true(tbucket_take(&b, 1000));
+    assert_false(tbucket_full(&b, 1000));
+    assert_false(tbucket_full(&b, 1400));   /* 0.8 of a token back */
+    assert_true(tbucket_full(&b, 1500));    /* one token back: full */
+    tbucket_init(&b, 0, 0, 1000);           /* unlimited: always full */
+    assert_true(tbucket_full(&b, 1000));
+}
+
 static void test_bucket(void **st)
 {
     (void)st;
@@ -35,6 +49,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bucket),
+        cmocka_unit_test(test_full),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

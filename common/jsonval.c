@@ -1,4 +1,4 @@
-#include "router/jsonval.h"
+#include "common/jsonval.h"
 
 #include <math.h>
 #include <stdint.h>
@@ -208,12 +208,12 @@ static cur scan_literal(cur s, cur end, const char *lit, size_t n)
     return s + n;
 }
 
-int router_json_valid(const char *p, size_t n)
+int jsonval_valid(const char *p, size_t n)
 {
     if (!p)
         return 0;
     cur s = (cur)p, end = s + n;
-    unsigned char is_obj[ROUTER_JSON_MAX_DEPTH / 8 + 1];
+    unsigned char is_obj[JSONVAL_MAX_DEPTH / 8 + 1];
     int depth = 0;   /* open containers */
 #define SET_OBJ(d, v) \
     (is_obj[(d) >> 3] = (unsigned char)((is_obj[(d) >> 3] & ~(1u << ((d) & 7))) | ((v) << ((d) & 7))))
@@ -221,7 +221,7 @@ int router_json_valid(const char *p, size_t n)
 
     s = skip_ws(s, end);
 value:
-    if (depth + 1 > ROUTER_JSON_MAX_DEPTH || s >= end)
+    if (depth + 1 > JSONVAL_MAX_DEPTH || s >= end)
         return 0;
     switch (*s) {
     case '{':

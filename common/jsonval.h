@@ -7,7 +7,7 @@
  *     surrogates only as valid pairs, \u0000 refused;
  *   - numbers per RFC 8259; integers must fit int64, reals must not
  *     overflow a double (underflow is fine);
- *   - nesting deeper than ROUTER_JSON_MAX_DEPTH refused.
+ *   - nesting deeper than JSONVAL_MAX_DEPTH refused.
  *
  * Why: validating every record with json_loadb builds and frees a whole
  * tree per record; measured on the 2-core box it was over half of the
@@ -16,14 +16,14 @@
  * both on a corpus and on random mutations) at a fraction of the cost.
  * VALIDATE_JSON=jansson keeps the json_loadb path.
  */
-#ifndef ODIN_ROUTER_JSONVAL_H
-#define ODIN_ROUTER_JSONVAL_H
+#ifndef ODIN_COMMON_JSONVAL_H
+#define ODIN_COMMON_JSONVAL_H
 
 #include <stddef.h>
 
-#define ROUTER_JSON_MAX_DEPTH 2048
+#define JSONVAL_MAX_DEPTH 2048
 
 /* 1 if p[0..n) is exactly one JSON value (plus whitespace), else 0. */
-int router_json_valid(const char *p, size_t n);
+int jsonval_valid(const char *p, size_t n);
 
 #endif
