@@ -33,7 +33,7 @@ enum shard_proxy_reject_idx {
     SM_PROXY_N
 };
 
-#define SM_CLIENT_ERR_N 7    /* indexed by enum clientmsg_err */
+#define SM_CLIENT_ERR_N 8    /* indexed by enum clientmsg_err */
 #define SM_RESUME_N 6        /* indexed by enum resume_code */
 
 typedef struct shard_metrics {
@@ -55,6 +55,8 @@ typedef struct shard_metrics {
     uint64_t ws_partial_timeouts_total;       /* 1008: frame not completed in time */
     uint64_t ws_pending_rejections_total;
     uint64_t ws_ip_pending_rejections_total;  /* over WS_IP_MAX_PENDING at accept */
+    uint64_t ws_token_limit_rejections_total; /* channels refused: SHARD_MAX_TOKENS */
+    uint64_t ws_ip_channel_rejections_total;  /* channels refused: WS_IP_MAX_CHANNELS */
     uint64_t ws_proxy_headers_total;          /* PROXY v2 headers accepted */
     uint64_t ws_proxy_rejections_total[SM_PROXY_N];
     uint64_t ws_accept_errors_total;

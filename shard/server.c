@@ -32,6 +32,7 @@ typedef struct ip_rate {
     double tokens;
     uint64_t ms;
     uint32_t pending;
+    uint32_t channels;       /* WS_IP_MAX_CHANNELS: subscriptions held */
     uint8_t key[16];
 } ip_rate;
 
@@ -367,10 +368,39 @@ static void ip_sweep(shard_server *srv, uint64_t now, int all)
     while ((n = shard_map_next(&srv->ip_rates, &it, &cur))) {
         ip_rate *e = SHARD_MAP_ENTRY(n, ip_rate, node);
         double t = e->tokens + (double)(now - e->ms) * s->ip_rate / 1000.0;
-        if (all || (t >= (double)s->ip_burst && e->pending == 0)) {
+        if (all || (t >= (double)s->ip_burst && e->pending == 0 && e->channels == 0)) {
             shard_map_remove(&srv->ip_rates, n);
             free(e);
         }
+    }
+}
+
+int shard_server_ip_channel_take(shard_server *srv, shard_client *c)
+{
+    long cap = srv->ctx->set->ip_max_channels;
+    if (cap <= 0)
+        return 0;
+    ip_rate *e = ip_entry(srv, c, clock_mono_ms());
+    if (!e)
+        return 0;     /* table full: fail open, as the other per-IP limits */
+    if (e->channels >= (uint32_t)cap)
+        return -1;
+    e->channels++;
+    c->ip_channels++;
+    return 0;
+}
+
+void shard_server_ip_channel_release(shard_server *srv, shard_client *c, uint32_t n)
+{
+    if (n > c->ip_channels)
+        n = c->ip_channels;
+    if (n == 0)
+        return;
+    c->ip_channels -= n;
+    shard_map_node *nd = shard_map_find(&srv->ip_rates, c->ip, c->ip_len);
+    if (nd) {
+        ip_rate *e = SHARD_MAP_ENTRY(nd, ip_rate, node);
+        e->channels = e->channels > n ? e->channels - n : 0;
     }
 }
 
