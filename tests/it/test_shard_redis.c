@@ -540,6 +540,118 @@ static void test_prefix(void **state)
     assert_int_equal(tsup_redis_int(R, "EXISTS t1:route:PFX"), 0);
 }
 
+/* ---- duplicate SHARD_ID: only the lease's `instance` decides --------------- */
+
+/* odin-shard as pid 1 of a PID namespace of its own (unshare, as root),
+ * on this host name: what two containers of one image look like. */
+static pid_t spawn_ns_shard(const char *id, char *sock, size_t socklen)
+{
+    static char e_id[160], e_ws[64], e_sock[600], e_url[160];
+    char name[64];
+    snprintf(name, sizeof name, "ns-%d.sock", tsup_free_port());
+    char *path = tsup_tmp(name);
+    snprintf(sock, socklen, "%s", path);
+    free(path);
+    snprintf(e_id, sizeof e_id, "SHARD_ID=%s", id);
+    snprintf(e_ws, sizeof e_ws, "WS_ADDR=127.0.0.1:%d", tsup_free_port());
+    snprintf(e_sock, sizeof e_sock, "SHARD_SOCKET=%s", sock);
+    snprintf(e_url, sizeof e_url, "REDIS_URL=%s", tsup_env("ODIN_REDIS_URL"));
+    char *env[] = { e_id, e_ws, e_sock, e_url, "SHARD_LEASE_TTL=2", "LOG_LEVEL=info", NULL };
+    char *argv[] = { "/usr/bin/unshare", "--pid", "--kill-child", (char *)tsup_bin("odin-shard"),
+                     NULL };
+    return tsup_spawn(argv, env);
+}
+
+typedef struct field_q { const char *key, *field, *want; int differ; } field_q;
+
+/* 1 if HGET key field equals want (differ = 0) or exists and differs (1). */
+static int field_is(void *arg)
+{
+    field_q *q = arg;
+    redisReply *r = redisCommand(R, "HGET %s %s", q->key, q->field);
+    int ok = r && r->type == REDIS_REPLY_STRING &&
+             (strcmp(r->str, q->want) == 0) != q->differ;
+    freeReplyObject(r);
+    return ok;
+}
+
+static char *hget(const char *key, const char *field)
+{
+    redisReply *r = redisCommand(R, "HGET %s %s", key, field);
+    char *v = r && r->type == REDIS_REPLY_STRING ? strdup(r->str) : NULL;
+    freeReplyObject(r);
+    return v;
+}
+
+typedef struct exit_q { pid_t pid; int status, done; } exit_q;
+static int exited(void *arg)
+{
+    exit_q *e = arg;
+    if (!e->done && waitpid(e->pid, &e->status, WNOHANG) == e->pid)
+        e->done = 1;
+    return e->done;
+}
+
+/*
+ * Two shards with one SHARD_ID, both pid 1 (own PID namespaces) on the same
+ * host name: the second refuses to start (exit 1) and the first keeps its
+ * lease.  Then the first is SIGKILLed (its lease left behind) and started
+ * again: it takes the id once the dead lease lapses, as after any crash.
+ * (The decision used to read pid and host: the second took the live
+ * lease over.)
+ */
+static void test_duplicate_same_pid_host(void **state)
+{
+    if (system("unshare --pid --fork true >/dev/null 2>&1") != 0) {
+        fprintf(stderr, "no PID namespaces here (unshare needs root): nothing tested\n");
+        skip();
+    }
+    char id[96], lease[160], socka[600], sockb[600], sockc[600];
+    make_id(id, sizeof id, "dup-ns");
+    snprintf(lease, sizeof lease, "odin:shard:%s", id);
+    exit_q a = { spawn_ns_shard(id, socka, sizeof socka), 0, 0 };
+    assert_true(a.pid > 0);
+    char ep_a[620];
+    snprintf(ep_a, sizeof ep_a, "unix:%s", socka);
+    field_q qa = { lease, "endpoint", ep_a, 0 };
+    assert_true(tsup_wait_until(field_is, &qa, 15000));
+    char *inst_a = hget(lease, "instance"), *pid_a = hget(lease, "pid");
+    assert_non_null(inst_a);
+    assert_string_equal(pid_a, "1");
+
+    exit_q b = { spawn_ns_shard(id, sockb, sizeof sockb), 0, 0 };
+    assert_true(b.pid > 0);
+    assert_true(tsup_wait_until(exited, &b, 20000));
+    assert_true(WIFEXITED(b.status));
+    assert_int_equal(WEXITSTATUS(b.status), 1);
+    /* the first still holds its lease, renewed */
+    assert_true(field_is(&qa));
+    char *inst = hget(lease, "instance");
+    assert_string_equal(inst, inst_a);
+    free(inst);
+    assert_true(tsup_redis_int(R, "PTTL %s", lease) > 0);
+
+    /* a crash and a restart with the same id: the lease left behind is
+     * not renewed any more, so the new process claims it once it lapses */
+    kill(a.pid, SIGKILL);
+    assert_true(tsup_wait_until(exited, &a, 10000));
+    exit_q c = { spawn_ns_shard(id, sockc, sizeof sockc), 0, 0 };
+    assert_true(c.pid > 0);
+    field_q qc = { lease, "instance", inst_a, 1 };
+    assert_true(tsup_wait_until(field_is, &qc, 15000));
+    char ep_c[620];
+    snprintf(ep_c, sizeof ep_c, "unix:%s", sockc);
+    field_q qce = { lease, "endpoint", ep_c, 0 };
+    assert_true(field_is(&qce));
+    assert_false(exited(&c));
+    kill(c.pid, SIGKILL);
+    assert_true(tsup_wait_until(exited, &c, 10000));
+    free(inst_a);
+    free(pid_a);
+    freeReplyObject(redisCommand(R, "DEL %s %s:tokens", lease, lease));
+    freeReplyObject(redisCommand(R, "SREM odin:shards %s", id));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -552,6 +664,7 @@ int main(void)
         cmocka_unit_test(test_many_tokens_bounded),
         cmocka_unit_test(test_batched_registration),
         cmocka_unit_test(test_prefix),
+        cmocka_unit_test(test_duplicate_same_pid_host),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
