@@ -18,6 +18,7 @@ typedef struct sweep {
     size_t chunk;
     char name[33];           /* this sweep's marker value */
     sweep_done_fn *done;
+    void (*step)(void *arg);
     void *arg;
     enum phase ph;
     size_t parts;            /* replies still due in this phase */
@@ -93,6 +94,13 @@ static const char *script(const sweep *s, const char *cluster_form)
     return s->cluster ? cluster_form : cluster_form + strlen("#!lua\n");
 }
 
+/* A reply arrived and the sweep goes on: tell the owner. */
+static void progressed(sweep *s)
+{
+    if (s->step && !s->failed)
+        s->step(s->arg);
+}
+
 static void send_next(redisAsyncContext *ac, sweep *s);
 static void send_routes(redisAsyncContext *ac, sweep *s);
 static void send_tail(redisAsyncContext *ac, sweep *s);
@@ -119,6 +127,8 @@ static void part_cb(redisAsyncContext *ac, void *reply, void *privdata)
         s->removed += rep->integer;
     if (--s->parts == 0)
         phase_done(ac, s);
+    else
+        progressed(s);
 }
 
 /* NEXT answered: -1 (the marker is not ours any more), or the next chunk
@@ -152,6 +162,7 @@ static void next_cb(redisAsyncContext *ac, void *reply, void *privdata)
         memcpy(s->toks[s->ntoks], t->str, t->len + 1);
         s->tlens[s->ntoks++] = t->len;
     }
+    progressed(s);
     if (s->ntoks)
         send_routes(ac, s);
     else
@@ -283,6 +294,7 @@ static void begin_cb(redisAsyncContext *ac, void *reply, void *privdata)
         finish(s);
         return;
     }
+    progressed(s);
     send_next(ac, s);
 }
 
@@ -307,6 +319,7 @@ int sweep_shard(redisAsyncContext *ac, const sweep_opts *o, const char *id,
     s->tlens = calloc(s->chunk, sizeof *s->tlens);
     s->dead = o->dead;
     s->done = done;
+    s->step = o->step;
     s->arg = arg;
     schema_random_hex(s->name);
     if (!s->prefix || !s->id || !s->k_lease || !s->k_rev || !s->k_mark || !s->k_routes ||

@@ -50,6 +50,8 @@ typedef struct sweep_opts {
     size_t chunk;            /* REDIS_CHUNK (clamped to 1..SCHEMA_CHUNK_MAX) */
     int dead;                /* 1: a router's sweep of an expired lease,
                               * 0: the shard's own 'force' */
+    void (*step)(void *arg); /* optional: called with done's arg after every
+                              * reply but the last (the sweep progresses) */
 } sweep_opts;
 
 /*

@@ -263,7 +263,7 @@ static void disc_apply(discovery *d, redisAsyncContext *ac)
         const char *id = list[i].id;
         log_kv(LOG_INFO, "shard lease expired; cleaning its routes", "s:shard", id, NULL);
         sweep_opts so = { d->cfg->redis_prefix, d->cfg->redis_cluster_keys,
-                          (size_t)d->cfg->redis_chunk, 1 };
+                          (size_t)d->cfg->redis_chunk, 1, NULL };
         sweep_shard(ac, &so, id, sweep_cb, d);
     }
     free(list);

@@ -951,12 +951,27 @@ static void write_lease(shard_registry *r, enum lease_mode mode)
 
 static void on_swept(long long removed, const char *err, void *arg);
 
+/* The deregistration progresses: it is not a stuck connection, and the
+ * REDIS_TIMEOUT deadline of the shutdown counts from its last step. */
+static void on_sweep_step(void *arg)
+{
+    shard_registry *r = arg;
+    if (r->freeing)
+        return;
+    r->progress_ms = clock_mono_ms();
+    if (r->stopping && r->done) {
+        double t = r->ctx->set->redis_timeout;
+        struct timeval tv = { (time_t)t, (suseconds_t)((t - (double)(time_t)t) * 1e6) };
+        event_add(r->done_ev, &tv);
+    }
+}
+
 /* Deregistration (common/sweep.h 'force', chunked in both layouts). */
 static void send_clean(shard_registry *r)
 {
     const shard_settings *s = r->ctx->set;
     redisAsyncContext *ac = redislink_ctx(r->link);
-    sweep_opts so = { s->redis_prefix, r->cluster, (size_t)s->redis_chunk, 0 };
+    sweep_opts so = { s->redis_prefix, r->cluster, (size_t)s->redis_chunk, 0, on_sweep_step };
     if (ac && sweep_shard(ac, &so, s->shard_id, on_swept, r) == 0)
         cmd_sent(r);
     else

@@ -652,6 +652,100 @@ static void test_duplicate_same_pid_host(void **state)
     freeReplyObject(redisCommand(R, "SREM odin:shards %s", id));
 }
 
+/* ---- caps on what clients make the shard store ---------------------------- */
+
+/* Send a subscribe and read the replies up to its ack: the ack's text in
+ * *ack, the first error's text (if any) in *err (both malloc'd). */
+static void subscribe_reply(wsc *c, const char *chans, char **ack, char **err)
+{
+    char m[512];
+    snprintf(m, sizeof m, "{\"type\":\"subscribe\",\"data\":{\"channels\":%s}}", chans);
+    assert_int_equal(wsc_send_text(c, m), 0);
+    *ack = *err = NULL;
+    while (!*ack) {
+        char *msg = NULL;
+        assert_int_equal(wsc_recv_text(c, T, &msg, NULL), 1);
+        if (strstr(msg, "\"subscription_ack\""))
+            *ack = msg;
+        else if (strstr(msg, "\"error\"") && !*err)
+            *err = msg;
+        else
+            free(msg);
+    }
+}
+
+/*
+ * SHARD_MAX_TOKENS: a subscription that would add a token past the cap is
+ * refused with TOO_MANY_TOKENS while the message's other channels (and
+ * other categories of held tokens) subscribe; WS_IP_MAX_CHANNELS counts
+ * one address's channels across its connections, given back on
+ * unsubscribe and close.  Redis never holds more routes than the cap.
+ */
+static void test_client_caps(void **state)
+{
+    char id[96], rev[160];
+    make_id(id, sizeof id, "caps");
+    snprintf(rev, sizeof rev, "odin:shard:%s:tokens", id);
+    const char *env[] = { "SHARD_MAX_TOKENS=3", "WS_IP_MAX_CHANNELS=5", NULL };
+    ssup_shard s;
+    assert_int_equal(ssup_shard_start(&s, id, NULL, env), 0);
+    int st;
+    wsc *a = wsc_connect("127.0.0.1", s.port, NULL, &st);
+    assert_non_null(a);
+    char *ack, *err;
+    subscribe_reply(a, "[\"CAP1.trade\",\"CAP2.trade\",\"CAP3.trade\",\"CAP4.trade\","
+                       "\"CAP1.social\"]", &ack, &err);
+    assert_non_null(err);
+    assert_non_null(strstr(err, "\"code\":\"TOO_MANY_TOKENS\""));
+    assert_non_null(strstr(err, "CAP4.trade"));
+    assert_null(strstr(ack, "CAP4.trade"));
+    assert_non_null(strstr(ack, "\"CAP1.social\""));
+    assert_non_null(strstr(ack, "\"count\":4"));
+    free(ack);
+    free(err);
+    assert_true(wait_card(R, rev, 3));
+    assert_int_equal(tsup_redis_int(R, "EXISTS odin:route:CAP4"), 0);
+    assert_int_equal(ssup_metric(s.port, "ws_token_limit_rejections_total"), 1);
+
+    /* a second connection of the same address: one slot left of 5 */
+    wsc *b = wsc_connect("127.0.0.1", s.port, NULL, &st);
+    assert_non_null(b);
+    subscribe_reply(b, "[\"CAP1.liquidity\",\"CAP2.liquidity\"]", &ack, &err);
+    assert_non_null(err);
+    assert_non_null(strstr(err, "\"code\":\"TOO_MANY_SUBSCRIPTIONS\""));
+    assert_non_null(strstr(ack, "\"CAP1.liquidity\""));
+    assert_null(strstr(ack, "CAP2.liquidity"));
+    free(ack);
+    free(err);
+    assert_int_equal(ssup_metric(s.port, "ws_ip_channel_rejections_total"), 1);
+    /* given back on unsubscribe ... */
+    send_ack(a, "unsubscribe", "[\"CAP2.trade\"]");
+    subscribe_reply(b, "[\"CAP2.liquidity\"]", &ack, &err);
+    assert_null(err);
+    assert_non_null(strstr(ack, "\"CAP2.liquidity\""));
+    free(ack);
+    /* ... and on close, as do tokens left without a subscriber (CAP3) */
+    wsc_free(a);
+    wsc *c = NULL;
+    for (int i = 0; i < 200 && !c; i++) {
+        c = wsc_connect("127.0.0.1", s.port, NULL, &st);
+        subscribe_reply(c, "[\"CAP5.trade\",\"CAP1.trade\"]", &ack, &err);
+        int both = !err && strstr(ack, "\"count\":2");
+        free(ack);
+        free(err);
+        if (!both) {      /* a's close not processed yet: wait for it */
+            wsc_free(c);
+            c = NULL;
+            poll(NULL, 0, 20);
+        }
+    }
+    assert_non_null(c);
+    assert_true(wait_card(R, rev, 3));
+    wsc_free(b);
+    wsc_free(c);
+    stop_ok(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -665,6 +759,7 @@ int main(void)
         cmocka_unit_test(test_batched_registration),
         cmocka_unit_test(test_prefix),
         cmocka_unit_test(test_duplicate_same_pid_host),
+        cmocka_unit_test(test_client_caps),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
