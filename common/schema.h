@@ -2,9 +2,12 @@
  * Redis schema shared by shard and router (DESIGN.md "Redis schema").
  * With prefix P (default "odin:"):
  *   P route:<token>       SET of shard ids holding a subscriber of <token>
- *   P shard:<id>          HASH endpoint,pid,host,started_at,connections,
- *                         tokens,ws_addr; TTL lease refreshed by heartbeat
+ *   P shard:<id>          HASH instance,endpoint,pid,host,started_at,
+ *                         connections,tokens,ws_addr,synced; TTL lease
+ *                         refreshed by heartbeat
  *   P shard:<id>:tokens   SET reverse index of the shard's tokens
+ *   P shard:<id>:sweep    STRING, a router's dead-shard sweep of <id> runs
+ *                         (below; lease writes wait for it)
  *   P shards              SET of shard ids that registered and have not been
  *                         cleaned up (lets routers find dead shards' leftovers
  *                         without SCAN; an addition to the DESIGN schema)
