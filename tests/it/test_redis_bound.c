@@ -399,7 +399,10 @@ static void test_bounded(void **st)
     snprintf(group, sizeof group, "KAFKA_GROUP=%s", rtsup_unique("bd"));
     /* chunks four times the default: each step holds Redis longer, and the
      * test runs faster */
-    const char *renv[] = { group, "KAFKA_OFFSET_RESET=latest", "LOG_LEVEL=info", "REDIS_CHUNK=1024",
+    static char chunk[48];      /* ODIN_BOUND_CHUNK=256 measures the default */
+    snprintf(chunk, sizeof chunk, "REDIS_CHUNK=%s",
+             getenv("ODIN_BOUND_CHUNK") ? getenv("ODIN_BOUND_CHUNK") : "1024");
+    const char *renv[] = { group, "KAFKA_OFFSET_RESET=latest", "LOG_LEVEL=info", chunk,
                            "KAFKA_OPTIONS=fetch.wait.max.ms=20,"
                            "topic.metadata.refresh.interval.ms=1000,session.timeout.ms=6000",
                            NULL };
@@ -468,7 +471,7 @@ claim:
     freeReplyObject(redisCommand(R, "SLOWLOG RESET"));
     pinger_start(&png);
     const char *cenv[] = { "SHARD_LEASE_TTL=2", "LOG_LEVEL=info", "REDIS_ROUTE_RATE=0",
-                           "REDIS_CHUNK=1024", "REDIS_ROUTE_BATCH=1024", "REDIS_MAX_INFLIGHT=2048",
+                           chunk, "REDIS_ROUTE_BATCH=1024", "REDIS_MAX_INFLIGHT=2048",
                            "WS_PING_INTERVAL=600", "WS_IDLE_TIMEOUT=900", NULL };
     uint64_t started = clock_mono_ms();
     ssup_shard c;
