@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <sys/wait.h>
 
+#include "common/clock.h"
 #include "common/schema.h"
 #include "tests/support/support.h"
 #include "tests/support/shardsup.h"
@@ -746,6 +747,33 @@ static void test_client_caps(void **state)
     stop_ok(&s);
 }
 
+/* A router's sweep of this id runs (its marker, default layout): the
+ * shard's claim waits until the marker is gone, so it never races the
+ * sweep's route removals. */
+static int lease_exists(void *arg)
+{
+    return tsup_redis_int(R, "EXISTS %s", (const char *)arg) == 1;
+}
+
+static void test_claim_waits_for_sweep(void **state)
+{
+    char id[96], lease[160], mark[160];
+    make_id(id, sizeof id, "swmark");
+    snprintf(lease, sizeof lease, "odin:shard:%s", id);
+    snprintf(mark, sizeof mark, "odin:shard:%s:sweep", id);
+    freeReplyObject(redisCommand(R, "SET %s some-router PX 2000", mark));
+    uint64_t t0 = clock_mono_ms();
+    const char *env[] = { "SHARD_LEASE_TTL=1.5", NULL };
+    ssup_shard s;
+    assert_int_equal(ssup_shard_start(&s, id, NULL, env), 0);
+    assert_true(tsup_wait_until(lease_exists, lease, 15000));
+    long waited = (long)(clock_mono_ms() - t0);
+    fprintf(stderr, "lease written %ld ms after a 2000 ms sweep marker\n", waited);
+    assert_true(waited >= 1950);
+    assert_int_equal(tsup_redis_int(R, "EXISTS %s", mark), 0);
+    stop_ok(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -760,6 +788,7 @@ int main(void)
         cmocka_unit_test(test_prefix),
         cmocka_unit_test(test_duplicate_same_pid_host),
         cmocka_unit_test(test_client_caps),
+        cmocka_unit_test(test_claim_waits_for_sweep),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
