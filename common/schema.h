@@ -2,9 +2,12 @@
  * Redis schema shared by shard and router (DESIGN.md "Redis schema").
  * With prefix P (default "odin:"):
  *   P route:<token>       SET of shard ids holding a subscriber of <token>
- *   P shard:<id>          HASH endpoint,pid,host,started_at,connections,
- *                         tokens,ws_addr; TTL lease refreshed by heartbeat
+ *   P shard:<id>          HASH instance,endpoint,pid,host,started_at,
+ *                         connections,tokens,ws_addr,synced; TTL lease
+ *                         refreshed by heartbeat
  *   P shard:<id>:tokens   SET reverse index of the shard's tokens
+ *   P shard:<id>:sweep    STRING, a router's dead-shard sweep of <id> runs
+ *                         (below; lease writes wait for it)
  *   P shards              SET of shard ids that registered and have not been
  *                         cleaned up (lets routers find dead shards' leftovers
  *                         without SCAN; an addition to the DESIGN schema)
@@ -18,7 +21,8 @@
  *                         one, which is how routers notice (docs/
  *                         reliability.md).  A lease's `synced` field is the
  *                         epoch under which the shard last had every route
- *                         confirmed; its `nonce` names the running instance.
+ *                         confirmed; its `instance` (random, 128 bits)
+ *                         names the running process.
  * All changes are atomic (the Lua scripts below, run with EVAL).
  */
 #ifndef ODIN_COMMON_SCHEMA_H
@@ -71,38 +75,13 @@
     "end\n" \
     "return changed\n"
 
-/*
- * Remove every route of shard ARGV[1] through its reverse index, delete its
- * lease and reverse index, drop it from the registry, publish each token and
- * "shard:down:<id>".  ARGV[2] = prefix.  ARGV[3] = "force" to clean even if
- * the lease exists (own deregistration / restart with the same id), "dead"
- * to clean only when the lease has expired (routers' dead-shard sweep).
- * Returns the number of routes removed, or -1 if the lease is alive in
- * "dead" mode.
- */
-#define SCHEMA_LUA_CLEAN_SHARD \
-    "local p, id = ARGV[2], ARGV[1]\n" \
-    "local lease = p .. 'shard:' .. id\n" \
-    "if ARGV[3] == 'dead' and redis.call('EXISTS', lease) == 1 then return -1 end\n" \
-    "local rev = lease .. ':tokens'\n" \
-    "local toks = redis.call('SMEMBERS', rev)\n" \
-    "local n = 0\n" \
-    "for _, t in ipairs(toks) do\n" \
-    "  n = n + redis.call('SREM', p .. 'route:' .. t, id)\n" \
-    "  redis.call('PUBLISH', p .. 'routes', t)\n" \
-    "end\n" \
-    "redis.call('DEL', rev, lease)\n" \
-    "redis.call('SREM', p .. 'shards', id)\n" \
-    "redis.call('PUBLISH', p .. 'routes', 'shard:down:' .. id)\n" \
-    "return n\n"
-
 /* SHA-1 of a script as Redis names it for EVALSHA: 40 lowercase hex
  * digits and a NUL into out (OpenSSL). */
 void schema_sha1_hex(const char *script, char out[41]);
 
 /* 32 random hex digits and a NUL (getrandom; a clock/pid mix if that
  * fails): the random part of a registry epoch and of a shard's instance
- * nonce. */
+ * id. */
 void schema_random_hex(char out[33]);
 
 /*
@@ -122,35 +101,30 @@ void schema_random_hex(char out[33]);
 
 /*
  * Write a shard's lease atomically, refusing another instance's live lease.
- *   KEYS[1] = P shard:<id>, KEYS[2] = P shards, KEYS[3] = P epoch
- *   ARGV[1] = instance nonce, ARGV[2] = TTL ms, ARGV[3] = id,
+ *   KEYS[1] = P shard:<id>, KEYS[2] = P shards, KEYS[3] = P epoch,
+ *   KEYS[4] = P shard:<id>:sweep (the sweep marker, common/sweep.h)
+ *   ARGV[1] = instance id, ARGV[2] = TTL ms, ARGV[3] = id,
  *   ARGV[4] = a fresh epoch value (used if the epoch is absent),
- *   ARGV[5] = "claim" (first registration: the leftovers of a previous life
- *   with this id are removed first, as SCHEMA_LUA_CLEAN_SHARD "force"),
- *   "takeover" (claim even over another nonce: our own previous life) or
- *   "renew"; ARGV[6] = prefix; ARGV[7..] = field, value pairs.
- * Returns {-1, host, pid} if the lease belongs to another live instance
- * (nothing written), else {lease existed before (0|1), epoch}.
+ *   ARGV[5] = "claim" (first registration: a fresh hash; a previous life's
+ *   reverse index is left to the shard's paged resync) or "renew";
+ *   ARGV[6..] = field, value pairs.
+ * Returns {-2} while a router's sweep of this id runs (nothing written:
+ * retry), {-1, host, pid, PTTL of that lease} if the lease belongs to
+ * another instance (nothing written), else {lease existed before (0|1),
+ * epoch}.  Constant work whatever the size of the reverse index.
  */
 #define SCHEMA_LUA_LEASE \
     "if redis.replicate_commands then redis.replicate_commands() end\n" \
-    "local lease, id, p = KEYS[1], ARGV[3], ARGV[6]\n" \
-    "local cur = redis.call('HGET', lease, 'nonce')\n" \
-    "if cur and cur ~= ARGV[1] and ARGV[5] ~= 'takeover' then\n" \
+    "local lease, id = KEYS[1], ARGV[3]\n" \
+    "if redis.call('EXISTS', KEYS[4]) == 1 then return {-2} end\n" \
+    "local cur = redis.call('HGET', lease, 'instance')\n" \
+    "if cur and cur ~= ARGV[1] then\n" \
     "  return {-1, redis.call('HGET', lease, 'host') or '',\n" \
-    "          redis.call('HGET', lease, 'pid') or ''}\n" \
+    "          redis.call('HGET', lease, 'pid') or '', redis.call('PTTL', lease)}\n" \
     "end\n" \
     "local existed = redis.call('EXISTS', lease)\n" \
-    "if ARGV[5] ~= 'renew' then\n" \
-    "  local rev = lease .. ':tokens'\n" \
-    "  for _, t in ipairs(redis.call('SMEMBERS', rev)) do\n" \
-    "    if redis.call('SREM', p .. 'route:' .. t, id) == 1 then\n" \
-    "      redis.call('PUBLISH', p .. 'routes', t)\n" \
-    "    end\n" \
-    "  end\n" \
-    "  redis.call('DEL', rev, lease)\n" \
-    "end\n" \
-    "redis.call('HSET', lease, 'nonce', ARGV[1], unpack(ARGV, 7))\n" \
+    "if ARGV[5] ~= 'renew' then redis.call('DEL', lease) end\n" \
+    "redis.call('HSET', lease, 'instance', ARGV[1], unpack(ARGV, 6))\n" \
     "redis.call('PEXPIRE', lease, ARGV[2])\n" \
     "redis.call('SADD', KEYS[2], id)\n" \
     "local e = redis.call('GET', KEYS[3])\n" \
@@ -166,9 +140,7 @@ void schema_random_hex(char out[33]);
  * slot:
  *   P shard:{<id>}         lease HASH
  *   P shard:{<id>}:tokens  reverse index SET
- *   P shard:{<id>}:sweep   STRING: a router's dead-shard sweep of <id> is in
- *                          progress (its value names the sweep; TTL
- *                          SCHEMA_SWEEP_TTL_MS); lease writes wait for it
+ *   P shard:{<id>}:sweep   the sweep marker (below)
  * P route:<token>, P shards, P epoch and the channel P routes keep their
  * names.  No script touches keys of two slots: the scripts below start with
  * "#!lua" (Redis 7: keys outside the declared keys' slot are refused even on
@@ -181,16 +153,14 @@ void schema_random_hex(char out[33]);
  * adding, route sets first when removing.
  */
 /*
- * The marker lives SCHEMA_SWEEP_TTL_MS and the sweep refreshes it
- * (SCHEMA_LUA_SWEEP_REFRESH) between its chunks of
- * SCHEMA_SWEEP_REFRESH_STEPS route removals (a chunk goes out once the
- * previous one is answered): a router that dies mid-sweep holds the shard's
- * lease writes back for at most SCHEMA_SWEEP_TTL_MS, however large the
- * reverse index, while a live sweep keeps its marker as long as Redis
- * runs 256 one-key scripts within that time.
+ * P shard:<id>:sweep (both layouts; P shard:{<id>}:sweep in the cluster
+ * one): STRING, a router's dead-shard sweep of <id> is in progress (its
+ * value names the sweep); lease writes wait for it.  It lives
+ * SCHEMA_SWEEP_TTL_MS and every chunk of the sweep (SCHEMA_LUA_SWEEP_NEXT)
+ * extends it: a router that dies mid-sweep holds the shard's lease writes
+ * back for at most SCHEMA_SWEEP_TTL_MS, however large the reverse index.
  */
 #define SCHEMA_SWEEP_TTL_MS 5000
-#define SCHEMA_SWEEP_REFRESH_STEPS 256
 
 /*
  * Name of shard `id`'s key `kind` ("" lease, ":tokens" reverse index,
@@ -221,75 +191,91 @@ char *schema_shard_key(const char *prefix, int cluster, const char *id,
 /*
  * Cluster layout: SCHEMA_LUA_LEASE on the shard's slot only.
  *   KEYS[1] = P shard:{<id>}, KEYS[2] = P shard:{<id>}:sweep;
- *   ARGV[1] = nonce, ARGV[2] = TTL ms, ARGV[3] = 'claim' | 'takeover' |
- *   'renew', ARGV[4..] = field, value pairs.
- * Returns {-2} while a sweep of this id runs (nothing written: retry), {-1,
- * host, pid} if another live instance holds the lease, else {lease existed
- * before (0|1)}.  A claim starts a fresh hash but leaves the reverse index:
- * the shard removes a previous life's leftovers route by route (resync),
- * and P shards and P epoch are written by the commands pipelined after it.
+ *   ARGV[1] = instance id, ARGV[2] = TTL ms, ARGV[3] = 'claim' | 'renew',
+ *   ARGV[4..] = field, value pairs.
+ * Returns as SCHEMA_LUA_LEASE but {lease existed before (0|1)} on success:
+ * P shards and P epoch are written by the commands pipelined after it.
  */
 #define SCHEMA_LUA_LEASE_CLUSTER \
     "#!lua\n" \
     "local lease = KEYS[1]\n" \
     "if redis.call('EXISTS', KEYS[2]) == 1 then return {-2} end\n" \
-    "local cur = redis.call('HGET', lease, 'nonce')\n" \
-    "if cur and cur ~= ARGV[1] and ARGV[3] ~= 'takeover' then\n" \
+    "local cur = redis.call('HGET', lease, 'instance')\n" \
+    "if cur and cur ~= ARGV[1] then\n" \
     "  return {-1, redis.call('HGET', lease, 'host') or '',\n" \
-    "          redis.call('HGET', lease, 'pid') or ''}\n" \
+    "          redis.call('HGET', lease, 'pid') or '', redis.call('PTTL', lease)}\n" \
     "end\n" \
     "local existed = redis.call('EXISTS', lease)\n" \
     "if ARGV[3] ~= 'renew' then redis.call('DEL', lease) end\n" \
-    "redis.call('HSET', lease, 'nonce', ARGV[1], unpack(ARGV, 4))\n" \
+    "redis.call('HSET', lease, 'instance', ARGV[1], unpack(ARGV, 4))\n" \
     "redis.call('PEXPIRE', lease, ARGV[2])\n" \
     "return {existed}\n"
 
 /*
- * Cluster layout, first step of SCHEMA_LUA_CLEAN_SHARD (common/sweep.h):
- *   KEYS[1] = lease, KEYS[2] = reverse index, KEYS[3] = sweep marker;
- *   ARGV[1] = 'dead' | 'force', ARGV[2] = this sweep's name, ARGV[3] = TTL
- *   ms of the marker.
- * 'dead': returns -1 if the lease exists or another sweep runs; else sets
- * the marker (lease writes now wait) and returns the reverse index.
- * 'force' (the shard itself, stopping): returns the reverse index.
+ * The sweep of a shard's registration (common/sweep.h), the same steps in
+ * both layouts; each script touches the shard's own keys only (one slot
+ * in the cluster layout, where it is sent with the "#!lua" line that
+ * SCHEMA_LUA_CLUSTER adds).  Each does work bounded by REDIS_CHUNK tokens.
+ *
+ * BEGIN: KEYS[1] = lease, KEYS[2] = reverse index, KEYS[3] = sweep marker;
+ * ARGV[1] = 'dead' | 'force', ARGV[2] = this sweep's name, ARGV[3] = TTL
+ * ms of the marker.  'dead': returns -1 if the lease exists or another
+ * sweep runs; else sets the marker (lease writes now wait: a returning
+ * shard's claim cannot race the sweep) and returns 1.  'force' (the shard
+ * itself, stopping): returns 1.
  */
-#define SCHEMA_LUA_SWEEP_BEGIN \
-    "#!lua\n" \
+#define SCHEMA_LUA_SWEEP_BEGIN_BODY \
     "if ARGV[1] == 'dead' then\n" \
     "  if redis.call('EXISTS', KEYS[1]) == 1 or\n" \
     "     redis.call('EXISTS', KEYS[3]) == 1 then return -1 end\n" \
     "  redis.call('SET', KEYS[3], ARGV[2], 'PX', ARGV[3])\n" \
     "end\n" \
-    "return redis.call('SMEMBERS', KEYS[2])\n"
+    "return 1\n"
 
 /*
- * Cluster layout, between the route removals of a 'dead' sweep: KEYS[1] =
- * the sweep marker; ARGV[1] = this sweep's name, ARGV[2] = TTL ms.
- * Extends the marker if it is still this sweep's (returns 1), else leaves
- * it (returns 0: it expired, and SCHEMA_LUA_SWEEP_END will say so).
+ * NEXT: KEYS[1] = reverse index, KEYS[2] = sweep marker; ARGV[1] = mode,
+ * ARGV[2] = sweep name, ARGV[3] = marker TTL ms, ARGV[4] = chunk size,
+ * ARGV[5..] = the tokens of the previous chunk, whose route sets no longer
+ * hold the shard.  A 'dead' sweep whose marker is no longer its own (it
+ * expired) returns -1 and changes nothing; else the marker is extended,
+ * the previous chunk leaves the reverse index (after its routes: a sweep
+ * that dies halfway leaves every remaining route findable) and up to
+ * ARGV[4] further tokens are returned (none: the index is empty).
  */
-#define SCHEMA_LUA_SWEEP_REFRESH \
-    "#!lua\n" \
-    "-- sweep refresh\n" \
-    "if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end\n" \
-    "return redis.call('PEXPIRE', KEYS[1], ARGV[2])\n"
+#define SCHEMA_LUA_SWEEP_NEXT_BODY \
+    "-- sweep next\n" \
+    "if redis.replicate_commands then redis.replicate_commands() end\n" \
+    "if ARGV[1] == 'dead' then\n" \
+    "  if redis.call('GET', KEYS[2]) ~= ARGV[2] then return -1 end\n" \
+    "  redis.call('PEXPIRE', KEYS[2], ARGV[3])\n" \
+    "end\n" \
+    "if #ARGV >= 5 then redis.call('SREM', KEYS[1], unpack(ARGV, 5)) end\n" \
+    "return redis.call('SRANDMEMBER', KEYS[1], ARGV[4])\n"
 
 /*
- * Cluster layout, last step (after the route sets and P shards): drop the
- * swept tokens from the reverse index; 'force' deletes lease and index,
- * 'dead' only the marker, and only its own (ARGV[2]).  KEYS as
- * SCHEMA_LUA_SWEEP_BEGIN; ARGV[1] = mode, ARGV[2] = sweep name, ARGV[3..]
- * = the tokens swept.  Returns 1, or -1 if the marker was not ours any more
- * (it expired: nothing deleted).
+ * END (after the route sets and SREM P shards): KEYS as BEGIN; ARGV[1] =
+ * mode, ARGV[2] = sweep name.  'force' deletes lease and (empty) index,
+ * 'dead' only its own marker.  Returns 1, or -1 if the marker was not
+ * ours any more (it expired: nothing deleted).
  */
-#define SCHEMA_LUA_SWEEP_END \
-    "#!lua\n" \
+#define SCHEMA_LUA_SWEEP_END_BODY \
+    "-- sweep end\n" \
     "if ARGV[1] == 'dead' and redis.call('GET', KEYS[3]) ~= ARGV[2] then\n" \
     "  return -1\n" \
     "end\n" \
-    "for i = 3, #ARGV do redis.call('SREM', KEYS[2], ARGV[i]) end\n" \
     "if ARGV[1] == 'force' then redis.call('DEL', KEYS[1], KEYS[2]) end\n" \
     "redis.call('DEL', KEYS[3])\n" \
     "return 1\n"
+
+/* The cluster layout's form of a one-slot script body. */
+#define SCHEMA_LUA_CLUSTER(body) "#!lua\n" body
+#define SCHEMA_LUA_SWEEP_BEGIN SCHEMA_LUA_CLUSTER(SCHEMA_LUA_SWEEP_BEGIN_BODY)
+#define SCHEMA_LUA_SWEEP_NEXT SCHEMA_LUA_CLUSTER(SCHEMA_LUA_SWEEP_NEXT_BODY)
+#define SCHEMA_LUA_SWEEP_END SCHEMA_LUA_CLUSTER(SCHEMA_LUA_SWEEP_END_BODY)
+
+/* REDIS_CHUNK: default and bounds (tokens per script call / pipeline step
+ * of a sweep, a resync page). */
+#define SCHEMA_CHUNK_DEFAULT 256
+#define SCHEMA_CHUNK_MAX 4096
 
 #endif

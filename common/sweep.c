@@ -9,34 +9,46 @@
 #include "common/buf.h"
 #include "common/schema.h"
 
+enum phase { PH_BEGIN, PH_NEXT, PH_ROUTES, PH_TAIL };
+
 typedef struct sweep {
     char *prefix, *id;
-    char *k_lease, *k_rev, *k_mark;
-    int dead;
+    char *k_lease, *k_rev, *k_mark, *k_routes, *k_shards, *k_rprefix;
+    int dead, cluster;
+    size_t chunk;
     char name[33];           /* this sweep's marker value */
     sweep_done_fn *done;
+    void (*step)(void *arg);
     void *arg;
+    enum phase ph;
     size_t parts;            /* replies still due in this phase */
-    int tail;                /* the route removals are done: steps 3-5 sent */
-    char **toks;             /* the reverse index BEGIN returned */
+    char **toks;             /* the current chunk (at most `chunk`) */
     size_t *tlens, ntoks;
-    size_t next;             /* first token whose removal is not sent yet */
     long long removed;
     int failed;              /* a step failed or the connection went */
     char err[160];
 } sweep;
 
+static void drop_chunk(sweep *s)
+{
+    for (size_t i = 0; i < s->ntoks; i++)
+        free(s->toks[i]);
+    s->ntoks = 0;
+}
+
 static void sweep_free(sweep *s)
 {
+    drop_chunk(s);
+    free(s->toks);
+    free(s->tlens);
     free(s->prefix);
     free(s->id);
     free(s->k_lease);
     free(s->k_rev);
     free(s->k_mark);
-    for (size_t i = 0; i < s->ntoks; i++)
-        free(s->toks[i]);
-    free(s->toks);
-    free(s->tlens);
+    free(s->k_routes);
+    free(s->k_shards);
+    free(s->k_rprefix);
     free(s);
 }
 
@@ -46,51 +58,16 @@ static void finish(sweep *s)
     sweep_free(s);
 }
 
-static void fail(sweep *s, const redisReply *rep)
+static void fail(sweep *s, const redisReply *rep, const char *why)
 {
     if (s->failed)
         return;
     s->failed = 1;
     snprintf(s->err, sizeof s->err, "%s",
-             !rep ? "connection lost"
+             why ? why
+             : !rep ? "connection lost"
              : rep->type == REDIS_REPLY_ERROR ? rep->str
-             : rep->type == REDIS_REPLY_INTEGER ? "sweep marker expired before the end"
-                                                : "unexpected reply");
-}
-
-static void send_tail(redisAsyncContext *ac, sweep *s);
-static void send_chunk(redisAsyncContext *ac, sweep *s);
-
-/* Steps 3-5 go out only once every route removal succeeded: Redis runs a
- * pipeline's later commands whatever became of the earlier ones, and a
- * shard that left P shards (or its reverse index) with routes still
- * pointing at it would never be swept again. */
-static void part_cb(redisAsyncContext *ac, void *reply, void *privdata)
-{
-    sweep *s = privdata;
-    redisReply *rep = reply;
-    if (!rep || rep->type == REDIS_REPLY_ERROR)
-        fail(s, rep);
-    else if (rep->type == REDIS_REPLY_INTEGER && rep->integer < 0)
-        fail(s, rep);                    /* END: the marker expired meanwhile */
-    if (--s->parts > 0)
-        return;
-    if (s->failed || s->tail)
-        finish(s);
-    else if (s->next < s->ntoks)
-        send_chunk(ac, s);
-    else
-        send_tail(ac, s);
-}
-
-/* One SCHEMA_LUA_ROUTE_ONE 'del' reply: 1 if the shard left that route set. */
-static void route_cb(redisAsyncContext *ac, void *reply, void *privdata)
-{
-    sweep *s = privdata;
-    redisReply *rep = reply;
-    if (rep && rep->type == REDIS_REPLY_INTEGER)
-        s->removed += rep->integer;
-    part_cb(ac, reply, privdata);
+                                              : "unexpected reply");
 }
 
 static int sweep_send(redisAsyncContext *ac, redisCallbackFn *fn, sweep *s, int argc,
@@ -102,120 +79,80 @@ static int sweep_send(redisAsyncContext *ac, redisCallbackFn *fn, sweep *s, int 
     return 0;
 }
 
-/* Keep this sweep's marker alive while its route removals run (a reply
- * of 0, the marker already gone, is left to the end script to report). */
-static int refresh_marker(redisAsyncContext *ac, sweep *s)
-{
-    char ttl[24];
-    snprintf(ttl, sizeof ttl, "%d", SCHEMA_SWEEP_TTL_MS);
-    const char *argv[6] = { "EVAL", SCHEMA_LUA_SWEEP_REFRESH, "1", s->k_mark, s->name, ttl };
-    size_t lens[6];
-    for (int i = 0; i < 6; i++)
-        lens[i] = strlen(argv[i]);
-    return sweep_send(ac, part_cb, s, 6, argv, lens);
-}
-
 /* hiredis refused a command (connection going, or ENOMEM): what went out
  * still answers; report a failure then. */
 static void not_sent(sweep *s)
 {
-    s->failed = 1;
-    snprintf(s->err, sizeof s->err, "%s", "command not sent");
+    fail(s, NULL, "command not sent");
     if (s->parts == 0)
         finish(s);
 }
 
-/* Steps 3 to 5, after the route removals. */
-static void send_tail(redisAsyncContext *ac, sweep *s)
+/* A script in the layout's form: the cluster one declares "#!lua". */
+static const char *script(const sweep *s, const char *cluster_form)
 {
-    s->tail = 1;
-    char channel[512], shards[512], down[300];
-    snprintf(channel, sizeof channel, "%sroutes", s->prefix);
-    snprintf(shards, sizeof shards, "%sshards", s->prefix);
-    snprintf(down, sizeof down, "%s%s", SCHEMA_EVENT_SHARD_DOWN, s->id);
-    const char *srem[3] = { "SREM", shards, s->id };
-    size_t srem_l[3] = { 4, strlen(shards), strlen(s->id) };
-    int sent_all = sweep_send(ac, part_cb, s, 3, srem, srem_l) == 0;
-    if (sent_all) {
-        size_t argc = 8 + s->ntoks;
-        const char **argv = malloc(argc * sizeof *argv);
-        size_t *lens = malloc(argc * sizeof *lens);
-        sent_all = argv && lens;
-        if (sent_all) {
-            size_t k = 0;
-            argv[k] = "EVAL";                   lens[k++] = 4;
-            argv[k] = SCHEMA_LUA_SWEEP_END;     lens[k++] = strlen(SCHEMA_LUA_SWEEP_END);
-            argv[k] = "3";                      lens[k++] = 1;
-            argv[k] = s->k_lease;               lens[k++] = strlen(s->k_lease);
-            argv[k] = s->k_rev;                 lens[k++] = strlen(s->k_rev);
-            argv[k] = s->k_mark;                lens[k++] = strlen(s->k_mark);
-            argv[k] = s->dead ? "dead" : "force"; lens[k++] = s->dead ? 4 : 5;
-            argv[k] = s->name;                  lens[k++] = strlen(s->name);
-            for (size_t i = 0; i < s->ntoks; i++) {
-                argv[k] = s->toks[i];
-                lens[k++] = s->tlens[i];
-            }
-            sent_all = sweep_send(ac, part_cb, s, (int)k, argv, lens) == 0;
-        }
-        free(argv);
-        free(lens);
-    }
-    if (sent_all) {
-        const char *argv[3] = { "PUBLISH", channel, down };
-        size_t lens[3] = { 7, strlen(channel), strlen(down) };
-        sent_all = sweep_send(ac, part_cb, s, 3, argv, lens) == 0;
-    }
-    if (!sent_all)
-        not_sent(s);
+    return s->cluster ? cluster_form : cluster_form + strlen("#!lua\n");
 }
 
-/* Step 2, SCHEMA_SWEEP_REFRESH_STEPS removals at a time: the next chunk
- * (after a marker refresh) goes out from part_cb once this one has been
- * answered, so hiredis's output buffer stays small whatever the index size
- * and the router's lookups on the same connection wait one chunk at most. */
-static void send_chunk(redisAsyncContext *ac, sweep *s)
+/* A reply arrived and the sweep goes on: tell the owner. */
+static void progressed(sweep *s)
 {
-    int sent_all = 1;
-    if (s->next > 0 && s->dead)
-        sent_all = refresh_marker(ac, s) == 0;
-    buf key = { 0 };
-    char channel[512];
-    snprintf(channel, sizeof channel, "%sroutes", s->prefix);
-    size_t plen = strlen(s->prefix), idlen = strlen(s->id), clen = strlen(channel);
-    size_t end = s->next + SCHEMA_SWEEP_REFRESH_STEPS;
-    if (end > s->ntoks)
-        end = s->ntoks;
-    for (; s->next < end && sent_all; s->next++) {
-        size_t i = s->next;
-        buf_reset(&key);
-        if (buf_append(&key, s->prefix, plen) != 0 || buf_append(&key, "route:", 6) != 0 ||
-            buf_append(&key, s->toks[i], s->tlens[i]) != 0) {
-            sent_all = 0;
-            break;
-        }
-        const char *argv[8] = { "EVAL", SCHEMA_LUA_ROUTE_ONE, "1", key.data, "del", s->id,
-                                channel, s->toks[i] };
-        size_t lens[8] = { 4, strlen(SCHEMA_LUA_ROUTE_ONE), 1, key.len, 3, idlen, clen,
-                           s->tlens[i] };
-        sent_all = sweep_send(ac, route_cb, s, 8, argv, lens) == 0;
-    }
-    buf_free(&key);
-    if (!sent_all)
-        not_sent(s);
+    if (s->step && !s->failed)
+        s->step(s->arg);
 }
 
-/* Keeps the reverse index `toks` (for the end script), then step 2. */
-static void sweep_rest(redisAsyncContext *ac, sweep *s, const redisReply *toks)
+static void send_next(redisAsyncContext *ac, sweep *s);
+static void send_routes(redisAsyncContext *ac, sweep *s);
+static void send_tail(redisAsyncContext *ac, sweep *s);
+
+/* Every reply of the phase is in: on to the next step. */
+static void phase_done(redisAsyncContext *ac, sweep *s)
 {
-    size_t n = toks->elements;
-    s->toks = calloc(n ? n : 1, sizeof *s->toks);
-    s->tlens = calloc(n ? n : 1, sizeof *s->tlens);
-    if (!s->toks || !s->tlens) {
-        not_sent(s);
+    if (s->failed || s->ph == PH_TAIL)
+        finish(s);
+    else if (s->ph == PH_ROUTES)
+        send_next(ac, s);
+}
+
+/* Route removals and tail steps. */
+static void part_cb(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    sweep *s = privdata;
+    redisReply *rep = reply;
+    if (!rep || rep->type == REDIS_REPLY_ERROR)
+        fail(s, rep, NULL);
+    else if (rep->type == REDIS_REPLY_INTEGER && rep->integer < 0)
+        fail(s, rep, "sweep marker expired before the end");   /* END */
+    else if (s->ph == PH_ROUTES && rep->type == REDIS_REPLY_INTEGER)
+        s->removed += rep->integer;
+    if (--s->parts == 0)
+        phase_done(ac, s);
+    else
+        progressed(s);
+}
+
+/* NEXT answered: -1 (the marker is not ours any more), or the next chunk
+ * (empty: every route is gone). */
+static void next_cb(redisAsyncContext *ac, void *reply, void *privdata)
+{
+    sweep *s = privdata;
+    redisReply *rep = reply;
+    s->parts--;
+    drop_chunk(s);
+    if (!rep || rep->type == REDIS_REPLY_ERROR ||
+        (rep->type != REDIS_REPLY_ARRAY && rep->type != REDIS_REPLY_INTEGER)) {
+        fail(s, rep, NULL);
+        finish(s);
         return;
     }
+    if (rep->type == REDIS_REPLY_INTEGER) {
+        fail(s, rep, "sweep marker expired before the end");
+        finish(s);
+        return;
+    }
+    size_t n = rep->elements < s->chunk ? rep->elements : s->chunk;
     for (size_t i = 0; i < n; i++) {
-        const redisReply *t = toks->element[i];
+        const redisReply *t = rep->element[i];
         if (t->type != REDIS_REPLY_STRING)
             continue;
         if (!(s->toks[s->ntoks] = malloc(t->len + 1))) {
@@ -225,55 +162,181 @@ static void sweep_rest(redisAsyncContext *ac, sweep *s, const redisReply *toks)
         memcpy(s->toks[s->ntoks], t->str, t->len + 1);
         s->tlens[s->ntoks++] = t->len;
     }
+    progressed(s);
     if (s->ntoks)
-        send_chunk(ac, s);
+        send_routes(ac, s);
     else
-        send_tail(ac, s);            /* an empty index */
+        send_tail(ac, s);
+}
+
+/* Step 2: the previous chunk leaves the index, the next one comes back. */
+static void send_next(redisAsyncContext *ac, sweep *s)
+{
+    s->ph = PH_NEXT;
+    char ttl[24], cnt[24];
+    snprintf(ttl, sizeof ttl, "%d", SCHEMA_SWEEP_TTL_MS);
+    snprintf(cnt, sizeof cnt, "%zu", s->chunk);
+    size_t argc = 9 + s->ntoks;
+    const char **argv = malloc(argc * sizeof *argv);
+    size_t *lens = malloc(argc * sizeof *lens);
+    int ok = argv && lens;
+    if (ok) {
+        size_t k = 0;
+        argv[k++] = "EVAL";
+        argv[k++] = script(s, SCHEMA_LUA_SWEEP_NEXT);
+        argv[k++] = "2";
+        argv[k++] = s->k_rev;
+        argv[k++] = s->k_mark;
+        argv[k++] = s->dead ? "dead" : "force";
+        argv[k++] = s->name;
+        argv[k++] = ttl;
+        argv[k++] = cnt;
+        for (size_t i = 0; i < k; i++)
+            lens[i] = strlen(argv[i]);
+        for (size_t i = 0; i < s->ntoks; i++, k++) {
+            argv[k] = s->toks[i];
+            lens[k] = s->tlens[i];
+        }
+        ok = sweep_send(ac, next_cb, s, (int)k, argv, lens) == 0;
+    }
+    free(argv);
+    free(lens);
+    if (!ok)
+        not_sent(s);
+}
+
+/* Step 3: the chunk's route removals (the table in common/sweep.h). */
+static void send_routes(redisAsyncContext *ac, sweep *s)
+{
+    s->ph = PH_ROUTES;
+    size_t idlen = strlen(s->id), clen = strlen(s->k_routes);
+    int ok = 1;
+    if (!s->cluster) {
+        size_t argc = 8 + s->ntoks;
+        const char **argv = malloc(argc * sizeof *argv);
+        size_t *lens = malloc(argc * sizeof *lens);
+        ok = argv && lens;
+        if (ok) {
+            size_t k = 0;
+            argv[k++] = "EVAL";
+            argv[k++] = SCHEMA_LUA_ROUTE_BATCH;
+            argv[k++] = "2";
+            argv[k++] = s->k_rev;
+            argv[k++] = s->k_routes;
+            argv[k++] = "del";
+            argv[k++] = s->id;
+            argv[k++] = s->k_rprefix;
+            for (size_t i = 0; i < k; i++)
+                lens[i] = strlen(argv[i]);
+            for (size_t i = 0; i < s->ntoks; i++, k++) {
+                argv[k] = s->toks[i];
+                lens[k] = s->tlens[i];
+            }
+            ok = sweep_send(ac, part_cb, s, (int)k, argv, lens) == 0;
+        }
+        free(argv);
+        free(lens);
+    } else {
+        buf key = { 0 };
+        size_t plen = strlen(s->k_rprefix);
+        for (size_t i = 0; i < s->ntoks && ok; i++) {
+            buf_reset(&key);
+            if (buf_append(&key, s->k_rprefix, plen) != 0 ||
+                buf_append(&key, s->toks[i], s->tlens[i]) != 0) {
+                ok = 0;
+                break;
+            }
+            const char *argv[8] = { "EVAL", SCHEMA_LUA_ROUTE_ONE, "1", key.data, "del", s->id,
+                                    s->k_routes, s->toks[i] };
+            size_t lens[8] = { 4, strlen(SCHEMA_LUA_ROUTE_ONE), 1, key.len, 3, idlen, clen,
+                               s->tlens[i] };
+            ok = sweep_send(ac, part_cb, s, 8, argv, lens) == 0;
+        }
+        buf_free(&key);
+    }
+    if (!ok)
+        not_sent(s);
+}
+
+/* Steps 4 to 6, after the last route removal. */
+static void send_tail(redisAsyncContext *ac, sweep *s)
+{
+    s->ph = PH_TAIL;
+    char down[300];
+    snprintf(down, sizeof down, "%s%s", SCHEMA_EVENT_SHARD_DOWN, s->id);
+    const char *srem[3] = { "SREM", s->k_shards, s->id };
+    size_t srem_l[3] = { 4, strlen(s->k_shards), strlen(s->id) };
+    const char *end[8] = { "EVAL", script(s, SCHEMA_LUA_SWEEP_END), "3", s->k_lease,
+                           s->k_rev, s->k_mark, s->dead ? "dead" : "force", s->name };
+    size_t end_l[8];
+    for (int i = 0; i < 8; i++)
+        end_l[i] = strlen(end[i]);
+    const char *pub[3] = { "PUBLISH", s->k_routes, down };
+    size_t pub_l[3] = { 7, strlen(s->k_routes), strlen(down) };
+    if (sweep_send(ac, part_cb, s, 3, srem, srem_l) != 0 ||
+        sweep_send(ac, part_cb, s, 8, end, end_l) != 0 ||
+        sweep_send(ac, part_cb, s, 3, pub, pub_l) != 0)
+        not_sent(s);
 }
 
 static void begin_cb(redisAsyncContext *ac, void *reply, void *privdata)
 {
     sweep *s = privdata;
     redisReply *rep = reply;
-    if (!rep || rep->type == REDIS_REPLY_ERROR ||
-        (rep->type != REDIS_REPLY_ARRAY && rep->type != REDIS_REPLY_INTEGER)) {
-        fail(s, rep);
+    s->parts--;
+    if (!rep || rep->type != REDIS_REPLY_INTEGER) {
+        fail(s, rep, NULL);
         finish(s);
         return;
     }
-    if (rep->type == REDIS_REPLY_INTEGER) {   /* -1: alive, or swept by another */
+    if (rep->integer < 0) {        /* alive, or swept by another */
         s->removed = -1;
         finish(s);
         return;
     }
-    sweep_rest(ac, s, rep);
+    progressed(s);
+    send_next(ac, s);
 }
 
-int sweep_shard(redisAsyncContext *ac, const char *prefix, const char *id,
-                int dead, sweep_done_fn *done, void *arg)
+int sweep_shard(redisAsyncContext *ac, const sweep_opts *o, const char *id,
+                sweep_done_fn *done, void *arg)
 {
     sweep *s = calloc(1, sizeof *s);
     if (!s)
         return -1;
-    s->prefix = strdup(prefix);
+    s->chunk = o->chunk < 1 ? 1 : o->chunk > SCHEMA_CHUNK_MAX ? SCHEMA_CHUNK_MAX : o->chunk;
+    s->prefix = strdup(o->prefix);
     s->id = strdup(id);
-    s->k_lease = schema_shard_key(prefix, 1, id, "");
-    s->k_rev = schema_shard_key(prefix, 1, id, ":tokens");
-    s->k_mark = schema_shard_key(prefix, 1, id, ":sweep");
-    s->dead = dead;
+    s->cluster = o->cluster;
+    s->k_lease = schema_shard_key(o->prefix, o->cluster, id, "");
+    s->k_rev = schema_shard_key(o->prefix, o->cluster, id, ":tokens");
+    s->k_mark = schema_shard_key(o->prefix, o->cluster, id, ":sweep");
+    size_t pl = strlen(o->prefix) + 8;
+    s->k_routes = malloc(pl);
+    s->k_shards = malloc(pl);
+    s->k_rprefix = malloc(pl);
+    s->toks = calloc(s->chunk, sizeof *s->toks);
+    s->tlens = calloc(s->chunk, sizeof *s->tlens);
+    s->dead = o->dead;
     s->done = done;
+    s->step = o->step;
     s->arg = arg;
     schema_random_hex(s->name);
-    if (!s->prefix || !s->id || !s->k_lease || !s->k_rev || !s->k_mark)
+    if (!s->prefix || !s->id || !s->k_lease || !s->k_rev || !s->k_mark || !s->k_routes ||
+        !s->k_shards || !s->k_rprefix || !s->toks || !s->tlens)
         goto err;
+    snprintf(s->k_routes, pl, "%sroutes", o->prefix);
+    snprintf(s->k_shards, pl, "%sshards", o->prefix);
+    snprintf(s->k_rprefix, pl, "%sroute:", o->prefix);
     char ttl[24];
     snprintf(ttl, sizeof ttl, "%d", SCHEMA_SWEEP_TTL_MS);
-    const char *argv[9] = { "EVAL", SCHEMA_LUA_SWEEP_BEGIN, "3", s->k_lease, s->k_rev,
-                            s->k_mark, dead ? "dead" : "force", s->name, ttl };
+    const char *argv[9] = { "EVAL", script(s, SCHEMA_LUA_SWEEP_BEGIN), "3", s->k_lease,
+                            s->k_rev, s->k_mark, o->dead ? "dead" : "force", s->name, ttl };
     size_t lens[9];
     for (int i = 0; i < 9; i++)
         lens[i] = strlen(argv[i]);
-    if (redisAsyncCommandArgv(ac, begin_cb, s, 9, argv, lens) != REDIS_OK)
+    s->ph = PH_BEGIN;
+    if (sweep_send(ac, begin_cb, s, 9, argv, lens) != 0)
         goto err;
     return 0;
 err:

@@ -81,6 +81,10 @@ static size_t fill_opts(router_config *c)
         "hash-tagged as <prefix>shard:{<id>} and <prefix>shard:{<id>}:tokens, no "
         "script touching two slots; needs Redis 7. Same value on every router, "
         "shard and odin-ctl", 0, 0);
+    OPT("REDIS_CHUNK", CFG_INT, redis_chunk, "256",
+        "Tokens per step of a dead-shard sweep (one script call or pipeline step, "
+        "each sent once the previous is answered): bounds how long one step holds "
+        "Redis, whatever the size of the shard's reverse index", 1, 4096);
     OPT("REDIS_TIMEOUT_MS", CFG_INT, redis_timeout_ms, "1000",
         "Redis connect and lookup timeout; past it the batch goes out in fallback "
         "(broadcast) and the connection is re-established", 10, 60000);

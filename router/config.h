@@ -21,6 +21,7 @@ typedef struct router_config {
     long kafka_batch_size, kafka_batch_timeout_ms, kafka_commit_interval_ms;
     char *redis_url, *redis_prefix;
     int redis_cluster_keys;   /* REDIS_CLUSTER_KEYS */
+    long redis_chunk;         /* REDIS_CHUNK */
     char *redis_password;     /* REDIS_PASSWORD, never logged */
     char *redis_sentinels, *redis_master_name;   /* REDIS_SENTINELS, REDIS_MASTER_NAME */
     char *ingress_secret;     /* SHARD_INGRESS_SECRET, never logged */

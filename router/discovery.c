@@ -228,18 +228,7 @@ static void swept(discovery *d, long long removed, const char *err)
     }
 }
 
-static void clean_cb(redisAsyncContext *ac, void *reply, void *privdata)
-{
-    redisReply *rep = reply;
-    if (!rep)
-        return;
-    if (rep->type == REDIS_REPLY_INTEGER)
-        swept(privdata, rep->integer, NULL);
-    else if (rep->type == REDIS_REPLY_ERROR)
-        swept(privdata, -2, rep->str);
-}
-
-/* Cluster layout (common/sweep.h): called once per sweep, also while the
+/* common/sweep.h: called once per sweep, also while the
  * connection is freed (then d still exists: discovery_free frees it
  * after its connections). */
 static void sweep_cb(long long removed, const char *err, void *arg)
@@ -273,15 +262,9 @@ static void disc_apply(discovery *d, redisAsyncContext *ac)
             continue;
         const char *id = list[i].id;
         log_kv(LOG_INFO, "shard lease expired; cleaning its routes", "s:shard", id, NULL);
-        if (d->cfg->redis_cluster_keys) {
-            sweep_shard(ac, d->cfg->redis_prefix, id, 1, sweep_cb, d);
-            continue;
-        }
-        const char *argv[6] = { "EVAL", SCHEMA_LUA_CLEAN_SHARD, "0", id,
-                                d->cfg->redis_prefix, "dead" };
-        size_t lens[6] = { 4, strlen(SCHEMA_LUA_CLEAN_SHARD), 1, strlen(id),
-                           strlen(d->cfg->redis_prefix), 4 };
-        redisAsyncCommandArgv(ac, clean_cb, d, 6, argv, lens);
+        sweep_opts so = { d->cfg->redis_prefix, d->cfg->redis_cluster_keys,
+                          (size_t)d->cfg->redis_chunk, 1, NULL };
+        sweep_shard(ac, &so, id, sweep_cb, d);
     }
     free(list);
     int again = d->disc.again;

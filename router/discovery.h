@@ -12,11 +12,12 @@
  *     DISCOVERY_INTERVAL_MS and on demand: SMEMBERS <prefix>shards, then one
  *     pipelined HGETALL <prefix>shard:<id> per member.  The result goes to
  *     the owner as a list (live with endpoint / lease expired / unknown);
- *     for every expired lease SCHEMA_LUA_CLEAN_SHARD "dead" is sent (the
- *     dead-shard sweep: routes removed through the reverse index,
- *     idempotent, only if the lease is still absent).  With
- *     REDIS_CLUSTER_KEYS the lease is <prefix>shard:{<id>} and the sweep is
- *     common/sweep.h 'dead' (no script touches two slots).
+ *     for every expired lease a dead-shard sweep is started (common/sweep.h
+ *     'dead': routes removed through the reverse index in chunks of
+ *     REDIS_CHUNK tokens, each step sent once the previous is answered;
+ *     idempotent, only if the lease is still absent, and a sweep that stops
+ *     halfway is finished by the next one).  With REDIS_CLUSTER_KEYS the
+ *     lease is <prefix>shard:{<id>} (no script touches two slots).
  *
  * Owns both Redis connections (redislink).  The command connection is
  * lent to the route lookup (discovery_cmd).  Reports to the owner only

@@ -272,6 +272,7 @@ static void enter_closing(shard_client *c)
      * member arrays (the reaper removes it then). */
     if (!srv->in_fanout)
         subs_remove_all(srv->ctx->subs, &c->subs);
+    shard_server_ip_channel_release(srv, c, c->ip_channels);
     shard_server_schedule_flush(srv, c);
 }
 
@@ -357,6 +358,7 @@ void client_free(shard_client *c)
         return;
     shard_resume_client_gone(c);
     subs_remove_all(c->srv->ctx->subs, &c->subs);
+    shard_server_ip_channel_release(c->srv, c, c->ip_channels);
     ws_parser_free(&c->parser);
     q_release_all(c, 0);
     q_shrink(c);
@@ -391,7 +393,13 @@ int client_send_text(shard_client *c, const char *data, size_t len)
     return r;
 }
 
-static void send_error(shard_client *c, enum clientmsg_err e, const char *msg)
+static void send_error(shard_client *c, enum clientmsg_err e, const char *msg);
+
+/* An error reply that is not the client's misbehaviour (a shared limit). */
+static void send_notice(shard_client *c, enum clientmsg_err e, const char *msg);
+
+static void send_error_ex(shard_client *c, enum clientmsg_err e, const char *msg,
+                          int misbehaviour)
 {
     shard_server *srv = c->srv;
     shard_ctx *ctx = srv->ctx;
@@ -404,7 +412,7 @@ static void send_error(shard_client *c, enum clientmsg_err e, const char *msg)
     send_reply(c);
     /* as odin-ws: an unknown type is answered but is not misbehaviour (a
      * newer client may send types this server does not know yet) */
-    if (c->state != CL_OPEN || e == CLIENTMSG_E_UNKNOWN_TYPE)
+    if (c->state != CL_OPEN || e == CLIENTMSG_E_UNKNOWN_TYPE || !misbehaviour)
         return;
     uint64_t now = clock_mono_ms();
     if (now - c->err_window_ms > (uint64_t)(ctx->set->error_window * 1000)) {
@@ -415,6 +423,16 @@ static void send_error(shard_client *c, enum clientmsg_err e, const char *msg)
         c->errors++;
     if (c->errors > ctx->set->max_errors)
         client_close(c, 1008, "too many errors");
+}
+
+static void send_error(shard_client *c, enum clientmsg_err e, const char *msg)
+{
+    send_error_ex(c, e, msg, 1);
+}
+
+static void send_notice(shard_client *c, enum clientmsg_err e, const char *msg)
+{
+    send_error_ex(c, e, msg, 0);
 }
 
 static int rate_allow(shard_client *c, uint64_t now)
@@ -451,20 +469,76 @@ static void handle_subscribe(shard_client *c, clientmsg *m)
         send_error(c, CLIENTMSG_E_TOO_MANY, msg);
         return;
     }
+    /* The shard's SHARD_MAX_TOKENS and the address's WS_IP_MAX_CHANNELS
+     * are shared with others: past them a channel is left out and said so,
+     * the message's other channels still subscribe. */
+    clientmsg_chan *ok = calloc(m->nchannels ? m->nchannels : 1, sizeof *ok);
+    if (!ok) {
+        client_close(c, 1011, "out of memory");
+        return;
+    }
+    size_t nok = 0, tok_refused = 0, ip_refused = 0;
+    const clientmsg_chan *first_tok = NULL, *first_ip = NULL;
+    long max_tokens = ctx->set->max_tokens;
     for (size_t i = 0; i < m->nchannels; i++) {
-        int r = subs_add(ctx->subs, &c->subs, c, m->channels[i].s,
-                         m->channels[i].len);
+        const clientmsg_chan *ch = &m->channels[i];
+        if (subs_has(ctx->subs, &c->subs, ch->s, ch->len)) {
+            ok[nok++] = *ch;
+            continue;
+        }
+        size_t tl, cl;
+        const char *cat;
+        if (max_tokens > 0 && topics_channel_split(ch->s, ch->len, &tl, &cat, &cl) &&
+            subs_token_refs(ctx->subs, ch->s, tl) == 0 &&
+            subs_tokens_count(ctx->subs) >= (size_t)max_tokens) {
+            tok_refused++;
+            first_tok = first_tok ? first_tok : ch;
+            continue;
+        }
+        if (shard_server_ip_channel_take(c->srv, c) != 0) {
+            ip_refused++;
+            first_ip = first_ip ? first_ip : ch;
+            continue;
+        }
+        int r = subs_add(ctx->subs, &c->subs, c, ch->s, ch->len);
+        if (r != SUBS_ADDED)
+            shard_server_ip_channel_release(c->srv, c, 1);
         if (r == SUBS_E_NOMEM) {
+            free(ok);
             client_close(c, 1011, "out of memory");
             return;
         }
+        ok[nok++] = *ch;
     }
-    if (m->type == CLIENTMSG_RECONNECT)
+    if (tok_refused) {
+        char msg[256];
+        ctx->m.ws_token_limit_rejections_total += tok_refused;
+        snprintf(msg, sizeof msg,
+                 "this server holds its limit of %ld tokens; %zu channel(s) not "
+                 "subscribed, e.g. %.*s (try again later or another server)",
+                 max_tokens, tok_refused, (int)(first_tok->len > 80 ? 80 : first_tok->len),
+                 first_tok->s);
+        send_notice(c, CLIENTMSG_E_TOO_MANY_TOKENS, msg);
+    }
+    if (ip_refused && c->state == CL_OPEN) {
+        char msg[256];
+        ctx->m.ws_ip_channel_rejections_total += ip_refused;
+        snprintf(msg, sizeof msg,
+                 "subscription limit is %ld channels per client address across its "
+                 "connections; %zu channel(s) not subscribed, e.g. %.*s",
+                 ctx->set->ip_max_channels, ip_refused,
+                 (int)(first_ip->len > 80 ? 80 : first_ip->len), first_ip->s);
+        send_notice(c, CLIENTMSG_E_TOO_MANY, msg);
+    }
+    if (m->type == CLIENTMSG_RECONNECT || c->state != CL_OPEN) {
+        free(ok);
         return;               /* the reconnect answers for itself */
+    }
     buf_reset(&c->srv->scratch);
-    if (clientmsg_build_ack(&c->srv->scratch, CLIENTMSG_SUBSCRIBE,
-                            m->channels, m->nchannels,
-                            subs_conn_count(&c->subs)) != 0) {
+    int bad = clientmsg_build_ack(&c->srv->scratch, CLIENTMSG_SUBSCRIBE, ok, nok,
+                                  subs_conn_count(&c->subs));
+    free(ok);
+    if (bad != 0) {
         client_close(c, 1011, "out of memory");
         return;
     }
@@ -534,8 +608,8 @@ static void handle_unsubscribe(shard_client *c, clientmsg *m)
 {
     shard_ctx *ctx = c->srv->ctx;
     for (size_t i = 0; i < m->nchannels; i++)
-        subs_remove(ctx->subs, &c->subs, m->channels[i].s,
-                    m->channels[i].len);
+        if (subs_remove(ctx->subs, &c->subs, m->channels[i].s, m->channels[i].len) == 1)
+            shard_server_ip_channel_release(c->srv, c, 1);
     buf_reset(&c->srv->scratch);
     if (clientmsg_build_ack(&c->srv->scratch, CLIENTMSG_UNSUBSCRIBE,
                             m->channels, m->nchannels,

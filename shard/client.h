@@ -71,6 +71,7 @@ typedef struct shard_client {
     ws_chunk *q_inline[CL_INLINE_Q];
     ws_parser parser;
     subs_conn subs;
+    uint32_t ip_channels;        /* of subs, counted in WS_IP_MAX_CHANNELS */
     buf *http_in;                /* HTTP phase only */
     struct resume_client *rs;    /* reconnect replay state (shard/resume.c) */
 } shard_client;

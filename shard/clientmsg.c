@@ -16,6 +16,7 @@ const char *clientmsg_code(enum clientmsg_err e)
     case CLIENTMSG_E_TOO_MANY: return "TOO_MANY_SUBSCRIPTIONS";
     case CLIENTMSG_E_TOO_LARGE: return "MESSAGE_TOO_LARGE";
     case CLIENTMSG_E_RATE_LIMIT: return "RATE_LIMIT_EXCEEDED";
+    case CLIENTMSG_E_TOO_MANY_TOKENS: return "TOO_MANY_TOKENS";
     }
     return "INTERNAL_ERROR";
 }

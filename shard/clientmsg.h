@@ -34,6 +34,7 @@ enum clientmsg_err {
     CLIENTMSG_E_TOO_MANY,           /* "TOO_MANY_SUBSCRIPTIONS" */
     CLIENTMSG_E_TOO_LARGE,          /* "MESSAGE_TOO_LARGE" */
     CLIENTMSG_E_RATE_LIMIT,         /* "RATE_LIMIT_EXCEEDED" */
+    CLIENTMSG_E_TOO_MANY_TOKENS,    /* "TOO_MANY_TOKENS": SHARD_MAX_TOKENS */
 };
 
 /* Wire name of an error code ("INVALID_JSON", ...). */

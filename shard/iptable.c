@@ -69,7 +69,7 @@ static void refill(const iptable *t, iptable_entry *e, uint64_t now)
  * per-address field that must keep its entry goes here. */
 static int entry_idle(const iptable *t, const iptable_entry *e, uint64_t now)
 {
-    if (e->pending)
+    if (e->pending || e->channels)
         return 0;
     if (e->reconnects.burst > 0 && !tbucket_full(&e->reconnects, now))
         return 0;

@@ -53,6 +53,7 @@ typedef struct iptable_entry {
     double tokens;          /* WS_IP_RATE bucket, as of `ms` */
     uint64_t ms;
     uint32_t pending;       /* WS_IP_MAX_PENDING slots held */
+    uint32_t channels;      /* WS_IP_MAX_CHANNELS: subscriptions held */
     tbucket reconnects;     /* RESUME_IP_RATE (set up at first use: burst 0
                              * until then); a partly empty one keeps the
                              * entry from being swept */

@@ -130,6 +130,14 @@ int shard_metrics_render(buf *o, const shard_metrics *m, const shard_gauges *g)
     e |= prom_counter(o, "ws_admin_forbidden_total",
                  "/health and /metrics requests from a peer not in ADMIN_ALLOW (404)",
                  m->ws_admin_forbidden_total);
+    e |= prom_counter(o, "ws_token_limit_rejections_total",
+                 "Channel subscriptions refused (TOO_MANY_TOKENS): their token would have "
+                 "taken the shard past SHARD_MAX_TOKENS",
+                 m->ws_token_limit_rejections_total);
+    e |= prom_counter(o, "ws_ip_channel_rejections_total",
+                 "Channel subscriptions refused (TOO_MANY_SUBSCRIPTIONS): their address "
+                 "held WS_IP_MAX_CHANNELS across its connections",
+                 m->ws_ip_channel_rejections_total);
     e |= prom_counter(o, "ws_accept_errors_total", "accept() failures",
                  m->ws_accept_errors_total);
     e |= prom_counter(o, "ws_http_requests_total",

@@ -48,7 +48,7 @@ enum shard_ingress_refusal_idx {
     SM_INGRESS_N
 };
 
-#define SM_CLIENT_ERR_N 7    /* indexed by enum clientmsg_err */
+#define SM_CLIENT_ERR_N 8    /* indexed by enum clientmsg_err */
 #define SM_RESUME_N 7        /* indexed by enum resume_code */
 #define SM_REPLAY_SKIP_N 4   /* indexed by enum record_invalid */
 
@@ -74,6 +74,8 @@ typedef struct shard_metrics {
     uint64_t ws_ip_table_full_rejections_total; /* new address, WS_IP_TABLE_MAX full */
     uint64_t ws_admin_ratelimit_rejections_total[2]; /* 429 over ADMIN_RATE: [0] /metrics, [1] /health */
     uint64_t ws_admin_forbidden_total;        /* 404: peer not in ADMIN_ALLOW */
+    uint64_t ws_token_limit_rejections_total; /* channels refused: SHARD_MAX_TOKENS */
+    uint64_t ws_ip_channel_rejections_total;  /* channels refused: WS_IP_MAX_CHANNELS */
     uint64_t ws_proxy_headers_total;          /* PROXY v2 headers accepted */
     uint64_t ws_proxy_rejections_total[SM_PROXY_N];
     uint64_t ws_accept_errors_total;

@@ -23,6 +23,8 @@
 #define HAVE_UNKNOWN 2
 #define BACKOFF_MIN_MS 100
 #define BACKOFF_MAX_MS 2000
+/* a holder's renewal shows as its lease's PTTL growing by more than this */
+#define OTHER_RENEW_MARGIN_MS 50
 
 /* R_IDLE: no usable connection (redislink reconnects); R_READY: registered. */
 enum reg_state { R_IDLE, R_READY };
@@ -55,7 +57,13 @@ struct shard_registry {
     int lease_inflight;
     int claimed;             /* our lease is written: routes may go out */
     int refused;             /* another instance holds SHARD_ID */
-    char nonce[33];          /* this instance (lease field `nonce`) */
+    char instance[33];       /* this process (lease field `instance`) */
+    int other_seen;          /* a claim found another instance's lease */
+    long long other_pttl;    /* ... with this PTTL ... */
+    uint64_t other_ms;       /* ... answered then (monotonic ms) */
+    char *scan_cursor;       /* paged resync: next SSCAN cursor, NULL: none */
+    int scan_inflight;       /* an SSCAN page is unanswered */
+    int scan_again;          /* restart the scan from 0 once it is answered */
     char epoch[80];          /* registry epoch seen by the last lease write */
     char synced[80];         /* epoch under which every route was confirmed */
     long need;               /* entries still to confirm since the last resync */
@@ -166,6 +174,7 @@ static void reg_error(shard_registry *r, const char *msg, const char *detail)
 
 static int send_batch(shard_registry *r, reg_batch *b);
 static void check_synced(shard_registry *r);
+static void scan_next(shard_registry *r);
 
 /* The batch's entries got their answer: the connection was lost, an error,
  * or success (every route set now matches what was sent, unless the
@@ -468,6 +477,8 @@ static void pump(shard_registry *r)
         struct timeval tv = { ms / 1000, (ms % 1000) * 1000 };
         event_add(r->pump_ev, &tv);
     }
+    if (!r->qhead)
+        scan_next(r);   /* the previous page's leftovers are all sent */
 }
 
 static void on_pump(evutil_socket_t fd, short what, void *arg)
@@ -529,22 +540,48 @@ static void requeue_all(shard_registry *r)
     }
 }
 
-static void on_members(redisAsyncContext *ac, void *reply, void *priv)
+static void scan_reset(shard_registry *r)
+{
+    free(r->scan_cursor);
+    r->scan_cursor = NULL;
+    r->scan_inflight = 0;
+    r->scan_again = 0;
+}
+
+/* One SSCAN page of our reverse index: queue the removal of tokens Redis
+ * holds for us that nobody here wants (a previous life's leftovers).  The
+ * next page is asked for once the queue has drained (pump), so memory
+ * stays at one page of leftovers whatever the size of the index. */
+static void on_scan(redisAsyncContext *ac, void *reply, void *priv)
 {
     shard_registry *r = redislink_ctx_arg(ac);
     redisReply *rep = reply;
     if (r->freeing)
         return;
     cmd_done(r);
-    if (!rep || rep->type != REDIS_REPLY_ARRAY) {
-        if (rep)
-            reg_error(r, "redis SMEMBERS failed",
-                      rep->type == REDIS_REPLY_ERROR ? rep->str : "type");
+    r->scan_inflight = 0;
+    if (!rep) {
+        scan_reset(r);        /* the reconnect resyncs */
         return;
     }
-    /* tokens Redis holds for us that nobody here wants any more */
-    for (size_t i = 0; i < rep->elements; i++) {
-        redisReply *m = rep->element[i];
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements != 2 ||
+        rep->element[0]->type != REDIS_REPLY_STRING ||
+        rep->element[1]->type != REDIS_REPLY_ARRAY) {
+        reg_error(r, "redis SSCAN failed",
+                  rep->type == REDIS_REPLY_ERROR ? rep->str : "type");
+        scan_reset(r);
+        return;
+    }
+    if (r->scan_again) {
+        r->scan_again = 0;
+        free(r->scan_cursor);
+        r->scan_cursor = strdup("0");
+        scan_next(r);
+        return;
+    }
+    redisReply *page = rep->element[1];
+    for (size_t i = 0; i < page->elements; i++) {
+        redisReply *m = page->element[i];
         if (m->type != REDIS_REPLY_STRING)
             continue;
         shard_map_node *n = shard_map_find(&r->map, m->str, m->len);
@@ -563,6 +600,26 @@ static void on_members(redisAsyncContext *ac, void *reply, void *priv)
         }
         enqueue(r, e);
     }
+    free(r->scan_cursor);
+    r->scan_cursor = strcmp(rep->element[0]->str, "0") != 0
+                   ? strdup(rep->element[0]->str) : NULL;
+    if (r->scan_cursor && !r->qhead)
+        scan_next(r);
+}
+
+/* The next SSCAN page (REDIS_CHUNK per call), if one is due. */
+static void scan_next(shard_registry *r)
+{
+    if (!r->scan_cursor || r->scan_inflight || r->state != R_READY)
+        return;
+    char count[24];
+    snprintf(count, sizeof count, "%ld", r->ctx->set->redis_chunk);
+    const char *argv[5] = { "SSCAN", r->k_tokens, r->scan_cursor, "COUNT", count };
+    size_t lens[5];
+    for (int i = 0; i < 5; i++)
+        lens[i] = strlen(argv[i]);
+    if (send_argv(r, on_scan, NULL, 5, argv, lens) == 0)
+        r->scan_inflight = 1;
 }
 
 static void publish_up(shard_registry *r)
@@ -575,13 +632,18 @@ static void publish_up(shard_registry *r)
     send_argv(r, NULL, NULL, 3, argv, lens);
 }
 
-/* SMEMBERS of our reverse index: on_members queues the removal of tokens
- * Redis holds for us that nobody here wants. */
+/* Page through our reverse index (SSCAN, on_scan): tokens Redis holds
+ * for us that nobody here wants are removed.  A scan already running
+ * starts again from the beginning once its page is answered. */
 static void send_members(shard_registry *r)
 {
-    const char *argv[2] = { "SMEMBERS", r->k_tokens };
-    size_t lens[2] = { 8, strlen(r->k_tokens) };
-    send_argv(r, on_members, NULL, 2, argv, lens);
+    if (r->scan_inflight) {
+        r->scan_again = 1;
+        return;
+    }
+    free(r->scan_cursor);
+    r->scan_cursor = strdup("0");
+    scan_next(r);
 }
 
 static void resync(shard_registry *r)
@@ -590,7 +652,7 @@ static void resync(shard_registry *r)
     requeue_all(r);
 }
 
-enum lease_mode { LEASE_RENEW = 0, LEASE_CLAIM, LEASE_TAKEOVER };
+enum lease_mode { LEASE_RENEW = 0, LEASE_CLAIM };
 
 static void write_lease(shard_registry *r, enum lease_mode mode);
 
@@ -624,28 +686,46 @@ static void refuse(shard_registry *r, const char *host, const char *pid)
     event_base_loopexit(r->ctx->base, NULL);
 }
 
-/* 1 if a live lease of another nonce is our own previous life: same host
- * and its pid is ours (a container restarted) or no longer running. */
-static int previous_life(shard_registry *r, const char *host, const char *pid)
+/*
+ * A claim found the lease held by another instance (pttl: that lease's
+ * PTTL).  Only the `instance` field decides who holds it, never pid or
+ * host (two containers may both run it as pid 1 on the same host name):
+ * the claim is retried every heartbeat until either the lease is gone
+ * (its holder died: the claim then succeeds, as after a SIGKILL) or it
+ * has been renewed since the last look (its PTTL grew by more than a
+ * margin: the holder is alive, and this process refuses to start).
+ */
+static void held_by_other(shard_registry *r, const char *host, const char *pid,
+                          long long pttl)
 {
-    if (strcmp(host, r->host) != 0)
-        return 0;
-    long p = strtol(pid, NULL, 10);
-    if (p <= 0)
-        return 0;
-    if (p == (long)getpid())
-        return 1;
-    return kill((pid_t)p, 0) != 0 && errno == ESRCH;
+    uint64_t now = clock_mono_ms();
+    if (r->other_seen && pttl > 0) {
+        long long expect = r->other_pttl - (long long)(now - r->other_ms);
+        if (pttl > expect + OTHER_RENEW_MARGIN_MS) {
+            refuse(r, host, pid);
+            return;
+        }
+    }
+    if (!r->other_seen)
+        log_kv(LOG_WARN, "the lease of this SHARD_ID is held by another "
+               "instance; waiting until it expires (a dead previous run) or is "
+               "renewed (a live duplicate: then exiting)", "s:id",
+               r->ctx->set->shard_id, "s:other_host", host, "s:other_pid", pid,
+               "I:pttl_ms", (int64_t)pttl, NULL);
+    r->other_seen = 1;
+    r->other_pttl = pttl;
+    r->other_ms = now;
 }
 
 /*
- * What a lease write answered: st -2 (cluster layout: a router's sweep of
- * this id runs; nothing written, the heartbeat tries again), -1 (another
- * live instance holds the lease: its host and pid), else whether the lease
- * existed before (0|1); epoch is the registry epoch, NULL if not read.
+ * What a lease write answered: st -2 (a router's sweep of this id runs;
+ * nothing written, the heartbeat tries again), -1 (another instance holds
+ * the lease: its host, pid and PTTL), else whether the lease existed
+ * before (0|1); epoch is the registry epoch, NULL if not read.
  */
 static void lease_result(shard_registry *r, enum lease_mode mode, long long st,
-                         const char *host, const char *pid, const char *epoch)
+                         const char *host, const char *pid, long long pttl,
+                         const char *epoch)
 {
     if (st == -2) {
         reg_error(r, "a router is sweeping this SHARD_ID's expired "
@@ -653,15 +733,13 @@ static void lease_result(shard_registry *r, enum lease_mode mode, long long st,
         return;
     }
     if (st < 0) {
-        if (mode == LEASE_CLAIM && previous_life(r, host, pid)) {
-            log_kv(LOG_WARN, "taking over the lease of a previous run with "
-                   "this SHARD_ID", "s:pid", pid, NULL);
-            write_lease(r, LEASE_TAKEOVER);
-            return;
-        }
-        refuse(r, host, pid);
+        if (mode == LEASE_CLAIM)
+            held_by_other(r, host, pid, pttl);
+        else
+            refuse(r, host, pid);   /* our lease lapsed and was claimed */
         return;
     }
+    r->other_seen = 0;
     if (epoch) {
         int changed = r->epoch[0] && strcmp(r->epoch, epoch) != 0;
         snprintf(r->epoch, sizeof r->epoch, "%s", epoch);
@@ -675,10 +753,9 @@ static void lease_result(shard_registry *r, enum lease_mode mode, long long st,
     }
     if (mode != LEASE_RENEW) {
         r->claimed = 1;
-        /* the cluster claim leaves a previous life's reverse index: its
-         * tokens nobody here wants are removed like any stale route */
-        if (r->cluster)
-            send_members(r);
+        /* the claim leaves a previous life's reverse index: its tokens
+         * nobody here wants are removed like any stale route, page by page */
+        send_members(r);
         publish_up(r);
         pump(r);
     } else if (st == 0 && !r->stopping) {
@@ -703,22 +780,25 @@ static void on_lease(redisAsyncContext *ac, void *reply, void *priv)
     if (!rep)
         return;
     enum lease_mode mode = (enum lease_mode)(intptr_t)priv;
-    if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 2 ||
-        rep->element[0]->type != REDIS_REPLY_INTEGER) {
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
+        rep->element[0]->type != REDIS_REPLY_INTEGER ||
+        (rep->element[0]->integer != -2 && rep->elements < 2)) {
         reg_error(r, "redis lease update failed",
                   rep->type == REDIS_REPLY_ERROR ? rep->str : "bad reply");
         return;
     }
-    long long st = rep->element[0]->integer;
+    long long st = rep->element[0]->integer, pttl = -1;
     const char *host = "", *pid = "", *epoch = NULL;
-    if (st < 0) {
+    if (st == -1) {
         host = rep->element[1]->type == REDIS_REPLY_STRING ? rep->element[1]->str : "";
         pid = rep->elements > 2 && rep->element[2]->type == REDIS_REPLY_STRING
             ? rep->element[2]->str : "";
-    } else if (rep->element[1]->type == REDIS_REPLY_STRING) {
+        if (rep->elements > 3 && rep->element[3]->type == REDIS_REPLY_INTEGER)
+            pttl = rep->element[3]->integer;
+    } else if (st >= 0 && rep->element[1]->type == REDIS_REPLY_STRING) {
         epoch = rep->element[1]->str;
     }
-    lease_result(r, mode, st, host, pid, epoch);
+    lease_result(r, mode, st, host, pid, pttl, epoch);
 }
 
 /* The cluster layout's lease write: three commands (lease script on the
@@ -727,7 +807,7 @@ typedef struct lease_op {
     enum lease_mode mode;
     int sent, got;
     int lost, bad;
-    long long st;
+    long long st, pttl;
     char host[256], pid[24], epoch[80], err[160];
 } lease_op;
 
@@ -767,6 +847,8 @@ static void on_lease_part(redisAsyncContext *ac, void *reply, void *priv)
                 rep->element[2]->type == REDIS_REPLY_STRING) {
                 snprintf(op->host, sizeof op->host, "%s", rep->element[1]->str);
                 snprintf(op->pid, sizeof op->pid, "%s", rep->element[2]->str);
+                if (rep->elements > 3 && rep->element[3]->type == REDIS_REPLY_INTEGER)
+                    op->pttl = rep->element[3]->integer;
             }
         }
     } else if (idx == 2) {
@@ -788,7 +870,7 @@ static void on_lease_part(redisAsyncContext *ac, void *reply, void *priv)
     if (!op->lost && op->bad && op->st >= 0)
         reg_error(r, "redis lease update failed", op->err);
     else if (!op->lost)
-        lease_result(r, op->mode, op->st, op->host, op->pid,
+        lease_result(r, op->mode, op->st, op->host, op->pid, op->pttl,
                      op->epoch[0] ? op->epoch : NULL);
     free(op);
 }
@@ -803,14 +885,15 @@ static void write_lease_cluster(shard_registry *r, enum lease_mode mode,
                                 const char *toks, const char *wsa,
                                 const char *fresh)
 {
-    static const char *const modes[] = { "renew", "claim", "takeover" };
+    static const char *const modes[] = { "renew", "claim" };
     lease_op *op = calloc(1, sizeof *op);
     if (!op)
         return;
     op->mode = mode;
+    op->pttl = -1;
     const char *adm = r->ctx->srv && r->ctx->srv->admin ? r->ctx->srv->admin_addr : "";
     const char *argv[26] = { "EVAL", SCHEMA_LUA_LEASE_CLUSTER, "2", r->k_lease,
-                             r->k_sweep, r->nonce, ttl, modes[mode],
+                             r->k_sweep, r->instance, ttl, modes[mode],
                              "endpoint", r->endpoint, "pid", pid,
                              "host", r->host, "started_at", started,
                              "connections", conns, "tokens", toks,
@@ -849,7 +932,7 @@ static void write_lease(shard_registry *r, enum lease_mode mode)
     snprintf(ttl, sizeof(ttl), "%lld", (long long)(s->lease_ttl * 1000));
     schema_random_hex(fresh);
     const char *wsa = ctx->srv ? ctx->srv->ws_addr : s->ws_addr;
-    static const char *const modes[] = { "renew", "claim", "takeover" };
+    static const char *const modes[] = { "renew", "claim" };
     if (r->cluster) {
         write_lease_cluster(r, mode, ttl, pid, started, conns, toks, wsa, fresh);
         return;
@@ -857,9 +940,9 @@ static void write_lease(shard_registry *r, enum lease_mode mode)
     /* admin_addr: where /health and /metrics are (ADMIN_ADDR), "" when on
      * ws_addr; odin-ctl health reads it */
     const char *adm = ctx->srv && ctx->srv->admin ? ctx->srv->admin_addr : "";
-    const char *argv[30] = { "EVAL", SCHEMA_LUA_LEASE, "3", r->k_lease,
-                             r->k_shards, r->k_epoch, r->nonce, ttl,
-                             s->shard_id, fresh, modes[mode], s->redis_prefix,
+    const char *argv[30] = { "EVAL", SCHEMA_LUA_LEASE, "4", r->k_lease,
+                             r->k_shards, r->k_epoch, r->k_sweep, r->instance, ttl,
+                             s->shard_id, fresh, modes[mode],
                              "endpoint", r->endpoint, "pid", pid,
                              "host", r->host, "started_at", started,
                              "connections", conns, "tokens", toks,
@@ -874,20 +957,31 @@ static void write_lease(shard_registry *r, enum lease_mode mode)
 
 static void on_swept(long long removed, const char *err, void *arg);
 
-static void send_clean(shard_registry *r, redisCallbackFn *fn)
+/* The deregistration progresses: it is not a stuck connection, and the
+ * REDIS_TIMEOUT deadline of the shutdown counts from its last step. */
+static void on_sweep_step(void *arg)
+{
+    shard_registry *r = arg;
+    if (r->freeing)
+        return;
+    r->progress_ms = clock_mono_ms();
+    if (r->stopping && r->done) {
+        double t = r->ctx->set->redis_timeout;
+        struct timeval tv = { (time_t)t, (suseconds_t)((t - (double)(time_t)t) * 1e6) };
+        event_add(r->done_ev, &tv);
+    }
+}
+
+/* Deregistration (common/sweep.h 'force', chunked in both layouts). */
+static void send_clean(shard_registry *r)
 {
     const shard_settings *s = r->ctx->set;
-    if (r->cluster) {
-        redisAsyncContext *ac = redislink_ctx(r->link);
-        if (ac && sweep_shard(ac, s->redis_prefix, s->shard_id, 0, on_swept, r) == 0)
-            cmd_sent(r);
-        return;
-    }
-    const char *argv[6] = { "EVAL", SCHEMA_LUA_CLEAN_SHARD, "0",
-                            s->shard_id, s->redis_prefix, "force" };
-    size_t lens[6] = { 4, strlen(SCHEMA_LUA_CLEAN_SHARD), 1,
-                       strlen(s->shard_id), strlen(s->redis_prefix), 5 };
-    send_argv(r, fn, NULL, 6, argv, lens);
+    redisAsyncContext *ac = redislink_ctx(r->link);
+    sweep_opts so = { s->redis_prefix, r->cluster, (size_t)s->redis_chunk, 0, on_sweep_step };
+    if (ac && sweep_shard(ac, &so, s->shard_id, on_swept, r) == 0)
+        cmd_sent(r);
+    else
+        event_active(r->done_ev, EV_TIMEOUT, 1);
 }
 
 /* ---- connection ------------------------------------------------------- */
@@ -902,6 +996,7 @@ static void reg_lost(shard_registry *r, const char *why)
     r->inflight = 0;
     r->outstanding = 0;
     r->lease_inflight = 0;
+    scan_reset(r);
     size_t it = 0;
     shard_map_node *cur = NULL, *n;
     while ((n = shard_map_next(&r->map, &it, &cur))) {
@@ -1007,24 +1102,7 @@ static void on_done_ev(evutil_socket_t fd, short what, void *arg)
     finish(arg);
 }
 
-static void on_deregistered(redisAsyncContext *ac, void *reply, void *priv)
-{
-    shard_registry *r = redislink_ctx_arg(ac);
-    redisReply *rep = reply;
-    if (r->freeing)
-        return;
-    cmd_done(r);
-    if (rep && rep->type == REDIS_REPLY_INTEGER)
-        log_kv(LOG_INFO, "deregistered from redis", "I:routes",
-               (int64_t)rep->integer, NULL);
-    else
-        reg_error(r, "redis deregistration failed",
-                  rep && rep->type == REDIS_REPLY_ERROR ? rep->str
-                                                        : "no reply");
-    event_active(r->done_ev, EV_TIMEOUT, 1);
-}
-
-/* The cluster layout's deregistration (common/sweep.h, 'force'). */
+/* The deregistration's end (common/sweep.h, 'force'). */
 static void on_swept(long long removed, const char *err, void *arg)
 {
     shard_registry *r = arg;
@@ -1046,7 +1124,7 @@ void shard_registry_shutdown(shard_registry *r, void (*done)(void *),
     r->done_ud = ud;
     event_del(r->hb_ev);
     if (r->state == R_READY) {
-        send_clean(r, on_deregistered);
+        send_clean(r);
         struct timeval tv = { (time_t)r->ctx->set->redis_timeout,
                               (suseconds_t)((r->ctx->set->redis_timeout -
                                              (time_t)r->ctx->set->redis_timeout)
@@ -1096,7 +1174,7 @@ shard_registry *shard_registry_new(shard_ctx *ctx)
     r->rate_tokens = s->redis_route_rate;
     r->k_shards = cat3(s->redis_prefix, "shards", "");
     r->k_epoch = cat3(s->redis_prefix, "epoch", "");
-    schema_random_hex(r->nonce);
+    schema_random_hex(r->instance);
     r->endpoint = cat3(s->endpoint, "", "");
     struct event_base *b = ctx->base;
     r->link = redislink_new(b, &r->ep, "registry",
@@ -1146,6 +1224,7 @@ void shard_registry_free(shard_registry *r)
     free(r->k_lease);
     free(r->k_tokens);
     free(r->k_sweep);
+    free(r->scan_cursor);
     free(r->k_routes);
     free(r->k_route_prefix);
     free(r->k_shards);

@@ -1,15 +1,21 @@
 /*
  * Redis registration of a shard (DESIGN.md "Redis schema", common/schema.h).
  *
- * - Lease: HASH P shard:<id> (endpoint, pid, host, started_at, connections,
- *   tokens, ws_addr) with a TTL of SHARD_LEASE_TTL, rewritten every TTL/3;
+ * - Lease: HASH P shard:<id> (instance, endpoint, pid, host, started_at,
+ *   connections, tokens, ws_addr, synced) with a TTL of SHARD_LEASE_TTL, rewritten every TTL/3;
  *   SADD P shards <id>; PUBLISH P routes "shard:up:<id>" when registering.
  * - Routes: the first local subscriber of a token adds the shard to
  *   P route:<token> and the reverse index (EVAL SCHEMA_LUA_ROUTE, which also
  *   publishes the token); the last one leaving removes it.
- * - On the first connection the leftovers of a previous life with the same
- *   id are removed (SCHEMA_LUA_CLEAN_SHARD "force"); on shutdown the same
- *   script deregisters.
+ * - Claim: on the first connection the lease is written with this
+ *   process's random `instance`; another instance's lease is left alone
+ *   and looked at again every heartbeat: renewed meanwhile, this process
+ *   exits 1 (a live duplicate); gone, the claim succeeds (a crashed
+ *   previous run).  pid and host are never consulted.  A previous life's
+ *   reverse index is then read with SSCAN (REDIS_CHUNK per page, the next
+ *   page once the previous page's removals went out) and its unwanted
+ *   tokens removed like any stale route.
+ * - Shutdown: the chunked sweep of common/sweep.h in 'force' mode.
  *
  * The registry keeps the desired state per token (want) and what Redis is
  * known to hold (have).  Changes are coalesced (a token that comes and goes
@@ -22,9 +28,7 @@
  * hash-tagged shard keys, a batch becomes one reverse-index SADD/SREM plus
  * one SCHEMA_LUA_ROUTE_ONE per token (index first when adding, routes first
  * when removing), the lease write SCHEMA_LUA_LEASE_CLUSTER + SADD P shards +
- * SCHEMA_LUA_EPOCH, deregistration common/sweep.h 'force'; a claim leaves a
- * previous life's reverse index, whose unwanted tokens are then removed
- * like any stale route.
+ * SCHEMA_LUA_EPOCH.
  *
  * The connection is a common/redislink (reconnect with backoff 100 ms .. 2 s,
  * connect timeout REDIS_TIMEOUT, host names resolved off the loop, PING
@@ -65,8 +69,8 @@ int shard_registry_token_routed(const shard_registry *r, const char *tok,
 long shard_registry_pending(const shard_registry *r);
 
 /*
- * Deregister (SCHEMA_LUA_CLEAN_SHARD "force") and call done(ud) once the
- * reply arrives, after REDIS_TIMEOUT, or at once (on the next loop pass) if
+ * Deregister (common/sweep.h 'force') and call done(ud) once it is done,
+ * after REDIS_TIMEOUT without a step answered, or at once (on the next loop pass) if
  * Redis is not connected.  Later token changes are ignored.
  */
 void shard_registry_shutdown(shard_registry *r, void (*done)(void *),

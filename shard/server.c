@@ -387,6 +387,35 @@ int shard_server_ip_reconnect_allow(shard_server *srv, const shard_client *c,
     return tbucket_take(&e->reconnects, now);
 }
 
+int shard_server_ip_channel_take(shard_server *srv, shard_client *c)
+{
+    long cap = srv->ctx->set->ip_max_channels;
+    if (cap <= 0)
+        return 0;
+    int err = 0;
+    iptable_entry *e = iptable_get(srv->ips, c->ip, c->ip_len, clock_mono_ms(),
+                                   &err);
+    if (!e)
+        return -1;    /* table full: fail closed, as the other per-IP limits */
+    if (e->channels >= (uint32_t)cap)
+        return -1;
+    e->channels++;
+    c->ip_channels++;
+    return 0;
+}
+
+void shard_server_ip_channel_release(shard_server *srv, shard_client *c, uint32_t n)
+{
+    if (n > c->ip_channels)
+        n = c->ip_channels;
+    if (n == 0)
+        return;
+    c->ip_channels -= n;
+    iptable_entry *e = iptable_find(srv->ips, c->ip, c->ip_len);
+    if (e)
+        e->channels = e->channels > n ? e->channels - n : 0;
+}
+
 /* ---- HTTP phase -------------------------------------------------------- */
 
 static void http_reply(shard_server *srv, shard_client *c, int status,

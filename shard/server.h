@@ -103,4 +103,14 @@ int shard_server_proxy(shard_server *srv, shard_client *c, const uint8_t *data,
  */
 int shard_server_set_draining(shard_server *srv, int on);
 
+/*
+ * WS_IP_MAX_CHANNELS, counted per client address across its connections:
+ * take one channel slot for c (0), or -1 when its address holds them all
+ * (the caller refuses the subscription), also when the per-address table
+ * is full and has no entry for it (fail closed).  release gives back n of the slots c
+ * holds (more than it holds are ignored); c->ip_channels counts them.
+ */
+int shard_server_ip_channel_take(shard_server *srv, shard_client *c);
+void shard_server_ip_channel_release(shard_server *srv, shard_client *c, uint32_t n);
+
 #endif

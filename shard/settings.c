@@ -80,6 +80,10 @@ static size_t table(shard_settings *s, config_opt *o)
         "closed with 1008", 0.01, 3600);
     OPT("WS_MAX_CHANNELS", CFG_INT, &s->max_channels, "128",
         "Max channel subscriptions per connection", 1, 1000000);
+    OPT("WS_IP_MAX_CHANNELS", CFG_INT, &s->ip_max_channels, "4096",
+        "Max channel subscriptions one client address holds across all its "
+        "connections; more are refused with error TOO_MANY_SUBSCRIPTIONS (the "
+        "message's other channels still subscribe); 0 = no limit", 0, 100000000);
     OPT("WS_MSG_RATE", CFG_DOUBLE, &s->msg_rate, "10",
         "Client messages per second allowed after the burst", 0.001, 1e9);
     OPT("WS_MSG_BURST", CFG_INT, &s->msg_burst, "100",
@@ -206,6 +210,15 @@ static size_t table(shard_settings *s, config_opt *o)
         "Route updates per second this shard sends to Redis (burst: one "
         "second's worth); more wait in the queue, where churn on the same "
         "token collapses; 0 = no limit", 0, 1e9);
+    OPT("REDIS_CHUNK", CFG_INT, &s->redis_chunk, "256",
+        "Tokens per step when the shard deregisters (SIGTERM) or pages through a "
+        "previous life's reverse index (SSCAN COUNT): bounds how long one step "
+        "holds Redis, whatever the size of the index", 1, 4096);
+    OPT("SHARD_MAX_TOKENS", CFG_INT, &s->max_tokens, "200000",
+        "Max distinct tokens this shard holds subscribers for (each is a route in "
+        "Redis); a subscription that would add one more is refused with error "
+        "TOO_MANY_TOKENS (the message's other channels still subscribe); 0 = no "
+        "limit", 0, 100000000);
     OPT("LOG_LEVEL", CFG_STR, &s->log_level, "info",
         "debug | info | warn | error", 0, 0);
     OPT("ENVELOPE_TYPES", CFG_STR, &s->cfg_envelope_types, "legacy",

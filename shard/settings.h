@@ -75,6 +75,9 @@ typedef struct shard_settings {
     double redis_timeout;     /* REDIS_TIMEOUT */
     double lease_ttl;         /* SHARD_LEASE_TTL, seconds */
     long redis_inflight;      /* REDIS_MAX_INFLIGHT */
+    long redis_chunk;         /* REDIS_CHUNK */
+    long max_tokens;          /* SHARD_MAX_TOKENS (0: no limit) */
+    long ip_max_channels;     /* WS_IP_MAX_CHANNELS (0: no limit) */
     char *log_level;          /* LOG_LEVEL */
     char *cfg_envelope_types; /* ENVELOPE_TYPES: legacy | category */
     int envelope_types;       /* enum envelope_types, from the above */

@@ -9,8 +9,8 @@
  * hash-tagged reverse index, records delivered to real WebSocket clients
  * exactly once (counted per client, in order), an unsubscribe removes the
  * route, and a SIGKILLed shard's routes (601 of them) are swept by the
- * router through its hash-tagged reverse index, refreshing its sweep marker
- * every SCHEMA_SWEEP_REFRESH_STEPS removals (seen with MONITOR); a marker
+ * router through its hash-tagged reverse index in chunks of REDIS_CHUNK
+ * (256) removals, the marker extended before each (seen with MONITOR); a marker
  * left by a router that died mid-sweep holds a shard back only until it
  * expires; a sweep whose route removal fails leaves the shard listed and
  * is tried again.  Redis must have answered no CROSSSLOT or
@@ -139,8 +139,10 @@ static void test_negative(void **st)
     const char *batch[] = { "EVAL", SCHEMA_LUA_ROUTE_BATCH, "2", "odin:shard:n1:tokens",
                             "odin:routes", "add", "n1", "odin:route:", "BTC", "ETH" };
     assert_true(eval_fails("CROSSSLOT", 10, batch));
-    const char *clean[] = { "EVAL", SCHEMA_LUA_CLEAN_SHARD, "0", "n1", "odin:", "force" };
-    assert_true(eval_fails("ERR", 6, clean));
+    const char *lease[] = { "EVAL", SCHEMA_LUA_LEASE, "4", "odin:shard:n1", "odin:shards",
+                            "odin:epoch", "odin:shard:n1:sweep", "inst", "1000", "n1", "f",
+                            "claim" };
+    assert_true(eval_fails("CROSSSLOT", 12, lease));
     /* a "#!lua" script reaching past its declared slot */
     const char *reach[] = { "EVAL", "#!lua\nredis.call('SADD', 'odin:route:BTC', 'x')\n"
                             "return redis.call('SADD', KEYS[1], 'x')\n", "1",
@@ -152,24 +154,31 @@ static void test_negative(void **st)
     assert_false(eval_fails("", 8, one));
     assert_int_equal(tsup_redis_int(R, "DEL odin:route:BTC"), 1);
 
-    /* the sweep refresh extends its own marker only */
-    const char *mark = "odin:shard:{n1}:sweep";
+    /* a sweep step extends its own marker only, and otherwise changes
+     * nothing (the previous chunk stays in the index) */
+    const char *mark = "odin:shard:{n1}:sweep", *rev = "odin:shard:{n1}:tokens";
     freeReplyObject(redisCommand(R, "SET %s sweep-a PX 1000", mark));
-    const char *mine[] = { "EVAL", SCHEMA_LUA_SWEEP_REFRESH, "1", mark, "sweep-a", "5000" };
-    const char *theirs[] = { "EVAL", SCHEMA_LUA_SWEEP_REFRESH, "1", mark, "sweep-b", "60000" };
-    redisReply *r = redisCommandArgv(R, 6, theirs, NULL);
-    assert_true(r && r->type == REDIS_REPLY_INTEGER && r->integer == 0);
+    freeReplyObject(redisCommand(R, "SADD %s T1 T2 T3", rev));
+    const char *mine[] = { "EVAL", SCHEMA_LUA_SWEEP_NEXT, "2", rev, mark, "dead", "sweep-a",
+                           "5000", "2", "T1" };
+    const char *theirs[] = { "EVAL", SCHEMA_LUA_SWEEP_NEXT, "2", rev, mark, "dead", "sweep-b",
+                             "60000", "2", "T1" };
+    redisReply *r = redisCommandArgv(R, 10, theirs, NULL);
+    assert_true(r && r->type == REDIS_REPLY_INTEGER && r->integer == -1);
     freeReplyObject(r);
     assert_true(tsup_redis_int(R, "PTTL %s", mark) <= 1000);
-    r = redisCommandArgv(R, 6, mine, NULL);
-    assert_true(r && r->type == REDIS_REPLY_INTEGER && r->integer == 1);
+    assert_int_equal(tsup_redis_int(R, "SCARD %s", rev), 3);
+    r = redisCommandArgv(R, 10, mine, NULL);
+    assert_true(r && r->type == REDIS_REPLY_ARRAY && r->elements == 2);
     freeReplyObject(r);
     assert_true(tsup_redis_int(R, "PTTL %s", mark) > 1000);
+    assert_int_equal(tsup_redis_int(R, "SISMEMBER %s T1", rev), 0);
     assert_int_equal(tsup_redis_int(R, "DEL %s", mark), 1);
-    r = redisCommandArgv(R, 6, mine, NULL);     /* gone: not brought back */
-    assert_true(r && r->type == REDIS_REPLY_INTEGER && r->integer == 0);
+    r = redisCommandArgv(R, 10, mine, NULL);     /* gone: not brought back */
+    assert_true(r && r->type == REDIS_REPLY_INTEGER && r->integer == -1);
     freeReplyObject(r);
     assert_int_equal(tsup_redis_int(R, "EXISTS %s", mark), 0);
+    assert_int_equal(tsup_redis_int(R, "DEL %s", rev), 1);
 }
 
 /* ---- WebSocket clients, counted ------------------------------------------ */
@@ -325,7 +334,7 @@ static void test_stale_sweep_marker(void **st)
     const char *begin[] = { "EVAL", SCHEMA_LUA_SWEEP_BEGIN, "3", lease, rev, mark, "dead",
                             "died-mid-sweep", ttl };
     redisReply *r = redisCommandArgv(R, 9, begin, NULL);
-    assert_true(r && r->type == REDIS_REPLY_ARRAY);
+    assert_true(r && r->type == REDIS_REPLY_INTEGER && r->integer == 1);
     freeReplyObject(r);
     assert_int_equal(tsup_redis_int(R, "EXISTS %s", mark), 1);
 
@@ -347,8 +356,8 @@ static void test_stale_sweep_marker(void **st)
 /* What a MONITOR connection saw of one dead-shard sweep of `id`. */
 typedef struct sweep_seen {
     long dels;                  /* route removals of id */
-    long refreshes;
-    long refresh_at[8];         /* removals before each refresh */
+    long refreshes;             /* sweep steps (SCHEMA_LUA_SWEEP_NEXT) */
+    long refresh_at[8];         /* removals before each step */
     int ended;
 } sweep_seen;
 
@@ -365,11 +374,11 @@ static void monitor_sweep(redisContext *M, const char *id, sweep_seen *w)
         if (r->type == REDIS_REPLY_STATUS && strstr(r->str, id)) {
             if (strstr(r->str, del))
                 w->dels++;
-            else if (strstr(r->str, "-- sweep refresh")) {
+            else if (strstr(r->str, "-- sweep next")) {
                 if (w->refreshes < 8)
                     w->refresh_at[w->refreshes] = w->dels;
                 w->refreshes++;
-            } else if (strstr(r->str, "for i = 3, #ARGV")) {
+            } else if (strstr(r->str, "-- sweep end")) {
                 w->ended = 1;
             }
         }
@@ -520,9 +529,12 @@ static void test_cluster_stack(void **st)
             w.dels, w.refreshes, w.refresh_at[0], w.refresh_at[1]);
     assert_true(w.ended);
     assert_int_equal(w.dels, 1 + BULK * PER);
-    assert_int_equal(w.refreshes, (1 + BULK * PER) / SCHEMA_SWEEP_REFRESH_STEPS);
+    /* one step per chunk of 256 and the last (empty) one; each after the
+     * previous chunk's removals */
+    enum { TOTAL = 1 + BULK * PER, CH = SCHEMA_CHUNK_DEFAULT };
+    assert_int_equal(w.refreshes, (TOTAL + CH - 1) / CH + 1);
     for (long k = 0; k < w.refreshes && k < 8; k++)
-        assert_int_equal(w.refresh_at[k], (k + 1) * SCHEMA_SWEEP_REFRESH_STEPS);
+        assert_int_equal(w.refresh_at[k], k * CH < TOTAL ? k * CH : TOTAL);
     for (int k = 0; k < BULK; k++)
         wsc_free(bulk[k]);
     /* lease TTL 2 s + discovery, slack for a loaded machine */

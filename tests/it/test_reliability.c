@@ -617,7 +617,7 @@ static void test_duplicate_shard_id(void **state)
     wait_route(red.url, s.tok[0], a.id);
     wait_targeted(&r, 1);
     redisContext *rc = tsup_redis_connect(red.url);
-    redisReply *n0 = redisCommand(rc, "HGET odin:shard:%s nonce", a.id);
+    redisReply *n0 = redisCommand(rc, "HGET odin:shard:%s instance", a.id);
     assert_true(n0 && n0->type == REDIS_REPLY_STRING);
 
     stream_start(&s);
@@ -650,7 +650,7 @@ static void test_duplicate_shard_id(void **state)
     }
     stream_for(&s, 1500);
     /* the running shard is unaffected: same lease owner, routes intact */
-    redisReply *n1 = redisCommand(rc, "HGET odin:shard:%s nonce", a.id);
+    redisReply *n1 = redisCommand(rc, "HGET odin:shard:%s instance", a.id);
     assert_true(n1 && n1->type == REDIS_REPLY_STRING);
     assert_string_equal(n0->str, n1->str);
     freeReplyObject(n0);

@@ -15,6 +15,7 @@
 #include <unistd.h>
 #include <sys/wait.h>
 
+#include "common/clock.h"
 #include "common/schema.h"
 #include "tests/support/support.h"
 #include "tests/support/shardsup.h"
@@ -540,6 +541,239 @@ static void test_prefix(void **state)
     assert_int_equal(tsup_redis_int(R, "EXISTS t1:route:PFX"), 0);
 }
 
+/* ---- duplicate SHARD_ID: only the lease's `instance` decides --------------- */
+
+/* odin-shard as pid 1 of a PID namespace of its own (unshare, as root),
+ * on this host name: what two containers of one image look like. */
+static pid_t spawn_ns_shard(const char *id, char *sock, size_t socklen)
+{
+    static char e_id[160], e_ws[64], e_sock[600], e_url[160];
+    char name[64];
+    snprintf(name, sizeof name, "ns-%d.sock", tsup_free_port());
+    char *path = tsup_tmp(name);
+    snprintf(sock, socklen, "%s", path);
+    free(path);
+    snprintf(e_id, sizeof e_id, "SHARD_ID=%s", id);
+    snprintf(e_ws, sizeof e_ws, "WS_ADDR=127.0.0.1:%d", tsup_free_port());
+    snprintf(e_sock, sizeof e_sock, "SHARD_SOCKET=%s", sock);
+    snprintf(e_url, sizeof e_url, "REDIS_URL=%s", tsup_env("ODIN_REDIS_URL"));
+    char *env[] = { e_id, e_ws, e_sock, e_url, "SHARD_LEASE_TTL=2", "LOG_LEVEL=info", NULL };
+    char *argv[] = { "/usr/bin/unshare", "--pid", "--kill-child", (char *)tsup_bin("odin-shard"),
+                     NULL };
+    return tsup_spawn(argv, env);
+}
+
+typedef struct field_q { const char *key, *field, *want; int differ; } field_q;
+
+/* 1 if HGET key field equals want (differ = 0) or exists and differs (1). */
+static int field_is(void *arg)
+{
+    field_q *q = arg;
+    redisReply *r = redisCommand(R, "HGET %s %s", q->key, q->field);
+    int ok = r && r->type == REDIS_REPLY_STRING &&
+             (strcmp(r->str, q->want) == 0) != q->differ;
+    freeReplyObject(r);
+    return ok;
+}
+
+static char *hget(const char *key, const char *field)
+{
+    redisReply *r = redisCommand(R, "HGET %s %s", key, field);
+    char *v = r && r->type == REDIS_REPLY_STRING ? strdup(r->str) : NULL;
+    freeReplyObject(r);
+    return v;
+}
+
+typedef struct exit_q { pid_t pid; int status, done; } exit_q;
+static int exited(void *arg)
+{
+    exit_q *e = arg;
+    if (!e->done && waitpid(e->pid, &e->status, WNOHANG) == e->pid)
+        e->done = 1;
+    return e->done;
+}
+
+/*
+ * Two shards with one SHARD_ID, both pid 1 (own PID namespaces) on the same
+ * host name: the second refuses to start (exit 1) and the first keeps its
+ * lease.  Then the first is SIGKILLed (its lease left behind) and started
+ * again: it takes the id once the dead lease lapses, as after any crash.
+ * (The decision used to read pid and host: the second took the live
+ * lease over.)
+ */
+static void test_duplicate_same_pid_host(void **state)
+{
+    if (system("unshare --pid --fork true >/dev/null 2>&1") != 0) {
+        fprintf(stderr, "no PID namespaces here (unshare needs root): nothing tested\n");
+        skip();
+    }
+    char id[96], lease[160], socka[600], sockb[600], sockc[600];
+    make_id(id, sizeof id, "dup-ns");
+    snprintf(lease, sizeof lease, "odin:shard:%s", id);
+    exit_q a = { spawn_ns_shard(id, socka, sizeof socka), 0, 0 };
+    assert_true(a.pid > 0);
+    char ep_a[620];
+    snprintf(ep_a, sizeof ep_a, "unix:%s", socka);
+    field_q qa = { lease, "endpoint", ep_a, 0 };
+    assert_true(tsup_wait_until(field_is, &qa, 15000));
+    char *inst_a = hget(lease, "instance"), *pid_a = hget(lease, "pid");
+    assert_non_null(inst_a);
+    assert_string_equal(pid_a, "1");
+
+    exit_q b = { spawn_ns_shard(id, sockb, sizeof sockb), 0, 0 };
+    assert_true(b.pid > 0);
+    assert_true(tsup_wait_until(exited, &b, 20000));
+    assert_true(WIFEXITED(b.status));
+    assert_int_equal(WEXITSTATUS(b.status), 1);
+    /* the first still holds its lease, renewed */
+    assert_true(field_is(&qa));
+    char *inst = hget(lease, "instance");
+    assert_string_equal(inst, inst_a);
+    free(inst);
+    assert_true(tsup_redis_int(R, "PTTL %s", lease) > 0);
+
+    /* a crash and a restart with the same id: the lease left behind is
+     * not renewed any more, so the new process claims it once it lapses */
+    kill(a.pid, SIGKILL);
+    assert_true(tsup_wait_until(exited, &a, 10000));
+    exit_q c = { spawn_ns_shard(id, sockc, sizeof sockc), 0, 0 };
+    assert_true(c.pid > 0);
+    field_q qc = { lease, "instance", inst_a, 1 };
+    assert_true(tsup_wait_until(field_is, &qc, 15000));
+    char ep_c[620];
+    snprintf(ep_c, sizeof ep_c, "unix:%s", sockc);
+    field_q qce = { lease, "endpoint", ep_c, 0 };
+    assert_true(field_is(&qce));
+    assert_false(exited(&c));
+    kill(c.pid, SIGKILL);
+    assert_true(tsup_wait_until(exited, &c, 10000));
+    free(inst_a);
+    free(pid_a);
+    freeReplyObject(redisCommand(R, "DEL %s %s:tokens", lease, lease));
+    freeReplyObject(redisCommand(R, "SREM odin:shards %s", id));
+}
+
+/* ---- caps on what clients make the shard store ---------------------------- */
+
+/* Send a subscribe and read the replies up to its ack: the ack's text in
+ * *ack, the first error's text (if any) in *err (both malloc'd). */
+static void subscribe_reply(wsc *c, const char *chans, char **ack, char **err)
+{
+    char m[512];
+    snprintf(m, sizeof m, "{\"type\":\"subscribe\",\"data\":{\"channels\":%s}}", chans);
+    assert_int_equal(wsc_send_text(c, m), 0);
+    *ack = *err = NULL;
+    while (!*ack) {
+        char *msg = NULL;
+        assert_int_equal(wsc_recv_text(c, T, &msg, NULL), 1);
+        if (strstr(msg, "\"subscription_ack\""))
+            *ack = msg;
+        else if (strstr(msg, "\"error\"") && !*err)
+            *err = msg;
+        else
+            free(msg);
+    }
+}
+
+/*
+ * SHARD_MAX_TOKENS: a subscription that would add a token past the cap is
+ * refused with TOO_MANY_TOKENS while the message's other channels (and
+ * other categories of held tokens) subscribe; WS_IP_MAX_CHANNELS counts
+ * one address's channels across its connections, given back on
+ * unsubscribe and close.  Redis never holds more routes than the cap.
+ */
+static void test_client_caps(void **state)
+{
+    char id[96], rev[160];
+    make_id(id, sizeof id, "caps");
+    snprintf(rev, sizeof rev, "odin:shard:%s:tokens", id);
+    const char *env[] = { "SHARD_MAX_TOKENS=3", "WS_IP_MAX_CHANNELS=5", NULL };
+    ssup_shard s;
+    assert_int_equal(ssup_shard_start(&s, id, NULL, env), 0);
+    int st;
+    wsc *a = wsc_connect("127.0.0.1", s.port, NULL, &st);
+    assert_non_null(a);
+    char *ack, *err;
+    subscribe_reply(a, "[\"CAP1.trade\",\"CAP2.trade\",\"CAP3.trade\",\"CAP4.trade\","
+                       "\"CAP1.social\"]", &ack, &err);
+    assert_non_null(err);
+    assert_non_null(strstr(err, "\"code\":\"TOO_MANY_TOKENS\""));
+    assert_non_null(strstr(err, "CAP4.trade"));
+    assert_null(strstr(ack, "CAP4.trade"));
+    assert_non_null(strstr(ack, "\"CAP1.social\""));
+    assert_non_null(strstr(ack, "\"count\":4"));
+    free(ack);
+    free(err);
+    assert_true(wait_card(R, rev, 3));
+    assert_int_equal(tsup_redis_int(R, "EXISTS odin:route:CAP4"), 0);
+    assert_int_equal(ssup_metric(s.port, "ws_token_limit_rejections_total"), 1);
+
+    /* a second connection of the same address: one slot left of 5 */
+    wsc *b = wsc_connect("127.0.0.1", s.port, NULL, &st);
+    assert_non_null(b);
+    subscribe_reply(b, "[\"CAP1.liquidity\",\"CAP2.liquidity\"]", &ack, &err);
+    assert_non_null(err);
+    assert_non_null(strstr(err, "\"code\":\"TOO_MANY_SUBSCRIPTIONS\""));
+    assert_non_null(strstr(ack, "\"CAP1.liquidity\""));
+    assert_null(strstr(ack, "CAP2.liquidity"));
+    free(ack);
+    free(err);
+    assert_int_equal(ssup_metric(s.port, "ws_ip_channel_rejections_total"), 1);
+    /* given back on unsubscribe ... */
+    send_ack(a, "unsubscribe", "[\"CAP2.trade\"]");
+    subscribe_reply(b, "[\"CAP2.liquidity\"]", &ack, &err);
+    assert_null(err);
+    assert_non_null(strstr(ack, "\"CAP2.liquidity\""));
+    free(ack);
+    /* ... and on close, as do tokens left without a subscriber (CAP3) */
+    wsc_free(a);
+    wsc *c = NULL;
+    for (int i = 0; i < 200 && !c; i++) {
+        c = wsc_connect("127.0.0.1", s.port, NULL, &st);
+        subscribe_reply(c, "[\"CAP5.trade\",\"CAP1.trade\"]", &ack, &err);
+        int both = !err && strstr(ack, "\"count\":2");
+        free(ack);
+        free(err);
+        if (!both) {      /* a's close not processed yet: wait for it */
+            wsc_free(c);
+            c = NULL;
+            poll(NULL, 0, 20);
+        }
+    }
+    assert_non_null(c);
+    assert_true(wait_card(R, rev, 3));
+    wsc_free(b);
+    wsc_free(c);
+    stop_ok(&s);
+}
+
+/* A router's sweep of this id runs (its marker, default layout): the
+ * shard's claim waits until the marker is gone, so it never races the
+ * sweep's route removals. */
+static int lease_exists(void *arg)
+{
+    return tsup_redis_int(R, "EXISTS %s", (const char *)arg) == 1;
+}
+
+static void test_claim_waits_for_sweep(void **state)
+{
+    char id[96], lease[160], mark[160];
+    make_id(id, sizeof id, "swmark");
+    snprintf(lease, sizeof lease, "odin:shard:%s", id);
+    snprintf(mark, sizeof mark, "odin:shard:%s:sweep", id);
+    freeReplyObject(redisCommand(R, "SET %s some-router PX 2000", mark));
+    uint64_t t0 = clock_mono_ms();
+    const char *env[] = { "SHARD_LEASE_TTL=1.5", NULL };
+    ssup_shard s;
+    assert_int_equal(ssup_shard_start(&s, id, NULL, env), 0);
+    assert_true(tsup_wait_until(lease_exists, lease, 15000));
+    long waited = (long)(clock_mono_ms() - t0);
+    fprintf(stderr, "lease written %ld ms after a 2000 ms sweep marker\n", waited);
+    assert_true(waited >= 1950);
+    assert_int_equal(tsup_redis_int(R, "EXISTS %s", mark), 0);
+    stop_ok(&s);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -552,6 +786,9 @@ int main(void)
         cmocka_unit_test(test_many_tokens_bounded),
         cmocka_unit_test(test_batched_registration),
         cmocka_unit_test(test_prefix),
+        cmocka_unit_test(test_duplicate_same_pid_host),
+        cmocka_unit_test(test_client_caps),
+        cmocka_unit_test(test_claim_waits_for_sweep),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

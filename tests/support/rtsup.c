@@ -259,8 +259,20 @@ void rtsup_shard_register(rtsup_shard *s, redisContext *c, long ttl_ms)
 
 void rtsup_shard_deregister(rtsup_shard *s, redisContext *c)
 {
-    cmd_ok(c, redisCommand(c, "EVAL %s 0 %s odin: force", SCHEMA_LUA_CLEAN_SHARD, s->id),
-           "EVAL clean");
+    /* a fake shard's handful of tokens in one script (the real shard
+     * deregisters in chunks, common/sweep.h) */
+    static const char clean[] =
+        "local p, id = 'odin:', ARGV[1]\n"
+        "local lease = p .. 'shard:' .. id\n"
+        "for _, t in ipairs(redis.call('SMEMBERS', lease .. ':tokens')) do\n"
+        "  redis.call('SREM', p .. 'route:' .. t, id)\n"
+        "  redis.call('PUBLISH', p .. 'routes', t)\n"
+        "end\n"
+        "redis.call('DEL', lease .. ':tokens', lease)\n"
+        "redis.call('SREM', p .. 'shards', id)\n"
+        "redis.call('PUBLISH', p .. 'routes', 'shard:down:' .. id)\n"
+        "return 1\n";
+    cmd_ok(c, redisCommand(c, "EVAL %s 0 %s", clean, s->id), "EVAL clean");
 }
 
 void rtsup_route(redisContext *c, const char *op, const char *shard_id, const char *token)

@@ -58,7 +58,7 @@ void rtsup_shard_free(rtsup_shard *s);   /* stops the thread */
 /* Register: HSET lease hash (endpoint, pid, host, started_at), PEXPIRE
  * ttl_ms (0 = no expiry), SADD shards, PUBLISH shard:up:<id>. */
 void rtsup_shard_register(rtsup_shard *s, redisContext *c, long ttl_ms);
-/* Deregister like a shard on SIGTERM (SCHEMA_LUA_CLEAN_SHARD "force"). */
+/* Deregister like a shard on SIGTERM (routes, index, lease, shard:down). */
 void rtsup_shard_deregister(rtsup_shard *s, redisContext *c);
 /* Add / remove a route through SCHEMA_LUA_ROUTE (publishes the token). */
 void rtsup_route(redisContext *c, const char *op, const char *shard_id, const char *token);

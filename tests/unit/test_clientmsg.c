@@ -110,6 +110,8 @@ static void test_codes(void **state)
                         "MESSAGE_TOO_LARGE");
     assert_string_equal(clientmsg_code(CLIENTMSG_E_RATE_LIMIT),
                         "RATE_LIMIT_EXCEEDED");
+    assert_string_equal(clientmsg_code(CLIENTMSG_E_TOO_MANY_TOKENS),
+                        "TOO_MANY_TOKENS");
 }
 
 static void test_builders(void **state)

@@ -104,11 +104,13 @@ static void test_cluster_scripts_flagged(void **st)
 {
     (void)st;
     const char *cl[] = { SCHEMA_LUA_ROUTE_ONE, SCHEMA_LUA_LEASE_CLUSTER,
-                         SCHEMA_LUA_SWEEP_BEGIN, SCHEMA_LUA_SWEEP_END };
+                         SCHEMA_LUA_SWEEP_BEGIN, SCHEMA_LUA_SWEEP_NEXT,
+                         SCHEMA_LUA_SWEEP_END };
     for (size_t i = 0; i < sizeof cl / sizeof *cl; i++)
         assert_int_equal(strncmp(cl[i], "#!lua\n", 6), 0);
-    const char *def[] = { SCHEMA_LUA_ROUTE, SCHEMA_LUA_ROUTE_BATCH, SCHEMA_LUA_CLEAN_SHARD,
-                          SCHEMA_LUA_LEASE, SCHEMA_LUA_EPOCH };
+    const char *def[] = { SCHEMA_LUA_ROUTE, SCHEMA_LUA_ROUTE_BATCH, SCHEMA_LUA_LEASE,
+                          SCHEMA_LUA_EPOCH, SCHEMA_LUA_SWEEP_BEGIN_BODY,
+                          SCHEMA_LUA_SWEEP_NEXT_BODY, SCHEMA_LUA_SWEEP_END_BODY };
     for (size_t i = 0; i < sizeof def / sizeof *def; i++)
         assert_int_not_equal(strncmp(def[i], "#!", 2), 0);
 }

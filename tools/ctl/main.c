@@ -377,19 +377,71 @@ static int do_shards(void)
     return rcode;
 }
 
-/* SMEMBERS key (malloc'd, freed here; NULL: out of memory). */
+/* Every member of set `key`, read with SSCAN (COUNT CTL_SCAN_COUNT per
+ * call: a reverse index of millions of tokens never holds Redis for long,
+ * as one SMEMBERS would), into *out (malloc'd strings; the caller frees
+ * each and the array).  0, or 1 (Redis error or out of memory; logged). */
+#define CTL_SCAN_COUNT "1000"
+static int scan_set(const char *key, char ***out, size_t *n)
+{
+    char **v = NULL;
+    size_t len = 0, cap = 0;
+    char cursor[32] = "0";
+    *out = NULL;
+    *n = 0;
+    do {
+        redisReply *r = cmd("SSCAN %s %s COUNT " CTL_SCAN_COUNT, key, cursor);
+        if (!r)
+            goto err;
+        if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+            r->element[0]->type != REDIS_REPLY_STRING ||
+            r->element[1]->type != REDIS_REPLY_ARRAY) {
+            fprintf(stderr, "odin-ctl: Redis: unexpected SSCAN reply\n");
+            freeReplyObject(r);
+            goto err;
+        }
+        snprintf(cursor, sizeof cursor, "%s", r->element[0]->str);
+        redisReply *page = r->element[1];
+        for (size_t i = 0; i < page->elements; i++) {
+            if (len == cap) {
+                size_t nc = cap ? cap * 2 : 64;
+                char **nv = realloc(v, nc * sizeof *nv);
+                if (!nv) {
+                    freeReplyObject(r);
+                    goto err;
+                }
+                v = nv;
+                cap = nc;
+            }
+            if (!(v[len] = strdup(page->element[i]->str))) {
+                freeReplyObject(r);
+                goto err;
+            }
+            len++;
+        }
+        freeReplyObject(r);
+    } while (strcmp(cursor, "0") != 0);
+    *out = v;
+    *n = len;
+    return 0;
+err:
+    for (size_t i = 0; i < len; i++)
+        free(v[i]);
+    free(v);
+    return 1;
+}
+
+/* The members of set `key` (malloc'd, freed here; NULL: out of memory),
+ * sorted. */
 static int print_set(char *key, const char *arg, const char *label)
 {
-    redisReply *r = key ? cmd("SMEMBERS %s", key) : NULL;
+    char **v = NULL;
+    size_t n = 0;
+    int bad = key ? scan_set(key, &v, &n) : 1;
     free(key);
-    if (!r)
+    if (bad)
         return 1;
-    size_t n;
-    const char **v = sorted_members(r, &n);
-    if (!v) {
-        freeReplyObject(r);
-        return 1;
-    }
+    qsort(v, n, sizeof *v, cmp_str);
     if (o_json) {
         json_t *a = json_array();
         for (size_t i = 0; i < n; i++)
@@ -402,8 +454,9 @@ static int print_set(char *key, const char *arg, const char *label)
         for (size_t i = 0; i < n; i++)
             printf("%s\n", v[i]);
     }
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
     free(v);
-    freeReplyObject(r);
     return 0;
 }
 
