@@ -216,7 +216,7 @@ static void fake_command(fake_redis *f, int fd, int argc, char argv[][64])
 {
     char out[1024];
     if (f->mode == FAKE_HANDSHAKE) {
-        char up[64];
+        char up[256];
         snprintf(up, sizeof up, "%s", argv[0]);
         for (char *p = up; *p; p++)
             *p = (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
