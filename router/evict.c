@@ -73,6 +73,7 @@ struct evict {
     int32_t corr;
     enum evict_stage stage;
     int version;                    /* of the request in flight */
+    int find_version, leave_version; /* picked (-1: not yet), logged */
     char instance_id[300];          /* the group.instance.id of this ROUTER_ID */
 };
 
@@ -157,7 +158,8 @@ static void finish(evict *e, int evicted, const char *why)
     if (evicted)
         log_kv(LOG_INFO, "evicted the previous member of this router id from the group",
                "s:member", e->victim, "s:router_id", e->cfg->router_id, "s:group",
-               e->cfg->kafka_group, "i:ms", (int)ms, NULL);
+               e->cfg->kafka_group, "i:ms", (int)ms, "i:find_coordinator_version",
+               e->find_version, "i:leave_group_version", e->leave_version, NULL);
     else
         log_kv(LOG_INFO, "previous member of this router id not evicted", "s:reason", why,
                "s:member", e->victim ? e->victim : "", "s:router_id", e->cfg->router_id,
@@ -230,6 +232,10 @@ static void on_versions(evict *e, long flen)
            find ? "FindCoordinator" : "LeaveGroup", "i:version", ver, NULL);
     e->outlen = (size_t)n;
     e->version = ver;
+    if (find)
+        e->find_version = ver;
+    else
+        e->leave_version = ver;
     e->stage = STAGE_REQUEST;
     send_more(e);
 }
@@ -432,6 +438,7 @@ evict *evict_new(struct event_base *base, struct evdns_base *dns, redislink *cmd
     e->c = c;
     e->cfg = cfg;
     e->fd = -1;
+    e->find_version = e->leave_version = -1;
     snprintf(e->client_id, sizeof e->client_id, "odin-router-%s", cfg->id);
     /* as consumer.c sets group.instance.id: LeaveGroup v3+ names it */
     snprintf(e->instance_id, sizeof e->instance_id, "odin-router-%s", cfg->router_id);
