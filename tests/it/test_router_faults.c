@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -389,8 +390,10 @@ static void test_evict_no_usable_version(void **state)
     assert_int_equal(getsockname(lfd, (struct sockaddr *)&sin, &sl), 0);
     pid_t fb = fork();
     assert_true(fb >= 0);
-    if (fb == 0)
+    if (fb == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);   /* gone with the test, even failed */
         fake_broker(lfd);
+    }
     close(lfd);
 
     flush_redis();
