@@ -12,7 +12,10 @@
 #include "common/log.h"
 #include "common/net.h"
 
-enum rl_state { RL_DOWN, RL_SENTINEL, RL_RESOLVING, RL_CONNECTING, RL_UP };
+/* RL_CONNECTED: the TCP connection is up, the handshake (AUTH, ROLE in
+ * Sentinel mode, SELECT) is under way and the context is not handed out;
+ * RL_UP: ready, every handshake step answered well (redislink.h). */
+enum rl_state { RL_DOWN, RL_SENTINEL, RL_RESOLVING, RL_CONNECTING, RL_CONNECTED, RL_UP };
 
 #define SENTINELS_MAX 8
 
@@ -50,6 +53,8 @@ struct redislink {
     size_t nsent, sent_next;
     redisAsyncContext *sac;   /* the one-shot query in flight */
     int role_sent, role_ok;   /* ROLE checked on this connection */
+    int select_sent, select_ok;  /* SELECT <db> answered on this connection */
+    int select_failed;        /* drop from the dead event: SELECT refused */
     int not_master;           /* drop from the dead event: a replica now */
     char errstr[160];
 };
@@ -114,13 +119,16 @@ static void connect_cb(const redisAsyncContext *ac, int status)
         went_down(l);    /* hiredis frees ac after this returns */
         return;
     }
-    l->state = RL_UP;
+    /* Connected, not ready: the handshake runs from notify_cb, bounded by
+     * the connect timeout (retry_cb); the backoff is reset only at ready,
+     * so a server that refuses AUTH is retried ever more slowly. */
+    l->state = RL_CONNECTED;
     evtimer_del(l->retry);
-    l->backoff_ms = l->backoff_min_ms;
-    l->logged_failure = 0;
+    arm(l->retry, l->timeout_ms);
     l->pending_up = 1;
     l->auth_sent = l->authed = l->auth_failed = 0;
     l->role_sent = l->role_ok = l->not_master = 0;
+    l->select_sent = l->select_ok = l->select_failed = 0;
     event_active(l->notify, EV_TIMEOUT, 0);
 }
 
@@ -232,6 +240,11 @@ static void dead_cb(evutil_socket_t fd, short what, void *arg)
         redislink_drop(l, "AUTH refused");
         return;
     }
+    if (l->select_failed) {
+        l->select_failed = 0;
+        redislink_drop(l, "SELECT refused");
+        return;
+    }
     if (l->not_master) {
         l->not_master = 0;
         redislink_drop(l, "not the master (Sentinel failover): asking Sentinel again");
@@ -249,15 +262,23 @@ static void dead_cb(evutil_socket_t fd, short what, void *arg)
 
 /* ---- notifications ------------------------------------------------------- */
 
+/* SELECT answered: the last handshake step.  Inside hiredis: record. */
 static void select_cb(redisAsyncContext *ac, void *reply, void *priv)
 {
     redislink *l = priv;
     redisReply *r = reply;
-    if (r && r->type == REDIS_REPLY_ERROR && l->ac == ac) {
+    if (!r || l->ac != ac)
+        return;
+    if (r->type == REDIS_REPLY_ERROR) {
         set_err(l, "SELECT failed", r->str);
-        log_kv(LOG_WARN, "redis SELECT failed", "s:conn", l->name, "s:error", r->str,
+        log_kv(LOG_ERROR, "redis SELECT failed", "s:conn", l->name, "s:error", r->str,
                NULL);
+        l->select_failed = 1;
+        event_active(l->dead, EV_TIMEOUT, 0);
+        return;
     }
+    l->select_ok = 1;
+    event_active(l->notify, EV_TIMEOUT, 0);
 }
 
 /* AUTH answered.  Inside a hiredis callback: only record, and let the
@@ -325,7 +346,10 @@ static void notify_cb(evutil_socket_t fd, short what, void *arg)
         l->notified_up = 0;
         l->cb(l, 0, l->arg);
     }
-    if (l->pending_up && l->state == RL_UP && l->ac) {
+    /* The handshake, one step at a time, each reply coming back here:
+     * nothing of the user's can be sent before it is done, since the
+     * context is handed out (redislink_ctx) only at RL_UP. */
+    if (l->pending_up && l->state == RL_CONNECTED && l->ac) {
         if (l->ep.password[0] && !l->authed) {
             if (!l->auth_sent)
                 send_auth(l);   /* auth_cb comes back here */
@@ -341,9 +365,22 @@ static void notify_cb(evutil_socket_t fd, short what, void *arg)
             }
             return;
         }
+        if (l->ep.db && !l->select_ok) {
+            if (!l->select_sent) {   /* select_cb comes back here */
+                l->select_sent = 1;
+                if (redisAsyncCommand(l->ac, select_cb, l, "SELECT %d", l->ep.db) != REDIS_OK) {
+                    l->select_failed = 1;
+                    event_active(l->dead, EV_TIMEOUT, 0);
+                }
+            }
+            return;
+        }
+        /* ready */
         l->pending_up = 0;
-        if (l->ep.db)
-            redisAsyncCommand(l->ac, select_cb, l, "SELECT %d", l->ep.db);
+        l->state = RL_UP;
+        evtimer_del(l->retry);           /* the handshake timeout */
+        l->backoff_ms = l->backoff_min_ms;
+        l->logged_failure = 0;
         if (l->ping_interval_ms > 0) {
             struct timeval tv = { l->ping_interval_ms / 1000,
                                   (l->ping_interval_ms % 1000) * 1000 };
@@ -361,6 +398,14 @@ static void notify_cb(evutil_socket_t fd, short what, void *arg)
 static void retry_cb(evutil_socket_t fd, short what, void *arg)
 {
     redislink *l = arg;
+    if (l->state == RL_CONNECTED) {
+        const char *why = l->ep.password[0] && !l->authed ? "AUTH not answered in time"
+                          : l->nsent && !l->role_ok       ? "ROLE not answered in time"
+                                                          : "SELECT not answered in time";
+        set_err(l, "handshake timeout", why);
+        redislink_drop(l, why);
+        return;
+    }
     if (l->state == RL_CONNECTING || l->state == RL_RESOLVING || l->state == RL_SENTINEL) {
         set_err(l, "connect timeout", NULL);
         redislink_drop(l, "connect timeout");

@@ -10,7 +10,16 @@
  *   - a connect timer drops attempts (resolve + connect) that take longer
  *     than timeout_ms;
  *   - every (re)connect creates a fresh redisAsyncContext;
- *   - after connecting, SELECT <db> is sent first if the endpoint has a db;
+ *   - two states after the TCP connect: "connected" (the handshake runs:
+ *     AUTH if a password is set, ROLE in Sentinel mode, which must answer
+ *     "master", SELECT <db> if the endpoint has a db; one at a time, each
+ *     reply awaited) and "ready" (every step answered well).  Only a ready
+ *     link hands out its context (redislink_ctx is NULL before) and tells
+ *     the user "up", so no command of a user can reach Redis before AUTH
+ *     succeeded or go to a node not confirmed as master.  A refused step
+ *     (AUTH error, a replica, SELECT error) drops the connection and
+ *     retries with the backoff, which is reset only at ready; the
+ *     handshake is bounded by timeout_ms like the connect;
  *   - while up, a PING goes out every ping interval; no reply within the
  *     ping timeout declares the link dead: it is dropped and reconnected, so
  *     a half-open TCP connection is noticed in seconds.  In SUBSCRIBE mode
@@ -44,8 +53,9 @@ struct evdns_base;
 
 typedef struct redislink redislink;
 
-/* up = 1: connected (and SELECT sent); up = 0: connection lost / declared
- * dead after having been up.  Called from the event loop. */
+/* up = 1: ready (AUTH, ROLE, SELECT answered well: redislink_ctx gives the
+ * context now); up = 0: connection lost / declared dead after having been
+ * ready.  Called from the event loop. */
 typedef void (*redislink_cb)(redislink *l, int up, void *arg);
 
 /*
@@ -70,13 +80,14 @@ void redislink_set_backoff(redislink *l, long min_ms, long max_ms);
 /* Start connecting (no-op if already started). */
 void redislink_start(redislink *l);
 
-/* The live context, or NULL while not connected. */
+/* The live context once ready, or NULL while not connected or while the
+ * handshake (AUTH / ROLE / SELECT) is not done. */
 redisAsyncContext *redislink_ctx(redislink *l);
 
 /* The arg given to redislink_new, from a context this link created. */
 void *redislink_ctx_arg(const redisAsyncContext *ac);
 
-/* 1 while the user has been told "up" and not yet "down". */
+/* 1 while the user has been told "up" (ready) and not yet "down". */
 int redislink_is_up(const redislink *l);
 
 /*

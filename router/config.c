@@ -110,15 +110,17 @@ static size_t fill_opts(router_config *c)
         "across restarts, unique per router) it is also the Kafka group.instance.id "
         "'odin-router-<id>' (static membership): a restarted router gets its "
         "partitions back without waiting for the session timeout (Kafka 2.3+, "
-        "Redpanda; odin-devbroker needs KAFKA_EVICT_PREVIOUS too), and names its "
-        "member-id record in Redis", 0, 0);
+        "Redpanda; odin-devbroker needs KAFKA_EVICT_PREVIOUS too); with "
+        "KAFKA_EVICT_PREVIOUS it also names the member-id record in Redis", 0, 0);
     OPT("KAFKA_EVICT_PREVIOUS", CFG_BOOL, kafka_evict_previous, "false",
         "With ROUTER_ID: on start, remove this router's previous incarnation (its "
         "member id is recorded in Redis, key <REDIS_PREFIX>router:<ROUTER_ID>) from "
         "the group with a LeaveGroup, so the group does not wait for its session "
-        "timeout.  For brokers "
-        "without KIP-345 static membership, such as odin-devbroker (plaintext "
-        "only); on Kafka 2.3+ and Redpanda leave it off and use ROUTER_ID alone "
+        "timeout; the member-id record is written only with this on.  Versions "
+        "are negotiated with ApiVersions.  For brokers "
+        "without KIP-345 static membership, such as odin-devbroker; plaintext only "
+        "(refused with another security.protocol in KAFKA_OPTIONS); on Kafka 2.3+ "
+        "and Redpanda leave it off and use ROUTER_ID alone "
         "(there the leave of a static member forces a rebalance)", 0, 0);
     OPT("LOG_LEVEL", CFG_STR, log_level, "info", "debug | info | warn | error", 0, 0);
     OPT("ROUTE_CACHE_SIZE", CFG_INT, cache_size, "100000",
@@ -186,6 +188,27 @@ static int bad(const char *env, const char *fmt, const char *v)
     return -1;
 }
 
+/* The value of key in a KAFKA_OPTIONS list ('k=v,k=v', spaces around
+ * entries ignored) copied to out, or "" if absent. */
+static void kafka_option(const char *opts, const char *key, char *out, size_t n)
+{
+    out[0] = '\0';
+    size_t klen = strlen(key);
+    for (const char *p = opts; p && *p;) {
+        while (*p == ' ' || *p == ',')
+            p++;
+        const char *end = strchr(p, ',');
+        size_t len = end ? (size_t)(end - p) : strlen(p);
+        if (len > klen && strncmp(p, key, klen) == 0 && p[klen] == '=') {
+            size_t vlen = len - klen - 1;
+            while (vlen && p[klen + 1 + vlen - 1] == ' ')
+                vlen--;
+            snprintf(out, n, "%.*s", (int)vlen, p + klen + 1);
+        }
+        p += len;
+    }
+}
+
 static int finalize(router_config *c)
 {
     if (!c->kafka_brokers || !*c->kafka_brokers)
@@ -239,6 +262,15 @@ static int finalize(router_config *c)
     if (c->kafka_evict_previous && (!c->router_id || !*c->router_id))
         return bad("KAFKA_EVICT_PREVIOUS", "needs ROUTER_ID (the record is kept per router "
                    "id)%s", "");
+    if (c->kafka_evict_previous) {
+        /* the eviction speaks plain TCP to the brokers (router/evict.h) */
+        char proto[64];
+        kafka_option(c->kafka_options, "security.protocol", proto, sizeof proto);
+        if (proto[0] && strcasecmp(proto, "plaintext") != 0)
+            return bad("KAFKA_EVICT_PREVIOUS", "works over plaintext only, and KAFKA_OPTIONS "
+                       "sets security.protocol=%s: turn it off (on Kafka 2.3+ ROUTER_ID's "
+                       "static membership is the way)", proto);
+    }
     if (c->router_id && *c->router_id) {
         if (strlen(c->router_id) >= sizeof c->id)
             return bad("ROUTER_ID", "'%s' is too long", c->router_id);

@@ -47,8 +47,15 @@ int consumer_acc_init(consumer_acc *a, size_t cap)
     if (cap == 0)
         return -1;
     a->msgs = calloc(cap, sizeof *a->msgs);
-    if (!a->msgs)
+    a->batch = calloc(cap, sizeof *a->batch);
+    a->stale = calloc(cap, 1);
+    if (!a->msgs || !a->batch || !a->stale) {
+        free(a->msgs);
+        free(a->batch);
+        free(a->stale);
+        memset(a, 0, sizeof *a);
         return -1;
+    }
     a->cap = cap;
     a->destroy = destroy_msg;
     return 0;
@@ -67,7 +74,10 @@ void consumer_acc_free(consumer_acc *a)
         return;
     consumer_acc_clear(a);
     free(a->msgs);
-    a->msgs = NULL;
+    free(a->batch);
+    free(a->stale);
+    a->msgs = a->batch = NULL;
+    a->stale = NULL;
     a->cap = 0;
 }
 
@@ -114,7 +124,79 @@ int consumer_msg_in(const rd_kafka_message_t *m, const rd_kafka_topic_partition_
 
 static int in_parts(const rd_kafka_message_t *m, void *arg)
 {
-    return consumer_msg_in(m, arg);
+    return !arg || consumer_msg_in(m, arg);   /* NULL: every partition */
+}
+
+/*
+ * Why the batch goes into a scratch array (issue 19, item 7).  The batch
+ * call (rd_kafka_consume_batch_queue) serves the rebalance callback while
+ * it runs, and the revoke path releases the accumulator's records of the
+ * revoked partitions, compacting it: acc.n shrinks under the caller.  The
+ * old loop consumed straight into msgs + n and then walked the batch from
+ * the *new* n: it read (and dispatched, and released again) records
+ * already released, while the real new records past the walked range
+ * leaked, and later records of their partitions were dispatched and their
+ * offsets stored past them.  So: no index or count captured before the
+ * call is used after it; the batch has its own array, and whatever the
+ * accumulator holds after the call is re-read.  librdkafka 2.0.2 also
+ * returns records it had put in the batch before the revoke (later
+ * versions purge them): consumer_acc_revoke marks those stale from inside
+ * the call (the slots not yet written are NULL), and they are released
+ * exactly once here, never accumulated, so never dispatched and never
+ * stored; the new owner re-reads them from the committed offset.
+ */
+ssize_t consumer_acc_fill(consumer_acc *a, size_t want, consumer_batch_fn batch,
+                          void *batch_arg,
+                          void (*on_error)(const rd_kafka_message_t *m, void *arg),
+                          void *err_arg)
+{
+    size_t got = 0;
+    if (want > a->cap)
+        want = a->cap;
+    while (a->n < want) {
+        size_t room = want - a->n;
+        memset(a->batch, 0, room * sizeof *a->batch);
+        memset(a->stale, 0, room);
+        a->filling = 1;
+        ssize_t n = batch(batch_arg, a->batch, room);
+        a->filling = 0;
+        if (n < 0)
+            return got ? (ssize_t)got : -1;
+        if ((size_t)n > room)
+            n = (ssize_t)room;        /* never more than asked */
+        /* a->n is read afresh: the call may have shrunk it, never grown */
+        for (size_t i = 0; i < (size_t)n; i++) {
+            rd_kafka_message_t *m = a->batch[i];
+            a->batch[i] = NULL;
+            if (!m)
+                continue;
+            if (a->stale[i]) {
+                a->destroy(m);
+                continue;
+            }
+            if (m->err) {
+                if (on_error)
+                    on_error(m, err_arg);
+                a->destroy(m);
+                continue;
+            }
+            a->msgs[a->n++] = m;
+            got++;
+        }
+        if ((size_t)n < room)
+            break;   /* queue empty: the IO event fires on the next record */
+    }
+    return (ssize_t)got;
+}
+
+size_t consumer_acc_revoke(consumer_acc *a, const rd_kafka_topic_partition_list_t *parts)
+{
+    size_t dropped = consumer_acc_drop_if(a, in_parts, (void *)parts);
+    if (a->filling)
+        for (size_t i = 0; i < a->cap && a->batch[i]; i++)
+            if (in_parts(a->batch[i], (void *)parts))
+                a->stale[i] = 1;
+    return dropped;
 }
 
 /* ---- librdkafka callbacks (loop thread, except log_cb) ----------------- */
@@ -214,8 +296,9 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     if (err == RD_KAFKA_RESP_ERR__REVOKE_PARTITIONS) {
         if (c->cb.revoked)
             c->cb.revoked(parts, c->cb.arg);
-        /* accumulated, not yet dispatched: the new owner re-reads them */
-        consumer_acc_drop_if(&c->acc, in_parts, parts);
+        /* accumulated, not yet dispatched (and those of a batch call in
+         * progress): the new owner re-reads them */
+        consumer_acc_revoke(&c->acc, parts);
         log_kv(LOG_INFO, "partitions revoked", "i:count", parts->cnt, NULL);
         if (coop) {
             rd_kafka_error_t *e = rd_kafka_incremental_unassign(rk, parts);
@@ -232,6 +315,7 @@ static void rebalance_cb(rd_kafka_t *rk, rd_kafka_resp_err_t err,
     log_kv(LOG_ERROR, "rebalance error", "s:error", rd_kafka_err2str(err), NULL);
     if (c->cb.revoked)
         c->cb.revoked(NULL, c->cb.arg);
+    consumer_acc_revoke(&c->acc, NULL);
     rd_kafka_assign(rk, NULL);
     c->assigned = 0;
 }
@@ -247,47 +331,45 @@ static void pipe_cb(evutil_socket_t fd, short what, void *arg)
     c->cb.available(c->cb.arg);
 }
 
+typedef struct drain_ctx {
+    consumer *c;
+    int got;                     /* a batch call returned records */
+} drain_ctx;
+
+static ssize_t batch_consume(void *arg, rd_kafka_message_t **out, size_t max)
+{
+    drain_ctx *d = arg;
+    ssize_t n = rd_kafka_consume_batch_queue(d->c->q, 0, out, max);
+    if (n > 0)
+        d->got = 1;
+    return n;
+}
+
+static void drained_error(const rd_kafka_message_t *m, void *arg)
+{
+    consumer *c = arg;
+    if (m->err == RD_KAFKA_RESP_ERR__PARTITION_EOF)
+        return;
+    uint64_t sup;
+    c->m->kafka_errors++;
+    if (log_rl_allow(&c->rl, &sup))
+        log_kv(LOG_WARN, "consumer error", "s:error", rd_kafka_message_errstr(m), "s:topic",
+               m->rkt ? rd_kafka_topic_name(m->rkt) : "", "u:suppressed", sup, NULL);
+}
+
 size_t consumer_drain(consumer *c, size_t want)
 {
     if (!c->q || c->paused)
         return c->acc.n;
-    if (want > c->acc.cap)
-        want = c->acc.cap;
-    while (c->acc.n < want) {
-        size_t room = want - c->acc.n;
-        ssize_t n = rd_kafka_consume_batch_queue(c->q, 0, c->acc.msgs + c->acc.n, room);
-        if (n < 0) {
-            uint64_t sup;
-            if (log_rl_allow(&c->rl, &sup))
-                log_kv(LOG_WARN, "consume failed", "s:error",
-                       rd_kafka_err2str(rd_kafka_last_error()), NULL);
-            break;
-        }
-        if (n == 0)
-            break;
-        size_t k = c->acc.n;
-        for (size_t i = c->acc.n; i < c->acc.n + (size_t)n; i++) {
-            rd_kafka_message_t *m = c->acc.msgs[i];
-            if (m->err) {
-                if (m->err != RD_KAFKA_RESP_ERR__PARTITION_EOF) {
-                    uint64_t sup;
-                    c->m->kafka_errors++;
-                    if (log_rl_allow(&c->rl, &sup))
-                        log_kv(LOG_WARN, "consumer error", "s:error",
-                               rd_kafka_message_errstr(m), "s:topic",
-                               m->rkt ? rd_kafka_topic_name(m->rkt) : "", "u:suppressed",
-                               sup, NULL);
-                }
-                rd_kafka_message_destroy(m);
-                continue;
-            }
-            c->acc.msgs[k++] = m;
-        }
-        c->acc.n = k;
-        set_down(c, 0);
-        if ((size_t)n < room)
-            break;   /* queue empty: the IO event fires on the next record */
+    drain_ctx d = { c, 0 };
+    if (consumer_acc_fill(&c->acc, want, batch_consume, &d, drained_error, c) < 0) {
+        uint64_t sup;
+        if (log_rl_allow(&c->rl, &sup))
+            log_kv(LOG_WARN, "consume failed", "s:error",
+                   rd_kafka_err2str(rd_kafka_last_error()), NULL);
     }
+    if (d.got)
+        set_down(c, 0);
     return c->acc.n;
 }
 

@@ -22,6 +22,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <event2/event.h>
 #include <librdkafka/rdkafka.h>
@@ -39,6 +40,13 @@ typedef struct consumer_acc {
     /* how a dropped message is released: rd_kafka_message_destroy unless a
      * test sets its own */
     void (*destroy)(rd_kafka_message_t *m);
+    /* The batch being consumed (consumer_acc_fill): librdkafka writes it
+     * while callbacks may run, so it is never the accumulator's own array.
+     * cap slots each; stale[i] marks a record whose partition was revoked
+     * after librdkafka had put it there. */
+    rd_kafka_message_t **batch;
+    unsigned char *stale;
+    int filling;
 } consumer_acc;
 
 /* 0, or -1 on ENOMEM (cap 0 is refused too). */
@@ -57,6 +65,39 @@ size_t consumer_acc_drop_if(consumer_acc *a,
                             void *arg);
 /* Release every message. */
 void consumer_acc_clear(consumer_acc *a);
+
+/*
+ * One batch-consume step: put up to max records into out[] (in order, each
+ * written before the next, as rd_kafka_consume_batch_queue does) and return
+ * how many, or -1 on error.  It may run callbacks that call
+ * consumer_acc_revoke on the same accumulator while it runs.
+ */
+typedef ssize_t (*consumer_batch_fn)(void *arg, rd_kafka_message_t **out, size_t max);
+
+/*
+ * Fill the accumulator up to `want` records (capped at cap) by calling
+ * batch until it returns fewer than asked, 0 or -1.  Each batch goes into
+ * a scratch array; after the call every record is either appended to the
+ * accumulator (counted afresh: the call may have shrunk it), or released
+ * exactly once: records with m->err (on_error(m, arg) is told first, may be
+ * NULL) and records consumer_acc_revoke marked stale during the call.
+ * Returns -1 if batch failed before anything was accumulated by this call,
+ * else the number of records accumulated.
+ */
+ssize_t consumer_acc_fill(consumer_acc *a, size_t want, consumer_batch_fn batch,
+                          void *batch_arg,
+                          void (*on_error)(const rd_kafka_message_t *m, void *arg),
+                          void *err_arg);
+
+/*
+ * Partitions are revoked (parts NULL: all of them, lost): release the
+ * accumulated records of those partitions and, if called from inside a
+ * consumer_acc_fill batch call, mark that batch's records of those
+ * partitions received so far as stale (released, never accumulated, after
+ * the call).  Records the batch call receives after this (a reassignment
+ * within the same call) are kept.  Returns how many were released now.
+ */
+size_t consumer_acc_revoke(consumer_acc *a, const rd_kafka_topic_partition_list_t *parts);
 
 /* 1 if m belongs to one of parts' (topic, partition)s. */
 int consumer_msg_in(const rd_kafka_message_t *m,

@@ -33,6 +33,13 @@ enum evict_step {
     STEP_LEAVE,         /* LeaveGroup to the coordinator */
 };
 
+/* On each broker connection: ApiVersions first, then the request in the
+ * highest version both sides support. */
+enum evict_stage {
+    STAGE_VERSIONS = 0, /* ApiVersions v0 sent */
+    STAGE_REQUEST,      /* FindCoordinator / LeaveGroup sent */
+};
+
 struct evict {
     struct event_base *base;
     struct evdns_base *dns;
@@ -64,6 +71,10 @@ struct evict {
     uint8_t in[EVICT_FRAME_MAX];
     size_t inlen;
     int32_t corr;
+    enum evict_stage stage;
+    int version;                    /* of the request in flight */
+    int find_version, leave_version; /* picked (-1: not yet), logged */
+    char instance_id[300];          /* the group.instance.id of this ROUTER_ID */
 };
 
 static void arm(struct event *ev, long ms)
@@ -147,7 +158,8 @@ static void finish(evict *e, int evicted, const char *why)
     if (evicted)
         log_kv(LOG_INFO, "evicted the previous member of this router id from the group",
                "s:member", e->victim, "s:router_id", e->cfg->router_id, "s:group",
-               e->cfg->kafka_group, "i:ms", (int)ms, NULL);
+               e->cfg->kafka_group, "i:ms", (int)ms, "i:find_coordinator_version",
+               e->find_version, "i:leave_group_version", e->leave_version, NULL);
     else
         log_kv(LOG_INFO, "previous member of this router id not evicted", "s:reason", why,
                "s:member", e->victim ? e->victim : "", "s:router_id", e->cfg->router_id,
@@ -170,12 +182,89 @@ static void broker_failed(evict *e, const char *why)
     finish(e, 0, why);
 }
 
+/* Send the next request on the open connection (the previous response
+ * was read whole; nothing else is in flight). */
+static int send_more(evict *e)
+{
+    ssize_t n = net_write_all(e->fd, e->out, e->outlen);
+    if (n != (ssize_t)e->outlen) {
+        broker_failed(e, n < 0 ? strerror(errno) : "request not written at once");
+        return -1;
+    }
+    return 0;
+}
+
+/* The broker's ApiVersions answer: pick the version of this step's request
+ * and send it.  No usable version: an error an operator must see (the
+ * eviction cannot work against this broker), and the eviction is skipped. */
+static void on_versions(evict *e, long flen)
+{
+    kwire_versions v;
+    if (kwire_api_versions_resp(e->in, (size_t)flen, e->corr, &v) != KWIRE_OK) {
+        broker_failed(e, "malformed ApiVersions response");
+        return;
+    }
+    int find = e->step == STEP_FIND;
+    int ours_min = find ? KWIRE_FIND_COORDINATOR_MIN : KWIRE_LEAVE_GROUP_MIN;
+    int ours_max = find ? KWIRE_FIND_COORDINATOR_MAX : KWIRE_LEAVE_GROUP_MAX;
+    int bmin = find ? v.find_min : v.leave_min, bmax = find ? v.find_max : v.leave_max;
+    int ver = kwire_pick_version(ours_min, ours_max, bmin, bmax);
+    if (ver < 0) {
+        log_kv(LOG_ERROR, "KAFKA_EVICT_PREVIOUS: the broker supports no version of this "
+               "request that the router implements; eviction skipped", "s:api",
+               find ? "FindCoordinator" : "LeaveGroup", "i:broker_min", bmin, "i:broker_max",
+               bmax, "i:router_min", ours_min, "i:router_max", ours_max, "i:error",
+               v.error, NULL);
+        finish(e, 0, "no usable protocol version");
+        return;
+    }
+    e->corr++;
+    int n = find ? kwire_find_coordinator_req(e->out, sizeof e->out, e->corr, ver,
+                                              e->client_id, e->cfg->kafka_group)
+                 : kwire_leave_group_req(e->out, sizeof e->out, e->corr, ver, e->client_id,
+                                         e->cfg->kafka_group, e->victim, e->instance_id);
+    if (n < 0) {
+        finish(e, 0, find ? "FindCoordinator request does not fit"
+                          : "LeaveGroup request does not fit");
+        return;
+    }
+    log_kv(LOG_DEBUG, "eviction: version picked", "s:api",
+           find ? "FindCoordinator" : "LeaveGroup", "i:version", ver, NULL);
+    e->outlen = (size_t)n;
+    e->version = ver;
+    if (find)
+        e->find_version = ver;
+    else
+        e->leave_version = ver;
+    e->stage = STAGE_REQUEST;
+    send_more(e);
+}
+
+/* Open a connection for this step: ApiVersions goes first. */
+static void begin_step(evict *e, const char *host, int port)
+{
+    e->corr++;
+    int n = kwire_api_versions_req(e->out, sizeof e->out, e->corr, e->client_id);
+    if (n < 0) {
+        finish(e, 0, "ApiVersions request does not fit");
+        return;
+    }
+    e->outlen = (size_t)n;
+    e->stage = STAGE_VERSIONS;
+    connect_to(e, host, port);
+}
+
 static void on_frame(evict *e, long flen)
 {
     char why[320];
+    if (e->stage == STAGE_VERSIONS) {
+        on_versions(e, flen);
+        return;
+    }
     if (e->step == STEP_FIND) {
         kwire_coordinator co;
-        if (kwire_find_coordinator_resp(e->in, (size_t)flen, e->corr, &co) != KWIRE_OK) {
+        if (kwire_find_coordinator_resp(e->in, (size_t)flen, e->corr, e->version, &co) !=
+            KWIRE_OK) {
             broker_failed(e, "malformed FindCoordinator response");
             return;
         }
@@ -187,19 +276,11 @@ static void on_frame(evict *e, long flen)
         }
         conn_close(e);
         e->step = STEP_LEAVE;
-        e->corr++;
-        int n = kwire_leave_group_req(e->out, sizeof e->out, e->corr, e->client_id,
-                                      e->cfg->kafka_group, e->victim);
-        if (n < 0) {
-            finish(e, 0, "LeaveGroup request does not fit");
-            return;
-        }
-        e->outlen = (size_t)n;
-        connect_to(e, co.host, co.port);
+        begin_step(e, co.host, co.port);
         return;
     }
     int16_t err = 0;
-    if (kwire_leave_group_resp(e->in, (size_t)flen, e->corr, &err) != KWIRE_OK) {
+    if (kwire_leave_group_resp(e->in, (size_t)flen, e->corr, e->version, &err) != KWIRE_OK) {
         finish(e, 0, "malformed LeaveGroup response");
         return;
     }
@@ -229,8 +310,11 @@ static void io_cb(evutil_socket_t fd, short what, void *arg)
         broker_failed(e, "response frame too large");
         return;
     }
-    if (flen > 0)
+    if (flen > 0) {
+        /* one response per request, none pipelined: the buffer restarts */
+        e->inlen = 0;
         on_frame(e, flen);
+    }
 }
 
 /* The request (a few hundred bytes) goes out in one write on the fresh
@@ -277,15 +361,7 @@ static void try_broker(evict *e)
         broker_failed(e, "bad broker address");
         return;
     }
-    e->corr++;
-    int n = kwire_find_coordinator_req(e->out, sizeof e->out, e->corr, e->client_id,
-                                       e->cfg->kafka_group);
-    if (n < 0) {
-        finish(e, 0, "FindCoordinator request does not fit");
-        return;
-    }
-    e->outlen = (size_t)n;
-    connect_to(e, host, port);
+    begin_step(e, host, port);
 }
 
 static void get_reply(redisAsyncContext *ac, void *reply, void *privdata)
@@ -349,7 +425,9 @@ static void step_cb(evutil_socket_t fd, short what, void *arg)
 evict *evict_new(struct event_base *base, struct evdns_base *dns, redislink *cmd,
                  consumer *c, const router_config *cfg)
 {
-    if (!cfg->router_id || !*cfg->router_id)
+    /* the record serves the eviction only: without it nothing is written
+     * (config.c refuses KAFKA_EVICT_PREVIOUS without ROUTER_ID) */
+    if (!cfg->kafka_evict_previous || !cfg->router_id || !*cfg->router_id)
         return NULL;
     evict *e = calloc(1, sizeof *e);
     if (!e)
@@ -360,7 +438,10 @@ evict *evict_new(struct event_base *base, struct evdns_base *dns, redislink *cmd
     e->c = c;
     e->cfg = cfg;
     e->fd = -1;
+    e->find_version = e->leave_version = -1;
     snprintf(e->client_id, sizeof e->client_id, "odin-router-%s", cfg->id);
+    /* as consumer.c sets group.instance.id: LeaveGroup v3+ names it */
+    snprintf(e->instance_id, sizeof e->instance_id, "odin-router-%s", cfg->router_id);
     long session = consumer_session_timeout_ms(c);
     e->refresh_ms = session > 100 ? session : 100;
     e->ttl_ms = 3 * e->refresh_ms;
@@ -375,11 +456,9 @@ evict *evict_new(struct event_base *base, struct evdns_base *dns, redislink *cmd
     if (!e->key || !e->ev_record || !e->ev_step || !e->ev_io)
         goto err;
     arm(e->ev_record, e->refresh_ms);
-    if (cfg->kafka_evict_previous) {
-        e->step = STEP_READ;
-        e->start_ms = clock_mono_ms();
-        event_active(e->ev_step, EV_TIMEOUT, 0);
-    }
+    e->step = STEP_READ;
+    e->start_ms = clock_mono_ms();
+    event_active(e->ev_step, EV_TIMEOUT, 0);
     return e;
 err:
     log_kv(LOG_ERROR, "out of memory", NULL);

@@ -6,15 +6,19 @@
  * the restarted one joins as a new member and the group's rebalance waits
  * for the dead one (docs/reliability.md "Router restarts").
  *
- * With ROUTER_ID set the router records its current Kafka member id in
+ * With ROUTER_ID and KAFKA_EVICT_PREVIOUS set (and only then: the record
+ * serves nothing else) the router records its current Kafka member id in
  * Redis, key <REDIS_PREFIX>router:<ROUTER_ID> (EVICT_KEY_SUFFIX), a string
  * with a TTL of 3 x session.timeout.ms, written whenever partitions are
  * assigned and refreshed every session.timeout.ms while it is a member.
- * With KAFKA_EVICT_PREVIOUS too, a starting router reads that key and, if it
- * names another member, sends the group coordinator a LeaveGroup for it
- * (FindCoordinator v0 to each KAFKA_BROKERS address in turn, then
- * LeaveGroup v0 to the coordinator: router/kwire.h), plaintext only.  The
- * coordinator then rebalances without waiting for the dead member.
+ * A starting router reads that key and, if it names another member, sends
+ * the group coordinator a LeaveGroup for it: to each KAFKA_BROKERS address
+ * in turn ApiVersions v0, then FindCoordinator, then to the coordinator
+ * ApiVersions v0 and LeaveGroup, each request in the highest version both
+ * the broker and router/kwire.h support (a broker with none: logged as an
+ * error, eviction skipped).  Plaintext only: config.c refuses the setting
+ * with another security.protocol.  The coordinator then rebalances without
+ * waiting for the dead member.
  *
  * Everything runs on the event loop (net.c connects and resolves off the
  * loop) and is bounded by EVICT_TIMEOUT_MS; the outcome is logged at info
@@ -41,9 +45,9 @@ struct evdns_base;
 
 typedef struct evict evict;
 
-/* NULL if ROUTER_ID is not set (nothing to do) or on ENOMEM (logged).
- * Starts at once: the key is read (KAFKA_EVICT_PREVIOUS) as soon as the
- * Redis link is up. */
+/* NULL without KAFKA_EVICT_PREVIOUS or ROUTER_ID (nothing to do, nothing
+ * recorded) or on ENOMEM (logged).  Starts at once: the key is read as
+ * soon as the Redis link is ready. */
 evict *evict_new(struct event_base *base, struct evdns_base *dns, redislink *cmd,
                  consumer *c, const router_config *cfg);
 

@@ -912,7 +912,7 @@ router *router_new(const router_config *cfg)
     r->consumer = consumer_new(r->base, cfg, &r->m, &ccb);
     if (!r->consumer)
         goto err;
-    /* NULL without ROUTER_ID */
+    /* NULL without KAFKA_EVICT_PREVIOUS (and ROUTER_ID): no member-id record */
     r->evict = evict_new(r->base, r->dns, discovery_cmd(r->disc), r->consumer, cfg);
     pump_schedule(r);   /* records may already be queued */
     char redis_url[600];

@@ -400,10 +400,12 @@ static int member_recorded(void *arg)
 
 /* SIGKILL the router, restart it with the same settings, and measure how
  * long until a record produced after the restart is delivered.  router_id
- * (NULL: not set) also checks the member id record (router/evict.h): written
- * before the kill, refreshed by the new member after the restart. */
+ * (NULL: not set) also checks the member id record (router/evict.h):
+ * with `recorded` (KAFKA_EVICT_PREVIOUS on) written before the kill,
+ * refreshed by the new member after the restart; without, never written
+ * (the key is absent once partitions were assigned and records flowed). */
 static void router_kill_restart(const char *test, const char *const more[],
-                                const char *router_id, long *recovery)
+                                const char *router_id, int recorded, long *recovery)
 {
     tsup_redis red;
     assert_int_equal(tsup_redis_start(&red), 0);
@@ -424,8 +426,10 @@ static void router_kill_restart(const char *test, const char *const more[],
     wait_route(red.url, s.tok[1], a.id);
     stream_when_targeted(&s, &r, 1, 1500);
     member_arg first = { rc, key, "", NULL };
-    if (router_id)
+    if (router_id && recorded)
         assert_true(stream_until(&s, member_recorded, &first, T_WAIT));
+    if (router_id && !recorded)
+        assert_int_equal(tsup_redis_int(rc, "EXISTS %s", key), 0);
     kill(r.pid, SIGKILL);
     rtsup_router_stop(&r);                 /* reaps it */
     uint64_t t0 = clock_mono_ms();
@@ -443,7 +447,9 @@ static void router_kill_restart(const char *test, const char *const more[],
     long gaps = stream_finish(&s, test, *recovery);
     report_router(&r2, test);
     assert_int_equal(gaps, 0);
-    if (router_id) {
+    if (router_id && !recorded)
+        assert_int_equal(tsup_redis_int(rc, "EXISTS %s", key), 0);
+    if (router_id && recorded) {
         /* the new member refreshes the record (every session timeout); the
          * mock's member ids are addresses and may repeat, so the key is
          * deleted and must come back rather than change */
@@ -478,9 +484,10 @@ static void test_router_kill_restart(void **state)
     const char *with_id[] = { "ROUTER_ID=rel-static", opts, NULL };
     const char *without[] = { opts, NULL };
     long rec_evict = 0, rec_static = 0, rec_dynamic = 0;
-    router_kill_restart("router_sigkill_restart_evict", evicting, "rel-evict", &rec_evict);
-    router_kill_restart("router_sigkill_restart_static", with_id, "rel-static", &rec_static);
-    router_kill_restart("router_sigkill_restart_dynamic", without, NULL, &rec_dynamic);
+    router_kill_restart("router_sigkill_restart_evict", evicting, "rel-evict", 1, &rec_evict);
+    /* ROUTER_ID without KAFKA_EVICT_PREVIOUS: no member-id record */
+    router_kill_restart("router_sigkill_restart_static", with_id, "rel-static", 0, &rec_static);
+    router_kill_restart("router_sigkill_restart_dynamic", without, NULL, 0, &rec_dynamic);
     printf("figures: test=router_sigkill_restart devbroker evict_previous_recovery_ms=%ld "
            "static_membership_recovery_ms=%ld dynamic_recovery_ms=%ld (the mock ignores "
            "group.instance.id)\n", rec_evict, rec_static, rec_dynamic);

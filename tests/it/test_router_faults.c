@@ -2,7 +2,9 @@
  * odin-router under faults: Redis killed mid-run (fallback broadcast, then
  * targeted again after a restart on the same port), a shard that stops
  * reading (only its own records are dropped), and a dead shard whose lease
- * expired (routes cleaned through the reverse index, never sent to).
+ * expired (routes cleaned through the reverse index, never sent to), and
+ * KAFKA_EVICT_PREVIOUS against a broker that speaks none of the request
+ * versions the router implements (logged, skipped, the router runs on).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,6 +21,13 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "proto/frame.h"
 #include "tests/support/rtsup.h"
@@ -409,6 +418,128 @@ static void test_shard_preauth_bounded(void **state)
     redisFree(rc);
 }
 
+/* ---- KAFKA_EVICT_PREVIOUS against a broker with no usable version ------- */
+
+/* A "broker" (own process) that answers every request with an ApiVersions
+ * v0 response listing FindCoordinator 5-6 and LeaveGroup 6-7 only: newer
+ * than anything router/kwire.c implements.  librdkafka's consumer gets the
+ * same nonsense and keeps retrying; that is not what is tested. */
+static void fake_broker(int lfd)
+{
+    struct pollfd p[32];
+    uint8_t in[32][4096];
+    size_t have[32];
+    int n = 1;
+    p[0] = (struct pollfd){ .fd = lfd, .events = POLLIN };
+    for (;;) {
+        if (poll(p, (nfds_t)n, -1) < 0)
+            _exit(1);
+        if ((p[0].revents & POLLIN) && n < 32) {
+            int fd = accept(lfd, NULL, NULL);
+            if (fd >= 0) {
+                p[n] = (struct pollfd){ .fd = fd, .events = POLLIN };
+                have[n++] = 0;
+            }
+        }
+        for (int i = 1; i < n; i++) {
+            if (!(p[i].revents & (POLLIN | POLLHUP | POLLERR)))
+                continue;
+            ssize_t r = read(p[i].fd, in[i] + have[i], sizeof in[i] - have[i]);
+            if (r <= 0 || (have[i] += (size_t)r) == sizeof in[i]) {
+                close(p[i].fd);
+                p[i--] = p[--n];
+                continue;
+            }
+            while (have[i] >= 12) {       /* size, api key, version, corr */
+                uint32_t size = (uint32_t)in[i][0] << 24 | (uint32_t)in[i][1] << 16 |
+                                (uint32_t)in[i][2] << 8 | in[i][3];
+                if (have[i] < size + 4)
+                    break;
+                uint8_t out[] = {
+                    0, 0, 0, 22, 0, 0, 0, 0,          /* size, correlation id */
+                    0, 0, 0, 0, 0, 2,                 /* no error, two APIs */
+                    0, 10, 0, 5, 0, 6,                /* FindCoordinator 5-6 */
+                    0, 13, 0, 6, 0, 7,                /* LeaveGroup 6-7 */
+                };
+                memcpy(out + 4, in[i] + 8, 4);
+                if (write(p[i].fd, out, sizeof out) != (ssize_t)sizeof out)
+                    break;
+                memmove(in[i], in[i] + size + 4, have[i] - size - 4);
+                have[i] -= size + 4;
+            }
+        }
+    }
+}
+
+typedef struct log_q {
+    pid_t pid;
+    const char *s;
+} log_q;
+
+/* 1 if the router's log (tsup_spawn: $ODIN_TMP/odin-router.<pid>.log)
+ * has s. */
+static int router_log_has(void *arg)
+{
+    log_q *q = arg;
+    char path[512];
+    snprintf(path, sizeof path, "%s/odin-router.%d.log", tsup_env("ODIN_TMP"), (int)q->pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    char line[4096];
+    int found = 0;
+    while (!found && fgets(line, sizeof line, f))
+        found = strstr(line, q->s) != NULL;
+    fclose(f);
+    return found;
+}
+
+static void test_evict_no_usable_version(void **state)
+{
+    int lfd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sin = { .sin_family = AF_INET };
+    sin.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(lfd, (struct sockaddr *)&sin, sizeof sin), 0);
+    assert_int_equal(listen(lfd, 16), 0);
+    socklen_t sl = sizeof sin;
+    assert_int_equal(getsockname(lfd, (struct sockaddr *)&sin, &sl), 0);
+    pid_t fb = fork();
+    assert_true(fb >= 0);
+    if (fb == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);   /* gone with the test, even failed */
+        fake_broker(lfd);
+    }
+    close(lfd);
+
+    flush_redis();
+    char id[64], key[128], brokers_env[64];
+    snprintf(id, sizeof id, "nv-%d", (int)getpid());
+    snprintf(key, sizeof key, "odin:router:%s", id);
+    redisContext *c = tsup_redis_connect(tsup_env("ODIN_REDIS_URL"));
+    redisReply *r = redisCommand(c, "SET %s previous-member-1 PX 60000", key);
+    assert_non_null(r);
+    freeReplyObject(r);
+    snprintf(brokers_env, sizeof brokers_env, "KAFKA_BROKERS=127.0.0.1:%d", ntohs(sin.sin_port));
+    char rid[96];
+    snprintf(rid, sizeof rid, "ROUTER_ID=%s", id);
+    const char *extra[] = { brokers_env, rid, "KAFKA_EVICT_PREVIOUS=true", NULL };
+    rtsup_router rt;
+    assert_int_equal(rtsup_router_start(&rt, tsup_env("ODIN_REDIS_URL"), extra), 0);
+    log_q skipped = { rt.pid, "previous member of this router id not evicted" };
+    assert_true(tsup_wait_until(router_log_has, &skipped, T_WAIT));
+    log_q why = { rt.pid, "supports no version of this request that the router implements" };
+    assert_true(router_log_has(&why));
+    log_q reason = { rt.pid, "no usable protocol version" };
+    assert_true(router_log_has(&reason));
+    /* never fatal: the router is alive and answers */
+    assert_int_equal(waitpid(rt.pid, NULL, WNOHANG), 0);
+    assert_true(rtsup_metric(rt.http_port, "router_assigned_partitions") >= 0);
+    assert_int_equal(rtsup_router_stop(&rt), 0);
+    redisFree(c);
+    kill(fb, SIGKILL);
+    waitpid(fb, NULL, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -416,6 +547,7 @@ int main(void)
         cmocka_unit_test(test_slow_shard_does_not_delay_others),
         cmocka_unit_test(test_dead_shard_routes_cleaned),
         cmocka_unit_test(test_shard_preauth_bounded),
+        cmocka_unit_test(test_evict_no_usable_version),
     };
     if (getenv("ODIN_TEST_FILTER"))
         cmocka_set_test_filter(getenv("ODIN_TEST_FILTER"));

@@ -149,7 +149,7 @@ static void test_accept_emfile_backoff(void **st_)
 
 /* ---- fake Redis --------------------------------------------------------------- */
 
-enum fake_mode { FAKE_SILENT, FAKE_PONG, FAKE_PUBSUB, FAKE_PONG_LATE };
+enum fake_mode { FAKE_SILENT, FAKE_PONG, FAKE_PUBSUB, FAKE_PONG_LATE, FAKE_HANDSHAKE };
 
 typedef struct {
     struct event_base *base;
@@ -160,7 +160,50 @@ typedef struct {
     int pings;
     int subscribed;
     struct event *late;   /* FAKE_PONG_LATE: the pong goes out 100 ms later */
+    /* FAKE_HANDSHAKE: scripted AUTH / ROLE / SENTINEL answers, each maybe
+     * delayed; every command and every handshake reply sent is logged in
+     * order ("AUTH", "auth-replied", "ROLE", "role-replied", "GET", ...) */
+    const char *auth_reply, *role_reply;
+    long auth_delay_ms, role_delay_ms;
+    int port;
+    int accepts;
+    char log[2048];
+    char delayed[256];
+    const char *delayed_tag;
+    struct event *delay;
 } fake_redis;
+
+static void fake_log(fake_redis *f, const char *what)
+{
+    size_t n = strlen(f->log);
+    snprintf(f->log + n, sizeof f->log - n, "%s%s", n ? " " : "", what);
+}
+
+static void fake_delayed(evutil_socket_t fd, short what, void *arg)
+{
+    fake_redis *f = arg;
+    if (f->fd < 0)
+        return;
+    ssize_t n = net_write_all(f->fd, f->delayed, strlen(f->delayed));
+    (void)n;
+    fake_log(f, f->delayed_tag);
+}
+
+/* Reply now, or delay_ms later (the handshake step the link must wait for). */
+static void fake_reply_tagged(fake_redis *f, int fd, const char *s, long delay_ms,
+                              const char *tag)
+{
+    if (delay_ms <= 0) {
+        ssize_t n = net_write_all(fd, s, strlen(s));
+        (void)n;
+        fake_log(f, tag);
+        return;
+    }
+    snprintf(f->delayed, sizeof f->delayed, "%s", s);
+    f->delayed_tag = tag;
+    struct timeval tv = { delay_ms / 1000, (delay_ms % 1000) * 1000 };
+    evtimer_add(f->delay, &tv);
+}
 
 static void fake_reply(fake_redis *f, int fd, const char *s)
 {
@@ -172,6 +215,28 @@ static void fake_reply(fake_redis *f, int fd, const char *s)
 static void fake_command(fake_redis *f, int fd, int argc, char argv[][64])
 {
     char out[1024];
+    if (f->mode == FAKE_HANDSHAKE) {
+        char up[256];
+        snprintf(up, sizeof up, "%s", argv[0]);
+        for (char *p = up; *p; p++)
+            *p = (char)(*p >= 'a' && *p <= 'z' ? *p - 32 : *p);
+        fake_log(f, up);
+        if (strcmp(up, "AUTH") == 0)
+            fake_reply_tagged(f, fd, f->auth_reply, f->auth_delay_ms, "auth-replied");
+        else if (strcmp(up, "ROLE") == 0)
+            fake_reply_tagged(f, fd, f->role_reply, f->role_delay_ms, "role-replied");
+        else if (strcmp(up, "SENTINEL") == 0) {   /* "the master is me" */
+            char port[16];
+            snprintf(port, sizeof port, "%d", f->port);
+            snprintf(out, sizeof out, "*2\r\n$9\r\n127.0.0.1\r\n$%zu\r\n%s\r\n",
+                     strlen(port), port);
+            fake_reply(f, fd, out);
+        } else if (strcmp(up, "PING") == 0)
+            fake_reply(f, fd, "+PONG\r\n");
+        else
+            fake_reply(f, fd, "$-1\r\n");       /* GET and the like */
+        return;
+    }
     if (strcasecmp(argv[0], "SUBSCRIBE") == 0 || strcasecmp(argv[0], "PSUBSCRIBE") == 0) {
         f->subscribed++;
         snprintf(out, sizeof out, "*3\r\n$%zu\r\n%s\r\n$%zu\r\n%s\r\n:%d\r\n",
@@ -237,6 +302,9 @@ static void fake_accept(net_acceptor *a, int fd, const struct sockaddr *sa,
         event_free(f->rev);
         close(f->fd);
     }
+    f->accepts++;
+    if (f->delay)
+        evtimer_del(f->delay);
     f->fd = fd;
     f->rev = event_new(f->base, fd, EV_READ | EV_PERSIST, fake_read, f);
     event_add(f->rev, NULL);
@@ -256,9 +324,11 @@ static int fake_start(fake_redis *f, struct event_base *base, enum fake_mode mod
     f->mode = mode;
     f->fd = -1;
     f->late = evtimer_new(base, fake_late_pong, f);
+    f->delay = evtimer_new(base, fake_delayed, f);
     int port = 0;
     int lfd = net_listen_tcp("127.0.0.1:0", 16, 0, NULL, 0, &port, NULL, 0);
     assert_true(lfd >= 0);
+    f->port = port;
     f->acc = net_acceptor_new(base, lfd, "fake-redis", 4, 50, fake_accept, NULL, f);
     assert_non_null(f->acc);
     net_acceptor_enable(f->acc, 1);
@@ -268,6 +338,7 @@ static int fake_start(fake_redis *f, struct event_base *base, enum fake_mode mod
 static void fake_stop(fake_redis *f)
 {
     event_free(f->late);
+    event_free(f->delay);
     if (f->fd >= 0) {
         event_free(f->rev);
         close(f->fd);
@@ -472,6 +543,172 @@ static void test_redislink_late_loop_not_dead(void **st_)
     event_base_free(base);
     kill(child, SIGKILL);
     waitpid(child, NULL, 0);
+}
+
+/* ---- (b3) the context is handed out only once ready ------------------------------ */
+
+/* A user of the link that polls redislink_ctx() (as router/evict.c and
+ * router/discovery.c do): the first time it gets a context it sends GET;
+ * it also notes whether it ever saw one. */
+typedef struct poller {
+    redislink *l;
+    struct event *ev;
+    int sent, saw_ctx, ups;
+    fake_redis *f;
+    int stop_after_accepts;
+} poller;
+
+static void poll_tick(evutil_socket_t fd, short what, void *arg)
+{
+    poller *p = arg;
+    redisAsyncContext *ac = redislink_ctx(p->l);
+    if (!ac)
+        return;
+    p->saw_ctx = 1;
+    if (!p->sent && redisAsyncCommand(ac, NULL, NULL, "GET poll") == REDIS_OK)
+        p->sent = 1;
+}
+
+static void poll_on_link(redislink *l, int up, void *arg)
+{
+    poller *p = arg;
+    if (up)
+        p->ups++;
+}
+
+/* Stops the loop once the user's GET reached the fake, or (refusing fake)
+ * once it saw stop_after_accepts connections. */
+static void poll_watch(evutil_socket_t fd, short what, void *arg)
+{
+    poller *p = arg;
+    if (strstr(p->f->log, "GET") ||
+        (p->stop_after_accepts && p->f->accepts >= p->stop_after_accepts))
+        event_base_loopbreak(event_get_base(p->ev));
+}
+
+/* Runs a link against a FAKE_HANDSHAKE fake (password and/or Sentinel
+ * set by the caller) until the GET arrives or enough reconnects were
+ * seen (5 s fail-safe). */
+static void run_handshake(fake_redis *f, struct event_base *base, redis_endpoint *ep,
+                          poller *p, int stop_after_accepts)
+{
+    p->f = f;
+    p->stop_after_accepts = stop_after_accepts;
+    p->l = redislink_new(base, ep, "test", 1000, 100, poll_on_link, p);
+    assert_non_null(p->l);
+    redislink_set_backoff(p->l, 20, 100);
+    redislink_start(p->l);
+    p->ev = event_new(base, -1, EV_PERSIST, poll_tick, p);
+    struct timeval tv = { 0, 2 * 1000 };
+    event_add(p->ev, &tv);
+    struct event *watch = event_new(base, -1, EV_PERSIST, poll_watch, p);
+    event_add(watch, &tv);
+    struct event *win = deadline(base, 5000);
+    event_base_dispatch(base);
+    event_free(win);
+    event_free(watch);
+    event_free(p->ev);
+}
+
+/* AUTH answered 200 ms late: a user polling redislink_ctx gets nothing
+ * until then, so its GET reaches Redis after the AUTH reply went out. */
+static void test_redislink_ready_after_auth(void **st_)
+{
+    struct event_base *base = event_base_new();
+    fake_redis f;
+    int port = fake_start(&f, base, FAKE_HANDSHAKE);
+    f.auth_reply = "+OK\r\n";
+    f.auth_delay_ms = 200;
+    redis_endpoint ep = { .port = port };
+    snprintf(ep.host, sizeof ep.host, "127.0.0.1");
+    snprintf(ep.password, sizeof ep.password, "s3cret");
+    poller p = { 0 };
+    run_handshake(&f, base, &ep, &p, 0);
+    print_message("delayed AUTH: fake saw '%s'\n", f.log);
+    assert_non_null(strstr(f.log, "GET"));
+    assert_true(strstr(f.log, "auth-replied") < strstr(f.log, "GET"));
+    assert_int_equal(strncmp(f.log, "AUTH auth-replied", 17), 0);
+    assert_int_equal(p.ups, 1);
+    redislink_free(p.l);
+    fake_stop(&f);
+    event_base_free(base);
+}
+
+/* AUTH refused: the link never becomes ready (no context, no "up"), says
+ * why, and tries again (3 connections seen). */
+static void test_redislink_auth_refused_never_ready(void **st_)
+{
+    struct event_base *base = event_base_new();
+    fake_redis f;
+    int port = fake_start(&f, base, FAKE_HANDSHAKE);
+    f.auth_reply = "-WRONGPASS invalid username-password pair or user is disabled.\r\n";
+    redis_endpoint ep = { .port = port };
+    snprintf(ep.host, sizeof ep.host, "127.0.0.1");
+    snprintf(ep.password, sizeof ep.password, "wrong");
+    poller p = { 0 };
+    run_handshake(&f, base, &ep, &p, 3);
+    print_message("refused AUTH: %d connections, fake saw '%s', error '%s'\n", f.accepts,
+                  f.log, redislink_errstr(p.l));
+    assert_true(f.accepts >= 3);
+    assert_false(p.saw_ctx);
+    assert_null(strstr(f.log, "GET"));
+    assert_int_equal(p.ups, 0);
+    assert_non_null(strstr(redislink_errstr(p.l), "AUTH"));
+    redislink_free(p.l);
+    fake_stop(&f);
+    event_base_free(base);
+}
+
+/* Sentinel mode: the node Sentinel names answers ROLE 200 ms late; nothing
+ * of the user's is sent before ROLE said "master". */
+static void test_redislink_sentinel_ready_after_role(void **st_)
+{
+    struct event_base *base = event_base_new();
+    fake_redis f;
+    int port = fake_start(&f, base, FAKE_HANDSHAKE);
+    f.auth_reply = "+OK\r\n";
+    f.role_reply = "*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n";
+    f.role_delay_ms = 200;
+    redis_endpoint ep = { 0 };
+    snprintf(ep.sentinels, sizeof ep.sentinels, "127.0.0.1:%d", port);
+    snprintf(ep.master_name, sizeof ep.master_name, "odin");
+    snprintf(ep.password, sizeof ep.password, "s3cret");
+    poller p = { 0 };
+    run_handshake(&f, base, &ep, &p, 0);
+    print_message("sentinel, delayed ROLE: fake saw '%s'\n", f.log);
+    assert_non_null(strstr(f.log, "GET"));
+    assert_true(strstr(f.log, "role-replied") < strstr(f.log, "GET"));
+    assert_true(strstr(f.log, "auth-replied") < strstr(f.log, "ROLE"));
+    assert_int_equal(p.ups, 1);
+    redislink_free(p.l);
+    fake_stop(&f);
+    event_base_free(base);
+}
+
+/* Sentinel mode: the named node says (50 ms late) it is a replica: never
+ * ready, no context handed out meanwhile, Sentinel is asked again. */
+static void test_redislink_sentinel_replica_never_ready(void **st_)
+{
+    struct event_base *base = event_base_new();
+    fake_redis f;
+    int port = fake_start(&f, base, FAKE_HANDSHAKE);
+    f.role_reply = "*5\r\n$5\r\nslave\r\n$9\r\n127.0.0.1\r\n:6379\r\n"
+                   "$9\r\nconnected\r\n:0\r\n";
+    f.role_delay_ms = 50;      /* a window for a user that polls too early */
+    redis_endpoint ep = { 0 };
+    snprintf(ep.sentinels, sizeof ep.sentinels, "127.0.0.1:%d", port);
+    snprintf(ep.master_name, sizeof ep.master_name, "odin");
+    poller p = { 0 };
+    run_handshake(&f, base, &ep, &p, 5);   /* sentinel + node, twice and more */
+    print_message("sentinel, replica: %d connections, error '%s'\n", f.accepts,
+                  redislink_errstr(p.l));
+    assert_true(f.accepts >= 5);
+    assert_false(p.saw_ctx);
+    assert_null(strstr(f.log, "GET"));
+    assert_int_equal(p.ups, 0);
+    redislink_free(p.l);
+    fake_stop(&f);
+    event_base_free(base);
 }
 
 /* ---- (c) DNS off the loop ------------------------------------------------------- */
@@ -730,6 +967,10 @@ int main(void)
         cmocka_unit_test(test_redislink_answering_peer_stays_up),
         cmocka_unit_test(test_redislink_subscribed_ping),
         cmocka_unit_test(test_redislink_late_loop_not_dead),
+        cmocka_unit_test(test_redislink_ready_after_auth),
+        cmocka_unit_test(test_redislink_auth_refused_never_ready),
+        cmocka_unit_test(test_redislink_sentinel_ready_after_role),
+        cmocka_unit_test(test_redislink_sentinel_replica_never_ready),
         cmocka_unit_test(test_connect_resolves_off_loop),
         cmocka_unit_test(test_addr_is_loopback),
         cmocka_unit_test(test_close_abort_sends_rst),

@@ -113,6 +113,27 @@ static void test_errors(void **state)
     assert_int_equal(load(&c, 4, evict), 0);
     assert_int_equal(c.kafka_evict_previous, 1);
     router_config_free(&c);
+    /* the eviction is plaintext only: refused with TLS or SASL, not with
+     * an explicit plaintext or other options */
+    const char *protos[] = { "ssl", "SASL_SSL", "sasl_plaintext", NULL };
+    for (int i = 0; protos[i]; i++) {
+        char opt[128];
+        snprintf(opt, sizeof opt, "--kafka-options=fetch.wait.max.ms=5, security.protocol=%s",
+                 protos[i]);
+        char *tls[] = { "odin-router", "--kafka-brokers=k:1", "--router-id=r1",
+                        "--kafka-evict-previous=true", opt, NULL };
+        assert_int_equal(load(&c, 5, tls), -1);
+        router_config_free(&c);
+        char *off[] = { "odin-router", "--kafka-brokers=k:1", "--router-id=r1", opt, NULL };
+        assert_int_equal(load(&c, 4, off), 0);          /* without eviction: fine */
+        router_config_free(&c);
+    }
+    char *plain[] = { "odin-router", "--kafka-brokers=k:1", "--router-id=r1",
+                      "--kafka-evict-previous=true",
+                      "--kafka-options=security.protocol=PLAINTEXT,session.timeout.ms=3000",
+                      NULL };
+    assert_int_equal(load(&c, 5, plain), 0);
+    router_config_free(&c);
     char *bad[] = { "odin-router", "--kafka-brokers=x", "--no-such-flag=1", NULL };
     assert_int_equal(load(&c, 3, bad), -1);
     router_config_free(&c);
