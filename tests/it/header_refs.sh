@@ -1,0 +1,128 @@
+#!/usr/bin/env bash
+# Every path the repository cites exists in it, and nothing cites a file
+# outside it.
+#
+# Scans every source, script and document of the repository (.h .c .md .sh
+# .py .yml, Makefiles; build output excluded) for
+#   * paths under a top-level directory of the repository (common/net.c,
+#     tests/unit/test_net.c, docs/protocol.md, tests/it/*.sh, common/net.{c,h},
+#     shard/settings.*), which must exist (globs must match something);
+#   * bare test file names (test_net.c), which must exist under tests/;
+#   * relative Markdown links ([x](scaling.md#anchor)), which must exist
+#     relative to the document;
+#   * citations of files outside the repository (the former design notes
+#     DESIGN.md, LIBRARIES.md, STYLE.md, or absolute paths under /work/):
+#     the contract lives in docs/contract.md, library facts in
+#     docs/dependencies.md, the house style in docs/style.md.
+# Prints one line per finding (file:line: what) and exits 1 if any.
+# Needs no server: run by tools/run-tests.sh like every tests/it/*.sh, or
+# directly (ODIN_TOP defaults to the repository this script is in).
+set -euo pipefail
+top=${ODIN_TOP:-$(cd "$(dirname "$0")/../.." && pwd)}
+exec python3 - "$top" <<'PY'
+import glob, os, re, sys
+
+top = sys.argv[1]
+# Top-level directories whose paths are checked.  build*/ and run/ are
+# output, not repository files.
+dirs = sorted(d for d in os.listdir(top)
+              if os.path.isdir(os.path.join(top, d))
+              and not d.startswith(('.', 'build')) and d != 'run')
+exts = ('.h', '.c', '.md', '.sh', '.py', '.yml', '.yaml')
+files = []
+for root, subdirs, names in os.walk(top):
+    rel = os.path.relpath(root, top)
+    first = rel.split(os.sep)[0]
+    if rel != '.' and first.startswith(('.', 'build')) or first == 'run' or \
+            rel.startswith(os.path.join('tests', 'fuzz', 'build')):
+        subdirs[:] = []
+        continue
+    for n in names:
+        if n.endswith(exts) or n == 'Makefile':
+            files.append(os.path.join(rel, n) if rel != '.' else n)
+files.sort()
+
+# A path under a top-level directory: not glued to a longer word, path or
+# URL on its left; ends at a character that cannot be part of a file name.
+path_re = re.compile(
+    r'(?<![\w./@:<>{}*-])((?:%s)/[\w./*{},<>-]*[\w*}>])' % '|'.join(map(re.escape, dirs)))
+bare_test_re = re.compile(r'(?<![\w/.*-])(test_\w+\.c)\b')
+md_link_re = re.compile(r'\]\(([^)\s#]+)(?:#[^)]*)?\)')
+outside_re = re.compile(r'\b(DESIGN\.md|LIBRARIES\.md|STYLE\.md)\b|(?<![\w.])/work/')
+
+def expand_braces(p):
+    m = re.search(r'\{([^{}]*)\}', p)
+    if not m:
+        return [p]
+    out = []
+    for alt in m.group(1).split(','):
+        out += expand_braces(p[:m.start()] + alt + p[m.end():])
+    return out
+
+def skip_path(p):
+    parts = p.split('/')
+    if '<' in p or '>' in p:                     # tests/fuzz/regress/<target>/
+        return True
+    if any(re.fullmatch(r'[A-Z][A-Z_]*(\.\w+)?', c) for c in parts):   # bench/NAME.sh
+        return True
+    if p.endswith(('.o', '.d')) or p.startswith('tests/fuzz/build'):
+        return True                               # build output
+    if len(parts) == 2 and parts[1] in dirs:      # prose: "shard/router"
+        return True
+    return False
+
+def exists(p, base=top):
+    # a module cited without extension (common/net) is its .c or .h
+    if '.' not in os.path.basename(p) and '*' not in p and '{' not in p:
+        full = os.path.normpath(os.path.join(base, p))
+        return any(os.path.exists(full + x) for x in ('', '.c', '.h'))
+
+    for q in expand_braces(p):
+        full = os.path.normpath(os.path.join(base, q))
+        if not (glob.glob(full) if '*' in q else os.path.exists(full)):
+            return False
+    return True
+
+test_names = set()
+for root, _, names in os.walk(os.path.join(top, 'tests')):
+    test_names.update(n for n in names if n.startswith('test_'))
+
+self_path = os.path.join('tests', 'it', 'header_refs.sh')
+findings = []
+for f in files:
+    if f == self_path:
+        continue
+    try:
+        text = open(os.path.join(top, f), encoding='utf-8').read()
+    except UnicodeDecodeError:
+        continue
+    for lineno, line in enumerate(text.split('\n'), 1):
+        where = '%s:%d' % (f, lineno)
+        for m in outside_re.finditer(line):
+            findings.append('%s: cites %s, outside the repository' % (where, m.group(0)))
+        for m in path_re.finditer(line):
+            p = m.group(1).rstrip('.,')
+            if p.endswith('}') and '{' not in p:
+                p = p[:-1]              # ${X:?run through tools/run-tests.sh}
+            if skip_path(p):
+                continue
+            if not exists(p):
+                findings.append('%s: cites %s, which does not exist' % (where, p))
+        for m in bare_test_re.finditer(line):
+            if m.group(1) not in test_names:
+                findings.append('%s: cites %s, which is not under tests/' % (where, m.group(1)))
+        if f.endswith('.md'):
+            for m in md_link_re.finditer(line):
+                t = m.group(1)
+                if re.match(r'[a-z]+:', t) or t.startswith('/'):
+                    continue
+                if not exists(t, os.path.join(top, os.path.dirname(f))):
+                    findings.append('%s: links %s, which does not exist' % (where, t))
+
+for x in findings:
+    print(x)
+if findings:
+    print('%d citation(s) of missing or outside files' % len(findings))
+    sys.exit(1)
+print('every cited path exists in the repository (%d files scanned)' % len(files))
+PY
