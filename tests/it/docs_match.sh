@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Docs match the code: every setting each binary's --help lists, and every
-# metric a live shard and router export, is documented in docs/.
+# metric a live shard and router export, is documented in docs/; and every
+# metric the metric tables of docs/operations.md name is exported by a live
+# shard or router (no series documented that does not exist).
 set -euo pipefail
 top=${ODIN_TOP:?run through tools/run-tests.sh}
 B=$ODIN_BUILD
@@ -35,11 +37,36 @@ get() { # port path -> body, retrying until the server answers (bounded)
     done
     return 1
 }
+live=""
 for p in "$sp" "$rp"; do
     names=$(get "$p" /metrics | sed -n 's/^# HELP \([a-z_]*\) .*/\1/p')
     [ -n "$names" ] || { echo "no metrics from port $p"; fail=1; }
     for m in $names; do
         grep -q "\`$m\`" "$top/docs/operations.md" || { echo "docs/operations.md lacks metric $m"; fail=1; }
+    done
+    live="$live $(echo $names)"
+done
+# The other way: the first column of every table under a "## Metrics:"
+# heading of docs/operations.md names a series one of the daemons exports.
+documented=$(awk '/^## Metrics:/ { on = 1; next } /^## / { on = 0 } on' "$top/docs/operations.md" |
+             sed -n 's/^| `\([a-z_][a-z0-9_]*\)` |.*/\1/p')
+[ -n "$documented" ] || { echo "no metric tables found in docs/operations.md"; fail=1; }
+for m in $documented; do
+    case " $live " in
+        *" $m "*) ;;
+        *) echo "docs/operations.md documents metric $m, which neither odin-shard nor odin-router exports"; fail=1 ;;
+    esac
+done
+# And every series any document names in prose, where the name says it is
+# one (a counter, histogram or byte gauge: `..._total`, `..._seconds`,
+# `..._bytes`, histograms' `_sum` / `_count` / `_bucket` too).
+for f in "$top"/docs/*.md "$top"/README.md; do
+    for m in $(grep -ohE '`(ws|shard|router|process|odin)_[a-z0-9_]+_(total|seconds|bytes)(_sum|_count|_bucket)?`' "$f" |
+               tr -d '`' | sed -E 's/_(sum|count|bucket)$//' | sort -u); do
+        case " $live " in
+            *" $m "*) ;;
+            *) echo "${f#"$top"/} names metric $m, which neither odin-shard nor odin-router exports"; fail=1 ;;
+        esac
     done
 done
 [ $fail = 0 ] && echo "docs match: every setting and metric is documented"
