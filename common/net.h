@@ -13,6 +13,11 @@
  * (evdns_getaddrinfo); numeric addresses take a fast path that never
  * touches DNS.  The caller owns the evdns_base (net_dns_new makes one from
  * /etc/resolv.conf), so tests can inject their own.
+ *
+ * Users: shard/server.c (WebSocket listeners), shard/admin.c (ADMIN_ADDR),
+ * shard/ingress.c (router socket, Unix and TCP), router/shards.c (links to
+ * shards), common/redislink.c (Redis), router/http.c (HTTP_ADDR).
+ * Tests: tests/unit/test_net.c.
  */
 #ifndef ODIN_COMMON_NET_H
 #define ODIN_COMMON_NET_H
@@ -34,7 +39,9 @@ struct evdns_base;
 #define NET_EINUSE   -4   /* Unix socket path is in use by a live process */
 #define NET_ENOMEM   -5   /* out of memory */
 
-/* Defaults used by the daemons (docs/net.md). */
+/* Defaults used by the daemons; what they mean for a peer that vanishes or
+ * a process out of descriptors: docs/architecture.md, section 1b
+ * ("Keepalive figures", "EMFILE behaviour"). */
 #define NET_KEEPALIVE_IDLE_S   10
 #define NET_KEEPALIVE_INTVL_S   5
 #define NET_KEEPALIVE_CNT       3

@@ -282,7 +282,7 @@ static void select_cb(redisAsyncContext *ac, void *reply, void *priv)
 }
 
 /* AUTH answered.  Inside a hiredis callback: only record, and let the
- * notify / dead events act (hiredis 0.14 rules, LIBRARIES.md). */
+ * notify / dead events act (hiredis 0.14 rules, docs/dependencies.md). */
 static void auth_cb(redisAsyncContext *ac, void *reply, void *priv)
 {
     redislink *l = priv;

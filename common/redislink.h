@@ -10,16 +10,33 @@
  *   - a connect timer drops attempts (resolve + connect) that take longer
  *     than timeout_ms;
  *   - every (re)connect creates a fresh redisAsyncContext;
- *   - two states after the TCP connect: "connected" (the handshake runs:
- *     AUTH if a password is set, ROLE in Sentinel mode, which must answer
- *     "master", SELECT <db> if the endpoint has a db; one at a time, each
- *     reply awaited) and "ready" (every step answered well).  Only a ready
- *     link hands out its context (redislink_ctx is NULL before) and tells
- *     the user "up", so no command of a user can reach Redis before AUTH
- *     succeeded or go to a node not confirmed as master.  A refused step
- *     (AUTH error, a replica, SELECT error) drops the connection and
- *     retries with the backoff, which is reset only at ready; the
- *     handshake is bounded by timeout_ms like the connect;
+ *   - states (sentinel + resolving + connecting are bounded by timeout_ms
+ *     together, the handshake of connected by timeout_ms again):
+ *       down        nothing in progress; a retry timer (the backoff) runs;
+ *       sentinel    Sentinel mode (endpoint with REDIS_SENTINELS) only: one
+ *                   short-lived connection to the next Sentinel of the list
+ *                   (round robin across attempts) asks
+ *                   SENTINEL get-master-addr-by-name REDIS_MASTER_NAME;
+ *                   the answer is the host:port to connect to, so a
+ *                   failover is followed at the next connect;
+ *       resolving   a host name is being resolved (evdns), off the loop;
+ *       connecting  redisAsyncConnect / redisAsyncConnectUnix under way;
+ *       connected   TCP up, the handshake runs, one awaited step at a time:
+ *                   AUTH [user] password if the endpoint has a password
+ *                   (REDIS_URL userinfo or REDIS_PASSWORD; never logged),
+ *                   ROLE in Sentinel mode (must answer "master"), SELECT
+ *                   <db> if the endpoint has a db;
+ *       ready       every step answered well: the context is handed out.
+ *     Only a ready link hands out its context (redislink_ctx is NULL in
+ *     every other state) and tells the user "up", so no command of a user
+ *     can reach Redis before AUTH succeeded or go to a node not confirmed
+ *     as master.  A refused step (AUTH error, a replica, SELECT error) drops
+ *     the connection and retries with the backoff, which is reset only at
+ *     ready, so a wrong password is retried ever more slowly;
+ *   - in Sentinel mode a command link sends ROLE instead of PING as its
+ *     keepalive: a master demoted by a failover no longer answers "master",
+ *     the link is dropped within a ping interval and the Sentinels are asked again
+ *     (docs/scaling.md, "Redis high availability with Sentinel");
  *   - while up, a PING goes out every ping interval; no reply within the
  *     ping timeout declares the link dead: it is dropped and reconnected, so
  *     a half-open TCP connection is noticed in seconds.  In SUBSCRIBE mode

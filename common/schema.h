@@ -1,5 +1,5 @@
 /*
- * Redis schema shared by shard and router (DESIGN.md "Redis schema").
+ * Redis schema shared by shard and router (docs/contract.md, "Redis schema").
  * With prefix P (default "odin:"):
  *   P route:<token>       SET of shard ids holding a subscriber of <token>
  *   P shard:<id>          HASH instance,endpoint,pid,host,started_at,
@@ -10,7 +10,7 @@
  *                         (below; lease writes wait for it)
  *   P shards              SET of shard ids that registered and have not been
  *                         cleaned up (lets routers find dead shards' leftovers
- *                         without SCAN; an addition to the DESIGN schema)
+ *                         without SCAN; an addition to the original schema)
  *   P routes              pub/sub channel: a route change publishes the token
  *                         itself; shard events publish "shard:up:<id>" or
  *                         "shard:down:<id>" (':' cannot occur in a token).

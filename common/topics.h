@@ -17,7 +17,7 @@ typedef struct topic_info {
     int priority;           /* 1 = highest    */
 } topic_info;
 
-/* The eight default topics, in DESIGN.md order. */
+/* The eight default topics, in the order of docs/contract.md, "Kafka input". */
 extern const topic_info topics_default[];
 extern const size_t topics_default_count;
 

@@ -4,7 +4,7 @@
  * results or report to the owner; anything that would issue commands from a
  * connect/disconnect notification runs from libevent events (common/redislink.h) and
  * discovery rounds start from a zero-delay event (hiredis 0.14 rules,
- * LIBRARIES.md).
+ * docs/dependencies.md).
  */
 #include "router/discovery.h"
 

@@ -1,6 +1,6 @@
 /*
  * Record classification: is a consumed record deliverable, and how (to the
- * shards holding its token, or to everyone)?  Pure (tests/unit/test_dispatch.c).
+ * shards holding its token, or to everyone)?  Pure (tests/unit/test_router_config.c).
  *
  * Checks, in order: topic known (else unknown_topic), then common/record.h
  * (record_check, the same function a shard's reconnect replay applies): key non-empty

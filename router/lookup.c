@@ -2,7 +2,7 @@
  * Route lookup of a batch: arena, miss table, one pipelined SMEMBERS round
  * trip (contract in lookup.h).  Reply callbacks only record results; the
  * owner is called from the zero-delay `ev_done` event or the timeout timer
- * (hiredis 0.14 rules, LIBRARIES.md).
+ * (hiredis 0.14 rules, docs/dependencies.md).
  */
 #include "router/lookup.h"
 

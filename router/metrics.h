@@ -1,6 +1,6 @@
 /*
  * Router metrics: plain counters owned by the loop thread, fixed-bucket
- * histograms, and Prometheus text rendering (tests/unit/test_router_metrics.c).
+ * histograms, and Prometheus text rendering (tests/unit/test_router_config.c).
  * Everything runs on the one loop thread, so no atomics.
  */
 #ifndef ODIN_ROUTER_METRICS_H

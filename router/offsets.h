@@ -1,6 +1,6 @@
 /*
  * Per-partition offset tracker for at-least-once consumption.  Pure: no
- * librdkafka, no I/O (tests/unit/test_offsets.c).
+ * librdkafka, no I/O (tests/unit/test_router_offsets.c).
  *
  * The router registers, in consume order, the offset range each batch took
  * from a partition (a "segment"), and marks segments done when every record

@@ -4,7 +4,7 @@
  * router learns when a frame has been completely written (its records'
  * offsets may then be stored) or has to be dropped (connection lost).  Pure:
  * the caller does the write() and reports how many bytes went out
- * (tests/unit/test_outq.c).
+ * (tests/unit/test_router_outq.c).
  *
  * Frames are appended straight into the queue's buffer (frame_batch_* on
  * router_outq_buf()), then router_outq_mark() records the frame end.  Bytes

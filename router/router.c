@@ -262,7 +262,7 @@ static void end_hold(router *r)
 }
 
 /* How the batch in hand goes out: targeted when "no route" can be trusted;
- * fallback broadcast when Redis is down after routes were known (DESIGN.md)
+ * fallback broadcast when Redis is down after routes were known (docs/contract.md)
  * or a hold reached ROUTER_HOLD_MAX_MS; otherwise MODE_HOLD. */
 static int decide(router *r)
 {

@@ -1,6 +1,6 @@
 /*
  * Kafka topic -> channel category map for the router (KAFKA_TOPICS and
- * BROADCAST_TOPICS).  Pure parsing, unit-tested in tests/unit/test_topicmap.c.
+ * BROADCAST_TOPICS).  Pure parsing, unit-tested in tests/unit/test_router_topicmap.c.
  *
  * KAFKA_TOPICS is a comma-separated list; each entry is
  *   "odin.trades"          a default topic (common/topics.h), its category

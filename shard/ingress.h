@@ -1,18 +1,34 @@
 /*
- * Router ingress: a Unix-domain stream socket (SHARD_SOCKET, and
- * SHARD_TCP_ADDR if set) that routers connect to (several at once).  Each
- * connection runs the link handshake (proto/handshake.h: HELLO both ways,
- * the router's naming this shard and one of its endpoints, then AUTH with
- * SHARD_INGRESS_SECRET) before any DELIVERY is accepted.  Until then it is
- * "pending": in a pool of its own (SHARD_INGRESS_MAX_PENDING, at most
- * SHARD_INGRESS_IP_MAX_PENDING per source address), with a decoder capped
- * at FRAME_HANDSHAKE_MAX and SHARD_INGRESS_AUTH_TIMEOUT_MS to finish; only
- * authenticated routers count against SHARD_MAX_ROUTERS.  Refusals are
- * logged (rate-limited) and counted by reason; a malformed or oversized
- * frame is closed with a logged reason and counted in
- * shard_frames_errors_total.  DELIVERY records are handed to the server's
- * fan-out; records for tokens without local subscribers are dropped there
- * and counted.
+ * Router ingress: where routers connect to a shard (several at once).
+ *
+ * Listeners: always a Unix-domain stream socket (SHARD_SOCKET; default
+ * <SHARD_SOCKET_DIR>/odin-shard-<id>.sock), and with SHARD_TCP_ADDR also a
+ * TCP listener (host:port) for routers on other hosts; TCP links get
+ * SO_KEEPALIVE (NET_KEEPALIVE_*, common/net.h).  Both carry the same frames
+ * (docs/protocol.md, "Router <-> shard frames").  A non-loopback
+ * SHARD_TCP_ADDR needs SHARD_INGRESS_SECRET (shard/settings.c refuses to
+ * start otherwise, unless SHARD_INGRESS_INSECURE=true).
+ *
+ * Handshake: each connection runs the link handshake v2 of
+ * proto/handshake.h (FRAME_PROTO_VERSION 2): HELLO both ways, the router's
+ * naming this shard (target) and one of its endpoints, then, with
+ * SHARD_INGRESS_SECRET, AUTH both ways (HMAC-SHA256 over both HELLOs; the
+ * router proves first, the shard answers only a router that proved).  No
+ * DELIVERY is accepted before the handshake is done.
+ *
+ * Pre-auth pool: until then a connection is "pending", in a pool of its own
+ * (SHARD_INGRESS_MAX_PENDING, at most SHARD_INGRESS_IP_MAX_PENDING per
+ * source address), with a decoder capped at FRAME_HANDSHAKE_MAX and
+ * SHARD_INGRESS_AUTH_TIMEOUT_MS to finish; only authenticated routers count
+ * against SHARD_MAX_ROUTERS.  Refusals are logged (rate-limited) and
+ * counted by reason (shard_ingress_refused_total{reason},
+ * shard_ingress_auth_failures_total); a malformed or oversized frame is
+ * closed with a logged reason and counted in shard_frames_errors_total.
+ *
+ * DELIVERY records are handed to the server's fan-out; records for tokens
+ * without local subscribers are dropped there and counted.
+ * Tests: tests/unit/test_handshake.c (the state machine),
+ * tests/it/test_shard_proto.c, tests/it/test_e2e.c.
  */
 #ifndef ODIN_SHARD_INGRESS_H
 #define ODIN_SHARD_INGRESS_H
@@ -21,7 +37,8 @@
 
 typedef struct shard_ingress shard_ingress;
 
-/* Bind SHARD_SOCKET (a stale socket file is replaced) and listen.  NULL on
+/* Bind SHARD_SOCKET (a stale socket file is replaced; a live one is
+ * refused) and, with SHARD_TCP_ADDR, the TCP listener, and listen.  NULL on
  * failure (logged). */
 shard_ingress *shard_ingress_new(shard_ctx *ctx);
 

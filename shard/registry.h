@@ -1,5 +1,5 @@
 /*
- * Redis registration of a shard (DESIGN.md "Redis schema", common/schema.h).
+ * Redis registration of a shard (docs/contract.md, "Redis schema"; common/schema.h).
  *
  * - Lease: HASH P shard:<id> (instance, endpoint, pid, host, started_at,
  *   connections, tokens, ws_addr, synced) with a TTL of SHARD_LEASE_TTL, rewritten every TTL/3;

@@ -9,11 +9,13 @@
 #     shard/settings.*), which must exist (globs must match something);
 #   * bare test file names (test_net.c), which must exist under tests/;
 #   * relative Markdown links ([x](scaling.md#anchor)), which must exist
-#     relative to the document;
-#   * citations of files outside the repository (the former design notes
-#     DESIGN.md, LIBRARIES.md, STYLE.md, or absolute paths under /work/):
-#     the contract lives in docs/contract.md, library facts in
-#     docs/dependencies.md, the house style in docs/style.md.
+#     relative to the document, and their #anchor must name a heading of
+#     the target (GitHub's anchors);
+#   * citations of files outside the repository: the design, library and
+#     style notes the project started from (by their file names), or
+#     absolute paths under /work/.  The contract lives in docs/contract.md,
+#     library facts in docs/dependencies.md, the house style in
+#     docs/style.md.
 # Prints one line per finding (file:line: what) and exits 1 if any.
 # Needs no server: run by tools/run-tests.sh like every tests/it/*.sh, or
 # directly (ODIN_TOP defaults to the repository this script is in).
@@ -47,8 +49,8 @@ files.sort()
 path_re = re.compile(
     r'(?<![\w./@:<>{}*-])((?:%s)/[\w./*{},<>-]*[\w*}>])' % '|'.join(map(re.escape, dirs)))
 bare_test_re = re.compile(r'(?<![\w/.*-])(test_\w+\.c)\b')
-md_link_re = re.compile(r'\]\(([^)\s#]+)(?:#[^)]*)?\)')
-outside_re = re.compile(r'\b(DESIGN\.md|LIBRARIES\.md|STYLE\.md)\b|(?<![\w.])/work/')
+md_link_re = re.compile(r'\]\(([^)\s#]*)(?:#([^)\s]*))?\)')
+outside_re = re.compile(r'\b(?:DESIGN|LIBRARIES|STYLE)\.md\b|(?<![\w.])/work/')
 
 def expand_braces(p):
     m = re.search(r'\{([^{}]*)\}', p)
@@ -83,6 +85,22 @@ def exists(p, base=top):
             return False
     return True
 
+def slugs(path):
+    # GitHub's heading anchors: lower case, punctuation dropped (letters,
+    # digits, '_', '-' and spaces kept), spaces -> '-', repeats get -1, -2
+    out, seen, fence = set(), {}, False
+    for line in open(path, encoding='utf-8'):
+        if line.startswith('```'):
+            fence = not fence
+        m = None if fence else re.match(r'#{1,6}\s+(.*?)\s*#*\s*$', line)
+        if not m:
+            continue
+        slug = re.sub(r'[^\w\- ]', '', m.group(1).lower()).replace(' ', '-')
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        out.add(slug if n == 0 else '%s-%d' % (slug, n))
+    return out
+
 test_names = set()
 for root, _, names in os.walk(os.path.join(top, 'tests')):
     test_names.update(n for n in names if n.startswith('test_'))
@@ -113,11 +131,17 @@ for f in files:
                 findings.append('%s: cites %s, which is not under tests/' % (where, m.group(1)))
         if f.endswith('.md'):
             for m in md_link_re.finditer(line):
-                t = m.group(1)
+                t, anchor = m.group(1), m.group(2)
                 if re.match(r'[a-z]+:', t) or t.startswith('/'):
                     continue
-                if not exists(t, os.path.join(top, os.path.dirname(f))):
+                base = os.path.join(top, os.path.dirname(f))
+                if t and not exists(t, base):
                     findings.append('%s: links %s, which does not exist' % (where, t))
+                    continue
+                target = os.path.normpath(os.path.join(base, t)) if t else os.path.join(top, f)
+                if anchor and target.endswith('.md') and anchor not in slugs(target):
+                    findings.append('%s: links %s#%s, a heading that does not exist'
+                                    % (where, t, anchor))
 
 for x in findings:
     print(x)

@@ -663,7 +663,7 @@ static void fifty_exactly_once(client *c, const char *tok, const char *chan, con
 }
 
 /* A shard registered with a tcp:// endpoint is fed over TCP with the same
- * frames (DESIGN.md "More hosts"). */
+ * frames (docs/contract.md, "Scaling out"). */
 static void test_tcp_endpoint(void **st)
 {
     (void)st;

@@ -164,7 +164,7 @@ wsc *wsc_connect_raw(const char *host, int port, const wsc_opts *opts)
     c->fd = fd;
     c->status = -1;
     c->close_code = -1;
-    /* the handshake text and its check come from common/lg_ws.h */
+    /* the handshake text and its check come from tools/lib/lg_ws.h */
     unsigned char raw[16];
     char key[LG_WS_KEY_LEN + 1];
     RAND_bytes(raw, sizeof(raw));

@@ -1,4 +1,4 @@
-/* common/eventgen: PRNG, Zipf sampler, topic -> type, event JSON builder. */
+/* tools/lib/eventgen: PRNG, Zipf sampler, topic -> type, event JSON builder. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>

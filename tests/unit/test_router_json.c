@@ -1,4 +1,4 @@
-/* router/jsonval.c: the allocation-free validator must give jansson's
+/* common/jsonval.c: the allocation-free validator must give jansson's
  * json_loadb(JSON_DECODE_ANY) verdict on every input: a corpus of edge
  * cases, nesting limits, and many random mutations of real-looking values. */
 #include <setjmp.h>

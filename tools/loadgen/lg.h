@@ -2,7 +2,7 @@
  * odin-loadgen internals shared by the parent (main.c) and the worker
  * processes (worker.c).  The parent parses settings into an lg_cfg, forks
  * one worker per plan entry, and each worker reports to the parent over
- * its own pipe (common/lg_report.h frames).
+ * its own pipe (tools/lib/lg_report.h frames).
  */
 #ifndef ODIN_TOOLS_LOADGEN_LG_H
 #define ODIN_TOOLS_LOADGEN_LG_H

@@ -1,7 +1,7 @@
 /*
  * odin-loadgen: WebSocket load generator for odin-dispatch shards.
  *
- * The parent parses settings, computes the plan (common/lg_plan.h), forks
+ * The parent parses settings, computes the plan (tools/lib/lg_plan.h), forks
  * the workers (tools/loadgen/worker.c), merges their reports (counters and
  * latency histogram deltas over one pipe per worker), prints a live
  * progress line on stderr, stops the workers LG_DURATION_S after the ramp

@@ -1,6 +1,6 @@
 /*
  * odin-publish: a librdkafka producer that publishes realistic Odin events
- * (common/eventgen.h) for load tests and benchmarks.
+ * (tools/lib/eventgen.h) for load tests and benchmarks.
  *
  * Each record: key = token, value = {"type":..,"timestamp":<ms>,
  * "publish_us":<us>,"data":{"token":..,...}} with the type matching the
