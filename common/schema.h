@@ -3,8 +3,8 @@
  * With prefix P (default "odin:"):
  *   P route:<token>       SET of shard ids holding a subscriber of <token>
  *   P shard:<id>          HASH instance,endpoint,pid,host,started_at,
- *                         connections,tokens,ws_addr,synced; TTL lease
- *                         refreshed by heartbeat
+ *                         connections,tokens,ws_addr,admin_addr,synced;
+ *                         TTL lease refreshed by heartbeat
  *   P shard:<id>:tokens   SET reverse index of the shard's tokens
  *   P shard:<id>:sweep    STRING, a router's dead-shard sweep of <id> runs
  *                         (below; lease writes wait for it)

@@ -2,7 +2,8 @@
  * Redis registration of a shard (docs/contract.md, "Redis schema"; common/schema.h).
  *
  * - Lease: HASH P shard:<id> (instance, endpoint, pid, host, started_at,
- *   connections, tokens, ws_addr, synced) with a TTL of SHARD_LEASE_TTL, rewritten every TTL/3;
+ *   connections, tokens, ws_addr, admin_addr, synced) with a TTL of
+ *   SHARD_LEASE_TTL, rewritten every TTL/3;
  *   SADD P shards <id>; PUBLISH P routes "shard:up:<id>" when registering.
  * - Routes: the first local subscriber of a token adds the shard to
  *   P route:<token> and the reverse index (EVAL SCHEMA_LUA_ROUTE, which also

@@ -7,7 +7,9 @@
 #   * paths under a top-level directory of the repository (common/net.c,
 #     tests/unit/test_net.c, docs/protocol.md, tests/it/*.sh, common/net.{c,h},
 #     shard/settings.*), which must exist (globs must match something);
-#   * bare test file names (test_net.c), which must exist under tests/;
+#   * bare test file names (test_net.c), which must exist under tests/, and
+#     test cases cited after their file (`test_net` `test_redislink_...`),
+#     which must occur in that file;
 #   * relative Markdown links ([x](scaling.md#anchor)), which must exist
 #     relative to the document, and their #anchor must name a heading of
 #     the target (GitHub's anchors);
@@ -22,7 +24,7 @@
 set -euo pipefail
 top=${ODIN_TOP:-$(cd "$(dirname "$0")/../.." && pwd)}
 exec python3 - "$top" <<'PY'
-import glob, os, re, sys
+import bisect, functools, glob, os, re, sys
 
 top = sys.argv[1]
 # Top-level directories whose paths are checked.  build*/ and run/ are
@@ -85,6 +87,7 @@ def exists(p, base=top):
             return False
     return True
 
+@functools.lru_cache(maxsize=None)
 def slugs(path):
     # GitHub's heading anchors: lower case, punctuation dropped (letters,
     # digits, '_', '-' and spaces kept), spaces -> '-', repeats get -1, -2
@@ -102,8 +105,15 @@ def slugs(path):
     return out
 
 test_names = set()
+test_src = {}            # test file stem -> its text (for cited test cases)
 for root, _, names in os.walk(os.path.join(top, 'tests')):
     test_names.update(n for n in names if n.startswith('test_'))
+    for n in names:
+        if n.startswith('test_') and n.endswith('.c'):
+            test_src[n[:-2]] = open(os.path.join(root, n), encoding='utf-8').read()
+# "`test_net` `test_redislink_ready_after_auth`": a test case named after
+# its file, also across a line break of a comment or paragraph
+case_re = re.compile(r'`?(test_\w+)`?,?\s*(?:\n\s*\*?\s*)?`(test_\w+)`')
 
 self_path = os.path.join('tests', 'it', 'header_refs.sh')
 findings = []
@@ -114,34 +124,41 @@ for f in files:
         text = open(os.path.join(top, f), encoding='utf-8').read()
     except UnicodeDecodeError:
         continue
-    for lineno, line in enumerate(text.split('\n'), 1):
-        where = '%s:%d' % (f, lineno)
-        for m in outside_re.finditer(line):
-            findings.append('%s: cites %s, outside the repository' % (where, m.group(0)))
-        for m in path_re.finditer(line):
-            p = m.group(1).rstrip('.,')
-            if p.endswith('}') and '{' not in p:
-                p = p[:-1]              # ${X:?run through tools/run-tests.sh}
-            if skip_path(p):
+    nl = [m.start() for m in re.finditer('\n', text)]
+    def at(pos):
+        return '%s:%d' % (f, bisect.bisect_left(nl, pos) + 1)
+    for m in case_re.finditer(text):
+        stem, case = m.group(1), m.group(2)
+        if stem in test_src and case not in test_src and \
+                not re.search(r'\b%s\b' % re.escape(case), test_src[stem]):
+            findings.append('%s: cites test case %s of %s, which has none of that name'
+                            % (at(m.start()), case, stem))
+    for m in outside_re.finditer(text):
+        findings.append('%s: cites %s, outside the repository' % (at(m.start()), m.group(0)))
+    for m in path_re.finditer(text):
+        p = m.group(1).rstrip('.,')
+        if p.endswith('}') and '{' not in p:
+            p = p[:-1]              # ${X:?run through tools/run-tests.sh}
+        if skip_path(p):
+            continue
+        if not exists(p):
+            findings.append('%s: cites %s, which does not exist' % (at(m.start()), p))
+    for m in bare_test_re.finditer(text):
+        if m.group(1) not in test_names:
+            findings.append('%s: cites %s, which is not under tests/' % (at(m.start()), m.group(1)))
+    if f.endswith('.md'):
+        for m in md_link_re.finditer(text):
+            t, anchor = m.group(1), m.group(2)
+            if re.match(r'[a-z]+:', t) or t.startswith('/'):
                 continue
-            if not exists(p):
-                findings.append('%s: cites %s, which does not exist' % (where, p))
-        for m in bare_test_re.finditer(line):
-            if m.group(1) not in test_names:
-                findings.append('%s: cites %s, which is not under tests/' % (where, m.group(1)))
-        if f.endswith('.md'):
-            for m in md_link_re.finditer(line):
-                t, anchor = m.group(1), m.group(2)
-                if re.match(r'[a-z]+:', t) or t.startswith('/'):
-                    continue
-                base = os.path.join(top, os.path.dirname(f))
-                if t and not exists(t, base):
-                    findings.append('%s: links %s, which does not exist' % (where, t))
-                    continue
-                target = os.path.normpath(os.path.join(base, t)) if t else os.path.join(top, f)
-                if anchor and target.endswith('.md') and anchor not in slugs(target):
-                    findings.append('%s: links %s#%s, a heading that does not exist'
-                                    % (where, t, anchor))
+            base = os.path.join(top, os.path.dirname(f))
+            if t and not exists(t, base):
+                findings.append('%s: links %s, which does not exist' % (at(m.start()), t))
+                continue
+            target = os.path.normpath(os.path.join(base, t)) if t else os.path.join(top, f)
+            if anchor and target.endswith('.md') and anchor not in slugs(target):
+                findings.append('%s: links %s#%s, a heading that does not exist'
+                                % (at(m.start()), t, anchor))
 
 for x in findings:
     print(x)
