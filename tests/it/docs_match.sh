@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Docs match the code: every setting each binary's --help lists, and every
-# metric a live shard and router export, is documented in docs/; and every
+# metric a live shard and router export, is documented in docs/; the
+# generated settings tables are what this build's --help generates; and every
 # metric the metric tables of docs/operations.md name is exported by a live
 # shard or router (no series documented that does not exist).
 set -euo pipefail
@@ -16,6 +17,18 @@ for bin in odin-devbroker odin-publish odin-loadgen odin-watch odin-ctl odin-res
     for env in $("$B/$bin" --help | sed -n 's/^  --[a-z0-9-]*, \([A-Z0-9_]*\) (.*/\1/p'); do
         grep -rq "$env" "$top/docs/" || { echo "docs/ lacks $bin setting $env"; fail=1; }
     done
+done
+# The settings tables between <!-- settings:odin-X --> markers are generated
+# (tools/settings-table.py); regenerated from this build they must not change
+# (a default or help line edited in the code but not in the docs).
+for doc in operations.md tools.md; do
+    cp "$top/docs/$doc" "$ODIN_TMP/docs-match-$doc"
+    python3 "$top/tools/settings-table.py" --update "$B" "$ODIN_TMP/docs-match-$doc"
+    if ! cmp -s "$top/docs/$doc" "$ODIN_TMP/docs-match-$doc"; then
+        echo "docs/$doc: generated settings table is stale; run tools/settings-table.py --update build docs/operations.md docs/tools.md"
+        diff "$top/docs/$doc" "$ODIN_TMP/docs-match-$doc" | head -n 20
+        fail=1
+    fi
 done
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
