@@ -74,7 +74,8 @@ lookup *lookup_new(struct event_base *base, redislink *cmd, route_cache *cache,
                    router_metrics *m, const lookup_opts *opts,
                    const lookup_callbacks *cb);
 /* Pending replies are ignored afterwards only if the connection is freed
- * first: free the rconn before the lookup.  NULL is a no-op. */
+ * first: free the redislink (discovery owns it) before the lookup.  NULL is
+ * a no-op. */
 void lookup_free(lookup *lk);
 
 /* Start a new batch: the arena and the miss table are emptied (earlier

@@ -1,7 +1,9 @@
 /*
  * The shard process: one event loop, one shard_ctx shared by its modules
- * (server = clients and HTTP, ingress = router socket, registry = Redis,
- * subs = channel index).  main.c parses settings and calls shard_run().
+ * (server = clients and HTTP, ingress = router links, registry = Redis,
+ * subs = channel index, resume = reconnect replays, whose reader is the one
+ * other thread).  main.c parses settings and calls shard_run().  Module map
+ * and threads: docs/architecture.md, sections 16 and 8.
  */
 #ifndef ODIN_SHARD_SHARD_H
 #define ODIN_SHARD_SHARD_H
