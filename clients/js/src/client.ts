@@ -104,6 +104,7 @@ export class OdinClient {
     private urlIndex = -1;
     private attempt = 0;
     private stopped = true;
+    private closeCalled = false;
 
     /** Subscribed channels (wanted, whether or not acked yet). */
     private channels = new Set<string>();
@@ -146,7 +147,11 @@ export class OdinClient {
         this.clock = options.clock ?? realClock;
         this.ordered = options.urlOrder === "ordered";
         for (const ch of options.channels ?? []) this.addChannel(ch);
-        if (options.autoConnect !== false) this.connect();
+        // deferred, so listeners added right after construction see the
+        // first "connecting"
+        if (options.autoConnect !== false) {
+            Promise.resolve().then(() => { if (!this.closeCalled) this.connect(); });
+        }
     }
 
     /* ---- events ---------------------------------------------------------- */
@@ -211,6 +216,7 @@ export class OdinClient {
 
     /** Starts (or restarts after close()) connecting. */
     connect(): void {
+        this.closeCalled = false;
         if (!this.stopped) return;
         this.stopped = false;
         this.attempt = 0;
@@ -273,6 +279,7 @@ export class OdinClient {
 
     /** Closes the connection and stops reconnecting (state "closed"). */
     close(): void {
+        this.closeCalled = true;
         if (this.stopped) return;
         this.stopped = true;
         this.clearTimers();

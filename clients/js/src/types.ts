@@ -220,7 +220,8 @@ export interface ClientOptions {
     /** Uniform [0, 1) source, for tests (Math.random). */
     random?: () => number;
     clock?: Clock;
-    /** Connect at construction (true); false: call connect(). */
+    /** Connect right after construction (true: in a microtask, so
+     *  listeners added synchronously see every event); false: call connect(). */
     autoConnect?: boolean;
 }
 
