@@ -97,4 +97,26 @@ cat "$T/clients.out"
 [ $rc -eq 0 ] || fail "clients: exit $rc; $(tail -5 "$T/clients.log")"
 jq -e '.ok and .missing == 0 and .extra == 0 and .duplicates_delivered == 0 and .refetches == 0' \
     "$T/clients.out" >/dev/null || fail "summary"
+echo "resume: $(jq -c '{clients, tokens, produced_per_client, received, missing, extra, duplicates_delivered, duplicates_dropped, resumes, replayed, refetches}' "$T/clients.out")"
+
+# Refusals: real shards answer reconnect_error and the library emits exactly
+# one refetch per channel with that code, then goes live.  Shard 4 reads
+# Kafka but replays at most 10 records; shard 5 has no Kafka.
+p4=$(free_port); p5=$(free_port)
+SHARD_ID="jsc-$$-4" WS_ADDR="127.0.0.1:$p4" SHARD_SOCKET="$T/s4.sock" RESUME_MAX_RECORDS=10 \
+    "$B/odin-shard" >"$T/shard4.log" 2>&1 & pids+=($!)
+env -u KAFKA_BROKERS SHARD_ID="jsc-$$-5" WS_ADDR="127.0.0.1:$p5" SHARD_SOCKET="$T/s5.sock" \
+    "$B/odin-shard" >"$T/shard5.log" 2>&1 & pids+=($!)
+for p in "$p4" "$p5"; do wait_until 15 curl -fsS "http://127.0.0.1:$p/health" || fail "shard on $p did not start"; done
+read -r t0 part0 _ < <(grep "^JSC$$_0 " "$T/expected" | head -1)
+read -r t1 part1 _ < <(grep "^JSC$$_1 " "$T/expected" | head -1)
+cases=$(jq -cn --arg u4 "ws://127.0.0.1:$p4/ws" --arg u5 "ws://127.0.0.1:$p5/ws" \
+    --arg c0 "$t0.trade" --arg c1 "$t1.trade" --argjson p0 "$part0" --argjson p1 "$part1" '[
+  {url: $u4, want: "TOO_FAR_BEHIND",     channels: {($c0): {p: $p0, seq: -1}, ($c1): {p: $p1, seq: -1}}},
+  {url: $u4, want: "INVALID_POSITION",   channels: {($c0): {p: 9999, seq: 0}}},
+  {url: $u5, want: "RESUME_UNAVAILABLE", channels: {($c0): {p: $p0, seq: 0}, ($c1): {p: $p1, seq: 0}}}
+]')
+(cd "$js" && node test/it/refetch_codes.mjs "$cases") >"$T/refetch.out" 2>"$T/refetch.log" ||
+    { cat "$T/refetch.out"; fail "refetch codes: $(tail -3 "$T/refetch.log")"; }
+cat "$T/refetch.out"
 echo "PASS: $(jq -c '{clients, tokens, produced_per_client, received, missing, extra, duplicates_delivered, duplicates_dropped, resumes, replayed, refetches}' "$T/clients.out")"
