@@ -42,8 +42,11 @@ export REDIS_URL="$ODIN_REDIS_URL" REDIS_PREFIX="jsc$$:" KAFKA_BROKERS="$ODIN_KA
 tokens=$(for i in $(seq 0 $((NTOK - 1))); do printf 'JSC%s_%s,' "$$" "$i"; done); tokens=${tokens%,}
 
 rp=$(free_port)
+# earliest: a new group starts at the beginning, so no record produced
+# between the assignment and the first fetch can be skipped (the tokens are
+# new: nothing of theirs is in Kafka before the test produces)
 "$B/odin-router" --kafka-group "jsc-$$" --http-addr "127.0.0.1:$rp" \
-    --discovery-interval-ms 200 \
+    --discovery-interval-ms 200 --kafka-offset-reset earliest \
     --kafka-options "fetch.wait.max.ms=1,topic.metadata.refresh.interval.ms=1000,session.timeout.ms=6000" \
     >"$T/router.log" 2>&1 & pids+=($!)
 ports=(); urls=(); shard_pid=()
