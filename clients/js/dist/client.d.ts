@@ -24,6 +24,10 @@ export declare class OdinClient {
     private urlIndex;
     private attempt;
     private stopped;
+    /** Bumped by every openSocket and close(): after calling listeners,
+     *  code that goes on checks the connection it works for is still the
+     *  current one (a listener may have called close() or connect()). */
+    private gen;
     private closeCalled;
     /** Subscribed channels (wanted, whether or not acked yet). */
     private channels;

@@ -64,6 +64,10 @@ export class OdinClient {
         this.urlIndex = -1;
         this.attempt = 0;
         this.stopped = true;
+        /** Bumped by every openSocket and close(): after calling listeners,
+         *  code that goes on checks the connection it works for is still the
+         *  current one (a listener may have called close() or connect()). */
+        this.gen = 0;
         this.closeCalled = false;
         /** Subscribed channels (wanted, whether or not acked yet). */
         this.channels = new Set();
@@ -243,6 +247,7 @@ export class OdinClient {
         if (this.stopped)
             return;
         this.stopped = true;
+        this.gen++;
         this.clearTimers();
         const ws = this.ws;
         this.ws = null;
@@ -280,6 +285,7 @@ export class OdinClient {
     }
     openSocket() {
         this.urlIndex = this.nextUrlIndex();
+        this.gen++;
         const url = this.urls[this.urlIndex];
         this.resetConnection();
         this.setState("connecting", {});
@@ -364,7 +370,10 @@ export class OdinClient {
         }
         this._stats.connects++;
         this.lastRx = this.clock.now();
+        const gen = this.gen;
         this.emit("open", { url: this.url });
+        if (gen !== this.gen)
+            return;
         this.scheduleHeartbeat();
         const resume = {};
         const plain = [];
@@ -490,6 +499,7 @@ export class OdinClient {
                 break;
             case "reconnect_ack": {
                 const from = this.resumeInFlight ?? {};
+                const gen = this.gen;
                 this._stats.resumes++;
                 this.emit("resumed", {
                     url: this.url,
@@ -497,7 +507,8 @@ export class OdinClient {
                     channels: Array.isArray(m.subscribed) ? m.subscribed : Object.keys(from),
                     from,
                 });
-                this.finishResume();
+                if (gen === this.gen)
+                    this.finishResume();
                 break;
             }
             case "reconnect_error":
@@ -527,12 +538,18 @@ export class OdinClient {
     /** One refetch per channel of the failed request. */
     resumeFailed(code, message, resubscribe) {
         const req = this.resumeInFlight ?? {};
+        const gen = this.gen;
+        const url = this.url;
+        // every channel of the request gets its event, whatever a listener
+        // does meanwhile; the connection work below only if still ours
         for (const ch of Object.keys(req)) {
             if (!this.channels.has(ch))
                 continue;
             this._stats.refetches++;
-            this.emit("refetch", { channel: ch, code, message, position: req[ch], url: this.url });
+            this.emit("refetch", { channel: ch, code, message, position: req[ch], url });
         }
+        if (gen !== this.gen)
+            return;
         if (resubscribe) {
             const chs = Object.keys(req).filter((c) => this.channels.has(c));
             if (chs.length)

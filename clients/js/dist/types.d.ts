@@ -80,7 +80,8 @@ export type ConnectionState = "connecting" | "resuming" | "live" | "backoff" | "
 export interface StateEvent {
     state: ConnectionState;
     previous: ConnectionState;
-    /** The URL being connected / connected to (backoff: the next one). */
+    /** The URL being connected / connected to (backoff: the one that
+     *  ended; the next connect picks one per urlOrder). */
     url: string;
     /** backoff only: the delay before the next connect, ms. */
     delayMs?: number;

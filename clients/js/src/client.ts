@@ -104,6 +104,10 @@ export class OdinClient {
     private urlIndex = -1;
     private attempt = 0;
     private stopped = true;
+    /** Bumped by every openSocket and close(): after calling listeners,
+     *  code that goes on checks the connection it works for is still the
+     *  current one (a listener may have called close() or connect()). */
+    private gen = 0;
     private closeCalled = false;
 
     /** Subscribed channels (wanted, whether or not acked yet). */
@@ -282,6 +286,7 @@ export class OdinClient {
         this.closeCalled = true;
         if (this.stopped) return;
         this.stopped = true;
+        this.gen++;
         this.clearTimers();
         const ws = this.ws;
         this.ws = null;
@@ -319,6 +324,7 @@ export class OdinClient {
 
     private openSocket(): void {
         this.urlIndex = this.nextUrlIndex();
+        this.gen++;
         const url = this.urls[this.urlIndex];
         this.resetConnection();
         this.setState("connecting", {});
@@ -398,7 +404,9 @@ export class OdinClient {
         }
         this._stats.connects++;
         this.lastRx = this.clock.now();
+        const gen = this.gen;
         this.emit("open", { url: this.url });
+        if (gen !== this.gen) return;
         this.scheduleHeartbeat();
         const resume: Record<string, Position> = {};
         const plain: string[] = [];
@@ -515,6 +523,7 @@ export class OdinClient {
             break;
         case "reconnect_ack": {
             const from = this.resumeInFlight ?? {};
+            const gen = this.gen;
             this._stats.resumes++;
             this.emit("resumed", {
                 url: this.url,
@@ -522,7 +531,7 @@ export class OdinClient {
                 channels: Array.isArray(m.subscribed) ? (m.subscribed as string[]) : Object.keys(from),
                 from,
             });
-            this.finishResume();
+            if (gen === this.gen) this.finishResume();
             break;
         }
         case "reconnect_error":
@@ -551,11 +560,16 @@ export class OdinClient {
     /** One refetch per channel of the failed request. */
     private resumeFailed(code: string, message: string, resubscribe: boolean): void {
         const req = this.resumeInFlight ?? {};
+        const gen = this.gen;
+        const url = this.url;
+        // every channel of the request gets its event, whatever a listener
+        // does meanwhile; the connection work below only if still ours
         for (const ch of Object.keys(req)) {
             if (!this.channels.has(ch)) continue;
             this._stats.refetches++;
-            this.emit("refetch", { channel: ch, code, message, position: req[ch], url: this.url });
+            this.emit("refetch", { channel: ch, code, message, position: req[ch], url });
         }
+        if (gen !== this.gen) return;
         if (resubscribe) {
             const chs = Object.keys(req).filter((c) => this.channels.has(c));
             if (chs.length) this.sendSubscribe(chs);

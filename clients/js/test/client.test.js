@@ -329,3 +329,31 @@ test("auto-connect waits for listeners added right after construction; close() b
     assert.equal(WS.instances.length, 1);
     assert.equal(d.state, "closed");
 });
+
+test("a listener that closes the client stops the connection work in progress", () => {
+    const { WS, clock, client, of } = setup({ channels: ["BTC.trade", "ETH.trade"] });
+    WS.last().open();
+    WS.last().recv(env(1, 0, "BTC.trade"));
+    WS.last().recv(env(2, 0, "ETH.trade"));
+    WS.last().serverClose();
+    clock.advance(60000);
+    client.on("refetch", () => client.close());
+    WS.last().open();
+    WS.last().recv({ type: "reconnect_error", code: "RESUME_BUSY", message: "" });
+    // both channels still get their refetch; nothing moves after closed
+    assert.deepEqual(of("refetch").map((r) => r.channel), ["BTC.trade", "ETH.trade"]);
+    assert.equal(client.state, "closed");
+    assert.equal(of("state").pop().state, "closed");
+    clock.advance(600000);
+    assert.equal(WS.instances.length, 2);
+    // close() from an "open" listener: no resume goes out
+    const b = setup({ channels: ["BTC.trade"] });
+    b.WS.last().open();
+    b.WS.last().recv(env(1, 0, "BTC.trade"));
+    b.WS.last().serverClose();
+    b.clock.advance(60000);
+    b.client.on("open", () => b.client.close());
+    b.WS.last().open();
+    assert.deepEqual(b.WS.last().sent, []);
+    assert.equal(b.of("state").pop().state, "closed");
+});
