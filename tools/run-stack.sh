@@ -120,6 +120,13 @@ done
     >"$RUN_DIR/logs/publish.out" 2>"$RUN_DIR/logs/publish.log" &
 client_pids+=($!)
 
+# the live page (clients/web + the JS client library), on a free loopback port
+python3 -u -m http.server --bind 127.0.0.1 --directory "$top/clients" 0 >"$RUN_DIR/logs/page.log" 2>&1 &
+client_pids+=($!)
+for _ in $(seq 100); do page_port=$(sed -n 's/.* port \([0-9]*\) .*/\1/p' "$RUN_DIR/logs/page.log" 2>/dev/null || true); [ -n "$page_port" ] && break; sleep 0.05; done
+page_ws=$(for i in $(seq 1 "$SHARDS"); do printf 'ws://127.0.0.1:%s/ws,' $((SHARD_PORT_BASE + i - 1)); done)
+page_url="http://127.0.0.1:${page_port:-?}/web/?ws=${page_ws%,}&channels=$WATCH_CHANNELS"
+
 cat <<INFO
 
 odin-dispatch is running ($SHARDS shards, publishing $PUBLISH_RATE events/s for $PUBLISH_TOKENS)
@@ -127,6 +134,7 @@ odin-dispatch is running ($SHARDS shards, publishing $PUBLISH_RATE events/s for 
   WebSocket per shard:    ws://127.0.0.1:$SHARD_PORT_BASE/ws ... ws://127.0.0.1:$((SHARD_PORT_BASE + SHARDS - 1))/ws
   subscribe with:         {"type":"subscribe","data":{"channels":["BTC.trade"]}}
   router health/metrics:  http://127.0.0.1:$ROUTER_HTTP_PORT/health  /metrics
+  live page (browser):    $page_url
   logs:                   $RUN_DIR/logs/
 
 In another shell, for odin-ctl and every redis-cli recipe of docs/operations.md:

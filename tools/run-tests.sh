@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Run odin-dispatch tests against real servers.
 #   tools/run-tests.sh unit|it|all BUILD_DIR [FILTER]
-# unit: every BUILD/tests/test_* (cmocka, no I/O).
+# unit: every BUILD/tests/test_* (cmocka, no I/O) and tests/unit/*.sh.
 # it:   starts a private redis-server and odin-devbroker on free ports, then
 #       runs every BUILD/it/test_* binary and every tests/it/*.sh script with
 #       ODIN_BUILD, ODIN_TMP, ODIN_REDIS_URL, ODIN_REDIS_PORT and
@@ -75,6 +75,12 @@ run_unit() {
         [ -x "$t" ] || continue
         n=$(basename "$t"); match "$n" || continue
         run_one "unit/$n" "$t"
+    done
+    # scripted unit tests (tests/unit/*.sh: the JavaScript client library)
+    for s in "$top"/tests/unit/*.sh; do
+        [ -f "$s" ] || continue
+        n=$(basename "$s" .sh); match "$n" || continue
+        run_one "unit/$n" bash "$s"
     done
 }
 

@@ -29,4 +29,7 @@ grep -q '^  export REDIS_URL=redis://127.0.0.1:[0-9]*$' "$out" || { echo "no exp
 for i in 1 2 3; do
     grep -q '"msg":"shard stopped"' "$run_dir/logs/shard-$i.log" || { echo "shard-$i did not stop cleanly"; exit 1; }
 done
+# the live page (docs/clients.md) was served on a loopback port and its URL printed
+grep -q '^  live page (browser):    http://127.0.0.1:[0-9]*/web/?ws=ws://127.0.0.1:[0-9]*/ws,' "$out" || { echo "no live page URL"; exit 1; }
+grep -q '^Serving HTTP on 127.0.0.1 port [0-9]' "$run_dir/logs/page.log" || { echo "page server did not start"; exit 1; }
 echo "run-stack smoke: ok"

@@ -1,0 +1,2 @@
+export { OdinClient, backoffCeiling, backoffDelay, buildResumeMessage, isValidChannel } from "./client.js";
+export * from "./types.js";
