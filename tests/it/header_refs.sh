@@ -71,6 +71,8 @@ def skip_path(p):
         return True
     if p.endswith(('.o', '.d')) or p.startswith('tests/fuzz/build'):
         return True                               # build output
+    if p.startswith('clients/js/node_modules'):
+        return True                               # installed by npm ci (.gitignore)
     if len(parts) == 2 and parts[1] in dirs:      # prose: "shard/router"
         return True
     return False
