@@ -34,10 +34,6 @@ command -v openssl >/dev/null || fail "openssl missing"
 export HAPROXY_STATS_PASSWORD=test-stats GRAFANA_ADMIN_PASSWORD=test-grafana
 export REDIS_PASSWORD=test-redis-pw LB_TLS_CERT_FILE="$T/odin.pem"
 export REDIS_TLS_HOST=redis.example.com
-# the Redis password is required, not defaulted
-if REDIS_PASSWORD= docker-compose -f "$C/docker-compose.yml" config >/dev/null 2>&1; then
-    fail "config passes without REDIS_PASSWORD"
-fi
 
 # a self-signed certificate for the TLS listener
 openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=odin-compose-test" \
@@ -56,13 +52,6 @@ lbcfg() { # out maxconn
 export LB_SHARD_SLOTS=128 HAPROXY_STATS_USER=admin
 maxconn=$(awk '$1 == "maxconn" { print $2; exit }' "$C/haproxy.cfg")
 [ -n "$maxconn" ] || fail "haproxy.cfg has no global maxconn"
-
-# haproxy -c with and without a certificate (and a missing one is refused)
-haproxy -c -q -f "$C/haproxy.cfg" || fail "haproxy -c without a certificate"
-LB_TLS_CERT="$T/odin.pem" haproxy -c -q -f "$C/haproxy.cfg" || fail "haproxy -c with LB_TLS_CERT"
-if LB_TLS_CERT="$T/missing.pem" haproxy -c -q -f "$C/haproxy.cfg" 2>/dev/null; then
-    fail "haproxy -c accepts a missing certificate: the TLS bind is not read"
-fi
 
 # how many fds compose's maxconn needs, as haproxy computes it: started with
 # this process' limit (below the need), it refuses and names the figure
@@ -91,6 +80,18 @@ check tls docker-compose.yml docker-compose.tls.yml || rc=1
 check redis-tls docker-compose.yml docker-compose.redis-tls.yml || rc=1
 check all docker-compose.yml docker-compose.sentinel.yml docker-compose.tls.yml || rc=1
 [ $rc = 0 ] || fail "the compose model has the problems above"
+
+# the Redis password is required, not defaulted
+if REDIS_PASSWORD= docker-compose -f "$C/docker-compose.yml" config >/dev/null 2>&1; then
+    fail "config passes without REDIS_PASSWORD"
+fi
+
+# haproxy -c with and without a certificate (and a missing one is refused)
+haproxy -c -q -f "$C/haproxy.cfg" || fail "haproxy -c without a certificate"
+LB_TLS_CERT="$T/odin.pem" haproxy -c -q -f "$C/haproxy.cfg" || fail "haproxy -c with LB_TLS_CERT"
+if LB_TLS_CERT="$T/missing.pem" haproxy -c -q -f "$C/haproxy.cfg" 2>/dev/null; then
+    fail "haproxy -c accepts a missing certificate: the TLS bind is not read"
+fi
 
 # the TLS override gives haproxy the certificate it mounts, keeps the plain
 # port on the host's loopback, and the public port stays the only public one
