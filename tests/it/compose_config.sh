@@ -6,19 +6,23 @@
 # with PROXY v2 and stats auth, Prometheus rules that promtool accepts, a
 # Grafana dashboard that is valid JSON and only names documented metrics;
 # and (issue 19) the shards' /health and /metrics on their admin port
-# (ADMIN_ADDR), where haproxy checks and Prometheus scrapes them.
+# (ADMIN_ADDR), where haproxy checks and Prometheus scrapes them.  What the
+# model means (names resolve on shared networks, limits, log rotation, fd
+# limits, Redis auth, TLS) is tests/it/compose_check.sh; the alert rules'
+# unit tests are tests/it/promtool_rules.sh.
 set -euo pipefail
 top=${ODIN_TOP:?run through tools/run-tests.sh}
 C="$top/compose"
 fail() { echo "compose: $*" >&2; exit 1; }
 
 # secrets are required, not defaulted
+export REDIS_PASSWORD=test-redis-pw
 if HAPROXY_STATS_PASSWORD= GRAFANA_ADMIN_PASSWORD=x docker-compose -f "$C/docker-compose.yml" config >/dev/null 2>&1; then
     fail "config passes without HAPROXY_STATS_PASSWORD"
 fi
 export HAPROXY_STATS_PASSWORD=test-stats GRAFANA_ADMIN_PASSWORD=test-grafana
 out=$(docker-compose -f "$C/docker-compose.yml" config)
-for svc in redis redpanda topics router shard lb prometheus grafana; do
+for svc in redis redpanda topics router shard lb prometheus alertmanager grafana; do
     grep -q "^  $svc:" <<<"$out" || fail "service $svc missing"
 done
 # shards share the socket volume with the router and derive their socket there
@@ -99,6 +103,12 @@ PY
 # haproxy: PROXY v2 to the shards, stats behind auth, slots not hardwired
 grep -q 'send-proxy-v2' "$C/haproxy.cfg" || fail "haproxy does not send PROXY v2"
 grep -q 'stats auth "${HAPROXY_STATS_USER}:${HAPROXY_STATS_PASSWORD}"' "$C/haproxy.cfg" || fail "stats without auth"
+# Prometheus sends its alerts to the compose Alertmanager
+python3 - "$C/prometheus/prometheus.yml" <<'PY' || fail "prometheus.yml does not send alerts to alertmanager:9093"
+import sys, yaml
+am = yaml.safe_load(open(sys.argv[1]))["alerting"]["alertmanagers"]
+sys.exit(0 if any("alertmanager:9093" in t for a in am for s in a["static_configs"] for t in s["targets"]) else 1)
+PY
 grep -q 'server-template shard "${LB_SHARD_SLOTS}"' "$C/haproxy.cfg" || fail "server slots hardwired"
 if command -v haproxy >/dev/null; then
     LB_SHARD_SLOTS=128 HAPROXY_STATS_USER=a HAPROXY_STATS_PASSWORD=b \
@@ -111,7 +121,7 @@ fi
 command -v promtool >/dev/null || fail "promtool missing (apt-get install prometheus; tools/deps.sh)"
 promtool check config "$C/prometheus/prometheus.yml" >/dev/null || fail "promtool check config"
 promtool check rules "$C/prometheus/alerts.yml" >/dev/null || fail "promtool check rules"
-for a in OdinShardDown OdinRouterLag OdinRouterDrops OdinRouterFallback OdinFdUse; do
+for a in OdinShardDown OdinRouterLag OdinRouterDrops OdinRouterFallback OdinFdUse OdinDeliveryLatencyHigh; do
     grep -q "alert: $a\$" "$C/prometheus/alerts.yml" || fail "alert $a missing"
 done
 
@@ -125,7 +135,7 @@ python3 -c 'import sys, yaml; [yaml.safe_load(open(f)) for f in sys.argv[1:]]' \
     "$C/grafana/provisioning/datasources/prometheus.yml" "$C/grafana/provisioning/dashboards/odin.yml"
 titles=$(jq -r '.panels[].title' "$dash")
 for t in "Connections per shard" "Deliveries per second" "Router drops by reason and shard" \
-         "Latency" "Kafka consumer lag" "Redis" "File descriptors"; do
+         "Latency" "Delivery latency" "Kafka consumer lag" "Redis" "File descriptors"; do
     grep -q "^$t" <<<"$titles" || fail "dashboard has no '$t' panel"
 done
 # every metric the dashboard and the rules use is one the daemons document

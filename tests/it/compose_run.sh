@@ -14,7 +14,7 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done; }
 trap cleanup EXIT
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-export HAPROXY_STATS_PASSWORD=x GRAFANA_ADMIN_PASSWORD=y
+export HAPROXY_STATS_PASSWORD=x GRAFANA_ADMIN_PASSWORD=y REDIS_PASSWORD=z
 
 # run_service FILES... : every router/shard service of the resolved config
 run_file() {
@@ -33,6 +33,7 @@ cmd = s.get("command") or []
 assert cmd and cmd[0] in ("odin-router", "odin-shard"), f"{svc}: command {cmd}"
 env = {k: str(v) for k, v in (s.get("environment") or {}).items()}
 env["REDIS_URL"] = os.environ["ODIN_REDIS_URL"]
+env.pop("REDIS_PASSWORD", None)           # the test Redis has no password
 env.pop("REDIS_SENTINELS", None)          # the test Redis has no Sentinel
 if "KAFKA_BROKERS" in env:
     env["KAFKA_BROKERS"] = os.environ["ODIN_KAFKA_BROKERS"]
