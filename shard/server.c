@@ -1,4 +1,5 @@
 #include "shard/server.h"
+#include "shard/adminsrv.h"
 #include "shard/envelope.h"
 #include "shard/httpreq.h"
 #include "shard/proxyproto.h"
@@ -128,6 +129,9 @@ static void on_accept(net_acceptor *a, int fd, const struct sockaddr *sa,
         if (cidr_list_match(&ctx->set->proxy_nets, c->ip, c->ip_len))
             c->flags |= CLF_TRUSTED;
     }
+    /* the live list stays in descending id order (the admin API pages it) */
+    c->id = ++srv->next_client_id;
+    c->since_ms = clock_wall_ms();
     c->next = srv->live;
     if (srv->live)
         srv->live->prev = c;
@@ -762,8 +766,10 @@ shard_server *shard_server_new(shard_ctx *ctx)
     uint64_t t0 = clock_mono_ms();
     for (int i = 0; i < 2; i++)
         tbucket_init(&srv->admin_rl[i], s->admin_rate, (double)s->admin_burst, t0);
+    tbucket_init(&srv->admin_api_rl, s->admin_rate, (double)s->admin_burst, t0);
     if (s->admin_addr && *s->admin_addr) {
-        shard_admin_callbacks acb = { .page = admin_page, .ud = srv };
+        shard_admin_callbacks acb = { .page = admin_page, .api = shard_adminsrv_api,
+                                      .ud = srv };
         if (!(srv->admin = shard_admin_new(ctx->base, s->admin_addr, &acb,
                                            srv->admin_addr, sizeof srv->admin_addr,
                                            &srv->admin_port)))
