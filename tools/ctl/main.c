@@ -410,8 +410,8 @@ static int http_req(const char *method, const char *host, int port, const char *
             int left = ms_left(deadline);
             if (left > 0 && poll(&pf, 1, left) > 0)
                 continue;
-            snprintf(err, errlen, "%s:%d did not answer: timed out after %ld ms "
-                     "(CTL_TIMEOUT_MS)", host, port, o_timeout_ms);
+            snprintf(err, errlen, "did not answer: timed out after %ld ms "
+                     "(CTL_TIMEOUT_MS)", o_timeout_ms);
         } else {
             snprintf(err, errlen, "recv from %s:%d: %s", host, port, strerror(errno));
         }
@@ -936,10 +936,7 @@ static int do_clients(const char *id, const char *from)
     long long now = (long long)clock_wall_ms();
     const char *next = NULL;
     json_t *doc = NULL;
-    int bad = 0;
-    if (!o_json)
-        printf("%-10s %-40s %8s %-8s %10s  %s\n", "ID", "ADDRESS", "AGE", "STATE", "QUEUED",
-               "CHANNELS");
+    int bad = 0, header = 0;
     for (;;) {
         char path[256];
         snprintf(path, sizeof path, "/admin/v1/clients?limit=%ld%s%s", o_page,
@@ -951,6 +948,9 @@ static int do_clients(const char *id, const char *from)
         }
         size_t k;
         json_t *e;
+        if (!o_json && !header++)
+            printf("%-10s %-40s %8s %-8s %10s  %s\n", "ID", "ADDRESS", "AGE", "STATE",
+                   "QUEUED", "CHANNELS");
         json_array_foreach(json_object_get(doc, "clients"), k, e) {
             if (o_json) {
                 json_array_append(all, e);
