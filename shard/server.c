@@ -774,8 +774,11 @@ shard_server *shard_server_new(shard_ctx *ctx)
                                            srv->admin_addr, sizeof srv->admin_addr,
                                            &srv->admin_port)))
             goto err;
-        log_kv(LOG_INFO, "admin listener (/health, /metrics)", "s:addr",
-               srv->admin_addr, NULL);
+        log_kv(LOG_INFO, "admin listener (/health, /metrics, /admin/v1)", "s:addr",
+               srv->admin_addr, "b:admin_token", s->admin_token && *s->admin_token, NULL);
+    } else if (s->admin_token && *s->admin_token) {
+        log_kv(LOG_WARN, "ADMIN_TOKEN is set but ADMIN_ADDR is not: the admin API is "
+               "served only on ADMIN_ADDR, so there is none", NULL);
     }
 
     int fd = listen_on(s->ws_addr, s->ws_reuseport, srv->ws_addr,

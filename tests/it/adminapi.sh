@@ -184,6 +184,26 @@ out=$(actl drain "$A") && grep -q "already draining" <<<"$out" || fail "drain tw
 actl undrain "$A" >/dev/null || fail undrain
 [ "$(curl -s "http://127.0.0.1:$aa/metrics" | awk '$1=="shard_draining"{print $2}')" = 0 ] || fail "still draining"
 
+# ADMIN_RATE applies to the admin API, in a bucket of its own: C allows a
+# burst of 2, then 429 (Retry-After: 1); its /health is not affected.  An
+# ADMIN_TOKEN without ADMIN_ADDR is warned about (no admin API at all).
+pc=$(free_port); ac=$(free_port)
+SHARD_ID="adm-c-$$" WS_ADDR=127.0.0.1:$pc ADMIN_ADDR=127.0.0.1:$ac ADMIN_RATE=0.001 ADMIN_BURST=2 \
+    SHARD_SOCKET="$T/c.sock" "$B/odin-shard" >"$T/c.log" 2>&1 & pids+=($!)
+wait_until 10 curl -fsS "http://127.0.0.1:$ac/health" || fail "shard C did not start"
+codes=$(for _ in 1 2 3; do curl -s -o /dev/null -w '%{http_code} ' "http://127.0.0.1:$ac/admin/v1/clients"; done)
+[ "$codes" = "200 200 429 " ] || fail "admin API rate: $codes"
+curl -s -D - -o /dev/null "http://127.0.0.1:$ac/admin/v1/channels" | grep -qi '^Retry-After: 1' || fail "Retry-After"
+curl -fsS -o /dev/null "http://127.0.0.1:$ac/health" || fail "/health shares the admin API bucket"
+curl -fsS "http://127.0.0.1:$ac/metrics" | grep -q '^ws_admin_api_rejections_total{reason="ratelimit"} 2$' \
+    || fail "429 not counted"
+pd=$(free_port)
+SHARD_ID="adm-d-$$" WS_ADDR=127.0.0.1:$pd ADMIN_TOKEN=x SHARD_SOCKET="$T/d.sock" "$B/odin-shard" >"$T/d.log" 2>&1 & pids+=($!)
+warned() { grep -q "ADMIN_TOKEN is set but ADMIN_ADDR is not" "$T/d.log"; }
+wait_until 10 warned || fail "no warning for ADMIN_TOKEN without ADMIN_ADDR"
+[ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$pd/admin/v1/clients")" = 404 ] \
+    || fail "the admin API on WS_ADDR"
+
 # a hung shard: SIGSTOP B; clients B times out within the bound
 kill -STOP "$bpid"; stopped+=("$bpid")
 t0=$(date +%s%N)

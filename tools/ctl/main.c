@@ -1,16 +1,25 @@
 /*
- * odin-ctl: operator CLI over the shard registry in Redis and the daemons'
- * HTTP endpoints.  Blocking (hiredis sync, plain sockets): it is a CLI.
+ * odin-ctl: operator CLI over the shard registry in Redis, the daemons'
+ * HTTP endpoints and admin API, and Kafka.  Blocking (hiredis sync, plain
+ * sockets, a librdkafka producer): it is a CLI.  Every Redis command and
+ * HTTP request is bounded by CTL_TIMEOUT_MS.
  *
- *   odin-ctl [--json] [--redis-url=...] [--redis-prefix=...] COMMAND [ARG]
+ *   odin-ctl [--json] [--redis-url=...] [--redis-prefix=...] COMMAND [ARG...]
  *     shards            every registered shard: lease, endpoint, clients, age
  *     routes TOKEN      the shards that hold subscribers of TOKEN
  *     tokens SHARD      the tokens SHARD registered
  *     health            /health of every live shard (and the router with
  *                       CTL_ROUTER_ADDR)
- *     drain SHARD       start a drain: SIGUSR1 to the shard's pid when it runs
- *                       on this host, else print how
- *     undrain SHARD     end a drain (the same signal, only if draining)
+ *     drain SHARD       start a drain: POST /admin/v1/drain when the shard has
+ *                       an ADMIN_ADDR and ADMIN_TOKEN is set, else SIGUSR1 to
+ *                       the shard's pid when it runs on this host, else
+ *                       print how
+ *     undrain SHARD     end a drain (the same ways, only if draining)
+ *     channels          channels and subscriber counts summed over every
+ *                       shard listed in Redis (each shard's admin API)
+ *     clients SHARD [CURSOR]  the shard's WebSocket clients
+ *     kick SHARD CLIENT close one client (code 4000)
+ *     publish TOKEN [CATEGORY] JSON  produce a test record (Kafka only)
  *
  * Same settings as the daemons (REDIS_URL, REDIS_PASSWORD, REDIS_PREFIX), so
  * it works against `make run` (export REDIS_URL=... as run-stack.sh prints)
@@ -18,7 +27,8 @@
  * equivalent redis-cli commands.
  *
  * Exit status: 0 ok; 1 a check failed (unhealthy, unreachable, unknown
- * shard); 2 usage or settings; 3 drain must be done on another host.
+ * token, shard or client, refused with 401/403, timed out); 2 usage or
+ * settings; 3 drain must be done on another host.
  */
 #include <errno.h>
 #include <netdb.h>
