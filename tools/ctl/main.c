@@ -990,7 +990,7 @@ static int do_clients(const char *id, const char *from)
         doc = NULL;
     }
     if (!bad && o_json) {
-        json_t *out = json_pack("{s:s,s:O,s:O,s:s?}", "shard", id, "clients", all, "total",
+        json_t *out = json_pack("{s:s,s:O,s:O?,s:s?}", "shard", id, "clients", all, "total",
                                 json_object_get(doc, "total"), "next", from ? next : NULL);
         json_dumpf(out, stdout, JSON_INDENT(2));
         printf("\n");
