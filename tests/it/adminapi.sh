@@ -229,5 +229,15 @@ for cmd in shards "routes X" "tokens y" channels; do
     [ $ms -lt 3000 ] || fail "hung redis ($cmd) took $ms ms"
 done
 echo "hung redis: exit $rc after $ms ms: $(cat "$T/hungr.err")"
+# ... while CTL_SHARDS names the shards' admin listeners: no Redis needed
+export CTL_SHARDS="$A=127.0.0.1:$aa,$Bid=127.0.0.1:$ab"
+out=$(CTL_TIMEOUT_MS=500 REDIS_URL="redis://127.0.0.1:$rport" actl channels) || fail "CTL_SHARDS channels: $out"
+[ "$(awk 'NR>1{print $1, $2, $3}' <<<"$out" | grep "^AD[MX]$$\.")" = "$want_after" ] || fail "CTL_SHARDS: $out"
+[ "$(CTL_TIMEOUT_MS=500 REDIS_URL="redis://127.0.0.1:$rport" actl --json clients "$Bid" | jq '.clients | length')" = 1 ] \
+    || fail "CTL_SHARDS clients"
+rc=0; REDIS_URL="redis://127.0.0.1:$rport" actl clients nope 2>"$T/st.err" || rc=$?
+[ $rc = 1 ] && grep -q "unknown shard 'nope': not in CTL_SHARDS" "$T/st.err" || fail "CTL_SHARDS unknown: $rc"
+rc=0; CTL_SHARDS=junk actl channels 2>/dev/null || rc=$?; [ $rc = 2 ] || fail "bad CTL_SHARDS: $rc"
+unset CTL_SHARDS
 kill -CONT "$r2"
 echo "adminapi: ok"

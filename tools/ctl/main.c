@@ -54,7 +54,7 @@
 #include "common/topics.h"
 
 static char *o_redis_url, *o_redis_password, *o_prefix, *o_router;
-static char *o_admin_token, *o_brokers;
+static char *o_admin_token, *o_brokers, *o_shards;
 static long o_timeout_ms, o_page;
 static int o_json, o_cluster;
 static const config_opt opts[] = {
@@ -80,6 +80,10 @@ static const config_opt opts[] = {
       "have one", 0, 0 },
     { "CTL_PAGE_SIZE", CFG_INT, &o_page, "100",
       "Entries asked per admin API request (channels, clients)", 1, 1000 },
+    { "CTL_SHARDS", CFG_STR, &o_shards, NULL,
+      "Comma-separated id=host:port of shards' ADMIN_ADDR: channels, clients and "
+      "kick ask these instead of the registry, and work while Redis is down "
+      "(unset: the shards listed in Redis)", 0, 0 },
     { "KAFKA_BROKERS", CFG_STR, &o_brokers, "127.0.0.1:9092",
       "Kafka bootstrap servers for `publish` (host:port list)", 0, 0 },
 };
@@ -728,10 +732,70 @@ static int pid_is_shard(long pid)
 
 /* ---- admin API ---------------------------------------------------------- */
 
+/* CTL_SHARDS, parsed: ids[i] -> addrs[i] (host:port). */
+static char **g_static_ids, **g_static_addrs;
+static size_t g_nstatic;
+
+/* 0, or -1 (printed) for an entry that is not id=host:port. */
+static int static_shards_parse(void)
+{
+    char **items = NULL;
+    size_t n = 0;
+    if (config_split_list(o_shards, &items, &n) != 0)
+        return -1;
+    g_static_ids = calloc(n + 1, sizeof *g_static_ids);
+    g_static_addrs = calloc(n + 1, sizeof *g_static_addrs);
+    int st = g_static_ids && g_static_addrs ? 0 : -1;
+    for (size_t i = 0; i < n && st == 0; i++) {
+        char *eq = strchr(items[i], '=');
+        char host[256];
+        int port;
+        if (!eq || eq == items[i] ||
+            config_split_hostport(eq + 1, host, sizeof host, &port) != 0) {
+            fprintf(stderr, "odin-ctl: CTL_SHARDS entry '%s' is not id=host:port\n", items[i]);
+            st = -1;
+            break;
+        }
+        *eq = '\0';
+        g_static_ids[g_nstatic] = strdup(items[i]);
+        g_static_addrs[g_nstatic] = strdup(eq + 1);
+        g_nstatic++;
+        if (!g_static_ids[g_nstatic - 1] || !g_static_addrs[g_nstatic - 1])
+            st = -1;
+    }
+    config_list_free(items, n);
+    return st;
+}
+
+static void static_shards_free(void)
+{
+    for (size_t i = 0; i < g_nstatic; i++) {
+        free(g_static_ids[i]);
+        free(g_static_addrs[i]);
+    }
+    free(g_static_ids);
+    free(g_static_addrs);
+}
+
 /* The admin listener of shard id: 0, or 1 (printed: unknown shard, no
  * live lease, no ADMIN_ADDR, Redis error). */
 static int admin_target(const char *id, lease *l, char *host, size_t hl, int *port)
 {
+    if (o_shards && *o_shards) {
+        memset(l, 0, sizeof *l);
+        for (size_t i = 0; i < g_nstatic; i++) {
+            if (strcmp(g_static_ids[i], id) != 0)
+                continue;
+            snprintf(l->id, sizeof l->id, "%s", id);
+            snprintf(l->admin_addr, sizeof l->admin_addr, "%s", g_static_addrs[i]);
+            l->live = 1;
+            if (config_split_hostport(l->admin_addr, host, hl, port) != 0)
+                return 1;
+            return 0;
+        }
+        fprintf(stderr, "odin-ctl: unknown shard '%s': not in CTL_SHARDS\n", id);
+        return 1;
+    }
     if (lease_get(id, l) != 0)
         return 1;
     if (!l->live) {
@@ -816,11 +880,16 @@ static int cmp_json_key(const void *a, const void *b)
 /* channels: every page of every live shard's /admin/v1/channels, summed. */
 static int do_channels(void)
 {
-    const char **ids;
-    size_t n;
-    redisReply *set = shard_ids(&ids, &n);
-    if (!set)
+    const char **ids = NULL;
+    size_t n = 0;
+    redisReply *set = NULL;
+    int fixed = o_shards && *o_shards;
+    if (fixed) {
+        ids = (const char **)g_static_ids;
+        n = g_nstatic;
+    } else if (!(set = shard_ids(&ids, &n))) {
         return 1;
+    }
     json_t *agg = json_object();     /* channel -> {"subscribers":n,"shards":{id:n}} */
     json_t *errors = json_array();
     int bad = 0;
@@ -829,11 +898,11 @@ static int do_channels(void)
         lease l;
         char host[256];
         int port;
-        if (lease_get(ids[i], &l) != 0) {
+        if (!fixed && lease_get(ids[i], &l) != 0) {
             bad = 1;
             break;
         }
-        if (!l.live)
+        if (!fixed && !l.live)
             continue;   /* listed but expired: nothing to ask */
         if (admin_target(ids[i], &l, host, sizeof host, &port) != 0) {
             bad = 1;
@@ -925,8 +994,10 @@ static int do_channels(void)
     free(keys);
     json_decref(errors);
     json_decref(agg);
-    free(ids);
-    freeReplyObject(set);
+    if (!fixed) {
+        free(ids);
+        freeReplyObject(set);
+    }
     return bad;
 }
 
@@ -1282,7 +1353,16 @@ int main(int argc, char **argv)
         config_free(opts, NOPTS);
         return code;
     }
-    int ro = redis_open();
+    if (o_shards && *o_shards && static_shards_parse() != 0) {
+        static_shards_free();
+        config_free(opts, NOPTS);
+        return 2;
+    }
+    /* with CTL_SHARDS, the admin API commands need no Redis */
+    int no_redis = o_shards && *o_shards &&
+                   (strcmp(c, "channels") == 0 || strcmp(c, "clients") == 0 ||
+                    strcmp(c, "kick") == 0);
+    int ro = no_redis ? 0 : redis_open();
     if (ro == -2)
         code = 2;
     if (ro == 0) {
@@ -1298,6 +1378,7 @@ int main(int argc, char **argv)
     }
     if (rc)
         redisFree(rc);
+    static_shards_free();
     config_free(opts, NOPTS);
     return code;
 }
