@@ -126,7 +126,8 @@ static size_t table(shard_settings *s, config_opt *o)
     OPT("ADMIN_ADDR", CFG_STR, &s->admin_addr, NULL,
         "host:port of an admin listener for /health and /metrics; when set "
         "they are served only there and WS_ADDR answers them 404 (unset: "
-        "served on WS_ADDR)", 0, 0);
+        "served on WS_ADDR).  The admin API (/admin/v1/...) is served only "
+        "here", 0, 0);
     OPT("ADMIN_RATE", CFG_DOUBLE, &s->admin_rate, "100",
         "/health and /metrics requests per second, each (0 = no limit); over "
         "it 429", 0, 1e9);
