@@ -76,9 +76,9 @@ int router_adminapi_partitions_json(buf *out, const router_adminapi_state *st,
         const consumer_partition *p = &v[i];
         e |= buf_appendf(out, "%s{\"topic\":", i ? "," : "");
         e |= buf_append_json_str(out, p->topic, strlen(p->topic));
-        e |= buf_appendf(out, ",\"partition\":%d,\"position\":%" PRId64 ",\"low\":%" PRId64
-                         ",\"high\":%" PRId64 ",\"lag\":%" PRId64 "}",
-                         (int)p->partition, p->position, p->low, p->high, p->lag);
+        e |= buf_appendf(out, ",\"partition\":%d,\"position\":%" PRId64 ",\"stored\":%" PRId64
+                         ",\"low\":%" PRId64 ",\"high\":%" PRId64 ",\"lag\":%" PRId64 "}",
+                         (int)p->partition, p->position, p->stored, p->low, p->high, p->lag);
     }
     e |= buf_appendf(out, "]}\n");
     return e ? -1 : 0;

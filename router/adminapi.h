@@ -6,8 +6,9 @@
  *
  *   GET /admin/v1/shards       every shard slot: lease, link state, queue,
  *                              backpressure, drops by reason; hold state
- *   GET /admin/v1/partitions   assigned partitions: position, cached
- *                              watermarks, lag; hold state
+ *   GET /admin/v1/partitions   assigned partitions: position, offset
+ *                              stored for commit, cached watermarks, lag;
+ *                              hold state
  */
 #ifndef ODIN_ROUTER_ADMINAPI_H
 #define ODIN_ROUTER_ADMINAPI_H
@@ -57,7 +58,7 @@ int router_adminapi_shards_json(buf *out, const router_adminapi_state *st,
                                 const router_adminapi_shard *v, size_t n);
 
 /* {"router":{..},"assigned":N,"partitions":[{"topic","partition",
- * "position","low","high","lag"},..]}; assigned < 0: not a group member
+ * "position","stored","low","high","lag"},..]}; assigned < 0: not a group member
  * (closed).  Values not known yet are -1.  0 or -1 (ENOMEM). */
 int router_adminapi_partitions_json(buf *out, const router_adminapi_state *st,
                                     const consumer_partition *v, size_t n,

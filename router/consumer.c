@@ -385,6 +385,7 @@ long consumer_partitions(consumer *c, consumer_partition *out, size_t max)
         snprintf(p->topic, sizeof p->topic, "%s", a->elems[i].topic);
         p->partition = a->elems[i].partition;
         p->position = a->elems[i].offset >= 0 ? a->elems[i].offset : -1;
+        p->stored = -1;
         p->low = p->high = -1;
         if (rd_kafka_get_watermark_offsets(c->rk, a->elems[i].topic, a->elems[i].partition,
                                            &p->low, &p->high) != RD_KAFKA_RESP_ERR_NO_ERROR)

@@ -155,6 +155,8 @@ typedef struct consumer_partition {
     int64_t position;     /* next offset to consume; -1 none yet */
     int64_t low, high;    /* cached watermarks; -1 unknown */
     int64_t lag;          /* high - position; -1 unknown */
+    int64_t stored;       /* filled by the router (router_offsets_position):
+                             next offset stored for commit; -1 none yet */
 } consumer_partition;
 
 /*

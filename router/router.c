@@ -874,7 +874,10 @@ size_t router_admin_shards(router *r, router_adminapi_shard *out, size_t max)
 
 long router_admin_partitions(router *r, consumer_partition *out, size_t max)
 {
-    return r->consumer ? consumer_partitions(r->consumer, out, max) : -1;
+    long n = r->consumer ? consumer_partitions(r->consumer, out, max) : -1;
+    for (long i = 0; i < n && (size_t)i < max; i++)
+        out[i].stored = router_offsets_position(r->off, out[i].topic, out[i].partition);
+    return n;
 }
 
 /* ---- lifecycle ---------------------------------------------------------- */

@@ -163,7 +163,7 @@ grep -q "published to odin.trades \[partition [0-9]*, offset [0-9]*\], key $TOK2
     || fail "publish: $out"
 got() { grep -q "\"channel\":\"$TOK2.trade\".*\"note\":\"adminapi\"" "$T/w1.out"; }
 wait_until 30 got || fail "w1 did not get the record: $(tail -3 "$T/w1.out")"
-lag_known() { rt partitions | jq -e '[.partitions[] | select(.topic=="odin.trades" and .position >= 0 and .lag >= 0)] | length > 0'; }
+lag_known() { rt partitions | jq -e '[.partitions[] | select(.topic=="odin.trades" and .position >= 0 and .lag >= 0 and .stored == .position)] | length > 0'; }
 wait_until 15 lag_known || fail "positions: $(rt partitions)"
 # the default category is trade; an unknown category or bad JSON is refused
 rc=0; ctl publish "$TOK2" nosuchcat '{}' 2>"$T/cat.err" || rc=$?

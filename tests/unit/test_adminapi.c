@@ -218,7 +218,7 @@ static void test_router_json(void **st)
     assert_true(json_is_false(json_object_get(s1, "connected")));
     json_decref(j);
     buf_reset(&b);
-    consumer_partition p[1] = { { "odin.trades", 3, 17, 0, 20, 3 } };
+    consumer_partition p[1] = { { "odin.trades", 3, 17, 0, 20, 3, 15 } };
     assert_int_equal(router_adminapi_partitions_json(&b, &rs, p, 1, 1), 0);
     j = parse(&b);
     json_t *p0 = json_array_get(json_object_get(j, "partitions"), 0);
@@ -226,6 +226,7 @@ static void test_router_json(void **st)
     assert_int_equal(json_integer_value(json_object_get(p0, "partition")), 3);
     assert_int_equal(json_integer_value(json_object_get(p0, "position")), 17);
     assert_int_equal(json_integer_value(json_object_get(p0, "lag")), 3);
+    assert_int_equal(json_integer_value(json_object_get(p0, "stored")), 15);
     assert_int_equal(json_integer_value(json_object_get(j, "assigned")), 1);
     json_decref(j);
     buf_reset(&b);
