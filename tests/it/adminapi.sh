@@ -193,10 +193,14 @@ SHARD_ID="adm-c-$$" WS_ADDR=127.0.0.1:$pc ADMIN_ADDR=127.0.0.1:$ac ADMIN_RATE=0.
 wait_until 10 curl -fsS "http://127.0.0.1:$ac/health" || fail "shard C did not start"
 codes=$(for _ in 1 2 3; do curl -s -o /dev/null -w '%{http_code} ' "http://127.0.0.1:$ac/admin/v1/clients"; done)
 [ "$codes" = "200 200 429 " ] || fail "admin API rate: $codes"
-curl -s -D - -o /dev/null "http://127.0.0.1:$ac/admin/v1/channels" | grep -qi '^Retry-After: 1' || fail "Retry-After"
+# (whole replies into variables first: `curl | grep -q` fails under pipefail
+# when grep exits before curl has written everything)
+h=$(curl -s -D - -o /dev/null "http://127.0.0.1:$ac/admin/v1/channels")
+grep -qi '^Retry-After: 1' <<<"$h" || fail "Retry-After: $h"
 curl -fsS -o /dev/null "http://127.0.0.1:$ac/health" || fail "/health shares the admin API bucket"
-curl -fsS "http://127.0.0.1:$ac/metrics" | grep -q '^ws_admin_api_rejections_total{reason="ratelimit"} 2$' \
-    || fail "429 not counted"
+m=$(curl -fsS "http://127.0.0.1:$ac/metrics") || fail "C /metrics"
+grep -q '^ws_admin_api_rejections_total{reason="ratelimit"} 2$' <<<"$m" \
+    || fail "429 not counted: $(grep ws_admin_api_rejections <<<"$m")"
 pd=$(free_port)
 SHARD_ID="adm-d-$$" WS_ADDR=127.0.0.1:$pd ADMIN_TOKEN=x SHARD_SOCKET="$T/d.sock" "$B/odin-shard" >"$T/d.log" 2>&1 & pids+=($!)
 warned() { grep -q "ADMIN_TOKEN is set but ADMIN_ADDR is not" "$T/d.log"; }
