@@ -105,6 +105,11 @@ static size_t fill_opts(router_config *c)
         "limit); over it 429", 0, 1e9);
     OPT("ADMIN_BURST", CFG_INT, admin_burst, "200",
         "/health and /metrics request burst, each", 1, 1000000000);
+    OPT("ADMIN_TOKEN", CFG_STR, admin_token, NULL,
+        "Bearer token of the admin API (/admin/v1/... on HTTP_ADDR): every "
+        "request must send 'Authorization: Bearer <token>' (else 401).  Unset: "
+        "the admin API (read-only on the router) is open to anyone who "
+        "reaches HTTP_ADDR", 0, 0);
     OPT("ROUTER_ID", CFG_STR, router_id, "",
         "Id sent in HELLO to shards (default hostname-pid).  Set explicitly (stable "
         "across restarts, unique per router) it is also the Kafka group.instance.id "

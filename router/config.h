@@ -12,7 +12,7 @@
 #include "router/metrics.h"
 #include "router/topicmap.h"
 
-#define ROUTER_CONFIG_MAX_OPTS 48
+#define ROUTER_CONFIG_MAX_OPTS 64
 
 typedef struct router_config {
     /* raw settings (strings owned by the config module) */
@@ -30,6 +30,7 @@ typedef struct router_config {
     char *http_addr, *router_id, *log_level;
     double admin_rate;        /* ADMIN_RATE, requests/s per page (0 = no limit) */
     long admin_burst;         /* ADMIN_BURST */
+    char *admin_token;        /* ADMIN_TOKEN: admin API bearer token (NULL: open) */
     long cache_size, cache_ttl_ms;
     long shard_queue_bytes, shard_stall_timeout_ms, shard_hello_timeout_ms;
     long shard_backpressure_ms;

@@ -6,6 +6,7 @@
 #include "router/consumer.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <fcntl.h>
 #include <pthread.h>
 #include <time.h>
@@ -451,6 +452,32 @@ int64_t consumer_lag(consumer *c)
 uint64_t consumer_assigned(const consumer *c)
 {
     return c->assigned;
+}
+
+long consumer_partitions(consumer *c, consumer_partition *out, size_t max)
+{
+    if (!c->rk)
+        return -1;
+    rd_kafka_topic_partition_list_t *a = NULL;
+    if (rd_kafka_assignment(c->rk, &a) != RD_KAFKA_RESP_ERR_NO_ERROR || !a)
+        return -1;
+    rd_kafka_position(c->rk, a);
+    for (int i = 0; i < a->cnt && (size_t)i < max; i++) {
+        consumer_partition *p = &out[i];
+        snprintf(p->topic, sizeof p->topic, "%s", a->elems[i].topic);
+        p->partition = a->elems[i].partition;
+        p->position = a->elems[i].offset >= 0 ? a->elems[i].offset : -1;
+        p->stored = -1;
+        p->low = p->high = -1;
+        if (rd_kafka_get_watermark_offsets(c->rk, a->elems[i].topic, a->elems[i].partition,
+                                           &p->low, &p->high) != RD_KAFKA_RESP_ERR_NO_ERROR)
+            p->low = p->high = -1;
+        p->lag = p->high >= 0 && p->position >= 0
+                     ? (p->high > p->position ? p->high - p->position : 0) : -1;
+    }
+    long n = a->cnt;
+    rd_kafka_topic_partition_list_destroy(a);
+    return n;
 }
 
 char *consumer_member_id(consumer *c)

@@ -189,6 +189,24 @@ int64_t consumer_lag(consumer *c);
 /* Partitions currently assigned. */
 uint64_t consumer_assigned(const consumer *c);
 
+/* One assigned partition (admin API). */
+typedef struct consumer_partition {
+    char topic[128];
+    int32_t partition;
+    int64_t position;     /* next offset to consume; -1 none yet */
+    int64_t low, high;    /* cached watermarks; -1 unknown */
+    int64_t lag;          /* high - position; -1 unknown */
+    int64_t stored;       /* filled by the router (router_offsets_position):
+                             next offset stored for commit; -1 none yet */
+} consumer_partition;
+
+/*
+ * Fill out[] with up to max assigned partitions (position and cached
+ * watermarks: no broker round trip).  Returns how many are assigned (may
+ * exceed max), or -1 when closed.
+ */
+long consumer_partitions(consumer *c, consumer_partition *out, size_t max);
+
 /* The group member id the coordinator gave this consumer (malloc'd, the
  * caller frees it), or NULL while not a member or when closed. */
 char *consumer_member_id(consumer *c);

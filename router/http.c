@@ -1,5 +1,8 @@
 /* /health and /metrics (contract in http.h). */
 #include "router/http.h"
+#include "router/adminapi.h"
+#include "router/shards.h"
+#include "common/adminauth.h"
 #include "common/clock.h"
 #include "common/net.h"
 #include "common/procmetrics.h"
@@ -7,6 +10,7 @@
 #include "common/tbucket.h"
 
 #include <inttypes.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -26,6 +30,9 @@ struct router_http {
     struct evhttp *http;
     tbucket rl[2];                 /* ADMIN_RATE: [0] /metrics, [1] /health */
     uint64_t rl_rejections[2];     /* router_http_ratelimit_rejections_total */
+    tbucket rl_api;                /* ADMIN_RATE: the admin API */
+    uint64_t api_requests;         /* router_admin_api_requests_total */
+    uint64_t api_rejections[2];    /* router_admin_api_rejections_total: [0] 401 [1] 429 */
     log_ratelimit log_rl;
 };
 
@@ -113,6 +120,15 @@ static void metrics(router_http *h, struct evhttp_request *req)
         buf_appendf(&b, "router_http_ratelimit_rejections_total{path=\"/metrics\"} %"
                     PRIu64 "\nrouter_http_ratelimit_rejections_total{path=\"/health\"} %"
                     PRIu64 "\n", h->rl_rejections[0], h->rl_rejections[1]) != 0 ||
+        prom_counter(&b, "router_admin_api_requests_total",
+                     "Admin API requests (/admin/v1/...) answered, refusals excluded",
+                     h->api_requests) != 0 ||
+        prom_head(&b, "router_admin_api_rejections_total", "counter",
+                  "Admin API requests refused, by reason: unauthorized (401, "
+                  "ADMIN_TOKEN), ratelimit (429)") != 0 ||
+        buf_appendf(&b, "router_admin_api_rejections_total{reason=\"unauthorized\"} %"
+                    PRIu64 "\nrouter_admin_api_rejections_total{reason=\"ratelimit\"} %"
+                    PRIu64 "\n", h->api_rejections[0], h->api_rejections[1]) != 0 ||
         procmetrics_render(&b, &pm, "odin-router") != 0) {
         buf_free(&b);
         free(s);
@@ -124,8 +140,9 @@ static void metrics(router_http *h, struct evhttp_request *req)
     free(s);
 }
 
-/* A request over ADMIN_RATE: logged at a bounded rate with the peer. */
-static void refused_log(router_http *h, struct evhttp_request *req, int health)
+/* A refused request: logged at a bounded rate with the peer. */
+static void refused_log_path(router_http *h, struct evhttp_request *req, const char *path,
+                             int status, const char *why)
 {
     uint64_t supp = 0;
     if (!log_rl_allow(&h->log_rl, &supp))
@@ -144,8 +161,86 @@ static void refused_log(router_http *h, struct evhttp_request *req, int health)
         port = ntohs(s4->sin_port);
     }
     log_kv(LOG_WARN, "admin request refused", "s:peer", ip, "i:port", port,
-           "s:path", health ? "/health" : "/metrics", "s:listener", "http",
-           "i:status", 429, "s:reason", "over ADMIN_RATE", "u:suppressed", supp, NULL);
+           "s:path", path, "s:listener", "http",
+           "i:status", status, "s:reason", why, "u:suppressed", supp, NULL);
+}
+
+/* A request over ADMIN_RATE. */
+static void refused_log(router_http *h, struct evhttp_request *req, int health)
+{
+    refused_log_path(h, req, health ? "/health" : "/metrics", 429, "over ADMIN_RATE");
+}
+
+static void reply_error(struct evhttp_request *req, int code, const char *reason,
+                        const char *msg)
+{
+    buf b = { 0 };
+    buf_appendf(&b, "{\"error\":");
+    buf_append_json_str(&b, msg, strlen(msg));
+    buf_appendf(&b, "}\n");
+    reply(req, code, reason, "application/json", &b);
+    buf_free(&b);
+}
+
+#define ADMIN_PARTITIONS_MAX 4096   /* partitions listed (the rest counted) */
+
+/* GET /admin/v1/... (router/adminapi.h). */
+static void admin_api(router_http *h, struct evhttp_request *req, const char *uri,
+                      size_t plen)
+{
+    enum router_adminapi_route rt = router_adminapi_route(uri, plen);
+    if (rt == RADMIN_NOT_FOUND) {
+        reply_error(req, 404, "Not Found", "no such admin endpoint");
+        return;
+    }
+    char path[32];
+    snprintf(path, sizeof path, "%.*s", (int)(plen < 31 ? plen : 31), uri);
+    if (!tbucket_take(&h->rl_api, clock_mono_ms())) {
+        h->api_rejections[1]++;
+        refused_log_path(h, req, path, 429, "over ADMIN_RATE");
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+        reply_error(req, 429, "Too Many Requests", "over ADMIN_RATE");
+        return;
+    }
+    const char *why;
+    int st = adminauth_check(evhttp_find_header(evhttp_request_get_input_headers(req),
+                                                "Authorization"),
+                             h->cfg->admin_token, 0, &why);
+    if (st) {
+        h->api_rejections[0]++;
+        refused_log_path(h, req, path, st, why);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
+                          "Bearer");
+        reply_error(req, st, "Unauthorized", why);
+        return;
+    }
+    h->api_requests++;
+    router_adminapi_state rs;
+    router_admin_state(h->r, &rs);
+    buf b = { 0 };
+    int rc = -1;
+    if (rt == RADMIN_SHARDS) {
+        router_adminapi_shard *v = calloc(ROUTER_SHARDS_MAX, sizeof *v);
+        if (v) {
+            size_t n = router_admin_shards(h->r, v, ROUTER_SHARDS_MAX);
+            rc = router_adminapi_shards_json(&b, &rs, v, n);
+        }
+        free(v);
+    } else {
+        consumer_partition *v = calloc(ADMIN_PARTITIONS_MAX, sizeof *v);
+        if (v) {
+            long n = router_admin_partitions(h->r, v, ADMIN_PARTITIONS_MAX);
+            rc = router_adminapi_partitions_json(&b, &rs, v,
+                                                 n < 0 ? 0 : n > ADMIN_PARTITIONS_MAX
+                                                     ? ADMIN_PARTITIONS_MAX : (size_t)n, n);
+        }
+        free(v);
+    }
+    if (rc != 0)
+        evhttp_send_error(req, 500, "out of memory");
+    else
+        reply(req, 200, "OK", "application/json", &b);
+    buf_free(&b);
 }
 
 static void http_cb(struct evhttp_request *req, void *arg)
@@ -159,6 +254,10 @@ static void http_cb(struct evhttp_request *req, void *arg)
     }
     size_t plen = strcspn(uri, "?");
     int page;
+    if (plen > 7 && strncmp(uri, "/admin/", 7) == 0) {
+        admin_api(h, req, uri, plen);
+        return;
+    }
     if (plen == 7 && strncmp(uri, "/health", 7) == 0)
         page = 1;
     else if (plen == 8 && strncmp(uri, "/metrics", 8) == 0)
@@ -193,6 +292,7 @@ router_http *router_http_new(struct event_base *base, const router_config *cfg, 
     h->log_rl.per_sec = 2;
     for (int i = 0; i < 2; i++)
         tbucket_init(&h->rl[i], cfg->admin_rate, (double)cfg->admin_burst, clock_mono_ms());
+    tbucket_init(&h->rl_api, cfg->admin_rate, (double)cfg->admin_burst, clock_mono_ms());
     h->http = evhttp_new(base);
     if (!h->http)
         goto err;

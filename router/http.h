@@ -1,7 +1,10 @@
 /*
- * GET /health and GET /metrics on HTTP_ADDR (libevent evhttp, loop thread).
+ * GET /health and GET /metrics on HTTP_ADDR (libevent evhttp, loop thread),
+ * and the admin API GET /admin/v1/shards, /admin/v1/partitions
+ * (router/adminapi.h; ADMIN_TOKEN bearer check, common/adminauth.h; its own
+ * ADMIN_RATE bucket; refusals in router_admin_api_rejections_total).
  * Reads the router only through router_stats_get / router_stats_shards_json
- * (router.h).  Each page has its own ADMIN_RATE/ADMIN_BURST token bucket;
+ * / router_admin_* (router.h).  Each page has its own ADMIN_RATE/ADMIN_BURST token bucket;
  * over it 429 (Retry-After: 1), counted in
  * router_http_ratelimit_rejections_total{path} and logged at a bounded rate.
  *

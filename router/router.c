@@ -831,6 +831,55 @@ int router_stats_shards_json(const router *r, buf *out)
     return router_shards_json(r->shards, out);
 }
 
+/* ---- admin API (router.h) ------------------------------------------------ */
+
+void router_admin_state(router *r, router_adminapi_state *st)
+{
+    memset(st, 0, sizeof *st);
+    st->router_id = r->cfg->id;
+    st->mode = router_mode_name(current_mode(r));
+    st->holding = r->holding && !r->hold_expired;
+    st->hold_ms = r->hold_since ? clock_mono_ms() - r->hold_since : 0;
+    st->holds = r->m.holds;
+    st->hold_expired = r->m.hold_expired;
+    st->backpressured = r->backpressured;
+    st->consumer_lag = r->consumer ? consumer_lag(r->consumer) : -1;
+}
+
+size_t router_admin_shards(router *r, router_adminapi_shard *out, size_t max)
+{
+    static const char *const st[] = { "idle", "connecting", "hello", "ready" };
+    size_t n = 0, ns = router_shards_nslots(r->shards);
+    for (size_t i = 0; i < ns && n < max; i++) {
+        const router_shard *sh = router_shards_get(r->shards, (uint16_t)i);
+        if (!sh)
+            continue;
+        router_adminapi_shard *v = &out[n++];
+        memset(v, 0, sizeof *v);
+        v->id = sh->id;
+        v->id_len = sh->id_len;
+        v->endpoint = sh->endpoint;
+        v->live = sh->live;
+        v->state = st[sh->state];
+        v->authenticated = sh->state == RSH_READY && r->cfg->ingress_secret &&
+                           *r->cfg->ingress_secret;
+        v->queued_bytes = router_outq_pending(&sh->q);
+        v->queue_limit = (uint64_t)r->cfg->shard_queue_bytes;
+        v->backpressured = sh->bp_since_ms != 0;
+        v->connects = sh->connects;
+        memcpy(v->drops, sh->drops, sizeof v->drops);
+    }
+    return n;
+}
+
+long router_admin_partitions(router *r, consumer_partition *out, size_t max)
+{
+    long n = r->consumer ? consumer_partitions(r->consumer, out, max) : -1;
+    for (long i = 0; i < n && (size_t)i < max; i++)
+        out[i].stored = router_offsets_position(r->off, out[i].topic, out[i].partition);
+    return n;
+}
+
 /* ---- lifecycle ---------------------------------------------------------- */
 
 router *router_new(const router_config *cfg)

@@ -19,6 +19,7 @@
 #include <stdint.h>
 
 #include "common/buf.h"
+#include "router/adminapi.h"
 #include "router/config.h"
 #include "router/metrics.h"
 
@@ -52,5 +53,13 @@ void router_stats_get(router *r, router_stats *s);
 
 /* Append the JSON array describing every known shard.  0 or -1 (ENOMEM). */
 int router_stats_shards_json(const router *r, buf *out);
+
+/* The admin API's views (router/adminapi.h; loop thread only).  Strings
+ * are borrowed from the router and valid until it next runs. */
+void router_admin_state(router *r, router_adminapi_state *st);
+/* Up to max shard slots into out; returns how many were filled. */
+size_t router_admin_shards(router *r, router_adminapi_shard *out, size_t max);
+/* Assigned partitions (consumer_partitions): count assigned, or -1. */
+long router_admin_partitions(router *r, consumer_partition *out, size_t max);
 
 #endif

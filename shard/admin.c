@@ -27,6 +27,10 @@ static const char *reason_of(int code)
 {
     switch (code) {
     case 200: return "OK";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 405: return "Method Not Allowed";
     case 404: return "Not Found";
     case 429: return "Too Many Requests";
     case 503: return "Service Unavailable";
@@ -59,8 +63,14 @@ static void on_request(struct evhttp_request *req, void *arg)
     shard_admin *a = arg;
     const char *uri = evhttp_request_get_uri(req);
     size_t plen = strcspn(uri, "?");
-    int health;
-    if (plen == 7 && strncmp(uri, "/health", 7) == 0)
+    int post = evhttp_request_get_command(req) == EVHTTP_REQ_POST;
+    int health = -1;
+    if (plen > 7 && strncmp(uri, "/admin/", 7) == 0 && a->cb.api) {
+        /* the admin API, below */
+    } else if (post) {
+        evhttp_send_error(req, 405, "Method Not Allowed");
+        return;
+    } else if (plen == 7 && strncmp(uri, "/health", 7) == 0)
         health = 1;
     else if (plen == 8 && strncmp(uri, "/metrics", 8) == 0)
         health = 0;
@@ -74,7 +84,15 @@ static void on_request(struct evhttp_request *req, void *arg)
     peer_of(req, ip, &ip_len, &port);
     buf_reset(&a->page);
     const char *ctype = "text/plain";
-    int code = a->cb.page(a->cb.ud, health, ip, ip_len, port, &a->page, &ctype);
+    int code;
+    if (health < 0) {
+        struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+        code = a->cb.api(a->cb.ud, post, uri, plen, uri[plen] ? uri + plen + 1 : NULL,
+                         evhttp_find_header(in, "Authorization"), ip, ip_len, port,
+                         &a->page, &ctype);
+    } else {
+        code = a->cb.page(a->cb.ud, health, ip, ip_len, port, &a->page, &ctype);
+    }
     if (code < 0) {
         evhttp_send_error(req, 500, "out of memory");
         return;
@@ -89,6 +107,8 @@ static void on_request(struct evhttp_request *req, void *arg)
     evhttp_add_header(h, "Content-Type", ctype);
     if (code == 429)
         evhttp_add_header(h, "Retry-After", "1");
+    if (code == 401)
+        evhttp_add_header(h, "WWW-Authenticate", "Bearer");
     evhttp_send_reply(req, code, reason_of(code), out);
     evbuffer_free(out);
 }
@@ -105,9 +125,10 @@ shard_admin *shard_admin_new(struct event_base *base, const char *addr,
     if (!a->http)
         goto err;
     evhttp_set_gencb(a->http, on_request, a);
-    /* GET and HEAD only, a small head, no body, a short timeout: a client
-     * cannot make the shard buffer; others get 405, 413 or 400 */
-    evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+    /* GET and HEAD (POST for the admin API's actions, which take their
+     * arguments in the query), a small head, no body, a short timeout: a
+     * client cannot make the shard buffer; others get 405, 413 or 400 */
+    evhttp_set_allowed_methods(a->http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST);
     evhttp_set_max_headers_size(a->http, ADMIN_MAX_HEAD);
     evhttp_set_max_body_size(a->http, 0);
     evhttp_set_timeout(a->http, ADMIN_TIMEOUT_S);

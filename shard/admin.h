@@ -1,6 +1,7 @@
 /*
  * The shard's admin listener (shard/admin.c): GET/HEAD /health and /metrics
- * on ADMIN_ADDR, an address apart from the public WS_ADDR (libevent evhttp:
+ * and the admin API under /admin/ (GET and POST, shard/adminapi.h) on
+ * ADMIN_ADDR, an address apart from the public WS_ADDR (libevent evhttp:
  * small request heads, no body, a 5 s timeout, other methods 405, other
  * paths 404).  What a page holds, and whether it is served at all (the
  * ADMIN_RATE limit, ADMIN_ALLOW), is the owner's: the listener asks through
@@ -23,6 +24,16 @@ typedef struct shard_admin_callbacks {
      */
     int (*page)(void *ud, int health, const uint8_t *ip, size_t ip_len,
                 int port, buf *out, const char **ctype);
+    /*
+     * Answer a request under /admin/ (path without the query, len bytes;
+     * query after '?' or NULL; post = 1 for POST; authorization: the
+     * Authorization header or NULL) from ip/port: as page.  NULL: /admin/
+     * is 404.
+     */
+    int (*api)(void *ud, int post, const char *path, size_t len,
+               const char *query, const char *authorization,
+               const uint8_t *ip, size_t ip_len, int port, buf *out,
+               const char **ctype);
     void *ud;
 } shard_admin_callbacks;
 

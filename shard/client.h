@@ -74,6 +74,8 @@ typedef struct shard_client {
     uint32_t ip_channels;        /* of subs, counted in WS_IP_MAX_CHANNELS */
     buf *http_in;                /* HTTP phase only */
     struct resume_client *rs;    /* reconnect replay state (shard/resume.c) */
+    uint64_t id;                 /* unique in this process, increasing (admin API) */
+    uint64_t since_ms;           /* accepted at (wall clock, ms) */
 } shard_client;
 
 

@@ -138,6 +138,21 @@ int shard_metrics_render(buf *o, const shard_metrics *m, const shard_gauges *g)
                  "Channel subscriptions refused (TOO_MANY_SUBSCRIPTIONS): their address "
                  "held WS_IP_MAX_CHANNELS across its connections",
                  m->ws_ip_channel_rejections_total);
+    e |= prom_counter(o, "ws_admin_api_requests_total",
+                 "Admin API requests (/admin/v1/...) answered, refusals excluded",
+                 m->ws_admin_api_requests_total);
+    e |= prom_head(o, "ws_admin_api_rejections_total", "counter",
+              "Admin API requests refused, by reason: unauthorized (401, "
+              "ADMIN_TOKEN), forbidden (403, no ADMIN_TOKEN set), ratelimit (429)");
+    e |= buf_appendf(o, "ws_admin_api_rejections_total{reason=\"unauthorized\"} %" PRIu64 "\n"
+                     "ws_admin_api_rejections_total{reason=\"forbidden\"} %" PRIu64 "\n"
+                     "ws_admin_api_rejections_total{reason=\"ratelimit\"} %" PRIu64 "\n",
+                     m->ws_admin_api_rejections_total[0],
+                     m->ws_admin_api_rejections_total[1],
+                     m->ws_admin_api_rejections_total[2]);
+    e |= prom_counter(o, "ws_admin_api_disconnects_total",
+                 "Clients closed through POST /admin/v1/clients/ID/disconnect",
+                 m->ws_admin_api_disconnects_total);
     e |= prom_counter(o, "ws_accept_errors_total", "accept() failures",
                  m->ws_accept_errors_total);
     e |= prom_counter(o, "ws_http_requests_total",

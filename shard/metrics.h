@@ -76,6 +76,9 @@ typedef struct shard_metrics {
     uint64_t ws_admin_forbidden_total;        /* 404: peer not in ADMIN_ALLOW */
     uint64_t ws_token_limit_rejections_total; /* channels refused: SHARD_MAX_TOKENS */
     uint64_t ws_ip_channel_rejections_total;  /* channels refused: WS_IP_MAX_CHANNELS */
+    uint64_t ws_admin_api_requests_total;     /* admin API requests served */
+    uint64_t ws_admin_api_rejections_total[3];/* [0] 401 [1] 403 [2] 429 */
+    uint64_t ws_admin_api_disconnects_total;  /* clients closed through the admin API */
     uint64_t ws_proxy_headers_total;          /* PROXY v2 headers accepted */
     uint64_t ws_proxy_rejections_total[SM_PROXY_N];
     uint64_t ws_accept_errors_total;

@@ -1,4 +1,5 @@
 #include "shard/server.h"
+#include "shard/adminsrv.h"
 #include "shard/envelope.h"
 #include "shard/httpreq.h"
 #include "shard/proxyproto.h"
@@ -128,6 +129,9 @@ static void on_accept(net_acceptor *a, int fd, const struct sockaddr *sa,
         if (cidr_list_match(&ctx->set->proxy_nets, c->ip, c->ip_len))
             c->flags |= CLF_TRUSTED;
     }
+    /* the live list stays in descending id order (the admin API pages it) */
+    c->id = ++srv->next_client_id;
+    c->since_ms = clock_wall_ms();
     c->next = srv->live;
     if (srv->live)
         srv->live->prev = c;
@@ -809,14 +813,19 @@ shard_server *shard_server_new(shard_ctx *ctx)
     uint64_t t0 = clock_mono_ms();
     for (int i = 0; i < 2; i++)
         tbucket_init(&srv->admin_rl[i], s->admin_rate, (double)s->admin_burst, t0);
+    tbucket_init(&srv->admin_api_rl, s->admin_rate, (double)s->admin_burst, t0);
     if (s->admin_addr && *s->admin_addr) {
-        shard_admin_callbacks acb = { .page = admin_page, .ud = srv };
+        shard_admin_callbacks acb = { .page = admin_page, .api = shard_adminsrv_api,
+                                      .ud = srv };
         if (!(srv->admin = shard_admin_new(ctx->base, s->admin_addr, &acb,
                                            srv->admin_addr, sizeof srv->admin_addr,
                                            &srv->admin_port)))
             goto err;
-        log_kv(LOG_INFO, "admin listener (/health, /metrics)", "s:addr",
-               srv->admin_addr, NULL);
+        log_kv(LOG_INFO, "admin listener (/health, /metrics, /admin/v1)", "s:addr",
+               srv->admin_addr, "b:admin_token", s->admin_token && *s->admin_token, NULL);
+    } else if (s->admin_token && *s->admin_token) {
+        log_kv(LOG_WARN, "ADMIN_TOKEN is set but ADMIN_ADDR is not: the admin API is "
+               "served only on ADMIN_ADDR, so there is none", NULL);
     }
 
     int fd = listen_on(s->ws_addr, s->ws_reuseport, srv->ws_addr,

@@ -47,6 +47,8 @@ typedef struct shard_server {
     char admin_addr[96];         /* bound ADMIN_ADDR (actual port) */
     int admin_port;
     tbucket admin_rl[2];         /* ADMIN_RATE: [0] /metrics, [1] /health */
+    tbucket admin_api_rl;        /* ADMIN_RATE: the admin API (/admin/v1/...) */
+    uint64_t next_client_id;     /* last id given (shard_client.id) */
     buf scratch;                 /* replies, envelopes, pages */
     void (*on_drained)(void *ud);  /* shutdown: all clients gone */
     void *drained_ud;

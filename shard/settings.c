@@ -130,7 +130,8 @@ static size_t table(shard_settings *s, config_opt *o)
     OPT("ADMIN_ADDR", CFG_STR, &s->admin_addr, NULL,
         "host:port of an admin listener for /health and /metrics; when set "
         "they are served only there and WS_ADDR answers them 404 (unset: "
-        "served on WS_ADDR)", 0, 0);
+        "served on WS_ADDR).  The admin API (/admin/v1/...) is served only "
+        "here", 0, 0);
     OPT("ADMIN_RATE", CFG_DOUBLE, &s->admin_rate, "100",
         "/health and /metrics requests per second, each (0 = no limit); over "
         "it 429", 0, 1e9);
@@ -140,6 +141,11 @@ static size_t table(shard_settings *s, config_opt *o)
         "Comma-separated addresses/CIDRs allowed to read /health and /metrics "
         "(on ADMIN_ADDR or WS_ADDR); others get 404.  Unset: anyone who "
         "reaches the port", 0, 0);
+    OPT("ADMIN_TOKEN", CFG_STR, &s->admin_token, NULL,
+        "Bearer token of the admin API (/admin/v1/... on ADMIN_ADDR): every "
+        "request must send 'Authorization: Bearer <token>' (else 401).  Unset: "
+        "the read-only endpoints are open (ADMIN_ALLOW still applies) and "
+        "disconnect/drain/undrain are refused with 403", 0, 0);
     OPT("SHARD_SOCKET", CFG_STR, &s->cfg_socket_path, NULL,
         "Unix socket routers connect to (default: "
         "<SHARD_SOCKET_DIR>/odin-shard-<id>.sock)", 0, 0);

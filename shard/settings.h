@@ -55,6 +55,7 @@ typedef struct shard_settings {
     double admin_rate;        /* ADMIN_RATE, requests/s per page (0 = no limit) */
     long admin_burst;         /* ADMIN_BURST */
     char *admin_allow;        /* ADMIN_ALLOW: CIDR list */
+    char *admin_token;        /* ADMIN_TOKEN: admin API bearer token (NULL: read-only API) */
     cidr_list admin_nets;     /* parsed ADMIN_ALLOW (own; empty: anyone) */
     char *socket_path;        /* SHARD_SOCKET, own copy */
     char *tcp_addr;           /* SHARD_TCP_ADDR: routers over TCP (optional) */

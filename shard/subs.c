@@ -293,6 +293,19 @@ void subs_foreach_token(const subs_index *ix,
     }
 }
 
+void subs_foreach_channel(const subs_index *ix,
+                          void (*fn)(void *ud, const char *ch, size_t len,
+                                     size_t subscribers),
+                          void *ud)
+{
+    size_t it = 0;
+    shard_map_node *cur = NULL, *n;
+    while ((n = shard_map_next(&ix->channels, &it, &cur))) {
+        subs_channel *c = SHARD_MAP_ENTRY(n, subs_channel, node);
+        fn(ud, c->name, c->len, c->n);
+    }
+}
+
 size_t subs_channels_count(const subs_index *ix) { return ix->channels.n; }
 size_t subs_tokens_count(const subs_index *ix) { return ix->tokens.n; }
 size_t subs_total(const subs_index *ix) { return ix->total; }

@@ -92,6 +92,13 @@ void subs_foreach_token(const subs_index *ix,
                         void (*fn)(void *ud, const char *tok, size_t len),
                         void *ud);
 
+/* Call fn for every channel with its subscriber count.  fn must not modify
+ * the index. */
+void subs_foreach_channel(const subs_index *ix,
+                          void (*fn)(void *ud, const char *ch, size_t len,
+                                     size_t subscribers),
+                          void *ud);
+
 size_t subs_channels_count(const subs_index *ix);
 size_t subs_tokens_count(const subs_index *ix);
 size_t subs_total(const subs_index *ix);  /* (conn, channel) pairs */

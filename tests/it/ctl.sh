@@ -69,7 +69,14 @@ grep -q "^$Bid " <<<"$out" || fail "flags: $out"
 [ "$(ctl --json routes BTC | jq -r '.members[0]')" = "$A" ] || fail "routes --json"
 [ "$(ctl tokens "$A")" = "BTC" ] || fail "tokens A: $(ctl tokens "$A")"
 [ -z "$(ctl tokens "$Bid")" ] || fail "tokens B not empty"
-[ -z "$(ctl routes NOPE)" ] || fail "routes NOPE"
+# unknown names: exit 1 and a message (the old odin-ctl printed nothing and
+# exited 0)
+rc=0; out=$(ctl routes NOPE 2>"$T/nope.err") || rc=$?
+[ $rc -eq 1 ] && [ -z "$out" ] && grep -q "unknown token 'NOPE'" "$T/nope.err" \
+    || fail "routes NOPE: exit $rc, $(cat "$T/nope.err")"
+rc=0; out=$(ctl tokens no-such-shard 2>"$T/nope.err") || rc=$?
+[ $rc -eq 1 ] && grep -q "unknown shard 'no-such-shard'" "$T/nope.err" \
+    || fail "tokens no-such-shard: exit $rc, $(cat "$T/nope.err")"
 
 # a router, so health has one to check and the routes have a consumer
 "$B/odin-router" --kafka-brokers "$ODIN_KAFKA_BROKERS" --kafka-group "ctl-$$" \

@@ -218,12 +218,57 @@ static void test_many_and_foreach(void **state)
     subs_free(ix);
 }
 
+typedef struct chan_sum {
+    size_t channels, subscribers, btc;
+} chan_sum;
+
+static void count_chan(void *ud, const char *ch, size_t len, size_t n)
+{
+    chan_sum *s = ud;
+    s->channels++;
+    s->subscribers += n;
+    if (len == 9 && memcmp(ch, "BTC.trade", 9) == 0)
+        s->btc = n;
+}
+
+/* subs_foreach_channel (the admin API's channel listing): every channel
+ * once, with its subscriber count, gone when its last subscriber goes. */
+static void test_foreach_channel(void **state)
+{
+    (void)state;
+    subs_index *ix = subs_new(NULL, NULL);
+    subs_conn c[3] = { { 0 } };
+    int o[3];
+    for (int i = 0; i < 3; i++)
+        assert_int_equal(add(ix, &c[i], &o[i], "BTC.trade"), SUBS_ADDED);
+    assert_int_equal(add(ix, &c[0], &o[0], "ETH.trade"), SUBS_ADDED);
+    assert_int_equal(add(ix, &c[1], &o[1], "BTC.liquidity"), SUBS_ADDED);
+    chan_sum s = { 0 };
+    subs_foreach_channel(ix, count_chan, &s);
+    assert_int_equal(s.channels, 3);
+    assert_int_equal(s.subscribers, 5);
+    assert_int_equal(s.btc, 3);
+    subs_remove_all(ix, &c[1]);
+    memset(&s, 0, sizeof s);
+    subs_foreach_channel(ix, count_chan, &s);
+    assert_int_equal(s.channels, 2);
+    assert_int_equal(s.subscribers, 3);
+    assert_int_equal(s.btc, 2);
+    subs_remove_all(ix, &c[0]);
+    subs_remove_all(ix, &c[2]);
+    memset(&s, 0, sizeof s);
+    subs_foreach_channel(ix, count_chan, &s);
+    assert_int_equal(s.channels, 0);
+    subs_free(ix);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_basic),
         cmocka_unit_test(test_random_model),
         cmocka_unit_test(test_many_and_foreach),
+        cmocka_unit_test(test_foreach_channel),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
