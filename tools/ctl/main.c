@@ -625,7 +625,8 @@ int main(int argc, char **argv)
             cargv[cargc++] = argv[i];
             /* "--name value": keep the value with its flag */
             if (!strchr(argv[i], '=') && strcmp(argv[i], "--help") != 0 &&
-                strcmp(argv[i], "-h") != 0 && i + 1 < argc)
+                strcmp(argv[i], "-h") != 0 && strcmp(argv[i], "--version") != 0 &&
+                i + 1 < argc)
                 cargv[cargc++] = argv[++i];
         } else if (nw < 3) {
             words[nw++] = argv[i];
