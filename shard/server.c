@@ -514,6 +514,28 @@ static int admin_page(void *ud, int page, const uint8_t *ip, size_t ip_len,
     return render_page(srv, page, out);
 }
 
+/* Refused upgrades (403, 429, 503), logged with the client's address (the
+ * PROXY header's when there is one) at most UPGRADE_LOG_PER_SEC lines a
+ * second; "suppressed" counts the lines skipped since the last one. */
+#define UPGRADE_LOG_PER_SEC 10
+static log_ratelimit g_upgrade_rl = { .per_sec = UPGRADE_LOG_PER_SEC };
+
+static void refuse_upgrade(shard_server *srv, shard_client *c, const httpreq *req,
+                           int status, const char *reason, const char *extra)
+{
+    uint64_t supp = 0;
+    if (log_rl_allow(&g_upgrade_rl, &supp)) {
+        char ip[64];
+        ip_text(c->ip, c->ip_len, ip, sizeof ip);
+        log_kv(LOG_WARN, "upgrade refused", "s:peer", ip, "i:port", (int)c->port,
+               "i:status", status, "s:reason", reason,
+               "S:origin", req->origin.p ? req->origin.p : "",
+               req->origin.p ? req->origin.len : (size_t)0,
+               "u:suppressed", supp, NULL);
+    }
+    http_error(srv, c, status, reason, extra);
+}
+
 static void upgrade(shard_server *srv, shard_client *c, const httpreq *req,
                     const char *data, size_t len)
 {
@@ -528,34 +550,34 @@ static void upgrade(shard_server *srv, shard_client *c, const httpreq *req,
     }
     if (!ws_origin_allowed(ctx->set->allowed_origins, req)) {
         ctx->m.ws_origin_rejections_total++;
-        http_error(srv, c, 403, "origin not allowed", NULL);
+        refuse_upgrade(srv, c, req, 403, "origin not allowed", NULL);
         return;
     }
     if (ctx->stopping) {
-        http_error(srv, c, 503, "shutting down", NULL);
+        refuse_upgrade(srv, c, req, 503, "shutting down", NULL);
         return;
     }
     if (ctx->draining) {
         ctx->m.ws_drain_rejections_total++;
-        http_error(srv, c, 503, "draining", "Retry-After: 1\r\n");
+        refuse_upgrade(srv, c, req, 503, "draining", "Retry-After: 1\r\n");
         return;
     }
     int allow = ip_allow(srv, c, clock_mono_ms());
     if (allow < 0) {
         ctx->m.ws_ip_table_full_rejections_total++;
         ip_table_log(srv, c, allow);
-        http_error(srv, c, 503, "too many client addresses", "Retry-After: 1\r\n");
+        refuse_upgrade(srv, c, req, 503, "too many client addresses", "Retry-After: 1\r\n");
         return;
     }
     if (!allow) {
         ctx->m.ws_ratelimit_rejections_total++;
-        http_error(srv, c, 429, "connection rate limit exceeded",
-                   "Retry-After: 1\r\n");
+        refuse_upgrade(srv, c, req, 429, "connection rate limit exceeded",
+                       "Retry-After: 1\r\n");
         return;
     }
     if (srv->n_open + srv->n_closing >= ctx->max_connections) {
         ctx->m.ws_capacity_rejections_total++;
-        http_error(srv, c, 503, "at capacity", "Retry-After: 1\r\n");
+        refuse_upgrade(srv, c, req, 503, "at capacity", "Retry-After: 1\r\n");
         return;
     }
     buf out = { 0 };
