@@ -5,6 +5,7 @@
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -389,6 +390,16 @@ int config_load(const config_opt *opts, size_t n, int argc, char **argv,
     if (config_check_env(opts, n, environ, prog, g_strict) > 0 && g_strict)
         return -1;
     return 0;
+}
+
+void config_error(const char *fmt, ...)
+{
+    char why[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    log_kv(LOG_ERROR, "invalid setting", "s:reason", why, NULL);
 }
 
 int config_strict(void)

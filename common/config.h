@@ -56,6 +56,11 @@ typedef struct config_opt {
 int config_load(const config_opt *opts, size_t n, int argc, char **argv,
                 const char *prog, const char *summary);
 
+/* A setting that parsed but cannot be used (a program's own checks after
+ * config_load): one "invalid setting" JSON log line at error level with the
+ * printf-formatted reason (name the setting in it; never a secret). */
+void config_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
 /* The CONFIG_STRICT value of the last config_load (1 before any). */
 int config_strict(void);
 
