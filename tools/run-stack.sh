@@ -7,9 +7,10 @@
 # the services run in their own sessions (setsid), so the terminal's SIGINT
 # reaches only this script and the demo clients; the script then stops the
 # router (drains and commits), the shards (deregister), then the broker and
-# Redis.  A closed terminal (SIGHUP) or SIGTERM does the same; if this script
-# dies without cleaning up (SIGKILL), a watchdog holding a pipe from it sees
-# the pipe close and stops every process the script started.
+# Redis.  A closed terminal (SIGHUP), SIGTERM, or the death of the parent
+# (make killed) does the same; if this script dies without cleaning up
+# (SIGKILL), a watchdog holding a pipe from it sees the pipe close and stops
+# every process the script started.
 #
 # Each process gets only its own settings: the script's settings below, and
 # any environment variable that is a setting of another odin binary, are
@@ -218,4 +219,16 @@ client env "${env_watch[@]}" "$BUILD/odin-watch" "${watch_args[@]}" &
 watch_pid=$!
 watched "$watch_pid"
 client_pids+=($watch_pid)
+# Until the demo client ends; and stop when our parent (make, the shell) is
+# killed: we would be left in the background, out of reach of Ctrl-C.
+# (sleep in the background: a trapped signal interrupts `wait` at once.)
+parent=$PPID
+while kill -0 "$watch_pid" 2>/dev/null; do
+    if ! kill -0 "$parent" 2>/dev/null; then
+        echo "parent process $parent is gone" 2>/dev/null || true
+        exit 0
+    fi
+    sleep 0.5 {wd}>&- &
+    wait $! || true
+done
 wait "$watch_pid"

@@ -6,6 +6,10 @@
 #   hangup: the stack runs under script(1) on a pseudo-terminal, below a
 #           shell, as in a terminal window or an SSH session; script is
 #           killed, its pty closes, the kernel hangs the session up (SIGHUP).
+#   shell:  as hangup, but the shell the script runs under is SIGKILLed (the
+#           kernel hangs up the terminal's foreground group);
+#   parent: the script's parent (make) is SIGKILLed, no terminal involved:
+#           the script notices and stops everything;
 #   kill:   the script itself is killed with SIGKILL (no trap runs); its
 #           watchdog sees its pipe close and stops what it started.
 # Each time: every process of the stack (the script's descendants, taken
@@ -40,11 +44,14 @@ run_case() {   # name how
     local envs=(BUILD="$ODIN_BUILD" RUN_DIR="$run_dir" PUBLISH_RATE=100 PUBLIC_PORT="$pub"
                 SHARD_PORT_BASE="$base" ROUTER_HTTP_PORT="$rhp" REDIS_PORT="$rp")
     local leader
-    if [ "$how" = hangup ]; then
+    if [ "$how" = hangup ] || [ "$how" = shell ]; then
         # a terminal: script(1) gives the shell a pty as its controlling
         # terminal, in a session of its own
         SHELL=/bin/bash setsid script -qfec \
             "env ${envs[*]} $top/tools/run-stack.sh; echo after" /dev/null >"$out" 2>&1 &
+        leader=$!
+    elif [ "$how" = parent ]; then
+        setsid bash -c "env ${envs[*]} $top/tools/run-stack.sh; echo after" >"$out" 2>&1 &
         leader=$!
     else
         env "${envs[@]}" setsid "$top/tools/run-stack.sh" >"$out" 2>&1 &
@@ -69,6 +76,10 @@ run_case() {   # name how
     local script_pid
     if [ "$how" = hangup ]; then
         kill -KILL "$leader"   # the terminal window closes
+    elif [ "$how" = shell ]; then
+        kill -KILL "$(pgrep -P "$leader" -x bash)"   # the shell on the terminal
+    elif [ "$how" = parent ]; then
+        kill -KILL "$leader"   # bash -c, standing for make
     else
         script_pid=$(for p in $(descendants "$leader") "$leader"; do
                          grep -q 'run-stack.sh' "/proc/$p/cmdline" 2>/dev/null && echo "$p"; done | head -1)
@@ -88,7 +99,7 @@ run_case() {   # name how
         return 1
     fi
     echo "$name: ${#procs[@]} processes gone and ${#ports[@]} ports free after $((i / 10)).$((i % 10)) s"
-    if [ "$how" = hangup ]; then
+    if [ "$how" != kill ]; then
         # the script stopped them in stages, as on Ctrl-C: the shards deregistered
         for s in 1 2 3; do
             grep -q '"msg":"deregistered from redis"' "$run_dir/logs/shard-$s.log" ||
@@ -98,5 +109,7 @@ run_case() {   # name how
 }
 rc=0
 run_case hangup hangup || rc=1
+run_case shell shell || rc=1
+run_case parent parent || rc=1
 run_case kill kill || rc=1
 exit $rc
