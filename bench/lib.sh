@@ -24,6 +24,26 @@ SHARD_PIDS=()
 SHARD_PORTS=()
 SHARD_IDS=()
 
+# The benchmark's own knobs may come exported (`LG_PROCS=2 SHARD_COUNTS=1,2
+# bench/x.sh`), and odin binaries stop on a variable that looks like one of
+# their settings but is not one (CONFIG_STRICT, docs/operations.md): every
+# exported name whose first word (up to '_') is the first word of some odin
+# setting, but which is no odin setting, stays in this shell only.
+bench_env_hygiene() {
+    local b n names=" " words=" "
+    for b in odin-router odin-shard odin-devbroker odin-publish odin-loadgen; do
+        names+="$("$BUILD/$b" --help | sed -n 's/^  --[a-z0-9-]*, \([A-Z0-9_]*\) (.*/\1/p' |
+                  tr '\n' ' ')"
+    done
+    for n in $names; do words+="${n%%_*}_ "; done
+    for n in $(compgen -e); do
+        [[ $n == *_* ]] || continue
+        [[ $words == *" ${n%%_*}_ "* ]] || continue
+        [[ $names == *" $n "* ]] && continue
+        export -n "$n"
+    done
+}
+
 # bench_init NAME: run directory, trap, binary checks
 bench_init() {
     BENCH_NAME=$1
@@ -36,6 +56,7 @@ bench_init() {
     for b in redis-server redis-cli curl jq python3; do
         command -v "$b" >/dev/null || bench_die "missing $b"
     done
+    bench_env_hygiene
     trap bench_cleanup EXIT
     trap 'exit 130' INT TERM
     BG_T0=$(now_s); BG_M0=$(machine_ticks)

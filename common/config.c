@@ -1,8 +1,11 @@
 #include "common/config.h"
+#include "common/log.h"
+#include "common/procmetrics.h"
 
 #include <ctype.h>
 #include <errno.h>
 #include <math.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +32,33 @@ static int parse_bool(const char *v, int *out)
     return -1;
 }
 
+/* A setting's value does not parse (only numbers and booleans fail, so the
+ * value is never a secret). */
+static void bad_value(const config_opt *o, const char *src, const char *v,
+                      const char *why)
+{
+    log_kv(LOG_ERROR, "invalid setting", "s:setting", o->env, "s:source", src,
+           "S:value", v, strlen(v), "s:reason", why, NULL);
+}
+
+/* CONFIG_STRICT, a setting of every binary: config_load adds it after the
+ * table. */
+static int g_strict = 1;
+static const config_opt k_strict_opt = {
+    "CONFIG_STRICT", CFG_BOOL, &g_strict, "true",
+    "An environment variable that looks like a setting of this program (its "
+    "first word, up to '_', starts one of its settings, or it is within 2 "
+    "edits of one) but is not one stops the program with exit code 2 and a "
+    "did_you_mean; false: log a warning and ignore it (an env file shared by "
+    "several odin binaries).  Unknown flags always stop it", 0, 0
+};
+
+/* Option i of the table followed by CONFIG_STRICT (i == n). */
+static const config_opt *opt_at(const config_opt *opts, size_t n, size_t i)
+{
+    return i < n ? &opts[i] : &k_strict_opt;
+}
+
 static int set_value(const config_opt *o, const char *v, const char *src)
 {
     char *end;
@@ -46,12 +76,13 @@ static int set_value(const config_opt *o, const char *v, const char *src)
         errno = 0;
         long x = strtol(v, &end, 0);
         if (errno || end == v || *end) {
-            fprintf(stderr, "error: %s (%s): '%s' is not an integer\n", o->env, src, v);
+            bad_value(o, src, v, "not an integer");
             return -1;
         }
         if ((o->min != 0 || o->max != 0) && ((double)x < o->min || (double)x > o->max)) {
-            fprintf(stderr, "error: %s (%s): %ld is out of range [%.0f, %.0f]\n",
-                    o->env, src, x, o->min, o->max);
+            char why[128];
+            snprintf(why, sizeof why, "out of range [%.0f, %.0f]", o->min, o->max);
+            bad_value(o, src, v, why);
             return -1;
         }
         *(long *)o->dst = x;
@@ -61,12 +92,13 @@ static int set_value(const config_opt *o, const char *v, const char *src)
         errno = 0;
         double x = strtod(v, &end);
         if (errno || end == v || *end || !isfinite(x)) {
-            fprintf(stderr, "error: %s (%s): '%s' is not a number\n", o->env, src, v);
+            bad_value(o, src, v, "not a number");
             return -1;
         }
         if ((o->min != 0 || o->max != 0) && (x < o->min || x > o->max)) {
-            fprintf(stderr, "error: %s (%s): %.15g is out of range [%.15g, %.15g]\n",
-                    o->env, src, x, o->min, o->max);
+            char why[128];
+            snprintf(why, sizeof why, "out of range [%.15g, %.15g]", o->min, o->max);
+            bad_value(o, src, v, why);
             return -1;
         }
         *(double *)o->dst = x;
@@ -74,8 +106,7 @@ static int set_value(const config_opt *o, const char *v, const char *src)
     }
     case CFG_BOOL:
         if (parse_bool(v, o->dst) != 0) {
-            fprintf(stderr, "error: %s (%s): '%s' is not a boolean (true/false)\n",
-                    o->env, src, v);
+            bad_value(o, src, v, "not a boolean (true/false)");
             return -1;
         }
         return 0;
@@ -89,36 +120,29 @@ void config_usage(const config_opt *opts, size_t n, const char *prog,
     printf("Usage: %s [--setting=value ...]\n\n%s\n\n", prog, summary);
     printf("Every setting is an environment variable and the same long flag;\n"
            "a flag overrides the environment.\n\n");
-    for (size_t i = 0; i < n; i++) {
+    for (size_t i = 0; i <= n; i++) {
+        const config_opt *o = opt_at(opts, n, i);
         char flag[96];
-        flag_name(opts[i].env, flag, sizeof flag);
-        const char *t = opts[i].type == CFG_INT ? "int" : opts[i].type == CFG_BOOL ? "bool"
-                      : opts[i].type == CFG_DOUBLE ? "number" : "string";
-        printf("  --%s, %s (%s)\n      %s\n", flag, opts[i].env, t, opts[i].help);
-        if (opts[i].def)
-            printf("      default: %s\n", opts[i].def[0] ? opts[i].def : "(empty)");
+        flag_name(o->env, flag, sizeof flag);
+        const char *t = o->type == CFG_INT ? "int" : o->type == CFG_BOOL ? "bool"
+                      : o->type == CFG_DOUBLE ? "number" : "string";
+        printf("  --%s, %s (%s)\n      %s\n", flag, o->env, t, o->help);
+        if (o->def)
+            printf("      default: %s\n", o->def[0] ? o->def : "(empty)");
         else
             printf("      default: (unset)\n");
         /* integers as integers (1099511627776, not 1.09951e+12): a range
          * must be something one can type back */
-        if (opts[i].type == CFG_INT && (opts[i].min != 0 || opts[i].max != 0))
-            printf("      range: %.0f .. %.0f\n", opts[i].min, opts[i].max);
-        else if (opts[i].type == CFG_DOUBLE && (opts[i].min != 0 || opts[i].max != 0))
-            printf("      range: %.15g .. %.15g\n", opts[i].min, opts[i].max);
+        if (o->type == CFG_INT && (o->min != 0 || o->max != 0))
+            printf("      range: %.0f .. %.0f\n", o->min, o->max);
+        else if (o->type == CFG_DOUBLE && (o->min != 0 || o->max != 0))
+            printf("      range: %.15g .. %.15g\n", o->min, o->max);
     }
     printf("  --help\n      Print this text and exit.\n");
+    printf("  --version\n      Print the build's version (git describe) and exit.\n");
 }
 
 /* ---- unknown settings in the environment ------------------------------- */
-
-/* Prefixes of the daemons' settings.  Only those that the program's own
- * table uses are checked, so a tool without REDIS_* settings does not warn
- * about the REDIS_URL a shell exported for the daemons. */
-static const char *const k_prefixes[] = {
-    "WS_", "SHARD_", "KAFKA_", "REDIS_", "ROUTER_", "RESUME_", "DISPATCH_",
-    "DISCOVERY_", "ENVELOPE_", "LOG_", "LG_", "PUBLISH_",
-};
-#define NPREFIXES (sizeof k_prefixes / sizeof k_prefixes[0])
 
 size_t config_edit_distance(const char *a, const char *b)
 {
@@ -145,6 +169,24 @@ size_t config_edit_distance(const char *a, const char *b)
     return row[lb];
 }
 
+/* Closest of the table and CONFIG_STRICT. */
+static const char *closest_all(const config_opt *opts, size_t n, const char *name,
+                               size_t *dist)
+{
+    const char *best = NULL;
+    size_t bd = (size_t)-1;
+    for (size_t i = 0; i <= n; i++) {
+        size_t d = config_edit_distance(name, opt_at(opts, n, i)->env);
+        if (d < bd) {
+            bd = d;
+            best = opt_at(opts, n, i)->env;
+        }
+    }
+    if (dist)
+        *dist = bd;
+    return best;
+}
+
 const char *config_closest(const config_opt *opts, size_t n, const char *name,
                            size_t *dist)
 {
@@ -162,19 +204,57 @@ const char *config_closest(const config_opt *opts, size_t n, const char *name,
     return best;
 }
 
-static int table_uses_prefix(const config_opt *opts, size_t n, const char *p)
+/* Length of the first word of a name, its trailing '_' included
+ * ("WS_MAX_CONNECTIONS" -> 3); 0 when there is no '_'. */
+static size_t first_word(const char *name)
 {
-    size_t pl = strlen(p);
-    for (size_t i = 0; i < n; i++)
-        if (strncmp(opts[i].env, p, pl) == 0)
+    const char *u = strchr(name, '_');
+    return u && u != name ? (size_t)(u - name) + 1 : 0;
+}
+
+/* Kubernetes service links (<SVC>_SERVICE_HOST, <SVC>_SERVICE_PORT[_<name>],
+ * <SVC>_PORT, <SVC>_PORT_<n>_<PROTO>[_PROTO|_PORT|_ADDR]) and Docker
+ * links: a service called "redis" or "shard" in the namespace sets them in
+ * every pod, so they are never taken for misspelt settings. */
+static int service_link(const char *name)
+{
+    if (strstr(name, "_SERVICE_HOST") || strstr(name, "_SERVICE_PORT"))
+        return 1;
+    size_t l = strlen(name);
+    if (l > 5 && strcmp(name + l - 5, "_PORT") == 0)
+        return 1;
+    const char *p = strstr(name, "_PORT_");
+    if (!p || !isdigit((unsigned char)p[6]))
+        return 0;
+    p += 6;
+    while (isdigit((unsigned char)*p))
+        p++;
+    return strncmp(p, "_TCP", 4) == 0 || strncmp(p, "_UDP", 4) == 0 ||
+           strncmp(p, "_SCTP", 5) == 0;
+}
+
+int config_env_unknown(const config_opt *opts, size_t n, const char *name)
+{
+    for (size_t i = 0; i <= n; i++)
+        if (strcmp(opt_at(opts, n, i)->env, name) == 0)
+            return 0;
+    if (service_link(name))
+        return 0;
+    size_t w = first_word(name);
+    for (size_t i = 0; i <= n && w; i++) {
+        const char *o = opt_at(opts, n, i)->env;
+        if (first_word(o) == w && strncmp(o, name, w) == 0)
             return 1;
-    return 0;
+    }
+    /* another first word but a near miss: RDIS_URL, HTPP_ADDR */
+    size_t d;
+    return strlen(name) >= 8 && closest_all(opts, n, name, &d) && d <= 2;
 }
 
 int config_check_env(const config_opt *opts, size_t n, char *const *env,
-                     const char *prog, FILE *out)
+                     const char *prog, int strict)
 {
-    int warned = 0;
+    int found = 0;
     for (size_t e = 0; env && env[e]; e++) {
         const char *kv = env[e];
         const char *eq = strchr(kv, '=');
@@ -184,31 +264,58 @@ int config_check_env(const config_opt *opts, size_t n, char *const *env,
             continue;
         memcpy(name, kv, kl);
         name[kl] = '\0';
-        int settings_like = 0;
-        for (size_t p = 0; p < NPREFIXES && !settings_like; p++)
-            settings_like = strncmp(name, k_prefixes[p], strlen(k_prefixes[p])) == 0 &&
-                            table_uses_prefix(opts, n, k_prefixes[p]);
-        if (!settings_like)
-            continue;
-        int known = 0;
-        for (size_t i = 0; i < n && !known; i++)
-            known = strcmp(opts[i].env, name) == 0;
-        if (known)
+        if (!config_env_unknown(opts, n, name))
             continue;
         size_t d;
-        const char *best = config_closest(opts, n, name, &d);
-        if (best && d <= 3 + strlen(name) / 8)
-            fprintf(out, "warning: %s is not a setting of %s (ignored); did you mean %s?\n",
-                    name, prog, best);
+        const char *best = closest_all(opts, n, name, &d);
+        if (best && d > 3 + strlen(name) / 8)
+            best = NULL;
+        char hint[512];
+        if (best)
+            snprintf(hint, sizeof hint, "%s is not a setting of %s; did you mean %s? (%s)",
+                     name, prog, best, strict ? "CONFIG_STRICT=false only warns" : "ignored");
         else
-            fprintf(out, "warning: %s is not a setting of %s (ignored; see %s --help)\n",
-                    name, prog, prog);
-        warned++;
+            snprintf(hint, sizeof hint, "%s is not a setting of %s (see %s --help; %s)",
+                     name, prog, prog, strict ? "CONFIG_STRICT=false only warns" : "ignored");
+        log_kv(strict ? LOG_ERROR : LOG_WARN, "unknown setting", "s:setting", name,
+               "s:did_you_mean", best, "s:source", "environment", "s:program", prog,
+               "s:action", strict ? "exit" : "ignored", "s:hint", hint, NULL);
+        found++;
     }
-    return warned;
+    return found;
 }
 
 /* ---- loading ------------------------------------------------------------ */
+
+/* An unknown --flag: its name back as a setting ("ws-max-conections" ->
+ * "WS_MAX_CONECTIONS") to find the closest one, suggested as a flag. */
+static void unknown_flag(const config_opt *opts, size_t n, const char *name, size_t nl,
+                         const char *prog)
+{
+    char env[129], flag[129] = "";
+    size_t l = nl < sizeof env - 1 ? nl : sizeof env - 1;
+    for (size_t i = 0; i < l; i++)
+        env[i] = name[i] == '-' ? '_' : (char)toupper((unsigned char)name[i]);
+    env[l] = '\0';
+    size_t d;
+    const char *best = closest_all(opts, n, env, &d);
+    if (best && d <= 3 + l / 8) {
+        flag[0] = flag[1] = '-';
+        flag_name(best, flag + 2, sizeof flag - 2);
+    }
+    char hint[512];
+    if (flag[0])
+        snprintf(hint, sizeof hint, "--%.*s is not an option of %s; did you mean %s?",
+                 (int)l, name, prog, flag);
+    else
+        snprintf(hint, sizeof hint, "--%.*s is not an option of %s (see %s --help)",
+                 (int)l, name, prog, prog);
+    char given[131];
+    snprintf(given, sizeof given, "--%.*s", (int)l, name);
+    log_kv(LOG_ERROR, "unknown option", "s:option", given, "s:did_you_mean",
+           flag[0] ? flag : NULL, "s:source", "flag", "s:program", prog,
+           "s:action", "exit", "s:hint", hint, NULL);
+}
 
 int config_load(const config_opt *opts, size_t n, int argc, char **argv,
                 const char *prog, const char *summary)
@@ -218,10 +325,17 @@ int config_load(const config_opt *opts, size_t n, int argc, char **argv,
             config_usage(opts, n, prog, summary);
             return 1;
         }
+        if (strcmp(argv[i], "--version") == 0) {
+            printf("%s %s\n", prog, procmetrics_version());
+            return 1;
+        }
     }
+    /* log lines before main() calls log_init carry the program's name
+     * ("odin-shard" -> "shard", the component its own lines use) */
+    log_set_component(strncmp(prog, "odin-", 5) == 0 ? prog + 5 : prog);
     /* defaults, then environment */
-    for (size_t i = 0; i < n; i++) {
-        const config_opt *o = &opts[i];
+    for (size_t i = 0; i <= n; i++) {
+        const config_opt *o = opt_at(opts, n, i);
         if (o->type == CFG_STR) {   /* a second load replaces the first */
             free(*(char **)o->dst);
             *(char **)o->dst = NULL;
@@ -232,27 +346,28 @@ int config_load(const config_opt *opts, size_t n, int argc, char **argv,
         if (e && set_value(o, e, "environment") != 0)
             return -1;
     }
-    config_check_env(opts, n, environ, prog, stderr);
     /* flags */
     for (int i = 1; i < argc; i++) {
         const char *a = argv[i];
         if (strncmp(a, "--", 2) != 0) {
-            fprintf(stderr, "error: unexpected argument '%s' (see %s --help)\n", a, prog);
+            char hint[256];
+            snprintf(hint, sizeof hint, "settings are --name=value flags (see %s --help)", prog);
+            log_kv(LOG_ERROR, "unexpected argument", "S:argument", a, strlen(a),
+                   "s:program", prog, "s:hint", hint, NULL);
             return -1;
         }
         const char *name = a + 2;
         const char *eq = strchr(name, '=');
         size_t nl = eq ? (size_t)(eq - name) : strlen(name);
         const config_opt *o = NULL;
-        for (size_t k = 0; k < n && !o; k++) {
+        for (size_t k = 0; k <= n && !o; k++) {
             char flag[96];
-            flag_name(opts[k].env, flag, sizeof flag);
+            flag_name(opt_at(opts, n, k)->env, flag, sizeof flag);
             if (strlen(flag) == nl && strncmp(flag, name, nl) == 0)
-                o = &opts[k];
+                o = opt_at(opts, n, k);
         }
         if (!o) {
-            fprintf(stderr, "error: unknown option '--%.*s' (see %s --help)\n", (int)nl,
-                    name, prog);
+            unknown_flag(opts, n, name, nl, prog);
             return -1;
         }
         const char *v;
@@ -264,13 +379,32 @@ int config_load(const config_opt *opts, size_t n, int argc, char **argv,
         } else if (i + 1 < argc) {
             v = argv[++i];
         } else {
-            fprintf(stderr, "error: option '--%.*s' needs a value\n", (int)nl, name);
+            log_kv(LOG_ERROR, "invalid setting", "s:setting", o->env, "s:source", "flag",
+                   "s:reason", "the flag needs a value", NULL);
             return -1;
         }
         if (set_value(o, v, "flag") != 0)
             return -1;
     }
+    /* after the flags: --config-strict=false relaxes it too */
+    if (config_check_env(opts, n, environ, prog, g_strict) > 0 && g_strict)
+        return -1;
     return 0;
+}
+
+void config_error(const char *fmt, ...)
+{
+    char why[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof why, fmt, ap);
+    va_end(ap);
+    log_kv(LOG_ERROR, "invalid setting", "s:reason", why, NULL);
+}
+
+int config_strict(void)
+{
+    return g_strict;
 }
 
 void config_free(const config_opt *opts, size_t n)

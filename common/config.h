@@ -43,24 +43,49 @@ typedef struct config_opt {
 } config_opt;
 
 /*
- * Load settings.  Returns 0 on success, 1 if --help/--version was printed
- * (caller exits 0), -1 on a bad value or unknown flag (message already
- * printed to stderr naming the setting; caller exits 2).
+ * Load settings.  Returns 0 on success, 1 if --help or --version was printed
+ * (caller exits 0), -1 on a bad value, an unknown flag, or (CONFIG_STRICT,
+ * the default) an unknown setting in the environment: each is one JSON log
+ * line on stderr (common/log.h) naming the setting and, for a misspelling,
+ * the closest real one ("did_you_mean"); the caller exits 2.
+ *
+ * Every table gets one more setting, CONFIG_STRICT (bool, default true),
+ * listed by --help after the table's own.  It also sets the log component
+ * to the program's name without "odin-" ("odin-shard" -> "shard").
  */
 int config_load(const config_opt *opts, size_t n, int argc, char **argv,
                 const char *prog, const char *summary);
 
+/* A setting that parsed but cannot be used (a program's own checks after
+ * config_load): one "invalid setting" JSON log line at error level with the
+ * printf-formatted reason (name the setting in it; never a secret). */
+void config_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* The CONFIG_STRICT value of the last config_load (1 before any). */
+int config_strict(void);
+
 /*
- * Warn (to `out`) about each environment entry (env: "NAME=value", NULL-
- * ended, e.g. environ) that looks like a setting of this program but is
- * not one: its name starts with a daemon prefix (WS_, SHARD_, KAFKA_,
- * REDIS_, ROUTER_, RESUME_, ...) that the table itself uses, and no option
- * has that name.  Each warning names the closest option by edit distance
- * ("did you mean WS_MAX_CONNECTIONS?").  config_load runs it on environ.
- * Returns the number of warnings.
+ * 1 if the environment variable `name` looks like a setting of this table
+ * but is none of its settings (nor CONFIG_STRICT), else 0.  It looks like
+ * one when its first word, up to and including the first '_', is the first
+ * word of one of the table's settings (WS_, SHARD_, ROUTE_, HTTP_, ...:
+ * derived from the table, so a tool without REDIS_* settings ignores the
+ * REDIS_URL a shell exported for the daemons), or when it is 8+ characters
+ * and within 2 edits of a setting (RDIS_URL).  Kubernetes / Docker service
+ * link variables (REDIS_SERVICE_HOST, REDIS_PORT, REDIS_PORT_6379_TCP, ...)
+ * never do.  Pure.
+ */
+int config_env_unknown(const config_opt *opts, size_t n, const char *name);
+
+/*
+ * Log each environment entry (env: "NAME=value", NULL-ended, e.g. environ)
+ * for which config_env_unknown is 1: one "unknown setting" line with the
+ * closest option ("did_you_mean", null when none is close) at error level
+ * when `strict`, else at warn level.  config_load runs it on environ.
+ * Returns the number of such entries.
  */
 int config_check_env(const config_opt *opts, size_t n, char *const *env,
-                     const char *prog, FILE *out);
+                     const char *prog, int strict);
 
 /* Levenshtein distance, ASCII case-insensitive (names over 128 bytes: the
  * longer length).  Pure. */
@@ -78,7 +103,8 @@ const char *config_closest(const config_opt *opts, size_t n, const char *name,
  */
 int config_check_brokers(const char *s, char *err, size_t errlen);
 
-/* Print the --help text to stdout. */
+/* Print the --help text to stdout (the table, CONFIG_STRICT, --help,
+ * --version). */
 void config_usage(const config_opt *opts, size_t n, const char *prog,
                   const char *summary);
 

@@ -18,6 +18,11 @@ void log_init(const char *component, enum log_level min)
     log_min = min;
 }
 
+void log_set_component(const char *component)
+{
+    snprintf(log_component, sizeof log_component, "%s", component ? component : "odin");
+}
+
 int log_level_parse(const char *s, enum log_level *out)
 {
     for (int i = 0; i < 4; i++) {

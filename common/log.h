@@ -22,6 +22,10 @@ enum log_level { LOG_DEBUG = 0, LOG_INFO = 1, LOG_WARN = 2, LOG_ERROR = 3 };
 /* Set the component name (copied) and the minimum level printed. */
 void log_init(const char *component, enum log_level min);
 
+/* Set only the component name (copied), keeping the level: config_load
+ * names the program before main() knows its LOG_LEVEL. */
+void log_set_component(const char *component);
+
 /* Parse "debug" | "info" | "warn" | "error"; returns 0 or -1 if unknown. */
 int log_level_parse(const char *s, enum log_level *out);
 

@@ -185,11 +185,15 @@ static size_t fill_opts(router_config *c)
     return n;
 }
 
+/* One "invalid setting" JSON log line (fmt has one %s, for v). */
 static int bad(const char *env, const char *fmt, const char *v)
 {
-    fprintf(stderr, "error: %s: ", env);
-    fprintf(stderr, fmt, v ? v : "(unset)");
-    fprintf(stderr, "\n");
+    char why[1200];
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wformat-nonliteral"
+    snprintf(why, sizeof why, fmt, v ? v : "(unset)");
+#pragma GCC diagnostic pop
+    log_kv(LOG_ERROR, "invalid setting", "s:setting", env, "s:reason", why, NULL);
     return -1;
 }
 
@@ -240,9 +244,10 @@ static int finalize(router_config *c)
     config_redact_url(c->redis_url, url, sizeof url);
     char uerr[300];
     if (config_parse_redis_url_err(c->redis_url, &c->redis, uerr, sizeof uerr) != 0) {
-        fprintf(stderr, "error: REDIS_URL: '%s' is not redis://[[user]:password@]host:port[/db] "
-                "or unix:/path: %s\n", url, uerr);
-        return -1;
+        char why[1000];
+        snprintf(why, sizeof why, "'%s' is not redis://[[user]:password@]host:port[/db] "
+                 "or unix:/path: %s", url, uerr);
+        return bad("REDIS_URL", "%s", why);
     }
     if (config_redis_set_password(&c->redis, c->redis_password) != 0)
         return bad("REDIS_PASSWORD", "longer than 255 bytes%s", "");
@@ -290,8 +295,7 @@ static int finalize(router_config *c)
     char err[512];
     if (router_topics_parse(&c->topics, c->kafka_topics, c->broadcast_topics, err,
                             sizeof err) != 0) {
-        fprintf(stderr, "error: %s\n", err);
-        return -1;
+        return bad("KAFKA_TOPICS", "%s", err);
     }
     return 0;
 }

@@ -1,4 +1,4 @@
-/* /health and /metrics (contract in http.h). */
+/* /health, /livez, /readyz and /metrics (contract in http.h). */
 #include "router/http.h"
 #include "router/adminapi.h"
 #include "router/shards.h"
@@ -102,6 +102,41 @@ static void health(router_http *h, struct evhttp_request *req)
     free(s);
 }
 
+/* /livez: 200 while the loop answers (draining on SIGTERM included: a
+ * restart mid-drain would redeliver what it is committing).  /readyz: 503
+ * while shutting down, with every Kafka broker down, or holding
+ * consumption (it cannot know where records go); Redis down is not
+ * "not ready": the router broadcasts meanwhile (http.h). */
+static void probe(router_http *h, struct evhttp_request *req, int ready)
+{
+    router_stats *s = malloc(sizeof *s);
+    if (!s) {
+        evhttp_send_error(req, 500, "out of memory");
+        return;
+    }
+    router_stats_get(h->r, s);
+    const char *reason = !ready ? NULL
+                       : s->stopping ? "shutting down"
+                       : s->kafka_down ? "kafka down"
+                       : s->g.holding ? "holding consumption"
+                       : NULL;
+    buf b = { 0 };
+    if (!ready)
+        buf_appendf(&b, "{\"status\":\"live\",\"id\":");
+    else
+        buf_appendf(&b, "{\"status\":\"%s\",\"ready\":%s,\"reason\":%s%s%s,\"id\":",
+                    reason ? "not ready" : "ready", reason ? "false" : "true",
+                    reason ? "\"" : "", reason ? reason : "null", reason ? "\"" : "");
+    buf_append_json_str(&b, h->cfg->id, strlen(h->cfg->id));
+    buf_appendf(&b, ",\"stopping\":%s,\"redis\":\"%s\",\"uptime\":%llu}\n",
+                s->stopping ? "true" : "false", s->redis_ok ? "up" : "down",
+                (unsigned long long)s->uptime_s);
+    int code = reason ? 503 : 200;
+    reply(req, code, code == 200 ? "OK" : "Service Unavailable", "application/json", &b);
+    buf_free(&b);
+    free(s);
+}
+
 static void metrics(router_http *h, struct evhttp_request *req)
 {
     router_stats *s = malloc(sizeof *s);
@@ -166,9 +201,9 @@ static void refused_log_path(router_http *h, struct evhttp_request *req, const c
 }
 
 /* A request over ADMIN_RATE. */
-static void refused_log(router_http *h, struct evhttp_request *req, int health)
+static void refused_log(router_http *h, struct evhttp_request *req, const char *path)
 {
-    refused_log_path(h, req, health ? "/health" : "/metrics", 429, "over ADMIN_RATE");
+    refused_log_path(h, req, path, 429, "over ADMIN_RATE");
 }
 
 static void reply_error(struct evhttp_request *req, int code, const char *reason,
@@ -253,13 +288,17 @@ static void http_cb(struct evhttp_request *req, void *arg)
         return;
     }
     size_t plen = strcspn(uri, "?");
-    int page;
+    int page, probe_kind = 0;   /* 1 /livez, 2 /readyz (page 1: /health's bucket) */
     if (plen > 7 && strncmp(uri, "/admin/", 7) == 0) {
         admin_api(h, req, uri, plen);
         return;
     }
     if (plen == 7 && strncmp(uri, "/health", 7) == 0)
         page = 1;
+    else if (plen == 6 && strncmp(uri, "/livez", 6) == 0)
+        page = 1, probe_kind = 1;
+    else if (plen == 7 && strncmp(uri, "/readyz", 7) == 0)
+        page = 1, probe_kind = 2;
     else if (plen == 8 && strncmp(uri, "/metrics", 8) == 0)
         page = 0;
     else {
@@ -268,7 +307,8 @@ static void http_cb(struct evhttp_request *req, void *arg)
     }
     if (!tbucket_take(&h->rl[page], clock_mono_ms())) {
         h->rl_rejections[page]++;
-        refused_log(h, req, page);
+        refused_log(h, req, probe_kind == 1 ? "/livez" : probe_kind == 2 ? "/readyz"
+                                    : page ? "/health" : "/metrics");
         evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
         buf b = { 0 };
         buf_appendf(&b, "{\"error\":\"too many requests\"}\n");
@@ -276,7 +316,9 @@ static void http_cb(struct evhttp_request *req, void *arg)
         buf_free(&b);
         return;
     }
-    if (page)
+    if (probe_kind)
+        probe(h, req, probe_kind == 2);
+    else if (page)
         health(h, req);
     else
         metrics(h, req);

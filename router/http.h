@@ -1,6 +1,6 @@
 /*
- * GET /health and GET /metrics on HTTP_ADDR (libevent evhttp, loop thread),
- * and the admin API GET /admin/v1/shards, /admin/v1/partitions
+ * GET /health, /livez, /readyz and /metrics on HTTP_ADDR (libevent evhttp,
+ * loop thread), and the admin API GET /admin/v1/shards, /admin/v1/partitions
  * (router/adminapi.h; ADMIN_TOKEN bearer check, common/adminauth.h; its own
  * ADMIN_RATE bucket; refusals in router_admin_api_rejections_total).
  * Reads the router only through router_stats_get / router_stats_shards_json
@@ -13,6 +13,12 @@
  *   degraded  (200): Redis unavailable (fallback broadcast), DISPATCH_MODE
  *                    targeted but no shard known, or a live shard not connected
  *   healthy   (200): otherwise
+ *
+ * /livez (liveness): 200 while the loop answers, draining included.
+ * /readyz (readiness): 503 while shutting down, with every Kafka broker
+ * down, or holding consumption (the set of shards cannot be known); Redis
+ * down is ready (the router broadcasts).  Both share /health's ADMIN_RATE
+ * bucket.
  */
 #ifndef ODIN_ROUTER_HTTP_H
 #define ODIN_ROUTER_HTTP_H

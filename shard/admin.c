@@ -1,4 +1,5 @@
-/* Admin listener for /health and /metrics (contract in admin.h). */
+/* Admin listener for /health, /livez, /readyz and /metrics (contract in
+ * admin.h). */
 #include "shard/admin.h"
 #include "common/log.h"
 #include "common/net.h"
@@ -58,23 +59,34 @@ static void peer_of(struct evhttp_request *req, uint8_t ip[16], size_t *ip_len,
     }
 }
 
+static const char *const k_page_paths[] = { "/metrics", "/health", "/livez", "/readyz" };
+
+int shard_admin_page_of(const char *path, size_t len)
+{
+    for (int i = 0; i < 4; i++)
+        if (strlen(k_page_paths[i]) == len && memcmp(path, k_page_paths[i], len) == 0)
+            return i;
+    return -1;
+}
+
+const char *shard_admin_page_path(int page)
+{
+    return page >= 0 && page < 4 ? k_page_paths[page] : "?";
+}
+
 static void on_request(struct evhttp_request *req, void *arg)
 {
     shard_admin *a = arg;
     const char *uri = evhttp_request_get_uri(req);
     size_t plen = strcspn(uri, "?");
     int post = evhttp_request_get_command(req) == EVHTTP_REQ_POST;
-    int health = -1;
+    int page = -1;
     if (plen > 7 && strncmp(uri, "/admin/", 7) == 0 && a->cb.api) {
         /* the admin API, below */
     } else if (post) {
         evhttp_send_error(req, 405, "Method Not Allowed");
         return;
-    } else if (plen == 7 && strncmp(uri, "/health", 7) == 0)
-        health = 1;
-    else if (plen == 8 && strncmp(uri, "/metrics", 8) == 0)
-        health = 0;
-    else {
+    } else if ((page = shard_admin_page_of(uri, plen)) < 0) {
         evhttp_send_error(req, 404, "Not Found");
         return;
     }
@@ -85,13 +97,13 @@ static void on_request(struct evhttp_request *req, void *arg)
     buf_reset(&a->page);
     const char *ctype = "text/plain";
     int code;
-    if (health < 0) {
+    if (page < 0) {
         struct evkeyvalq *in = evhttp_request_get_input_headers(req);
         code = a->cb.api(a->cb.ud, post, uri, plen, uri[plen] ? uri + plen + 1 : NULL,
                          evhttp_find_header(in, "Authorization"), ip, ip_len, port,
                          &a->page, &ctype);
     } else {
-        code = a->cb.page(a->cb.ud, health, ip, ip_len, port, &a->page, &ctype);
+        code = a->cb.page(a->cb.ud, page, ip, ip_len, port, &a->page, &ctype);
     }
     if (code < 0) {
         evhttp_send_error(req, 500, "out of memory");

@@ -1,7 +1,7 @@
 /*
- * The shard's admin listener (shard/admin.c): GET/HEAD /health and /metrics
- * and the admin API under /admin/ (GET and POST, shard/adminapi.h) on
- * ADMIN_ADDR, an address apart from the public WS_ADDR (libevent evhttp:
+ * The shard's admin listener (shard/admin.c): GET/HEAD /health, /livez,
+ * /readyz and /metrics, and the admin API under /admin/ (GET and POST,
+ * shard/adminapi.h) on ADMIN_ADDR, an address apart from the public WS_ADDR (libevent evhttp:
  * small request heads, no body, a 5 s timeout, other methods 405, other
  * paths 404).  What a page holds, and whether it is served at all (the
  * ADMIN_RATE limit, ADMIN_ALLOW), is the owner's: the listener asks through
@@ -15,14 +15,30 @@
 #include <event2/event.h>
 #include "common/buf.h"
 
+/* The pages: /metrics; /health (the full JSON); /livez (200 while the
+ * process answers); /readyz (200 when it takes new clients, 503 when
+ * draining, shutting down or full). */
+enum shard_admin_page {
+    SHARD_PAGE_METRICS = 0,
+    SHARD_PAGE_HEALTH = 1,
+    SHARD_PAGE_LIVEZ = 2,
+    SHARD_PAGE_READYZ = 3
+};
+
+/* The page of a request path (up to '?'), or -1 for another path. */
+int shard_admin_page_of(const char *path, size_t len);
+
+/* "/health", "/livez", ... for logs. */
+const char *shard_admin_page_path(int page);
+
 typedef struct shard_admin_callbacks {
     /*
-     * Answer GET /health (health = 1) or /metrics from peer ip (ip_len 4 or
+     * Answer GET of page (enum shard_admin_page) from peer ip (ip_len 4 or
      * 16, network order) and port: append the body to `out`, set *ctype (a static
      * string) and return the HTTP status (200, 503, 404, 429 (sent with
      * Retry-After: 1), ...), or -1 on ENOMEM (answered 500).
      */
-    int (*page)(void *ud, int health, const uint8_t *ip, size_t ip_len,
+    int (*page)(void *ud, int page, const uint8_t *ip, size_t ip_len,
                 int port, buf *out, const char **ctype);
     /*
      * Answer a request under /admin/ (path without the query, len bytes;

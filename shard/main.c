@@ -1,6 +1,7 @@
 /* odin-shard: settings and logging, then shard_run() (shard/shard.c). */
 #include "shard/settings.h"
 #include "shard/shard.h"
+#include "common/config.h"
 #include "common/log.h"
 
 #include <stdio.h>
@@ -15,7 +16,7 @@ int main(int argc, char **argv)
     }
     enum log_level lvl;
     if (log_level_parse(set.log_level, &lvl) != 0) {
-        fprintf(stderr, "odin-shard: bad LOG_LEVEL \"%s\"\n", set.log_level);
+        config_error("LOG_LEVEL \"%s\" is not debug|info|warn|error", set.log_level);
         shard_settings_free(&set);
         return 2;
     }

@@ -371,3 +371,31 @@ int shard_health_render(buf *o, const shard_gauges *g)
         return -1;
     return code;
 }
+
+int shard_livez_render(buf *o, const shard_gauges *g)
+{
+    int e = buf_appendf(o, "{\"status\":\"live\",\"shard_id\":");
+    e |= buf_append_json_str(o, g->shard_id, strlen(g->shard_id));
+    e |= buf_appendf(o, ",\"uptime\":%.0f,\"draining\":%s,\"stopping\":%s}\n",
+                     g->uptime_s, g->draining ? "true" : "false",
+                     g->stopping ? "true" : "false");
+    return e ? -1 : 200;
+}
+
+int shard_readyz_render(buf *o, const shard_gauges *g)
+{
+    const char *reason = g->stopping ? "shutting down"
+                       : g->draining ? "draining"
+                       : g->connections + g->closing >= g->max_connections ? "at capacity"
+                       : NULL;
+    int e = buf_appendf(o, "{\"status\":\"%s\",\"ready\":%s,\"reason\":",
+                        reason ? "not ready" : "ready", reason ? "false" : "true");
+    e |= reason ? buf_append_json_str(o, reason, strlen(reason)) : buf_appendf(o, "null");
+    e |= buf_appendf(o, ",\"shard_id\":");
+    e |= buf_append_json_str(o, g->shard_id, strlen(g->shard_id));
+    e |= buf_appendf(o, ",\"connections\":%ld,\"max_connections\":%ld,"
+                     "\"redis\":\"%s\",\"routers\":%ld}\n",
+                     g->connections, g->max_connections,
+                     g->redis_connected ? "up" : "down", g->routers);
+    return e ? -1 : reason ? 503 : 200;
+}

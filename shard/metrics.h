@@ -160,4 +160,22 @@ int shard_metrics_render(buf *out, const shard_metrics *m,
  */
 int shard_health_render(buf *out, const shard_gauges *g);
 
+/*
+ * /livez: 200 while the shard answers at all (draining, full, shutting down
+ * or without Redis included: a liveness probe must not restart a shard
+ * that is merely busy).  Appends {"status":"live",...}; 200 or -1 (ENOMEM).
+ */
+int shard_livez_render(buf *out, const shard_gauges *g);
+
+/*
+ * /readyz: does the shard take new clients?  503 with "reason" when it is
+ * shutting down, draining, or full (open + closing clients at
+ * max_connections: the test the upgrade answers 503 by); else 200.  Redis
+ * and router links are reported but do not decide it: they are shared, and
+ * a Redis outage must not take every shard out of the load balancer at
+ * once (routers broadcast meanwhile; shards re-register on return).
+ * Returns 200, 503 or -1 (ENOMEM).
+ */
+int shard_readyz_render(buf *out, const shard_gauges *g);
+
 #endif

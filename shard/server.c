@@ -458,17 +458,17 @@ static int path_is(const httpreq *r, const char *p)
     return r->path.len == n && memcmp(r->path.p, p, n) == 0;
 }
 
-/* ---- /health and /metrics ------------------------------------------- */
+/* ---- /health, /livez, /readyz and /metrics ---------------------------- */
 
 static log_ratelimit g_admin_rl = { .per_sec = 2 };
 
 /*
  * ADMIN_ALLOW, then ADMIN_RATE (one bucket per page, shared by ADMIN_ADDR
- * and WS_ADDR) for one request of /health (health = 1) or /metrics from
- * ip.  0 to serve it, else the status to answer: 404 (not allowed) or 429;
+ * and WS_ADDR; /livez and /readyz share /health's) for one request of
+ * page (enum shard_admin_page) from ip.  0 to serve it, else the status to answer: 404 (not allowed) or 429;
  * counted, and logged at a bounded rate with the peer's address.
  */
-static int admin_gate(shard_server *srv, int health, const uint8_t *ip,
+static int admin_gate(shard_server *srv, int page, const uint8_t *ip,
                       size_t ip_len, int port, const char *listener)
 {
     shard_ctx *ctx = srv->ctx;
@@ -479,8 +479,8 @@ static int admin_gate(shard_server *srv, int health, const uint8_t *ip,
         ctx->m.ws_admin_forbidden_total++;
         st = 404;
         why = "not in ADMIN_ALLOW";
-    } else if (!tbucket_take(&srv->admin_rl[health ? 1 : 0], clock_mono_ms())) {
-        ctx->m.ws_admin_ratelimit_rejections_total[health ? 1 : 0]++;
+    } else if (!tbucket_take(&srv->admin_rl[page ? 1 : 0], clock_mono_ms())) {
+        ctx->m.ws_admin_ratelimit_rejections_total[page ? 1 : 0]++;
         st = 429;
         why = "over ADMIN_RATE";
     }
@@ -489,23 +489,25 @@ static int admin_gate(shard_server *srv, int health, const uint8_t *ip,
         char txt[64];
         ip_text(ip, ip_len, txt, sizeof txt);
         log_kv(LOG_WARN, "admin request refused", "s:peer", txt, "i:port", port,
-               "s:path", health ? "/health" : "/metrics", "s:listener", listener,
+               "s:path", shard_admin_page_path(page), "s:listener", listener,
                "i:status", st, "s:reason", why, "u:suppressed", supp, NULL);
     }
     return st;
 }
 
 /* Append the page to out: its HTTP status (200, or 503 for an unhealthy
- * /health), or -1 on ENOMEM. */
-static int render_page(shard_server *srv, int health, buf *out)
+ * /health or a /readyz not ready), or -1 on ENOMEM. */
+static int render_page(shard_server *srv, int page, buf *out)
 {
     shard_ctx *ctx = srv->ctx;
     shard_gauges g;
     shard_gauges_fill(ctx, &g);
     int status = 200;
     int rc;
-    if (health) {
-        rc = shard_health_render(out, &g);
+    if (page != SHARD_PAGE_METRICS) {
+        rc = page == SHARD_PAGE_LIVEZ    ? shard_livez_render(out, &g)
+           : page == SHARD_PAGE_READYZ   ? shard_readyz_render(out, &g)
+                                         : shard_health_render(out, &g);
         if (rc > 0) {
             status = rc;
             rc = 0;
@@ -526,9 +528,9 @@ static int render_page(shard_server *srv, int health, buf *out)
 
 #define PROM_CTYPE "text/plain; version=0.0.4; charset=utf-8"
 
-static void serve_page(shard_server *srv, shard_client *c, int health)
+static void serve_page(shard_server *srv, shard_client *c, int page)
 {
-    int st = admin_gate(srv, health, c->ip, c->ip_len, c->port, "ws");
+    int st = admin_gate(srv, page, c->ip, c->ip_len, c->port, "ws");
     if (st == 429) {
         http_error(srv, c, 429, "too many requests", "Retry-After: 1\r\n");
         return;
@@ -538,29 +540,51 @@ static void serve_page(shard_server *srv, shard_client *c, int health)
         return;
     }
     buf_reset(&srv->scratch);
-    int status = render_page(srv, health, &srv->scratch);
+    int status = render_page(srv, page, &srv->scratch);
     if (status < 0) {
         http_error(srv, c, 500, "out of memory", NULL);
         return;
     }
-    http_reply(srv, c, status, health ? "application/json" : PROM_CTYPE,
+    http_reply(srv, c, status, page != SHARD_PAGE_METRICS ? "application/json" : PROM_CTYPE,
                srv->scratch.data, srv->scratch.len, NULL);
 }
 
 /* shard_admin_callbacks.page: a request on ADMIN_ADDR. */
-static int admin_page(void *ud, int health, const uint8_t *ip, size_t ip_len,
+static int admin_page(void *ud, int page, const uint8_t *ip, size_t ip_len,
                       int port, buf *out, const char **ctype)
 {
     shard_server *srv = ud;
     *ctype = "application/json";
-    int st = admin_gate(srv, health, ip, ip_len, port, "admin");
+    int st = admin_gate(srv, page, ip, ip_len, port, "admin");
     if (st)
         return buf_appendf(out, "{\"error\":\"%s\"}\n", st == 429 ? "too many requests"
                                                                    : "not found") == 0
                    ? st : -1;
-    if (!health)
+    if (page == SHARD_PAGE_METRICS)
         *ctype = PROM_CTYPE;
-    return render_page(srv, health, out);
+    return render_page(srv, page, out);
+}
+
+/* Refused upgrades (403, 429, 503), logged with the client's address (the
+ * PROXY header's when there is one) at most UPGRADE_LOG_PER_SEC lines a
+ * second; "suppressed" counts the lines skipped since the last one. */
+#define UPGRADE_LOG_PER_SEC 10
+static log_ratelimit g_upgrade_rl = { .per_sec = UPGRADE_LOG_PER_SEC };
+
+static void refuse_upgrade(shard_server *srv, shard_client *c, const httpreq *req,
+                           int status, const char *reason, const char *extra)
+{
+    uint64_t supp = 0;
+    if (log_rl_allow(&g_upgrade_rl, &supp)) {
+        char ip[64];
+        ip_text(c->ip, c->ip_len, ip, sizeof ip);
+        log_kv(LOG_WARN, "upgrade refused", "s:peer", ip, "i:port", (int)c->port,
+               "i:status", status, "s:reason", reason,
+               "S:origin", req->origin.p ? req->origin.p : "",
+               req->origin.p ? req->origin.len : (size_t)0,
+               "u:suppressed", supp, NULL);
+    }
+    http_error(srv, c, status, reason, extra);
 }
 
 static void upgrade(shard_server *srv, shard_client *c, const httpreq *req,
@@ -577,34 +601,34 @@ static void upgrade(shard_server *srv, shard_client *c, const httpreq *req,
     }
     if (!ws_origin_allowed(ctx->set->allowed_origins, req)) {
         ctx->m.ws_origin_rejections_total++;
-        http_error(srv, c, 403, "origin not allowed", NULL);
+        refuse_upgrade(srv, c, req, 403, "origin not allowed", NULL);
         return;
     }
     if (ctx->stopping) {
-        http_error(srv, c, 503, "shutting down", NULL);
+        refuse_upgrade(srv, c, req, 503, "shutting down", NULL);
         return;
     }
     if (ctx->draining) {
         ctx->m.ws_drain_rejections_total++;
-        http_error(srv, c, 503, "draining", "Retry-After: 1\r\n");
+        refuse_upgrade(srv, c, req, 503, "draining", "Retry-After: 1\r\n");
         return;
     }
     int allow = ip_allow(srv, c, clock_mono_ms());
     if (allow < 0) {
         ctx->m.ws_ip_table_full_rejections_total++;
         ip_table_log(srv, c, allow);
-        http_error(srv, c, 503, "too many client addresses", "Retry-After: 1\r\n");
+        refuse_upgrade(srv, c, req, 503, "too many client addresses", "Retry-After: 1\r\n");
         return;
     }
     if (!allow) {
         ctx->m.ws_ratelimit_rejections_total++;
-        http_error(srv, c, 429, "connection rate limit exceeded",
-                   "Retry-After: 1\r\n");
+        refuse_upgrade(srv, c, req, 429, "connection rate limit exceeded",
+                       "Retry-After: 1\r\n");
         return;
     }
     if (srv->n_open + srv->n_closing >= ctx->max_connections) {
         ctx->m.ws_capacity_rejections_total++;
-        http_error(srv, c, 503, "at capacity", "Retry-After: 1\r\n");
+        refuse_upgrade(srv, c, req, 503, "at capacity", "Retry-After: 1\r\n");
         return;
     }
     buf out = { 0 };
@@ -639,7 +663,7 @@ void shard_server_http(shard_server *srv, shard_client *c, const char *data,
     }
     if (path_is(&req, "/ws")) {
         upgrade(srv, c, &req, data, len);
-    } else if (path_is(&req, "/health") || path_is(&req, "/metrics")) {
+    } else if (shard_admin_page_of(req.path.p, req.path.len) >= 0) {
         if ((c->flags & CLF_VIA_PROXY) || srv->admin) {
             /* internal endpoints are not served to clients of the public
              * load balancer (they arrive with a PROXY header), nor on
@@ -650,7 +674,7 @@ void shard_server_http(shard_server *srv, shard_client *c, const char *data,
             srv->ctx->m.ws_handshake_failures_total++;
             http_error(srv, c, 405, "method not allowed", "Allow: GET\r\n");
         } else {
-            serve_page(srv, c, path_is(&req, "/health"));
+            serve_page(srv, c, shard_admin_page_of(req.path.p, req.path.len));
         }
     } else {
         srv->ctx->m.ws_handshake_failures_total++;
@@ -821,7 +845,7 @@ shard_server *shard_server_new(shard_ctx *ctx)
                                            srv->admin_addr, sizeof srv->admin_addr,
                                            &srv->admin_port)))
             goto err;
-        log_kv(LOG_INFO, "admin listener (/health, /metrics, /admin/v1)", "s:addr",
+        log_kv(LOG_INFO, "admin listener (/health, /livez, /readyz, /metrics, /admin/v1)", "s:addr",
                srv->admin_addr, "b:admin_token", s->admin_token && *s->admin_token, NULL);
     } else if (s->admin_token && *s->admin_token) {
         log_kv(LOG_WARN, "ADMIN_TOKEN is set but ADMIN_ADDR is not: the admin API is "

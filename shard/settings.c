@@ -314,8 +314,8 @@ int shard_settings_load(shard_settings *s, int argc, char **argv)
         s->shard_id = strdup(id);
     }
     if (!s->shard_id || !id_valid(s->shard_id)) {
-        fprintf(stderr, "odin-shard: SHARD_ID must be 1-128 of "
-                        "[A-Za-z0-9_.-]\n");
+        config_error("SHARD_ID must be 1-128 of "
+                        "[A-Za-z0-9_.-]");
         return -1;
     }
     if (s->cfg_socket_path && *s->cfg_socket_path) {
@@ -325,8 +325,8 @@ int shard_settings_load(shard_settings *s, int argc, char **argv)
         int pl = snprintf(p, sizeof(p), "%s/odin-shard-%s.sock",
                          s->cfg_socket_dir ? s->cfg_socket_dir : "/tmp", s->shard_id);
         if (pl < 0 || (size_t)pl >= 108) {   /* sun_path limit */
-            fprintf(stderr, "odin-shard: socket path %s is longer than 107 bytes; "
-                            "set SHARD_SOCKET or a shorter SHARD_SOCKET_DIR\n", p);
+            config_error("socket path %s is longer than 107 bytes; "
+                            "set SHARD_SOCKET or a shorter SHARD_SOCKET_DIR", p);
             return -1;
         }
         s->socket_path = strdup(p);
@@ -336,14 +336,14 @@ int shard_settings_load(shard_settings *s, int argc, char **argv)
     if (s->cfg_endpoint && *s->cfg_endpoint) {
         if (strncmp(s->cfg_endpoint, "unix:", 5) != 0 &&
             strncmp(s->cfg_endpoint, "tcp://", 6) != 0) {
-            fprintf(stderr, "odin-shard: SHARD_ENDPOINT must be unix:/path or "
-                            "tcp://host:port, not '%s'\n", s->cfg_endpoint);
+            config_error("SHARD_ENDPOINT must be unix:/path or "
+                            "tcp://host:port, not '%s'", s->cfg_endpoint);
             return -1;
         }
         if (strncmp(s->cfg_endpoint, "tcp://", 6) == 0 &&
             !(s->tcp_addr && *s->tcp_addr)) {
-            fprintf(stderr, "odin-shard: SHARD_ENDPOINT is tcp:// but "
-                            "SHARD_TCP_ADDR is not set\n");
+            config_error("SHARD_ENDPOINT is tcp:// but "
+                            "SHARD_TCP_ADDR is not set");
             return -1;
         }
         s->endpoint = strdup(s->cfg_endpoint);
@@ -357,8 +357,8 @@ int shard_settings_load(shard_settings *s, int argc, char **argv)
         return -1;
     int et = envelope_types_parse(s->cfg_envelope_types);
     if (et < 0) {
-        fprintf(stderr, "odin-shard: ENVELOPE_TYPES must be legacy or "
-                        "category, not '%s'\n", s->cfg_envelope_types);
+        config_error("ENVELOPE_TYPES must be legacy or "
+                        "category, not '%s'", s->cfg_envelope_types);
         return -1;
     }
     s->envelope_types = et;
@@ -369,28 +369,28 @@ int shard_settings_load(shard_settings *s, int argc, char **argv)
     } else if (strcmp(s->cfg_proxy_protocol, "required") == 0) {
         s->proxy_mode = SHARD_PROXY_REQUIRED;
     } else {
-        fprintf(stderr, "odin-shard: WS_PROXY_PROTOCOL must be off, optional or "
-                        "required, not '%s'\n", s->cfg_proxy_protocol);
+        config_error("WS_PROXY_PROTOCOL must be off, optional or "
+                        "required, not '%s'", s->cfg_proxy_protocol);
         return -1;
     }
     char cerr[300];
     if (cidr_list_parse(s->proxy_trusted, &s->proxy_nets, cerr, sizeof cerr) != 0) {
-        fprintf(stderr, "odin-shard: WS_PROXY_TRUSTED: %s\n", cerr);
+        config_error("WS_PROXY_TRUSTED: %s", cerr);
         return -1;
     }
     if (cidr_list_parse(s->admin_allow, &s->admin_nets, cerr, sizeof cerr) != 0) {
-        fprintf(stderr, "odin-shard: ADMIN_ALLOW: %s\n", cerr);
+        config_error("ADMIN_ALLOW: %s", cerr);
         return -1;
     }
     if (s->proxy_mode != SHARD_PROXY_OFF && s->proxy_nets.n == 0) {
-        fprintf(stderr, "odin-shard: WS_PROXY_PROTOCOL=%s needs WS_PROXY_TRUSTED "
-                        "(the load balancers' addresses)\n", s->cfg_proxy_protocol);
+        config_error("WS_PROXY_PROTOCOL=%s needs WS_PROXY_TRUSTED "
+                        "(the load balancers' addresses)", s->cfg_proxy_protocol);
         return -1;
     }
     char berr[300];
     if (s->kafka_brokers && *s->kafka_brokers &&
         config_check_brokers(s->kafka_brokers, berr, sizeof berr) != 0) {
-        fprintf(stderr, "odin-shard: KAFKA_BROKERS must be a host:port list (%s)\n",
+        config_error("KAFKA_BROKERS must be a host:port list (%s)",
                 berr);
         return -1;
     }
@@ -399,22 +399,22 @@ int shard_settings_load(shard_settings *s, int argc, char **argv)
     if (config_parse_redis_url_err(s->redis_url, &rep, uerr, sizeof uerr) != 0) {
         char url[600];
         config_redact_url(s->redis_url, url, sizeof url);
-        fprintf(stderr, "odin-shard: REDIS_URL '%s' is not "
-                        "redis://[[user]:password@]host:port[/db] or unix:/path: %s\n",
+        config_error("REDIS_URL '%s' is not "
+                        "redis://[[user]:password@]host:port[/db] or unix:/path: %s",
                 url, uerr);
         return -1;
     }
     if (config_redis_set_password(&rep, s->redis_password) != 0) {
-        fprintf(stderr, "odin-shard: REDIS_PASSWORD is longer than 255 bytes\n");
+        config_error("REDIS_PASSWORD is longer than 255 bytes");
         return -1;
     }
     if (s->max_frame < s->max_message)
         s->max_frame = s->max_message;
     if (s->tcp_addr && *s->tcp_addr && !(s->ingress_secret && *s->ingress_secret) &&
         !s->ingress_insecure && !net_addr_is_loopback(s->tcp_addr)) {
-        fprintf(stderr, "odin-shard: SHARD_TCP_ADDR %s is not a loopback address: "
+        config_error("SHARD_TCP_ADDR %s is not a loopback address: "
                         "set SHARD_INGRESS_SECRET (on shards and routers), or "
-                        "SHARD_INGRESS_INSECURE=true on a network you trust\n", s->tcp_addr);
+                        "SHARD_INGRESS_INSECURE=true on a network you trust", s->tcp_addr);
         return -1;
     }
     return 0;

@@ -126,4 +126,16 @@ rc=0; REDIS_URL=redis://127.0.0.1:1 ctl shards 2>"$T/dead.err" || rc=$?
     || fail "dead redis: $rc $(cat "$T/dead.err")"
 rc=0; REDIS_URL=localhost:6379 ctl shards 2>"$T/bad.err" || rc=$?
 [ $rc -eq 2 ] && grep -q "no scheme" "$T/bad.err" || fail "bad REDIS_URL: $rc $(cat "$T/bad.err")"
+# Redis Sentinel, as on the daemons (inside a compose container of the
+# Sentinel override, odin-ctl sees their REDIS_SENTINELS): the master comes
+# from the Sentinel, REDIS_URL pointing nowhere
+sport=$(free_port)
+printf 'port %s\nbind 127.0.0.1\nsentinel monitor odin 127.0.0.1 %s 1\n' "$sport" \
+    "${ODIN_REDIS_URL##*:}" >"$T/sentinel.conf"
+redis-server "$T/sentinel.conf" --sentinel >"$T/sentinel.log" 2>&1 &
+pids+=($!)
+wait_until 10 redis-cli -p "$sport" ping || fail "sentinel did not start"
+REDIS_URL=redis://127.0.0.1:1 REDIS_SENTINELS="127.0.0.1:$sport" ctl shards >"$T/sent.out" 2>"$T/sent.err" ||
+    fail "odin-ctl through Sentinel: $(cat "$T/sent.err")"
+grep -q -e "$A" -e "$Bid" "$T/sent.out" || fail "odin-ctl through Sentinel: $(cat "$T/sent.out")"
 echo "ctl: ok"

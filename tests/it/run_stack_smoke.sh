@@ -2,13 +2,17 @@
 # `make run` smoke test: tools/run-stack.sh starts redis, devbroker, router,
 # three shards, the publisher and the demo client; the demo client must
 # receive live events through the shared (SO_REUSEPORT) port, and everything
-# must stop cleanly.
+# must stop cleanly.  Each process gets only its own settings: with a shard
+# setting and a router setting in the caller's environment (as `WS_MAX_CONNECTIONS=...
+# make run` would give), no process logs an unknown setting (odin binaries
+# stop on one) and each setting reaches its own binary.
 set -euo pipefail
 top=${ODIN_TOP:?run through tools/run-tests.sh}
 . "$top/tests/support/ports.sh"
 run_dir="$ODIN_TMP/run-stack"
 out="$ODIN_TMP/run-stack.out"
 base=$(free_port 3)
+WS_MAX_CONNECTIONS=1000 ROUTE_CACHE_SIZE=5000 LOG_LEVEL=info \
 BUILD="$ODIN_BUILD" RUN_DIR="$run_dir" WATCH_SECONDS=12 PUBLISH_RATE=200 \
     PUBLIC_PORT=$(free_port) SHARD_PORT_BASE=$base ROUTER_HTTP_PORT=$(free_port) \
     REDIS_PORT=$(free_port) timeout 120 "$top/tools/run-stack.sh" >"$out" 2>&1
@@ -32,4 +36,12 @@ done
 # the live page (docs/clients.md) was served on a loopback port and its URL printed
 grep -q '^  live page (browser):    http://127.0.0.1:[0-9]*/web/?ws=ws://127.0.0.1:[0-9]*/ws,' "$out" || { echo "no live page URL"; exit 1; }
 grep -q '^Serving HTTP on 127.0.0.1 port [0-9]' "$run_dir/logs/page.log" || { echo "page server did not start"; exit 1; }
+# environment hygiene: no process saw a setting that is not its own (the
+# old script exported router settings to every shard: "KAFKA_EVICT_PREVIOUS
+# is not a setting of odin-shard")
+if grep -l -e '"msg":"unknown setting"' -e 'is not a setting' "$run_dir"/logs/*; then
+    echo "a process was given a setting that is not its own"; exit 1
+fi
+# ... while its own settings from the caller's environment still reach it
+grep -q '"max_connections":1000,' "$run_dir/logs/shard-1.log" || { echo "WS_MAX_CONNECTIONS did not reach the shard"; exit 1; }
 echo "run-stack smoke: ok"

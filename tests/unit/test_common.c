@@ -119,36 +119,137 @@ static void test_config_help(void **st)
     assert_null(strstr(text, "e+"));
 }
 
+/* Run fn with stderr (fd 2) going to a buffer; returns what was written. */
+static void capture_stderr(void (*fn)(void *), void *arg, char *out, size_t cap)
+{
+    char path[] = "/tmp/odin-stderr-XXXXXX";
+    int fd = mkstemp(path);
+    assert_true(fd >= 0);
+    fflush(stderr);
+    int saved = dup(2);
+    dup2(fd, 2);
+    fn(arg);
+    fflush(stderr);
+    dup2(saved, 2);
+    close(saved);
+    ssize_t n = pread(fd, out, cap - 1, 0);
+    out[n > 0 ? n : 0] = '\0';
+    close(fd);
+    unlink(path);
+}
+
+static char *u_a, *u_b;
+static long u_m;
+static const config_opt u_opts[] = {
+    { "WS_MAX_CONNECTIONS", CFG_INT, &u_m, "0", "max", 0, 0 },
+    { "WS_ADDR", CFG_STR, &u_a, NULL, "addr", 0, 0 },
+    { "REDIS_URL", CFG_STR, &u_b, NULL, "url", 0, 0 },
+};
+
+static void check_env_strict(void *arg)
+{
+    char **env = arg;
+    assert_int_equal(config_check_env(u_opts, 3, env, "odin-shard", 1), 3);
+}
+
 static void test_config_unknown_env(void **st)
 {
     (void)st;
-    static char *a, *b;
-    static long m;
-    const config_opt o[] = {
-        { "WS_MAX_CONNECTIONS", CFG_INT, &m, "0", "max", 0, 0 },
-        { "WS_ADDR", CFG_STR, &a, NULL, "addr", 0, 0 },
-        { "REDIS_URL", CFG_STR, &b, NULL, "url", 0, 0 },
-    };
+    /* the first word of a setting, derived from the table */
+    assert_int_equal(config_env_unknown(u_opts, 3, "WS_MAX_CONECTIONS"), 1);
+    assert_int_equal(config_env_unknown(u_opts, 3, "WS_MAX_CONNECTIONS"), 0);
+    assert_int_equal(config_env_unknown(u_opts, 3, "REDIS_PREFIX"), 1);
+    assert_int_equal(config_env_unknown(u_opts, 3, "CONFIG_STRICT"), 0);
+    assert_int_equal(config_env_unknown(u_opts, 3, "CONFIG_STRCT"), 1);
+    /* KAFKA_ is not a first word of this table; PATH, WSX have none */
+    assert_int_equal(config_env_unknown(u_opts, 3, "KAFKA_BROKERS"), 0);
+    assert_int_equal(config_env_unknown(u_opts, 3, "PATH"), 0);
+    assert_int_equal(config_env_unknown(u_opts, 3, "WSX"), 0);
+    /* a near miss of the first word */
+    assert_int_equal(config_env_unknown(u_opts, 3, "RDIS_URL"), 1);
+    assert_int_equal(config_env_unknown(u_opts, 3, "WS-ADDR"), 0);   /* 7 chars */
+    /* Kubernetes service links of services named redis / ws */
+    assert_int_equal(config_env_unknown(u_opts, 3, "REDIS_SERVICE_HOST"), 0);
+    assert_int_equal(config_env_unknown(u_opts, 3, "REDIS_SERVICE_PORT_CLIENT"), 0);
+    assert_int_equal(config_env_unknown(u_opts, 3, "REDIS_PORT"), 0);
+    assert_int_equal(config_env_unknown(u_opts, 3, "REDIS_PORT_6379_TCP_ADDR"), 0);
+    assert_int_equal(config_env_unknown(u_opts, 3, "WS_PORT_80_TCP"), 0);
+    assert_int_equal(config_env_unknown(u_opts, 3, "REDIS_PORTS"), 1);
+
     char *env[] = { "WS_MAX_CONECTIONS=5", "WS_ADDR=x", "PATH=/bin", "HOME=/",
                     "REDIS_PREFIX=odin:", "KAFKA_BROKERS=x:1", "WS_ZZZZZZZZZZZZZZZZZZZZ=1",
                     "WSX=1", NULL };
-    char text[2048] = { 0 };
-    FILE *f = fmemopen(text, sizeof text - 1, "w");
-    assert_non_null(f);
-    /* KAFKA_ is not a prefix this table uses: not warned */
-    assert_int_equal(config_check_env(o, 3, env, "odin-shard", f), 3);
-    fclose(f);
-    assert_non_null(strstr(text, "WS_MAX_CONECTIONS is not a setting of odin-shard "
-                                "(ignored); did you mean WS_MAX_CONNECTIONS?"));
-    assert_non_null(strstr(text, "REDIS_PREFIX is not a setting"));
-    assert_non_null(strstr(text, "WS_ZZZZZZZZZZZZZZZZZZZZ is not a setting of odin-shard "
-                                "(ignored; see odin-shard --help)"));
+    char text[4096];
+    capture_stderr(check_env_strict, env, text, sizeof text);
+    /* JSON lines an operator can grep, with the suggestion */
+    assert_non_null(strstr(text, "\"level\":\"error\",\"component\":"));
+    assert_non_null(strstr(text, "\"msg\":\"unknown setting\",\"setting\":\"WS_MAX_CONECTIONS\","
+                                 "\"did_you_mean\":\"WS_MAX_CONNECTIONS\""));
+    assert_non_null(strstr(text, "\"setting\":\"REDIS_PREFIX\""));
+    assert_non_null(strstr(text, "\"setting\":\"WS_ZZZZZZZZZZZZZZZZZZZZ\",\"did_you_mean\":null"));
     assert_null(strstr(text, "KAFKA"));
     assert_null(strstr(text, "PATH"));
+    assert_null(strstr(text, "warning:"));
+    for (char *l = text; *l; l = strchr(l, '\n') + 1) {   /* every line is JSON */
+        assert_true(l[0] == '{');
+        assert_non_null(strchr(l, '\n'));
+    }
     assert_int_equal(config_edit_distance("WS_MAX_CONECTIONS", "WS_MAX_CONNECTIONS"), 1);
     assert_int_equal(config_edit_distance("abc", "ABC"), 0);
     assert_int_equal(config_edit_distance("", "abc"), 3);
     assert_int_equal(config_edit_distance("kitten", "sitting"), 3);
+}
+
+static int g_rc;
+static void load_argv(void *arg)
+{
+    char **argv = arg;
+    int argc = 0;
+    while (argv[argc])
+        argc++;
+    g_rc = load(argc, argv);
+}
+
+/* config_load: strict by default (an unknown TEST_ variable fails it),
+ * CONFIG_STRICT=false or --config-strict=false only warns; a misspelt flag
+ * always fails, with the closest flag. */
+static void test_config_strict(void **st)
+{
+    (void)st;
+    char text[4096];
+    char *argv0[] = { "test", NULL };
+    setenv("TEST_MAX_CONECTIONS", "5", 1);
+    capture_stderr(load_argv, argv0, text, sizeof text);
+    assert_int_equal(g_rc, -1);
+    assert_int_equal(config_strict(), 1);
+    assert_non_null(strstr(text, "\"did_you_mean\":\"TEST_MAX_CONNECTIONS\""));
+    assert_non_null(strstr(text, "\"action\":\"exit\""));
+
+    setenv("CONFIG_STRICT", "false", 1);
+    capture_stderr(load_argv, argv0, text, sizeof text);
+    assert_int_equal(g_rc, 0);
+    assert_int_equal(s_max, 100);   /* the default: the misspelt one is ignored */
+    assert_non_null(strstr(text, "\"level\":\"warn\""));
+    assert_non_null(strstr(text, "\"action\":\"ignored\""));
+    unsetenv("CONFIG_STRICT");
+
+    char *relaxed[] = { "test", "--config-strict=false", NULL };
+    capture_stderr(load_argv, relaxed, text, sizeof text);
+    assert_int_equal(g_rc, 0);
+    unsetenv("TEST_MAX_CONECTIONS");
+
+    char *flag[] = { "test", "--test-max-conections=5", NULL };
+    setenv("CONFIG_STRICT", "false", 1);   /* does not relax flags */
+    capture_stderr(load_argv, flag, text, sizeof text);
+    unsetenv("CONFIG_STRICT");
+    assert_int_equal(g_rc, -1);
+    assert_non_null(strstr(text, "\"msg\":\"unknown option\",\"option\":\"--test-max-conections\","
+                                 "\"did_you_mean\":\"--test-max-connections\""));
+    char *bad[] = { "test", "--test-max-connections=many", NULL };
+    capture_stderr(load_argv, bad, text, sizeof text);
+    assert_int_equal(g_rc, -1);
+    assert_non_null(strstr(text, "\"msg\":\"invalid setting\",\"setting\":\"TEST_MAX_CONNECTIONS\""));
+    config_free(opts, NOPTS);
 }
 
 static void test_redis_url_reasons(void **st)
@@ -435,6 +536,7 @@ int main(void)
         cmocka_unit_test(test_config_errors),
         cmocka_unit_test(test_config_help),
         cmocka_unit_test(test_config_unknown_env),
+        cmocka_unit_test(test_config_strict),
         cmocka_unit_test(test_redis_url_reasons),
         cmocka_unit_test(test_brokers),
         cmocka_unit_test(test_cidr),

@@ -232,6 +232,41 @@ static void test_capacity(void **state)
     assert_int_equal(shard_derive_max_connections(0, 100, 64, 256), 1);
 }
 
+/* /livez: always 200; /readyz: 503 when draining, stopping or full (open +
+ * closing at the cap), 200 with Redis or routers down. */
+static void test_probes(void **state)
+{
+    (void)state;
+    buf b = { 0 };
+    shard_gauges g = { .connections = 10, .max_connections = 100,
+                       .routers = 0, .redis_connected = 0, .shard_id = "s1" };
+    assert_int_equal(shard_readyz_render(&b, &g), 200);
+    assert_non_null(HAS(b, "\"status\":\"ready\",\"ready\":true,\"reason\":null"));
+    assert_non_null(HAS(b, "\"redis\":\"down\""));
+    struct { int draining, stopping; long conns, closing; const char *reason; } c[] = {
+        { 1, 0, 10, 0, "draining" },
+        { 0, 1, 10, 0, "shutting down" },
+        { 1, 1, 10, 0, "shutting down" },
+        { 0, 0, 100, 0, "at capacity" },
+        { 0, 0, 98, 2, "at capacity" },
+    };
+    for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+        g.draining = c[i].draining;
+        g.stopping = c[i].stopping;
+        g.connections = c[i].conns;
+        g.closing = c[i].closing;
+        buf_reset(&b);
+        assert_int_equal(shard_readyz_render(&b, &g), 503);
+        char want[96];
+        snprintf(want, sizeof want, "\"ready\":false,\"reason\":\"%s\"", c[i].reason);
+        assert_non_null(HAS(b, want));
+        buf_reset(&b);
+        assert_int_equal(shard_livez_render(&b, &g), 200);
+        assert_non_null(HAS(b, "\"status\":\"live\""));
+    }
+    buf_free(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -239,6 +274,7 @@ int main(void)
         cmocka_unit_test(test_frame),
         cmocka_unit_test(test_metrics),
         cmocka_unit_test(test_health),
+        cmocka_unit_test(test_probes),
         cmocka_unit_test(test_capacity),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

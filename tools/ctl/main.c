@@ -54,7 +54,7 @@
 #include "common/topics.h"
 
 static char *o_redis_url, *o_redis_password, *o_prefix, *o_router;
-static char *o_admin_token, *o_brokers, *o_shards;
+static char *o_admin_token, *o_brokers, *o_shards, *o_sentinels, *o_master_name;
 static long o_timeout_ms, o_page;
 static int o_json, o_cluster;
 static const config_opt opts[] = {
@@ -68,6 +68,12 @@ static const config_opt opts[] = {
     { "REDIS_CLUSTER_KEYS", CFG_BOOL, &o_cluster, "false",
       "Cluster-safe key layout: read shard keys as <prefix>shard:{<id>} (set as on "
       "the routers and shards)", 0, 0 },
+    { "REDIS_SENTINELS", CFG_STR, &o_sentinels, NULL,
+      "Redis Sentinel addresses host:port,host:port: the master is asked from the "
+      "first that answers (REDIS_URL then gives only password and db; as on the "
+      "routers and shards)", 0, 0 },
+    { "REDIS_MASTER_NAME", CFG_STR, &o_master_name, "odin",
+      "Name of the master the Sentinels monitor (with REDIS_SENTINELS)", 0, 0 },
     { "CTL_ROUTER_ADDR", CFG_STR, &o_router, NULL,
       "host:port of a router's HTTP_ADDR, checked by `health` (unset: shards only)",
       0, 0 },
@@ -131,6 +137,48 @@ static const char *redis_why(void)
 
 /* ---- Redis ---------------------------------------------------------------- */
 
+/* The master's address from the first Sentinel of ep->sentinels that
+ * knows ep->master_name, into ep->host / ep->port.  0 or -1 (printed). */
+static int sentinel_master(redis_endpoint *ep, struct timeval tv)
+{
+    char **v = NULL;
+    size_t n = 0;
+    if (config_split_list(ep->sentinels, &v, &n) != 0)
+        return -1;
+    int ok = -1;
+    for (size_t i = 0; i < n && ok != 0; i++) {
+        char host[256];
+        int port;
+        if (config_split_hostport(v[i], host, sizeof host, &port) != 0)
+            continue;
+        redisContext *s = redisConnectWithTimeout(host, port, tv);
+        if (!s || s->err) {
+            fprintf(stderr, "odin-ctl: sentinel %s: %s\n", v[i],
+                    s ? s->errstr : "out of memory");
+            redisFree(s);
+            continue;
+        }
+        redisSetTimeout(s, tv);
+        redisReply *r = redisCommand(s, "SENTINEL get-master-addr-by-name %s",
+                                     ep->master_name);
+        if (r && r->type == REDIS_REPLY_ARRAY && r->elements == 2 &&
+            r->element[0]->type == REDIS_REPLY_STRING &&
+            r->element[1]->type == REDIS_REPLY_STRING &&
+            strlen(r->element[0]->str) < sizeof ep->host) {
+            snprintf(ep->host, sizeof ep->host, "%s", r->element[0]->str);
+            ep->port = atoi(r->element[1]->str);
+            ok = 0;
+        } else {
+            fprintf(stderr, "odin-ctl: sentinel %s does not know master '%s'\n", v[i],
+                    ep->master_name);
+        }
+        freeReplyObject(r);
+        redisFree(s);
+    }
+    config_list_free(v, n);
+    return ok;
+}
+
 /* 0, -1 (cannot connect / AUTH / SELECT; printed), -2 (bad settings). */
 static int redis_open(void)
 {
@@ -144,7 +192,14 @@ static int redis_open(void)
                         "or unix:/path: %s\n", url, uerr);
         return -2;   /* a settings mistake: exit 2 */
     }
+    char why[300];
+    if (config_redis_set_sentinels(&ep, o_sentinels, o_master_name, why, sizeof why) != 0) {
+        config_error("%s", why);
+        return -2;
+    }
     struct timeval tv = { o_timeout_ms / 1000, (o_timeout_ms % 1000) * 1000 };
+    if (ep.sentinels[0] && sentinel_master(&ep, tv) != 0)
+        return -1;
     rc = ep.path[0] ? redisConnectUnixWithTimeout(ep.path, tv)
                     : redisConnectWithTimeout(ep.host, ep.port, tv);
     if (!rc || rc->err) {
@@ -1362,7 +1417,8 @@ int main(int argc, char **argv)
             cargv[cargc++] = argv[i];
             /* "--name value": keep the value with its flag */
             if (!strchr(argv[i], '=') && strcmp(argv[i], "--help") != 0 &&
-                strcmp(argv[i], "-h") != 0 && i + 1 < argc)
+                strcmp(argv[i], "-h") != 0 && strcmp(argv[i], "--version") != 0 &&
+                i + 1 < argc)
                 cargv[cargc++] = argv[++i];
         } else if (nw < 4) {
             words[nw++] = argv[i];

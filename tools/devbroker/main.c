@@ -234,7 +234,7 @@ int main(int argc, char **argv)
         return cr == 1 ? 0 : 2;
     }
     if (log_level_parse(opt_log_level, &lvl) != 0) {
-        fprintf(stderr, "odin-devbroker: LOG_LEVEL: unknown level \"%s\"\n",
+        config_error("LOG_LEVEL: unknown level \"%s\"",
                 opt_log_level);
         config_free(opts, NOPTS);
         return 2;

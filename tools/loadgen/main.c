@@ -133,7 +133,7 @@ static int parse_targets(const char *csv, lg_cfg *cfg)
         lg_target *tg = &cfg->targets[cfg->ntargets];
         if (config_split_hostport(t, tg->host, sizeof tg->host, &tg->port) != 0 ||
             tg->port <= 0 || tg->port > 65535) {
-            fprintf(stderr, "error: LG_TARGETS: '%s' is not host:port\n", t);
+            config_error("LG_TARGETS: '%s' is not host:port", t);
             rc = -1;
             break;
         }
@@ -142,7 +142,7 @@ static int parse_targets(const char *csv, lg_cfg *cfg)
         snprintf(port, sizeof port, "%d", tg->port);
         int g = getaddrinfo(tg->host, port, &hints, &res);
         if (g != 0 || !res) {
-            fprintf(stderr, "error: LG_TARGETS: cannot resolve '%s': %s\n", tg->host,
+            config_error("LG_TARGETS: cannot resolve '%s': %s", tg->host,
                     gai_strerror(g));
             rc = -1;
             break;
@@ -154,7 +154,7 @@ static int parse_targets(const char *csv, lg_cfg *cfg)
     }
     free(copy);
     if (rc == 0 && cfg->ntargets == 0) {
-        fprintf(stderr, "error: LG_TARGETS is empty\n");
+        config_error("LG_TARGETS is empty");
         rc = -1;
     }
     return rc;
@@ -357,7 +357,7 @@ int main(int argc, char **argv)
         return rc > 0 ? 0 : 2;
     enum log_level lvl = LOG_INFO;
     if (log_level_parse(o_log_level, &lvl) != 0) {
-        fprintf(stderr, "error: LOG_LEVEL: unknown level '%s'\n", o_log_level);
+        config_error("LOG_LEVEL: unknown level '%s'", o_log_level);
         return 2;
     }
     log_init("loadgen", lvl);
@@ -373,26 +373,26 @@ int main(int argc, char **argv)
     if (parse_targets(o_targets, &cfg) != 0)
         goto out;
     if (lg_addrs_parse(o_addrs, cfg.addrs, LG_PLAN_MAX_ADDRS, &cfg.naddrs) != 0) {
-        fprintf(stderr, "error: LG_SOURCE_ADDRS: '%s' is not a list of IPv4 addresses/ranges "
-                "(at most %d)\n", o_addrs, LG_PLAN_MAX_ADDRS);
+        config_error("LG_SOURCE_ADDRS: '%s' is not a list of IPv4 addresses/ranges "
+                "(at most %d)", o_addrs, LG_PLAN_MAX_ADDRS);
         goto out;
     }
     for (size_t i = 0; cfg.naddrs && i < cfg.ntargets; i++) {
         if (cfg.targets[i].sa.ss_family != AF_INET) {
-            fprintf(stderr, "error: LG_SOURCE_ADDRS are IPv4 but target %s is not\n",
+            config_error("LG_SOURCE_ADDRS are IPv4 but target %s is not",
                     cfg.targets[i].host);
             goto out;
         }
     }
     if (lg_mode_parse(o_mode, &cfg.mode) != 0) {
-        fprintf(stderr, "error: LG_MODE: '%s' is not all, single or random\n", o_mode);
+        config_error("LG_MODE: '%s' is not all, single or random", o_mode);
         goto out;
     }
     tokens = token_list();
     cfg.cs = tokens ? lg_chanset_new(tokens, o_cats) : NULL;
     if (!cfg.cs) {
-        fprintf(stderr, "error: need at least one token (LG_TOKENS / LG_TOKEN_COUNT) and one "
-                "category (LG_CATEGORIES)\n");
+        config_error("need at least one token (LG_TOKENS / LG_TOKEN_COUNT) and one "
+                "category (LG_CATEGORIES)");
         goto out;
     }
     cfg.path = o_path;
@@ -419,7 +419,7 @@ int main(int argc, char **argv)
     char why[512] = "";
     int prc = lg_plan_make(&pin, plan, why, sizeof why);
     if (prc != 0) {
-        fprintf(stderr, "error: cannot plan %ld connections: %s\n", o_conns, why);
+        config_error("cannot plan %ld connections: %s", o_conns, why);
         goto out;
     }
     nworkers = plan->nworkers;

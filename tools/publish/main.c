@@ -166,7 +166,7 @@ int main(int argc, char **argv)
         return cr == 1 ? 0 : 2;
     }
     if (log_level_parse(opt_log_level, &lvl) != 0) {
-        fprintf(stderr, "error: LOG_LEVEL: unknown level '%s'\n", opt_log_level);
+        config_error("LOG_LEVEL: unknown level '%s'", opt_log_level);
         config_free(opts, NOPTS);
         return 2;
     }
@@ -175,13 +175,13 @@ int main(int argc, char **argv)
     /* ---- validate settings (exit 2) ---- */
     rc = 2;
     if (!opt_brokers || !*opt_brokers) {
-        fprintf(stderr, "error: KAFKA_BROKERS is required (host:port)\n");
+        config_error("KAFKA_BROKERS is required (host:port)");
         goto out;
     }
     if (strcmp(opt_dist, "zipf") == 0) {
         use_zipf = 1;
     } else if (strcmp(opt_dist, "uniform") != 0) {
-        fprintf(stderr, "error: PUBLISH_DISTRIBUTION: '%s' is not uniform|zipf\n",
+        config_error("PUBLISH_DISTRIBUTION: '%s' is not uniform|zipf",
                 opt_dist);
         goto out;
     }
@@ -201,26 +201,26 @@ int main(int argc, char **argv)
             goto oom;
         for (size_t i = 0; i < ntokens; i++)
             if (!topics_token_valid(tokens[i], strlen(tokens[i]))) {
-                fprintf(stderr, "error: PUBLISH_TOKENS: '%s' is not a valid token "
-                        "(1-64 of A-Z a-z 0-9 _ -)\n", tokens[i]);
+                config_error("PUBLISH_TOKENS: '%s' is not a valid token "
+                        "(1-64 of A-Z a-z 0-9 _ -)", tokens[i]);
                 goto out;
             }
     }
     if (ntokens == 0) {
-        fprintf(stderr, "error: PUBLISH_TOKENS: no tokens\n");
+        config_error("PUBLISH_TOKENS: no tokens");
         goto out;
     }
     if (config_split_list(opt_topics, &topic_names, &ntopics) != 0)
         goto oom;
     if (ntopics == 0) {
-        fprintf(stderr, "error: PUBLISH_TOPICS: no topics\n");
+        config_error("PUBLISH_TOPICS: no topics");
         goto out;
     }
     for (size_t i = 0; i < ntopics; i++)
         if (!eventgen_type_for_topic(topic_names[i])) {
-            fprintf(stderr, "error: PUBLISH_TOPICS: cannot tell the event type of "
+            config_error("PUBLISH_TOPICS: cannot tell the event type of "
                     "'%s' (the name must end in .trades, .liquidity, .metadata, "
-                    ".social, .community, .creation, .analytics or .balances)\n",
+                    ".social, .community, .creation, .analytics or .balances)",
                     topic_names[i]);
             goto out;
         }

@@ -181,7 +181,7 @@ int main(int argc, char **argv)
     char host[256], port[16];
     const char *path;
     if (parse_url(o_url, host, sizeof host, port, sizeof port, &path) != 0) {
-        fprintf(stderr, "error: WATCH_URL '%s' is not ws://host:port/path\n", o_url);
+        config_error("WATCH_URL '%s' is not ws://host:port/path", o_url);
         return 2;
     }
     struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM }, *ai;
