@@ -25,7 +25,7 @@ SHARD_PORTS=()
 SHARD_IDS=()
 
 # The benchmark's own knobs may come exported (`LG_PROCS=2 SHARD_COUNTS=1,2
-# bench/x.sh`), and odin binaries stop on a variable that looks like one of
+# bench/shards.sh`), and odin binaries stop on a variable that looks like one of
 # their settings but is not one (CONFIG_STRICT, docs/operations.md): every
 # exported name whose first word (up to '_') is the first word of some odin
 # setting, but which is no odin setting, stays in this shell only.

@@ -197,8 +197,10 @@ client env "${env_publish[@]}" KAFKA_BROKERS="$KAFKA_BROKERS" \
 client_pids+=($!); watched $!
 
 # the live page (clients/web + the JS client library), on a free loopback port
-python3 -u -m http.server --bind 127.0.0.1 --directory "$top/clients" 0 >"$RUN_DIR/logs/page.log" 2>&1 &
-client_pids+=($!)
+# (through client(): it must not hold the watchdog's pipe, or the watchdog
+# would never see this script die)
+client python3 -u -m http.server --bind 127.0.0.1 --directory "$top/clients" 0 >"$RUN_DIR/logs/page.log" 2>&1 &
+client_pids+=($!); watched $!
 for _ in $(seq 100); do page_port=$(sed -n 's/.* port \([0-9]*\) .*/\1/p' "$RUN_DIR/logs/page.log" 2>/dev/null || true); [ -n "$page_port" ] && break; sleep 0.05; done
 page_ws=$(for i in $(seq 1 "$SHARDS"); do printf 'ws://127.0.0.1:%s/ws,' $((SHARD_PORT_BASE + i - 1)); done)
 page_url="http://127.0.0.1:${page_port:-?}/web/?ws=${page_ws%,}&channels=$WATCH_CHANNELS"
