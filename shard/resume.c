@@ -8,6 +8,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "common/record.h"
+#include "common/tbucket.h"
 #include "common/topics.h"
 
 #include <errno.h>
@@ -74,27 +75,138 @@ enum resume_code resume_admit(int64_t lo, int64_t hi, int64_t start,
     return RESUME_OK;
 }
 
-int resume_bucket_take(resume_bucket *b, uint64_t now_ms, double rate,
-                       double burst)
+/* ---- the schedule of one partition (pure) ---------------------------- */
+
+static uint32_t tok_hash(const char *t, size_t l)
 {
-    if (rate <= 0)
-        return 1;
-    if (b->at_ms == 0) {
-        b->tokens = burst;
-    } else if (now_ms > b->at_ms) {
-        b->tokens += (double)(now_ms - b->at_ms) * rate / 1000.0;
-        if (b->tokens > burst)
-            b->tokens = burst;
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < l; i++)
+        h = (h ^ (uint8_t)t[i]) * 16777619u;
+    return h;
+}
+
+/* the slot of token t (used or the free one where it would go) */
+static resume_sched_tok *tok_slot(resume_sched_tok *tab, size_t cap,
+                                  const char *t, size_t l)
+{
+    size_t i = tok_hash(t, l) & (cap - 1);
+    for (;;) {
+        resume_sched_tok *e = &tab[i];
+        if (!e->used || (e->tlen == l && memcmp(e->token, t, l) == 0))
+            return e;
+        i = (i + 1) & (cap - 1);
     }
-    b->at_ms = now_ms ? now_ms : 1;
-    if (b->tokens < 1.0)
+}
+
+/* count of attached requests of token t += d (the token gets a slot);
+ * -1 on ENOMEM.  Never allocates for a token that has a slot. */
+static int tok_add(resume_sched *s, const char *t, size_t l, int d)
+{
+    resume_sched_tok *e = s->ntok_cap ? tok_slot(s->tok, s->ntok_cap, t, l)
+                                      : NULL;
+    if (!e || !e->used) {
+        if ((s->ntok + 1) * 2 > s->ntok_cap) {
+            size_t nc = s->ntok_cap ? s->ntok_cap * 2 : 64;
+            resume_sched_tok *nt = calloc(nc, sizeof(*nt));
+            if (!nt)
+                return -1;
+            for (size_t i = 0; i < s->ntok_cap; i++)
+                if (s->tok[i].used)
+                    *tok_slot(nt, nc, s->tok[i].token, s->tok[i].tlen) =
+                        s->tok[i];
+            free(s->tok);
+            s->tok = nt;
+            s->ntok_cap = nc;
+        }
+        e = tok_slot(s->tok, s->ntok_cap, t, l);
+        e->used = 1;
+        e->tlen = (uint8_t)l;
+        memcpy(e->token, t, l);
+        e->count = 0;
+        s->ntok++;
+    }
+    e->count = (uint32_t)((int64_t)e->count + d);
+    return 0;
+}
+
+static int tok_wanted(const resume_sched *s, const char *t, size_t l)
+{
+    if (!s->ntok_cap || l > 64)
         return 0;
-    b->tokens -= 1.0;
-    return 1;
+    const resume_sched_tok *e = tok_slot(s->tok, s->ntok_cap, t, l);
+    return e->used && e->count > 0;
+}
+
+static void hist_drop_all(resume_hist *h, int64_t at)
+{
+    while (h->head) {
+        resume_hrec *r = h->head;
+        h->head = r->next;
+        free(r);
+    }
+    h->tail = NULL;
+    h->bytes = h->n = 0;
+    h->floor = h->top = at;
+}
+
+static size_t hist_drop_head(resume_hist *h)
+{
+    resume_hrec *r = h->head;
+    if (!r)
+        return 0;
+    h->head = r->next;
+    if (!h->head)
+        h->tail = NULL;
+    h->floor = r->offset + 1;
+    size_t b = r->mem;
+    h->bytes -= b;
+    h->n--;
+    free(r);
+    return b;
+}
+
+static size_t hist_append(resume_hist *h, int64_t offset, int64_t ts, int skip,
+                          const char *key, size_t klen, const char *val,
+                          size_t vlen)
+{
+    if (skip >= 0)
+        vlen = 0;
+    size_t mem = sizeof(resume_hrec) + klen + vlen;
+    resume_hrec *r = malloc(mem);
+    if (!r)
+        return 0;
+    r->next = NULL;
+    r->offset = offset;
+    r->ts = ts;
+    r->skip = skip;
+    r->klen = (uint32_t)klen;
+    r->vlen = (uint32_t)vlen;
+    r->mem = mem;
+    if (klen)
+        memcpy(r->data, key, klen);
+    if (vlen)
+        memcpy(r->data + klen, val, vlen);
+    if (h->tail)
+        h->tail->next = r;
+    else
+        h->head = r;
+    h->tail = r;
+    h->top = offset + 1;
+    h->bytes += mem;
+    h->n++;
+    return mem;
+}
+
+/* the token has its slot since resume_sched_add: no allocation here */
+static void attach_req(resume_sched *s, resume_sched_req *q, int how)
+{
+    if (!q->attached)
+        (void)tok_add(s, q->token, q->tlen, 1);
+    q->attached = how;
 }
 
 int resume_sched_add(resume_sched *s, uint64_t id, int64_t start,
-                     const char *token, size_t tlen)
+                     const char *token, size_t tlen, resume_sched_step *st)
 {
     if (tlen > sizeof(s->r[0].token))
         return -1;
@@ -106,77 +218,189 @@ int resume_sched_add(resume_sched *s, uint64_t id, int64_t start,
         s->r = nr;
         s->cap = nc;
     }
+    if (tok_add(s, token, tlen, 0) != 0)
+        return -1;
     resume_sched_req *q = &s->r[s->n++];
+    memset(q, 0, sizeof(*q));
     q->id = id;
     q->start = start;
     q->tlen = (uint8_t)tlen;
     memcpy(q->token, token, tlen);
-    q->attached = 1;
+    st->from = NULL;
+    st->attach = start;
+    st->restart = -1;
+    resume_hist *h = &s->h;
     if (!s->running) {
         s->running = 1;
         s->at_eof = 0;
-        s->pos = start;
-        return RESUME_SCHED_START;
+        s->bf = 0;
+        hist_drop_all(&s->b, start);
+        if (h->n && start >= h->floor && start <= h->top) {
+            /* what it needs is held: served now, reading goes on at top */
+            st->act = RESUME_SCHED_HIST;
+            st->from = h;
+            st->attach = st->restart = s->pos = h->top;
+        } else if (h->n && start < h->floor) {
+            st->act = RESUME_SCHED_BACKFILL;
+            s->bf = 1;
+            st->restart = s->pos = start;
+        } else {
+            hist_drop_all(h, start);
+            st->act = RESUME_SCHED_START;
+            st->restart = s->pos = start;
+        }
+        attach_req(s, q, 1);
+        return 0;
     }
-    if (s->pos <= start)
-        return RESUME_SCHED_JOIN;
-    if (s->at_eof) {
-        /* idle at the end: nothing else would end this pass */
+    if (start >= s->pos && (!s->bf || start < h->floor)) {
+        st->act = RESUME_SCHED_JOIN;
+    } else if (start >= h->floor) {
+        st->act = RESUME_SCHED_HIST;
+        st->from = h;
+        st->attach = h->top;
+    } else if (!s->bf) {
+        st->act = RESUME_SCHED_BACKFILL;
+        s->bf = 1;
         s->at_eof = 0;
-        s->pos = start;
-        return RESUME_SCHED_SEEK;
+        hist_drop_all(&s->b, start);
+        st->restart = s->pos = start;
+    } else if (start >= s->b.floor) {
+        /* backfilling past it: what b holds now, then the rest of b */
+        st->act = RESUME_SCHED_HIST;
+        st->from = &s->b;
+        st->attach = s->pos;
+    } else {
+        st->act = RESUME_SCHED_WAIT;
+        return 0;
     }
-    q->attached = 0;
-    return RESUME_SCHED_WAIT;
+    attach_req(s, q, 1);
+    return 0;
 }
 
-int resume_sched_record(resume_sched *s, int64_t offset, const char *key,
-                        size_t klen)
+int resume_sched_record(resume_sched *s, int64_t offset, int64_t ts, int skip,
+                        const char *key, size_t klen, const char *val,
+                        size_t vlen, size_t *added)
 {
+    *added = 0;
+    if (s->bf && offset >= s->h.floor)
+        return RESUME_REC_SEAM;
+    resume_hist *l = s->bf ? &s->b : &s->h;
     if (offset >= s->pos) {
         s->pos = offset + 1;
         s->at_eof = 0;
     }
-    for (size_t i = 0; i < s->n; i++) {
-        const resume_sched_req *q = &s->r[i];
-        if (q->attached && q->tlen == klen && offset >= q->start &&
-            memcmp(q->token, key, klen) == 0)
-            return 1;
+    if (offset >= l->top) {
+        *added = hist_append(l, offset, ts, skip, key, klen, val, vlen);
+        if (!*added) {
+            /* no memory: what is held stops here; start again after it */
+            hist_drop_all(l, offset + 1);
+        }
     }
-    return 0;
+    return tok_wanted(s, key, klen) ? RESUME_REC_POST : RESUME_REC_NONE;
 }
 
-int64_t resume_sched_eof(resume_sched *s, int64_t next)
+int64_t resume_sched_seam(resume_sched *s, int64_t at, int64_t *serve_from)
 {
-    s->pos = next;
-    s->at_eof = 1;
+    resume_hist *h = &s->h, *b = &s->b;
+    int64_t old = h->floor;
+    *serve_from = old;
+    /* b covers [b.floor, pos) and nothing exists in [pos, old) */
+    if (b->head) {
+        b->tail->next = h->head;
+        if (!h->tail)
+            h->tail = b->tail;
+        h->head = b->head;
+        h->bytes += b->bytes;
+        h->n += b->n;
+        b->head = b->tail = NULL;
+        b->bytes = b->n = 0;
+    }
+    if (b->floor < h->floor)
+        h->floor = b->floor;
+    if (!h->n)
+        h->top = h->top > at ? h->top : at;
+    for (size_t i = 0; i < s->n; i++)
+        if (s->r[i].attached && s->r[i].start < old)
+            s->r[i].serve = 1;
+    s->bf = 0;
+    s->at_eof = 0;
     int64_t low = -1;
     for (size_t i = 0; i < s->n; i++)
         if (!s->r[i].attached && (low < 0 || s->r[i].start < low))
             low = s->r[i].start;
-    if (low < 0)
+    if (low >= 0) {
+        for (size_t i = 0; i < s->n; i++)
+            if (!s->r[i].attached)
+                attach_req(s, &s->r[i], 2);
+        s->bf = 1;
+        hist_drop_all(b, low);
+        s->pos = low;
+        return low;
+    }
+    if (at >= h->top) {
+        s->pos = h->top;
         return -1;
-    for (size_t i = 0; i < s->n; i++)
-        if (!s->r[i].attached)
-            s->r[i].attached = 2;
-    s->pos = low;
-    s->at_eof = 0;
-    return low;
+    }
+    s->pos = h->top;
+    return h->top;
+}
+
+void resume_sched_eof(resume_sched *s, int64_t next)
+{
+    s->pos = next;
+    s->at_eof = 1;
+    if (!s->bf) {
+        if (s->h.top < next) {
+            if (!s->h.n)
+                s->h.floor = next;
+            s->h.top = next;
+        }
+    }
 }
 
 int resume_sched_remove(resume_sched *s, uint64_t id)
 {
     for (size_t i = 0; i < s->n; i++)
         if (s->r[i].id == id) {
+            if (s->r[i].attached)
+                tok_add(s, s->r[i].token, s->r[i].tlen, -1);
             s->r[i] = s->r[--s->n];
+            if (s->n == 0) {
+                s->running = 0;
+                s->at_eof = 0;
+                if (s->bf)
+                    hist_drop_all(&s->b, s->pos);
+                s->bf = 0;
+                /* the index starts again empty */
+                free(s->tok);
+                s->tok = NULL;
+                s->ntok = s->ntok_cap = 0;
+            }
             return 0;
         }
     return -1;
 }
 
+size_t resume_sched_evict(resume_sched *s)
+{
+    if (s->b.head) {
+        size_t n = hist_drop_head(&s->b);
+        return n;
+    }
+    return hist_drop_head(&s->h);
+}
+
+size_t resume_sched_held(const resume_sched *s)
+{
+    return s->h.bytes + s->b.bytes;
+}
+
 void resume_sched_clear(resume_sched *s)
 {
+    hist_drop_all(&s->h, 0);
+    hist_drop_all(&s->b, 0);
     free(s->r);
+    free(s->tok);
     memset(s, 0, sizeof(*s));
 }
 
@@ -229,6 +453,7 @@ typedef struct rshared {
     _Atomic long mem_held;       /* bytes of live frames held for clients */
     _Atomic long partitions;     /* partitions being read */
     _Atomic uint64_t kafka_bytes;
+    _Atomic long mem_hist;       /* bytes of the reader's histories */
     long mem_limit;
     long max_offsets;
     long max_record_bytes;
@@ -277,6 +502,8 @@ typedef struct tpart {
     int64_t lo, hi;
     int pass_open;
     int pass_reqs;
+    long hist_mem;           /* bytes of s's history counted in mem_hist */
+    uint64_t idle_ms;        /* stopped at (history kept since) */
 } tpart;
 
 typedef struct reader {
@@ -288,6 +515,8 @@ typedef struct reader {
     tpart **parts;
     size_t nparts, capparts;
     record_rules rules;
+    uint64_t hist_evicted;
+    uint64_t hist_served;
 } reader;
 
 static void post(rshared *sh, rmsg *m)
@@ -461,7 +690,19 @@ static tpart *part_of_msg(reader *rd, const rd_kafka_message_t *rkm)
     return NULL;
 }
 
-/* Stop reading p (nobody needs it): the RELEASE of the partition. */
+/* Close p's open pass (ws_replay_passes_total, ws_replay_pass_requests). */
+static void pass_close(reader *rd, tpart *p)
+{
+    if (p->pass_open) {
+        rmsg *m = rmsg_new(RM_PASS, 0);
+        m->flag = p->pass_reqs;
+        post(rd->sh, m);
+    }
+    p->pass_open = 0;
+}
+
+/* Stop reading p (nobody needs it).  Its history is kept (until memory is
+ * needed or RESUME_HISTORY_IDLE_MS passes). */
 static void part_stop(reader *rd, tpart *p)
 {
     if (p->started) {
@@ -469,14 +710,9 @@ static void part_stop(reader *rd, tpart *p)
         p->started = 0;
         atomic_fetch_sub(&rd->sh->partitions, 1);
     }
-    if (p->pass_open) {
-        rmsg *m = rmsg_new(RM_PASS, 0);
-        m->flag = p->pass_reqs;
-        post(rd->sh, m);
-    }
-    p->pass_open = 0;
+    pass_close(rd, p);
     p->wm_ok = 0;
-    resume_sched_clear(&p->s);
+    p->idle_ms = clock_mono_ms();
 }
 
 /* (Re)start reading p at `offset`.  A restart (consume_stop + start) rather
@@ -484,6 +720,7 @@ static void part_stop(reader *rd, tpart *p)
  * librdkafka report the end of the partition again. */
 static int part_start(reader *rd, tpart *p, int64_t offset)
 {
+    pass_close(rd, p);
     if (p->started) {
         rd_kafka_consume_stop(p->t->rkt, p->partition);
         p->started = 0;
@@ -497,7 +734,15 @@ static int part_start(reader *rd, tpart *p, int64_t offset)
     return 0;
 }
 
-/* Every request of p refused (the partition cannot be read). */
+static void hist_account(reader *rd, tpart *p)
+{
+    long now = (long)resume_sched_held(&p->s);
+    atomic_fetch_add(&rd->sh->mem_hist, now - p->hist_mem);
+    p->hist_mem = now;
+}
+
+/* Every request of p refused (the partition cannot be read); its history
+ * is dropped. */
 static void part_fail(reader *rd, tpart *p, enum resume_code code,
                       const char *why)
 {
@@ -505,6 +750,93 @@ static void part_fail(reader *rd, tpart *p, enum resume_code code,
         post_refuse(rd, p->s.r[i].id, code, "%s/%d: %s", p->t->ti->topic,
                     (int)p->partition, why);
     part_stop(rd, p);
+    resume_sched_clear(&p->s);
+    hist_account(rd, p);
+}
+
+/* Keep the histories within RESUME_MEMORY_BYTES with what is posted and
+ * held: the oldest records of the partition holding the most go first. */
+static void hist_trim(reader *rd)
+{
+    rshared *sh = rd->sh;
+    while (atomic_load(&sh->mem_posted) + atomic_load(&sh->mem_held) +
+           atomic_load(&sh->mem_hist) > sh->mem_limit) {
+        tpart *big = NULL;
+        for (size_t i = 0; i < rd->nparts; i++)
+            if (rd->parts[i]->hist_mem > 0 &&
+                (!big || rd->parts[i]->hist_mem > big->hist_mem))
+                big = rd->parts[i];
+        if (!big)
+            return;
+        size_t n = 0;
+        for (int k = 0; k < 64 && (n = resume_sched_evict(&big->s)); k++)
+            ;
+        hist_account(rd, big);
+        rd->hist_evicted++;
+    }
+}
+
+/* Post request id's records (its token) of list l from offset `from`:
+ * addressed to it alone, before its ATTACH (or, after a backfill, before
+ * anything read past the history). */
+static void serve_hist(reader *rd, tpart *p, uint64_t id, const char *tok,
+                       size_t tlen, const resume_hist *l, int64_t from)
+{
+    for (const resume_hrec *r = l->head; r; r = r->next) {
+        if (r->offset < from || r->klen != tlen ||
+            memcmp(r->data, tok, tlen) != 0)
+            continue;
+        rmsg *m;
+        if (r->skip >= 0) {
+            m = rmsg_new(RM_SKIP, 0);
+            m->flag = r->skip;
+        } else {
+            m = malloc(sizeof(*m) + r->klen + r->vlen + 1);
+            if (!m)
+                abort();
+            memset(m, 0, sizeof(*m));
+            m->type = RM_REC;
+            m->ts = r->ts;
+            m->klen = r->klen;
+            m->vlen = r->vlen;
+            memcpy(m->data, r->data, (size_t)r->klen + r->vlen);
+            m->mem = sizeof(*m) + m->klen + m->vlen;
+        }
+        m->id = id;
+        m->topic = p->t->ti;
+        m->partition = p->partition;
+        m->offset = r->offset;
+        post(rd->sh, m);
+        rd->hist_served++;
+    }
+}
+
+/* The backfill of p reached its history at `at`: serve the backfill's
+ * requests the history, restart where the schedule says.  1 if the reader
+ * restarted (or failed), 0 if it goes on from `at` as a normal read. */
+static int part_seam(reader *rd, tpart *p, int64_t at)
+{
+    int64_t from;
+    int64_t rs = resume_sched_seam(&p->s, at, &from);
+    for (size_t i = 0; i < p->s.n; i++)
+        if (p->s.r[i].serve) {
+            p->s.r[i].serve = 0;
+            serve_hist(rd, p, p->s.r[i].id, p->s.r[i].token, p->s.r[i].tlen,
+                       &p->s.h, from);
+        }
+    if (rs < 0)
+        return 0;
+    if (part_start(rd, p, rs) != 0) {
+        part_fail(rd, p, RESUME_UNAVAILABLE,
+                  rd_kafka_err2str(rd_kafka_last_error()));
+        return 1;
+    }
+    for (size_t i = 0; i < p->s.n; i++)
+        if (p->s.r[i].attached == 2) {
+            p->s.r[i].attached = 1;
+            post_attach(rd, p, p->s.r[i].id, p->s.r[i].start, 0);
+        }
+    return 1;
 }
 
 static int reader_ensure_kafka(reader *rd, char *err, size_t errlen)
@@ -616,32 +948,24 @@ static void handle_request(reader *rd, const cmsg *c)
         break;
     }
     int was_eof = p->s.at_eof;
-    int act = resume_sched_add(&p->s, c->id, c->start, c->token, c->tlen);
-    switch (act) {
-    case RESUME_SCHED_START:
-    case RESUME_SCHED_SEEK:
-        if (act == RESUME_SCHED_SEEK && p->pass_open) {
-            rmsg *m = rmsg_new(RM_PASS, 0);
-            m->flag = p->pass_reqs;
-            post(rd->sh, m);
-            p->pass_open = 0;
-        }
-        if (part_start(rd, p, c->start) != 0) {
-            part_fail(rd, p, RESUME_UNAVAILABLE,
-                      rd_kafka_err2str(rd_kafka_last_error()));
-            return;
-        }
-        post_attach(rd, p, c->id, c->start, 0);
-        break;
-    case RESUME_SCHED_JOIN:
-        post_attach(rd, p, c->id, c->start, was_eof && p->s.pos == c->start);
-        break;
-    case RESUME_SCHED_WAIT:
-        break;
-    default:
+    int64_t was_pos = p->s.pos;
+    resume_sched_step st;
+    if (resume_sched_add(&p->s, c->id, c->start, c->token, c->tlen, &st) != 0) {
         post_refuse(rd, c->id, RESUME_UNAVAILABLE, "out of memory");
-        break;
+        return;
     }
+    if (st.act == RESUME_SCHED_WAIT)
+        return;
+    if (st.act == RESUME_SCHED_HIST)
+        serve_hist(rd, p, c->id, c->token, c->tlen, st.from, c->start);
+    if (st.restart >= 0 && part_start(rd, p, st.restart) != 0) {
+        part_fail(rd, p, RESUME_UNAVAILABLE,
+                  rd_kafka_err2str(rd_kafka_last_error()));
+        return;
+    }
+    hist_account(rd, p);     /* a fresh start drops what was held */
+    post_attach(rd, p, c->id, st.attach,
+                st.restart < 0 && was_eof && st.attach == was_pos);
 }
 
 static void handle_cancel(reader *rd, uint64_t id)
@@ -649,11 +973,40 @@ static void handle_cancel(reader *rd, uint64_t id)
     for (size_t i = 0; i < rd->nparts; i++) {
         tpart *p = rd->parts[i];
         if (resume_sched_remove(&p->s, id) == 0) {
-            if (p->s.n == 0)
+            if (p->s.n == 0) {
                 part_stop(rd, p);
+                hist_account(rd, p);    /* an unfinished backfill goes */
+            }
             return;
         }
     }
+}
+
+static void post_rec(reader *rd, tpart *p, const rd_kafka_message_t *rkm,
+                     int skip, int64_t ts)
+{
+    rmsg *m;
+    if (skip >= 0) {
+        m = rmsg_new(RM_SKIP, 0);
+        m->flag = skip;
+    } else {
+        m = malloc(sizeof(*m) + rkm->key_len + rkm->len + 1);
+        if (!m)
+            abort();
+        memset(m, 0, sizeof(*m));
+        m->type = RM_REC;
+        m->ts = ts;
+        m->klen = rkm->key_len;
+        m->vlen = rkm->len;
+        memcpy(m->data, rkm->key, rkm->key_len);
+        if (rkm->len)
+            memcpy(m->data + rkm->key_len, rkm->payload, rkm->len);
+        m->mem = sizeof(*m) + m->klen + m->vlen;
+    }
+    m->topic = p->t->ti;
+    m->partition = p->partition;
+    m->offset = rkm->offset;
+    post(rd->sh, m);
 }
 
 static void handle_message(reader *rd, rd_kafka_message_t *rkm)
@@ -663,31 +1016,18 @@ static void handle_message(reader *rd, rd_kafka_message_t *rkm)
         return;                /* stale: the partition was stopped */
     rshared *sh = rd->sh;
     if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        if (p->s.bf && part_seam(rd, p, rkm->offset)) {
+            hist_account(rd, p);
+            return;
+        }
         rmsg *m = rmsg_new(RM_EOF, 0);
         m->topic = p->t->ti;
         m->partition = p->partition;
         m->offset = rkm->offset;
         post(sh, m);
-        if (p->pass_open) {
-            m = rmsg_new(RM_PASS, 0);
-            m->flag = p->pass_reqs;
-            post(sh, m);
-            p->pass_open = 0;
-        }
+        pass_close(rd, p);
         p->wm_ok = 0;          /* a new pass reads them again */
-        int64_t seek = resume_sched_eof(&p->s, rkm->offset);
-        if (seek >= 0) {
-            if (part_start(rd, p, seek) != 0) {
-                part_fail(rd, p, RESUME_UNAVAILABLE,
-                          rd_kafka_err2str(rd_kafka_last_error()));
-                return;
-            }
-            for (size_t i = 0; i < p->s.n; i++)
-                if (p->s.r[i].attached == 2) {
-                    p->s.r[i].attached = 1;
-                    post_attach(rd, p, p->s.r[i].id, p->s.r[i].start, 0);
-                }
-        }
+        resume_sched_eof(&p->s, rkm->offset);
         return;
     }
     if (rkm->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE) {
@@ -699,36 +1039,29 @@ static void handle_message(reader *rd, rd_kafka_message_t *rkm)
         return;                /* transient: the consumer retries; clients
                                 * have their RESUME_TIMEOUT_MS */
     atomic_fetch_add(&sh->kafka_bytes, (uint64_t)(rkm->key_len + rkm->len));
-    if (!resume_sched_record(&p->s, rkm->offset, rkm->key, rkm->key_len))
-        return;                /* nobody waiting wants this token */
     int bkey;
     enum record_invalid why;
-    if (record_check(&rd->rules, rkm->key, rkm->key_len, rkm->payload,
-                     rkm->len, &bkey, &why) != 0) {
-        rmsg *m = rmsg_new(RM_SKIP, 0);
-        m->topic = p->t->ti;
-        m->partition = p->partition;
-        m->offset = rkm->offset;
-        m->flag = (int)why;
-        post(sh, m);
-        return;
+    int skip = record_check(&rd->rules, rkm->key, rkm->key_len, rkm->payload,
+                            rkm->len, &bkey, &why) != 0 ? (int)why : -1;
+    int64_t ts = rd_kafka_message_timestamp(rkm, NULL);
+    for (;;) {
+        size_t added;
+        int r = resume_sched_record(&p->s, rkm->offset, ts, skip, rkm->key,
+                                    rkm->key_len, rkm->payload, rkm->len,
+                                    &added);
+        if (r == RESUME_REC_SEAM) {
+            int restarted = part_seam(rd, p, rkm->offset);
+            hist_account(rd, p);
+            if (restarted)
+                return;        /* this record is in the history */
+            continue;          /* the reader is at the top: a normal read */
+        }
+        hist_account(rd, p);
+        if (r == RESUME_REC_POST)
+            post_rec(rd, p, rkm, skip, ts);
+        break;
     }
-    rmsg *m = malloc(sizeof(*m) + rkm->key_len + rkm->len + 1);
-    if (!m)
-        abort();
-    memset(m, 0, sizeof(*m));
-    m->type = RM_REC;
-    m->topic = p->t->ti;
-    m->partition = p->partition;
-    m->offset = rkm->offset;
-    m->ts = rd_kafka_message_timestamp(rkm, NULL);
-    m->klen = rkm->key_len;
-    m->vlen = rkm->len;
-    memcpy(m->data, rkm->key, rkm->key_len);
-    if (rkm->len)
-        memcpy(m->data + rkm->key_len, rkm->payload, rkm->len);
-    m->mem = sizeof(*m) + m->klen + m->vlen;
-    post(sh, m);
+    hist_trim(rd);
 }
 
 static int any_started(const reader *rd)
@@ -737,6 +1070,20 @@ static int any_started(const reader *rd)
         if (rd->parts[i]->started)
             return 1;
     return 0;
+}
+
+/* Histories of partitions nobody has read for RESUME_HISTORY_IDLE_MS go. */
+static void hist_expire(reader *rd)
+{
+    uint64_t now = clock_mono_ms();
+    for (size_t i = 0; i < rd->nparts; i++) {
+        tpart *p = rd->parts[i];
+        if (!p->started && p->s.n == 0 && p->hist_mem > 0 &&
+            now - p->idle_ms >= RESUME_HISTORY_IDLE_MS) {
+            resume_sched_clear(&p->s);
+            hist_account(rd, p);
+        }
+    }
 }
 
 static void timed_wait(rshared *sh, long ms)
@@ -806,6 +1153,8 @@ static void *reader_main(void *arg)
             ctl = next;
         }
         free(gone);
+        hist_expire(&rd);
+        hist_trim(&rd);
         if (!any_started(&rd) || atomic_load(&sh->mem_posted) +
                                      atomic_load(&sh->mem_held) > sh->mem_limit)
             continue;
@@ -1273,6 +1622,73 @@ static void on_check(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* Record m to channel x (env: the envelopes built so far for m). */
+static void deliver(shard_resume *rm, rs_chan *x, const rmsg *m, ws_chunk **env)
+{
+    resume_client *rc = x->rc;
+    shard_ctx *ctx = rm->ctx;
+    if (m->offset >= x->pos) {
+        x->pos = m->offset + 1;
+        x->at_eof = 0;
+    }
+    if (rc->on_fin || m->offset <= x->last)
+        return;
+    if ((long)rc->replayed >= ctx->set->resume_max_records) {
+        char msg[120];
+        snprintf(msg, sizeof(msg), "more than RESUME_MAX_RECORDS (%ld) "
+                 "records to replay", ctx->set->resume_max_records);
+        rc_fail(rm, rc, RESUME_TOO_FAR_BEHIND, msg);
+        return;
+    }
+    int f = rc->odinws ? 1 : 0;
+    if (!env[f]) {
+        frame_record r;
+        memset(&r, 0, sizeof(r));
+        r.token = x->name;
+        r.token_len = x->tlen;
+        r.category = x->name + x->tlen + 1;
+        r.category_len = x->nlen - x->tlen - 1;
+        r.partition = m->partition;
+        r.offset = m->offset;
+        r.timestamp_ms = m->ts;
+        r.value = m->data + m->klen;
+        r.value_len = m->vlen;
+        env[f] = envelope_frame(&rm->scratch, &r,
+                                (enum envelope_types)ctx->set->envelope_types,
+                                f ? ENVELOPE_F_ODINWS : ENVELOPE_F_REPLAY);
+        if (!env[f]) {
+            rc_fail(rm, rc, RESUME_UNAVAILABLE, "out of memory");
+            return;
+        }
+    }
+    if (client_push(rc->c, env[f]) == 0) {
+        ctx->m.ws_replayed_messages_total++;
+        rc->replayed++;
+        x->last = m->offset;
+        x->replayed_any = 1;
+    } else {
+        rc_fail(rm, rc, RESUME_TOO_FAR_BEHIND, "the client is being closed");
+    }
+}
+
+/* A record from the history for one request (m->id): before its ATTACH,
+ * or after a backfill. */
+static void handle_hrec(shard_resume *rm, rmsg *m)
+{
+    shard_map_node *n = shard_map_find(&rm->reqs, &m->id, sizeof(m->id));
+    if (!n)
+        return;                /* dropped meanwhile */
+    rs_chan *x = SHARD_MAP_ENTRY(n, rs_chan, node);
+    x->partition = m->partition;
+    if (m->type != RM_REC)
+        return;
+    ws_chunk *env[2] = { NULL, NULL };
+    deliver(rm, x, m, env);
+    for (int f = 0; f < 2; f++)
+        if (env[f])
+            ws_chunk_unref(env[f]);
+}
+
 static void handle_rec(shard_resume *rm, rmsg *m)
 {
     lpart *lp = lpart_find(rm, m->topic, m->partition);
@@ -1287,52 +1703,8 @@ static void handle_rec(shard_resume *rm, rmsg *m)
     if (!n)
         return;
     ws_chunk *env[2] = { NULL, NULL };   /* replay form, odin-ws form */
-    shard_ctx *ctx = rm->ctx;
-    for (rs_chan *x = SHARD_MAP_ENTRY(n, ltok, node)->head; x; x = x->lnext) {
-        resume_client *rc = x->rc;
-        if (m->offset >= x->pos) {
-            x->pos = m->offset + 1;
-            x->at_eof = 0;
-        }
-        if (rc->on_fin || m->offset <= x->last)
-            continue;
-        if ((long)rc->replayed >= ctx->set->resume_max_records) {
-            char msg[120];
-            snprintf(msg, sizeof(msg), "more than RESUME_MAX_RECORDS (%ld) "
-                     "records to replay", ctx->set->resume_max_records);
-            rc_fail(rm, rc, RESUME_TOO_FAR_BEHIND, msg);
-            continue;
-        }
-        int f = rc->odinws ? 1 : 0;
-        if (!env[f]) {
-            frame_record r;
-            memset(&r, 0, sizeof(r));
-            r.token = x->name;
-            r.token_len = x->tlen;
-            r.category = x->name + x->tlen + 1;
-            r.category_len = x->nlen - x->tlen - 1;
-            r.partition = m->partition;
-            r.offset = m->offset;
-            r.timestamp_ms = m->ts;
-            r.value = m->data + m->klen;
-            r.value_len = m->vlen;
-            env[f] = envelope_frame(&rm->scratch, &r,
-                                    (enum envelope_types)ctx->set->envelope_types,
-                                    f ? ENVELOPE_F_ODINWS : ENVELOPE_F_REPLAY);
-            if (!env[f]) {
-                rc_fail(rm, rc, RESUME_UNAVAILABLE, "out of memory");
-                continue;
-            }
-        }
-        if (client_push(rc->c, env[f]) == 0) {
-            ctx->m.ws_replayed_messages_total++;
-            rc->replayed++;
-            x->last = m->offset;
-            x->replayed_any = 1;
-        } else {
-            rc_fail(rm, rc, RESUME_TOO_FAR_BEHIND, "the client is being closed");
-        }
-    }
+    for (rs_chan *x = SHARD_MAP_ENTRY(n, ltok, node)->head; x; x = x->lnext)
+        deliver(rm, x, m, env);
     for (int f = 0; f < 2; f++)
         if (env[f])
             ws_chunk_unref(env[f]);
@@ -1436,11 +1808,17 @@ static void on_notify(evutil_socket_t fd, short what, void *arg)
             break;
         switch (m->type) {
         case RM_REC:
-            handle_rec(rm, m);
+            if (m->id)
+                handle_hrec(rm, m);
+            else
+                handle_rec(rm, m);
             break;
         case RM_SKIP:
             ctx->m.ws_replay_records_skipped_total[m->flag]++;
-            handle_rec(rm, m);     /* advances the position, sends nothing */
+            if (m->id)
+                handle_hrec(rm, m);
+            else
+                handle_rec(rm, m); /* advances the position, sends nothing */
             break;
         case RM_EOF:
             handle_eof(rm, m);
@@ -1519,8 +1897,12 @@ void shard_resume_start(shard_resume *rm, shard_client *c,
                     "this shard has no KAFKA_BROKERS; subscribed live only");
         return;
     }
-    if (!resume_bucket_take(&c->resume_bucket, now, s->resume_conn_rate,
-                            (double)s->resume_conn_burst)) {
+    if (!c->resume_bucket_set) {
+        tbucket_init(&c->resume_bucket, s->resume_conn_rate,
+                     (double)s->resume_conn_burst, now);
+        c->resume_bucket_set = 1;
+    }
+    if (!tbucket_take(&c->resume_bucket, now)) {
         send_rerror(rm, c, RESUME_RATE_LIMITED,
                     "over RESUME_CONN_RATE reconnects for this connection; "
                     "subscribed live only");

@@ -16,6 +16,7 @@
 
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1188,6 +1189,12 @@ static void test_shutdown_bounded(void **st)
     wsc *c = ws_open(b.port);
     send_reconnect(c, chan, 0, 5);
     assert_true(ssup_wait_metric(b.port, "ws_reconnects_active", 1, TW));
+    /* the reader has taken the request: its handle connects to the broker
+     * (then it waits in the metadata call) */
+    struct pollfd pf = { .fd = lfd, .events = POLLIN };
+    assert_int_equal(poll(&pf, 1, TW), 1);
+    int afd = accept(lfd, NULL, NULL);
+    assert_true(afd >= 0);
     uint64_t t0 = clock_mono_ms();
     kill(b.pid, SIGTERM);
     assert_int_equal(wsc_wait_close(c, TW), 1001);
@@ -1200,6 +1207,7 @@ static void test_shutdown_bounded(void **st)
     assert_int_equal(WEXITSTATUS(stb), 0);
     assert_true(took < 8000);
     assert_true(log_has(b.pid, "replay reader did not stop in time"));
+    close(afd);
     close(lfd);
 }
 
