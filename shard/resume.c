@@ -428,9 +428,10 @@ typedef struct rmsg {
     enum rmsg_type type;
     const topic_info *topic;
     int32_t partition;
-    uint64_t id;             /* ATTACH, REFUSE */
-    int64_t offset;          /* REC/SKIP: the record; EOF: next; ATTACH: start */
-    int64_t ts;
+    uint64_t id;             /* ATTACH, REFUSE; REC/SKIP from the history:
+                              * the one request it is for (else 0) */
+    int64_t offset;          /* REC/SKIP: the record; EOF: next; ATTACH: where */
+    int64_t ts;              /* REC: timestamp; ATTACH: the end it needs */
     int flag;                /* ATTACH: at eof; REFUSE: code; SKIP: reason;
                               * PASS: requests served */
     size_t mem;              /* bytes counted in sh->mem_posted */
@@ -498,7 +499,9 @@ typedef struct tpart {
     int32_t partition;
     resume_sched s;
     int started;             /* consume_start_queue done */
-    int wm_ok;               /* lo/hi read during this pass */
+    int wm_ok;               /* lo/hi read during this batch */
+    uint64_t wm_batch;       /* ... this one */
+    int64_t need;            /* the high watermark as read */
     int64_t lo, hi;
     int pass_open;
     int pass_reqs;
@@ -515,6 +518,7 @@ typedef struct reader {
     tpart **parts;
     size_t nparts, capparts;
     record_rules rules;
+    uint64_t batch;          /* control batches taken */
     uint64_t hist_evicted;
     uint64_t hist_served;
 } reader;
@@ -568,15 +572,19 @@ static void post_refuse(reader *rd, uint64_t id, enum resume_code code,
     post(rd->sh, m);
 }
 
-static void post_attach(reader *rd, tpart *p, uint64_t id, int64_t start,
-                        int at_eof)
+/* Request id attached at `at` (it has every record of its token below
+ * it); `need`: the high watermark read after the request was made.  At or
+ * past it, `at` is an end the request can rely on. */
+static void post_attach(reader *rd, tpart *p, uint64_t id, int64_t at,
+                        int64_t need)
 {
     rmsg *m = rmsg_new(RM_ATTACH, 0);
     m->id = id;
     m->topic = p->t->ti;
     m->partition = p->partition;
-    m->offset = start;
-    m->flag = at_eof;
+    m->offset = at;
+    m->ts = need;
+    m->flag = at >= need;
     post(rd->sh, m);
     if (!p->pass_open) {
         p->pass_open = 1;
@@ -718,9 +726,10 @@ static void part_stop(reader *rd, tpart *p)
 /* (Re)start reading p at `offset`.  A restart (consume_stop + start) rather
  * than a seek: it drops what was fetched for the old position and makes
  * librdkafka report the end of the partition again. */
-static int part_start(reader *rd, tpart *p, int64_t offset)
+static int part_restart(reader *rd, tpart *p, int64_t offset, int new_pass)
 {
-    pass_close(rd, p);
+    if (new_pass)
+        pass_close(rd, p);
     if (p->started) {
         rd_kafka_consume_stop(p->t->rkt, p->partition);
         p->started = 0;
@@ -732,6 +741,11 @@ static int part_start(reader *rd, tpart *p, int64_t offset)
     p->started = 1;
     atomic_fetch_add(&rd->sh->partitions, 1);
     return 0;
+}
+
+static int part_start(reader *rd, tpart *p, int64_t offset)
+{
+    return part_restart(rd, p, offset, 1);
 }
 
 static void hist_account(reader *rd, tpart *p)
@@ -834,7 +848,8 @@ static int part_seam(reader *rd, tpart *p, int64_t at)
     for (size_t i = 0; i < p->s.n; i++)
         if (p->s.r[i].attached == 2) {
             p->s.r[i].attached = 1;
-            post_attach(rd, p, p->s.r[i].id, p->s.r[i].start, 0);
+            post_attach(rd, p, p->s.r[i].id, p->s.r[i].start,
+                        p->s.r[i].need);
         }
     return 1;
 }
@@ -912,11 +927,12 @@ static void handle_request(reader *rd, const cmsg *c)
         post_refuse(rd, c->id, RESUME_UNAVAILABLE, "out of memory");
         return;
     }
-    /* watermarks: once per pass, again only if the request is past both
-     * them and what the reader has read (the end is at least there) */
-    if (p->wm_ok && p->s.running && p->s.pos > p->hi)
+    /* watermarks: once per batch of requests (read after every request of
+     * the batch was made, so the high one is an end each of them can rely
+     * on), again if a request is past them */
+    if (p->wm_ok && p->wm_batch == rd->batch && p->s.running && p->s.pos > p->hi)
         p->hi = p->s.pos;
-    if (!p->wm_ok || c->start > p->hi) {
+    if (!p->wm_ok || p->wm_batch != rd->batch || c->start > p->hi) {
         rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(
             rd->rk, t->ti->topic, part, &p->lo, &p->hi, KAFKA_CALL_MS);
         if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -926,6 +942,8 @@ static void handle_request(reader *rd, const cmsg *c)
             return;
         }
         p->wm_ok = 1;
+        p->wm_batch = rd->batch;
+        p->need = p->hi;
     }
     switch (resume_admit(p->lo, p->hi, c->start, rd->sh->max_offsets)) {
     case RESUME_POSITION_EXPIRED:
@@ -947,13 +965,12 @@ static void handle_request(reader *rd, const cmsg *c)
     default:
         break;
     }
-    int was_eof = p->s.at_eof;
-    int64_t was_pos = p->s.pos;
     resume_sched_step st;
     if (resume_sched_add(&p->s, c->id, c->start, c->token, c->tlen, &st) != 0) {
         post_refuse(rd, c->id, RESUME_UNAVAILABLE, "out of memory");
         return;
     }
+    p->s.r[p->s.n - 1].need = p->need;
     if (st.act == RESUME_SCHED_WAIT)
         return;
     if (st.act == RESUME_SCHED_HIST)
@@ -964,8 +981,11 @@ static void handle_request(reader *rd, const cmsg *c)
         return;
     }
     hist_account(rd, p);     /* a fresh start drops what was held */
-    post_attach(rd, p, c->id, st.attach,
-                st.restart < 0 && was_eof && st.attach == was_pos);
+    /* The end the reader saw may be older than this request (a record
+     * written since, sent live before the client subscribed, would be
+     * lost): the request ends at an end >= the high watermark read after
+     * it was made. */
+    post_attach(rd, p, c->id, st.attach, p->need);
 }
 
 static void handle_cancel(reader *rd, uint64_t id)
@@ -1141,6 +1161,7 @@ static void *reader_main(void *arg)
                 gone[ng++] = m->id;
         if (gone)
             qsort(gone, ng, sizeof(*gone), cmp_u64);
+        rd.batch++;
         while (ctl) {
             cmsg *next = ctl->next;
             if (ctl->type == CM_REQUEST) {
@@ -1210,6 +1231,8 @@ typedef struct rs_chan {
     int64_t last;            /* last offset replayed (or the client's seq) */
     int64_t pos;             /* replay position (next offset), -1 unknown */
     int at_eof;
+    int64_t need;            /* at_eof counts from this position on (the
+                              * high watermark read after the request) */
     int pre_routed;
     uint64_t routed_ms;
     int64_t first_held;
@@ -1594,8 +1617,8 @@ static void check_client(shard_resume *rm, resume_client *rc, uint64_t now)
             x->pos = x->lp->rpos;
             x->at_eof = x->lp->at_eof;
         }
-        if (!x->lp || !resume_seam_ok(x->pos, x->at_eof, x->first_held,
-                                      x->pre_routed, rf))
+        if (!x->lp || !resume_seam_ok(x->pos, x->at_eof && x->pos >= x->need,
+                                      x->first_held, x->pre_routed, rf))
             return;
     }
     rc_fail(rm, rc, RESUME_OK, "");
@@ -1757,6 +1780,7 @@ static void handle_attach(shard_resume *rm, rmsg *m)
     /* records before start are the client's own: covered */
     x->pos = m->offset;
     x->at_eof = m->flag;
+    x->need = m->ts;
     /* live records held before the partition was known */
     resume_client *rc = x->rc;
     int ci = (int)(x - rc->ch);

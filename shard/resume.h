@@ -182,6 +182,7 @@ typedef struct resume_sched_req {
     int attached;            /* 0 waits, 1 attached, 2 attached by a restart
                               * (the caller announces it and sets 1) */
     int serve;               /* the caller serves it h[serve_from, h.top) */
+    int64_t need;            /* the caller's (not used here) */
     uint8_t tlen;
     char token[64];
 } resume_sched_req;
