@@ -9,30 +9,35 @@
  * One reader per shard process: one librdkafka handle (legacy simple
  * consumer, manual start offsets, no consumer group) and one thread, started
  * at the first reconnect.  Every channel to resume is a request (topic,
- * partition, start offset, token).  Requests are grouped by partition: a
- * partition is read once from the lowest waiting position to its end, and
- * each record goes to every request whose token it carries; a request that
- * arrives while the reader is past its position waits for the next pass
- * (the reader restarts at the lowest waiting position when a pass reaches
- * the end).  The cost grows with the records missed, not with the number of
- * clients reconnecting (resume_sched below is that bookkeeping, pure).
+ * partition, start offset, token).  Requests are grouped by partition; the
+ * reader keeps what it has read of each partition as a bounded history, so
+ * a request behind the reader is served from memory at once, and one below
+ * the history makes the reader read only the range it lacks (a backfill).
+ * A partition's missed window is read about once, whatever the number of
+ * clients and the order in which they come back (resume_sched below is that
+ * bookkeeping, pure).
  *
  * The thread posts one ordered stream to the loop (eventfd + queue): a
- * record once (not once per client), end of partition, "request attached"
- * (from here on the reader's position is at or before its start), "pass
+ * record once (not once per client), records of the history addressed to
+ * one request, end of partition, "request attached" (from here on every
+ * record of its token is posted; with the high watermark read after the
+ * request was made: its replay may end at the end only past it), "pass
  * over" (for ws_replay_pass_requests) and refusals (POSITION_EXPIRED,
  * INVALID_POSITION, TOO_FAR_BEHIND, RESUME_UNAVAILABLE).  The loop delivers
  * a record to the attached requests of its partition whose token matches,
  * building the envelope once per record.  Records that fail the router's
  * checks (common/record.h) are skipped and counted, never replayed.
  *
- * Memory: records posted and not yet taken by the loop plus live frames held
- * for resuming clients are bounded by RESUME_MEMORY_BYTES (the reader waits).
+ * Memory: records posted and not yet taken by the loop, live frames held
+ * for resuming clients and the reader's histories are bounded by
+ * RESUME_MEMORY_BYTES (the oldest history records go first; then the reader
+ * waits).
  *
  * The seam: while a client's replay runs, live records of its resuming
  * channels are held for that client (a reference to the shared frame, in
  * arrival order).  The replay ends when, for every channel, it has read to
- * the end of the partition and either a held live record starts at or below
+ * the end of the partition (an end at or past the high watermark read after
+ * the request was made) and either a held live record starts at or below
  * that point, or the token's route was already registered when the replay
  * began, or Redis confirmed the route RESUME_SETTLE_MS ago.  Held live
  * records with an offset <= the last replayed one are dropped, the rest go

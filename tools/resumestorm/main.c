@@ -1324,15 +1324,6 @@ int main(int argc, char **argv)
                 dups++;       /* the first record again */
         rs_gap_counts gc;
         rs_gaps(exp, ne, c->offs, nr, &gc);
-        if (gc.missing && getenv("RS_DEBUG_GAPS")) {
-            fprintf(stderr, "GAP client %ld tok %d p %d first %lld req_seq %lld target %d t_req %llu t_ans %llu replayed %ld\n  exp:",
-                    i, c->tok, (int)c->p, (long long)c->first, (long long)c->req_seq, c->target,
-                    (unsigned long long)c->t_req, (unsigned long long)c->t_ans, c->replayed_env);
-            for (size_t k = 0; k < ne; k++) fprintf(stderr, " %lld", (long long)exp[k]);
-            fprintf(stderr, "\n  got:");
-            for (size_t k = 0; k < nr; k++) fprintf(stderr, " %lld", (long long)c->offs[k]);
-            fprintf(stderr, "\n");
-        }
         expected_total += (long)ne;
         missing += gc.missing;
         dups += gc.dups;
