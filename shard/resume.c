@@ -1092,6 +1092,16 @@ static int any_started(const reader *rd)
     return 0;
 }
 
+/* The reader waits while what is posted and held is over
+ * RESUME_MEMORY_BYTES and the loop has records of it still to take.  Not
+ * for held live frames alone: they go only when replays end, which needs
+ * the reader (each client's are capped by the hold overflow). */
+static int reader_full(rshared *sh)
+{
+    long posted = atomic_load(&sh->mem_posted);
+    return posted > 0 && posted + atomic_load(&sh->mem_held) > sh->mem_limit;
+}
+
 /* Histories of partitions nobody has read for RESUME_HISTORY_IDLE_MS go. */
 static void hist_expire(reader *rd)
 {
@@ -1133,8 +1143,7 @@ static void *reader_main(void *arg)
     for (;;) {
         pthread_mutex_lock(&sh->mu);
         int idle = !any_started(&rd);
-        int full = atomic_load(&sh->mem_posted) + atomic_load(&sh->mem_held) >
-                   sh->mem_limit;
+        int full = reader_full(sh);
         if (!sh->stop && !sh->ctl_head && (idle || full))
             timed_wait(sh, idle ? 1000 : 50);
         int stop = sh->stop;
@@ -1176,8 +1185,7 @@ static void *reader_main(void *arg)
         free(gone);
         hist_expire(&rd);
         hist_trim(&rd);
-        if (!any_started(&rd) || atomic_load(&sh->mem_posted) +
-                                     atomic_load(&sh->mem_held) > sh->mem_limit)
+        if (!any_started(&rd) || reader_full(sh))
             continue;
         /* a bounded burst, then look at control input again */
         for (int k = 0; k < 256; k++) {
@@ -1186,8 +1194,7 @@ static void *reader_main(void *arg)
                 break;
             handle_message(&rd, rkm);
             rd_kafka_message_destroy(rkm);
-            if (atomic_load(&sh->mem_posted) + atomic_load(&sh->mem_held) >
-                sh->mem_limit)
+            if (reader_full(sh))
                 break;
         }
     }
@@ -2057,6 +2064,11 @@ long shard_resume_memory(const shard_resume *rm)
 {
     return rm ? atomic_load(&rm->sh->mem_posted) + atomic_load(&rm->sh->mem_held)
               : 0;
+}
+
+long shard_resume_history(const shard_resume *rm)
+{
+    return rm ? atomic_load(&rm->sh->mem_hist) : 0;
 }
 
 long shard_resume_partitions(const shard_resume *rm)

@@ -95,6 +95,9 @@ long shard_resume_active(const shard_resume *rm);
  * partitions the reader is reading. */
 long shard_resume_memory(const shard_resume *rm);
 long shard_resume_partitions(const shard_resume *rm);
+/* Bytes of the reader's histories (records kept to serve positions behind
+ * it; they count against RESUME_MEMORY_BYTES too and give way first). */
+long shard_resume_history(const shard_resume *rm);
 
 /* One channel to resume.  partition -1: the partition the token hashes to
  * with librdkafka's default partitioner (odin-ws form). */

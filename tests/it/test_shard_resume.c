@@ -1182,6 +1182,8 @@ static void test_memory_bounded(void **st)
     /* RESUME_MAX_RECORDS is 1000: all 300 fit */
     expect_replay(c, 1, 301);
     assert_true(ssup_wait_metric_eq(b.port, "ws_replay_memory_bytes", 0, TW));
+    /* the history kept 600 KB read within the same 64 KiB */
+    assert_true(ssup_metric(b.port, "ws_replay_history_bytes") <= 65536);
     wsc_free(c);
     stop_shard(&a);
     stop_shard(&b);
