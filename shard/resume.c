@@ -418,6 +418,7 @@ typedef struct cmsg {
     int64_t start;
     uint8_t tlen;
     char token[64];
+    void *part;              /* reader: its tpart once resolved */
 } cmsg;
 
 /* reader -> loop */
@@ -500,8 +501,9 @@ typedef struct tpart {
     resume_sched s;
     int started;             /* consume_start_queue done */
     int wm_ok;               /* lo/hi read during this batch */
-    uint64_t wm_batch;       /* ... this one */
-    int64_t need;            /* the high watermark as read */
+    uint64_t ends_batch;     /* control batch `need` was read for */
+    int ends_ok;
+    int64_t need;            /* the end read after the batch's requests */
     int64_t lo, hi;
     int pass_open;
     int pass_reqs;
@@ -519,6 +521,7 @@ typedef struct reader {
     size_t nparts, capparts;
     record_rules rules;
     uint64_t batch;          /* control batches taken */
+    int ends_warned;
     uint64_t hist_evicted;
     uint64_t hist_served;
 } reader;
@@ -871,17 +874,18 @@ static int reader_ensure_kafka(reader *rd, char *err, size_t errlen)
     return 0;
 }
 
-static void handle_request(reader *rd, const cmsg *c)
+/* The partition of request c (metadata, key hash), or NULL (refused). */
+static tpart *resolve_request(reader *rd, const cmsg *c)
 {
     char err[512] = "";
     if (reader_ensure_kafka(rd, err, sizeof(err)) != 0) {
         post_refuse(rd, c->id, RESUME_UNAVAILABLE, "Kafka consumer: %s", err);
-        return;
+        return NULL;
     }
     ttopic *t = reader_topic(rd, c->topic);
     if (!t) {
         post_refuse(rd, c->id, RESUME_UNAVAILABLE, "out of memory");
-        return;
+        return NULL;
     }
     uint64_t now = clock_mono_ms();
     if (t->count <= 0 || now - t->count_ms > META_MAX_AGE_MS ||
@@ -901,13 +905,13 @@ static void handle_request(reader *rd, const cmsg *c)
             post_refuse(rd, c->id, RESUME_UNAVAILABLE,
                         "Kafka metadata for %s: %s", t->ti->topic,
                         rd_kafka_err2str(e));
-            return;
+            return NULL;
         }
         if (e != RD_KAFKA_RESP_ERR_NO_ERROR || cnt <= 0) {
             post_refuse(rd, c->id, RESUME_INVALID_POSITION,
                         "topic %s does not exist (%s)", t->ti->topic,
                         rd_kafka_err2str(e));
-            return;
+            return NULL;
         }
         t->count = cnt;
         t->count_ms = now;
@@ -920,19 +924,74 @@ static void handle_request(reader *rd, const cmsg *c)
         post_refuse(rd, c->id, RESUME_INVALID_POSITION,
                     "partition %d of %s does not exist (%d partitions)",
                     (int)part, t->ti->topic, (int)t->count);
-        return;
+        return NULL;
     }
     tpart *p = reader_part(rd, t, part, 1);
     if (!p) {
         post_refuse(rd, c->id, RESUME_UNAVAILABLE, "out of memory");
-        return;
+        return NULL;
     }
-    /* watermarks: once per batch of requests (read after every request of
-     * the batch was made, so the high one is an end each of them can rely
-     * on), again if a request is past them */
-    if (p->wm_ok && p->wm_batch == rd->batch && p->s.running && p->s.pos > p->hi)
+    return p;
+}
+
+/* The ends of every partition asked for in this batch, read at once (one
+ * ListOffsets per broker) after all its requests were made: each request
+ * may end at the end only at or past it.  A partition left out (an error)
+ * reads its own watermarks in admit_request. */
+static void batch_ends(reader *rd, cmsg *ctl)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(16);
+    if (!l)
+        return;
+    for (cmsg *m = ctl; m; m = m->next) {
+        tpart *p = m->part;
+        if (m->type != CM_REQUEST || !p || p->ends_batch == rd->batch)
+            continue;
+        p->ends_batch = rd->batch;
+        p->ends_ok = 0;
+        rd_kafka_topic_partition_list_add(l, p->t->ti->topic, p->partition)->offset =
+            RD_KAFKA_OFFSET_END;
+    }
+    rd_kafka_resp_err_t err = l->cnt > 0
+        ? rd_kafka_offsets_for_times(rd->rk, l, KAFKA_CALL_MS)
+        : RD_KAFKA_RESP_ERR__NOENT;
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR && l->cnt > 0 && !rd->ends_warned) {
+        rd->ends_warned = 1;   /* once: each partition then reads its own */
+        log_kv(LOG_WARN, "replay reader cannot read partition ends at once",
+               "s:error", rd_kafka_err2str(err), NULL);
+    }
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        for (int i = 0; i < l->cnt; i++) {
+            rd_kafka_topic_partition_t *e = &l->elems[i];
+            if (e->err || e->offset < 0)
+                continue;
+            for (size_t k = 0; k < rd->nparts; k++) {
+                tpart *p = rd->parts[k];
+                if (p->partition == e->partition &&
+                    strcmp(p->t->ti->topic, e->topic) == 0) {
+                    p->need = e->offset;
+                    p->ends_ok = 1;
+                    break;
+                }
+            }
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+static void admit_request(reader *rd, const cmsg *c, tpart *p)
+{
+    ttopic *t = p->t;
+    int32_t part = p->partition;
+    /* watermarks for admission: once per pass, again only if the request
+     * is past both them and what the reader has read (the end is at least
+     * there), or if the batch's ends could not be read */
+    int fresh = p->ends_batch == rd->batch && p->ends_ok;
+    if (fresh && p->need > p->hi)
+        p->hi = p->need;
+    if (p->wm_ok && p->s.running && p->s.pos > p->hi)
         p->hi = p->s.pos;
-    if (!p->wm_ok || p->wm_batch != rd->batch || c->start > p->hi) {
+    if (!p->wm_ok || !fresh || c->start > p->hi) {
         rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(
             rd->rk, t->ti->topic, part, &p->lo, &p->hi, KAFKA_CALL_MS);
         if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -942,8 +1001,9 @@ static void handle_request(reader *rd, const cmsg *c)
             return;
         }
         p->wm_ok = 1;
-        p->wm_batch = rd->batch;
         p->need = p->hi;
+        p->ends_batch = rd->batch;
+        p->ends_ok = 1;
     }
     switch (resume_admit(p->lo, p->hi, c->start, rd->sh->max_offsets)) {
     case RESUME_POSITION_EXPIRED:
@@ -1171,11 +1231,17 @@ static void *reader_main(void *arg)
         if (gone)
             qsort(gone, ng, sizeof(*gone), cmp_u64);
         rd.batch++;
+        for (cmsg *m = ctl; m; m = m->next)
+            if (m->type == CM_REQUEST &&
+                (!gone || !bsearch(&m->id, gone, ng, sizeof(*gone), cmp_u64)))
+                m->part = resolve_request(&rd, m);
+        if (rd.rk)
+            batch_ends(&rd, ctl);
         while (ctl) {
             cmsg *next = ctl->next;
             if (ctl->type == CM_REQUEST) {
-                if (!gone || !bsearch(&ctl->id, gone, ng, sizeof(*gone), cmp_u64))
-                    handle_request(&rd, ctl);
+                if (ctl->part)
+                    admit_request(&rd, ctl, ctl->part);
             } else {
                 handle_cancel(&rd, ctl->id);
             }
