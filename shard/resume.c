@@ -28,6 +28,7 @@
 #define NOTIFY_BATCH 4096      /* reader messages handled per loop pass */
 #define META_MAX_AGE_MS 30000  /* topic partition counts are re-read after */
 #define KAFKA_CALL_MS 5000     /* longest one metadata / watermark call */
+#define WM_MAX_AGE_MS 1000     /* admission's low watermark is re-read after */
 
 _Static_assert(RESUME_CODE_N == SM_RESUME_N,
                "metrics.h SM_RESUME_N must match enum resume_code");
@@ -500,7 +501,8 @@ typedef struct tpart {
     int32_t partition;
     resume_sched s;
     int started;             /* consume_start_queue done */
-    int wm_ok;               /* lo/hi read during this batch */
+    int wm_ok;               /* lo/hi read ... */
+    uint64_t wm_ms;          /* ... at (monotonic ms) */
     uint64_t ends_batch;     /* control batch `need` was read for */
     int ends_ok;
     int64_t need;            /* the end read after the batch's requests */
@@ -983,15 +985,17 @@ static void admit_request(reader *rd, const cmsg *c, tpart *p)
 {
     ttopic *t = p->t;
     int32_t part = p->partition;
-    /* watermarks for admission: once per pass, again only if the request
-     * is past both them and what the reader has read (the end is at least
-     * there), or if the batch's ends could not be read */
+    /* watermarks for admission: at most every WM_MAX_AGE_MS (the low one
+     * moves with retention only; the end is the batch's, or what the reader
+     * has read), again if a request is past them or the batch's ends could
+     * not be read */
     int fresh = p->ends_batch == rd->batch && p->ends_ok;
     if (fresh && p->need > p->hi)
         p->hi = p->need;
     if (p->wm_ok && p->s.running && p->s.pos > p->hi)
         p->hi = p->s.pos;
-    if (!p->wm_ok || !fresh || c->start > p->hi) {
+    if (!p->wm_ok || clock_mono_ms() - p->wm_ms > WM_MAX_AGE_MS || !fresh ||
+        c->start > p->hi) {
         rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(
             rd->rk, t->ti->topic, part, &p->lo, &p->hi, KAFKA_CALL_MS);
         if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -1001,6 +1005,7 @@ static void admit_request(reader *rd, const cmsg *c, tpart *p)
             return;
         }
         p->wm_ok = 1;
+        p->wm_ms = clock_mono_ms();
         p->need = p->hi;
         p->ends_batch = rd->batch;
         p->ends_ok = 1;
@@ -1106,7 +1111,6 @@ static void handle_message(reader *rd, rd_kafka_message_t *rkm)
         m->offset = rkm->offset;
         post(sh, m);
         pass_close(rd, p);
-        p->wm_ok = 0;          /* a new pass reads them again */
         resume_sched_eof(&p->s, rkm->offset);
         return;
     }
