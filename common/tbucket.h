@@ -2,7 +2,8 @@
  * Token bucket, a plain value type (common/tbucket.c): `rate` tokens a
  * second up to `burst`.  Pure: callers pass `now` in monotonic ms.  Used for
  * the /health and /metrics request limits (ADMIN_RATE, ADMIN_BURST) of the
- * shard and the router, and the per-address reconnect rate (RESUME_IP_RATE).  Unit test: tests/unit/test_tbucket.c.
+ * shard and the router, and the reconnect rates per address (RESUME_IP_RATE)
+ * and per connection (RESUME_CONN_RATE).  Unit test: tests/unit/test_tbucket.c.
  */
 #ifndef ODIN_COMMON_TBUCKET_H
 #define ODIN_COMMON_TBUCKET_H

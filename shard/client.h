@@ -19,6 +19,7 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include "common/buf.h"
+#include "common/tbucket.h"
 #include "shard/resume.h"
 #include "shard/subs.h"
 #include "shard/ws.h"
@@ -62,7 +63,9 @@ typedef struct shard_client {
     uint64_t rl_ms;              /* message token bucket */
     uint64_t partial_ms;         /* since when a frame is half received (0: none) */
     double rl_tokens;
-    resume_bucket resume_bucket; /* RESUME_CONN_RATE */
+    tbucket resume_bucket;       /* RESUME_CONN_RATE (set at the first
+                                  * reconnect) */
+    uint8_t resume_bucket_set;
     /* send queue: ring of chunk pointers, inline until it needs more */
     ws_chunk **q;
     uint32_t q_head, q_len, q_cap;

@@ -216,6 +216,10 @@ int shard_metrics_render(buf *o, const shard_metrics *m, const shard_gauges *g)
     e |= prom_gauge(o, "ws_replay_partitions_active",
                "Partitions the replay reader is reading",
                (double)g->replay_partitions);
+    e |= prom_gauge(o, "ws_replay_history_bytes",
+                    "Bytes of records the replay reader keeps to serve "
+                    "positions behind it (counted in RESUME_MEMORY_BYTES)",
+                    (double)g->replay_history);
     e |= prom_head(o, "ws_client_errors_total", "counter",
               "Error replies sent to clients, by code");
     for (int i = 1; i < SM_CLIENT_ERR_N; i++)

@@ -141,6 +141,7 @@ typedef struct shard_gauges {
     long replay_memory;       /* bytes held for replays */
     long replay_memory_limit; /* RESUME_MEMORY_BYTES */
     long replay_partitions;   /* partitions the replay reader reads */
+    long replay_history;      /* bytes of the replay reader's histories */
 } shard_gauges;
 
 void shard_metrics_count_close(shard_metrics *m, unsigned code);

@@ -8,6 +8,7 @@
 #include "common/config.h"
 #include "common/log.h"
 #include "common/record.h"
+#include "common/tbucket.h"
 #include "common/topics.h"
 
 #include <errno.h>
@@ -27,6 +28,7 @@
 #define NOTIFY_BATCH 4096      /* reader messages handled per loop pass */
 #define META_MAX_AGE_MS 30000  /* topic partition counts are re-read after */
 #define KAFKA_CALL_MS 5000     /* longest one metadata / watermark call */
+#define WM_MAX_AGE_MS 1000     /* admission's low watermark is re-read after */
 
 _Static_assert(RESUME_CODE_N == SM_RESUME_N,
                "metrics.h SM_RESUME_N must match enum resume_code");
@@ -74,27 +76,138 @@ enum resume_code resume_admit(int64_t lo, int64_t hi, int64_t start,
     return RESUME_OK;
 }
 
-int resume_bucket_take(resume_bucket *b, uint64_t now_ms, double rate,
-                       double burst)
+/* ---- the schedule of one partition (pure) ---------------------------- */
+
+static uint32_t tok_hash(const char *t, size_t l)
 {
-    if (rate <= 0)
-        return 1;
-    if (b->at_ms == 0) {
-        b->tokens = burst;
-    } else if (now_ms > b->at_ms) {
-        b->tokens += (double)(now_ms - b->at_ms) * rate / 1000.0;
-        if (b->tokens > burst)
-            b->tokens = burst;
+    uint32_t h = 2166136261u;
+    for (size_t i = 0; i < l; i++)
+        h = (h ^ (uint8_t)t[i]) * 16777619u;
+    return h;
+}
+
+/* the slot of token t (used or the free one where it would go) */
+static resume_sched_tok *tok_slot(resume_sched_tok *tab, size_t cap,
+                                  const char *t, size_t l)
+{
+    size_t i = tok_hash(t, l) & (cap - 1);
+    for (;;) {
+        resume_sched_tok *e = &tab[i];
+        if (!e->used || (e->tlen == l && memcmp(e->token, t, l) == 0))
+            return e;
+        i = (i + 1) & (cap - 1);
     }
-    b->at_ms = now_ms ? now_ms : 1;
-    if (b->tokens < 1.0)
+}
+
+/* count of attached requests of token t += d (the token gets a slot);
+ * -1 on ENOMEM.  Never allocates for a token that has a slot. */
+static int tok_add(resume_sched *s, const char *t, size_t l, int d)
+{
+    resume_sched_tok *e = s->ntok_cap ? tok_slot(s->tok, s->ntok_cap, t, l)
+                                      : NULL;
+    if (!e || !e->used) {
+        if ((s->ntok + 1) * 2 > s->ntok_cap) {
+            size_t nc = s->ntok_cap ? s->ntok_cap * 2 : 64;
+            resume_sched_tok *nt = calloc(nc, sizeof(*nt));
+            if (!nt)
+                return -1;
+            for (size_t i = 0; i < s->ntok_cap; i++)
+                if (s->tok[i].used)
+                    *tok_slot(nt, nc, s->tok[i].token, s->tok[i].tlen) =
+                        s->tok[i];
+            free(s->tok);
+            s->tok = nt;
+            s->ntok_cap = nc;
+        }
+        e = tok_slot(s->tok, s->ntok_cap, t, l);
+        e->used = 1;
+        e->tlen = (uint8_t)l;
+        memcpy(e->token, t, l);
+        e->count = 0;
+        s->ntok++;
+    }
+    e->count = (uint32_t)((int64_t)e->count + d);
+    return 0;
+}
+
+static int tok_wanted(const resume_sched *s, const char *t, size_t l)
+{
+    if (!s->ntok_cap || l > 64)
         return 0;
-    b->tokens -= 1.0;
-    return 1;
+    const resume_sched_tok *e = tok_slot(s->tok, s->ntok_cap, t, l);
+    return e->used && e->count > 0;
+}
+
+static void hist_drop_all(resume_hist *h, int64_t at)
+{
+    while (h->head) {
+        resume_hrec *r = h->head;
+        h->head = r->next;
+        free(r);
+    }
+    h->tail = NULL;
+    h->bytes = h->n = 0;
+    h->floor = h->top = at;
+}
+
+static size_t hist_drop_head(resume_hist *h)
+{
+    resume_hrec *r = h->head;
+    if (!r)
+        return 0;
+    h->head = r->next;
+    if (!h->head)
+        h->tail = NULL;
+    h->floor = r->offset + 1;
+    size_t b = r->mem;
+    h->bytes -= b;
+    h->n--;
+    free(r);
+    return b;
+}
+
+static size_t hist_append(resume_hist *h, int64_t offset, int64_t ts, int skip,
+                          const char *key, size_t klen, const char *val,
+                          size_t vlen)
+{
+    if (skip >= 0)
+        vlen = 0;
+    size_t mem = sizeof(resume_hrec) + klen + vlen;
+    resume_hrec *r = malloc(mem);
+    if (!r)
+        return 0;
+    r->next = NULL;
+    r->offset = offset;
+    r->ts = ts;
+    r->skip = skip;
+    r->klen = (uint32_t)klen;
+    r->vlen = (uint32_t)vlen;
+    r->mem = mem;
+    if (klen)
+        memcpy(r->data, key, klen);
+    if (vlen)
+        memcpy(r->data + klen, val, vlen);
+    if (h->tail)
+        h->tail->next = r;
+    else
+        h->head = r;
+    h->tail = r;
+    h->top = offset + 1;
+    h->bytes += mem;
+    h->n++;
+    return mem;
+}
+
+/* the token has its slot since resume_sched_add: no allocation here */
+static void attach_req(resume_sched *s, resume_sched_req *q, int how)
+{
+    if (!q->attached)
+        (void)tok_add(s, q->token, q->tlen, 1);
+    q->attached = how;
 }
 
 int resume_sched_add(resume_sched *s, uint64_t id, int64_t start,
-                     const char *token, size_t tlen)
+                     const char *token, size_t tlen, resume_sched_step *st)
 {
     if (tlen > sizeof(s->r[0].token))
         return -1;
@@ -106,77 +219,189 @@ int resume_sched_add(resume_sched *s, uint64_t id, int64_t start,
         s->r = nr;
         s->cap = nc;
     }
+    if (tok_add(s, token, tlen, 0) != 0)
+        return -1;
     resume_sched_req *q = &s->r[s->n++];
+    memset(q, 0, sizeof(*q));
     q->id = id;
     q->start = start;
     q->tlen = (uint8_t)tlen;
     memcpy(q->token, token, tlen);
-    q->attached = 1;
+    st->from = NULL;
+    st->attach = start;
+    st->restart = -1;
+    resume_hist *h = &s->h;
     if (!s->running) {
         s->running = 1;
         s->at_eof = 0;
-        s->pos = start;
-        return RESUME_SCHED_START;
+        s->bf = 0;
+        hist_drop_all(&s->b, start);
+        if (h->n && start >= h->floor && start <= h->top) {
+            /* what it needs is held: served now, reading goes on at top */
+            st->act = RESUME_SCHED_HIST;
+            st->from = h;
+            st->attach = st->restart = s->pos = h->top;
+        } else if (h->n && start < h->floor) {
+            st->act = RESUME_SCHED_BACKFILL;
+            s->bf = 1;
+            st->restart = s->pos = start;
+        } else {
+            hist_drop_all(h, start);
+            st->act = RESUME_SCHED_START;
+            st->restart = s->pos = start;
+        }
+        attach_req(s, q, 1);
+        return 0;
     }
-    if (s->pos <= start)
-        return RESUME_SCHED_JOIN;
-    if (s->at_eof) {
-        /* idle at the end: nothing else would end this pass */
+    if (start >= s->pos && (!s->bf || start < h->floor)) {
+        st->act = RESUME_SCHED_JOIN;
+    } else if (start >= h->floor) {
+        st->act = RESUME_SCHED_HIST;
+        st->from = h;
+        st->attach = h->top;
+    } else if (!s->bf) {
+        st->act = RESUME_SCHED_BACKFILL;
+        s->bf = 1;
         s->at_eof = 0;
-        s->pos = start;
-        return RESUME_SCHED_SEEK;
+        hist_drop_all(&s->b, start);
+        st->restart = s->pos = start;
+    } else if (start >= s->b.floor) {
+        /* backfilling past it: what b holds now, then the rest of b */
+        st->act = RESUME_SCHED_HIST;
+        st->from = &s->b;
+        st->attach = s->pos;
+    } else {
+        st->act = RESUME_SCHED_WAIT;
+        return 0;
     }
-    q->attached = 0;
-    return RESUME_SCHED_WAIT;
+    attach_req(s, q, 1);
+    return 0;
 }
 
-int resume_sched_record(resume_sched *s, int64_t offset, const char *key,
-                        size_t klen)
+int resume_sched_record(resume_sched *s, int64_t offset, int64_t ts, int skip,
+                        const char *key, size_t klen, const char *val,
+                        size_t vlen, size_t *added)
 {
+    *added = 0;
+    if (s->bf && offset >= s->h.floor)
+        return RESUME_REC_SEAM;
+    resume_hist *l = s->bf ? &s->b : &s->h;
     if (offset >= s->pos) {
         s->pos = offset + 1;
         s->at_eof = 0;
     }
-    for (size_t i = 0; i < s->n; i++) {
-        const resume_sched_req *q = &s->r[i];
-        if (q->attached && q->tlen == klen && offset >= q->start &&
-            memcmp(q->token, key, klen) == 0)
-            return 1;
+    if (offset >= l->top) {
+        *added = hist_append(l, offset, ts, skip, key, klen, val, vlen);
+        if (!*added) {
+            /* no memory: what is held stops here; start again after it */
+            hist_drop_all(l, offset + 1);
+        }
     }
-    return 0;
+    return tok_wanted(s, key, klen) ? RESUME_REC_POST : RESUME_REC_NONE;
 }
 
-int64_t resume_sched_eof(resume_sched *s, int64_t next)
+int64_t resume_sched_seam(resume_sched *s, int64_t at, int64_t *serve_from)
 {
-    s->pos = next;
-    s->at_eof = 1;
+    resume_hist *h = &s->h, *b = &s->b;
+    int64_t old = h->floor;
+    *serve_from = old;
+    /* b covers [b.floor, pos) and nothing exists in [pos, old) */
+    if (b->head) {
+        b->tail->next = h->head;
+        if (!h->tail)
+            h->tail = b->tail;
+        h->head = b->head;
+        h->bytes += b->bytes;
+        h->n += b->n;
+        b->head = b->tail = NULL;
+        b->bytes = b->n = 0;
+    }
+    if (b->floor < h->floor)
+        h->floor = b->floor;
+    if (!h->n)
+        h->top = h->top > at ? h->top : at;
+    for (size_t i = 0; i < s->n; i++)
+        if (s->r[i].attached && s->r[i].start < old)
+            s->r[i].serve = 1;
+    s->bf = 0;
+    s->at_eof = 0;
     int64_t low = -1;
     for (size_t i = 0; i < s->n; i++)
         if (!s->r[i].attached && (low < 0 || s->r[i].start < low))
             low = s->r[i].start;
-    if (low < 0)
+    if (low >= 0) {
+        for (size_t i = 0; i < s->n; i++)
+            if (!s->r[i].attached)
+                attach_req(s, &s->r[i], 2);
+        s->bf = 1;
+        hist_drop_all(b, low);
+        s->pos = low;
+        return low;
+    }
+    if (at >= h->top) {
+        s->pos = h->top;
         return -1;
-    for (size_t i = 0; i < s->n; i++)
-        if (!s->r[i].attached)
-            s->r[i].attached = 2;
-    s->pos = low;
-    s->at_eof = 0;
-    return low;
+    }
+    s->pos = h->top;
+    return h->top;
+}
+
+void resume_sched_eof(resume_sched *s, int64_t next)
+{
+    s->pos = next;
+    s->at_eof = 1;
+    if (!s->bf) {
+        if (s->h.top < next) {
+            if (!s->h.n)
+                s->h.floor = next;
+            s->h.top = next;
+        }
+    }
 }
 
 int resume_sched_remove(resume_sched *s, uint64_t id)
 {
     for (size_t i = 0; i < s->n; i++)
         if (s->r[i].id == id) {
+            if (s->r[i].attached)
+                tok_add(s, s->r[i].token, s->r[i].tlen, -1);
             s->r[i] = s->r[--s->n];
+            if (s->n == 0) {
+                s->running = 0;
+                s->at_eof = 0;
+                if (s->bf)
+                    hist_drop_all(&s->b, s->pos);
+                s->bf = 0;
+                /* the index starts again empty */
+                free(s->tok);
+                s->tok = NULL;
+                s->ntok = s->ntok_cap = 0;
+            }
             return 0;
         }
     return -1;
 }
 
+size_t resume_sched_evict(resume_sched *s)
+{
+    if (s->b.head) {
+        size_t n = hist_drop_head(&s->b);
+        return n;
+    }
+    return hist_drop_head(&s->h);
+}
+
+size_t resume_sched_held(const resume_sched *s)
+{
+    return s->h.bytes + s->b.bytes;
+}
+
 void resume_sched_clear(resume_sched *s)
 {
+    hist_drop_all(&s->h, 0);
+    hist_drop_all(&s->b, 0);
     free(s->r);
+    free(s->tok);
     memset(s, 0, sizeof(*s));
 }
 
@@ -194,6 +419,7 @@ typedef struct cmsg {
     int64_t start;
     uint8_t tlen;
     char token[64];
+    void *part;              /* reader: its tpart once resolved */
 } cmsg;
 
 /* reader -> loop */
@@ -204,9 +430,10 @@ typedef struct rmsg {
     enum rmsg_type type;
     const topic_info *topic;
     int32_t partition;
-    uint64_t id;             /* ATTACH, REFUSE */
-    int64_t offset;          /* REC/SKIP: the record; EOF: next; ATTACH: start */
-    int64_t ts;
+    uint64_t id;             /* ATTACH, REFUSE; REC/SKIP from the history:
+                              * the one request it is for (else 0) */
+    int64_t offset;          /* REC/SKIP: the record; EOF: next; ATTACH: where */
+    int64_t ts;              /* REC: timestamp; ATTACH: the end it needs */
     int flag;                /* ATTACH: at eof; REFUSE: code; SKIP: reason;
                               * PASS: requests served */
     size_t mem;              /* bytes counted in sh->mem_posted */
@@ -229,6 +456,7 @@ typedef struct rshared {
     _Atomic long mem_held;       /* bytes of live frames held for clients */
     _Atomic long partitions;     /* partitions being read */
     _Atomic uint64_t kafka_bytes;
+    _Atomic long mem_hist;       /* bytes of the reader's histories */
     long mem_limit;
     long max_offsets;
     long max_record_bytes;
@@ -273,10 +501,16 @@ typedef struct tpart {
     int32_t partition;
     resume_sched s;
     int started;             /* consume_start_queue done */
-    int wm_ok;               /* lo/hi read during this pass */
+    int wm_ok;               /* lo/hi read ... */
+    uint64_t wm_ms;          /* ... at (monotonic ms) */
+    uint64_t ends_batch;     /* control batch `need` was read for */
+    int ends_ok;
+    int64_t need;            /* the end read after the batch's requests */
     int64_t lo, hi;
     int pass_open;
     int pass_reqs;
+    long hist_mem;           /* bytes of s's history counted in mem_hist */
+    uint64_t idle_ms;        /* stopped at (history kept since) */
 } tpart;
 
 typedef struct reader {
@@ -288,6 +522,10 @@ typedef struct reader {
     tpart **parts;
     size_t nparts, capparts;
     record_rules rules;
+    uint64_t batch;          /* control batches taken */
+    int ends_warned;
+    uint64_t hist_evicted;
+    uint64_t hist_served;
 } reader;
 
 static void post(rshared *sh, rmsg *m)
@@ -339,15 +577,19 @@ static void post_refuse(reader *rd, uint64_t id, enum resume_code code,
     post(rd->sh, m);
 }
 
-static void post_attach(reader *rd, tpart *p, uint64_t id, int64_t start,
-                        int at_eof)
+/* Request id attached at `at` (it has every record of its token below
+ * it); `need`: the high watermark read after the request was made.  At or
+ * past it, `at` is an end the request can rely on. */
+static void post_attach(reader *rd, tpart *p, uint64_t id, int64_t at,
+                        int64_t need)
 {
     rmsg *m = rmsg_new(RM_ATTACH, 0);
     m->id = id;
     m->topic = p->t->ti;
     m->partition = p->partition;
-    m->offset = start;
-    m->flag = at_eof;
+    m->offset = at;
+    m->ts = need;
+    m->flag = at >= need;
     post(rd->sh, m);
     if (!p->pass_open) {
         p->pass_open = 1;
@@ -461,7 +703,19 @@ static tpart *part_of_msg(reader *rd, const rd_kafka_message_t *rkm)
     return NULL;
 }
 
-/* Stop reading p (nobody needs it): the RELEASE of the partition. */
+/* Close p's open pass (ws_replay_passes_total, ws_replay_pass_requests). */
+static void pass_close(reader *rd, tpart *p)
+{
+    if (p->pass_open) {
+        rmsg *m = rmsg_new(RM_PASS, 0);
+        m->flag = p->pass_reqs;
+        post(rd->sh, m);
+    }
+    p->pass_open = 0;
+}
+
+/* Stop reading p (nobody needs it).  Its history is kept (until memory is
+ * needed or RESUME_HISTORY_IDLE_MS passes). */
 static void part_stop(reader *rd, tpart *p)
 {
     if (p->started) {
@@ -469,21 +723,18 @@ static void part_stop(reader *rd, tpart *p)
         p->started = 0;
         atomic_fetch_sub(&rd->sh->partitions, 1);
     }
-    if (p->pass_open) {
-        rmsg *m = rmsg_new(RM_PASS, 0);
-        m->flag = p->pass_reqs;
-        post(rd->sh, m);
-    }
-    p->pass_open = 0;
+    pass_close(rd, p);
     p->wm_ok = 0;
-    resume_sched_clear(&p->s);
+    p->idle_ms = clock_mono_ms();
 }
 
 /* (Re)start reading p at `offset`.  A restart (consume_stop + start) rather
  * than a seek: it drops what was fetched for the old position and makes
  * librdkafka report the end of the partition again. */
-static int part_start(reader *rd, tpart *p, int64_t offset)
+static int part_restart(reader *rd, tpart *p, int64_t offset, int new_pass)
 {
+    if (new_pass)
+        pass_close(rd, p);
     if (p->started) {
         rd_kafka_consume_stop(p->t->rkt, p->partition);
         p->started = 0;
@@ -497,7 +748,20 @@ static int part_start(reader *rd, tpart *p, int64_t offset)
     return 0;
 }
 
-/* Every request of p refused (the partition cannot be read). */
+static int part_start(reader *rd, tpart *p, int64_t offset)
+{
+    return part_restart(rd, p, offset, 1);
+}
+
+static void hist_account(reader *rd, tpart *p)
+{
+    long now = (long)resume_sched_held(&p->s);
+    atomic_fetch_add(&rd->sh->mem_hist, now - p->hist_mem);
+    p->hist_mem = now;
+}
+
+/* Every request of p refused (the partition cannot be read); its history
+ * is dropped. */
 static void part_fail(reader *rd, tpart *p, enum resume_code code,
                       const char *why)
 {
@@ -505,6 +769,94 @@ static void part_fail(reader *rd, tpart *p, enum resume_code code,
         post_refuse(rd, p->s.r[i].id, code, "%s/%d: %s", p->t->ti->topic,
                     (int)p->partition, why);
     part_stop(rd, p);
+    resume_sched_clear(&p->s);
+    hist_account(rd, p);
+}
+
+/* Keep the histories within RESUME_MEMORY_BYTES with what is posted and
+ * held: the oldest records of the partition holding the most go first. */
+static void hist_trim(reader *rd)
+{
+    rshared *sh = rd->sh;
+    while (atomic_load(&sh->mem_posted) + atomic_load(&sh->mem_held) +
+           atomic_load(&sh->mem_hist) > sh->mem_limit) {
+        tpart *big = NULL;
+        for (size_t i = 0; i < rd->nparts; i++)
+            if (rd->parts[i]->hist_mem > 0 &&
+                (!big || rd->parts[i]->hist_mem > big->hist_mem))
+                big = rd->parts[i];
+        if (!big)
+            return;
+        size_t n = 0;
+        for (int k = 0; k < 64 && (n = resume_sched_evict(&big->s)); k++)
+            ;
+        hist_account(rd, big);
+        rd->hist_evicted++;
+    }
+}
+
+/* Post request id's records (its token) of list l from offset `from`:
+ * addressed to it alone, before its ATTACH (or, after a backfill, before
+ * anything read past the history). */
+static void serve_hist(reader *rd, tpart *p, uint64_t id, const char *tok,
+                       size_t tlen, const resume_hist *l, int64_t from)
+{
+    for (const resume_hrec *r = l->head; r; r = r->next) {
+        if (r->offset < from || r->klen != tlen ||
+            memcmp(r->data, tok, tlen) != 0)
+            continue;
+        rmsg *m;
+        if (r->skip >= 0) {
+            m = rmsg_new(RM_SKIP, 0);
+            m->flag = r->skip;
+        } else {
+            m = malloc(sizeof(*m) + r->klen + r->vlen + 1);
+            if (!m)
+                abort();
+            memset(m, 0, sizeof(*m));
+            m->type = RM_REC;
+            m->ts = r->ts;
+            m->klen = r->klen;
+            m->vlen = r->vlen;
+            memcpy(m->data, r->data, (size_t)r->klen + r->vlen);
+            m->mem = sizeof(*m) + m->klen + m->vlen;
+        }
+        m->id = id;
+        m->topic = p->t->ti;
+        m->partition = p->partition;
+        m->offset = r->offset;
+        post(rd->sh, m);
+        rd->hist_served++;
+    }
+}
+
+/* The backfill of p reached its history at `at`: serve the backfill's
+ * requests the history, restart where the schedule says.  1 if the reader
+ * restarted (or failed), 0 if it goes on from `at` as a normal read. */
+static int part_seam(reader *rd, tpart *p, int64_t at)
+{
+    int64_t from;
+    int64_t rs = resume_sched_seam(&p->s, at, &from);
+    for (size_t i = 0; i < p->s.n; i++)
+        if (p->s.r[i].serve) {
+            p->s.r[i].serve = 0;
+            serve_hist(rd, p, p->s.r[i].id, p->s.r[i].token, p->s.r[i].tlen,
+                       &p->s.h, from);
+        }
+    if (rs < 0)
+        return 0;
+    if (part_start(rd, p, rs) != 0) {
+        part_fail(rd, p, RESUME_UNAVAILABLE,
+                  rd_kafka_err2str(rd_kafka_last_error()));
+        return 1;
+    }
+    for (size_t i = 0; i < p->s.n; i++)
+        if (p->s.r[i].attached == 2) {
+            p->s.r[i].attached = 1;
+            post_attach(rd, p, p->s.r[i].id, p->s.r[i].start,
+                        p->s.r[i].need);
+        }
+    return 1;
 }
 
 static int reader_ensure_kafka(reader *rd, char *err, size_t errlen)
@@ -524,17 +876,18 @@ static int reader_ensure_kafka(reader *rd, char *err, size_t errlen)
     return 0;
 }
 
-static void handle_request(reader *rd, const cmsg *c)
+/* The partition of request c (metadata, key hash), or NULL (refused). */
+static tpart *resolve_request(reader *rd, const cmsg *c)
 {
     char err[512] = "";
     if (reader_ensure_kafka(rd, err, sizeof(err)) != 0) {
         post_refuse(rd, c->id, RESUME_UNAVAILABLE, "Kafka consumer: %s", err);
-        return;
+        return NULL;
     }
     ttopic *t = reader_topic(rd, c->topic);
     if (!t) {
         post_refuse(rd, c->id, RESUME_UNAVAILABLE, "out of memory");
-        return;
+        return NULL;
     }
     uint64_t now = clock_mono_ms();
     if (t->count <= 0 || now - t->count_ms > META_MAX_AGE_MS ||
@@ -554,13 +907,13 @@ static void handle_request(reader *rd, const cmsg *c)
             post_refuse(rd, c->id, RESUME_UNAVAILABLE,
                         "Kafka metadata for %s: %s", t->ti->topic,
                         rd_kafka_err2str(e));
-            return;
+            return NULL;
         }
         if (e != RD_KAFKA_RESP_ERR_NO_ERROR || cnt <= 0) {
             post_refuse(rd, c->id, RESUME_INVALID_POSITION,
                         "topic %s does not exist (%s)", t->ti->topic,
                         rd_kafka_err2str(e));
-            return;
+            return NULL;
         }
         t->count = cnt;
         t->count_ms = now;
@@ -573,18 +926,76 @@ static void handle_request(reader *rd, const cmsg *c)
         post_refuse(rd, c->id, RESUME_INVALID_POSITION,
                     "partition %d of %s does not exist (%d partitions)",
                     (int)part, t->ti->topic, (int)t->count);
-        return;
+        return NULL;
     }
     tpart *p = reader_part(rd, t, part, 1);
     if (!p) {
         post_refuse(rd, c->id, RESUME_UNAVAILABLE, "out of memory");
-        return;
+        return NULL;
     }
-    /* watermarks: once per pass, again only if the request is past both
-     * them and what the reader has read (the end is at least there) */
+    return p;
+}
+
+/* The ends of every partition asked for in this batch, read at once (one
+ * ListOffsets per broker) after all its requests were made: each request
+ * may end at the end only at or past it.  A partition left out (an error)
+ * reads its own watermarks in admit_request. */
+static void batch_ends(reader *rd, cmsg *ctl)
+{
+    rd_kafka_topic_partition_list_t *l = rd_kafka_topic_partition_list_new(16);
+    if (!l)
+        return;
+    for (cmsg *m = ctl; m; m = m->next) {
+        tpart *p = m->part;
+        if (m->type != CM_REQUEST || !p || p->ends_batch == rd->batch)
+            continue;
+        p->ends_batch = rd->batch;
+        p->ends_ok = 0;
+        rd_kafka_topic_partition_list_add(l, p->t->ti->topic, p->partition)->offset =
+            RD_KAFKA_OFFSET_END;
+    }
+    rd_kafka_resp_err_t err = l->cnt > 0
+        ? rd_kafka_offsets_for_times(rd->rk, l, KAFKA_CALL_MS)
+        : RD_KAFKA_RESP_ERR__NOENT;
+    if (err != RD_KAFKA_RESP_ERR_NO_ERROR && l->cnt > 0 && !rd->ends_warned) {
+        rd->ends_warned = 1;   /* once: each partition then reads its own */
+        log_kv(LOG_WARN, "replay reader cannot read partition ends at once",
+               "s:error", rd_kafka_err2str(err), NULL);
+    }
+    if (err == RD_KAFKA_RESP_ERR_NO_ERROR) {
+        for (int i = 0; i < l->cnt; i++) {
+            rd_kafka_topic_partition_t *e = &l->elems[i];
+            if (e->err || e->offset < 0)
+                continue;
+            for (size_t k = 0; k < rd->nparts; k++) {
+                tpart *p = rd->parts[k];
+                if (p->partition == e->partition &&
+                    strcmp(p->t->ti->topic, e->topic) == 0) {
+                    p->need = e->offset;
+                    p->ends_ok = 1;
+                    break;
+                }
+            }
+        }
+    }
+    rd_kafka_topic_partition_list_destroy(l);
+}
+
+static void admit_request(reader *rd, const cmsg *c, tpart *p)
+{
+    ttopic *t = p->t;
+    int32_t part = p->partition;
+    /* watermarks for admission: at most every WM_MAX_AGE_MS (the low one
+     * moves with retention only; the end is the batch's, or what the reader
+     * has read), again if a request is past them or the batch's ends could
+     * not be read */
+    int fresh = p->ends_batch == rd->batch && p->ends_ok;
+    if (fresh && p->need > p->hi)
+        p->hi = p->need;
     if (p->wm_ok && p->s.running && p->s.pos > p->hi)
         p->hi = p->s.pos;
-    if (!p->wm_ok || c->start > p->hi) {
+    if (!p->wm_ok || clock_mono_ms() - p->wm_ms > WM_MAX_AGE_MS || !fresh ||
+        c->start > p->hi) {
         rd_kafka_resp_err_t e = rd_kafka_query_watermark_offsets(
             rd->rk, t->ti->topic, part, &p->lo, &p->hi, KAFKA_CALL_MS);
         if (e != RD_KAFKA_RESP_ERR_NO_ERROR) {
@@ -594,6 +1005,10 @@ static void handle_request(reader *rd, const cmsg *c)
             return;
         }
         p->wm_ok = 1;
+        p->wm_ms = clock_mono_ms();
+        p->need = p->hi;
+        p->ends_batch = rd->batch;
+        p->ends_ok = 1;
     }
     switch (resume_admit(p->lo, p->hi, c->start, rd->sh->max_offsets)) {
     case RESUME_POSITION_EXPIRED:
@@ -615,33 +1030,27 @@ static void handle_request(reader *rd, const cmsg *c)
     default:
         break;
     }
-    int was_eof = p->s.at_eof;
-    int act = resume_sched_add(&p->s, c->id, c->start, c->token, c->tlen);
-    switch (act) {
-    case RESUME_SCHED_START:
-    case RESUME_SCHED_SEEK:
-        if (act == RESUME_SCHED_SEEK && p->pass_open) {
-            rmsg *m = rmsg_new(RM_PASS, 0);
-            m->flag = p->pass_reqs;
-            post(rd->sh, m);
-            p->pass_open = 0;
-        }
-        if (part_start(rd, p, c->start) != 0) {
-            part_fail(rd, p, RESUME_UNAVAILABLE,
-                      rd_kafka_err2str(rd_kafka_last_error()));
-            return;
-        }
-        post_attach(rd, p, c->id, c->start, 0);
-        break;
-    case RESUME_SCHED_JOIN:
-        post_attach(rd, p, c->id, c->start, was_eof && p->s.pos == c->start);
-        break;
-    case RESUME_SCHED_WAIT:
-        break;
-    default:
+    resume_sched_step st;
+    if (resume_sched_add(&p->s, c->id, c->start, c->token, c->tlen, &st) != 0) {
         post_refuse(rd, c->id, RESUME_UNAVAILABLE, "out of memory");
-        break;
+        return;
     }
+    p->s.r[p->s.n - 1].need = p->need;
+    if (st.act == RESUME_SCHED_WAIT)
+        return;
+    if (st.act == RESUME_SCHED_HIST)
+        serve_hist(rd, p, c->id, c->token, c->tlen, st.from, c->start);
+    if (st.restart >= 0 && part_start(rd, p, st.restart) != 0) {
+        part_fail(rd, p, RESUME_UNAVAILABLE,
+                  rd_kafka_err2str(rd_kafka_last_error()));
+        return;
+    }
+    hist_account(rd, p);     /* a fresh start drops what was held */
+    /* The end the reader saw may be older than this request (a record
+     * written since, sent live before the client subscribed, would be
+     * lost): the request ends at an end >= the high watermark read after
+     * it was made. */
+    post_attach(rd, p, c->id, st.attach, p->need);
 }
 
 static void handle_cancel(reader *rd, uint64_t id)
@@ -649,11 +1058,40 @@ static void handle_cancel(reader *rd, uint64_t id)
     for (size_t i = 0; i < rd->nparts; i++) {
         tpart *p = rd->parts[i];
         if (resume_sched_remove(&p->s, id) == 0) {
-            if (p->s.n == 0)
+            if (p->s.n == 0) {
                 part_stop(rd, p);
+                hist_account(rd, p);    /* an unfinished backfill goes */
+            }
             return;
         }
     }
+}
+
+static void post_rec(reader *rd, tpart *p, const rd_kafka_message_t *rkm,
+                     int skip, int64_t ts)
+{
+    rmsg *m;
+    if (skip >= 0) {
+        m = rmsg_new(RM_SKIP, 0);
+        m->flag = skip;
+    } else {
+        m = malloc(sizeof(*m) + rkm->key_len + rkm->len + 1);
+        if (!m)
+            abort();
+        memset(m, 0, sizeof(*m));
+        m->type = RM_REC;
+        m->ts = ts;
+        m->klen = rkm->key_len;
+        m->vlen = rkm->len;
+        memcpy(m->data, rkm->key, rkm->key_len);
+        if (rkm->len)
+            memcpy(m->data + rkm->key_len, rkm->payload, rkm->len);
+        m->mem = sizeof(*m) + m->klen + m->vlen;
+    }
+    m->topic = p->t->ti;
+    m->partition = p->partition;
+    m->offset = rkm->offset;
+    post(rd->sh, m);
 }
 
 static void handle_message(reader *rd, rd_kafka_message_t *rkm)
@@ -663,31 +1101,17 @@ static void handle_message(reader *rd, rd_kafka_message_t *rkm)
         return;                /* stale: the partition was stopped */
     rshared *sh = rd->sh;
     if (rkm->err == RD_KAFKA_RESP_ERR__PARTITION_EOF) {
+        if (p->s.bf && part_seam(rd, p, rkm->offset)) {
+            hist_account(rd, p);
+            return;
+        }
         rmsg *m = rmsg_new(RM_EOF, 0);
         m->topic = p->t->ti;
         m->partition = p->partition;
         m->offset = rkm->offset;
         post(sh, m);
-        if (p->pass_open) {
-            m = rmsg_new(RM_PASS, 0);
-            m->flag = p->pass_reqs;
-            post(sh, m);
-            p->pass_open = 0;
-        }
-        p->wm_ok = 0;          /* a new pass reads them again */
-        int64_t seek = resume_sched_eof(&p->s, rkm->offset);
-        if (seek >= 0) {
-            if (part_start(rd, p, seek) != 0) {
-                part_fail(rd, p, RESUME_UNAVAILABLE,
-                          rd_kafka_err2str(rd_kafka_last_error()));
-                return;
-            }
-            for (size_t i = 0; i < p->s.n; i++)
-                if (p->s.r[i].attached == 2) {
-                    p->s.r[i].attached = 1;
-                    post_attach(rd, p, p->s.r[i].id, p->s.r[i].start, 0);
-                }
-        }
+        pass_close(rd, p);
+        resume_sched_eof(&p->s, rkm->offset);
         return;
     }
     if (rkm->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE) {
@@ -699,36 +1123,29 @@ static void handle_message(reader *rd, rd_kafka_message_t *rkm)
         return;                /* transient: the consumer retries; clients
                                 * have their RESUME_TIMEOUT_MS */
     atomic_fetch_add(&sh->kafka_bytes, (uint64_t)(rkm->key_len + rkm->len));
-    if (!resume_sched_record(&p->s, rkm->offset, rkm->key, rkm->key_len))
-        return;                /* nobody waiting wants this token */
     int bkey;
     enum record_invalid why;
-    if (record_check(&rd->rules, rkm->key, rkm->key_len, rkm->payload,
-                     rkm->len, &bkey, &why) != 0) {
-        rmsg *m = rmsg_new(RM_SKIP, 0);
-        m->topic = p->t->ti;
-        m->partition = p->partition;
-        m->offset = rkm->offset;
-        m->flag = (int)why;
-        post(sh, m);
-        return;
+    int skip = record_check(&rd->rules, rkm->key, rkm->key_len, rkm->payload,
+                            rkm->len, &bkey, &why) != 0 ? (int)why : -1;
+    int64_t ts = rd_kafka_message_timestamp(rkm, NULL);
+    for (;;) {
+        size_t added;
+        int r = resume_sched_record(&p->s, rkm->offset, ts, skip, rkm->key,
+                                    rkm->key_len, rkm->payload, rkm->len,
+                                    &added);
+        if (r == RESUME_REC_SEAM) {
+            int restarted = part_seam(rd, p, rkm->offset);
+            hist_account(rd, p);
+            if (restarted)
+                return;        /* this record is in the history */
+            continue;          /* the reader is at the top: a normal read */
+        }
+        hist_account(rd, p);
+        if (r == RESUME_REC_POST)
+            post_rec(rd, p, rkm, skip, ts);
+        break;
     }
-    rmsg *m = malloc(sizeof(*m) + rkm->key_len + rkm->len + 1);
-    if (!m)
-        abort();
-    memset(m, 0, sizeof(*m));
-    m->type = RM_REC;
-    m->topic = p->t->ti;
-    m->partition = p->partition;
-    m->offset = rkm->offset;
-    m->ts = rd_kafka_message_timestamp(rkm, NULL);
-    m->klen = rkm->key_len;
-    m->vlen = rkm->len;
-    memcpy(m->data, rkm->key, rkm->key_len);
-    if (rkm->len)
-        memcpy(m->data + rkm->key_len, rkm->payload, rkm->len);
-    m->mem = sizeof(*m) + m->klen + m->vlen;
-    post(sh, m);
+    hist_trim(rd);
 }
 
 static int any_started(const reader *rd)
@@ -737,6 +1154,30 @@ static int any_started(const reader *rd)
         if (rd->parts[i]->started)
             return 1;
     return 0;
+}
+
+/* The reader waits while what is posted and held is over
+ * RESUME_MEMORY_BYTES and the loop has records of it still to take.  Not
+ * for held live frames alone: they go only when replays end, which needs
+ * the reader (each client's are capped by the hold overflow). */
+static int reader_full(rshared *sh)
+{
+    long posted = atomic_load(&sh->mem_posted);
+    return posted > 0 && posted + atomic_load(&sh->mem_held) > sh->mem_limit;
+}
+
+/* Histories of partitions nobody has read for RESUME_HISTORY_IDLE_MS go. */
+static void hist_expire(reader *rd)
+{
+    uint64_t now = clock_mono_ms();
+    for (size_t i = 0; i < rd->nparts; i++) {
+        tpart *p = rd->parts[i];
+        if (!p->started && p->s.n == 0 && p->hist_mem > 0 &&
+            now - p->idle_ms >= RESUME_HISTORY_IDLE_MS) {
+            resume_sched_clear(&p->s);
+            hist_account(rd, p);
+        }
+    }
 }
 
 static void timed_wait(rshared *sh, long ms)
@@ -766,8 +1207,7 @@ static void *reader_main(void *arg)
     for (;;) {
         pthread_mutex_lock(&sh->mu);
         int idle = !any_started(&rd);
-        int full = atomic_load(&sh->mem_posted) + atomic_load(&sh->mem_held) >
-                   sh->mem_limit;
+        int full = reader_full(sh);
         if (!sh->stop && !sh->ctl_head && (idle || full))
             timed_wait(sh, idle ? 1000 : 50);
         int stop = sh->stop;
@@ -794,11 +1234,18 @@ static void *reader_main(void *arg)
                 gone[ng++] = m->id;
         if (gone)
             qsort(gone, ng, sizeof(*gone), cmp_u64);
+        rd.batch++;
+        for (cmsg *m = ctl; m; m = m->next)
+            if (m->type == CM_REQUEST &&
+                (!gone || !bsearch(&m->id, gone, ng, sizeof(*gone), cmp_u64)))
+                m->part = resolve_request(&rd, m);
+        if (rd.rk)
+            batch_ends(&rd, ctl);
         while (ctl) {
             cmsg *next = ctl->next;
             if (ctl->type == CM_REQUEST) {
-                if (!gone || !bsearch(&ctl->id, gone, ng, sizeof(*gone), cmp_u64))
-                    handle_request(&rd, ctl);
+                if (ctl->part)
+                    admit_request(&rd, ctl, ctl->part);
             } else {
                 handle_cancel(&rd, ctl->id);
             }
@@ -806,8 +1253,9 @@ static void *reader_main(void *arg)
             ctl = next;
         }
         free(gone);
-        if (!any_started(&rd) || atomic_load(&sh->mem_posted) +
-                                     atomic_load(&sh->mem_held) > sh->mem_limit)
+        hist_expire(&rd);
+        hist_trim(&rd);
+        if (!any_started(&rd) || reader_full(sh))
             continue;
         /* a bounded burst, then look at control input again */
         for (int k = 0; k < 256; k++) {
@@ -816,8 +1264,7 @@ static void *reader_main(void *arg)
                 break;
             handle_message(&rd, rkm);
             rd_kafka_message_destroy(rkm);
-            if (atomic_load(&sh->mem_posted) + atomic_load(&sh->mem_held) >
-                sh->mem_limit)
+            if (reader_full(sh))
                 break;
         }
     }
@@ -861,6 +1308,8 @@ typedef struct rs_chan {
     int64_t last;            /* last offset replayed (or the client's seq) */
     int64_t pos;             /* replay position (next offset), -1 unknown */
     int at_eof;
+    int64_t need;            /* at_eof counts from this position on (the
+                              * high watermark read after the request) */
     int pre_routed;
     uint64_t routed_ms;
     int64_t first_held;
@@ -1245,8 +1694,8 @@ static void check_client(shard_resume *rm, resume_client *rc, uint64_t now)
             x->pos = x->lp->rpos;
             x->at_eof = x->lp->at_eof;
         }
-        if (!x->lp || !resume_seam_ok(x->pos, x->at_eof, x->first_held,
-                                      x->pre_routed, rf))
+        if (!x->lp || !resume_seam_ok(x->pos, x->at_eof && x->pos >= x->need,
+                                      x->first_held, x->pre_routed, rf))
             return;
     }
     rc_fail(rm, rc, RESUME_OK, "");
@@ -1273,6 +1722,73 @@ static void on_check(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* Record m to channel x (env: the envelopes built so far for m). */
+static void deliver(shard_resume *rm, rs_chan *x, const rmsg *m, ws_chunk **env)
+{
+    resume_client *rc = x->rc;
+    shard_ctx *ctx = rm->ctx;
+    if (m->offset >= x->pos) {
+        x->pos = m->offset + 1;
+        x->at_eof = 0;
+    }
+    if (rc->on_fin || m->offset <= x->last)
+        return;
+    if ((long)rc->replayed >= ctx->set->resume_max_records) {
+        char msg[120];
+        snprintf(msg, sizeof(msg), "more than RESUME_MAX_RECORDS (%ld) "
+                 "records to replay", ctx->set->resume_max_records);
+        rc_fail(rm, rc, RESUME_TOO_FAR_BEHIND, msg);
+        return;
+    }
+    int f = rc->odinws ? 1 : 0;
+    if (!env[f]) {
+        frame_record r;
+        memset(&r, 0, sizeof(r));
+        r.token = x->name;
+        r.token_len = x->tlen;
+        r.category = x->name + x->tlen + 1;
+        r.category_len = x->nlen - x->tlen - 1;
+        r.partition = m->partition;
+        r.offset = m->offset;
+        r.timestamp_ms = m->ts;
+        r.value = m->data + m->klen;
+        r.value_len = m->vlen;
+        env[f] = envelope_frame(&rm->scratch, &r,
+                                (enum envelope_types)ctx->set->envelope_types,
+                                f ? ENVELOPE_F_ODINWS : ENVELOPE_F_REPLAY);
+        if (!env[f]) {
+            rc_fail(rm, rc, RESUME_UNAVAILABLE, "out of memory");
+            return;
+        }
+    }
+    if (client_push(rc->c, env[f]) == 0) {
+        ctx->m.ws_replayed_messages_total++;
+        rc->replayed++;
+        x->last = m->offset;
+        x->replayed_any = 1;
+    } else {
+        rc_fail(rm, rc, RESUME_TOO_FAR_BEHIND, "the client is being closed");
+    }
+}
+
+/* A record from the history for one request (m->id): before its ATTACH,
+ * or after a backfill. */
+static void handle_hrec(shard_resume *rm, rmsg *m)
+{
+    shard_map_node *n = shard_map_find(&rm->reqs, &m->id, sizeof(m->id));
+    if (!n)
+        return;                /* dropped meanwhile */
+    rs_chan *x = SHARD_MAP_ENTRY(n, rs_chan, node);
+    x->partition = m->partition;
+    if (m->type != RM_REC)
+        return;
+    ws_chunk *env[2] = { NULL, NULL };
+    deliver(rm, x, m, env);
+    for (int f = 0; f < 2; f++)
+        if (env[f])
+            ws_chunk_unref(env[f]);
+}
+
 static void handle_rec(shard_resume *rm, rmsg *m)
 {
     lpart *lp = lpart_find(rm, m->topic, m->partition);
@@ -1287,52 +1803,8 @@ static void handle_rec(shard_resume *rm, rmsg *m)
     if (!n)
         return;
     ws_chunk *env[2] = { NULL, NULL };   /* replay form, odin-ws form */
-    shard_ctx *ctx = rm->ctx;
-    for (rs_chan *x = SHARD_MAP_ENTRY(n, ltok, node)->head; x; x = x->lnext) {
-        resume_client *rc = x->rc;
-        if (m->offset >= x->pos) {
-            x->pos = m->offset + 1;
-            x->at_eof = 0;
-        }
-        if (rc->on_fin || m->offset <= x->last)
-            continue;
-        if ((long)rc->replayed >= ctx->set->resume_max_records) {
-            char msg[120];
-            snprintf(msg, sizeof(msg), "more than RESUME_MAX_RECORDS (%ld) "
-                     "records to replay", ctx->set->resume_max_records);
-            rc_fail(rm, rc, RESUME_TOO_FAR_BEHIND, msg);
-            continue;
-        }
-        int f = rc->odinws ? 1 : 0;
-        if (!env[f]) {
-            frame_record r;
-            memset(&r, 0, sizeof(r));
-            r.token = x->name;
-            r.token_len = x->tlen;
-            r.category = x->name + x->tlen + 1;
-            r.category_len = x->nlen - x->tlen - 1;
-            r.partition = m->partition;
-            r.offset = m->offset;
-            r.timestamp_ms = m->ts;
-            r.value = m->data + m->klen;
-            r.value_len = m->vlen;
-            env[f] = envelope_frame(&rm->scratch, &r,
-                                    (enum envelope_types)ctx->set->envelope_types,
-                                    f ? ENVELOPE_F_ODINWS : ENVELOPE_F_REPLAY);
-            if (!env[f]) {
-                rc_fail(rm, rc, RESUME_UNAVAILABLE, "out of memory");
-                continue;
-            }
-        }
-        if (client_push(rc->c, env[f]) == 0) {
-            ctx->m.ws_replayed_messages_total++;
-            rc->replayed++;
-            x->last = m->offset;
-            x->replayed_any = 1;
-        } else {
-            rc_fail(rm, rc, RESUME_TOO_FAR_BEHIND, "the client is being closed");
-        }
-    }
+    for (rs_chan *x = SHARD_MAP_ENTRY(n, ltok, node)->head; x; x = x->lnext)
+        deliver(rm, x, m, env);
     for (int f = 0; f < 2; f++)
         if (env[f])
             ws_chunk_unref(env[f]);
@@ -1385,6 +1857,7 @@ static void handle_attach(shard_resume *rm, rmsg *m)
     /* records before start are the client's own: covered */
     x->pos = m->offset;
     x->at_eof = m->flag;
+    x->need = m->ts;
     /* live records held before the partition was known */
     resume_client *rc = x->rc;
     int ci = (int)(x - rc->ch);
@@ -1436,11 +1909,17 @@ static void on_notify(evutil_socket_t fd, short what, void *arg)
             break;
         switch (m->type) {
         case RM_REC:
-            handle_rec(rm, m);
+            if (m->id)
+                handle_hrec(rm, m);
+            else
+                handle_rec(rm, m);
             break;
         case RM_SKIP:
             ctx->m.ws_replay_records_skipped_total[m->flag]++;
-            handle_rec(rm, m);     /* advances the position, sends nothing */
+            if (m->id)
+                handle_hrec(rm, m);
+            else
+                handle_rec(rm, m); /* advances the position, sends nothing */
             break;
         case RM_EOF:
             handle_eof(rm, m);
@@ -1519,8 +1998,12 @@ void shard_resume_start(shard_resume *rm, shard_client *c,
                     "this shard has no KAFKA_BROKERS; subscribed live only");
         return;
     }
-    if (!resume_bucket_take(&c->resume_bucket, now, s->resume_conn_rate,
-                            (double)s->resume_conn_burst)) {
+    if (!c->resume_bucket_set) {
+        tbucket_init(&c->resume_bucket, s->resume_conn_rate,
+                     (double)s->resume_conn_burst, now);
+        c->resume_bucket_set = 1;
+    }
+    if (!tbucket_take(&c->resume_bucket, now)) {
         send_rerror(rm, c, RESUME_RATE_LIMITED,
                     "over RESUME_CONN_RATE reconnects for this connection; "
                     "subscribed live only");
@@ -1651,6 +2134,11 @@ long shard_resume_memory(const shard_resume *rm)
 {
     return rm ? atomic_load(&rm->sh->mem_posted) + atomic_load(&rm->sh->mem_held)
               : 0;
+}
+
+long shard_resume_history(const shard_resume *rm)
+{
+    return rm ? atomic_load(&rm->sh->mem_hist) : 0;
 }
 
 long shard_resume_partitions(const shard_resume *rm)

@@ -9,30 +9,35 @@
  * One reader per shard process: one librdkafka handle (legacy simple
  * consumer, manual start offsets, no consumer group) and one thread, started
  * at the first reconnect.  Every channel to resume is a request (topic,
- * partition, start offset, token).  Requests are grouped by partition: a
- * partition is read once from the lowest waiting position to its end, and
- * each record goes to every request whose token it carries; a request that
- * arrives while the reader is past its position waits for the next pass
- * (the reader restarts at the lowest waiting position when a pass reaches
- * the end).  The cost grows with the records missed, not with the number of
- * clients reconnecting (resume_sched below is that bookkeeping, pure).
+ * partition, start offset, token).  Requests are grouped by partition; the
+ * reader keeps what it has read of each partition as a bounded history, so
+ * a request behind the reader is served from memory at once, and one below
+ * the history makes the reader read only the range it lacks (a backfill).
+ * A partition's missed window is read about once, whatever the number of
+ * clients and the order in which they come back (resume_sched below is that
+ * bookkeeping, pure).
  *
  * The thread posts one ordered stream to the loop (eventfd + queue): a
- * record once (not once per client), end of partition, "request attached"
- * (from here on the reader's position is at or before its start), "pass
+ * record once (not once per client), records of the history addressed to
+ * one request, end of partition, "request attached" (from here on every
+ * record of its token is posted; with the high watermark read after the
+ * request was made: its replay may end at the end only past it), "pass
  * over" (for ws_replay_pass_requests) and refusals (POSITION_EXPIRED,
  * INVALID_POSITION, TOO_FAR_BEHIND, RESUME_UNAVAILABLE).  The loop delivers
  * a record to the attached requests of its partition whose token matches,
  * building the envelope once per record.  Records that fail the router's
  * checks (common/record.h) are skipped and counted, never replayed.
  *
- * Memory: records posted and not yet taken by the loop plus live frames held
- * for resuming clients are bounded by RESUME_MEMORY_BYTES (the reader waits).
+ * Memory: records posted and not yet taken by the loop, live frames held
+ * for resuming clients and the reader's histories are bounded by
+ * RESUME_MEMORY_BYTES (the oldest history records go first; then the reader
+ * waits).
  *
  * The seam: while a client's replay runs, live records of its resuming
  * channels are held for that client (a reference to the shared frame, in
  * arrival order).  The replay ends when, for every channel, it has read to
- * the end of the partition and either a held live record starts at or below
+ * the end of the partition (an end at or past the high watermark read after
+ * the request was made) and either a held live record starts at or below
  * that point, or the token's route was already registered when the replay
  * began, or Redis confirmed the route RESUME_SETTLE_MS ago.  Held live
  * records with an offset <= the last replayed one are dropped, the rest go
@@ -56,6 +61,8 @@ struct shard_client;
 #define RESUME_SETTLE_MS 250
 /* fds the reader's librdkafka handle may use (reserved once) */
 #define RESUME_READER_FDS 32
+/* a partition's history is dropped when nobody read it for this long */
+#define RESUME_HISTORY_IDLE_MS 30000
 /* longest shard_resume_free waits for the reader thread */
 #define RESUME_JOIN_MS 2000
 
@@ -88,6 +95,9 @@ long shard_resume_active(const shard_resume *rm);
  * partitions the reader is reading. */
 long shard_resume_memory(const shard_resume *rm);
 long shard_resume_partitions(const shard_resume *rm);
+/* Bytes of the reader's histories (records kept to serve positions behind
+ * it; they count against RESUME_MEMORY_BYTES too and give way first). */
+long shard_resume_history(const shard_resume *rm);
 
 /* One channel to resume.  partition -1: the partition the token hashes to
  * with librdkafka's default partitioner (odin-ws form). */
@@ -143,61 +153,119 @@ static inline int resume_keep_live(int64_t offset, int64_t last)
 enum resume_code resume_admit(int64_t lo, int64_t hi, int64_t start,
                               long max_offsets);
 
-/* Token bucket (reconnects per connection / per address).  at_ms 0 = new
- * (starts full).  1 if a token was taken, 0 if empty; rate <= 0 = no
- * limit. */
-typedef struct resume_bucket {
-    double tokens;
-    uint64_t at_ms;
-} resume_bucket;
-int resume_bucket_take(resume_bucket *b, uint64_t now_ms, double rate,
-                       double burst);
-
 /*
- * The reader's bookkeeping of one partition: requests (id, start offset,
- * token), whether each is attached (the reader's position is at or before
- * its start, so every record it needs will be read from here on), and the
- * reader's position.
+ * The reader's bookkeeping of one partition (pure).
+ *
+ * Requests (id, start offset, token) and whether each is attached (every
+ * record of its token from where it was attached on will be read and
+ * posted).  The records the reader has read are kept as a history `h`,
+ * contiguous: every record of [h.floor, h.top) (skipped ones as markers),
+ * bounded by RESUME_MEMORY_BYTES (oldest dropped first, raising h.floor) and
+ * kept after the last request leaves.  A request whose start is in the
+ * history is served from it at once (HIST) and attached at its top.  A
+ * request below the history makes the reader *backfill*: restart at its
+ * start, read up to h.floor into `b`, join b to the history (the seam) and
+ * go back to h.top.  So the partition is read about once, whatever the order
+ * in which the crowd's positions arrive.
  */
+typedef struct resume_hrec {
+    struct resume_hrec *next;
+    int64_t offset;
+    int64_t ts;
+    int skip;                /* -1 valid, else enum record_invalid */
+    uint32_t klen, vlen;
+    size_t mem;              /* bytes counted for it */
+    char data[];             /* key, value */
+} resume_hrec;
+
+typedef struct resume_hist {
+    resume_hrec *head, *tail;    /* offset order */
+    int64_t floor, top;          /* every record of [floor, top) is here */
+    size_t bytes, n;
+} resume_hist;
+
 typedef struct resume_sched_req {
     uint64_t id;
     int64_t start;
-    int attached;
+    int attached;            /* 0 waits, 1 attached, 2 attached by a restart
+                              * (the caller announces it and sets 1) */
+    int serve;               /* the caller serves it h[serve_from, h.top) */
+    int64_t need;            /* the caller's (not used here) */
     uint8_t tlen;
     char token[64];
 } resume_sched_req;
 
+typedef struct resume_sched_tok {   /* attached requests per token */
+    uint8_t tlen, used;
+    uint32_t count;
+    char token[64];
+} resume_sched_tok;
+
 typedef struct resume_sched {
     resume_sched_req *r;
     size_t n, cap;
+    resume_sched_tok *tok;   /* open addressing, ntok_cap a power of two */
+    size_t ntok, ntok_cap;
     int running;             /* the partition is being read */
     int at_eof;              /* pos is the end of the partition */
+    int bf;                  /* backfilling: pos < h.floor, reading into b */
     int64_t pos;             /* next offset the reader delivers */
+    resume_hist h, b;
 } resume_sched;
 
 enum resume_sched_act {
-    RESUME_SCHED_WAIT = 0,   /* reader past start: waits for the next pass */
-    RESUME_SCHED_JOIN,       /* attached to the running pass */
-    RESUME_SCHED_SEEK,       /* reader idle at the end: restart at pos (= start) */
-    RESUME_SCHED_START       /* not running: start reading at pos (= start) */
+    RESUME_SCHED_WAIT = 0,   /* below everything read: waits for the seam */
+    RESUME_SCHED_JOIN,       /* attached at its start, to the running read */
+    RESUME_SCHED_HIST,       /* served from st.from [start, st.attach), then
+                              * attached at st.attach */
+    RESUME_SCHED_BACKFILL,   /* attached at start; the reader restarts there */
+    RESUME_SCHED_START       /* not running: start reading at start */
 };
 
-/* Add a request (tlen <= 64).  Returns an enum resume_sched_act, or -1 on
- * ENOMEM (nothing added). */
+typedef struct resume_sched_step {
+    int act;                     /* enum resume_sched_act */
+    const resume_hist *from;     /* HIST: the records to serve */
+    int64_t attach;              /* where the request is attached */
+    int64_t restart;             /* >= 0: (re)start the reader here */
+} resume_sched_step;
+
+/* Add a request (tlen <= 64).  0 (what to do in *st), or -1 on ENOMEM or a
+ * too long token (nothing added). */
 int resume_sched_add(resume_sched *s, uint64_t id, int64_t start,
-                     const char *token, size_t tlen);
-/* The reader read the record at `offset` with this key: 1 if an attached
- * request needs it (same token, offset >= its start), else 0. */
-int resume_sched_record(resume_sched *s, int64_t offset, const char *key,
-                        size_t klen);
-/* The reader reached the end (`next` = the next offset).  When requests
- * wait, returns the lowest waiting start (the reader restarts there) and
- * marks them attached with attached = 2 (the caller announces them and sets
- * 1); else -1. */
-int64_t resume_sched_eof(resume_sched *s, int64_t next);
-/* Remove request `id`: 0, or -1 if absent.  s->n is what remains. */
+                     const char *token, size_t tlen, resume_sched_step *st);
+
+enum resume_sched_rec {
+    RESUME_REC_NONE = 0,     /* kept (history); no attached request wants it */
+    RESUME_REC_POST,         /* kept; an attached request has its token */
+    RESUME_REC_SEAM          /* backfill reached the history: call
+                              * resume_sched_seam (nothing kept) */
+};
+/* The reader read the record at `offset` (skip: -1 or why it fails the
+ * checks; the value is not kept for a skipped record).  Returns an enum
+ * resume_sched_rec; *added gets the bytes now held for it (0 if not kept:
+ * ENOMEM drops the history, which then restarts after this record). */
+int resume_sched_record(resume_sched *s, int64_t offset, int64_t ts, int skip,
+                        const char *key, size_t klen, const char *val,
+                        size_t vlen, size_t *added);
+/* The backfill reached the history at `at` (a record at or past h.floor, or
+ * the end of the partition, `at` = its next offset).  b is joined to h;
+ * requests attached below the old floor get serve = 1 (the caller posts
+ * their records of h from *serve_from and clears it).  Returns where the
+ * reader restarts: the lowest waiting start (a new backfill; those requests
+ * get attached = 2), h.top, or -1 when the reader is already there (`at` >=
+ * h.top: the caller handles the record or the end as a normal one). */
+int64_t resume_sched_seam(resume_sched *s, int64_t at, int64_t *serve_from);
+/* The reader reached the end (`next` = the next offset), not backfilling. */
+void resume_sched_eof(resume_sched *s, int64_t next);
+/* Remove request `id`: 0, or -1 if absent.  s->n is what remains; at 0 the
+ * reader stops: running = 0, the history h is kept (b is dropped). */
 int resume_sched_remove(resume_sched *s, uint64_t id);
-/* Remove every request; frees the array.  The struct can be reused. */
+/* Drop the oldest record held (of b, else of h); its bytes, 0 if none. */
+size_t resume_sched_evict(resume_sched *s);
+/* Bytes held in b and h. */
+size_t resume_sched_held(const resume_sched *s);
+/* Remove every request and drop the history; frees everything.  The struct
+ * can be reused. */
 void resume_sched_clear(resume_sched *s);
 
 #endif

@@ -253,7 +253,8 @@ static size_t table(shard_settings *s, config_opt *o)
         1000000000);
     OPT("RESUME_MEMORY_BYTES", CFG_INT, &s->resume_memory_bytes, "33554432",
         "Bytes held for replays per shard (records read and not yet sent, "
-        "live records held for resuming clients); when full the reader waits",
+        "live records held for resuming clients, the reader's history of "
+        "recent records, which gives way first); when full the reader waits",
         65536, 1L << 40);
     OPT("RESUME_CONN_RATE", CFG_DOUBLE, &s->resume_conn_rate, "1",
         "Reconnects per second one connection may send (token bucket); more "

@@ -58,6 +58,7 @@ void shard_gauges_fill(const shard_ctx *ctx, shard_gauges *g)
     g->replay_memory = shard_resume_memory(ctx->resume);
     g->replay_memory_limit = ctx->set->resume_memory_bytes;
     g->replay_partitions = shard_resume_partitions(ctx->resume);
+    g->replay_history = shard_resume_history(ctx->resume);
     sysstat st;
     sysstat_sample(&st, g->uptime_s);
     g->cpu_percent = st.cpu_percent;

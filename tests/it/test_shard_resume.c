@@ -16,6 +16,7 @@
 
 #include <jansson.h>
 #include <librdkafka/rdkafka.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -951,6 +952,60 @@ static void test_crowd_coalesced(void **st)
     stop_shard(&b);
 }
 
+/*
+ * Clients that come back one after the other, each behind where the reader
+ * has already read (the crowd of a killed shard arrives over ~2 s): the
+ * first one's records are read from Kafka; the later ones, at the same or a
+ * later position, are served from the reader's history (kept after the
+ * partition's last request left): every client exact, and not one byte more
+ * read from Kafka (before: each of them read its range again).
+ */
+static void test_history_served(void **st)
+{
+    char tok[32], chan[64];
+    snprintf(tok, sizeof tok, "RH%d", (int)getpid());
+    snprintf(chan, sizeof chan, "%s.trade", tok);
+    ssup_shard a, b;
+    const char *benv[] = { "WS_IP_RATE=0", "RESUME_IP_RATE=0", NULL };
+    start_shard(&a, "hista", NULL);
+    start_shard(&b, "histb", benv);
+    int32_t p;
+    int64_t seq;
+    first_life(a.port, tok, chan, 1, &p, &seq);   /* n=0 at seq */
+    wait_route(tok, a.id, 0);
+    produce_n(TOPIC, 0, tok, 1, 101);              /* n=1..100 missed */
+    assert_int_equal(rtsup_producer_flush(g_prod), 0);
+    const int32_t *parts;
+    const int64_t *offs;
+    size_t nd = rtsup_producer_delivered(g_prod, &parts, &offs);
+    assert_true(nd >= 100);
+    int64_t seq50 = offs[nd - 100 + 49];           /* n=50 */
+    wsc *watch = ws_open(b.port);
+    await_marker(watch, 0, "hist");
+    wsc_free(watch);
+    double kb0 = ssup_metric(b.port, "ws_replay_kafka_bytes_total");
+    wsc *c = ws_open(b.port);
+    send_reconnect(c, chan, p, seq);
+    expect_replay(c, 1, 101);
+    wsc_free(c);
+    double kb1 = ssup_metric(b.port, "ws_replay_kafka_bytes_total") - kb0;
+    assert_true(kb1 >= 100 * 20);                  /* the 100 records */
+    for (int i = 0; i < 4; i++) {
+        c = ws_open(b.port);
+        send_reconnect(c, chan, p, (i & 1) ? seq : seq50);
+        expect_replay(c, (i & 1) ? 1 : 51, 101);
+        wsc_free(c);
+    }
+    double kb2 = ssup_metric(b.port, "ws_replay_kafka_bytes_total") - kb0;
+    fprintf(stderr, "history: first client read %.0f bytes from Kafka, the "
+            "4 later ones %.0f more\n", kb1, kb2 - kb1);
+    assert_true(kb2 == kb1);
+    assert_true(ssup_wait_metric_eq(b.port, "ws_replays_active", 0, TW));
+    assert_true(ssup_wait_metric_eq(b.port, "ws_replay_memory_bytes", 0, TW));
+    stop_shard(&a);
+    stop_shard(&b);
+}
+
 /* RESUME_MAX_OFFSETS: a position further back than that from the end of
  * the partition is TOO_FAR_BEHIND at once, without reading a record. */
 static void test_max_offsets(void **st)
@@ -1127,6 +1182,8 @@ static void test_memory_bounded(void **st)
     /* RESUME_MAX_RECORDS is 1000: all 300 fit */
     expect_replay(c, 1, 301);
     assert_true(ssup_wait_metric_eq(b.port, "ws_replay_memory_bytes", 0, TW));
+    /* the history kept 600 KB read within the same 64 KiB */
+    assert_true(ssup_metric(b.port, "ws_replay_history_bytes") <= 65536);
     wsc_free(c);
     stop_shard(&a);
     stop_shard(&b);
@@ -1188,6 +1245,12 @@ static void test_shutdown_bounded(void **st)
     wsc *c = ws_open(b.port);
     send_reconnect(c, chan, 0, 5);
     assert_true(ssup_wait_metric(b.port, "ws_reconnects_active", 1, TW));
+    /* the reader has taken the request: its handle connects to the broker
+     * (then it waits in the metadata call) */
+    struct pollfd pf = { .fd = lfd, .events = POLLIN };
+    assert_int_equal(poll(&pf, 1, TW), 1);
+    int afd = accept(lfd, NULL, NULL);
+    assert_true(afd >= 0);
     uint64_t t0 = clock_mono_ms();
     kill(b.pid, SIGTERM);
     assert_int_equal(wsc_wait_close(c, TW), 1001);
@@ -1200,6 +1263,7 @@ static void test_shutdown_bounded(void **st)
     assert_int_equal(WEXITSTATUS(stb), 0);
     assert_true(took < 8000);
     assert_true(log_has(b.pid, "replay reader did not stop in time"));
+    close(afd);
     close(lfd);
 }
 
@@ -1278,6 +1342,7 @@ int main(void)
         cmocka_unit_test(test_unavailable_and_busy),
         cmocka_unit_test(test_odinws_form),
         cmocka_unit_test(test_crowd_coalesced),
+        cmocka_unit_test(test_history_served),
         cmocka_unit_test(test_max_offsets),
         cmocka_unit_test(test_poison_skipped),
         cmocka_unit_test(test_rate_limited),
