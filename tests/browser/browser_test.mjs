@@ -142,10 +142,17 @@ const stats = () => evaluate(`window.odinStats ? JSON.parse(JSON.stringify({rece
     gaps: odinStats.gaps, dups: odinStats.dups, dupsDropped: odinStats.dupsDropped, resumes: odinStats.resumes,
     replayed: odinStats.replayed, refetches: odinStats.refetches, ready: odinStats.ready,
     states: odinStats.states, connections: odinStats.connections})) : null`);
+// A frame error is acceptable only as the end of a connection to the shard
+// the test killed (the reset of its socket), never a protocol error (a
+// handshake answer the browser refused, a frame it could not decode).
+const unexpectedFrameErrors = () => frameErrors.filter((e) => !(killedUrl && e.url === killedUrl &&
+    e.at >= killedAt && /net::ERR_(CONNECTION_(RESET|REFUSED|CLOSED|ABORTED)|EMPTY_RESPONSE)/.test(e.error)));
 async function waitFor(what, pred) { // polls the page's own counters, bounded
     const end = Date.now() + TIMEOUT_MS;
     let s = null;
     for (;;) {
+        const bad = unexpectedFrameErrors();
+        if (bad.length) throw new Error(`WebSocket frame error while waiting for ${what}: ${JSON.stringify(bad.slice(0, 3))}`);
         s = await stats();
         if (s && pred(s)) return s;
         if (Date.now() > end) throw new Error(`timeout (${TIMEOUT_MS / 1000} s) waiting for ${what}; page: ${JSON.stringify(s)}`);
@@ -240,7 +247,9 @@ async function main() {
                 if (have[j][0] === have[j - 1][0] && have[j][1] <= have[j - 1][1]) r.outOfOrder++;
             }
             if (r.missing || r.extra || r.duplicates || r.outOfOrder) {
-                r.firstDiff ??= { channel: ch, have: have.slice(0, 3), want: want.slice(0, 3) };
+                let j = 0;
+                while (j < have.length && j < want.length && key(have[j]) === key(want[j])) j++;
+                r.firstDiff ??= { channel: ch, index: j, have: have.slice(j, j + 3), want: want.slice(j, j + 3) };
             }
         }
         r.exact = !r.missing && !r.extra && !r.duplicates && !r.outOfOrder;
@@ -252,10 +261,7 @@ async function main() {
     const deflate = handshakes.map((s) => ({ url: s.url, status: s.status, offer: s.offer, answer: s.answer,
         ...checkDeflate(s.offer, s.answer) }));
     const cases = [...new Set(deflate.filter((d) => d.status === 101).map((d) => d.case))];
-    // a frame error is acceptable only as the end of a connection to the
-    // shard the test killed (the reset of its socket), never a protocol error
-    const badFrameErrors = frameErrors.filter((e) => !(e.url === killedUrl && e.at >= killedAt &&
-        /net::ERR_(CONNECTION_(RESET|REFUSED|CLOSED|ABORTED)|EMPTY_RESPONSE)/.test(e.error)));
+    const badFrameErrors = unexpectedFrameErrors();
 
     await send("Page.bringToFront");
     const shot = await send("Page.captureScreenshot", { format: "png" });

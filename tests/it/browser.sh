@@ -16,7 +16,9 @@
 # permessage-deflate offer (Sec-WebSocket-Extensions in the handshake
 # response, as DevTools reports it) must be absent or a valid RFC 7692
 # answer to that offer, and no WebSocket frame error may occur except the
-# reset of the killed shard's connection; which case happened is printed.
+# reset of the killed shard's connection; which case happened is printed
+# (when accepted, the surviving shards' ws_deflate_messages_sent_total, if
+# they export it, must show compressed messages).
 # A screenshot of the page is saved under $ODIN_TMP (path printed); with
 # BROWSER_SCREENSHOT_OUT=path it is copied there too (e.g.
 # docs/img/live-page.png).  BROWSER_CLIENTS_DIR serves another copy of
@@ -142,6 +144,22 @@ jq -e '.ok and .gaps == 0 and .dups == 0 and .refetches == 0 and .resumes >= 1 a
 if [ -n "${BROWSER_SCREENSHOT_OUT:-}" ]; then
     mkdir -p "$(dirname "$BROWSER_SCREENSHOT_OUT")"; cp "$shot" "$BROWSER_SCREENSHOT_OUT"
     echo "screenshot copied to $BROWSER_SCREENSHOT_OUT"
+fi
+# with permessage-deflate accepted: the surviving shards sent compressed
+# messages, which the browser decoded (the exact comparison above)
+cases=$(jq -r '.deflate_cases | join(", ")' "$T/browser.out")
+compressed=0; have_metric=0
+for u in "${urls[@]}"; do
+    h=${u#ws://}; h=${h%/ws}
+    m=$(curl -fsS "http://$h/metrics" 2>/dev/null) || continue   # the killed one
+    n=$(awk '$1 == "ws_deflate_messages_sent_total" { print $2 }' <<<"$m")
+    [ -n "$n" ] || continue
+    have_metric=1; compressed=$((compressed + ${n%.*}))
+done
+if [[ "$cases" == *accepted* ]]; then
+    [ "$have_metric" -eq 0 ] || [ "$compressed" -gt 0 ] ||
+        fail "permessage-deflate accepted but the shards sent no compressed message"
+    echo "permessage-deflate: compressed messages sent by the surviving shards: $compressed"
 fi
 echo "permessage-deflate: Chromium offered '$(jq -r .deflate_offer "$T/browser.out")'; shards answered: $(jq -r '.deflate_cases | join(", ")' "$T/browser.out")"
 echo "PASS: $(jq -c '{connections, tokens, expected_per_connection, received, gaps, dups, dups_dropped, resumes, replayed, refetches, deflate_cases, frame_errors}' "$T/browser.out")"
