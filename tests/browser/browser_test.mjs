@@ -154,6 +154,10 @@ async function waitFor(what, pred) { // polls the page's own counters, bounded
         const bad = unexpectedFrameErrors();
         if (bad.length) throw new Error(`WebSocket frame error while waiting for ${what}: ${JSON.stringify(bad.slice(0, 3))}`);
         s = await stats();
+        // what must never happen fails at once, not at the timeout
+        if (s && (s.gaps || s.dups || s.refetches)) {
+            throw new Error(`while waiting for ${what}: ${s.gaps} gaps, ${s.dups} duplicates, ${s.refetches} refetches on the page: ${JSON.stringify(s.connections)}`);
+        }
         if (s && pred(s)) return s;
         if (Date.now() > end) throw new Error(`timeout (${TIMEOUT_MS / 1000} s) waiting for ${what}; page: ${JSON.stringify(s)}`);
         await sleep(100);
