@@ -79,7 +79,15 @@ function send(method, params = {}, toSession = true) {
     return new Promise((resolve, reject) => {
         if (chromiumExit) return reject(new Error(`chromium ended (${chromiumExit}): ${chromiumErr}`));
         const id = ++nextId;
-        pending.set(id, { resolve, reject, method });
+        const timer = setTimeout(() => { // a browser that stopped answering
+            pending.delete(id);
+            reject(new Error(`${method}: no answer from chromium in 20 s`));
+        }, 20000);
+        pending.set(id, {
+            resolve: (v) => { clearTimeout(timer); resolve(v); },
+            reject: (e) => { clearTimeout(timer); reject(e); },
+            method,
+        });
         const m = { id, method, params };
         if (toSession && sessionId) m.sessionId = sessionId;
         chromium.stdio[3].write(JSON.stringify(m) + "\0");
