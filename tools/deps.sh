@@ -8,7 +8,8 @@ pkgs=(build-essential pkg-config clang
       libcmocka-dev libjansson-dev libssl-dev libhttp-parser-dev
       libclang-rt-14-dev redis-server redis-tools kcat jq curl python3 procps iproute2 gnuplot-nox docker-compose
       prometheus haproxy python3-yaml   # promtool and haproxy -c check compose/ in make test
-      stunnel4)   # tests/it/redis_tls_tunnel.sh: Redis over TLS through the compose sidecar
+      stunnel4    # tests/it/redis_tls_tunnel.sh: Redis over TLS through the compose sidecar
+      chromium)   # headless, for tests/it/browser.sh (driven over --remote-debugging-pipe: no npm package)
 missing=()
 # Node.js and npm for clients/js (Debian 12: nodejs 18); a node already on
 # the PATH (another packaging) is used as it is

@@ -6,7 +6,10 @@
 // Machine-readable status for browser tests: window.odinStats (below) and
 // the same JSON in <body data-odin-stats>; <body data-odin-ready="true">
 // once every connection has been live; each connection row carries
-// data-state.
+// data-state.  With `record=1` in the query string, window.odinReceived
+// holds, per connection and channel, every position [p, seq] the
+// application received (after the library's duplicate drop), for tests
+// that compare the stream with Kafka; at most RECORD_MAX per connection.
 import { OdinClient } from "../js/dist/index.js";
 
 const q = new URLSearchParams(location.search);
@@ -14,12 +17,17 @@ const urls = (q.get("ws") || `ws://${location.hostname || "127.0.0.1"}:3002/ws`)
 const channels = (q.get("channels") || "BTC.trade,ETH.trade,SOL.trade").split(",").filter(Boolean);
 const nClients = Math.max(1, Math.min(32, Number(q.get("clients") || Math.min(3, urls.length))));
 const LOG_MAX = 200;
+const RECORD_MAX = 100000;
+const record = q.get("record") === "1";
 
 const stats = {
     received: 0, gaps: 0, dups: 0, dupsDropped: 0, resumes: 0, replayed: 0, refetches: 0,
     states: [], urls, channels: {}, connections: [], ready: false,
 };
 window.odinStats = stats;
+// [{channel: [[p, seq], ...]}] per connection, and whether RECORD_MAX cut it
+const received = record ? { connections: [], truncated: false } : null;
+if (record) window.odinReceived = received;
 
 const chans = new Map(); // channel -> aggregate row
 for (const ch of channels) {
@@ -40,8 +48,9 @@ for (let i = 0; i < nClients; i++) {
     const order = urls.map((_, k) => urls[(i + k) % urls.length]); // start on shard i
     const client = new OdinClient({ urls: order, urlOrder: "ordered", channels });
     const c = { i, client, state: "closed", url: order[0], connects: 0, resumes: 0, replayed: 0,
-        refetches: 0, tokenSeq: new Map(), everLive: false };
+        refetches: 0, tokenSeq: new Map(), everLive: false, recorded: 0 };
     conns.push(c);
+    if (record) received.connections.push({});
     client.on("state", (s) => {
         c.state = s.state;
         c.url = s.url;
@@ -77,6 +86,11 @@ function onMessage(c, m) {
     const row = chans.get(m.channel);
     if (!row) return; // a broadcast (*.system): not counted per channel
     row.received++;
+    if (record) {
+        const rc = received.connections[c.i];
+        const list = rc[m.channel] || (rc[m.channel] = []);
+        if (c.recorded < RECORD_MAX) { list.push([m.p, m.seq]); c.recorded++; } else received.truncated = true;
+    }
     if (m.replay) row.replayed++;
     row.last = `${m.p}:${m.seq}`;
     row.lastType = m.data && typeof m.data === "object" ? m.data.type || "" : "";
