@@ -516,6 +516,43 @@ ws_chunk *ws_deflate_chunk(ws_deflate *d, ws_chunk *ch, ws_deflate_stats *st)
 
 /* ---- permessage-deflate: decompression --------------------------------- */
 
+/* RFC 3629 UTF-8 (no overlongs, surrogates or code points past U+10FFFF):
+ * wslay checks text frames itself, but not compressed ones (the check has
+ * to wait for the inflated text). */
+static int utf8_valid(const uint8_t *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len;
+        uint32_t cp, min;
+        if (c >= 0xc2 && c <= 0xdf) {
+            len = 2; cp = c & 0x1fu; min = 0x80;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            len = 3; cp = c & 0x0fu; min = 0x800;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            len = 4; cp = c & 0x07u; min = 0x10000;
+        } else {
+            return 0;
+        }
+        if (n - i < len)
+            return 0;
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xc0) != 0x80)
+                return 0;
+            cp = cp << 6 | (s[i + k] & 0x3fu);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return 0;
+        i += len;
+    }
+    return 1;
+}
+
 static z_stream g_inf;
 static int g_inf_ready;
 static uint8_t *g_inf_buf;
@@ -743,6 +780,8 @@ static void cb_msg(wslay_event_context_ptr ctx,
         size_t ml;
         int r = ws_inflate_msg(a->msg, a->msg_length, (size_t)f->max_msg,
                                &m, &ml);
+        if (r == 0 && a->opcode == WS_OP_TEXT && !utf8_valid(m, ml))
+            r = WS_INFLATE_BAD;   /* 1007, as wslay for a plain text frame */
         if (r != 0) {
             /* 1009 as for any message over the limit (a decompression bomb
              * stops at max_msg bytes), 1007 for corrupt data.  Reading

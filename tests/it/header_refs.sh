@@ -38,7 +38,8 @@ for root, subdirs, names in os.walk(top):
     rel = os.path.relpath(root, top)
     first = rel.split(os.sep)[0]
     if rel != '.' and first.startswith(('.', 'build')) or first == 'run' or \
-            rel.startswith(os.path.join('tests', 'fuzz', 'build')):
+            rel.startswith(os.path.join('tests', 'fuzz', 'build')) or \
+            'node_modules' in rel.split(os.sep):   # npm packages (npm ci)
         subdirs[:] = []
         continue
     for n in names:

@@ -350,6 +350,18 @@ static void test_parser_bomb(void **state)
     assert_int_equal(ws_parser_feed(&q, &CB, &r2, in, n, 65536), WS_FEED_CLOSED);
     assert_int_equal(q.close_code, 1007);
     ws_parser_free(&q);
+
+    /* inflated text that is not UTF-8: 1007 (wslay cannot check it) */
+    static const uint8_t bad_utf8[] = "{\"a\":\"\xc0\xaf\"}";
+    uint8_t z2[64];
+    size_t zn2 = zdeflate(bad_utf8, sizeof(bad_utf8) - 1, z2, sizeof(z2));
+    rec r3 = { .nmsg = 0 };
+    ws_parser u = { .deflate = 1 };
+    n = cframe(in, 1, z2, zn2);
+    assert_int_equal(ws_parser_feed(&u, &CB, &r3, in, n, 65536), WS_FEED_CLOSED);
+    assert_int_equal(u.close_code, 1007);
+    assert_int_equal(r3.nmsg, 0);
+    ws_parser_free(&u);
     assert_int_equal(ws_parser_contexts(), 0);
     ws_inflate_release();
 }
