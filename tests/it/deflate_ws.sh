@@ -16,8 +16,8 @@ B=${ODIN_BUILD:?}
 top=$(cd "$(dirname "$0")/../.." && pwd)
 NODE_DIR="$top/tests/it/node"
 if ! command -v node >/dev/null || [ ! -d "$NODE_DIR/node_modules/ws" ]; then
-    echo "SKIP: node or tests/it/node/node_modules/ws missing (tools/deps.sh runs npm ci)"
-    exit 77
+    echo "FAIL: node or tests/it/node/node_modules/ws missing (tools/deps.sh installs nodejs and runs npm ci)" >&2
+    exit 1
 fi
 T="$ODIN_TMP/deflate_ws.$$"
 mkdir -p "$T"
