@@ -86,6 +86,29 @@ static void test_negotiate_declines(void **state)
     assert_int_equal(ws_pmd_negotiate(none, 0, r), 0);
 }
 
+/* Offers from a parsed request: several header lines, in order. */
+static void test_negotiate_request(void **state)
+{
+    static const char req[] =
+        "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n"
+        "Sec-WebSocket-Extensions: permessage-deflate; server_max_window_bits=9\r\n"
+        "sec-websocket-extensions: x-foo, permessage-deflate; server_max_window_bits=15\r\n\r\n";
+    httpreq r;
+    assert_true(httpreq_parse(req, sizeof(req) - 1, 8192, &r) > 0);
+    assert_int_equal(r.n_ws_ext, 2);
+    char resp[WS_PMD_RESPONSE_MAX];
+    assert_int_equal(ws_pmd_negotiate(r.ws_ext, r.n_ws_ext, resp), 1);
+    assert_string_equal(resp, ANSWER "; server_max_window_bits=15");
+    /* only the first line: declined */
+    assert_int_equal(ws_pmd_negotiate(r.ws_ext, 1, resp), 0);
+    static const char none[] =
+        "GET /ws HTTP/1.1\r\nHost: x\r\n\r\n";
+    assert_true(httpreq_parse(none, sizeof(none) - 1, 8192, &r) > 0);
+    assert_int_equal(r.n_ws_ext, 0);
+    assert_int_equal(ws_pmd_negotiate(r.ws_ext, r.n_ws_ext, resp), 0);
+}
+
 /* ---- compression -------------------------------------------------------- */
 
 /* Inflate a compressed frame's payload with zlib (no shard code). */
@@ -384,6 +407,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_negotiate_accepts),
         cmocka_unit_test(test_negotiate_declines),
+        cmocka_unit_test(test_negotiate_request),
         cmocka_unit_test(test_compress_once),
         cmocka_unit_test(test_compress_skips),
         cmocka_unit_test(test_inflate_cap),
