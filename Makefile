@@ -16,7 +16,7 @@
 .DEFAULT_GOAL := all
 B        ?= build
 CC       ?= cc
-PKGS     := hiredis libevent libevent_pthreads rdkafka msgpack jansson libcrypto
+PKGS     := hiredis libevent libevent_pthreads rdkafka msgpack jansson libcrypto zlib
 OPT      ?= -O2 -g
 WARN     := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes \
             -Wmissing-prototypes -Wno-unused-parameter

@@ -51,6 +51,8 @@ run hostile '[.rows[] | select(.metric | startswith("well-behaved")) | .value] =
     CONNS=100
 run resume '.storm.clients == 60 and .storm.expected_records > 0 and .abuse.clients == 10 and .abuse.abuse_sent > 0' \
     CLIENTS=60 TOKENS=20 RATE=100 WARM_MS=500 JITTER_MS=500 HONEST=10 ABUSE_CONNS=4 SRC_COUNT=4
+run deflate '.["peers-on"].compressions_per_record == 1 and .["peers-on"].loadgen.inflated_messages == .["peers-on"].loadgen.messages and .["peers-on"].loadgen.messages > 0 and .["hot-on"].compressions_per_record == 2 and .["hot-on"].wire_bytes_per_delivery < .["hot-off"].wire_bytes_per_delivery and .["peers-off"].loadgen.inflated_messages == 0' \
+    SHARDS=2 PEER_CLIENTS=100 PEER_RATE=100 HOT_CLIENTS=40 HOT_RATE=10 RUN_S=2 PARTITIONS=8
 [ -s "$BENCH_OUT/shards/bench-shards.png" ] || { echo "FAIL shards: no plot"; fails=$((fails + 1)); }
 
 if [ "$fails" -eq 0 ]; then

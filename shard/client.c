@@ -165,6 +165,18 @@ int client_push(shard_client *c, ws_chunk *ch)
     if (c->state != CL_OPEN)
         return -1;
     const shard_settings *s = c->srv->ctx->set;
+    if (c->parser.deflate && (ch->flags & WS_CHUNK_MSG)) {
+        /* compressed once per shard, shared by every deflate client */
+        shard_metrics *m = &c->srv->ctx->m;
+        ws_chunk *z = ws_deflate_chunk(c->srv->deflate, ch, &m->deflate);
+        if (z != ch) {
+            m->ws_deflate_messages_sent_total++;
+            m->ws_deflate_saved_bytes_total += ch->len - z->len;
+            ch = z;
+        } else {
+            m->ws_deflate_plain_messages_total++;
+        }
+    }
     if (c->q_len >= (uint64_t)s->queue_msgs ||
         c->q_bytes + ch->len > (uint64_t)s->queue_bytes) {
         client_slow(c);

@@ -4,7 +4,7 @@
 #include <string.h>
 #include <strings.h>
 
-enum hdr { H_NONE, H_HOST, H_UPGRADE, H_CONNECTION, H_KEY, H_VERSION, H_ORIGIN, H_OTHER };
+enum hdr { H_NONE, H_HOST, H_UPGRADE, H_CONNECTION, H_KEY, H_VERSION, H_ORIGIN, H_EXT, H_OTHER };
 
 typedef struct pstate {
     httpreq *req;
@@ -25,6 +25,7 @@ static enum hdr classify(const char *f, size_t n)
         { "sec-websocket-key", H_KEY },
         { "sec-websocket-version", H_VERSION },
         { "origin", H_ORIGIN },
+        { "sec-websocket-extensions", H_EXT },
     };
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         if (strlen(names[i].name) == n && strncasecmp(names[i].name, f, n) == 0)
@@ -68,6 +69,10 @@ static int on_value(http_parser *p, const char *at, size_t n)
         case H_KEY: s->val = &r->ws_key; break;
         case H_VERSION: s->val = &r->ws_version; break;
         case H_ORIGIN: s->val = &r->origin; break;
+        case H_EXT:    /* may repeat: each line is a list of offers */
+            if (r->n_ws_ext < HTTPREQ_MAX_EXT)
+                s->val = &r->ws_ext[r->n_ws_ext++];
+            break;
         default: break;
         }
         if (s->val && s->val->p) {      /* repeated header: keep the first */

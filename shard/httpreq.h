@@ -13,6 +13,8 @@ typedef struct httpreq_str {
     size_t len;
 } httpreq_str;
 
+#define HTTPREQ_MAX_EXT 4
+
 typedef struct httpreq {
     int method;                /* http-parser enum http_method (HTTP_GET..) */
     unsigned short http_major, http_minor;
@@ -24,6 +26,9 @@ typedef struct httpreq {
     httpreq_str ws_key;        /* Sec-WebSocket-Key */
     httpreq_str ws_version;    /* Sec-WebSocket-Version */
     httpreq_str origin;        /* Origin (browsers send it) */
+    httpreq_str ws_ext[HTTPREQ_MAX_EXT]; /* Sec-WebSocket-Extensions lines, in
+                                            order (more are ignored) */
+    size_t n_ws_ext;
     int dup_ws_key;            /* Sec-WebSocket-Key given more than once */
     int has_body;              /* Content-Length > 0 or chunked */
     size_t head_len;           /* bytes of the request head incl. CRLFCRLF */

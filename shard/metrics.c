@@ -54,6 +54,39 @@ int shard_metrics_render(buf *o, const shard_metrics *m, const shard_gauges *g)
     e |= prom_counter(o, "ws_messages_sent_total",
                  "Record messages queued to clients (one per subscriber)",
                  m->ws_messages_sent_total);
+    e |= prom_counter(o, "ws_deflate_connections_total",
+                 "Upgrades that negotiated permessage-deflate",
+                 m->ws_deflate_connections_total);
+    e |= prom_counter(o, "ws_deflate_messages_sent_total",
+                 "Messages queued compressed to permessage-deflate clients",
+                 m->ws_deflate_messages_sent_total);
+    e |= prom_counter(o, "ws_deflate_plain_messages_total",
+                 "Messages queued uncompressed to permessage-deflate clients "
+                 "(below WS_DEFLATE_MIN_SIZE or not smaller compressed)",
+                 m->ws_deflate_plain_messages_total);
+    e |= prom_counter(o, "ws_deflate_saved_bytes_total",
+                 "Frame bytes saved by compression, summed over every "
+                 "compressed message queued",
+                 m->ws_deflate_saved_bytes_total);
+    e |= prom_counter(o, "ws_deflate_compressions_total",
+                 "Messages compressed (at most once per shard each)",
+                 m->deflate.compressions);
+    e |= prom_counter(o, "ws_deflate_in_bytes_total",
+                 "Payload bytes given to the compressor",
+                 m->deflate.in_bytes);
+    e |= prom_counter(o, "ws_deflate_out_bytes_total",
+                 "Compressed payload bytes the compressor produced",
+                 m->deflate.out_bytes);
+    e |= prom_counter(o, "ws_deflate_incompressible_total",
+                 "Messages sent plain because compressing did not shrink them",
+                 m->deflate.incompressible);
+    e |= prom_counter(o, "ws_deflate_inflated_messages_total",
+                 "Compressed client messages inflated",
+                 g->inflated);
+    e |= prom_counter(o, "ws_deflate_inflate_refused_total",
+                 "Compressed client messages refused: inflated over "
+                 "WS_MAX_FRAME (1009) or corrupt (1007)",
+                 g->inflate_refused);
     e |= prom_counter(o, "ws_replies_sent_total",
                  "Acks, pongs and errors queued to clients",
                  m->ws_replies_sent_total);

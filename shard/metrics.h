@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include "common/buf.h"
 #include "common/prom.h"
+#include "shard/ws.h"
 
 /* Close codes counted per code in ws_disconnects_total{code}. */
 enum shard_close_idx {
@@ -112,6 +113,12 @@ typedef struct shard_metrics {
     uint64_t shard_redis_route_updates_total;   /* tokens sent in batches */
     uint64_t shard_redis_script_loads_total;    /* EVAL after NOSCRIPT */
     prom_hist shard_delivery_latency;   /* Kafka timestamp -> client write, seconds */
+    /* permessage-deflate (WS_DEFLATE) */
+    uint64_t ws_deflate_connections_total;     /* upgrades that negotiated it */
+    uint64_t ws_deflate_messages_sent_total;   /* data messages queued compressed */
+    uint64_t ws_deflate_plain_messages_total;  /* ... queued plain to such clients */
+    uint64_t ws_deflate_saved_bytes_total;     /* plain - compressed frame bytes, per queued message */
+    ws_deflate_stats deflate;                  /* compressions (once per shard per message) */
 } shard_metrics;
 
 typedef struct shard_gauges {
@@ -122,6 +129,8 @@ typedef struct shard_gauges {
     long subscriptions, tokens, channels;
     long queue_bytes;         /* bytes queued to clients */
     long parser_contexts;
+    uint64_t inflated;        /* compressed client messages inflated */
+    uint64_t inflate_refused; /* ... refused: too big (1009) or corrupt (1007) */
     long partial_bytes;
     long routers;             /* authenticated router connections */
     long routers_pending;     /* router connections still in the handshake */

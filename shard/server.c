@@ -631,8 +631,11 @@ static void upgrade(shard_server *srv, shard_client *c, const httpreq *req,
         refuse_upgrade(srv, c, req, 503, "at capacity", "Retry-After: 1\r\n");
         return;
     }
+    char pmd[WS_PMD_RESPONSE_MAX];
+    int deflate = srv->deflate && ws_pmd_negotiate(req->ws_ext, req->n_ws_ext, pmd);
     buf out = { 0 };
-    if (ws_handshake_response(&out, req->ws_key.p, req->ws_key.len) != 0) {
+    if (ws_handshake_response_ext(&out, req->ws_key.p, req->ws_key.len,
+                                  deflate ? pmd : NULL) != 0) {
         buf_free(&out);
         http_error(srv, c, 500, "internal error", NULL);
         return;
@@ -641,6 +644,10 @@ static void upgrade(shard_server *srv, shard_client *c, const httpreq *req,
     buf_free(&out);
     if (c->state != CL_HTTP)
         return;
+    if (deflate) {
+        c->parser.deflate = 1;
+        ctx->m.ws_deflate_connections_total++;
+    }
     client_upgrade(c, data + req->head_len, len - req->head_len);
 }
 
@@ -824,6 +831,14 @@ shard_server *shard_server_new(shard_ctx *ctx)
         return NULL;
     srv->ctx = ctx;
     srv->ping = ws_chunk_frame(WS_OP_PING, NULL, 0);
+    if (s->ws_deflate) {
+        srv->deflate = ws_deflate_new((int)s->ws_deflate_level,
+                                      (size_t)s->ws_deflate_min_size);
+        if (!srv->deflate) {
+            shard_server_free(srv);
+            return NULL;
+        }
+    }
     srv->flush_ev = event_new(ctx->base, -1, 0, on_flush, srv);
     srv->reap_ev = event_new(ctx->base, -1, 0, on_reap, srv);
     srv->sweep_ev = event_new(ctx->base, -1, EV_PERSIST, on_sweep, srv);
@@ -928,6 +943,8 @@ void shard_server_free(shard_server *srv)
     if (srv->reap_ev) event_free(srv->reap_ev);
     if (srv->sweep_ev) event_free(srv->sweep_ev);
     ws_chunk_unref(srv->ping);
+    ws_deflate_free(srv->deflate);
+    ws_inflate_release();
     iptable_free(srv->ips);
     shard_admin_free(srv->admin);
     buf_free(&srv->scratch);

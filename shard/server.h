@@ -39,6 +39,7 @@ typedef struct shard_server {
     uint64_t accept_paused_ms;   /* pause start, or last accounted */
     uint64_t queue_bytes;
     ws_chunk *ping;              /* shared ping frame */
+    ws_deflate *deflate;         /* WS_DEFLATE compressor, NULL when off */
     int in_fanout;
     uint64_t sweep_ms;
     uint64_t last_ipsweep_ms;

@@ -65,6 +65,16 @@ static size_t table(shard_settings *s, config_opt *o)
     OPT("WS_MAX_FRAME", CFG_INT, &s->max_frame, "65536",
         "Largest client message buffered at all; longer ones are closed with "
         "1009 (raised to WS_MAX_MESSAGE if lower)", 64, 1 << 30);
+    OPT("WS_DEFLATE", CFG_BOOL, &s->ws_deflate, "true",
+        "Offer permessage-deflate (RFC 7692) to clients that ask: each "
+        "message is compressed once per shard and the same bytes go to "
+        "every such client; false answers every upgrade without it", 0, 0);
+    OPT("WS_DEFLATE_LEVEL", CFG_INT, &s->ws_deflate_level, "6",
+        "zlib compression level for permessage-deflate (1 fastest .. 9 "
+        "smallest)", 1, 9);
+    OPT("WS_DEFLATE_MIN_SIZE", CFG_INT, &s->ws_deflate_min_size, "128",
+        "Messages shorter than this many bytes go out uncompressed even to "
+        "permessage-deflate clients", 0, 1 << 30);
     OPT("WS_ALLOWED_ORIGINS", CFG_STR, &s->allowed_origins, NULL,
         "Comma-separated browser origins allowed to open /ws (e.g. "
         "https://app.example.com,https://*.example.com); others get 403. "

@@ -34,6 +34,9 @@ typedef struct shard_settings {
     double redis_route_rate;  /* REDIS_ROUTE_RATE, updates/s (0: no limit) */
     long partial_budget;      /* WS_PARTIAL_BUDGET, bytes */
     char *allowed_origins;    /* WS_ALLOWED_ORIGINS, NULL: any */
+    int ws_deflate;           /* WS_DEFLATE */
+    long ws_deflate_level;    /* WS_DEFLATE_LEVEL, zlib 1..9 */
+    long ws_deflate_min_size; /* WS_DEFLATE_MIN_SIZE, bytes */
     double partial_timeout;   /* WS_PARTIAL_TIMEOUT, seconds */
     long max_frame;           /* WS_MAX_FRAME (wslay limit, 1009 above) */
     long max_channels;        /* WS_MAX_CHANNELS */

@@ -44,6 +44,8 @@ void shard_gauges_fill(const shard_ctx *ctx, shard_gauges *g)
     g->tokens = (long)subs_tokens_count(ctx->subs);
     g->channels = (long)subs_channels_count(ctx->subs);
     g->parser_contexts = ws_parser_contexts();
+    g->inflated = ws_inflate_messages();
+    g->inflate_refused = ws_inflate_refused();
     g->partial_bytes = (long)ws_parser_partial_bytes();
     g->routers = shard_ingress_routers(ctx->ing);
     g->routers_pending = shard_ingress_pending(ctx->ing);

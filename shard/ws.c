@@ -7,6 +7,7 @@
 #include <openssl/evp.h>
 #include <http_parser.h>
 #include <wslay/wslay.h>
+#include <zlib.h>
 
 /* ---- handshake ------------------------------------------------------- */
 
@@ -108,6 +109,12 @@ int ws_origin_allowed(const char *allowed, const httpreq *req)
 
 int ws_handshake_response(buf *out, const char *key, size_t key_len)
 {
+    return ws_handshake_response_ext(out, key, key_len, NULL);
+}
+
+int ws_handshake_response_ext(buf *out, const char *key, size_t key_len,
+                              const char *ext)
+{
     char acc[WSKEY_ACCEPT_LEN + 1];
     if (wskey_accept(key, key_len, acc) != 0)
         return -1;
@@ -115,7 +122,10 @@ int ws_handshake_response(buf *out, const char *key, size_t key_len)
                        "HTTP/1.1 101 Switching Protocols\r\n"
                        "Upgrade: websocket\r\n"
                        "Connection: Upgrade\r\n"
-                       "Sec-WebSocket-Accept: %s\r\n\r\n", acc);
+                       "Sec-WebSocket-Accept: %s\r\n"
+                       "%s%s%s\r\n", acc,
+                       ext ? "Sec-WebSocket-Extensions: " : "",
+                       ext ? ext : "", ext ? "\r\n" : "");
 }
 
 static const char *status_text(int status)
@@ -162,7 +172,17 @@ ws_chunk *ws_chunk_new(size_t len)
     c->refs = 1;
     c->len = (uint32_t)len;
     c->ts_ms = 0;
+    c->z = NULL;
+    c->flags = 0;
+    c->hlen = 0;
     return c;
+}
+
+size_t ws_frame_header_rsv1(uint8_t out[10], unsigned opcode, uint64_t len)
+{
+    size_t h = ws_frame_header(out, opcode, len);
+    out[0] |= 0x40u;
+    return h;
 }
 
 size_t ws_frame_header(uint8_t out[10], unsigned opcode, uint64_t len)
@@ -194,6 +214,10 @@ ws_chunk *ws_chunk_frame(unsigned opcode, const void *payload, size_t len)
     memcpy(c->data, hdr, h);
     if (len)
         memcpy(c->data + h, payload, len);
+    if (opcode == WS_OP_TEXT || opcode == WS_OP_BINARY) {
+        c->flags |= WS_CHUNK_MSG;
+        c->hlen = (uint8_t)h;
+    }
     return c;
 }
 
@@ -210,6 +234,412 @@ ws_chunk *ws_chunk_close(uint16_t code, const char *reason)
     return ws_chunk_frame(WS_OP_CLOSE, p, 2 + rl);
 }
 
+/* ---- permessage-deflate: negotiation ---------------------------------- */
+
+typedef struct pmd_cursor {
+    const char *p, *e;
+} pmd_cursor;
+
+static void skip_ows(pmd_cursor *c)
+{
+    while (c->p < c->e && (*c->p == ' ' || *c->p == '\t'))
+        c->p++;
+}
+
+static int tchar(unsigned char ch)
+{
+    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+           (ch >= '0' && ch <= '9') || (ch && strchr("!#$%&'*+-.^_`|~", ch));
+}
+
+/* A token; returns its length (0: none). */
+static size_t take_token(pmd_cursor *c, const char **t)
+{
+    *t = c->p;
+    while (c->p < c->e && tchar((unsigned char)*c->p))
+        c->p++;
+    return (size_t)(c->p - *t);
+}
+
+/* A token or a quoted-string (RFC 7230 3.2.6), unquoted into v (at most
+ * cap - 1 bytes, NUL-terminated).  -1 on bad syntax or a value too long. */
+static int take_value(pmd_cursor *c, char *v, size_t cap)
+{
+    size_t n = 0;
+    if (c->p < c->e && *c->p == '"') {
+        c->p++;
+        for (;;) {
+            if (c->p >= c->e)
+                return -1;
+            char ch = *c->p++;
+            if (ch == '"')
+                break;
+            if (ch == '\\') {
+                if (c->p >= c->e)
+                    return -1;
+                ch = *c->p++;
+            }
+            if (n + 1 >= cap)
+                return -1;
+            v[n++] = ch;
+        }
+    } else {
+        const char *t;
+        size_t l = take_token(c, &t);
+        if (l == 0 || l >= cap)
+            return -1;
+        memcpy(v, t, l);
+        n = l;
+    }
+    v[n] = 0;
+    return 0;
+}
+
+static int name_is(const char *t, size_t l, const char *name)
+{
+    return strlen(name) == l && strncasecmp(t, name, l) == 0;
+}
+
+/* RFC 7692 7.1.2: 1*DIGIT 8..15 without leading zeros. */
+static int window_bits(const char *v)
+{
+    if (!v[0] || v[0] == '0' || strlen(v) > 2)
+        return -1;
+    for (const char *q = v; *q; q++)
+        if (*q < '0' || *q > '9')
+            return -1;
+    int b = atoi(v);
+    return b >= 8 && b <= 15 ? b : -1;
+}
+
+/* Skip to just after the next ',' outside a quoted string (or the end). */
+static void skip_element(pmd_cursor *c)
+{
+    int q = 0;
+    while (c->p < c->e) {
+        char ch = *c->p++;
+        if (q && ch == '\\' && c->p < c->e)
+            c->p++;
+        else if (ch == '"')
+            q = !q;
+        else if (!q && ch == ',')
+            return;
+    }
+}
+
+/* Parse one list element at c.  1 if it is an acceptable permessage-deflate
+ * offer (*smwb: it had server_max_window_bits), else 0.  Leaves c after
+ * the element's comma. */
+static int pmd_offer(pmd_cursor *c, int *smwb)
+{
+    enum { SNCT = 1, CNCT = 2, SMWB = 4, CMWB = 8 };
+    unsigned seen = 0;
+    const char *t;
+    skip_ows(c);
+    size_t l = take_token(c, &t);
+    if (!name_is(t, l, "permessage-deflate"))
+        goto bad;
+    for (;;) {
+        skip_ows(c);
+        if (c->p >= c->e || *c->p == ',') {
+            if (c->p < c->e)
+                c->p++;
+            *smwb = (seen & SMWB) != 0;
+            return 1;
+        }
+        if (*c->p != ';')
+            goto bad;
+        c->p++;
+        skip_ows(c);
+        l = take_token(c, &t);
+        if (l == 0)
+            goto bad;
+        skip_ows(c);
+        char v[16];
+        int has_v = 0;
+        if (c->p < c->e && *c->p == '=') {
+            c->p++;
+            skip_ows(c);
+            if (take_value(c, v, sizeof(v)) != 0)
+                goto bad;
+            has_v = 1;
+        }
+        unsigned bit;
+        if (name_is(t, l, "server_no_context_takeover")) {
+            bit = SNCT;
+            if (has_v)
+                goto bad;
+        } else if (name_is(t, l, "client_no_context_takeover")) {
+            bit = CNCT;
+            if (has_v)
+                goto bad;
+        } else if (name_is(t, l, "server_max_window_bits")) {
+            bit = SMWB;
+            /* we compress with a 2^15 window: a smaller limit is declined */
+            if (!has_v || window_bits(v) != 15)
+                goto bad;
+        } else if (name_is(t, l, "client_max_window_bits")) {
+            bit = CMWB;
+            if (has_v && window_bits(v) < 0)
+                goto bad;
+        } else {
+            goto bad;   /* unknown parameter: decline this offer */
+        }
+        if (seen & bit)
+            goto bad;   /* a parameter given twice */
+        seen |= bit;
+    }
+bad:
+    skip_element(c);
+    return 0;
+}
+
+int ws_pmd_negotiate(const httpreq_str *vals, size_t n,
+                     char resp[WS_PMD_RESPONSE_MAX])
+{
+    for (size_t i = 0; i < n; i++) {
+        if (!vals[i].p)
+            continue;
+        pmd_cursor c = { vals[i].p, vals[i].p + vals[i].len };
+        while (c.p < c.e) {
+            int smwb = 0;
+            if (pmd_offer(&c, &smwb)) {
+                snprintf(resp, WS_PMD_RESPONSE_MAX,
+                         "permessage-deflate; server_no_context_takeover; "
+                         "client_no_context_takeover%s",
+                         smwb ? "; server_max_window_bits=15" : "");
+                return 1;
+            }
+        }
+    }
+    resp[0] = 0;
+    return 0;
+}
+
+/* ---- permessage-deflate: compression --------------------------------- */
+
+struct ws_deflate {
+    z_stream zs;
+    size_t min_size;
+    uint8_t *out;
+    size_t out_cap;
+};
+
+ws_deflate *ws_deflate_new(int level, size_t min_size)
+{
+    if (level < 1 || level > 9)
+        return NULL;
+    ws_deflate *d = calloc(1, sizeof(*d));
+    if (!d)
+        return NULL;
+    /* raw deflate (negative window bits), 2^15 window, default memLevel */
+    if (deflateInit2(&d->zs, level, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY) != Z_OK) {
+        free(d);
+        return NULL;
+    }
+    d->min_size = min_size;
+    return d;
+}
+
+void ws_deflate_free(ws_deflate *d)
+{
+    if (!d)
+        return;
+    deflateEnd(&d->zs);
+    free(d->out);
+    free(d);
+}
+
+/* Compress payload into d->out; returns the payload length without the
+ * 00 00 ff ff tail, or 0 on failure. */
+static size_t deflate_payload(ws_deflate *d, const uint8_t *in, size_t len)
+{
+    size_t need = deflateBound(&d->zs, len) + 16;   /* + sync flush marker */
+    if (need > d->out_cap) {
+        uint8_t *o = realloc(d->out, need);
+        if (!o)
+            return 0;
+        d->out = o;
+        d->out_cap = need;
+    }
+    if (deflateReset(&d->zs) != Z_OK)
+        return 0;
+    d->zs.next_in = (Bytef *)in;
+    d->zs.avail_in = (uInt)len;
+    d->zs.next_out = d->out;
+    d->zs.avail_out = (uInt)d->out_cap;
+    int r = deflate(&d->zs, Z_SYNC_FLUSH);
+    if ((r != Z_OK && r != Z_BUF_ERROR) || d->zs.avail_in != 0 ||
+        d->zs.avail_out == 0)
+        return 0;   /* all output must be out: room was left over */
+    size_t n = d->out_cap - d->zs.avail_out;
+    if (n < 4 || memcmp(d->out + n - 4, "\x00\x00\xff\xff", 4) != 0)
+        return 0;
+    return n - 4;
+}
+
+ws_chunk *ws_deflate_chunk(ws_deflate *d, ws_chunk *ch, ws_deflate_stats *st)
+{
+    if (!d || !(ch->flags & WS_CHUNK_MSG))
+        return ch;
+    if (ch->flags & WS_CHUNK_TRIED)
+        return ch->z ? ch->z : ch;
+    ch->flags |= WS_CHUNK_TRIED;
+    size_t plen = ch->len - ch->hlen;
+    if (plen < d->min_size) {
+        st->skipped_small++;
+        return ch;
+    }
+    size_t zl = deflate_payload(d, ch->data + ch->hlen, plen);
+    if (zl == 0)
+        return ch;
+    st->compressions++;
+    st->in_bytes += plen;
+    st->out_bytes += zl;
+    uint8_t hdr[10];
+    size_t h = ws_frame_header_rsv1(hdr, ch->data[0] & 0x0fu, zl);
+    if (h + zl >= ch->len) {
+        st->incompressible++;
+        return ch;
+    }
+    ws_chunk *z = ws_chunk_new(h + zl);
+    if (!z)
+        return ch;
+    memcpy(z->data, hdr, h);
+    memcpy(z->data + h, d->out, zl);
+    z->ts_ms = ch->ts_ms;
+    z->hlen = (uint8_t)h;
+    z->flags = WS_CHUNK_TRIED;   /* not WS_CHUNK_MSG: never compressed again */
+    ch->z = z;
+    return z;
+}
+
+/* ---- permessage-deflate: decompression --------------------------------- */
+
+/* RFC 3629 UTF-8 (no overlongs, surrogates or code points past U+10FFFF):
+ * wslay checks text frames itself, but not compressed ones (the check has
+ * to wait for the inflated text). */
+static int utf8_valid(const uint8_t *s, size_t n)
+{
+    size_t i = 0;
+    while (i < n) {
+        uint8_t c = s[i];
+        if (c < 0x80) {
+            i++;
+            continue;
+        }
+        size_t len;
+        uint32_t cp, min;
+        if (c >= 0xc2 && c <= 0xdf) {
+            len = 2; cp = c & 0x1fu; min = 0x80;
+        } else if (c >= 0xe0 && c <= 0xef) {
+            len = 3; cp = c & 0x0fu; min = 0x800;
+        } else if (c >= 0xf0 && c <= 0xf4) {
+            len = 4; cp = c & 0x07u; min = 0x10000;
+        } else {
+            return 0;
+        }
+        if (n - i < len)
+            return 0;
+        for (size_t k = 1; k < len; k++) {
+            if ((s[i + k] & 0xc0) != 0x80)
+                return 0;
+            cp = cp << 6 | (s[i + k] & 0x3fu);
+        }
+        if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff))
+            return 0;
+        i += len;
+    }
+    return 1;
+}
+
+static z_stream g_inf;
+static int g_inf_ready;
+static uint8_t *g_inf_buf;
+static size_t g_inf_cap;
+static uint64_t g_inf_msgs, g_inf_refused;
+
+uint64_t ws_inflate_messages(void) { return g_inf_msgs; }
+uint64_t ws_inflate_refused(void) { return g_inf_refused; }
+
+void ws_inflate_release(void)
+{
+    if (g_inf_ready)
+        inflateEnd(&g_inf);
+    g_inf_ready = 0;
+    free(g_inf_buf);
+    g_inf_buf = NULL;
+    g_inf_cap = 0;
+}
+
+int ws_inflate_msg(const uint8_t *in, size_t len, size_t max_len,
+                   const uint8_t **out, size_t *out_len)
+{
+    static const uint8_t tail[4] = { 0x00, 0x00, 0xff, 0xff };
+    if (!g_inf_ready) {
+        memset(&g_inf, 0, sizeof(g_inf));
+        if (inflateInit2(&g_inf, -15) != Z_OK)
+            return WS_INFLATE_NOMEM;
+        g_inf_ready = 1;
+    } else if (inflateReset(&g_inf) != Z_OK) {
+        return WS_INFLATE_NOMEM;
+    }
+    size_t n = 0;
+    int rc = 0, ended = 0;
+    for (int part = 0; part < 2 && !ended && rc == 0; part++) {
+        g_inf.next_in = (Bytef *)(part ? tail : in);
+        g_inf.avail_in = (uInt)(part ? sizeof(tail) : len);
+        while (g_inf.avail_in > 0 || part == 1) {
+            /* the buffer grows in steps up to max_len + 1: one byte more
+             * than allowed tells "too big" without inflating further */
+            if (n == g_inf_cap) {
+                if (g_inf_cap > max_len) {
+                    rc = WS_INFLATE_TOOBIG;
+                    break;
+                }
+                size_t cap = g_inf_cap ? g_inf_cap * 2 : 4096;
+                if (cap > max_len + 1)
+                    cap = max_len + 1;
+                uint8_t *b = realloc(g_inf_buf, cap);
+                if (!b) {
+                    rc = WS_INFLATE_NOMEM;
+                    break;
+                }
+                g_inf_buf = b;
+                g_inf_cap = cap;
+            }
+            g_inf.next_out = g_inf_buf + n;
+            g_inf.avail_out = (uInt)(g_inf_cap - n);
+            int r = inflate(&g_inf, Z_SYNC_FLUSH);
+            n = g_inf_cap - g_inf.avail_out;
+            if (n > max_len) {
+                rc = WS_INFLATE_TOOBIG;
+                break;
+            }
+            if (r == Z_STREAM_END) {
+                ended = 1;   /* a final block: anything after it is ignored */
+                break;
+            }
+            if (r == Z_BUF_ERROR && g_inf.avail_out > 0)
+                break;       /* all input used */
+            if (r != Z_OK && r != Z_BUF_ERROR) {
+                rc = WS_INFLATE_BAD;
+                break;
+            }
+            if (g_inf.avail_in == 0 && g_inf.avail_out > 0)
+                break;
+        }
+    }
+    if (rc != 0) {
+        g_inf_refused++;
+        return rc;
+    }
+    g_inf_msgs++;
+    *out = g_inf_buf;
+    *out_len = n;
+    return 0;
+}
+
 /* ---- incoming frames ------------------------------------------------ */
 
 /* The feed in progress.  wslay fixes user_data at context creation and the
@@ -223,6 +653,7 @@ typedef struct feed_state {
     size_t len, off;
     uint8_t hdr[16];     /* frame header held until its payload comes */
     size_t nhdr;
+    uint64_t max_msg;
 } feed_state;
 
 static feed_state *g_feed;
@@ -341,7 +772,29 @@ static void cb_msg(wslay_event_context_ptr ctx,
         wslay_event_shutdown_read(ctx);
         return;
     }
-    if (a->opcode == WS_OP_TEXT || a->opcode == WS_OP_BINARY)
+    if ((a->opcode == WS_OP_TEXT || a->opcode == WS_OP_BINARY) &&
+        (a->rsv & WSLAY_RSV1_BIT)) {
+        /* permessage-deflate (wslay allows RSV1 only when negotiated, and
+         * never on control or continuation frames) */
+        const uint8_t *m;
+        size_t ml;
+        int r = ws_inflate_msg(a->msg, a->msg_length, (size_t)f->max_msg,
+                               &m, &ml);
+        if (r == 0 && a->opcode == WS_OP_TEXT && !utf8_valid(m, ml))
+            r = WS_INFLATE_BAD;   /* 1007, as wslay for a plain text frame */
+        if (r != 0) {
+            /* 1009 as for any message over the limit (a decompression bomb
+             * stops at max_msg bytes), 1007 for corrupt data.  Reading
+             * stops; the close goes out through the owner's send callback
+             * and the feed returns WS_FEED_CLOSED. */
+            wslay_event_shutdown_read(ctx);
+            wslay_event_queue_close(ctx, r == WS_INFLATE_TOOBIG ? 1009
+                                         : r == WS_INFLATE_BAD ? 1007 : 1011,
+                                    NULL, 0);
+            return;
+        }
+        f->cb->on_message(f->ud, f->p, a->opcode, m, ml);
+    } else if (a->opcode == WS_OP_TEXT || a->opcode == WS_OP_BINARY)
         f->cb->on_message(f->ud, f->p, a->opcode, a->msg, a->msg_length);
     else
         f->cb->on_control(f->ud, f->p, a->opcode,
@@ -388,13 +841,16 @@ int ws_parser_feed(ws_parser *p, const ws_parser_cb *cb, void *ud,
         if (wslay_event_context_server_init(&ctx, &g_wscb, NULL) != 0)
             return WS_FEED_NOMEM;
         wslay_event_config_set_max_recv_msg_length(ctx, max_msg);
+        if (p->deflate)
+            wslay_event_config_set_allowed_rsv_bits(ctx, WSLAY_RSV1_BIT);
         p->ctx = ctx;
         g_contexts++;
         p->fed = p->done = p->cur = p->msg_done = 0;
         p->frag = 0;
     }
     uint64_t before = p->charged;
-    feed_state f = { .p = p, .cb = cb, .ud = ud, .in = data, .len = len };
+    feed_state f = { .p = p, .cb = cb, .ud = ud, .in = data, .len = len,
+                     .max_msg = max_msg };
     feed_state *saved = g_feed;
     g_feed = &f;
     wslay_event_context_ptr ctx = p->ctx;

@@ -53,6 +53,10 @@ int ws_origin_allowed(const char *allowed, const httpreq *req);
 /* Append "101 Switching Protocols" with the accept value for key. */
 int ws_handshake_response(buf *out, const char *key, size_t key_len);
 
+/* The same with a "Sec-WebSocket-Extensions: <ext>" line (ext NULL: none). */
+int ws_handshake_response_ext(buf *out, const char *key, size_t key_len,
+                              const char *ext);
+
 /* Append a complete "Connection: close" HTTP/1.1 response.  extra: more
  * header lines, each ending in \r\n (may be NULL). */
 int ws_http_response(buf *out, int status, const char *ctype,
@@ -64,8 +68,15 @@ typedef struct ws_chunk {
     uint32_t refs;
     uint32_t len;
     int64_t ts_ms;        /* live record: its Kafka timestamp (latency); else 0 */
+    struct ws_chunk *z;   /* permessage-deflate variant (owned), see ws_deflate_chunk */
+    uint8_t flags;        /* WS_CHUNK_* */
+    uint8_t hlen;         /* frame header length (WS_CHUNK_MSG chunks) */
     uint8_t data[];
 } ws_chunk;
+
+#define WS_CHUNK_MSG    0x1u  /* one unfragmented text/binary frame: may be
+                                 compressed for permessage-deflate clients */
+#define WS_CHUNK_TRIED  0x2u  /* compression tried; z is NULL if it did not pay */
 
 /* New chunk with refs = 1 and `len` uninitialised bytes; NULL on ENOMEM or
  * len > UINT32_MAX. */
@@ -74,6 +85,9 @@ ws_chunk *ws_chunk_new(size_t len);
 /* Write a FIN frame header for a payload of `len` (server: unmasked) into
  * out; returns its length (2, 4 or 10). */
 size_t ws_frame_header(uint8_t out[10], unsigned opcode, uint64_t len);
+
+/* The same with RSV1 set (a permessage-deflate compressed message). */
+size_t ws_frame_header_rsv1(uint8_t out[10], unsigned opcode, uint64_t len);
 
 /* Complete frame from payload bytes (copied).  NULL on ENOMEM. */
 ws_chunk *ws_chunk_frame(unsigned opcode, const void *payload, size_t len);
@@ -84,9 +98,93 @@ ws_chunk *ws_chunk_close(uint16_t code, const char *reason);
 static inline void ws_chunk_ref(ws_chunk *c) { c->refs++; }
 static inline void ws_chunk_unref(ws_chunk *c)
 {
-    if (c && --c->refs == 0)
+    if (c && --c->refs == 0) {
+        if (c->z && --c->z->refs == 0)
+            free(c->z);   /* a variant has no variant of its own */
         free(c);
+    }
 }
+
+/* ---- permessage-deflate (RFC 7692) ---------------------------------- */
+
+/*
+ * Outgoing messages are compressed without context takeover on our side
+ * (server_no_context_takeover is always in our answer), so one compressed
+ * frame is valid for every client that negotiated the extension: a chunk is
+ * compressed at most once per shard, on its first push to such a client,
+ * and the result is cached on the chunk (ws_chunk.z) for the others.
+ * Compression uses a 2^15 window; offers that limit server_max_window_bits
+ * below 15 are declined.  Incoming messages are inflated with one shared
+ * state reset per message: our answer always carries
+ * client_no_context_takeover, so no client holds inflate memory.
+ */
+
+#define WS_PMD_RESPONSE_MAX 128
+
+/*
+ * Pick the first permessage-deflate offer we can honour from the
+ * Sec-WebSocket-Extensions header values vals[0..n) (each a comma-separated
+ * list of offers, RFC 7692 section 5).  An offer is declined when it has an
+ * unknown or repeated parameter, a parameter value that is not allowed
+ * (server_/client_no_context_takeover take none; server_max_window_bits
+ * needs 8..15, client_max_window_bits allows none or 8..15), or
+ * server_max_window_bits below 15.  Returns 1 and writes the NUL-terminated
+ * response element ("permessage-deflate; server_no_context_takeover;
+ * client_no_context_takeover" [+ "; server_max_window_bits=15" when the
+ * offer had it]) to resp, or 0 when no offer is acceptable (answer without
+ * the extension).  Pure.
+ */
+int ws_pmd_negotiate(const httpreq_str *vals, size_t n,
+                     char resp[WS_PMD_RESPONSE_MAX]);
+
+/* Counters of a ws_deflate (plain value type, embedded in the metrics). */
+typedef struct ws_deflate_stats {
+    uint64_t compressions;    /* messages compressed (once per shard each) */
+    uint64_t skipped_small;   /* messages below the minimum size */
+    uint64_t incompressible;  /* compressed output was not smaller */
+    uint64_t in_bytes;        /* payload bytes given to the compressor */
+    uint64_t out_bytes;       /* compressed payload bytes it produced */
+} ws_deflate_stats;
+
+typedef struct ws_deflate ws_deflate;
+
+/* A compressor with zlib level 1..9 that leaves payloads shorter than
+ * min_size uncompressed.  NULL on ENOMEM or a bad level. */
+ws_deflate *ws_deflate_new(int level, size_t min_size);
+void ws_deflate_free(ws_deflate *d);   /* NULL: no-op */
+
+/*
+ * The frame to send a permessage-deflate client for ch: ch->z (an RSV1
+ * frame with the raw-deflate payload, the trailing 00 00 ff ff removed,
+ * RFC 7692 7.2.1), built on the first call and cached on ch, or ch itself
+ * when ch is not a WS_CHUNK_MSG chunk, is below the minimum size, did not
+ * get smaller, or memory ran out.  The returned chunk is borrowed from ch
+ * (take a reference to keep it).  Counts into *st.
+ */
+ws_chunk *ws_deflate_chunk(ws_deflate *d, ws_chunk *ch, ws_deflate_stats *st);
+
+/*
+ * Inflate one permessage-deflate message (in = its payload as received,
+ * without the 00 00 ff ff tail) with the process's shared inflate state,
+ * reset first (no context takeover).  On success returns 0 and *out and *out_len
+ * point to a process-wide buffer valid until the next call.  Returns
+ * WS_INFLATE_TOOBIG when the result would exceed max_len bytes (it stops
+ * there: memory stays bounded by max_len), WS_INFLATE_BAD for corrupt
+ * data, WS_INFLATE_NOMEM.
+ */
+#define WS_INFLATE_TOOBIG (-1)
+#define WS_INFLATE_BAD    (-2)
+#define WS_INFLATE_NOMEM  (-3)
+int ws_inflate_msg(const uint8_t *in, size_t len, size_t max_len,
+                   const uint8_t **out, size_t *out_len);
+
+/* Release the shared inflate state and buffer (tests, shutdown). */
+void ws_inflate_release(void);
+
+/* Compressed messages inflated so far, and those refused (too big or
+ * corrupt): process totals, for the metrics. */
+uint64_t ws_inflate_messages(void);
+uint64_t ws_inflate_refused(void);
 
 /* ---- incoming frames (wslay glue) --------------------------------- */
 
@@ -101,6 +199,8 @@ typedef struct ws_parser {
     uint8_t frag;         /* inside a fragmented data message */
     uint8_t stopped;      /* owner called ws_parser_stop() */
     uint8_t bad_close;    /* peer's close payload broke RFC 6455 5.5.1 */
+    uint8_t deflate;      /* permessage-deflate negotiated: RSV1 messages are
+                             inflated (set by the owner at the upgrade) */
 } ws_parser;
 
 typedef struct ws_parser_cb {
@@ -145,7 +245,9 @@ uint64_t ws_parser_partial_bytes(void);      /* current process total */
 
 /*
  * Feed bytes read from the peer.  Messages longer than max_msg bytes make
- * wslay close with 1009.  Callbacks run synchronously inside this call; the
+ * wslay close with 1009; so does a compressed message (p->deflate) whose
+ * inflated size exceeds max_msg, and one that does not inflate closes with
+ * 1007.  Callbacks run synchronously inside this call; the
  * parser must not be fed recursively.  After any result other than
  * WS_FEED_OK, further feeds return WS_FEED_STOPPED without parsing.
  */

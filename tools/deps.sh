@@ -6,7 +6,7 @@ set -eu
 pkgs=(build-essential pkg-config clang
       libhiredis-dev libevent-dev librdkafka-dev libwslay-dev libmsgpack-dev
       libcmocka-dev libjansson-dev libssl-dev libhttp-parser-dev
-      libclang-rt-14-dev redis-server redis-tools kcat jq curl python3 procps iproute2 gnuplot-nox docker-compose
+      libclang-rt-14-dev zlib1g-dev redis-server redis-tools kcat jq curl python3 procps iproute2 gnuplot-nox docker-compose
       prometheus haproxy python3-yaml   # promtool and haproxy -c check compose/ in make test
       stunnel4    # tests/it/redis_tls_tunnel.sh: Redis over TLS through the compose sidecar
       chromium)   # headless, for tests/it/browser.sh (driven over --remote-debugging-pipe: no npm package)
@@ -25,11 +25,16 @@ if [ ${#missing[@]} -gt 0 ]; then
     $sudo apt-get update -qq
     $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
-# clients/js: the pinned TypeScript compiler and ws (tests), from
-# package-lock.json; again only when the lock file changed
-js="$(cd "$(dirname "$0")/.." && pwd)/clients/js"
-if [ -f "$js/package-lock.json" ] && ! cmp -s "$js/package-lock.json" "$js/node_modules/.odin-lock" 2>/dev/null; then
-    echo "deps: npm ci in clients/js" >&2
-    (cd "$js" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-    cp "$js/package-lock.json" "$js/node_modules/.odin-lock"
-fi
+# npm packages, pinned by each package-lock.json, installed again only when
+# the lock file changed: clients/js (the TypeScript compiler and ws, for the
+# client library's tests) and tests/it/node (Node's ws for
+# tests/it/deflate_ws.sh, a second WebSocket implementation with
+# permessage-deflate)
+top="$(cd "$(dirname "$0")/.." && pwd)"
+for d in "$top/clients/js" "$top/tests/it/node"; do
+    [ -f "$d/package-lock.json" ] || continue
+    cmp -s "$d/package-lock.json" "$d/node_modules/.odin-lock" 2>/dev/null && continue
+    echo "deps: npm ci in ${d#$top/}" >&2
+    (cd "$d" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+    cp "$d/package-lock.json" "$d/node_modules/.odin-lock"
+done

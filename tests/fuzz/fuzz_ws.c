@@ -1,6 +1,7 @@
 /* libFuzzer target for the shard's WebSocket input side (shard/ws.c over
  * wslay): client bytes in chunks chosen by the first input byte, under a
- * small partial-frame budget.  Invariants: the parser never crashes, every
+ * small partial-frame budget; the first byte's top bit also negotiates
+ * permessage-deflate (RSV1 messages are inflated, capped at max_msg).  Invariants: the parser never crashes, every
  * message it hands out is within max_msg, and freeing it returns its whole
  * charge (no context and no partial bytes left). */
 #include <stddef.h>
@@ -41,10 +42,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (size < 1)
         return 0;
     size_t chunk = (size_t)data[0] % 23 + 1;
+    uint8_t deflate = data[0] >> 7;
     data++;
     size--;
     ws_parser_set_budget(3 * WS_PARSER_CTX_COST);
-    ws_parser p = { 0 }, other = { 0 };
+    ws_parser p = { .deflate = deflate }, other = { .deflate = deflate };
     for (size_t off = 0; off < size; off += chunk) {
         size_t n = size - off < chunk ? size - off : chunk;
         /* alternate two connections so the budget is shared */

@@ -523,6 +523,12 @@ static void test_ws_handshake(void **st)
     assert_non_null(strstr(req, "Sec-WebSocket-Version: 13\r\n"));
     assert_int_equal(memcmp(req + rl - 4, "\r\n\r\n", 4), 0);
     assert_int_equal(lg_ws_request(req, 20, "127.0.0.1", 3002, "/ws", key), -1);
+    assert_null(strstr(req, "Extensions"));
+    /* LG_DEFLATE: the offer browsers send */
+    rl = lg_ws_request_ext(req, sizeof req, "127.0.0.1", 3002, "/ws", key, 1);
+    assert_true(rl > 0);
+    assert_non_null(strstr(req, "\r\nSec-WebSocket-Extensions: permessage-deflate; "
+                                "client_max_window_bits\r\n"));
 
     wskey_accept(key, 24, acc);
     char resp[512];
@@ -539,6 +545,11 @@ static void test_ws_handshake(void **st)
     assert_int_equal(r.status, 101);
     assert_int_equal(lg_ws_check(&r, key, 24), LG_WS_OK);
     assert_int_equal(lg_ws_check(&r, key2, 24), LG_WS_BADACCEPT);
+    assert_int_equal(r.deflate, 0);
+    const char *pmd = "HTTP/1.1 101 Switching Protocols\r\nSec-WebSocket-Extensions: "
+                      "permessage-deflate; server_no_context_takeover\r\n\r\n";
+    assert_true(lg_http_response_parse(pmd, strlen(pmd), 4096, &r) > 0);
+    assert_int_equal(r.deflate, 1);
 
     const char *full = "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n";
     assert_true(lg_http_response_parse(full, strlen(full), 4096, &r) > 0);

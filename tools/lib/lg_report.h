@@ -60,6 +60,10 @@ typedef struct lg_counters {
     uint64_t negative_latency;  /* publish_us in the future (clock skew) */
     uint64_t heartbeats_sent;
     uint64_t disconnects_unexpected;
+    uint64_t rx_bytes;          /* WebSocket bytes received after the upgrade */
+    uint64_t deflate_conns;     /* upgrades that negotiated permessage-deflate */
+    uint64_t inflated_msgs;     /* compressed messages inflated */
+    uint64_t inflated_bytes;    /* their size after inflating */
     uint16_t close_code[LG_CLOSE_SLOTS];   /* by code received; 1006 = no close frame */
     uint64_t close_count[LG_CLOSE_SLOTS];
     uint64_t close_other;       /* codes beyond the slots */

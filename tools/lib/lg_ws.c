@@ -20,6 +20,12 @@ void lg_ws_key(uint64_t *rng, char out[LG_WS_KEY_LEN + 1])
 int lg_ws_request(char *out, size_t cap, const char *host, int port, const char *path,
                   const char *key)
 {
+    return lg_ws_request_ext(out, cap, host, port, path, key, 0);
+}
+
+int lg_ws_request_ext(char *out, size_t cap, const char *host, int port, const char *path,
+                      const char *key, int deflate)
+{
     int n = snprintf(out, cap,
                      "GET %s HTTP/1.1\r\n"
                      "Host: %s:%d\r\n"
@@ -27,9 +33,12 @@ int lg_ws_request(char *out, size_t cap, const char *host, int port, const char 
                      "Connection: Upgrade\r\n"
                      "Sec-WebSocket-Key: %s\r\n"
                      "Sec-WebSocket-Version: 13\r\n"
+                     "%s"
                      "User-Agent: odin-loadgen\r\n"
                      "\r\n",
-                     path, host, port, key);
+                     path, host, port, key,
+                     deflate ? "Sec-WebSocket-Extensions: permessage-deflate; "
+                               "client_max_window_bits\r\n" : "");
     return n < 0 || (size_t)n >= cap ? -1 : n;
 }
 
@@ -90,6 +99,8 @@ int lg_http_response_parse(const char *p, size_t n, size_t max, lg_http_resp *r)
                 r->upgrade_websocket = value_has_token(v, vl, "websocket");
             } else if (nl == 10 && strncasecmp(line, "Connection", 10) == 0) {
                 r->connection_upgrade = value_has_token(v, vl, "upgrade");
+            } else if (nl == 24 && strncasecmp(line, "Sec-WebSocket-Extensions", 24) == 0) {
+                r->deflate = value_has_token(v, vl, "permessage-deflate");
             }
         }
         line = eol + 1;

@@ -20,12 +20,18 @@ void lg_ws_key(uint64_t *rng, char out[LG_WS_KEY_LEN + 1]);
 int lg_ws_request(char *out, size_t cap, const char *host, int port, const char *path,
                   const char *key);
 
+/* The same, offering permessage-deflate (RFC 7692) when deflate is set:
+ * "permessage-deflate; client_max_window_bits", what browsers send. */
+int lg_ws_request_ext(char *out, size_t cap, const char *host, int port, const char *path,
+                      const char *key, int deflate);
+
 typedef struct lg_http_resp {
     int status;                 /* e.g. 101, 503 */
     const char *accept;         /* Sec-WebSocket-Accept value (into input) */
     size_t accept_len;
     int upgrade_websocket;      /* "Upgrade: websocket" present */
     int connection_upgrade;     /* "Connection: ... upgrade ..." present */
+    int deflate;                /* Sec-WebSocket-Extensions: permessage-deflate */
 } lg_http_resp;
 
 /*

@@ -34,6 +34,7 @@ typedef struct lg_cfg {
     long close_grace_ms;        /* wait for close handshakes at the end */
     long max_message;           /* wslay max_recv_msg_length */
     uint64_t seed;
+    int deflate;                /* LG_DEFLATE: offer permessage-deflate */
     uint64_t t0_us;             /* clock_mono_us() of the run start (parent) */
 } lg_cfg;
 

@@ -39,7 +39,7 @@ static char *o_targets, *o_path, *o_addrs, *o_mode, *o_tokens, *o_prefix, *o_cat
 static char *o_summary_file, *o_log_level;
 static long o_conns, o_procs, o_token_count, o_k, o_seed, o_max_msg;
 static double o_rate, o_duration, o_heartbeat, o_timeout, o_grace;
-static int o_progress, o_expect_all;
+static int o_progress, o_expect_all, o_deflate;
 
 static const config_opt opts[] = {
     { "LG_TARGETS", CFG_STR, &o_targets, "127.0.0.1:3002",
@@ -88,6 +88,8 @@ static const config_opt opts[] = {
     { "LG_EXPECT_ALL", CFG_BOOL, &o_expect_all, "0",
       "Exit 3 unless every connection opened and got its subscription ack", 0, 0 },
     { "LG_SEED", CFG_INT, &o_seed, "1", "Seed for random channel choice", 0, 0 },
+    { "LG_DEFLATE", CFG_BOOL, &o_deflate, "0",
+      "Offer permessage-deflate (RFC 7692) and inflate compressed messages", 0, 0 },
     { "LOG_LEVEL", CFG_STR, &o_log_level, "info", "debug | info | warn | error", 0, 0 },
 };
 #define NOPTS (sizeof opts / sizeof opts[0])
@@ -273,6 +275,10 @@ static json_t *build_summary(const lg_counters *t, const lg_hist *h, double dura
     json_object_set_new(j, "other_messages", json_integer((json_int_t)t->other_msgs));
     json_object_set_new(j, "unknown_channel", json_integer((json_int_t)t->unknown_channel));
     json_object_set_new(j, "parse_errors", json_integer((json_int_t)t->parse_errors));
+    json_object_set_new(j, "rx_bytes", json_integer((json_int_t)t->rx_bytes));
+    json_object_set_new(j, "deflate_connections", json_integer((json_int_t)t->deflate_conns));
+    json_object_set_new(j, "inflated_messages", json_integer((json_int_t)t->inflated_msgs));
+    json_object_set_new(j, "inflated_bytes", json_integer((json_int_t)t->inflated_bytes));
     json_object_set_new(j, "token_seq_messages", json_integer((json_int_t)t->token_seq_msgs));
     json_object_set_new(j, "no_publish_us", json_integer((json_int_t)t->no_publish_us));
     json_object_set_new(j, "negative_latency", json_integer((json_int_t)t->negative_latency));
@@ -402,6 +408,7 @@ int main(int argc, char **argv)
     cfg.close_grace_ms = (long)(o_grace * 1000);
     cfg.max_message = o_max_msg;
     cfg.seed = (uint64_t)o_seed;
+    cfg.deflate = o_deflate;
 
     struct rlimit rl = { 0, 0 };
     getrlimit(RLIMIT_NOFILE, &rl);

@@ -38,6 +38,7 @@
 #include <event2/event.h>
 #include <jansson.h>
 #include <wslay/wslay.h>
+#include <zlib.h>
 
 #include "common/buf.h"
 #include "common/clock.h"
@@ -96,6 +97,7 @@ typedef struct lgw_conn {
     uint8_t eof, peer_closed, io_failed;
     uint8_t frag;               /* inside a fragmented message (skipped) */
     uint8_t rd_more;            /* read cap hit with data left: re-activate */
+    uint8_t deflate;            /* permessage-deflate negotiated */
     char key[LG_WS_KEY_LEN + 1];
 } lgw_conn;
 
@@ -108,6 +110,11 @@ typedef struct lgw {
     struct event *ramp_ev, *tick_ev, *sigint_ev, *sigterm_ev, *grace_ev;
     lgw_conn *conns;
     long count, next, resolved, live;   /* live = fd-holding connections */
+    z_stream inf;               /* permessage-deflate: one per worker, reset per
+                                   message (the shard answers
+                                   server_no_context_takeover) */
+    int inf_ready;
+    uint8_t *zbuf;              /* inflated message, max_message bytes */
     uint64_t start_ms;
     uint64_t ramp_start_us;
     uint64_t rng;
@@ -407,10 +414,52 @@ static void on_text(lgw_conn *c, const uint8_t *p, size_t n)
  * copy); fragmented messages (odin-shard never sends them) are counted and
  * skipped; pings are answered through wslay's send queue; a close frame is
  * echoed once. */
+/* Inflate a compressed message into w->zbuf (RFC 7692 7.2.2: append
+ * 00 00 ff ff); 0 and *out_len, or -1 (corrupt or over LG_MAX_MESSAGE). */
+static int inflate_msg(lgw *w, const uint8_t *p, size_t n, size_t *out_len)
+{
+    static const uint8_t tail[4] = { 0x00, 0x00, 0xff, 0xff };
+    size_t cap = (size_t)w->cfg->max_message;
+    if (!w->inf_ready) {
+        if (inflateInit2(&w->inf, -15) != Z_OK)
+            return -1;
+        w->inf_ready = 1;
+    } else if (inflateReset(&w->inf) != Z_OK) {
+        return -1;
+    }
+    if (!w->zbuf && !(w->zbuf = malloc(cap + 1)))
+        return -1;
+    w->inf.next_out = w->zbuf;
+    w->inf.avail_out = (uInt)(cap + 1);
+    for (int part = 0; part < 2; part++) {
+        w->inf.next_in = (Bytef *)(part ? tail : p);
+        w->inf.avail_in = (uInt)(part ? sizeof(tail) : n);
+        int r = inflate(&w->inf, Z_SYNC_FLUSH);
+        if (r == Z_STREAM_END)
+            break;
+        if ((r != Z_OK && r != Z_BUF_ERROR) || w->inf.avail_out == 0)
+            return -1;
+    }
+    *out_len = cap + 1 - w->inf.avail_out;
+    return *out_len > cap ? -1 : 0;
+}
+
 static void on_frame(lgw_conn *c, uint8_t b0, const uint8_t *p, size_t n)
 {
     unsigned op = b0 & 0x0fu, fin = b0 & 0x80u;
-    if (b0 & 0x70u) {                    /* no extension negotiated */
+    if (b0 & 0x40u && c->deflate && fin && (op == 0x1 || op == 0x2)) {
+        size_t zl;
+        if (inflate_msg(c->w, p, n, &zl) != 0) {
+            c->io_failed = 1;
+            return;
+        }
+        c->w->ct.inflated_msgs++;
+        c->w->ct.inflated_bytes += zl;
+        p = c->w->zbuf;
+        n = zl;
+        b0 &= (uint8_t)~0x40u;
+    }
+    if (b0 & 0x70u) {                    /* RSV bits not negotiated */
         c->io_failed = 1;
         return;
     }
@@ -516,6 +565,7 @@ static void conn_read(lgw_conn *c, int do_recv)
                 drained = 1;
             } else {
                 have += (size_t)r;
+                w->ct.rx_bytes += (uint64_t)r;
                 drained = (size_t)r < room;
             }
         }
@@ -616,7 +666,8 @@ static void conn_send_request(lgw_conn *c)
     const lg_target *t = &w->cfg->targets[lg_plan_target_of(c->idx, w->cfg->ntargets)];
     char req[1024];
     lg_ws_key(&w->rng, c->key);
-    int n = lg_ws_request(req, sizeof req, t->host, t->port, w->cfg->path, c->key);
+    int n = lg_ws_request_ext(req, sizeof req, t->host, t->port, w->cfg->path, c->key,
+                              w->cfg->deflate);
     if (n < 0) {
         conn_fail(c, LG_CERR_OTHER, 0);
         return;
@@ -693,6 +744,9 @@ static void conn_read_head(lgw_conn *c)
         conn_fail(c, LG_CERR_HANDSHAKE, 0);
         return;
     }
+    c->deflate = resp.deflate && w->cfg->deflate;
+    if (c->deflate)
+        w->ct.deflate_conns++;
     if (have > (size_t)hl)
         conn_stash(c, w->rbuf + hl, have - (size_t)hl);   /* first frames */
     else {
@@ -1012,6 +1066,9 @@ out:
     free(w->hist_sent);
     free(w->rbuf);
     free(w->ibuf);
+    free(w->zbuf);
+    if (w->inf_ready)
+        inflateEnd(&w->inf);
     buf_free(&w->out);
     buf_free(&w->msg);
     free(w);
