@@ -30,7 +30,7 @@ grep -q 'SHARD_SOCKET_DIR: /run/odin' <<<"$out"
 grep -q 'odin-sockets' <<<"$out"
 
 # per-service checks on the resolved file (python3 + PyYAML)
-python3 - "$out" "$ODIN_TMP/compose-admin-port" <<'PY'
+python3 - "$out" "$ODIN_TMP/compose-admin-port" "$C/haproxy.cfg" <<'PY'
 import re, sys, yaml
 doc = yaml.safe_load(sys.argv[1])
 svcs = doc["services"]
@@ -76,14 +76,22 @@ if not admin or admin.rsplit(":", 1)[-1] == "3002":
 else:
     ap = admin.rsplit(":", 1)[-1]
     hc = " ".join(svcs["shard"].get("healthcheck", {}).get("test", []))
-    if f":{ap}/health" not in hc:
-        errs.append(f"shard: healthcheck {hc!r} does not use the admin port {ap}")
+    if f":{ap}/livez" not in hc:
+        errs.append(f"shard: healthcheck {hc!r} is not /livez on the admin port {ap}")
     if str(ap) not in [str(p) for p in svcs["shard"].get("expose", [])]:
         errs.append(f"shard: admin port {ap} not exposed on the compose network")
     for p in svcs["shard"].get("ports", []):
         if ap in str(p):
             errs.append(f"shard: admin port {ap} is published")
     open(sys.argv[2], "w").write(ap)
+# liveness for the container, readiness for traffic (full or draining: out
+# of the balancer's rotation, not restarted)
+hc = " ".join(svcs["router"].get("healthcheck", {}).get("test", []))
+if "/livez" not in hc:
+    errs.append(f"router: healthcheck {hc!r} is not /livez")
+cfg = open(sys.argv[3]).read()
+if "option httpchk GET /readyz" not in cfg:
+    errs.append("haproxy.cfg: the shards' check is not GET /readyz")
 if errs:
     print("\n".join(errs)); sys.exit(1)
 PY
