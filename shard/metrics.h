@@ -10,6 +10,7 @@
 #include "common/buf.h"
 #include "common/prom.h"
 #include "shard/ws.h"
+#include "shard/metrics_list.h"
 
 /* Close codes counted per code in ws_disconnects_total{code}. */
 enum shard_close_idx {
@@ -53,72 +54,19 @@ enum shard_ingress_refusal_idx {
 #define SM_RESUME_N 7        /* indexed by enum resume_code */
 #define SM_REPLAY_SKIP_N 4   /* indexed by enum record_invalid */
 
+/* The fields come from the metric list (shard/metrics_list.h): one per
+ * COUNTER, SECONDS, LABELLED, HIST and FIELD entry, in the page's order. */
+#define SM_FIELD_COUNTER(f, ...) uint64_t f;
+#define SM_FIELD_SECONDS(f, ...) double f;
+#define SM_FIELD_LABELLED(f, name, help, label, n, ...) uint64_t f[n];
+#define SM_FIELD_HIST(f, ...) prom_hist f;
+#define SM_FIELD_FIELD(type, f) type f;
+#define SM_FIELD_VALUE(...)
+#define SM_FIELD_INFO(...)
+#define SM_FIELD(kind, ...) SM_FIELD_##kind(__VA_ARGS__)
+
 typedef struct shard_metrics {
-    uint64_t ws_connections_total;
-    uint64_t ws_messages_sent_total;      /* record messages queued to clients */
-    uint64_t ws_replies_sent_total;       /* acks, pongs, errors */
-    uint64_t ws_bytes_sent_total;
-    uint64_t ws_messages_received_total;
-    uint64_t ws_capacity_rejections_total;   /* HTTP 503 at capacity */
-    uint64_t ws_drain_rejections_total;      /* HTTP 503 while draining */
-    uint64_t ws_ratelimit_rejections_total;  /* HTTP 429 (per-IP rate) */
-    uint64_t ws_message_ratelimit_total;     /* RATE_LIMIT_EXCEEDED */
-    uint64_t ws_slow_clients_disconnected_total;
-    uint64_t ws_handshake_failures_total;
-    uint64_t ws_handshake_timeouts_total;
-    uint64_t ws_idle_timeouts_total;
-    uint64_t ws_origin_rejections_total;      /* 403: WS_ALLOWED_ORIGINS */
-    uint64_t ws_partial_budget_closes_total;  /* 1013: over WS_PARTIAL_BUDGET */
-    uint64_t ws_partial_timeouts_total;       /* 1008: frame not completed in time */
-    uint64_t ws_pending_rejections_total;
-    uint64_t ws_ip_pending_rejections_total;  /* over WS_IP_MAX_PENDING at accept */
-    uint64_t ws_ip_table_full_rejections_total; /* new address, WS_IP_TABLE_MAX full */
-    uint64_t ws_admin_ratelimit_rejections_total[2]; /* 429 over ADMIN_RATE: [0] /metrics, [1] /health */
-    uint64_t ws_admin_forbidden_total;        /* 404: peer not in ADMIN_ALLOW */
-    uint64_t ws_token_limit_rejections_total; /* channels refused: SHARD_MAX_TOKENS */
-    uint64_t ws_ip_channel_rejections_total;  /* channels refused: WS_IP_MAX_CHANNELS */
-    uint64_t ws_admin_api_requests_total;     /* admin API requests served */
-    uint64_t ws_admin_api_rejections_total[3];/* [0] 401 [1] 403 [2] 429 */
-    uint64_t ws_admin_api_disconnects_total;  /* clients closed through the admin API */
-    uint64_t ws_proxy_headers_total;          /* PROXY v2 headers accepted */
-    uint64_t ws_proxy_rejections_total[SM_PROXY_N];
-    uint64_t ws_accept_errors_total;
-    uint64_t ws_accept_paused_total;          /* accepting stopped: WS_MAX_PENDING */
-    double ws_accept_paused_seconds_total;    /* time spent so */
-    uint64_t ws_http_requests_total;
-    uint64_t ws_binary_frames_ignored_total;  /* binary messages dropped */
-    uint64_t ws_reconnects_total[SM_RESUME_N];  /* by result */
-    uint64_t ws_replayed_messages_total;
-    uint64_t ws_replay_duplicates_dropped_total;
-    double ws_reconnect_seconds_total;
-    uint64_t ws_replay_requests_total;          /* reconnects received */
-    uint64_t ws_replay_records_skipped_total[SM_REPLAY_SKIP_N];
-    uint64_t ws_replay_kafka_bytes_total;       /* key + value bytes read */
-    uint64_t ws_replay_passes_total;
-    prom_hist ws_replay_pass_requests;          /* requests served per pass */
-    prom_hist ws_replay_seconds;                /* reconnect -> ack or error */
-    uint64_t ws_client_errors_total[SM_CLIENT_ERR_N];
-    uint64_t ws_disconnects_total[SM_CLOSE_N];
-    uint64_t shard_records_received_total;
-    uint64_t shard_records_broadcast_total;
-    uint64_t shard_records_dropped_total[SM_DROP_N];
-    uint64_t shard_frames_received_total;
-    uint64_t shard_frames_errors_total;
-    uint64_t shard_ingress_auth_failures_total;  /* routers refused: no or wrong AUTH */
-    uint64_t shard_ingress_refused_total[SM_INGRESS_N];
-    uint64_t shard_router_connections_total;
-    uint64_t shard_redis_connects_total;
-    uint64_t shard_redis_errors_total;
-    uint64_t shard_redis_commands_total;
-    uint64_t shard_redis_route_updates_total;   /* tokens sent in batches */
-    uint64_t shard_redis_script_loads_total;    /* EVAL after NOSCRIPT */
-    prom_hist shard_delivery_latency;   /* Kafka timestamp -> client write, seconds */
-    /* permessage-deflate (WS_DEFLATE) */
-    uint64_t ws_deflate_connections_total;     /* upgrades that negotiated it */
-    uint64_t ws_deflate_messages_sent_total;   /* data messages queued compressed */
-    uint64_t ws_deflate_plain_messages_total;  /* ... queued plain to such clients */
-    uint64_t ws_deflate_saved_bytes_total;     /* plain - compressed frame bytes, per queued message */
-    ws_deflate_stats deflate;                  /* compressions (once per shard per message) */
+    SHARD_METRICS(SM_FIELD)
 } shard_metrics;
 
 typedef struct shard_gauges {
@@ -155,12 +103,18 @@ typedef struct shard_gauges {
 
 void shard_metrics_count_close(shard_metrics *m, unsigned code);
 
-/* Append the Prometheus text page. 0 or -1. */
 /* Zero every counter and set up the histograms' buckets. */
 void shard_metrics_init(shard_metrics *m);
 
+/* Append the Prometheus text page. 0 or -1. */
 int shard_metrics_render(buf *out, const shard_metrics *m,
                          const shard_gauges *g);
+
+/* Append one line per series of the list, tab-separated: name, type
+ * (counter, gauge, histogram), label name ("" if none), its values
+ * (comma-separated), help; `odin-shard --metrics-list` prints it for
+ * tools/metrics-table.py.  0 or -1 (ENOMEM). */
+int shard_metrics_list(buf *out);
 
 /*
  * Append the /health JSON and return the HTTP status (200, or 503 when
