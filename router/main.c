@@ -1,14 +1,23 @@
 /* odin-router: wires settings, logging and the router together. */
 #include <signal.h>
 #include <stdio.h>
+#include <string.h>
 #include <stdlib.h>
 
 #include "common/log.h"
+#include "router/metrics.h"
 #include "router/config.h"
 #include "router/router.h"
 
 int main(int argc, char **argv)
 {
+    /* hidden: the metric list as TSV, for tools/metrics-table.py */
+    if (argc == 2 && strcmp(argv[1], "--metrics-list") == 0) {
+        buf b = { 0 };
+        int rc = router_metrics_list(&b) != 0 || fwrite(b.data, 1, b.len, stdout) != b.len;
+        buf_free(&b);
+        return rc;
+    }
     router_config cfg;
     int rc = router_config_load(&cfg, argc, argv);
     if (rc != 0) {

@@ -1,6 +1,7 @@
 #include "router/metrics.h"
 #include "common/prom.h"
 
+#include <inttypes.h>
 #include <string.h>
 
 static const double fanout_bounds[] = { 0, 1, 2, 4, 8, 16, 32, 64, 128 };
@@ -37,131 +38,99 @@ void router_metrics_init(router_metrics *m)
     prom_hist_init(&m->delivery_seconds, prom_latency_bounds, prom_latency_nbounds);
 }
 
-int router_metrics_render(const router_metrics *m, const router_gauges *g, buf *o)
+/* One statement per entry of the list, `o`, `m`, `g`, `ss` and `e` in scope. */
+#define RM_RENDER_COUNTER(f, name, help) e |= prom_counter(o, name, help, m->f);
+#define RM_RENDER_LABELLED(f, name, help, label, n, names)                 \
+    e |= prom_head(o, name, "counter", help);                             \
+    for (int i = 0; i < (n); i++)                                          \
+        e |= buf_appendf(o, "%s{%s=\"%s\"} %" PRIu64 "\n", name, label,   \
+                         names(i), m->f[i]);
+#define RM_RENDER_SHARD_DROPS(f, name, help, n, names)                     \
+    e |= render_shard_drops(o, g, m->f, n, name, help, names);
+#define RM_RENDER_HIST(f, name, help) e |= prom_hist_render(&m->f, o, name, help);
+#define RM_RENDER_FIELD(type, f)
+#define RM_RENDER_VALUE_counter(expr, name, help)                          \
+    e |= prom_counter(o, name, help, (uint64_t)(expr));
+#define RM_RENDER_VALUE_gauge(expr, name, help)                            \
+    e |= prom_gauge(o, name, help, (double)(expr));
+#define RM_RENDER_VALUE(type, expr, name, help) RM_RENDER_VALUE_##type(expr, name, help)
+#define RM_RENDER_SHARD_GAUGE(member, name, help)                          \
+    e |= prom_head(o, name, "gauge", help);                               \
+    for (size_t k = 0; g->shard_at && k < g->nshards; k++)                 \
+        if (g->shard_at(g->shard_ctx, k, &ss) == 0)                        \
+            e |= buf_appendf(o, "%s{shard=\"%s\"} %" PRIu64 "\n", name,   \
+                             ss.id, ss.member);
+#define RM_RENDER(kind, ...) RM_RENDER_##kind(__VA_ARGS__)
+
+/* A SHARD_DROPS entry: per shard and reason, then what the shard table no
+ * longer holds (forgotten shards) under shard="" so the sum is the total. */
+static int render_shard_drops(buf *o, const router_gauges *g, const uint64_t *total,
+                              int n, const char *name, const char *help,
+                              const char *(*names)(enum router_drop))
 {
-    int rc = 0;
-    rc |= prom_counter(o, "router_records_total", "Kafka records consumed", m->records);
-
-    rc |= buf_appendf(o, "# HELP router_records_invalid_total Records skipped as invalid, "
-                      "by reason\n# TYPE router_records_invalid_total counter\n");
-    for (int i = 0; i < ROUTER_INV_COUNT; i++)
-        rc |= buf_appendf(o, "router_records_invalid_total{reason=\"%s\"} %llu\n",
-                          router_invalid_name((enum router_invalid)i),
-                          (unsigned long long)m->invalid[i]);
-
-    rc |= buf_appendf(o, "# HELP router_dispatch_total Records dispatched, by mode\n"
-                      "# TYPE router_dispatch_total counter\n");
-    for (int i = 0; i < ROUTER_MODE_COUNT; i++)
-        rc |= buf_appendf(o, "router_dispatch_total{mode=\"%s\"} %llu\n",
-                          router_mode_name((enum router_mode)i),
-                          (unsigned long long)m->dispatch[i]);
-
-    /* drops per shard and reason; what the shard table no longer holds
-     * (forgotten shards) under shard="" so the sum is the total */
-    rc |= buf_appendf(o, "# HELP router_drops_total Record deliveries to a shard dropped, "
-                      "by reason and shard (shard=\"\": shards no longer known)\n"
-                      "# TYPE router_drops_total counter\n");
+    int e = prom_head(o, name, "counter", help);
     uint64_t left[ROUTER_DROP_COUNT];
-    memcpy(left, m->drops, sizeof left);
+    memcpy(left, total, sizeof left);
     router_shard_sample ss;
     for (size_t k = 0; g->shard_at && k < g->nshards; k++) {
         if (g->shard_at(g->shard_ctx, k, &ss) != 0)
             continue;
-        for (int i = 0; i < ROUTER_DROP_COUNT; i++) {
-            rc |= buf_appendf(o, "router_drops_total{reason=\"%s\",shard=\"%s\"} %llu\n",
-                              router_drop_name((enum router_drop)i), ss.id,
-                              (unsigned long long)ss.drops[i]);
+        for (int i = 0; i < n; i++) {
+            e |= buf_appendf(o, "%s{reason=\"%s\",shard=\"%s\"} %" PRIu64 "\n",
+                             name, names((enum router_drop)i), ss.id, ss.drops[i]);
             left[i] -= ss.drops[i] <= left[i] ? ss.drops[i] : left[i];
         }
     }
-    for (int i = 0; i < ROUTER_DROP_COUNT; i++)
-        rc |= buf_appendf(o, "router_drops_total{reason=\"%s\",shard=\"\"} %llu\n",
-                          router_drop_name((enum router_drop)i),
-                          (unsigned long long)left[i]);
+    for (int i = 0; i < n; i++)
+        e |= buf_appendf(o, "%s{reason=\"%s\",shard=\"\"} %" PRIu64 "\n",
+                         name, names((enum router_drop)i), left[i]);
+    return e;
+}
 
-    rc |= prom_hist_render(&m->fanout, o, "router_dispatch_fanout",
-                             "Shards each record was sent to");
-    rc |= prom_hist_render(&m->lookup_seconds, o, "router_redis_lookup_seconds",
-                             "Pipelined Redis route lookup round trip per batch");
-    rc |= prom_hist_render(&m->batch_size, o, "router_batch_size",
-                             "Records per consumed batch");
-    rc |= prom_hist_render(&m->delivery_seconds, o, "router_delivery_latency_seconds",
-                             "Kafka record timestamp to its batch's frames written to "
-                             "the shard sockets (records sent to at least one shard)");
+int router_metrics_render(const router_metrics *m, const router_gauges *g, buf *o)
+{
+    int e = 0;
+    router_shard_sample ss;
+    ROUTER_METRICS(RM_RENDER)
+    return e ? -1 : 0;
+}
 
-    rc |= prom_counter(o, "router_cache_hits_total", "Route cache hits", g->cache_hits);
-    rc |= prom_counter(o, "router_cache_misses_total", "Route cache misses", g->cache_misses);
-    rc |= prom_counter(o, "router_cache_evictions_total", "Route cache LRU evictions",
-                  g->cache_evictions);
-    rc |= prom_gauge(o, "router_cache_entries", "Route cache entries", (double)g->cache_entries);
-    rc |= prom_gauge(o, "router_shards_connected", "Shards with a ready connection",
-                (double)g->shards_connected);
-    rc |= prom_gauge(o, "router_shards_known", "Shards with a live lease at last discovery",
-                (double)g->shards_known);
-    rc |= prom_counter(o, "router_batches_total", "Batches processed", m->batches);
-    rc |= prom_gauge(o, "router_redis_connected",
-                "1 if the lookup and subscription connections are up", g->redis_connected);
-    rc |= prom_gauge(o, "router_fallback_active", "1 while broadcasting because Redis is down",
-                g->fallback);
-    rc |= prom_gauge(o, "router_backpressure_active", "1 while consumption waits for a shard "
-                "queue to drain (SHARD_BACKPRESSURE_MS)", g->backpressured);
-    rc |= prom_counter(o, "router_backpressure_waits_total", "Times consumption paused for a "
-                  "shard queue to drain", m->backpressure_waits);
-    rc |= prom_gauge(o, "router_hold_active", "1 while consumption is held because the "
-                "shards holding a token cannot be known (ROUTER_HOLD_MAX_MS)", g->holding);
-    rc |= prom_counter(o, "router_holds_total", "Times consumption was held for unknown "
-                  "routes", m->holds);
-    rc |= prom_counter(o, "router_hold_expired_total", "Holds that reached "
-                  "ROUTER_HOLD_MAX_MS and went on in fallback broadcast", m->hold_expired);
-    rc |= prom_counter(o, "router_hold_seconds_total", "Time consumption was held",
-                  (uint64_t)(m->hold_ms / 1000));
-    rc |= prom_counter(o, "router_registry_resets_total", "Redis registry resets seen (new "
-                  "epoch: Redis restarted empty or flushed)", m->registry_resets);
-    rc |= prom_counter(o, "router_shard_grace_total", "Shards whose lease lapsed while "
-                  "connected, kept in SHARD_DOWN_GRACE_MS", m->shard_grace);
-    rc |= prom_counter(o, "router_offsets_stored_total",
-                  "Partition positions stored with rd_kafka_offsets_store", m->offsets_stored);
-    rc |= prom_counter(o, "router_offsets_store_errors_total", "Failed offset stores",
-                  m->offsets_store_errors);
-    rc |= prom_counter(o, "router_redis_lookups_total", "Pipelined Redis lookup round trips",
-                  m->redis_lookups);
-    rc |= prom_counter(o, "router_redis_lookup_failures_total",
-                  "Lookups that failed (batch sent in fallback mode)",
-                  m->redis_lookup_failures);
-    rc |= prom_counter(o, "router_redis_reconnects_total", "Redis connections (re)established",
-                  m->redis_reconnects);
-    rc |= prom_counter(o, "router_route_invalidations_total", "Messages received on the routes "
-                  "channel", m->invalidations);
-    rc |= prom_counter(o, "router_discoveries_total", "Shard discovery rounds completed",
-                  m->discoveries);
-    rc |= prom_counter(o, "router_shards_cleaned_total", "Dead shards whose routes were cleaned",
-                  m->shards_cleaned);
-    rc |= prom_counter(o, "router_frames_sent_total", "Delivery frames fully written",
-                  m->frames_sent);
-    rc |= prom_counter(o, "router_shard_auth_failures_total",
-                  "Shard links refused: no or wrong AUTH (SHARD_INGRESS_SECRET)",
-                  m->shard_auth_failures);
-    rc |= prom_counter(o, "router_bytes_sent_total", "Bytes written to shard sockets",
-                  m->bytes_sent);
-    rc |= prom_counter(o, "router_records_sent_total", "Record copies queued to shard "
-                  "sockets (one per record per target shard; later losses are in "
-                  "router_drops_total)", m->records_sent);
-    rc |= prom_counter(o, "router_records_unrouted_total", "Records in targeted mode "
-                  "whose token no shard holds (skipped at no cost to shards)",
-                  m->unrouted);
-    rc |= prom_counter(o, "router_kafka_errors_total", "Consumer errors reported by librdkafka",
-                  m->kafka_errors);
-    rc |= prom_gauge(o, "router_consumer_lag", "Sum over assigned partitions of high watermark "
-                "minus position (-1 unknown)", (double)g->consumer_lag);
-    rc |= prom_gauge(o, "router_assigned_partitions", "Partitions assigned to this router",
-                (double)g->assigned_partitions);
-    rc |= prom_head(o, "router_shard_queue_bytes", "gauge",
-                    "Bytes queued for a shard (sum over shard: all shards)");
-    for (size_t k = 0; g->shard_at && k < g->nshards; k++)
-        if (g->shard_at(g->shard_ctx, k, &ss) == 0)
-            rc |= buf_appendf(o, "router_shard_queue_bytes{shard=\"%s\"} %llu\n", ss.id,
-                              (unsigned long long)ss.queue_bytes);
-    rc |= prom_gauge(o, "router_pending_segments", "Consumed batch segments not yet stored",
-                (double)g->pending_segments);
-    return rc ? -1 : 0;
+/* --metrics-list: name, type, labels, the first label's values, help. */
+static int list_row(buf *o, const char *name, const char *type, const char *labels,
+                    int n, const char *(*names)(int), const char *help)
+{
+    int e = buf_appendf(o, "%s\t%s\t%s\t", name, type, labels);
+    for (int i = 0; i < n; i++)
+        e |= buf_appendf(o, "%s%s", i ? "," : "", names(i));
+    return e | buf_appendf(o, "\t%s\n", help);
+}
+/* the list names each enum's name function; list_row wants an int one */
+static const char *rm_router_invalid_name(int i)
+{
+    return router_invalid_name((enum router_invalid)i);
+}
+static const char *rm_router_mode_name(int i)
+{
+    return router_mode_name((enum router_mode)i);
+}
+static const char *rm_router_drop_name(int i)
+{
+    return router_drop_name((enum router_drop)i);
+}
+#define RM_LIST_COUNTER(f, name, help) e |= list_row(o, name, "counter", "", 0, NULL, help);
+#define RM_LIST_LABELLED(f, name, help, label, n, names)                   \
+    e |= list_row(o, name, "counter", label, n, rm_##names, help);
+#define RM_LIST_SHARD_DROPS(f, name, help, n, names)                       \
+    e |= list_row(o, name, "counter", "reason,shard", n, rm_##names, help);
+#define RM_LIST_HIST(f, name, help) e |= list_row(o, name, "histogram", "", 0, NULL, help);
+#define RM_LIST_FIELD(type, f)
+#define RM_LIST_VALUE(type, expr, name, help) e |= list_row(o, name, #type, "", 0, NULL, help);
+#define RM_LIST_SHARD_GAUGE(member, name, help) e |= list_row(o, name, "gauge", "shard", 0, NULL, help);
+#define RM_LIST(kind, ...) RM_LIST_##kind(__VA_ARGS__)
+
+int router_metrics_list(buf *o)
+{
+    int e = 0;
+    ROUTER_METRICS(RM_LIST)
+    return e ? -1 : 0;
 }

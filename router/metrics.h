@@ -11,6 +11,7 @@
 
 #include "common/buf.h"
 #include "common/prom.h"
+#include "router/metrics_list.h"
 
 /* Invalid record reasons (router_records_invalid_total{reason}). */
 enum router_invalid {
@@ -44,36 +45,19 @@ enum router_mode {
 };
 const char *router_mode_name(enum router_mode m);
 
+/* The fields come from the metric list (router/metrics_list.h): one per
+ * COUNTER, LABELLED, SHARD_DROPS, HIST and FIELD entry, in the page's order. */
+#define RM_FIELD_COUNTER(f, ...) uint64_t f;
+#define RM_FIELD_LABELLED(f, name, help, label, n, ...) uint64_t f[n];
+#define RM_FIELD_SHARD_DROPS(f, name, help, n, ...) uint64_t f[n];
+#define RM_FIELD_HIST(f, ...) prom_hist f;
+#define RM_FIELD_FIELD(type, f) type f;
+#define RM_FIELD_VALUE(...)
+#define RM_FIELD_SHARD_GAUGE(...)
+#define RM_FIELD(kind, ...) RM_FIELD_##kind(__VA_ARGS__)
+
 typedef struct router_metrics {
-    uint64_t records;                         /* consumed records */
-    uint64_t invalid[ROUTER_INV_COUNT];
-    uint64_t dispatch[ROUTER_MODE_COUNT];     /* records dispatched per mode */
-    uint64_t records_sent;                    /* record copies queued to shards */
-    uint64_t unrouted;                        /* targeted records with no shard */
-    uint64_t backpressure_waits;              /* pauses for a shard to drain */
-    uint64_t drops[ROUTER_DROP_COUNT];
-    uint64_t batches;
-    uint64_t offsets_stored;                  /* partition positions stored */
-    uint64_t offsets_store_errors;
-    uint64_t redis_lookups;                   /* pipelined round trips */
-    uint64_t redis_lookup_failures;
-    uint64_t redis_reconnects;
-    uint64_t discoveries;
-    uint64_t shards_cleaned;                  /* dead shards swept */
-    uint64_t invalidations;                   /* odin:routes messages */
-    uint64_t frames_sent;
-    uint64_t bytes_sent;
-    uint64_t kafka_errors;
-    uint64_t shard_auth_failures;             /* links refused: no or wrong AUTH */
-    uint64_t registry_resets;                 /* Redis registry epoch changed */
-    uint64_t holds;                           /* times consumption was held */
-    uint64_t hold_expired;                    /* holds that ended in broadcast */
-    uint64_t hold_ms;                         /* total time held */
-    uint64_t shard_grace;                     /* shards kept in their down grace */
-    prom_hist fanout;                       /* shards per record */
-    prom_hist lookup_seconds;               /* Redis round trip */
-    prom_hist batch_size;                   /* records per batch */
-    prom_hist delivery_seconds;             /* Kafka timestamp -> written to shards */
+    ROUTER_METRICS(RM_FIELD)
 } router_metrics;
 
 void router_metrics_init(router_metrics *m);
@@ -108,5 +92,11 @@ typedef struct router_gauges {
 
 /* Full /metrics body. */
 int router_metrics_render(const router_metrics *m, const router_gauges *g, buf *out);
+
+/* Append one line per series of the list, tab-separated: name, type
+ * (counter, gauge, histogram), label names ("" if none, comma-separated),
+ * the first label's values (comma-separated), help; `odin-router
+ * --metrics-list` prints it for tools/metrics-table.py.  0 or -1. */
+int router_metrics_list(buf *out);
 
 #endif

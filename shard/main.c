@@ -3,11 +3,20 @@
 #include "shard/shard.h"
 #include "common/config.h"
 #include "common/log.h"
+#include "shard/metrics.h"
 
 #include <stdio.h>
+#include <string.h>
 
 int main(int argc, char **argv)
 {
+    /* hidden: the metric list as TSV, for tools/metrics-table.py */
+    if (argc == 2 && strcmp(argv[1], "--metrics-list") == 0) {
+        buf b = { 0 };
+        int rc = shard_metrics_list(&b) != 0 || fwrite(b.data, 1, b.len, stdout) != b.len;
+        buf_free(&b);
+        return rc;
+    }
     shard_settings set;
     int rc = shard_settings_load(&set, argc, argv);
     if (rc != 0) {
