@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Docs match the code: every setting each binary's --help lists, and every
 # metric a live shard and router export, is documented in docs/; the
-# generated settings tables are what this build's --help generates; and every
+# generated settings tables are what this build's --help generates, and the
+# generated metric tables what its --metrics-list generates; and every
 # metric the metric tables of docs/operations.md name is exported by a live
 # shard or router (no series documented that does not exist).
 set -euo pipefail
@@ -30,6 +31,21 @@ for doc in operations.md tools.md; do
         fail=1
     fi
 done
+
+# Likewise the metric tables between <!-- metrics:odin-X --> markers
+# (tools/metrics-table.py, from each binary's --metrics-list, i.e. the metric
+# lists shard/metrics_list.h and router/metrics_list.h).
+cp "$top/docs/operations.md" "$ODIN_TMP/docs-match-metrics.md"
+python3 "$top/tools/metrics-table.py" --update "$B" "$ODIN_TMP/docs-match-metrics.md"
+for bin in odin-shard odin-router; do
+    grep -q "^<!-- metrics:$bin -->" "$top/docs/operations.md" ||
+        { echo "docs/operations.md lacks the generated metric table of $bin (<!-- metrics:$bin -->)"; fail=1; }
+done
+if ! cmp -s "$top/docs/operations.md" "$ODIN_TMP/docs-match-metrics.md"; then
+    echo "docs/operations.md: generated metric table is stale; run tools/metrics-table.py --update build docs/operations.md"
+    diff "$top/docs/operations.md" "$ODIN_TMP/docs-match-metrics.md" | head -n 20
+    fail=1
+fi
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 sp=$(port); rp=$(port)
