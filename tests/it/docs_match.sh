@@ -16,8 +16,8 @@ for bin in odin-devbroker odin-publish odin-loadgen odin-watch odin-ctl odin-res
     done
 done
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-sp=$(port); rp=$(port)
+. "${ODIN_TOP:?}/tests/support/ports.sh"
+sp=$(free_port); rp=$(free_port)
 sock="$ODIN_TMP/docs-match.sock"
 "$B/odin-shard" --shard-id "docs-$$" --ws-addr "127.0.0.1:$sp" --shard-socket "$sock" \
     --redis-url "$ODIN_REDIS_URL" 2>"$ODIN_TMP/docs-shard.log" &

@@ -265,18 +265,14 @@ static void client_open(client *c, int port, const char *chan)
 
 static void produce(rtsup_producer *p, const char *tok, int n)
 {
-    char val[96];
-    snprintf(val, sizeof val, "{\"type\":\"TRADE_EXECUTED\",\"data\":{\"n\":%d}}", n);
-    rtsup_produce(p, TOPIC, 0, tok, strlen(tok), val, strlen(val));
+    rtsup_produce_trade(p, TOPIC, 0, tok, n);
 }
 
 /* A broadcast-key marker after the records on the same partition: a client
  * that saw it saw every record produced before it (and any duplicate). */
 static void await_marker(client *const cs[], rtsup_producer *p, const char *id, int ms)
 {
-    char val[128];
-    snprintf(val, sizeof val, "{\"type\":\"SYSTEM\",\"data\":{\"marker\":\"%s\"}}", id);
-    rtsup_produce(p, TOPIC, 0, "*", 1, val, strlen(val));
+    rtsup_produce_marker(p, TOPIC, 0, id);
     assert_int_equal(rtsup_producer_flush(p), 0);
     for (int i = 0; cs[i]; i++) {
         uint64_t end = clock_mono_ms() + (uint64_t)ms;
