@@ -1,7 +1,7 @@
 /*
  * odin-test: alone (test_slow_shard_does_not_delay_others counts, against a
  * 3 s SHARD_STALL_TIMEOUT_MS, what a paused fake shard got or the router
- * dropped: it failed 2 runs of 4 beside other tests under load)
+ * dropped: it failed in 2 of 5 runs beside other tests, once alone, under load)
  * odin-router under faults: Redis killed mid-run (fallback broadcast, then
  * targeted again after a restart on the same port), a shard that stops
  * reading (only its own records are dropped), and a dead shard whose lease
