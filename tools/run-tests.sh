@@ -1,26 +1,41 @@
 #!/usr/bin/env bash
 # Run odin-dispatch tests against real servers.
 #   tools/run-tests.sh unit|it|all BUILD_DIR [FILTER]
-# unit: every BUILD/tests/test_* (cmocka, no I/O) and tests/unit/*.sh.
-# it:   starts a private redis-server and odin-devbroker on free ports, then
-#       runs every BUILD/it/test_* binary and every tests/it/*.sh script with
-#       ODIN_BUILD, ODIN_TMP, ODIN_REDIS_URL, ODIN_REDIS_PORT and
-#       ODIN_KAFKA_BROKERS set.  Everything is stopped by a trap on exit.
+# unit: every BUILD/tests/test_* (cmocka, no I/O) and tests/unit/*.sh, one
+#       after the other.
+# it:   every BUILD/it/test_* binary and every tests/it/*.sh script, up to
+#       ODIN_TEST_JOBS (default 4) side by side.  Each job slot has its own
+#       redis-server and odin-devbroker on free ports and its own scratch
+#       dir, so tests that run at the same time share nothing; one test at a
+#       time uses a slot (FLUSHALL before each).  A test sees ODIN_BUILD,
+#       ODIN_TOP, ODIN_TMP, ODIN_REDIS_URL, ODIN_REDIS_PORT and
+#       ODIN_KAFKA_BROKERS of its slot, and ODIN_TEST_SLOT/ODIN_TEST_SLOTS
+#       (tsup_free_port and ports.sh pick ports in a window of their own per
+#       slot).  A test whose source has the line "odin-test: alone" (one that
+#       measures time, CPU or memory) runs after the others with nothing
+#       beside it.  Tests start longest first (times of the last run, kept in
+#       BUILD/.it-times).  Everything is stopped by a trap on exit.
 # FILTER: only tests whose name contains it.
 # A test that exits 77 was skipped (the environment cannot run it, e.g. no
 # network namespaces): printed as SKIP with its "SKIP: reason" line, not
 # counted as passed or failed.
-# Prints one line per test and, last, "tests: N passed, N failed" (and
-# ", N skipped" when some were).
+# Prints one line per test as it ends (with its time; a failure with the
+# tail of its log) and, last, "tests: N passed, N failed" (and
+# ", N skipped" when some were); the line before it has the wall time.
 set -u
 mode=${1:-all}; build=${2:-build}; filter=${3:-}
 top=$(cd "$(dirname "$0")/.." && pwd)
 build=$(cd "$top" && cd "$build" && pwd) || { echo "no build dir $2" >&2; exit 2; }
+jobs=${ODIN_TEST_JOBS:-4}
+[[ "$jobs" =~ ^[1-9][0-9]*$ ]] || { echo "ODIN_TEST_JOBS must be a positive integer" >&2; exit 2; }
 passed=0; failed=0; skipped=0; failed_names=()
-tmp=$(mktemp -d /tmp/odin-test.XXXXXX)
-pids=()
+tmp=$(mktemp -d "${TMPDIR:-/tmp}/odin-test.XXXXXX")
+pids=()                 # services (redis-server, odin-devbroker of each slot)
+declare -A running=()   # test job pid -> slot
+t_start=${EPOCHREALTIME/./}
 
 cleanup() {
+    for p in "${!running[@]}"; do pkill -TERM -P "$p" 2>/dev/null; kill -TERM "$p" 2>/dev/null; done
     for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
     for p in "${pids[@]}"; do
         for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
@@ -44,37 +59,55 @@ s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.clos
 PY
 }
 
+# Run one test (in a job): its output to $tmp/<name>.log, its verdict block
+# (PASS/FAIL/SKIP line, a failure's log tail) to $tmp/<name>.res, its time
+# to $tmp/<name>.time.  Exit 0 pass, 77 skip, 1 fail.
 run_one() { # name cmd...
     local name=$1; shift
-    local log="$tmp/$name.log" start end rc
+    local log="$tmp/$name.log" res="$tmp/$name.res" start end rc
     mkdir -p "$(dirname "$log")"
     start=${EPOCHREALTIME/./}
-    ( cd "$tmp" && "$@" ) >"$log" 2>&1; rc=$?
+    ( cd "$ODIN_TMP" && "$@" ) >"$log" 2>&1 </dev/null; rc=$?
     end=${EPOCHREALTIME/./}
     local dt=$(( (end - start) / 100000 )); dt="$((dt / 10)).$((dt % 10))"
+    echo "$dt" >"$tmp/$name.time"
     if [ $rc -eq 0 ]; then
-        passed=$((passed + 1)); printf 'PASS %-40s %6ss\n' "$name" "$dt"
+        printf 'PASS %-40s %6ss\n' "$name" "$dt" >"$res"; return 0
     elif [ $rc -eq 77 ]; then
-        skipped=$((skipped + 1))
-        printf 'SKIP %-40s %6ss %s\n' "$name" "$dt" "$(grep -m1 '^SKIP: ' "$log" | cut -c7-)"
-    else
-        failed=$((failed + 1)); failed_names+=("$name")
+        printf 'SKIP %-40s %6ss %s\n' "$name" "$dt" "$(grep -m1 '^SKIP: ' "$log" | cut -c7-)" >"$res"
+        return 77
+    fi
+    {
         printf 'FAIL %-40s %6ss (exit %d)\n' "$name" "$dt" "$rc"
         # cmocka's verdict lines first: a sanitizer report at exit (e.g.
         # what a failed assertion left allocated) would push them out of
         # the tail
         grep -E '^\[ +(ERROR|LINE|FAILED) +\]|error: ' "$log" | head -n 20 | sed 's/^/    ! /'
         tail -n 40 "$log" | sed 's/^/    | /'
-    fi
+    } >"$res"
+    return 1
+}
+
+# Count and print a finished test's verdict.
+verdict() { # name rc
+    cat "$tmp/$1.res" 2>/dev/null || printf 'FAIL %-40s (no verdict, exit %d)\n' "$1" "$2"
+    case $2 in
+        0) passed=$((passed + 1)) ;;
+        77) skipped=$((skipped + 1)) ;;
+        *) failed=$((failed + 1)); failed_names+=("$1") ;;
+    esac
 }
 
 match() { [ -z "$filter" ] || [[ "$1" == *"$filter"* ]]; }
 
 run_unit() {
+    local t n rc
+    mkdir -p "$tmp/unit.d"
     for t in "$build"/tests/test_*; do
         [ -x "$t" ] || continue
         n=$(basename "$t"); match "$n" || continue
-        run_one "unit/$n" "$t"
+        ODIN_TMP="$tmp/unit.d" run_one "unit/$n" "$t"; rc=$?
+        verdict "unit/$n" $rc
     done
     # scripted unit tests (tests/unit/*.sh: the JavaScript client library)
     for s in "$top"/tests/unit/*.sh; do
@@ -84,39 +117,119 @@ run_unit() {
     done
 }
 
-start_services() {
-    local rport; rport=$(free_port)
-    mkdir -p "$tmp/redis"
-    redis-server --port "$rport" --bind 127.0.0.1 --dir "$tmp/redis" \
+# Slot k: a redis-server and an odin-devbroker of its own, and $tmp/s<k>.
+declare -a slot_rport=() slot_brokers=()
+start_slot() { # k
+    local k=$1 d="$tmp/s$1" rport
+    mkdir -p "$d/redis"
+    rport=$(free_port)
+    redis-server --port "$rport" --bind 127.0.0.1 --dir "$d/redis" \
         --save '' --appendonly no --daemonize no --loglevel warning \
-        >"$tmp/redis.log" 2>&1 &
+        >"$d/redis.log" 2>&1 &
     pids+=($!)
+    "$build/odin-devbroker" --bootstrap-file "$d/kafka.bootstrap" \
+        >"$d/devbroker.out" 2>"$d/devbroker.log" &
+    pids+=($!)
+    slot_rport[$k]=$rport
+}
+wait_slot() { # k
+    local k=$1 d="$tmp/s$1" rport=${slot_rport[$1]}
     for _ in $(seq 100); do redis-cli -p "$rport" ping >/dev/null 2>&1 && break; sleep 0.05; done
-    redis-cli -p "$rport" ping >/dev/null || { echo "redis-server did not start" >&2; exit 1; }
-    "$build/odin-devbroker" --bootstrap-file "$tmp/kafka.bootstrap" \
-        >"$tmp/devbroker.out" 2>"$tmp/devbroker.log" &
-    pids+=($!)
-    for _ in $(seq 200); do [ -s "$tmp/kafka.bootstrap" ] && break; sleep 0.05; done
-    [ -s "$tmp/kafka.bootstrap" ] || { echo "odin-devbroker did not start" >&2; cat "$tmp/devbroker.log" >&2; exit 1; }
-    export ODIN_BUILD="$build" ODIN_TMP="$tmp" ODIN_TOP="$top"
-    export ODIN_REDIS_PORT="$rport" ODIN_REDIS_URL="redis://127.0.0.1:$rport"
-    export ODIN_KAFKA_BROKERS; ODIN_KAFKA_BROKERS=$(cat "$tmp/kafka.bootstrap")
+    redis-cli -p "$rport" ping >/dev/null || { echo "redis-server did not start" >&2; cat "$d/redis.log" >&2; exit 1; }
+    for _ in $(seq 200); do [ -s "$d/kafka.bootstrap" ] && break; sleep 0.05; done
+    [ -s "$d/kafka.bootstrap" ] || { echo "odin-devbroker did not start" >&2; cat "$d/devbroker.log" >&2; exit 1; }
+    slot_brokers[$k]=$(cat "$d/kafka.bootstrap")
+}
+
+# Start test `name` (cmd...) in slot k as a background job.
+launch() { # k name cmd...
+    local k=$1 name=$2; shift 2
+    (
+        export ODIN_BUILD="$build" ODIN_TOP="$top" ODIN_TMP="$tmp/s$k"
+        export ODIN_REDIS_PORT="${slot_rport[$k]}" ODIN_REDIS_URL="redis://127.0.0.1:${slot_rport[$k]}"
+        export ODIN_KAFKA_BROKERS="${slot_brokers[$k]}"
+        export ODIN_TEST_SLOT="$k" ODIN_TEST_SLOTS="$nslots"
+        redis-cli -p "${slot_rport[$k]}" flushall >/dev/null
+        run_one "$name" "$@"
+    ) &
+    running[$!]="$k $name"
+}
+
+# Wait for one running test; print its verdict; echo nothing (frees a slot).
+reap() {
+    local p rc k name
+    wait -n -p p "${!running[@]}"; rc=$?
+    [ -n "${p:-}" ] || return 1
+    read -r k name <<<"${running[$p]}"
+    unset "running[$p]"
+    free_slots+=("$k")
+    verdict "$name" "$rc"
 }
 
 run_it() {
-    start_services
+    local t n s cmd
+    # candidates: "name<TAB>kind<TAB>path", kind bin or sh
+    local -a all=()
     for t in "$build"/it/test_*; do
         [ -x "$t" ] || continue
         n=$(basename "$t"); match "$n" || continue
-        redis-cli -p "$ODIN_REDIS_PORT" flushall >/dev/null
-        run_one "it/$n" "$t"
+        all+=("it/$n"$'\t'bin$'\t'"$t")
     done
     for s in "$top"/tests/it/*.sh; do
         [ -f "$s" ] || continue
         n=$(basename "$s" .sh); match "$n" || continue
-        redis-cli -p "$ODIN_REDIS_PORT" flushall >/dev/null
-        run_one "it/$n" bash "$s"
+        all+=("it/$n"$'\t'sh$'\t'"$s")
     done
+    [ ${#all[@]} -gt 0 ] || return 0
+    # longest first (last run's times; a new test counts as long)
+    local times="$build/.it-times"
+    local -A prev=()
+    if [ -f "$times" ]; then
+        while read -r n s; do prev[$n]=$s; done <"$times"
+    fi
+    local -a shared=() alone=()
+    local line src
+    while IFS= read -r line; do
+        IFS=$'\t' read -r n kind path <<<"${line#*$'\t'}"
+        src=$path
+        [ "$kind" = bin ] && src="$top/tests/${n}.c"
+        if [ -f "$src" ] && grep -q 'odin-test: alone' "$src"; then
+            alone+=("$n"$'\t'"$kind"$'\t'"$path")
+        else
+            shared+=("$n"$'\t'"$kind"$'\t'"$path")
+        fi
+    done < <(for l in "${all[@]}"; do
+                 n=${l%%$'\t'*}; printf '%s\t%s\n' "${prev[$n]:-999}" "$l"
+             done | sort -t$'\t' -k1,1 -rn)
+    nslots=$jobs
+    [ ${#shared[@]} -lt "$nslots" ] && nslots=${#shared[@]}
+    [ "$nslots" -ge 1 ] || nslots=1
+    local k
+    for k in $(seq "$nslots"); do start_slot "$k"; done
+    for k in $(seq "$nslots"); do wait_slot "$k"; done
+    free_slots=($(seq "$nslots"))
+    for line in "${shared[@]}"; do
+        IFS=$'\t' read -r n kind path <<<"$line"
+        while [ ${#free_slots[@]} -eq 0 ]; do reap; done
+        k=${free_slots[0]}; free_slots=("${free_slots[@]:1}")
+        if [ "$kind" = sh ]; then launch "$k" "$n" bash "$path"; else launch "$k" "$n" "$path"; fi
+    done
+    while [ ${#running[@]} -gt 0 ]; do reap; done
+    for line in "${alone[@]}"; do
+        IFS=$'\t' read -r n kind path <<<"$line"
+        k=1
+        if [ "$kind" = sh ]; then launch "$k" "$n" bash "$path"; else launch "$k" "$n" "$path"; fi
+        reap
+    done
+    # remember the times for the next run's order
+    {
+        [ -f "$times" ] && cat "$times"
+        for line in "${all[@]}"; do
+            n=${line%%$'\t'*}
+            [ -f "$tmp/$n.time" ] && printf '%s %s\n' "$n" "$(cat "$tmp/$n.time")"
+        done
+    } | awk '{ t[$1] = $2 } END { for (n in t) print n, t[n] }' | sort >"$times.new" \
+        && mv "$times.new" "$times"
 }
 
 case "$mode" in
@@ -126,6 +239,8 @@ case "$mode" in
     *) echo "usage: $0 unit|it|all BUILD_DIR [FILTER]" >&2; exit 2 ;;
 esac
 
-echo "== $(basename "$build") =="
+t_end=${EPOCHREALTIME/./}
+wall=$(( (t_end - t_start) / 100000 ))
+echo "== $(basename "$build") == wall $((wall / 10)).$((wall % 10))s (ODIN_TEST_JOBS=$jobs)"
 echo "tests: $passed passed, $failed failed$([ "$skipped" -eq 0 ] || echo ", $skipped skipped")"
 [ "$failed" -eq 0 ] || { printf 'failed: %s\n' "${failed_names[@]}"; exit 1; }

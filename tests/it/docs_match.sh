@@ -47,8 +47,8 @@ if ! cmp -s "$top/docs/operations.md" "$ODIN_TMP/docs-match-metrics.md"; then
     fail=1
 fi
 
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-sp=$(port); rp=$(port)
+. "${ODIN_TOP:?}/tests/support/ports.sh"
+sp=$(free_port); rp=$(free_port)
 sock="$ODIN_TMP/docs-match.sock"
 "$B/odin-shard" --shard-id "docs-$$" --ws-addr "127.0.0.1:$sp" --shard-socket "$sock" \
     --redis-url "$ODIN_REDIS_URL" 2>"$ODIN_TMP/docs-shard.log" &

@@ -38,9 +38,7 @@ fail() {
     exit 1
 }
 
-free_port() {
-    python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+. "${ODIN_TOP:?}/tests/support/ports.sh"
 
 # metric PORT NAME -> value (0 if absent)
 metric() {

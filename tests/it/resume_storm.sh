@@ -1,4 +1,6 @@
 #!/usr/bin/env bash
+# odin-test: alone (asserts every client is answered within 5 s of the kill:
+# tools/run-tests.sh runs it with no other test beside it)
 # Resume for a crowd (issue 18) at a size CI can carry: bench/resume.sh
 # against the runner's redis-server and odin-devbroker with 600 clients on
 # one of 3 shards (60 tokens, 200 records/s), the shard SIGKILLed, every

@@ -37,19 +37,10 @@ static int64_t now_ms(void)
 
 static ssup_shard *start(const char *name, const char *const env[])
 {
-    static ssup_shard s;
-    char id[96];
-    snprintf(id, sizeof(id), "admin-%s-%d", name, (int)getpid());
-    assert_int_equal(ssup_shard_start(&s, id, NULL, env), 0);
-    return &s;
+    return ssup_start("admin", name, env);
 }
 
-static void stop(ssup_shard *s)
-{
-    int st = ssup_shard_stop(s, SIGTERM, 10000);
-    assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 0);
-}
+static void stop(ssup_shard *s) { ssup_stop_ok(s); }
 
 /* GET path from local address src (127.0.0.x) to 127.0.0.1:port: the HTTP
  * status (-1 on a network error); the body (malloc'd) in *body if asked. */
@@ -93,25 +84,6 @@ static int get_from(const char *src, int port, const char *path, char **body)
         *body = strdup(b + 4);
     free(r);
     return status;
-}
-
-/* Does the process's log (ODIN_TMP/<bin>.<pid>.log) have a line holding
- * both a and b? */
-typedef struct log_q { const char *bin; pid_t pid; const char *a, *b; } log_q;
-static int log_has(void *arg)
-{
-    log_q *q = arg;
-    char path[512];
-    snprintf(path, sizeof path, "%s/%s.%d.log", tsup_env("ODIN_TMP"), q->bin, (int)q->pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    char line[4096];
-    int found = 0;
-    while (!found && fgets(line, sizeof line, f))
-        found = strstr(line, q->a) && (!q->b || strstr(line, q->b));
-    fclose(f);
-    return found;
 }
 
 /* A metric read from a port whose /metrics may be rate limited: retries
@@ -221,10 +193,10 @@ static void check_rate(int port, pid_t pid, const char *bin, const char *series_
     double m = metric_counting("127.0.0.1", port, series, &more);
     assert_int_equal((int)h, hrefused);
     assert_int_equal((int)m, refused + more);
-    log_q q = { bin, pid, "\"msg\":\"admin request refused\"", "\"peer\":\"127.0.0.1\"" };
-    assert_true(tsup_wait_until(log_has, &q, T));
-    log_q q2 = { bin, pid, "\"msg\":\"admin request refused\"", "\"status\":429" };
-    assert_true(log_has(&q2));
+    tsup_log_q q = { bin, pid, "\"msg\":\"admin request refused\"", "\"peer\":\"127.0.0.1\"" };
+    assert_true(tsup_wait_until(tsup_log_has_q, &q, T));
+    tsup_log_q q2 = { bin, pid, "\"msg\":\"admin request refused\"", "\"status\":429" };
+    assert_true(tsup_log_has_q(&q2));
 }
 
 static void test_admin_rate_shard(void **state)
@@ -262,9 +234,9 @@ static void test_admin_public_port(void **state)
     assert_int_equal(get_from("127.0.0.1", s->port, "/health", &body), 200);
     free(body);
     assert_true(ssup_wait_metric_eq(s->port, "ws_admin_forbidden_total", 2, T));
-    log_q q = { "odin-shard", s->pid, "\"msg\":\"admin request refused\"",
+    tsup_log_q q = { "odin-shard", s->pid, "\"msg\":\"admin request refused\"",
                 "\"peer\":\"127.0.0.3\"" };
-    assert_true(tsup_wait_until(log_has, &q, T));
+    assert_true(tsup_wait_until(tsup_log_has_q, &q, T));
     /* a WebSocket client from that address is served as ever */
     wsc_opts o = { .src_addr = "127.0.0.3" };
     int ws = 0;
@@ -337,9 +309,9 @@ static void ip_table_full(const char *pending)
     }
     assert_int_equal((int)ssup_metric(ap, "ws_ip_table_full_rejections_total"), NEW);
     /* grep-able, with the client's address */
-    log_q q = { "odin-shard", s->pid, "\"msg\":\"per-IP table full: new address refused\"",
+    tsup_log_q q = { "odin-shard", s->pid, "\"msg\":\"per-IP table full: new address refused\"",
                 "\"peer\":\"127.0.0.6\"" };
-    assert_true(tsup_wait_until(log_has, &q, T));
+    assert_true(tsup_wait_until(tsup_log_has_q, &q, T));
     for (int i = 0; i < MAX; i++)
         wsc_free(held[i]);
     stop(s);

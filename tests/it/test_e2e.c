@@ -168,19 +168,16 @@ static long count_of(client *c, const char *ch)
 
 static void produce(rtsup_producer *p, const char *topic, const char *token, int n)
 {
-    char val[128];
-    snprintf(val, sizeof val, "{\"type\":\"TRADE_EXECUTED\",\"data\":{\"n\":%d}}", n);
-    rtsup_produce(p, topic, 0, token, strlen(token), val, strlen(val));
+    rtsup_produce_trade(p, topic, 0, token, n);
 }
 
 static void produce_marker(rtsup_producer *p, const char *id)
 {
-    char val[160];
-    snprintf(val, sizeof val, "{\"type\":\"SYSTEM\",\"data\":{\"marker\":\"%s@trades\"}}", id);
-    rtsup_produce(p, TOPIC_TRADE, 0, "*", 1, val, strlen(val));
-    snprintf(val, sizeof val, "{\"type\":\"SYSTEM\",\"data\":{\"marker\":\"%s@analytics\"}}",
-             id);
-    rtsup_produce(p, TOPIC_ANALYTICS, 0, "*", 1, val, strlen(val));
+    char m[128];
+    snprintf(m, sizeof m, "%s@trades", id);
+    rtsup_produce_marker(p, TOPIC_TRADE, 0, m);
+    snprintf(m, sizeof m, "%s@analytics", id);
+    rtsup_produce_marker(p, TOPIC_ANALYTICS, 0, m);
     assert_int_equal(rtsup_producer_flush(p), 0);
 }
 

@@ -1,4 +1,6 @@
 /*
+ * odin-test: alone (asserts that no script blocks Redis for BOUND_MS of wall
+ * time: tools/run-tests.sh runs it with no other test beside it)
  * No script of ours blocks Redis for long, whatever the size of a shard's
  * reverse index (docs/security.md, attack 3).  A real redis-server with
  * latency-monitor-threshold BOUND_MS, a real router and real shards:
@@ -37,6 +39,7 @@
 #include <hiredis/hiredis.h>
 
 #include "common/clock.h"
+#include "tests/support/mclient.h"
 #include "tests/support/rtsup.h"
 #include "tests/support/shardsup.h"
 #include "tests/support/support.h"
@@ -218,86 +221,20 @@ static void pinger_stop(pinger *p)
 
 /* ---- a WebSocket client of shard a, counted ----------------------------------- */
 
-typedef struct client {
-    wsc *ws;
-    char chan[64];
-    long count;
-    long out_of_order;
-    int64_t last_seq;
-    char marker[64];
-} client;
-
-static void on_text(client *c, const char *text)
-{
-    json_error_t err;
-    json_t *j = json_loads(text, 0, &err);
-    assert_non_null(j);
-    const char *ch = json_string_value(json_object_get(j, "channel"));
-    if (ch && strncmp(ch, "*.", 2) == 0) {
-        json_t *m = json_object_get(json_object_get(json_object_get(j, "data"), "data"),
-                                    "marker");
-        if (json_is_string(m))
-            snprintf(c->marker, sizeof c->marker, "%s", json_string_value(m));
-    } else if (ch && strcmp(ch, c->chan) == 0) {
-        int64_t seq = json_integer_value(json_object_get(j, "seq"));
-        if (c->count > 0 && seq <= c->last_seq)
-            c->out_of_order++;
-        c->last_seq = seq;
-        c->count++;
-    }
-    json_decref(j);
-}
-
-static void pump(client *c, int timeout_ms)
-{
-    for (;;) {
-        char *msg = NULL;
-        int rc = wsc_recv_text(c->ws, timeout_ms, &msg, NULL);
-        if (rc != 1) {
-            assert_int_equal(rc, 0);
-            return;
-        }
-        on_text(c, msg);
-        free(msg);
-        timeout_ms = 0;
-    }
-}
-
-static void client_open(client *c, int port, const char *chan)
-{
-    memset(c, 0, sizeof *c);
-    snprintf(c->chan, sizeof c->chan, "%s", chan);
-    int status = 0;
-    c->ws = wsc_connect("127.0.0.1", port, NULL, &status);
-    assert_non_null(c->ws);
-    assert_int_equal(status, 101);
-    char req[160];
-    snprintf(req, sizeof req, "{\"type\":\"subscribe\",\"data\":{\"channels\":[\"%s\"]}}", chan);
-    assert_int_equal(wsc_send_text(c->ws, req), 0);
-    for (;;) {
-        char *msg = NULL;
-        assert_int_equal(wsc_recv_text(c->ws, 5000, &msg, NULL), 1);
-        int ack = strstr(msg, "\"subscription_ack\"") != NULL;
-        free(msg);
-        if (ack)
-            return;
-    }
-}
+typedef mclient client;
+static void pump(client *c, int timeout_ms) { mclient_pump(c, timeout_ms); }
+static void client_open(client *c, int port, const char *chan) { mclient_open(c, port, chan); }
 
 static void produce(rtsup_producer *p, const char *tok, long n)
 {
-    char val[96];
-    snprintf(val, sizeof val, "{\"type\":\"TRADE_EXECUTED\",\"data\":{\"n\":%ld}}", n);
-    rtsup_produce(p, TOPIC, 0, tok, strlen(tok), val, strlen(val));
+    rtsup_produce_trade(p, TOPIC, 0, tok, n);
 }
 
 /* A broadcast marker after the records on the same partition: once the
  * client saw it, it saw every record produced before it. */
 static int await_marker(client *c, rtsup_producer *p, const char *id, int ms)
 {
-    char val[128];
-    snprintf(val, sizeof val, "{\"type\":\"SYSTEM\",\"data\":{\"marker\":\"%s\"}}", id);
-    rtsup_produce(p, TOPIC, 0, "*", 1, val, strlen(val));
+    rtsup_produce_marker(p, TOPIC, 0, id);
     assert_int_equal(rtsup_producer_flush(p), 0);
     uint64_t end = clock_mono_ms() + (uint64_t)ms;
     while (strcmp(c->marker, id) != 0) {
@@ -454,6 +391,7 @@ static void test_bounded(void **st)
     assert_true(await_marker(&ca, p, "after-sweep", 20000));
     assert_int_equal(ca.count, sent);
     assert_int_equal(ca.out_of_order, 0);
+    assert_int_equal(ca.unexpected, 0);   /* nothing for another channel */
     assert_true(png.worst_us < 1000 * 1000);   /* the router's lookup timeout */
     snprintf(probe, sizeof probe, "odin:route:%s%ld", pfxb, NTOK / 2);
     assert_int_equal(tsup_redis_int(R, "EXISTS %s", probe), 0);
@@ -495,6 +433,7 @@ claim:
     assert_true(await_marker(&ca, p, "after-claim", 20000));
     assert_int_equal(ca.count, sent + sent2);
     assert_int_equal(ca.out_of_order, 0);
+    assert_int_equal(ca.unexpected, 0);
     assert_true(png.worst_us < 1000 * 1000);
     /* c kept what it wants, the leftovers are gone */
     assert_int_equal(tsup_redis_int(R, "SISMEMBER %s %s", routec, idc), 1);

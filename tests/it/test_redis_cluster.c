@@ -35,6 +35,7 @@
 
 #include "common/clock.h"
 #include "common/schema.h"
+#include "tests/support/mclient.h"
 #include "tests/support/rtsup.h"
 #include "tests/support/shardsup.h"
 #include "tests/support/support.h"
@@ -183,100 +184,24 @@ static void test_negative(void **st)
 
 /* ---- WebSocket clients, counted ------------------------------------------ */
 
-typedef struct client {
-    wsc *ws;
-    char chan[64];
-    long count;                 /* live messages on chan */
-    long unexpected;            /* any other non-marker channel */
-    long out_of_order;          /* seq not increasing */
-    int64_t last_seq;
-    char marker[64];            /* last marker seen */
-} client;
-
-static void on_text(client *c, const char *text)
-{
-    json_error_t err;
-    json_t *j = json_loads(text, 0, &err);
-    assert_non_null(j);
-    const char *ch = json_string_value(json_object_get(j, "channel"));
-    if (ch && strncmp(ch, "*.", 2) == 0) {
-        json_t *m = json_object_get(json_object_get(json_object_get(j, "data"), "data"),
-                                    "marker");
-        if (json_is_string(m))
-            snprintf(c->marker, sizeof c->marker, "%s", json_string_value(m));
-    } else if (ch && strcmp(ch, c->chan) == 0) {
-        int64_t seq = json_integer_value(json_object_get(j, "seq"));
-        if (c->count > 0 && seq <= c->last_seq)
-            c->out_of_order++;
-        c->last_seq = seq;
-        c->count++;
-    } else if (ch) {
-        c->unexpected++;
-    }
-    json_decref(j);
-}
-
-static void pump(client *c, int timeout_ms)
-{
-    for (;;) {
-        char *msg = NULL;
-        int rc = wsc_recv_text(c->ws, timeout_ms, &msg, NULL);
-        if (rc != 1) {
-            assert_int_equal(rc, 0);
-            return;
-        }
-        on_text(c, msg);
-        free(msg);
-        timeout_ms = 0;
-    }
-}
-
+typedef mclient client;
+static void pump(client *c, int timeout_ms) { mclient_pump(c, timeout_ms); }
+static void client_open(client *c, int port, const char *chan) { mclient_open(c, port, chan); }
 static void request(client *c, const char *type, const char *ack)
 {
-    char req[256];
-    snprintf(req, sizeof req, "{\"type\":\"%s\",\"data\":{\"channels\":[\"%s\"]}}", type,
-             c->chan);
-    assert_int_equal(wsc_send_text(c->ws, req), 0);
-    uint64_t end = clock_mono_ms() + 5000;
-    for (;;) {
-        char *msg = NULL;
-        assert_true(clock_mono_ms() < end);
-        if (wsc_recv_text(c->ws, 500, &msg, NULL) != 1)
-            continue;
-        int got = strstr(msg, ack) != NULL;
-        if (!got)
-            on_text(c, msg);
-        free(msg);
-        if (got)
-            return;
-    }
-}
-
-static void client_open(client *c, int port, const char *chan)
-{
-    memset(c, 0, sizeof *c);
-    snprintf(c->chan, sizeof c->chan, "%s", chan);
-    int status = 0;
-    c->ws = wsc_connect("127.0.0.1", port, NULL, &status);
-    assert_non_null(c->ws);
-    assert_int_equal(status, 101);
-    request(c, "subscribe", "\"subscription_ack\"");
+    mclient_request(c, type, ack);
 }
 
 static void produce(rtsup_producer *p, const char *tok, int n)
 {
-    char val[96];
-    snprintf(val, sizeof val, "{\"type\":\"TRADE_EXECUTED\",\"data\":{\"n\":%d}}", n);
-    rtsup_produce(p, TOPIC, 0, tok, strlen(tok), val, strlen(val));
+    rtsup_produce_trade(p, TOPIC, 0, tok, n);
 }
 
 /* A broadcast-key marker after the records on the same partition: a client
  * that saw it saw every record produced before it (and any duplicate). */
 static void await_marker(client *const cs[], rtsup_producer *p, const char *id, int ms)
 {
-    char val[128];
-    snprintf(val, sizeof val, "{\"type\":\"SYSTEM\",\"data\":{\"marker\":\"%s\"}}", id);
-    rtsup_produce(p, TOPIC, 0, "*", 1, val, strlen(val));
+    rtsup_produce_marker(p, TOPIC, 0, id);
     assert_int_equal(rtsup_producer_flush(p), 0);
     for (int i = 0; cs[i]; i++) {
         uint64_t end = clock_mono_ms() + (uint64_t)ms;

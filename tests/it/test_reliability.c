@@ -1,4 +1,6 @@
 /*
+ * odin-test: alone (bounds on exit and recovery times, a shard SIGSTOPped
+ * past its lease: tools/run-tests.sh runs it with no other test beside it)
  * Nothing lost for connected clients (docs/reliability.md): a fault battery
  * against the real processes (redis-server, odin-devbroker, odin-router,
  * odin-shard) with real WebSocket clients.

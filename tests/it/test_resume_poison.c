@@ -65,9 +65,7 @@ static void produce(const char *tok, const char *val, size_t len)
 
 static void produce_n(const char *tok, int n)
 {
-    char v[128];
-    int l = snprintf(v, sizeof v, "{\"type\":\"TRADE_EXECUTED\",\"data\":{\"n\":%d}}", n);
-    produce(tok, v, (size_t)l);
+    rtsup_produce_trade(g_prod, TOPIC, 0, tok, n);
 }
 
 /* Offset of the last record delivered so far. */

@@ -32,8 +32,7 @@ static const char *brokers(void) { return tsup_env("ODIN_KAFKA_BROKERS"); }
  * sees it at once. */
 static void create_topic(rtsup_producer *p, const char *topic)
 {
-    rtsup_produce(p, topic, 0, "WARMUP", 6, "{}", 2);
-    assert_int_equal(rtsup_producer_flush(p), 0);
+    assert_int_equal(rtsup_create_topic(p, topic), 0);
 }
 
 static void produce_n(rtsup_producer *p, const char *topic, const char *key, int n)
@@ -78,11 +77,9 @@ static void test_targeted_routes_changes_negative_cache(void **state)
     rtsup_route(rc, "add", x->id, tx);
 
     rtsup_producer *p = rtsup_producer_new(brokers());
-    char topic[128], topics[160], group[128];
-    snprintf(topic, sizeof topic, "%s", rtsup_unique("rt-targeted"));
-    snprintf(topics, sizeof topics, "KAFKA_TOPICS=%s=trade", topic);
-    snprintf(group, sizeof group, "KAFKA_GROUP=%s", rtsup_unique("g"));
-    create_topic(p, topic);
+    rtsup_topic t;
+    assert_int_equal(rtsup_topic_new(&t, p, "rt-targeted", "trade"), 0);
+    const char *topic = t.name, *topics = t.topics_env, *group = t.group_env;
 
     rtsup_router r;
     const char *env[] = { topics, group, "KAFKA_OFFSET_RESET=earliest",
@@ -261,11 +258,9 @@ static void test_broadcast_mode(void **state)
     rtsup_route(rc, "add", a->id, "ONLYA");
 
     rtsup_producer *p = rtsup_producer_new(brokers());
-    char topic[128], topics[160], group[128];
-    snprintf(topic, sizeof topic, "%s", rtsup_unique("rt-bcast"));
-    snprintf(topics, sizeof topics, "KAFKA_TOPICS=%s=social", topic);
-    snprintf(group, sizeof group, "KAFKA_GROUP=%s", rtsup_unique("g"));
-    create_topic(p, topic);
+    rtsup_topic t;
+    assert_int_equal(rtsup_topic_new(&t, p, "rt-bcast", "social"), 0);
+    const char *topic = t.name, *topics = t.topics_env, *group = t.group_env;
     rtsup_router r;
     const char *env[] = { topics, group, "KAFKA_OFFSET_RESET=earliest",
                           "DISPATCH_MODE=broadcast", NULL };

@@ -26,48 +26,17 @@
 
 static ssup_shard *start(const char *name, const char *const env[])
 {
-    static ssup_shard s;
-    char id[96];
-    snprintf(id, sizeof(id), "deliv-%s-%d", name, (int)getpid());
-    assert_int_equal(ssup_shard_start(&s, id, NULL, env), 0);
-    return &s;
+    return ssup_start("deliv", name, env);
 }
 
-static void stop(ssup_shard *s)
-{
-    int st = ssup_shard_stop(s, SIGTERM, 10000);
-    assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 0);
-}
+static void stop(ssup_shard *s) { ssup_stop_ok(s); }
 
 static wsc *client(int port, const char *channels_json)
 {
-    int st = 0;
-    wsc *c = wsc_connect("127.0.0.1", port, NULL, &st);
-    assert_non_null(c);
-    if (channels_json) {
-        char m[512];
-        snprintf(m, sizeof(m),
-                 "{\"type\":\"subscribe\",\"data\":{\"channels\":%s}}",
-                 channels_json);
-        assert_int_equal(wsc_send_text(c, m), 0);
-        char *ack = NULL;
-        assert_int_equal(wsc_recv_text(c, T, &ack, NULL), 1);
-        assert_non_null(strstr(ack, "subscription_ack"));
-        free(ack);
-    }
-    return c;
+    return ssup_client(port, channels_json, T);
 }
 
-static void expect_text(wsc *c, const char *want)
-{
-    char *m = NULL;
-    int r = wsc_recv_text(c, T, &m, NULL);
-    if (r != 1)
-        fail_msg("expected %s, got result %d", want, r);
-    assert_string_equal(m, want);
-    free(m);
-}
+static void expect_text(wsc *c, const char *want) { ssup_expect_text(c, want, T); }
 
 static void test_fanout_exact(void **state)
 {

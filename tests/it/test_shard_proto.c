@@ -28,19 +28,10 @@
 
 static ssup_shard *start(const char *name, const char *const env[])
 {
-    static ssup_shard s;
-    char id[96];
-    snprintf(id, sizeof(id), "proto-%s-%d", name, (int)getpid());
-    assert_int_equal(ssup_shard_start(&s, id, NULL, env), 0);
-    return &s;
+    return ssup_start("proto", name, env);
 }
 
-static void stop(ssup_shard *s)
-{
-    int st = ssup_shard_stop(s, SIGTERM, 10000);
-    assert_true(WIFEXITED(st));
-    assert_int_equal(WEXITSTATUS(st), 0);
-}
+static void stop(ssup_shard *s) { ssup_stop_ok(s); }
 
 static wsc *connect_ok(int port)
 {
@@ -51,21 +42,9 @@ static wsc *connect_ok(int port)
     return c;
 }
 
-static char *recv_text(wsc *c)
-{
-    char *m = NULL;
-    int r = wsc_recv_text(c, T, &m, NULL);
-    if (r != 1)
-        fail_msg("expected a text message, got %d (close %d)", r, c->close_code);
-    return m;
-}
+static char *recv_text(wsc *c) { return ssup_recv_text(c, T); }
 
-static void expect_text(wsc *c, const char *want)
-{
-    char *m = recv_text(c);
-    assert_string_equal(m, want);
-    free(m);
-}
+static void expect_text(wsc *c, const char *want) { ssup_expect_text(c, want, T); }
 
 /* Next message must be an error with this code. */
 static void expect_error(wsc *c, const char *code)

@@ -351,25 +351,6 @@ static void test_redis_down_at_start(void **state)
     tsup_redis_stop(&red);
 }
 
-/* Does the shard's log (ODIN_TMP/odin-shard.<pid>.log) contain s? */
-static int log_has(pid_t pid, const char *s)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/odin-shard.%d.log", tsup_env("ODIN_TMP"), (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    char line[4096];
-    int found = 0;
-    while (!found && fgets(line, sizeof line, f))
-        found = strstr(line, s) != NULL;
-    fclose(f);
-    return found;
-}
-
-typedef struct log_q { pid_t pid; const char *s; } log_q;
-static int log_has_q(void *arg) { log_q *q = arg; return log_has(q->pid, q->s); }
-
 /* Redis AUTH: a password in REDIS_URL (percent-encoded) or REDIS_PASSWORD
  * registers; a wrong one is refused with a clear log line; the password is
  * never written to the log. */
@@ -397,8 +378,8 @@ static void test_redis_auth(void **state)
     assert_true(wait_member(c, "odin:route:AUTH", id, 0));
     pid_t pid = s.pid;   /* ssup_shard_stop forgets it */
     stop_ok(&s);
-    assert_true(log_has(pid, "shard started"));
-    assert_false(log_has(pid, "s3cr"));
+    assert_true(tsup_log_has("odin-shard", pid, "shard started", NULL));
+    assert_false(tsup_log_has("odin-shard", pid, "s3cr", NULL));
 
     /* REDIS_PASSWORD, with a URL that has none */
     snprintf(url, sizeof url, "redis://127.0.0.1:%d", red.port);
@@ -410,22 +391,22 @@ static void test_redis_auth(void **state)
     wsc_free(a);
     pid = s.pid;
     stop_ok(&s);
-    assert_true(log_has(pid, "shard started"));
-    assert_false(log_has(pid, "s3cr"));
+    assert_true(tsup_log_has("odin-shard", pid, "shard started", NULL));
+    assert_false(tsup_log_has("odin-shard", pid, "s3cr", NULL));
 
     /* a wrong password: refused, said in the log, never registered */
     snprintf(url, sizeof url, "redis://app:wrong-pw@127.0.0.1:%d", red.port);
     make_id(id, sizeof id, "auth-bad");
     assert_int_equal(ssup_shard_start(&s, id, url, NULL), 0);
     a = sub(s.port, "subscribe", "[\"AUTH3.trade\"]");
-    log_q q = { s.pid, "redis AUTH failed" };
-    assert_int_equal(tsup_wait_until(log_has_q, &q, T), 1);
+    tsup_log_q q = { "odin-shard", s.pid, "redis AUTH failed", NULL };
+    assert_int_equal(tsup_wait_until(tsup_log_has_q, &q, T), 1);
     assert_int_equal(tsup_redis_int(c, "EXISTS %s", "odin:route:AUTH3"), 0);
     wsc_free(a);
     pid = s.pid;
     stop_ok(&s);
-    assert_false(log_has(pid, "wrong-pw"));
-    assert_true(log_has(pid, "redis://app:***@127.0.0.1"));
+    assert_false(tsup_log_has("odin-shard", pid, "wrong-pw", NULL));
+    assert_true(tsup_log_has("odin-shard", pid, "redis://app:***@127.0.0.1", NULL));
     redisFree(c);
     tsup_redis_stop(&red);
 }

@@ -108,18 +108,13 @@ static int group_teardown(void **st)
 
 static void produce_n(const char *topic, int32_t part, const char *tok, int from, int to)
 {
-    for (int i = from; i < to; i++) {
-        char v[128];
-        int l = snprintf(v, sizeof v, "{\"type\":\"TRADE_EXECUTED\",\"data\":{\"n\":%d}}", i);
-        rtsup_produce(g_prod, topic, part, tok, strlen(tok), v, (size_t)l);
-    }
+    for (int i = from; i < to; i++)
+        rtsup_produce_trade(g_prod, topic, part, tok, i);
 }
 
 static void produce_marker(int32_t part, const char *id)
 {
-    char v[128];
-    int l = snprintf(v, sizeof v, "{\"type\":\"SYSTEM\",\"data\":{\"marker\":\"%s\"}}", id);
-    rtsup_produce(g_prod, TOPIC, part, "*", 1, v, (size_t)l);
+    rtsup_produce_marker(g_prod, TOPIC, part, id);
     assert_int_equal(rtsup_producer_flush(g_prod), 0);
 }
 
@@ -1189,23 +1184,6 @@ static void test_memory_bounded(void **st)
     stop_shard(&b);
 }
 
-/* 1 if the log of process pid contains `needle`. */
-static int log_has(pid_t pid, const char *needle)
-{
-    char path[512];
-    snprintf(path, sizeof path, "%s/odin-shard.%d.log",
-             getenv("ODIN_TMP") ? getenv("ODIN_TMP") : "/tmp", (int)pid);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    char line[4096];
-    int found = 0;
-    while (!found && fgets(line, sizeof line, f))
-        found = strstr(line, needle) != NULL;
-    fclose(f);
-    return found;
-}
-
 /* A "broker" that accepts connections (the kernel does) and never answers:
  * every Kafka call of a shard's replay reader waits its full timeout.
  * Returns the listening fd (close it when done). */
@@ -1262,7 +1240,7 @@ static void test_shutdown_bounded(void **st)
     assert_true(WIFEXITED(stb));
     assert_int_equal(WEXITSTATUS(stb), 0);
     assert_true(took < 8000);
-    assert_true(log_has(b.pid, "replay reader did not stop in time"));
+    assert_true(tsup_log_has("odin-shard", b.pid, "replay reader did not stop in time", NULL));
     close(afd);
     close(lfd);
 }

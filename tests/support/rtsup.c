@@ -527,62 +527,6 @@ int rtsup_router_stop(rtsup_router *r)
     return st;
 }
 
-double rtsup_metric(int port, const char *series)
-{
-    char *body = NULL;
-    if (tsup_http_get(port, "/metrics", &body) != 200 || !body) {
-        free(body);
-        return -1;
-    }
-    double v = tsup_prom_value(body, series);
-    free(body);
-    return v;
-}
-
-typedef struct wait_arg {
-    int port;
-    const char *series;
-    double value;
-} wait_arg;
-
-static int metric_reached(void *arg)
-{
-    wait_arg *w = arg;
-    return rtsup_metric(w->port, w->series) >= w->value;
-}
-
-int rtsup_wait_metric(int port, const char *series, double value, int timeout_ms)
-{
-    wait_arg w = { port, series, value };
-    int ok = tsup_wait_until(metric_reached, &w, timeout_ms);
-    if (!ok)
-        fprintf(stderr, "rtsup: timeout waiting for %s >= %g (now %g)\n", series, value,
-                rtsup_metric(port, series));
-    return ok;
-}
-
-typedef struct eq_arg {
-    int port;
-    const char *series;
-    double value;
-} eq_arg;
-
-static int metric_equal(void *arg)
-{
-    eq_arg *w = arg;
-    return rtsup_metric(w->port, w->series) == w->value;
-}
-
-int rtsup_wait_metric_eq(int port, const char *series, double value, int timeout_ms)
-{
-    eq_arg w = { port, series, value };
-    int ok = tsup_wait_until(metric_equal, &w, timeout_ms);
-    if (!ok)
-        fprintf(stderr, "rtsup: timeout waiting for %s == %g (now %g)\n", series, value,
-                rtsup_metric(port, series));
-    return ok;
-}
-
 typedef struct count_arg {
     rtsup_shard *s;
     const char *token;
@@ -629,4 +573,35 @@ const char *rtsup_unique(const char *prefix)
     snprintf(b, sizeof bufs[0], "%s-%d-%d-%ld", prefix, (int)getpid(), seq++,
              (long)(clock_wall_ms() % 100000));
     return b;
+}
+
+void rtsup_produce_trade(rtsup_producer *p, const char *topic, int32_t partition,
+                         const char *tok, long n)
+{
+    char v[128];
+    int l = snprintf(v, sizeof v, "{\"type\":\"TRADE_EXECUTED\",\"data\":{\"n\":%ld}}", n);
+    rtsup_produce(p, topic, partition, tok, strlen(tok), v, (size_t)l);
+}
+
+void rtsup_produce_marker(rtsup_producer *p, const char *topic, int32_t partition,
+                          const char *id)
+{
+    char v[256];
+    int l = snprintf(v, sizeof v, "{\"type\":\"SYSTEM\",\"data\":{\"marker\":\"%s\"}}", id);
+    rtsup_produce(p, topic, partition, "*", 1, v, (size_t)l);
+}
+
+int rtsup_create_topic(rtsup_producer *p, const char *topic)
+{
+    rtsup_produce(p, topic, 0, "WARMUP", 6, "{}", 2);
+    return rtsup_producer_flush(p) == 0 ? 0 : -1;
+}
+
+int rtsup_topic_new(rtsup_topic *t, rtsup_producer *p, const char *prefix,
+                    const char *category)
+{
+    snprintf(t->name, sizeof t->name, "%s", rtsup_unique(prefix));
+    snprintf(t->topics_env, sizeof t->topics_env, "KAFKA_TOPICS=%s=%s", t->name, category);
+    snprintf(t->group_env, sizeof t->group_env, "KAFKA_GROUP=%s", rtsup_unique("g"));
+    return rtsup_create_topic(p, t->name);
 }

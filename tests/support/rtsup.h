@@ -18,6 +18,8 @@
 
 #include <hiredis/hiredis.h>
 
+#include "tests/support/support.h"
+
 /* ---- fake shard ---------------------------------------------------------- */
 
 typedef struct rtsup_rec {
@@ -78,6 +80,29 @@ rtsup_producer *rtsup_producer_new(const char *brokers);
 /* partition -1 = partitioner by key; key NULL = no key. */
 void rtsup_produce(rtsup_producer *p, const char *topic, int32_t partition,
                    const char *key, size_t klen, const char *val, size_t vlen);
+/* The tests' numbered record: key tok, value
+ * {"type":"TRADE_EXECUTED","data":{"n":<n>}}. */
+void rtsup_produce_trade(rtsup_producer *p, const char *topic, int32_t partition,
+                         const char *tok, long n);
+/* A marker: broadcast key "*", value {"type":"SYSTEM","data":{"marker":"<id>"}}
+ * (a client that saw it saw every record produced before it on that
+ * partition). */
+void rtsup_produce_marker(rtsup_producer *p, const char *topic, int32_t partition,
+                          const char *id);
+/* A fresh topic for a router test: name "<prefix>-<pid>-<n>", the router's
+ * settings for it ("KAFKA_TOPICS=<name>=<category>") and a fresh consumer
+ * group ("KAFKA_GROUP=g-<pid>-<n>").  rtsup_topic_new fills t and creates
+ * the topic (a WARMUP record on partition 0, flushed): 0, or -1 if the
+ * record was not delivered. */
+typedef struct rtsup_topic {
+    char name[128];
+    char topics_env[192];
+    char group_env[160];
+} rtsup_topic;
+int rtsup_topic_new(rtsup_topic *t, rtsup_producer *p, const char *prefix,
+                    const char *category);
+/* Create a topic: a WARMUP record on partition 0, flushed.  0 or -1. */
+int rtsup_create_topic(rtsup_producer *p, const char *topic);
 /* Wait for every delivery; returns the number of failed ones. */
 int rtsup_producer_flush(rtsup_producer *p);
 /* Delivered records so far: partitions/offsets arrays (owned by p). */
@@ -105,13 +130,12 @@ int rtsup_router_start(rtsup_router *r, const char *redis_url, const char *const
 /* SIGTERM and wait; returns the exit status as from waitpid, -1 on timeout. */
 int rtsup_router_stop(rtsup_router *r);
 
-/* A metric from /metrics, -1 if absent or the router does not answer. */
-double rtsup_metric(int port, const char *series);
-/* Wait until metric >= value.  1 or 0 (timeout). */
-int rtsup_wait_metric(int port, const char *series, double value, int timeout_ms);
-
-/* Wait until metric == value (exactly, and the router answers). */
-int rtsup_wait_metric_eq(int port, const char *series, double value, int timeout_ms);
+/* A metric from /metrics, -1 if absent or the router does not answer; wait
+ * until it is >= value / exactly value (1, or 0 on timeout): support.h's
+ * tsup_metric. */
+#define rtsup_metric tsup_metric
+#define rtsup_wait_metric tsup_wait_metric
+#define rtsup_wait_metric_eq tsup_wait_metric_eq
 
 /* Wait until the shard received >= n records (token NULL: any token). */
 int rtsup_wait_count(rtsup_shard *s, const char *token, size_t n, int timeout_ms);

@@ -4,7 +4,11 @@
 #include <errno.h>
 #include <msgpack.h>
 #include <poll.h>
+#include <setjmp.h>
 #include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,6 +16,8 @@
 #include <unistd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
+#include <cmocka.h>
 
 static int64_t mono_ms(void)
 {
@@ -119,42 +125,6 @@ int ssup_shard_stop(ssup_shard *s, int sig, int timeout_ms)
     track(s->pid, 0);
     s->pid = 0;
     return st;
-}
-
-double ssup_metric(int port, const char *series)
-{
-    char *body = NULL;
-    double v = -1;
-    if (tsup_http_get(port, "/metrics", &body) == 200 && body)
-        v = tsup_prom_value(body, series);
-    free(body);
-    return v;
-}
-
-static int wait_metric(int port, const char *series, double want, int eq,
-                       int timeout_ms)
-{
-    int64_t end = mono_ms() + timeout_ms;
-    for (;;) {
-        double v = ssup_metric(port, series);
-        if (eq ? v == want : v >= want)
-            return 1;
-        if (mono_ms() >= end)
-            return 0;
-        poll(NULL, 0, 10);
-    }
-}
-
-int ssup_wait_metric(int port, const char *series, double want,
-                     int timeout_ms)
-{
-    return wait_metric(port, series, want, 0, timeout_ms);
-}
-
-int ssup_wait_metric_eq(int port, const char *series, double want,
-                        int timeout_ms)
-{
-    return wait_metric(port, series, want, 1, timeout_ms);
 }
 
 static int write_all(int fd, const void *p, size_t n)
@@ -318,4 +288,59 @@ frame_record ssup_rec(const char *cat, const char *tok, int64_t off,
                          .value = value, .value_len = strlen(value),
                          .flags = 0 };
     return rec;
+}
+
+/* ---- checks -------------------------------------------------------------- */
+
+ssup_shard *ssup_start(const char *prefix, const char *name, const char *const env[])
+{
+    static ssup_shard s;
+    char id[96];
+    snprintf(id, sizeof(id), "%s-%s-%d", prefix, name, (int)getpid());
+    assert_int_equal(ssup_shard_start(&s, id, NULL, env), 0);
+    return &s;
+}
+
+void ssup_stop_ok(ssup_shard *s)
+{
+    int st = ssup_shard_stop(s, SIGTERM, 10000);
+    assert_true(WIFEXITED(st));
+    assert_int_equal(WEXITSTATUS(st), 0);
+}
+
+char *ssup_recv_text(wsc *c, int timeout_ms)
+{
+    char *m = NULL;
+    int r = wsc_recv_text(c, timeout_ms, &m, NULL);
+    if (r != 1)
+        fail_msg("expected a text message, got %d (close %d)", r, c->close_code);
+    return m;
+}
+
+void ssup_expect_text(wsc *c, const char *want, int timeout_ms)
+{
+    char *m = NULL;
+    int r = wsc_recv_text(c, timeout_ms, &m, NULL);
+    if (r != 1)
+        fail_msg("expected %s, got result %d (close %d)", want, r, c->close_code);
+    assert_string_equal(m, want);
+    free(m);
+}
+
+wsc *ssup_client(int port, const char *channels_json, int timeout_ms)
+{
+    int st = 0;
+    wsc *c = wsc_connect("127.0.0.1", port, NULL, &st);
+    assert_non_null(c);
+    assert_int_equal(st, 101);
+    if (channels_json) {
+        char m[512];
+        snprintf(m, sizeof(m), "{\"type\":\"subscribe\",\"data\":{\"channels\":%s}}",
+                 channels_json);
+        assert_int_equal(wsc_send_text(c, m), 0);
+        char *ack = ssup_recv_text(c, timeout_ms);
+        assert_non_null(strstr(ack, "subscription_ack"));
+        free(ack);
+    }
+    return c;
 }

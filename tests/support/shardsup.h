@@ -15,6 +15,8 @@
 #include <sys/types.h>
 #include "common/buf.h"
 #include "proto/frame.h"
+#include "tests/support/support.h"
+#include "tests/support/wsclient.h"
 
 typedef struct ssup_shard {
     pid_t pid;
@@ -37,16 +39,11 @@ int ssup_shard_start(ssup_shard *s, const char *id, const char *redis_url,
 /* Send sig and wait up to timeout_ms; returns the waitpid status or -1. */
 int ssup_shard_stop(ssup_shard *s, int sig, int timeout_ms);
 
-/* Value of one series on the shard's /metrics, or -1. */
-double ssup_metric(int port, const char *series);
-
-/* Wait until the series is >= want; 1 or 0 on timeout. */
-int ssup_wait_metric(int port, const char *series, double want,
-                     int timeout_ms);
-
-/* Wait until the series is exactly want; 1 or 0 on timeout. */
-int ssup_wait_metric_eq(int port, const char *series, double want,
-                        int timeout_ms);
+/* Value of one series on the shard's /metrics, or -1; wait until it is
+ * >= want / exactly want (1, or 0 on timeout): support.h's tsup_metric. */
+#define ssup_metric tsup_metric
+#define ssup_wait_metric tsup_wait_metric
+#define ssup_wait_metric_eq tsup_wait_metric_eq
 
 typedef struct ssup_router {
     int fd;
@@ -77,5 +74,27 @@ void ssup_router_close(ssup_router *r);
 /* A record for tests: category, token, offset, value (strings). */
 frame_record ssup_rec(const char *cat, const char *tok, int64_t off,
                       int64_t ts, const char *value);
+
+/* ---- checks (cmocka assertions: for a test's own thread) ------------------ */
+
+/* Start a shard "<prefix>-<name>-<pid>" (ssup_shard_start, ODIN_REDIS_URL,
+ * extra env) into a static ssup_shard (one at a time) and assert it
+ * started. */
+ssup_shard *ssup_start(const char *prefix, const char *name, const char *const env[]);
+
+/* SIGTERM; assert the shard exited 0 within 10 s. */
+void ssup_stop_ok(ssup_shard *s);
+
+/* The next text message (malloc'd); fails the test unless one arrives
+ * within timeout_ms. */
+char *ssup_recv_text(wsc *c, int timeout_ms);
+
+/* The next text message is exactly want. */
+void ssup_expect_text(wsc *c, const char *want, int timeout_ms);
+
+/* A WebSocket client on 127.0.0.1:port (asserts the 101); unless
+ * channels_json is NULL, subscribed to that JSON array of channels (asserts
+ * the subscription_ack within timeout_ms). */
+wsc *ssup_client(int port, const char *channels_json, int timeout_ms);
 
 #endif

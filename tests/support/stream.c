@@ -150,13 +150,8 @@ void stream_tick(stream *s, int wait_ms)
         uint64_t now = clock_mono_ms();
         long due = (long)((now - s->t0) * (uint64_t)s->rate / 1000) + 1;
         for (int t = 0; t < s->ntok; t++)
-            while (s->next[t] < s->base[t] + due && s->next[t] < STREAM_MAXN) {
-                char v[96];
-                int n = snprintf(v, sizeof v, "{\"type\":\"TRADE_EXECUTED\",\"data\":{\"n\":%d}}",
-                                 s->next[t]++);
-                rtsup_produce(s->p, s->topic, s->part[t], s->tok[t], strlen(s->tok[t]), v,
-                              (size_t)n);
-            }
+            while (s->next[t] < s->base[t] + due && s->next[t] < STREAM_MAXN)
+                rtsup_produce_trade(s->p, s->topic, s->part[t], s->tok[t], s->next[t]++);
     }
     /* wait on the first live client's socket, then drain the others */
     int waited = 0;

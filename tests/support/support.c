@@ -102,6 +102,15 @@ int tsup_free_port(void)
     if (!x) {
         x = ((uint64_t)getpid() << 32) ^ (uint64_t)clock_mono_ms() ^ 0x9e3779b97f4a7c15ull;
         port_window(&lo, &n);
+        /* tools/run-tests.sh runs tests side by side, one per slot: each
+         * slot picks in its own part of the window, so two tests never
+         * pick the same port */
+        const char *ks = getenv("ODIN_TEST_SLOT"), *ns = getenv("ODIN_TEST_SLOTS");
+        int k = ks ? atoi(ks) : 0, slots = ns ? atoi(ns) : 0;
+        if (slots > 1 && k >= 1 && k <= slots && n / slots >= 500) {
+            n /= slots;
+            lo += (k - 1) * n;
+        }
     }
     for (int tries = 0; tries < 4000; tries++) {
         x ^= x << 13;          /* xorshift64: rand() stays the tests' own */
@@ -438,4 +447,70 @@ double tsup_prom_value(const char *text, const char *series)
             p++;
     }
     return prom_sum(text, series);
+}
+
+int tsup_log_has(const char *bin, pid_t pid, const char *a, const char *b)
+{
+    char path[512];
+    const char *tmp = getenv("ODIN_TMP");
+    snprintf(path, sizeof path, "%s/%s.%d.log", tmp ? tmp : "/tmp", bin, (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    char line[4096];
+    int found = 0;
+    while (!found && fgets(line, sizeof line, f))
+        found = strstr(line, a) && (!b || strstr(line, b));
+    fclose(f);
+    return found;
+}
+
+int tsup_log_has_q(void *arg)
+{
+    const tsup_log_q *q = arg;
+    return tsup_log_has(q->bin, q->pid, q->a, q->b);
+}
+
+double tsup_metric(int port, const char *series)
+{
+    char *body = NULL;
+    double v = -1;
+    if (tsup_http_get(port, "/metrics", &body) == 200 && body)
+        v = tsup_prom_value(body, series);
+    free(body);
+    return v;
+}
+
+typedef struct metric_q {
+    int port;
+    const char *series;
+    double want;
+    int eq;
+} metric_q;
+
+static int metric_reached(void *arg)
+{
+    const metric_q *q = arg;
+    double v = tsup_metric(q->port, q->series);
+    return q->eq ? v == q->want : v >= q->want;
+}
+
+static int wait_metric(int port, const char *series, double want, int eq, int timeout_ms)
+{
+    metric_q q = { port, series, want, eq };
+    int ok = tsup_wait_until(metric_reached, &q, timeout_ms);
+    if (!ok)
+        fprintf(stderr, "tsup: timeout waiting for %s %s %g (now %g)\n", series,
+                eq ? "==" : ">=", want, tsup_metric(port, series));
+    return ok;
+}
+
+int tsup_wait_metric(int port, const char *series, double want, int timeout_ms)
+{
+    return wait_metric(port, series, want, 0, timeout_ms);
+}
+
+int tsup_wait_metric_eq(int port, const char *series, double want, int timeout_ms)
+{
+    return wait_metric(port, series, want, 1, timeout_ms);
 }

@@ -88,6 +88,19 @@ int tsup_is_member(void *arg);
 int tsup_wait_member(redisContext *c, const char *key, const char *member, int want,
                      int timeout_ms);
 
+/* 1 if the log tsup_spawn gave process pid of binary bin
+ * (ODIN_TMP/<bin>.<pid>.log, bin the basename, e.g. "odin-shard") has a
+ * line holding a and, unless b is NULL, b; 0 otherwise (no log yet too). */
+int tsup_log_has(const char *bin, pid_t pid, const char *a, const char *b);
+
+/* The same as a predicate for tsup_wait_until. */
+typedef struct tsup_log_q {
+    const char *bin;
+    pid_t pid;
+    const char *a, *b;
+} tsup_log_q;
+int tsup_log_has_q(void *arg);
+
 /* HTTP GET http://127.0.0.1:port/path; returns status (or -1) and puts the
  * body (NUL-terminated, malloc'd) into *body if non-NULL. */
 int tsup_http_get(int port, const char *path, char **body);
@@ -98,5 +111,15 @@ int tsup_http_get(int port, const char *path, char **body);
  * match, the sum of the series of that name whose labels include all the
  * given ones (router_drops_total{reason="x"} sums over its shard label). */
 double tsup_prom_value(const char *text, const char *series);
+
+/* One series of http://127.0.0.1:port/metrics (tsup_prom_value), or -1 if
+ * absent or the process does not answer. */
+double tsup_metric(int port, const char *series);
+
+/* Wait until the series is >= want (tsup_wait_metric) or exactly want
+ * (tsup_wait_metric_eq; the process answers); 1, or 0 on timeout (with the
+ * last value on stderr).  ssup_ and rtsup_ wait_metric are these. */
+int tsup_wait_metric(int port, const char *series, double want, int timeout_ms);
+int tsup_wait_metric_eq(int port, const char *series, double want, int timeout_ms);
 
 #endif
