@@ -792,10 +792,11 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
         pump_schedule(r);
 }
 
-/* ---- stats (router.h) --------------------------------------------------- */
+/* ---- stats and admin views (router_http_callbacks, http.h) --------------------------------------------------- */
 
-void router_stats_get(router *r, router_stats *s)
+static void router_stats_get(void *ud, router_stats *s)
 {
+    router *r = ud;
     memset(s, 0, sizeof *s);
     s->m = r->m;
     router_gauges *g = &s->g;
@@ -826,15 +827,17 @@ void router_stats_get(router *r, router_stats *s)
     s->uptime_s = (clock_mono_ms() - r->started_ms) / 1000;
 }
 
-int router_stats_shards_json(const router *r, buf *out)
+static int router_stats_shards_json(void *ud, buf *out)
 {
+    const router *r = ud;
     return router_shards_json(r->shards, out);
 }
 
-/* ---- admin API (router.h) ------------------------------------------------ */
+/* admin API views (router_http_callbacks) */
 
-void router_admin_state(router *r, router_adminapi_state *st)
+static void router_admin_state(void *ud, router_adminapi_state *st)
 {
+    router *r = ud;
     memset(st, 0, sizeof *st);
     st->router_id = r->cfg->id;
     st->mode = router_mode_name(current_mode(r));
@@ -846,8 +849,9 @@ void router_admin_state(router *r, router_adminapi_state *st)
     st->consumer_lag = r->consumer ? consumer_lag(r->consumer) : -1;
 }
 
-size_t router_admin_shards(router *r, router_adminapi_shard *out, size_t max)
+static size_t router_admin_shards(void *ud, router_adminapi_shard *out, size_t max)
 {
+    router *r = ud;
     static const char *const st[] = { "idle", "connecting", "hello", "ready" };
     size_t n = 0, ns = router_shards_nslots(r->shards);
     for (size_t i = 0; i < ns && n < max; i++) {
@@ -872,8 +876,9 @@ size_t router_admin_shards(router *r, router_adminapi_shard *out, size_t max)
     return n;
 }
 
-long router_admin_partitions(router *r, consumer_partition *out, size_t max)
+static long router_admin_partitions(void *ud, consumer_partition *out, size_t max)
 {
+    router *r = ud;
     long n = r->consumer ? consumer_partitions(r->consumer, out, max) : -1;
     for (long i = 0; i < n && (size_t)i < max; i++)
         out[i].stored = router_offsets_position(r->off, out[i].topic, out[i].partition);
@@ -937,7 +942,10 @@ router *router_new(const router_config *cfg)
     event_add(r->ev_sigterm, NULL);
     event_add(r->ev_sigint, NULL);
 
-    r->http = router_http_new(r->base, cfg, r);
+    router_http_callbacks hcb = { router_stats_get, router_stats_shards_json,
+                                  router_admin_state, router_admin_shards,
+                                  router_admin_partitions, r };
+    r->http = router_http_new(r->base, cfg, &hcb);
     if (!r->http)
         goto err;
     discovery_callbacks dcb = { on_flush, on_invalidate, on_shard_down, on_shards,
