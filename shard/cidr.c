@@ -1,5 +1,5 @@
 /* CIDR lists (contract in cidr.h). */
-#include "common/cidr.h"
+#include "shard/cidr.h"
 #include "common/config.h"
 
 #include <arpa/inet.h>
