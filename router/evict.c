@@ -357,7 +357,7 @@ static void try_broker(evict *e)
     char host[256];
     int port;
     e->step = STEP_FIND;
-    if (config_split_hostport(hp, host, sizeof host, &port) != 0) {
+    if (addr_split_hostport(hp, host, sizeof host, &port) != 0) {
         broker_failed(e, "bad broker address");
         return;
     }
@@ -393,7 +393,7 @@ static void get_reply(redisAsyncContext *ac, void *reply, void *privdata)
         finish(e, 0, same ? "the recorded member is this process" : "out of memory");
         return;
     }
-    if (config_split_list(e->cfg->kafka_brokers, &e->brokers, &e->nbrokers) != 0 ||
+    if (addr_split_list(e->cfg->kafka_brokers, &e->brokers, &e->nbrokers) != 0 ||
         e->nbrokers == 0) {
         finish(e, 0, "no broker address");
         return;
@@ -477,7 +477,7 @@ void evict_free(evict *e)
         event_free(e->ev_step);
     if (e->ev_io)
         event_free(e->ev_io);
-    config_list_free(e->brokers, e->nbrokers);
+    addr_list_free(e->brokers, e->nbrokers);
     free(e->victim);
     free(e->recorded);
     free(e->key);

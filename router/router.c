@@ -973,7 +973,7 @@ router *router_new(const router_config *cfg)
     r->evict = evict_new(r->base, r->dns, discovery_cmd(r->disc), r->consumer, cfg);
     pump_schedule(r);   /* records may already be queued */
     char redis_url[600];
-    config_redact_url(cfg->redis_url, redis_url, sizeof redis_url);
+    addr_redact_url(cfg->redis_url, redis_url, sizeof redis_url);
     log_kv(LOG_INFO, "router started", "s:id", cfg->id, "s:mode",
            router_mode_name(cfg->mode), "s:group", cfg->kafka_group, "s:topics",
            cfg->kafka_topics, "s:redis", redis_url, "s:http", cfg->http_addr, NULL);

@@ -143,13 +143,13 @@ static int sentinel_master(redis_endpoint *ep, struct timeval tv)
 {
     char **v = NULL;
     size_t n = 0;
-    if (config_split_list(ep->sentinels, &v, &n) != 0)
+    if (addr_split_list(ep->sentinels, &v, &n) != 0)
         return -1;
     int ok = -1;
     for (size_t i = 0; i < n && ok != 0; i++) {
         char host[256];
         int port;
-        if (config_split_hostport(v[i], host, sizeof host, &port) != 0)
+        if (addr_split_hostport(v[i], host, sizeof host, &port) != 0)
             continue;
         redisContext *s = redisConnectWithTimeout(host, port, tv);
         if (!s || s->err) {
@@ -175,7 +175,7 @@ static int sentinel_master(redis_endpoint *ep, struct timeval tv)
         freeReplyObject(r);
         redisFree(s);
     }
-    config_list_free(v, n);
+    addr_list_free(v, n);
     return ok;
 }
 
@@ -184,16 +184,16 @@ static int redis_open(void)
 {
     redis_endpoint ep;
     char *url = g_url;
-    config_redact_url(o_redis_url, g_url, sizeof g_url);
+    addr_redact_url(o_redis_url, g_url, sizeof g_url);
     char uerr[300] = "REDIS_PASSWORD longer than 255 bytes";
-    if (config_parse_redis_url_err(o_redis_url, &ep, uerr, sizeof uerr) != 0 ||
-        config_redis_set_password(&ep, o_redis_password) != 0) {
+    if (addr_parse_redis_url_err(o_redis_url, &ep, uerr, sizeof uerr) != 0 ||
+        addr_redis_set_password(&ep, o_redis_password) != 0) {
         fprintf(stderr, "odin-ctl: REDIS_URL '%s' is not redis://[[user]:password@]host:port[/db] "
                         "or unix:/path: %s\n", url, uerr);
         return -2;   /* a settings mistake: exit 2 */
     }
     char why[300];
-    if (config_redis_set_sentinels(&ep, o_sentinels, o_master_name, why, sizeof why) != 0) {
+    if (addr_redis_set_sentinels(&ep, o_sentinels, o_master_name, why, sizeof why) != 0) {
         config_error("%s", why);
         return -2;
     }
@@ -347,7 +347,7 @@ static void reach_addr(const lease *l, char *host, size_t hl, int *port)
 {
     *port = 0;
     const char *a = l->admin_addr[0] ? l->admin_addr : l->ws_addr;
-    if (config_split_hostport(a, host, hl, port) != 0) {
+    if (addr_split_hostport(a, host, hl, port) != 0) {
         host[0] = '\0';
         return;
     }
@@ -788,7 +788,7 @@ static int do_health(void)
     if (o_router && *o_router) {
         char host[256], err[300] = "", *body = NULL;
         int port = 0, http = -1;
-        if (config_split_hostport(o_router, host, sizeof host, &port) == 0)
+        if (addr_split_hostport(o_router, host, sizeof host, &port) == 0)
             http = http_get(host, port, "/health", &body, err, sizeof err);
         else
             snprintf(err, sizeof err, "CTL_ROUTER_ADDR '%s' is not host:port", o_router);
@@ -848,7 +848,7 @@ static int static_shards_parse(void)
 {
     char **items = NULL;
     size_t n = 0;
-    if (config_split_list(o_shards, &items, &n) != 0)
+    if (addr_split_list(o_shards, &items, &n) != 0)
         return -1;
     g_static_ids = calloc(n + 1, sizeof *g_static_ids);
     g_static_addrs = calloc(n + 1, sizeof *g_static_addrs);
@@ -858,7 +858,7 @@ static int static_shards_parse(void)
         char host[256];
         int port;
         if (!eq || eq == items[i] ||
-            config_split_hostport(eq + 1, host, sizeof host, &port) != 0) {
+            addr_split_hostport(eq + 1, host, sizeof host, &port) != 0) {
             fprintf(stderr, "odin-ctl: CTL_SHARDS entry '%s' is not id=host:port\n", items[i]);
             st = -1;
             break;
@@ -870,7 +870,7 @@ static int static_shards_parse(void)
         if (!g_static_ids[g_nstatic - 1] || !g_static_addrs[g_nstatic - 1])
             st = -1;
     }
-    config_list_free(items, n);
+    addr_list_free(items, n);
     return st;
 }
 
@@ -896,7 +896,7 @@ static int admin_target(const char *id, lease *l, char *host, size_t hl, int *po
             snprintf(l->id, sizeof l->id, "%s", id);
             snprintf(l->admin_addr, sizeof l->admin_addr, "%s", g_static_addrs[i]);
             l->live = 1;
-            if (config_split_hostport(l->admin_addr, host, hl, port) != 0)
+            if (addr_split_hostport(l->admin_addr, host, hl, port) != 0)
                 return 1;
             return 0;
         }
