@@ -273,7 +273,7 @@ static int finalize(router_config *c)
         return bad("KAFKA_EVICT_PREVIOUS", "needs ROUTER_ID (the record is kept per router "
                    "id)%s", "");
     if (c->kafka_evict_previous) {
-        /* the eviction speaks plain TCP to the brokers (router/evict.h) */
+        /* the eviction speaks plain TCP to the brokers (router/leavegroup.h) */
         char proto[64];
         kafka_option(c->kafka_options, "security.protocol", proto, sizeof proto);
         if (proto[0] && strcasecmp(proto, "plaintext") != 0)

@@ -39,7 +39,7 @@
 #include "router/consumer.h"
 #include "router/discovery.h"
 #include "router/dispatch.h"
-#include "router/evict.h"
+#include "router/leavegroup.h"
 #include "router/http.h"
 #include "router/lookup.h"
 #include "router/offsets.h"
@@ -86,7 +86,7 @@ struct router {
     route_cache *cache;
     router_offsets *off;
     router_http *http;
-    evict *evict;                   /* ROUTER_ID's member record (router/evict.h) */
+    leavegroup *leavegroup;         /* KAFKA_EVICT_PREVIOUS: member record, LeaveGroup (router/leavegroup.h) */
 
     /* consuming */
     struct event *ev_pump, *ev_batch_timer;
@@ -574,7 +574,7 @@ static void on_assigned(const rd_kafka_topic_partition_list_t *parts, void *arg)
     router *r = arg;
     for (int i = 0; i < parts->cnt; i++)
         router_offsets_reset(r->off, parts->elems[i].topic, parts->elems[i].partition);
-    evict_member_changed(r->evict);
+    leavegroup_member_changed(r->leavegroup);
 }
 
 /* Store what is complete now so the commit on revoke includes it, then
@@ -970,7 +970,7 @@ router *router_new(const router_config *cfg)
     if (!r->consumer)
         goto err;
     /* NULL without KAFKA_EVICT_PREVIOUS (and ROUTER_ID): no member-id record */
-    r->evict = evict_new(r->base, r->dns, discovery_cmd(r->disc), r->consumer, cfg);
+    r->leavegroup = leavegroup_new(r->base, r->dns, discovery_cmd(r->disc), r->consumer, cfg);
     pump_schedule(r);   /* records may already be queued */
     char redis_url[600];
     addr_redact_url(cfg->redis_url, redis_url, sizeof redis_url);
@@ -1040,8 +1040,8 @@ void router_free(router *r)
     discovery_free(r->disc);
     r->disc = NULL;
     /* after the links: their pending replies still reach it */
-    evict_free(r->evict);
-    r->evict = NULL;
+    leavegroup_free(r->leavegroup);
+    r->leavegroup = NULL;
     lookup_free(r->lookup);
     r->lookup = NULL;
     router_http_free(r->http);
