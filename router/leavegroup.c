@@ -18,7 +18,7 @@
 #include "common/log.h"
 #include "common/net.h"
 #include "router/kwire.h"
-#include "router/rkey.h"
+#include "common/schema.h"
 
 /* Retry period while waiting for the Redis link. */
 #define LEAVEGROUP_POLL_MS 50
@@ -445,11 +445,7 @@ leavegroup *leavegroup_new(struct event_base *base, struct evdns_base *dns, redi
     long session = consumer_session_timeout_ms(c);
     e->refresh_ms = session > 100 ? session : 100;
     e->ttl_ms = 3 * e->refresh_ms;
-    buf kb = { 0 };
-    const char *k = rkey_build(&kb, cfg->redis_prefix, LEAVEGROUP_KEY_SUFFIX, cfg->router_id,
-                               strlen(cfg->router_id));
-    e->key = k ? strdup(k) : NULL;
-    buf_free(&kb);
+    e->key = schema_router_key(cfg->redis_prefix, cfg->router_id);
     e->ev_record = evtimer_new(base, record_cb, e);
     e->ev_step = evtimer_new(base, step_cb, e);
     e->ev_io = event_new(base, -1, 0, io_cb, e);

@@ -9,7 +9,8 @@
  *
  * With ROUTER_ID and KAFKA_EVICT_PREVIOUS set (and only then: the record
  * serves nothing else) the router records its current Kafka member id in
- * Redis, key <REDIS_PREFIX>router:<ROUTER_ID> (LEAVEGROUP_KEY_SUFFIX), a string
+ * Redis, key <REDIS_PREFIX>router:<ROUTER_ID> (schema_router_key,
+ * common/schema.h), a string
  * with a TTL of 3 x session.timeout.ms, written whenever partitions are
  * assigned and refreshed every session.timeout.ms while it is a member.
  * A starting router reads that key and, if it names another member, sends
@@ -39,7 +40,6 @@
 
 struct evdns_base;
 
-#define LEAVEGROUP_KEY_SUFFIX  "router:"
 /* Bound of the whole eviction: reading the key (waiting for Redis) and the
  * FindCoordinator + LeaveGroup exchange. */
 #define LEAVEGROUP_TIMEOUT_MS  3000

@@ -233,6 +233,16 @@ static int redis_open(void)
 }
 
 /* Run a command; NULL (message printed) on a transport or error reply. */
+/* P shards (common/schema.h), built once; "" on ENOMEM (the command then
+ * fails as for a missing key). */
+static const char *shards_key(void)
+{
+    static char *k;
+    if (!k)
+        k = schema_shards_key(o_prefix);
+    return k ? k : "";
+}
+
 static redisReply *cmd(const char *fmt, ...)
 {
     va_list ap;
@@ -289,7 +299,7 @@ static int lease_get(const char *id, lease *l)
     snprintf(l->id, sizeof l->id, "%s", id);
     l->pid = -1;
     l->connections = l->tokens = -1;
-    char *key = schema_shard_key(o_prefix, o_cluster, id, "");
+    char *key = schema_lease_key(o_prefix, o_cluster, id);
     redisReply *r = key ? cmd("HGETALL %s", key) : NULL;
     if (!r) {
         free(key);
@@ -322,7 +332,7 @@ static int lease_get(const char *id, lease *l)
 /* Every shard id: the shards SET plus any lease the SET lacks (SCAN). */
 static redisReply *shard_ids(const char ***ids, size_t *n)
 {
-    redisReply *r = cmd("SMEMBERS %sshards", o_prefix);
+    redisReply *r = cmd("SMEMBERS %s", shards_key());
     if (!r)
         return NULL;
     *ids = sorted_members(r, n);
@@ -563,7 +573,7 @@ static int do_shards(void)
         json_dumpf(arr, stdout, JSON_INDENT(2));
         printf("\n");
     } else if (n == 0) {
-        printf("(no shard registered under %sshards)\n", o_prefix);
+        printf("(no shard registered under %s)\n", shards_key());
     }
     json_decref(arr);
     free(ids);
@@ -657,16 +667,16 @@ static int print_set(char *key, const char *arg, const char *label, size_t *coun
 
 static int do_routes(const char *token)
 {
-    size_t n = strlen(o_prefix) + strlen(token) + 8, count = 0;
-    char *key = malloc(n);
-    if (key)
-        snprintf(key, n, "%sroute:%s", o_prefix, token);
+    size_t count = 0;
+    char *key = schema_route_key(o_prefix, token);
+    char *shown = key ? strdup(key) : NULL;   /* print_set frees key */
     int code = print_set(key, token, "token", &count);
     if (code == 0 && count == 0) {
         fprintf(stderr, "odin-ctl: unknown token '%s': no shard holds a subscriber of it "
-                        "(%sroute:%s is empty)\n", token, o_prefix, token);
+                        "(%s is empty)\n", token, shown ? shown : "its route set");
         code = 1;
     }
+    free(shown);
     return code;
 }
 
@@ -674,7 +684,7 @@ static int do_routes(const char *token)
  * SET), 0 if not, -1 on error (printed). */
 static int shard_known(const char *id)
 {
-    char *key = schema_shard_key(o_prefix, o_cluster, id, "");
+    char *key = schema_lease_key(o_prefix, o_cluster, id);
     redisReply *r = key ? cmd("EXISTS %s", key) : NULL;
     free(key);
     if (!r)
@@ -683,7 +693,7 @@ static int shard_known(const char *id)
     freeReplyObject(r);
     if (known)
         return 1;
-    r = cmd("SISMEMBER %sshards %s", o_prefix, id);
+    r = cmd("SISMEMBER %s %s", shards_key(), id);
     if (!r)
         return -1;
     known = r->integer > 0;
@@ -693,8 +703,8 @@ static int shard_known(const char *id)
 
 static void unknown_shard(const char *id)
 {
-    fprintf(stderr, "odin-ctl: unknown shard '%s': no lease and not in %sshards "
-                    "(see odin-ctl shards)\n", id, o_prefix);
+    fprintf(stderr, "odin-ctl: unknown shard '%s': no lease and not in %s "
+                    "(see odin-ctl shards)\n", id, shards_key());
 }
 
 static int do_tokens(const char *shard)
@@ -707,7 +717,7 @@ static int do_tokens(const char *shard)
         return 1;
     }
     size_t count = 0;
-    return print_set(schema_shard_key(o_prefix, o_cluster, shard, ":tokens"), shard, "shard",
+    return print_set(schema_tokens_key(o_prefix, o_cluster, shard), shard, "shard",
                      &count);
 }
 
