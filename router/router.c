@@ -40,6 +40,7 @@
 #include "router/discovery.h"
 #include "router/dispatch.h"
 #include "router/leavegroup.h"
+#include "router/hold.h"
 #include "router/http.h"
 #include "router/lookup.h"
 #include "router/offsets.h"
@@ -85,6 +86,7 @@ struct router {
     router_shards *shards;
     route_cache *cache;
     router_offsets *off;
+    router_hold *hold;              /* the hold policy (router/hold.h) */
     router_http *http;
     leavegroup *leavegroup;         /* KAFKA_EVICT_PREVIOUS: member record, LeaveGroup (router/leavegroup.h) */
 
@@ -94,10 +96,7 @@ struct router {
     int backpressured;              /* consumption paused for a shard to drain */
     int kafka_down;                 /* all brokers down reported */
     struct event *ev_hold;          /* re-decides a held batch */
-    uint64_t hold_since;            /* mono ms the hold began; 0 = not holding */
     int holding;                    /* the batch in hand waits for routes */
-    int hold_expired;               /* ROUTER_HOLD_MAX_MS passed: fallback */
-    int had_view;                   /* routes were trusted at least once */
     struct { void *rkt; const router_topic *t; char name[256]; } tcache[16];
     size_t ntcache;
     log_ratelimit rl_invalid;
@@ -245,58 +244,19 @@ static enum router_mode current_mode(const router *r)
          : targeted_ready(r) ? ROUTER_MODE_TARGETED : ROUTER_MODE_FALLBACK;
 }
 
-/* ---- hold (docs/reliability.md) ------------------------------------------ */
+/* ---- hold (router/hold.h) ---------------------------------------------- */
 
-#define MODE_HOLD ((int)ROUTER_MODE_COUNT)
-
-static void end_hold(router *r)
-{
-    if (!r->hold_since)
-        return;
-    uint64_t held = clock_mono_ms() - r->hold_since;
-    r->m.hold_ms += held;
-    log_kv(LOG_INFO, "routes known again; consumption resumes", "I:held_ms",
-           (int64_t)held, "b:expired", r->hold_expired, NULL);
-    r->hold_since = 0;
-    r->hold_expired = 0;
-}
-
-/* How the batch in hand goes out: targeted when "no route" can be trusted;
- * fallback broadcast when Redis is down after routes were known (docs/contract.md)
- * or a hold reached ROUTER_HOLD_MAX_MS; otherwise MODE_HOLD. */
+/* How the batch in hand goes out (router/hold.h); ROUTER_HOLD: keep it. */
 static int decide(router *r)
 {
     if (r->cfg->mode == ROUTER_MODE_BROADCAST)
         return ROUTER_MODE_BROADCAST;
-    if (r->disc && discovery_trusted(r->disc)) {
-        end_hold(r);
-        r->had_view = 1;
-        return ROUTER_MODE_TARGETED;
-    }
-    if (r->had_view && !(r->disc && discovery_cmd_connected(r->disc))) {
-        end_hold(r);
-        return ROUTER_MODE_FALLBACK;
-    }
-    uint64_t now = clock_mono_ms();
-    if (!r->hold_since) {
-        r->hold_since = now ? now : 1;
-        r->m.holds++;
-        log_kv(LOG_WARN, "holding consumption: which shards hold the tokens cannot be "
-               "known yet (nothing is committed meanwhile)", "b:redis_connected",
-               r->disc && discovery_cmd_connected(r->disc), "i:hold_max_ms",
-               (int)r->cfg->hold_max_ms, NULL);
-    }
-    if (now - r->hold_since >= (uint64_t)r->cfg->hold_max_ms) {
-        if (!r->hold_expired) {
-            r->hold_expired = 1;
-            r->m.hold_expired++;
-            log_kv(LOG_WARN, "ROUTER_HOLD_MAX_MS reached: broadcasting to every live shard "
-                   "until routes are known", "u:live_shards",
-                   (uint64_t)router_shards_live(r->shards), NULL);
-        }
-        return ROUTER_MODE_FALLBACK;
-    }
-    return MODE_HOLD;
+    router_hold_view v = {
+        .trusted = r->disc && discovery_trusted(r->disc),
+        .cmd_connected = r->disc && discovery_cmd_connected(r->disc),
+        .live_shards = router_shards_live(r->shards),
+    };
+    return router_hold_decide(r->hold, &v, clock_mono_ms());
 }
 
 static void hold_cb(evutil_socket_t fd, short what, void *arg)
@@ -479,7 +439,7 @@ static void process_batch(router *r)
 static void route_batch(router *r)
 {
     int mode = decide(r);
-    if (mode == MODE_HOLD) {
+    if (mode == ROUTER_HOLD) {
         static const struct timeval again = { 0, 20000 };
         r->holding = 1;
         evtimer_add(r->ev_hold, &again);
@@ -817,7 +777,7 @@ static void router_stats_get(void *ud, router_stats *s)
     g->pending_segments = router_offsets_pending(r->off);
     g->fallback = r->cfg->mode == ROUTER_MODE_TARGETED && !targeted_ready(r);
     g->backpressured = r->backpressured;
-    g->holding = r->holding && !r->hold_expired;
+    g->holding = r->holding && !router_hold_expired(r->hold);
     s->mode = current_mode(r);
     s->stopping = r->stopping;
     s->kafka_down = r->kafka_down;
@@ -841,8 +801,8 @@ static void router_admin_state(void *ud, router_adminapi_state *st)
     memset(st, 0, sizeof *st);
     st->router_id = r->cfg->id;
     st->mode = router_mode_name(current_mode(r));
-    st->holding = r->holding && !r->hold_expired;
-    st->hold_ms = r->hold_since ? clock_mono_ms() - r->hold_since : 0;
+    st->holding = r->holding && !router_hold_expired(r->hold);
+    st->hold_ms = router_hold_elapsed_ms(r->hold, clock_mono_ms());
     st->holds = r->m.holds;
     st->hold_expired = r->m.hold_expired;
     st->backpressured = r->backpressured;
@@ -909,7 +869,8 @@ router *router_new(const router_config *cfg)
     r->live_slots = calloc(ROUTER_SHARDS_MAX, sizeof *r->live_slots);
     r->cache = route_cache_new((size_t)cfg->cache_size, (uint64_t)cfg->cache_ttl_ms);
     r->off = router_offsets_new();
-    if (!r->batch || !r->recs || !r->live_slots || !r->cache || !r->off) {
+    r->hold = router_hold_new((uint64_t)cfg->hold_max_ms, &r->m);
+    if (!r->batch || !r->recs || !r->live_slots || !r->cache || !r->off || !r->hold) {
         log_kv(LOG_ERROR, "out of memory", NULL);
         goto err;
     }
@@ -1055,6 +1016,7 @@ void router_free(router *r)
     if (r->ev_sigint) event_free(r->ev_sigint);
     route_cache_free(r->cache);
     router_offsets_free(r->off);
+    router_hold_free(r->hold);
     free(r->batch);
     free(r->recs);
     free(r->live_slots);
