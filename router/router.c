@@ -45,23 +45,10 @@
 #include "router/lookup.h"
 #include "router/offsets.h"
 #include "router/shards.h"
+#include "router/tickets.h"
 
 /* SIGTERM/SIGINT: the process exits within SHUTDOWN_TIMEOUT_MS + this. */
 #define ROUTER_EXIT_SLACK_MS 2000
-
-/* Completion ticket of one consumed batch: one reference per queued frame,
- * plus one held while the batch is being dispatched.  When it drops to zero
- * every record of the batch reached its shards (or was dropped on purpose)
- * and the batch's segments are marked done in the offset tracker. */
-typedef struct ticket {
-    int refs;
-    int dropped;            /* a frame of the batch was dropped */
-    uint64_t batch_no;
-    size_t nsegs;
-    int64_t *ts;            /* Kafka timestamps (ms) of the records sent */
-    size_t nts;
-    router_offsets_seg segs[];   /* then the ts array */
-} ticket;
 
 /* Per-record classification of the batch being processed. */
 typedef struct rec {
@@ -86,9 +73,10 @@ struct router {
     router_shards *shards;
     route_cache *cache;
     router_offsets *off;
+    router_tickets *tickets;        /* completion tickets (router/tickets.h) */
     router_hold *hold;              /* the hold policy (router/hold.h) */
     router_http *http;
-    leavegroup *leavegroup;         /* KAFKA_EVICT_PREVIOUS: member record, LeaveGroup (router/leavegroup.h) */
+    leavegroup *leavegroup;         /* KAFKA_EVICT_PREVIOUS only (router/leavegroup.h) */
 
     /* consuming */
     struct event *ev_pump, *ev_batch_timer;
@@ -107,16 +95,14 @@ struct router {
     rd_kafka_message_t **batch;     /* owned messages */
     size_t nbatch;
     rec *recs;
-    ticket *ticket;
+    router_ticket *ticket;          /* the batch in hand's (router/tickets.h) */
     uint16_t *live_slots;           /* fallback / broadcast target list */
     size_t nlive;
-    uint64_t outstanding;           /* tickets not yet complete */
 
     /* signals, periodic, shutdown */
     struct event *ev_sigterm, *ev_sigint, *ev_tick, *ev_shutdown_timeout;
     int stopping;                   /* SIGTERM received */
     uint64_t stop_at_ms;            /* when (mono): bounds the consumer close */
-    int final;                      /* shutdown timed out: do not mark drops done */
     int finishing;                  /* loop exit requested */
     int exit_code;
 };
@@ -125,7 +111,7 @@ static void process_batch(router *r);
 static void route_batch(router *r);
 static void check_shutdown(router *r);
 
-/* ---- offsets and tickets ------------------------------------------------ */
+/* ---- offsets (tickets: router/tickets.h) ------------------------------------------------ */
 
 static void store_one(const char *topic, int32_t partition, int64_t next, void *arg)
 {
@@ -161,30 +147,10 @@ static void store_offsets(router *r)
     rd_kafka_topic_partition_list_destroy(l);
 }
 
-/* router_delivery_latency_seconds: Kafka timestamp -> every frame of the
- * record's batch written to its shards' sockets (one clock read per batch). */
-static void observe_delivery(router *r, const ticket *t)
+/* A ticket completed (router/tickets.h): store what advanced. */
+static void on_ticket_done(void *arg)
 {
-    if (t->dropped || t->nts == 0)
-        return;
-    int64_t now_us = (int64_t)clock_wall_us();
-    for (size_t i = 0; i < t->nts; i++) {
-        int64_t d = now_us - t->ts[i] * 1000;
-        prom_hist_observe(&r->m.delivery_seconds, d > 0 ? (double)d / 1e6 : 0.0);
-    }
-}
-
-static void ticket_release(router *r, ticket *t)
-{
-    if (--t->refs > 0)
-        return;
-    if (!r->final)
-        observe_delivery(r, t);
-    if (!r->final)
-        for (size_t i = 0; i < t->nsegs; i++)
-            router_offsets_done(r->off, t->segs[i]);
-    r->outstanding--;
-    free(t);
+    router *r = arg;
     store_offsets(r);
     if (r->stopping)
         check_shutdown(r);
@@ -192,7 +158,7 @@ static void ticket_release(router *r, ticket *t)
 
 /* Register the offset ranges of the batch (one segment per run of one
  * partition) in the ticket.  Returns 0 or -1 (ENOMEM). */
-static int register_segments(router *r, ticket *t)
+static int register_segments(router *r, router_ticket *t)
 {
     size_t i = 0;
     while (i < r->nbatch) {
@@ -202,12 +168,9 @@ static int register_segments(router *r, ticket *t)
                r->batch[j]->partition == m->partition &&
                r->batch[j]->offset > r->batch[j - 1]->offset)
             j++;
-        int tp = router_offsets_tp(r->off, rd_kafka_topic_name(m->rkt), m->partition);
-        if (tp < 0 ||
-            router_offsets_add(r->off, tp, m->offset, r->batch[j - 1]->offset,
-                               &t->segs[t->nsegs]) != 0)
+        if (router_ticket_add_range(r->tickets, t, rd_kafka_topic_name(m->rkt), m->partition,
+                                    m->offset, r->batch[j - 1]->offset) != 0)
             return -1;
-        t->nsegs++;
         i = j;
     }
     return 0;
@@ -365,7 +328,7 @@ static void dispatch_batch(router *r, enum router_mode mode)
             r->m.drops[ROUTER_DROP_NO_SHARD]++;   /* nobody to send to: counted */
         prom_hist_observe(&r->m.fanout, sent);
         if (sent && fr.timestamp_ms > 0)
-            r->ticket->ts[r->ticket->nts++] = fr.timestamp_ms;
+            router_ticket_sent(r->ticket, fr.timestamp_ms);
         r->m.dispatch[mode]++;
         r->m.records_sent += sent;
         if (nt == 0 && !rc->all && mode == ROUTER_MODE_TARGETED)
@@ -377,9 +340,9 @@ static void dispatch_batch(router *r, enum router_mode mode)
         rd_kafka_message_destroy(r->batch[i]);
     r->nbatch = 0;
     r->inflight = 0;
-    ticket *t = r->ticket;
+    router_ticket *t = r->ticket;
     r->ticket = NULL;
-    ticket_release(r, t);
+    router_tickets_release(r->tickets, t);
     pump_schedule(r);
 }
 
@@ -398,19 +361,12 @@ static void process_batch(router *r)
     r->m.batches++;
     prom_hist_observe(&r->m.batch_size, (double)r->nbatch);
 
-    ticket *t = malloc(sizeof *t + r->nbatch * (sizeof t->segs[0] + sizeof t->ts[0]));
-    if (t) {
-        t->ts = (int64_t *)(void *)&t->segs[r->nbatch];
-        t->nts = 0;
-        t->dropped = 0;
-    }
-    if (!t || (t->nsegs = 0, t->refs = 1, t->batch_no = r->batch_no,
-               register_segments(r, t) != 0)) {
+    router_ticket *t = router_tickets_open(r->tickets, r->batch_no, r->nbatch);
+    if (!t || register_segments(r, t) != 0) {
         log_kv(LOG_ERROR, "out of memory registering a batch; exiting", NULL);
         abort();
     }
     r->ticket = t;
-    r->outstanding++;
 
     dispatch_rules rules = { cfg->broadcast_key, strlen(cfg->broadcast_key),
                              (size_t)cfg->max_record_bytes, cfg->validate_json };
@@ -676,14 +632,14 @@ static void hook_frame(void *t, uint32_t nrec, int done, enum router_drop reason
     router *r = arg;
     if (!done) {
         r->m.drops[reason] += nrec;
-        ((ticket *)t)->dropped = 1;
+        router_ticket_dropped(t);
     }
-    ticket_release(r, t);
+    router_tickets_release(r->tickets, t);
 }
 
 static void hook_ref(void *t, void *arg)
 {
-    ((ticket *)t)->refs++;
+    router_ticket_ref(t);
 }
 
 /* ---- shutdown stages ---------------------------------------------------- */
@@ -701,7 +657,7 @@ static void check_shutdown(router *r)
      * the next owner re-reads it */
     int held = r->inflight && r->holding;
     if (!r->stopping || r->finishing || (r->inflight && !held) ||
-        (!held && accumulated(r) > 0) || r->outstanding > (uint64_t)held)
+        (!held && accumulated(r) > 0) || router_tickets_outstanding(r->tickets) > (uint64_t)held)
         return;
     log_kv(LOG_INFO, held ? "holding: the held batch is left unstored; stopping"
                           : "all queued records written; stopping", NULL);
@@ -714,8 +670,9 @@ static void shutdown_timeout_cb(evutil_socket_t fd, short what, void *arg)
     router *r = arg;
     log_kv(LOG_WARN, "shutdown timeout: dropping unwritten records (they are not stored "
            "and will be redelivered)", "u:queued_bytes",
-           router_shards_queued_bytes(r->shards), "u:batches", r->outstanding, NULL);
-    r->final = 1;
+           router_shards_queued_bytes(r->shards), "u:batches",
+           router_tickets_outstanding(r->tickets), NULL);
+    router_tickets_set_final(r->tickets);
     router_shards_close_all(r->shards, "shutdown timeout");
     finish(r);
 }
@@ -726,7 +683,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     router *r = arg;
     if (r->stopping) {
         log_kv(LOG_WARN, "second signal: stopping now", "i:signal", (int)sig, NULL);
-        r->final = 1;
+        router_tickets_set_final(r->tickets);
         router_shards_close_all(r->shards, "second signal");
         finish(r);
         return;
@@ -752,7 +709,7 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
         pump_schedule(r);
 }
 
-/* ---- stats and admin views (router_http_callbacks, http.h) --------------------------------------------------- */
+/* ---- stats and admin views (router_http_callbacks, http.h) ------------ */
 
 static void router_stats_get(void *ud, router_stats *s)
 {
@@ -870,7 +827,10 @@ router *router_new(const router_config *cfg)
     r->cache = route_cache_new((size_t)cfg->cache_size, (uint64_t)cfg->cache_ttl_ms);
     r->off = router_offsets_new();
     r->hold = router_hold_new((uint64_t)cfg->hold_max_ms, &r->m);
-    if (!r->batch || !r->recs || !r->live_slots || !r->cache || !r->off || !r->hold) {
+    router_tickets_callbacks tcb = { on_ticket_done, r };
+    r->tickets = r->off ? router_tickets_new(r->off, &r->m, &tcb) : NULL;
+    if (!r->batch || !r->recs || !r->live_slots || !r->cache || !r->off || !r->hold ||
+        !r->tickets) {
         log_kv(LOG_ERROR, "out of memory", NULL);
         goto err;
     }
@@ -992,11 +952,14 @@ void router_free(router *r)
     consumer_free(r->consumer);
     r->consumer = NULL;
     /* Dropping shard queues releases the tickets still referenced. */
-    r->final = 1;
+    if (r->tickets)
+        router_tickets_set_final(r->tickets);
     router_shards_free(r->shards);
     r->shards = NULL;
-    free(r->ticket);
+    router_ticket_discard(r->tickets, r->ticket);
     r->ticket = NULL;
+    router_tickets_free(r->tickets);
+    r->tickets = NULL;
     /* Connections first: their pending replies still reach the lookup. */
     discovery_free(r->disc);
     r->disc = NULL;
