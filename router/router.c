@@ -277,7 +277,7 @@ static void dispatch_batch(router *r, enum router_mode mode)
         size_t ns = router_shards_nslots(r->shards);
         for (size_t i = 0; i < ns; i++) {
             router_shard *sh = router_shards_get(r->shards, (uint16_t)i);
-            if (sh->live)
+            if (router_shard_live(sh))
                 r->live_slots[r->nlive++] = (uint16_t)i;
         }
     }
@@ -318,11 +318,7 @@ static void dispatch_batch(router *r, enum router_mode mode)
                 continue;
             enum router_drop why;
             if (router_shards_add(r->shards, sh, &fr, &why) == 0)
-                sent++;
-            else {
-                r->m.drops[why]++;
-                sh->drops[why]++;
-            }
+                sent++;   /* else counted by router_shards_add */
         }
         if (nt == 0 && (rc->all || mode != ROUTER_MODE_TARGETED))
             r->m.drops[ROUTER_DROP_NO_SHARD]++;   /* nobody to send to: counted */
@@ -547,7 +543,7 @@ static int on_intern(const char *id, size_t len, uint16_t *slot, void *arg)
     router_shard *sh = router_shards_intern(r->shards, id, len);
     if (!sh)
         return -1;
-    *slot = sh->slot;
+    *slot = router_shard_slot(sh);
     return 0;
 }
 
@@ -569,7 +565,7 @@ static void on_shard_down(const char *id, size_t len, void *arg)
 {
     router *r = arg;
     router_shard *sh = router_shards_find(r->shards, id, len);
-    if (sh && sh->live)
+    if (sh && router_shard_live(sh))
         router_shards_set_dead(r->shards, sh, "shard:down event");
 }
 
@@ -595,9 +591,9 @@ static void on_shards(discovery_shard *list, size_t n, void *arg)
         router_shard *sh = router_shards_intern(r->shards, list[i].id, strlen(list[i].id));
         if (!sh)
             continue;
-        seen[sh->slot] = 1;
+        seen[router_shard_slot(sh)] = 1;
         if (list[i].lease == DISCOVERY_LEASE_LIVE) {
-            if (!list[i].endpoint && !sh->live)
+            if (!list[i].endpoint && !router_shard_live(sh))
                 log_kv(LOG_WARN, "shard lease has no endpoint", "s:shard", list[i].id, NULL);
             router_shards_set_live(r->shards, sh, list[i].endpoint);
         } else if (list[i].lease == DISCOVERY_LEASE_EXPIRED) {
@@ -607,7 +603,7 @@ static void on_shards(discovery_shard *list, size_t n, void *arg)
     ns = router_shards_nslots(r->shards);
     for (size_t s = 0; s < ns; s++) {
         router_shard *sh = router_shards_get(r->shards, (uint16_t)s);
-        if (!seen[s] && sh->live)
+        if (!seen[s] && router_shard_live(sh))
             router_shards_set_lapsed(r->shards, sh, "not registered", now);
     }
     free(seen);
@@ -630,10 +626,8 @@ static void on_shards(discovery_shard *list, size_t n, void *arg)
 static void hook_frame(void *t, uint32_t nrec, int done, enum router_drop reason, void *arg)
 {
     router *r = arg;
-    if (!done) {
-        r->m.drops[reason] += nrec;
-        router_ticket_dropped(t);
-    }
+    if (!done)
+        router_ticket_dropped(t);   /* counted by router_shards */
     router_tickets_release(r->tickets, t);
 }
 
@@ -769,28 +763,7 @@ static void router_admin_state(void *ud, router_adminapi_state *st)
 static size_t router_admin_shards(void *ud, router_adminapi_shard *out, size_t max)
 {
     router *r = ud;
-    static const char *const st[] = { "idle", "connecting", "hello", "ready" };
-    size_t n = 0, ns = router_shards_nslots(r->shards);
-    for (size_t i = 0; i < ns && n < max; i++) {
-        const router_shard *sh = router_shards_get(r->shards, (uint16_t)i);
-        if (!sh)
-            continue;
-        router_adminapi_shard *v = &out[n++];
-        memset(v, 0, sizeof *v);
-        v->id = sh->id;
-        v->id_len = sh->id_len;
-        v->endpoint = sh->endpoint;
-        v->live = sh->live;
-        v->state = st[sh->state];
-        v->authenticated = sh->state == RSH_READY && r->cfg->ingress_secret &&
-                           *r->cfg->ingress_secret;
-        v->queued_bytes = router_outq_pending(&sh->q);
-        v->queue_limit = (uint64_t)r->cfg->shard_queue_bytes;
-        v->backpressured = sh->bp_since_ms != 0;
-        v->connects = sh->connects;
-        memcpy(v->drops, sh->drops, sizeof v->drops);
-    }
-    return n;
+    return router_shards_admin(r->shards, out, max);
 }
 
 static long router_admin_partitions(void *ud, consumer_partition *out, size_t max)
