@@ -14,7 +14,7 @@
 
 #include "common/buf.h"
 #include "common/clock.h"
-#include "common/config.h"
+#include "common/addr.h"
 #include "common/log.h"
 #include "common/net.h"
 #include "router/kwire.h"

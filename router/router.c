@@ -32,7 +32,7 @@
 #include <librdkafka/rdkafka.h>
 
 #include "common/clock.h"
-#include "common/config.h"
+#include "common/addr.h"
 #include "common/net.h"
 #include "common/log.h"
 #include "router/cache.h"
