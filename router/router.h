@@ -1,13 +1,16 @@
 /*
  * odin-router: the process.  One libevent loop thread owns everything.  The
- * router (router.c) is the batch pipeline and the owner of the objects it
- * is built from:
+ * router (router.c) is the batch pipeline and its wiring: the owner of the
+ * objects it is built from, the offset store, the shutdown stages:
  *
  *   consumer   (consumer.c)   Kafka consumer, accumulator, offsets store
  *   lookup     (lookup.c)     batch arena, miss table, pipelined SMEMBERS
  *   discovery  (discovery.c)  odin:routes subscription, lease discovery,
  *                             dead-shard sweep; owns the Redis connections
  *   shards     (shards.c)     shard table, connections, frames
+ *   tickets    (tickets.c)    completion tickets, offsets marked done
+ *   hold       (hold.c)       the hold policy (targeted / fallback / hold)
+ *   leavegroup (leavegroup.c) KAFKA_EVICT_PREVIOUS only
  *   route_cache, router_offsets, router_http (http.c: reads the router
  *                             through router_http_callbacks)
  *
