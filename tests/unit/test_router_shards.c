@@ -129,6 +129,31 @@ static void test_backpressure(void **state)
     event_base_free(base);
 }
 
+/* A record a shard does not get is counted once, by router_shards itself:
+ * the router's counter (router_records_dropped_total{reason}) and the
+ * shard's (its label, the admin API) together. */
+static void test_drop_counted_once(void **state)
+{
+    struct event_base *base = event_base_new();
+    router_metrics m;
+    router_shards *s = mk(base, &m);
+    router_shard *a = router_shards_intern(s, "A", 1);
+    frame_record fr = { .category = "c", .category_len = 1, .token = "t", .token_len = 1,
+                        .value = "{}", .value_len = 2 };
+    enum router_drop why;
+    router_shards_batch_begin(s, 1, FRAME_MODE_TARGETED, NULL);
+    assert_int_equal(router_shards_add(s, a, &fr, &why), -1);   /* not live */
+    assert_int_equal(why, ROUTER_DROP_SHARD_DOWN);
+    assert_int_equal(router_shards_add(s, a, &fr, &why), -1);
+    router_shards_batch_end(s);
+    assert_int_equal(m.drops[ROUTER_DROP_SHARD_DOWN], 2);
+    router_shard_sample smp;
+    assert_int_equal(router_shards_sample(s, 0, &smp), 0);
+    assert_int_equal(smp.drops[ROUTER_DROP_SHARD_DOWN], 2);
+    router_shards_free(s);
+    event_base_free(base);
+}
+
 static void test_bad_endpoints(void **state)
 {
     struct event_base *base = event_base_new();
@@ -152,6 +177,7 @@ int main(void)
         cmocka_unit_test(test_intern_and_compact),
         cmocka_unit_test(test_bad_endpoints),
         cmocka_unit_test(test_backpressure),
+        cmocka_unit_test(test_drop_counted_once),
     };
     return cmocka_run_group_tests_name("router_shards", tests, NULL, NULL);
 }
