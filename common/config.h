@@ -26,6 +26,8 @@
 #include <stddef.h>
 #include <stdio.h>
 
+#include "common/addr.h"
+
 enum config_type {
     CFG_STR,   /* dst: char **           */
     CFG_INT,   /* dst: long *, range [min,max] checked */
@@ -96,67 +98,25 @@ size_t config_edit_distance(const char *a, const char *b);
 const char *config_closest(const config_opt *opts, size_t n, const char *name,
                            size_t *dist);
 
-/*
- * KAFKA_BROKERS syntax: a comma-separated list of [scheme://]host:port
- * (IPv6 as [::1]:9092, port 1-65535).  0, or -1 with the reason in err.
- * Pure: says nothing about whether the brokers answer.
- */
-int config_check_brokers(const char *s, char *err, size_t errlen);
-
 /* Print the --help text to stdout (the table, CONFIG_STRICT, --help,
  * --version). */
 void config_usage(const config_opt *opts, size_t n, const char *prog,
                   const char *summary);
 
-/* Split a comma-separated setting into trimmed, non-empty items (each
- * malloc'd; the caller frees with config_list_free).  *out is NULL when
- * there are none.  Returns 0, or -1 on ENOMEM (nothing to free then). */
-int config_split_list(const char *s, char ***out, size_t *n);
-void config_list_free(char **v, size_t n);   /* NULL is a no-op */
-
 /* Free the strings config_load allocated. */
 void config_free(const config_opt *opts, size_t n);
 
-/* "host:port" -> host (copy into hostbuf) and port.  IPv6 as [::1]:port.
- * Returns 0 or -1. */
-int config_split_hostport(const char *s, char *hostbuf, size_t hostlen,
-                          int *port);
-
-/*
- * Redis endpoint: "redis://[[user]:password@]host:port[/db]" (port default
- * 6379; user and password percent-decoded, as in redis-cli -u), or
- * "unix:/path" / "unix:///path".  Returns 0 or -1.  path non-empty for unix.
- * With a password the link sends AUTH [user] password before anything else.
- * Never log a URL as given: use config_redact_url().
- */
-typedef struct redis_endpoint {
-    char host[256];
-    int port;
-    char path[256];
-    int db;
-    char user[128];         /* empty: AUTH with the password only */
-    char password[256];     /* empty: no AUTH */
-    char sentinels[512];    /* "host:port,host:port": master found through
-                               Redis Sentinel (host/port above unused) */
-    char master_name[128];  /* Sentinel's name of the master */
-} redis_endpoint;
-int config_parse_redis_url(const char *url, redis_endpoint *out);
-/* The same, with why it does not parse in err (never the password). */
-int config_parse_redis_url_err(const char *url, redis_endpoint *out, char *err,
-                               size_t errlen);
-
-/* REDIS_SENTINELS / REDIS_MASTER_NAME: find the master through Sentinel.
- * `sentinels` is a comma-separated host:port list (NULL or empty: no
- * Sentinel).  0, or -1 with a reason in why[n] (bad list, no name). */
-int config_redis_set_sentinels(redis_endpoint *ep, const char *sentinels,
-                               const char *master_name, char *why, size_t n);
-
-/* REDIS_PASSWORD: set (or replace) the endpoint's password.  0 or -1 (too
- * long).  NULL or empty leaves it as the URL gave it. */
-int config_redis_set_password(redis_endpoint *ep, const char *password);
-
-/* Copy `url` into out[n] with any userinfo password replaced by "***", for
- * logs and errors ("redis://app:***@redis:6379").  Always NUL-terminates. */
-void config_redact_url(const char *url, char *out, size_t n);
+/* Transitional: the address parsers moved to common/addr.h (addr_*).
+ * These names stay for callers not yet renamed (shard/, while it is being
+ * restructured); new code calls addr_* directly. */
+#define config_split_hostport      addr_split_hostport
+#define config_parse_redis_url     addr_parse_redis_url
+#define config_parse_redis_url_err addr_parse_redis_url_err
+#define config_redis_set_sentinels addr_redis_set_sentinels
+#define config_redis_set_password  addr_redis_set_password
+#define config_redact_url          addr_redact_url
+#define config_split_list          addr_split_list
+#define config_list_free           addr_list_free
+#define config_check_brokers       addr_check_brokers
 
 #endif

@@ -17,7 +17,7 @@
 
 #include <event2/dns.h>
 
-#include "common/config.h"
+#include "common/addr.h"
 #include "common/log.h"
 
 static void seterr(char *err, size_t errlen, const char *fmt, ...)
@@ -52,7 +52,7 @@ int net_endpoint_parse(const char *s, net_endpoint *out)
     }
     if (strncmp(s, "tcp://", 6) == 0) {
         int port;
-        if (config_split_hostport(s + 6, out->host, sizeof out->host, &port) != 0 ||
+        if (addr_split_hostport(s + 6, out->host, sizeof out->host, &port) != 0 ||
             !out->host[0] || port < 1 || port > 65535)
             return NET_EADDR;
         out->port = port;
@@ -73,7 +73,7 @@ int net_addr_is_loopback(const char *hostport)
 {
     char host[256];
     int port;
-    if (!hostport || config_split_hostport(hostport, host, sizeof host, &port) != 0)
+    if (!hostport || addr_split_hostport(hostport, host, sizeof host, &port) != 0)
         return 0;
     if (strcasecmp(host, "localhost") == 0)
         return 1;
@@ -255,7 +255,7 @@ int net_listen_tcp(const char *hostport, int backlog, int flags, char *bound,
 {
     char host[256];
     int port;
-    if (!hostport || config_split_hostport(hostport, host, sizeof host, &port) != 0) {
+    if (!hostport || addr_split_hostport(hostport, host, sizeof host, &port) != 0) {
         seterr(err, errlen, "bad listen address (want host:port)");
         return NET_EADDR;
     }

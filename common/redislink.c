@@ -621,12 +621,12 @@ redislink *redislink_new(struct event_base *base, const redis_endpoint *ep,
     if (ep->sentinels[0]) {
         char **v = NULL;
         size_t n = 0;
-        if (config_split_list(ep->sentinels, &v, &n) == 0)
+        if (addr_split_list(ep->sentinels, &v, &n) == 0)
             for (size_t i = 0; i < n && l->nsent < SENTINELS_MAX; i++)
-                if (config_split_hostport(v[i], l->sent[l->nsent].host,
-                                          sizeof l->sent[0].host, &l->sent[l->nsent].port) == 0)
+                if (addr_split_hostport(v[i], l->sent[l->nsent].host,
+                                        sizeof l->sent[0].host, &l->sent[l->nsent].port) == 0)
                     l->nsent++;
-        config_list_free(v, n);
+        addr_list_free(v, n);
         l->ep.host[0] = '\0';   /* the master comes from Sentinel */
         l->ep.path[0] = '\0';
     }

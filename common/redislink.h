@@ -60,7 +60,7 @@
 #include <event2/event.h>
 #include <hiredis/async.h>
 
-#include "common/config.h"
+#include "common/addr.h"
 
 struct evdns_base;
 

@@ -50,3 +50,72 @@ char *schema_shard_key(const char *prefix, int cluster, const char *id,
         snprintf(s, n, "%sshard:%s%s%s%s", prefix, open, id, close, kind);
     return s;
 }
+
+char *schema_lease_key(const char *prefix, int cluster, const char *id)
+{
+    return schema_shard_key(prefix, cluster, id, SCHEMA_SHARD_LEASE);
+}
+
+char *schema_tokens_key(const char *prefix, int cluster, const char *id)
+{
+    return schema_shard_key(prefix, cluster, id, SCHEMA_SHARD_TOKENS);
+}
+
+char *schema_sweep_key(const char *prefix, int cluster, const char *id)
+{
+    return schema_shard_key(prefix, cluster, id, SCHEMA_SHARD_SWEEP);
+}
+
+/* prefix + name + arg, malloc'd. */
+static char *cat(const char *prefix, const char *name, const char *arg)
+{
+    size_t a = strlen(prefix), b = strlen(name), c = strlen(arg);
+    char *s = malloc(a + b + c + 1);
+    if (!s)
+        return NULL;
+    memcpy(s, prefix, a);
+    memcpy(s + a, name, b);
+    memcpy(s + a + b, arg, c + 1);
+    return s;
+}
+
+char *schema_route_key(const char *prefix, const char *token)
+{
+    return cat(prefix, "route:", token);
+}
+
+char *schema_route_prefix(const char *prefix)
+{
+    return cat(prefix, "route:", "");
+}
+
+const char *schema_route_key_buf(buf *b, const char *prefix, const char *token,
+                                 size_t len)
+{
+    buf_reset(b);
+    if (buf_append(b, prefix, strlen(prefix)) != 0 || buf_append(b, "route:", 6) != 0 ||
+        (len && buf_append(b, token, len) != 0) || buf_reserve(b, 1) != 0)
+        return NULL;
+    b->data[b->len] = '\0';
+    return b->data;
+}
+
+char *schema_shards_key(const char *prefix)
+{
+    return cat(prefix, "shards", "");
+}
+
+char *schema_epoch_key(const char *prefix)
+{
+    return cat(prefix, "epoch", "");
+}
+
+char *schema_routes_channel(const char *prefix)
+{
+    return cat(prefix, "routes", "");
+}
+
+char *schema_router_key(const char *prefix, const char *router_id)
+{
+    return cat(prefix, "router:", router_id);
+}

@@ -11,6 +11,8 @@
  *   P shards              SET of shard ids that registered and have not been
  *                         cleaned up (lets routers find dead shards' leftovers
  *                         without SCAN; an addition to the original schema)
+ *   P router:<id>         STRING, a router's Kafka member id (only with
+ *                         KAFKA_EVICT_PREVIOUS; router/leavegroup.h)
  *   P routes              pub/sub channel: a route change publishes the token
  *                         itself; shard events publish "shard:up:<id>" or
  *                         "shard:down:<id>" (':' cannot occur in a token).
@@ -27,6 +29,10 @@
  */
 #ifndef ODIN_COMMON_SCHEMA_H
 #define ODIN_COMMON_SCHEMA_H
+
+#include <stddef.h>
+
+#include "common/buf.h"
 
 #define SCHEMA_DEFAULT_PREFIX "odin:"
 #define SCHEMA_EVENT_SHARD_UP "shard:up:"
@@ -163,13 +169,43 @@ void schema_random_hex(char out[33]);
 #define SCHEMA_SWEEP_TTL_MS 5000
 
 /*
- * Name of shard `id`'s key `kind` ("" lease, ":tokens" reverse index,
- * ":sweep" sweep marker): "<prefix>shard:<id><kind>", or with cluster
- * keys "<prefix>shard:{<id>}<kind>".  Returns a malloc'd string the caller
- * frees, NULL on ENOMEM.
+ * Every Redis key and channel name of the schema is built here, and only
+ * here (router, shard, common/sweep.c and odin-ctl call these; none writes
+ * a key name of its own).  Each returns a malloc'd, NUL-terminated string
+ * the caller frees, NULL on ENOMEM.
+ *
+ * Name of shard `id`'s key `kind` (SCHEMA_SHARD_LEASE, SCHEMA_SHARD_TOKENS,
+ * SCHEMA_SHARD_SWEEP): "<prefix>shard:<id><kind>", or with cluster keys
+ * "<prefix>shard:{<id>}<kind>".  schema_lease_key / schema_tokens_key /
+ * schema_sweep_key name the kinds.
  */
+#define SCHEMA_SHARD_LEASE  ""
+#define SCHEMA_SHARD_TOKENS ":tokens"
+#define SCHEMA_SHARD_SWEEP  ":sweep"
 char *schema_shard_key(const char *prefix, int cluster, const char *id,
                        const char *kind);
+char *schema_lease_key(const char *prefix, int cluster, const char *id);
+char *schema_tokens_key(const char *prefix, int cluster, const char *id);
+char *schema_sweep_key(const char *prefix, int cluster, const char *id);
+
+/* P route:<token> (both layouts), token a C string (odin-ctl). */
+char *schema_route_key(const char *prefix, const char *token);
+/* "P route:": what a route key starts with (SCHEMA_LUA_ROUTE_BATCH's
+ * ARGV[3]; binary-safe keys are this followed by the token's bytes, see
+ * schema_route_key_buf). */
+char *schema_route_prefix(const char *prefix);
+/* P route:<token> for token[0..len) (binary-safe) in the caller's scratch
+ * *b (reset first; b->len is the key length without the NUL).  Returns
+ * b->data, valid until *b next changes, or NULL on ENOMEM.  The router's
+ * per-batch lookups: no allocation once *b has grown. */
+const char *schema_route_key_buf(buf *b, const char *prefix, const char *token,
+                                 size_t len);
+char *schema_shards_key(const char *prefix);          /* P shards */
+char *schema_epoch_key(const char *prefix);           /* P epoch */
+char *schema_routes_channel(const char *prefix);      /* P routes (pub/sub) */
+/* P router:<router_id>: the Kafka member id a router records, only with
+ * KAFKA_EVICT_PREVIOUS (router/leavegroup.h). */
+char *schema_router_key(const char *prefix, const char *router_id);
 
 /*
  * Cluster layout: add (or remove) shard ARGV[2] to one route set.

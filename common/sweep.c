@@ -308,13 +308,12 @@ int sweep_shard(redisAsyncContext *ac, const sweep_opts *o, const char *id,
     s->prefix = strdup(o->prefix);
     s->id = strdup(id);
     s->cluster = o->cluster;
-    s->k_lease = schema_shard_key(o->prefix, o->cluster, id, "");
-    s->k_rev = schema_shard_key(o->prefix, o->cluster, id, ":tokens");
-    s->k_mark = schema_shard_key(o->prefix, o->cluster, id, ":sweep");
-    size_t pl = strlen(o->prefix) + 8;
-    s->k_routes = malloc(pl);
-    s->k_shards = malloc(pl);
-    s->k_rprefix = malloc(pl);
+    s->k_lease = schema_lease_key(o->prefix, o->cluster, id);
+    s->k_rev = schema_tokens_key(o->prefix, o->cluster, id);
+    s->k_mark = schema_sweep_key(o->prefix, o->cluster, id);
+    s->k_routes = schema_routes_channel(o->prefix);
+    s->k_shards = schema_shards_key(o->prefix);
+    s->k_rprefix = schema_route_prefix(o->prefix);
     s->toks = calloc(s->chunk, sizeof *s->toks);
     s->tlens = calloc(s->chunk, sizeof *s->tlens);
     s->dead = o->dead;
@@ -325,9 +324,6 @@ int sweep_shard(redisAsyncContext *ac, const sweep_opts *o, const char *id,
     if (!s->prefix || !s->id || !s->k_lease || !s->k_rev || !s->k_mark || !s->k_routes ||
         !s->k_shards || !s->k_rprefix || !s->toks || !s->tlens)
         goto err;
-    snprintf(s->k_routes, pl, "%sroutes", o->prefix);
-    snprintf(s->k_shards, pl, "%sshards", o->prefix);
-    snprintf(s->k_rprefix, pl, "%sroute:", o->prefix);
     char ttl[24];
     snprintf(ttl, sizeof ttl, "%d", SCHEMA_SWEEP_TTL_MS);
     const char *argv[9] = { "EVAL", script(s, SCHEMA_LUA_SWEEP_BEGIN), "3", s->k_lease,

@@ -224,7 +224,7 @@ static int finalize(router_config *c)
         return bad("KAFKA_BROKERS", "is required (%s); e.g. KAFKA_BROKERS=127.0.0.1:9092",
                    c->kafka_brokers);
     char berr[300];
-    if (config_check_brokers(c->kafka_brokers, berr, sizeof berr) != 0)
+    if (addr_check_brokers(c->kafka_brokers, berr, sizeof berr) != 0)
         return bad("KAFKA_BROKERS", "must be a host:port list (%s)", berr);
     if (!c->kafka_group || !*c->kafka_group)
         return bad("KAFKA_GROUP", "must not be empty (%s)", c->kafka_group);
@@ -241,26 +241,26 @@ static int finalize(router_config *c)
     else
         return bad("DISPATCH_MODE", "'%s' is not targeted|broadcast", c->dispatch_mode);
     char url[600];
-    config_redact_url(c->redis_url, url, sizeof url);
+    addr_redact_url(c->redis_url, url, sizeof url);
     char uerr[300];
-    if (config_parse_redis_url_err(c->redis_url, &c->redis, uerr, sizeof uerr) != 0) {
+    if (addr_parse_redis_url_err(c->redis_url, &c->redis, uerr, sizeof uerr) != 0) {
         char why[1000];
         snprintf(why, sizeof why, "'%s' is not redis://[[user]:password@]host:port[/db] "
                  "or unix:/path: %s", url, uerr);
         return bad("REDIS_URL", "%s", why);
     }
-    if (config_redis_set_password(&c->redis, c->redis_password) != 0)
+    if (addr_redis_set_password(&c->redis, c->redis_password) != 0)
         return bad("REDIS_PASSWORD", "longer than 255 bytes%s", "");
     char why[256];
-    if (config_redis_set_sentinels(&c->redis, c->redis_sentinels, c->redis_master_name, why,
-                                   sizeof why) != 0)
+    if (addr_redis_set_sentinels(&c->redis, c->redis_sentinels, c->redis_master_name, why,
+                                 sizeof why) != 0)
         return bad("REDIS_SENTINELS", "%s", why);
     if (!c->redis_prefix)
         return bad("REDIS_PREFIX", "must be set (%s)", c->redis_prefix);
     if (!c->broadcast_key || !*c->broadcast_key || strlen(c->broadcast_key) > 255)
         return bad("BROADCAST_KEY", "must be 1-255 bytes (%s)", c->broadcast_key);
-    if (config_split_hostport(c->http_addr, c->http_host, sizeof c->http_host,
-                              &c->http_port) != 0)
+    if (addr_split_hostport(c->http_addr, c->http_host, sizeof c->http_host,
+                            &c->http_port) != 0)
         return bad("HTTP_ADDR", "'%s' is not host:port", c->http_addr);
     enum log_level lvl;
     if (log_level_parse(c->log_level, &lvl) != 0)
@@ -273,7 +273,7 @@ static int finalize(router_config *c)
         return bad("KAFKA_EVICT_PREVIOUS", "needs ROUTER_ID (the record is kept per router "
                    "id)%s", "");
     if (c->kafka_evict_previous) {
-        /* the eviction speaks plain TCP to the brokers (router/evict.h) */
+        /* the eviction speaks plain TCP to the brokers (router/leavegroup.h) */
         char proto[64];
         kafka_option(c->kafka_options, "security.protocol", proto, sizeof proto);
         if (proto[0] && strcasecmp(proto, "plaintext") != 0)

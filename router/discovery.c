@@ -21,7 +21,6 @@
 #include "common/log.h"
 #include "common/schema.h"
 #include "common/sweep.h"
-#include "router/rkey.h"
 
 struct discovery {
     struct event_base *base;
@@ -30,7 +29,7 @@ struct discovery {
     discovery_callbacks cb;
     redislink *cmd, *sub;
     int subscribed;
-    buf key;                        /* scratch for key names */
+    char *k_routes, *k_epoch, *k_shards;   /* key names (common/schema.h) */
     struct {
         int active, again;
         size_t n, nrecv;
@@ -53,11 +52,6 @@ struct discovery {
     size_t nlive;
     struct event *ev_interval, *ev_now;
 };
-
-static const char *key_of(discovery *d, const char *suffix, const char *a, size_t alen)
-{
-    return rkey_build(&d->key, d->cfg->redis_prefix, suffix, a, alen);
-}
 
 /* ---- subscription ------------------------------------------------------ */
 
@@ -102,9 +96,9 @@ static void sub_state_cb(redislink *c, int up, void *arg)
     discovery *d = arg;
     if (up) {
         redisAsyncContext *ac = redislink_ctx(c);
-        const char *key = key_of(d, "routes", NULL, 0);
+        const char *key = d->k_routes;
         const char *argv[2] = { "SUBSCRIBE", key };
-        size_t lens[2] = { 9, d->key.len };
+        size_t lens[2] = { 9, strlen(key) };
         if (!ac || !key || redisAsyncCommandArgv(ac, sub_cb, d, 2, argv, lens) != REDIS_OK)
             redislink_drop(c, "subscribe failed");
         return;
@@ -346,8 +340,8 @@ static void disc_members_cb(redisAsyncContext *ac, void *reply, void *privdata)
         return;
     }
     for (size_t i = 0; i < k; i++) {
-        char *key = schema_shard_key(d->cfg->redis_prefix, d->cfg->redis_cluster_keys,
-                                     d->disc.ids[i], "");
+        char *key = schema_lease_key(d->cfg->redis_prefix, d->cfg->redis_cluster_keys,
+                                     d->disc.ids[i]);
         const char *argv[2] = { "HGETALL", key };
         size_t lens[2] = { 7, key ? strlen(key) : 0 };
         int ok = key && redisAsyncCommandArgv(ac, disc_hash_cb, d, 2, argv, lens) == REDIS_OK;
@@ -398,9 +392,9 @@ static void discover(discovery *d)
     }
     char fresh[33];
     schema_random_hex(fresh);
-    const char *ekey = key_of(d, "epoch", NULL, 0);
+    const char *ekey = d->k_epoch;
     const char *eargv[5] = { "EVAL", SCHEMA_LUA_EPOCH, "1", ekey, fresh };
-    size_t elens[5] = { 4, strlen(SCHEMA_LUA_EPOCH), 1, d->key.len, strlen(fresh) };
+    size_t elens[5] = { 4, strlen(SCHEMA_LUA_EPOCH), 1, strlen(ekey), strlen(fresh) };
     d->disc.active = 1;
     d->disc.again = 0;
     d->disc.epoch_ok = 0;
@@ -408,9 +402,9 @@ static void discover(discovery *d)
         d->disc.active = 0;
         return;
     }
-    const char *key = key_of(d, "shards", NULL, 0);
+    const char *key = d->k_shards;
     const char *argv[2] = { "SMEMBERS", key };
-    size_t lens[2] = { 8, d->key.len };
+    size_t lens[2] = { 8, strlen(key) };
     if (!key || redisAsyncCommandArgv(ac, disc_members_cb, d, 2, argv, lens) != REDIS_OK)
         d->disc.active = 0;
 }
@@ -489,13 +483,17 @@ discovery *discovery_new(struct event_base *base, const router_config *cfg,
     d->cfg = cfg;
     d->m = m;
     d->cb = *cb;
+    d->k_routes = schema_routes_channel(cfg->redis_prefix);
+    d->k_epoch = schema_epoch_key(cfg->redis_prefix);
+    d->k_shards = schema_shards_key(cfg->redis_prefix);
     d->cmd = redislink_new(base, &cfg->redis, "cmd", cfg->redis_timeout_ms,
                               cfg->redis_reconnect_max_ms, cmd_state_cb, d);
     d->sub = redislink_new(base, &cfg->redis, "sub", cfg->redis_timeout_ms,
                               cfg->redis_reconnect_max_ms, sub_state_cb, d);
     d->ev_interval = event_new(base, -1, EV_PERSIST, discover_cb, d);
     d->ev_now = event_new(base, -1, 0, discover_cb, d);
-    if (!d->cmd || !d->sub || !d->ev_interval || !d->ev_now) {
+    if (!d->cmd || !d->sub || !d->ev_interval || !d->ev_now || !d->k_routes || !d->k_epoch ||
+        !d->k_shards) {
         discovery_free(d);
         return NULL;
     }
@@ -531,6 +529,8 @@ void discovery_free(discovery *d)
         event_free(d->ev_interval);
     if (d->ev_now)
         event_free(d->ev_now);
-    buf_free(&d->key);
+    free(d->k_routes);
+    free(d->k_epoch);
+    free(d->k_shards);
     free(d);
 }

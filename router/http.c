@@ -26,7 +26,7 @@
 
 struct router_http {
     const router_config *cfg;
-    router *r;
+    router_http_callbacks cb;
     struct evhttp *http;
     tbucket rl[2];                 /* ADMIN_RATE: [0] /metrics, [1] /health */
     uint64_t rl_rejections[2];     /* router_http_ratelimit_rejections_total */
@@ -61,7 +61,7 @@ static void health(router_http *h, struct evhttp_request *req)
         evhttp_send_error(req, 500, "out of memory");
         return;
     }
-    router_stats_get(h->r, s);
+    h->cb.stats(h->cb.ud, s);
     const router_gauges *g = &s->g;
     int kafka_ok = !s->kafka_down;
     const char *status = "healthy";
@@ -95,7 +95,7 @@ static void health(router_http *h, struct evhttp_request *req)
                 g->shards_known && g->shards_connected == g->shards_known ? "ok" : "degraded",
                 (unsigned long long)g->shards_connected, (unsigned long long)g->shards_known,
                 (unsigned long long)g->queue_bytes);
-    router_stats_shards_json(h->r, &b);
+    h->cb.shards_json(h->cb.ud, &b);
     buf_appendf(&b, "}}}\n");
     reply(req, code, code == 200 ? "OK" : "Service Unavailable", "application/json", &b);
     buf_free(&b);
@@ -114,7 +114,7 @@ static void probe(router_http *h, struct evhttp_request *req, int ready)
         evhttp_send_error(req, 500, "out of memory");
         return;
     }
-    router_stats_get(h->r, s);
+    h->cb.stats(h->cb.ud, s);
     const char *reason = !ready ? NULL
                        : s->stopping ? "shutting down"
                        : s->kafka_down ? "kafka down"
@@ -144,7 +144,7 @@ static void metrics(router_http *h, struct evhttp_request *req)
         evhttp_send_error(req, 500, "out of memory");
         return;
     }
-    router_stats_get(h->r, s);
+    h->cb.stats(h->cb.ud, s);
     buf b = { 0 };
     procmetrics pm;
     procmetrics_sample(&pm);
@@ -251,20 +251,20 @@ static void admin_api(router_http *h, struct evhttp_request *req, const char *ur
     }
     h->api_requests++;
     router_adminapi_state rs;
-    router_admin_state(h->r, &rs);
+    h->cb.admin_state(h->cb.ud, &rs);
     buf b = { 0 };
     int rc = -1;
     if (rt == RADMIN_SHARDS) {
         router_adminapi_shard *v = calloc(ROUTER_SHARDS_MAX, sizeof *v);
         if (v) {
-            size_t n = router_admin_shards(h->r, v, ROUTER_SHARDS_MAX);
+            size_t n = h->cb.admin_shards(h->cb.ud, v, ROUTER_SHARDS_MAX);
             rc = router_adminapi_shards_json(&b, &rs, v, n);
         }
         free(v);
     } else {
         consumer_partition *v = calloc(ADMIN_PARTITIONS_MAX, sizeof *v);
         if (v) {
-            long n = router_admin_partitions(h->r, v, ADMIN_PARTITIONS_MAX);
+            long n = h->cb.admin_partitions(h->cb.ud, v, ADMIN_PARTITIONS_MAX);
             rc = router_adminapi_partitions_json(&b, &rs, v,
                                                  n < 0 ? 0 : n > ADMIN_PARTITIONS_MAX
                                                      ? ADMIN_PARTITIONS_MAX : (size_t)n, n);
@@ -324,13 +324,14 @@ static void http_cb(struct evhttp_request *req, void *arg)
         metrics(h, req);
 }
 
-router_http *router_http_new(struct event_base *base, const router_config *cfg, router *r)
+router_http *router_http_new(struct event_base *base, const router_config *cfg,
+                             const router_http_callbacks *cb)
 {
     router_http *h = calloc(1, sizeof *h);
     if (!h)
         return NULL;
     h->cfg = cfg;
-    h->r = r;
+    h->cb = *cb;
     h->log_rl.per_sec = 2;
     for (int i = 0; i < 2; i++)
         tbucket_init(&h->rl[i], cfg->admin_rate, (double)cfg->admin_burst, clock_mono_ms());

@@ -1,7 +1,7 @@
 /*
  * The few Kafka protocol messages the router sends itself, encoded and
  * decoded without I/O (tests/unit/test_router_kwire.c): ApiVersions v0,
- * FindCoordinator v0-v3 and LeaveGroup v0-v4, used by router/evict.c to
+ * FindCoordinator v0-v3 and LeaveGroup v0-v4, used by router/leavegroup.c to
  * remove a previous incarnation of this router from the consumer group on
  * brokers without KIP-345 static membership (the devbroker).  librdkafka
  * has no API for a LeaveGroup on behalf of another member, and no Debian

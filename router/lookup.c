@@ -5,6 +5,7 @@
  * (hiredis 0.14 rules, docs/dependencies.md).
  */
 #include "router/lookup.h"
+#include "common/schema.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,7 +17,6 @@
 #include "common/clock.h"
 #include "common/hash.h"
 #include "common/log.h"
-#include "router/rkey.h"
 
 typedef struct miss {
     const char *tok;
@@ -52,7 +52,8 @@ struct lookup {
     char epoch[80];         /* expected registry epoch ("" = do not check) */
     uint64_t ticket;        /* route_cache_ticket at send time */
     uint64_t t0_us;
-    buf key;
+    buf key;                /* scratch: route keys (schema_route_key_buf) */
+    char *k_epoch;          /* P epoch (schema_epoch_key) */
     struct event *ev_done, *ev_timeout;
 };
 
@@ -329,8 +330,8 @@ int lookup_send(lookup *lk)
     lk->ticket = route_cache_ticket(lk->cache);
     lk->t0_us = clock_mono_us();
     for (size_t i = 0; i < lk->nmiss; i++) {
-        const char *key = rkey_build(&lk->key, lk->opts.redis_prefix, "route:",
-                                     lk->miss[i].tok, lk->miss[i].len);
+        const char *key = schema_route_key_buf(&lk->key, lk->opts.redis_prefix,
+                                               lk->miss[i].tok, lk->miss[i].len);
         const char *argv[2] = { "SMEMBERS", key };
         size_t lens[2] = { 8, lk->key.len };
         if (!key || redisAsyncCommandArgv(ac, reply_cb, lk, 2, argv, lens) != REDIS_OK) {
@@ -344,9 +345,9 @@ int lookup_send(lookup *lk)
         return -1;
     }
     if (lk->epoch[0]) {
-        const char *key = rkey_build(&lk->key, lk->opts.redis_prefix, "epoch", NULL, 0);
+        const char *key = lk->k_epoch;
         const char *argv[2] = { "GET", key };
-        size_t lens[2] = { 3, lk->key.len };
+        size_t lens[2] = { 3, strlen(key) };
         if (key && redisAsyncCommandArgv(ac, epoch_cb, lk, 2, argv, lens) == REDIS_OK)
             lk->epoch_pending = 1;
         else
@@ -381,7 +382,8 @@ lookup *lookup_new(struct event_base *base, redislink *cmd, route_cache *cache,
         lk->mtab_size *= 2;
     lk->mtab = calloc(lk->mtab_size, sizeof *lk->mtab);
     lk->mtab_gen = calloc(lk->mtab_size, sizeof *lk->mtab_gen);
-    if (!lk->miss || !lk->mtab || !lk->mtab_gen)
+    lk->k_epoch = schema_epoch_key(lk->opts.redis_prefix);
+    if (!lk->miss || !lk->mtab || !lk->mtab_gen || !lk->k_epoch)
         goto err;
     if (base) {
         lk->ev_done = event_new(base, -1, 0, done_cb, lk);
@@ -409,5 +411,6 @@ void lookup_free(lookup *lk)
     free(lk->mtab_gen);
     free(lk->arena);
     buf_free(&lk->key);
+    free(lk->k_epoch);
     free(lk);
 }

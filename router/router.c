@@ -32,35 +32,23 @@
 #include <librdkafka/rdkafka.h>
 
 #include "common/clock.h"
-#include "common/config.h"
+#include "common/addr.h"
 #include "common/net.h"
 #include "common/log.h"
 #include "router/cache.h"
 #include "router/consumer.h"
 #include "router/discovery.h"
 #include "router/dispatch.h"
-#include "router/evict.h"
+#include "router/leavegroup.h"
+#include "router/hold.h"
 #include "router/http.h"
 #include "router/lookup.h"
 #include "router/offsets.h"
 #include "router/shards.h"
+#include "router/tickets.h"
 
 /* SIGTERM/SIGINT: the process exits within SHUTDOWN_TIMEOUT_MS + this. */
 #define ROUTER_EXIT_SLACK_MS 2000
-
-/* Completion ticket of one consumed batch: one reference per queued frame,
- * plus one held while the batch is being dispatched.  When it drops to zero
- * every record of the batch reached its shards (or was dropped on purpose)
- * and the batch's segments are marked done in the offset tracker. */
-typedef struct ticket {
-    int refs;
-    int dropped;            /* a frame of the batch was dropped */
-    uint64_t batch_no;
-    size_t nsegs;
-    int64_t *ts;            /* Kafka timestamps (ms) of the records sent */
-    size_t nts;
-    router_offsets_seg segs[];   /* then the ts array */
-} ticket;
 
 /* Per-record classification of the batch being processed. */
 typedef struct rec {
@@ -85,8 +73,10 @@ struct router {
     router_shards *shards;
     route_cache *cache;
     router_offsets *off;
+    router_tickets *tickets;        /* completion tickets (router/tickets.h) */
+    router_hold *hold;              /* the hold policy (router/hold.h) */
     router_http *http;
-    evict *evict;                   /* ROUTER_ID's member record (router/evict.h) */
+    leavegroup *leavegroup;         /* KAFKA_EVICT_PREVIOUS only (router/leavegroup.h) */
 
     /* consuming */
     struct event *ev_pump, *ev_batch_timer;
@@ -94,10 +84,7 @@ struct router {
     int backpressured;              /* consumption paused for a shard to drain */
     int kafka_down;                 /* all brokers down reported */
     struct event *ev_hold;          /* re-decides a held batch */
-    uint64_t hold_since;            /* mono ms the hold began; 0 = not holding */
     int holding;                    /* the batch in hand waits for routes */
-    int hold_expired;               /* ROUTER_HOLD_MAX_MS passed: fallback */
-    int had_view;                   /* routes were trusted at least once */
     struct { void *rkt; const router_topic *t; char name[256]; } tcache[16];
     size_t ntcache;
     log_ratelimit rl_invalid;
@@ -108,16 +95,14 @@ struct router {
     rd_kafka_message_t **batch;     /* owned messages */
     size_t nbatch;
     rec *recs;
-    ticket *ticket;
+    router_ticket *ticket;          /* the batch in hand's (router/tickets.h) */
     uint16_t *live_slots;           /* fallback / broadcast target list */
     size_t nlive;
-    uint64_t outstanding;           /* tickets not yet complete */
 
     /* signals, periodic, shutdown */
     struct event *ev_sigterm, *ev_sigint, *ev_tick, *ev_shutdown_timeout;
     int stopping;                   /* SIGTERM received */
     uint64_t stop_at_ms;            /* when (mono): bounds the consumer close */
-    int final;                      /* shutdown timed out: do not mark drops done */
     int finishing;                  /* loop exit requested */
     int exit_code;
 };
@@ -126,7 +111,7 @@ static void process_batch(router *r);
 static void route_batch(router *r);
 static void check_shutdown(router *r);
 
-/* ---- offsets and tickets ------------------------------------------------ */
+/* ---- offsets (tickets: router/tickets.h) ------------------------------------------------ */
 
 static void store_one(const char *topic, int32_t partition, int64_t next, void *arg)
 {
@@ -162,30 +147,10 @@ static void store_offsets(router *r)
     rd_kafka_topic_partition_list_destroy(l);
 }
 
-/* router_delivery_latency_seconds: Kafka timestamp -> every frame of the
- * record's batch written to its shards' sockets (one clock read per batch). */
-static void observe_delivery(router *r, const ticket *t)
+/* A ticket completed (router/tickets.h): store what advanced. */
+static void on_ticket_done(void *arg)
 {
-    if (t->dropped || t->nts == 0)
-        return;
-    int64_t now_us = (int64_t)clock_wall_us();
-    for (size_t i = 0; i < t->nts; i++) {
-        int64_t d = now_us - t->ts[i] * 1000;
-        prom_hist_observe(&r->m.delivery_seconds, d > 0 ? (double)d / 1e6 : 0.0);
-    }
-}
-
-static void ticket_release(router *r, ticket *t)
-{
-    if (--t->refs > 0)
-        return;
-    if (!r->final)
-        observe_delivery(r, t);
-    if (!r->final)
-        for (size_t i = 0; i < t->nsegs; i++)
-            router_offsets_done(r->off, t->segs[i]);
-    r->outstanding--;
-    free(t);
+    router *r = arg;
     store_offsets(r);
     if (r->stopping)
         check_shutdown(r);
@@ -193,7 +158,7 @@ static void ticket_release(router *r, ticket *t)
 
 /* Register the offset ranges of the batch (one segment per run of one
  * partition) in the ticket.  Returns 0 or -1 (ENOMEM). */
-static int register_segments(router *r, ticket *t)
+static int register_segments(router *r, router_ticket *t)
 {
     size_t i = 0;
     while (i < r->nbatch) {
@@ -203,12 +168,9 @@ static int register_segments(router *r, ticket *t)
                r->batch[j]->partition == m->partition &&
                r->batch[j]->offset > r->batch[j - 1]->offset)
             j++;
-        int tp = router_offsets_tp(r->off, rd_kafka_topic_name(m->rkt), m->partition);
-        if (tp < 0 ||
-            router_offsets_add(r->off, tp, m->offset, r->batch[j - 1]->offset,
-                               &t->segs[t->nsegs]) != 0)
+        if (router_ticket_add_range(r->tickets, t, rd_kafka_topic_name(m->rkt), m->partition,
+                                    m->offset, r->batch[j - 1]->offset) != 0)
             return -1;
-        t->nsegs++;
         i = j;
     }
     return 0;
@@ -245,58 +207,19 @@ static enum router_mode current_mode(const router *r)
          : targeted_ready(r) ? ROUTER_MODE_TARGETED : ROUTER_MODE_FALLBACK;
 }
 
-/* ---- hold (docs/reliability.md) ------------------------------------------ */
+/* ---- hold (router/hold.h) ---------------------------------------------- */
 
-#define MODE_HOLD ((int)ROUTER_MODE_COUNT)
-
-static void end_hold(router *r)
-{
-    if (!r->hold_since)
-        return;
-    uint64_t held = clock_mono_ms() - r->hold_since;
-    r->m.hold_ms += held;
-    log_kv(LOG_INFO, "routes known again; consumption resumes", "I:held_ms",
-           (int64_t)held, "b:expired", r->hold_expired, NULL);
-    r->hold_since = 0;
-    r->hold_expired = 0;
-}
-
-/* How the batch in hand goes out: targeted when "no route" can be trusted;
- * fallback broadcast when Redis is down after routes were known (docs/contract.md)
- * or a hold reached ROUTER_HOLD_MAX_MS; otherwise MODE_HOLD. */
+/* How the batch in hand goes out (router/hold.h); ROUTER_HOLD: keep it. */
 static int decide(router *r)
 {
     if (r->cfg->mode == ROUTER_MODE_BROADCAST)
         return ROUTER_MODE_BROADCAST;
-    if (r->disc && discovery_trusted(r->disc)) {
-        end_hold(r);
-        r->had_view = 1;
-        return ROUTER_MODE_TARGETED;
-    }
-    if (r->had_view && !(r->disc && discovery_cmd_connected(r->disc))) {
-        end_hold(r);
-        return ROUTER_MODE_FALLBACK;
-    }
-    uint64_t now = clock_mono_ms();
-    if (!r->hold_since) {
-        r->hold_since = now ? now : 1;
-        r->m.holds++;
-        log_kv(LOG_WARN, "holding consumption: which shards hold the tokens cannot be "
-               "known yet (nothing is committed meanwhile)", "b:redis_connected",
-               r->disc && discovery_cmd_connected(r->disc), "i:hold_max_ms",
-               (int)r->cfg->hold_max_ms, NULL);
-    }
-    if (now - r->hold_since >= (uint64_t)r->cfg->hold_max_ms) {
-        if (!r->hold_expired) {
-            r->hold_expired = 1;
-            r->m.hold_expired++;
-            log_kv(LOG_WARN, "ROUTER_HOLD_MAX_MS reached: broadcasting to every live shard "
-                   "until routes are known", "u:live_shards",
-                   (uint64_t)router_shards_live(r->shards), NULL);
-        }
-        return ROUTER_MODE_FALLBACK;
-    }
-    return MODE_HOLD;
+    router_hold_view v = {
+        .trusted = r->disc && discovery_trusted(r->disc),
+        .cmd_connected = r->disc && discovery_cmd_connected(r->disc),
+        .live_shards = router_shards_live(r->shards),
+    };
+    return router_hold_decide(r->hold, &v, clock_mono_ms());
 }
 
 static void hold_cb(evutil_socket_t fd, short what, void *arg)
@@ -354,7 +277,7 @@ static void dispatch_batch(router *r, enum router_mode mode)
         size_t ns = router_shards_nslots(r->shards);
         for (size_t i = 0; i < ns; i++) {
             router_shard *sh = router_shards_get(r->shards, (uint16_t)i);
-            if (sh->live)
+            if (router_shard_live(sh))
                 r->live_slots[r->nlive++] = (uint16_t)i;
         }
     }
@@ -395,17 +318,13 @@ static void dispatch_batch(router *r, enum router_mode mode)
                 continue;
             enum router_drop why;
             if (router_shards_add(r->shards, sh, &fr, &why) == 0)
-                sent++;
-            else {
-                r->m.drops[why]++;
-                sh->drops[why]++;
-            }
+                sent++;   /* else counted by router_shards_add */
         }
         if (nt == 0 && (rc->all || mode != ROUTER_MODE_TARGETED))
             r->m.drops[ROUTER_DROP_NO_SHARD]++;   /* nobody to send to: counted */
         prom_hist_observe(&r->m.fanout, sent);
         if (sent && fr.timestamp_ms > 0)
-            r->ticket->ts[r->ticket->nts++] = fr.timestamp_ms;
+            router_ticket_sent(r->ticket, fr.timestamp_ms);
         r->m.dispatch[mode]++;
         r->m.records_sent += sent;
         if (nt == 0 && !rc->all && mode == ROUTER_MODE_TARGETED)
@@ -417,9 +336,9 @@ static void dispatch_batch(router *r, enum router_mode mode)
         rd_kafka_message_destroy(r->batch[i]);
     r->nbatch = 0;
     r->inflight = 0;
-    ticket *t = r->ticket;
+    router_ticket *t = r->ticket;
     r->ticket = NULL;
-    ticket_release(r, t);
+    router_tickets_release(r->tickets, t);
     pump_schedule(r);
 }
 
@@ -438,19 +357,12 @@ static void process_batch(router *r)
     r->m.batches++;
     prom_hist_observe(&r->m.batch_size, (double)r->nbatch);
 
-    ticket *t = malloc(sizeof *t + r->nbatch * (sizeof t->segs[0] + sizeof t->ts[0]));
-    if (t) {
-        t->ts = (int64_t *)(void *)&t->segs[r->nbatch];
-        t->nts = 0;
-        t->dropped = 0;
-    }
-    if (!t || (t->nsegs = 0, t->refs = 1, t->batch_no = r->batch_no,
-               register_segments(r, t) != 0)) {
+    router_ticket *t = router_tickets_open(r->tickets, r->batch_no, r->nbatch);
+    if (!t || register_segments(r, t) != 0) {
         log_kv(LOG_ERROR, "out of memory registering a batch; exiting", NULL);
         abort();
     }
     r->ticket = t;
-    r->outstanding++;
 
     dispatch_rules rules = { cfg->broadcast_key, strlen(cfg->broadcast_key),
                              (size_t)cfg->max_record_bytes, cfg->validate_json };
@@ -479,7 +391,7 @@ static void process_batch(router *r)
 static void route_batch(router *r)
 {
     int mode = decide(r);
-    if (mode == MODE_HOLD) {
+    if (mode == ROUTER_HOLD) {
         static const struct timeval again = { 0, 20000 };
         r->holding = 1;
         evtimer_add(r->ev_hold, &again);
@@ -574,7 +486,7 @@ static void on_assigned(const rd_kafka_topic_partition_list_t *parts, void *arg)
     router *r = arg;
     for (int i = 0; i < parts->cnt; i++)
         router_offsets_reset(r->off, parts->elems[i].topic, parts->elems[i].partition);
-    evict_member_changed(r->evict);
+    leavegroup_member_changed(r->leavegroup);
 }
 
 /* Store what is complete now so the commit on revoke includes it, then
@@ -631,7 +543,7 @@ static int on_intern(const char *id, size_t len, uint16_t *slot, void *arg)
     router_shard *sh = router_shards_intern(r->shards, id, len);
     if (!sh)
         return -1;
-    *slot = sh->slot;
+    *slot = router_shard_slot(sh);
     return 0;
 }
 
@@ -653,7 +565,7 @@ static void on_shard_down(const char *id, size_t len, void *arg)
 {
     router *r = arg;
     router_shard *sh = router_shards_find(r->shards, id, len);
-    if (sh && sh->live)
+    if (sh && router_shard_live(sh))
         router_shards_set_dead(r->shards, sh, "shard:down event");
 }
 
@@ -679,9 +591,9 @@ static void on_shards(discovery_shard *list, size_t n, void *arg)
         router_shard *sh = router_shards_intern(r->shards, list[i].id, strlen(list[i].id));
         if (!sh)
             continue;
-        seen[sh->slot] = 1;
+        seen[router_shard_slot(sh)] = 1;
         if (list[i].lease == DISCOVERY_LEASE_LIVE) {
-            if (!list[i].endpoint && !sh->live)
+            if (!list[i].endpoint && !router_shard_live(sh))
                 log_kv(LOG_WARN, "shard lease has no endpoint", "s:shard", list[i].id, NULL);
             router_shards_set_live(r->shards, sh, list[i].endpoint);
         } else if (list[i].lease == DISCOVERY_LEASE_EXPIRED) {
@@ -691,7 +603,7 @@ static void on_shards(discovery_shard *list, size_t n, void *arg)
     ns = router_shards_nslots(r->shards);
     for (size_t s = 0; s < ns; s++) {
         router_shard *sh = router_shards_get(r->shards, (uint16_t)s);
-        if (!seen[s] && sh->live)
+        if (!seen[s] && router_shard_live(sh))
             router_shards_set_lapsed(r->shards, sh, "not registered", now);
     }
     free(seen);
@@ -714,16 +626,14 @@ static void on_shards(discovery_shard *list, size_t n, void *arg)
 static void hook_frame(void *t, uint32_t nrec, int done, enum router_drop reason, void *arg)
 {
     router *r = arg;
-    if (!done) {
-        r->m.drops[reason] += nrec;
-        ((ticket *)t)->dropped = 1;
-    }
-    ticket_release(r, t);
+    if (!done)
+        router_ticket_dropped(t);   /* counted by router_shards */
+    router_tickets_release(r->tickets, t);
 }
 
 static void hook_ref(void *t, void *arg)
 {
-    ((ticket *)t)->refs++;
+    router_ticket_ref(t);
 }
 
 /* ---- shutdown stages ---------------------------------------------------- */
@@ -741,7 +651,7 @@ static void check_shutdown(router *r)
      * the next owner re-reads it */
     int held = r->inflight && r->holding;
     if (!r->stopping || r->finishing || (r->inflight && !held) ||
-        (!held && accumulated(r) > 0) || r->outstanding > (uint64_t)held)
+        (!held && accumulated(r) > 0) || router_tickets_outstanding(r->tickets) > (uint64_t)held)
         return;
     log_kv(LOG_INFO, held ? "holding: the held batch is left unstored; stopping"
                           : "all queued records written; stopping", NULL);
@@ -754,8 +664,9 @@ static void shutdown_timeout_cb(evutil_socket_t fd, short what, void *arg)
     router *r = arg;
     log_kv(LOG_WARN, "shutdown timeout: dropping unwritten records (they are not stored "
            "and will be redelivered)", "u:queued_bytes",
-           router_shards_queued_bytes(r->shards), "u:batches", r->outstanding, NULL);
-    r->final = 1;
+           router_shards_queued_bytes(r->shards), "u:batches",
+           router_tickets_outstanding(r->tickets), NULL);
+    router_tickets_set_final(r->tickets);
     router_shards_close_all(r->shards, "shutdown timeout");
     finish(r);
 }
@@ -766,7 +677,7 @@ static void signal_cb(evutil_socket_t sig, short what, void *arg)
     router *r = arg;
     if (r->stopping) {
         log_kv(LOG_WARN, "second signal: stopping now", "i:signal", (int)sig, NULL);
-        r->final = 1;
+        router_tickets_set_final(r->tickets);
         router_shards_close_all(r->shards, "second signal");
         finish(r);
         return;
@@ -792,10 +703,11 @@ static void tick_cb(evutil_socket_t fd, short what, void *arg)
         pump_schedule(r);
 }
 
-/* ---- stats (router.h) --------------------------------------------------- */
+/* ---- stats and admin views (router_http_callbacks, http.h) ------------ */
 
-void router_stats_get(router *r, router_stats *s)
+static void router_stats_get(void *ud, router_stats *s)
 {
+    router *r = ud;
     memset(s, 0, sizeof *s);
     s->m = r->m;
     router_gauges *g = &s->g;
@@ -816,7 +728,7 @@ void router_stats_get(router *r, router_stats *s)
     g->pending_segments = router_offsets_pending(r->off);
     g->fallback = r->cfg->mode == ROUTER_MODE_TARGETED && !targeted_ready(r);
     g->backpressured = r->backpressured;
-    g->holding = r->holding && !r->hold_expired;
+    g->holding = r->holding && !router_hold_expired(r->hold);
     s->mode = current_mode(r);
     s->stopping = r->stopping;
     s->kafka_down = r->kafka_down;
@@ -826,54 +738,37 @@ void router_stats_get(router *r, router_stats *s)
     s->uptime_s = (clock_mono_ms() - r->started_ms) / 1000;
 }
 
-int router_stats_shards_json(const router *r, buf *out)
+static int router_stats_shards_json(void *ud, buf *out)
 {
+    const router *r = ud;
     return router_shards_json(r->shards, out);
 }
 
-/* ---- admin API (router.h) ------------------------------------------------ */
+/* admin API views (router_http_callbacks) */
 
-void router_admin_state(router *r, router_adminapi_state *st)
+static void router_admin_state(void *ud, router_adminapi_state *st)
 {
+    router *r = ud;
     memset(st, 0, sizeof *st);
     st->router_id = r->cfg->id;
     st->mode = router_mode_name(current_mode(r));
-    st->holding = r->holding && !r->hold_expired;
-    st->hold_ms = r->hold_since ? clock_mono_ms() - r->hold_since : 0;
+    st->holding = r->holding && !router_hold_expired(r->hold);
+    st->hold_ms = router_hold_elapsed_ms(r->hold, clock_mono_ms());
     st->holds = r->m.holds;
     st->hold_expired = r->m.hold_expired;
     st->backpressured = r->backpressured;
     st->consumer_lag = r->consumer ? consumer_lag(r->consumer) : -1;
 }
 
-size_t router_admin_shards(router *r, router_adminapi_shard *out, size_t max)
+static size_t router_admin_shards(void *ud, router_adminapi_shard *out, size_t max)
 {
-    static const char *const st[] = { "idle", "connecting", "hello", "ready" };
-    size_t n = 0, ns = router_shards_nslots(r->shards);
-    for (size_t i = 0; i < ns && n < max; i++) {
-        const router_shard *sh = router_shards_get(r->shards, (uint16_t)i);
-        if (!sh)
-            continue;
-        router_adminapi_shard *v = &out[n++];
-        memset(v, 0, sizeof *v);
-        v->id = sh->id;
-        v->id_len = sh->id_len;
-        v->endpoint = sh->endpoint;
-        v->live = sh->live;
-        v->state = st[sh->state];
-        v->authenticated = sh->state == RSH_READY && r->cfg->ingress_secret &&
-                           *r->cfg->ingress_secret;
-        v->queued_bytes = router_outq_pending(&sh->q);
-        v->queue_limit = (uint64_t)r->cfg->shard_queue_bytes;
-        v->backpressured = sh->bp_since_ms != 0;
-        v->connects = sh->connects;
-        memcpy(v->drops, sh->drops, sizeof v->drops);
-    }
-    return n;
+    router *r = ud;
+    return router_shards_admin(r->shards, out, max);
 }
 
-long router_admin_partitions(router *r, consumer_partition *out, size_t max)
+static long router_admin_partitions(void *ud, consumer_partition *out, size_t max)
 {
+    router *r = ud;
     long n = r->consumer ? consumer_partitions(r->consumer, out, max) : -1;
     for (long i = 0; i < n && (size_t)i < max; i++)
         out[i].stored = router_offsets_position(r->off, out[i].topic, out[i].partition);
@@ -904,7 +799,11 @@ router *router_new(const router_config *cfg)
     r->live_slots = calloc(ROUTER_SHARDS_MAX, sizeof *r->live_slots);
     r->cache = route_cache_new((size_t)cfg->cache_size, (uint64_t)cfg->cache_ttl_ms);
     r->off = router_offsets_new();
-    if (!r->batch || !r->recs || !r->live_slots || !r->cache || !r->off) {
+    r->hold = router_hold_new((uint64_t)cfg->hold_max_ms, &r->m);
+    router_tickets_callbacks tcb = { on_ticket_done, r };
+    r->tickets = r->off ? router_tickets_new(r->off, &r->m, &tcb) : NULL;
+    if (!r->batch || !r->recs || !r->live_slots || !r->cache || !r->off || !r->hold ||
+        !r->tickets) {
         log_kv(LOG_ERROR, "out of memory", NULL);
         goto err;
     }
@@ -937,7 +836,10 @@ router *router_new(const router_config *cfg)
     event_add(r->ev_sigterm, NULL);
     event_add(r->ev_sigint, NULL);
 
-    r->http = router_http_new(r->base, cfg, r);
+    router_http_callbacks hcb = { router_stats_get, router_stats_shards_json,
+                                  router_admin_state, router_admin_shards,
+                                  router_admin_partitions, r };
+    r->http = router_http_new(r->base, cfg, &hcb);
     if (!r->http)
         goto err;
     discovery_callbacks dcb = { on_flush, on_invalidate, on_shard_down, on_shards,
@@ -962,10 +864,10 @@ router *router_new(const router_config *cfg)
     if (!r->consumer)
         goto err;
     /* NULL without KAFKA_EVICT_PREVIOUS (and ROUTER_ID): no member-id record */
-    r->evict = evict_new(r->base, r->dns, discovery_cmd(r->disc), r->consumer, cfg);
+    r->leavegroup = leavegroup_new(r->base, r->dns, discovery_cmd(r->disc), r->consumer, cfg);
     pump_schedule(r);   /* records may already be queued */
     char redis_url[600];
-    config_redact_url(cfg->redis_url, redis_url, sizeof redis_url);
+    addr_redact_url(cfg->redis_url, redis_url, sizeof redis_url);
     log_kv(LOG_INFO, "router started", "s:id", cfg->id, "s:mode",
            router_mode_name(cfg->mode), "s:group", cfg->kafka_group, "s:topics",
            cfg->kafka_topics, "s:redis", redis_url, "s:http", cfg->http_addr, NULL);
@@ -1023,17 +925,20 @@ void router_free(router *r)
     consumer_free(r->consumer);
     r->consumer = NULL;
     /* Dropping shard queues releases the tickets still referenced. */
-    r->final = 1;
+    if (r->tickets)
+        router_tickets_set_final(r->tickets);
     router_shards_free(r->shards);
     r->shards = NULL;
-    free(r->ticket);
+    router_ticket_discard(r->tickets, r->ticket);
     r->ticket = NULL;
+    router_tickets_free(r->tickets);
+    r->tickets = NULL;
     /* Connections first: their pending replies still reach the lookup. */
     discovery_free(r->disc);
     r->disc = NULL;
     /* after the links: their pending replies still reach it */
-    evict_free(r->evict);
-    r->evict = NULL;
+    leavegroup_free(r->leavegroup);
+    r->leavegroup = NULL;
     lookup_free(r->lookup);
     r->lookup = NULL;
     router_http_free(r->http);
@@ -1047,6 +952,7 @@ void router_free(router *r)
     if (r->ev_sigint) event_free(r->ev_sigint);
     route_cache_free(r->cache);
     router_offsets_free(r->off);
+    router_hold_free(r->hold);
     free(r->batch);
     free(r->recs);
     free(r->live_slots);

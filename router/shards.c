@@ -1,4 +1,5 @@
 #include "router/shards.h"
+#include "router/adminapi.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -19,6 +20,42 @@
 #define BACKOFF_MIN_MS 50
 #define READ_CHUNK 16384
 #define READS_PER_WAKEUP 8
+
+struct router_shard {
+    uint16_t slot;
+    char *id;
+    size_t id_len;
+    char *endpoint;              /* from the lease; NULL if none */
+    int live;                    /* lease present at last discovery, or in grace */
+    uint64_t down_since_ms;      /* lease lapsed while connected (grace); 0 = no */
+    enum router_shard_state state;
+    int fd;
+    struct event *rev, *wev, *timer;
+    struct net_connect *nc;      /* resolve + connect in progress */
+    struct handshake *hs;        /* link handshake (proto/handshake.h) until
+                                    the link is up; NULL otherwise */
+    int write_armed;
+    router_outq q;
+    frame_decoder *dec;
+    uint32_t max_frame;          /* peer's max payload */
+    uint64_t last_progress_ms;   /* last successful write (or queue empty) */
+    long backoff_ms;
+    uint64_t connects;
+    int quiet;                   /* repeated failures are logged at debug */
+    int abort_close;             /* next close is abortive (net_close_abort):
+                                    given up on, not a graceful end */
+    /* per-batch frame building */
+    frame_batch fb;
+    int fb_open;
+    uint32_t fb_nrec;
+    uint64_t fb_batch;           /* batch number fb belongs to */
+    uint64_t flushed_batch;      /* batch in which the socket filled up */
+    uint64_t bp_since_ms;        /* queue above half since then (0 = below) */
+    int bp_slow;                 /* did not drain within the budget: not waited for */
+    uint64_t drops[ROUTER_DROP_COUNT];   /* records this shard did not get
+                                            (written by shards.c only) */
+    struct router_shards *owner;
+};
 
 struct router_shards {
     struct event_base *base;
@@ -239,13 +276,23 @@ struct mark_ctx {
     enum router_drop reason;
 };
 
+/* The one writer of the drop counters, the router's (router_records_dropped_total
+ * {reason}) and the shard's (its shard label, the admin API): every record a
+ * shard does not get is counted here, once. */
+static void count_drop(router_shards *s, router_shard *sh, enum router_drop reason,
+                       uint64_t n)
+{
+    s->m->drops[reason] += n;
+    sh->drops[reason] += n;
+}
+
 static void mark_cb(void *ticket, uint32_t nrec, int done, void *arg)
 {
     struct mark_ctx *c = arg;
     if (done)
         c->s->m->frames_sent++;
     else
-        c->sh->drops[c->reason] += nrec;
+        count_drop(c->s, c->sh, c->reason, nrec);
     c->s->hooks.frame(ticket, nrec, done, c->reason, c->s->hooks.arg);
 }
 
@@ -303,8 +350,7 @@ static void shard_close(router_shards *s, router_shard *sh, const char *why,
     if (sh->fb_open) {
         frame_batch_abort(&sh->fb);
         if (sh->fb_nrec) {
-            s->m->drops[reason] += sh->fb_nrec;
-            sh->drops[reason] += sh->fb_nrec;
+            count_drop(s, sh, reason, sh->fb_nrec);
         }
         sh->fb_open = 0;
         sh->fb_nrec = 0;
@@ -668,8 +714,7 @@ static void close_frame(router_shards *s, router_shard *sh)
     uint32_t nrec = sh->fb_nrec;
     sh->fb_nrec = 0;
     if (frame_batch_end(&sh->fb) != FRAME_OK) {
-        s->m->drops[ROUTER_DROP_TOO_BIG] += nrec;
-        sh->drops[ROUTER_DROP_TOO_BIG] += nrec;
+        count_drop(s, sh, ROUTER_DROP_TOO_BIG, nrec);
         return;
     }
     if (router_outq_mark(&sh->q, s->ticket, nrec) != 0) {
@@ -681,8 +726,10 @@ static void close_frame(router_shards *s, router_shard *sh)
     s->hooks.ticket_ref(s->ticket, s->hooks.arg);
 }
 
-static int dropped(enum router_drop *why, enum router_drop reason)
+static int dropped(router_shards *s, router_shard *sh, enum router_drop *why,
+                   enum router_drop reason)
 {
+    count_drop(s, sh, reason, 1);
     *why = reason;
     return -1;
 }
@@ -691,10 +738,10 @@ int router_shards_add(router_shards *s, router_shard *sh, const frame_record *r,
                       enum router_drop *why)
 {
     if (!sh->live || sh->state != RSH_READY)
-        return dropped(why, ROUTER_DROP_SHARD_DOWN);
+        return dropped(s, sh, why, ROUTER_DROP_SHARD_DOWN);
     size_t est = r->category_len + r->token_len + r->value_len + 64;
     if (est + 16 > sh->max_frame)
-        return dropped(why, ROUTER_DROP_TOO_BIG);
+        return dropped(s, sh, why, ROUTER_DROP_TOO_BIG);
     if (sh->fb_batch != s->batch_no) {
         sh->fb_batch = s->batch_no;
         sh->fb_open = 0;
@@ -713,23 +760,23 @@ int router_shards_add(router_shards *s, router_shard *sh, const frame_record *r,
         close_frame(s, sh);
         shard_flush(s, sh);
         if (sh->state != RSH_READY)
-            return dropped(why, ROUTER_DROP_SHARD_DOWN);
+            return dropped(s, sh, why, ROUTER_DROP_SHARD_DOWN);
         pending = router_outq_pending(&sh->q);
         if (pending > 0)
             sh->flushed_batch = s->batch_no;
     }
     if (pending + est + (sh->fb_open ? 0 : 16) > (size_t)s->opts.queue_bytes)
-        return dropped(why, ROUTER_DROP_QUEUE_FULL);
+        return dropped(s, sh, why, ROUTER_DROP_QUEUE_FULL);
     if (pending == 0)
         sh->last_progress_ms = clock_mono_ms();
     if (!sh->fb_open) {
         if (frame_batch_begin(&sh->fb, router_outq_buf(&sh->q), s->mode) != FRAME_OK)
-            return dropped(why, ROUTER_DROP_QUEUE_FULL);
+            return dropped(s, sh, why, ROUTER_DROP_QUEUE_FULL);
         sh->fb_open = 1;
         sh->fb_nrec = 0;
     }
     if (frame_batch_add(&sh->fb, r) != FRAME_OK)
-        return dropped(why, ROUTER_DROP_QUEUE_FULL);
+        return dropped(s, sh, why, ROUTER_DROP_QUEUE_FULL);
     sh->fb_nrec++;
     return 0;
 }
@@ -816,4 +863,41 @@ int router_shards_json(const router_shards *s, buf *out)
     }
     rc |= buf_append(out, "]", 1);
     return rc ? -1 : 0;
+}
+
+size_t router_shards_admin(const router_shards *s, struct router_adminapi_shard *out,
+                           size_t max)
+{
+    static const char *const st[] = { "idle", "connecting", "hello", "ready" };
+    size_t n = 0;
+    for (size_t i = 0; i < s->nslots && n < max; i++) {
+        const router_shard *sh = s->slots[i];
+        if (!sh)
+            continue;
+        router_adminapi_shard *v = &out[n++];
+        memset(v, 0, sizeof *v);
+        v->id = sh->id;
+        v->id_len = sh->id_len;
+        v->endpoint = sh->endpoint;
+        v->live = sh->live;
+        v->state = st[sh->state];
+        v->authenticated = sh->state == RSH_READY && s->secret != NULL;
+        v->queued_bytes = router_outq_pending(&sh->q);
+        v->queue_limit = (uint64_t)s->opts.queue_bytes;
+        v->backpressured = sh->bp_since_ms != 0;
+        v->connects = sh->connects;
+        memcpy(v->drops, sh->drops, sizeof v->drops);
+    }
+    return n;
+}
+
+uint16_t router_shard_slot(const router_shard *sh) { return sh->slot; }
+int router_shard_live(const router_shard *sh) { return sh->live; }
+enum router_shard_state router_shard_state(const router_shard *sh) { return sh->state; }
+int router_shard_slow(const router_shard *sh) { return sh->bp_slow; }
+router_outq *router_shard_queue(router_shard *sh) { return &sh->q; }
+
+void router_shard_test_set_state(router_shard *sh, enum router_shard_state st)
+{
+    sh->state = st;
 }

@@ -50,40 +50,19 @@ enum router_shard_state {
     RSH_READY           /* deliveries flow */
 };
 
-typedef struct router_shard {
-    uint16_t slot;
-    char *id;
-    size_t id_len;
-    char *endpoint;              /* from the lease; NULL if none */
-    int live;                    /* lease present at last discovery, or in grace */
-    uint64_t down_since_ms;      /* lease lapsed while connected (grace); 0 = no */
-    enum router_shard_state state;
-    int fd;
-    struct event *rev, *wev, *timer;
-    struct net_connect *nc;      /* resolve + connect in progress */
-    struct handshake *hs;        /* link handshake (proto/handshake.h) until
-                                    the link is up; NULL otherwise */
-    int write_armed;
-    router_outq q;
-    frame_decoder *dec;
-    uint32_t max_frame;          /* peer's max payload */
-    uint64_t last_progress_ms;   /* last successful write (or queue empty) */
-    long backoff_ms;
-    uint64_t connects;
-    int quiet;                   /* repeated failures are logged at debug */
-    int abort_close;             /* next close is abortive (net_close_abort):
-                                    given up on, not a graceful end */
-    /* per-batch frame building */
-    frame_batch fb;
-    int fb_open;
-    uint32_t fb_nrec;
-    uint64_t fb_batch;           /* batch number fb belongs to */
-    uint64_t flushed_batch;      /* batch in which the socket filled up */
-    uint64_t bp_since_ms;        /* queue above half since then (0 = below) */
-    int bp_slow;                 /* did not drain within the budget: not waited for */
-    uint64_t drops[ROUTER_DROP_COUNT];   /* records this shard did not get */
-    struct router_shards *owner;
-} router_shard;
+/* One slot of the table; its fields are private to shards.c (every counter
+ * in it has shards.c as its one writer). */
+typedef struct router_shard router_shard;
+
+uint16_t router_shard_slot(const router_shard *sh);
+int router_shard_live(const router_shard *sh);     /* lease present or in grace */
+enum router_shard_state router_shard_state(const router_shard *sh);
+
+/* White-box tests only (tests/unit/test_router_shards.c: no sockets): the
+ * backpressure state, the output queue, and forcing a connection state. */
+int router_shard_slow(const router_shard *sh);
+router_outq *router_shard_queue(router_shard *sh);
+void router_shard_test_set_state(router_shard *sh, enum router_shard_state st);
 
 typedef struct router_shards_hooks {
     /* A frame holding nrec records for `ticket` was fully written (done 1)
@@ -160,8 +139,9 @@ int router_shards_sample(const void *shards, size_t i, router_shard_sample *out)
 /*
  * Batch building.  begin() starts batch `batch_no` with `ticket`;
  * add() appends a record for one shard and returns 0 if queued, or -1 if it
- * was dropped for that shard with *why set to the router_drop reason (the
- * caller counts it); end() closes the open frames, attaches the marks and
+ * was dropped for that shard with *why set to the router_drop reason
+ * (counted here, as every drop: router_metrics drops and the shard's own
+ * drops have this module as their one writer); end() closes the open frames, attaches the marks and
  * writes once to every touched shard.
  */
 void router_shards_batch_begin(router_shards *s, uint64_t batch_no, enum frame_mode mode,
@@ -183,6 +163,13 @@ void router_shards_tick(router_shards *s, uint64_t now_ms);
 
 /* Close every connection now, dropping their queues (shutdown timeout). */
 void router_shards_close_all(router_shards *s, const char *why);
+
+/* The admin API's view of up to max slots (GET /admin/v1/shards,
+ * router/adminapi.h; strings borrowed until the table next changes).
+ * Returns how many were filled. */
+struct router_adminapi_shard;
+size_t router_shards_admin(const router_shards *s, struct router_adminapi_shard *out,
+                           size_t max);
 
 /* Append a JSON array describing every slot (for /health). */
 int router_shards_json(const router_shards *s, buf *out);

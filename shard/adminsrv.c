@@ -3,7 +3,7 @@
 #include "shard/adminapi.h"
 #include "shard/server.h"
 #include "common/adminauth.h"
-#include "common/cidr.h"
+#include "shard/cidr.h"
 #include "common/clock.h"
 #include "common/log.h"
 

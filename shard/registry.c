@@ -1163,17 +1163,17 @@ shard_registry *shard_registry_new(shard_ctx *ctx)
     }
     gethostname(r->host, sizeof(r->host) - 1);
     r->cluster = s->redis_cluster_keys;
-    r->k_lease = schema_shard_key(s->redis_prefix, r->cluster, s->shard_id, "");
-    r->k_tokens = schema_shard_key(s->redis_prefix, r->cluster, s->shard_id, ":tokens");
-    r->k_sweep = schema_shard_key(s->redis_prefix, r->cluster, s->shard_id, ":sweep");
-    r->k_routes = cat3(s->redis_prefix, "routes", "");
-    r->k_route_prefix = cat3(s->redis_prefix, "route:", "");
+    r->k_lease = schema_lease_key(s->redis_prefix, r->cluster, s->shard_id);
+    r->k_tokens = schema_tokens_key(s->redis_prefix, r->cluster, s->shard_id);
+    r->k_sweep = schema_sweep_key(s->redis_prefix, r->cluster, s->shard_id);
+    r->k_routes = schema_routes_channel(s->redis_prefix);
+    r->k_route_prefix = schema_route_prefix(s->redis_prefix);
     schema_sha1_hex(SCHEMA_LUA_ROUTE_BATCH, r->batch_sha);
     schema_sha1_hex(SCHEMA_LUA_ROUTE_ONE, r->one_sha);
     r->rate_ms = clock_mono_ms();
     r->rate_tokens = s->redis_route_rate;
-    r->k_shards = cat3(s->redis_prefix, "shards", "");
-    r->k_epoch = cat3(s->redis_prefix, "epoch", "");
+    r->k_shards = schema_shards_key(s->redis_prefix);
+    r->k_epoch = schema_epoch_key(s->redis_prefix);
     schema_random_hex(r->instance);
     r->endpoint = cat3(s->endpoint, "", "");
     struct event_base *b = ctx->base;

@@ -5,7 +5,7 @@
 #ifndef ODIN_SHARD_SETTINGS_H
 #define ODIN_SHARD_SETTINGS_H
 
-#include "common/cidr.h"
+#include "shard/cidr.h"
 
 /* WS_PROXY_PROTOCOL */
 enum shard_proxy_mode {

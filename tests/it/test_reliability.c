@@ -380,7 +380,7 @@ static void test_shard_kill(void **state)
 
 /* ---- router SIGKILLed and restarted with its ROUTER_ID ------------------- */
 
-/* The Kafka member id recorded for a ROUTER_ID (router/evict.h), or "". */
+/* The Kafka member id recorded for a ROUTER_ID (router/leavegroup.h), or "". */
 typedef struct member_arg {
     redisContext *c;
     const char *key;
@@ -402,7 +402,7 @@ static int member_recorded(void *arg)
 
 /* SIGKILL the router, restart it with the same settings, and measure how
  * long until a record produced after the restart is delivered.  router_id
- * (NULL: not set) also checks the member id record (router/evict.h):
+ * (NULL: not set) also checks the member id record (router/leavegroup.h):
  * with `recorded` (KAFKA_EVICT_PREVIOUS on) written before the kill,
  * refreshed by the new member after the restart; without, never written
  * (the key is absent once partitions were assigned and records flowed). */

@@ -11,7 +11,6 @@
 #include <arpa/inet.h>
 
 #include "common/buf.h"
-#include "common/cidr.h"
 #include "common/config.h"
 #include "common/log.h"
 #include "common/topics.h"
@@ -257,21 +256,21 @@ static void test_redis_url_reasons(void **st)
     (void)st;
     redis_endpoint ep;
     char err[256];
-    assert_int_equal(config_parse_redis_url_err("rediss://h:1", &ep, err, sizeof err), -1);
+    assert_int_equal(addr_parse_redis_url_err("rediss://h:1", &ep, err, sizeof err), -1);
     assert_non_null(strstr(err, "scheme 'rediss'"));
-    assert_int_equal(config_parse_redis_url_err("localhost:6379", &ep, err, sizeof err), -1);
+    assert_int_equal(addr_parse_redis_url_err("localhost:6379", &ep, err, sizeof err), -1);
     assert_non_null(strstr(err, "no scheme"));
-    assert_int_equal(config_parse_redis_url_err("redis://h:70000", &ep, err, sizeof err), -1);
+    assert_int_equal(addr_parse_redis_url_err("redis://h:70000", &ep, err, sizeof err), -1);
     assert_non_null(strstr(err, "port 0-65535"));
-    assert_int_equal(config_parse_redis_url_err("redis://h/x", &ep, err, sizeof err), -1);
+    assert_int_equal(addr_parse_redis_url_err("redis://h/x", &ep, err, sizeof err), -1);
     assert_non_null(strstr(err, "database 'x'"));
-    assert_int_equal(config_parse_redis_url_err("redis://:p%zz@h", &ep, err, sizeof err), -1);
+    assert_int_equal(addr_parse_redis_url_err("redis://:p%zz@h", &ep, err, sizeof err), -1);
     assert_null(strstr(err, "zz"));
-    assert_int_equal(config_parse_redis_url_err("unix:rel.sock", &ep, err, sizeof err), -1);
+    assert_int_equal(addr_parse_redis_url_err("unix:rel.sock", &ep, err, sizeof err), -1);
     assert_non_null(strstr(err, "absolute path"));
-    assert_int_equal(config_parse_redis_url_err("redis://", &ep, err, sizeof err), -1);
+    assert_int_equal(addr_parse_redis_url_err("redis://", &ep, err, sizeof err), -1);
     assert_non_null(strstr(err, "no host"));
-    assert_int_equal(config_parse_redis_url_err("redis://h:1/2", &ep, err, sizeof err), 0);
+    assert_int_equal(addr_parse_redis_url_err("redis://h:1/2", &ep, err, sizeof err), 0);
     assert_int_equal(ep.db, 2);
 }
 
@@ -279,65 +278,19 @@ static void test_brokers(void **st)
 {
     (void)st;
     char err[256];
-    assert_int_equal(config_check_brokers("127.0.0.1:9092", err, sizeof err), 0);
-    assert_int_equal(config_check_brokers("a:1, b.example.com:9093,[::1]:9094", err,
-                                          sizeof err), 0);
-    assert_int_equal(config_check_brokers("SSL://kafka-1:9093", err, sizeof err), 0);
-    assert_int_equal(config_check_brokers("garbage", err, sizeof err), -1);
+    assert_int_equal(addr_check_brokers("127.0.0.1:9092", err, sizeof err), 0);
+    assert_int_equal(addr_check_brokers("a:1, b.example.com:9093,[::1]:9094", err,
+                                        sizeof err), 0);
+    assert_int_equal(addr_check_brokers("SSL://kafka-1:9093", err, sizeof err), 0);
+    assert_int_equal(addr_check_brokers("garbage", err, sizeof err), -1);
     assert_non_null(strstr(err, "'garbage' is not host:port"));
-    assert_int_equal(config_check_brokers("a:1,b", err, sizeof err), -1);
-    assert_int_equal(config_check_brokers("a:0", err, sizeof err), -1);
-    assert_int_equal(config_check_brokers("a:99999", err, sizeof err), -1);
-    assert_int_equal(config_check_brokers(":9092", err, sizeof err), -1);
-    assert_int_equal(config_check_brokers("a b:9092", err, sizeof err), -1);
-    assert_int_equal(config_check_brokers("", err, sizeof err), -1);
-    assert_int_equal(config_check_brokers(",", err, sizeof err), -1);
-}
-
-static void test_cidr(void **st)
-{
-    (void)st;
-    cidr_list l;
-    char err[128];
-    assert_int_equal(cidr_list_parse("10.0.0.0/8, 192.168.1.7,2001:db8::/32,::1", &l,
-                                     err, sizeof err), 0);
-    assert_int_equal(l.n, 4);
-    uint8_t a[16];
-    inet_pton(AF_INET, "10.200.3.4", a);
-    assert_int_equal(cidr_list_match(&l, a, 4), 1);
-    inet_pton(AF_INET, "11.0.0.1", a);
-    assert_int_equal(cidr_list_match(&l, a, 4), 0);
-    inet_pton(AF_INET, "192.168.1.7", a);
-    assert_int_equal(cidr_list_match(&l, a, 4), 1);
-    inet_pton(AF_INET, "192.168.1.8", a);
-    assert_int_equal(cidr_list_match(&l, a, 4), 0);
-    inet_pton(AF_INET6, "::ffff:10.1.2.3", a);    /* v4-mapped */
-    assert_int_equal(cidr_list_match(&l, a, 16), 1);
-    inet_pton(AF_INET6, "2001:db8:ffff::1", a);
-    assert_int_equal(cidr_list_match(&l, a, 16), 1);
-    inet_pton(AF_INET6, "2001:db9::1", a);
-    assert_int_equal(cidr_list_match(&l, a, 16), 0);
-    inet_pton(AF_INET6, "::1", a);
-    assert_int_equal(cidr_list_match(&l, a, 16), 1);
-    cidr_list_free(&l);
-    assert_int_equal(cidr_list_parse("172.28.0.0/12", &l, err, sizeof err), 0);
-    inet_pton(AF_INET, "172.31.255.255", a);   /* host bits of the entry cleared */
-    assert_int_equal(cidr_list_match(&l, a, 4), 1);
-    inet_pton(AF_INET, "172.32.0.0", a);
-    assert_int_equal(cidr_list_match(&l, a, 4), 0);
-    cidr_list_free(&l);
-    assert_int_equal(cidr_list_parse("0.0.0.0/0", &l, err, sizeof err), 0);
-    assert_int_equal(cidr_list_match(&l, a, 4), 1);
-    cidr_list_free(&l);
-    assert_int_equal(cidr_list_parse("", &l, err, sizeof err), 0);
-    assert_int_equal(l.n, 0);
-    assert_int_equal(cidr_list_match(&l, a, 4), 0);
-    assert_int_equal(cidr_list_parse("10.0.0.0/33", &l, err, sizeof err), -1);
-    assert_int_equal(cidr_list_parse("10.0.0.0/8,nope", &l, err, sizeof err), -1);
-    assert_non_null(strstr(err, "'nope'"));
-    assert_int_equal(cidr_list_parse("::1/129", &l, err, sizeof err), -1);
-    assert_int_equal(cidr_list_parse("10.0.0.0/", &l, err, sizeof err), -1);
-    cidr_list_free(NULL);
+    assert_int_equal(addr_check_brokers("a:1,b", err, sizeof err), -1);
+    assert_int_equal(addr_check_brokers("a:0", err, sizeof err), -1);
+    assert_int_equal(addr_check_brokers("a:99999", err, sizeof err), -1);
+    assert_int_equal(addr_check_brokers(":9092", err, sizeof err), -1);
+    assert_int_equal(addr_check_brokers("a b:9092", err, sizeof err), -1);
+    assert_int_equal(addr_check_brokers("", err, sizeof err), -1);
+    assert_int_equal(addr_check_brokers(",", err, sizeof err), -1);
 }
 
 static void test_hostport_and_redis_url(void **st)
@@ -345,34 +298,34 @@ static void test_hostport_and_redis_url(void **st)
     (void)st;
     char host[64];
     int port;
-    assert_int_equal(config_split_hostport("0.0.0.0:3002", host, sizeof host, &port), 0);
+    assert_int_equal(addr_split_hostport("0.0.0.0:3002", host, sizeof host, &port), 0);
     assert_string_equal(host, "0.0.0.0");
     assert_int_equal(port, 3002);
-    assert_int_equal(config_split_hostport(":80", host, sizeof host, &port), 0);
+    assert_int_equal(addr_split_hostport(":80", host, sizeof host, &port), 0);
     assert_string_equal(host, "0.0.0.0");
-    assert_int_equal(config_split_hostport("[::1]:9", host, sizeof host, &port), 0);
+    assert_int_equal(addr_split_hostport("[::1]:9", host, sizeof host, &port), 0);
     assert_string_equal(host, "::1");
-    assert_int_equal(config_split_hostport("nohost", host, sizeof host, &port), -1);
-    assert_int_equal(config_split_hostport("h:99999", host, sizeof host, &port), -1);
-    assert_int_equal(config_split_hostport("h:12a", host, sizeof host, &port), -1);
+    assert_int_equal(addr_split_hostport("nohost", host, sizeof host, &port), -1);
+    assert_int_equal(addr_split_hostport("h:99999", host, sizeof host, &port), -1);
+    assert_int_equal(addr_split_hostport("h:12a", host, sizeof host, &port), -1);
 
     redis_endpoint e;
-    assert_int_equal(config_parse_redis_url("redis://10.0.0.5:6380", &e), 0);
+    assert_int_equal(addr_parse_redis_url("redis://10.0.0.5:6380", &e), 0);
     assert_string_equal(e.host, "10.0.0.5");
     assert_int_equal(e.port, 6380);
-    assert_int_equal(config_parse_redis_url("redis://redis", &e), 0);
+    assert_int_equal(addr_parse_redis_url("redis://redis", &e), 0);
     assert_string_equal(e.host, "redis");
     assert_int_equal(e.port, 6379);
-    assert_int_equal(config_parse_redis_url("redis://h:1/3", &e), 0);
+    assert_int_equal(addr_parse_redis_url("redis://h:1/3", &e), 0);
     assert_int_equal(e.db, 3);
-    assert_int_equal(config_parse_redis_url("unix:/run/redis.sock", &e), 0);
+    assert_int_equal(addr_parse_redis_url("unix:/run/redis.sock", &e), 0);
     assert_string_equal(e.path, "/run/redis.sock");
-    assert_int_equal(config_parse_redis_url("unix:///run/r.sock", &e), 0);
+    assert_int_equal(addr_parse_redis_url("unix:///run/r.sock", &e), 0);
     assert_string_equal(e.path, "/run/r.sock");
-    assert_int_equal(config_parse_redis_url("http://x", &e), -1);
-    assert_int_equal(config_parse_redis_url("unix:relative", &e), -1);
-    assert_int_equal(config_parse_redis_url("redis://", &e), -1);
-    assert_int_equal(config_parse_redis_url("redis://h:1/x", &e), -1);
+    assert_int_equal(addr_parse_redis_url("http://x", &e), -1);
+    assert_int_equal(addr_parse_redis_url("unix:relative", &e), -1);
+    assert_int_equal(addr_parse_redis_url("redis://", &e), -1);
+    assert_int_equal(addr_parse_redis_url("redis://h:1/x", &e), -1);
     assert_string_equal(e.password, "");
 }
 
@@ -380,38 +333,38 @@ static void test_redis_credentials(void **st)
 {
     (void)st;
     redis_endpoint e;
-    assert_int_equal(config_parse_redis_url("redis://app:s3cr%40t%3A@db.internal:6380/2", &e), 0);
+    assert_int_equal(addr_parse_redis_url("redis://app:s3cr%40t%3A@db.internal:6380/2", &e), 0);
     assert_string_equal(e.user, "app");
     assert_string_equal(e.password, "s3cr@t:");
     assert_string_equal(e.host, "db.internal");
     assert_int_equal(e.port, 6380);
     assert_int_equal(e.db, 2);
-    assert_int_equal(config_parse_redis_url("redis://:pw@h", &e), 0);   /* password only */
+    assert_int_equal(addr_parse_redis_url("redis://:pw@h", &e), 0);   /* password only */
     assert_string_equal(e.user, "");
     assert_string_equal(e.password, "pw");
-    assert_int_equal(config_parse_redis_url("redis://lonepw@h:1", &e), 0);   /* redis-cli: a password */
+    assert_int_equal(addr_parse_redis_url("redis://lonepw@h:1", &e), 0);   /* redis-cli: a password */
     assert_string_equal(e.user, "");
     assert_string_equal(e.password, "lonepw");
-    assert_int_equal(config_parse_redis_url("redis://u:bad%zz@h", &e), -1);
-    assert_int_equal(config_parse_redis_url("redis://u:cut%4@h", &e), -1);
-    assert_int_equal(config_parse_redis_url("redis://u:nul%00@h", &e), -1);
+    assert_int_equal(addr_parse_redis_url("redis://u:bad%zz@h", &e), -1);
+    assert_int_equal(addr_parse_redis_url("redis://u:cut%4@h", &e), -1);
+    assert_int_equal(addr_parse_redis_url("redis://u:nul%00@h", &e), -1);
     /* REDIS_PASSWORD fills or replaces it */
-    assert_int_equal(config_parse_redis_url("redis://h", &e), 0);
-    assert_int_equal(config_redis_set_password(&e, "fromenv"), 0);
+    assert_int_equal(addr_parse_redis_url("redis://h", &e), 0);
+    assert_int_equal(addr_redis_set_password(&e, "fromenv"), 0);
     assert_string_equal(e.password, "fromenv");
-    assert_int_equal(config_redis_set_password(&e, NULL), 0);
+    assert_int_equal(addr_redis_set_password(&e, NULL), 0);
     assert_string_equal(e.password, "fromenv");
     /* redaction: the password never reaches a log line */
     char out[128];
-    config_redact_url("redis://app:s3cr%40t@db:6380/2", out, sizeof out);
+    addr_redact_url("redis://app:s3cr%40t@db:6380/2", out, sizeof out);
     assert_string_equal(out, "redis://app:***@db:6380/2");
-    config_redact_url("redis://lonepw@h:1", out, sizeof out);
+    addr_redact_url("redis://lonepw@h:1", out, sizeof out);
     assert_string_equal(out, "redis://***@h:1");
-    config_redact_url("redis://h:1", out, sizeof out);
+    addr_redact_url("redis://h:1", out, sizeof out);
     assert_string_equal(out, "redis://h:1");
-    config_redact_url("unix:/run/r.sock", out, sizeof out);
+    addr_redact_url("unix:/run/r.sock", out, sizeof out);
     assert_string_equal(out, "unix:/run/r.sock");
-    config_redact_url(NULL, out, sizeof out);
+    addr_redact_url(NULL, out, sizeof out);
     assert_string_equal(out, "(none)");
 }
 
@@ -420,19 +373,19 @@ static void test_redis_sentinels(void **st)
     (void)st;
     redis_endpoint e;
     char why[256];
-    assert_int_equal(config_parse_redis_url("redis://:pw@ignored:1/2", &e), 0);
-    assert_int_equal(config_redis_set_sentinels(&e, NULL, "odin", why, sizeof why), 0);
+    assert_int_equal(addr_parse_redis_url("redis://:pw@ignored:1/2", &e), 0);
+    assert_int_equal(addr_redis_set_sentinels(&e, NULL, "odin", why, sizeof why), 0);
     assert_string_equal(e.sentinels, "");
-    assert_int_equal(config_redis_set_sentinels(&e, "s1:26379, 10.0.0.2:26380", "odin", why,
-                                                sizeof why), 0);
+    assert_int_equal(addr_redis_set_sentinels(&e, "s1:26379, 10.0.0.2:26380", "odin", why,
+                                              sizeof why), 0);
     assert_string_equal(e.sentinels, "s1:26379, 10.0.0.2:26380");
     assert_string_equal(e.master_name, "odin");
     assert_string_equal(e.password, "pw");    /* the URL still gives password and db */
     assert_int_equal(e.db, 2);
-    assert_int_equal(config_redis_set_sentinels(&e, "s1", "odin", why, sizeof why), -1);
+    assert_int_equal(addr_redis_set_sentinels(&e, "s1", "odin", why, sizeof why), -1);
     assert_non_null(strstr(why, "'s1'"));
-    assert_int_equal(config_redis_set_sentinels(&e, "s1:x", "odin", why, sizeof why), -1);
-    assert_int_equal(config_redis_set_sentinels(&e, "s1:26379", "", why, sizeof why), -1);
+    assert_int_equal(addr_redis_set_sentinels(&e, "s1:x", "odin", why, sizeof why), -1);
+    assert_int_equal(addr_redis_set_sentinels(&e, "s1:26379", "", why, sizeof why), -1);
     assert_non_null(strstr(why, "REDIS_MASTER_NAME"));
 }
 
@@ -441,17 +394,17 @@ static void test_split_list(void **st)
     (void)st;
     char **v;
     size_t n;
-    assert_int_equal(config_split_list(" BTC, ETH ,,\tSOL\t,", &v, &n), 0);
+    assert_int_equal(addr_split_list(" BTC, ETH ,,\tSOL\t,", &v, &n), 0);
     assert_int_equal(n, 3);
     assert_string_equal(v[0], "BTC");
     assert_string_equal(v[1], "ETH");
     assert_string_equal(v[2], "SOL");
-    config_list_free(v, n);
-    assert_int_equal(config_split_list(" , ", &v, &n), 0);
+    addr_list_free(v, n);
+    assert_int_equal(addr_split_list(" , ", &v, &n), 0);
     assert_int_equal(n, 0);
     assert_null(v);
-    config_list_free(v, n);
-    config_list_free(NULL, 0);
+    addr_list_free(v, n);
+    addr_list_free(NULL, 0);
 }
 
 static void test_buf(void **st)
@@ -539,7 +492,6 @@ int main(void)
         cmocka_unit_test(test_config_strict),
         cmocka_unit_test(test_redis_url_reasons),
         cmocka_unit_test(test_brokers),
-        cmocka_unit_test(test_cidr),
         cmocka_unit_test(test_hostport_and_redis_url),
         cmocka_unit_test(test_redis_credentials),
         cmocka_unit_test(test_redis_sentinels),

@@ -547,7 +547,7 @@ static void test_redislink_late_loop_not_dead(void **st_)
 
 /* ---- (b3) the context is handed out only once ready ------------------------------ */
 
-/* A user of the link that polls redislink_ctx() (as router/evict.c and
+/* A user of the link that polls redislink_ctx() (as router/leavegroup.c and
  * router/discovery.c do): the first time it gets a context it sends GET;
  * it also notes whether it ever saw one. */
 typedef struct poller {

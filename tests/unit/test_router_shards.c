@@ -38,8 +38,8 @@ static void test_intern_and_compact(void **state)
     assert_ptr_equal(router_shards_intern(s, "A", 1), a);
     assert_ptr_equal(router_shards_find(s, "B", 1), b);
     assert_null(router_shards_find(s, "C", 1));
-    assert_int_equal(a->slot, 0);
-    assert_int_equal(b->slot, 1);
+    assert_int_equal(router_shard_slot(a), 0);
+    assert_int_equal(router_shard_slot(b), 1);
     char id[16];
     for (int i = 0; i < 100; i++) {
         snprintf(id, sizeof id, "dead%d", i);
@@ -47,7 +47,7 @@ static void test_intern_and_compact(void **state)
     }
     /* live, but its socket does not exist: connect fails, retry is planned */
     router_shards_set_live(s, b, "unix:/nonexistent/odin-test.sock");
-    assert_true(b->live);
+    assert_true(router_shard_live(b));
     assert_int_equal(router_shards_live(s), 1);
     assert_int_equal(router_shards_ready(s), 0);
     assert_int_equal(router_shards_nslots(s), 102);
@@ -67,7 +67,7 @@ static void test_intern_and_compact(void **state)
     assert_int_equal(router_shards_compact(s), 101);   /* all but B */
     assert_int_equal(router_shards_nslots(s), 1);
     assert_ptr_equal(router_shards_get(s, 0), b);
-    assert_int_equal(b->slot, 0);
+    assert_int_equal(router_shard_slot(b), 0);
     assert_null(router_shards_get(s, 1));
     assert_null(router_shards_find(s, "A", 1));
     router_shards_set_dead(s, b, "test");
@@ -89,7 +89,7 @@ static void test_intern_and_compact(void **state)
  * queues without sockets.) */
 static void fill(router_shard *sh, size_t n)
 {
-    buf *b = router_outq_buf(&sh->q);
+    buf *b = router_outq_buf(router_shard_queue(sh));
     assert_int_equal(buf_reserve(b, n), 0);
     memset(b->data + b->len, 'x', n);
     b->len += n;
@@ -102,7 +102,7 @@ static void test_backpressure(void **state)
     router_shards *s = mk(base, &m);   /* queue_bytes 65536 */
     router_shard *a = router_shards_intern(s, "A", 1);
     router_shard *b = router_shards_intern(s, "B", 1);
-    a->state = RSH_READY;
+    router_shard_test_set_state(a, RSH_READY);
     assert_int_equal(router_shards_backpressure(s, 1000, 100), 0);   /* empty */
     fill(a, 30000);                                                   /* < half */
     assert_int_equal(router_shards_backpressure(s, 1000, 100), 0);
@@ -112,18 +112,44 @@ static void test_backpressure(void **state)
     assert_int_equal(router_shards_backpressure(s, 1099, 100), 1);
     /* budget spent: A is slow, consumption goes on */
     assert_int_equal(router_shards_backpressure(s, 1100, 100), 0);
-    assert_true(a->bp_slow);
+    assert_true(router_shard_slow(a));
     assert_int_equal(router_shards_backpressure(s, 5000, 100), 0);
     /* a shard that is not ready is never waited for, however full */
     fill(b, 60000);
     assert_int_equal(router_shards_backpressure(s, 5000, 100), 0);
     /* A drains below a quarter: waited for again next time it fills */
-    a->q.off = a->q.b.len - 1000;
+    router_outq *qa = router_shard_queue(a);
+    qa->off = qa->b.len - 1000;
     assert_int_equal(router_shards_backpressure(s, 6000, 100), 0);
-    assert_false(a->bp_slow);
+    assert_false(router_shard_slow(a));
     fill(a, 40000);
     assert_int_equal(router_shards_backpressure(s, 7000, 100), 1);
-    a->state = RSH_IDLE;
+    router_shard_test_set_state(a, RSH_IDLE);
+    router_shards_free(s);
+    event_base_free(base);
+}
+
+/* A record a shard does not get is counted once, by router_shards itself:
+ * the router's counter (router_records_dropped_total{reason}) and the
+ * shard's (its label, the admin API) together. */
+static void test_drop_counted_once(void **state)
+{
+    struct event_base *base = event_base_new();
+    router_metrics m;
+    router_shards *s = mk(base, &m);
+    router_shard *a = router_shards_intern(s, "A", 1);
+    frame_record fr = { .category = "c", .category_len = 1, .token = "t", .token_len = 1,
+                        .value = "{}", .value_len = 2 };
+    enum router_drop why;
+    router_shards_batch_begin(s, 1, FRAME_MODE_TARGETED, NULL);
+    assert_int_equal(router_shards_add(s, a, &fr, &why), -1);   /* not live */
+    assert_int_equal(why, ROUTER_DROP_SHARD_DOWN);
+    assert_int_equal(router_shards_add(s, a, &fr, &why), -1);
+    router_shards_batch_end(s);
+    assert_int_equal(m.drops[ROUTER_DROP_SHARD_DOWN], 2);
+    router_shard_sample smp;
+    assert_int_equal(router_shards_sample(s, 0, &smp), 0);
+    assert_int_equal(smp.drops[ROUTER_DROP_SHARD_DOWN], 2);
     router_shards_free(s);
     event_base_free(base);
 }
@@ -135,11 +161,11 @@ static void test_bad_endpoints(void **state)
     router_shards *s = mk(base, &m);
     router_shard *x = router_shards_intern(s, "X", 1);
     router_shards_set_live(s, x, "http://nope");
-    assert_int_equal(x->state, RSH_IDLE);
+    assert_int_equal(router_shard_state(x), RSH_IDLE);
     router_shards_set_live(s, x, "tcp://127.0.0.1:1");   /* refused (or pending) */
     router_shards_set_live(s, x, NULL);                  /* lease without endpoint */
-    assert_true(x->live);
-    assert_int_equal(x->state, RSH_IDLE);
+    assert_true(router_shard_live(x));
+    assert_int_equal(router_shard_state(x), RSH_IDLE);
     router_shards_close_all(s, "test");
     router_shards_free(s);
     event_base_free(base);
@@ -151,6 +177,7 @@ int main(void)
         cmocka_unit_test(test_intern_and_compact),
         cmocka_unit_test(test_bad_endpoints),
         cmocka_unit_test(test_backpressure),
+        cmocka_unit_test(test_drop_counted_once),
     };
     return cmocka_run_group_tests_name("router_shards", tests, NULL, NULL);
 }

@@ -50,6 +50,55 @@ static void expect_key(const char *prefix, int cluster, const char *id, const ch
     free(k);
 }
 
+/* Every key and channel name the daemons and odin-ctl use comes from
+ * common/schema; these are the names operators and the contract know. */
+static void expect_str(char *got, const char *want)
+{
+    assert_non_null(got);
+    assert_string_equal(got, want);
+    free(got);
+}
+
+static void test_key_functions(void **st)
+{
+    (void)st;
+    expect_str(schema_route_key("odin:", "user:42"), "odin:route:user:42");
+    expect_str(schema_route_prefix("odin:"), "odin:route:");
+    expect_str(schema_shards_key("odin:"), "odin:shards");
+    expect_str(schema_epoch_key("odin:"), "odin:epoch");
+    expect_str(schema_routes_channel("odin:"), "odin:routes");
+    expect_str(schema_router_key("odin:", "r-1"), "odin:router:r-1");
+    expect_str(schema_shards_key(""), "shards");
+    for (int cluster = 0; cluster < 2; cluster++) {
+        expect_str(schema_lease_key("p:", cluster, "s1"), cluster ? "p:shard:{s1}" : "p:shard:s1");
+        expect_str(schema_tokens_key("p:", cluster, "s1"),
+                   cluster ? "p:shard:{s1}:tokens" : "p:shard:s1:tokens");
+        expect_str(schema_sweep_key("p:", cluster, "s1"),
+                   cluster ? "p:shard:{s1}:sweep" : "p:shard:s1:sweep");
+        /* route keys, the channel, P shards and P epoch: the same in both */
+    }
+    /* the lookup path: binary-safe token, scratch reused */
+    buf b = { 0 };
+    const char tok[] = { 'a', '\0', 'b' };
+    const char *k = schema_route_key_buf(&b, "odin:", tok, sizeof tok);
+    assert_non_null(k);
+    assert_int_equal(b.len, 11 + sizeof tok);
+    assert_memory_equal(k, "odin:route:a\0b", b.len);
+    assert_int_equal(k[b.len], '\0');
+    k = schema_route_key_buf(&b, "x", "t", 1);
+    assert_string_equal(k, "xroute:t");
+    assert_int_equal(b.len, 8);
+    k = schema_route_key_buf(&b, "x", NULL, 0);
+    assert_string_equal(k, "xroute:");
+    buf_free(&b);
+    /* the route key is the route prefix followed by the token */
+    char *rp = schema_route_prefix("odin:"), *rk = schema_route_key("odin:", "tok");
+    assert_int_equal(strncmp(rk, rp, strlen(rp)), 0);
+    assert_string_equal(rk + strlen(rp), "tok");
+    free(rp);
+    free(rk);
+}
+
 static void test_default_names_unchanged(void **st)
 {
     (void)st;
@@ -118,6 +167,7 @@ static void test_cluster_scripts_flagged(void **st)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_key_functions),
         cmocka_unit_test(test_default_names_unchanged),
         cmocka_unit_test(test_cluster_names),
         cmocka_unit_test(test_slots),

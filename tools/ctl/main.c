@@ -143,13 +143,13 @@ static int sentinel_master(redis_endpoint *ep, struct timeval tv)
 {
     char **v = NULL;
     size_t n = 0;
-    if (config_split_list(ep->sentinels, &v, &n) != 0)
+    if (addr_split_list(ep->sentinels, &v, &n) != 0)
         return -1;
     int ok = -1;
     for (size_t i = 0; i < n && ok != 0; i++) {
         char host[256];
         int port;
-        if (config_split_hostport(v[i], host, sizeof host, &port) != 0)
+        if (addr_split_hostport(v[i], host, sizeof host, &port) != 0)
             continue;
         redisContext *s = redisConnectWithTimeout(host, port, tv);
         if (!s || s->err) {
@@ -175,7 +175,7 @@ static int sentinel_master(redis_endpoint *ep, struct timeval tv)
         freeReplyObject(r);
         redisFree(s);
     }
-    config_list_free(v, n);
+    addr_list_free(v, n);
     return ok;
 }
 
@@ -184,16 +184,16 @@ static int redis_open(void)
 {
     redis_endpoint ep;
     char *url = g_url;
-    config_redact_url(o_redis_url, g_url, sizeof g_url);
+    addr_redact_url(o_redis_url, g_url, sizeof g_url);
     char uerr[300] = "REDIS_PASSWORD longer than 255 bytes";
-    if (config_parse_redis_url_err(o_redis_url, &ep, uerr, sizeof uerr) != 0 ||
-        config_redis_set_password(&ep, o_redis_password) != 0) {
+    if (addr_parse_redis_url_err(o_redis_url, &ep, uerr, sizeof uerr) != 0 ||
+        addr_redis_set_password(&ep, o_redis_password) != 0) {
         fprintf(stderr, "odin-ctl: REDIS_URL '%s' is not redis://[[user]:password@]host:port[/db] "
                         "or unix:/path: %s\n", url, uerr);
         return -2;   /* a settings mistake: exit 2 */
     }
     char why[300];
-    if (config_redis_set_sentinels(&ep, o_sentinels, o_master_name, why, sizeof why) != 0) {
+    if (addr_redis_set_sentinels(&ep, o_sentinels, o_master_name, why, sizeof why) != 0) {
         config_error("%s", why);
         return -2;
     }
@@ -233,6 +233,16 @@ static int redis_open(void)
 }
 
 /* Run a command; NULL (message printed) on a transport or error reply. */
+/* P shards (common/schema.h), built once; "" on ENOMEM (the command then
+ * fails as for a missing key). */
+static const char *shards_key(void)
+{
+    static char *k;
+    if (!k)
+        k = schema_shards_key(o_prefix);
+    return k ? k : "";
+}
+
 static redisReply *cmd(const char *fmt, ...)
 {
     va_list ap;
@@ -289,7 +299,7 @@ static int lease_get(const char *id, lease *l)
     snprintf(l->id, sizeof l->id, "%s", id);
     l->pid = -1;
     l->connections = l->tokens = -1;
-    char *key = schema_shard_key(o_prefix, o_cluster, id, "");
+    char *key = schema_lease_key(o_prefix, o_cluster, id);
     redisReply *r = key ? cmd("HGETALL %s", key) : NULL;
     if (!r) {
         free(key);
@@ -322,7 +332,7 @@ static int lease_get(const char *id, lease *l)
 /* Every shard id: the shards SET plus any lease the SET lacks (SCAN). */
 static redisReply *shard_ids(const char ***ids, size_t *n)
 {
-    redisReply *r = cmd("SMEMBERS %sshards", o_prefix);
+    redisReply *r = cmd("SMEMBERS %s", shards_key());
     if (!r)
         return NULL;
     *ids = sorted_members(r, n);
@@ -347,7 +357,7 @@ static void reach_addr(const lease *l, char *host, size_t hl, int *port)
 {
     *port = 0;
     const char *a = l->admin_addr[0] ? l->admin_addr : l->ws_addr;
-    if (config_split_hostport(a, host, hl, port) != 0) {
+    if (addr_split_hostport(a, host, hl, port) != 0) {
         host[0] = '\0';
         return;
     }
@@ -563,7 +573,7 @@ static int do_shards(void)
         json_dumpf(arr, stdout, JSON_INDENT(2));
         printf("\n");
     } else if (n == 0) {
-        printf("(no shard registered under %sshards)\n", o_prefix);
+        printf("(no shard registered under %s)\n", shards_key());
     }
     json_decref(arr);
     free(ids);
@@ -657,16 +667,16 @@ static int print_set(char *key, const char *arg, const char *label, size_t *coun
 
 static int do_routes(const char *token)
 {
-    size_t n = strlen(o_prefix) + strlen(token) + 8, count = 0;
-    char *key = malloc(n);
-    if (key)
-        snprintf(key, n, "%sroute:%s", o_prefix, token);
+    size_t count = 0;
+    char *key = schema_route_key(o_prefix, token);
+    char *shown = key ? strdup(key) : NULL;   /* print_set frees key */
     int code = print_set(key, token, "token", &count);
     if (code == 0 && count == 0) {
         fprintf(stderr, "odin-ctl: unknown token '%s': no shard holds a subscriber of it "
-                        "(%sroute:%s is empty)\n", token, o_prefix, token);
+                        "(%s is empty)\n", token, shown ? shown : "its route set");
         code = 1;
     }
+    free(shown);
     return code;
 }
 
@@ -674,7 +684,7 @@ static int do_routes(const char *token)
  * SET), 0 if not, -1 on error (printed). */
 static int shard_known(const char *id)
 {
-    char *key = schema_shard_key(o_prefix, o_cluster, id, "");
+    char *key = schema_lease_key(o_prefix, o_cluster, id);
     redisReply *r = key ? cmd("EXISTS %s", key) : NULL;
     free(key);
     if (!r)
@@ -683,7 +693,7 @@ static int shard_known(const char *id)
     freeReplyObject(r);
     if (known)
         return 1;
-    r = cmd("SISMEMBER %sshards %s", o_prefix, id);
+    r = cmd("SISMEMBER %s %s", shards_key(), id);
     if (!r)
         return -1;
     known = r->integer > 0;
@@ -693,8 +703,8 @@ static int shard_known(const char *id)
 
 static void unknown_shard(const char *id)
 {
-    fprintf(stderr, "odin-ctl: unknown shard '%s': no lease and not in %sshards "
-                    "(see odin-ctl shards)\n", id, o_prefix);
+    fprintf(stderr, "odin-ctl: unknown shard '%s': no lease and not in %s "
+                    "(see odin-ctl shards)\n", id, shards_key());
 }
 
 static int do_tokens(const char *shard)
@@ -707,7 +717,7 @@ static int do_tokens(const char *shard)
         return 1;
     }
     size_t count = 0;
-    return print_set(schema_shard_key(o_prefix, o_cluster, shard, ":tokens"), shard, "shard",
+    return print_set(schema_tokens_key(o_prefix, o_cluster, shard), shard, "shard",
                      &count);
 }
 
@@ -788,7 +798,7 @@ static int do_health(void)
     if (o_router && *o_router) {
         char host[256], err[300] = "", *body = NULL;
         int port = 0, http = -1;
-        if (config_split_hostport(o_router, host, sizeof host, &port) == 0)
+        if (addr_split_hostport(o_router, host, sizeof host, &port) == 0)
             http = http_get(host, port, "/health", &body, err, sizeof err);
         else
             snprintf(err, sizeof err, "CTL_ROUTER_ADDR '%s' is not host:port", o_router);
@@ -848,7 +858,7 @@ static int static_shards_parse(void)
 {
     char **items = NULL;
     size_t n = 0;
-    if (config_split_list(o_shards, &items, &n) != 0)
+    if (addr_split_list(o_shards, &items, &n) != 0)
         return -1;
     g_static_ids = calloc(n + 1, sizeof *g_static_ids);
     g_static_addrs = calloc(n + 1, sizeof *g_static_addrs);
@@ -858,7 +868,7 @@ static int static_shards_parse(void)
         char host[256];
         int port;
         if (!eq || eq == items[i] ||
-            config_split_hostport(eq + 1, host, sizeof host, &port) != 0) {
+            addr_split_hostport(eq + 1, host, sizeof host, &port) != 0) {
             fprintf(stderr, "odin-ctl: CTL_SHARDS entry '%s' is not id=host:port\n", items[i]);
             st = -1;
             break;
@@ -870,7 +880,7 @@ static int static_shards_parse(void)
         if (!g_static_ids[g_nstatic - 1] || !g_static_addrs[g_nstatic - 1])
             st = -1;
     }
-    config_list_free(items, n);
+    addr_list_free(items, n);
     return st;
 }
 
@@ -896,7 +906,7 @@ static int admin_target(const char *id, lease *l, char *host, size_t hl, int *po
             snprintf(l->id, sizeof l->id, "%s", id);
             snprintf(l->admin_addr, sizeof l->admin_addr, "%s", g_static_addrs[i]);
             l->live = 1;
-            if (config_split_hostport(l->admin_addr, host, hl, port) != 0)
+            if (addr_split_hostport(l->admin_addr, host, hl, port) != 0)
                 return 1;
             return 0;
         }

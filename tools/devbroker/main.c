@@ -195,7 +195,7 @@ static int create_topics(rd_kafka_mock_cluster_t *mc, const char *list,
 {
     char **names;
     size_t count;
-    if (config_split_list(list, &names, &count) != 0)
+    if (addr_split_list(list, &names, &count) != 0)
         return -1;
     int n = 0;
     for (size_t i = 0; i < count; i++) {
@@ -204,12 +204,12 @@ static int create_topics(rd_kafka_mock_cluster_t *mc, const char *list,
         if (err) {
             log_kv(LOG_ERROR, "cannot create topic", "s:topic", names[i],
                    "s:error", rd_kafka_err2str(err), NULL);
-            config_list_free(names, count);
+            addr_list_free(names, count);
             return -1;
         }
         n++;
     }
-    config_list_free(names, count);
+    addr_list_free(names, count);
     return n;
 }
 

@@ -133,7 +133,7 @@ static int parse_targets(const char *csv, lg_cfg *cfg)
     int rc = 0;
     for (char *t = strtok_r(copy, ", ", &save); t; t = strtok_r(NULL, ", ", &save)) {
         lg_target *tg = &cfg->targets[cfg->ntargets];
-        if (config_split_hostport(t, tg->host, sizeof tg->host, &tg->port) != 0 ||
+        if (addr_split_hostport(t, tg->host, sizeof tg->host, &tg->port) != 0 ||
             tg->port <= 0 || tg->port > 65535) {
             config_error("LG_TARGETS: '%s' is not host:port", t);
             rc = -1;

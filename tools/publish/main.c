@@ -197,7 +197,7 @@ int main(int argc, char **argv)
                 goto oom;
         }
     } else {
-        if (config_split_list(opt_tokens, &tokens, &ntokens) != 0)
+        if (addr_split_list(opt_tokens, &tokens, &ntokens) != 0)
             goto oom;
         for (size_t i = 0; i < ntokens; i++)
             if (!topics_token_valid(tokens[i], strlen(tokens[i]))) {
@@ -210,7 +210,7 @@ int main(int argc, char **argv)
         config_error("PUBLISH_TOKENS: no tokens");
         goto out;
     }
-    if (config_split_list(opt_topics, &topic_names, &ntopics) != 0)
+    if (addr_split_list(opt_topics, &topic_names, &ntopics) != 0)
         goto oom;
     if (ntopics == 0) {
         config_error("PUBLISH_TOPICS: no topics");
@@ -431,8 +431,8 @@ out:
     buf_free(&val);
     free(token_seq);
     eventgen_zipf_free(&zipf);
-    config_list_free(tokens, ntokens);
-    config_list_free(topic_names, ntopics);
+    addr_list_free(tokens, ntokens);
+    addr_list_free(topic_names, ntopics);
     config_free(opts, NOPTS);
     return rc;
 }

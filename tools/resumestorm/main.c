@@ -234,7 +234,7 @@ static uint64_t rnd_below(uint64_t n) { return n ? lg_rand_next(&g.rng) % n : 0;
 
 static int parse_target(const char *s, target *t)
 {
-    if (config_split_hostport(s, t->host, sizeof t->host, &t->port) != 0)
+    if (addr_split_hostport(s, t->host, sizeof t->host, &t->port) != 0)
         return -1;
     memset(&t->sa, 0, sizeof t->sa);
     t->sa.sin_family = AF_INET;
@@ -1152,7 +1152,7 @@ int main(int argc, char **argv)
         fprintf(stderr, "error: STORM_WS: host:port (IPv4) required\n");
         goto out;
     }
-    if (!o_resume_to || config_split_list(o_resume_to, &list, &nlist) != 0 || nlist == 0 ||
+    if (!o_resume_to || addr_split_list(o_resume_to, &list, &nlist) != 0 || nlist == 0 ||
         nlist > MAX_TARGETS) {
         fprintf(stderr, "error: STORM_RESUME_TO: 1-%d host:port required\n", MAX_TARGETS);
         goto out;
@@ -1163,7 +1163,7 @@ int main(int argc, char **argv)
             goto out;
         }
     g.ntg = (int)nlist;
-    config_list_free(list, nlist);
+    addr_list_free(list, nlist);
     list = NULL;
     if (o_abuse_to ? parse_target(o_abuse_to, &g.abuse_tg) != 0 : (g.abuse_tg = g.tg[0], 0)) {
         fprintf(stderr, "error: STORM_ABUSE_TO: bad host:port\n");
@@ -1186,21 +1186,21 @@ int main(int argc, char **argv)
         fprintf(stderr, "error: STORM_DROP=kill needs STORM_KILL_PID\n");
         goto out;
     }
-    if (config_split_list(o_brokers, &list, &nlist) == 0) {
+    if (addr_split_list(o_brokers, &list, &nlist) == 0) {
         for (size_t i = 0; i < nlist && g.nbroker < 64; i++) {
             char h[256];
             int port;
             const char *s = strstr(list[i], "://") ? strstr(list[i], "://") + 3 : list[i];
-            if (config_split_hostport(s, h, sizeof h, &port) == 0)
+            if (addr_split_hostport(s, h, sizeof h, &port) == 0)
                 g.broker_port[g.nbroker++] = port;
         }
-        config_list_free(list, nlist);
+        addr_list_free(list, nlist);
         list = NULL;
     }
-    if (o_watch && config_split_list(o_watch, &list, &nlist) == 0) {
+    if (o_watch && addr_split_list(o_watch, &list, &nlist) == 0) {
         for (size_t i = 0; i < nlist && g.nwatch < MAX_WATCH; i++)
             g.watch[g.nwatch++] = (pid_t)atol(list[i]);
-        config_list_free(list, nlist);
+        addr_list_free(list, nlist);
         list = NULL;
     }
 
@@ -1398,7 +1398,7 @@ int main(int argc, char **argv)
     rc = 0;
 out:
     if (list)
-        config_list_free(list, nlist);
+        addr_list_free(list, nlist);
     if (rk) {
         rd_kafka_consumer_close(rk);
         rd_kafka_destroy(rk);

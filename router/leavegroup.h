@@ -1,5 +1,6 @@
 /*
- * Removing a router's previous incarnation from the consumer group, for
+ * leavegroup: evicting a router's previous incarnation from the consumer group
+ * with LeaveGroup, for
  * brokers without KIP-345 static membership (the devbroker: librdkafka
  * 2.0.2's mock cluster ignores group.instance.id).  There a router that was
  * killed stays a member, with its partitions, until its session times out;
@@ -8,7 +9,8 @@
  *
  * With ROUTER_ID and KAFKA_EVICT_PREVIOUS set (and only then: the record
  * serves nothing else) the router records its current Kafka member id in
- * Redis, key <REDIS_PREFIX>router:<ROUTER_ID> (EVICT_KEY_SUFFIX), a string
+ * Redis, key <REDIS_PREFIX>router:<ROUTER_ID> (schema_router_key,
+ * common/schema.h), a string
  * with a TTL of 3 x session.timeout.ms, written whenever partitions are
  * assigned and refreshed every session.timeout.ms while it is a member.
  * A starting router reads that key and, if it names another member, sends
@@ -21,14 +23,14 @@
  * waiting for the dead member.
  *
  * Everything runs on the event loop (net.c connects and resolves off the
- * loop) and is bounded by EVICT_TIMEOUT_MS; the outcome is logged at info
+ * loop) and is bounded by LEAVEGROUP_TIMEOUT_MS; the outcome is logged at info
  * and never stops the router.
  *
  * Borrows the loop, the resolver, the Redis command link and the consumer;
  * all must outlive it.
  */
-#ifndef ODIN_ROUTER_EVICT_H
-#define ODIN_ROUTER_EVICT_H
+#ifndef ODIN_ROUTER_LEAVEGROUP_H
+#define ODIN_ROUTER_LEAVEGROUP_H
 
 #include <event2/event.h>
 
@@ -38,23 +40,22 @@
 
 struct evdns_base;
 
-#define EVICT_KEY_SUFFIX  "router:"
 /* Bound of the whole eviction: reading the key (waiting for Redis) and the
  * FindCoordinator + LeaveGroup exchange. */
-#define EVICT_TIMEOUT_MS  3000
+#define LEAVEGROUP_TIMEOUT_MS  3000
 
-typedef struct evict evict;
+typedef struct leavegroup leavegroup;
 
 /* NULL without KAFKA_EVICT_PREVIOUS or ROUTER_ID (nothing to do, nothing
  * recorded) or on ENOMEM (logged).  Starts at once: the key is read as
  * soon as the Redis link is ready. */
-evict *evict_new(struct event_base *base, struct evdns_base *dns, redislink *cmd,
+leavegroup *leavegroup_new(struct event_base *base, struct evdns_base *dns, redislink *cmd,
                  consumer *c, const router_config *cfg);
 
 /* Partitions were assigned: record the (possibly new) member id now. */
-void evict_member_changed(evict *e);
+void leavegroup_member_changed(leavegroup *e);
 
 /* Cancels what is in flight and frees.  NULL is a no-op. */
-void evict_free(evict *e);
+void leavegroup_free(leavegroup *e);
 
 #endif

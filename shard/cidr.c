@@ -1,6 +1,6 @@
 /* CIDR lists (contract in cidr.h). */
-#include "common/cidr.h"
-#include "common/config.h"
+#include "shard/cidr.h"
+#include "common/addr.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -49,7 +49,7 @@ int cidr_list_parse(const char *s, cidr_list *out, char *err, size_t errlen)
     size_t n = 0;
     out->v = NULL;
     out->n = 0;
-    if (config_split_list(s, &items, &n) != 0) {
+    if (addr_split_list(s, &items, &n) != 0) {
         snprintf(err, errlen, "out of memory");
         return -1;
     }
@@ -58,19 +58,19 @@ int cidr_list_parse(const char *s, cidr_list *out, char *err, size_t errlen)
     out->v = calloc(n, sizeof *out->v);
     if (!out->v) {
         snprintf(err, errlen, "out of memory");
-        config_list_free(items, n);
+        addr_list_free(items, n);
         return -1;
     }
     for (size_t i = 0; i < n; i++) {
         if (parse_one(items[i], &out->v[i]) != 0) {
             snprintf(err, errlen, "'%s' is not an address or address/bits", items[i]);
-            config_list_free(items, n);
+            addr_list_free(items, n);
             cidr_list_free(out);
             return -1;
         }
     }
     out->n = n;
-    config_list_free(items, n);
+    addr_list_free(items, n);
     return 0;
 }
 

@@ -1,8 +1,8 @@
 /*
  * Member-id record and eviction of a previous incarnation (contract in
- * evict.h).
+ * leavegroup.h).
  */
-#include "router/evict.h"
+#include "router/leavegroup.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -14,18 +14,18 @@
 
 #include "common/buf.h"
 #include "common/clock.h"
-#include "common/config.h"
+#include "common/addr.h"
 #include "common/log.h"
 #include "common/net.h"
 #include "router/kwire.h"
-#include "router/rkey.h"
+#include "common/schema.h"
 
 /* Retry period while waiting for the Redis link. */
-#define EVICT_POLL_MS 50
+#define LEAVEGROUP_POLL_MS 50
 /* The responses read here are a few hundred bytes. */
-#define EVICT_FRAME_MAX 4096
+#define LEAVEGROUP_FRAME_MAX 4096
 
-enum evict_step {
+enum leavegroup_step {
     STEP_IDLE = 0,      /* nothing in flight */
     STEP_READ,          /* waiting for Redis to read the key */
     STEP_READING,       /* GET sent */
@@ -35,12 +35,12 @@ enum evict_step {
 
 /* On each broker connection: ApiVersions first, then the request in the
  * highest version both sides support. */
-enum evict_stage {
+enum leavegroup_stage {
     STAGE_VERSIONS = 0, /* ApiVersions v0 sent */
     STAGE_REQUEST,      /* FindCoordinator / LeaveGroup sent */
 };
 
-struct evict {
+struct leavegroup {
     struct event_base *base;
     struct evdns_base *dns;
     redislink *cmd;
@@ -57,7 +57,7 @@ struct evict {
     int dirty;                      /* the member changed while writing */
 
     /* the eviction */
-    enum evict_step step;
+    enum leavegroup_step step;
     uint64_t start_ms;
     struct event *ev_step;          /* poll for Redis / the overall deadline */
     char *victim;                   /* member id to remove */
@@ -68,10 +68,10 @@ struct evict {
     struct event *ev_io;            /* reads the response on fd */
     uint8_t out[1024];
     size_t outlen;
-    uint8_t in[EVICT_FRAME_MAX];
+    uint8_t in[LEAVEGROUP_FRAME_MAX];
     size_t inlen;
     int32_t corr;
-    enum evict_stage stage;
+    enum leavegroup_stage stage;
     int version;                    /* of the request in flight */
     int find_version, leave_version; /* picked (-1: not yet), logged */
     char instance_id[300];          /* the group.instance.id of this ROUTER_ID */
@@ -89,7 +89,7 @@ static void arm(struct event *ev, long ms)
 
 static void set_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
-    evict *e = privdata;
+    leavegroup *e = privdata;
     redisReply *r = reply;
     e->writing = 0;
     if (e->dirty && r) {
@@ -106,7 +106,7 @@ static void set_reply(redisAsyncContext *ac, void *reply, void *privdata)
 
 static void record_cb(evutil_socket_t fd, short what, void *arg)
 {
-    evict *e = arg;
+    leavegroup *e = arg;
     arm(e->ev_record, e->refresh_ms);
     redisAsyncContext *ac = redislink_ctx(e->cmd);
     if (e->writing) {
@@ -131,7 +131,7 @@ static void record_cb(evutil_socket_t fd, short what, void *arg)
     e->recorded = id;
 }
 
-void evict_member_changed(evict *e)
+void leavegroup_member_changed(leavegroup *e)
 {
     if (e)
         event_active(e->ev_record, EV_TIMEOUT, 0);
@@ -139,7 +139,7 @@ void evict_member_changed(evict *e)
 
 /* ---- the eviction ------------------------------------------------------------ */
 
-static void conn_close(evict *e)
+static void conn_close(leavegroup *e)
 {
     net_connect_cancel(e->conn);
     e->conn = NULL;
@@ -150,7 +150,7 @@ static void conn_close(evict *e)
     e->fd = -1;
 }
 
-static void finish(evict *e, int evicted, const char *why)
+static void finish(leavegroup *e, int evicted, const char *why)
 {
     conn_close(e);
     evtimer_del(e->ev_step);
@@ -167,11 +167,11 @@ static void finish(evict *e, int evicted, const char *why)
     e->step = STEP_IDLE;
 }
 
-static void try_broker(evict *e);
-static void connect_to(evict *e, const char *host, int port);
+static void try_broker(leavegroup *e);
+static void connect_to(leavegroup *e, const char *host, int port);
 
 /* A broker did not answer usefully: the next bootstrap address, if any. */
-static void broker_failed(evict *e, const char *why)
+static void broker_failed(leavegroup *e, const char *why)
 {
     log_kv(LOG_DEBUG, "eviction: broker failed", "s:reason", why, NULL);
     conn_close(e);
@@ -184,7 +184,7 @@ static void broker_failed(evict *e, const char *why)
 
 /* Send the next request on the open connection (the previous response
  * was read whole; nothing else is in flight). */
-static int send_more(evict *e)
+static int send_more(leavegroup *e)
 {
     ssize_t n = net_write_all(e->fd, e->out, e->outlen);
     if (n != (ssize_t)e->outlen) {
@@ -197,7 +197,7 @@ static int send_more(evict *e)
 /* The broker's ApiVersions answer: pick the version of this step's request
  * and send it.  No usable version: an error an operator must see (the
  * eviction cannot work against this broker), and the eviction is skipped. */
-static void on_versions(evict *e, long flen)
+static void on_versions(leavegroup *e, long flen)
 {
     kwire_versions v;
     if (kwire_api_versions_resp(e->in, (size_t)flen, e->corr, &v) != KWIRE_OK) {
@@ -241,7 +241,7 @@ static void on_versions(evict *e, long flen)
 }
 
 /* Open a connection for this step: ApiVersions goes first. */
-static void begin_step(evict *e, const char *host, int port)
+static void begin_step(leavegroup *e, const char *host, int port)
 {
     e->corr++;
     int n = kwire_api_versions_req(e->out, sizeof e->out, e->corr, e->client_id);
@@ -254,7 +254,7 @@ static void begin_step(evict *e, const char *host, int port)
     connect_to(e, host, port);
 }
 
-static void on_frame(evict *e, long flen)
+static void on_frame(leavegroup *e, long flen)
 {
     char why[320];
     if (e->stage == STAGE_VERSIONS) {
@@ -296,7 +296,7 @@ static void on_frame(evict *e, long flen)
 
 static void io_cb(evutil_socket_t fd, short what, void *arg)
 {
-    evict *e = arg;
+    leavegroup *e = arg;
     ssize_t n = read(e->fd, e->in + e->inlen, sizeof e->in - e->inlen);
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
@@ -321,7 +321,7 @@ static void io_cb(evutil_socket_t fd, short what, void *arg)
  * connection; then the response is read. */
 static void connected(int fd, int err, const char *errstr, void *arg)
 {
-    evict *e = arg;
+    leavegroup *e = arg;
     e->conn = NULL;
     if (fd < 0) {
         broker_failed(e, errstr);
@@ -338,7 +338,7 @@ static void connected(int fd, int err, const char *errstr, void *arg)
     event_add(e->ev_io, NULL);
 }
 
-static void connect_to(evict *e, const char *host, int port)
+static void connect_to(leavegroup *e, const char *host, int port)
 {
     net_endpoint ep;
     memset(&ep, 0, sizeof ep);
@@ -349,7 +349,7 @@ static void connect_to(evict *e, const char *host, int port)
         finish(e, 0, "out of memory");
 }
 
-static void try_broker(evict *e)
+static void try_broker(leavegroup *e)
 {
     const char *b = e->brokers[e->bi];
     const char *hp = strstr(b, "://");
@@ -357,7 +357,7 @@ static void try_broker(evict *e)
     char host[256];
     int port;
     e->step = STEP_FIND;
-    if (config_split_hostport(hp, host, sizeof host, &port) != 0) {
+    if (addr_split_hostport(hp, host, sizeof host, &port) != 0) {
         broker_failed(e, "bad broker address");
         return;
     }
@@ -366,7 +366,7 @@ static void try_broker(evict *e)
 
 static void get_reply(redisAsyncContext *ac, void *reply, void *privdata)
 {
-    evict *e = privdata;
+    leavegroup *e = privdata;
     redisReply *r = reply;
     if (e->step != STEP_READING)
         return;
@@ -374,7 +374,7 @@ static void get_reply(redisAsyncContext *ac, void *reply, void *privdata)
         /* the link dropped (or is being freed; no consumer access here):
          * read again once it is back, within the deadline */
         e->step = STEP_READ;
-        arm(e->ev_step, EVICT_POLL_MS);
+        arm(e->ev_step, LEAVEGROUP_POLL_MS);
         return;
     }
     if (r->type == REDIS_REPLY_NIL) {
@@ -393,7 +393,7 @@ static void get_reply(redisAsyncContext *ac, void *reply, void *privdata)
         finish(e, 0, same ? "the recorded member is this process" : "out of memory");
         return;
     }
-    if (config_split_list(e->cfg->kafka_brokers, &e->brokers, &e->nbrokers) != 0 ||
+    if (addr_split_list(e->cfg->kafka_brokers, &e->brokers, &e->nbrokers) != 0 ||
         e->nbrokers == 0) {
         finish(e, 0, "no broker address");
         return;
@@ -405,9 +405,9 @@ static void get_reply(redisAsyncContext *ac, void *reply, void *privdata)
 /* Polls for the Redis link, then is the deadline of the whole eviction. */
 static void step_cb(evutil_socket_t fd, short what, void *arg)
 {
-    evict *e = arg;
+    leavegroup *e = arg;
     long spent = (long)(clock_mono_ms() - e->start_ms);
-    if (spent >= EVICT_TIMEOUT_MS) {
+    if (spent >= LEAVEGROUP_TIMEOUT_MS) {
         finish(e, 0, e->step <= STEP_READING ? "Redis did not answer in time"
                                              : "the broker did not answer in time");
         return;
@@ -417,19 +417,19 @@ static void step_cb(evutil_socket_t fd, short what, void *arg)
         if (ac && redisAsyncCommand(ac, get_reply, e, "GET %s", e->key) == REDIS_OK)
             e->step = STEP_READING;
     }
-    arm(e->ev_step, e->step == STEP_READ ? EVICT_POLL_MS : EVICT_TIMEOUT_MS - spent);
+    arm(e->ev_step, e->step == STEP_READ ? LEAVEGROUP_POLL_MS : LEAVEGROUP_TIMEOUT_MS - spent);
 }
 
 /* ---- lifecycle ------------------------------------------------------------------ */
 
-evict *evict_new(struct event_base *base, struct evdns_base *dns, redislink *cmd,
+leavegroup *leavegroup_new(struct event_base *base, struct evdns_base *dns, redislink *cmd,
                  consumer *c, const router_config *cfg)
 {
     /* the record serves the eviction only: without it nothing is written
      * (config.c refuses KAFKA_EVICT_PREVIOUS without ROUTER_ID) */
     if (!cfg->kafka_evict_previous || !cfg->router_id || !*cfg->router_id)
         return NULL;
-    evict *e = calloc(1, sizeof *e);
+    leavegroup *e = calloc(1, sizeof *e);
     if (!e)
         goto err;
     e->base = base;
@@ -445,11 +445,7 @@ evict *evict_new(struct event_base *base, struct evdns_base *dns, redislink *cmd
     long session = consumer_session_timeout_ms(c);
     e->refresh_ms = session > 100 ? session : 100;
     e->ttl_ms = 3 * e->refresh_ms;
-    buf kb = { 0 };
-    const char *k = rkey_build(&kb, cfg->redis_prefix, EVICT_KEY_SUFFIX, cfg->router_id,
-                               strlen(cfg->router_id));
-    e->key = k ? strdup(k) : NULL;
-    buf_free(&kb);
+    e->key = schema_router_key(cfg->redis_prefix, cfg->router_id);
     e->ev_record = evtimer_new(base, record_cb, e);
     e->ev_step = evtimer_new(base, step_cb, e);
     e->ev_io = event_new(base, -1, 0, io_cb, e);
@@ -462,11 +458,11 @@ evict *evict_new(struct event_base *base, struct evdns_base *dns, redislink *cmd
     return e;
 err:
     log_kv(LOG_ERROR, "out of memory", NULL);
-    evict_free(e);
+    leavegroup_free(e);
     return NULL;
 }
 
-void evict_free(evict *e)
+void leavegroup_free(leavegroup *e)
 {
     if (!e)
         return;
@@ -477,7 +473,7 @@ void evict_free(evict *e)
         event_free(e->ev_step);
     if (e->ev_io)
         event_free(e->ev_io);
-    config_list_free(e->brokers, e->nbrokers);
+    addr_list_free(e->brokers, e->nbrokers);
     free(e->victim);
     free(e->recorded);
     free(e->key);

@@ -1,9 +1,9 @@
 /*
  * CIDR lists ("10.0.0.0/8,172.28.0.10,::1/128"): parse once at startup,
- * match peer addresses on accept.  Pure (tests/unit/test_common.c).
+ * match peer addresses on accept.  Pure (tests/unit/test_cidr.c); used by the shard only (WS_PROXY_TRUSTED, ADMIN_ALLOW).
  */
-#ifndef ODIN_COMMON_CIDR_H
-#define ODIN_COMMON_CIDR_H
+#ifndef ODIN_SHARD_CIDR_H
+#define ODIN_SHARD_CIDR_H
 
 #include <stddef.h>
 #include <stdint.h>
