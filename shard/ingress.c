@@ -1,5 +1,4 @@
 #include "shard/ingress.h"
-#include "shard/server.h"
 #include "proto/frame.h"
 #include "proto/handshake.h"
 #include "shard/metrics.h"
@@ -51,6 +50,7 @@ typedef struct router_conn {
 
 struct shard_ingress {
     shard_ctx *ctx;
+    ingress_callbacks cb;     /* on_record: to the owner (shard.c -> fanout) */
     net_acceptor *lis;        /* SHARD_SOCKET */
     net_acceptor *tcp_lis;    /* SHARD_TCP_ADDR listener, or NULL */
     struct event *reap_ev;
@@ -60,9 +60,8 @@ struct shard_ingress {
     int stopped;
     char unix_endpoint[sizeof(((struct sockaddr_un *)0)->sun_path) + 8];
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    uint8_t ibuf[INGRESS_READ];   /* read buffer shared by all links */
 };
-
-static uint8_t g_ibuf[INGRESS_READ];
 
 static void conn_on_event(evutil_socket_t fd, short what, void *arg);
 
@@ -243,8 +242,8 @@ static void conn_read(router_conn *c)
     shard_ingress *in = c->in;
     shard_ctx *ctx = in->ctx;
     for (int i = 0; i < INGRESS_READS_PER_WAKEUP && !c->dead; i++) {
-        size_t want = c->authed ? sizeof(g_ibuf) : INGRESS_PREAUTH_READ;
-        ssize_t n = read(c->fd, g_ibuf, want);
+        size_t want = c->authed ? sizeof(in->ibuf) : INGRESS_PREAUTH_READ;
+        ssize_t n = read(c->fd, in->ibuf, want);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -256,7 +255,7 @@ static void conn_read(router_conn *c)
             conn_close(c, "router closed the connection", 0);
             return;
         }
-        if (frame_decoder_feed(c->dec, g_ibuf, (size_t)n) != FRAME_OK) {
+        if (frame_decoder_feed(c->dec, in->ibuf, (size_t)n) != FRAME_OK) {
             conn_close(c, "out of memory", 1);
             return;
         }
@@ -287,7 +286,7 @@ static void conn_read(router_conn *c)
                 return;
             }
             for (size_t k = 0; k < m.nrecords; k++)
-                shard_server_deliver(ctx->srv, &m.records[k]);
+                in->cb.on_record(in->cb.ud, &m.records[k]);
         }
         if ((size_t)n < want)
             return;
@@ -419,13 +418,14 @@ static net_acceptor *acceptor(shard_ingress *in, int fd, const char *name)
     return a;
 }
 
-shard_ingress *shard_ingress_new(shard_ctx *ctx)
+shard_ingress *shard_ingress_new(shard_ctx *ctx, const ingress_callbacks *cb)
 {
     const char *path = ctx->set->socket_path;
     shard_ingress *in = calloc(1, sizeof(*in));
     if (!in)
         return NULL;
     in->ctx = ctx;
+    in->cb = *cb;
     in->reap_ev = event_new(ctx->base, -1, 0, on_reap, in);
     if (!in->reap_ev)
         goto err;

@@ -765,60 +765,40 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-/* ---- fan-out ---------------------------------------------------------- */
+/* ---- fan-out ops (shard/fanout.h) ------------------------------------- */
 
-void shard_server_deliver(shard_server *srv, const frame_record *r)
+static int fo_push(void *ud, shard_client *c, ws_chunk *ch)
 {
-    shard_ctx *ctx = srv->ctx;
-    ctx->m.shard_records_received_total++;
-    if (r->flags & FRAME_REC_ALL_CLIENTS) {
-        ctx->m.shard_records_broadcast_total++;
-        if (srv->n_open == 0) {
-            ctx->m.shard_records_dropped_total[SM_DROP_NO_SUBSCRIBERS]++;
-            return;
-        }
-        ws_chunk *ch = envelope_frame(&srv->scratch, r,
-                                    (enum envelope_types)ctx->set->envelope_types, 0);
-        if (!ch) {
-            ctx->m.shard_records_dropped_total[SM_DROP_NOMEM]++;
-            return;
-        }
-        srv->in_fanout = 1;
-        for (shard_client *c = srv->live, *next; c; c = next) {
-            next = c->next;   /* a push may kill c (write error) */
-            if (c->state == CL_OPEN && client_push(c, ch) == 0)
-                ctx->m.ws_messages_sent_total++;
-        }
-        srv->in_fanout = 0;
-        ws_chunk_unref(ch);
-        return;
-    }
-    subs_channel *sc = subs_find_parts(ctx->subs, r->token, r->token_len,
-                                       r->category, r->category_len);
-    if (!sc) {
-        int known = subs_token_refs(ctx->subs, r->token, r->token_len) > 0;
-        ctx->m.shard_records_dropped_total[known ? SM_DROP_NO_CHANNEL
-                                                 : SM_DROP_NO_SUBSCRIBERS]++;
-        return;
-    }
-    ws_chunk *ch = envelope_frame(&srv->scratch, r,
-                                    (enum envelope_types)ctx->set->envelope_types, 0);
-    if (!ch) {
-        ctx->m.shard_records_dropped_total[SM_DROP_NOMEM]++;
-        return;
-    }
-    size_t n;
-    const subs_member *mem = subs_channel_members(sc, &n);
-    srv->in_fanout = 1;
-    for (size_t i = 0; i < n; i++) {
-        shard_client *mc = mem[i].owner;
-        if (mc->rs && shard_resume_filter(mc, r, ch))
-            continue;   /* held for a reconnect replay, or already replayed */
-        if (client_push(mc, ch) == 0)
-            ctx->m.ws_messages_sent_total++;
-    }
-    srv->in_fanout = 0;
-    ws_chunk_unref(ch);
+    return client_push(c, ch);
+}
+
+static int fo_resume_filter(void *ud, shard_client *c, const frame_record *r,
+                            ws_chunk *ch)
+{
+    return c->rs && shard_resume_filter(c, r, ch);
+}
+
+static shard_client *fo_next_client(void *ud, shard_client *prev)
+{
+    shard_server *srv = ud;
+    return prev ? prev->next : srv->live;
+}
+
+static long fo_n_open(void *ud)
+{
+    return ((shard_server *)ud)->n_open;
+}
+
+static void fo_walking(void *ud, int on)
+{
+    ((shard_server *)ud)->in_fanout = on;
+}
+
+void shard_server_fanout_ops(shard_server *srv, fanout_ops *ops)
+{
+    *ops = (fanout_ops){ .push = fo_push, .resume_filter = fo_resume_filter,
+                         .next_client = fo_next_client, .n_open = fo_n_open,
+                         .walking = fo_walking };
 }
 
 /* ---- lifecycle ---------------------------------------------------------- */

@@ -1,8 +1,8 @@
 /*
  * Client-facing server (shard/server.c): TCP listeners on WS_ADDR (and
  * WS_SHARED_ADDR), accepted through net_acceptor (EMFILE back-off,
- * common/net.h), the HTTP phase (/ws upgrade, /health, /metrics), fan-out
- * of record frames to clients (shard/client.h), timers (ping, idle,
+ * common/net.h), the HTTP phase (/ws upgrade, /health, /metrics), the
+ * clients the fan-out reaches through fanout_ops (shard/fanout.h), timers (ping, idle,
  * handshake, close), the per-IP limits (shard/iptable.h) and the
  * /health and /metrics gate (ADMIN_ADDR listener, shard/admin.h;
  * ADMIN_RATE, ADMIN_ALLOW).
@@ -18,6 +18,7 @@
 #include "proto/frame.h"
 #include "shard/admin.h"
 #include "shard/client.h"
+#include "shard/fanout.h"
 #include "shard/iptable.h"
 #include "shard/map.h"
 #include "shard/shard.h"
@@ -60,9 +61,9 @@ typedef struct shard_server {
 shard_server *shard_server_new(shard_ctx *ctx);
 void shard_server_free(shard_server *srv);
 
-/* Deliver one router record to its subscribers (or every client for
- * FRAME_REC_ALL_CLIENTS).  Builds the frame once. */
-void shard_server_deliver(shard_server *srv, const frame_record *r);
+/* The ops through which the fan-out (shard/fanout.h) reaches srv's
+ * clients; their ud is srv. */
+void shard_server_fanout_ops(shard_server *srv, fanout_ops *ops);
 
 /* Shutdown: stop listening, close every client with 1001; call cb once no
  * client is left. */

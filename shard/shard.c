@@ -1,6 +1,7 @@
 /* Process lifecycle: wiring of the shard's modules, signals, shutdown. */
 #include "shard/shard.h"
 #include "common/net.h"
+#include "shard/fanout.h"
 #include "shard/ingress.h"
 #include "shard/registry.h"
 #include "shard/server.h"
@@ -79,6 +80,12 @@ static void on_token(void *ud, const char *tok, size_t len, int added)
 {
     shard_ctx *ctx = ud;
     shard_registry_token(ctx->reg, tok, len, added);
+}
+
+/* ingress -> fanout: a router's record goes to the local subscribers */
+static void on_record(void *ud, const frame_record *r)
+{
+    fanout_deliver(ud, r);
 }
 
 static void maybe_exit(run_state *rs)
@@ -201,6 +208,7 @@ int shard_run(const shard_settings *set)
 
     run_state rs = { &ctx, 0, 0, NULL };
     struct event *sigterm = NULL, *sigint = NULL, *sigusr1 = NULL;
+    fanout *fan = NULL;   /* between ingress and the server's clients */
     ctx.base = event_base_new();
     if (!ctx.base)
         goto out;
@@ -225,7 +233,14 @@ int shard_run(const shard_settings *set)
     ctx.srv = shard_server_new(&ctx);
     if (!ctx.srv)
         goto out;
-    ctx.ing = shard_ingress_new(&ctx);
+    fanout_ops fops;
+    shard_server_fanout_ops(ctx.srv, &fops);
+    fan = fanout_new(ctx.subs, &ctx.m, (unsigned)set->envelope_types, &fops,
+                     ctx.srv);
+    if (!fan)
+        goto out;
+    ingress_callbacks icb = { .on_record = on_record, .ud = fan };
+    ctx.ing = shard_ingress_new(&ctx, &icb);
     if (!ctx.ing)
         goto out;
     ctx.reg = shard_registry_new(&ctx);
@@ -252,6 +267,7 @@ out:
     ctx.ing = NULL;
     shard_resume_free(ctx.resume);   /* joins replay threads */
     ctx.resume = NULL;
+    fanout_free(fan);
     shard_server_free(ctx.srv);   /* unsubscribes everyone */
     ctx.srv = NULL;
     shard_registry_free(ctx.reg);
