@@ -35,7 +35,7 @@
 #define ODIN_SHARD_INGRESS_H
 
 #include "proto/frame.h"
-#include "shard/shard.h"
+#include "shard/ctx.h"
 
 typedef struct shard_ingress shard_ingress;
 

@@ -41,7 +41,7 @@
 #define ODIN_SHARD_REGISTRY_H
 
 #include <stddef.h>
-#include "shard/shard.h"
+#include "shard/ctx.h"
 
 typedef struct shard_registry shard_registry;
 

@@ -53,7 +53,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "proto/frame.h"
-#include "shard/shard.h"
+#include "shard/ctx.h"
 #include "shard/ws.h"
 
 struct shard_client;

@@ -501,7 +501,7 @@ static int render_page(shard_server *srv, int page, buf *out)
 {
     shard_ctx *ctx = srv->ctx;
     shard_gauges g;
-    shard_gauges_fill(ctx, &g);
+    ctx->gauges_fill(ctx, &g);
     int status = 200;
     int rc;
     if (page != SHARD_PAGE_METRICS) {

@@ -21,7 +21,7 @@
 #include "shard/fanout.h"
 #include "shard/iptable.h"
 #include "shard/map.h"
-#include "shard/shard.h"
+#include "shard/ctx.h"
 #include "shard/subs.h"
 #include "shard/ws.h"
 

@@ -160,6 +160,7 @@ int shard_run(const shard_settings *set)
     memset(&ctx, 0, sizeof(ctx));
     shard_metrics_init(&ctx.m);
     ctx.set = set;
+    ctx.gauges_fill = shard_gauges_fill;
     ctx.start_mono_ms = clock_mono_ms();
     ctx.start_wall_ms = clock_wall_ms();
     /* CPU baseline: /health's first figure covers the run, not the start
