@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# The #include graph of shard/ and router/ has no circle.
+#
+# A module is a file pair x.c / x.h (shard/fanout.c and shard/fanout.h are
+# one module, shard/fanout).  Module A depends on module B when a file of A
+# includes "B.h" (quoted includes of shard/ and router/ headers; common/ and
+# proto/ include neither, so no circle passes through them).  The script
+# finds the strongly connected components of that graph (Tarjan) and fails
+# naming every component of more than one module, with a shortest circle
+# through each of its modules and the includes that make it.
+#
+# Usage: tests/it/include_graph.sh [DIR...]   (default: shard router)
+# Run by tools/run-tests.sh (it) like every tests/it/*.sh; needs only the
+# source tree.
+set -eu
+top=${ODIN_TOP:-$(cd "$(dirname "$0")/../.." && pwd)}
+cd "$top"
+[ $# -gt 0 ] || set -- shard router
+exec python3 - "$@" <<'PY'
+import os, re, sys
+from collections import deque
+
+dirs = sys.argv[1:]
+inc = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
+deps = {}      # module -> {module: [file that includes]}
+for d in dirs:
+    for f in sorted(os.listdir(d)):
+        if not (f.endswith('.c') or f.endswith('.h')):
+            continue
+        path = os.path.join(d, f)
+        mod = path[:-2]
+        deps.setdefault(mod, {})
+        for h in inc.findall(open(path, encoding='utf-8', errors='replace').read()):
+            if not h.endswith('.h') or h.split('/')[0] not in dirs:
+                continue
+            tgt = h[:-2]
+            if tgt != mod:
+                deps[mod].setdefault(tgt, []).append(path)
+for m in list(deps):
+    for t in deps[m]:
+        deps.setdefault(t, {})
+
+# Tarjan, iterative
+index, low, on, stack, sccs, n = {}, {}, set(), [], [], [0]
+def strong(v0):
+    work = [(v0, iter(sorted(deps[v0])))]
+    index[v0] = low[v0] = n[0]; n[0] += 1; stack.append(v0); on.add(v0)
+    while work:
+        v, it = work[-1]
+        for w in it:
+            if w not in index:
+                index[w] = low[w] = n[0]; n[0] += 1; stack.append(w); on.add(w)
+                work.append((w, iter(sorted(deps[w]))))
+                break
+            if w in on:
+                low[v] = min(low[v], index[w])
+        else:
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                comp = []
+                while True:
+                    w = stack.pop(); on.discard(w); comp.append(w)
+                    if w == v:
+                        break
+                sccs.append(sorted(comp))
+for v in sorted(deps):
+    if v not in index:
+        strong(v)
+
+def shortest_cycle(start, comp):
+    prev = {start: None}
+    q = deque([start])
+    while q:
+        v = q.popleft()
+        for w in sorted(deps[v]):
+            if w not in comp:
+                continue
+            if w == start:
+                path = [v]
+                while prev[path[-1]] is not None:
+                    path.append(prev[path[-1]])
+                return list(reversed(path)) + [start]
+            if w not in prev:
+                prev[w] = v
+                q.append(w)
+    return None
+
+bad = [c for c in sccs if len(c) > 1]
+if not bad:
+    print("include graph of %s: %d modules, no circle" % (" ".join(dirs), len(deps)))
+    sys.exit(0)
+for comp in sorted(bad):
+    cs = set(comp)
+    print("CIRCLE among %d modules: %s" % (len(comp), " ".join(comp)))
+    seen = set()
+    for m in comp:
+        cyc = shortest_cycle(m, cs)
+        key = frozenset(zip(cyc, cyc[1:]))
+        if key in seen:
+            continue
+        seen.add(key)
+        print("  " + " -> ".join(cyc))
+        for a, b in zip(cyc, cyc[1:]):
+            print("      %s includes %s.h" % (", ".join(sorted(set(deps[a][b]))), b))
+sys.exit(1)
+PY
