@@ -765,6 +765,23 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* ---- getters ------------------------------------------------------------ */
+
+long shard_server_connections(const shard_server *srv)
+{
+    return srv->n_open;
+}
+
+const char *shard_server_ws_addr(const shard_server *srv)
+{
+    return srv->ws_addr;
+}
+
+const char *shard_server_admin_addr(const shard_server *srv)
+{
+    return srv->admin ? srv->admin_addr : "";
+}
+
 /* ---- fan-out ops (shard/fanout.h) ------------------------------------- */
 
 static int fo_push(void *ud, shard_client *c, ws_chunk *ch)

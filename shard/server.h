@@ -61,6 +61,12 @@ typedef struct shard_server {
 shard_server *shard_server_new(shard_ctx *ctx);
 void shard_server_free(shard_server *srv);
 
+/* Open WebSocket connections; the bound WS_ADDR; the bound ADMIN_ADDR or
+ * "" when there is no admin listener (the strings live as long as srv). */
+long shard_server_connections(const shard_server *srv);
+const char *shard_server_ws_addr(const shard_server *srv);
+const char *shard_server_admin_addr(const shard_server *srv);
+
 /* The ops through which the fan-out (shard/fanout.h) reaches srv's
  * clients; their ud is srv. */
 void shard_server_fanout_ops(shard_server *srv, fanout_ops *ops);

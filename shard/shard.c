@@ -82,6 +82,18 @@ static void on_token(void *ud, const char *tok, size_t len, int added)
     shard_registry_token(ctx->reg, tok, len, added);
 }
 
+/* registry -> server: what the lease advertises (the server is freed
+ * before the registry at exit) */
+static void on_advert(void *ud, registry_advert *a)
+{
+    const shard_ctx *ctx = ud;
+    if (!ctx->srv)
+        return;
+    a->connections = shard_server_connections(ctx->srv);
+    a->ws_addr = shard_server_ws_addr(ctx->srv);
+    a->admin_addr = shard_server_admin_addr(ctx->srv);
+}
+
 /* ingress -> fanout: a router's record goes to the local subscribers */
 static void on_record(void *ud, const frame_record *r)
 {
@@ -244,7 +256,8 @@ int shard_run(const shard_settings *set)
     ctx.ing = shard_ingress_new(&ctx, &icb);
     if (!ctx.ing)
         goto out;
-    ctx.reg = shard_registry_new(&ctx);
+    registry_callbacks rcb = { .advert = on_advert, .ud = &ctx };
+    ctx.reg = shard_registry_new(&ctx, &rcb);
     if (!ctx.reg)
         goto out;
     ctx.resume = shard_resume_new(&ctx);
