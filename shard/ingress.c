@@ -61,6 +61,8 @@ struct shard_ingress {
     char unix_endpoint[sizeof(((struct sockaddr_un *)0)->sun_path) + 8];
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     uint8_t ibuf[INGRESS_READ];   /* read buffer shared by all links */
+    /* log rate limits: a flood of refused links must not flood the log */
+    log_ratelimit rl_close, rl_refuse, rl_auth, rl_accept;
 };
 
 static void conn_on_event(evutil_socket_t fd, short what, void *arg);
@@ -73,9 +75,8 @@ static void conn_close(router_conn *c, const char *why, int error)
     if (error)
         in->ctx->m.shard_frames_errors_total++;
     /* a flood of refused handshakes must not flood the log */
-    static log_ratelimit rl = { .per_sec = 5 };
     uint64_t sup = 0;
-    if (c->authed || log_rl_allow(&rl, &sup))
+    if (c->authed || log_rl_allow(&in->rl_close, &sup))
         log_kv(error ? LOG_WARN : LOG_INFO, "router connection closed",
                "s:router", c->id[0] ? c->id : NULL, "s:reason", why,
                "b:authenticated", c->authed, "u:suppressed", sup, NULL);
@@ -151,9 +152,8 @@ static void conn_write(router_conn *c)
 static void refuse(router_conn *c, enum shard_ingress_refusal_idx why, const char *reason)
 {
     c->in->ctx->m.shard_ingress_refused_total[why]++;
-    static log_ratelimit rl = { .per_sec = 5 };
     uint64_t sup = 0;
-    if (log_rl_allow(&rl, &sup))
+    if (log_rl_allow(&c->in->rl_refuse, &sup))
         log_kv(LOG_WARN, "router refused", "s:router", c->id[0] ? c->id : NULL,
                "s:reason", reason, "u:suppressed", sup, NULL);
     conn_close(c, reason, 1);
@@ -165,9 +165,8 @@ static void handshake_refused(router_conn *c)
     switch (handshake_refusal(c->hs)) {
     case HANDSHAKE_R_AUTH: {
         c->in->ctx->m.shard_ingress_auth_failures_total++;
-        static log_ratelimit rl = { .per_sec = 5 };
         uint64_t sup = 0;
-        if (log_rl_allow(&rl, &sup))
+        if (log_rl_allow(&c->in->rl_auth, &sup))
             log_kv(LOG_WARN, "router refused", "s:router", c->id[0] ? c->id : NULL,
                    "s:reason", reason, "u:suppressed", sup, NULL);
         conn_close(c, reason, 1);
@@ -328,11 +327,10 @@ static int pending_from(const shard_ingress *in, const ingress_source *src)
 static void refuse_accept(shard_ingress *in, int fd, enum shard_ingress_refusal_idx why,
                           const char *reason)
 {
-    static log_ratelimit rl = { .per_sec = 5 };
     uint64_t sup = 0;
     if (why < SM_INGRESS_N)
         in->ctx->m.shard_ingress_refused_total[why]++;
-    if (log_rl_allow(&rl, &sup))
+    if (log_rl_allow(&in->rl_accept, &sup))
         log_kv(LOG_WARN, "router connection refused", "s:reason", reason,
                "u:suppressed", sup, NULL);
     close(fd);
@@ -426,6 +424,8 @@ shard_ingress *shard_ingress_new(shard_ctx *ctx, const ingress_callbacks *cb)
         return NULL;
     in->ctx = ctx;
     in->cb = *cb;
+    in->rl_close.per_sec = in->rl_refuse.per_sec = 5;
+    in->rl_auth.per_sec = in->rl_accept.per_sec = 5;
     in->reap_ev = event_new(ctx->base, -1, 0, on_reap, in);
     if (!in->reap_ev)
         goto err;

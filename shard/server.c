@@ -156,14 +156,13 @@ static void on_accept(net_acceptor *a, int fd, const struct sockaddr *sa,
 
 /* ---- PROXY protocol v2 -------------------------------------------------- */
 
-static log_ratelimit g_proxy_rl = { .per_sec = 5 };
 
 static void proxy_refuse(shard_server *srv, shard_client *c, int reason,
                          const char *why)
 {
     srv->ctx->m.ws_proxy_rejections_total[reason]++;
     uint64_t supp = 0;
-    if (log_rl_allow(&g_proxy_rl, &supp)) {
+    if (log_rl_allow(&srv->proxy_rl, &supp)) {
         char ip[64];
         if (!inet_ntop(c->ip_len == 16 ? AF_INET6 : AF_INET, c->ip, ip, sizeof ip))
             snprintf(ip, sizeof ip, "?");
@@ -287,7 +286,6 @@ int shard_server_set_draining(shard_server *srv, int on)
 
 /* ---- per-IP limits (shard/iptable.h) --------------------------------- */
 
-static log_ratelimit g_iptable_rl = { .per_sec = 2 };
 
 static void ip_text(const uint8_t *ip, size_t ip_len, char *out, size_t outlen)
 {
@@ -298,7 +296,7 @@ static void ip_text(const uint8_t *ip, size_t ip_len, char *out, size_t outlen)
 static void ip_table_log(shard_server *srv, const shard_client *c, int err)
 {
     uint64_t supp = 0;
-    if (!log_rl_allow(&g_iptable_rl, &supp))
+    if (!log_rl_allow(&srv->iptable_rl, &supp))
         return;
     char ip[64];
     ip_text(c->ip, c->ip_len, ip, sizeof ip);
@@ -460,7 +458,6 @@ static int path_is(const httpreq *r, const char *p)
 
 /* ---- /health, /livez, /readyz and /metrics ---------------------------- */
 
-static log_ratelimit g_admin_rl = { .per_sec = 2 };
 
 /*
  * ADMIN_ALLOW, then ADMIN_RATE (one bucket per page, shared by ADMIN_ADDR
@@ -485,7 +482,7 @@ static int admin_gate(shard_server *srv, int page, const uint8_t *ip,
         why = "over ADMIN_RATE";
     }
     uint64_t supp = 0;
-    if (st && log_rl_allow(&g_admin_rl, &supp)) {
+    if (st && log_rl_allow(&srv->admin_rl_log, &supp)) {
         char txt[64];
         ip_text(ip, ip_len, txt, sizeof txt);
         log_kv(LOG_WARN, "admin request refused", "s:peer", txt, "i:port", port,
@@ -569,13 +566,12 @@ static int admin_page(void *ud, int page, const uint8_t *ip, size_t ip_len,
  * PROXY header's when there is one) at most UPGRADE_LOG_PER_SEC lines a
  * second; "suppressed" counts the lines skipped since the last one. */
 #define UPGRADE_LOG_PER_SEC 10
-static log_ratelimit g_upgrade_rl = { .per_sec = UPGRADE_LOG_PER_SEC };
 
 static void refuse_upgrade(shard_server *srv, shard_client *c, const httpreq *req,
                            int status, const char *reason, const char *extra)
 {
     uint64_t supp = 0;
-    if (log_rl_allow(&g_upgrade_rl, &supp)) {
+    if (log_rl_allow(&srv->upgrade_rl, &supp)) {
         char ip[64];
         ip_text(c->ip, c->ip_len, ip, sizeof ip);
         log_kv(LOG_WARN, "upgrade refused", "s:peer", ip, "i:port", (int)c->port,
@@ -827,6 +823,13 @@ shard_server *shard_server_new(shard_ctx *ctx)
     if (!srv)
         return NULL;
     srv->ctx = ctx;
+    srv->proxy_rl.per_sec = 5;
+    srv->iptable_rl.per_sec = 2;
+    srv->admin_rl_log.per_sec = 2;
+    srv->upgrade_rl.per_sec = UPGRADE_LOG_PER_SEC;
+    srv->api_rl.per_sec = 2;
+    srv->client_log_rl.per_sec = 20;
+    srv->client_warn_rl.per_sec = 5;
     srv->ping = ws_chunk_frame(WS_OP_PING, NULL, 0);
     if (s->ws_deflate) {
         srv->deflate = ws_deflate_new((int)s->ws_deflate_level,

@@ -14,6 +14,7 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include "common/buf.h"
+#include "common/log.h"
 #include "common/tbucket.h"
 #include "proto/frame.h"
 #include "shard/admin.h"
@@ -52,6 +53,12 @@ typedef struct shard_server {
     tbucket admin_api_rl;        /* ADMIN_RATE: the admin API (/admin/v1/...) */
     uint64_t next_client_id;     /* last id given (shard_client.id) */
     buf scratch;                 /* replies, envelopes, pages */
+    /* log rate limits (a flood must not flood the log): PROXY refusals,
+     * a full per-IP table, admin pages, refused upgrades, the admin API,
+     * per-client lines and per-client warnings (shard/client.c) */
+    log_ratelimit proxy_rl, iptable_rl, admin_rl_log, upgrade_rl, api_rl,
+                  client_log_rl, client_warn_rl;
+    uint8_t rbuf[SHARD_CLIENT_READ_BUF];   /* read buffer shared by every client */
     void (*on_drained)(void *ud);  /* shutdown: all clients gone */
     void *drained_ud;
 } shard_server;
