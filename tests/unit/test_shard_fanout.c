@@ -204,6 +204,8 @@ static void test_drops_counted(void **state)
 
     frame_record r1 = rec("XRP", "trade", 0);    /* token not subscribed */
     fanout_deliver(fo, &r1);
+    assert_int_equal(m.shard_records_dropped_total[SM_DROP_NO_SUBSCRIBERS], 1);
+    assert_int_equal(m.shard_records_dropped_total[SM_DROP_NO_CHANNEL], 0);
     frame_record r2 = rec("BTC", "book", 0);     /* token yes, category no */
     fanout_deliver(fo, &r2);
     assert_int_equal(f.pushes, 0);
