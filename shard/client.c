@@ -365,7 +365,7 @@ void client_free(shard_client *c)
 {
     if (!c)
         return;
-    shard_resume_client_gone(c);
+    shard_resume_client_gone(c->srv->ctx->resume, c);
     subs_remove_all(c->srv->ctx->subs, &c->subs);
     shard_server_ip_channel_release(c->srv, c, c->ip_channels);
     ws_parser_free(&c->parser);

@@ -788,7 +788,8 @@ static int fo_push(void *ud, shard_client *c, ws_chunk *ch)
 static int fo_resume_filter(void *ud, shard_client *c, const frame_record *r,
                             ws_chunk *ch)
 {
-    return c->rs && shard_resume_filter(c, r, ch);
+    shard_server *srv = ud;
+    return c->rs && shard_resume_filter(srv->ctx->resume, c, r, ch);
 }
 
 static shard_client *fo_next_client(void *ud, shard_client *prev)

@@ -94,6 +94,14 @@ static void on_advert(void *ud, registry_advert *a)
     a->admin_addr = shard_server_admin_addr(ctx->srv);
 }
 
+/* resume -> server: the per-address reconnect rate (RESUME_IP_RATE) */
+static int on_ip_reconnect_allow(void *ud, const struct shard_client *c,
+                                 uint64_t now)
+{
+    const shard_ctx *ctx = ud;
+    return shard_server_ip_reconnect_allow(ctx->srv, c, now);
+}
+
 /* ingress -> fanout: a router's record goes to the local subscribers */
 static void on_record(void *ud, const frame_record *r)
 {
@@ -260,7 +268,9 @@ int shard_run(const shard_settings *set)
     ctx.reg = shard_registry_new(&ctx, &rcb);
     if (!ctx.reg)
         goto out;
-    ctx.resume = shard_resume_new(&ctx);
+    resume_callbacks mcb = { .ip_reconnect_allow = on_ip_reconnect_allow,
+                             .ud = &ctx };
+    ctx.resume = shard_resume_new(&ctx, &mcb);
     if (!ctx.resume)
         goto out;
 
