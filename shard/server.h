@@ -2,9 +2,9 @@
  * Client-facing server (shard/server.c): TCP listeners on WS_ADDR (and
  * WS_SHARED_ADDR), accepted through net_acceptor (EMFILE back-off,
  * common/net.h), the HTTP phase (/ws upgrade, /health, /metrics), the
- * clients the fan-out reaches through fanout_ops (shard/fanout.h), timers (ping, idle,
- * handshake, close), the per-IP limits (shard/iptable.h) and the
- * /health and /metrics gate (ADMIN_ADDR listener, shard/admin.h;
+ * clients the fan-out reaches through fanout_ops (shard/fanout.h), timers
+ * (ping, idle, handshake, close), the per-IP limits (shard/iptable.h) and
+ * the /health and /metrics gate (ADMIN_ADDR listener, shard/admin.h;
  * ADMIN_RATE, ADMIN_ALLOW).
  */
 #ifndef ODIN_SHARD_SERVER_H
