@@ -13,7 +13,6 @@
 #include <arpa/inet.h>
 #include <sys/socket.h>
 
-static log_ratelimit g_api_rl = { .per_sec = 2 };
 
 static void ip_str(const uint8_t *ip, size_t ip_len, char *out, size_t outlen)
 {
@@ -193,7 +192,7 @@ static int refuse(shard_server *srv, int status, const char *why, const char *pe
                   int port, const char *path, size_t len, buf *out)
 {
     uint64_t supp = 0;
-    if (log_rl_allow(&g_api_rl, &supp))
+    if (log_rl_allow(&srv->api_rl, &supp))
         log_kv(LOG_WARN, "admin request refused", "s:peer", peer, "i:port", port,
                "S:path", path, len, "s:listener", "admin", "i:status", status,
                "s:reason", why, "u:suppressed", supp, NULL);

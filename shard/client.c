@@ -22,15 +22,12 @@
 #include <sys/socket.h>
 #include <sys/uio.h>
 
-#define READ_BUF 65536
 #define READS_PER_WAKEUP 4
 #define IOV_BATCH 64
 
-static uint8_t g_rbuf[READ_BUF];     /* shared by every client */
-/* per-client log lines are rate limited (a mass disconnect must not flood
- * the log); warnings have their own budget */
-static log_ratelimit g_log_rl = { .per_sec = 20 };
-static log_ratelimit g_warn_rl = { .per_sec = 5 };
+/* The read buffer shared by every client and the per-client log rate
+ * limits (a mass disconnect must not flood the log; warnings have their
+ * own budget) live on the server (shard/server.h). */
 
 static void client_on_event(evutil_socket_t fd, short what, void *arg);
 
@@ -46,7 +43,7 @@ static void log_client(enum log_level lvl, const shard_client *c,
 {
     uint64_t supp = 0;
     if (!log_enabled(lvl) ||
-        !log_rl_allow(lvl >= LOG_WARN ? &g_warn_rl : &g_log_rl, &supp))
+        !log_rl_allow(lvl >= LOG_WARN ? &c->srv->client_warn_rl : &c->srv->client_log_rl, &supp))
         return;
     char ip[64];
     client_ip_str(c, ip, sizeof(ip));
@@ -368,7 +365,7 @@ void client_free(shard_client *c)
 {
     if (!c)
         return;
-    shard_resume_client_gone(c);
+    shard_resume_client_gone(c->srv->ctx->resume, c);
     subs_remove_all(c->srv->ctx->subs, &c->subs);
     shard_server_ip_channel_release(c->srv, c, c->ip_channels);
     ws_parser_free(&c->parser);
@@ -820,7 +817,7 @@ static void http_input(shard_client *c, const uint8_t *data, size_t n)
 static void client_read(shard_client *c)
 {
     for (int i = 0; i < READS_PER_WAKEUP && c->state != CL_DEAD; i++) {
-        ssize_t n = read(c->fd, g_rbuf, sizeof(g_rbuf));
+        ssize_t n = read(c->fd, c->srv->rbuf, sizeof(c->srv->rbuf));
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -835,15 +832,15 @@ static void client_read(shard_client *c)
         c->last_rx_ms = clock_mono_ms();
         switch (c->state) {
         case CL_HTTP:
-            http_input(c, g_rbuf, (size_t)n);
+            http_input(c, c->srv->rbuf, (size_t)n);
             break;
         case CL_OPEN:
-            ws_input(c, g_rbuf, (size_t)n);
+            ws_input(c, c->srv->rbuf, (size_t)n);
             break;
         default:
             break;   /* closing: discard until EOF */
         }
-        if ((size_t)n < sizeof(g_rbuf))
+        if ((size_t)n < sizeof(c->srv->rbuf))
             return;
     }
 }

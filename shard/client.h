@@ -42,6 +42,7 @@ enum client_state { CL_HTTP = 0, CL_OPEN, CL_CLOSING, CL_DEAD };
 
 #define CL_INLINE_Q 4
 #define SHARD_HTTP_MAX_HEAD 8192   /* request head limit (431 above) */
+#define SHARD_CLIENT_READ_BUF 65536  /* bytes read from a client at once */
 
 typedef struct shard_client {
     struct shard_client *prev, *next;   /* live list or graveyard */

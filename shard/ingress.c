@@ -1,5 +1,4 @@
 #include "shard/ingress.h"
-#include "shard/server.h"
 #include "proto/frame.h"
 #include "proto/handshake.h"
 #include "shard/metrics.h"
@@ -51,6 +50,7 @@ typedef struct router_conn {
 
 struct shard_ingress {
     shard_ctx *ctx;
+    ingress_callbacks cb;     /* on_record: to the owner (shard.c -> fanout) */
     net_acceptor *lis;        /* SHARD_SOCKET */
     net_acceptor *tcp_lis;    /* SHARD_TCP_ADDR listener, or NULL */
     struct event *reap_ev;
@@ -60,9 +60,10 @@ struct shard_ingress {
     int stopped;
     char unix_endpoint[sizeof(((struct sockaddr_un *)0)->sun_path) + 8];
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
+    uint8_t ibuf[INGRESS_READ];   /* read buffer shared by all links */
+    /* log rate limits: a flood of refused links must not flood the log */
+    log_ratelimit rl_close, rl_refuse, rl_auth, rl_accept;
 };
-
-static uint8_t g_ibuf[INGRESS_READ];
 
 static void conn_on_event(evutil_socket_t fd, short what, void *arg);
 
@@ -74,9 +75,8 @@ static void conn_close(router_conn *c, const char *why, int error)
     if (error)
         in->ctx->m.shard_frames_errors_total++;
     /* a flood of refused handshakes must not flood the log */
-    static log_ratelimit rl = { .per_sec = 5 };
     uint64_t sup = 0;
-    if (c->authed || log_rl_allow(&rl, &sup))
+    if (c->authed || log_rl_allow(&in->rl_close, &sup))
         log_kv(error ? LOG_WARN : LOG_INFO, "router connection closed",
                "s:router", c->id[0] ? c->id : NULL, "s:reason", why,
                "b:authenticated", c->authed, "u:suppressed", sup, NULL);
@@ -152,9 +152,8 @@ static void conn_write(router_conn *c)
 static void refuse(router_conn *c, enum shard_ingress_refusal_idx why, const char *reason)
 {
     c->in->ctx->m.shard_ingress_refused_total[why]++;
-    static log_ratelimit rl = { .per_sec = 5 };
     uint64_t sup = 0;
-    if (log_rl_allow(&rl, &sup))
+    if (log_rl_allow(&c->in->rl_refuse, &sup))
         log_kv(LOG_WARN, "router refused", "s:router", c->id[0] ? c->id : NULL,
                "s:reason", reason, "u:suppressed", sup, NULL);
     conn_close(c, reason, 1);
@@ -166,9 +165,8 @@ static void handshake_refused(router_conn *c)
     switch (handshake_refusal(c->hs)) {
     case HANDSHAKE_R_AUTH: {
         c->in->ctx->m.shard_ingress_auth_failures_total++;
-        static log_ratelimit rl = { .per_sec = 5 };
         uint64_t sup = 0;
-        if (log_rl_allow(&rl, &sup))
+        if (log_rl_allow(&c->in->rl_auth, &sup))
             log_kv(LOG_WARN, "router refused", "s:router", c->id[0] ? c->id : NULL,
                    "s:reason", reason, "u:suppressed", sup, NULL);
         conn_close(c, reason, 1);
@@ -243,8 +241,8 @@ static void conn_read(router_conn *c)
     shard_ingress *in = c->in;
     shard_ctx *ctx = in->ctx;
     for (int i = 0; i < INGRESS_READS_PER_WAKEUP && !c->dead; i++) {
-        size_t want = c->authed ? sizeof(g_ibuf) : INGRESS_PREAUTH_READ;
-        ssize_t n = read(c->fd, g_ibuf, want);
+        size_t want = c->authed ? sizeof(in->ibuf) : INGRESS_PREAUTH_READ;
+        ssize_t n = read(c->fd, in->ibuf, want);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -256,7 +254,7 @@ static void conn_read(router_conn *c)
             conn_close(c, "router closed the connection", 0);
             return;
         }
-        if (frame_decoder_feed(c->dec, g_ibuf, (size_t)n) != FRAME_OK) {
+        if (frame_decoder_feed(c->dec, in->ibuf, (size_t)n) != FRAME_OK) {
             conn_close(c, "out of memory", 1);
             return;
         }
@@ -287,7 +285,7 @@ static void conn_read(router_conn *c)
                 return;
             }
             for (size_t k = 0; k < m.nrecords; k++)
-                shard_server_deliver(ctx->srv, &m.records[k]);
+                in->cb.on_record(in->cb.ud, &m.records[k]);
         }
         if ((size_t)n < want)
             return;
@@ -329,11 +327,10 @@ static int pending_from(const shard_ingress *in, const ingress_source *src)
 static void refuse_accept(shard_ingress *in, int fd, enum shard_ingress_refusal_idx why,
                           const char *reason)
 {
-    static log_ratelimit rl = { .per_sec = 5 };
     uint64_t sup = 0;
     if (why < SM_INGRESS_N)
         in->ctx->m.shard_ingress_refused_total[why]++;
-    if (log_rl_allow(&rl, &sup))
+    if (log_rl_allow(&in->rl_accept, &sup))
         log_kv(LOG_WARN, "router connection refused", "s:reason", reason,
                "u:suppressed", sup, NULL);
     close(fd);
@@ -419,13 +416,16 @@ static net_acceptor *acceptor(shard_ingress *in, int fd, const char *name)
     return a;
 }
 
-shard_ingress *shard_ingress_new(shard_ctx *ctx)
+shard_ingress *shard_ingress_new(shard_ctx *ctx, const ingress_callbacks *cb)
 {
     const char *path = ctx->set->socket_path;
     shard_ingress *in = calloc(1, sizeof(*in));
     if (!in)
         return NULL;
     in->ctx = ctx;
+    in->cb = *cb;
+    in->rl_close.per_sec = in->rl_refuse.per_sec = 5;
+    in->rl_auth.per_sec = in->rl_accept.per_sec = 5;
     in->reap_ev = event_new(ctx->base, -1, 0, on_reap, in);
     if (!in->reap_ev)
         goto err;

@@ -25,22 +25,32 @@
  * shard_ingress_auth_failures_total); a malformed or oversized frame is
  * closed with a logged reason and counted in shard_frames_errors_total.
  *
- * DELIVERY records are handed to the server's fan-out; records for tokens
- * without local subscribers are dropped there and counted.
+ * DELIVERY records are handed to the owner through ingress_callbacks
+ * (on_record; shard.c passes them to the fan-out, shard/fanout.h, where
+ * records for tokens without local subscribers are dropped and counted).
  * Tests: tests/unit/test_handshake.c (the state machine),
  * tests/it/test_shard_proto.c, tests/it/test_e2e.c.
  */
 #ifndef ODIN_SHARD_INGRESS_H
 #define ODIN_SHARD_INGRESS_H
 
-#include "shard/shard.h"
+#include "proto/frame.h"
+#include "shard/ctx.h"
 
 typedef struct shard_ingress shard_ingress;
 
+/* How ingress reaches its owner. */
+typedef struct ingress_callbacks {
+    /* One DELIVERY record of an authenticated router, in the order of the
+     * link.  r and what it points to are valid during the call only. */
+    void (*on_record)(void *ud, const frame_record *r);
+    void *ud;
+} ingress_callbacks;
+
 /* Bind SHARD_SOCKET (a stale socket file is replaced; a live one is
- * refused) and, with SHARD_TCP_ADDR, the TCP listener, and listen.  NULL on
- * failure (logged). */
-shard_ingress *shard_ingress_new(shard_ctx *ctx);
+ * refused) and, with SHARD_TCP_ADDR, the TCP listener, and listen.  cb is
+ * copied.  NULL on failure (logged). */
+shard_ingress *shard_ingress_new(shard_ctx *ctx, const ingress_callbacks *cb);
 
 /* Close every router connection and the socket, unlink its path.  NULL is
  * a no-op. */

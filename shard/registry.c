@@ -1,6 +1,5 @@
 #include "shard/registry.h"
 #include "shard/map.h"
-#include "shard/server.h"
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/log.h"
@@ -45,6 +44,7 @@ typedef struct reg_entry {
 
 struct shard_registry {
     shard_ctx *ctx;
+    registry_callbacks cb;   /* advert: the lease's view of the clients */
     redis_endpoint ep;
     redislink *link;
     enum reg_state state;
@@ -883,7 +883,7 @@ static void write_lease_cluster(shard_registry *r, enum lease_mode mode,
                                 const char *ttl, const char *pid,
                                 const char *started, const char *conns,
                                 const char *toks, const char *wsa,
-                                const char *fresh)
+                                const char *adm, const char *fresh)
 {
     static const char *const modes[] = { "renew", "claim" };
     lease_op *op = calloc(1, sizeof *op);
@@ -891,7 +891,6 @@ static void write_lease_cluster(shard_registry *r, enum lease_mode mode,
         return;
     op->mode = mode;
     op->pttl = -1;
-    const char *adm = r->ctx->srv && r->ctx->srv->admin ? r->ctx->srv->admin_addr : "";
     const char *argv[26] = { "EVAL", SCHEMA_LUA_LEASE_CLUSTER, "2", r->k_lease,
                              r->k_sweep, r->instance, ttl, modes[mode],
                              "endpoint", r->endpoint, "pid", pid,
@@ -927,19 +926,22 @@ static void write_lease(shard_registry *r, enum lease_mode mode)
     snprintf(pid, sizeof(pid), "%ld", (long)getpid());
     snprintf(started, sizeof(started), "%llu",
              (unsigned long long)ctx->start_wall_ms);
-    snprintf(conns, sizeof(conns), "%ld", ctx->srv ? ctx->srv->n_open : 0L);
+    registry_advert adv = { 0, s->ws_addr, "" };
+    r->cb.advert(r->cb.ud, &adv);
+    snprintf(conns, sizeof(conns), "%ld", adv.connections);
     snprintf(toks, sizeof(toks), "%zu", subs_tokens_count(ctx->subs));
     snprintf(ttl, sizeof(ttl), "%lld", (long long)(s->lease_ttl * 1000));
     schema_random_hex(fresh);
-    const char *wsa = ctx->srv ? ctx->srv->ws_addr : s->ws_addr;
+    const char *wsa = adv.ws_addr;
     static const char *const modes[] = { "renew", "claim" };
     if (r->cluster) {
-        write_lease_cluster(r, mode, ttl, pid, started, conns, toks, wsa, fresh);
+        write_lease_cluster(r, mode, ttl, pid, started, conns, toks, wsa,
+                            adv.admin_addr, fresh);
         return;
     }
     /* admin_addr: where /health and /metrics are (ADMIN_ADDR), "" when on
      * ws_addr; odin-ctl health reads it */
-    const char *adm = ctx->srv && ctx->srv->admin ? ctx->srv->admin_addr : "";
+    const char *adm = adv.admin_addr;
     const char *argv[30] = { "EVAL", SCHEMA_LUA_LEASE, "4", r->k_lease,
                              r->k_shards, r->k_epoch, r->k_sweep, r->instance, ttl,
                              s->shard_id, fresh, modes[mode],
@@ -1139,13 +1141,14 @@ void shard_registry_shutdown(shard_registry *r, void (*done)(void *),
 
 /* ---- lifecycle ------------------------------------------------------------ */
 
-shard_registry *shard_registry_new(shard_ctx *ctx)
+shard_registry *shard_registry_new(shard_ctx *ctx, const registry_callbacks *cb)
 {
     const shard_settings *s = ctx->set;
     shard_registry *r = calloc(1, sizeof(*r));
     if (!r)
         return NULL;
     r->ctx = ctx;
+    r->cb = *cb;
     r->rl.per_sec = 2;
     if (config_parse_redis_url(s->redis_url, &r->ep) != 0 ||
         config_redis_set_password(&r->ep, s->redis_password) != 0) {

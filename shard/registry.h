@@ -41,13 +41,28 @@
 #define ODIN_SHARD_REGISTRY_H
 
 #include <stddef.h>
-#include "shard/shard.h"
+#include "shard/ctx.h"
 
 typedef struct shard_registry shard_registry;
 
-/* Parse REDIS_URL and start connecting.  NULL on a bad URL (logged) or
- * ENOMEM.  The lease's ws_addr is read from ctx->srv when written. */
-shard_registry *shard_registry_new(shard_ctx *ctx);
+/* What the lease record advertises about the shard's clients, sampled each
+ * time the lease is written. */
+typedef struct registry_advert {
+    long connections;         /* open WebSocket connections */
+    const char *ws_addr;      /* bound WS_ADDR (actual port) */
+    const char *admin_addr;   /* bound ADMIN_ADDR, "" when /health is on ws_addr */
+} registry_advert;
+
+/* How the registry reaches its owner (shard.c). */
+typedef struct registry_callbacks {
+    /* Fill a (the strings must stay valid until the next loop pass). */
+    void (*advert)(void *ud, registry_advert *a);
+    void *ud;
+} registry_callbacks;
+
+/* Parse REDIS_URL and start connecting.  cb is copied.  NULL on a bad URL
+ * (logged) or ENOMEM. */
+shard_registry *shard_registry_new(shard_ctx *ctx, const registry_callbacks *cb);
 
 /* Free; pending commands are abandoned (no deregistration: call
  * shard_registry_shutdown first for that).  NULL is a no-op. */

@@ -3,7 +3,7 @@
 #include "shard/envelope.h"
 #include "shard/map.h"
 #include "shard/registry.h"
-#include "shard/server.h"
+#include "shard/client.h"
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/log.h"
@@ -1365,6 +1365,7 @@ typedef struct resume_client {
 
 struct shard_resume {
     shard_ctx *ctx;
+    resume_callbacks cb;     /* ip_reconnect_allow: the server's per-IP table */
     rshared *sh;
     pthread_t th;
     int th_started;
@@ -1618,17 +1619,16 @@ static void run_fin(shard_resume *rm)
     }
 }
 
-int shard_resume_filter(shard_client *c, const frame_record *r,
-                        ws_chunk *frame)
+int shard_resume_filter(shard_resume *rm, shard_client *c,
+                        const frame_record *r, ws_chunk *frame)
 {
     resume_client *rc = c->rs;
-    shard_resume *rm = c->srv->ctx->resume;
     int i = chan_of(rc, r);
     if (i < 0)
         return 0;
     rs_chan *x = &rc->ch[i];
     if (rc->replaying) {
-        const shard_settings *s = c->srv->ctx->set;
+        const shard_settings *s = rm->ctx->set;
         if (rc->nheld >= (size_t)(s->resume_max_records + s->queue_msgs)) {
             /* more live than a client could take: tell it, then hand over
              * what was held and this one, in order (no silent hole) */
@@ -1644,7 +1644,7 @@ int shard_resume_filter(shard_client *c, const frame_record *r,
                 rs_held *nh = realloc(rc->held, nc * sizeof(*nh));
                 if (!nh) {
                     finish_client(rm, rc, RESUME_UNAVAILABLE, "out of memory");
-                    return c->rs == rc ? shard_resume_filter(c, r, frame) : 0;
+                    return c->rs == rc ? shard_resume_filter(rm, c, r, frame) : 0;
                 }
                 rc->held = nh;
                 rc->capheld = nc;
@@ -1662,7 +1662,7 @@ int shard_resume_filter(shard_client *c, const frame_record *r,
     if (!x->floor)
         return 0;
     if (r->partition == x->partition && !resume_keep_live(r->offset, x->last)) {
-        c->srv->ctx->m.ws_replay_duplicates_dropped_total++;
+        rm->ctx->m.ws_replay_duplicates_dropped_total++;
         return 1;
     }
     x->floor = 0;
@@ -2009,7 +2009,7 @@ void shard_resume_start(shard_resume *rm, shard_client *c,
                     "subscribed live only");
         return;
     }
-    if (!shard_server_ip_reconnect_allow(c->srv, c, now)) {
+    if (!rm->cb.ip_reconnect_allow(rm->cb.ud, c, now)) {
         send_rerror(rm, c, RESUME_RATE_LIMITED,
                     "over RESUME_IP_RATE reconnects from this address; "
                     "subscribed live only");
@@ -2110,12 +2110,11 @@ void shard_resume_start(shard_resume *rm, shard_client *c,
         event_add(rm->check_ev, &tv);
 }
 
-void shard_resume_client_gone(shard_client *c)
+void shard_resume_client_gone(shard_resume *rm, shard_client *c)
 {
     resume_client *rc = c->rs;
     if (!rc)
         return;
-    shard_resume *rm = c->srv->ctx->resume;
     c->rs = NULL;
     if (rc->replaying) {
         rm->ctx->m.ws_reconnects_total[RESUME_OK]++;   /* counted as before */
@@ -2151,12 +2150,13 @@ static char *dup_or_null(const char *s)
     return s ? strdup(s) : NULL;
 }
 
-shard_resume *shard_resume_new(shard_ctx *ctx)
+shard_resume *shard_resume_new(shard_ctx *ctx, const resume_callbacks *cb)
 {
     shard_resume *rm = calloc(1, sizeof(*rm));
     if (!rm)
         return NULL;
     rm->ctx = ctx;
+    rm->cb = *cb;
     const shard_settings *s = ctx->set;
     rshared *sh = rm->sh = calloc(1, sizeof(*sh));
     if (!sh)

@@ -53,7 +53,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "proto/frame.h"
-#include "shard/shard.h"
+#include "shard/ctx.h"
 #include "shard/ws.h"
 
 struct shard_client;
@@ -81,10 +81,19 @@ const char *resume_code_name(enum resume_code c);
 
 typedef struct shard_resume shard_resume;
 
+/* How resume reaches its owner (shard.c). */
+typedef struct resume_callbacks {
+    /* Take one reconnect from the RESUME_IP_RATE bucket of c's address: 1
+     * allowed, 0 over the rate (shard_server_ip_reconnect_allow). */
+    int (*ip_reconnect_allow)(void *ud, const struct shard_client *c,
+                              uint64_t now);
+    void *ud;
+} resume_callbacks;
+
 /* NULL on ENOMEM (logged).  Works without KAFKA_BROKERS (every reconnect is
  * then answered RESUME_UNAVAILABLE).  The reader starts at the first
- * reconnect. */
-shard_resume *shard_resume_new(shard_ctx *ctx);
+ * reconnect.  cb is copied. */
+shard_resume *shard_resume_new(shard_ctx *ctx, const resume_callbacks *cb);
 /* Drop every replay, stop the reader (waiting RESUME_JOIN_MS at most; past
  * that the thread is left to the process exit, logged), free.  NULL is a
  * no-op. */
@@ -122,12 +131,12 @@ void shard_resume_start(shard_resume *rm, struct shard_client *c,
 /* Fan-out hook for a client with c->rs set: 1 if the record was held (a
  * replay is running) or dropped (at or below the last replayed offset),
  * 0 if the caller should queue it as usual. */
-int shard_resume_filter(struct shard_client *c, const frame_record *r,
-                        ws_chunk *frame);
+int shard_resume_filter(shard_resume *rm, struct shard_client *c,
+                        const frame_record *r, ws_chunk *frame);
 
 /* The client is going away (from client_free or a shutdown): its requests
  * are dropped at once. */
-void shard_resume_client_gone(struct shard_client *c);
+void shard_resume_client_gone(shard_resume *rm, struct shard_client *c);
 
 /* ---- pure parts (unit-tested) ---- */
 

@@ -156,14 +156,13 @@ static void on_accept(net_acceptor *a, int fd, const struct sockaddr *sa,
 
 /* ---- PROXY protocol v2 -------------------------------------------------- */
 
-static log_ratelimit g_proxy_rl = { .per_sec = 5 };
 
 static void proxy_refuse(shard_server *srv, shard_client *c, int reason,
                          const char *why)
 {
     srv->ctx->m.ws_proxy_rejections_total[reason]++;
     uint64_t supp = 0;
-    if (log_rl_allow(&g_proxy_rl, &supp)) {
+    if (log_rl_allow(&srv->proxy_rl, &supp)) {
         char ip[64];
         if (!inet_ntop(c->ip_len == 16 ? AF_INET6 : AF_INET, c->ip, ip, sizeof ip))
             snprintf(ip, sizeof ip, "?");
@@ -287,7 +286,6 @@ int shard_server_set_draining(shard_server *srv, int on)
 
 /* ---- per-IP limits (shard/iptable.h) --------------------------------- */
 
-static log_ratelimit g_iptable_rl = { .per_sec = 2 };
 
 static void ip_text(const uint8_t *ip, size_t ip_len, char *out, size_t outlen)
 {
@@ -298,7 +296,7 @@ static void ip_text(const uint8_t *ip, size_t ip_len, char *out, size_t outlen)
 static void ip_table_log(shard_server *srv, const shard_client *c, int err)
 {
     uint64_t supp = 0;
-    if (!log_rl_allow(&g_iptable_rl, &supp))
+    if (!log_rl_allow(&srv->iptable_rl, &supp))
         return;
     char ip[64];
     ip_text(c->ip, c->ip_len, ip, sizeof ip);
@@ -460,7 +458,6 @@ static int path_is(const httpreq *r, const char *p)
 
 /* ---- /health, /livez, /readyz and /metrics ---------------------------- */
 
-static log_ratelimit g_admin_rl = { .per_sec = 2 };
 
 /*
  * ADMIN_ALLOW, then ADMIN_RATE (one bucket per page, shared by ADMIN_ADDR
@@ -485,7 +482,7 @@ static int admin_gate(shard_server *srv, int page, const uint8_t *ip,
         why = "over ADMIN_RATE";
     }
     uint64_t supp = 0;
-    if (st && log_rl_allow(&g_admin_rl, &supp)) {
+    if (st && log_rl_allow(&srv->admin_rl_log, &supp)) {
         char txt[64];
         ip_text(ip, ip_len, txt, sizeof txt);
         log_kv(LOG_WARN, "admin request refused", "s:peer", txt, "i:port", port,
@@ -501,7 +498,7 @@ static int render_page(shard_server *srv, int page, buf *out)
 {
     shard_ctx *ctx = srv->ctx;
     shard_gauges g;
-    shard_gauges_fill(ctx, &g);
+    ctx->gauges_fill(ctx, &g);
     int status = 200;
     int rc;
     if (page != SHARD_PAGE_METRICS) {
@@ -569,13 +566,12 @@ static int admin_page(void *ud, int page, const uint8_t *ip, size_t ip_len,
  * PROXY header's when there is one) at most UPGRADE_LOG_PER_SEC lines a
  * second; "suppressed" counts the lines skipped since the last one. */
 #define UPGRADE_LOG_PER_SEC 10
-static log_ratelimit g_upgrade_rl = { .per_sec = UPGRADE_LOG_PER_SEC };
 
 static void refuse_upgrade(shard_server *srv, shard_client *c, const httpreq *req,
                            int status, const char *reason, const char *extra)
 {
     uint64_t supp = 0;
-    if (log_rl_allow(&g_upgrade_rl, &supp)) {
+    if (log_rl_allow(&srv->upgrade_rl, &supp)) {
         char ip[64];
         ip_text(c->ip, c->ip_len, ip, sizeof ip);
         log_kv(LOG_WARN, "upgrade refused", "s:peer", ip, "i:port", (int)c->port,
@@ -765,60 +761,58 @@ static void on_sweep(evutil_socket_t fd, short what, void *arg)
     }
 }
 
-/* ---- fan-out ---------------------------------------------------------- */
+/* ---- getters ------------------------------------------------------------ */
 
-void shard_server_deliver(shard_server *srv, const frame_record *r)
+long shard_server_connections(const shard_server *srv)
 {
-    shard_ctx *ctx = srv->ctx;
-    ctx->m.shard_records_received_total++;
-    if (r->flags & FRAME_REC_ALL_CLIENTS) {
-        ctx->m.shard_records_broadcast_total++;
-        if (srv->n_open == 0) {
-            ctx->m.shard_records_dropped_total[SM_DROP_NO_SUBSCRIBERS]++;
-            return;
-        }
-        ws_chunk *ch = envelope_frame(&srv->scratch, r,
-                                    (enum envelope_types)ctx->set->envelope_types, 0);
-        if (!ch) {
-            ctx->m.shard_records_dropped_total[SM_DROP_NOMEM]++;
-            return;
-        }
-        srv->in_fanout = 1;
-        for (shard_client *c = srv->live, *next; c; c = next) {
-            next = c->next;   /* a push may kill c (write error) */
-            if (c->state == CL_OPEN && client_push(c, ch) == 0)
-                ctx->m.ws_messages_sent_total++;
-        }
-        srv->in_fanout = 0;
-        ws_chunk_unref(ch);
-        return;
-    }
-    subs_channel *sc = subs_find_parts(ctx->subs, r->token, r->token_len,
-                                       r->category, r->category_len);
-    if (!sc) {
-        int known = subs_token_refs(ctx->subs, r->token, r->token_len) > 0;
-        ctx->m.shard_records_dropped_total[known ? SM_DROP_NO_CHANNEL
-                                                 : SM_DROP_NO_SUBSCRIBERS]++;
-        return;
-    }
-    ws_chunk *ch = envelope_frame(&srv->scratch, r,
-                                    (enum envelope_types)ctx->set->envelope_types, 0);
-    if (!ch) {
-        ctx->m.shard_records_dropped_total[SM_DROP_NOMEM]++;
-        return;
-    }
-    size_t n;
-    const subs_member *mem = subs_channel_members(sc, &n);
-    srv->in_fanout = 1;
-    for (size_t i = 0; i < n; i++) {
-        shard_client *mc = mem[i].owner;
-        if (mc->rs && shard_resume_filter(mc, r, ch))
-            continue;   /* held for a reconnect replay, or already replayed */
-        if (client_push(mc, ch) == 0)
-            ctx->m.ws_messages_sent_total++;
-    }
-    srv->in_fanout = 0;
-    ws_chunk_unref(ch);
+    return srv->n_open;
+}
+
+const char *shard_server_ws_addr(const shard_server *srv)
+{
+    return srv->ws_addr;
+}
+
+const char *shard_server_admin_addr(const shard_server *srv)
+{
+    return srv->admin ? srv->admin_addr : "";
+}
+
+/* ---- fan-out ops (shard/fanout.h) ------------------------------------- */
+
+static int fo_push(void *ud, shard_client *c, ws_chunk *ch)
+{
+    return client_push(c, ch);
+}
+
+static int fo_resume_filter(void *ud, shard_client *c, const frame_record *r,
+                            ws_chunk *ch)
+{
+    shard_server *srv = ud;
+    return c->rs && shard_resume_filter(srv->ctx->resume, c, r, ch);
+}
+
+static shard_client *fo_next_client(void *ud, shard_client *prev)
+{
+    shard_server *srv = ud;
+    return prev ? prev->next : srv->live;
+}
+
+static long fo_n_open(void *ud)
+{
+    return ((shard_server *)ud)->n_open;
+}
+
+static void fo_walking(void *ud, int on)
+{
+    ((shard_server *)ud)->in_fanout = on;
+}
+
+void shard_server_fanout_ops(shard_server *srv, fanout_ops *ops)
+{
+    *ops = (fanout_ops){ .push = fo_push, .resume_filter = fo_resume_filter,
+                         .next_client = fo_next_client, .n_open = fo_n_open,
+                         .walking = fo_walking };
 }
 
 /* ---- lifecycle ---------------------------------------------------------- */
@@ -830,6 +824,13 @@ shard_server *shard_server_new(shard_ctx *ctx)
     if (!srv)
         return NULL;
     srv->ctx = ctx;
+    srv->proxy_rl.per_sec = 5;
+    srv->iptable_rl.per_sec = 2;
+    srv->admin_rl_log.per_sec = 2;
+    srv->upgrade_rl.per_sec = UPGRADE_LOG_PER_SEC;
+    srv->api_rl.per_sec = 2;
+    srv->client_log_rl.per_sec = 20;
+    srv->client_warn_rl.per_sec = 5;
     srv->ping = ws_chunk_frame(WS_OP_PING, NULL, 0);
     if (s->ws_deflate) {
         srv->deflate = ws_deflate_new((int)s->ws_deflate_level,

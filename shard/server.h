@@ -1,10 +1,10 @@
 /*
  * Client-facing server (shard/server.c): TCP listeners on WS_ADDR (and
  * WS_SHARED_ADDR), accepted through net_acceptor (EMFILE back-off,
- * common/net.h), the HTTP phase (/ws upgrade, /health, /metrics), fan-out
- * of record frames to clients (shard/client.h), timers (ping, idle,
- * handshake, close), the per-IP limits (shard/iptable.h) and the
- * /health and /metrics gate (ADMIN_ADDR listener, shard/admin.h;
+ * common/net.h), the HTTP phase (/ws upgrade, /health, /metrics), the
+ * clients the fan-out reaches through fanout_ops (shard/fanout.h), timers
+ * (ping, idle, handshake, close), the per-IP limits (shard/iptable.h) and
+ * the /health and /metrics gate (ADMIN_ADDR listener, shard/admin.h;
  * ADMIN_RATE, ADMIN_ALLOW).
  */
 #ifndef ODIN_SHARD_SERVER_H
@@ -14,13 +14,15 @@
 #include <event2/event.h>
 #include <event2/event_struct.h>
 #include "common/buf.h"
+#include "common/log.h"
 #include "common/tbucket.h"
 #include "proto/frame.h"
 #include "shard/admin.h"
 #include "shard/client.h"
+#include "shard/fanout.h"
 #include "shard/iptable.h"
 #include "shard/map.h"
-#include "shard/shard.h"
+#include "shard/ctx.h"
 #include "shard/subs.h"
 #include "shard/ws.h"
 
@@ -51,6 +53,12 @@ typedef struct shard_server {
     tbucket admin_api_rl;        /* ADMIN_RATE: the admin API (/admin/v1/...) */
     uint64_t next_client_id;     /* last id given (shard_client.id) */
     buf scratch;                 /* replies, envelopes, pages */
+    /* log rate limits (a flood must not flood the log): PROXY refusals,
+     * a full per-IP table, admin pages, refused upgrades, the admin API,
+     * per-client lines and per-client warnings (shard/client.c) */
+    log_ratelimit proxy_rl, iptable_rl, admin_rl_log, upgrade_rl, api_rl,
+                  client_log_rl, client_warn_rl;
+    uint8_t rbuf[SHARD_CLIENT_READ_BUF];   /* read buffer shared by every client */
     void (*on_drained)(void *ud);  /* shutdown: all clients gone */
     void *drained_ud;
 } shard_server;
@@ -60,9 +68,15 @@ typedef struct shard_server {
 shard_server *shard_server_new(shard_ctx *ctx);
 void shard_server_free(shard_server *srv);
 
-/* Deliver one router record to its subscribers (or every client for
- * FRAME_REC_ALL_CLIENTS).  Builds the frame once. */
-void shard_server_deliver(shard_server *srv, const frame_record *r);
+/* Open WebSocket connections; the bound WS_ADDR; the bound ADMIN_ADDR or
+ * "" when there is no admin listener (the strings live as long as srv). */
+long shard_server_connections(const shard_server *srv);
+const char *shard_server_ws_addr(const shard_server *srv);
+const char *shard_server_admin_addr(const shard_server *srv);
+
+/* The ops through which the fan-out (shard/fanout.h) reaches srv's
+ * clients; their ud is srv. */
+void shard_server_fanout_ops(shard_server *srv, fanout_ops *ops);
 
 /* Shutdown: stop listening, close every client with 1001; call cb once no
  * client is left. */

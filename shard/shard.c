@@ -1,6 +1,7 @@
 /* Process lifecycle: wiring of the shard's modules, signals, shutdown. */
 #include "shard/shard.h"
 #include "common/net.h"
+#include "shard/fanout.h"
 #include "shard/ingress.h"
 #include "shard/registry.h"
 #include "shard/server.h"
@@ -81,6 +82,32 @@ static void on_token(void *ud, const char *tok, size_t len, int added)
     shard_registry_token(ctx->reg, tok, len, added);
 }
 
+/* registry -> server: what the lease advertises (the server is freed
+ * before the registry at exit) */
+static void on_advert(void *ud, registry_advert *a)
+{
+    const shard_ctx *ctx = ud;
+    if (!ctx->srv)
+        return;
+    a->connections = shard_server_connections(ctx->srv);
+    a->ws_addr = shard_server_ws_addr(ctx->srv);
+    a->admin_addr = shard_server_admin_addr(ctx->srv);
+}
+
+/* resume -> server: the per-address reconnect rate (RESUME_IP_RATE) */
+static int on_ip_reconnect_allow(void *ud, const struct shard_client *c,
+                                 uint64_t now)
+{
+    const shard_ctx *ctx = ud;
+    return shard_server_ip_reconnect_allow(ctx->srv, c, now);
+}
+
+/* ingress -> fanout: a router's record goes to the local subscribers */
+static void on_record(void *ud, const frame_record *r)
+{
+    fanout_deliver(ud, r);
+}
+
 static void maybe_exit(run_state *rs)
 {
     if (rs->reg_done && rs->clients_done)
@@ -153,6 +180,7 @@ int shard_run(const shard_settings *set)
     memset(&ctx, 0, sizeof(ctx));
     shard_metrics_init(&ctx.m);
     ctx.set = set;
+    ctx.gauges_fill = shard_gauges_fill;
     ctx.start_mono_ms = clock_mono_ms();
     ctx.start_wall_ms = clock_wall_ms();
     /* CPU baseline: /health's first figure covers the run, not the start
@@ -201,6 +229,7 @@ int shard_run(const shard_settings *set)
 
     run_state rs = { &ctx, 0, 0, NULL };
     struct event *sigterm = NULL, *sigint = NULL, *sigusr1 = NULL;
+    fanout *fan = NULL;   /* between ingress and the server's clients */
     ctx.base = event_base_new();
     if (!ctx.base)
         goto out;
@@ -225,13 +254,23 @@ int shard_run(const shard_settings *set)
     ctx.srv = shard_server_new(&ctx);
     if (!ctx.srv)
         goto out;
-    ctx.ing = shard_ingress_new(&ctx);
+    fanout_ops fops;
+    shard_server_fanout_ops(ctx.srv, &fops);
+    fan = fanout_new(ctx.subs, &ctx.m, (unsigned)set->envelope_types, &fops,
+                     ctx.srv);
+    if (!fan)
+        goto out;
+    ingress_callbacks icb = { .on_record = on_record, .ud = fan };
+    ctx.ing = shard_ingress_new(&ctx, &icb);
     if (!ctx.ing)
         goto out;
-    ctx.reg = shard_registry_new(&ctx);
+    registry_callbacks rcb = { .advert = on_advert, .ud = &ctx };
+    ctx.reg = shard_registry_new(&ctx, &rcb);
     if (!ctx.reg)
         goto out;
-    ctx.resume = shard_resume_new(&ctx);
+    resume_callbacks mcb = { .ip_reconnect_allow = on_ip_reconnect_allow,
+                             .ud = &ctx };
+    ctx.resume = shard_resume_new(&ctx, &mcb);
     if (!ctx.resume)
         goto out;
 
@@ -252,6 +291,7 @@ out:
     ctx.ing = NULL;
     shard_resume_free(ctx.resume);   /* joins replay threads */
     ctx.resume = NULL;
+    fanout_free(fan);
     shard_server_free(ctx.srv);   /* unsubscribes everyone */
     ctx.srv = NULL;
     shard_registry_free(ctx.reg);

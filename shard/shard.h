@@ -8,37 +8,7 @@
 #ifndef ODIN_SHARD_SHARD_H
 #define ODIN_SHARD_SHARD_H
 
-#include <stdint.h>
-#include "common/buf.h"
-#include "shard/metrics.h"
-#include "shard/settings.h"
-#include "shard/subs.h"
-
-struct event_base;
-struct evdns_base;
-struct shard_server;
-struct shard_registry;
-struct shard_ingress;
-struct shard_resume;
-
-typedef struct shard_ctx {
-    struct event_base *base;
-    struct evdns_base *dns;   /* resolver (common/net.h net_dns_new) */
-    const shard_settings *set;
-    shard_metrics m;
-    subs_index *subs;
-    struct shard_server *srv;
-    struct shard_registry *reg;
-    struct shard_ingress *ing;
-    struct shard_resume *resume;   /* reconnect replays */
-    uint64_t start_mono_ms;
-    uint64_t start_wall_ms;
-    long fd_limit;            /* RLIMIT_NOFILE (soft, raised to hard) */
-    long max_connections;     /* effective WS_MAX_CONNECTIONS */
-    int stopping;             /* SIGTERM received */
-    int draining;             /* SIGUSR1: refuse new clients, keep the open ones */
-    int exit_code;            /* non-zero: a module gave up (e.g. duplicate SHARD_ID) */
-} shard_ctx;
+#include "shard/ctx.h"
 
 /* Fill the gauges for /metrics and /health. */
 void shard_gauges_fill(const shard_ctx *ctx, shard_gauges *g);
