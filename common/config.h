@@ -106,17 +106,4 @@ void config_usage(const config_opt *opts, size_t n, const char *prog,
 /* Free the strings config_load allocated. */
 void config_free(const config_opt *opts, size_t n);
 
-/* Transitional: the address parsers moved to common/addr.h (addr_*).
- * These names stay for callers not yet renamed (shard/, while it is being
- * restructured); new code calls addr_* directly. */
-#define config_split_hostport      addr_split_hostport
-#define config_parse_redis_url     addr_parse_redis_url
-#define config_parse_redis_url_err addr_parse_redis_url_err
-#define config_redis_set_sentinels addr_redis_set_sentinels
-#define config_redis_set_password  addr_redis_set_password
-#define config_redact_url          addr_redact_url
-#define config_split_list          addr_split_list
-#define config_list_free           addr_list_free
-#define config_check_brokers       addr_check_brokers
-
 #endif

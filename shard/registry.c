@@ -1,5 +1,6 @@
 #include "shard/registry.h"
 #include "shard/map.h"
+#include "common/addr.h"
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/log.h"
@@ -1150,16 +1151,16 @@ shard_registry *shard_registry_new(shard_ctx *ctx, const registry_callbacks *cb)
     r->ctx = ctx;
     r->cb = *cb;
     r->rl.per_sec = 2;
-    if (config_parse_redis_url(s->redis_url, &r->ep) != 0 ||
-        config_redis_set_password(&r->ep, s->redis_password) != 0) {
+    if (addr_parse_redis_url(s->redis_url, &r->ep) != 0 ||
+        addr_redis_set_password(&r->ep, s->redis_password) != 0) {
         char url[600];
-        config_redact_url(s->redis_url, url, sizeof url);
+        addr_redact_url(s->redis_url, url, sizeof url);
         log_kv(LOG_ERROR, "bad REDIS_URL", "s:url", url, "s:want",
                "redis://[[user]:password@]host:port[/db] or unix:/path", NULL);
         goto err;
     }
     char why[256] = "";
-    if (config_redis_set_sentinels(&r->ep, s->redis_sentinels, s->redis_master_name, why,
+    if (addr_redis_set_sentinels(&r->ep, s->redis_sentinels, s->redis_master_name, why,
                                    sizeof why) != 0) {
         log_kv(LOG_ERROR, "bad REDIS_SENTINELS", "s:reason", why, NULL);
         goto err;

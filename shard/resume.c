@@ -4,6 +4,7 @@
 #include "shard/map.h"
 #include "shard/registry.h"
 #include "shard/client.h"
+#include "common/addr.h"
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/log.h"
@@ -622,7 +623,7 @@ static rd_kafka_t *reader_kafka(const rshared *sh, char *err, size_t errlen)
     if (sh->options && *sh->options) {
         char **items = NULL;
         size_t ni = 0;
-        if (config_split_list(sh->options, &items, &ni) != 0) {
+        if (addr_split_list(sh->options, &items, &ni) != 0) {
             rd_kafka_conf_destroy(conf);
             snprintf(err, errlen, "out of memory");
             return NULL;
@@ -632,18 +633,18 @@ static rd_kafka_t *reader_kafka(const rshared *sh, char *err, size_t errlen)
             if (!eq) {
                 snprintf(err, errlen, "KAFKA_OPTIONS item '%s' lacks '='",
                          items[i]);
-                config_list_free(items, ni);
+                addr_list_free(items, ni);
                 rd_kafka_conf_destroy(conf);
                 return NULL;
             }
             *eq = 0;
             if (set_conf(conf, items[i], eq + 1, err, errlen)) {
-                config_list_free(items, ni);
+                addr_list_free(items, ni);
                 rd_kafka_conf_destroy(conf);
                 return NULL;
             }
         }
-        config_list_free(items, ni);
+        addr_list_free(items, ni);
     }
     rd_kafka_t *rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, err, errlen);
     if (!rk)

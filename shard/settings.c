@@ -1,4 +1,5 @@
 #include "shard/settings.h"
+#include "common/addr.h"
 #include "common/config.h"
 #include "common/net.h"
 #include "common/schema.h"
@@ -400,22 +401,22 @@ int shard_settings_load(shard_settings *s, int argc, char **argv)
     }
     char berr[300];
     if (s->kafka_brokers && *s->kafka_brokers &&
-        config_check_brokers(s->kafka_brokers, berr, sizeof berr) != 0) {
+        addr_check_brokers(s->kafka_brokers, berr, sizeof berr) != 0) {
         config_error("KAFKA_BROKERS must be a host:port list (%s)",
                 berr);
         return -1;
     }
     redis_endpoint rep;
     char uerr[300];
-    if (config_parse_redis_url_err(s->redis_url, &rep, uerr, sizeof uerr) != 0) {
+    if (addr_parse_redis_url_err(s->redis_url, &rep, uerr, sizeof uerr) != 0) {
         char url[600];
-        config_redact_url(s->redis_url, url, sizeof url);
+        addr_redact_url(s->redis_url, url, sizeof url);
         config_error("REDIS_URL '%s' is not "
                         "redis://[[user]:password@]host:port[/db] or unix:/path: %s",
                 url, uerr);
         return -1;
     }
-    if (config_redis_set_password(&rep, s->redis_password) != 0) {
+    if (addr_redis_set_password(&rep, s->redis_password) != 0) {
         config_error("REDIS_PASSWORD is longer than 255 bytes");
         return -1;
     }

@@ -1,5 +1,6 @@
 /* Process lifecycle: wiring of the shard's modules, signals, shutdown. */
 #include "shard/shard.h"
+#include "common/addr.h"
 #include "common/net.h"
 #include "shard/fanout.h"
 #include "shard/ingress.h"
@@ -275,7 +276,7 @@ int shard_run(const shard_settings *set)
         goto out;
 
     char redis_url[600];
-    config_redact_url(set->redis_url, redis_url, sizeof redis_url);
+    addr_redact_url(set->redis_url, redis_url, sizeof redis_url);
     log_kv(LOG_INFO, "shard started", "s:id", set->shard_id, "s:ws_addr",
            ctx.srv->ws_addr, "s:socket", set->socket_path, "s:redis",
            redis_url, NULL);
