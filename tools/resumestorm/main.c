@@ -797,20 +797,26 @@ static long diag_broker_inodes(unsigned long *out, size_t max)
         struct nlmsghdr nlh;
         struct inet_diag_req_v2 r;
         struct rtattr rta;
-        struct inet_diag_bc_op bc[4 * 16];
+        struct inet_diag_bc_op bc[5 * 16];
     } req;
-    /* per port P: D_GE P (no: next port), D_LE P (yes: accept, no: next);
-     * "next" after the last port is past the end: reject */
-    int nb = g.nbroker, len = 16 * nb;
+    /* per port P, 20 bytes: D_GE P (no: the next port), D_LE P (no: the
+     * next port), JMP to the end (accept); the next port after the last is
+     * past the end (reject).  Every op is on the chain of "yes" jumps, as
+     * the kernel's check of the bytecode requires. */
+    int nb = g.nbroker, len = 20 * nb;
+    struct inet_diag_bc_op *bc = req.bc;
     for (int i = 0; i < nb; i++) {
-        int at = 16 * i;
+        int rest = len - 20 * i;          /* bytes from this port's GE */
         int last = i == nb - 1;
-        req.bc[4 * i + 0] = (struct inet_diag_bc_op){ INET_DIAG_BC_D_GE, 8,
-            (unsigned short)(last ? len - at + 4 : 16) };
-        req.bc[4 * i + 1] = (struct inet_diag_bc_op){ 0, 0, (unsigned short)g.broker_port[i] };
-        req.bc[4 * i + 2] = (struct inet_diag_bc_op){ INET_DIAG_BC_D_LE,
-            (unsigned char)(len - at - 8), (unsigned short)(last ? len - at - 8 + 4 : 8) };
-        req.bc[4 * i + 3] = (struct inet_diag_bc_op){ 0, 0, (unsigned short)g.broker_port[i] };
+        unsigned short port = (unsigned short)g.broker_port[i];
+        *bc++ = (struct inet_diag_bc_op){ INET_DIAG_BC_D_GE, 8,
+                                          (unsigned short)(last ? rest + 4 : 20) };
+        *bc++ = (struct inet_diag_bc_op){ 0, 0, port };
+        *bc++ = (struct inet_diag_bc_op){ INET_DIAG_BC_D_LE, 8,
+                                          (unsigned short)(last ? rest - 8 + 4 : 12) };
+        *bc++ = (struct inet_diag_bc_op){ 0, 0, port };
+        *bc++ = (struct inet_diag_bc_op){ INET_DIAG_BC_JMP, 4,
+                                          (unsigned short)(rest - 16) };
     }
     long n = 0;
     static const int fams[] = { AF_INET, AF_INET6 };
