@@ -214,6 +214,8 @@ static struct {
     long kconn_max[MAX_WATCH], rss_start[MAX_WATCH], rss_max[MAX_WATCH];
     int broker_port[64];
     int nbroker;
+    long kc_samples, kc_proc_samples;  /* Kafka connection samples; of them
+                                        * from /proc/PID/net/tcp */
 } g;
 
 static volatile sig_atomic_t g_stop;
@@ -876,7 +878,9 @@ static void kafka_conns_all(long *out)
     static unsigned long fds[20480];
     unsigned long cur[256];
     long nc = diag_broker_inodes(cur, 256);
+    g.kc_samples++;
     if (nc < 0) {
+        g.kc_proc_samples++;
         for (int i = 0; i < g.nwatch; i++)
             out[i] = kafka_conns_proc(g.watch[i]);
         return;
@@ -1542,6 +1546,9 @@ int main(int argc, char **argv)
                (int)g.watch[i], g.kconn_max[i], (int)g.watch[i], g.rss_start[i],
                (int)g.watch[i], g.rss_max[i]);
     printf("brokers=%d\n", g.nbroker);
+    if (g.nwatch > 0)
+        printf("kafka_conns_samples=%ld\nkafka_conns_proc_samples=%ld\n",
+               g.kc_samples, g.kc_proc_samples);
     struct rusage ru;
     if (getrusage(RUSAGE_SELF, &ru) == 0)   /* the tool's own CPU: it shares the machine */
         printf("tool_cpu_s=%.2f\n", (double)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) +
