@@ -1114,9 +1114,9 @@ static void part_eof(reader *rd, tpart *p, int64_t next)
 /* librdkafka reports PARTITION_EOF only for a fetch that came back empty
  * at the end.  With records arriving faster than a fetch round trip (a
  * partition taking a record every few ms, a loaded machine) every fetch
- * carries some and the reader, though caught up, is never told it is at
- * the end: every replay of the partition then waits until
- * RESUME_TIMEOUT_MS (the full-size abuse run: 95 of 100 honest clients).
+ * carries some and the reader, though caught up, may never be told it is
+ * at the end: every replay of the partition then waits until
+ * RESUME_TIMEOUT_MS.
  * The high watermark of the last fetch response (librdkafka's cached one:
  * no round trip) says the same as an EOF: once the queue is drained and
  * the last record read is the one before it, the reader was at the end of
