@@ -512,6 +512,8 @@ typedef struct tpart {
     int pass_reqs;
     long hist_mem;           /* bytes of s's history counted in mem_hist */
     uint64_t idle_ms;        /* stopped at (history kept since) */
+    int64_t last_read;       /* offset + 1 of the last record read since
+                              * the (re)start, -1 none */
 } tpart;
 
 typedef struct reader {
@@ -527,6 +529,7 @@ typedef struct reader {
     int ends_warned;
     uint64_t hist_evicted;
     uint64_t hist_served;
+    uint64_t ends_cached;    /* ends seen from the cached watermark */
 } reader;
 
 static void post(rshared *sh, rmsg *m)
@@ -741,6 +744,7 @@ static int part_restart(reader *rd, tpart *p, int64_t offset, int new_pass)
         p->started = 0;
         atomic_fetch_sub(&rd->sh->partitions, 1);
     }
+    p->last_read = -1;
     if (rd_kafka_consume_start_queue(p->t->rkt, p->partition, offset,
                                      rd->q) != 0)
         return -1;
@@ -1095,6 +1099,47 @@ static void post_rec(reader *rd, tpart *p, const rd_kafka_message_t *rkm,
     post(rd->sh, m);
 }
 
+/* p is at its end, `next`: EOF to the loop (the requests' seams), the
+ * pass closes. */
+static void part_eof(reader *rd, tpart *p, int64_t next)
+{
+    rmsg *m = rmsg_new(RM_EOF, 0);
+    m->topic = p->t->ti;
+    m->partition = p->partition;
+    m->offset = next;
+    post(rd->sh, m);
+    pass_close(rd, p);
+    resume_sched_eof(&p->s, next);
+}
+
+/* librdkafka reports PARTITION_EOF only for a fetch that came back empty
+ * at the end.  With records arriving faster than a fetch round trip (a
+ * partition taking a record every few ms, a loaded machine) every fetch
+ * carries some and the reader, though caught up, may never be told it is
+ * at the end: every replay of the partition then waits until
+ * RESUME_TIMEOUT_MS.
+ * The high watermark of the last fetch response (librdkafka's cached one:
+ * no round trip) says the same as an EOF: once the queue is drained and
+ * the last record read is the one before it, the reader was at the end of
+ * the partition when that response was made. */
+static void reader_ends(reader *rd)
+{
+    for (size_t i = 0; i < rd->nparts; i++) {
+        tpart *p = rd->parts[i];
+        if (!p->started || p->s.bf || p->last_read < 0 || p->s.at_eof ||
+            p->s.pos != p->last_read)
+            continue;
+        int64_t lo = -1, hi = -1;
+        if (rd_kafka_get_watermark_offsets(rd->rk, p->t->ti->topic,
+                                           p->partition, &lo, &hi) !=
+                RD_KAFKA_RESP_ERR_NO_ERROR ||
+            hi != p->last_read)
+            continue;
+        part_eof(rd, p, hi);
+        rd->ends_cached++;
+    }
+}
+
 static void handle_message(reader *rd, rd_kafka_message_t *rkm)
 {
     tpart *p = part_of_msg(rd, rkm);
@@ -1106,13 +1151,9 @@ static void handle_message(reader *rd, rd_kafka_message_t *rkm)
             hist_account(rd, p);
             return;
         }
-        rmsg *m = rmsg_new(RM_EOF, 0);
-        m->topic = p->t->ti;
-        m->partition = p->partition;
-        m->offset = rkm->offset;
-        post(sh, m);
-        pass_close(rd, p);
-        resume_sched_eof(&p->s, rkm->offset);
+        if (!p->s.bf && p->s.at_eof && p->s.pos == rkm->offset)
+            return;            /* reported already (reader_ends) */
+        part_eof(rd, p, rkm->offset);
         return;
     }
     if (rkm->err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE) {
@@ -1124,6 +1165,7 @@ static void handle_message(reader *rd, rd_kafka_message_t *rkm)
         return;                /* transient: the consumer retries; clients
                                 * have their RESUME_TIMEOUT_MS */
     atomic_fetch_add(&sh->kafka_bytes, (uint64_t)(rkm->key_len + rkm->len));
+    p->last_read = rkm->offset + 1;
     int bkey;
     enum record_invalid why;
     int skip = record_check(&rd->rules, rkm->key, rkm->key_len, rkm->payload,
@@ -1261,8 +1303,10 @@ static void *reader_main(void *arg)
         /* a bounded burst, then look at control input again */
         for (int k = 0; k < 256; k++) {
             rd_kafka_message_t *rkm = rd_kafka_consume_queue(rd.q, k ? 0 : 20);
-            if (!rkm)
+            if (!rkm) {
+                reader_ends(&rd);      /* drained: what is at its end */
                 break;
+            }
             handle_message(&rd, rkm);
             rd_kafka_message_destroy(rkm);
             if (reader_full(sh))
@@ -1679,6 +1723,23 @@ static void check_client(shard_resume *rm, resume_client *rc, uint64_t now)
     if (rc->on_fin)
         return;
     if (now >= rc->deadline_ms) {
+        /* what the replay was waiting for: the first channel not at its
+         * seam (an operator's grep: "reconnect replay timed out") */
+        for (size_t i = 0; i < rc->n; i++) {
+            const rs_chan *x = &rc->ch[i];
+            int64_t rf = x->routed_ms ? (int64_t)(now - x->routed_ms) : -1;
+            if (x->lp && resume_seam_ok(x->pos, x->at_eof && x->pos >= x->need,
+                                        x->first_held, x->pre_routed, rf))
+                continue;
+            log_kv(LOG_INFO, "reconnect replay timed out", "S:channel",
+                   x->name, x->nlen, "i:partition", (int)x->partition,
+                   "I:pos", x->pos, "I:need", x->need, "b:at_eof", x->at_eof,
+                   "I:first_held", x->first_held, "b:pre_routed",
+                   x->pre_routed, "I:routed_for_ms", rf, "I:reader_pos",
+                   x->lp ? x->lp->rpos : -1, "b:attached", x->lp != NULL,
+                   NULL);
+            break;
+        }
         rc_fail(rm, rc, RESUME_TOO_FAR_BEHIND,
                 "replay did not catch up with the live stream within "
                 "RESUME_TIMEOUT_MS");

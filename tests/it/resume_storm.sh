@@ -17,7 +17,8 @@
 #    each shard's ws_replay_kafka_bytes_total <= 2 x the key+value bytes of
 #    the records in the partitions' missed windows (from the lowest position
 #    asked of that shard to the end when the last client was answered);
-#    no text frame with invalid UTF-8.
+#    no text frame with invalid UTF-8; the connections were sampled with
+#    sock_diag (kafka_conns_proc_samples=0).
 #  abuse: 100/100 honest reconnect_ack; the abusers' reconnect_errors are
 #    RESUME_RATE_LIMITED or RESUME_BUSY only, at least one
 #    RESUME_RATE_LIMITED (each sends 10/s where RESUME_CONN_RATE is 1/s
@@ -64,6 +65,12 @@ for pid in $(sed -n 's/^kafka_conns_max\.\([0-9]*\)=.*/\1/p' "$st"); do
     check "storm: shard pid $pid Kafka connections <= brokers + 1 ($brokers + 1)" \
         le "$(kv "$st" "kafka_conns_max.$pid")" $((brokers + 1))
 done
+# the Kafka connections are sampled with sock_diag, not by reading
+# /proc/PID/net/tcp (which formats every socket of the machine: at full
+# size two thirds of the tool's CPU, starving the shards it measures)
+check "storm: Kafka connections sampled ($(kv "$st" kafka_conns_samples) samples)" \
+    ge "$(kv "$st" kafka_conns_samples)" 1
+check "storm: no sample read /proc/PID/net/tcp" eq "$(kv "$st" kafka_conns_proc_samples)" 0
 for port in $(sed -n 's/^window_bytes\.\([0-9]*\)=.*/\1/p' "$st"); do
     w=$(kv "$st" "window_bytes.$port")
     check "storm: shard :$port missed windows measured" ge "$w" 1
