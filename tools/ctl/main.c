@@ -645,7 +645,8 @@ static int print_set(char *key, const char *arg, const char *label, size_t *coun
     free(key);
     if (bad)
         return 1;
-    qsort(v, n, sizeof *v, cmp_str);
+    if (n > 1)       /* v is NULL for an empty set: qsort(NULL, 0) is UB */
+        qsort(v, n, sizeof *v, cmp_str);
     *count = n;
     if (o_json) {
         json_t *a = json_array();
