@@ -104,7 +104,9 @@
     X(COUNTER, frames_sent, "router_frames_sent_total", \
       "Delivery frames fully written") \
     X(COUNTER, shard_auth_failures, "router_shard_auth_failures_total", \
-      "Shard links refused: no or wrong AUTH (SHARD_INGRESS_SECRET)") \
+      "Shard links refused in the handshake: no or wrong AUTH " \
+      "(SHARD_INGRESS_SECRET), another shard id than the one dialed, or the " \
+      "link closed after our AUTH") \
     X(COUNTER, bytes_sent, "router_bytes_sent_total", \
       "Bytes written to shard sockets") \
     X(COUNTER, records_sent, "router_records_sent_total", \

@@ -112,7 +112,8 @@
       "/health and /metrics requests refused with 429 (ADMIN_RATE), by path", \
       "path", 2, 0, sm_admin_path_name) \
     X(COUNTER, ws_admin_forbidden_total, "ws_admin_forbidden_total", \
-      "/health and /metrics requests from a peer not in ADMIN_ALLOW (404)") \
+      "/health, /livez, /readyz, /metrics and admin API requests from a peer " \
+      "not in ADMIN_ALLOW (404)") \
     X(COUNTER, ws_token_limit_rejections_total, "ws_token_limit_rejections_total", \
       "Channel subscriptions refused (TOO_MANY_TOKENS): their token would have " \
       "taken the shard past SHARD_MAX_TOKENS") \
@@ -123,7 +124,8 @@
       "Admin API requests (/admin/v1/...) answered, refusals excluded") \
     X(LABELLED, ws_admin_api_rejections_total, "ws_admin_api_rejections_total", \
       "Admin API requests refused, by reason: unauthorized (401, " \
-      "ADMIN_TOKEN), forbidden (403, no ADMIN_TOKEN set), ratelimit (429)", \
+      "ADMIN_TOKEN), forbidden (403, a mutating request while no ADMIN_TOKEN is set), " \
+      "ratelimit (429)", \
       "reason", 3, 0, sm_admin_api_reason_name) \
     X(COUNTER, ws_admin_api_disconnects_total, "ws_admin_api_disconnects_total", \
       "Clients closed through POST /admin/v1/clients/ID/disconnect") \
