@@ -244,14 +244,15 @@ start_devbroker() {
     export KAFKA_BROKERS; KAFKA_BROKERS=$(cat "$RUN_DIR/kafka.bootstrap")
 }
 
-# start_shards N [ENV=VAL...]: N shards, ids bench-1..N, WS_IP_RATE=0 and
-# WS_IP_MAX_PENDING=0 (the load generator connects from few addresses; no per-IP
-# rate limit) and WS_MAX_PENDING=2048 (fast ramps); ENV=VAL overrides
+# start_shards N [ENV=VAL...]: N shards, ids bench-1..N, WS_IP_RATE=0,
+# WS_IP_MAX_PENDING=0 and WS_IP_MAX_CHANNELS=0 (the load generator connects
+# from few addresses: thousands of clients share one, which the per-IP guards
+# would refuse) and WS_MAX_PENDING=2048 (fast ramps); ENV=VAL overrides
 start_shards() {
     local n=$1 i port id; shift
     for ((i = 1; i <= n; i++)); do
         port=$(free_port); id="bench-$i"
-        bench_spawn "shard-$i" env WS_IP_RATE=0 WS_IP_MAX_PENDING=0 WS_MAX_PENDING=2048 SHARD_ID="$id" WS_ADDR="127.0.0.1:$port" \
+        bench_spawn "shard-$i" env WS_IP_RATE=0 WS_IP_MAX_PENDING=0 WS_IP_MAX_CHANNELS=0 WS_MAX_PENDING=2048 SHARD_ID="$id" WS_ADDR="127.0.0.1:$port" \
             SHARD_SOCKET="$RUN_DIR/shard-$i.sock" REDIS_URL="$REDIS_URL" LOG_LEVEL=warn \
             "$@" "$BUILD/odin-shard"
         SHARD_PIDS+=("$BENCH_LAST_PID"); SHARD_PORTS+=("$port"); SHARD_IDS+=("$id")
