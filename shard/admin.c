@@ -99,7 +99,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     int code;
     if (page < 0) {
         struct evkeyvalq *in = evhttp_request_get_input_headers(req);
-        code = a->cb.api(a->cb.ud, post, uri, plen, uri[plen] ? uri + plen + 1 : NULL,
+        code = a->cb.api(a->cb.api_ud, post, uri, plen, uri[plen] ? uri + plen + 1 : NULL,
                          evhttp_find_header(in, "Authorization"), ip, ip_len, port,
                          &a->page, &ctype);
     } else {

@@ -43,14 +43,15 @@ typedef struct shard_admin_callbacks {
     /*
      * Answer a request under /admin/ (path without the query, len bytes;
      * query after '?' or NULL; post = 1 for POST; authorization: the
-     * Authorization header or NULL) from ip/port: as page.  NULL: /admin/
-     * is 404.
+     * Authorization header or NULL) from ip/port: as page, with api_ud
+     * as ud.  NULL: /admin/ is 404.
      */
     int (*api)(void *ud, int post, const char *path, size_t len,
                const char *query, const char *authorization,
                const uint8_t *ip, size_t ip_len, int port, buf *out,
                const char **ctype);
-    void *ud;
+    void *ud;        /* for page */
+    void *api_ud;    /* for api */
 } shard_admin_callbacks;
 
 typedef struct shard_admin shard_admin;

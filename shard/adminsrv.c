@@ -1,11 +1,12 @@
 /* The admin API over the shard's state (contract in adminsrv.h). */
 #include "shard/adminsrv.h"
 #include "shard/adminapi.h"
-#include "shard/server.h"
+#include "shard/client.h"
 #include "common/adminauth.h"
 #include "shard/cidr.h"
 #include "common/clock.h"
 #include "common/log.h"
+#include "common/tbucket.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,6 +14,34 @@
 #include <arpa/inet.h>
 #include <sys/socket.h>
 
+
+struct shard_adminsrv {
+    shard_ctx *ctx;
+    client_pool *clients;
+    adminsrv_ops ops;
+    tbucket rate;             /* ADMIN_RATE: the admin API's own bucket */
+    log_ratelimit log_rl;     /* refusals */
+};
+
+shard_adminsrv *shard_adminsrv_new(shard_ctx *ctx, client_pool *clients,
+                                   const adminsrv_ops *ops)
+{
+    shard_adminsrv *a = calloc(1, sizeof *a);
+    if (!a)
+        return NULL;
+    a->ctx = ctx;
+    a->clients = clients;
+    a->ops = *ops;
+    tbucket_init(&a->rate, ctx->set->admin_rate, (double)ctx->set->admin_burst,
+                 clock_mono_ms());
+    a->log_rl.per_sec = 2;
+    return a;
+}
+
+void shard_adminsrv_free(shard_adminsrv *a)
+{
+    free(a);
+}
 
 static void ip_str(const uint8_t *ip, size_t ip_len, char *out, size_t outlen)
 {
@@ -44,7 +73,7 @@ static int chan_cmp(const void *a, const void *b)
 /* Channels in name order after p->cursor.  The whole index is sorted per
  * request (16 bytes a channel, freed before returning): an operator's
  * request, rate-limited by ADMIN_RATE. */
-static int list_channels(shard_server *srv, const adminapi_params *p, buf *out)
+static int list_channels(shard_adminsrv *srv, const adminapi_params *p, buf *out)
 {
     shard_ctx *ctx = srv->ctx;
     size_t total = subs_channels_count(ctx->subs);
@@ -76,13 +105,13 @@ static int list_channels(shard_server *srv, const adminapi_params *p, buf *out)
 
 static int is_ws(const shard_client *c)
 {
-    return c->state == CL_OPEN || c->state == CL_CLOSING;
+    return client_state(c) == CL_OPEN || client_state(c) == CL_CLOSING;
 }
 
 /* WebSocket clients (the HTTP phase excluded), newest first, with an id
  * below the cursor.  One walk of the live list, which is in descending id
  * order. */
-static int list_clients(shard_server *srv, const adminapi_params *p, buf *out)
+static int list_clients(shard_adminsrv *srv, const adminapi_params *p, buf *out)
 {
     uint64_t below = UINT64_MAX;
     if (p->cursor[0]) {
@@ -100,22 +129,24 @@ static int list_clients(shard_server *srv, const adminapi_params *p, buf *out)
         goto out;
     size_t n = 0, total = 0, nch = 0;
     int more = 0;
-    for (shard_client *c = srv->live; c; c = c->next) {
+    for (shard_client *c = client_pool_next(srv->clients, NULL); c;
+         c = client_pool_next(srv->clients, c)) {
         if (!is_ws(c))
             continue;
         total++;
-        if (c->id >= below)
+        if (client_id(c) >= below)
             continue;
         if (n == p->limit) {
             more = 1;
             continue;
         }
-        ip_str(c->ip, c->ip_len, addr[n], sizeof addr[n]);
-        v[n] = (adminapi_client){ .id = c->id, .addr = addr[n], .port = c->port,
-                                  .since_ms = c->since_ms,
-                                  .state = c->state == CL_OPEN ? "open" : "closing",
-                                  .queued_bytes = c->q_bytes,
-                                  .nchannels = subs_conn_count(&c->subs) };
+        const client_peer *pe = client_peer_const(c);
+        ip_str(pe->ip, pe->ip_len, addr[n], sizeof addr[n]);
+        v[n] = (adminapi_client){ .id = client_id(c), .addr = addr[n], .port = pe->port,
+                                  .since_ms = client_since_ms(c),
+                                  .state = client_state(c) == CL_OPEN ? "open" : "closing",
+                                  .queued_bytes = client_queued_bytes(c),
+                                  .nchannels = subs_conn_count(client_subs(c)) };
         nch += v[n].nchannels;
         n++;
     }
@@ -125,13 +156,15 @@ static int list_clients(shard_server *srv, const adminapi_params *p, buf *out)
         goto out;
     /* second pass over the page only: point each client at its names */
     size_t k = 0, j = 0;
-    for (shard_client *c = srv->live; c && k < n; c = c->next) {
-        if (!is_ws(c) || c->id != v[k].id)
+    for (shard_client *c = client_pool_next(srv->clients, NULL); c && k < n;
+         c = client_pool_next(srv->clients, c)) {
+        if (!is_ws(c) || client_id(c) != v[k].id)
             continue;
         v[k].channels = names + j;
         v[k].channel_lens = lens + j;
-        for (uint32_t i = 0; i < c->subs.n; i++, j++)
-            names[j] = subs_channel_name(c->subs.links[i].ch, &lens[j]);
+        const subs_conn *sc = client_subs(c);
+        for (uint32_t i = 0; i < sc->n; i++, j++)
+            names[j] = subs_channel_name(sc->links[i].ch, &lens[j]);
         k++;
     }
     rc = adminapi_clients_json(out, srv->ctx->set->shard_id, v, n, total,
@@ -146,13 +179,11 @@ out:
 
 /* ---- actions ---------------------------------------------------------- */
 
-static int disconnect(shard_server *srv, uint64_t id, const adminapi_params *p,
+static int disconnect(shard_adminsrv *srv, uint64_t id, const adminapi_params *p,
                       const char *peer, buf *out, int *status)
 {
-    shard_client *c = srv->live;
-    while (c && c->id > id)
-        c = c->next;
-    if (!c || c->id != id || c->state != CL_OPEN) {
+    shard_client *c = client_pool_find(srv->clients, id);
+    if (!c || client_state(c) != CL_OPEN) {
         char msg[96];
         snprintf(msg, sizeof msg, "no open client %llu on this shard",
                  (unsigned long long)id);
@@ -160,9 +191,10 @@ static int disconnect(shard_server *srv, uint64_t id, const adminapi_params *p,
         return adminapi_error_json(out, msg);
     }
     char addr[64];
-    ip_str(c->ip, c->ip_len, addr, sizeof addr);
-    log_kv(LOG_INFO, "admin: disconnecting client", "u:client", c->id, "s:addr", addr,
-           "i:port", (int)c->port, "i:code", p->code, "s:reason", p->reason,
+    const client_peer *pe = client_peer_const(c);
+    ip_str(pe->ip, pe->ip_len, addr, sizeof addr);
+    log_kv(LOG_INFO, "admin: disconnecting client", "u:client", id, "s:addr", addr,
+           "i:port", (int)pe->port, "i:code", p->code, "s:reason", p->reason,
            "s:by", peer, NULL);
     client_close(c, (uint16_t)p->code, p->reason);
     srv->ctx->m.ws_admin_api_disconnects_total++;
@@ -171,16 +203,18 @@ static int disconnect(shard_server *srv, uint64_t id, const adminapi_params *p,
                        (unsigned long long)id, p->code);
 }
 
-static int set_drain(shard_server *srv, int on, const char *peer, buf *out)
+static int set_drain(shard_adminsrv *srv, int on, const char *peer, buf *out)
 {
     shard_ctx *ctx = srv->ctx;
     int changed = !ctx->draining != !on;
     if (changed && !ctx->stopping) {
         ctx->draining = on;
-        shard_server_set_draining(srv, on);
+        if (srv->ops.set_draining)
+            srv->ops.set_draining(srv->ops.ud, on);
         log_kv(LOG_INFO, on ? "draining: refusing new clients (admin API)"
                             : "drain ended: accepting new clients (admin API)",
-               "i:clients", (int)srv->n_open, "s:by", peer, NULL);
+               "i:clients", (int)client_pool_counts(srv->clients)->open,
+               "s:by", peer, NULL);
     }
     return buf_appendf(out, "{\"draining\":%s,\"changed\":%s}\n",
                        ctx->draining ? "true" : "false", changed ? "true" : "false");
@@ -188,15 +222,14 @@ static int set_drain(shard_server *srv, int on, const char *peer, buf *out)
 
 /* ---- the request --------------------------------------------------------- */
 
-static int refuse(shard_server *srv, int status, const char *why, const char *peer,
+static int refuse(shard_adminsrv *srv, int status, const char *why, const char *peer,
                   int port, const char *path, size_t len, buf *out)
 {
     uint64_t supp = 0;
-    if (log_rl_allow(&srv->api_rl, &supp))
+    if (log_rl_allow(&srv->log_rl, &supp))
         log_kv(LOG_WARN, "admin request refused", "s:peer", peer, "i:port", port,
                "S:path", path, len, "s:listener", "admin", "i:status", status,
                "s:reason", why, "u:suppressed", supp, NULL);
-    (void)srv;
     return adminapi_error_json(out, why) == 0 ? status : -1;
 }
 
@@ -205,7 +238,7 @@ int shard_adminsrv_api(void *ud, int post, const char *path, size_t len,
                        const uint8_t *ip, size_t ip_len, int port, buf *out,
                        const char **ctype)
 {
-    shard_server *srv = ud;
+    shard_adminsrv *srv = ud;
     shard_ctx *ctx = srv->ctx;
     const shard_settings *s = ctx->set;
     *ctype = "application/json";
@@ -221,7 +254,7 @@ int shard_adminsrv_api(void *ud, int post, const char *path, size_t len,
         return adminapi_error_json(out, "no such admin endpoint") == 0 ? 404 : -1;
     if (r == ADMINAPI_BAD_METHOD)
         return adminapi_error_json(out, post ? "use GET" : "use POST") == 0 ? 405 : -1;
-    if (!tbucket_take(&srv->admin_api_rl, clock_mono_ms())) {
+    if (!tbucket_take(&srv->rate, clock_mono_ms())) {
         ctx->m.ws_admin_api_rejections_total[2]++;
         return refuse(srv, 429, "over ADMIN_RATE", peer, port, path, len, out);
     }

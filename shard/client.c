@@ -3,11 +3,8 @@
  * ws_parser, the client protocol (clientmsg), the send queue and its
  * writev flushing, and the close handshake.
  */
-#include "shard/client.h"
-#include "shard/server.h"
+#include "shard/client_private.h"
 #include "shard/clientmsg.h"
-#include "shard/httpreq.h"
-#include "shard/resume.h"
 #include "common/topics.h"
 #include "common/clock.h"
 #include "common/log.h"
@@ -26,14 +23,13 @@
 #define IOV_BATCH 64
 
 /* The read buffer shared by every client and the per-client log rate
- * limits (a mass disconnect must not flood the log; warnings have their
- * own budget) live on the server (shard/server.h). */
+ * limits live on the pool (shard/client_private.h). */
 
 static void client_on_event(evutil_socket_t fd, short what, void *arg);
 
 static void client_ip_str(const shard_client *c, char *out, size_t n)
 {
-    if (!inet_ntop(c->ip_len == 16 ? AF_INET6 : AF_INET, c->ip, out,
+    if (!inet_ntop(c->peer.ip_len == 16 ? AF_INET6 : AF_INET, c->peer.ip, out,
                    (socklen_t)n))
         snprintf(out, n, "?");
 }
@@ -43,60 +39,121 @@ static void log_client(enum log_level lvl, const shard_client *c,
 {
     uint64_t supp = 0;
     if (!log_enabled(lvl) ||
-        !log_rl_allow(lvl >= LOG_WARN ? &c->srv->client_warn_rl : &c->srv->client_log_rl, &supp))
+        !log_rl_allow(lvl >= LOG_WARN ? &c->pool->warn_rl : &c->pool->log_rl, &supp))
         return;
     char ip[64];
     client_ip_str(c, ip, sizeof(ip));
-    log_kv(lvl, msg, "s:ip", ip, "i:port", (int)c->port, "i:fd", c->fd,
+    log_kv(lvl, msg, "s:ip", ip, "i:port", (int)c->peer.port, "i:fd", c->fd,
            "s:reason", reason, "i:code", code, "u:suppressed", supp,
            NULL);
 }
 
-shard_client *client_new(shard_server *srv, int fd, const struct sockaddr *sa)
+shard_client *client_new(client_pool *p, int fd, const struct sockaddr *sa)
 {
     shard_client *c = calloc(1, sizeof(*c));
     if (!c)
         return NULL;
-    c->srv = srv;
+    c->pool = p;
     c->fd = fd;
     c->state = CL_HTTP;
     c->q = c->q_inline;
     c->q_cap = CL_INLINE_Q;
+    c->rs.subs = &c->subs;
+    c->rs.owner = c;
     uint64_t now = clock_mono_ms();
     c->t_state_ms = now;
     c->last_rx_ms = now;
     if (sa->sa_family == AF_INET6) {
         const struct sockaddr_in6 *s6 = (const void *)sa;
-        memcpy(c->ip, &s6->sin6_addr, 16);
-        c->ip_len = 16;
-        c->port = ntohs(s6->sin6_port);
+        memcpy(c->peer.ip, &s6->sin6_addr, 16);
+        c->peer.ip_len = 16;
+        c->peer.port = ntohs(s6->sin6_port);
     } else {
         const struct sockaddr_in *s4 = (const void *)sa;
-        memcpy(c->ip, &s4->sin_addr, 4);
-        c->ip_len = 4;
-        c->port = ntohs(s4->sin_port);
+        memcpy(c->peer.ip, &s4->sin_addr, 4);
+        c->peer.ip_len = 4;
+        c->peer.port = ntohs(s4->sin_port);
     }
-    event_assign(&c->ev, srv->ctx->base, fd, EV_READ | EV_PERSIST,
+    event_assign(&c->ev, p->ctx->base, fd, EV_READ | EV_PERSIST,
                  client_on_event, c);
     if (event_add(&c->ev, NULL) != 0) {
         free(c);
         return NULL;
     }
+    /* the live list stays in descending id order (the admin API pages it) */
+    c->id = ++p->next_id;
+    c->since_ms = clock_wall_ms();
+    c->next = p->live;
+    if (p->live)
+        p->live->prev = c;
+    p->live = c;
+    p->n.http++;
     return c;
+}
+
+/* ---- accessors ----------------------------------------------------------- */
+
+enum client_state client_state(const shard_client *c) { return (enum client_state)c->state; }
+uint64_t client_id(const shard_client *c) { return c->id; }
+uint64_t client_since_ms(const shard_client *c) { return c->since_ms; }
+uint64_t client_queued_bytes(const shard_client *c) { return c->q_bytes; }
+const subs_conn *client_subs(const shard_client *c) { return &c->subs; }
+client_peer *client_peer_of(shard_client *c) { return &c->peer; }
+const client_peer *client_peer_const(const shard_client *c) { return &c->peer; }
+resume_conn *client_resume(shard_client *c) { return &c->rs; }
+
+/* ---- socket calls (client_io) ------------------------------------------ */
+
+static ssize_t io_read(shard_client *c, void *b, size_t n)
+{
+    const client_io *io = &c->pool->io;
+    return io->read ? io->read(io->ud, c->fd, b, n) : read(c->fd, b, n);
+}
+
+static ssize_t io_writev(shard_client *c, const struct iovec *iov, int n)
+{
+    const client_io *io = &c->pool->io;
+    return io->writev ? io->writev(io->ud, c->fd, iov, n) : writev(c->fd, iov, n);
+}
+
+static void io_shutdown_wr(shard_client *c)
+{
+    const client_io *io = &c->pool->io;
+    if (io->shutdown_wr)
+        io->shutdown_wr(io->ud, c->fd);
+    else
+        shutdown(c->fd, SHUT_WR);
+}
+
+static void io_close(shard_client *c)
+{
+    const client_io *io = &c->pool->io;
+    if (io->close)
+        io->close(io->ud, c->fd);
+    else
+        close(c->fd);
+}
+
+static int io_input_pending(shard_client *c)
+{
+    const client_io *io = &c->pool->io;
+    if (io->input_pending)
+        return io->input_pending(io->ud, c->fd);
+    return net_input_pending(c->fd);
 }
 
 /* ---- send queue ------------------------------------------------------ */
 
 static void q_release_all(shard_client *c, int keep_partial_head)
 {
-    shard_server *srv = c->srv;
+    client_pool *p = c->pool;
     uint32_t keep = (keep_partial_head && c->q_len && c->q_off) ? 1 : 0;
     while (c->q_len > keep) {
         uint32_t i = (c->q_head + c->q_len - 1) & (c->q_cap - 1);
         ws_chunk *ch = c->q[i];
         uint64_t b = ch->len - (c->q_len == 1 ? c->q_off : 0);
         c->q_bytes -= b;
-        srv->queue_bytes -= b;
+        p->n.queue_bytes -= b;
         ws_chunk_unref(ch);
         c->q_len--;
     }
@@ -139,14 +196,14 @@ static int q_append(shard_client *c, ws_chunk *ch)
     c->q_len++;
     ws_chunk_ref(ch);
     c->q_bytes += ch->len;
-    c->srv->queue_bytes += ch->len;
-    shard_server_schedule_flush(c->srv, c);
+    c->pool->n.queue_bytes += ch->len;
+    pool_schedule_flush(c->pool, c);
     return 0;
 }
 
 static void client_slow(shard_client *c)
 {
-    shard_ctx *ctx = c->srv->ctx;
+    shard_ctx *ctx = c->pool->ctx;
     ctx->m.ws_slow_clients_disconnected_total++;
     log_client(LOG_WARN, c, "slow client: send queue full, closing",
                "queue_full", 1008);
@@ -161,11 +218,11 @@ int client_push(shard_client *c, ws_chunk *ch)
 {
     if (c->state != CL_OPEN)
         return -1;
-    const shard_settings *s = c->srv->ctx->set;
+    const shard_settings *s = c->pool->ctx->set;
     if (c->parser.deflate && (ch->flags & WS_CHUNK_MSG)) {
         /* compressed once per shard, shared by every deflate client */
-        shard_metrics *m = &c->srv->ctx->m;
-        ws_chunk *z = ws_deflate_chunk(c->srv->deflate, ch, &m->deflate);
+        shard_metrics *m = &c->pool->ctx->m;
+        ws_chunk *z = ws_deflate_chunk(c->pool->deflate, ch, &m->deflate);
         if (z != ch) {
             m->ws_deflate_messages_sent_total++;
             m->ws_deflate_saved_bytes_total += ch->len - z->len;
@@ -197,7 +254,7 @@ static void set_write_interest(shard_client *c, int on)
     if ((c->ev_write != 0) == (on != 0))
         return;
     event_del(&c->ev);
-    event_assign(&c->ev, c->srv->ctx->base, c->fd,
+    event_assign(&c->ev, c->pool->ctx->base, c->fd,
                  EV_READ | EV_PERSIST | (on ? EV_WRITE : 0), client_on_event,
                  c);
     event_add(&c->ev, NULL);
@@ -206,7 +263,7 @@ static void set_write_interest(shard_client *c, int on)
 
 void client_flush(shard_client *c)
 {
-    shard_ctx *ctx = c->srv->ctx;
+    shard_ctx *ctx = c->pool->ctx;
     int64_t now_us = 0;   /* wall clock, read once per flush when needed */
     while (c->state != CL_DEAD && c->q_len > 0) {
         struct iovec iov[IOV_BATCH];
@@ -217,7 +274,7 @@ void client_flush(shard_client *c)
             iov[n].iov_base = ch->data + off;
             iov[n].iov_len = ch->len - off;
         }
-        ssize_t w = writev(c->fd, iov, n);
+        ssize_t w = io_writev(c, iov, n);
         if (w < 0) {
             if (errno == EINTR)
                 continue;
@@ -230,7 +287,7 @@ void client_flush(shard_client *c)
         }
         ctx->m.ws_bytes_sent_total += (uint64_t)w;
         c->q_bytes -= (uint64_t)w;
-        c->srv->queue_bytes -= (uint64_t)w;
+        c->pool->n.queue_bytes -= (uint64_t)w;
         size_t left = (size_t)w;
         while (left > 0) {
             ws_chunk *ch = c->q[c->q_head];
@@ -259,37 +316,54 @@ void client_flush(shard_client *c)
     if (c->state == CL_CLOSING && !(c->flags & CLF_WR_SHUT)) {
         /* everything (close frame / HTTP response) is out: send FIN and
          * wait for the peer's EOF, bounded by WS_CLOSE_TIMEOUT */
-        shutdown(c->fd, SHUT_WR);
+        io_shutdown_wr(c);
         c->flags |= CLF_WR_SHUT;
     }
 }
 
 /* ---- closing ----------------------------------------------------------- */
 
+static void ip_channels_release(shard_client *c, uint32_t n)
+{
+    client_pool *p = c->pool;
+    if (n && p->ops.ip_channel_release)
+        p->ops.ip_channel_release(p->ud, c, n);
+}
+
+/* c leaves the HTTP phase: counted once, then the owner gives back its
+ * per-address slot (and may accept again). */
+static void leave_http(shard_client *c)
+{
+    client_pool *p = c->pool;
+    p->n.http--;
+    if (p->ops.http_leave)
+        p->ops.http_leave(p->ud, c);
+}
+
 static void enter_closing(shard_client *c)
 {
-    shard_server *srv = c->srv;
-    /* n_http counts never-upgraded connections until they are killed;
-     * n_closing counts upgraded ones (they still hold a client slot) */
+    client_pool *p = c->pool;
+    /* n.http counts never-upgraded connections until they are killed;
+     * n.closing counts upgraded ones (they still hold a client slot) */
     if (c->state == CL_OPEN) {
-        srv->n_open--;
-        srv->n_closing++;
+        p->n.open--;
+        p->n.closing++;
     }
     c->state = CL_CLOSING;
     c->t_state_ms = clock_mono_ms();
     /* Stop receiving data for it now, unless a fan-out is walking the
-     * member arrays (the reaper removes it then). */
-    if (!srv->in_fanout)
-        subs_remove_all(srv->ctx->subs, &c->subs);
-    shard_server_ip_channel_release(srv, c, c->ip_channels);
-    shard_server_schedule_flush(srv, c);
+     * member arrays (the flush removes it then). */
+    if (!p->in_fanout)
+        subs_remove_all(p->ctx->subs, &c->subs);
+    ip_channels_release(c, c->peer.ip_channels);
+    pool_schedule_flush(p, c);
 }
 
 void client_close(shard_client *c, uint16_t code, const char *reason)
 {
     if (c->state != CL_OPEN)
         return;
-    shard_ctx *ctx = c->srv->ctx;
+    shard_ctx *ctx = c->pool->ctx;
     ws_chunk *ch = ws_chunk_close(code, reason);
     if (!ch || q_append(c, ch) != 0) {
         ws_chunk_unref(ch);
@@ -321,22 +395,37 @@ void client_http_reply(shard_client *c, const char *data, size_t len,
         enter_closing(c);
 }
 
+void client_refuse_now(shard_client *c, const char *data, size_t len,
+                       const char *why)
+{
+    /* nothing is queued on a fresh connection: write at once, after
+     * reading what the client sent (a close with input unread is a RST
+     * that can lose the answer); best effort, the close tells it anyway */
+    for (int i = 0; i < 4 && io_input_pending(c) &&
+                    io_read(c, c->pool->rbuf, sizeof c->pool->rbuf) > 0; i++)
+        ;
+    struct iovec iov = { (void *)data, len };
+    ssize_t w = io_writev(c, &iov, 1);
+    (void)w;
+    client_kill(c, why);
+}
+
 void client_kill(shard_client *c, const char *why)
 {
     if (c->state == CL_DEAD)
         return;
-    shard_server *srv = c->srv;
+    client_pool *p = c->pool;
     if (!(c->flags & CLF_UPGRADED))
-        shard_server_http_leave(srv, c);
+        leave_http(c);
     else if (c->state == CL_OPEN)
-        srv->n_open--;
+        p->n.open--;
     else
-        srv->n_closing--;
+        p->n.closing--;
     if (log_enabled(LOG_DEBUG))
         log_client(LOG_DEBUG, c, "connection closed", why, 0);
     c->state = CL_DEAD;
     event_del(&c->ev);
-    close(c->fd);
+    io_close(c);
     c->fd = -1;
     q_release_all(c, 0);
     if (!(c->flags & CLF_IN_FEED))
@@ -348,26 +437,18 @@ void client_kill(shard_client *c, const char *why)
         free(c->http_in);
         c->http_in = NULL;
     }
-    /* live list -> graveyard */
-    if (c->prev)
-        c->prev->next = c->next;
-    else
-        srv->live = c->next;
-    if (c->next)
-        c->next->prev = c->prev;
-    c->prev = NULL;
-    c->next = srv->grave;
-    srv->grave = c;
-    event_active(srv->reap_ev, EV_TIMEOUT, 1);
+    pool_bury(p, c);
 }
 
 void client_free(shard_client *c)
 {
     if (!c)
         return;
-    shard_resume_client_gone(c->srv->ctx->resume, c);
-    subs_remove_all(c->srv->ctx->subs, &c->subs);
-    shard_server_ip_channel_release(c->srv, c, c->ip_channels);
+    client_pool *p = c->pool;
+    if (p->ops.gone)
+        p->ops.gone(p->ud, c);
+    subs_remove_all(p->ctx->subs, &c->subs);
+    ip_channels_release(c, c->peer.ip_channels);
     ws_parser_free(&c->parser);
     q_release_all(c, 0);
     q_shrink(c);
@@ -378,15 +459,14 @@ void client_free(shard_client *c)
 
 static void send_reply(shard_client *c)
 {
-    shard_server *srv = c->srv;
-    ws_chunk *ch = ws_chunk_frame(WS_OP_TEXT, srv->scratch.data,
-                                  srv->scratch.len);
+    client_pool *p = c->pool;
+    ws_chunk *ch = ws_chunk_frame(WS_OP_TEXT, p->scratch.data, p->scratch.len);
     if (!ch) {
         client_close(c, 1011, "out of memory");
         return;
     }
     if (client_push(c, ch) == 0)
-        srv->ctx->m.ws_replies_sent_total++;
+        p->ctx->m.ws_replies_sent_total++;
     ws_chunk_unref(ch);
 }
 
@@ -397,7 +477,7 @@ int client_send_text(shard_client *c, const char *data, size_t len)
         return -1;
     int r = client_push(c, ch);
     if (r == 0)
-        c->srv->ctx->m.ws_replies_sent_total++;
+        c->pool->ctx->m.ws_replies_sent_total++;
     ws_chunk_unref(ch);
     return r;
 }
@@ -410,11 +490,11 @@ static void send_notice(shard_client *c, enum clientmsg_err e, const char *msg);
 static void send_error_ex(shard_client *c, enum clientmsg_err e, const char *msg,
                           int misbehaviour)
 {
-    shard_server *srv = c->srv;
-    shard_ctx *ctx = srv->ctx;
+    client_pool *p = c->pool;
+    shard_ctx *ctx = p->ctx;
     ctx->m.ws_client_errors_total[e]++;
-    buf_reset(&srv->scratch);
-    if (clientmsg_build_error(&srv->scratch, e, msg) != 0) {
+    buf_reset(&p->scratch);
+    if (clientmsg_build_error(&p->scratch, e, msg) != 0) {
         client_close(c, 1011, "out of memory");
         return;
     }
@@ -446,7 +526,7 @@ static void send_notice(shard_client *c, enum clientmsg_err e, const char *msg)
 
 static int rate_allow(shard_client *c, uint64_t now)
 {
-    const shard_settings *s = c->srv->ctx->set;
+    const shard_settings *s = c->pool->ctx->set;
     if (c->rl_ms == 0) {
         c->rl_tokens = (double)s->msg_burst;
     } else {
@@ -463,7 +543,7 @@ static int rate_allow(shard_client *c, uint64_t now)
 
 static void handle_subscribe(shard_client *c, clientmsg *m)
 {
-    shard_ctx *ctx = c->srv->ctx;
+    shard_ctx *ctx = c->pool->ctx;
     size_t fresh = 0;
     for (size_t i = 0; i < m->nchannels; i++)
         if (!subs_has(ctx->subs, &c->subs, m->channels[i].s,
@@ -504,14 +584,15 @@ static void handle_subscribe(shard_client *c, clientmsg *m)
             first_tok = first_tok ? first_tok : ch;
             continue;
         }
-        if (shard_server_ip_channel_take(c->srv, c) != 0) {
+        if (c->pool->ops.ip_channel_take &&
+            c->pool->ops.ip_channel_take(c->pool->ud, c) != 0) {
             ip_refused++;
             first_ip = first_ip ? first_ip : ch;
             continue;
         }
         int r = subs_add(ctx->subs, &c->subs, c, ch->s, ch->len);
         if (r != SUBS_ADDED)
-            shard_server_ip_channel_release(c->srv, c, 1);
+            ip_channels_release(c, 1);
         if (r == SUBS_E_NOMEM) {
             free(ok);
             client_close(c, 1011, "out of memory");
@@ -543,8 +624,8 @@ static void handle_subscribe(shard_client *c, clientmsg *m)
         free(ok);
         return;               /* the reconnect answers for itself */
     }
-    buf_reset(&c->srv->scratch);
-    int bad = clientmsg_build_ack(&c->srv->scratch, CLIENTMSG_SUBSCRIBE, ok, nok,
+    buf_reset(&c->pool->scratch);
+    int bad = clientmsg_build_ack(&c->pool->scratch, CLIENTMSG_SUBSCRIBE, ok, nok,
                                   subs_conn_count(&c->subs));
     free(ok);
     if (bad != 0) {
@@ -554,11 +635,19 @@ static void handle_subscribe(shard_client *c, clientmsg *m)
     send_reply(c);
 }
 
+static void start_resume(shard_client *c, const resume_req_chan *rq, size_t n,
+                         int odinws)
+{
+    client_pool *p = c->pool;
+    if (p->ops.resume_start)
+        p->ops.resume_start(p->ud, c, rq, n, odinws);
+}
+
 /* reconnect: subscribe (same rules as subscribe), then replay from Kafka
  * (shard/resume.c answers with reconnect_ack or reconnect_error). */
 static void handle_reconnect(shard_client *c, clientmsg *m)
 {
-    shard_ctx *ctx = c->srv->ctx;
+    shard_ctx *ctx = c->pool->ctx;
     if (m->odinws) {
         /* odin-ws: last_offset per topic applies to the client's current
          * subscriptions of that topic's category */
@@ -587,7 +676,7 @@ static void handle_reconnect(shard_client *c, clientmsg *m)
                 }
             }
         }
-        shard_resume_start(ctx->resume, c, rq, n, 1);
+        start_resume(c, rq, n, 1);
         free(rq);
         return;
     }
@@ -609,18 +698,18 @@ static void handle_reconnect(shard_client *c, clientmsg *m)
         rq[i].partition = m->positions[i].p;
         rq[i].seq = m->positions[i].seq;
     }
-    shard_resume_start(ctx->resume, c, rq, m->nchannels, 0);
+    start_resume(c, rq, m->nchannels, 0);
     free(rq);
 }
 
 static void handle_unsubscribe(shard_client *c, clientmsg *m)
 {
-    shard_ctx *ctx = c->srv->ctx;
+    shard_ctx *ctx = c->pool->ctx;
     for (size_t i = 0; i < m->nchannels; i++)
         if (subs_remove(ctx->subs, &c->subs, m->channels[i].s, m->channels[i].len) == 1)
-            shard_server_ip_channel_release(c->srv, c, 1);
-    buf_reset(&c->srv->scratch);
-    if (clientmsg_build_ack(&c->srv->scratch, CLIENTMSG_UNSUBSCRIBE,
+            ip_channels_release(c, 1);
+    buf_reset(&c->pool->scratch);
+    if (clientmsg_build_ack(&c->pool->scratch, CLIENTMSG_UNSUBSCRIBE,
                             m->channels, m->nchannels,
                             subs_conn_count(&c->subs)) != 0) {
         client_close(c, 1011, "out of memory");
@@ -633,7 +722,7 @@ static void on_ws_message(void *ud, ws_parser *p, unsigned opcode,
                           const uint8_t *msg, size_t len)
 {
     shard_client *c = ud;
-    shard_ctx *ctx = c->srv->ctx;
+    shard_ctx *ctx = c->pool->ctx;
     if (c->state != CL_OPEN)
         return;
     ctx->m.ws_messages_received_total++;
@@ -672,8 +761,8 @@ static void on_ws_message(void *ud, ws_parser *p, unsigned opcode,
     } else if (cm.type == CLIENTMSG_RECONNECT) {
         handle_reconnect(c, &cm);
     } else {
-        buf_reset(&c->srv->scratch);
-        if (clientmsg_build_pong(&c->srv->scratch, clock_wall_ms()) == 0)
+        buf_reset(&c->pool->scratch);
+        if (clientmsg_build_pong(&c->pool->scratch, clock_wall_ms()) == 0)
             send_reply(c);
     }
     clientmsg_free(&cm);
@@ -696,7 +785,7 @@ static int on_ws_send(void *ud, const uint8_t *data, size_t len)
         return -1;
     /* pongs count against the queue too: a client that pings without
      * reading is a slow client */
-    const shard_settings *s = c->srv->ctx->set;
+    const shard_settings *s = c->pool->ctx->set;
     if (c->q_len >= (uint64_t)s->queue_msgs ||
         c->q_bytes + len > (uint64_t)s->queue_bytes) {
         client_slow(c);
@@ -719,7 +808,7 @@ static const ws_parser_cb g_parser_cb = {
 
 static void ws_input(shard_client *c, const uint8_t *data, size_t len)
 {
-    shard_ctx *ctx = c->srv->ctx;
+    shard_ctx *ctx = c->pool->ctx;
     c->flags |= CLF_IN_FEED;
     int r = ws_parser_feed(&c->parser, &g_parser_cb, c, data, len,
                            (uint64_t)ctx->set->max_frame);
@@ -760,17 +849,21 @@ static void ws_input(shard_client *c, const uint8_t *data, size_t len)
     }
 }
 
-void client_upgrade(shard_client *c, const char *rest, size_t len)
+void client_upgrade(shard_client *c, int deflate, const char *rest, size_t len)
 {
-    shard_server *srv = c->srv;
+    client_pool *p = c->pool;
     uint64_t now = clock_mono_ms();
-    shard_server_http_leave(srv, c);
-    srv->n_open++;
+    leave_http(c);
+    p->n.open++;
     c->state = CL_OPEN;
     c->flags |= CLF_UPGRADED;
     c->last_rx_ms = now;
-    c->next_ping_ms = now + (uint64_t)(srv->ctx->set->ping_interval * 1000);
-    srv->ctx->m.ws_connections_total++;
+    c->next_ping_ms = now + (uint64_t)(p->ctx->set->ping_interval * 1000);
+    p->ctx->m.ws_connections_total++;
+    if (deflate) {
+        c->parser.deflate = 1;
+        p->ctx->m.ws_deflate_connections_total++;
+    }
     /* `rest` may point into http_in: detach it, feed, then free */
     buf *hb = c->http_in;
     c->http_in = NULL;
@@ -797,9 +890,9 @@ static void http_input(shard_client *c, const uint8_t *data, size_t n)
         client_kill(c, "out of memory");
         return;
     }
-    if (c->flags & CLF_PROXY_WAIT) {
+    if (c->peer.flags & CLIENT_PEER_PROXY_WAIT) {
         size_t used = 0;
-        if (shard_server_proxy(c->srv, c, (const uint8_t *)c->http_in->data,
+        if (c->pool->ops.proxy(c->pool->ud, c, (const uint8_t *)c->http_in->data,
                                c->http_in->len, &used) <= 0)
             return;   /* refused (c is dead), or waiting for more bytes */
         buf_consume(c->http_in, used);
@@ -811,13 +904,14 @@ static void http_input(shard_client *c, const uint8_t *data, size_t n)
     /* the head ends with "\r\n\r\n": parse only when a line ended (or
      * when the head is already too long), not on every byte of a slow one */
     if (memchr(data, '\n', n) || c->http_in->len > SHARD_HTTP_MAX_HEAD)
-        shard_server_http(c->srv, c, c->http_in->data, c->http_in->len);
+        c->pool->ops.http_request(c->pool->ud, c, c->http_in->data,
+                                  c->http_in->len);
 }
 
 static void client_read(shard_client *c)
 {
     for (int i = 0; i < READS_PER_WAKEUP && c->state != CL_DEAD; i++) {
-        ssize_t n = read(c->fd, c->srv->rbuf, sizeof(c->srv->rbuf));
+        ssize_t n = io_read(c, c->pool->rbuf, sizeof(c->pool->rbuf));
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -832,15 +926,15 @@ static void client_read(shard_client *c)
         c->last_rx_ms = clock_mono_ms();
         switch (c->state) {
         case CL_HTTP:
-            http_input(c, c->srv->rbuf, (size_t)n);
+            http_input(c, c->pool->rbuf, (size_t)n);
             break;
         case CL_OPEN:
-            ws_input(c, c->srv->rbuf, (size_t)n);
+            ws_input(c, c->pool->rbuf, (size_t)n);
             break;
         default:
             break;   /* closing: discard until EOF */
         }
-        if ((size_t)n < sizeof(c->srv->rbuf))
+        if ((size_t)n < sizeof(c->pool->rbuf))
             return;
     }
 }
@@ -858,7 +952,7 @@ static void client_on_event(evutil_socket_t fd, short what, void *arg)
 
 void client_tick(shard_client *c, uint64_t now)
 {
-    shard_ctx *ctx = c->srv->ctx;
+    shard_ctx *ctx = c->pool->ctx;
     const shard_settings *s = ctx->set;
     switch (c->state) {
     case CL_HTTP:
@@ -867,7 +961,7 @@ void client_tick(shard_client *c, uint64_t now)
              * (net_input_pending): read it first, so a complete request
              * is answered, and the close of a slow one carries no unread
              * input (which the kernel answers with a RST, not a FIN) */
-            if (net_input_pending(c->fd)) {
+            if (io_input_pending(c)) {
                 client_read(c);
                 if (c->state != CL_HTTP)
                     break;
@@ -891,7 +985,7 @@ void client_tick(shard_client *c, uint64_t now)
         }
         if (now >= c->next_ping_ms) {
             c->next_ping_ms = now + (uint64_t)(s->ping_interval * 1000);
-            client_push(c, c->srv->ping);
+            client_push(c, c->pool->ping);
         }
         if (c->q_len == 0)
             q_shrink(c);

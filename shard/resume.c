@@ -3,7 +3,6 @@
 #include "shard/envelope.h"
 #include "shard/map.h"
 #include "shard/registry.h"
-#include "shard/client.h"
 #include "common/addr.h"
 #include "common/clock.h"
 #include "common/config.h"
@@ -1390,7 +1389,7 @@ typedef struct rs_held {
 
 /* per-client state (c->rs) */
 typedef struct resume_client {
-    shard_client *c;
+    resume_conn *c;
     struct resume_client *prev, *next;   /* rm->clients while replaying */
     int replaying;
     enum resume_code fail;   /* decided, to be finished after the batch */
@@ -1426,19 +1425,19 @@ struct shard_resume {
     buf scratch;
 };
 
-static void reply(shard_client *c, buf *b)
+static void reply(shard_resume *rm, resume_conn *c, buf *b)
 {
-    client_send_text(c, b->data, b->len);
+    rm->cb.send_text(rm->cb.ud, c->owner, b->data, b->len);
 }
 
-static void send_rerror(shard_resume *rm, shard_client *c,
+static void send_rerror(shard_resume *rm, resume_conn *c,
                         enum resume_code code, const char *msg)
 {
     rm->ctx->m.ws_reconnects_total[code]++;
     buf_reset(&rm->scratch);
     if (clientmsg_build_reconnect_error(&rm->scratch, resume_code_name(code),
                                         msg) == 0)
-        reply(c, &rm->scratch);
+        reply(rm, c, &rm->scratch);
 }
 
 static void ctl_post(shard_resume *rm, cmsg *m)
@@ -1599,7 +1598,7 @@ static int chan_of(const resume_client *rc, const frame_record *r)
 static void finish_client(shard_resume *rm, resume_client *rc,
                           enum resume_code code, const char *msg)
 {
-    shard_client *c = rc->c;
+    resume_conn *c = rc->c;
     shard_ctx *ctx = rm->ctx;
     rc_unlink(rm, rc);
     prom_hist_observe(&ctx->m.ws_replay_seconds,
@@ -1620,8 +1619,8 @@ static void finish_client(shard_resume *rm, resume_client *rc,
             }
             if (clientmsg_build_reconnect_ack(&rm->scratch, rc->replayed, chs,
                                               rc->n,
-                                              subs_conn_count(&c->subs)) == 0)
-                reply(c, &rm->scratch);
+                                              subs_conn_count(c->subs)) == 0)
+                reply(rm, c, &rm->scratch);
             free(chs);
         }
     } else {
@@ -1636,7 +1635,7 @@ static void finish_client(shard_resume *rm, resume_client *rc,
         rs_held *h = &rc->held[k];
         rs_chan *x = &rc->ch[h->chan];
         if (h->partition != x->partition || resume_keep_live(h->offset, x->last)) {
-            if (client_push(c, h->frame) == 0)
+            if (rm->cb.push(rm->cb.ud, c->owner, h->frame) == 0)
                 ctx->m.ws_messages_sent_total++;
         } else {
             ctx->m.ws_replay_duplicates_dropped_total++;
@@ -1664,7 +1663,7 @@ static void run_fin(shard_resume *rm)
     }
 }
 
-int shard_resume_filter(shard_resume *rm, shard_client *c,
+int shard_resume_filter(shard_resume *rm, resume_conn *c,
                         const frame_record *r, ws_chunk *frame)
 {
     resume_client *rc = c->rs;
@@ -1823,7 +1822,7 @@ static void deliver(shard_resume *rm, rs_chan *x, const rmsg *m, ws_chunk **env)
             return;
         }
     }
-    if (client_push(rc->c, env[f]) == 0) {
+    if (rm->cb.push(rm->cb.ud, rc->c->owner, env[f]) == 0) {
         ctx->m.ws_replayed_messages_total++;
         rc->replayed++;
         x->last = m->offset;
@@ -2035,7 +2034,7 @@ static int reader_start(shard_resume *rm)
     return 0;
 }
 
-void shard_resume_start(shard_resume *rm, shard_client *c,
+void shard_resume_start(shard_resume *rm, resume_conn *c,
                         const resume_req_chan *ch, size_t n, int odinws)
 {
     shard_ctx *ctx = rm->ctx;
@@ -2051,8 +2050,8 @@ void shard_resume_start(shard_resume *rm, shard_client *c,
         ctx->m.ws_reconnects_total[RESUME_OK]++;
         buf_reset(&rm->scratch);
         if (clientmsg_build_reconnect_ack(&rm->scratch, 0, NULL, 0,
-                                          subs_conn_count(&c->subs)) == 0)
-            reply(c, &rm->scratch);
+                                          subs_conn_count(c->subs)) == 0)
+            reply(rm, c, &rm->scratch);
         return;
     }
     if (!s->kafka_brokers || !*s->kafka_brokers) {
@@ -2060,18 +2059,18 @@ void shard_resume_start(shard_resume *rm, shard_client *c,
                     "this shard has no KAFKA_BROKERS; subscribed live only");
         return;
     }
-    if (!c->resume_bucket_set) {
-        tbucket_init(&c->resume_bucket, s->resume_conn_rate,
+    if (!c->bucket_set) {
+        tbucket_init(&c->bucket, s->resume_conn_rate,
                      (double)s->resume_conn_burst, now);
-        c->resume_bucket_set = 1;
+        c->bucket_set = 1;
     }
-    if (!tbucket_take(&c->resume_bucket, now)) {
+    if (!tbucket_take(&c->bucket, now)) {
         send_rerror(rm, c, RESUME_RATE_LIMITED,
                     "over RESUME_CONN_RATE reconnects for this connection; "
                     "subscribed live only");
         return;
     }
-    if (!rm->cb.ip_reconnect_allow(rm->cb.ud, c, now)) {
+    if (!rm->cb.ip_reconnect_allow(rm->cb.ud, c->owner, now)) {
         send_rerror(rm, c, RESUME_RATE_LIMITED,
                     "over RESUME_IP_RATE reconnects from this address; "
                     "subscribed live only");
@@ -2172,7 +2171,7 @@ void shard_resume_start(shard_resume *rm, shard_client *c,
         event_add(rm->check_ev, &tv);
 }
 
-void shard_resume_client_gone(shard_resume *rm, shard_client *c)
+void shard_resume_client_gone(shard_resume *rm, resume_conn *c)
 {
     resume_client *rc = c->rs;
     if (!rc)

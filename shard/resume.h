@@ -56,7 +56,22 @@
 #include "shard/ctx.h"
 #include "shard/ws.h"
 
-struct shard_client;
+#include "common/tbucket.h"
+#include "shard/subs.h"
+
+/*
+ * What resume keeps on a client connection (embedded in it by its owner,
+ * shard/client.c): the replay state, the connection's subscriptions (for
+ * the count in acks) and its RESUME_CONN_RATE bucket.  `owner` is the
+ * connection itself, opaque here, handed back to the callbacks.
+ */
+typedef struct resume_conn {
+    struct resume_client *rs;   /* replay or floors running (resume.c); NULL: none */
+    const subs_conn *subs;
+    void *owner;
+    tbucket bucket;             /* RESUME_CONN_RATE, set at the first reconnect */
+    uint8_t bucket_set;
+} resume_conn;
 
 #define RESUME_SETTLE_MS 250
 /* fds the reader's librdkafka handle may use (reserved once) */
@@ -81,12 +96,18 @@ const char *resume_code_name(enum resume_code c);
 
 typedef struct shard_resume shard_resume;
 
-/* How resume reaches its owner (shard.c). */
+/* How resume reaches its owner (shard.c) and the connections (their
+ * resume_conn.owner). */
 typedef struct resume_callbacks {
-    /* Take one reconnect from the RESUME_IP_RATE bucket of c's address: 1
-     * allowed, 0 over the rate (shard_server_ip_reconnect_allow). */
-    int (*ip_reconnect_allow)(void *ud, const struct shard_client *c,
-                              uint64_t now);
+    /* Take one reconnect from the RESUME_IP_RATE bucket of the address of
+     * connection `owner`: 1 allowed, 0 over the rate
+     * (shard_server_ip_reconnect_allow). */
+    int (*ip_reconnect_allow)(void *ud, void *owner, uint64_t now);
+    /* Queue a frame on the connection (takes its own reference): 0 queued,
+     * -1 not (closed, or over its queue limits and now closing). */
+    int (*push)(void *ud, void *owner, ws_chunk *ch);
+    /* Queue a text reply (reconnect_ack / reconnect_error): 0 or -1. */
+    int (*send_text)(void *ud, void *owner, const char *data, size_t len);
     void *ud;
 } resume_callbacks;
 
@@ -125,18 +146,18 @@ typedef struct resume_req_chan {
  * acknowledged at once.  `odinws` marks envelopes as odin-ws's
  * "replay:message".
  */
-void shard_resume_start(shard_resume *rm, struct shard_client *c,
+void shard_resume_start(shard_resume *rm, resume_conn *c,
                         const resume_req_chan *ch, size_t n, int odinws);
 
-/* Fan-out hook for a client with c->rs set: 1 if the record was held (a
+/* Fan-out hook for a connection with c->rs set: 1 if the record was held (a
  * replay is running) or dropped (at or below the last replayed offset),
  * 0 if the caller should queue it as usual. */
-int shard_resume_filter(shard_resume *rm, struct shard_client *c,
+int shard_resume_filter(shard_resume *rm, resume_conn *c,
                         const frame_record *r, ws_chunk *frame);
 
 /* The client is going away (from client_free or a shutdown): its requests
  * are dropped at once. */
-void shard_resume_client_gone(shard_resume *rm, struct shard_client *c);
+void shard_resume_client_gone(shard_resume *rm, resume_conn *c);
 
 /* ---- pure parts (unit-tested) ---- */
 

@@ -1,5 +1,7 @@
 #include "shard/server.h"
+#include "shard/admin.h"
 #include "shard/adminsrv.h"
+#include "shard/iptable.h"
 #include "shard/envelope.h"
 #include "shard/httpreq.h"
 #include "shard/proxyproto.h"
@@ -24,6 +26,45 @@
 
 #define IP_SWEEP_MS 10000
 #define ACCEPT_BACKOFF_MS 100
+
+struct shard_server {
+    shard_ctx *ctx;
+    client_io io;                /* the clients' socket calls (tests: fakes) */
+    client_pool *pool;           /* the clients (shard/client.h) */
+    shard_adminsrv *api;         /* the admin API (shard/adminsrv.h) */
+    struct net_acceptor *lis[2]; /* WS_ADDR, WS_SHARED_ADDR (common/net.h) */
+    int nlis;
+    char ws_addr[96];            /* bound WS_ADDR (actual port) */
+    int ws_port;
+    struct event *sweep_ev;
+    int accept_full;             /* listeners off: WS_MAX_PENDING reached */
+    uint64_t accept_paused_ms;   /* pause start, or last accounted */
+    uint64_t sweep_ms;
+    uint64_t last_ipsweep_ms;
+    iptable *ips;                /* per-IP limits' state (shard/iptable.h) */
+    shard_admin *admin;          /* ADMIN_ADDR listener, NULL when unset */
+    char admin_addr[96];         /* bound ADMIN_ADDR (actual port) */
+    int admin_port;
+    tbucket admin_rl[2];         /* ADMIN_RATE: [0] /metrics, [1] /health */
+    buf scratch;                 /* pages */
+    /* log rate limits (a flood must not flood the log): PROXY refusals,
+     * a full per-IP table, admin pages, refused upgrades */
+    log_ratelimit proxy_rl, iptable_rl, admin_rl_log, upgrade_rl;
+};
+
+/* a connection refused at accept */
+static void close_fd(shard_server *srv, int fd)
+{
+    if (srv->io.close)
+        srv->io.close(srv->io.ud, fd);
+    else
+        close(fd);
+}
+
+static long n_http(const shard_server *srv)
+{
+    return client_pool_counts(srv->pool)->http;
+}
 
 static int ip_pending_take(shard_server *srv, shard_client *c);
 static void ip_table_refuse(shard_server *srv, shard_client *c, int err);
@@ -79,7 +120,7 @@ static void accept_pause(shard_server *srv)
 
 static void accept_resume(shard_server *srv)
 {
-    if (!srv->accept_full || srv->n_http >= srv->ctx->set->max_pending)
+    if (!srv->accept_full || n_http(srv) >= srv->ctx->set->max_pending)
         return;
     accept_pause_account(srv, clock_mono_ms());
     srv->accept_full = 0;
@@ -89,10 +130,11 @@ static void accept_resume(shard_server *srv)
 
 static void ip_pending_release(shard_server *srv, shard_client *c);
 
-void shard_server_http_leave(shard_server *srv, shard_client *c)
+/* client_ops.http_leave (the pool has counted it out of n.http) */
+static void on_http_leave(void *ud, shard_client *c)
 {
+    shard_server *srv = ud;
     ip_pending_release(srv, c);
-    srv->n_http--;
     accept_resume(srv);
 }
 
@@ -105,13 +147,18 @@ static void on_accept_error(net_acceptor *a, int err, void *arg)
 static void on_accept(net_acceptor *a, int fd, const struct sockaddr *sa,
                       socklen_t salen, void *arg)
 {
-    shard_server *srv = arg;
+    shard_server_accept(arg, fd, sa, salen);
+}
+
+void shard_server_accept(shard_server *srv, int fd, const struct sockaddr *sa,
+                         socklen_t salen)
+{
     shard_ctx *ctx = srv->ctx;
     /* reached only by a drain flushing the shared listener's queue (the
      * listeners are off while the pool is full) and while stopping */
-    if (ctx->stopping || srv->n_http >= ctx->set->max_pending) {
+    if (ctx->stopping || n_http(srv) >= ctx->set->max_pending) {
         ctx->m.ws_pending_rejections_total++;
-        close(fd);
+        close_fd(srv, fd);
         return;
     }
     net_nodelay(fd);
@@ -119,29 +166,22 @@ static void on_accept(net_acceptor *a, int fd, const struct sockaddr *sa,
     memset(&ss, 0, sizeof(ss));
     if (sa && salen <= sizeof(ss))
         memcpy(&ss, sa, salen);
-    shard_client *c = client_new(srv, fd, (struct sockaddr *)&ss);
+    shard_client *c = client_new(srv->pool, fd, (struct sockaddr *)&ss);
     if (!c) {
-        close(fd);
+        close_fd(srv, fd);
         return;
     }
+    client_peer *pe = client_peer_of(c);
     if (ctx->set->proxy_mode != SHARD_PROXY_OFF) {
-        c->flags |= CLF_PROXY_WAIT;
-        if (cidr_list_match(&ctx->set->proxy_nets, c->ip, c->ip_len))
-            c->flags |= CLF_TRUSTED;
+        pe->flags |= CLIENT_PEER_PROXY_WAIT;
+        if (cidr_list_match(&ctx->set->proxy_nets, pe->ip, pe->ip_len))
+            pe->flags |= CLIENT_PEER_TRUSTED;
     }
-    /* the live list stays in descending id order (the admin API pages it) */
-    c->id = ++srv->next_client_id;
-    c->since_ms = clock_wall_ms();
-    c->next = srv->live;
-    if (srv->live)
-        srv->live->prev = c;
-    srv->live = c;
-    srv->n_http++;
     /* one address may not fill the WS_MAX_PENDING pool with silent
      * connections: checked at accept, before any byte is read.  A trusted
      * balancer carries every client: its clients are counted by the address
      * in their PROXY header instead (shard_server_proxy). */
-    if (!(c->flags & CLF_TRUSTED)) {
+    if (!(pe->flags & CLIENT_PEER_TRUSTED)) {
         int r = ip_pending_take(srv, c);
         if (r == -1) {
             ctx->m.ws_ip_pending_rejections_total++;
@@ -150,7 +190,7 @@ static void on_accept(net_acceptor *a, int fd, const struct sockaddr *sa,
             ip_table_refuse(srv, c, r);
         }
     }
-    if (srv->n_http >= ctx->set->max_pending)
+    if (n_http(srv) >= ctx->set->max_pending)
         accept_pause(srv);
 }
 
@@ -163,22 +203,32 @@ static void proxy_refuse(shard_server *srv, shard_client *c, int reason,
     srv->ctx->m.ws_proxy_rejections_total[reason]++;
     uint64_t supp = 0;
     if (log_rl_allow(&srv->proxy_rl, &supp)) {
+        const client_peer *pe = client_peer_const(c);
         char ip[64];
-        if (!inet_ntop(c->ip_len == 16 ? AF_INET6 : AF_INET, c->ip, ip, sizeof ip))
+        if (!inet_ntop(pe->ip_len == 16 ? AF_INET6 : AF_INET, pe->ip, ip, sizeof ip))
             snprintf(ip, sizeof ip, "?");
         log_kv(LOG_WARN, "PROXY protocol: connection refused", "s:peer", ip,
-               "i:port", (int)c->port, "s:reason", why, "u:suppressed", supp, NULL);
+               "i:port", (int)pe->port, "s:reason", why, "u:suppressed", supp, NULL);
     }
     /* a clean close: no HTTP answer to a peer that is not speaking HTTP yet */
     client_kill(c, why);
 }
 
-int shard_server_proxy(shard_server *srv, shard_client *c, const uint8_t *data,
-                       size_t len, size_t *used)
+/* client_ops.proxy: WS_PROXY_PROTOCOL, on the first bytes of a connection
+ * flagged CLIENT_PEER_PROXY_WAIT (data/len: everything received so far).
+ * 1 when decided (*used = bytes of PROXY header to drop, maybe 0; the
+ * client's address is now the header's source), 0 to wait for more bytes,
+ * -1 when the connection was refused and killed (a PROXY header from an
+ * untrusted source, a missing or bad header from a trusted one; counted in
+ * ws_proxy_rejections_total{reason}). */
+static int on_proxy(void *ud, shard_client *c, const uint8_t *data, size_t len,
+                    size_t *used)
 {
+    shard_server *srv = ud;
     const shard_settings *s = srv->ctx->set;
+    client_peer *pe = client_peer_of(c);
     *used = 0;
-    if (!(c->flags & CLF_TRUSTED)) {
+    if (!(pe->flags & CLIENT_PEER_TRUSTED)) {
         /* anyone may connect directly, but only a trusted balancer may say
          * who the client is: a header from elsewhere is a spoof attempt */
         enum proxyproto_sniff k = proxyproto_sniff(data, len);
@@ -189,7 +239,7 @@ int shard_server_proxy(shard_server *srv, shard_client *c, const uint8_t *data,
                          "PROXY header from an untrusted source");
             return -1;
         }
-        c->flags &= (uint16_t)~CLF_PROXY_WAIT;
+        pe->flags &= (uint16_t)~CLIENT_PEER_PROXY_WAIT;
         return 1;
     }
     proxyproto_hdr h;
@@ -197,7 +247,7 @@ int shard_server_proxy(shard_server *srv, shard_client *c, const uint8_t *data,
     if (r == 0)
         return 0;
     if (r == PROXYPROTO_E_NOT_PROXY && s->proxy_mode == SHARD_PROXY_OPTIONAL) {
-        c->flags &= (uint16_t)~CLF_PROXY_WAIT;   /* a direct connection */
+        pe->flags &= (uint16_t)~CLIENT_PEER_PROXY_WAIT;   /* a direct connection */
         return 1;
     }
     if (r < 0) {
@@ -213,12 +263,12 @@ int shard_server_proxy(shard_server *srv, shard_client *c, const uint8_t *data,
         return -1;
     }
     srv->ctx->m.ws_proxy_headers_total++;
-    c->flags &= (uint16_t)~CLF_PROXY_WAIT;
+    pe->flags &= (uint16_t)~CLIENT_PEER_PROXY_WAIT;
     if (h.family == AF_INET || h.family == AF_INET6) {
-        c->ip_len = h.family == AF_INET ? 4 : 16;
-        memcpy(c->ip, h.src, c->ip_len);
-        c->port = h.src_port;
-        c->flags |= CLF_VIA_PROXY;
+        pe->ip_len = h.family == AF_INET ? 4 : 16;
+        memcpy(pe->ip, h.src, pe->ip_len);
+        pe->port = h.src_port;
+        pe->flags |= CLIENT_PEER_VIA_PROXY;
         int ipr = ip_pending_take(srv, c);
         if (ipr == -1) {
             srv->ctx->m.ws_ip_pending_rejections_total++;
@@ -270,7 +320,7 @@ int shard_server_set_draining(shard_server *srv, int on)
                              SOCK_NONBLOCK | SOCK_CLOEXEC);
             if (fd < 0)
                 break;
-            on_accept(srv->lis[1], fd, (struct sockaddr *)&ss, sl, srv);
+            shard_server_accept(srv, fd, (struct sockaddr *)&ss, sl);
         }
         net_acceptor_free(srv->lis[1]);
         srv->lis[1] = NULL;
@@ -298,10 +348,11 @@ static void ip_table_log(shard_server *srv, const shard_client *c, int err)
     uint64_t supp = 0;
     if (!log_rl_allow(&srv->iptable_rl, &supp))
         return;
+    const client_peer *pe = client_peer_const(c);
     char ip[64];
-    ip_text(c->ip, c->ip_len, ip, sizeof ip);
+    ip_text(pe->ip, pe->ip_len, ip, sizeof ip);
     log_kv(LOG_WARN, "per-IP table full: new address refused", "s:peer", ip,
-           "i:port", (int)c->port, "s:reason",
+           "i:port", (int)pe->port, "s:reason",
            err == IPTABLE_E_FULL ? "WS_IP_TABLE_MAX" : "out of memory",
            "u:entries", (uint64_t)iptable_size(srv->ips),
            "u:suppressed", supp, NULL);
@@ -320,15 +371,11 @@ static void ip_table_refuse(shard_server *srv, shard_client *c, int err)
     static const char body[] = "{\"error\":\"too many client addresses\"}\n";
     buf out = { 0 };
     if (ws_http_response(&out, 503, "application/json", body, sizeof body - 1,
-                         "Retry-After: 1\r\n") == 0) {
-        char junk[4096];
-        for (int i = 0; i < 4 && recv(c->fd, junk, sizeof junk, MSG_DONTWAIT) > 0; i++)
-            ;
-        ssize_t w = send(c->fd, out.data, out.len, MSG_NOSIGNAL | MSG_DONTWAIT);
-        (void)w;   /* best effort: the close tells the client anyway */
-    }
+                         "Retry-After: 1\r\n") == 0)
+        client_refuse_now(c, out.data, out.len, "per-IP table full (WS_IP_TABLE_MAX)");
+    else
+        client_kill(c, "per-IP table full (WS_IP_TABLE_MAX)");
     buf_free(&out);
-    client_kill(c, "per-IP table full (WS_IP_TABLE_MAX)");
 }
 
 /* Take one of the address's WS_IP_MAX_PENDING HTTP-phase slots: 0, -1 when
@@ -339,33 +386,35 @@ static int ip_pending_take(shard_server *srv, shard_client *c)
     long cap = srv->ctx->set->ip_max_pending;
     if (cap <= 0)
         return 0;
+    client_peer *pe = client_peer_of(c);
     int err = 0;
-    iptable_entry *e = iptable_get(srv->ips, c->ip, c->ip_len, clock_mono_ms(), &err);
+    iptable_entry *e = iptable_get(srv->ips, pe->ip, pe->ip_len, clock_mono_ms(), &err);
     if (!e)
         return err;
     if (iptable_pending_take(e, (uint32_t)cap) != 0)
         return -1;
-    c->flags |= CLF_IP_PENDING;
+    pe->flags |= CLIENT_PEER_IP_PENDING;
     return 0;
 }
 
 static void ip_pending_release(shard_server *srv, shard_client *c)
 {
-    if (!(c->flags & CLF_IP_PENDING))
+    client_peer *pe = client_peer_of(c);
+    if (!(pe->flags & CLIENT_PEER_IP_PENDING))
         return;
-    c->flags &= (uint16_t)~CLF_IP_PENDING;
-    iptable_pending_release(srv->ips, c->ip, c->ip_len);
+    pe->flags &= (uint16_t)~CLIENT_PEER_IP_PENDING;
+    iptable_pending_release(srv->ips, pe->ip, pe->ip_len);
 }
 
 /* WS_IP_RATE at the upgrade: 1 if allowed, 0 if over the rate, or
  * IPTABLE_E_FULL / IPTABLE_E_NOMEM (no entry and none can be made). */
-static int ip_allow(shard_server *srv, const shard_client *c, uint64_t now)
+static int ip_allow(shard_server *srv, const client_peer *pe, uint64_t now)
 {
     const shard_settings *s = srv->ctx->set;
     if (s->ip_rate <= 0)
         return 1;
     int err = 0;
-    iptable_entry *e = iptable_get(srv->ips, c->ip, c->ip_len, now, &err);
+    iptable_entry *e = iptable_get(srv->ips, pe->ip, pe->ip_len, now, &err);
     if (!e)
         return err;
     return iptable_rate_take(srv->ips, e);
@@ -373,14 +422,14 @@ static int ip_allow(shard_server *srv, const shard_client *c, uint64_t now)
 
 /* RESUME_IP_RATE: 1 if this address may start a reconnect now, else 0
  * (over the rate, or no entry can be made: the table is full). */
-int shard_server_ip_reconnect_allow(shard_server *srv, const shard_client *c,
+int shard_server_ip_reconnect_allow(shard_server *srv, const client_peer *pe,
                                     uint64_t now)
 {
     const shard_settings *s = srv->ctx->set;
     if (s->resume_ip_rate <= 0)
         return 1;
     int err = 0;
-    iptable_entry *e = iptable_get(srv->ips, c->ip, c->ip_len, now, &err);
+    iptable_entry *e = iptable_get(srv->ips, pe->ip, pe->ip_len, now, &err);
     if (!e)
         return 0;        /* table full: fail closed, as WS_IP_RATE */
     if (e->reconnects.burst <= 0)
@@ -389,31 +438,42 @@ int shard_server_ip_reconnect_allow(shard_server *srv, const shard_client *c,
     return tbucket_take(&e->reconnects, now);
 }
 
-int shard_server_ip_channel_take(shard_server *srv, shard_client *c)
+/* client_ops.ip_channel_take: WS_IP_MAX_CHANNELS, counted per client
+ * address across its connections: take one channel slot for c (0), or -1
+ * when its address holds them all (the client refuses the subscription),
+ * also when the per-address table is full and has no entry for it (fail
+ * closed). */
+static int on_ip_channel_take(void *ud, shard_client *c)
 {
+    shard_server *srv = ud;
     long cap = srv->ctx->set->ip_max_channels;
     if (cap <= 0)
         return 0;
+    client_peer *pe = client_peer_of(c);
     int err = 0;
-    iptable_entry *e = iptable_get(srv->ips, c->ip, c->ip_len, clock_mono_ms(),
+    iptable_entry *e = iptable_get(srv->ips, pe->ip, pe->ip_len, clock_mono_ms(),
                                    &err);
     if (!e)
         return -1;    /* table full: fail closed, as the other per-IP limits */
     if (e->channels >= (uint32_t)cap)
         return -1;
     e->channels++;
-    c->ip_channels++;
+    pe->ip_channels++;
     return 0;
 }
 
-void shard_server_ip_channel_release(shard_server *srv, shard_client *c, uint32_t n)
+/* client_ops.ip_channel_release: give back n of the slots c holds (more
+ * than it holds are ignored). */
+static void on_ip_channel_release(void *ud, shard_client *c, uint32_t n)
 {
-    if (n > c->ip_channels)
-        n = c->ip_channels;
+    shard_server *srv = ud;
+    client_peer *pe = client_peer_of(c);
+    if (n > pe->ip_channels)
+        n = pe->ip_channels;
     if (n == 0)
         return;
-    c->ip_channels -= n;
-    iptable_entry *e = iptable_find(srv->ips, c->ip, c->ip_len);
+    pe->ip_channels -= n;
+    iptable_entry *e = iptable_find(srv->ips, pe->ip, pe->ip_len);
     if (e)
         e->channels = e->channels > n ? e->channels - n : 0;
 }
@@ -527,7 +587,8 @@ static int render_page(shard_server *srv, int page, buf *out)
 
 static void serve_page(shard_server *srv, shard_client *c, int page)
 {
-    int st = admin_gate(srv, page, c->ip, c->ip_len, c->port, "ws");
+    const client_peer *pe = client_peer_const(c);
+    int st = admin_gate(srv, page, pe->ip, pe->ip_len, pe->port, "ws");
     if (st == 429) {
         http_error(srv, c, 429, "too many requests", "Retry-After: 1\r\n");
         return;
@@ -572,9 +633,10 @@ static void refuse_upgrade(shard_server *srv, shard_client *c, const httpreq *re
 {
     uint64_t supp = 0;
     if (log_rl_allow(&srv->upgrade_rl, &supp)) {
+        const client_peer *pe = client_peer_const(c);
         char ip[64];
-        ip_text(c->ip, c->ip_len, ip, sizeof ip);
-        log_kv(LOG_WARN, "upgrade refused", "s:peer", ip, "i:port", (int)c->port,
+        ip_text(pe->ip, pe->ip_len, ip, sizeof ip);
+        log_kv(LOG_WARN, "upgrade refused", "s:peer", ip, "i:port", (int)pe->port,
                "i:status", status, "s:reason", reason,
                "S:origin", req->origin.p ? req->origin.p : "",
                req->origin.p ? req->origin.len : (size_t)0,
@@ -609,7 +671,7 @@ static void upgrade(shard_server *srv, shard_client *c, const httpreq *req,
         refuse_upgrade(srv, c, req, 503, "draining", "Retry-After: 1\r\n");
         return;
     }
-    int allow = ip_allow(srv, c, clock_mono_ms());
+    int allow = ip_allow(srv, client_peer_const(c), clock_mono_ms());
     if (allow < 0) {
         ctx->m.ws_ip_table_full_rejections_total++;
         ip_table_log(srv, c, allow);
@@ -622,13 +684,14 @@ static void upgrade(shard_server *srv, shard_client *c, const httpreq *req,
                        "Retry-After: 1\r\n");
         return;
     }
-    if (srv->n_open + srv->n_closing >= ctx->max_connections) {
+    const client_counts *n = client_pool_counts(srv->pool);
+    if (n->open + n->closing >= ctx->max_connections) {
         ctx->m.ws_capacity_rejections_total++;
         refuse_upgrade(srv, c, req, 503, "at capacity", "Retry-After: 1\r\n");
         return;
     }
     char pmd[WS_PMD_RESPONSE_MAX];
-    int deflate = srv->deflate && ws_pmd_negotiate(req->ws_ext, req->n_ws_ext, pmd);
+    int deflate = ctx->set->ws_deflate && ws_pmd_negotiate(req->ws_ext, req->n_ws_ext, pmd);
     buf out = { 0 };
     if (ws_handshake_response_ext(&out, req->ws_key.p, req->ws_key.len,
                                   deflate ? pmd : NULL) != 0) {
@@ -638,18 +701,16 @@ static void upgrade(shard_server *srv, shard_client *c, const httpreq *req,
     }
     client_http_reply(c, out.data, out.len, 0);
     buf_free(&out);
-    if (c->state != CL_HTTP)
+    if (client_state(c) != CL_HTTP)
         return;
-    if (deflate) {
-        c->parser.deflate = 1;
-        ctx->m.ws_deflate_connections_total++;
-    }
-    client_upgrade(c, data + req->head_len, len - req->head_len);
+    client_upgrade(c, deflate, data + req->head_len, len - req->head_len);
 }
 
-void shard_server_http(shard_server *srv, shard_client *c, const char *data,
-                       size_t len)
+/* client_ops.http_request: a complete (or too long) request head. */
+static void on_http_request(void *ud, shard_client *c, const char *data,
+                            size_t len)
 {
+    shard_server *srv = ud;
     httpreq req;
     int r = httpreq_parse(data, len, SHARD_HTTP_MAX_HEAD, &req);
     if (r == HTTPREQ_INCOMPLETE)
@@ -667,7 +728,7 @@ void shard_server_http(shard_server *srv, shard_client *c, const char *data,
     if (path_is(&req, "/ws")) {
         upgrade(srv, c, &req, data, len);
     } else if (shard_admin_page_of(req.path.p, req.path.len) >= 0) {
-        if ((c->flags & CLF_VIA_PROXY) || srv->admin) {
+        if ((client_peer_const(c)->flags & CLIENT_PEER_VIA_PROXY) || srv->admin) {
             /* internal endpoints are not served to clients of the public
              * load balancer (they arrive with a PROXY header), nor on
              * WS_ADDR at all when ADMIN_ADDR is their listener */
@@ -685,87 +746,56 @@ void shard_server_http(shard_server *srv, shard_client *c, const char *data,
     }
 }
 
-/* ---- flush, reap, sweep ------------------------------------------------- */
-
-void shard_server_schedule_flush(shard_server *srv, shard_client *c)
-{
-    if (c->flags & CLF_IN_FLUSH)
-        return;
-    c->flags |= CLF_IN_FLUSH;
-    c->flush_next = NULL;
-    if (srv->flush_tail)
-        srv->flush_tail->flush_next = c;
-    else
-        srv->flush_head = c;
-    srv->flush_tail = c;
-    if (srv->flush_head == c)
-        event_active(srv->flush_ev, EV_TIMEOUT, 1);
-}
-
-static void on_flush(evutil_socket_t fd, short what, void *arg)
-{
-    shard_server *srv = arg;
-    shard_client *c = srv->flush_head;
-    srv->flush_head = srv->flush_tail = NULL;
-    int dead = 0;
-    while (c) {
-        shard_client *next = c->flush_next;
-        c->flush_next = NULL;
-        c->flags &= (uint16_t)~CLF_IN_FLUSH;
-        if (c->state == CL_DEAD) {
-            dead = 1;
-        } else {
-            if (c->state == CL_CLOSING)   /* deferred by a fan-out */
-                subs_remove_all(srv->ctx->subs, &c->subs);
-            client_flush(c);
-        }
-        c = next;
-    }
-    if (dead)
-        event_active(srv->reap_ev, EV_TIMEOUT, 1);
-}
-
-static void on_reap(evutil_socket_t fd, short what, void *arg)
-{
-    shard_server *srv = arg;
-    shard_client **pp = &srv->grave;
-    while (*pp) {
-        shard_client *c = *pp;
-        if (c->flags & CLF_IN_FLUSH) {   /* on_flush still references it */
-            pp = &c->next;
-            continue;
-        }
-        *pp = c->next;
-        client_free(c);
-    }
-    if (srv->on_drained && !srv->live) {
-        void (*cb)(void *) = srv->on_drained;
-        srv->on_drained = NULL;
-        cb(srv->drained_ud);
-    }
-}
+/* ---- timers ------------------------------------------------------------ */
 
 static void on_sweep(evutil_socket_t fd, short what, void *arg)
 {
     shard_server *srv = arg;
     uint64_t now = clock_mono_ms();
-    shard_client *c = srv->live;
-    while (c) {
-        shard_client *next = c->next;
-        client_tick(c, now);
-        c = next;
-    }
+    client_pool_tick(srv->pool, now);
     if (now - srv->last_ipsweep_ms >= IP_SWEEP_MS) {
         srv->last_ipsweep_ms = now;
         iptable_sweep(srv->ips, now, 0);
     }
 }
 
+/* ---- client ops: resume (shard/resume.h) ------------------------------- */
+
+static void on_resume_start(void *ud, shard_client *c, const resume_req_chan *ch,
+                            size_t n, int odinws)
+{
+    shard_server *srv = ud;
+    if (srv->ctx->resume)
+        shard_resume_start(srv->ctx->resume, client_resume(c), ch, n, odinws);
+}
+
+static void on_client_gone(void *ud, shard_client *c)
+{
+    shard_server *srv = ud;
+    if (srv->ctx->resume)
+        shard_resume_client_gone(srv->ctx->resume, client_resume(c));
+}
+
 /* ---- getters ------------------------------------------------------------ */
+
+client_pool *shard_server_clients(shard_server *srv)
+{
+    return srv->pool;
+}
+
+void shard_server_gauges_get(const shard_server *srv, shard_server_gauges *g)
+{
+    const client_counts *n = client_pool_counts(srv->pool);
+    g->pending = n->http;
+    g->connections = n->open;
+    g->closing = n->closing;
+    g->queue_bytes = (long)n->queue_bytes;
+    g->ip_table_entries = (long)iptable_size(srv->ips);
+}
 
 long shard_server_connections(const shard_server *srv)
 {
-    return srv->n_open;
+    return client_pool_counts(srv->pool)->open;
 }
 
 const char *shard_server_ws_addr(const shard_server *srv)
@@ -789,23 +819,24 @@ static int fo_resume_filter(void *ud, shard_client *c, const frame_record *r,
                             ws_chunk *ch)
 {
     shard_server *srv = ud;
-    return c->rs && shard_resume_filter(srv->ctx->resume, c, r, ch);
+    resume_conn *rc = client_resume(c);
+    return rc->rs && srv->ctx->resume &&
+           shard_resume_filter(srv->ctx->resume, rc, r, ch);
 }
 
 static shard_client *fo_next_client(void *ud, shard_client *prev)
 {
-    shard_server *srv = ud;
-    return prev ? prev->next : srv->live;
+    return client_pool_next(((shard_server *)ud)->pool, prev);
 }
 
 static long fo_n_open(void *ud)
 {
-    return ((shard_server *)ud)->n_open;
+    return shard_server_connections(ud);
 }
 
 static void fo_walking(void *ud, int on)
 {
-    ((shard_server *)ud)->in_fanout = on;
+    client_pool_walking(((shard_server *)ud)->pool, on);
 }
 
 void shard_server_fanout_ops(shard_server *srv, fanout_ops *ops)
@@ -817,50 +848,61 @@ void shard_server_fanout_ops(shard_server *srv, fanout_ops *ops)
 
 /* ---- lifecycle ---------------------------------------------------------- */
 
-shard_server *shard_server_new(shard_ctx *ctx)
+static int api_set_draining(void *ud, int on)
+{
+    return shard_server_set_draining(ud, on);
+}
+
+shard_server *shard_server_new(shard_ctx *ctx, const client_io *io)
 {
     const shard_settings *s = ctx->set;
     shard_server *srv = calloc(1, sizeof(*srv));
     if (!srv)
         return NULL;
     srv->ctx = ctx;
+    if (io)
+        srv->io = *io;
     srv->proxy_rl.per_sec = 5;
     srv->iptable_rl.per_sec = 2;
     srv->admin_rl_log.per_sec = 2;
     srv->upgrade_rl.per_sec = UPGRADE_LOG_PER_SEC;
-    srv->api_rl.per_sec = 2;
-    srv->client_log_rl.per_sec = 20;
-    srv->client_warn_rl.per_sec = 5;
-    srv->ping = ws_chunk_frame(WS_OP_PING, NULL, 0);
-    if (s->ws_deflate) {
-        srv->deflate = ws_deflate_new((int)s->ws_deflate_level,
-                                      (size_t)s->ws_deflate_min_size);
-        if (!srv->deflate) {
-            shard_server_free(srv);
-            return NULL;
-        }
-    }
-    srv->flush_ev = event_new(ctx->base, -1, 0, on_flush, srv);
-    srv->reap_ev = event_new(ctx->base, -1, 0, on_reap, srv);
-    srv->sweep_ev = event_new(ctx->base, -1, EV_PERSIST, on_sweep, srv);
-    if (!srv->ping || !srv->flush_ev || !srv->reap_ev || !srv->sweep_ev)
-        goto err;
+    srv->nlis = 2;   /* lis[0]: WS_ADDR; lis[1]: the shared listener, NULL when closed */
+    client_ops ops = { .http_request = on_http_request, .proxy = on_proxy,
+                       .http_leave = on_http_leave,
+                       .ip_channel_take = on_ip_channel_take,
+                       .ip_channel_release = on_ip_channel_release,
+                       .resume_start = on_resume_start, .gone = on_client_gone };
+    adminsrv_ops aops = { .set_draining = api_set_draining, .ud = srv };
     iptable_conf ic = { .max_entries = (size_t)s->ip_table_max,
                         .v6_prefix = (unsigned)s->ipv6_prefix,
                         .rate = s->ip_rate, .burst = (double)s->ip_burst };
-    if (!(srv->ips = iptable_new(&ic)))
-        goto err;
+    if (!(srv->pool = client_pool_new(ctx, &ops, srv, io)) ||
+        !(srv->api = shard_adminsrv_new(ctx, srv->pool, &aops)) ||
+        !(srv->ips = iptable_new(&ic)) ||
+        !(srv->sweep_ev = event_new(ctx->base, -1, EV_PERSIST, on_sweep, srv))) {
+        log_kv(LOG_ERROR, "cannot set up the client server", "s:error",
+               "out of memory", NULL);
+        shard_server_free(srv);
+        return NULL;
+    }
     uint64_t t0 = clock_mono_ms();
     for (int i = 0; i < 2; i++)
         tbucket_init(&srv->admin_rl[i], s->admin_rate, (double)s->admin_burst, t0);
-    tbucket_init(&srv->admin_api_rl, s->admin_rate, (double)s->admin_burst, t0);
+    srv->last_ipsweep_ms = t0;
+    return srv;
+}
+
+int shard_server_listen(shard_server *srv)
+{
+    shard_ctx *ctx = srv->ctx;
+    const shard_settings *s = ctx->set;
     if (s->admin_addr && *s->admin_addr) {
         shard_admin_callbacks acb = { .page = admin_page, .api = shard_adminsrv_api,
-                                      .ud = srv };
+                                      .ud = srv, .api_ud = srv->api };
         if (!(srv->admin = shard_admin_new(ctx->base, s->admin_addr, &acb,
                                            srv->admin_addr, sizeof srv->admin_addr,
                                            &srv->admin_port)))
-            goto err;
+            return -1;
         log_kv(LOG_INFO, "admin listener (/health, /livez, /readyz, /metrics, /admin/v1)", "s:addr",
                srv->admin_addr, "b:admin_token", s->admin_token && *s->admin_token, NULL);
     } else if (s->admin_token && *s->admin_token) {
@@ -870,16 +912,15 @@ shard_server *shard_server_new(shard_ctx *ctx)
 
     int fd = listen_on(s->ws_addr, s->ws_reuseport, srv->ws_addr,
                        sizeof(srv->ws_addr), &srv->ws_port);
-    if (fd < 0 || !(srv->lis[srv->nlis] = net_acceptor_new(
+    if (fd < 0 || !(srv->lis[0] = net_acceptor_new(
                         ctx->base, fd, "ws", (int)s->accept_batch, ACCEPT_BACKOFF_MS,
                         on_accept, on_accept_error, srv))) {
         if (fd >= 0)
             close(fd);
-        goto err;
+        return -1;
     }
-    srv->nlis = 2;   /* lis[1]: the shared listener, NULL when closed */
     if (s->ws_shared_addr && *s->ws_shared_addr && shared_open(srv) != 0)
-        goto err;
+        return -1;
     listeners_enable(srv, 1);
 
     double m = s->ping_interval;
@@ -892,13 +933,9 @@ shard_server *shard_server_new(shard_ctx *ctx)
     struct timeval tv = { (time_t)(srv->sweep_ms / 1000),
                           (suseconds_t)(srv->sweep_ms % 1000) * 1000 };
     event_add(srv->sweep_ev, &tv);
-    srv->last_ipsweep_ms = clock_mono_ms();
     log_kv(LOG_INFO, "listening", "s:addr", srv->ws_addr, "b:reuseport",
            s->ws_reuseport, NULL);
-    return srv;
-err:
-    shard_server_free(srv);
-    return NULL;
+    return 0;
 }
 
 static void close_listeners(shard_server *srv)
@@ -912,18 +949,7 @@ static void close_listeners(shard_server *srv)
 void shard_server_shutdown(shard_server *srv, void (*cb)(void *), void *ud)
 {
     close_listeners(srv);
-    srv->on_drained = cb;
-    srv->drained_ud = ud;
-    shard_client *c = srv->live;
-    while (c) {
-        shard_client *next = c->next;
-        if (c->state == CL_OPEN)
-            client_close(c, 1001, "server shutting down");
-        else if (c->state == CL_HTTP)
-            client_kill(c, "shutting down");
-        c = next;
-    }
-    event_active(srv->reap_ev, EV_TIMEOUT, 1);
+    client_pool_shutdown(srv->pool, cb, ud);
 }
 
 void shard_server_free(shard_server *srv)
@@ -931,23 +957,13 @@ void shard_server_free(shard_server *srv)
     if (!srv)
         return;
     close_listeners(srv);
-    while (srv->live)
-        client_kill(srv->live, "shutdown");
-    srv->flush_head = srv->flush_tail = NULL;
-    while (srv->grave) {
-        shard_client *c = srv->grave;
-        srv->grave = c->next;
-        c->flags &= (uint16_t)~CLF_IN_FLUSH;
-        client_free(c);
-    }
-    if (srv->flush_ev) event_free(srv->flush_ev);
-    if (srv->reap_ev) event_free(srv->reap_ev);
-    if (srv->sweep_ev) event_free(srv->sweep_ev);
-    ws_chunk_unref(srv->ping);
-    ws_deflate_free(srv->deflate);
+    client_pool_free(srv->pool);   /* clients first: they release per-IP slots */
+    if (srv->sweep_ev)
+        event_free(srv->sweep_ev);
     ws_inflate_release();
     iptable_free(srv->ips);
     shard_admin_free(srv->admin);
+    shard_adminsrv_free(srv->api);
     buf_free(&srv->scratch);
     free(srv);
 }

@@ -33,13 +33,14 @@ long shard_derive_max_connections(long requested, long nofile, long reserve,
 void shard_gauges_fill(const shard_ctx *ctx, shard_gauges *g)
 {
     memset(g, 0, sizeof(*g));
-    const shard_server *srv = ctx->srv;
-    if (srv) {
-        g->connections = srv->n_open;
-        g->pending = srv->n_http;
-        g->closing = srv->n_closing;
-        g->queue_bytes = (long)srv->queue_bytes;
-        g->ip_table_entries = srv->ips ? (long)iptable_size(srv->ips) : 0;
+    if (ctx->srv) {
+        shard_server_gauges sg;
+        shard_server_gauges_get(ctx->srv, &sg);
+        g->connections = sg.connections;
+        g->pending = sg.pending;
+        g->closing = sg.closing;
+        g->queue_bytes = sg.queue_bytes;
+        g->ip_table_entries = sg.ip_table_entries;
     }
     g->max_connections = ctx->max_connections;
     g->subscriptions = (long)subs_total(ctx->subs);
@@ -96,11 +97,22 @@ static void on_advert(void *ud, registry_advert *a)
 }
 
 /* resume -> server: the per-address reconnect rate (RESUME_IP_RATE) */
-static int on_ip_reconnect_allow(void *ud, const struct shard_client *c,
-                                 uint64_t now)
+static int on_ip_reconnect_allow(void *ud, void *owner, uint64_t now)
 {
     const shard_ctx *ctx = ud;
-    return shard_server_ip_reconnect_allow(ctx->srv, c, now);
+    return shard_server_ip_reconnect_allow(
+        ctx->srv, client_peer_const(client_from_owner(owner)), now);
+}
+
+/* resume -> a client: replayed and held records, acks and errors */
+static int on_resume_push(void *ud, void *owner, ws_chunk *ch)
+{
+    return client_push(client_from_owner(owner), ch);
+}
+
+static int on_resume_text(void *ud, void *owner, const char *data, size_t len)
+{
+    return client_send_text(client_from_owner(owner), data, len);
 }
 
 /* ingress -> fanout: a router's record goes to the local subscribers */
@@ -149,7 +161,7 @@ static void on_signal(evutil_socket_t sig, short what, void *arg)
     }
     ctx->stopping = 1;
     log_kv(LOG_INFO, "shutting down", "i:signal", (int)sig, "i:clients",
-           (int)ctx->srv->n_open, NULL);
+           (int)shard_server_connections(ctx->srv), NULL);
     double t = ctx->set->shutdown_timeout;
     struct timeval tv = { (time_t)t, (suseconds_t)((t - (time_t)t) * 1e6) };
     event_add(rs->deadline, &tv);
@@ -171,7 +183,7 @@ static void on_drain(evutil_socket_t sig, short what, void *arg)
         shard_server_set_draining(ctx->srv, ctx->draining);
     log_kv(LOG_INFO, ctx->draining ? "draining: refusing new clients"
                                    : "drain ended: accepting new clients",
-           "i:clients", (int)ctx->srv->n_open, NULL);
+           "i:clients", (int)shard_server_connections(ctx->srv), NULL);
 }
 
 int shard_run(const shard_settings *set)
@@ -252,8 +264,8 @@ int shard_run(const shard_settings *set)
     ctx.subs = subs_new(on_token, &ctx);
     if (!ctx.subs)
         goto out;
-    ctx.srv = shard_server_new(&ctx);
-    if (!ctx.srv)
+    ctx.srv = shard_server_new(&ctx, NULL);
+    if (!ctx.srv || shard_server_listen(ctx.srv) != 0)
         goto out;
     fanout_ops fops;
     shard_server_fanout_ops(ctx.srv, &fops);
@@ -270,6 +282,7 @@ int shard_run(const shard_settings *set)
     if (!ctx.reg)
         goto out;
     resume_callbacks mcb = { .ip_reconnect_allow = on_ip_reconnect_allow,
+                             .push = on_resume_push, .send_text = on_resume_text,
                              .ud = &ctx };
     ctx.resume = shard_resume_new(&ctx, &mcb);
     if (!ctx.resume)
@@ -278,7 +291,7 @@ int shard_run(const shard_settings *set)
     char redis_url[600];
     addr_redact_url(set->redis_url, redis_url, sizeof redis_url);
     log_kv(LOG_INFO, "shard started", "s:id", set->shard_id, "s:ws_addr",
-           ctx.srv->ws_addr, "s:socket", set->socket_path, "s:redis",
+           shard_server_ws_addr(ctx.srv), "s:socket", set->socket_path, "s:redis",
            redis_url, NULL);
     event_base_dispatch(ctx.base);
     rc = ctx.exit_code;

@@ -2,7 +2,11 @@
 # The #include graph of shard/ and router/ has no circle.
 #
 # A module is a file pair x.c / x.h (shard/fanout.c and shard/fanout.h are
-# one module, shard/fanout).  Module A depends on module B when a file of A
+# one module, shard/fanout), with its module-private header x_private.h and
+# the other files of the module, x*.c, that include it (shard/clientpool.c
+# and shard/client_private.h belong to shard/client; hiredis's
+# async_private.h is the model).  A private header included by any other
+# file fails.  Module A depends on module B when a file of A
 # includes "B.h" (quoted includes of shard/ and router/ headers; common/ and
 # proto/ include neither, so no circle passes through them).  The script
 # finds the strongly connected components of that graph (Tarjan) and fails
@@ -35,18 +39,32 @@ if os.path.exists(allow_file):
         if line:
             allowed.append(set(line))
 inc = re.compile(r'^\s*#\s*include\s+"([^"]+)"', re.M)
+PRIV = '_private'
+def module_of_header(h):
+    m = h[:-2]
+    return m[:-len(PRIV)] if m.endswith(PRIV) else m
 deps = {}      # module -> {module: [file that includes]}
+misuse = []    # (file, private header) included from outside its module
 for d in dirs:
     for f in sorted(os.listdir(d)):
         if not (f.endswith('.c') or f.endswith('.h')):
             continue
         path = os.path.join(d, f)
-        mod = path[:-2]
+        incs = [h for h in inc.findall(open(path, encoding='utf-8', errors='replace').read())
+                if h.endswith('.h') and h.split('/')[0] in dirs]
+        # a module spanning files: a .c that includes x_private.h is part of
+        # module x; only files named x*.c (x.c, xpool.c, x_redis.c) may
+        mod = module_of_header(path)
+        for h in incs:
+            hm = module_of_header(h)
+            if h[:-2].endswith(PRIV) and hm != mod:
+                if path.endswith('.c') and os.path.basename(path).startswith(os.path.basename(hm)):
+                    mod = hm
+                else:
+                    misuse.append((path, h))
         deps.setdefault(mod, {})
-        for h in inc.findall(open(path, encoding='utf-8', errors='replace').read()):
-            if not h.endswith('.h') or h.split('/')[0] not in dirs:
-                continue
-            tgt = h[:-2]
+        for h in incs:
+            tgt = module_of_header(h)
             if tgt != mod:
                 deps[mod].setdefault(tgt, []).append(path)
 for m in list(deps):
@@ -128,6 +146,9 @@ for comp in sorted(bad):
         print("  " + " -> ".join(cyc))
         for a, b in zip(cyc, cyc[1:]):
             print("      %s includes %s.h" % (", ".join(sorted(set(deps[a][b]))), b))
+for path, h in misuse:
+    failed += 1
+    print("PRIVATE HEADER: %s includes %s (only files of its module may: docs/style.md)" % (path, h))
 for i, a in enumerate(allowed):
     if i not in used:
         print("note: no circle left among %s: delete that line of the allow list" % " ".join(sorted(a)))

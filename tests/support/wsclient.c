@@ -1,4 +1,5 @@
 #include "tests/support/wsclient.h"
+#include "common/wsframe.h"
 #include "tools/lib/lg_ws.h"
 
 #include <errno.h>
@@ -226,31 +227,15 @@ wsc *wsc_connect(const char *host, int port, const wsc_opts *opts,
 
 int wsc_send_frame(wsc *c, int opcode, int fin, const void *p, size_t n)
 {
-    uint8_t hdr[14];
-    size_t h = 0;
-    hdr[h++] = (uint8_t)((fin ? 0x80 : 0) | (opcode & 0x0f));
-    if (n < 126) {
-        hdr[h++] = (uint8_t)(0x80 | n);
-    } else if (n <= 0xffff) {
-        hdr[h++] = 0x80 | 126;
-        hdr[h++] = (uint8_t)(n >> 8);
-        hdr[h++] = (uint8_t)n;
-    } else {
-        hdr[h++] = 0x80 | 127;
-        for (int i = 7; i >= 0; i--)
-            hdr[h++] = (uint8_t)((uint64_t)n >> (8 * i));
-    }
     uint8_t mask[4];
     RAND_bytes(mask, 4);
-    memcpy(hdr + h, mask, 4);
-    h += 4;
-    uint8_t *buf = malloc(h + n + 1);
+    uint8_t *buf = malloc(WSFRAME_MAX_HEADER + n + 1);
     if (!buf)
         return -1;
-    memcpy(buf, hdr, h);
-    const uint8_t *src = p;
-    for (size_t i = 0; i < n; i++)
-        buf[h + i] = src[i] ^ mask[i & 3];
+    size_t h = wsframe_client_header(buf, opcode, fin, n, mask);
+    if (n)
+        memcpy(buf + h, p, n);
+    wsframe_mask(buf + h, n, mask, 0);
     int r = write_all(c->fd, buf, h + n, now_ms() + 5000);
     free(buf);
     return r;
@@ -275,44 +260,21 @@ int wsc_send_close(wsc *c, uint16_t code)
 /* Parse one frame from c->in if complete: 1, or 0 if more bytes needed. */
 static int parse_frame(wsc *c, wsc_frame *f)
 {
-    if (c->in_len < 2)
+    wsframe h;
+    if (!wsframe_parse(c->in, c->in_len, &h) || c->in_len < h.header_len + h.len)
         return 0;
-    const uint8_t *b = c->in;
-    size_t h = 2;
-    uint64_t len = b[1] & 0x7f;
-    int masked = b[1] & 0x80;
-    if (len == 126) {
-        if (c->in_len < 4)
-            return 0;
-        len = ((uint64_t)b[2] << 8) | b[3];
-        h = 4;
-    } else if (len == 127) {
-        if (c->in_len < 10)
-            return 0;
-        len = 0;
-        for (int i = 0; i < 8; i++)
-            len = (len << 8) | b[2 + i];
-        h = 10;
-    }
-    const uint8_t *mask = NULL;
-    if (masked) {
-        if (c->in_len < h + 4)
-            return 0;
-        mask = b + h;
-        h += 4;
-    }
-    if (c->in_len < h + len)
-        return 0;
-    f->opcode = b[0] & 0x0f;
-    f->fin = (b[0] & 0x80) != 0;
-    f->len = (size_t)len;
+    f->opcode = h.opcode;
+    f->fin = h.fin;
+    f->len = (size_t)h.len;
     f->data = malloc(f->len + 1);
     if (!f->data)
         return 0;
-    for (size_t i = 0; i < f->len; i++)
-        f->data[i] = mask ? (uint8_t)(b[h + i] ^ mask[i & 3]) : b[h + i];
+    if (f->len)
+        memcpy(f->data, c->in + h.header_len, f->len);
+    if (h.masked)
+        wsframe_mask(f->data, f->len, h.mask, 0);
     f->data[f->len] = 0;
-    consume(c, h + (size_t)len);
+    consume(c, h.header_len + f->len);
     return 1;
 }
 
