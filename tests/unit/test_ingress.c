@@ -20,7 +20,6 @@
 
 #include <errno.h>
 #include <stdio.h>
-#include <fcntl.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -789,6 +788,47 @@ static void test_records_in_order(void **st)
     rlink_free(&r);
 }
 
+/* The router's last handshake frame and a DELIVERY larger than any
+ * handshake frame in one write: the records are handed on once the link is
+ * up, from the same read. */
+static void test_delivery_behind_handshake(void **st)
+{
+    (void)st;
+    E.set.ingress_secret = SECRET;
+    start(1);
+    rlink r;
+    assert_int_equal(rlink_open(&r, NULL, 0), 0);
+    rlink_hello(&r, SECRET, SHARD_ID, UNIX_ENDPOINT);
+    pump();
+    /* the shard's HELLO arrives; hold the router's AUTH back */
+    uint8_t b[4096];
+    ssize_t n = read(r.fd, b, sizeof b);
+    assert_true(n > 0);
+    assert_int_equal(frame_decoder_feed(r.dec, b, (size_t)n), FRAME_OK);
+    frame_msg m;
+    assert_int_equal(frame_decoder_next(r.dec, &m), 1);
+    assert_int_equal(handshake_on_frame(r.hs, &m, &r.out), HANDSHAKE_MORE);
+    assert_true(r.out.len > 0);                       /* AUTH_r */
+    frame_batch fb;
+    char big[3000];
+    memset(big, 'v', sizeof big);
+    frame_record rec = { .category = "trade", .category_len = 5, .token = "T",
+                         .token_len = 1, .value = big, .value_len = sizeof big };
+    assert_int_equal(frame_batch_begin(&fb, &r.out, FRAME_MODE_TARGETED), FRAME_OK);
+    assert_int_equal(frame_batch_add(&fb, &rec), FRAME_OK);
+    assert_int_equal(frame_batch_end(&fb), FRAME_OK);
+    assert_true(frame_batch_size(&fb) > FRAME_HANDSHAKE_MAX);
+    rlink_flush(&r);                                  /* AUTH_r + DELIVERY */
+    pump();
+    assert_int_equal(shard_ingress_routers(E.in), 1);
+    assert_int_equal(E.ngot, 1);
+    assert_int_equal(E.got[0].value_len, sizeof big);
+    assert_string_equal(E.got[0].category, "trade");
+    assert_int_equal(E.ctx.m.shard_frames_received_total, 3);
+    assert_int_equal(E.ctx.m.shard_frames_errors_total, 0);
+    rlink_free(&r);
+}
+
 /* Every frame, handshake included, arriving a few bytes per read; and a
  * frame sent in two halves is handed on only when complete. */
 static void test_split_reads(void **st)
@@ -995,8 +1035,6 @@ static void test_write_error(void **st)
 {
     (void)st;
     start(1);
-    rlink r;
-    memset(&r, 0, sizeof r);
     int sv[2];
     assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK, 0, sv), 0);
     close(sv[1]);                        /* the router is gone already: EPIPE */
@@ -1004,6 +1042,8 @@ static void test_write_error(void **st)
     assert_true(was_closed(sv[0]));
     assert_int_equal(shard_ingress_pending(E.in), 0);
     assert_int_equal(E.ctx.m.shard_router_connections_total, 1);
+    assert_int_equal(E.ctx.m.shard_frames_errors_total, 0);
+    assert_int_equal(refused_all(), 0);
     pump();
 }
 
@@ -1060,6 +1100,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_pending_per_source, setup, teardown),
         cmocka_unit_test_setup_teardown(test_max_routers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_records_in_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_delivery_behind_handshake, setup, teardown),
         cmocka_unit_test_setup_teardown(test_split_reads, setup, teardown),
         cmocka_unit_test_setup_teardown(test_bad_frames_after_auth, setup, teardown),
         cmocka_unit_test_setup_teardown(test_close_mid_frame, setup, teardown),
