@@ -1,4 +1,5 @@
 #include "shard/ingress.h"
+#include "shard/ingress_private.h"
 #include "proto/frame.h"
 #include "proto/handshake.h"
 #include "shard/metrics.h"
@@ -51,6 +52,7 @@ typedef struct router_conn {
 struct shard_ingress {
     shard_ctx *ctx;
     ingress_callbacks cb;     /* on_record: to the owner (shard.c -> fanout) */
+    ingress_io io;            /* a connection's bytes (NULL members: syscalls) */
     net_acceptor *lis;        /* SHARD_SOCKET */
     net_acceptor *tcp_lis;    /* SHARD_TCP_ADDR listener, or NULL */
     struct event *reap_ev;
@@ -66,6 +68,25 @@ struct shard_ingress {
 };
 
 static void conn_on_event(evutil_socket_t fd, short what, void *arg);
+
+/* A connection's I/O, through the seam of shard/ingress_private.h. */
+static ssize_t io_read(shard_ingress *in, int fd, void *p, size_t n)
+{
+    return in->io.read ? in->io.read(in->io.ud, fd, p, n) : read(fd, p, n);
+}
+
+static ssize_t io_write(shard_ingress *in, int fd, const void *p, size_t n)
+{
+    return in->io.write ? in->io.write(in->io.ud, fd, p, n) : net_write_all(fd, p, n);
+}
+
+static void io_close(shard_ingress *in, int fd)
+{
+    if (in->io.close)
+        in->io.close(in->io.ud, fd);
+    else
+        close(fd);
+}
 
 static void conn_close(router_conn *c, const char *why, int error)
 {
@@ -83,7 +104,7 @@ static void conn_close(router_conn *c, const char *why, int error)
     c->dead = 1;
     event_del(&c->ev);
     event_del(&c->hs_timer);
-    close(c->fd);
+    io_close(in, c->fd);
     c->fd = -1;
     if (c->prev)
         c->prev->next = c->next;
@@ -134,7 +155,7 @@ static void set_write(router_conn *c, int on)
 static void conn_write(router_conn *c)
 {
     while (c->out.len > 0) {
-        ssize_t w = net_write_all(c->fd, c->out.data, c->out.len);
+        ssize_t w = io_write(c->in, c->fd, c->out.data, c->out.len);
         if (w == 0) {
             set_write(c, 1);
             return;
@@ -242,7 +263,7 @@ static void conn_read(router_conn *c)
     shard_ctx *ctx = in->ctx;
     for (int i = 0; i < INGRESS_READS_PER_WAKEUP && !c->dead; i++) {
         size_t want = c->authed ? sizeof(in->ibuf) : INGRESS_PREAUTH_READ;
-        ssize_t n = read(c->fd, in->ibuf, want);
+        ssize_t n = io_read(in, c->fd, in->ibuf, want);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -333,40 +354,32 @@ static void refuse_accept(shard_ingress *in, int fd, enum shard_ingress_refusal_
     if (log_rl_allow(&in->rl_accept, &sup))
         log_kv(LOG_WARN, "router connection refused", "s:reason", reason,
                "u:suppressed", sup, NULL);
-    close(fd);
+    io_close(in, fd);
 }
 
-static void on_accept(net_acceptor *a, int fd, const struct sockaddr *sa,
-                      socklen_t salen, void *arg)
+int ingress_admit(shard_ingress *in, int fd, const struct sockaddr *sa, socklen_t salen)
 {
-    shard_ingress *in = arg;
     shard_ctx *ctx = in->ctx;
     if (in->stopped) {
         refuse_accept(in, fd, SM_INGRESS_N, "shutting down");
-        return;
+        return -1;
     }
     /* Unauthenticated peers have their own small pool: they can never take
      * an authenticated router's slot, and one source cannot fill it. */
     if (in->npending >= ctx->set->ingress_max_pending) {
         refuse_accept(in, fd, SM_INGRESS_PENDING_FULL, "SHARD_INGRESS_MAX_PENDING reached");
-        return;
+        return -1;
     }
     ingress_source src;
     source_of(sa, salen, &src);
     if (ctx->set->ingress_ip_max_pending > 0 &&
         pending_from(in, &src) >= ctx->set->ingress_ip_max_pending) {
         refuse_accept(in, fd, SM_INGRESS_SOURCE, "SHARD_INGRESS_IP_MAX_PENDING reached");
-        return;
-    }
-    if (a == in->tcp_lis) {
-        /* frames are batched already: don't delay them; and a router host
-         * that vanished without a FIN must not hold a slot forever */
-        net_nodelay(fd);
-        net_keepalive(fd, NET_KEEPALIVE_IDLE_S, NET_KEEPALIVE_INTVL_S,
-                      NET_KEEPALIVE_CNT);
+        return -1;
     }
     router_conn *c = calloc(1, sizeof(*c));
-    const char *endpoints[] = { ctx->set->endpoint, in->unix_endpoint, NULL };
+    const char *endpoints[] = { ctx->set->endpoint,
+                                in->unix_endpoint[0] ? in->unix_endpoint : NULL, NULL };
     handshake_cfg hc = {
         .role = HANDSHAKE_SHARD,
         .id = ctx->set->shard_id,
@@ -378,8 +391,8 @@ static void on_accept(net_acceptor *a, int fd, const struct sockaddr *sa,
         !(c->hs = handshake_new(&hc)) || handshake_start(c->hs, &c->out) != 0) {
         if (c)
             conn_free(c);
-        close(fd);
-        return;
+        io_close(in, fd);
+        return -1;
     }
     c->in = in;
     c->fd = fd;
@@ -398,6 +411,21 @@ static void on_accept(net_acceptor *a, int fd, const struct sockaddr *sa,
     in->npending++;
     ctx->m.shard_router_connections_total++;
     conn_write(c);
+    return 0;
+}
+
+static void on_accept(net_acceptor *a, int fd, const struct sockaddr *sa,
+                      socklen_t salen, void *arg)
+{
+    shard_ingress *in = arg;
+    if (a == in->tcp_lis) {
+        /* frames are batched already: don't delay them; and a router host
+         * that vanished without a FIN must not hold a slot forever */
+        net_nodelay(fd);
+        net_keepalive(fd, NET_KEEPALIVE_IDLE_S, NET_KEEPALIVE_INTVL_S,
+                      NET_KEEPALIVE_CNT);
+    }
+    ingress_admit(in, fd, sa, salen);
 }
 
 /* Wrap a listening fd (closed on failure). */
@@ -416,7 +444,8 @@ static net_acceptor *acceptor(shard_ingress *in, int fd, const char *name)
     return a;
 }
 
-shard_ingress *shard_ingress_new(shard_ctx *ctx, const ingress_callbacks *cb)
+shard_ingress *ingress_new_unbound(shard_ctx *ctx, const ingress_callbacks *cb,
+                                   const ingress_io *io)
 {
     const char *path = ctx->set->socket_path;
     shard_ingress *in = calloc(1, sizeof(*in));
@@ -424,11 +453,27 @@ shard_ingress *shard_ingress_new(shard_ctx *ctx, const ingress_callbacks *cb)
         return NULL;
     in->ctx = ctx;
     in->cb = *cb;
+    if (io)
+        in->io = *io;
     in->rl_close.per_sec = in->rl_refuse.per_sec = 5;
     in->rl_auth.per_sec = in->rl_accept.per_sec = 5;
+    if (path && *path)
+        snprintf(in->unix_endpoint, sizeof(in->unix_endpoint), "unix:%s", path);
     in->reap_ev = event_new(ctx->base, -1, 0, on_reap, in);
     if (!in->reap_ev)
         goto err;
+    return in;
+err:
+    shard_ingress_free(in);
+    return NULL;
+}
+
+shard_ingress *shard_ingress_new(shard_ctx *ctx, const ingress_callbacks *cb)
+{
+    const char *path = ctx->set->socket_path;
+    shard_ingress *in = ingress_new_unbound(ctx, cb, NULL);
+    if (!in)
+        return NULL;
     char err[256];
     int fd = net_listen_unix(path, 64, err, sizeof(err));
     if (fd < 0) {
@@ -437,7 +482,6 @@ shard_ingress *shard_ingress_new(shard_ctx *ctx, const ingress_callbacks *cb)
         goto err;
     }
     snprintf(in->path, sizeof(in->path), "%s", path);
-    snprintf(in->unix_endpoint, sizeof(in->unix_endpoint), "unix:%s", path);
     if (!(in->lis = acceptor(in, fd, "router-unix")))
         goto err;
     log_kv(LOG_INFO, "router socket listening", "s:path", path, NULL);

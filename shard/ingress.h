@@ -4,10 +4,12 @@
  * Listeners: always a Unix-domain stream socket (SHARD_SOCKET; default
  * <SHARD_SOCKET_DIR>/odin-shard-<id>.sock), and with SHARD_TCP_ADDR also a
  * TCP listener (host:port) for routers on other hosts; TCP links get
- * SO_KEEPALIVE (NET_KEEPALIVE_*, common/net.h).  Both carry the same frames
- * (docs/protocol.md, "Router <-> shard frames").  A non-loopback
- * SHARD_TCP_ADDR needs SHARD_INGRESS_SECRET (shard/settings.c refuses to
- * start otherwise, unless SHARD_INGRESS_INSECURE=true).
+ * TCP_NODELAY and SO_KEEPALIVE (NET_KEEPALIVE_*, common/net.h).  Both carry
+ * the same frames (docs/protocol.md, "Router <-> shard frames") and hand
+ * every accepted connection to the same path (ingress_admit, the module's
+ * test seam in shard/ingress_private.h).  A non-loopback SHARD_TCP_ADDR
+ * needs SHARD_INGRESS_SECRET (shard/settings.c refuses to start otherwise,
+ * unless SHARD_INGRESS_INSECURE=true): without it a TCP link has no AUTH.
  *
  * Handshake: each connection runs the link handshake v2 of
  * proto/handshake.h (FRAME_PROTO_VERSION 2): HELLO both ways, the router's
@@ -25,11 +27,18 @@
  * shard_ingress_auth_failures_total); a malformed or oversized frame is
  * closed with a logged reason and counted in shard_frames_errors_total.
  *
- * DELIVERY records are handed to the owner through ingress_callbacks
- * (on_record; shard.c passes them to the fan-out, shard/fanout.h, where
- * records for tokens without local subscribers are dropped and counted).
- * Tests: tests/unit/test_handshake.c (the state machine),
- * tests/it/test_shard_proto.c, tests/it/test_e2e.c.
+ * After the handshake a link carries DELIVERY frames only (up to
+ * SHARD_MAX_FRAME); a HELLO or AUTH then, or a bad frame, closes it
+ * (shard_frames_errors_total).  A router that closes, even mid-frame, is
+ * no error: the frames it completed were handed on, the partial one is
+ * dropped.  DELIVERY records are handed to the owner through
+ * ingress_callbacks (on_record, in the order of the link; shard.c passes
+ * them to the fan-out, shard/fanout.h, where records for tokens without
+ * local subscribers are dropped and counted).
+ *
+ * Tests: tests/unit/test_ingress.c (this module without a listener, over
+ * socketpair() ends through the seam), tests/unit/test_handshake.c (the
+ * state machine), tests/it/test_shard_proto.c, tests/it/test_e2e.c.
  */
 #ifndef ODIN_SHARD_INGRESS_H
 #define ODIN_SHARD_INGRESS_H
