@@ -800,12 +800,17 @@ static void test_epoch_reset(void **state)
     expect(t, "SSCAN %s 0 COUNT 256", t->k_tokens);
     expect_batch(t, "add", "A", 0);
     expect_none(t);
+    /* until A is confirmed under E9 the lease still says synced E1 */
+    heartbeat(t);
+    expect_lease(t, "renew", "E1");
     reply(t, rarr(2, rstr("0"), rarr(0)));
     reply_batch(t, "A");
     expect_lease(t, "renew", "E9");
     expect(t, "PUBLISH odin:routes shard:up:s1");
     reply_lease(t, 1, "E9");
+    reply_lease(t, 1, "E9");
     expect_none(t);
+    assert_int_equal(pending(t), 0);
 }
 
 /* An error reply fails the batch (counted, not routed); the heartbeat
