@@ -1036,12 +1036,12 @@ static void test_lease_taken(void **state)
 static void test_reply_timeout(void **state)
 {
     T *t = *state;
-    t->set.redis_timeout = 0.05;
     boot(t);
+    t->set.redis_timeout = 0.05;   /* read by the watch (every 0.25 s) */
     token(t, "A", 1);
     expect_batch(t, "add", "A", 0);
     struct timespec ts = { 0, 5 * 1000 * 1000 };
-    for (int i = 0; i < 400 && t->f->drops == 0; i++) {
+    for (int i = 0; i < 600 && t->f->drops == 0; i++) {
         nanosleep(&ts, NULL);
         event_base_loop(t->base, EVLOOP_NONBLOCK);
     }
