@@ -489,6 +489,24 @@ static void expect_lease(T *t, const char *mode, const char *synced)
     expect(t, "EVAL EPOCH 1 odin:epoch [0-9a-f]*");
 }
 
+/* An SSCAN page of the reverse index from `cursor` (REDIS_CHUNK 256). */
+static void expect_scan(T *t, const char *cursor)
+{
+    expect(t, "SSCAN %s %s COUNT 256", t->k_tokens, cursor);
+}
+
+/* shard:up on the routes channel. */
+static void expect_up(T *t)
+{
+    expect(t, "PUBLISH odin:routes shard:up:s1");
+}
+
+/* The last SSCAN page, empty. */
+static void reply_scan_end(T *t)
+{
+    reply(t, rarr(2, rstr("0"), rarr(0)));
+}
+
 /* Answer a lease write whose script said `lease` ({existed} or a refusal);
  * epoch: the registry epoch Redis holds. */
 static void reply_lease_raw(T *t, redisReply *lease, const char *epoch)
@@ -522,12 +540,12 @@ static void boot(T *t)
     expect_lease(t, "claim", "''");
     expect_none(t);
     reply_lease(t, 0, "E1");
-    expect(t, "SSCAN %s 0 COUNT 256", t->k_tokens);
-    expect(t, "PUBLISH odin:routes shard:up:s1");
+    expect_scan(t, "0");
+    expect_up(t);
     expect_lease(t, "renew", "E1");
-    expect(t, "PUBLISH odin:routes shard:up:s1");
+    expect_up(t);
     expect_none(t);
-    reply(t, rarr(2, rstr("0"), rarr(0)));
+    reply_scan_end(t);
     reply_lease(t, 1, "E1");
     expect_none(t);
     assert_int_equal(pending(t), 0);
@@ -590,15 +608,15 @@ static void test_claim(void **state)
     expect_lease(t, "claim", "''");
     expect_none(t);              /* routes wait for the claim */
     reply_lease(t, 0, "E1");
-    expect(t, "SSCAN %s 0 COUNT 256", t->k_tokens);
-    expect(t, "PUBLISH odin:routes shard:up:s1");
+    expect_scan(t, "0");
+    expect_up(t);
     expect_batch(t, "add", "A", 0);
     expect_none(t);              /* not synced before A is confirmed */
-    reply(t, rarr(2, rstr("0"), rarr(0)));
+    reply_scan_end(t);
     reply_batch(t, "A");
     assert_true(routed(t, "A"));
     expect_lease(t, "renew", "E1");
-    expect(t, "PUBLISH odin:routes shard:up:s1");
+    expect_up(t);
     reply_lease(t, 1, "E1");
     expect_none(t);
     assert_int_equal(shard_registry_pending(t->r), 0);
@@ -740,12 +758,12 @@ static void test_reconnect(void **state)
     expect_none(t);
     up(t);
     assert_int_equal(t->ctx.m.shard_redis_connects_total, 2);
-    expect(t, "SSCAN %s 0 COUNT 256", t->k_tokens);
+    expect_scan(t, "0");
     expect_lease(t, "renew", "E1");
-    expect(t, "PUBLISH odin:routes shard:up:s1");
+    expect_up(t);
     expect_batch(t, "add", "A B C D", 0);
     expect_none(t);
-    reply(t, rarr(2, rstr("0"), rarr(0)));
+    reply_scan_end(t);
     reply_lease(t, 1, "E1");
     reply_batch(t, "A B C D");
     expect_none(t);
@@ -767,14 +785,14 @@ static void test_flushed(void **state)
     expect_lease(t, "renew", "E1");
     expect_none(t);
     reply_lease(t, 0, "E2");                 /* the lease was gone */
-    expect(t, "PUBLISH odin:routes shard:up:s1");
-    expect(t, "SSCAN %s 0 COUNT 256", t->k_tokens);
+    expect_up(t);
+    expect_scan(t, "0");
     expect_batch(t, "add", "A", 0);
     expect_none(t);
-    reply(t, rarr(2, rstr("0"), rarr(0)));
+    reply_scan_end(t);
     reply_batch(t, "A");
     expect_lease(t, "renew", "E2");
-    expect(t, "PUBLISH odin:routes shard:up:s1");
+    expect_up(t);
     reply_lease(t, 1, "E2");
     expect_none(t);
     assert_true(routed(t, "A"));
@@ -796,17 +814,17 @@ static void test_epoch_reset(void **state)
     heartbeat(t);
     expect_lease(t, "renew", "E1");
     reply_lease(t, 1, "E9");
-    expect(t, "PUBLISH odin:routes shard:up:s1");
-    expect(t, "SSCAN %s 0 COUNT 256", t->k_tokens);
+    expect_up(t);
+    expect_scan(t, "0");
     expect_batch(t, "add", "A", 0);
     expect_none(t);
     /* until A is confirmed under E9 the lease still says synced E1 */
     heartbeat(t);
     expect_lease(t, "renew", "E1");
-    reply(t, rarr(2, rstr("0"), rarr(0)));
+    reply_scan_end(t);
     reply_batch(t, "A");
     expect_lease(t, "renew", "E9");
-    expect(t, "PUBLISH odin:routes shard:up:s1");
+    expect_up(t);
     reply_lease(t, 1, "E9");
     reply_lease(t, 1, "E9");
     expect_none(t);
@@ -916,17 +934,17 @@ static void test_leftovers(void **state)
     up(t);
     expect_lease(t, "claim", "''");
     reply_lease(t, 1, "E1");
-    expect(t, "SSCAN %s 0 COUNT 256", t->k_tokens);
-    expect(t, "PUBLISH odin:routes shard:up:s1");
+    expect_scan(t, "0");
+    expect_up(t);
     expect_batch(t, "add", "A", 0);
     expect_none(t);
     reply(t, rarr(2, rstr("7"), rarr(2, rstr("OLD1"), rstr("A"))));
     expect_batch(t, "del", "OLD1", 0);
-    expect(t, "SSCAN %s 7 COUNT 256", t->k_tokens);
+    expect_scan(t, "7");
     expect_none(t);
     reply_batch(t, "A");
     expect_lease(t, "renew", "E1");          /* A confirmed: synced */
-    expect(t, "PUBLISH odin:routes shard:up:s1");
+    expect_up(t);
     reply_batch(t, "OLD1");
     reply(t, rarr(2, rstr("0"), rarr(2, rstr("OLD2"), rstr("OLD3"))));
     expect_batch(t, "del", "OLD2 OLD3", 0);
@@ -940,9 +958,9 @@ static void test_leftovers(void **state)
     /* a bad SSCAN reply is counted and ends the scan */
     down(t);
     up(t);
-    expect(t, "SSCAN %s 0 COUNT 256", t->k_tokens);
+    expect_scan(t, "0");
     expect_lease(t, "renew", "E1");
-    expect(t, "PUBLISH odin:routes shard:up:s1");
+    expect_up(t);
     expect_batch(t, "add", "A", 0);
     reply(t, rerr("ERR scan"));
     assert_int_equal(t->ctx.m.shard_redis_errors_total, 1);
@@ -987,10 +1005,10 @@ static void test_claim_after_expiry(void **state)
     heartbeat(t);
     expect_lease(t, "claim", "''");
     reply_lease(t, 0, "E1");
-    expect(t, "SSCAN %s 0 COUNT 256", t->k_tokens);
-    expect(t, "PUBLISH odin:routes shard:up:s1");
+    expect_scan(t, "0");
+    expect_up(t);
     expect_lease(t, "renew", "E1");
-    expect(t, "PUBLISH odin:routes shard:up:s1");
+    expect_up(t);
     assert_int_equal(t->ctx.exit_code, 0);
 }
 
@@ -1009,12 +1027,12 @@ static void test_sweep_marker(void **state)
     heartbeat(t);
     expect_lease(t, "claim", "''");
     reply_lease(t, 0, "E1");
-    expect(t, "SSCAN %s 0 COUNT 256", t->k_tokens);
-    expect(t, "PUBLISH odin:routes shard:up:s1");
+    expect_scan(t, "0");
+    expect_up(t);
     expect_batch(t, "add", "A", 0);
     /* A was subscribed after the connect: `synced` does not wait for it */
     expect_lease(t, "renew", "E1");
-    expect(t, "PUBLISH odin:routes shard:up:s1");
+    expect_up(t);
     expect_none(t);
 }
 
@@ -1050,9 +1068,9 @@ static void test_reply_timeout(void **state)
     assert_int_equal(t->ctx.m.shard_redis_errors_total, 1);
     assert_int_equal(pending(t), 0);
     up(t);
-    expect(t, "SSCAN %s 0 COUNT 256", t->k_tokens);
+    expect_scan(t, "0");
     expect_lease(t, "renew", "E1");
-    expect(t, "PUBLISH odin:routes shard:up:s1");
+    expect_up(t);
     expect_batch(t, "add", "A", 0);
     expect_none(t);
 }
