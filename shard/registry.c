@@ -1,10 +1,11 @@
 #include "shard/registry.h"
 #include "shard/map.h"
+#include "shard/registry_redis.h"
 #include "common/addr.h"
+#include "common/buf.h"
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/log.h"
-#include "common/redislink.h"
 #include "common/schema.h"
 #include "common/sweep.h"
 
@@ -18,7 +19,6 @@
 #include <unistd.h>
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
-#include <hiredis/async.h>
 
 #define HAVE_UNKNOWN 2
 #define BACKOFF_MIN_MS 100
@@ -26,7 +26,7 @@
 /* a holder's renewal shows as its lease's PTTL growing by more than this */
 #define OTHER_RENEW_MARGIN_MS 50
 
-/* R_IDLE: no usable connection (redislink reconnects); R_READY: registered. */
+/* R_IDLE: no usable connection (it reconnects by itself); R_READY: registered. */
 enum reg_state { R_IDLE, R_READY };
 
 typedef struct reg_entry {
@@ -43,11 +43,13 @@ typedef struct reg_entry {
     char tok[];
 } reg_entry;
 
+typedef struct registry_layout registry_layout;
+
 struct shard_registry {
     shard_ctx *ctx;
     registry_callbacks cb;   /* advert: the lease's view of the clients */
-    redis_endpoint ep;
-    redislink *link;
+    const registry_layout *layout;   /* REDIS_CLUSTER_KEYS: the key layout */
+    registry_redis rr;       /* the connection (shard/registry_redis.h) */
     enum reg_state state;
     int ever_ready;          /* leftovers of a previous life cleaned */
     int freeing;
@@ -76,28 +78,46 @@ struct shard_registry {
     char host[256];
     char *k_lease, *k_tokens, *k_routes, *k_shards, *k_epoch, *endpoint;
     char *k_route_prefix;    /* "<prefix>route:" */
-    char *k_sweep;           /* cluster layout: the sweep marker */
-    int cluster;             /* REDIS_CLUSTER_KEYS */
-    char batch_sha[41];      /* SHA-1 of SCHEMA_LUA_ROUTE_BATCH, hex */
-    char one_sha[41];        /* SHA-1 of SCHEMA_LUA_ROUTE_ONE (cluster) */
+    char *k_sweep;           /* the sweep marker */
+    buf k_route;             /* scratch: one P route:<token> */
+    char route_sha[41];      /* SHA-1 of the layout's route script, hex */
     double rate_tokens;      /* REDIS_ROUTE_RATE bucket */
     uint64_t rate_ms;
     log_ratelimit rl;
 };
 
-/* Up to REDIS_ROUTE_BATCH route updates of one op: one script call, or in
- * the cluster layout one command per token plus one for the reverse index
- * (`parts` replies due; the worst of them decides). */
+/* Up to REDIS_ROUTE_BATCH route updates of one op, sent as the layout's
+ * commands (`parts` replies due; the worst of them decides). */
 typedef struct reg_batch {
     uint8_t op;              /* 1 add, 0 del */
     uint8_t eval;            /* sent as EVAL (after NOSCRIPT) */
-    uint8_t lost, failed, noscript;   /* cluster: seen among the replies */
+    uint8_t lost, failed, noscript;   /* seen among the replies */
     size_t parts;
     size_t n;
     reg_entry *e[];
 } reg_batch;
 
 enum batch_outcome { BATCH_OK, BATCH_FAILED, BATCH_LOST };
+
+typedef struct lease_op lease_op;
+typedef struct lease_args lease_args;
+
+/*
+ * The key layout (REDIS_CLUSTER_KEYS, common/schema.h): all that differs
+ * between the default and the cluster-safe layout, chosen once when the
+ * registry is made (layouts[], below); the rest is one code path.  Key
+ * names come from common/schema.h given `cluster`.
+ */
+struct registry_layout {
+    int cluster;               /* common/schema.h's and sweep_opts' flag */
+    const char *route_script;  /* the route script `batch` sends (EVALSHA) */
+    /* Send b's route updates, each command through batch_part.  0, or -1
+     * when it stopped (the b->parts commands sent are answered). */
+    int (*batch)(shard_registry *r, reg_batch *b);
+    /* Send a lease write, each command through lease_part, after setting
+     * op->parts to the number it has. */
+    void (*lease)(shard_registry *r, lease_op *op, const lease_args *a);
+};
 
 /* ---- helpers ---------------------------------------------------------- */
 
@@ -124,13 +144,10 @@ static void cmd_done(shard_registry *r)
     r->progress_ms = clock_mono_ms();
 }
 
-static int send_argv(shard_registry *r, redisCallbackFn *fn, void *priv,
+static int send_argv(shard_registry *r, registry_reply_fn *fn, void *priv,
                      int argc, const char **argv, const size_t *lens)
 {
-    redisAsyncContext *ac = redislink_ctx(r->link);
-    if (!ac)
-        return -1;
-    if (redisAsyncCommandArgv(ac, fn, priv, argc, argv, lens) != REDIS_OK)
+    if (r->rr.ops->send(r->rr.impl, fn, priv, argc, argv, lens) != 0)
         return -1;
     if (fn)
         cmd_sent(r);
@@ -173,7 +190,6 @@ static void reg_error(shard_registry *r, const char *msg, const char *detail)
 
 /* ---- route updates -------------------------------------------------- */
 
-static int send_batch(shard_registry *r, reg_batch *b);
 static void check_synced(shard_registry *r);
 static void scan_next(shard_registry *r);
 
@@ -211,43 +227,13 @@ static void batch_finish(shard_registry *r, reg_batch *b, enum batch_outcome out
     check_synced(r);
 }
 
-static void on_batch_reply(redisAsyncContext *ac, void *reply, void *priv)
-{
-    shard_registry *r = redislink_ctx_arg(ac);
-    reg_batch *b = priv;
-    redisReply *rep = reply;
-    if (r->freeing) {
-        for (size_t i = 0; i < b->n; i++)
-            b->e[i]->inflight = 0;
-        free(b);
-        return;
-    }
-    cmd_done(r);
-    /* Redis restarted (or SCRIPT FLUSH): send the body once, which also
-     * caches it again for the EVALSHAs that follow */
-    if (rep && rep->type == REDIS_REPLY_ERROR && !b->eval &&
-        strncmp(rep->str, "NOSCRIPT", 8) == 0) {
-        b->eval = 1;
-        r->ctx->m.shard_redis_script_loads_total++;
-        if (send_batch(r, b) == 0)
-            return;
-    }
-    if (rep && rep->type == REDIS_REPLY_ERROR)
-        reg_error(r, "redis route update failed", rep->str);
-    batch_finish(r, b, !rep ? BATCH_LOST
-                           : rep->type == REDIS_REPLY_ERROR ? BATCH_FAILED : BATCH_OK);
-    if (rep)
-        event_active(r->pump_ev, EV_TIMEOUT, 1);
-}
+static int send_batch(shard_registry *r, reg_batch *b);
 
-static int send_batch_cluster(shard_registry *r, reg_batch *b);
-
-/* One reply of a cluster-layout batch; the last one finishes it. */
-static void on_batch_part(redisAsyncContext *ac, void *reply, void *priv)
+/* One reply of a batch; the last one finishes it. */
+static void on_batch_part(void *arg, const redisReply *rep, void *priv)
 {
-    shard_registry *r = redislink_ctx_arg(ac);
+    shard_registry *r = arg;
     reg_batch *b = priv;
-    redisReply *rep = reply;
     int last = --b->parts == 0;
     if (r->freeing) {
         if (last) {
@@ -271,12 +257,14 @@ static void on_batch_part(redisAsyncContext *ac, void *reply, void *priv)
     if (!last)
         return;
     if (b->noscript && !b->lost && !b->failed) {
-        /* as on_batch_reply: send it all again (idempotent) with the body */
+        /* Redis restarted (or SCRIPT FLUSH): send it all again (idempotent)
+         * with the body, which also caches it for the EVALSHAs that follow */
         b->eval = 1;
         b->noscript = 0;
         r->ctx->m.shard_redis_script_loads_total++;
-        if (send_batch_cluster(r, b) == 0)
+        if (send_batch(r, b) == 0)
             return;
+        reg_error(r, "redis route update failed", "NOSCRIPT, and EVAL not sent");
         b->failed = 1;
     }
     int lost = b->lost;
@@ -286,25 +274,37 @@ static void on_batch_part(redisAsyncContext *ac, void *reply, void *priv)
         event_active(r->pump_ev, EV_TIMEOUT, 1);
 }
 
-/* EVALSHA (or EVAL) SCHEMA_LUA_ROUTE_BATCH for b.  0 or -1. */
-static int send_batch(shard_registry *r, reg_batch *b)
+/* One command of b, answered through on_batch_part.  0 or -1. */
+static int batch_part(shard_registry *r, reg_batch *b, int argc,
+                      const char **argv, const size_t *lens)
 {
-    const shard_settings *s = r->ctx->set;
+    if (send_argv(r, on_batch_part, b, argc, argv, lens) != 0)
+        return -1;
+    b->parts++;
+    return 0;
+}
+
+/* The route script of the layout: by its SHA-1 (EVALSHA), or its body after
+ * a NOSCRIPT (EVAL). */
+static void route_script(const shard_registry *r, const reg_batch *b,
+                         const char **cmd, const char **script);
+
+/* Default layout: one EVALSHA SCHEMA_LUA_ROUTE_BATCH for the whole batch
+ * (route sets, reverse index and PUBLISH, atomic). */
+static int batch_standard(shard_registry *r, reg_batch *b)
+{
     size_t argc = 8 + b->n;
     const char **argv = malloc(argc * sizeof *argv);
     size_t *lens = malloc(argc * sizeof *lens);
-    if (!argv || !lens) {
-        free(argv);
-        free(lens);
-        return -1;
-    }
-    argv[0] = b->eval ? "EVAL" : "EVALSHA";
-    argv[1] = b->eval ? SCHEMA_LUA_ROUTE_BATCH : r->batch_sha;
+    int rc = -1;
+    if (!argv || !lens)
+        goto out;
+    route_script(r, b, &argv[0], &argv[1]);
     argv[2] = "2";
     argv[3] = r->k_tokens;
     argv[4] = r->k_routes;
     argv[5] = b->op ? "add" : "del";
-    argv[6] = s->shard_id;
+    argv[6] = r->ctx->set->shard_id;
     argv[7] = r->k_route_prefix;
     for (size_t i = 0; i < 8; i++)
         lens[i] = strlen(argv[i]);
@@ -312,36 +312,29 @@ static int send_batch(shard_registry *r, reg_batch *b)
         argv[8 + i] = b->e[i]->tok;
         lens[8 + i] = b->e[i]->node.klen;
     }
-    int rc = send_argv(r, on_batch_reply, b, (int)argc, argv, lens);
+    rc = batch_part(r, b, (int)argc, argv, lens);
+out:
     free(argv);
     free(lens);
     return rc;
 }
 
 /*
- * The cluster layout's batch: no command touches two slots, so the reverse
- * index gets one SADD / SREM of every token and each route set its own
+ * Cluster layout: no command touches two slots, so the reverse index gets
+ * one SADD / SREM of every token and each route set its own
  * SCHEMA_LUA_ROUTE_ONE, pipelined in the order that leaves no route without
  * its reverse-index entry if the shard dies halfway: index first when
- * adding, route sets first when removing.  0, or -1 if nothing was sent (a
- * partly sent batch finishes through its replies, failed).
+ * adding, route sets first when removing.
  */
-static int send_batch_cluster(shard_registry *r, reg_batch *b)
+static int batch_cluster(shard_registry *r, reg_batch *b)
 {
     const shard_settings *s = r->ctx->set;
     size_t argc = 2 + b->n;
     const char **argv = malloc(argc * sizeof *argv);
     size_t *lens = malloc(argc * sizeof *lens);
-    size_t maxk = 0;
-    for (size_t i = 0; i < b->n; i++)
-        if (b->e[i]->node.klen > maxk)
-            maxk = b->e[i]->node.klen;
-    char *key = malloc(strlen(r->k_route_prefix) + maxk + 1);
     int rc = -1;
-    if (!argv || !lens || !key)
+    if (!argv || !lens)
         goto out;
-    b->lost = b->failed = b->noscript = 0;
-    b->parts = 0;
     argv[0] = b->op ? "SADD" : "SREM";
     lens[0] = 4;
     argv[1] = r->k_tokens;
@@ -350,43 +343,45 @@ static int send_batch_cluster(shard_registry *r, reg_batch *b)
         argv[2 + i] = b->e[i]->tok;
         lens[2 + i] = b->e[i]->node.klen;
     }
-    size_t plen = strlen(r->k_route_prefix);
-    memcpy(key, r->k_route_prefix, plen);
     /* adding: the reverse index first */
-    if (b->op && send_argv(r, on_batch_part, b, (int)argc, argv, lens) != 0)
+    if (b->op && batch_part(r, b, (int)argc, argv, lens) != 0)
         goto out;
-    if (b->op)
-        b->parts++;
-    rc = 0;
     for (size_t i = 0; i < b->n; i++) {
         const reg_entry *e = b->e[i];
-        memcpy(key + plen, e->tok, e->node.klen);
-        const char *a[8] = { b->eval ? "EVAL" : "EVALSHA",
-                             b->eval ? SCHEMA_LUA_ROUTE_ONE : r->one_sha, "1", key,
-                             b->op ? "add" : "del", s->shard_id, r->k_routes, e->tok };
-        size_t l[8] = { strlen(a[0]), strlen(a[1]), 1, plen + e->node.klen, 3,
+        const char *key = schema_route_key_buf(&r->k_route, s->redis_prefix,
+                                               e->tok, e->node.klen);
+        if (!key)
+            goto out;
+        const char *a[8] = { NULL, NULL, "1", key, b->op ? "add" : "del",
+                             s->shard_id, r->k_routes, e->tok };
+        route_script(r, b, &a[0], &a[1]);
+        size_t l[8] = { strlen(a[0]), strlen(a[1]), 1, r->k_route.len, 3,
                         strlen(s->shard_id), strlen(r->k_routes), e->node.klen };
-        if (send_argv(r, on_batch_part, b, 8, a, l) != 0)
-            goto partial;
-        b->parts++;
+        if (batch_part(r, b, 8, a, l) != 0)
+            goto out;
     }
     /* removing: the reverse index last */
-    if (!b->op) {
-        if (send_argv(r, on_batch_part, b, (int)argc, argv, lens) != 0)
-            goto partial;
-        b->parts++;
-    }
-    goto out;
-partial:
-    /* the replies of what went out finish the batch, as failed */
-    b->failed = 1;
-    if (b->parts == 0)
-        rc = -1;
+    if (!b->op && batch_part(r, b, (int)argc, argv, lens) != 0)
+        goto out;
+    rc = 0;
 out:
     free(argv);
     free(lens);
-    free(key);
     return rc;
+}
+
+/* Send b's route updates in the layout's commands.  0, or -1 if nothing was
+ * sent (a partly sent batch finishes through its replies, failed). */
+static int send_batch(shard_registry *r, reg_batch *b)
+{
+    b->lost = b->failed = b->noscript = 0;
+    b->parts = 0;
+    if (r->layout->batch(r, b) == 0)
+        return 0;
+    if (b->parts == 0)
+        return -1;
+    b->failed = 1;   /* the replies of what went out finish the batch */
+    return 0;
 }
 
 /* REDIS_ROUTE_RATE: how many route updates may go out now. */
@@ -451,7 +446,7 @@ static void pump(shard_registry *r)
             free(b);
             break;
         }
-        if ((r->cluster ? send_batch_cluster(r, b) : send_batch(r, b)) != 0) {
+        if (send_batch(r, b) != 0) {
             /* hiredis refused (out of memory): the heartbeat retries */
             for (size_t i = 0; i < b->n; i++)
                 b->e[i]->failed = 1;
@@ -553,10 +548,9 @@ static void scan_reset(shard_registry *r)
  * holds for us that nobody here wants (a previous life's leftovers).  The
  * next page is asked for once the queue has drained (pump), so memory
  * stays at one page of leftovers whatever the size of the index. */
-static void on_scan(redisAsyncContext *ac, void *reply, void *priv)
+static void on_scan(void *arg, const redisReply *rep, void *priv)
 {
-    shard_registry *r = redislink_ctx_arg(ac);
-    redisReply *rep = reply;
+    shard_registry *r = arg;
     if (r->freeing)
         return;
     cmd_done(r);
@@ -580,9 +574,9 @@ static void on_scan(redisAsyncContext *ac, void *reply, void *priv)
         scan_next(r);
         return;
     }
-    redisReply *page = rep->element[1];
+    const redisReply *page = rep->element[1];
     for (size_t i = 0; i < page->elements; i++) {
-        redisReply *m = page->element[i];
+        const redisReply *m = page->element[i];
         if (m->type != REDIS_REPLY_STRING)
             continue;
         shard_map_node *n = shard_map_find(&r->map, m->str, m->len);
@@ -770,47 +764,24 @@ static void lease_result(shard_registry *r, enum lease_mode mode, long long st,
     check_synced(r);
 }
 
-static void on_lease(redisAsyncContext *ac, void *reply, void *priv)
-{
-    shard_registry *r = redislink_ctx_arg(ac);
-    redisReply *rep = reply;
-    if (r->freeing)
-        return;
-    cmd_done(r);
-    r->lease_inflight = 0;
-    if (!rep)
-        return;
-    enum lease_mode mode = (enum lease_mode)(intptr_t)priv;
-    if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
-        rep->element[0]->type != REDIS_REPLY_INTEGER ||
-        (rep->element[0]->integer != -2 && rep->elements < 2)) {
-        reg_error(r, "redis lease update failed",
-                  rep->type == REDIS_REPLY_ERROR ? rep->str : "bad reply");
-        return;
-    }
-    long long st = rep->element[0]->integer, pttl = -1;
-    const char *host = "", *pid = "", *epoch = NULL;
-    if (st == -1) {
-        host = rep->element[1]->type == REDIS_REPLY_STRING ? rep->element[1]->str : "";
-        pid = rep->elements > 2 && rep->element[2]->type == REDIS_REPLY_STRING
-            ? rep->element[2]->str : "";
-        if (rep->elements > 3 && rep->element[3]->type == REDIS_REPLY_INTEGER)
-            pttl = rep->element[3]->integer;
-    } else if (st >= 0 && rep->element[1]->type == REDIS_REPLY_STRING) {
-        epoch = rep->element[1]->str;
-    }
-    lease_result(r, mode, st, host, pid, pttl, epoch);
-}
+/* Which reply of a lease write this is (lease_op.kind). */
+enum lease_part {
+    PART_LEASE,        /* the lease script: {st} / {-1, host, pid, PTTL} / {-2} */
+    PART_LEASE_EPOCH,  /* the same, {st, epoch} on success (SCHEMA_LUA_LEASE) */
+    PART_PLAIN,        /* any non-error reply */
+    PART_EPOCH,        /* SCHEMA_LUA_EPOCH: {created, epoch, ...} */
+};
 
-/* The cluster layout's lease write: three commands (lease script on the
- * shard's slot, SADD P shards, SCHEMA_LUA_EPOCH), answered in order. */
-typedef struct lease_op {
+/* A lease write: the layout's commands (`parts`), answered in order. */
+struct lease_op {
     enum lease_mode mode;
+    int parts;                /* commands the layout's write has */
     int sent, got;
     int lost, bad;
     long long st, pttl;
+    enum lease_part kind[4];  /* of each command sent */
     char host[256], pid[24], epoch[80], err[160];
-} lease_op;
+};
 
 static void lease_op_bad(lease_op *op, const redisReply *rep)
 {
@@ -821,11 +792,38 @@ static void lease_op_bad(lease_op *op, const redisReply *rep)
              rep->type == REDIS_REPLY_ERROR ? rep->str : "bad reply");
 }
 
-static void on_lease_part(redisAsyncContext *ac, void *reply, void *priv)
+/* The lease script's answer (PART_LEASE, PART_LEASE_EPOCH). */
+static void lease_op_lease(lease_op *op, const redisReply *rep,
+                           enum lease_part kind)
 {
-    shard_registry *r = redislink_ctx_arg(ac);
+    if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
+        rep->element[0]->type != REDIS_REPLY_INTEGER) {
+        lease_op_bad(op, rep);
+        return;
+    }
+    long long st = rep->element[0]->integer;
+    if (st != -2 && rep->elements < 2 && (st == -1 || kind == PART_LEASE_EPOCH)) {
+        lease_op_bad(op, rep);
+        return;
+    }
+    op->st = st;
+    if (st == -1) {
+        if (rep->element[1]->type == REDIS_REPLY_STRING)
+            snprintf(op->host, sizeof op->host, "%s", rep->element[1]->str);
+        if (rep->elements > 2 && rep->element[2]->type == REDIS_REPLY_STRING)
+            snprintf(op->pid, sizeof op->pid, "%s", rep->element[2]->str);
+        if (rep->elements > 3 && rep->element[3]->type == REDIS_REPLY_INTEGER)
+            op->pttl = rep->element[3]->integer;
+    } else if (st >= 0 && kind == PART_LEASE_EPOCH &&
+               rep->element[1]->type == REDIS_REPLY_STRING) {
+        snprintf(op->epoch, sizeof op->epoch, "%s", rep->element[1]->str);
+    }
+}
+
+static void on_lease_part(void *arg, const redisReply *rep, void *priv)
+{
+    shard_registry *r = arg;
     lease_op *op = priv;
-    redisReply *rep = reply;
     int idx = op->got++, last = op->got == op->sent;
     if (r->freeing) {
         if (last)
@@ -837,22 +835,9 @@ static void on_lease_part(redisAsyncContext *ac, void *reply, void *priv)
         op->lost = 1;
     } else if (rep->type == REDIS_REPLY_ERROR) {
         lease_op_bad(op, rep);
-    } else if (idx == 0) {
-        if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
-            rep->element[0]->type != REDIS_REPLY_INTEGER) {
-            lease_op_bad(op, rep);
-        } else {
-            op->st = rep->element[0]->integer;
-            if (op->st == -1 && rep->elements > 2 &&
-                rep->element[1]->type == REDIS_REPLY_STRING &&
-                rep->element[2]->type == REDIS_REPLY_STRING) {
-                snprintf(op->host, sizeof op->host, "%s", rep->element[1]->str);
-                snprintf(op->pid, sizeof op->pid, "%s", rep->element[2]->str);
-                if (rep->elements > 3 && rep->element[3]->type == REDIS_REPLY_INTEGER)
-                    op->pttl = rep->element[3]->integer;
-            }
-        }
-    } else if (idx == 2) {
+    } else if (op->kind[idx] == PART_LEASE || op->kind[idx] == PART_LEASE_EPOCH) {
+        lease_op_lease(op, rep, op->kind[idx]);
+    } else if (op->kind[idx] == PART_EPOCH) {
         if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 2 ||
             rep->element[1]->type != REDIS_REPLY_STRING)
             lease_op_bad(op, rep);
@@ -862,7 +847,7 @@ static void on_lease_part(redisAsyncContext *ac, void *reply, void *priv)
     if (!last)
         return;
     r->lease_inflight = 0;
-    if (!op->lost && op->sent < 3 && !op->bad) {
+    if (!op->lost && op->sent < op->parts && !op->bad) {
         op->bad = 1;
         snprintf(op->err, sizeof op->err, "%s", "command not sent");
     }
@@ -876,47 +861,66 @@ static void on_lease_part(redisAsyncContext *ac, void *reply, void *priv)
     free(op);
 }
 
-/* SCHEMA_LUA_LEASE_CLUSTER, SADD P shards, SCHEMA_LUA_EPOCH, pipelined:
- * the lease first, so a shard in P shards that routers read as dead is
- * only ever one whose lease expired.  (A refused claim still adds the id
- * to P shards, where the live holder already is.) */
-static void write_lease_cluster(shard_registry *r, enum lease_mode mode,
-                                const char *ttl, const char *pid,
-                                const char *started, const char *conns,
-                                const char *toks, const char *wsa,
-                                const char *adm, const char *fresh)
+/* One command of a lease write, answered through on_lease_part.  0 or -1. */
+static int lease_part(shard_registry *r, lease_op *op, enum lease_part kind,
+                      int argc, const char **argv)
 {
-    static const char *const modes[] = { "renew", "claim" };
-    lease_op *op = calloc(1, sizeof *op);
-    if (!op)
-        return;
-    op->mode = mode;
-    op->pttl = -1;
+    size_t lens[32];
+    for (int i = 0; i < argc; i++)
+        lens[i] = strlen(argv[i]);
+    if (send_argv(r, on_lease_part, op, argc, argv, lens) != 0)
+        return -1;
+    op->kind[op->sent++] = kind;
+    return 0;
+}
+
+/* What every lease write says, in both layouts. */
+struct lease_args {
+    const char *mode;        /* "claim" | "renew" */
+    const char *ttl;         /* ms */
+    const char *fresh;       /* a fresh epoch value, if the epoch is absent */
+    const char *fields[18];  /* field, value pairs of the lease hash */
+};
+
+/* Default layout: one EVAL SCHEMA_LUA_LEASE (lease, P shards, P epoch). */
+static void lease_standard(shard_registry *r, lease_op *op, const lease_args *a)
+{
+    const char *argv[30] = { "EVAL", SCHEMA_LUA_LEASE, "4", r->k_lease,
+                             r->k_shards, r->k_epoch, r->k_sweep, r->instance,
+                             a->ttl, r->ctx->set->shard_id, a->fresh, a->mode };
+    memcpy(argv + 12, a->fields, sizeof a->fields);
+    op->parts = 1;
+    lease_part(r, op, PART_LEASE_EPOCH, 30, argv);
+}
+
+/* Cluster layout: SCHEMA_LUA_LEASE_CLUSTER, SADD P shards, SCHEMA_LUA_EPOCH,
+ * pipelined: the lease first, so a shard in P shards that routers read as
+ * dead is only ever one whose lease expired.  (A refused claim still adds
+ * the id to P shards, where the live holder already is.) */
+static void lease_cluster(shard_registry *r, lease_op *op, const lease_args *a)
+{
     const char *argv[26] = { "EVAL", SCHEMA_LUA_LEASE_CLUSTER, "2", r->k_lease,
-                             r->k_sweep, r->instance, ttl, modes[mode],
-                             "endpoint", r->endpoint, "pid", pid,
-                             "host", r->host, "started_at", started,
-                             "connections", conns, "tokens", toks,
-                             "ws_addr", wsa, "synced", r->synced,
-                             "admin_addr", adm };
-    size_t l[26];
-    for (int i = 0; i < 26; i++)
-        l[i] = strlen(argv[i]);
+                             r->k_sweep, r->instance, a->ttl, a->mode };
+    memcpy(argv + 8, a->fields, sizeof a->fields);
     const char *sadd[3] = { "SADD", r->k_shards, r->ctx->set->shard_id };
-    size_t sl[3] = { 4, strlen(r->k_shards), strlen(r->ctx->set->shard_id) };
-    const char *ep[5] = { "EVAL", SCHEMA_LUA_EPOCH, "1", r->k_epoch, fresh };
-    size_t el[5] = { 4, strlen(SCHEMA_LUA_EPOCH), 1, strlen(r->k_epoch), strlen(fresh) };
-    if (send_argv(r, on_lease_part, op, 26, argv, l) != 0) {
-        free(op);
-        return;
-    }
-    op->sent = 1;
-    r->lease_inflight = 1;
-    if (send_argv(r, on_lease_part, op, 3, sadd, sl) == 0) {
-        op->sent++;
-        if (send_argv(r, on_lease_part, op, 5, ep, el) == 0)
-            op->sent++;
-    }
+    const char *ep[5] = { "EVAL", SCHEMA_LUA_EPOCH, "1", r->k_epoch, a->fresh };
+    op->parts = 3;
+    if (lease_part(r, op, PART_LEASE, 26, argv) == 0 &&
+        lease_part(r, op, PART_PLAIN, 3, sadd) == 0)
+        lease_part(r, op, PART_EPOCH, 5, ep);
+}
+
+/* [REDIS_CLUSTER_KEYS] */
+static const registry_layout layouts[2] = {
+    { 0, SCHEMA_LUA_ROUTE_BATCH, batch_standard, lease_standard },
+    { 1, SCHEMA_LUA_ROUTE_ONE, batch_cluster, lease_cluster },
+};
+
+static void route_script(const shard_registry *r, const reg_batch *b,
+                         const char **cmd, const char **script)
+{
+    *cmd = b->eval ? "EVAL" : "EVALSHA";
+    *script = b->eval ? r->layout->route_script : r->route_sha;
 }
 
 static void write_lease(shard_registry *r, enum lease_mode mode)
@@ -933,28 +937,24 @@ static void write_lease(shard_registry *r, enum lease_mode mode)
     snprintf(toks, sizeof(toks), "%zu", subs_tokens_count(ctx->subs));
     snprintf(ttl, sizeof(ttl), "%lld", (long long)(s->lease_ttl * 1000));
     schema_random_hex(fresh);
-    const char *wsa = adv.ws_addr;
     static const char *const modes[] = { "renew", "claim" };
-    if (r->cluster) {
-        write_lease_cluster(r, mode, ttl, pid, started, conns, toks, wsa,
-                            adv.admin_addr, fresh);
-        return;
-    }
     /* admin_addr: where /health and /metrics are (ADMIN_ADDR), "" when on
      * ws_addr; odin-ctl health reads it */
-    const char *adm = adv.admin_addr;
-    const char *argv[30] = { "EVAL", SCHEMA_LUA_LEASE, "4", r->k_lease,
-                             r->k_shards, r->k_epoch, r->k_sweep, r->instance, ttl,
-                             s->shard_id, fresh, modes[mode],
-                             "endpoint", r->endpoint, "pid", pid,
-                             "host", r->host, "started_at", started,
-                             "connections", conns, "tokens", toks,
-                             "ws_addr", wsa, "synced", r->synced,
-                             "admin_addr", adm };
-    size_t l[30];
-    for (int i = 0; i < 30; i++)
-        l[i] = strlen(argv[i]);
-    if (send_argv(r, on_lease, (void *)(intptr_t)mode, 30, argv, l) == 0)
+    lease_args a = { modes[mode], ttl, fresh,
+                     { "endpoint", r->endpoint, "pid", pid,
+                       "host", r->host, "started_at", started,
+                       "connections", conns, "tokens", toks,
+                       "ws_addr", adv.ws_addr, "synced", r->synced,
+                       "admin_addr", adv.admin_addr } };
+    lease_op *op = calloc(1, sizeof *op);
+    if (!op)
+        return;
+    op->mode = mode;
+    op->pttl = -1;
+    r->layout->lease(r, op, &a);
+    if (op->sent == 0)
+        free(op);
+    else
         r->lease_inflight = 1;
 }
 
@@ -979,9 +979,9 @@ static void on_sweep_step(void *arg)
 static void send_clean(shard_registry *r)
 {
     const shard_settings *s = r->ctx->set;
-    redisAsyncContext *ac = redislink_ctx(r->link);
-    sweep_opts so = { s->redis_prefix, r->cluster, (size_t)s->redis_chunk, 0, on_sweep_step };
-    if (ac && sweep_shard(ac, &so, s->shard_id, on_swept, r) == 0)
+    sweep_opts so = { s->redis_prefix, r->layout->cluster, (size_t)s->redis_chunk, 0,
+                      on_sweep_step };
+    if (r->rr.ops->sweep(r->rr.impl, &so, s->shard_id, on_swept, r) == 0)
         cmd_sent(r);
     else
         event_active(r->done_ev, EV_TIMEOUT, 1);
@@ -1037,8 +1037,8 @@ static void reg_ready(shard_registry *r)
     pump(r);
 }
 
-/* From redislink's deferred notification, never inside hiredis. */
-static void link_state_cb(redislink *l, int up, void *arg)
+/* From the connection's deferred notification, never inside a reply. */
+static void link_state_cb(int up, const char *why, void *arg)
 {
     shard_registry *r = arg;
     if (r->freeing)
@@ -1046,7 +1046,7 @@ static void link_state_cb(redislink *l, int up, void *arg)
     if (up)
         reg_ready(r);
     else
-        reg_lost(r, redislink_errstr(l));
+        reg_lost(r, why);
 }
 
 /* Drop a connection that stopped answering (called from a timer, never from
@@ -1054,7 +1054,7 @@ static void link_state_cb(redislink *l, int up, void *arg)
 static void drop(shard_registry *r, const char *why)
 {
     reg_error(r, "redis timeout; reconnecting", why);
-    redislink_drop(r->link, why);   /* pending callbacks get NULL replies */
+    r->rr.ops->drop(r->rr.impl, why);   /* pending callbacks get NULL replies */
     reg_lost(r, why);
 }
 
@@ -1064,9 +1064,9 @@ static void on_watch(evutil_socket_t fd, short what, void *arg)
     uint64_t now = clock_mono_ms();
     uint64_t to = (uint64_t)(r->ctx->set->redis_timeout * 1000);
     /* replies waiting unread mean this loop was late, not Redis
-     * (redislink_input_pending): look again at the next watch */
+     * (registry_redis_ops.input_pending): look again at the next watch */
     if (r->state == R_READY && r->outstanding > 0 &&
-        now - r->progress_ms > to && !redislink_input_pending(r->link))
+        now - r->progress_ms > to && !r->rr.ops->input_pending(r->rr.impl))
         drop(r, "reply timeout");
 }
 
@@ -1145,35 +1145,52 @@ void shard_registry_shutdown(shard_registry *r, void (*done)(void *),
 shard_registry *shard_registry_new(shard_ctx *ctx, const registry_callbacks *cb)
 {
     const shard_settings *s = ctx->set;
-    shard_registry *r = calloc(1, sizeof(*r));
-    if (!r)
-        return NULL;
-    r->ctx = ctx;
-    r->cb = *cb;
-    r->rl.per_sec = 2;
-    if (addr_parse_redis_url(s->redis_url, &r->ep) != 0 ||
-        addr_redis_set_password(&r->ep, s->redis_password) != 0) {
+    redis_endpoint ep;
+    if (addr_parse_redis_url(s->redis_url, &ep) != 0 ||
+        addr_redis_set_password(&ep, s->redis_password) != 0) {
         char url[600];
         addr_redact_url(s->redis_url, url, sizeof url);
         log_kv(LOG_ERROR, "bad REDIS_URL", "s:url", url, "s:want",
                "redis://[[user]:password@]host:port[/db] or unix:/path", NULL);
-        goto err;
+        return NULL;
     }
     char why[256] = "";
-    if (addr_redis_set_sentinels(&r->ep, s->redis_sentinels, s->redis_master_name, why,
+    if (addr_redis_set_sentinels(&ep, s->redis_sentinels, s->redis_master_name, why,
                                    sizeof why) != 0) {
         log_kv(LOG_ERROR, "bad REDIS_SENTINELS", "s:reason", why, NULL);
-        goto err;
+        return NULL;
     }
+    registry_redis rr;
+    if (registry_redis_link(&rr, ctx->base, ctx->dns, &ep,
+                            (long)(s->redis_timeout * 1000), BACKOFF_MIN_MS,
+                            BACKOFF_MAX_MS) != 0)
+        return NULL;
+    return shard_registry_new_with(ctx, cb, rr);
+}
+
+shard_registry *shard_registry_new_with(shard_ctx *ctx,
+                                        const registry_callbacks *cb,
+                                        registry_redis rr)
+{
+    const shard_settings *s = ctx->set;
+    shard_registry *r = calloc(1, sizeof(*r));
+    if (!r) {
+        rr.ops->free(rr.impl);
+        return NULL;
+    }
+    r->ctx = ctx;
+    r->cb = *cb;
+    r->rr = rr;
+    r->rl.per_sec = 2;
     gethostname(r->host, sizeof(r->host) - 1);
-    r->cluster = s->redis_cluster_keys;
-    r->k_lease = schema_lease_key(s->redis_prefix, r->cluster, s->shard_id);
-    r->k_tokens = schema_tokens_key(s->redis_prefix, r->cluster, s->shard_id);
-    r->k_sweep = schema_sweep_key(s->redis_prefix, r->cluster, s->shard_id);
+    r->layout = &layouts[s->redis_cluster_keys ? 1 : 0];
+    int cl = r->layout->cluster;
+    r->k_lease = schema_lease_key(s->redis_prefix, cl, s->shard_id);
+    r->k_tokens = schema_tokens_key(s->redis_prefix, cl, s->shard_id);
+    r->k_sweep = schema_sweep_key(s->redis_prefix, cl, s->shard_id);
     r->k_routes = schema_routes_channel(s->redis_prefix);
     r->k_route_prefix = schema_route_prefix(s->redis_prefix);
-    schema_sha1_hex(SCHEMA_LUA_ROUTE_BATCH, r->batch_sha);
-    schema_sha1_hex(SCHEMA_LUA_ROUTE_ONE, r->one_sha);
+    schema_sha1_hex(r->layout->route_script, r->route_sha);
     r->rate_ms = clock_mono_ms();
     r->rate_tokens = s->redis_route_rate;
     r->k_shards = schema_shards_key(s->redis_prefix);
@@ -1181,15 +1198,13 @@ shard_registry *shard_registry_new(shard_ctx *ctx, const registry_callbacks *cb)
     schema_random_hex(r->instance);
     r->endpoint = cat3(s->endpoint, "", "");
     struct event_base *b = ctx->base;
-    r->link = redislink_new(b, &r->ep, "registry",
-                            (long)(s->redis_timeout * 1000), BACKOFF_MAX_MS,
-                            link_state_cb, r);
     r->pump_ev = event_new(b, -1, 0, on_pump, r);
     r->done_ev = event_new(b, -1, 0, on_done_ev, r);
     r->hb_ev = event_new(b, -1, EV_PERSIST, on_heartbeat, r);
     r->watch_ev = event_new(b, -1, EV_PERSIST, on_watch, r);
-    if (!r->k_lease || !r->k_tokens || !r->k_sweep || !r->k_routes || !r->k_shards || !r->k_epoch ||
-        !r->endpoint || !r->link || !r->pump_ev ||
+    if (!r->k_lease || !r->k_tokens || !r->k_sweep || !r->k_routes ||
+        !r->k_route_prefix || !r->k_shards || !r->k_epoch ||
+        !r->endpoint || !r->pump_ev ||
         !r->done_ev || !r->hb_ev || !r->watch_ev)
         goto err;
     double hb = s->lease_ttl / 3;
@@ -1200,9 +1215,7 @@ shard_registry *shard_registry_new(shard_ctx *ctx, const registry_callbacks *cb)
         w = 0.25;
     struct timeval wt = { (time_t)w, (suseconds_t)((w - (time_t)w) * 1e6) };
     event_add(r->watch_ev, &wt);
-    redislink_set_dns(r->link, ctx->dns);
-    redislink_set_backoff(r->link, BACKOFF_MIN_MS, BACKOFF_MAX_MS);
-    redislink_start(r->link);
+    r->rr.ops->start(r->rr.impl, link_state_cb, r);
     return r;
 err:
     shard_registry_free(r);
@@ -1214,8 +1227,8 @@ void shard_registry_free(shard_registry *r)
     if (!r)
         return;
     r->freeing = 1;
-    redislink_free(r->link);     /* pending callbacks see r->freeing */
-    r->link = NULL;
+    r->rr.ops->free(r->rr.impl);   /* pending callbacks see r->freeing */
+    r->rr.impl = NULL;
     size_t it = 0;
     shard_map_node *cur = NULL, *n;
     while ((n = shard_map_next(&r->map, &it, &cur)))
@@ -1231,6 +1244,7 @@ void shard_registry_free(shard_registry *r)
     free(r->scan_cursor);
     free(r->k_routes);
     free(r->k_route_prefix);
+    buf_free(&r->k_route);
     free(r->k_shards);
     free(r->k_epoch);
     free(r->endpoint);

@@ -29,19 +29,23 @@
  * hash-tagged shard keys, a batch becomes one reverse-index SADD/SREM plus
  * one SCHEMA_LUA_ROUTE_ONE per token (index first when adding, routes first
  * when removing), the lease write SCHEMA_LUA_LEASE_CLUSTER + SADD P shards +
- * SCHEMA_LUA_EPOCH.
+ * SCHEMA_LUA_EPOCH.  The two layouts differ only in one table of
+ * operations in registry.c (route batch, lease write; keys from
+ * common/schema.h), chosen once at start; everything else is one path.
  *
- * The connection is a common/redislink (reconnect with backoff 100 ms .. 2 s,
- * connect timeout REDIS_TIMEOUT, host names resolved off the loop, PING
- * keepalive).  hiredis 0.14 has no reply timeouts: replies are timed here
- * with a libevent timer (REDIS_TIMEOUT); a stuck connection is dropped and
- * re-established.
+ * The connection is reached through shard/registry_redis.h: in production
+ * a common/redislink (reconnect with backoff 100 ms .. 2 s, connect timeout
+ * REDIS_TIMEOUT, host names resolved off the loop, PING keepalive), in
+ * tests/unit/test_registry.c a scripted fake.  hiredis 0.14 has no reply
+ * timeouts: replies are timed here with a libevent timer (REDIS_TIMEOUT); a
+ * stuck connection is dropped and re-established.
  */
 #ifndef ODIN_SHARD_REGISTRY_H
 #define ODIN_SHARD_REGISTRY_H
 
 #include <stddef.h>
 #include "shard/ctx.h"
+#include "shard/registry_redis.h"
 
 typedef struct shard_registry shard_registry;
 
@@ -63,6 +67,14 @@ typedef struct registry_callbacks {
 /* Parse REDIS_URL and start connecting.  cb is copied.  NULL on a bad URL
  * (logged) or ENOMEM. */
 shard_registry *shard_registry_new(shard_ctx *ctx, const registry_callbacks *cb);
+
+/* The same on the connection rr (shard/registry_redis.h), which the
+ * registry owns from now on (freed by shard_registry_free, or here on
+ * failure).  REDIS_URL is not read.  The seam of the unit test, which
+ * passes a fake.  NULL on ENOMEM. */
+shard_registry *shard_registry_new_with(shard_ctx *ctx,
+                                        const registry_callbacks *cb,
+                                        registry_redis rr);
 
 /* Free; pending commands are abandoned (no deregistration: call
  * shard_registry_shutdown first for that).  NULL is a no-op. */
