@@ -233,6 +233,14 @@ static void test_deflate_negotiated(void **state)
     assert_false(has(fc, "permessage-deflate"));
     assert_int_equal(t->fc.ctx.m.ws_deflate_connections_total, 1);
     destroy(t);
+    /* WS_DEFLATE=false: the offer is declined */
+    static const char *const off[] = { "--ws-deflate=false", NULL };
+    t = make(off);
+    assert_int_equal(upgrade_from(t, 1, "Sec-WebSocket-Extensions: permessage-deflate\r\n",
+                                  &fc), 101);
+    assert_false(has(fc, "permessage-deflate"));
+    assert_int_equal(t->fc.ctx.m.ws_deflate_connections_total, 0);
+    destroy(t);
 }
 
 /* ---- pending pools and per-IP limits ------------------------------- */
@@ -325,6 +333,35 @@ static void test_ip_channels_across_connections(void **state)
     fake_run(t->fc.ctx.base);
     assert_false(has(b, "TOO_MANY_SUBSCRIPTIONS"));
     assert_true(has(b, "\"count\":1"));
+    destroy(t);
+}
+
+/* A connection's own count follows its unsubscribes: what it gives back at
+ * the close is what it still holds, not what it ever took. */
+static void test_ip_channels_unsubscribe_then_close(void **state)
+{
+    static const char *const flags[] = { "--ws-deflate=false", "--ws-ip-max-channels=2", NULL };
+    T *t = make(flags);
+    fake_conn *a, *b, *c;
+    assert_int_equal(upgrade_from(t, 1, NULL, &a), 101);
+    assert_int_equal(upgrade_from(t, 1, NULL, &b), 101);
+    assert_int_equal(upgrade_from(t, 1, NULL, &c), 101);
+    fake_send_text(a, "{\"type\":\"subscribe\",\"data\":{\"channels\":[\"A.trade\"]}}");
+    fake_send_text(b, "{\"type\":\"subscribe\",\"data\":{\"channels\":[\"B.trade\"]}}");
+    fake_run(t->fc.ctx.base);
+    fake_send_text(a, "{\"type\":\"unsubscribe\",\"data\":{\"channels\":[\"A.trade\"]}}");
+    fake_run(t->fc.ctx.base);
+    fake_send_text(a, "{\"type\":\"subscribe\",\"data\":{\"channels\":[\"A.trade\"]}}");
+    fake_run(t->fc.ctx.base);
+    uint8_t code[2] = { 0x03, 0xe8 };
+    fake_send_frame(a, 8, code, 2);           /* a gives back its one slot */
+    fake_run(t->fc.ctx.base);
+    /* b still holds one of the address's two: c gets one, not two */
+    fake_send_text(c, "{\"type\":\"subscribe\",\"data\":{\"channels\":[\"C.trade\",\"D.trade\"]}}");
+    fake_run(t->fc.ctx.base);
+    assert_true(has(c, "TOO_MANY_SUBSCRIPTIONS"));
+    assert_true(has(c, "\"count\":1"));
+    assert_int_equal(t->fc.ctx.m.ws_ip_channel_rejections_total, 1);
     destroy(t);
 }
 
@@ -471,6 +508,7 @@ int main(void)
         cmocka_unit_test(test_ip_rate_at_upgrade),
         cmocka_unit_test(test_ip_table_full_fails_closed),
         cmocka_unit_test(test_ip_channels_across_connections),
+        cmocka_unit_test(test_ip_channels_unsubscribe_then_close),
         cmocka_unit_test(test_ip_reconnect_rate),
         cmocka_unit_test(test_proxy_protocol),
         cmocka_unit_test_setup_teardown(test_fanout_ops_reach_clients, setup, teardown),
