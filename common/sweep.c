@@ -238,15 +238,13 @@ static void send_routes(redisAsyncContext *ac, sweep *s)
         free(lens);
     } else {
         buf key = { 0 };
-        size_t plen = strlen(s->k_rprefix);
         for (size_t i = 0; i < s->ntoks && ok; i++) {
-            buf_reset(&key);
-            if (buf_append(&key, s->k_rprefix, plen) != 0 ||
-                buf_append(&key, s->toks[i], s->tlens[i]) != 0) {
+            const char *k = schema_route_key_buf(&key, s->prefix, s->toks[i], s->tlens[i]);
+            if (!k) {
                 ok = 0;
                 break;
             }
-            const char *argv[8] = { "EVAL", SCHEMA_LUA_ROUTE_ONE, "1", key.data, "del", s->id,
+            const char *argv[8] = { "EVAL", SCHEMA_LUA_ROUTE_ONE, "1", k, "del", s->id,
                                     s->k_routes, s->toks[i] };
             size_t lens[8] = { 4, strlen(SCHEMA_LUA_ROUTE_ONE), 1, key.len, 3, idlen, clen,
                                s->tlens[i] };
