@@ -65,7 +65,7 @@ void shard_gauges_fill(const shard_ctx *ctx, shard_gauges *g)
     g->replay_partitions = shard_resume_partitions(ctx->resume);
     g->replay_history = shard_resume_history(ctx->resume);
     sysstat st;
-    sysstat_sample(&st, g->uptime_s);
+    sysstat_sample(ctx->cpu, &st, g->uptime_s);
     g->cpu_percent = st.cpu_percent;
     g->rss_bytes = st.rss_bytes;
     g->mem_limit_bytes = st.limit_bytes;
@@ -198,8 +198,10 @@ int shard_run(const shard_settings *set)
     ctx.start_wall_ms = clock_wall_ms();
     /* CPU baseline: /health's first figure covers the run, not the start
      * before it (loader, sanitizer init, settings) */
+    sysstat_cpu cpu = { 0 };
     sysstat cpu0;
-    sysstat_sample(&cpu0, 0);
+    sysstat_sample(&cpu, &cpu0, 0);
+    ctx.cpu = &cpu;
     signal(SIGPIPE, SIG_IGN);
 
     struct rlimit rl;
