@@ -6,8 +6,8 @@
  * Both objects are opaque.  The pool owns every client (the live list in
  * descending id order, the counts, the flush list, the graveyard and its
  * reaper), the state clients share (the 64 KB read buffer, the ping frame,
- * the WS_DEFLATE compressor, the WebSocket parsers' budget, per-client log
- * rate limits) and calls its owner (shard/server.c) only through
+ * the WS_DEFLATE compressor, the parsers' set: WS_PARTIAL_BUDGET and the
+ * inflate stream, shard/ws.h ws_parser_set; per-client log rate limits) and calls its owner (shard/server.c) only through
  * client_ops; it reaches the socket only through client_io (NULL: the
  * system calls), so tests drive clients without sockets
  * (tests/unit/test_client.c, tests/support/fakeio.h).  Module-private
