@@ -60,6 +60,7 @@ shard_client *client_new(client_pool *p, int fd, const struct sockaddr *sa)
     c->q_cap = CL_INLINE_Q;
     c->rs.subs = &c->subs;
     c->rs.owner = c;
+    ws_parser_init(&c->parser, p->parsers);
     uint64_t now = clock_mono_ms();
     c->t_state_ms = now;
     c->last_rx_ms = now;

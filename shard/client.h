@@ -6,8 +6,8 @@
  * Both objects are opaque.  The pool owns every client (the live list in
  * descending id order, the counts, the flush list, the graveyard and its
  * reaper), the state clients share (the 64 KB read buffer, the ping frame,
- * the WS_DEFLATE compressor, the WebSocket parsers' budget, per-client log
- * rate limits) and calls its owner (shard/server.c) only through
+ * the WS_DEFLATE compressor, the parsers' set: WS_PARTIAL_BUDGET and the
+ * inflate stream, shard/ws.h ws_parser_set; per-client log rate limits) and calls its owner (shard/server.c) only through
  * client_ops; it reaches the socket only through client_io (NULL: the
  * system calls), so tests drive clients without sockets
  * (tests/unit/test_client.c, tests/support/fakeio.h).  Module-private
@@ -106,7 +106,9 @@ typedef struct client_counts {
 /* ---- the pool ----------------------------------------------------------- */
 
 /* ctx is borrowed (base, settings, counters, channel index); ops and io
- * are copied.  NULL on ENOMEM (WS_DEFLATE compressor, events). */
+ * are copied.  The pool makes its clients' parser set with
+ * WS_PARTIAL_BUDGET (ctx->set->partial_budget).  NULL on ENOMEM
+ * (WS_DEFLATE compressor, parser set, events). */
 client_pool *client_pool_new(shard_ctx *ctx, const client_ops *ops, void *ud,
                              const client_io *io);
 /* Kill and free every client, then the pool.  NULL is a no-op. */
@@ -117,6 +119,9 @@ void client_pool_free(client_pool *p);
 shard_client *client_new(client_pool *p, int fd, const struct sockaddr *sa);
 
 const client_counts *client_pool_counts(const client_pool *p);
+/* The set every client's parser counts in (the partial-frame budget, wslay
+ * contexts, inflate counters: shard/ws.h), owned by the pool. */
+const ws_parser_set *client_pool_parsers(const client_pool *p);
 /* The live list, newest (highest id) first: the client after prev (the
  * first for NULL); a caller may kill the client it holds, not the next. */
 shard_client *client_pool_next(const client_pool *p, const shard_client *prev);

@@ -68,6 +68,8 @@ struct client_pool {
     uint64_t next_id;            /* last id given */
     ws_chunk *ping;              /* shared ping frame */
     ws_deflate *deflate;         /* WS_DEFLATE compressor, NULL when off */
+    ws_parser_set *parsers;      /* every client's parser counts here:
+                                  * WS_PARTIAL_BUDGET, the shared inflate */
     buf scratch;                 /* replies */
     /* a mass disconnect must not flood the log; warnings have their own
      * budget */

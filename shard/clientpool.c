@@ -29,7 +29,8 @@ client_pool *client_pool_new(shard_ctx *ctx, const client_ops *ops, void *ud,
     p->ping = ws_chunk_frame(WS_OP_PING, NULL, 0);
     p->flush_ev = event_new(ctx->base, -1, 0, on_flush, p);
     p->reap_ev = event_new(ctx->base, -1, 0, on_reap, p);
-    if (!p->ping || !p->flush_ev || !p->reap_ev)
+    p->parsers = ws_parser_set_new((uint64_t)s->partial_budget);
+    if (!p->ping || !p->flush_ev || !p->reap_ev || !p->parsers)
         goto err;
     if (s->ws_deflate &&
         !(p->deflate = ws_deflate_new((int)s->ws_deflate_level,
@@ -60,6 +61,7 @@ void client_pool_free(client_pool *p)
         event_free(p->reap_ev);
     ws_chunk_unref(p->ping);
     ws_deflate_free(p->deflate);
+    ws_parser_set_free(p->parsers);   /* after the clients: their parsers count in it */
     buf_free(&p->scratch);
     free(p);
 }
@@ -67,6 +69,11 @@ void client_pool_free(client_pool *p)
 const client_counts *client_pool_counts(const client_pool *p)
 {
     return &p->n;
+}
+
+const ws_parser_set *client_pool_parsers(const client_pool *p)
+{
+    return p->parsers;
 }
 
 shard_client *client_pool_next(const client_pool *p, const shard_client *prev)

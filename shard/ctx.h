@@ -22,6 +22,7 @@ struct shard_server;
 struct shard_registry;
 struct shard_ingress;
 struct shard_resume;
+struct sysstat_cpu;
 
 typedef struct shard_ctx {
     struct event_base *base;
@@ -41,8 +42,11 @@ typedef struct shard_ctx {
     int draining;             /* SIGUSR1: refuse new clients, keep the open ones */
     int exit_code;            /* non-zero: a module gave up (e.g. duplicate SHARD_ID) */
     /* The wiring's sample for /health and /metrics (shard_gauges_fill,
-     * shard/shard.h), for the pages the server renders. */
+     * shard/shard.h), for the pages the server renders, and the previous
+     * CPU sample it averages from (shard/sysstat.h; shard_run's, NULL:
+     * CPU over the whole uptime). */
     void (*gauges_fill)(const struct shard_ctx *ctx, shard_gauges *g);
+    struct sysstat_cpu *cpu;
 } shard_ctx;
 
 #endif

@@ -76,6 +76,7 @@ typedef struct shard_gauges {
     long closing;             /* clients in the close handshake */
     long subscriptions, tokens, channels;
     long queue_bytes;         /* bytes queued to clients */
+    /* the client pool's parser set (shard_server_gauges) */
     long parser_contexts;
     uint64_t inflated;        /* compressed client messages inflated */
     uint64_t inflate_refused; /* ... refused: too big (1009) or corrupt (1007) */

@@ -791,6 +791,11 @@ void shard_server_gauges_get(const shard_server *srv, shard_server_gauges *g)
     g->closing = n->closing;
     g->queue_bytes = (long)n->queue_bytes;
     g->ip_table_entries = (long)iptable_size(srv->ips);
+    const ws_parser_set *ps = client_pool_parsers(srv->pool);
+    g->parser_contexts = ws_parser_contexts(ps);
+    g->partial_bytes = (long)ws_parser_partial_bytes(ps);
+    g->inflated = ws_inflate_messages(ps);
+    g->inflate_refused = ws_inflate_refused(ps);
 }
 
 long shard_server_connections(const shard_server *srv)
@@ -960,7 +965,6 @@ void shard_server_free(shard_server *srv)
     client_pool_free(srv->pool);   /* clients first: they release per-IP slots */
     if (srv->sweep_ev)
         event_free(srv->sweep_ev);
-    ws_inflate_release();
     iptable_free(srv->ips);
     shard_admin_free(srv->admin);
     shard_adminsrv_free(srv->api);

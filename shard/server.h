@@ -47,6 +47,11 @@ typedef struct shard_server_gauges {
     long closing;
     long queue_bytes;
     long ip_table_entries;
+    /* the clients' parser set (shard/ws.h ws_parser_set) */
+    long parser_contexts;  /* wslay contexts alive */
+    long partial_bytes;    /* charged against WS_PARTIAL_BUDGET */
+    uint64_t inflated;     /* permessage-deflate messages inflated */
+    uint64_t inflate_refused;
 } shard_server_gauges;
 void shard_server_gauges_get(const shard_server *srv, shard_server_gauges *g);
 

@@ -41,15 +41,15 @@ void shard_gauges_fill(const shard_ctx *ctx, shard_gauges *g)
         g->closing = sg.closing;
         g->queue_bytes = sg.queue_bytes;
         g->ip_table_entries = sg.ip_table_entries;
+        g->parser_contexts = sg.parser_contexts;
+        g->partial_bytes = sg.partial_bytes;
+        g->inflated = sg.inflated;
+        g->inflate_refused = sg.inflate_refused;
     }
     g->max_connections = ctx->max_connections;
     g->subscriptions = (long)subs_total(ctx->subs);
     g->tokens = (long)subs_tokens_count(ctx->subs);
     g->channels = (long)subs_channels_count(ctx->subs);
-    g->parser_contexts = ws_parser_contexts();
-    g->inflated = ws_inflate_messages();
-    g->inflate_refused = ws_inflate_refused();
-    g->partial_bytes = (long)ws_parser_partial_bytes();
     g->routers = shard_ingress_routers(ctx->ing);
     g->routers_pending = shard_ingress_pending(ctx->ing);
     g->fd_limit = ctx->fd_limit;
@@ -65,7 +65,7 @@ void shard_gauges_fill(const shard_ctx *ctx, shard_gauges *g)
     g->replay_partitions = shard_resume_partitions(ctx->resume);
     g->replay_history = shard_resume_history(ctx->resume);
     sysstat st;
-    sysstat_sample(&st, g->uptime_s);
+    sysstat_sample(ctx->cpu, &st, g->uptime_s);
     g->cpu_percent = st.cpu_percent;
     g->rss_bytes = st.rss_bytes;
     g->mem_limit_bytes = st.limit_bytes;
@@ -198,8 +198,10 @@ int shard_run(const shard_settings *set)
     ctx.start_wall_ms = clock_wall_ms();
     /* CPU baseline: /health's first figure covers the run, not the start
      * before it (loader, sanitizer init, settings) */
+    sysstat_cpu cpu = { 0 };
     sysstat cpu0;
-    sysstat_sample(&cpu0, 0);
+    sysstat_sample(&cpu, &cpu0, 0);
+    ctx.cpu = &cpu;
     signal(SIGPIPE, SIG_IGN);
 
     struct rlimit rl;
@@ -233,7 +235,6 @@ int shard_run(const shard_settings *set)
                (int64_t)ctx.max_connections, "I:fd_limit", (int64_t)ctx.fd_limit,
                "I:fd_reserve", (int64_t)reserve, "I:max_pending",
                (int64_t)set->max_pending, NULL);
-    ws_parser_set_budget((uint64_t)set->partial_budget);
     log_kv(LOG_INFO, "capacity", "I:fd_limit", (int64_t)ctx.fd_limit,
            "I:max_connections", (int64_t)ctx.max_connections,
            "b:derived", set->max_connections == 0, "I:fd_reserve",

@@ -86,12 +86,11 @@ static int read_small(const char *path, char *out, size_t n)
     return r > 0 ? 0 : -1;
 }
 
-static uint64_t g_last_ticks;
-static uint64_t g_last_ms;
-static double g_last_pct;
-
-void sysstat_sample(sysstat *out, double uptime_s)
+void sysstat_sample(sysstat_cpu *cpu, sysstat *out, double uptime_s)
 {
+    sysstat_cpu none = { 0 };
+    if (!cpu)
+        cpu = &none;
     memset(out, 0, sizeof(*out));
     char b[4096];
     long hz = sysconf(_SC_CLK_TCK);
@@ -100,18 +99,18 @@ void sysstat_sample(sysstat *out, double uptime_s)
     uint64_t ticks;
     if (hz > 0 && read_small("/proc/self/stat", b, sizeof(b)) == 0 &&
         sysstat_parse_stat(b, &ticks) == 0) {
-        if (g_last_ms == 0) {
+        if (cpu->ms == 0) {
             if (uptime_s > 0.05)
-                g_last_pct = 100.0 * ((double)ticks / (double)hz) / uptime_s;
-            g_last_ms = now;
-            g_last_ticks = ticks;
-        } else if (now - g_last_ms >= 100) {
-            g_last_pct = 100.0 * ((double)(ticks - g_last_ticks) / (double)hz) /
-                         ((double)(now - g_last_ms) / 1000.0);
-            g_last_ms = now;
-            g_last_ticks = ticks;
+                cpu->pct = 100.0 * ((double)ticks / (double)hz) / uptime_s;
+            cpu->ms = now;
+            cpu->ticks = ticks;
+        } else if (now - cpu->ms >= 100) {
+            cpu->pct = 100.0 * ((double)(ticks - cpu->ticks) / (double)hz) /
+                       ((double)(now - cpu->ms) / 1000.0);
+            cpu->ms = now;
+            cpu->ticks = ticks;
         }
-        out->cpu_percent = g_last_pct;
+        out->cpu_percent = cpu->pct;
     }
     uint64_t pages;
     if (page > 0 && read_small("/proc/self/statm", b, sizeof(b)) == 0 &&

@@ -3,6 +3,8 @@
  * checks.memory).  The parsers are pure (tests feed them text); the
  * sampler reads /proc/self/stat, /proc/self/statm, the cgroup memory limit
  * (v2 memory.max, v1 memory.limit_in_bytes) and /proc/meminfo MemTotal.
+ * The previous CPU sample is the caller's (sysstat_cpu): the module keeps
+ * no state of its own.
  */
 #ifndef ODIN_SHARD_SYSSTAT_H
 #define ODIN_SHARD_SYSSTAT_H
@@ -29,13 +31,22 @@ typedef struct sysstat {
     double mem_percent;     /* rss / limit * 100 (0 if unknown) */
 } sysstat;
 
+/* The previous CPU sample (plain value type, owned by the caller; zero it
+ * before the first sample). */
+typedef struct sysstat_cpu {
+    uint64_t ticks;         /* utime + stime at the sample */
+    uint64_t ms;            /* its monotonic time; 0: no sample yet */
+    double pct;             /* the figure it gave */
+} sysstat_cpu;
+
 /*
- * Sample now.  CPU is averaged since the previous call (or over the whole
- * uptime_s on the first call, or when the previous call is < 100 ms old).
- * A first call with uptime_s 0 only takes the baseline (CPU 0 until the
- * next call 100 ms later); the shard makes it at start.
- * Process-wide state; event-loop thread only.
+ * Sample now.  CPU is averaged since the sample in *cpu, which this call
+ * updates (or over the whole uptime_s when *cpu has none yet; a sample
+ * < 100 ms after the one in *cpu repeats its figure).  A first call with
+ * uptime_s 0 only takes the baseline (CPU 0 until the next call 100 ms
+ * later); the shard makes it at start.  cpu NULL: no previous sample, CPU
+ * averaged over uptime_s.  The caller serialises calls on one *cpu.
  */
-void sysstat_sample(sysstat *out, double uptime_s);
+void sysstat_sample(sysstat_cpu *cpu, sysstat *out, double uptime_s);
 
 #endif

@@ -553,65 +553,97 @@ static int utf8_valid(const uint8_t *s, size_t n)
     return 1;
 }
 
-static z_stream g_inf;
-static int g_inf_ready;
-static uint8_t *g_inf_buf;
-static size_t g_inf_cap;
-static uint64_t g_inf_msgs, g_inf_refused;
+/* ---- the parser set ------------------------------------------------- */
 
-uint64_t ws_inflate_messages(void) { return g_inf_msgs; }
-uint64_t ws_inflate_refused(void) { return g_inf_refused; }
+/* The feed in progress (p->feed during ws_parser_feed): wslay fixes
+ * user_data (the parser) at context creation and the context outlives one
+ * feed, so the per-call state hangs off the parser while the call runs. */
+typedef struct ws_feed {
+    const ws_parser_cb *cb;
+    void *ud;
+    const uint8_t *in;
+    size_t len, off;
+    uint8_t hdr[16];     /* frame header held until its payload comes */
+    size_t nhdr;
+    uint64_t max_msg;
+} ws_feed;
 
-void ws_inflate_release(void)
+struct ws_parser_set {
+    uint64_t budget;           /* WS_PARTIAL_BUDGET; 0: no limit */
+    uint64_t partial;          /* sum of the parsers' charges */
+    long contexts;             /* wslay contexts alive */
+    /* the inflate state shared by the set's parsers (reset per message) */
+    z_stream inf;
+    int inf_ready;
+    uint8_t *inf_buf;
+    size_t inf_cap;
+    uint64_t inf_msgs, inf_refused;
+};
+
+ws_parser_set *ws_parser_set_new(uint64_t budget)
 {
-    if (g_inf_ready)
-        inflateEnd(&g_inf);
-    g_inf_ready = 0;
-    free(g_inf_buf);
-    g_inf_buf = NULL;
-    g_inf_cap = 0;
+    ws_parser_set *s = calloc(1, sizeof(*s));
+    if (!s)
+        return NULL;
+    s->budget = budget;
+    return s;
 }
 
-int ws_inflate_msg(const uint8_t *in, size_t len, size_t max_len,
-                   const uint8_t **out, size_t *out_len)
+void ws_parser_set_free(ws_parser_set *s)
+{
+    if (!s)
+        return;
+    if (s->inf_ready)
+        inflateEnd(&s->inf);
+    free(s->inf_buf);
+    free(s);
+}
+
+uint64_t ws_parser_partial_bytes(const ws_parser_set *s) { return s->partial; }
+long ws_parser_contexts(const ws_parser_set *s) { return s->contexts; }
+uint64_t ws_inflate_messages(const ws_parser_set *s) { return s->inf_msgs; }
+uint64_t ws_inflate_refused(const ws_parser_set *s) { return s->inf_refused; }
+
+int ws_inflate_msg(ws_parser_set *s, const uint8_t *in, size_t len,
+                   size_t max_len, const uint8_t **out, size_t *out_len)
 {
     static const uint8_t tail[4] = { 0x00, 0x00, 0xff, 0xff };
-    if (!g_inf_ready) {
-        memset(&g_inf, 0, sizeof(g_inf));
-        if (inflateInit2(&g_inf, -15) != Z_OK)
+    if (!s->inf_ready) {
+        memset(&s->inf, 0, sizeof(s->inf));
+        if (inflateInit2(&s->inf, -15) != Z_OK)
             return WS_INFLATE_NOMEM;
-        g_inf_ready = 1;
-    } else if (inflateReset(&g_inf) != Z_OK) {
+        s->inf_ready = 1;
+    } else if (inflateReset(&s->inf) != Z_OK) {
         return WS_INFLATE_NOMEM;
     }
     size_t n = 0;
     int rc = 0, ended = 0;
     for (int part = 0; part < 2 && !ended && rc == 0; part++) {
-        g_inf.next_in = (Bytef *)(part ? tail : in);
-        g_inf.avail_in = (uInt)(part ? sizeof(tail) : len);
-        while (g_inf.avail_in > 0 || part == 1) {
+        s->inf.next_in = (Bytef *)(part ? tail : in);
+        s->inf.avail_in = (uInt)(part ? sizeof(tail) : len);
+        while (s->inf.avail_in > 0 || part == 1) {
             /* the buffer grows in steps up to max_len + 1: one byte more
              * than allowed tells "too big" without inflating further */
-            if (n == g_inf_cap) {
-                if (g_inf_cap > max_len) {
+            if (n == s->inf_cap) {
+                if (s->inf_cap > max_len) {
                     rc = WS_INFLATE_TOOBIG;
                     break;
                 }
-                size_t cap = g_inf_cap ? g_inf_cap * 2 : 4096;
+                size_t cap = s->inf_cap ? s->inf_cap * 2 : 4096;
                 if (cap > max_len + 1)
                     cap = max_len + 1;
-                uint8_t *b = realloc(g_inf_buf, cap);
+                uint8_t *b = realloc(s->inf_buf, cap);
                 if (!b) {
                     rc = WS_INFLATE_NOMEM;
                     break;
                 }
-                g_inf_buf = b;
-                g_inf_cap = cap;
+                s->inf_buf = b;
+                s->inf_cap = cap;
             }
-            g_inf.next_out = g_inf_buf + n;
-            g_inf.avail_out = (uInt)(g_inf_cap - n);
-            int r = inflate(&g_inf, Z_SYNC_FLUSH);
-            n = g_inf_cap - g_inf.avail_out;
+            s->inf.next_out = s->inf_buf + n;
+            s->inf.avail_out = (uInt)(s->inf_cap - n);
+            int r = inflate(&s->inf, Z_SYNC_FLUSH);
+            n = s->inf_cap - s->inf.avail_out;
             if (n > max_len) {
                 rc = WS_INFLATE_TOOBIG;
                 break;
@@ -620,62 +652,46 @@ int ws_inflate_msg(const uint8_t *in, size_t len, size_t max_len,
                 ended = 1;   /* a final block: anything after it is ignored */
                 break;
             }
-            if (r == Z_BUF_ERROR && g_inf.avail_out > 0)
+            if (r == Z_BUF_ERROR && s->inf.avail_out > 0)
                 break;       /* all input used */
             if (r != Z_OK && r != Z_BUF_ERROR) {
                 rc = WS_INFLATE_BAD;
                 break;
             }
-            if (g_inf.avail_in == 0 && g_inf.avail_out > 0)
+            if (s->inf.avail_in == 0 && s->inf.avail_out > 0)
                 break;
         }
     }
     if (rc != 0) {
-        g_inf_refused++;
+        s->inf_refused++;
         return rc;
     }
-    g_inf_msgs++;
-    *out = g_inf_buf;
+    s->inf_msgs++;
+    *out = s->inf_buf;
     *out_len = n;
     return 0;
 }
 
 /* ---- incoming frames ------------------------------------------------ */
 
-/* The feed in progress.  wslay fixes user_data at context creation and the
- * context outlives one feed, so the per-call state lives here (the shard is
- * single-threaded and feeds never nest). */
-typedef struct feed_state {
-    ws_parser *p;
-    const ws_parser_cb *cb;
-    void *ud;
-    const uint8_t *in;
-    size_t len, off;
-    uint8_t hdr[16];     /* frame header held until its payload comes */
-    size_t nhdr;
-    uint64_t max_msg;
-} feed_state;
-
-static feed_state *g_feed;
-static long g_contexts;
-static uint64_t g_partial, g_budget;
-
-void ws_parser_set_budget(uint64_t bytes) { g_budget = bytes; }
-uint64_t ws_parser_partial_bytes(void) { return g_partial; }
+void ws_parser_init(ws_parser *p, ws_parser_set *set)
+{
+    memset(p, 0, sizeof(*p));
+    p->set = set;
+}
 
 /* Move this parser's charge to `now` bytes. */
 static void charge(ws_parser *p, uint64_t now)
 {
-    g_partial = g_partial - p->charged + now;
+    p->set->partial = p->set->partial - p->charged + now;
     p->charged = now;
 }
-
-long ws_parser_contexts(void) { return g_contexts; }
 
 static ssize_t cb_recv(wslay_event_context_ptr ctx, uint8_t *b, size_t len,
                        int flags, void *user)
 {
-    feed_state *f = g_feed;
+    ws_parser *p = user;
+    ws_feed *f = p->feed;
     size_t n = f->len - f->off;
     if (n == 0) {
         wslay_event_set_error(ctx, WSLAY_ERR_WOULDBLOCK);
@@ -685,7 +701,7 @@ static ssize_t cb_recv(wslay_event_context_ptr ctx, uint8_t *b, size_t len,
         n = len;
     memcpy(b, f->in + f->off, n);
     f->off += n;
-    f->p->fed += n;
+    p->fed += n;
     return (ssize_t)n;
 }
 
@@ -696,7 +712,7 @@ static ssize_t cb_recv(wslay_event_context_ptr ctx, uint8_t *b, size_t len,
 static ssize_t cb_send(wslay_event_context_ptr ctx, const uint8_t *d,
                        size_t len, int flags, void *user)
 {
-    feed_state *f = g_feed;
+    ws_feed *f = ((ws_parser *)user)->feed;
     if ((flags & WSLAY_MSG_MORE) && f->nhdr + len <= sizeof(f->hdr)) {
         memcpy(f->hdr + f->nhdr, d, len);
         f->nhdr += len;
@@ -727,7 +743,7 @@ static void cb_frame_start(wslay_event_context_ptr ctx,
                            const struct wslay_event_on_frame_recv_start_arg *a,
                            void *user)
 {
-    ws_parser *p = g_feed->p;
+    ws_parser *p = user;
     uint64_t n = a->payload_length;
     /* client frames are always masked (wslay refuses others earlier) */
     uint64_t hdr = 2 + 4 + (n < 126 ? 0 : n <= 0xffff ? 2 : 8);
@@ -739,7 +755,7 @@ static void cb_frame_start(wslay_event_context_ptr ctx,
 
 static void cb_frame_end(wslay_event_context_ptr ctx, void *user)
 {
-    ws_parser *p = g_feed->p;
+    ws_parser *p = user;
     p->done += p->cur;
     p->cur = 0;
 }
@@ -747,28 +763,29 @@ static void cb_frame_end(wslay_event_context_ptr ctx, void *user)
 static void cb_msg(wslay_event_context_ptr ctx,
                    const struct wslay_event_on_msg_recv_arg *a, void *user)
 {
-    feed_state *f = g_feed;
-    if (f->p->stopped)
+    ws_parser *p = user;
+    ws_feed *f = p->feed;
+    if (p->stopped)
         return;
     /* RFC 6455 5.5.1: a close payload is empty or starts with a 2-byte
      * status.  wslay answers a 1-byte one with an empty close (it already
      * answers invalid status codes with 1002 itself); stop before its reply
      * goes out so the owner closes with 1002. */
     if (a->opcode == WS_OP_CLOSE && a->msg_length == 1) {
-        f->p->bad_close = 1;
-        f->p->stopped = 1;
+        p->bad_close = 1;
+        p->stopped = 1;
         wslay_event_shutdown_read(ctx);
         return;
     }
     /* A data message is complete: everything fed up to its end is consumed
      * (wslay hands the message over and drops it after this callback).  A
      * control frame between fragments does not end the message. */
-    if (a->opcode == WS_OP_TEXT || a->opcode == WS_OP_BINARY || !f->p->frag)
-        f->p->msg_done = f->p->done + f->p->cur;
+    if (a->opcode == WS_OP_TEXT || a->opcode == WS_OP_BINARY || !p->frag)
+        p->msg_done = p->done + p->cur;
     /* Flush what wslay queued so far (a pong for this ping, a close reply)
      * before the owner reacts, so output order follows input order. */
     if (wslay_event_want_write(ctx) && wslay_event_send(ctx) != 0) {
-        f->p->stopped = 1;
+        p->stopped = 1;
         wslay_event_shutdown_read(ctx);
         return;
     }
@@ -778,8 +795,8 @@ static void cb_msg(wslay_event_context_ptr ctx,
          * never on control or continuation frames) */
         const uint8_t *m;
         size_t ml;
-        int r = ws_inflate_msg(a->msg, a->msg_length, (size_t)f->max_msg,
-                               &m, &ml);
+        int r = ws_inflate_msg(p->set, a->msg, a->msg_length,
+                               (size_t)f->max_msg, &m, &ml);
         if (r == 0 && a->opcode == WS_OP_TEXT && !utf8_valid(m, ml))
             r = WS_INFLATE_BAD;   /* 1007, as wslay for a plain text frame */
         if (r != 0) {
@@ -793,11 +810,11 @@ static void cb_msg(wslay_event_context_ptr ctx,
                                     NULL, 0);
             return;
         }
-        f->cb->on_message(f->ud, f->p, a->opcode, m, ml);
+        f->cb->on_message(f->ud, p, a->opcode, m, ml);
     } else if (a->opcode == WS_OP_TEXT || a->opcode == WS_OP_BINARY)
-        f->cb->on_message(f->ud, f->p, a->opcode, a->msg, a->msg_length);
+        f->cb->on_message(f->ud, p, a->opcode, a->msg, a->msg_length);
     else
-        f->cb->on_control(f->ud, f->p, a->opcode,
+        f->cb->on_control(f->ud, p, a->opcode,
                           a->opcode == WS_OP_CLOSE
                               ? (a->status_code ? a->status_code : 1005) : 0);
 }
@@ -815,9 +832,10 @@ void ws_parser_free(ws_parser *p)
     if (p->ctx) {
         wslay_event_context_free(p->ctx);
         p->ctx = NULL;
-        g_contexts--;
+        p->set->contexts--;
     }
-    charge(p, 0);
+    if (p->set)
+        charge(p, 0);
     p->fed = p->done = p->cur = p->msg_done = 0;
     p->frag = 0;
 }
@@ -834,25 +852,27 @@ int ws_parser_feed(ws_parser *p, const ws_parser_cb *cb, void *ud,
 {
     if (p->stopped)
         return WS_FEED_STOPPED;
+    if (!p->set || p->feed)
+        return WS_FEED_ERROR;   /* no set, or a nested feed: the owner's bug */
     if (len == 0)
         return WS_FEED_OK;
+    ws_parser_set *set = p->set;
     if (!p->ctx) {
         wslay_event_context_ptr ctx;
-        if (wslay_event_context_server_init(&ctx, &g_wscb, NULL) != 0)
+        if (wslay_event_context_server_init(&ctx, &g_wscb, p) != 0)
             return WS_FEED_NOMEM;
         wslay_event_config_set_max_recv_msg_length(ctx, max_msg);
         if (p->deflate)
             wslay_event_config_set_allowed_rsv_bits(ctx, WSLAY_RSV1_BIT);
         p->ctx = ctx;
-        g_contexts++;
+        set->contexts++;
         p->fed = p->done = p->cur = p->msg_done = 0;
         p->frag = 0;
     }
     uint64_t before = p->charged;
-    feed_state f = { .p = p, .cb = cb, .ud = ud, .in = data, .len = len,
-                     .max_msg = max_msg };
-    feed_state *saved = g_feed;
-    g_feed = &f;
+    ws_feed f = { .cb = cb, .ud = ud, .in = data, .len = len,
+                  .max_msg = max_msg };
+    p->feed = &f;
     wslay_event_context_ptr ctx = p->ctx;
     int rc = WS_FEED_OK;
     int r = wslay_event_recv(ctx);
@@ -870,14 +890,14 @@ int ws_parser_feed(ws_parser *p, const ws_parser_cb *cb, void *ud,
             rc = WS_FEED_CLOSED;
         }
     }
-    g_feed = saved;
+    p->feed = NULL;
     if (rc == WS_FEED_OK && p->fed == p->done && !p->frag) {
         ws_parser_free(p);   /* at a message boundary: keep nothing */
         return rc;
     }
     if (rc == WS_FEED_OK) {
         charge(p, WS_PARSER_CTX_COST + (p->fed - p->msg_done));
-        if (g_budget && p->charged > before && g_partial > g_budget)
+        if (set->budget && p->charged > before && set->partial > set->budget)
             rc = WS_FEED_BUDGET;
     }
     if (rc != WS_FEED_OK) {

@@ -9,7 +9,12 @@
  *    frame or fragmented message is incomplete, so an idle connection holds
  *    no parser memory.  wslay's own output (pongs, close replies) is handed
  *    to the owner's send callback at the point it is generated, so it keeps
- *    its order with the owner's frames.
+ *    its order with the owner's frames;
+ *  - ws_parser_set, what a group of parsers shares: the partial-frame
+ *    budget and its total, the count of live wslay contexts, and one
+ *    inflate stream and buffer with its counters.  The shard's client pool
+ *    owns one (shard/clientpool.c); nothing here is process-wide, so two
+ *    sets (two pools, two tests) never see each other.
  */
 #ifndef ODIN_SHARD_WS_H
 #define ODIN_SHARD_WS_H
@@ -114,8 +119,8 @@ static inline void ws_chunk_unref(ws_chunk *c)
  * compressed at most once per shard, on its first push to such a client,
  * and the result is cached on the chunk (ws_chunk.z) for the others.
  * Compression uses a 2^15 window; offers that limit server_max_window_bits
- * below 15 are declined.  Incoming messages are inflated with one shared
- * state reset per message: our answer always carries
+ * below 15 are declined.  Incoming messages are inflated with the state
+ * their parser set shares, reset per message: our answer always carries
  * client_no_context_takeover, so no client holds inflate memory.
  */
 
@@ -163,32 +168,63 @@ void ws_deflate_free(ws_deflate *d);   /* NULL: no-op */
  */
 ws_chunk *ws_deflate_chunk(ws_deflate *d, ws_chunk *ch, ws_deflate_stats *st);
 
+/* ---- parser sets ----------------------------------------------------- */
+
+/*
+ * What a group of parsers shares (opaque): the partial-frame budget and the
+ * total charged against it, the number of live wslay contexts, and one
+ * inflate stream and buffer (created on the first compressed message,
+ * reset per message) with its counters.  One owner (the shard's client
+ * pool); loop thread only.
+ */
+typedef struct ws_parser_set ws_parser_set;
+
+/* A set whose parsers may hold `budget` bytes of half-received data
+ * (WS_PARTIAL_BUDGET; 0: no limit).  NULL on ENOMEM. */
+ws_parser_set *ws_parser_set_new(uint64_t budget);
+
+/* Free the set, its inflate stream and buffer.  Every parser of the set
+ * must have been freed first (ws_parser_free): they point to it.  NULL is
+ * a no-op. */
+void ws_parser_set_free(ws_parser_set *s);
+
+/* Bytes the set's parsers hold against the budget now; wslay contexts
+ * alive; compressed messages inflated so far, and those refused (too big
+ * or corrupt).  For the metrics and tests. */
+uint64_t ws_parser_partial_bytes(const ws_parser_set *s);
+long ws_parser_contexts(const ws_parser_set *s);
+uint64_t ws_inflate_messages(const ws_parser_set *s);
+uint64_t ws_inflate_refused(const ws_parser_set *s);
+
 /*
  * Inflate one permessage-deflate message (in = its payload as received,
- * without the 00 00 ff ff tail) with the process's shared inflate state,
- * reset first (no context takeover).  On success returns 0 and *out and *out_len
- * point to a process-wide buffer valid until the next call.  Returns
- * WS_INFLATE_TOOBIG when the result would exceed max_len bytes (it stops
- * there: memory stays bounded by max_len), WS_INFLATE_BAD for corrupt
- * data, WS_INFLATE_NOMEM.
+ * without the 00 00 ff ff tail) with s's inflate state, reset first (no
+ * context takeover).  On success returns 0 and *out and *out_len point to
+ * s's buffer, valid until the next call on s (or ws_parser_set_free).
+ * Returns WS_INFLATE_TOOBIG when the result would exceed max_len bytes (it
+ * stops there: memory stays bounded by max_len), WS_INFLATE_BAD for
+ * corrupt data, WS_INFLATE_NOMEM; each failure counts in
+ * ws_inflate_refused(s).
  */
 #define WS_INFLATE_TOOBIG (-1)
 #define WS_INFLATE_BAD    (-2)
 #define WS_INFLATE_NOMEM  (-3)
-int ws_inflate_msg(const uint8_t *in, size_t len, size_t max_len,
-                   const uint8_t **out, size_t *out_len);
-
-/* Release the shared inflate state and buffer (tests, shutdown). */
-void ws_inflate_release(void);
-
-/* Compressed messages inflated so far, and those refused (too big or
- * corrupt): process totals, for the metrics. */
-uint64_t ws_inflate_messages(void);
-uint64_t ws_inflate_refused(void);
+int ws_inflate_msg(ws_parser_set *s, const uint8_t *in, size_t len,
+                   size_t max_len, const uint8_t **out, size_t *out_len);
 
 /* ---- incoming frames (wslay glue) --------------------------------- */
 
+struct ws_feed;
+
+/*
+ * One connection's input side, embedded in its owner (plain struct: the
+ * owner reads ctx, close_code and deflate).  Start it with ws_parser_init;
+ * while a wslay context is open (ctx non-NULL) wslay holds the parser's
+ * address, so it must not move.
+ */
 typedef struct ws_parser {
+    ws_parser_set *set;   /* borrowed: the set it counts in (must outlive it) */
+    struct ws_feed *feed; /* the ws_parser_feed call in progress, else NULL */
     void *ctx;            /* wslay_event_context_ptr while a frame is open */
     uint64_t fed;         /* bytes given to the current context */
     uint64_t done;        /* bytes of frames it completed */
@@ -221,7 +257,9 @@ typedef struct ws_parser_cb {
                                 close, or 1002/1007/1009 for a violation) */
 #define WS_FEED_STOPPED  2   /* owner called ws_parser_stop() */
 #define WS_FEED_ERROR  (-1)  /* broken framing, or a close frame with a 1-byte
-                                payload: caller closes with 1002 */
+                                payload: caller closes with 1002 (also: a
+                                parser without a set, or fed from inside
+                                its own feed) */
 #define WS_FEED_NOMEM  (-2)
 #define WS_FEED_BUDGET (-3)  /* this feed grew half-received data while the
                                 process is over its partial budget: caller
@@ -233,23 +271,25 @@ typedef struct ws_parser_cb {
  * arrived (never the declared length) but needs a context of
  * WS_PARSER_CTX_COST bytes while a message is open, so each parser with an
  * open message is charged that plus the bytes fed since its last complete
- * message.  The process-wide total is kept under a budget: a feed that makes
- * its parser's charge grow while the total is over the budget fails with
- * WS_FEED_BUDGET, and its memory is released at once.  Complete messages
- * that arrive whole in one read charge nothing, so well-behaved clients keep
- * flowing while slow-loris senders are refused.
+ * message.  The total of a parser set is kept under the set's budget: a
+ * feed that makes its parser's charge grow while the set's total is over
+ * the budget fails with WS_FEED_BUDGET, and its memory is released at once.
+ * Complete messages that arrive whole in one read charge nothing, so
+ * well-behaved clients keep flowing while slow-loris senders are refused.
  */
 #define WS_PARSER_CTX_COST 8790u   /* wslay 1.1.1 context, measured (mallinfo2) */
-void ws_parser_set_budget(uint64_t bytes);   /* 0: no limit */
-uint64_t ws_parser_partial_bytes(void);      /* current process total */
+
+/* Zero p and make it count in set (borrowed, must outlive p's contexts). */
+void ws_parser_init(ws_parser *p, ws_parser_set *set);
 
 /*
  * Feed bytes read from the peer.  Messages longer than max_msg bytes make
  * wslay close with 1009; so does a compressed message (p->deflate) whose
  * inflated size exceeds max_msg, and one that does not inflate closes with
- * 1007.  Callbacks run synchronously inside this call; the
- * parser must not be fed recursively.  After any result other than
- * WS_FEED_OK, further feeds return WS_FEED_STOPPED without parsing.
+ * 1007.  Callbacks run synchronously inside this call, with p->feed
+ * pointing to the call's state; the parser must not be fed recursively
+ * (other parsers may be).  After any result other than WS_FEED_OK, further
+ * feeds return WS_FEED_STOPPED without parsing.
  */
 int ws_parser_feed(ws_parser *p, const ws_parser_cb *cb, void *ud,
                    const uint8_t *data, size_t len, uint64_t max_msg);
@@ -258,10 +298,8 @@ int ws_parser_feed(ws_parser *p, const ws_parser_cb *cb, void *ud,
  * owner sends its own close frame). */
 void ws_parser_stop(ws_parser *p);
 
-/* Free the wslay context if any (call when the connection goes away). */
+/* Free the wslay context if any and give back the parser's charge to its
+ * set (call when the connection goes away; not from inside its feed). */
 void ws_parser_free(ws_parser *p);
-
-/* Number of wslay contexts alive in the process (for tests and metrics). */
-long ws_parser_contexts(void);
 
 #endif

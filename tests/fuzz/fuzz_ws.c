@@ -1,9 +1,11 @@
 /* libFuzzer target for the shard's WebSocket input side (shard/ws.c over
  * wslay): client bytes in chunks chosen by the first input byte, under a
  * small partial-frame budget; the first byte's top bit also negotiates
- * permessage-deflate (RSV1 messages are inflated, capped at max_msg).  Invariants: the parser never crashes, every
- * message it hands out is within max_msg, and freeing it returns its whole
- * charge (no context and no partial bytes left). */
+ * permessage-deflate (RSV1 messages are inflated, capped at max_msg).  Each
+ * input gets its own parser set (budget, contexts, inflate stream), freed at
+ * the end.  Invariants: the parser never crashes, every message it hands
+ * out is within max_msg, and freeing it returns its whole charge to its set
+ * (no context and no partial bytes left). */
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -45,8 +47,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t deflate = data[0] >> 7;
     data++;
     size--;
-    ws_parser_set_budget(3 * WS_PARSER_CTX_COST);
-    ws_parser p = { .deflate = deflate }, other = { .deflate = deflate };
+    ws_parser_set *set = ws_parser_set_new(3 * WS_PARSER_CTX_COST);
+    if (!set)
+        return 0;
+    ws_parser p, other;
+    ws_parser_init(&p, set);
+    ws_parser_init(&other, set);
+    p.deflate = other.deflate = deflate;
     for (size_t off = 0; off < size; off += chunk) {
         size_t n = size - off < chunk ? size - off : chunk;
         /* alternate two connections so the budget is shared */
@@ -56,7 +63,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     }
     ws_parser_free(&p);
     ws_parser_free(&other);
-    if (ws_parser_partial_bytes() != 0 || ws_parser_contexts() != 0)
+    if (ws_parser_partial_bytes(set) != 0 || ws_parser_contexts(set) != 0)
         abort();
+    ws_parser_set_free(set);
     return 0;
 }

@@ -10,7 +10,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <zlib.h>
+
 #include "common/clock.h"
+#include "common/wsframe.h"
 #include "shard/client.h"
 #include "tests/support/fakeio.h"
 
@@ -29,6 +32,7 @@ typedef struct owner {
     size_t proxy_used;       /* proxy: bytes of header to drop (0: none) */
     int proxy_calls;
     int drained;
+    int deflate;             /* upgrade with permessage-deflate */
 } owner;
 
 typedef struct T {
@@ -49,7 +53,7 @@ static void o_http(void *ud, shard_client *c, const char *data, size_t len)
     static const char resp[] = "HTTP/1.1 101 Switching Protocols\r\n\r\n";
     client_http_reply(c, resp, sizeof resp - 1, 0);
     size_t head = (size_t)(end - data) + 4;
-    client_upgrade(c, 0, data + head, len - head);
+    client_upgrade(c, o->deflate, data + head, len - head);
 }
 
 static int o_proxy(void *ud, shard_client *c, const uint8_t *data, size_t len,
@@ -596,6 +600,133 @@ static void test_idle_ping_and_close_timeouts(void **state)
     assert_true(fc->closed);
 }
 
+/* ---- the pool's parser set ---------------------------------------------- */
+
+/* A masked client text frame, RSV1 when rsv1, of which only the first
+ * `send` payload bytes go out (a half-received frame when send < n). */
+static void send_frame_part(fake_conn *fc, int rsv1, const uint8_t *payload,
+                            size_t n, size_t send)
+{
+    static const uint8_t mask[4] = { 0x21, 0x43, 0x65, 0x87 };
+    uint8_t *b = malloc(WSFRAME_MAX_HEADER + n);
+    assert_non_null(b);
+    size_t h = wsframe_client_header(b, 1, 1, n, mask);
+    if (rsv1)
+        b[0] |= 0x40;
+    memcpy(b + h, payload, n);
+    wsframe_mask(b + h, n, mask, 0);
+    fake_send(fc, b, h + send);
+    free(b);
+}
+
+/* raw deflate without the 00 00 ff ff tail, as a client sends */
+static size_t zdeflate(const void *in, size_t n, uint8_t *out, size_t cap)
+{
+    z_stream z;
+    memset(&z, 0, sizeof z);
+    assert_int_equal(deflateInit2(&z, 6, Z_DEFLATED, -15, 8, Z_DEFAULT_STRATEGY), Z_OK);
+    z.next_in = (Bytef *)in;
+    z.avail_in = (uInt)n;
+    z.next_out = out;
+    z.avail_out = (uInt)cap;
+    assert_int_equal(deflate(&z, Z_SYNC_FLUSH), Z_OK);
+    size_t got = cap - z.avail_out;
+    deflateEnd(&z);
+    assert_true(got > 4);
+    return got - 4;
+}
+
+static shard_client *open_at(T *t, fake_conn **out, uint8_t octet)
+{
+    shard_client *c = connect_one(t, out, octet);
+    fake_send_upgrade(*out);
+    fake_run(t->fc.ctx.base);
+    assert_int_equal(client_state(c), CL_OPEN);
+    assert_int_equal(fake_http_status(*out), 101);
+    return c;
+}
+
+/* The pool owns its clients' parser set: WS_PARTIAL_BUDGET is the pool's,
+ * the wslay contexts, partial bytes and inflate counters are read through
+ * client_pool_parsers, another pool's set is untouched, and freeing the
+ * pool frees the set's inflate stream and buffer (ASan: no leak). */
+static void test_pool_parser_set(void **state)
+{
+    /* a client holding 10000 payload bytes of a 60000-byte frame is
+     * charged the context, the 8-byte header (2 + 2 length + 4 mask) and
+     * those bytes */
+    uint64_t each = WS_PARSER_CTX_COST + 8 + 10000;
+    char budget[64];
+    snprintf(budget, sizeof budget, "--ws-partial-budget=%llu",
+             (unsigned long long)(each + 100));   /* room for one */
+    const char *const tight_flags[] = { budget, NULL };
+    const char *const other_flags[] = { "--ws-partial-budget=0", NULL };
+    T *t = setup_flags(tight_flags);
+    T *u = setup_flags(other_flags);
+    t->o.deflate = 1;
+    u->o.deflate = 1;
+    const ws_parser_set *ps = client_pool_parsers(t->pool);
+    const ws_parser_set *us = client_pool_parsers(u->pool);
+    assert_non_null(ps);
+    assert_non_null(us);
+    assert_ptr_not_equal(ps, us);
+
+    /* a compressed message is inflated with the pool's stream */
+    fake_conn *f1;
+    shard_client *c1 = open_at(t, &f1, 1);
+    static const char hb[] = "{\"type\":\"heartbeat\"}";
+    uint8_t z[128];
+    size_t zn = zdeflate(hb, sizeof hb - 1, z, sizeof z);
+    send_frame_part(f1, 1, z, zn, zn);
+    fake_run(t->fc.ctx.base);
+    assert_int_equal(client_state(c1), CL_OPEN);
+    assert_int_equal(ws_inflate_messages(ps), 1);
+    assert_int_equal(ws_inflate_refused(ps), 0);
+    assert_int_equal(ws_inflate_messages(us), 0);
+
+    /* half-received frames count against this pool's budget only */
+    static uint8_t big[60000];
+    memset(big, 'q', sizeof big);
+    fake_conn *f2, *f3, *g1, *g2;
+    shard_client *c2 = open_at(t, &f2, 2);
+    shard_client *c3 = open_at(t, &f3, 3);
+    send_frame_part(f2, 0, big, sizeof big, 10000);
+    fake_run(t->fc.ctx.base);
+    assert_int_equal(client_state(c2), CL_OPEN);
+    assert_int_equal(ws_parser_contexts(ps), 1);
+    assert_int_equal(ws_parser_partial_bytes(ps), each);
+    open_at(u, &g1, 1);
+    open_at(u, &g2, 2);
+    send_frame_part(g1, 0, big, sizeof big, 10000);
+    send_frame_part(g2, 0, big, sizeof big, 10000);
+    fake_run(u->fc.ctx.base);
+    assert_int_equal(ws_parser_contexts(us), 2);
+    assert_int_equal(ws_parser_partial_bytes(us), 2 * each);
+    assert_int_equal(ws_parser_partial_bytes(ps), each);   /* unchanged */
+    /* the second half frame takes this pool over its budget: 1013 */
+    send_frame_part(f3, 0, big, sizeof big, 10000);
+    fake_run(t->fc.ctx.base);
+    assert_int_equal(client_state(c3), CL_CLOSING);
+    assert_int_equal(next_close(f3), 1013);
+    assert_int_equal(t->fc.ctx.m.ws_partial_budget_closes_total, 1);
+    assert_int_equal(u->fc.ctx.m.ws_partial_budget_closes_total, 0);
+    assert_int_equal(ws_parser_contexts(ps), 1);
+    assert_int_equal(ws_parser_partial_bytes(ps), each);
+    /* a client that goes away gives its charge back to its pool's set */
+    fake_peer_close(f2);
+    fake_run(t->fc.ctx.base);
+    assert_int_equal(ws_parser_contexts(ps), 0);
+    assert_int_equal(ws_parser_partial_bytes(ps), 0);
+    assert_int_equal(ws_parser_partial_bytes(us), 2 * each);
+
+    /* freeing a pool with half-received frames and a used inflate buffer
+     * frees them all (ASan's leak check) */
+    void *st = u;
+    teardown(&st);
+    st = t;
+    teardown(&st);
+}
+
 /* ---- shutdown ----------------------------------------------------------- */
 
 static void test_shutdown_closes_everyone(void **state)
@@ -640,6 +771,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_handshake_timeout, setup, teardown),
         cmocka_unit_test_setup_teardown(test_idle_ping_and_close_timeouts, setup, teardown),
         cmocka_unit_test_setup_teardown(test_shutdown_closes_everyone, setup, teardown),
+        cmocka_unit_test(test_pool_parser_set),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

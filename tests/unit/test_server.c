@@ -130,6 +130,18 @@ static void test_upgrade_answers_101(void **state)
     shard_server_gauges_get(t->srv, &g);
     assert_int_equal(g.connections, 1);
     assert_int_equal(g.ip_table_entries, 1);
+    /* the clients' parser set (the pool's) comes through the gauges */
+    assert_int_equal(g.parser_contexts, 0);
+    assert_int_equal(g.partial_bytes, 0);
+    /* a 4096-byte text frame of which 100 payload bytes arrived */
+    uint8_t half[2 + 2 + 4 + 100] = { 0x81, 0x80 | 126, 0x10, 0x00, 1, 2, 3, 4 };
+    fake_send(fc, half, sizeof half);
+    fake_run(t->fc.ctx.base);
+    shard_server_gauges_get(t->srv, &g);
+    assert_int_equal(g.parser_contexts, 1);
+    assert_int_equal(g.partial_bytes, WS_PARSER_CTX_COST + sizeof half);
+    assert_int_equal(g.inflated, 0);
+    assert_int_equal(g.inflate_refused, 0);
     assert_string_equal(shard_server_ws_addr(t->srv), "");
     assert_string_equal(shard_server_admin_addr(t->srv), "");
 }

@@ -255,22 +255,42 @@ static void test_inflate_cap(void **state)
     assert_true(zn < 8192);
     const uint8_t *out;
     size_t ol;
-    assert_int_equal(ws_inflate_msg(z, zn, 65536, &out, &ol), WS_INFLATE_TOOBIG);
+    ws_parser_set *set = ws_parser_set_new(0);
+    assert_non_null(set);
+    assert_int_equal(ws_inflate_msg(set, z, zn, 65536, &out, &ol), WS_INFLATE_TOOBIG);
     /* exactly at the cap is fine */
     zn = zdeflate(big, 65536, z, sizeof(z));
-    assert_int_equal(ws_inflate_msg(z, zn, 65536, &out, &ol), 0);
+    assert_int_equal(ws_inflate_msg(set, z, zn, 65536, &out, &ol), 0);
     assert_int_equal(ol, 65536);
-    assert_int_equal(ws_inflate_msg(z, zn, 65535, &out, &ol), WS_INFLATE_TOOBIG);
+    assert_int_equal(ws_inflate_msg(set, z, zn, 65535, &out, &ol), WS_INFLATE_TOOBIG);
     /* corrupt data */
     static const uint8_t junk[] = { 0xff, 0xff, 0xff, 0xff, 0x12 };
-    assert_int_equal(ws_inflate_msg(junk, sizeof(junk), 65536, &out, &ol), WS_INFLATE_BAD);
+    assert_int_equal(ws_inflate_msg(set, junk, sizeof(junk), 65536, &out, &ol), WS_INFLATE_BAD);
     /* the state is reset per message: a good one after a bad one */
     zn = zdeflate("{\"type\":\"heartbeat\"}", 20, z, sizeof(z));
-    assert_int_equal(ws_inflate_msg(z, zn, 65536, &out, &ol), 0);
+    assert_int_equal(ws_inflate_msg(set, z, zn, 65536, &out, &ol), 0);
     assert_int_equal(ol, 20);
     assert_memory_equal(out, "{\"type\":\"heartbeat\"}", 20);
-    assert_int_equal(ws_inflate_refused(), 3);
-    ws_inflate_release();
+    assert_int_equal(ws_inflate_refused(set), 3);
+    assert_int_equal(ws_inflate_messages(set), 2);
+    /* another set has its own stream, buffer and counters: its result
+     * does not overwrite the first set's buffer */
+    ws_parser_set *other = ws_parser_set_new(0);
+    assert_non_null(other);
+    const uint8_t *out2;
+    size_t ol2;
+    uint8_t z2[64];
+    size_t zn2 = zdeflate("{\"type\":\"other\"}", 16, z2, sizeof(z2));
+    assert_int_equal(ws_inflate_msg(other, z2, zn2, 65536, &out2, &ol2), 0);
+    assert_int_equal(ol2, 16);
+    assert_ptr_not_equal(out2, out);
+    assert_memory_equal(out, "{\"type\":\"heartbeat\"}", 20);
+    assert_int_equal(ws_inflate_messages(other), 1);
+    assert_int_equal(ws_inflate_refused(other), 0);
+    assert_int_equal(ws_inflate_messages(set), 2);
+    ws_parser_set_free(other);
+    ws_parser_set_free(set);   /* stream and buffer with it (ASan: no leak) */
+    ws_parser_set_free(NULL);
 }
 
 /* ---- the parser with compressed client frames ------------------------------- */
@@ -328,9 +348,14 @@ static void test_parser_inflates(void **state)
     size_t zn = zdeflate(sub, strlen(sub), z, sizeof(z));
     size_t n = cframe(in, 1, z, zn);
     rec r = { .nmsg = 0 };
-    ws_parser p = { .deflate = 1 };
+    ws_parser_set *set = ws_parser_set_new(0);
+    assert_non_null(set);
+    ws_parser p;
+    ws_parser_init(&p, set);
+    p.deflate = 1;
     assert_int_equal(ws_parser_feed(&p, &CB, &r, in, n, 65536), WS_FEED_OK);
     assert_int_equal(r.nmsg, 1);
+    assert_int_equal(ws_inflate_messages(set), 1);
     assert_string_equal(r.msg, sub);
     /* uncompressed messages still pass on a deflate connection */
     n = cframe(in, 0, (const uint8_t *)"plain", 5);
@@ -340,12 +365,15 @@ static void test_parser_inflates(void **state)
 
     /* RSV1 without the extension: 1002 */
     rec r2 = { .nmsg = 0 };
-    ws_parser q = { 0 };
+    ws_parser q = { .set = set };
     n = cframe(in, 1, z, zn);
     assert_int_equal(ws_parser_feed(&q, &CB, &r2, in, n, 65536), WS_FEED_CLOSED);
     assert_int_equal(q.close_code, 1002);
     assert_int_equal(r2.nmsg, 0);
     ws_parser_free(&q);
+    assert_int_equal(ws_inflate_messages(set), 1);
+    assert_int_equal(ws_parser_contexts(set), 0);
+    ws_parser_set_free(set);
 }
 
 static void test_parser_bomb(void **state)
@@ -357,7 +385,9 @@ static void test_parser_bomb(void **state)
     assert_true(zn < 4096);     /* small on the wire ... */
     size_t n = cframe(in, 1, z, zn);
     rec r = { .nmsg = 0 };
-    ws_parser p = { .deflate = 1 };
+    ws_parser_set *set = ws_parser_set_new(0);
+    assert_non_null(set);
+    ws_parser p = { .set = set, .deflate = 1 };
     /* ... over WS_MAX_FRAME inflated: closed with 1009, nothing delivered */
     assert_int_equal(ws_parser_feed(&p, &CB, &r, in, n, 65536), WS_FEED_CLOSED);
     assert_int_equal(p.close_code, 1009);
@@ -368,7 +398,7 @@ static void test_parser_bomb(void **state)
 
     /* corrupt compressed data: 1007 */
     rec r2 = { .nmsg = 0 };
-    ws_parser q = { .deflate = 1 };
+    ws_parser q = { .set = set, .deflate = 1 };
     n = cframe(in, 1, (const uint8_t *)"\xff\xff\xff\xff\x12", 5);
     assert_int_equal(ws_parser_feed(&q, &CB, &r2, in, n, 65536), WS_FEED_CLOSED);
     assert_int_equal(q.close_code, 1007);
@@ -379,14 +409,18 @@ static void test_parser_bomb(void **state)
     uint8_t z2[64];
     size_t zn2 = zdeflate(bad_utf8, sizeof(bad_utf8) - 1, z2, sizeof(z2));
     rec r3 = { .nmsg = 0 };
-    ws_parser u = { .deflate = 1 };
+    ws_parser u = { .set = set, .deflate = 1 };
     n = cframe(in, 1, z2, zn2);
     assert_int_equal(ws_parser_feed(&u, &CB, &r3, in, n, 65536), WS_FEED_CLOSED);
     assert_int_equal(u.close_code, 1007);
     assert_int_equal(r3.nmsg, 0);
     ws_parser_free(&u);
-    assert_int_equal(ws_parser_contexts(), 0);
-    ws_inflate_release();
+    assert_int_equal(ws_parser_contexts(set), 0);
+    /* the bomb and the corrupt data were refused by the inflater; the
+     * non-UTF-8 text inflated fine (the parser refused it after) */
+    assert_int_equal(ws_inflate_refused(set), 2);
+    assert_int_equal(ws_inflate_messages(set), 1);
+    ws_parser_set_free(set);
 }
 
 static void test_handshake_response_ext(void **state)

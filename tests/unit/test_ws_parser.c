@@ -86,6 +86,7 @@ static size_t frame(uint8_t *out, int fin, int op, const void *p, size_t n)
 
 static void test_text_any_split(void **state)
 {
+    ws_parser_set *S = *state;
     uint8_t in[1024];
     size_t n = frame(in, 1, WS_OP_TEXT, "hello", 5);
     n += frame(in + n, 1, WS_OP_TEXT, "{\"type\":\"heartbeat\"}", 20);
@@ -94,7 +95,7 @@ static void test_text_any_split(void **state)
     n += frame(in + n, 1, WS_OP_TEXT, big, sizeof(big));
     for (size_t split = 0; split <= n; split++) {
         rec r = { .log = "" };
-        ws_parser p = { 0 };
+        ws_parser p = { .set = S };
         assert_int_equal(ws_parser_feed(&p, &CB, &r, in, split, 1 << 20),
                          WS_FEED_OK);
         /* the context only lives while a frame is incomplete */
@@ -108,18 +109,19 @@ static void test_text_any_split(void **state)
         assert_int_equal(r.nmsg, 3);
         ws_parser_free(&p);
     }
-    assert_int_equal(ws_parser_contexts(), 0);
+    assert_int_equal(ws_parser_contexts(S), 0);
 }
 
 static void test_fragmented(void **state)
 {
+    ws_parser_set *S = *state;
     uint8_t in[256];
     size_t n1 = frame(in, 0, WS_OP_TEXT, "hel", 3);
     size_t n2 = frame(in + n1, 0, WS_OP_CONT, "lo ", 3);
     size_t n3 = frame(in + n1 + n2, 1, WS_OP_PING, "p", 1);  /* interleaved */
     size_t n4 = frame(in + n1 + n2 + n3, 1, WS_OP_CONT, "you", 3);
     rec r = { .log = "" };
-    ws_parser p = { 0 };
+    ws_parser p = { .set = S };
     assert_int_equal(ws_parser_feed(&p, &CB, &r, in, n1, 1 << 20), WS_FEED_OK);
     assert_non_null(p.ctx);   /* message open: context kept */
     assert_int_equal(ws_parser_feed(&p, &CB, &r, in + n1, n2 + n3, 1 << 20),
@@ -148,12 +150,13 @@ static int order_send(void *ud, const uint8_t *d, size_t n)
 
 static void test_pong_order(void **state)
 {
+    ws_parser_set *S = *state;
     ws_parser_cb cb = { on_message, on_control, order_send };
     uint8_t in[256];
     size_t n = frame(in, 1, WS_OP_PING, "ab", 2);
     n += frame(in + n, 1, WS_OP_TEXT, "x", 1);
     rec r = { .log = "" };
-    ws_parser p = { 0 };
+    ws_parser p = { .set = S };
     g_order_ok = 0;
     assert_int_equal(ws_parser_feed(&p, &cb, &r, in, n, 1 << 20), WS_FEED_OK);
     assert_true(g_order_ok);
@@ -162,12 +165,13 @@ static void test_pong_order(void **state)
 
 static void test_close_echo(void **state)
 {
+    ws_parser_set *S = *state;
     uint8_t in[64];
     uint8_t code[2] = { 1000 >> 8, 1000 & 0xff };
     size_t n = frame(in, 1, WS_OP_CLOSE, code, 2);
     n += frame(in + n, 1, WS_OP_TEXT, "after", 5);   /* ignored */
     rec r = { .log = "" };
-    ws_parser p = { 0 };
+    ws_parser p = { .set = S };
     assert_int_equal(ws_parser_feed(&p, &CB, &r, in, n, 1 << 20), WS_FEED_CLOSED);
     assert_string_equal(r.log, "C:1000|");
     assert_int_equal(p.close_code, 1000);
@@ -187,13 +191,14 @@ static uint16_t close_sent(const rec *r)
 
 static void test_violations(void **state)
 {
+    ws_parser_set *S = *state;
     uint8_t in[70000];
     rec r;
     ws_parser p;
 
     /* too big for max_msg: 1009 */
     memset(&r, 0, sizeof(r));
-    memset(&p, 0, sizeof(p));
+    ws_parser_init(&p, S);
     char big[2000];
     memset(big, 'a', sizeof(big));
     size_t n = frame(in, 1, WS_OP_TEXT, big, sizeof(big));
@@ -203,7 +208,7 @@ static void test_violations(void **state)
 
     /* too big across fragments */
     memset(&r, 0, sizeof(r));
-    memset(&p, 0, sizeof(p));
+    ws_parser_init(&p, S);
     n = frame(in, 0, WS_OP_TEXT, big, 600);
     n += frame(in + n, 1, WS_OP_CONT, big, 600);
     assert_int_equal(ws_parser_feed(&p, &CB, &r, in, n, 1024), WS_FEED_CLOSED);
@@ -211,21 +216,21 @@ static void test_violations(void **state)
 
     /* invalid UTF-8 in a text frame: 1007 */
     memset(&r, 0, sizeof(r));
-    memset(&p, 0, sizeof(p));
+    ws_parser_init(&p, S);
     n = frame(in, 1, WS_OP_TEXT, "\xff\xfe", 2);
     assert_int_equal(ws_parser_feed(&p, &CB, &r, in, n, 1024), WS_FEED_CLOSED);
     assert_int_equal(close_sent(&r), 1007);
 
     /* unmasked client frame: 1002 */
     memset(&r, 0, sizeof(r));
-    memset(&p, 0, sizeof(p));
+    ws_parser_init(&p, S);
     assert_int_equal(ws_parser_feed(&p, &CB, &r, (const uint8_t *)"\x81\x02hi", 4,
                                     1024), WS_FEED_CLOSED);
     assert_int_equal(close_sent(&r), 1002);
 
     /* RSV bit set: 1002 */
     memset(&r, 0, sizeof(r));
-    memset(&p, 0, sizeof(p));
+    ws_parser_init(&p, S);
     n = frame(in, 1, WS_OP_TEXT, "x", 1);
     in[0] |= 0x40;
     assert_int_equal(ws_parser_feed(&p, &CB, &r, in, n, 1024), WS_FEED_CLOSED);
@@ -233,25 +238,25 @@ static void test_violations(void **state)
 
     /* continuation without a start: 1002 */
     memset(&r, 0, sizeof(r));
-    memset(&p, 0, sizeof(p));
+    ws_parser_init(&p, S);
     n = frame(in, 1, WS_OP_CONT, "x", 1);
     assert_int_equal(ws_parser_feed(&p, &CB, &r, in, n, 1024), WS_FEED_CLOSED);
     assert_int_equal(close_sent(&r), 1002);
 
     /* control frame with 126-byte payload: broken framing -> caller 1002 */
     memset(&r, 0, sizeof(r));
-    memset(&p, 0, sizeof(p));
+    ws_parser_init(&p, S);
     n = frame(in, 1, WS_OP_PING, big, 126);
     assert_int_equal(ws_parser_feed(&p, &CB, &r, in, n, 1024), WS_FEED_ERROR);
     assert_null(p.ctx);
 
     /* binary is delivered; the owner decides (the shard closes 1003) */
     memset(&r, 0, sizeof(r));
-    memset(&p, 0, sizeof(p));
+    ws_parser_init(&p, S);
     n = frame(in, 1, WS_OP_BINARY, "\x00\x01", 2);
     assert_int_equal(ws_parser_feed(&p, &CB, &r, in, n, 1024), WS_FEED_OK);
     assert_string_equal(r.log, "B:2|");
-    assert_int_equal(ws_parser_contexts(), 0);
+    assert_int_equal(ws_parser_contexts(S), 0);
 }
 
 /* RFC 6455 5.5.1: a close payload of 1 byte is a protocol error (1002 by
@@ -259,6 +264,7 @@ static void test_violations(void **state)
  * 1002 from wslay itself. */
 static void test_bad_close_payload(void **state)
 {
+    ws_parser_set *S = *state;
     uint8_t in[64];
     static const uint8_t bad_codes[][2] = {
         { 0x03, 0xe7 },   /* 999 */
@@ -269,14 +275,14 @@ static void test_bad_close_payload(void **state)
         { 0x13, 0x88 },   /* 5000 */
     };
     rec r = { .log = "" };
-    ws_parser p = { 0 };
+    ws_parser p = { .set = S };
     size_t n = frame(in, 1, WS_OP_CLOSE, "\x03", 1);
     assert_int_equal(ws_parser_feed(&p, &CB, &r, in, n, 1024), WS_FEED_ERROR);
     assert_int_equal(r.out_len, 0);            /* no empty close went out */
     assert_null(p.ctx);
     for (size_t i = 0; i < sizeof bad_codes / sizeof bad_codes[0]; i++) {
         memset(&r, 0, sizeof r);
-        memset(&p, 0, sizeof p);
+        ws_parser_init(&p, S);
         n = frame(in, 1, WS_OP_CLOSE, bad_codes[i], 2);
         assert_int_equal(ws_parser_feed(&p, &CB, &r, in, n, 1024), WS_FEED_CLOSED);
         assert_int_equal(close_sent(&r), 1002);
@@ -286,17 +292,17 @@ static void test_bad_close_payload(void **state)
     static const uint8_t good[][2] = { { 0x03, 0xe8 }, { 0x0f, 0xa0 } };
     for (size_t i = 0; i < 2; i++) {
         memset(&r, 0, sizeof r);
-        memset(&p, 0, sizeof p);
+        ws_parser_init(&p, S);
         n = frame(in, 1, WS_OP_CLOSE, good[i], 2);
         assert_int_equal(ws_parser_feed(&p, &CB, &r, in, n, 1024), WS_FEED_CLOSED);
         assert_int_equal(close_sent(&r), (good[i][0] << 8) | good[i][1]);
     }
-    assert_int_equal(ws_parser_contexts(), 0);
+    assert_int_equal(ws_parser_contexts(S), 0);
 }
 
-/* The process-wide budget for half-received frames: only what arrived is
- * charged (plus the context), a sender that grows its partial frame while
- * the total is over budget is refused and released, complete messages
+/* A set's budget for half-received frames: only what arrived is charged
+ * (plus the context), a sender that grows its partial frame while the
+ * set's total is over budget is refused and released, complete messages
  * still flow, and every release gives the budget back. */
 static void test_partial_budget(void **state)
 {
@@ -307,22 +313,24 @@ static void test_partial_budget(void **state)
     size_t n = frame(in, 1, WS_OP_TEXT, big, sizeof big);   /* a 60 KB frame */
     ws_parser ps[NP];
     rec r = { .log = "" };
-    memset(ps, 0, sizeof ps);
-    assert_int_equal(ws_parser_partial_bytes(), 0);
     /* budget: room for 3 parsers holding 10 KB each */
     uint64_t each = WS_PARSER_CTX_COST + 10000;
-    ws_parser_set_budget(3 * each + 100);
+    ws_parser_set *set = ws_parser_set_new(3 * each + 100);
+    assert_non_null(set);
+    for (int i = 0; i < NP; i++)
+        ws_parser_init(&ps[i], set);
+    assert_int_equal(ws_parser_partial_bytes(set), 0);
     for (int i = 0; i < 3; i++) {
         assert_int_equal(ws_parser_feed(&ps[i], &CB, &r, in, 10000, 1 << 20), WS_FEED_OK);
         assert_non_null(ps[i].ctx);
         /* charged by what arrived, not by the 60 KB the header declares */
         assert_int_equal(ps[i].charged, each);
     }
-    assert_int_equal(ws_parser_partial_bytes(), 3 * each);
+    assert_int_equal(ws_parser_partial_bytes(set), 3 * each);
     /* a fourth sender takes the total over: refused, and its memory freed */
     assert_int_equal(ws_parser_feed(&ps[3], &CB, &r, in, 10000, 1 << 20), WS_FEED_BUDGET);
     assert_null(ps[3].ctx);
-    assert_int_equal(ws_parser_partial_bytes(), 3 * each);
+    assert_int_equal(ws_parser_partial_bytes(set), 3 * each);
     /* a complete small message on a fresh connection charges nothing */
     uint8_t small[64];
     size_t sn = frame(small, 1, WS_OP_TEXT, "{\"type\":\"heartbeat\"}", 20);
@@ -334,34 +342,117 @@ static void test_partial_budget(void **state)
                      WS_FEED_OK);
     assert_null(ps[0].ctx);
     assert_int_equal(r.nmsg, 2);
-    assert_int_equal(ws_parser_partial_bytes(), 2 * each);
+    assert_int_equal(ws_parser_partial_bytes(set), 2 * each);
     /* and now there is room again */
     assert_int_equal(ws_parser_feed(&ps[5], &CB, &r, in, 10000, 1 << 20), WS_FEED_OK);
-    assert_int_equal(ws_parser_partial_bytes(), 3 * each);
+    assert_int_equal(ws_parser_partial_bytes(set), 3 * each);
     for (int i = 0; i < NP; i++)
         ws_parser_free(&ps[i]);
-    assert_int_equal(ws_parser_partial_bytes(), 0);
-    assert_int_equal(ws_parser_contexts(), 0);
+    assert_int_equal(ws_parser_partial_bytes(set), 0);
+    assert_int_equal(ws_parser_contexts(set), 0);
+    ws_parser_set_free(set);
     /* fragments separated by pings stay charged until the message ends */
-    ws_parser_set_budget(0);
-    ws_parser fp = { 0 };
+    set = ws_parser_set_new(0);
+    assert_non_null(set);
+    ws_parser fp;
+    ws_parser_init(&fp, set);
     size_t fn = frame(in, 0, WS_OP_TEXT, big, 5000);
     fn += frame(in + fn, 1, WS_OP_PING, "", 0);
     assert_int_equal(ws_parser_feed(&fp, &CB, &r, in, fn, 1 << 20), WS_FEED_OK);
     assert_non_null(fp.ctx);
     assert_true(fp.charged >= WS_PARSER_CTX_COST + 5000);
+    assert_int_equal(ws_parser_partial_bytes(set), fp.charged);
+    assert_int_equal(ws_parser_contexts(set), 1);
     ws_parser_free(&fp);
-    assert_int_equal(ws_parser_partial_bytes(), 0);
+    assert_int_equal(ws_parser_partial_bytes(set), 0);
+    assert_int_equal(ws_parser_contexts(set), 0);
+    ws_parser_set_free(set);
+}
+
+/* Two sets (two pools) are independent: one set's parsers filling its
+ * budget neither charge nor refuse the other's, each counts its own
+ * contexts, and a parser gives its charge back to its own set. */
+static void test_sets_independent(void **state)
+{
+    static uint8_t in[70000];
+    char big[60000];
+    memset(big, 'q', sizeof big);
+    frame(in, 1, WS_OP_TEXT, big, sizeof big);
+    uint64_t each = WS_PARSER_CTX_COST + 10000;
+    ws_parser_set *tight = ws_parser_set_new(each + 100);   /* room for one */
+    ws_parser_set *roomy = ws_parser_set_new(0);            /* no limit */
+    assert_non_null(tight);
+    assert_non_null(roomy);
+    rec r = { .log = "" };
+    ws_parser t1, t2, o[3];
+    ws_parser_init(&t1, tight);
+    ws_parser_init(&t2, tight);
+    /* the tight set fills up ... */
+    assert_int_equal(ws_parser_feed(&t1, &CB, &r, in, 10000, 1 << 20), WS_FEED_OK);
+    assert_int_equal(ws_parser_feed(&t2, &CB, &r, in, 10000, 1 << 20), WS_FEED_BUDGET);
+    assert_null(t2.ctx);
+    assert_int_equal(ws_parser_partial_bytes(tight), each);
+    assert_int_equal(ws_parser_contexts(tight), 1);
+    /* ... while the other set's parsers hold far more than its budget */
+    for (int i = 0; i < 3; i++) {
+        ws_parser_init(&o[i], roomy);
+        assert_int_equal(ws_parser_feed(&o[i], &CB, &r, in, 10000, 1 << 20),
+                         WS_FEED_OK);
+        assert_non_null(o[i].ctx);
+    }
+    assert_int_equal(ws_parser_partial_bytes(roomy), 3 * each);
+    assert_int_equal(ws_parser_contexts(roomy), 3);
+    assert_int_equal(ws_parser_partial_bytes(tight), each);
+    assert_int_equal(ws_parser_contexts(tight), 1);
+    /* a budget of the same size as the roomy set's total refuses nothing
+     * there: the budget is per set */
+    ws_parser_set *same = ws_parser_set_new(each + 100);
+    assert_non_null(same);
+    ws_parser s1;
+    ws_parser_init(&s1, same);
+    assert_int_equal(ws_parser_feed(&s1, &CB, &r, in, 10000, 1 << 20), WS_FEED_OK);
+    assert_int_equal(ws_parser_partial_bytes(same), each);
+    ws_parser_free(&s1);
+    ws_parser_set_free(same);
+    /* releases go back to their own set */
+    ws_parser_free(&t1);
+    assert_int_equal(ws_parser_partial_bytes(tight), 0);
+    assert_int_equal(ws_parser_contexts(tight), 0);
+    assert_int_equal(ws_parser_partial_bytes(roomy), 3 * each);
+    assert_int_equal(ws_parser_feed(&t2, &CB, &r, in, 10000, 1 << 20),
+                     WS_FEED_STOPPED);   /* refused once, stays stopped */
+    for (int i = 0; i < 3; i++)
+        ws_parser_free(&o[i]);
+    ws_parser_free(&t2);
+    assert_int_equal(ws_parser_partial_bytes(roomy), 0);
+    assert_int_equal(ws_parser_contexts(roomy), 0);
+    ws_parser_set_free(tight);
+    ws_parser_set_free(roomy);
+    ws_parser_set_free(NULL);
+}
+
+/* A parser without a set is refused (the owner forgot ws_parser_init). */
+static void test_parser_needs_a_set(void **state)
+{
+    uint8_t in[64];
+    size_t n = frame(in, 1, WS_OP_TEXT, "x", 1);
+    rec r = { .log = "" };
+    ws_parser p = { 0 };
+    assert_int_equal(ws_parser_feed(&p, &CB, &r, in, n, 1024), WS_FEED_ERROR);
+    assert_null(p.ctx);
+    assert_int_equal(r.nmsg, 0);
+    ws_parser_free(&p);
 }
 
 static void test_stop_from_callback(void **state)
 {
+    ws_parser_set *S = *state;
     uint8_t in[256];
     size_t n = frame(in, 1, WS_OP_TEXT, "one", 3);
     n += frame(in + n, 1, WS_OP_PING, "", 0);
     n += frame(in + n, 1, WS_OP_TEXT, "two", 3);
     rec r = { .log = "", .stop_on = 1 };
-    ws_parser p = { 0 };
+    ws_parser p = { .set = S };
     assert_int_equal(ws_parser_feed(&p, &CB, &r, in, n, 1024), WS_FEED_STOPPED);
     assert_string_equal(r.log, "T:one|");
     assert_int_equal(r.out_len, 0);   /* nothing of wslay's after a stop */
@@ -369,17 +460,35 @@ static void test_stop_from_callback(void **state)
     assert_int_equal(ws_parser_feed(&p, &CB, &r, in, n, 1024), WS_FEED_STOPPED);
 }
 
+/* Each test but the budget ones gets a set without a budget; teardown
+ * checks its parsers gave everything back and frees it. */
+static int setup(void **state)
+{
+    *state = ws_parser_set_new(0);
+    return *state ? 0 : -1;
+}
+
+static int teardown(void **state)
+{
+    ws_parser_set *S = *state;
+    int ok = ws_parser_contexts(S) == 0 && ws_parser_partial_bytes(S) == 0;
+    ws_parser_set_free(S);
+    return ok ? 0 : -1;
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_text_any_split),
-        cmocka_unit_test(test_fragmented),
-        cmocka_unit_test(test_pong_order),
-        cmocka_unit_test(test_close_echo),
-        cmocka_unit_test(test_violations),
-        cmocka_unit_test(test_stop_from_callback),
-        cmocka_unit_test(test_bad_close_payload),
+        cmocka_unit_test_setup_teardown(test_text_any_split, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_fragmented, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_pong_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_close_echo, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_violations, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_stop_from_callback, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_bad_close_payload, setup, teardown),
         cmocka_unit_test(test_partial_budget),
+        cmocka_unit_test(test_sets_independent),
+        cmocka_unit_test(test_parser_needs_a_set),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
