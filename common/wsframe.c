@@ -7,7 +7,7 @@ size_t wsframe_client_header(uint8_t out[WSFRAME_MAX_HEADER], int opcode, int fi
                              uint64_t len, const uint8_t mask[4])
 {
     size_t h = 0;
-    out[h++] = (uint8_t)((fin ? 0x80 : 0) | (opcode & 0x0f));
+    out[h++] = (uint8_t)((fin ? 0x80 : 0) | (opcode & (WSFRAME_RSV1 | 0x0f)));
     if (len < 126) {
         out[h++] = (uint8_t)(0x80 | len);
     } else if (len <= 0xffff) {

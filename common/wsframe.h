@@ -13,8 +13,11 @@
 
 #define WSFRAME_MAX_HEADER 14
 
+/* OR-ed into an opcode: the frame's RSV1 bit (permessage-deflate). */
+#define WSFRAME_RSV1 0x40
+
 /* A client frame's header (MASK set, key `mask`) for a payload of len
- * bytes into out; returns its length (2 to 14). */
+ * bytes into out; returns its length (6 to 14). */
 size_t wsframe_client_header(uint8_t out[WSFRAME_MAX_HEADER], int opcode, int fin,
                              uint64_t len, const uint8_t mask[4]);
 

@@ -12,6 +12,7 @@
 #include <string.h>
 #include <zlib.h>
 
+#include "common/wsframe.h"
 #include "shard/ws.h"
 
 /* ---- negotiation ------------------------------------------------------ */
@@ -325,19 +326,12 @@ static const ws_parser_cb CB = { on_message, on_control, on_send };
 /* masked client frame with RSV1 */
 static size_t cframe(uint8_t *out, int rsv1, const uint8_t *p, size_t n)
 {
-    size_t h = 0;
-    out[h++] = (uint8_t)(0x80 | (rsv1 ? 0x40 : 0) | WS_OP_TEXT);
-    if (n < 126) {
-        out[h++] = (uint8_t)(0x80 | n);
-    } else {
-        out[h++] = 0x80 | 126;
-        out[h++] = (uint8_t)(n >> 8);
-        out[h++] = (uint8_t)n;
-    }
-    memcpy(out + h, "\x01\x02\x03\x04", 4);
-    h += 4;
-    for (size_t i = 0; i < n; i++)
-        out[h + i] = p[i] ^ (uint8_t)((i & 3) + 1);
+    static const uint8_t mask[4] = { 1, 2, 3, 4 };
+    size_t h = wsframe_client_header(out, WS_OP_TEXT | (rsv1 ? WSFRAME_RSV1 : 0), 1, n,
+                                     mask);
+    if (n)
+        memcpy(out + h, p, n);
+    wsframe_mask(out + h, n, mask, 0);
     return h + n;
 }
 

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "common/wsframe.h"
 #include "shard/ws.h"
 
 typedef struct rec {
@@ -63,24 +64,10 @@ static const ws_parser_cb CB = { on_message, on_control, on_send };
 static size_t frame(uint8_t *out, int fin, int op, const void *p, size_t n)
 {
     static const uint8_t mask[4] = { 0x12, 0x34, 0x56, 0x78 };
-    size_t h = 0;
-    out[h++] = (uint8_t)((fin ? 0x80 : 0) | op);
-    if (n < 126) {
-        out[h++] = (uint8_t)(0x80 | n);
-    } else if (n <= 0xffff) {
-        out[h++] = 0x80 | 126;
-        out[h++] = (uint8_t)(n >> 8);
-        out[h++] = (uint8_t)n;
-    } else {
-        out[h++] = 0x80 | 127;
-        for (int i = 7; i >= 0; i--)
-            out[h++] = (uint8_t)((uint64_t)n >> (8 * i));
-    }
-    memcpy(out + h, mask, 4);
-    h += 4;
-    const uint8_t *s = p;
-    for (size_t i = 0; i < n; i++)
-        out[h + i] = s[i] ^ mask[i & 3];
+    size_t h = wsframe_client_header(out, op, fin, n, mask);
+    if (n)
+        memcpy(out + h, p, n);
+    wsframe_mask(out + h, n, mask, 0);
     return h + n;
 }
 

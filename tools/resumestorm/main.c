@@ -54,6 +54,7 @@
 #include "common/clock.h"
 #include "common/config.h"
 #include "common/log.h"
+#include "common/wsframe.h"
 #include "tools/lib/lg_plan.h"
 #include "tools/lib/lg_ws.h"
 #include "tools/lib/rs_check.h"
@@ -326,30 +327,16 @@ static void conn_flush(sclient *c)
 
 static void send_frame(sclient *c, int op, const void *p, size_t n)
 {
-    uint8_t h[14];
-    size_t hl = 0;
-    h[hl++] = (uint8_t)(0x80 | op);
-    if (n < 126) {
-        h[hl++] = (uint8_t)(0x80 | n);
-    } else if (n < 65536) {
-        h[hl++] = 0x80 | 126;
-        h[hl++] = (uint8_t)(n >> 8);
-        h[hl++] = (uint8_t)n;
-    } else {
-        h[hl++] = 0x80 | 127;
-        for (int i = 7; i >= 0; i--)
-            h[hl++] = (uint8_t)((uint64_t)n >> (8 * i));
-    }
     uint32_t m = (uint32_t)lg_rand_next(&g.rng);
-    memcpy(h + hl, &m, 4);
-    const uint8_t *mk = h + hl;
-    hl += 4;
-    if (reserve(&c->out, &c->outcap, c->outlen + hl + n) != 0)
+    uint8_t mk[4];
+    memcpy(mk, &m, 4);
+    if (reserve(&c->out, &c->outcap, c->outlen + WSFRAME_MAX_HEADER + n) != 0)
         return;
-    memcpy(c->out + c->outlen, h, hl);
-    uint8_t *d = c->out + c->outlen + hl;
-    for (size_t i = 0; i < n; i++)
-        d[i] = ((const uint8_t *)p)[i] ^ mk[i & 3];
+    uint8_t *o = c->out + c->outlen;
+    size_t hl = wsframe_client_header(o, op, 1, n, mk);
+    if (n)
+        memcpy(o + hl, p, n);
+    wsframe_mask(o + hl, n, mk, 0);
     c->outlen += hl + n;
     conn_flush(c);
 }
