@@ -12,9 +12,9 @@
  * or fail a call; the fd is still what libevent watches for readiness (a
  * socketpair() end in the test).
  *
- * This header includes nothing of shard/ingress.h (the include graph,
- * tests/it/include_graph.sh, counts it as a module of its own): the two
- * types it needs from there are named by their struct tags.
+ * The two types it needs from shard/ingress.h are named by their struct
+ * tags (the include graph, tests/it/include_graph.sh, counts this header
+ * as part of module shard/ingress either way).
  */
 #ifndef ODIN_SHARD_INGRESS_PRIVATE_H
 #define ODIN_SHARD_INGRESS_PRIVATE_H
