@@ -182,12 +182,17 @@ start_router() {
 # stack_reap PID [SECS]: wait up to SECS (5) for PID to exit, then SIGKILL it
 stack_reap() {
     wait_until "${2:-5}" stack_gone "$1" || kill -KILL "$1" 2>/dev/null
-    wait "$1" 2>/dev/null
+    wait "$1" 2>/dev/null || true
     return 0
 }
 
-# stack_stop PID [SECS]: SIGTERM, then stack_reap
-stack_stop() { kill -TERM "$1" 2>/dev/null; stack_reap "$@"; }
+# stack_stop PID [SECS]: SIGTERM, then stack_reap; no longer tracked
+stack_stop() { kill -TERM "$1" 2>/dev/null; stack_reap "$@"; stack_forget "$1"; }
+stack_forget() {
+    local keep=() p
+    for p in "${STACK_PIDS[@]}"; do [ "$p" = "$1" ] || keep+=("$p"); done
+    STACK_PIDS=("${keep[@]}")
+}
 
 # stop_ok NAME PID [SECS]: SIGTERM; the process must exit 0 within SECS (10)
 # (sanitizer builds report leaks and errors through the exit status)
@@ -196,6 +201,7 @@ stop_ok() {
     kill -TERM "$2"
     wait_until "$secs" stack_gone "$2" || kill -KILL "$2" 2>/dev/null
     wait "$2" || rc=$?
+    stack_forget "$2"
     [ "$rc" -eq 0 ] || { tail -20 "$T/$1.log" >&2; fail "$1 exited $rc after SIGTERM (137: not within $secs s)"; }
 }
 
@@ -219,6 +225,9 @@ port() {
 http_up() { [ "$(curl -s -o /dev/null -m 5 -w '%{http_code}' "http://127.0.0.1:$1/health")" != 000 ]; }
 # health_ok PORT: /health on 127.0.0.1:PORT answers 2xx
 health_ok() { curl -fsS -o /dev/null -m 5 "http://127.0.0.1:$1/health"; }
+
+# health_code PORT ERE: the status of /health on 127.0.0.1:PORT matches ERE
+health_code() { [[ "$(curl -s -o /dev/null -m 1 -w '%{http_code}' "http://127.0.0.1:$1/health")" =~ $2 ]]; }
 
 # metrics PORT: the /metrics page of 127.0.0.1:PORT
 metrics() { stack_in_ns curl -fsS -m 5 "http://127.0.0.1:$1/metrics"; }
