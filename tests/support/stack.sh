@@ -221,10 +221,11 @@ port() {
     echo "$p"
 }
 
-# http_up PORT: something answers HTTP on 127.0.0.1:PORT/health (any status)
-http_up() { [ "$(curl -s -o /dev/null -m 5 -w '%{http_code}' "http://127.0.0.1:$1/health")" != 000 ]; }
+# http_up PORT: something answers HTTP on 127.0.0.1:PORT/health (any status;
+# IN_NS=NS: in that network namespace, as health_ok, metrics, metric*)
+http_up() { [ "$(stack_in_ns curl -s -o /dev/null -m 5 -w '%{http_code}' "http://127.0.0.1:$1/health")" != 000 ]; }
 # health_ok PORT: /health on 127.0.0.1:PORT answers 2xx
-health_ok() { curl -fsS -o /dev/null -m 5 "http://127.0.0.1:$1/health"; }
+health_ok() { stack_in_ns curl -fsS -o /dev/null -m 5 "http://127.0.0.1:$1/health"; }
 
 # health_code PORT ERE: the status of /health on 127.0.0.1:PORT matches ERE
 health_code() { [[ "$(curl -s -o /dev/null -m 1 -w '%{http_code}' "http://127.0.0.1:$1/health")" =~ $2 ]]; }
