@@ -28,11 +28,7 @@ start_shard shard "deflate$$" "$P" REDIS_URL="$ODIN_REDIS_URL" WS_DEFLATE=true W
 wait_for 20 "shard HTTP" http_up "$P"
 
 TOPIC="deflate-$$.trades"
-kafka_topic "$TOPIC" || fail "kcat could not create $TOPIC"
-start_router router "$HP" KAFKA_BROKERS="$ODIN_KAFKA_BROKERS" KAFKA_GROUP="deflate-$$" KAFKA_TOPICS="$TOPIC=trade" \
-    KAFKA_OFFSET_RESET=earliest KAFKA_OPTIONS="fetch.wait.max.ms=10" REDIS_URL="$ODIN_REDIS_URL"
-wait_for 20 "router HTTP" http_up "$HP"
-wait_for 60 "router partition assignment" router_serves "$HP" 0
+topic_router router "$HP" "deflate-$$" "$TOPIC" REDIS_URL="$ODIN_REDIS_URL"
 
 # 3 tokens x 20 records; values of a few hundred bytes (compressible JSON,
 # with quotes and non-ASCII text that must survive byte for byte)

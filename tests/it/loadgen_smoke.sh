@@ -60,13 +60,8 @@ echo "refused ok"
 HP=$(port)
 # A topic of our own (category trade), so records other tests left on the
 # shared broker (e.g. broadcast-key markers) cannot reach these clients.
-# One record creates it before the router subscribes.
 TOPIC="lgsmoke-$$.trades"
-kafka_topic "$TOPIC" || fail "kcat could not create $TOPIC"
-start_router router "$HP" KAFKA_BROKERS="$ODIN_KAFKA_BROKERS" KAFKA_GROUP="lgsmoke-$$" KAFKA_TOPICS="$TOPIC=trade" \
-    KAFKA_OFFSET_RESET=earliest KAFKA_OPTIONS="fetch.wait.max.ms=10" REDIS_URL="$ODIN_REDIS_URL"
-wait_for 20 "router HTTP" http_up "$HP"
-wait_for 60 "router partition assignment" router_serves "$HP" 0
+topic_router router "$HP" "lgsmoke-$$" "$TOPIC" REDIS_URL="$ODIN_REDIS_URL"
 
 # both shards' sum of one series
 sum2() { echo $(( $(metric0 "$P1" "$1") + $(metric0 "$P2" "$1") )); }

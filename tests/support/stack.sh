@@ -260,6 +260,32 @@ kafka_topic() { printf 'setup\t{}\n' | kcat -P -b "$(stack_brokers)" -t "$1" -K 
 # kafka_read TOPIC FORMAT: every record of TOPIC from the beginning (kcat -f)
 kafka_read() { kcat -C -b "$(stack_brokers)" -t "$1" -o beginning -e -q -f "$2" 2>>"$T/kcat.log"; }
 
+# kafka_expected TOPIC KEY_ERE WANT: what Kafka holds for the keys matching
+# KEY_ERE ("key partition offset" lines) into $T/expected, then
+# $T/expected.done (the signal test clients wait for); fail unless it is
+# WANT records
+kafka_expected() {
+    kafka_read "$1" '%k %p %o\n' >"$T/kafka.all" || fail "kcat: $(tail -3 "$T/kcat.log")"
+    grep -E "$2" "$T/kafka.all" >"$T/expected" || true
+    local got; got=$(wc -l <"$T/expected")
+    [ "$got" -eq "$3" ] || fail "Kafka holds $got records of our tokens, $3 were published"
+    touch "$T/expected.done"
+}
+
+# topic_router NAME HTTP_PORT GROUP TOPIC [VAR=VALUE...]: a router of its own
+# consumer group on a topic of its own (category trade; created first with one
+# record, so that it exists when the router subscribes; records other tests
+# leave on the shared broker cannot reach this test's clients), from the
+# earliest offset; waits until it has its partitions
+topic_router() {
+    local name=$1 hp=$2 group=$3 topic=$4; shift 4
+    kafka_topic "$topic" || fail "kcat could not create $topic"
+    start_router "$name" "$hp" KAFKA_BROKERS="$(stack_brokers)" KAFKA_GROUP="$group" \
+        KAFKA_TOPICS="$topic=trade" KAFKA_OFFSET_RESET=earliest KAFKA_OPTIONS="fetch.wait.max.ms=10" "$@"
+    wait_for 20 "router HTTP" http_up "$hp"
+    wait_for 60 "router partition assignment" router_serves "$hp" 0
+}
+
 # ---- WebSocket clients -------------------------------------------------------------
 
 # ws_watch NAME URL CHANNELS [--flag...]: an odin-watch client subscribed to
