@@ -8,12 +8,8 @@
 set -euo pipefail
 top=${ODIN_TOP:?run through tools/run-tests.sh}
 . "$top/tests/support/stack.sh"
-run_dir="$ODIN_TMP/run-stack-ctrlc"
-out="$ODIN_TMP/run-stack-ctrlc.out"
-base=$(free_port 3)
-BUILD="$ODIN_BUILD" RUN_DIR="$run_dir" PUBLISH_RATE=100 \
-    PUBLIC_PORT=$(free_port) SHARD_PORT_BASE=$base ROUTER_HTTP_PORT=$(free_port) \
-    REDIS_PORT=$(free_port) setsid "$top/tools/run-stack.sh" >"$out" 2>&1 &
+run_stack_env run-stack-ctrlc
+env "${RUN_STACK_ENV[@]}" PUBLISH_RATE=100 setsid "$top/tools/run-stack.sh" >"$out" 2>&1 &
 pid=$!
 # wait for live messages at the demo client (an event, not a delay)
 wait_log 30 "$out" '^{"seq":' || { echo "no live message"; tail -20 "$out"; kill -KILL -- -"$pid"; exit 1; }

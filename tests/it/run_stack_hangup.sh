@@ -38,11 +38,9 @@ port_held() { [ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]; }
 
 run_case() {   # name how
     local name=$1 how=$2
-    local run_dir="$ODIN_TMP/run-stack-$name" out="$ODIN_TMP/run-stack-$name.out"
-    local base pub rhp rp
-    base=$(free_port 3); pub=$(free_port); rhp=$(free_port); rp=$(free_port)
-    local envs=(BUILD="$ODIN_BUILD" RUN_DIR="$run_dir" PUBLISH_RATE=100 PUBLIC_PORT="$pub"
-                SHARD_PORT_BASE="$base" ROUTER_HTTP_PORT="$rhp" REDIS_PORT="$rp")
+    local run_dir out
+    run_stack_env "run-stack-$name"
+    local envs=("${RUN_STACK_ENV[@]}" PUBLISH_RATE=100)
     local leader
     if [ "$how" = hangup ] || [ "$how" = shell ]; then
         # a terminal: script(1) gives the shell a pty as its controlling
@@ -62,7 +60,7 @@ run_case() {   # name how
         echo "$name: no live message"; tail -20 "$out"; kill -KILL -- -"$leader" 2>/dev/null
         return 1
     fi
-    local ports=("$rp" "$pub" "$rhp" "$base" $((base + 1)) $((base + 2)))
+    local ports=("${RUN_STACK_PORTS[@]}")
     local kb
     kb=$(sed -n 's/.*:\([0-9]*\)$/\1/p' "$run_dir/kafka.bootstrap" | head -1)
     [ -n "$kb" ] && ports+=("$kb")

@@ -221,6 +221,21 @@ port() {
     echo "$p"
 }
 
+# run_stack_env NAME: tools/run-stack.sh (make run) of this test on free
+# ports: RUN_STACK_ENV (VAR=VALUE words: BUILD, RUN_DIR, the ports),
+# RUN_STACK_PORTS (every port it listens on but the broker's), run_dir
+# ($ODIN_TMP/NAME) and out ($ODIN_TMP/NAME.out, for its output)
+run_stack_env() {
+    run_dir="$ODIN_TMP/$1"; out="$ODIN_TMP/$1.out"
+    local base pub rhp rp
+    base=$(free_port 3)
+    printf '%s\n' "$base" $((base + 1)) $((base + 2)) >>"$(stack_ports_file)"
+    pub=$(port); rhp=$(port); rp=$(port)
+    RUN_STACK_ENV=(BUILD="$ODIN_BUILD" RUN_DIR="$run_dir" PUBLIC_PORT="$pub" SHARD_PORT_BASE="$base"
+                   ROUTER_HTTP_PORT="$rhp" REDIS_PORT="$rp")
+    RUN_STACK_PORTS=("$rp" "$pub" "$rhp" "$base" $((base + 1)) $((base + 2)))
+}
+
 # http_up PORT: something answers HTTP on 127.0.0.1:PORT/health (any status;
 # IN_NS=NS: in that network namespace, as health_ok, metrics, metric*)
 http_up() { [ "$(stack_in_ns curl -s -o /dev/null -m 5 -w '%{http_code}' "http://127.0.0.1:$1/health")" != 000 ]; }
