@@ -16,6 +16,7 @@
 set -euo pipefail
 B=${ODIN_BUILD:?}
 CTL_BIN=${CTL_BIN:-$B/odin-ctl}
+# shellcheck source=../support/stack.sh
 . "${ODIN_TOP:?}/tests/support/stack.sh"
 stack_init adminapi
 STACK_LOGS="*.log *.err"

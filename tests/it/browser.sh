@@ -27,6 +27,7 @@ set -euo pipefail
 B=${ODIN_BUILD:?}
 top=${ODIN_TOP:-$(cd "$(dirname "$0")/../.." && pwd)}
 clients=${BROWSER_CLIENTS_DIR:-$top/clients}
+# shellcheck source=../support/stack.sh
 . "$top/tests/support/stack.sh"
 stack_init browser
 STACK_LOGS="*.log browser.out"

@@ -18,6 +18,7 @@
 set -euo pipefail
 top=${ODIN_TOP:?run through tools/run-tests.sh}
 C="$top/compose"
+# shellcheck source=../support/stack.sh
 . "$top/tests/support/stack.sh"
 stack_init compose-check
 STACK_FAIL_PREFIX="compose_check: " STACK_LOGS=""

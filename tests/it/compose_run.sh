@@ -9,6 +9,7 @@
 set -euo pipefail
 top=${ODIN_TOP:?run through tools/run-tests.sh}
 B=${ODIN_BUILD:?}
+# shellcheck source=../support/stack.sh
 . "$top/tests/support/stack.sh"
 stack_init compose-run
 export HAPROXY_STATS_PASSWORD=x GRAFANA_ADMIN_PASSWORD=y REDIS_PASSWORD=z

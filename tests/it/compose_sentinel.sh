@@ -29,6 +29,7 @@ echo "compose + sentinel: valid"
 # must sync (masterauth) and the Sentinel must see the master up and learn
 # the replica from it (auth-pass): a Sentinel or replica without the
 # password never gets there.
+# shellcheck source=../support/stack.sh
 . "$top/tests/support/stack.sh"
 stack_init compose-sentinel
 STACK_FAIL_PREFIX="compose_sentinel: " STACK_LOG_LINES=10

@@ -7,6 +7,7 @@
 # per-shard series.
 set -euo pipefail
 B=${ODIN_BUILD:?}
+# shellcheck source=../support/stack.sh
 . "${ODIN_TOP:?}/tests/support/stack.sh"
 stack_init ctl
 export REDIS_URL="$ODIN_REDIS_URL" REDIS_PREFIX="ctl$$:"

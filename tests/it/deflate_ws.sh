@@ -12,13 +12,14 @@
 # the shard's own counters.  Waits poll real state, never fixed sleeps.
 set -euo pipefail
 
-B=${ODIN_BUILD:?}
+: "${ODIN_BUILD:?}"
 top=$(cd "$(dirname "$0")/../.." && pwd)
 NODE_DIR="$top/tests/it/node"
 if ! command -v node >/dev/null || [ ! -d "$NODE_DIR/node_modules/ws" ]; then
     echo "FAIL: node or tests/it/node/node_modules/ws missing (tools/deps.sh installs nodejs and runs npm ci)" >&2
     exit 1
 fi
+# shellcheck source=../support/stack.sh
 . "$top/tests/support/stack.sh"
 stack_init deflate_ws
 STACK_LOG_LINES=20

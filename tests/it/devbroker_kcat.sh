@@ -11,6 +11,7 @@ set -euo pipefail
 : "${ODIN_KAFKA_BROKERS:?run through tools/run-tests.sh it}"
 : "${ODIN_BUILD:?}" "${ODIN_TMP:?}"
 bin="$ODIN_BUILD/odin-devbroker"
+# shellcheck source=../support/stack.sh
 . "${ODIN_TOP:?}/tests/support/stack.sh"
 pid=""
 cleanup() { [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null || true; }

@@ -47,6 +47,8 @@ if ! cmp -s "$top/docs/operations.md" "$ODIN_TMP/docs-match-metrics.md"; then
     fail=1
 fi
 
+# shellcheck source=../support/stack.sh
+
 . "${ODIN_TOP:?}/tests/support/stack.sh"
 stack_init docs-match
 STACK_LOGS=""

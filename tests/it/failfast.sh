@@ -9,6 +9,7 @@
 #  - odin-loadgen exits non-zero when not one connection succeeded.
 set -euo pipefail
 B=${ODIN_BUILD:?}
+# shellcheck source=../support/stack.sh
 . "${ODIN_TOP:?}/tests/support/stack.sh"
 stack_init failfast
 STACK_LOGS=""

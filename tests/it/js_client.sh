@@ -13,6 +13,7 @@ set -euo pipefail
 B=${ODIN_BUILD:?}
 top=${ODIN_TOP:-$(cd "$(dirname "$0")/../.." && pwd)}
 js=${JS_CLIENT_DIR:-$top/clients/js}   # another copy: to check the test fails on a broken library
+# shellcheck source=../support/stack.sh
 . "$top/tests/support/stack.sh"
 stack_init js_client
 N=${JS_CLIENTS:-6}

@@ -13,6 +13,7 @@
 set -euo pipefail
 
 B=${ODIN_BUILD:?}
+# shellcheck source=../support/stack.sh
 . "${ODIN_TOP:?}/tests/support/stack.sh"
 stack_init loadgen_smoke
 STACK_LOGS="*.log *.json"

@@ -31,6 +31,7 @@
 # container without them).
 set -euo pipefail
 B=${ODIN_BUILD:?run through tools/run-tests.sh}
+# shellcheck source=../support/stack.sh
 . "${ODIN_TOP:?}/tests/support/stack.sh"
 stack_init netns
 STACK_LOGS=""

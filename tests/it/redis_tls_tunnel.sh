@@ -14,7 +14,8 @@
 # Skips (77) if stunnel4 is not installed (tools/deps.sh installs it).
 set -euo pipefail
 top=${ODIN_TOP:?run through tools/run-tests.sh}
-B=${ODIN_BUILD:?}
+: "${ODIN_BUILD:?}"
+# shellcheck source=../support/stack.sh
 . "$top/tests/support/stack.sh"
 stack_init redis-tls
 STACK_LOG_LINES=15

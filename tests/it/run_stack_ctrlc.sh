@@ -7,6 +7,7 @@
 # stack in its own process group and sending SIGINT to that group.
 set -euo pipefail
 top=${ODIN_TOP:?run through tools/run-tests.sh}
+# shellcheck source=../support/stack.sh
 . "$top/tests/support/stack.sh"
 run_stack_env run-stack-ctrlc
 env "${RUN_STACK_ENV[@]}" PUBLISH_RATE=100 setsid "$top/tools/run-stack.sh" >"$out" 2>&1 &

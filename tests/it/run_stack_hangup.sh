@@ -18,6 +18,7 @@
 # running, holding their ports ("port 16379 is in use" on the next make run).
 set -euo pipefail
 top=${ODIN_TOP:?run through tools/run-tests.sh}
+# shellcheck source=../support/stack.sh
 . "$top/tests/support/stack.sh"
 
 descendants() {   # pid -> its descendants' pids, one a line

@@ -8,6 +8,7 @@
 # stop on one) and each setting reaches its own binary.
 set -euo pipefail
 top=${ODIN_TOP:?run through tools/run-tests.sh}
+# shellcheck source=../support/stack.sh
 . "$top/tests/support/stack.sh"
 run_stack_env run-stack
 rc=0

@@ -10,6 +10,7 @@
 set -euo pipefail
 top=${ODIN_TOP:?run through tools/run-tests.sh}
 B=$ODIN_BUILD
+# shellcheck source=../support/stack.sh
 . "$top/tests/support/stack.sh"
 stack_init strict_config
 fail=0

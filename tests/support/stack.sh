@@ -231,8 +231,10 @@ run_stack_env() {
     base=$(free_port 3)
     printf '%s\n' "$base" $((base + 1)) $((base + 2)) >>"$(stack_ports_file)"
     pub=$(port); rhp=$(port); rp=$(port)
+    # shellcheck disable=SC2034   # for the caller
     RUN_STACK_ENV=(BUILD="$ODIN_BUILD" RUN_DIR="$run_dir" PUBLIC_PORT="$pub" SHARD_PORT_BASE="$base"
                    ROUTER_HTTP_PORT="$rhp" REDIS_PORT="$rp")
+    # shellcheck disable=SC2034
     RUN_STACK_PORTS=("$rp" "$pub" "$rhp" "$base" $((base + 1)) $((base + 2)))
 }
 
