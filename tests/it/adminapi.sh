@@ -16,26 +16,10 @@
 set -euo pipefail
 B=${ODIN_BUILD:?}
 CTL_BIN=${CTL_BIN:-$B/odin-ctl}
-T="$ODIN_TMP/adminapi.$$"
-mkdir -p "$T"
-pids=()
-stopped=()
-cleanup() {
-    local p
-    for p in "${stopped[@]}"; do kill -CONT "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do
-        for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
-        kill -KILL "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true
-    done
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; for f in "$T"/*.log "$T"/*.err; do [ -f "$f" ] && { echo "== $f"; tail -5 "$f"; }; done >&2; exit 1; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_until() { # timeout_s cmd...
-    local end=$((SECONDS + $1)); shift
-    until "$@" >/dev/null 2>&1; do [ $SECONDS -lt $end ] || return 1; sleep 0.05; done
-}
+# shellcheck source=../support/stack.sh
+. "${ODIN_TOP:?}/tests/support/stack.sh"
+stack_init adminapi
+STACK_LOGS="*.log *.err"
 export REDIS_URL="$ODIN_REDIS_URL" REDIS_PREFIX="adm$$:" KAFKA_BROKERS="$ODIN_KAFKA_BROKERS"
 unset ADMIN_TOKEN
 ctl() { "$CTL_BIN" "$@"; }
@@ -43,28 +27,22 @@ actl() { ADMIN_TOKEN=sekret-a "$CTL_BIN" "$@"; }
 TOK="ADM$$"        # tokens no other test publishes
 TOK2="ADX$$"
 
-pa=$(free_port); pb=$(free_port); aa=$(free_port); ab=$(free_port); rp=$(free_port)
+pa=$(port); pb=$(port); aa=$(port); ab=$(port); rp=$(port)
 A="adm-a-$$"; Bid="adm-b-$$"
-SHARD_ID=$A WS_ADDR=127.0.0.1:$pa ADMIN_ADDR=127.0.0.1:$aa ADMIN_TOKEN=sekret-a \
-    SHARD_SOCKET="$T/a.sock" "$B/odin-shard" >"$T/a.log" 2>&1 & pids+=($!); apid=$!
-SHARD_ID=$Bid WS_ADDR=127.0.0.1:$pb ADMIN_ADDR=127.0.0.1:$ab \
-    SHARD_SOCKET="$T/b.sock" "$B/odin-shard" >"$T/b.log" 2>&1 & pids+=($!); bpid=$!
-"$B/odin-router" --kafka-group "adm-$$" --http-addr "127.0.0.1:$rp" --admin-token sekret-r \
-    --kafka-offset-reset earliest >"$T/router.log" 2>&1 & pids+=($!)
-wait_until 10 curl -fsS "http://127.0.0.1:$aa/health" || fail "shard A did not start"
-wait_until 10 curl -fsS "http://127.0.0.1:$ab/health" || fail "shard B did not start"
-wait_until 15 curl -fsS "http://127.0.0.1:$rp/health" || fail "router did not start"
+start_shard a "$A" "$pa" ADMIN_ADDR="127.0.0.1:$aa" ADMIN_TOKEN=sekret-a
+start_shard b "$Bid" "$pb" ADMIN_ADDR="127.0.0.1:$ab"; bpid=$SPAWNED
+start_router router "$rp" --kafka-group "adm-$$" --admin-token sekret-r --kafka-offset-reset earliest
+wait_until 10 health_ok "$aa" || fail "shard A did not start"
+wait_until 10 health_ok "$ab" || fail "shard B did not start"
+wait_until 15 health_ok "$rp" || fail "router did not start"
 
 # WebSocket clients: on A w1 (TOK.trade, TOK2.trade), w2 (TOK.trade),
 # w3 (TOK.liquidity); on B w4 (TOK.trade)
-watch() { # name port channels
-    "$B/odin-watch" --watch-url "ws://127.0.0.1:$2/ws" --watch-channels "$3" \
-        --watch-seconds 120 >"$T/$1.out" 2>"$T/$1.err" &
-}
-watch w1 "$pa" "$TOK.trade,$TOK2.trade"; pids+=($!); w1=$!
-watch w2 "$pa" "$TOK.trade"; pids+=($!); w2=$!
-watch w3 "$pa" "$TOK.liquidity"; pids+=($!); w3=$!
-watch w4 "$pb" "$TOK.trade"; pids+=($!); w4=$!
+watch() { ws_watch "$1" "ws://127.0.0.1:$2/ws" "$3" --watch-seconds 120; }
+watch w1 "$pa" "$TOK.trade,$TOK2.trade"; w1=$SPAWNED
+watch w2 "$pa" "$TOK.trade"; w2=$SPAWNED
+watch w3 "$pa" "$TOK.liquidity"; w3=$SPAWNED
+watch w4 "$pb" "$TOK.trade"; w4=$SPAWNED
 want="$TOK.liquidity 1 $A=1
 $TOK.trade 3 $A=2,$Bid=1
 $TOK2.trade 1 $A=1"
@@ -124,7 +102,7 @@ rc=0; actl kick "$Bid" "$b_id" >/dev/null 2>"$T/e403.err" || rc=$?
 [ "$(curl -s -o /dev/null -w '%{http_code}' -X POST "http://127.0.0.1:$ab/admin/v1/drain")" = 403 ] \
     || fail "drain without a token configured"
 kill -0 "$w4" || fail "w4 was closed by a refused kick"
-m=$(curl -fsS "http://127.0.0.1:$aa/metrics")
+m=$(metrics "$aa")
 grep -q '^ws_admin_api_rejections_total{reason="unauthorized"} [1-9]' <<<"$m" || fail "401 not counted"
 
 # kick: w2 (the client of A with only TOK.trade) closes with 4000; the others stay
@@ -133,15 +111,14 @@ w2id=$(actl --json clients "$A" | jq ".clients[] | select(.channels==[\"$TOK.tra
 out=$(actl kick "$A" "$w2id") || fail "kick exit $?: $out"
 grep -q "closed with code 4000" <<<"$out" || fail "kick: $out"
 rc=0; wait "$w2" || rc=$?
-grep -q "server closed the connection (code 4000)" "$T/w2.err" || fail "w2 saw: $(cat "$T/w2.err")"
+grep -q "server closed the connection (code 4000)" "$T/w2.log" || fail "w2 saw: $(cat "$T/w2.log")"
 kill -0 "$w1" && kill -0 "$w3" && kill -0 "$w4" || fail "another client was closed"
 want_after="$TOK.liquidity 1 $A=1
 $TOK.trade 2 $A=1,$Bid=1
 $TOK2.trade 1 $A=1"
 kicked() { [ "$(counts)" = "$want_after" ]; }
 wait_until 10 kicked || fail "after the kick: $(actl channels)"
-[ "$(curl -fsS "http://127.0.0.1:$aa/metrics" | awk '$1=="ws_admin_api_disconnects_total"{print $2}')" = 1 ] \
-    || fail "kick not counted"
+metric_is "$aa" ws_admin_api_disconnects_total 1 || fail "kick not counted"
 grep -q '"msg":"admin: disconnecting client".*"client":'"$w2id" "$T/a.log" || fail "kick not logged"
 rc=0; actl kick "$A" "$w2id" 2>"$T/kick2.err" || rc=$?
 [ $rc = 1 ] && grep -q "answered 404: no open client $w2id on this shard" "$T/kick2.err" || fail "kick again: $rc"
@@ -165,7 +142,7 @@ wait_until 15 assigned || fail "router partitions: $(rt partitions)"
 out=$(ctl publish "$TOK2" trade '{"price":42.5,"note":"adminapi"}') || fail "publish exit $?: $out"
 grep -q "published to odin.trades \[partition [0-9]*, offset [0-9]*\], key $TOK2" <<<"$out" \
     || fail "publish: $out"
-got() { grep -q "\"channel\":\"$TOK2.trade\".*\"note\":\"adminapi\"" "$T/w1.out"; }
+got() { ws_got w1 "\"channel\":\"$TOK2.trade\".*\"note\":\"adminapi\""; }
 wait_until 30 got || fail "w1 did not get the record: $(tail -3 "$T/w1.out")"
 lag_known() { rt partitions | jq -e '[.partitions[] | select(.topic=="odin.trades" and .position >= 0 and .lag >= 0 and .stored == .position)] | length > 0'; }
 wait_until 15 lag_known || fail "positions: $(rt partitions)"
@@ -183,18 +160,17 @@ rc=0; actl kick "$A" 99999999 2>/dev/null || rc=$?; [ $rc = 1 ] || fail "unknown
 
 # drain / undrain through the admin API (A has a token): no signal needed
 out=$(actl drain "$A") && grep -q "(admin API)" <<<"$out" || fail "drain api: $out"
-[ "$(curl -s "http://127.0.0.1:$aa/metrics" | awk '$1=="shard_draining"{print $2}')" = 1 ] || fail "not draining"
+metric_is "$aa" shard_draining 1 || fail "not draining"
 out=$(actl drain "$A") && grep -q "already draining" <<<"$out" || fail "drain twice: $out"
 actl undrain "$A" >/dev/null || fail undrain
-[ "$(curl -s "http://127.0.0.1:$aa/metrics" | awk '$1=="shard_draining"{print $2}')" = 0 ] || fail "still draining"
+metric_is "$aa" shard_draining 0 || fail "still draining"
 
 # ADMIN_RATE applies to the admin API, in a bucket of its own: C allows a
 # burst of 2, then 429 (Retry-After: 1); its /health is not affected.  An
 # ADMIN_TOKEN without ADMIN_ADDR is warned about (no admin API at all).
-pc=$(free_port); ac=$(free_port)
-SHARD_ID="adm-c-$$" WS_ADDR=127.0.0.1:$pc ADMIN_ADDR=127.0.0.1:$ac ADMIN_RATE=0.001 ADMIN_BURST=2 \
-    SHARD_SOCKET="$T/c.sock" "$B/odin-shard" >"$T/c.log" 2>&1 & pids+=($!)
-wait_until 10 curl -fsS "http://127.0.0.1:$ac/health" || fail "shard C did not start"
+pc=$(port); ac=$(port)
+start_shard c "adm-c-$$" "$pc" ADMIN_ADDR="127.0.0.1:$ac" ADMIN_RATE=0.001 ADMIN_BURST=2
+wait_until 10 health_ok "$ac" || fail "shard C did not start"
 codes=$(for _ in 1 2 3; do curl -s -o /dev/null -w '%{http_code} ' "http://127.0.0.1:$ac/admin/v1/clients"; done)
 [ "$codes" = "200 200 429 " ] || fail "admin API rate: $codes"
 # (whole replies into variables first: `curl | grep -q` fails under pipefail
@@ -202,18 +178,17 @@ codes=$(for _ in 1 2 3; do curl -s -o /dev/null -w '%{http_code} ' "http://127.0
 h=$(curl -s -D - -o /dev/null "http://127.0.0.1:$ac/admin/v1/channels")
 grep -qi '^Retry-After: 1' <<<"$h" || fail "Retry-After: $h"
 curl -fsS -o /dev/null "http://127.0.0.1:$ac/health" || fail "/health shares the admin API bucket"
-m=$(curl -fsS "http://127.0.0.1:$ac/metrics") || fail "C /metrics"
+m=$(metrics "$ac") || fail "C /metrics"
 grep -q '^ws_admin_api_rejections_total{reason="ratelimit"} 2$' <<<"$m" \
     || fail "429 not counted: $(grep ws_admin_api_rejections <<<"$m")"
-pd=$(free_port)
-SHARD_ID="adm-d-$$" WS_ADDR=127.0.0.1:$pd ADMIN_TOKEN=x SHARD_SOCKET="$T/d.sock" "$B/odin-shard" >"$T/d.log" 2>&1 & pids+=($!)
-warned() { grep -q "ADMIN_TOKEN is set but ADMIN_ADDR is not" "$T/d.log"; }
-wait_until 10 warned || fail "no warning for ADMIN_TOKEN without ADMIN_ADDR"
+pd=$(port)
+start_shard d "adm-d-$$" "$pd" ADMIN_TOKEN=x
+wait_log 10 "$T/d.log" "ADMIN_TOKEN is set but ADMIN_ADDR is not" || fail "no warning for ADMIN_TOKEN without ADMIN_ADDR"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$pd/admin/v1/clients")" = 404 ] \
     || fail "the admin API on WS_ADDR"
 
 # a hung shard: SIGSTOP B; clients B times out within the bound
-kill -STOP "$bpid"; stopped+=("$bpid")
+kill -STOP "$bpid"; stack_stopped "$bpid"
 t0=$(date +%s%N)
 rc=0; CTL_TIMEOUT_MS=500 ctl clients "$Bid" >/dev/null 2>"$T/hung.err" || rc=$?
 ms=$(( ($(date +%s%N) - t0) / 1000000 ))
@@ -223,11 +198,10 @@ kill -CONT "$bpid"
 echo "hung shard: exit $rc after $ms ms: $(cat "$T/hung.err")"
 
 # a hung Redis: a private redis-server, SIGSTOPped
-rport=$(free_port)
-redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no >"$T/redis2.log" 2>&1 &
-pids+=($!); r2=$!
+rport=$(port)
+spawn redis2 redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no; r2=$SPAWNED
 wait_until 10 redis-cli -p "$rport" ping || fail "second redis"
-kill -STOP "$r2"; stopped+=("$r2")
+kill -STOP "$r2"; stack_stopped "$r2"
 for cmd in shards "routes X" "tokens y" channels; do
     t0=$(date +%s%N)
     rc=0; CTL_TIMEOUT_MS=500 REDIS_URL="redis://127.0.0.1:$rport" ctl $cmd >/dev/null 2>"$T/hungr.err" || rc=$?

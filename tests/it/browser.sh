@@ -27,28 +27,13 @@ set -euo pipefail
 B=${ODIN_BUILD:?}
 top=${ODIN_TOP:-$(cd "$(dirname "$0")/../.." && pwd)}
 clients=${BROWSER_CLIENTS_DIR:-$top/clients}
-T="$ODIN_TMP/browser.$$"
-mkdir -p "$T"
+# shellcheck source=../support/stack.sh
+. "$top/tests/support/stack.sh"
+stack_init browser
+STACK_LOGS="*.log browser.out"
 NCONN=${BROWSER_CONNS:-3}
 NTOK=${BROWSER_TOKENS:-3}
 RATE=${BROWSER_RATE:-120}
-pids=()
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do
-        for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
-        kill -KILL "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true
-    done
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; for f in "$T"/*.log; do echo "== $f"; tail -5 "$f"; done >&2; exit 1; }
-skip() { echo "SKIP: $*"; exit 77; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_until() { # timeout_s cmd...
-    local end=$((SECONDS + $1)); shift
-    until "$@" >/dev/null 2>&1; do [ $SECONDS -lt $end ] || return 1; sleep 0.05; done
-}
 browser=${BROWSER:-$(command -v chromium || true)}
 [ -n "$browser" ] || skip "no chromium (tools/deps.sh installs Debian's chromium)"
 command -v node >/dev/null || skip "no node (tools/deps.sh installs nodejs)"
@@ -62,49 +47,37 @@ toks=(); for i in $(seq 0 $((NTOK - 1))); do toks+=("BRW$$_$i"); done
 tokens=$(IFS=,; echo "${toks[*]}")
 channels=$(for t in "${toks[@]}"; do printf '%s.trade,' "$t"; done); channels=${channels%,}
 
-rp=$(free_port)
+rp=$(port)
 # earliest: a new group starts at the beginning, so no record produced
 # between the assignment and the first fetch can be skipped
-"$B/odin-router" --kafka-group "brw-$$" --http-addr "127.0.0.1:$rp" \
+start_router router "$rp" --kafka-group "brw-$$" \
     --discovery-interval-ms 200 --kafka-offset-reset earliest \
-    --kafka-options "fetch.wait.max.ms=1,topic.metadata.refresh.interval.ms=1000,session.timeout.ms=6000" \
-    >"$T/router.log" 2>&1 & pids+=($!)
-urls=(); spids=()
-for i in 1 2 3; do
-    p=$(free_port); urls+=("ws://127.0.0.1:$p/ws")
-    SHARD_ID="brw-$$-$i" WS_ADDR="127.0.0.1:$p" SHARD_SOCKET="$T/s$i.sock" SHARD_LEASE_TTL=2 \
-        "$B/odin-shard" >"$T/shard$i.log" 2>&1 & pids+=($!); spids+=("${urls[-1]}=$!")
+    --kafka-options "fetch.wait.max.ms=1,topic.metadata.refresh.interval.ms=1000,session.timeout.ms=6000"
+start_shards 3 "brw-$$" SHARD_LEASE_TTL=2
+urls=("${SHARD_URLS[@]}"); spids=()
+for i in 0 1 2; do spids+=("${urls[$i]}=${SHARD_PIDS[$i]}"); done
+for p in "${SHARD_PORTS[@]}"; do
+    wait_until 15 health_ok "$p" || fail "shard 127.0.0.1:$p did not start"
 done
-for u in "${urls[@]}"; do
-    h=${u#ws://}; h=${h%/ws}
-    wait_until 15 curl -fsS "http://$h/health" || fail "shard $h did not start"
-done
-wait_until 20 curl -fsS "http://127.0.0.1:$rp/health" || fail "router did not start"
-router_ready() {
-    local m; m=$(curl -fsS "http://127.0.0.1:$rp/metrics")
-    [ "$(grep -c '^router_shard_queue_bytes{' <<<"$m")" -ge 3 ] &&
-        grep -qE '^router_assigned_partitions [1-9]' <<<"$m"
-}
-wait_until 30 router_ready || fail "router not ready"
+wait_until 20 health_ok "$rp" || fail "router did not start"
+wait_until 30 router_serves "$rp" 3 || fail "router not ready"
 
 # the page, served as make run serves it
-python3 -u -m http.server --bind 127.0.0.1 --directory "$clients" 0 >"$T/http.log" 2>&1 & pids+=($!)
+spawn http python3 -u -m http.server --bind 127.0.0.1 --directory "$clients" 0
 page_port=
-wait_until 10 grep -q ' port [0-9]' "$T/http.log" || fail "http.server did not start"
+wait_log 10 "$T/http.log" ' port [0-9]' || fail "http.server did not start"
 page_port=$(sed -n 's/.* port \([0-9]*\) .*/\1/p' "$T/http.log" | head -1)
 page="http://127.0.0.1:$page_port/web/?ws=$(IFS=,; echo "${urls[*]}")&channels=$channels&clients=$NCONN&record=1"
 echo "page: $page"
 
 shot="$T/live-page.png"
-DIR="$T" PAGE_URL="$page" BROWSER="$browser" SCREENSHOT="$shot" TIMEOUT_S="${BROWSER_TIMEOUT_S:-30}" \
-    SHARD_PIDS="$(IFS=,; echo "${spids[*]}")" KILL_AFTER="${BROWSER_KILL_AFTER:-$((NCONN * 150))}" \
-    MORE_AFTER="${BROWSER_MORE_AFTER:-$((NCONN * 150))}" \
-    node "$top/tests/browser/browser_test.mjs" >"$T/browser.out" 2>"$T/browser.log" & bpid=$!; pids+=($bpid)
-browser_alive() { kill -0 "$bpid" 2>/dev/null; }
-phase() { # file: the browser script reached it, or it ended (a failure it reports)
-    wait_until "$1" bash -c "[ -f '$T/$2' ] || ! kill -0 $bpid" || fail "no $2 within $1 s"
-    [ -f "$T/$2" ] || { rc=0; wait "$bpid" || rc=$?; cat "$T/browser.out"; fail "browser script ended (exit $rc) before $2: $(tail -5 "$T/browser.log")"; }
-}
+spawn_out browser env DIR="$T" PAGE_URL="$page" BROWSER="$browser" SCREENSHOT="$shot" \
+    TIMEOUT_S="${BROWSER_TIMEOUT_S:-30}" SHARD_PIDS="$(IFS=,; echo "${spids[*]}")" \
+    KILL_AFTER="${BROWSER_KILL_AFTER:-$((NCONN * 150))}" MORE_AFTER="${BROWSER_MORE_AFTER:-$((NCONN * 150))}" \
+    node "$top/tests/browser/browser_test.mjs"
+bpid=$SPAWNED
+# each phase: the browser script creates its marker file (or ends: a failure it reports)
+phase() { await_marker "$1" "$T/$2" "$bpid" "browser script"; }
 phase 60 ready
 # every connection subscribed every token: each route lists the 3 shards
 routes_all() {
@@ -115,9 +88,9 @@ routes_all() {
 }
 wait_until 10 routes_all || fail "routes of the tokens are not on the 3 shards"
 
-"$B/odin-publish" --publish-rate "$RATE" --publish-tokens "$tokens" \
-    --publish-topics odin.trades --publish-linger-ms 1 >"$T/publish.out" 2>"$T/publish.log" & ppid=$!
-pids+=($ppid)
+spawn_out publish "$B/odin-publish" --publish-rate "$RATE" --publish-tokens "$tokens" \
+    --publish-topics odin.trades --publish-linger-ms 1
+ppid=$SPAWNED
 phase 60 killed
 echo "killed shard pid $(cat "$T/killed")"
 phase 60 resumed
@@ -127,12 +100,7 @@ cat "$T/publish.out"
 sent=$(jq -r .sent "$T/publish.out")
 
 # what Kafka holds for our tokens: key, partition, offset
-kcat -C -b "$KAFKA_BROKERS" -t odin.trades -o beginning -e -q -f '%k %p %o\n' >"$T/kafka.all" 2>"$T/kcat.log" ||
-    fail "kcat: $(tail -3 "$T/kcat.log")"
-grep -E "^BRW$$_[0-9]+ " "$T/kafka.all" >"$T/expected" || true
-got=$(wc -l <"$T/expected")
-[ "$got" -eq "$sent" ] || fail "Kafka holds $got records of our tokens, odin-publish sent $sent"
-touch "$T/expected.done"
+kafka_expected odin.trades "^BRW$$_[0-9]+ " "$sent"
 
 rc=0; wait "$bpid" || rc=$?
 cat "$T/browser.out"
@@ -149,9 +117,8 @@ fi
 # messages, which the browser decoded (the exact comparison above)
 cases=$(jq -r '.deflate_cases | join(", ")' "$T/browser.out")
 compressed=0; have_metric=0
-for u in "${urls[@]}"; do
-    h=${u#ws://}; h=${h%/ws}
-    m=$(curl -fsS "http://$h/metrics" 2>/dev/null) || continue   # the killed one
+for p in "${SHARD_PORTS[@]}"; do
+    m=$(metrics "$p" 2>/dev/null) || continue   # the killed one
     n=$(awk '$1 == "ws_deflate_messages_sent_total" { print $2 }' <<<"$m")
     [ -n "$n" ] || continue
     have_metric=1; compressed=$((compressed + ${n%.*}))

@@ -18,16 +18,10 @@
 set -euo pipefail
 top=${ODIN_TOP:?run through tools/run-tests.sh}
 C="$top/compose"
-T=$(mktemp -d "${ODIN_TMP:?}/compose-check.XXXXXX")
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-fail() { echo "compose_check: $*" >&2; exit 1; }
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_until() { # timeout_s cmd...
-    local end=$((SECONDS + $1)); shift
-    until "$@" >/dev/null 2>&1; do [ $SECONDS -lt $end ] || return 1; sleep 0.05; done
-}
+# shellcheck source=../support/stack.sh
+. "$top/tests/support/stack.sh"
+stack_init compose-check
+STACK_FAIL_PREFIX="compose_check: " STACK_LOGS=""
 command -v haproxy >/dev/null || fail "haproxy missing (tools/deps.sh)"
 command -v openssl >/dev/null || fail "openssl missing"
 
@@ -110,8 +104,7 @@ PY
 small=$(( ($(ulimit -n) - 1000) / 2 ))
 for tls in "" "$T/odin.pem"; do
     lbcfg "$T/run.cfg" "$small"
-    env ${tls:+LB_TLS_CERT=$tls} haproxy -db -f "$T/run.cfg" >"$T/haproxy.log" 2>&1 &
-    pids+=($!)
+    spawn haproxy env ${tls:+LB_TLS_CERT=$tls} haproxy -db -f "$T/run.cfg"
     # the compose healthcheck, its port mapped
     hc=$(python3 -c 'import sys, yaml; print(yaml.safe_load(open(sys.argv[1]))["services"]["lb"]["healthcheck"]["test"][-1])' "$T/base.yml")
     hc=${hc//127.0.0.1\/8405/127.0.0.1\/$P8405}
@@ -132,7 +125,7 @@ for tls in "" "$T/odin.pem"; do
         timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$P3001" || fail "plain port 3001 not kept with TLS on"
         echo "compose_check: haproxy with the certificate: TLS (>= 1.2) on 3002 with it, plain 3001 kept, healthcheck passes"
     fi
-    kill -TERM "${pids[-1]}"; wait "${pids[-1]}" 2>/dev/null || true; unset 'pids[-1]'
+    stack_stop "$SPAWNED"
 done
 
 # Alertmanager: the route's receivers exist, and amtool accepts the file

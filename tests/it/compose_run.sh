@@ -9,11 +9,9 @@
 set -euo pipefail
 top=${ODIN_TOP:?run through tools/run-tests.sh}
 B=${ODIN_BUILD:?}
-T=$(mktemp -d "${ODIN_TMP:?}/compose-run.XXXXXX")
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -KILL "$p" 2>/dev/null || true; done; }
-trap cleanup EXIT
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# shellcheck source=../support/stack.sh
+. "$top/tests/support/stack.sh"
+stack_init compose-run
 export HAPROXY_STATS_PASSWORD=x GRAFANA_ADMIN_PASSWORD=y REDIS_PASSWORD=z
 
 # run_service FILES... : every router/shard service of the resolved config
@@ -57,21 +55,17 @@ with open(out, "w") as f:
 PY
         local bin; bin=$(head -1 "$env_file")
         local log="$T/$label-$svc.log"
-        env -i PATH="$PATH" $(tail -n +2 "$env_file" | tr '\n' ' ') "$B/$bin" >"$log" 2>&1 &
-        local pid=$!; pids+=("$pid")
-        local up=0
-        for _ in $(seq 200); do
-            if curl -s -o /dev/null -m 1 -w '%{http_code}' "http://127.0.0.1:$hp/health" | grep -qE '^(200|503)$'; then up=1; break; fi
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.05   # starting: no event to wait on from bash
-        done
-        [ "$up" = 1 ] || { echo "$label $svc did not come up:"; tail -n 20 "$log"; exit 1; }
+        spawn "$label-$svc" env -i PATH="$PATH" $(tail -n +2 "$env_file" | tr '\n' ' ') "$B/$bin"
+        local pid=$SPAWNED
+        # up: /health answers 200 or 503 (the process is starting; it may end first)
+        wait_while_alive 20 "$pid" health_code "$hp" '^(200|503)$' \
+            || { echo "$label $svc did not come up:"; tail -n 20 "$log"; exit 1; }
         if grep -qi 'is not a setting\|did you mean' "$log"; then
             echo "$label $svc: the compose environment has a setting the binary does not know:"
             grep -i 'is not a setting\|did you mean' "$log"; exit 1
         fi
         kill -TERM "$pid"
-        local rc=0; wait "$pid" || rc=$?
+        local rc=0; wait "$pid" || rc=$?; stack_forget "$pid"
         [ "$rc" = 0 ] || { echo "$label $svc exited $rc on SIGTERM:"; tail -n 20 "$log"; exit 1; }
         echo "$label $svc: $bin came up with the compose environment and stopped cleanly"
     done

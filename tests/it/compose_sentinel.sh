@@ -29,23 +29,10 @@ echo "compose + sentinel: valid"
 # must sync (masterauth) and the Sentinel must see the master up and learn
 # the replica from it (auth-pass): a Sentinel or replica without the
 # password never gets there.
-T=$(mktemp -d "${ODIN_TMP:?}/compose-sentinel.XXXXXX")
-pids=()
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do
-        for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
-        kill -KILL "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true
-    done
-}
-trap cleanup EXIT
-fail() { echo "compose_sentinel: $*" >&2; for f in "$T"/*.log; do echo "== $f"; tail -n 10 "$f"; done >&2; exit 1; }
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_until() { # timeout_s cmd...
-    local end=$((SECONDS + $1)); shift
-    until "$@" >/dev/null 2>&1; do [ $SECONDS -lt $end ] || return 1; sleep 0.05; done
-}
+# shellcheck source=../support/stack.sh
+. "$top/tests/support/stack.sh"
+stack_init compose-sentinel
+STACK_FAIL_PREFIX="compose_sentinel: " STACK_LOG_LINES=10
 pm=$(port); pr=$(port); ps=$(port)
 mkdir -p "$T/m" "$T/r"
 printf '%s\n' "$out" >"$T/model.yml"
@@ -68,10 +55,10 @@ json.dump({"master": m, "replica": r, "sentinel": sen,
 PY
 readarray -t mcmd < <(jq -r '.master[]' "$T/cmds.json")
 readarray -t rcmd < <(jq -r '.replica[]' "$T/cmds.json")
-"${mcmd[@]}" >"$T/master.log" 2>&1 & pids+=($!)
-"${rcmd[@]}" >"$T/replica.log" 2>&1 & pids+=($!)
+spawn master "${mcmd[@]}"
+spawn replica "${rcmd[@]}"
 readarray -t entry < <(jq -r '.entry[]' "$T/cmds.json")
-"${entry[@]}" "$(jq -r .sentinel "$T/cmds.json")" >"$T/sentinel.log" 2>&1 & pids+=($!)
+spawn sentinel "${entry[@]}" "$(jq -r .sentinel "$T/cmds.json")"
 rcli() { REDISCLI_AUTH=$REDIS_PASSWORD redis-cli -p "$1" "${@:2}"; }
 wait_until 10 rcli "$pm" ping || fail "redis (the compose command) did not start"
 [ "$(redis-cli -p "$pm" ping 2>&1)" != PONG ] || fail "redis answers without the password"

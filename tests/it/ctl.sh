@@ -7,42 +7,25 @@
 # per-shard series.
 set -euo pipefail
 B=${ODIN_BUILD:?}
-T="$ODIN_TMP/ctl.$$"
-mkdir -p "$T"
-pids=()
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do
-        for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
-        kill -KILL "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true
-    done
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; for f in "$T"/*.log; do echo "== $f"; tail -5 "$f"; done >&2; exit 1; }
-. "${ODIN_TOP:?}/tests/support/ports.sh"
-wait_until() { # timeout_s cmd...
-    local end=$((SECONDS + $1)); shift
-    until "$@" >/dev/null 2>&1; do [ $SECONDS -lt $end ] || return 1; sleep 0.05; done
-}
+# shellcheck source=../support/stack.sh
+. "${ODIN_TOP:?}/tests/support/stack.sh"
+stack_init ctl
 export REDIS_URL="$ODIN_REDIS_URL" REDIS_PREFIX="ctl$$:"
 ctl() { "$B/odin-ctl" "$@"; }
 
-pa=$(free_port); pb=$(free_port); rp=$(free_port); pbadm=$(free_port)
+pa=$(port); pb=$(port); rp=$(port); pbadm=$(port)
 A="ctl-a-$$"; Bid="ctl-b-$$"
-SHARD_ID=$A WS_ADDR=127.0.0.1:$pa SHARD_SOCKET="$T/a.sock" "$B/odin-shard" >"$T/a.log" 2>&1 & pids+=($!)
+start_shard a "$A" "$pa"
 # B serves /health and /metrics on its admin listener: odin-ctl finds it
 # through the lease's admin_addr
-SHARD_ID=$Bid WS_ADDR=127.0.0.1:$pb ADMIN_ADDR=127.0.0.1:$pbadm SHARD_SOCKET="$T/b.sock" \
-    "$B/odin-shard" >"$T/b.log" 2>&1 & pids+=($!)
-wait_until 10 curl -fsS "http://127.0.0.1:$pa/health" || fail "shard A did not start"
-wait_until 10 curl -fsS "http://127.0.0.1:$pbadm/health" || fail "shard B did not start"
+start_shard b "$Bid" "$pb" ADMIN_ADDR="127.0.0.1:$pbadm"
+wait_until 10 health_ok "$pa" || fail "shard A did not start"
+wait_until 10 health_ok "$pbadm" || fail "shard B did not start"
 [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$pb/health")" = 404 ] \
     || fail "shard B serves /health on WS_ADDR despite ADMIN_ADDR"
 
 # a client of A subscribed to BTC.trade
-"$B/odin-watch" --watch-url "ws://127.0.0.1:$pa/ws" --watch-channels BTC.trade \
-    --watch-seconds 60 --watch-quiet >"$T/watch.log" 2>&1 & pids+=($!)
+ws_watch watch "ws://127.0.0.1:$pa/ws" BTC.trade --watch-seconds 60 --watch-quiet
 has_route() { [ "$(redis-cli -u "$REDIS_URL" SMEMBERS "${REDIS_PREFIX}route:BTC")" = "$A" ]; }
 wait_until 10 has_route || fail "route BTC -> $A never registered"
 has_leases() { [ "$(ctl shards | grep -c ' live ')" -eq 2 ]; }
@@ -79,12 +62,11 @@ rc=0; out=$(ctl tokens no-such-shard 2>"$T/nope.err") || rc=$?
     || fail "tokens no-such-shard: exit $rc, $(cat "$T/nope.err")"
 
 # a router, so health has one to check and the routes have a consumer
-"$B/odin-router" --kafka-brokers "$ODIN_KAFKA_BROKERS" --kafka-group "ctl-$$" \
-    --http-addr "127.0.0.1:$rp" >"$T/router.log" 2>&1 & pids+=($!)
-wait_until 15 curl -fsS "http://127.0.0.1:$rp/health" || fail "router did not start"
-router_sees() { curl -fsS "http://127.0.0.1:$rp/metrics" | grep "router_shard_queue_bytes{shard=\"$A\"}"; }
+start_router router "$rp" --kafka-brokers "$ODIN_KAFKA_BROKERS" --kafka-group "ctl-$$"
+wait_until 15 health_ok "$rp" || fail "router did not start"
+router_sees() { metrics "$rp" | grep "router_shard_queue_bytes{shard=\"$A\"}"; }
 wait_until 10 router_sees || fail "router has no per-shard series"
-m=$(curl -fsS "http://127.0.0.1:$rp/metrics")
+m=$(metrics "$rp")
 grep -q '^process_open_fds [0-9]' <<<"$m" || fail "router process_open_fds"
 grep -q '^process_resident_memory_bytes [0-9]' <<<"$m" || fail "router rss"
 grep -q '^odin_build_info{version="[^"]*",program="odin-router"} 1$' <<<"$m" || fail "router build_info"
@@ -102,11 +84,11 @@ grep -q "^router .*200" <<<"$out" || fail "router health: $out"
 # drain A through its pid (this host), then undrain
 out=$(ctl drain "$A") || fail "drain exit: $out"
 grep -q "draining" <<<"$out" || fail "drain: $out"
-[ "$(curl -s "http://127.0.0.1:$pa/metrics" | awk '$1=="shard_draining"{print $2}')" = 1 ] || fail "not draining"
+metric_is "$pa" shard_draining 1 || fail "not draining"
 [ "$(ctl --json health | jq -r ".shards[] | select(.shard==\"$A\") | .status")" = draining ] || fail "health draining"
 out=$(ctl drain "$A") && grep -q "already draining" <<<"$out" || fail "second drain toggled it back: $out"
 ctl undrain "$A" >/dev/null || fail "undrain"
-[ "$(curl -s "http://127.0.0.1:$pa/metrics" | awk '$1=="shard_draining"{print $2}')" = 0 ] || fail "still draining"
+metric_is "$pa" shard_draining 0 || fail "still draining"
 
 # a shard on another host: exit 3 and the command to run there
 redis-cli -u "$REDIS_URL" HSET "${REDIS_PREFIX}shard:far-1" host otherhost pid 4242 \
@@ -129,11 +111,10 @@ rc=0; REDIS_URL=localhost:6379 ctl shards 2>"$T/bad.err" || rc=$?
 # Redis Sentinel, as on the daemons (inside a compose container of the
 # Sentinel override, odin-ctl sees their REDIS_SENTINELS): the master comes
 # from the Sentinel, REDIS_URL pointing nowhere
-sport=$(free_port)
+sport=$(port)
 printf 'port %s\nbind 127.0.0.1\nsentinel monitor odin 127.0.0.1 %s 1\n' "$sport" \
     "${ODIN_REDIS_URL##*:}" >"$T/sentinel.conf"
-redis-server "$T/sentinel.conf" --sentinel >"$T/sentinel.log" 2>&1 &
-pids+=($!)
+spawn sentinel redis-server "$T/sentinel.conf" --sentinel
 wait_until 10 redis-cli -p "$sport" ping || fail "sentinel did not start"
 REDIS_URL=redis://127.0.0.1:1 REDIS_SENTINELS="127.0.0.1:$sport" ctl shards >"$T/sent.out" 2>"$T/sent.err" ||
     fail "odin-ctl through Sentinel: $(cat "$T/sent.err")"

@@ -11,7 +11,8 @@ set -euo pipefail
 : "${ODIN_KAFKA_BROKERS:?run through tools/run-tests.sh it}"
 : "${ODIN_BUILD:?}" "${ODIN_TMP:?}"
 bin="$ODIN_BUILD/odin-devbroker"
-fail() { echo "FAIL: $*" >&2; exit 1; }
+# shellcheck source=../support/stack.sh
+. "${ODIN_TOP:?}/tests/support/stack.sh"
 pid=""
 cleanup() { [ -n "$pid" ] && kill -KILL "$pid" 2>/dev/null || true; }
 trap cleanup EXIT
@@ -59,7 +60,7 @@ bfile="$ODIN_TMP/$run.bootstrap"
 DEVBROKER_TOPICS="t.$run.a, t.$run.b" DEVBROKER_PARTITIONS=3 DEVBROKER_BROKERS=2 \
     "$bin" --bootstrap-file "$bfile" >"$ODIN_TMP/$run.out" 2>"$ODIN_TMP/$run.log" &
 pid=$!
-for _ in $(seq 200); do [ -s "$bfile" ] && break; kill -0 "$pid" || break; sleep 0.05; done
+wait_while_alive 10 "$pid" test -s "$bfile" || true
 [ -s "$bfile" ] || { cat "$ODIN_TMP/$run.log" >&2; fail "bootstrap file not written"; }
 addr=$(cat "$bfile")
 [[ "$addr" =~ ^127\.0\.0\.1:[0-9]+,127\.0\.0\.1:[0-9]+$ ]] || fail "bootstrap '$addr' is not two host:port"

@@ -47,28 +47,20 @@ if ! cmp -s "$top/docs/operations.md" "$ODIN_TMP/docs-match-metrics.md"; then
     fail=1
 fi
 
-. "${ODIN_TOP:?}/tests/support/ports.sh"
-sp=$(free_port); rp=$(free_port)
-sock="$ODIN_TMP/docs-match.sock"
-"$B/odin-shard" --shard-id "docs-$$" --ws-addr "127.0.0.1:$sp" --shard-socket "$sock" \
-    --redis-url "$ODIN_REDIS_URL" 2>"$ODIN_TMP/docs-shard.log" &
-spid=$!
-"$B/odin-router" --kafka-brokers "$ODIN_KAFKA_BROKERS" --redis-url "$ODIN_REDIS_URL" \
-    --kafka-group "docs-$$" --http-addr "127.0.0.1:$rp" 2>"$ODIN_TMP/docs-router.log" &
-rpid=$!
-trap 'kill $spid $rpid 2>/dev/null; wait 2>/dev/null' EXIT
-get() { # port path -> body, retrying until the server answers (bounded)
-    for _ in $(seq 100); do
-        if exec 3<>"/dev/tcp/127.0.0.1/$1" 2>/dev/null; then
-            printf 'GET %s HTTP/1.0\r\n\r\n' "$2" >&3; cat <&3; exec 3<&-; return 0
-        fi
-        sleep 0.05   # the process is starting; no event to wait on from bash
-    done
-    return 1
-}
+# shellcheck source=../support/stack.sh
+
+. "${ODIN_TOP:?}/tests/support/stack.sh"
+stack_init docs-match
+STACK_LOGS=""
+sp=$(port); rp=$(port)
+start_shard shard "docs-$$" "$sp" --redis-url "$ODIN_REDIS_URL"
+start_router router "$rp" --kafka-brokers "$ODIN_KAFKA_BROKERS" --redis-url "$ODIN_REDIS_URL" \
+    --kafka-group "docs-$$"
 live=""
 for p in "$sp" "$rp"; do
-    names=$(get "$p" /metrics | sed -n 's/^# HELP \([a-z_]*\) .*/\1/p')
+    # the process is starting: its HTTP server answering is the event
+    wait_until 10 http_up "$p" || echo "no HTTP server on port $p"
+    names=$(curl -s -m 5 "http://127.0.0.1:$p/metrics" | sed -n 's/^# HELP \([a-z_]*\) .*/\1/p')
     [ -n "$names" ] || { echo "no metrics from port $p"; fail=1; }
     for m in $names; do
         grep -q "\`$m\`" "$top/docs/operations.md" || { echo "docs/operations.md lacks metric $m"; fail=1; }

@@ -9,9 +9,10 @@
 #  - odin-loadgen exits non-zero when not one connection succeeded.
 set -euo pipefail
 B=${ODIN_BUILD:?}
-T="$ODIN_TMP/failfast.$$"
-mkdir -p "$T"
-fail() { echo "FAIL: $*" >&2; exit 1; }
+# shellcheck source=../support/stack.sh
+. "${ODIN_TOP:?}/tests/support/stack.sh"
+stack_init failfast
+STACK_LOGS=""
 expect_rc() { # want cmd...
     local want=$1; shift; local rc=0
     "$@" >"$T/out" 2>"$T/err" || rc=$?
@@ -48,13 +49,12 @@ grep -q "REDIS_URL.*: 'redis:99999' is not host:port with a port 0-65535" "$T/er
 grep -q secret "$T/err" && fail "password in the error"
 
 # busy ports: errno text in the error
-python3 -c 'import socket,time,sys
+spawn_out holder python3 -c 'import socket,time,sys
 s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1); s.bind(("127.0.0.1",0)); s.listen(1)
-print(s.getsockname()[1], flush=True); time.sleep(30)' >"$T/port" &
-holder=$!
-trap 'kill $holder 2>/dev/null || true' EXIT
-for _ in $(seq 100); do [ -s "$T/port" ] && break; sleep 0.05; done
-busy=$(cat "$T/port")
+print(s.getsockname()[1], flush=True); time.sleep(60)'
+holder=$SPAWNED
+wait_until 10 test -s "$T/holder.out" || fail "the port holder did not start"
+busy=$(cat "$T/holder.out")
 expect_rc 1 "$B/odin-router" --kafka-brokers="$ODIN_KAFKA_BROKERS" --redis-url="$ODIN_REDIS_URL" \
     --http-addr="127.0.0.1:$busy"
 grep -q '"cannot listen for HTTP".*Address already in use' "$T/err" || fail "router: $(cat "$T/err")"
@@ -62,17 +62,17 @@ expect_rc 1 "$B/odin-shard" --ws-addr="127.0.0.1:$busy" --shard-socket="$T/s1.so
     --redis-url="$ODIN_REDIS_URL"
 grep -q '"cannot listen".*Address already in use' "$T/err" || fail "shard: $(cat "$T/err")"
 
-# WS_MAX_PENDING that leaves almost nothing: warned (the shard still starts)
-rc=0
-( ulimit -n 400; exec timeout -s TERM 2 "$B/odin-shard" --ws-addr=127.0.0.1:0 \
-    --ws-max-pending=300 --shard-socket="$T/s2.sock" --redis-url="$ODIN_REDIS_URL" ) \
-    >"$T/out" 2>"$T/err" || rc=$?
-grep -q '"max connections is tiny' "$T/err" || fail "no tiny-capacity warning: $(cat "$T/err")"
-grep -q '"max_connections":36' "$T/err" || fail "$(grep tiny "$T/err")"
+# WS_MAX_PENDING that leaves almost nothing: warned (the shard still starts;
+# stopped once the warning is there)
+spawn_out tiny bash -c 'ulimit -n 400; exec "$@"' _ "$B/odin-shard" --ws-addr=127.0.0.1:0 \
+    --ws-max-pending=300 --shard-socket="$T/s2.sock" --redis-url="$ODIN_REDIS_URL"
+wait_while_alive 10 "$SPAWNED" grep -q '"max connections is tiny' "$T/tiny.log" ||
+    fail "no tiny-capacity warning: $(cat "$T/tiny.log")"
+grep -q '"max_connections":36' "$T/tiny.log" || fail "$(grep tiny "$T/tiny.log")"
+stack_stop "$SPAWNED"
 
 # odin-loadgen: nothing connected -> non-zero
-kill $holder 2>/dev/null || true
-wait $holder 2>/dev/null || true
+stack_stop "$holder"
 rc=0
 LG_TARGETS="127.0.0.1:$busy" LG_CONNECTIONS=5 LG_PROCESSES=1 LG_DURATION_S=0 LOG_LEVEL=error \
     "$B/odin-loadgen" >"$T/lg.json" 2>"$T/lg.log" || rc=$?

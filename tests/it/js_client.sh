@@ -13,61 +13,36 @@ set -euo pipefail
 B=${ODIN_BUILD:?}
 top=${ODIN_TOP:-$(cd "$(dirname "$0")/../.." && pwd)}
 js=${JS_CLIENT_DIR:-$top/clients/js}   # another copy: to check the test fails on a broken library
-T="$ODIN_TMP/js_client.$$"
-mkdir -p "$T"
+# shellcheck source=../support/stack.sh
+. "$top/tests/support/stack.sh"
+stack_init js_client
 N=${JS_CLIENTS:-6}
 NTOK=${JS_TOKENS:-4}
 RATE=${JS_RATE:-150}
 COUNT=${JS_COUNT:-1500}
-pids=()
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do
-        for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
-        kill -KILL "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true
-    done
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; for f in "$T"/*.log; do echo "== $f"; tail -5 "$f"; done >&2; exit 1; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_until() { # timeout_s cmd...
-    local end=$((SECONDS + $1)); shift
-    until "$@" >/dev/null 2>&1; do [ $SECONDS -lt $end ] || return 1; sleep 0.05; done
-}
 command -v node >/dev/null || fail "node is not installed (tools/deps.sh)"
 [ -d "$js/node_modules/ws" ] || fail "clients/js/node_modules missing (tools/deps.sh runs npm ci)"
 
 export REDIS_URL="$ODIN_REDIS_URL" REDIS_PREFIX="jsc$$:" KAFKA_BROKERS="$ODIN_KAFKA_BROKERS"
 tokens=$(for i in $(seq 0 $((NTOK - 1))); do printf 'JSC%s_%s,' "$$" "$i"; done); tokens=${tokens%,}
 
-rp=$(free_port)
+rp=$(port)
 # earliest: a new group starts at the beginning, so no record produced
 # between the assignment and the first fetch can be skipped (the tokens are
 # new: nothing of theirs is in Kafka before the test produces)
-"$B/odin-router" --kafka-group "jsc-$$" --http-addr "127.0.0.1:$rp" \
+start_router router "$rp" --kafka-group "jsc-$$" \
     --discovery-interval-ms 200 --kafka-offset-reset earliest \
-    --kafka-options "fetch.wait.max.ms=1,topic.metadata.refresh.interval.ms=1000,session.timeout.ms=6000" \
-    >"$T/router.log" 2>&1 & pids+=($!)
-ports=(); urls=(); shard_pid=()
-for i in 1 2 3; do
-    p=$(free_port); ports+=("$p"); urls+=("ws://127.0.0.1:$p/ws")
-    SHARD_ID="jsc-$$-$i" WS_ADDR="127.0.0.1:$p" SHARD_SOCKET="$T/s$i.sock" SHARD_LEASE_TTL=2 \
-        "$B/odin-shard" >"$T/shard$i.log" 2>&1 & pids+=($!); shard_pid+=($!)
-done
-for p in "${ports[@]}"; do wait_until 15 curl -fsS "http://127.0.0.1:$p/health" || fail "shard on $p did not start"; done
-wait_until 20 curl -fsS "http://127.0.0.1:$rp/health" || fail "router did not start"
+    --kafka-options "fetch.wait.max.ms=1,topic.metadata.refresh.interval.ms=1000,session.timeout.ms=6000"
+start_shards 3 "jsc-$$" SHARD_LEASE_TTL=2
+for p in "${SHARD_PORTS[@]}"; do wait_until 15 health_ok "$p" || fail "shard on $p did not start"; done
+wait_until 20 health_ok "$rp" || fail "router did not start"
 # the router has its partitions and serves the three shards
-router_ready() {
-    local m; m=$(curl -fsS "http://127.0.0.1:$rp/metrics")
-    [ "$(grep -c '^router_shard_queue_bytes{' <<<"$m")" -ge 3 ] &&
-        grep -qE '^router_assigned_partitions [1-9]' <<<"$m"
-}
-wait_until 30 router_ready || fail "router not ready: $(curl -fsS "http://127.0.0.1:$rp/metrics" | grep -E 'assigned|queue_bytes')"
+wait_until 30 router_serves "$rp" 3 || fail "router not ready: $(metrics "$rp" | grep -E 'assigned|queue_bytes')"
 
-(cd "$js" && exec node test/it/resume_clients.mjs "$T" "$N" "$tokens" "$(IFS=,; echo "${urls[*]}")") \
-    >"$T/clients.out" 2>"$T/clients.log" & cpid=$!; pids+=($cpid)
-wait_until 30 test -f "$T/ready" || fail "clients not ready"
+spawn_out clients bash -c 'cd "$1" && exec node test/it/resume_clients.mjs "${@:2}"' _ \
+    "$js" "$T" "$N" "$tokens" "$(IFS=,; echo "${SHARD_URLS[*]}")"
+cpid=$SPAWNED
+await_marker 30 "$T/ready" "$cpid" "clients (ready)"
 routes_on_1() {
     local t
     for t in ${tokens//,/ }; do
@@ -76,24 +51,19 @@ routes_on_1() {
 }
 wait_until 10 routes_on_1 || fail "routes of the tokens are not on shard 1"
 
-"$B/odin-publish" --publish-rate "$RATE" --publish-count "$COUNT" --publish-tokens "$tokens" \
-    --publish-topics odin.trades --publish-linger-ms 1 >"$T/publish.out" 2>"$T/publish.log" & ppid=$!
-pids+=($ppid)
+spawn_out publish "$B/odin-publish" --publish-rate "$RATE" --publish-count "$COUNT" --publish-tokens "$tokens" \
+    --publish-topics odin.trades --publish-linger-ms 1
+ppid=$SPAWNED
 # mid-stream: once the clients have a quarter of what will be produced
 progress() { [ "$(cat "$T/progress" 2>/dev/null || echo 0)" -ge $((N * COUNT / 4)) ]; }
 wait_until 60 progress || fail "clients received too little: $(cat "$T/progress" 2>/dev/null)"
-kill -KILL "${shard_pid[0]}"
+kill -KILL "${SHARD_PIDS[0]}"
 echo "shard 1 killed after $(cat "$T/progress") messages"
 wait "$ppid" || fail "odin-publish failed: $(tail -3 "$T/publish.log")"
 cat "$T/publish.out"
 
 # what Kafka holds for our tokens: key, partition, offset
-kcat -C -b "$KAFKA_BROKERS" -t odin.trades -o beginning -e -q -f '%k %p %o\n' >"$T/kafka.all" 2>"$T/kcat.log" ||
-    fail "kcat: $(tail -3 "$T/kcat.log")"
-grep -E "^JSC$$_[0-9]+ " "$T/kafka.all" >"$T/expected" || true
-got=$(wc -l <"$T/expected")
-[ "$got" -eq "$COUNT" ] || fail "Kafka holds $got records of our tokens, $COUNT were published"
-touch "$T/expected.done"
+kafka_expected odin.trades "^JSC$$_[0-9]+ " "$COUNT"
 
 rc=0; wait "$cpid" || rc=$?
 cat "$T/clients.out"
@@ -105,12 +75,10 @@ echo "resume: $(jq -c '{clients, tokens, produced_per_client, received, missing,
 # Refusals: real shards answer reconnect_error and the library emits exactly
 # one refetch per channel with that code, then goes live.  Shard 4 reads
 # Kafka but replays at most 10 records; shard 5 has no Kafka.
-p4=$(free_port); p5=$(free_port)
-SHARD_ID="jsc-$$-4" WS_ADDR="127.0.0.1:$p4" SHARD_SOCKET="$T/s4.sock" RESUME_MAX_RECORDS=10 \
-    "$B/odin-shard" >"$T/shard4.log" 2>&1 & pids+=($!)
-env -u KAFKA_BROKERS SHARD_ID="jsc-$$-5" WS_ADDR="127.0.0.1:$p5" SHARD_SOCKET="$T/s5.sock" \
-    "$B/odin-shard" >"$T/shard5.log" 2>&1 & pids+=($!)
-for p in "$p4" "$p5"; do wait_until 15 curl -fsS "http://127.0.0.1:$p/health" || fail "shard on $p did not start"; done
+p4=$(port); p5=$(port)
+start_shard shard4 "jsc-$$-4" "$p4" RESUME_MAX_RECORDS=10
+start_shard shard5 "jsc-$$-5" "$p5" -u KAFKA_BROKERS
+for p in "$p4" "$p5"; do wait_until 15 health_ok "$p" || fail "shard on $p did not start"; done
 read -r t0 part0 _ < <(grep "^JSC$$_0 " "$T/expected" | head -1)
 read -r t1 part1 _ < <(grep "^JSC$$_1 " "$T/expected" | head -1)
 cases=$(jq -cn --arg u4 "ws://127.0.0.1:$p4/ws" --arg u5 "ws://127.0.0.1:$p5/ws" \

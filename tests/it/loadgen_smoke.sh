@@ -13,64 +13,20 @@
 set -euo pipefail
 
 B=${ODIN_BUILD:?}
-T="$ODIN_TMP/loadgen_smoke.$$"
-mkdir -p "$T"
-pids=()
-
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do
-        for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
-        kill -KILL "$p" 2>/dev/null || true
-        wait "$p" 2>/dev/null || true
-    done
-}
-trap cleanup EXIT
-
-fail() {
-    echo "FAIL: $*" >&2
-    for f in "$T"/*.log "$T"/*.json; do
-        [ -f "$f" ] || continue
-        echo "== $f" >&2
-        tail -n 15 "$f" >&2
-    done
-    exit 1
-}
-
-. "${ODIN_TOP:?}/tests/support/ports.sh"
-
-# metric PORT NAME -> value (0 if absent)
-metric() {
-    curl -s "http://127.0.0.1:$1/metrics" | awk -v m="$2" '$1==m {print $2; f=1} END {if (!f) print 0}'
-}
-
-# wait_for SECONDS DESCRIPTION COMMAND... : poll COMMAND every 100 ms
-wait_for() {
-    local secs=$1 what=$2; shift 2
-    local deadline=$((SECONDS + secs))
-    until "$@"; do
-        [ $SECONDS -lt $deadline ] || fail "timed out waiting for $what"
-        sleep 0.1
-    done
-}
+# shellcheck source=../support/stack.sh
+. "${ODIN_TOP:?}/tests/support/stack.sh"
+stack_init loadgen_smoke
+STACK_LOGS="*.log *.json"
+STACK_LOG_LINES=15
 
 # jq_check FILE EXPR : EXPR must be true on the summary
 jq_check() {
     jq -e "$2" "$1" >/dev/null || fail "summary check '$2' failed: $(jq -c 'del(.definitions)' "$1")"
 }
 
-http_up() { [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$1/health")" != 000 ]; }
-
 # ---- two shards ----------------------------------------------------------
-P1=$(free_port); P2=$(free_port)
-for i in 1 2; do
-    port=$([ $i = 1 ] && echo "$P1" || echo "$P2")
-    SHARD_ID="lgsmoke$$-$i" WS_ADDR="127.0.0.1:$port" SHARD_SOCKET="$T/shard$i.sock" \
-    REDIS_URL="$ODIN_REDIS_URL" WS_IP_RATE=100000 WS_IP_BURST=100000 WS_IP_MAX_PENDING=0 \
-        "$B/odin-shard" >"$T/shard$i.out" 2>"$T/shard$i.log" &
-    pids+=($!)
-done
+start_shards 2 "lgsmoke$$" REDIS_URL="$ODIN_REDIS_URL" WS_IP_RATE=100000 WS_IP_BURST=100000 WS_IP_MAX_PENDING=0
+P1=${SHARD_PORTS[0]}; P2=${SHARD_PORTS[1]}
 wait_for 20 "shard 1 HTTP" http_up "$P1"
 wait_for 20 "shard 2 HTTP" http_up "$P2"
 
@@ -93,7 +49,7 @@ jq_check "$T/ramp.json" '.errors_received == 0 and .source_addrs == 2'
 echo "ramp ok: $(jq -c '{connected, subscribed, ramp_s, connect_rate_per_s}' "$T/ramp.json")"
 
 # ---- 2: nobody listening -> counted, exit 3 --------------------------------------
-DEAD=$(free_port)
+DEAD=$(port)
 rc=0
 env "${common_env[@]}" LG_TARGETS="127.0.0.1:$DEAD" LG_CONNECTIONS=20 LG_DURATION_S=0 \
     LG_EXPECT_ALL=1 LOG_LEVEL=error "$B/odin-loadgen" >"$T/dead.json" 2>"$T/dead.log" || rc=$?
@@ -102,27 +58,19 @@ jq_check "$T/dead.json" '.connect_errors.refused == 20 and .connected == 0'
 echo "refused ok"
 
 # ---- 3: live messages through devbroker + router ---------------------------------
-HP=$(free_port)
+HP=$(port)
 # A topic of our own (category trade), so records other tests left on the
 # shared broker (e.g. broadcast-key markers) cannot reach these clients.
-# One record creates it before the router subscribes.
 TOPIC="lgsmoke-$$.trades"
-printf 'lgsmoke-setup\t{}\n' | kcat -P -b "$ODIN_KAFKA_BROKERS" -t "$TOPIC" -K $'\t' 2>"$T/kcat-setup.log" \
-    || fail "kcat could not create $TOPIC"
-KAFKA_BROKERS="$ODIN_KAFKA_BROKERS" KAFKA_GROUP="lgsmoke-$$" KAFKA_TOPICS="$TOPIC=trade" \
-KAFKA_OFFSET_RESET=earliest KAFKA_OPTIONS="fetch.wait.max.ms=10" REDIS_URL="$ODIN_REDIS_URL" \
-HTTP_ADDR="127.0.0.1:$HP" "$B/odin-router" >"$T/router.out" 2>"$T/router.log" &
-pids+=($!)
-wait_for 20 "router HTTP" http_up "$HP"
-assigned() { [ "$(metric "$HP" router_assigned_partitions)" -gt 0 ]; }
-wait_for 60 "router partition assignment" assigned
+topic_router router "$HP" "lgsmoke-$$" "$TOPIC" REDIS_URL="$ODIN_REDIS_URL"
 
-replies_base=$(( $(metric "$P1" ws_replies_sent_total) + $(metric "$P2" ws_replies_sent_total) ))
-env "${common_env[@]}" LG_CONNECTIONS=400 LG_DURATION_S=600 LG_HEARTBEAT_S=1 \
-    LG_SUMMARY_FILE="$T/live.json" "$B/odin-loadgen" >"$T/live.out" 2>"$T/live.log" &
-LG=$!
-pids+=($LG)
-subs_ready() { [ $(( $(metric "$P1" ws_subscriptions_active) + $(metric "$P2" ws_subscriptions_active) )) -eq 400 ]; }
+# both shards' sum of one series
+sum2() { echo $(( $(metric0 "$P1" "$1") + $(metric0 "$P2" "$1") )); }
+replies_base=$(sum2 ws_replies_sent_total)
+spawn_out live env "${common_env[@]}" LG_CONNECTIONS=400 LG_DURATION_S=600 LG_HEARTBEAT_S=1 \
+    LG_SUMMARY_FILE="$T/live.json" "$B/odin-loadgen"
+LG=$SPAWNED
+subs_ready() { [ "$(sum2 ws_subscriptions_active)" -eq 400 ]; }
 wait_for 30 "400 subscriptions on the shards" subs_ready
 # the shards write their routes after the acks: every token each one holds
 # is in its reverse index before anything is produced
@@ -130,14 +78,14 @@ routes_ready() {
     local i port held
     for i in 1 2; do
         port=$([ $i = 1 ] && echo "$P1" || echo "$P2")
-        held=$(metric "$port" ws_tokens_active)
+        held=$(metric0 "$port" ws_tokens_active)
         [ "$held" -gt 0 ] || return 1
         [ "$(redis-cli -u "$ODIN_REDIS_URL" SCARD "odin:shard:lgsmoke$$-$i:tokens")" = "$held" ] || return 1
     done
 }
 wait_for 30 "the shards' routes in Redis" routes_ready
 
-base=$(( $(metric "$P1" ws_messages_sent_total) + $(metric "$P2" ws_messages_sent_total) ))
+base=$(sum2 ws_messages_sent_total)
 python3 - "$$" >"$T/records.tsv" <<'PY'
 import json, sys, time
 pid = sys.argv[1]
@@ -148,12 +96,11 @@ for n in range(1, 11):
                       "token_seq": n, "publish_us": int(time.time() * 1e6)}}
         print("lgs%st%d\t%s" % (pid, t, json.dumps(v)))
 PY
-kcat -P -b "$ODIN_KAFKA_BROKERS" -t "$TOPIC" -K $'\t' -l "$T/records.tsv" 2>"$T/kcat.log" \
-    || fail "kcat could not produce"
-delivered() { [ $(( $(metric "$P1" ws_messages_sent_total) + $(metric "$P2" ws_messages_sent_total) - base )) -ge 4000 ]; }
+produce "$TOPIC" "$T/records.tsv" || fail "kcat could not produce"
+delivered() { [ $(( $(sum2 ws_messages_sent_total) - base )) -ge 4000 ]; }
 wait_for 60 "4000 deliveries by the shards" delivered
 # 400 acks + at least one pong per connection (heartbeat every second)
-replied() { [ $(( $(metric "$P1" ws_replies_sent_total) + $(metric "$P2" ws_replies_sent_total) - replies_base )) -ge 800 ]; }
+replied() { [ $(( $(sum2 ws_replies_sent_total) - replies_base )) -ge 800 ]; }
 wait_for 30 "heartbeat replies" replied
 
 kill -TERM "$LG"

@@ -31,28 +31,18 @@
 # container without them).
 set -euo pipefail
 B=${ODIN_BUILD:?run through tools/run-tests.sh}
-T=$(mktemp -d "${ODIN_TMP:?}/netns.XXXXXX")
-fail() { echo "FAIL: $*" >&2; exit 1; }
+# shellcheck source=../support/stack.sh
+. "${ODIN_TOP:?}/tests/support/stack.sh"
+stack_init netns
+STACK_LOGS=""
 command -v ip >/dev/null || fail "ip (iproute2) is not installed: tools/deps.sh installs it"
 
 NS_R=odin-r-$$ NS_A=odin-a-$$ NS_B=odin-b-$$
 SECRET="netns-secret-$$-$RANDOM"
 PREFIX=odin:
-pids=()
 made_ns=()
-
-cleanup() {
-    set +e
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
-    for p in "${pids[@]}"; do
-        for _ in $(seq 50); do kill -0 "$p" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$p" 2>/dev/null; wait "$p" 2>/dev/null
-    done
-    for ns in "${made_ns[@]}"; do ip netns del "$ns" 2>/dev/null; done
-}
-trap cleanup EXIT
-
-skip() { echo "SKIP: $*"; exit 77; }
+# after the processes (stack_cleanup): the namespaces
+STACK_HOOKS+=('for ns in "${made_ns[@]}"; do ip netns del "$ns" 2>/dev/null; done')
 
 # ---- network ---------------------------------------------------------------
 for ns in "$NS_R" "$NS_A" "$NS_B"; do
@@ -77,66 +67,42 @@ ip -n "$NS_B" link set up0 up
 
 # ---- helpers ---------------------------------------------------------------
 now_ms() { echo $(( ${EPOCHREALTIME/./} / 1000 )); }
-# wait_for DESCRIPTION SECONDS CMD...: poll CMD every 50 ms, fail past SECONDS
-wait_for() {
-    local what=$1 secs=$2 end=$(( $(now_ms) + $2 * 1000 )); shift 2
-    until "$@"; do
-        [ "$(now_ms)" -lt "$end" ] || fail "timed out after $secs s waiting for: $what"
-        sleep 0.05
-    done
-}
 rcli() { ip netns exec "$NS_R" redis-cli -p 6379 "$@"; }
-# metric NS PORT SERIES: value of one series of a /metrics page (empty if none)
-metric() {
-    ip netns exec "$1" curl -s --max-time 2 "http://127.0.0.1:$2/metrics" |
-        awk -v s="$3" '$1 == s && !seen { print $2; seen = 1 }'   # no early exit: SIGPIPE + pipefail
-}
-metric_is() { [ "$(metric "$1" "$2" "$3")" = "$4" ]; }
-metric_ge() { local v; v=$(metric "$1" "$2" "$3"); [ -n "$v" ] && [ "${v%.*}" -ge "$4" ]; }
-lines() { grep -c "$2" "$1" 2>/dev/null || true; }
+# the router host's metrics (IN_NS=NS metric*: in another namespace)
+rmetric_is() { IN_NS=$NS_R metric_is 8080 "$@"; }
 
 # ---- the router host: Redis, Kafka (devbroker), router ---------------------
-ip netns exec "$NS_R" redis-server --port 6379 --bind 0.0.0.0 --protected-mode no \
-    --dir "$T" --save '' --appendonly no --daemonize no --loglevel warning \
-    >"$T/redis.log" 2>&1 &
-pids+=($!)
-wait_for "redis-server in the router host" 10 eval 'rcli ping >/dev/null 2>&1'
+IN_NS=$NS_R spawn redis redis-server --port 6379 --bind 0.0.0.0 --protected-mode no \
+    --dir "$T" --save '' --appendonly no --daemonize no --loglevel warning
+wait_for 10 "redis-server in the router host" rcli ping
 # the devbroker listens on 127.0.0.1 only: Kafka lives on the router host
-ip netns exec "$NS_R" "$B/odin-devbroker" --bootstrap-file "$T/kafka.bootstrap" \
-    >"$T/devbroker.out" 2>"$T/devbroker.log" &
-pids+=($!)
-wait_for "odin-devbroker" 20 test -s "$T/kafka.bootstrap"
+IN_NS=$NS_R spawn_out devbroker "$B/odin-devbroker" --bootstrap-file "$T/kafka.bootstrap"
+wait_for 20 "odin-devbroker" test -s "$T/kafka.bootstrap"
 BROKERS=$(cat "$T/kafka.bootstrap")
 
-# start_router NAME HTTP_PORT GROUP SECRET
-start_router() {
-    KAFKA_BROKERS="$BROKERS" KAFKA_GROUP="$3" KAFKA_OFFSET_RESET=earliest \
-    REDIS_URL=redis://127.0.0.1:6379 SHARD_INGRESS_SECRET="$4" ROUTER_ID="$1" \
-    HTTP_ADDR="127.0.0.1:$2" DISCOVERY_INTERVAL_MS=200 SHARD_DOWN_GRACE_MS=2000 \
-    SHARD_RECONNECT_MAX_MS=1000 LOG_LEVEL=info \
-        ip netns exec "$NS_R" "$B/odin-router" >"$T/$1.log" 2>&1 &
-    pids+=($!)
+# host_router NAME HTTP_PORT GROUP SECRET: a router in the router host
+host_router() {
+    IN_NS=$NS_R start_router "$1" "$2" KAFKA_BROKERS="$BROKERS" KAFKA_GROUP="$3" KAFKA_OFFSET_RESET=earliest \
+        REDIS_URL=redis://127.0.0.1:6379 SHARD_INGRESS_SECRET="$4" ROUTER_ID="$1" \
+        DISCOVERY_INTERVAL_MS=200 SHARD_DOWN_GRACE_MS=2000 SHARD_RECONNECT_MAX_MS=1000 LOG_LEVEL=info
 }
-start_router router 8080 netns "$SECRET"
-ROUTER=$!
+host_router router 8080 netns "$SECRET"
+ROUTER=$SPAWNED
 
 # ---- shard hosts -----------------------------------------------------------
-# start_shard NAME NS ADDR
-start_shard() {
-    SHARD_ID="host-$1" WS_ADDR=0.0.0.0:3002 SHARD_SOCKET="$T/$1.sock" \
-    SHARD_TCP_ADDR="$3:7001" SHARD_ENDPOINT="tcp://$3:7001" \
-    SHARD_INGRESS_SECRET="$SECRET" REDIS_URL="redis://${3%.2}.1:6379" \
-    SHARD_LEASE_TTL=2 REDIS_TIMEOUT=1 LOG_LEVEL=info \
-        ip netns exec "$2" "$B/odin-shard" >"$T/shard-$1.log" 2>&1 &
-    pids+=($!)
+# host_shard NAME NS ADDR: shard host-NAME in namespace NS, log $T/shard-NAME.log
+host_shard() {
+    IN_NS=$2 start_shard "shard-$1" "host-$1" 0.0.0.0:3002 \
+        SHARD_TCP_ADDR="$3:7001" SHARD_ENDPOINT="tcp://$3:7001" \
+        SHARD_INGRESS_SECRET="$SECRET" REDIS_URL="redis://${3%.2}.1:6379" \
+        SHARD_LEASE_TTL=2 REDIS_TIMEOUT=1 LOG_LEVEL=info
 }
-start_shard a "$NS_A" 10.213.1.2
-SHARD_A=$!
-start_shard b "$NS_B" 10.213.2.2
-SHARD_B=$!
-listening() { ip netns exec "$1" curl -s -o /dev/null --max-time 2 http://127.0.0.1:3002/health; }
-wait_for "shard host A listening" 30 listening "$NS_A"
-wait_for "shard host B listening" 30 listening "$NS_B"
+host_shard a "$NS_A" 10.213.1.2
+SHARD_A=$SPAWNED
+host_shard b "$NS_B" 10.213.2.2
+SHARD_B=$SPAWNED
+IN_NS=$NS_A wait_for 30 "shard host A listening" http_up 3002
+IN_NS=$NS_B wait_for 30 "shard host B listening" http_up 3002
 
 # clients: two per host, each on its own token and the shared one (HAB), on
 # the four phase categories
@@ -150,12 +116,10 @@ declare -A C_TOKENS=([a1]=HA1,HAB [a2]=HA2,HAB [b1]=HB1,HAB [b2]=HB2,HAB)
 for c in "${CLIENTS[@]}"; do
     chans=()
     for t in ${C_TOKENS[$c]//,/ }; do for k in "${CATS[@]}"; do chans+=("$t.$k"); done; done
-    WATCH_URL=ws://127.0.0.1:3002/ws WATCH_CHANNELS=$(IFS=,; echo "${chans[*]}") LOG_LEVEL=warn \
-        ip netns exec "${C_NS[$c]}" "$B/odin-watch" >"$T/client-$c.out" 2>"$T/client-$c.err" &
-    pids+=($!)
+    IN_NS=${C_NS[$c]} ws_watch "client-$c" ws://127.0.0.1:3002/ws "$(IFS=,; echo "${chans[*]}")" --log-level warn
 done
 for c in "${CLIENTS[@]}"; do
-    wait_for "client $c subscribed" 30 grep -q '"type":"subscription_ack"' "$T/client-$c.out"
+    wait_for 30 "client $c subscribed" ws_acked "client-$c"
 done
 
 routes_have() { # SHARD TOKEN...: every token's route set holds SHARD
@@ -172,13 +136,13 @@ synced() { # SHARD: its lease confirms every route under the current epoch
 }
 b_expired() { [ "$(rcli EXISTS "${PREFIX}shard:host-b")" = 0 ] && routes_lack host-b HB1 HB2 HAB; }
 b_back() {
-    synced host-b && routes_have host-b HB1 HB2 HAB && metric_is "$NS_R" 8080 router_shards_connected 2
+    synced host-b && routes_have host-b HB1 HB2 HAB && rmetric_is router_shards_connected 2
 }
-wait_for "host A's routes" 30 routes_have host-a HA1 HA2 HAB
-wait_for "host B's routes" 30 routes_have host-b HB1 HB2 HAB
-wait_for "host A synced" 30 synced host-a
-wait_for "host B synced" 30 synced host-b
-wait_for "router connected to both shard hosts over TCP" 30 metric_is "$NS_R" 8080 router_shards_connected 2
+wait_for 30 "host A's routes" routes_have host-a HA1 HA2 HAB
+wait_for 30 "host B's routes" routes_have host-b HB1 HB2 HAB
+wait_for 30 "host A synced" synced host-a
+wait_for 30 "host B synced" synced host-b
+wait_for 30 "router connected to both shard hosts over TCP" rmetric_is router_shards_connected 2
 for s in a b; do
     ep=$(rcli HGET "${PREFIX}shard:host-$s" endpoint)
     [[ "$ep" == tcp://10.213.* ]] || fail "host-$s registered endpoint '$ep', want tcp://10.213..."
@@ -186,14 +150,12 @@ for s in a b; do
 done
 
 # publish NAME TOKENS TOPIC COUNT RATE: in the router host, in the background
-# (COUNT 0: until SIGTERM); the JSON summary goes to $T/pub-NAME.json
+# (COUNT 0: until SIGTERM); the JSON summary goes to $T/pub-NAME.out
 declare -A PUB_PID
 publish() {
-    KAFKA_BROKERS="$BROKERS" PUBLISH_TOKENS="$2" PUBLISH_TOPICS="$3" PUBLISH_COUNT="$4" \
-    PUBLISH_RATE="$5" PUBLISH_LINGER_MS=1 LOG_LEVEL=warn \
-        ip netns exec "$NS_R" "$B/odin-publish" >"$T/pub-$1.json" 2>"$T/pub-$1.log" &
-    PUB_PID[$1]=$!
-    pids+=($!)
+    IN_NS=$NS_R spawn_out "pub-$1" env KAFKA_BROKERS="$BROKERS" PUBLISH_TOKENS="$2" PUBLISH_TOPICS="$3" \
+        PUBLISH_COUNT="$4" PUBLISH_RATE="$5" PUBLISH_LINGER_MS=1 LOG_LEVEL=warn "$B/odin-publish"
+    PUB_PID[$1]=$SPAWNED
 }
 # publish_end NAME [SIGNAL]: wait for the publisher (signalled first if
 # given), check that Kafka acknowledged every record, SENT[NAME] = its count
@@ -202,16 +164,16 @@ publish_end() {
     [ -z "${2:-}" ] || kill "-$2" "${PUB_PID[$1]}"
     local rc=0; wait "${PUB_PID[$1]}" || rc=$?
     [ "$rc" -eq 0 ] || { cat "$T/pub-$1.log" >&2; fail "publisher $1 exited $rc"; }
-    jq -e '.errors == 0 and .undelivered == 0' "$T/pub-$1.json" >/dev/null ||
-        fail "publisher $1: $(cat "$T/pub-$1.json")"
-    SENT[$1]=$(jq -r .sent "$T/pub-$1.json")
+    jq -e '.errors == 0 and .undelivered == 0' "$T/pub-$1.out" >/dev/null ||
+        fail "publisher $1: $(cat "$T/pub-$1.out")"
+    SENT[$1]=$(jq -r .sent "$T/pub-$1.out")
 }
 # chan CLIENT TOKEN CAT: live records the client has on TOKEN.CAT
-chan() { lines "$T/client-$1.out" "\"channel\":\"$2\.$3\""; }
+chan() { ws_count "client-$1" "\"channel\":\"$2\.$3\""; }
 # received_at_least CAT N CLIENT...: each client has N live records of CAT
 received_at_least() {
     local cat=$1 n=$2; shift 2
-    for c in "$@"; do [ "$(lines "$T/client-$c.out" "\"channel\":\"[A-Z0-9]*\.$cat\"")" -ge "$n" ] || return 1; done
+    for c in "$@"; do [ "$(ws_count "client-$c" "\"channel\":\"[A-Z0-9]*\.$cat\"")" -ge "$n" ] || return 1; done
 }
 # all_received CAT SENT_A [SENT_B]: both A clients (and B clients) hold as
 # many records of CAT as were published for their tokens (each channel can
@@ -233,72 +195,64 @@ echo "network: router host $NS_R, shard hosts $NS_A (10.213.1.2) and $NS_B (10.2
 publish a1 "$A_TOKENS" odin.trades 300 400
 publish b1 "$B_TOKENS" odin.trades 200 400
 publish_end a1; publish_end b1
-wait_for "phase 1 delivered" 60 all_received trade "${SENT[a1]}" "${SENT[b1]}"
+wait_for 60 "phase 1 delivered" all_received trade "${SENT[a1]}" "${SENT[b1]}"
 
 # ---- phase 2: host B's link down -----------------------------------------------
 publish a2 "$A_TOKENS" odin.liquidity 0 150
 publish b2 "$B_TOKENS" odin.liquidity 0 100
-wait_for "phase 2 records flowing" 30 received_at_least liquidity 10 a1 a2 b1 b2
+wait_for 30 "phase 2 records flowing" received_at_least liquidity 10 a1 a2 b1 b2
 ip -n "$NS_R" link set to-b down
 t_cut=$(now_ms)
-wait_for "host B's lease and routes to expire" 60 b_expired
+wait_for 60 "host B's lease and routes to expire" b_expired
 t_expired=$(now_ms)
-wait_for "router to see host B gone" 30 metric_is "$NS_R" 8080 router_shards_connected 1
-n1=$(lines "$T/client-a1.out" '\.liquidity"'); n2=$(lines "$T/client-a2.out" '\.liquidity"')
-wait_for "host A still receiving after B expired" 30 \
+wait_for 30 "router to see host B gone" rmetric_is router_shards_connected 1
+n1=$(ws_count client-a1 '\.liquidity"'); n2=$(ws_count client-a2 '\.liquidity"')
+wait_for 30 "host A still receiving after B expired" \
     received_at_least liquidity $(( (n1 > n2 ? n1 : n2) + 30 )) a1 a2
 publish_end a2 TERM; publish_end b2 TERM
 grep -q '"shard lease expired; cleaning its routes","shard":"host-b"' "$T/router.log" ||
     fail "router log: no cleaning of host-b"
-metric_ge "$NS_R" 8080 router_shards_cleaned_total 1 || fail "router_shards_cleaned_total"
-metric_ge "$NS_R" 8080 router_shard_grace_total 1 || fail "router_shard_grace_total"
-drops_b=$(metric "$NS_R" 8080 'router_drops_total{reason="shard_down",shard="host-b"}')
-drops_a=$(ip netns exec "$NS_R" curl -s http://127.0.0.1:8080/metrics |
+IN_NS=$NS_R metric_ge 8080 router_shards_cleaned_total 1 || fail "router_shards_cleaned_total"
+IN_NS=$NS_R metric_ge 8080 router_shard_grace_total 1 || fail "router_shard_grace_total"
+drops_b=$(IN_NS=$NS_R metric 8080 'router_drops_total{reason="shard_down",shard="host-b"}')
+drops_a=$(IN_NS=$NS_R metrics 8080 |
           awk '/^router_drops_total\{.*shard="host-a"/ { s += $2 } END { print s + 0 }')
 [ "$drops_a" = 0 ] || fail "router dropped $drops_a records for host A"
-wait_for "phase 2 delivered to host A" 60 all_received liquidity "${SENT[a2]}"
+wait_for 60 "phase 2 delivered to host A" all_received liquidity "${SENT[a2]}"
 
 # ---- phase 3: host B's link back, under traffic --------------------------------
 publish a3 "$A_TOKENS" odin.metadata 0 150
 publish b3 "$B_TOKENS" odin.metadata 0 100
-wait_for "phase 3 records flowing on host A" 30 received_at_least metadata 10 a1 a2
+wait_for 30 "phase 3 records flowing on host A" received_at_least metadata 10 a1 a2
 for c in b1 b2; do cp "$T/client-$c.out" "$T/client-$c.at-link-up"; done
 ip -n "$NS_R" link set to-b up
 t_up=$(now_ms)
-wait_for "host B to re-register and the router to reconnect" 60 b_back
+wait_for 60 "host B to re-register and the router to reconnect" b_back
 t_back=$(now_ms)
-n1=$(lines "$T/client-b1.out" '\.metadata"'); n2=$(lines "$T/client-b2.out" '\.metadata"')
-wait_for "host B receiving again" 30 received_at_least metadata $(( (n1 > n2 ? n1 : n2) + 30 )) b1 b2
+n1=$(ws_count client-b1 '\.metadata"'); n2=$(ws_count client-b2 '\.metadata"')
+wait_for 30 "host B receiving again" received_at_least metadata $(( (n1 > n2 ? n1 : n2) + 30 )) b1 b2
 publish_end a3 TERM; publish_end b3 TERM
 [ "$(grep -c '"router authenticated"' "$T/shard-b.log")" -ge 2 ] ||
     fail "host-b: the router did not authenticate again after the link came back"
-wait_for "phase 3 delivered to host A" 60 all_received metadata "${SENT[a3]}"
+wait_for 60 "phase 3 delivered to host A" all_received metadata "${SENT[a3]}"
 
 # ---- phase 4: both hosts up again -----------------------------------------------
 publish a4 "$A_TOKENS" odin.analytics 300 400
 publish b4 "$B_TOKENS" odin.analytics 200 400
 publish_end a4; publish_end b4
-wait_for "phase 4 delivered" 60 all_received analytics "${SENT[a4]}" "${SENT[b4]}"
+wait_for 60 "phase 4 delivered" all_received analytics "${SENT[a4]}" "${SENT[b4]}"
 
 # ---- a router with the wrong secret is refused --------------------------------
-start_router intruder 8081 netns-intruder "wrong-$SECRET"
-INTRUDER=$!
+host_router intruder 8081 netns-intruder "wrong-$SECRET"
+INTRUDER=$SPAWNED
 refused() { grep "SHARD_INGRESS_SECRET differs" "$T/intruder.log" | grep -q "\"shard\":\"host-$1\""; }
-wait_for "the wrong-secret router refused by host A" 30 refused a
-wait_for "the wrong-secret router refused by host B" 30 refused b
-metric_is "$NS_R" 8081 router_shards_connected 0 || fail "the wrong-secret router is connected"
-refused_a=$(metric "$NS_A" 3002 shard_ingress_auth_failures_total)
-refused_b=$(metric "$NS_B" 3002 shard_ingress_auth_failures_total)
-# stop_ok NAME PID: SIGTERM, and the process must exit 0 within 10 s (ASan
+wait_for 30 "the wrong-secret router refused by host A" refused a
+wait_for 30 "the wrong-secret router refused by host B" refused b
+IN_NS=$NS_R metric_is 8081 router_shards_connected 0 || fail "the wrong-secret router is connected"
+refused_a=$(IN_NS=$NS_A metric 3002 shard_ingress_auth_failures_total)
+refused_b=$(IN_NS=$NS_B metric 3002 shard_ingress_auth_failures_total)
+# stop_ok (stack.sh): SIGTERM, and the process must exit 0 within 10 s (ASan
 # builds report leaks and errors through the exit status)
-stop_ok() {
-    kill -TERM "$2"
-    ( sleep 10; kill -KILL "$2" 2>/dev/null ) &
-    local rc=0 watchdog=$!
-    wait "$2" || rc=$?
-    kill "$watchdog" 2>/dev/null || true
-    [ "$rc" -eq 0 ] || { tail -20 "$T/$1.log" >&2; fail "$1 exited $rc after SIGTERM (137: not within 10 s)"; }
-}
 stop_ok intruder "$INTRUDER"
 
 # ---- the counts, per client and token ------------------------------------------

@@ -14,29 +14,16 @@
 # Skips (77) if stunnel4 is not installed (tools/deps.sh installs it).
 set -euo pipefail
 top=${ODIN_TOP:?run through tools/run-tests.sh}
-B=${ODIN_BUILD:?}
-T=$(mktemp -d "${ODIN_TMP:?}/redis-tls.XXXXXX")
+: "${ODIN_BUILD:?}"
+# shellcheck source=../support/stack.sh
+. "$top/tests/support/stack.sh"
+stack_init redis-tls
+STACK_LOG_LINES=15
 command -v stunnel4 >/dev/null || command -v stunnel >/dev/null \
     || { echo "SKIP: stunnel4 not installed (apt-get install stunnel4; tools/deps.sh)"; exit 77; }
 ST=$(command -v stunnel4 || command -v stunnel)
 redis-server --version | grep -Eq "v=([6-9]|[1-9][0-9])\." \
     || { echo "SKIP: redis-server without TLS"; exit 77; }
-pids=()
-cleanup() {
-    local p
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
-    for p in "${pids[@]}"; do
-        for _ in $(seq 100); do kill -0 "$p" 2>/dev/null || break; sleep 0.05; done
-        kill -KILL "$p" 2>/dev/null || true; wait "$p" 2>/dev/null || true
-    done
-}
-trap cleanup EXIT
-fail() { echo "FAIL: $*" >&2; for f in "$T"/*.log; do echo "== $f"; tail -n 15 "$f"; done >&2; exit 1; }
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_until() { # timeout_s cmd...
-    local end=$((SECONDS + $1)); shift
-    until "$@" >/dev/null 2>&1; do [ $SECONDS -lt $end ] || return 1; sleep 0.05; done
-}
 PW=tunnel-test-pw
 
 # a CA, a server certificate for localhost signed by it, and an unrelated CA
@@ -53,20 +40,18 @@ openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=other CA" \
 # Redis with TLS only, a password, no client certificates (as managed ones)
 rp=$(port)
 mkdir -p "$T/redis"
-redis-server --port 0 --tls-port "$rp" --bind 127.0.0.1 --dir "$T/redis" \
+spawn redis redis-server --port 0 --tls-port "$rp" --bind 127.0.0.1 --dir "$T/redis" \
     --tls-cert-file "$T/redis.crt" --tls-key-file "$T/redis.key" --tls-ca-cert-file "$T/ca.crt" \
-    --tls-auth-clients no --requirepass "$PW" --save '' --appendonly no >"$T/redis.log" 2>&1 &
-pids+=($!)
+    --tls-auth-clients no --requirepass "$PW" --save '' --appendonly no
 rcli() { REDISCLI_AUTH=$PW redis-cli --tls --cacert "$T/ca.crt" -h localhost -p "$rp" "$@"; }
 wait_until 10 rcli ping || fail "redis-server with TLS did not start (built without TLS?)"
 [ "$(rcli ping)" = PONG ] || fail "no PONG over TLS"
 
 # the sidecar's script, as the compose service runs it
 tunnel() { # name accept ca verify_host
-    env -i PATH="$PATH" REDIS_TLS_HOST=localhost REDIS_TLS_PORT="$rp" TUNNEL_ACCEPT="127.0.0.1:$2" \
+    spawn "$1" env -i PATH="$PATH" REDIS_TLS_HOST=localhost REDIS_TLS_PORT="$rp" TUNNEL_ACCEPT="127.0.0.1:$2" \
         REDIS_TLS_CA="$3" REDIS_TLS_VERIFY_HOST="$4" TUNNEL_CONF="$T/$1.conf" STUNNEL="$ST" \
-        TUNNEL_DEBUG=info sh "$top/compose/stunnel/redis-tunnel.sh" >"$T/$1.log" 2>&1 &
-    pids+=($!)
+        TUNNEL_DEBUG=info sh "$top/compose/stunnel/redis-tunnel.sh"
     wait_until 10 bash -c "exec 3<>/dev/tcp/127.0.0.1/$2" || fail "stunnel $1 does not listen"
 }
 tp=$(port); tunnel good "$tp" "$T/ca.crt" localhost
@@ -86,10 +71,8 @@ echo "redis_tls_tunnel: wrong CA and wrong host name refused by stunnel"
 
 # a shard through the tunnel registers its lease in the TLS Redis
 wp=$(port); ap=$(port); SID="tls-shard-$$"
-env SHARD_ID="$SID" WS_ADDR="127.0.0.1:$wp" ADMIN_ADDR="127.0.0.1:$ap" SHARD_SOCKET="$T/s.sock" \
-    REDIS_URL="redis://127.0.0.1:$tp" REDIS_PASSWORD="$PW" REDIS_PREFIX="tls:" \
-    "$B/odin-shard" >"$T/shard.log" 2>&1 &
-pids+=($!)
+start_shard shard "$SID" "$wp" ADMIN_ADDR="127.0.0.1:$ap" \
+    REDIS_URL="redis://127.0.0.1:$tp" REDIS_PASSWORD="$PW" REDIS_PREFIX="tls:"
 wait_until 20 bash -c "[ \"\$(REDISCLI_AUTH=$PW redis-cli --tls --cacert '$T/ca.crt' -h localhost -p $rp SISMEMBER tls:shards $SID)\" = 1 ]" \
     || fail "the shard never registered through the tunnel"
 ttl=$(rcli PTTL "tls:shard:$SID")
@@ -101,10 +84,8 @@ echo "redis_tls_tunnel: odin-shard registered ($SID, lease PTTL ${ttl} ms) throu
 
 # without the tunnel: plain hiredis against the TLS port never registers
 wp2=$(port); ap2=$(port); SID2="tls-direct-$$"
-env SHARD_ID="$SID2" WS_ADDR="127.0.0.1:$wp2" ADMIN_ADDR="127.0.0.1:$ap2" SHARD_SOCKET="$T/d.sock" \
-    REDIS_URL="redis://127.0.0.1:$rp" REDIS_PASSWORD="$PW" REDIS_PREFIX="tls:" \
-    "$B/odin-shard" >"$T/direct.log" 2>&1 &
-pids+=($!)
+start_shard direct "$SID2" "$wp2" ADMIN_ADDR="127.0.0.1:$ap2" \
+    REDIS_URL="redis://127.0.0.1:$rp" REDIS_PASSWORD="$PW" REDIS_PREFIX="tls:"
 # wait for the shard's own verdict: a logged Redis failure, not a sleep
 wait_until 20 grep -qi 'redis' "$T/direct.log" || fail "direct shard logged nothing about Redis"
 wait_until 20 grep -Eqi 'redis.*(fail|lost|error|closed|timeout|refused)|(fail|lost|error|closed|timeout).*redis' "$T/direct.log" \

@@ -7,20 +7,15 @@
 # stack in its own process group and sending SIGINT to that group.
 set -euo pipefail
 top=${ODIN_TOP:?run through tools/run-tests.sh}
-. "$top/tests/support/ports.sh"
-run_dir="$ODIN_TMP/run-stack-ctrlc"
-out="$ODIN_TMP/run-stack-ctrlc.out"
-base=$(free_port 3)
-BUILD="$ODIN_BUILD" RUN_DIR="$run_dir" PUBLISH_RATE=100 \
-    PUBLIC_PORT=$(free_port) SHARD_PORT_BASE=$base ROUTER_HTTP_PORT=$(free_port) \
-    REDIS_PORT=$(free_port) setsid "$top/tools/run-stack.sh" >"$out" 2>&1 &
+# shellcheck source=../support/stack.sh
+. "$top/tests/support/stack.sh"
+run_stack_env run-stack-ctrlc
+env "${RUN_STACK_ENV[@]}" PUBLISH_RATE=100 setsid "$top/tools/run-stack.sh" >"$out" 2>&1 &
 pid=$!
 # wait for live messages at the demo client (an event, not a delay)
-for _ in $(seq 600); do grep -q '^{"seq":' "$out" 2>/dev/null && break; sleep 0.05; done
-grep -q '^{"seq":' "$out" || { echo "no live message"; tail -20 "$out"; kill -KILL -- -"$pid"; exit 1; }
+wait_log 30 "$out" '^{"seq":' || { echo "no live message"; tail -20 "$out"; kill -KILL -- -"$pid"; exit 1; }
 kill -INT -- -"$pid"          # Ctrl-C: SIGINT to the script's process group
-for _ in $(seq 600); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
-if kill -0 "$pid" 2>/dev/null; then echo "stack did not stop"; kill -KILL -- -"$pid"; exit 1; fi
+wait_until 30 stack_gone "$pid" || { echo "stack did not stop"; kill -KILL -- -"$pid"; exit 1; }
 grep -v '^{"seq"' "$out" | tail -5
 grep -q '^stopped;' "$out" || { echo "stack did not stop cleanly"; exit 1; }
 ! grep -q 'Killed' "$out" || { echo "a process had to be killed"; exit 1; }

@@ -18,7 +18,8 @@
 # running, holding their ports ("port 16379 is in use" on the next make run).
 set -euo pipefail
 top=${ODIN_TOP:?run through tools/run-tests.sh}
-. "$top/tests/support/ports.sh"
+# shellcheck source=../support/stack.sh
+. "$top/tests/support/stack.sh"
 
 descendants() {   # pid -> its descendants' pids, one a line
     ps -e -o pid=,ppid= | awk -v root="$1" '
@@ -38,11 +39,9 @@ port_held() { [ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]; }
 
 run_case() {   # name how
     local name=$1 how=$2
-    local run_dir="$ODIN_TMP/run-stack-$name" out="$ODIN_TMP/run-stack-$name.out"
-    local base pub rhp rp
-    base=$(free_port 3); pub=$(free_port); rhp=$(free_port); rp=$(free_port)
-    local envs=(BUILD="$ODIN_BUILD" RUN_DIR="$run_dir" PUBLISH_RATE=100 PUBLIC_PORT="$pub"
-                SHARD_PORT_BASE="$base" ROUTER_HTTP_PORT="$rhp" REDIS_PORT="$rp")
+    local run_dir out
+    run_stack_env "run-stack-$name"
+    local envs=("${RUN_STACK_ENV[@]}" PUBLISH_RATE=100)
     local leader
     if [ "$how" = hangup ] || [ "$how" = shell ]; then
         # a terminal: script(1) gives the shell a pty as its controlling
@@ -58,12 +57,11 @@ run_case() {   # name how
         leader=$!
     fi
     # running: live messages at the demo client (an event, not a delay)
-    for _ in $(seq 600); do grep -q '"seq":' "$out" 2>/dev/null && break; sleep 0.05; done
-    if ! grep -q '"seq":' "$out"; then
+    if ! wait_log 30 "$out" '"seq":'; then
         echo "$name: no live message"; tail -20 "$out"; kill -KILL -- -"$leader" 2>/dev/null
         return 1
     fi
-    local ports=("$rp" "$pub" "$rhp" "$base" $((base + 1)) $((base + 2)))
+    local ports=("${RUN_STACK_PORTS[@]}")
     local kb
     kb=$(sed -n 's/.*:\([0-9]*\)$/\1/p' "$run_dir/kafka.bootstrap" | head -1)
     [ -n "$kb" ] && ports+=("$kb")
@@ -85,19 +83,21 @@ run_case() {   # name how
                          grep -q 'run-stack.sh' "/proc/$p/cmdline" 2>/dev/null && echo "$p"; done | head -1)
         kill -KILL "$script_pid"
     fi
-    local left=() held=() i
-    for i in $(seq 50); do   # 5 s
+    local left=() held=()
+    all_gone() {   # sets left and held
+        local p
         left=(); held=()
         for p in "${procs[@]}"; do alive "${p%%:*}" "${p#*:}" && left+=("${p%%:*}"); done
         for p in "${ports[@]}"; do port_held "$p" && held+=("$p"); done
-        [ ${#left[@]} -eq 0 ] && [ ${#held[@]} -eq 0 ] && break
-        sleep 0.1
-    done
-    if [ ${#left[@]} -ne 0 ] || [ ${#held[@]} -ne 0 ]; then
+        [ ${#left[@]} -eq 0 ] && [ ${#held[@]} -eq 0 ]
+    }
+    local t0=${EPOCHREALTIME/./} i
+    if ! wait_until 5 all_gone; then
         echo "$name: after 5 s, processes left: ${left[*]:-none}; ports held: ${held[*]:-none}"
         for p in ${left[@]+"${left[@]}"}; do ps -o pid=,comm=,args= -p "$p" || true; kill -KILL "$p" 2>/dev/null || true; done
         return 1
     fi
+    i=$(( (${EPOCHREALTIME/./} - t0) / 100000 ))
     echo "$name: ${#procs[@]} processes gone and ${#ports[@]} ports free after $((i / 10)).$((i % 10)) s"
     if [ "$how" != kill ]; then
         # the script stopped them in stages, as on Ctrl-C: the shards deregistered

@@ -8,15 +8,12 @@
 # stop on one) and each setting reaches its own binary.
 set -euo pipefail
 top=${ODIN_TOP:?run through tools/run-tests.sh}
-. "$top/tests/support/ports.sh"
-run_dir="$ODIN_TMP/run-stack"
-out="$ODIN_TMP/run-stack.out"
-base=$(free_port 3)
-WS_MAX_CONNECTIONS=1000 ROUTE_CACHE_SIZE=5000 LOG_LEVEL=info \
-BUILD="$ODIN_BUILD" RUN_DIR="$run_dir" WATCH_SECONDS=12 PUBLISH_RATE=200 \
-    PUBLIC_PORT=$(free_port) SHARD_PORT_BASE=$base ROUTER_HTTP_PORT=$(free_port) \
-    REDIS_PORT=$(free_port) timeout 120 "$top/tools/run-stack.sh" >"$out" 2>&1
-rc=$?
+# shellcheck source=../support/stack.sh
+. "$top/tests/support/stack.sh"
+run_stack_env run-stack
+rc=0
+env "${RUN_STACK_ENV[@]}" WS_MAX_CONNECTIONS=1000 ROUTE_CACHE_SIZE=5000 LOG_LEVEL=info \
+    WATCH_SECONDS=12 PUBLISH_RATE=200 timeout 120 "$top/tools/run-stack.sh" >"$out" 2>&1 || rc=$?
 cat "$out" | grep -v '^{"seq"' | tail -20
 [ $rc -eq 0 ] || { echo "run-stack exited $rc"; exit 1; }
 n=$(sed -n 's/^received \([0-9]*\)$/\1/p' "$out")

@@ -10,6 +10,9 @@
 set -euo pipefail
 top=${ODIN_TOP:?run through tools/run-tests.sh}
 B=$ODIN_BUILD
+# shellcheck source=../support/stack.sh
+. "$top/tests/support/stack.sh"
+stack_init strict_config
 fail=0
 bad() { echo "FAIL: $*"; fail=1; }
 all_json() {   # file: every line is a JSON object
@@ -63,24 +66,18 @@ expect_exit2 shard-value '"msg":"invalid setting","setting":"WS_MAX_CONNECTIONS"
     env WS_MAX_CONNECTIONS=lots "$B/odin-shard"
 
 # relaxed: CONFIG_STRICT=false warns and starts with the default
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 sp=$(port)
-log="$ODIN_TMP/strict-relaxed.log"
-env CONFIG_STRICT=false WS_MAX_CONECTIONS=5 "$B/odin-shard" --shard-id "strict-$$" \
-    --ws-addr "127.0.0.1:$sp" --shard-socket "$ODIN_TMP/strict-$$.sock" \
-    --redis-url "$ODIN_REDIS_URL" 2>"$log" &
-spid=$!
-trap 'kill $spid 2>/dev/null || true; wait 2>/dev/null || true' EXIT
-for _ in $(seq 200); do
-    grep -q '"msg":"listening"' "$log" 2>/dev/null && break
-    kill -0 "$spid" 2>/dev/null || break
-    sleep 0.05   # the shard is starting; its log line is the event
-done
+log="$T/relaxed.log"   # stderr (stdout: relaxed.out)
+spawn_out relaxed env CONFIG_STRICT=false WS_MAX_CONECTIONS=5 "$B/odin-shard" --shard-id "strict-$$" \
+    --ws-addr "127.0.0.1:$sp" --shard-socket "$T/strict.sock" --redis-url "$ODIN_REDIS_URL"
+spid=$SPAWNED
+# the shard is starting (or ends): its log line is the event
+wait_while_alive 10 "$spid" grep -q '"msg":"listening"' "$log" || true
 grep -q '"msg":"listening"' "$log" || bad "relaxed shard did not start"
 grep -q '"level":"warn","component":"shard","msg":"unknown setting","setting":"WS_MAX_CONECTIONS","did_you_mean":"WS_MAX_CONNECTIONS"' "$log" ||
     bad "relaxed shard did not warn"
 grep -q '"msg":"capacity".*"derived":true' "$log" || bad "relaxed shard did not keep the default WS_MAX_CONNECTIONS"
-kill -TERM "$spid"; wait "$spid" || true
+stack_stop "$spid"
 all_json "$log" || bad "relaxed shard's log is not JSON lines"
 
 [ $fail = 0 ] && echo "strict config: misspelt settings and flags exit 2 with a suggestion; --version everywhere"
