@@ -19,8 +19,13 @@
 #       tests/support/cases.h), alone if the line says so, and it/<file> with
 #       the other cases (ODIN_TEST_SKIP; alone if the file says "odin-test:
 #       alone"); so only the cases that measure time keep the machine to
-#       themselves.  Tests start longest first (times of the last run, kept
-#       in BUILD/.it-times).  Everything is stopped by a trap on exit.
+#       themselves.  An alone test whose source also says "odin-test: gate"
+#       starts beside the last other tests and waits in tsup_alone_wait()
+#       (tests/support/support.h) before what it measures, until the runner
+#       creates the file ODIN_TEST_GATE once nothing else runs.  Tests start
+#       longest first (times of the last run, kept in BUILD/.it-times; when
+#       each ran in BUILD/.it-timeline).  Everything is stopped by a trap on
+#       exit.
 # all:  both; the unit tests are jobs of the same pool (beside the
 #       integration tests, not before them).
 # FILTER: only tests whose name contains it.
@@ -31,6 +36,7 @@
 # tail of its log) and, last, "tests: N passed, N failed" (and
 # ", N skipped" when some were); the line before it has the wall time.
 set -u
+unset ODIN_TEST_GATE
 mode=${1:-all}; build=${2:-build}; filter=${3:-}
 top=$(cd "$(dirname "$0")/.." && pwd)
 build=$(cd "$top" && cd "$build" && pwd) || { echo "no build dir $2" >&2; exit 2; }
@@ -79,6 +85,7 @@ run_one() { # name cmd...
     end=${EPOCHREALTIME/./}
     local dt=$(( (end - start) / 100000 )); dt="$((dt / 10)).$((dt % 10))"
     echo "$dt" >"$tmp/$name.time"
+    echo "$name $(( (start - t_start) / 100000 )) $(( (end - t_start) / 100000 ))" >>"$tmp/timeline"
     if [ $rc -eq 0 ]; then
         printf 'PASS %-40s %6ss\n' "$name" "$dt" >"$res"; return 0
     elif [ $rc -eq 77 ]; then
@@ -156,6 +163,7 @@ launch() { # k name sel cmd...
     local k=$1 name=$2 sel=$3; shift 3
     (
         [ -n "$sel" ] && export "${sel?}"
+        [ -n "${ODIN_TEST_GATE:-}" ] && export ODIN_TEST_GATE
         export ODIN_BUILD="$build" ODIN_TOP="$top" ODIN_TMP="$tmp/s$k"
         export ODIN_REDIS_PORT="${slot_rport[$k]}" ODIN_REDIS_URL="redis://127.0.0.1:${slot_rport[$k]}"
         export ODIN_KAFKA_BROKERS="${slot_brokers[$k]}"
@@ -279,6 +287,35 @@ run_it() {
         k=${free_slots[0]}; free_slots=("${free_slots[@]:1}")
         if [ "$kind" = sh ]; then launch "$k" "$n" "" bash "$path"; else launch "$k" "$n" "$sel" "$path"; fi
     done
+    # A gated alone test (its source says "odin-test: gate") starts now,
+    # beside the last others, and waits in tsup_alone_wait() for the file
+    # ODIN_TEST_GATE before the part it measures: the runner creates it
+    # once nothing else runs.
+    local gated="" gate=""
+    if [ ${#alone[@]} -gt 0 ]; then
+        local i
+        for i in "${!alone[@]}"; do
+            IFS=$'\t' read -r n kind path sel <<<"${alone[$i]}"
+            [ "$kind" = sh ] && continue
+            src="$top/tests/${n%%:*}.c"
+            [ -f "$src" ] && grep -q 'odin-test: gate' "$src" || continue
+            while [ ${#free_slots[@]} -eq 0 ]; do reap; done
+            k=${free_slots[0]}; free_slots=("${free_slots[@]:1}")
+            gate="$tmp/gate.$k"
+            ODIN_TEST_GATE="$gate" launch "$k" "$n" "$sel" "$path"
+            gated=$n
+            unset "alone[$i]"
+            break
+        done
+    fi
+    local p
+    while :; do
+        local others=0
+        for p in "${!running[@]}"; do [[ "${running[$p]}" == *" $gated" ]] || others=1; done
+        [ $others -eq 1 ] || break
+        reap
+    done
+    [ -n "$gate" ] && : >"$gate"
     while [ ${#running[@]} -gt 0 ]; do reap; done
     for line in "${alone[@]}"; do
         IFS=$'\t' read -r n kind path sel <<<"$line"
@@ -295,6 +332,8 @@ run_it() {
         done
     } | awk '{ t[$1] = $2 } END { for (n in t) print n, t[n] }' | sort >"$times.new" \
         && mv "$times.new" "$times"
+    # when each job ran (start and end, tenths of a second into the run)
+    [ -f "$tmp/timeline" ] && sort -k2,2n "$tmp/timeline" >"$build/.it-timeline"
 }
 
 case "$mode" in
