@@ -46,6 +46,7 @@
 #include "tests/support/shardsup.h"
 #include "tests/support/support.h"
 #include "tests/support/wsclient.h"
+#include "tests/support/cases.h"
 
 #define TOPIC "odin.trades"
 #define BOUND_MS 50
@@ -463,7 +464,5 @@ int main(void)
         cmocka_unit_test(test_bounded),
     };
     signal(SIGPIPE, SIG_IGN);
-    if (getenv("ODIN_TEST_FILTER"))
-        cmocka_set_test_filter(getenv("ODIN_TEST_FILTER"));
-    return cmocka_run_group_tests_name("redis_bound", tests, setup, teardown);
+    return TSUP_RUN_CASES("redis_bound", tests, setup, teardown);
 }
