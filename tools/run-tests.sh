@@ -20,7 +20,9 @@
 #       the other cases (ODIN_TEST_SKIP; alone if the file says "odin-test:
 #       alone"); so only the cases that measure time keep the machine to
 #       themselves.  An alone test whose source also says "odin-test: gate"
-#       starts beside the last other tests and waits in tsup_alone_wait()
+#       starts in a slot of its own beside the last other tests (once those
+#       still to start are about GATE_LEAD, default 30, seconds of work per
+#       slot) and waits in tsup_alone_wait()
 #       (tests/support/support.h) before what it measures, until the runner
 #       creates the file ODIN_TEST_GATE once nothing else runs.  Tests start
 #       longest first (times of the last run, kept in BUILD/.it-times; when
@@ -167,7 +169,7 @@ launch() { # k name sel cmd...
         export ODIN_BUILD="$build" ODIN_TOP="$top" ODIN_TMP="$tmp/s$k"
         export ODIN_REDIS_PORT="${slot_rport[$k]}" ODIN_REDIS_URL="redis://127.0.0.1:${slot_rport[$k]}"
         export ODIN_KAFKA_BROKERS="${slot_brokers[$k]}"
-        export ODIN_TEST_SLOT="$k" ODIN_TEST_SLOTS="$nslots"
+        export ODIN_TEST_SLOT="$k" ODIN_TEST_SLOTS="$nwin"
         redis-cli -p "${slot_rport[$k]}" flushall >/dev/null
         run_one "$name" "$@"
     ) &
@@ -277,37 +279,49 @@ run_it() {
     nslots=$jobs
     [ ${#shared[@]} -lt "$nslots" ] && nslots=${#shared[@]}
     [ "$nslots" -ge 1 ] || nslots=1
+    nwin=$nslots    # slots with a port window (ODIN_TEST_SLOTS)
+    # A gated alone test (its source says "odin-test: gate") starts in a
+    # slot of its own once the others still to start are about GATE_LEAD
+    # seconds of work per slot, does its set-up beside them, and waits in
+    # tsup_alone_wait() for the file ODIN_TEST_GATE before the part it
+    # measures: the runner creates it once nothing else runs.
+    local gi="" gated="" gate="" g=0 i
+    for i in "${!alone[@]}"; do
+        IFS=$'\t' read -r n kind path sel <<<"${alone[$i]}"
+        [ "$kind" = sh ] && continue
+        src="$top/tests/${n%%:*}.c"
+        [ -f "$src" ] && grep -q 'odin-test: gate' "$src" || continue
+        gi=$i; g=$((nslots + 1)); nwin=$g
+        break
+    done
     local k
-    for k in $(seq "$nslots"); do start_slot "$k"; done
-    for k in $(seq "$nslots"); do wait_slot "$k"; done
+    for k in $(seq "$nwin"); do start_slot "$k"; done
+    for k in $(seq "$nwin"); do wait_slot "$k"; done
     free_slots=($(seq "$nslots"))
+    # work still to start, in tenths of a second (last run's times)
+    local left=0 lead=$(( ${GATE_LEAD:-30} * 10 * nslots ))
+    tenths() { local t=${1:-999}; [[ "$t" == *.* ]] || t="$t.0"; echo $(( 10#${t%.*} * 10 + 10#${t#*.} )); }
+    for line in "${shared[@]}"; do
+        n=${line%%$'\t'*}; left=$(( left + $(tenths "${prev[$n]:-}") ))
+    done
+    launch_gated() {
+        local gn gkind gpath gsel
+        IFS=$'\t' read -r gn gkind gpath gsel <<<"${alone[$gi]}"
+        gate="$tmp/gate.$g"
+        ODIN_TEST_GATE="$gate" launch "$g" "$gn" "$gsel" "$gpath"
+        gated=$gn
+        unset "alone[$gi]"
+        gi=""
+    }
     for line in "${shared[@]}"; do
         IFS=$'\t' read -r n kind path sel <<<"$line"
+        [ -n "$gi" ] && [ "$left" -le "$lead" ] && launch_gated
+        left=$(( left - $(tenths "${prev[$n]:-}") ))
         while [ ${#free_slots[@]} -eq 0 ]; do reap; done
         k=${free_slots[0]}; free_slots=("${free_slots[@]:1}")
         if [ "$kind" = sh ]; then launch "$k" "$n" "" bash "$path"; else launch "$k" "$n" "$sel" "$path"; fi
     done
-    # A gated alone test (its source says "odin-test: gate") starts now,
-    # beside the last others, and waits in tsup_alone_wait() for the file
-    # ODIN_TEST_GATE before the part it measures: the runner creates it
-    # once nothing else runs.
-    local gated="" gate=""
-    if [ ${#alone[@]} -gt 0 ]; then
-        local i
-        for i in "${!alone[@]}"; do
-            IFS=$'\t' read -r n kind path sel <<<"${alone[$i]}"
-            [ "$kind" = sh ] && continue
-            src="$top/tests/${n%%:*}.c"
-            [ -f "$src" ] && grep -q 'odin-test: gate' "$src" || continue
-            while [ ${#free_slots[@]} -eq 0 ]; do reap; done
-            k=${free_slots[0]}; free_slots=("${free_slots[@]:1}")
-            gate="$tmp/gate.$k"
-            ODIN_TEST_GATE="$gate" launch "$k" "$n" "$sel" "$path"
-            gated=$n
-            unset "alone[$i]"
-            break
-        done
-    fi
+    [ -n "$gi" ] && launch_gated
     local p
     while :; do
         local others=0
