@@ -13,8 +13,23 @@
 #       (tsup_free_port and ports.sh pick ports in a window of their own per
 #       slot).  A test whose source has the line "odin-test: alone" (one that
 #       measures time, CPU or memory) runs after the others with nothing
-#       beside it.  Tests start longest first (times of the last run, kept in
-#       BUILD/.it-times).  Everything is stopped by a trap on exit.
+#       beside it.  A test binary whose source has lines
+#       "odin-test: part NAME [alone] case..." runs as several jobs: one
+#       it/<file>:NAME per part with only those cmocka cases (ODIN_TEST_ONLY,
+#       tests/support/cases.h), alone if the line says so, and it/<file> with
+#       the other cases (ODIN_TEST_SKIP; alone if the file says "odin-test:
+#       alone"); so only the cases that measure time keep the machine to
+#       themselves.  An alone test whose source also says "odin-test: gate"
+#       starts in a slot of its own beside the last other tests (once those
+#       still to start are about GATE_LEAD, default 30, seconds of work per
+#       slot) and waits in tsup_alone_wait()
+#       (tests/support/support.h) before what it measures, until the runner
+#       creates the file ODIN_TEST_GATE once nothing else runs.  Tests start
+#       longest first (times of the last run, kept in BUILD/.it-times; when
+#       each ran in BUILD/.it-timeline).  Everything is stopped by a trap on
+#       exit.
+# all:  both; the unit tests are jobs of the same pool (beside the
+#       integration tests, not before them).
 # FILTER: only tests whose name contains it.
 # A test that exits 77 was skipped (the environment cannot run it, e.g. no
 # network namespaces): printed as SKIP with its "SKIP: reason" line, not
@@ -23,6 +38,7 @@
 # tail of its log) and, last, "tests: N passed, N failed" (and
 # ", N skipped" when some were); the line before it has the wall time.
 set -u
+unset ODIN_TEST_GATE
 mode=${1:-all}; build=${2:-build}; filter=${3:-}
 top=$(cd "$(dirname "$0")/.." && pwd)
 build=$(cd "$top" && cd "$build" && pwd) || { echo "no build dir $2" >&2; exit 2; }
@@ -71,6 +87,7 @@ run_one() { # name cmd...
     end=${EPOCHREALTIME/./}
     local dt=$(( (end - start) / 100000 )); dt="$((dt / 10)).$((dt % 10))"
     echo "$dt" >"$tmp/$name.time"
+    echo "$name $(( (start - t_start) / 100000 )) $(( (end - t_start) / 100000 ))" >>"$tmp/timeline"
     if [ $rc -eq 0 ]; then
         printf 'PASS %-40s %6ss\n' "$name" "$dt" >"$res"; return 0
     elif [ $rc -eq 77 ]; then
@@ -113,7 +130,8 @@ run_unit() {
     for s in "$top"/tests/unit/*.sh; do
         [ -f "$s" ] || continue
         n=$(basename "$s" .sh); match "$n" || continue
-        run_one "unit/$n" bash "$s"
+        ODIN_TMP="$tmp/unit.d" run_one "unit/$n" bash "$s"; rc=$?
+        verdict "unit/$n" $rc
     done
 }
 
@@ -141,14 +159,17 @@ wait_slot() { # k
     slot_brokers[$k]=$(cat "$d/kafka.bootstrap")
 }
 
-# Start test `name` (cmd...) in slot k as a background job.
-launch() { # k name cmd...
-    local k=$1 name=$2; shift 2
+# Start test `name` (cmd...) in slot k as a background job; sel is its
+# case selection ("ODIN_TEST_ONLY=..." or "ODIN_TEST_SKIP=...", or empty).
+launch() { # k name sel cmd...
+    local k=$1 name=$2 sel=$3; shift 3
     (
+        [ -n "$sel" ] && export "${sel?}"
+        [ -n "${ODIN_TEST_GATE:-}" ] && export ODIN_TEST_GATE
         export ODIN_BUILD="$build" ODIN_TOP="$top" ODIN_TMP="$tmp/s$k"
         export ODIN_REDIS_PORT="${slot_rport[$k]}" ODIN_REDIS_URL="redis://127.0.0.1:${slot_rport[$k]}"
         export ODIN_KAFKA_BROKERS="${slot_brokers[$k]}"
-        export ODIN_TEST_SLOT="$k" ODIN_TEST_SLOTS="$nslots"
+        export ODIN_TEST_SLOT="$k" ODIN_TEST_SLOTS="$nwin"
         redis-cli -p "${slot_rport[$k]}" flushall >/dev/null
         run_one "$name" "$@"
     ) &
@@ -166,6 +187,49 @@ reap() {
     verdict "$name" "$rc"
 }
 
+# A test (whole file, or a binary's remaining cases) that runs alone: its
+# source has the line "odin-test: alone".
+is_alone() { # name kind path
+    local src=$3
+    [ "$2" = sh ] || src="$top/tests/${1%%:*}.c"
+    [ -f "$src" ] && grep -q 'odin-test: alone' "$src"
+}
+
+# Candidates of one test binary: its parts ("odin-test: part NAME [alone]
+# case..." lines of its source, each a job it/<file>:NAME running only those
+# cmocka cases, tests/support/cases.h) and the job it/<file> with the other
+# cases (none when the parts name every case of the file).
+add_bin() { # name path src
+    local name=$1 path=$2 src=$3 pn al rest w
+    local -A pcases=() palone=()
+    local -a order=()
+    if [ -f "$src" ]; then
+        while read -r pn al rest; do
+            [ -n "$pn" ] || continue
+            if [ "$al" != alone ]; then rest="$al $rest"; al=""; fi
+            [ -n "${pcases[$pn]+x}" ] || order+=("$pn")
+            pcases[$pn]="${pcases[$pn]:-} $rest"
+            [ -n "$al" ] && palone[$pn]=1
+        done < <(grep -oE 'odin-test: part [A-Za-z0-9_-]+( [A-Za-z0-9_]+)+' "$src" \
+                 | sed 's/^odin-test: part //')
+    fi
+    if [ ${#order[@]} -eq 0 ]; then
+        all+=("$name"$'\t'bin$'\t'"$path"$'\t')
+        return
+    fi
+    local parted=""
+    for pn in "${order[@]}"; do
+        all+=("$name:$pn"$'\t'"part${palone[$pn]:+-alone}"$'\t'"$path"$'\t'"ODIN_TEST_ONLY=${pcases[$pn]# }")
+        parted="$parted${pcases[$pn]}"
+    done
+    # the rest, unless every case of the file is in a part
+    local left=0
+    for w in $(grep -oE 'cmocka_unit_test[a-z_]*\( *[A-Za-z0-9_]+' "$src" | sed 's/.*( *//'); do
+        [[ " $parted " == *" $w "* ]] || left=1
+    done
+    [ $left -eq 1 ] && all+=("$name"$'\t'bin$'\t'"$path"$'\t'"ODIN_TEST_SKIP=${parted# }")
+}
+
 run_it() {
     local t n s cmd
     # candidates: "name<TAB>kind<TAB>path", kind bin or sh
@@ -173,13 +237,25 @@ run_it() {
     for t in "$build"/it/test_*; do
         [ -x "$t" ] || continue
         n=$(basename "$t"); match "$n" || continue
-        all+=("it/$n"$'\t'bin$'\t'"$t")
+        add_bin "it/$n" "$t" "$top/tests/it/$n.c"
     done
     for s in "$top"/tests/it/*.sh; do
         [ -f "$s" ] || continue
         n=$(basename "$s" .sh); match "$n" || continue
         all+=("it/$n"$'\t'sh$'\t'"$s")
     done
+    if [ "${1:-}" = with-unit ]; then   # the unit tests as jobs of the same pool
+        for t in "$build"/tests/test_*; do
+            [ -x "$t" ] || continue
+            n=$(basename "$t"); match "$n" || continue
+            all+=("unit/$n"$'\t'bin$'\t'"$t")
+        done
+        for s in "$top"/tests/unit/*.sh; do
+            [ -f "$s" ] || continue
+            n=$(basename "$s" .sh); match "$n" || continue
+            all+=("unit/$n"$'\t'sh$'\t'"$s")
+        done
+    fi
     [ ${#all[@]} -gt 0 ] || return 0
     # longest first (last run's times; a new test counts as long)
     local times="$build/.it-times"
@@ -188,15 +264,14 @@ run_it() {
         while read -r n s; do prev[$n]=$s; done <"$times"
     fi
     local -a shared=() alone=()
-    local line src
+    local line src e sel
     while IFS= read -r line; do
-        IFS=$'\t' read -r n kind path <<<"${line#*$'\t'}"
-        src=$path
-        [ "$kind" = bin ] && src="$top/tests/${n}.c"
-        if [ -f "$src" ] && grep -q 'odin-test: alone' "$src"; then
-            alone+=("$n"$'\t'"$kind"$'\t'"$path")
+        IFS=$'\t' read -r n kind path sel <<<"${line#*$'\t'}"
+        e="$n"$'\t'"$kind"$'\t'"$path"$'\t'"$sel"
+        if [ "$kind" = part-alone ] || { [ "$kind" != part ] && is_alone "$n" "$kind" "$path"; }; then
+            alone+=("$e")
         else
-            shared+=("$n"$'\t'"$kind"$'\t'"$path")
+            shared+=("$e")
         fi
     done < <(for l in "${all[@]}"; do
                  n=${l%%$'\t'*}; printf '%s\t%s\n' "${prev[$n]:-999}" "$l"
@@ -204,21 +279,62 @@ run_it() {
     nslots=$jobs
     [ ${#shared[@]} -lt "$nslots" ] && nslots=${#shared[@]}
     [ "$nslots" -ge 1 ] || nslots=1
+    nwin=$nslots    # slots with a port window (ODIN_TEST_SLOTS)
+    # A gated alone test (its source says "odin-test: gate") starts in a
+    # slot of its own once the others still to start are about GATE_LEAD
+    # seconds of work per slot, does its set-up beside them, and waits in
+    # tsup_alone_wait() for the file ODIN_TEST_GATE before the part it
+    # measures: the runner creates it once nothing else runs.
+    local gi="" gated="" gate="" g=0 i
+    for i in "${!alone[@]}"; do
+        IFS=$'\t' read -r n kind path sel <<<"${alone[$i]}"
+        [ "$kind" = sh ] && continue
+        src="$top/tests/${n%%:*}.c"
+        [ -f "$src" ] && grep -q 'odin-test: gate' "$src" || continue
+        gi=$i; g=$((nslots + 1)); nwin=$g
+        break
+    done
     local k
-    for k in $(seq "$nslots"); do start_slot "$k"; done
-    for k in $(seq "$nslots"); do wait_slot "$k"; done
+    for k in $(seq "$nwin"); do start_slot "$k"; done
+    for k in $(seq "$nwin"); do wait_slot "$k"; done
     free_slots=($(seq "$nslots"))
+    # work still to start, in tenths of a second (last run's times)
+    local left=0 lead=$(( ${GATE_LEAD:-30} * 10 * nslots ))
+    tenths() { local t=${1:-999}; [[ "$t" == *.* ]] || t="$t.0"; echo $(( 10#${t%.*} * 10 + 10#${t#*.} )); }
     for line in "${shared[@]}"; do
-        IFS=$'\t' read -r n kind path <<<"$line"
+        n=${line%%$'\t'*}; left=$(( left + $(tenths "${prev[$n]:-}") ))
+    done
+    launch_gated() {
+        local gn gkind gpath gsel
+        IFS=$'\t' read -r gn gkind gpath gsel <<<"${alone[$gi]}"
+        gate="$tmp/gate.$g"
+        ODIN_TEST_GATE="$gate" launch "$g" "$gn" "$gsel" "$gpath"
+        gated=$gn
+        unset "alone[$gi]"
+        gi=""
+    }
+    for line in "${shared[@]}"; do
+        IFS=$'\t' read -r n kind path sel <<<"$line"
+        [ -n "$gi" ] && [ "$left" -le "$lead" ] && launch_gated
+        left=$(( left - $(tenths "${prev[$n]:-}") ))
         while [ ${#free_slots[@]} -eq 0 ]; do reap; done
         k=${free_slots[0]}; free_slots=("${free_slots[@]:1}")
-        if [ "$kind" = sh ]; then launch "$k" "$n" bash "$path"; else launch "$k" "$n" "$path"; fi
+        if [ "$kind" = sh ]; then launch "$k" "$n" "" bash "$path"; else launch "$k" "$n" "$sel" "$path"; fi
     done
+    [ -n "$gi" ] && launch_gated
+    local p
+    while :; do
+        local others=0
+        for p in "${!running[@]}"; do [[ "${running[$p]}" == *" $gated" ]] || others=1; done
+        [ $others -eq 1 ] || break
+        reap
+    done
+    [ -n "$gate" ] && : >"$gate"
     while [ ${#running[@]} -gt 0 ]; do reap; done
     for line in "${alone[@]}"; do
-        IFS=$'\t' read -r n kind path <<<"$line"
+        IFS=$'\t' read -r n kind path sel <<<"$line"
         k=1
-        if [ "$kind" = sh ]; then launch "$k" "$n" bash "$path"; else launch "$k" "$n" "$path"; fi
+        if [ "$kind" = sh ]; then launch "$k" "$n" "" bash "$path"; else launch "$k" "$n" "$sel" "$path"; fi
         reap
     done
     # remember the times for the next run's order
@@ -230,12 +346,14 @@ run_it() {
         done
     } | awk '{ t[$1] = $2 } END { for (n in t) print n, t[n] }' | sort >"$times.new" \
         && mv "$times.new" "$times"
+    # when each job ran (start and end, tenths of a second into the run)
+    [ -f "$tmp/timeline" ] && sort -k2,2n "$tmp/timeline" >"$build/.it-timeline"
 }
 
 case "$mode" in
     unit) run_unit ;;
     it) run_it ;;
-    all) run_unit; run_it ;;
+    all) run_it with-unit ;;
     *) echo "usage: $0 unit|it|all BUILD_DIR [FILTER]" >&2; exit 2 ;;
 esac
 

@@ -40,6 +40,7 @@
 #include "tests/support/shardsup.h"
 #include "tests/support/support.h"
 #include "tests/support/wsclient.h"
+#include "tests/support/cases.h"
 
 /* Every test record goes to partition 0 of these topics. */
 #define TOPIC_TRADE "odin.trades"
@@ -1400,7 +1401,5 @@ int main(void)
         cmocka_unit_test_teardown(test_link_relay, teardown),
         cmocka_unit_test_teardown(test_ingress_preauth_flood, teardown),
     };
-    if (getenv("ODIN_TEST_FILTER"))
-        cmocka_set_test_filter(getenv("ODIN_TEST_FILTER"));
-    return cmocka_run_group_tests_name("e2e", tests, NULL, NULL);
+    return TSUP_RUN_CASES("e2e", tests, NULL, NULL);
 }

@@ -42,6 +42,7 @@
 #include "tests/support/shardsup.h"
 #include "tests/support/stream.h"
 #include "tests/support/support.h"
+#include "tests/support/cases.h"
 
 #define T_WAIT 30000
 #define RATE 40              /* records per second per token */
@@ -353,7 +354,5 @@ int main(void)
         cmocka_unit_test(test_three_routers_one_killed),
     };
     signal(SIGPIPE, SIG_IGN);
-    if (getenv("ODIN_TEST_FILTER"))
-        cmocka_set_test_filter(getenv("ODIN_TEST_FILTER"));
-    return cmocka_run_group_tests_name("multi_router", tests, NULL, NULL);
+    return TSUP_RUN_CASES("multi_router", tests, NULL, NULL);
 }

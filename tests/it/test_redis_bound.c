@@ -1,6 +1,8 @@
 /*
  * odin-test: alone (asserts that no script blocks Redis for BOUND_MS of wall
  * time: tools/run-tests.sh runs it with no other test beside it)
+ * odin-test: gate (the set-up, starting the processes and filling b's
+ * index, may overlap the last other tests: tsup_alone_wait() before step 1)
  * No script of ours blocks Redis for long, whatever the size of a shard's
  * reverse index (docs/security.md, attack 3).  A real redis-server with
  * latency-monitor-threshold BOUND_MS, a real router and real shards:
@@ -44,6 +46,7 @@
 #include "tests/support/shardsup.h"
 #include "tests/support/support.h"
 #include "tests/support/wsclient.h"
+#include "tests/support/cases.h"
 
 #define TOPIC "odin.trades"
 #define BOUND_MS 50
@@ -367,9 +370,11 @@ static void test_bounded(void **st)
     long sent = 0;
     if (getenv("ODIN_BOUND_CLAIM_ONLY")) {   /* to see phase 2 alone on other code */
         assert_true(WIFSIGNALED(ssup_shard_stop(&b, SIGKILL, 5000)));
+        tsup_alone_wait();
         goto claim;
     }
     fill(revb, idb, pfxb);
+    tsup_alone_wait();
     freeReplyObject(redisCommand(R, "LATENCY RESET"));
     freeReplyObject(redisCommand(R, "SLOWLOG RESET"));
     pinger_start(&png);
@@ -459,7 +464,5 @@ int main(void)
         cmocka_unit_test(test_bounded),
     };
     signal(SIGPIPE, SIG_IGN);
-    if (getenv("ODIN_TEST_FILTER"))
-        cmocka_set_test_filter(getenv("ODIN_TEST_FILTER"));
-    return cmocka_run_group_tests_name("redis_bound", tests, setup, teardown);
+    return TSUP_RUN_CASES("redis_bound", tests, setup, teardown);
 }

@@ -1,6 +1,9 @@
 /*
- * odin-test: alone (bounds on exit and recovery times, a shard SIGSTOPped
- * past its lease: tools/run-tests.sh runs it with no other test beside it)
+ * Cases that bound exit and recovery times, and the shard SIGSTOPped past
+ * its lease, run with no other test beside them (tools/run-tests.sh); the
+ * others, which count gaps and duplicates but time nothing, run side by side:
+ * odin-test: part timed alone test_sigterm_while_holding test_shard_sigstop
+ * odin-test: part timed alone test_router_kill_restart test_broker_killed_then_sigterm
  * Nothing lost for connected clients (docs/reliability.md): a fault battery
  * against the real processes (redis-server, odin-devbroker, odin-router,
  * odin-shard) with real WebSocket clients.
@@ -32,6 +35,7 @@
 #include <unistd.h>
 
 #include "common/clock.h"
+#include "tests/support/cases.h"
 #include "tests/support/rtsup.h"
 #include "tests/support/shardsup.h"
 #include "tests/support/stream.h"
@@ -693,7 +697,5 @@ int main(void)
         cmocka_unit_test(test_two_routers_rebalance),
     };
     signal(SIGPIPE, SIG_IGN);
-    if (getenv("ODIN_TEST_FILTER"))
-        cmocka_set_test_filter(getenv("ODIN_TEST_FILTER"));
-    return cmocka_run_group_tests_name("reliability", tests, NULL, NULL);
+    return TSUP_RUN_CASES("reliability", tests, NULL, NULL);
 }

@@ -1,7 +1,10 @@
 /*
- * odin-test: alone (test_slow_shard_does_not_delay_others counts, against a
- * 3 s SHARD_STALL_TIMEOUT_MS, what a paused fake shard got or the router
- * dropped: it failed in 2 of 5 runs beside other tests, once alone, under load)
+ * test_slow_shard_does_not_delay_others counts, against a 3 s
+ * SHARD_STALL_TIMEOUT_MS, what a paused fake shard got or the router
+ * dropped (it failed in 2 of 5 runs beside other tests, once alone, under
+ * load): tools/run-tests.sh runs it with no other test beside it, the other
+ * cases side by side:
+ * odin-test: part slow alone test_slow_shard_does_not_delay_others
  * odin-router under faults: Redis killed mid-run (fallback broadcast, then
  * targeted again after a restart on the same port), a shard that stops
  * reading (only its own records are dropped), and a dead shard whose lease
@@ -33,6 +36,7 @@
 #include <unistd.h>
 
 #include "proto/frame.h"
+#include "tests/support/cases.h"
 #include "tests/support/rtsup.h"
 #include "tests/support/support.h"
 
@@ -519,7 +523,5 @@ int main(void)
         cmocka_unit_test(test_shard_preauth_bounded),
         cmocka_unit_test(test_evict_no_usable_version),
     };
-    if (getenv("ODIN_TEST_FILTER"))
-        cmocka_set_test_filter(getenv("ODIN_TEST_FILTER"));
-    return cmocka_run_group_tests_name("router_faults", tests, NULL, NULL);
+    return TSUP_RUN_CASES("router_faults", tests, NULL, NULL);
 }

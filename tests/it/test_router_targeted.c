@@ -23,6 +23,7 @@
 #include "proto/frame.h"
 #include "tests/support/rtsup.h"
 #include "tests/support/support.h"
+#include "tests/support/cases.h"
 
 #define T_WAIT 30000
 
@@ -378,7 +379,5 @@ int main(void)
         cmocka_unit_test_setup(test_bad_records, flush_redis),
         cmocka_unit_test_setup(test_http_limits, flush_redis),
     };
-    if (getenv("ODIN_TEST_FILTER"))
-        cmocka_set_test_filter(getenv("ODIN_TEST_FILTER"));
-    return cmocka_run_group_tests_name("router_targeted", tests, NULL, NULL);
+    return TSUP_RUN_CASES("router_targeted", tests, NULL, NULL);
 }

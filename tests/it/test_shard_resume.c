@@ -32,6 +32,7 @@
 #include "tests/support/shardsup.h"
 #include "tests/support/support.h"
 #include "tests/support/wsclient.h"
+#include "tests/support/cases.h"
 
 #define TOPIC "odin.trades"
 #define TW 30000
@@ -1329,7 +1330,5 @@ int main(void)
         cmocka_unit_test(test_shutdown_bounded),
         cmocka_unit_test(test_hold_overflow),
     };
-    if (getenv("ODIN_TEST_FILTER"))    /* one test: its name or a pattern */
-        cmocka_set_test_filter(getenv("ODIN_TEST_FILTER"));
-    return cmocka_run_group_tests_name("shard_resume", tests, group_setup, group_teardown);
+    return TSUP_RUN_CASES("shard_resume", tests, group_setup, group_teardown);
 }

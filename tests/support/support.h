@@ -57,6 +57,14 @@ int tsup_wait_file(const char *path, int timeout_ms);
  * have no socket of their own (a Redis key appearing, a metric changing). */
 int tsup_wait_until(int (*pred)(void *), void *arg, int timeout_ms);
 
+/* For a test whose source has the lines "odin-test: alone" and
+ * "odin-test: gate": tools/run-tests.sh may start it beside the last other
+ * tests, with ODIN_TEST_GATE naming a file it creates once nothing else
+ * runs.  Call this before what must run alone (set-up before it overlaps
+ * the other tests): it waits for that file; at once without the variable.
+ * Returns the milliseconds waited. */
+long tsup_alone_wait(void);
+
 /* A private redis-server on a free port with its own dir. */
 typedef struct tsup_redis {
     pid_t pid;
