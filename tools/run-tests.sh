@@ -4,7 +4,7 @@
 # unit: every BUILD/tests/test_* (cmocka, no I/O) and tests/unit/*.sh, one
 #       after the other.
 # it:   every BUILD/it/test_* binary and every tests/it/*.sh script, up to
-#       ODIN_TEST_JOBS (default 4) side by side.  Each job slot has its own
+#       ODIN_TEST_JOBS (default 6) side by side.  Each job slot has its own
 #       redis-server and odin-devbroker on free ports and its own scratch
 #       dir, so tests that run at the same time share nothing; one test at a
 #       time uses a slot (FLUSHALL before each).  A test sees ODIN_BUILD,
@@ -42,7 +42,7 @@ unset ODIN_TEST_GATE
 mode=${1:-all}; build=${2:-build}; filter=${3:-}
 top=$(cd "$(dirname "$0")/.." && pwd)
 build=$(cd "$top" && cd "$build" && pwd) || { echo "no build dir $2" >&2; exit 2; }
-jobs=${ODIN_TEST_JOBS:-4}
+jobs=${ODIN_TEST_JOBS:-6}
 [[ "$jobs" =~ ^[1-9][0-9]*$ ]] || { echo "ODIN_TEST_JOBS must be a positive integer" >&2; exit 2; }
 passed=0; failed=0; skipped=0; failed_names=()
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/odin-test.XXXXXX")
