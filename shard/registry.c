@@ -346,17 +346,20 @@ static int batch_cluster(shard_registry *r, reg_batch *b)
     /* adding: the reverse index first */
     if (b->op && batch_part(r, b, (int)argc, argv, lens) != 0)
         goto out;
+    /* one route set each: what does not depend on the token, once */
+    const char *a[8] = { NULL, NULL, "1", NULL, b->op ? "add" : "del",
+                         s->shard_id, r->k_routes, NULL };
+    route_script(r, b, &a[0], &a[1]);
+    size_t l[8] = { strlen(a[0]), strlen(a[1]), 1, 0, 3,
+                    strlen(s->shard_id), strlen(r->k_routes), 0 };
     for (size_t i = 0; i < b->n; i++) {
         const reg_entry *e = b->e[i];
-        const char *key = schema_route_key_buf(&r->k_route, s->redis_prefix,
-                                               e->tok, e->node.klen);
-        if (!key)
+        if (!(a[3] = schema_route_key_buf(&r->k_route, s->redis_prefix,
+                                          e->tok, e->node.klen)))
             goto out;
-        const char *a[8] = { NULL, NULL, "1", key, b->op ? "add" : "del",
-                             s->shard_id, r->k_routes, e->tok };
-        route_script(r, b, &a[0], &a[1]);
-        size_t l[8] = { strlen(a[0]), strlen(a[1]), 1, r->k_route.len, 3,
-                        strlen(s->shard_id), strlen(r->k_routes), e->node.klen };
+        l[3] = r->k_route.len;
+        a[7] = e->tok;
+        l[7] = e->node.klen;
         if (batch_part(r, b, 8, a, l) != 0)
             goto out;
     }
